@@ -1,0 +1,10 @@
+//! The sluice data plane.
+//!
+//! Owns everything a poll-mode core does to a packet: zero-copy views of the wire formats, the
+//! OpenVPN data channel (AEAD open/seal, replay window), the compiled rule tables (route and
+//! authorization longest-prefix match), SNAT flow tables, ARP, and the per-core pipeline.
+//!
+//! It does **not** read the clock, make system calls other than through a `Port`, allocate per
+//! packet, or know anything about the control channel beyond punting its packets.
+
+#![deny(unsafe_code)]

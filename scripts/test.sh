@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds, and runs every check and test of sluice.
+# Usage: scripts/test.sh            (as root on Debian 12; CI calls it through .ci/run)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+sluice_install_packages
+sluice_cargo_env
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> cargo test"
+cargo test --workspace --locked

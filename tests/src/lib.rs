@@ -1,0 +1,1 @@
+//! Shared helpers for sluice's integration tests (temporary configs, PKIs, namespaces).
