@@ -8,3 +8,6 @@
 //! engine's cores.
 
 #![deny(unsafe_code)]
+
+pub mod admin;
+pub mod config;

@@ -1,5 +1,23 @@
 //! The `sluice` binary: argument parsing and wiring only.
 
-fn main() {
-    println!("sluice {}", env!("CARGO_PKG_VERSION"));
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use sluice_control::admin::{cli::Cli, verbs};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match verbs::run(&cli) {
+        Ok(response) => {
+            let mut out = std::io::stdout().lock();
+            // A closed stdout (a pipe to `head`) is not an error worth reporting.
+            let _ = out.write_all(response.render(cli.output).as_bytes());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
+        }
+    }
 }

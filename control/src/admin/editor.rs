@@ -1,0 +1,120 @@
+//! Edits the configuration file in place with `toml_edit`, so comments and layout of what a verb
+//! did not touch survive, then validates the result against every rule and against the file it
+//! replaces, and only then writes it atomically. A refused change leaves the file byte-identical.
+
+use std::path::{Path, PathBuf};
+
+use toml_edit::{ArrayOfTables, DocumentMut, Item, Table};
+
+use super::persist::write_atomic;
+use super::AdminError;
+use crate::config::{self, Loaded};
+
+/// An open configuration being changed by one verb.
+pub struct Editor {
+    path: PathBuf,
+    old: Loaded,
+    doc: DocumentMut,
+}
+
+impl Editor {
+    /// Loads and validates the file; a file that is already invalid cannot be edited by verbs.
+    ///
+    /// # Errors
+    /// The file's validation errors, or an unreadable file.
+    pub fn open(path: &Path) -> Result<Self, AdminError> {
+        let old = config::load(path)?;
+        let doc: DocumentMut = old
+            .text
+            .parse()
+            .map_err(|e| AdminError::Internal(format!("re-parsing {}: {e}", path.display())))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            old,
+            doc,
+        })
+    }
+
+    /// The configuration as it was before this change.
+    pub fn old(&self) -> &Loaded {
+        &self.old
+    }
+
+    /// The configuration file's directory.
+    pub fn base_dir(&self) -> PathBuf {
+        self.old.base_dir()
+    }
+
+    /// The index of the endpoint with this id.
+    ///
+    /// # Errors
+    /// `InvalidClientVpnEndpointId.NotFound` when there is none.
+    pub fn endpoint_index(&self, id: &str) -> Result<usize, AdminError> {
+        self.old
+            .config
+            .endpoints
+            .iter()
+            .position(|e| e.id.as_str() == id)
+            .ok_or_else(|| AdminError::endpoint_not_found(id))
+    }
+
+    /// The `[[endpoint]]` array, created if absent.
+    pub fn endpoints_mut(&mut self) -> &mut ArrayOfTables {
+        aot_mut(self.doc.as_table_mut(), "endpoint")
+    }
+
+    /// The `[[endpoint]]` table at `index`.
+    ///
+    /// # Errors
+    /// Internal error if the document and the parsed config disagree (cannot happen for a
+    /// document that parsed into that config).
+    pub fn endpoint_mut(&mut self, index: usize) -> Result<&mut Table, AdminError> {
+        self.endpoints_mut().get_mut(index).ok_or_else(|| {
+            AdminError::Internal(format!("endpoint[{index}] missing from the document"))
+        })
+    }
+
+    /// The `[[endpoint.NAME]]` array of the endpoint at `index`, created if absent.
+    ///
+    /// # Errors
+    /// As `endpoint_mut`.
+    pub fn endpoint_array_mut(
+        &mut self,
+        index: usize,
+        name: &str,
+    ) -> Result<&mut ArrayOfTables, AdminError> {
+        Ok(aot_mut(self.endpoint_mut(index)?, name))
+    }
+
+    /// The text the change would write.
+    pub fn text(&self) -> String {
+        self.doc.to_string()
+    }
+
+    /// Validates the changed document and writes it atomically.
+    ///
+    /// # Errors
+    /// The validation errors of the result (the file is untouched), or an I/O error.
+    pub fn commit(self) -> Result<Loaded, AdminError> {
+        let text = self.doc.to_string();
+        let new = config::check_text(&self.path, text, Some(&self.old.config))?;
+        write_atomic(&self.path, new.text.as_bytes())
+            .map_err(|e| AdminError::Io(format!("writing {}: {e}", self.path.display())))?;
+        Ok(new)
+    }
+}
+
+/// The array of tables `key` in `table`, created (and a non-array replaced) if needed.
+fn aot_mut<'a>(table: &'a mut Table, key: &str) -> &'a mut ArrayOfTables {
+    let item = table
+        .entry(key)
+        .or_insert(Item::ArrayOfTables(ArrayOfTables::new()));
+    if !item.is_array_of_tables() {
+        *item = Item::ArrayOfTables(ArrayOfTables::new());
+    }
+    match item {
+        Item::ArrayOfTables(a) => a,
+        // The branch above made it an array of tables.
+        _ => unreachable!("item was just set to an array of tables"),
+    }
+}

@@ -1,0 +1,82 @@
+//! The management verbs behind `sluice VERB`, mirroring the AWS CLI's Client VPN commands.
+//!
+//! Every verb works on the configuration file: describe verbs read it, mutating verbs edit it
+//! through `Editor` (comments kept, result validated, atomic write). Responses are JSON shaped
+//! like the AWS API's, or a table for people. This module owns no network state; the running
+//! appliance (a later part) applies the same verbs through its admin socket.
+
+pub mod cli;
+pub mod describe;
+pub mod editor;
+pub mod export;
+pub mod persist;
+pub mod shorthand;
+pub mod table;
+pub mod verbs;
+
+use std::fmt;
+
+use crate::config::ConfigError;
+
+/// Why a verb refused or failed.
+#[derive(Debug)]
+pub enum AdminError {
+    /// The configuration (as found, or as the change would make it) breaks a rule.
+    Config(ConfigError),
+    /// A request the AWS API would refuse, with AWS's error code.
+    Request {
+        /// The AWS error code, like `InvalidClientVpnEndpointId.NotFound`.
+        code: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// Reading or writing a file failed.
+    Io(String),
+    /// A bug: the document and its parsed form disagree.
+    Internal(String),
+}
+
+impl AdminError {
+    /// A request error.
+    pub fn request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Request {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The endpoint id names no endpoint.
+    pub fn endpoint_not_found(id: &str) -> Self {
+        Self::request(
+            "InvalidClientVpnEndpointId.NotFound",
+            format!("the Client VPN endpoint {id} does not exist"),
+        )
+    }
+
+    /// The process exit status: 2 for a refused request or invalid configuration, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Config(_) | Self::Request { .. } => 2,
+            Self::Io(_) | Self::Internal(_) => 1,
+        }
+    }
+}
+
+impl fmt::Display for AdminError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Config(e) => write!(f, "{e}"),
+            Self::Request { code, message } => write!(f, "An error occurred ({code}): {message}"),
+            Self::Io(m) => write!(f, "I/O error: {m}"),
+            Self::Internal(m) => write!(f, "internal error: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for AdminError {}
+
+impl From<ConfigError> for AdminError {
+    fn from(e: ConfigError) -> Self {
+        Self::Config(e)
+    }
+}

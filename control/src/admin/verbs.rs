@@ -1,0 +1,833 @@
+//! What each management verb does to the configuration, and the response it gives.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+use toml_edit::{value, Array, InlineTable, Item, Table};
+
+use super::cli::{
+    ApplySecurityGroups, Associate, Authorize, Cli, CreateEndpoint, CreateRoute, DeleteRoute,
+    DescribeEndpoints, Disassociate, EndpointIdArg, ExportConfiguration, ImportCrl, ModifyEndpoint,
+    OptionalEndpointId, Output, Revoke, Verb,
+};
+use super::editor::Editor;
+use super::export::{ca_for, client_configuration, ClientIdentity};
+use super::persist::write_atomic;
+use super::shorthand::{self, field, flag};
+use super::table::{self, Column};
+use super::AdminError;
+use crate::config::pki::{check_ca, check_crl_pem, resolve};
+use crate::config::schema::{Endpoint, Grantee, RouteOrigin};
+use crate::config::types::{AssociationId, Cidr, EndpointId, SessionTimeoutHours, VpnPort};
+use crate::config::{self, Loaded};
+
+/// A verb's answer, ready to print in the requested format.
+#[derive(Debug)]
+pub struct Response {
+    /// The AWS-shaped JSON.
+    pub json: Value,
+    /// The `--output table` rendering.
+    pub table: String,
+    /// The `--output text` rendering (the bare value where there is one).
+    pub text: String,
+}
+
+impl Response {
+    fn object(json: Value) -> Self {
+        let t = table::render_object(&json);
+        Self {
+            json,
+            text: t.clone(),
+            table: t,
+        }
+    }
+
+    /// The rendering for `output`.
+    pub fn render(&self, output: Output) -> String {
+        match output {
+            Output::Json => {
+                let mut s = serde_json::to_string_pretty(&self.json).unwrap_or_default();
+                s.push('\n');
+                s
+            }
+            Output::Table => self.table.clone(),
+            Output::Text => self.text.clone(),
+        }
+    }
+}
+
+/// Runs the verb `cli` names.
+///
+/// # Errors
+/// Refused requests, invalid configurations and I/O failures, each saying what is wrong.
+pub fn run(cli: &Cli) -> Result<Response, AdminError> {
+    let path = cli.config.as_path();
+    match &cli.verb {
+        Verb::Validate => validate(path),
+        Verb::CreateClientVpnEndpoint(a) => create_endpoint(path, a),
+        Verb::ModifyClientVpnEndpoint(a) => modify_endpoint(path, a),
+        Verb::DeleteClientVpnEndpoint(a) => delete_endpoint(path, a),
+        Verb::DescribeClientVpnEndpoints(a) => describe_endpoints(path, a),
+        Verb::AssociateClientVpnTargetNetwork(a) => associate(path, a),
+        Verb::DisassociateClientVpnTargetNetwork(a) => disassociate(path, a),
+        Verb::DescribeClientVpnTargetNetworks(a) => describe_list(path, a, List::TargetNetworks),
+        Verb::ApplySecurityGroupsToClientVpnTargetNetwork(a) => apply_security_groups(path, a),
+        Verb::AuthorizeClientVpnIngress(a) => authorize(path, a),
+        Verb::RevokeClientVpnIngress(a) => revoke(path, a),
+        Verb::DescribeClientVpnAuthorizationRules(a) => {
+            describe_list(path, a, List::AuthorizationRules)
+        }
+        Verb::CreateClientVpnRoute(a) => create_route(path, a),
+        Verb::DeleteClientVpnRoute(a) => delete_route(path, a),
+        Verb::DescribeClientVpnRoutes(a) => describe_list(path, a, List::Routes),
+        Verb::ImportClientVpnClientCertificateRevocationList(a) => import_crl(path, a),
+        Verb::ExportClientVpnClientCertificateRevocationList(a) => export_crl(path, a),
+        Verb::ExportClientVpnClientConfiguration(a) => export_configuration(path, a),
+    }
+}
+
+fn invalid(message: impl Into<String>) -> AdminError {
+    AdminError::request("InvalidParameterValue", message)
+}
+
+fn parse_cidr(s: &str, what: &str) -> Result<Cidr, AdminError> {
+    s.parse().map_err(|e| invalid(format!("{what}: {e}")))
+}
+
+fn parse_ip(s: &str, what: &str) -> Result<std::net::Ipv4Addr, AdminError> {
+    s.parse()
+        .map_err(|_| invalid(format!("{what}: `{s}` is not an IPv4 address")))
+}
+
+/// A path from the command line, made absolute so the file does not depend on the caller's
+/// working directory.
+fn absolute(p: &Path) -> Result<String, AdminError> {
+    std::path::absolute(p)
+        .map(|a| a.to_string_lossy().into_owned())
+        .map_err(|e| invalid(format!("{}: {e}", p.display())))
+}
+
+fn find<'a>(loaded: &'a Loaded, id: &str) -> Result<&'a Endpoint, AdminError> {
+    loaded
+        .config
+        .endpoints
+        .iter()
+        .find(|e| e.id.as_str() == id)
+        .ok_or_else(|| AdminError::endpoint_not_found(id))
+}
+
+fn validate(path: &Path) -> Result<Response, AdminError> {
+    let loaded = config::load(path)?;
+    let n = loaded.config.endpoints.len();
+    let json = json!({ "Valid": true, "Endpoints": n });
+    let text = format!(
+        "{}: valid ({n} endpoint{})\n",
+        path.display(),
+        if n == 1 { "" } else { "s" }
+    );
+    Ok(Response {
+        json,
+        table: text.clone(),
+        text,
+    })
+}
+
+/// Authentication options from the AWS shorthand/JSON values.
+fn authentication_table(values: &[String], mfa: Option<&str>) -> Result<Table, AdminError> {
+    let mut auth = Table::new();
+    for v in values {
+        let parsed = shorthand::parse(v).map_err(invalid)?;
+        let items = match parsed {
+            Value::Array(a) => a,
+            other => vec![other],
+        };
+        for item in items {
+            match field(&item, "Type") {
+                Some("certificate-authentication") => {
+                    let ca = item
+                        .get("MutualAuthentication")
+                        .and_then(|m| field(m, "ClientRootCertificateChainArn").or_else(|| field(m, "ClientRootCertificateChain")))
+                        .ok_or_else(|| invalid("certificate-authentication needs MutualAuthentication={ClientRootCertificateChainArn=PATH}"))?;
+                    let mut t = InlineTable::new();
+                    t.insert("client_root_ca", absolute(Path::new(ca))?.into());
+                    auth.insert("mutual", value(t));
+                }
+                Some("directory-service-authentication") => {
+                    let users = item
+                        .get("ActiveDirectory")
+                        .and_then(|d| field(d, "DirectoryId"))
+                        .ok_or_else(|| invalid("directory-service-authentication needs ActiveDirectory={DirectoryId=USERS_FILE}"))?;
+                    let mut t = InlineTable::new();
+                    t.insert("users_file", absolute(Path::new(users))?.into());
+                    auth.insert("directory", value(t));
+                }
+                Some("federated-authentication") => {
+                    return Err(invalid("federated (SAML) authentication is not supported by sluice; use certificate or directory authentication"));
+                }
+                other => {
+                    return Err(invalid(format!(
+                        "unknown authentication Type {other:?}: use certificate-authentication or directory-service-authentication"
+                    )))
+                }
+            }
+        }
+    }
+    if let Some(m) = mfa {
+        auth.insert("mfa", value(m));
+    }
+    Ok(auth)
+}
+
+fn connection_log_table(s: &str) -> Result<Table, AdminError> {
+    let v = shorthand::parse(s).map_err(invalid)?;
+    let enabled = flag(&v, "Enabled")
+        .ok_or_else(|| invalid("connection log options need Enabled=true|false"))?;
+    let mut t = Table::new();
+    t.insert("enabled", value(enabled));
+    if let Some(p) = field(&v, "LogPath").or_else(|| field(&v, "CloudwatchLogStream")) {
+        t.insert("path", value(absolute(Path::new(p))?));
+    }
+    Ok(t)
+}
+
+fn banner(s: &str) -> Result<Option<String>, AdminError> {
+    let v = shorthand::parse(s).map_err(invalid)?;
+    match flag(&v, "Enabled") {
+        Some(true) => field(&v, "BannerText")
+            .map(|t| Some(t.to_owned()))
+            .ok_or_else(|| invalid("an enabled banner needs BannerText=...")),
+        Some(false) => Ok(None),
+        None => Err(invalid(
+            "client login banner options need Enabled=true|false",
+        )),
+    }
+}
+
+fn string_array(items: &[String]) -> Array {
+    items.iter().map(String::as_str).collect()
+}
+
+fn check_port(p: u16) -> Result<i64, AdminError> {
+    VpnPort::try_from(i64::from(p))
+        .map(i64::from)
+        .map_err(invalid)
+}
+
+fn check_timeout(h: u8) -> Result<i64, AdminError> {
+    SessionTimeoutHours::try_from(i64::from(h))
+        .map(i64::from)
+        .map_err(invalid)
+}
+
+fn dns_servers(list: &[String]) -> Result<Vec<String>, AdminError> {
+    // Accept both a plain list and the AWS shorthand `CustomDnsServers=a,b,Enabled=true`.
+    let mut out = Vec::new();
+    for item in list {
+        for part in item.split(',') {
+            let part = part.trim().trim_start_matches("CustomDnsServers=");
+            if part.is_empty() || part.starts_with("Enabled=") {
+                continue;
+            }
+            out.push(parse_ip(part, "dns-servers")?.to_string());
+        }
+    }
+    Ok(out)
+}
+
+fn create_endpoint(path: &Path, a: &CreateEndpoint) -> Result<Response, AdminError> {
+    let mut ed = Editor::open(path)?;
+    parse_cidr(&a.client_cidr_block, "client-cidr-block")?;
+    let transport = match a.transport_protocol.as_str() {
+        t @ ("udp" | "tcp") => t,
+        other => {
+            return Err(invalid(format!(
+                "transport-protocol `{other}` must be udp or tcp"
+            )))
+        }
+    };
+    let mut used = std::collections::HashSet::new();
+    for e in &ed.old().config.endpoints {
+        used.insert(e.id.clone());
+    }
+    let id = std::iter::repeat_with(EndpointId::generate)
+        .find(|i| !used.contains(i))
+        .unwrap_or_else(EndpointId::generate);
+    let mut t = Table::new();
+    t.insert("id", value(id.as_str()));
+    t.insert("description", value(&a.description));
+    t.insert("client_cidr_block", value(&a.client_cidr_block));
+    t.insert(
+        "server_certificate",
+        value(absolute(&a.server_certificate_arn)?),
+    );
+    t.insert("server_key", value(absolute(&a.server_key)?));
+    t.insert("transport_protocol", value(transport));
+    t.insert("vpn_port", value(check_port(a.vpn_port)?));
+    t.insert("dns_name", value(&a.dns_name));
+    t.insert(
+        "dns_servers",
+        value(string_array(&dns_servers(&a.dns_servers)?)),
+    );
+    t.insert("split_tunnel", value(a.split_tunnel && !a.no_split_tunnel));
+    t.insert(
+        "session_timeout_hours",
+        value(check_timeout(a.session_timeout_hours)?),
+    );
+    if let Some(b) = &a.client_login_banner_options {
+        if let Some(text) = banner(b)? {
+            t.insert("client_login_banner", value(text));
+        }
+    }
+    t.insert(
+        "authentication",
+        Item::Table(authentication_table(
+            &a.authentication_options,
+            a.mfa.as_deref(),
+        )?),
+    );
+    if let Some(c) = &a.connection_log_options {
+        t.insert("connection_log", Item::Table(connection_log_table(c)?));
+    }
+    ed.endpoints_mut().push(t);
+    ed.commit()?;
+    Ok(Response::object(json!({
+        "ClientVpnEndpointId": id.as_str(),
+        "Status": { "Code": "pending-associate" },
+        "DnsName": a.dns_name,
+    })))
+}
+
+fn modify_endpoint(path: &Path, a: &ModifyEndpoint) -> Result<Response, AdminError> {
+    let mut ed = Editor::open(path)?;
+    let i = ed.endpoint_index(&a.client_vpn_endpoint_id)?;
+    let servers = a.dns_servers.as_deref().map(dns_servers).transpose()?;
+    let log = a
+        .connection_log_options
+        .as_deref()
+        .map(connection_log_table)
+        .transpose()?;
+    let banner = a
+        .client_login_banner_options
+        .as_deref()
+        .map(banner)
+        .transpose()?;
+    let port = a.vpn_port.map(check_port).transpose()?;
+    let timeout = a.session_timeout_hours.map(check_timeout).transpose()?;
+    let cert = a
+        .server_certificate_arn
+        .as_deref()
+        .map(absolute)
+        .transpose()?;
+    let key = a.server_key.as_deref().map(absolute).transpose()?;
+    let t = ed.endpoint_mut(i)?;
+    if let Some(c) = cert {
+        t["server_certificate"] = value(c);
+    }
+    if let Some(k) = key {
+        t["server_key"] = value(k);
+    }
+    if let Some(s) = servers {
+        t["dns_servers"] = value(string_array(&s));
+    }
+    if let Some(l) = log {
+        t["connection_log"] = Item::Table(l);
+    }
+    match banner {
+        Some(Some(text)) => t["client_login_banner"] = value(text),
+        Some(None) => {
+            t.remove("client_login_banner");
+        }
+        None => {}
+    }
+    if let Some(p) = port {
+        t["vpn_port"] = value(p);
+    }
+    if let Some(h) = timeout {
+        t["session_timeout_hours"] = value(h);
+    }
+    if let Some(d) = &a.description {
+        t["description"] = value(d);
+    }
+    if let Some(n) = &a.dns_name {
+        t["dns_name"] = value(n);
+    }
+    if a.split_tunnel || a.no_split_tunnel {
+        t["split_tunnel"] = value(a.split_tunnel);
+    }
+    ed.commit()?;
+    Ok(Response::object(json!({ "Return": true })))
+}
+
+fn delete_endpoint(path: &Path, a: &EndpointIdArg) -> Result<Response, AdminError> {
+    let mut ed = Editor::open(path)?;
+    let i = ed.endpoint_index(&a.client_vpn_endpoint_id)?;
+    let n = ed.old().config.endpoints[i].target_networks.len();
+    if n > 0 {
+        return Err(AdminError::request(
+            "IncorrectState",
+            format!(
+                "endpoint {} has {n} associated target network(s); disassociate them before deleting it",
+                a.client_vpn_endpoint_id
+            ),
+        ));
+    }
+    ed.endpoints_mut().remove(i);
+    ed.commit()?;
+    Ok(Response::object(json!({ "Status": { "Code": "deleted" } })))
+}
+
+fn describe_endpoints(path: &Path, a: &DescribeEndpoints) -> Result<Response, AdminError> {
+    let loaded = config::load(path)?;
+    for id in &a.client_vpn_endpoint_ids {
+        find(&loaded, id)?;
+    }
+    let items: Vec<Value> = loaded
+        .config
+        .endpoints
+        .iter()
+        .filter(|e| {
+            a.client_vpn_endpoint_ids.is_empty()
+                || a.client_vpn_endpoint_ids.iter().any(|i| i == e.id.as_str())
+        })
+        .map(super::describe::endpoint)
+        .collect();
+    const COLUMNS: &[Column] = &[
+        ("ClientVpnEndpointId", "/ClientVpnEndpointId"),
+        ("Status", "/Status/Code"),
+        ("ClientCidrBlock", "/ClientCidrBlock"),
+        ("DnsName", "/DnsName"),
+        ("Transport", "/TransportProtocol"),
+        ("Port", "/VpnPort"),
+        ("SplitTunnel", "/SplitTunnel"),
+        ("VpcId", "/VpcId"),
+        ("Description", "/Description"),
+    ];
+    let table = table::render("ClientVpnEndpoints", &items, COLUMNS);
+    Ok(Response {
+        json: json!({ "ClientVpnEndpoints": items }),
+        text: table.clone(),
+        table,
+    })
+}
+
+/// Lists an endpoint's items for a describe verb.
+type ItemsOf = fn(&Endpoint) -> Vec<Value>;
+
+#[derive(Clone, Copy)]
+enum List {
+    TargetNetworks,
+    AuthorizationRules,
+    Routes,
+}
+
+fn describe_list(path: &Path, a: &OptionalEndpointId, list: List) -> Result<Response, AdminError> {
+    use super::describe;
+    let loaded = config::load(path)?;
+    if let Some(id) = &a.client_vpn_endpoint_id {
+        find(&loaded, id)?;
+    }
+    let endpoints = loaded.config.endpoints.iter().filter(|e| {
+        a.client_vpn_endpoint_id
+            .as_deref()
+            .is_none_or(|id| id == e.id.as_str())
+    });
+    let (key, columns, f): (&str, &[Column], ItemsOf) = match list {
+        List::TargetNetworks => (
+            "ClientVpnTargetNetworks",
+            &[
+                ("ClientVpnEndpointId", "/ClientVpnEndpointId"),
+                ("AssociationId", "/AssociationId"),
+                ("TargetNetworkId", "/TargetNetworkId"),
+                ("VpcId", "/VpcId"),
+                ("Cidr", "/Cidr"),
+                ("AvailabilityZone", "/AvailabilityZone"),
+                ("Port", "/Port"),
+                ("EniIp", "/EniIp"),
+                ("SecurityGroups", "/SecurityGroups"),
+                ("Status", "/Status/Code"),
+            ],
+            describe::target_networks,
+        ),
+        List::AuthorizationRules => (
+            "AuthorizationRules",
+            &[
+                ("ClientVpnEndpointId", "/ClientVpnEndpointId"),
+                ("DestinationCidr", "/DestinationCidr"),
+                ("GroupId", "/GroupId"),
+                ("AccessAll", "/AccessAll"),
+                ("Status", "/Status/Code"),
+                ("Description", "/Description"),
+            ],
+            describe::authorization_rules,
+        ),
+        List::Routes => (
+            "Routes",
+            &[
+                ("ClientVpnEndpointId", "/ClientVpnEndpointId"),
+                ("DestinationCidr", "/DestinationCidr"),
+                ("TargetSubnet", "/TargetSubnet"),
+                ("Type", "/Type"),
+                ("Origin", "/Origin"),
+                ("Status", "/Status/Code"),
+                ("Description", "/Description"),
+            ],
+            describe::routes,
+        ),
+    };
+    let items: Vec<Value> = endpoints.flat_map(f).collect();
+    let table = table::render(key, &items, columns);
+    Ok(Response {
+        json: json!({ key: items }),
+        text: table.clone(),
+        table,
+    })
+}
+
+fn associate(path: &Path, a: &Associate) -> Result<Response, AdminError> {
+    let mut ed = Editor::open(path)?;
+    let i = ed.endpoint_index(&a.client_vpn_endpoint_id)?;
+    let vpc_cidr = parse_cidr(&a.vpc_cidr, "vpc-cidr")?;
+    parse_cidr(&a.cidr, "cidr")?;
+    parse_ip(&a.eni_ip, "eni-ip")?;
+    parse_ip(&a.gateway, "gateway")?;
+    let ep = &ed.old().config.endpoints[i];
+    if ep
+        .target_networks
+        .iter()
+        .any(|t| t.subnet_id == a.subnet_id)
+    {
+        return Err(AdminError::request(
+            "InvalidClientVpnSubnetId.DuplicateAssociation",
+            format!(
+                "subnet {} is already associated with {}",
+                a.subnet_id, a.client_vpn_endpoint_id
+            ),
+        ));
+    }
+    let assoc = AssociationId::generate();
+    let mut t = Table::new();
+    t.insert("association_id", value(assoc.as_str()));
+    t.insert("subnet_id", value(&a.subnet_id));
+    t.insert("vpc_id", value(&a.vpc_id));
+    t.insert("vpc_cidr", value(vpc_cidr.to_string()));
+    t.insert("cidr", value(&a.cidr));
+    t.insert("availability_zone", value(&a.availability_zone));
+    t.insert("port", value(&a.port));
+    t.insert("eni_ip", value(&a.eni_ip));
+    t.insert("gateway", value(&a.gateway));
+    let mut r = Table::new();
+    r.insert("destination_cidr", value(vpc_cidr.to_string()));
+    r.insert("target_subnet", value(&a.subnet_id));
+    r.insert("description", value("Default Route"));
+    r.insert("origin", value(RouteOrigin::Associate.as_str()));
+    ed.endpoint_array_mut(i, "target_network")?.push(t);
+    ed.endpoint_array_mut(i, "route")?.push(r);
+    ed.commit()?;
+    Ok(Response::object(
+        json!({ "AssociationId": assoc.as_str(), "Status": { "Code": "associated" } }),
+    ))
+}
+
+fn disassociate(path: &Path, a: &Disassociate) -> Result<Response, AdminError> {
+    let mut ed = Editor::open(path)?;
+    let i = ed.endpoint_index(&a.client_vpn_endpoint_id)?;
+    let ep = &ed.old().config.endpoints[i];
+    let t = ep
+        .target_networks
+        .iter()
+        .position(|t| t.association_id.as_str() == a.association_id)
+        .ok_or_else(|| {
+            AdminError::request(
+                "InvalidClientVpnAssociationId.NotFound",
+                format!(
+                    "association {} does not exist on {}",
+                    a.association_id, a.client_vpn_endpoint_id
+                ),
+            )
+        })?;
+    let subnet = ep.target_networks[t].subnet_id.clone();
+    let manual: Vec<String> = ep
+        .routes
+        .iter()
+        .filter(|r| r.target_subnet == subnet && r.origin == RouteOrigin::AddRoute)
+        .map(|r| r.destination_cidr.to_string())
+        .collect();
+    if !manual.is_empty() {
+        return Err(AdminError::request(
+            "IncorrectState",
+            format!(
+                "routes to {} go through subnet {subnet}; delete them (delete-client-vpn-route) before disassociating it",
+                manual.join(", ")
+            ),
+        ));
+    }
+    let local: Vec<usize> = ep
+        .routes
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.target_subnet == subnet && r.origin == RouteOrigin::Associate)
+        .map(|(k, _)| k)
+        .collect();
+    let routes = ed.endpoint_array_mut(i, "route")?;
+    for k in local.into_iter().rev() {
+        routes.remove(k);
+    }
+    ed.endpoint_array_mut(i, "target_network")?.remove(t);
+    ed.commit()?;
+    Ok(Response::object(
+        json!({ "AssociationId": a.association_id, "Status": { "Code": "disassociated" } }),
+    ))
+}
+
+fn apply_security_groups(path: &Path, a: &ApplySecurityGroups) -> Result<Response, AdminError> {
+    let mut ed = Editor::open(path)?;
+    let i = ed.endpoint_index(&a.client_vpn_endpoint_id)?;
+    let targets: Vec<usize> = ed.old().config.endpoints[i]
+        .target_networks
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.vpc_id == a.vpc_id)
+        .map(|(k, _)| k)
+        .collect();
+    if targets.is_empty() {
+        return Err(invalid(format!(
+            "endpoint {} has no target network in {}",
+            a.client_vpn_endpoint_id, a.vpc_id
+        )));
+    }
+    let tns = ed.endpoint_array_mut(i, "target_network")?;
+    for k in targets {
+        if let Some(t) = tns.get_mut(k) {
+            t["security_groups"] = value(string_array(&a.security_group_ids));
+        }
+    }
+    ed.commit()?;
+    Ok(Response::object(
+        json!({ "SecurityGroupIds": a.security_group_ids }),
+    ))
+}
+
+fn grantee_matches(g: Option<Grantee<'_>>, group: Option<&str>) -> bool {
+    match (g, group) {
+        (Some(Grantee::AllUsers), None) => true,
+        (Some(Grantee::Group(a)), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
+fn authorize(path: &Path, a: &Authorize) -> Result<Response, AdminError> {
+    let mut ed = Editor::open(path)?;
+    let i = ed.endpoint_index(&a.client_vpn_endpoint_id)?;
+    let dst = parse_cidr(&a.target_network_cidr, "target-network-cidr")?;
+    let group = if a.authorize_all_groups {
+        None
+    } else {
+        a.access_group_id.as_deref()
+    };
+    let ep = &ed.old().config.endpoints[i];
+    if ep
+        .authorization_rules
+        .iter()
+        .any(|r| r.destination_cidr == dst && grantee_matches(r.grantee(), group))
+    {
+        return Err(AdminError::request(
+            "InvalidClientVpnDuplicateAuthorizationRule",
+            format!("an authorization rule for {dst} and this group already exists"),
+        ));
+    }
+    let mut t = Table::new();
+    t.insert("destination_cidr", value(dst.to_string()));
+    match group {
+        Some(g) => t.insert("access_group_id", value(g)),
+        None => t.insert("authorize_all_groups", value(true)),
+    };
+    t.insert("description", value(&a.description));
+    ed.endpoint_array_mut(i, "authorization_rule")?.push(t);
+    ed.commit()?;
+    Ok(Response::object(json!({ "Status": { "Code": "active" } })))
+}
+
+fn revoke(path: &Path, a: &Revoke) -> Result<Response, AdminError> {
+    let mut ed = Editor::open(path)?;
+    let i = ed.endpoint_index(&a.client_vpn_endpoint_id)?;
+    let dst = parse_cidr(&a.target_network_cidr, "target-network-cidr")?;
+    let group = if a.revoke_all_groups {
+        None
+    } else {
+        a.access_group_id.as_deref()
+    };
+    let k = ed.old().config.endpoints[i]
+        .authorization_rules
+        .iter()
+        .position(|r| r.destination_cidr == dst && grantee_matches(r.grantee(), group))
+        .ok_or_else(|| {
+            AdminError::request(
+                "InvalidClientVpnEndpointAuthorizationRuleNotFound",
+                format!("no authorization rule for {dst} and this group"),
+            )
+        })?;
+    ed.endpoint_array_mut(i, "authorization_rule")?.remove(k);
+    ed.commit()?;
+    Ok(Response::object(
+        json!({ "Status": { "Code": "revoking" } }),
+    ))
+}
+
+fn create_route(path: &Path, a: &CreateRoute) -> Result<Response, AdminError> {
+    let mut ed = Editor::open(path)?;
+    let i = ed.endpoint_index(&a.client_vpn_endpoint_id)?;
+    let dst = parse_cidr(&a.destination_cidr_block, "destination-cidr-block")?;
+    let ep = &ed.old().config.endpoints[i];
+    if !ep
+        .target_networks
+        .iter()
+        .any(|t| t.subnet_id == a.target_vpc_subnet_id)
+    {
+        return Err(AdminError::request(
+            "InvalidClientVpnSubnetId.NotFound",
+            format!(
+                "subnet {} is not associated with {}",
+                a.target_vpc_subnet_id, a.client_vpn_endpoint_id
+            ),
+        ));
+    }
+    if ep
+        .routes
+        .iter()
+        .any(|r| r.destination_cidr == dst && r.target_subnet == a.target_vpc_subnet_id)
+    {
+        return Err(AdminError::request(
+            "InvalidClientVpnDuplicateRoute",
+            format!(
+                "a route to {dst} through {} already exists",
+                a.target_vpc_subnet_id
+            ),
+        ));
+    }
+    let mut t = Table::new();
+    t.insert("destination_cidr", value(dst.to_string()));
+    t.insert("target_subnet", value(&a.target_vpc_subnet_id));
+    t.insert("description", value(&a.description));
+    ed.endpoint_array_mut(i, "route")?.push(t);
+    ed.commit()?;
+    Ok(Response::object(
+        json!({ "Status": { "Code": "creating" } }),
+    ))
+}
+
+fn delete_route(path: &Path, a: &DeleteRoute) -> Result<Response, AdminError> {
+    let mut ed = Editor::open(path)?;
+    let i = ed.endpoint_index(&a.client_vpn_endpoint_id)?;
+    let dst = parse_cidr(&a.destination_cidr_block, "destination-cidr-block")?;
+    let ep = &ed.old().config.endpoints[i];
+    let matches: Vec<usize> = ep
+        .routes
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| {
+            r.destination_cidr == dst
+                && a.target_vpc_subnet_id
+                    .as_deref()
+                    .is_none_or(|s| s == r.target_subnet)
+        })
+        .map(|(k, _)| k)
+        .collect();
+    let k = match matches.as_slice() {
+        [] => {
+            return Err(AdminError::request(
+                "InvalidClientVpnRouteNotFound",
+                format!("no route to {dst} on {}", a.client_vpn_endpoint_id),
+            ))
+        }
+        [k] => *k,
+        _ => {
+            return Err(invalid(format!(
+                "several routes go to {dst}; name one with --target-vpc-subnet-id"
+            )))
+        }
+    };
+    if ep.routes[k].origin == RouteOrigin::Associate {
+        return Err(AdminError::request(
+            "InvalidParameterValue",
+            format!(
+                "the route to {dst} was added when subnet {} was associated; disassociate the subnet to remove it",
+                ep.routes[k].target_subnet
+            ),
+        ));
+    }
+    ed.endpoint_array_mut(i, "route")?.remove(k);
+    ed.commit()?;
+    Ok(Response::object(
+        json!({ "Status": { "Code": "deleting" } }),
+    ))
+}
+
+fn import_crl(path: &Path, a: &ImportCrl) -> Result<Response, AdminError> {
+    let mut ed = Editor::open(path)?;
+    let i = ed.endpoint_index(&a.client_vpn_endpoint_id)?;
+    let arg = a.certificate_revocation_list.as_str();
+    let pem = if arg.contains("-----BEGIN") {
+        arg.as_bytes().to_vec()
+    } else {
+        let p = arg.strip_prefix("file://").unwrap_or(arg);
+        std::fs::read(p).map_err(|e| invalid(format!("cannot read CRL {p}: {e}")))?
+    };
+    let base = ed.base_dir();
+    let ep = &ed.old().config.endpoints[i];
+    let subjects = match &ep.authentication.mutual {
+        Some(m) => check_ca(&resolve(&base, &m.client_root_ca)).map_err(invalid)?,
+        None => Vec::new(),
+    };
+    check_crl_pem(&pem, Path::new("the imported CRL"), &subjects).map_err(invalid)?;
+    let state = resolve(&base, &ed.old().config.appliance.state_dir);
+    let dir = state.join(ep.id.as_str());
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| AdminError::Io(format!("creating {}: {e}", dir.display())))?;
+    let target: PathBuf = dir.join("crl.pem");
+    write_atomic(&target, &pem)
+        .map_err(|e| AdminError::Io(format!("writing {}: {e}", target.display())))?;
+    ed.endpoint_mut(i)?["crl"] = value(target.to_string_lossy().as_ref());
+    ed.commit()?;
+    Ok(Response::object(json!({ "Return": true })))
+}
+
+fn export_crl(path: &Path, a: &EndpointIdArg) -> Result<Response, AdminError> {
+    let loaded = config::load(path)?;
+    let ep = find(&loaded, &a.client_vpn_endpoint_id)?;
+    let (crl, status) = match &ep.crl {
+        Some(p) => {
+            let p = resolve(&loaded.base_dir(), p);
+            let text = std::fs::read_to_string(&p)
+                .map_err(|e| AdminError::Io(format!("reading {}: {e}", p.display())))?;
+            (Some(text), "active")
+        }
+        None => (None, "pending"),
+    };
+    let text = crl.clone().unwrap_or_default();
+    Ok(Response {
+        json: json!({ "CertificateRevocationList": crl, "Status": { "Code": status } }),
+        table: format!("Status: {status}\n{text}"),
+        text,
+    })
+}
+
+fn export_configuration(path: &Path, a: &ExportConfiguration) -> Result<Response, AdminError> {
+    let loaded = config::load(path)?;
+    let ep = find(&loaded, &a.client_vpn_endpoint_id)?;
+    let ca = ca_for(ep, &loaded.base_dir()).map_err(AdminError::Io)?;
+    let identity = match (&a.client_certificate, &a.client_key) {
+        (Some(c), Some(k)) => Some(ClientIdentity {
+            certificate: std::fs::read_to_string(c)
+                .map_err(|e| invalid(format!("cannot read {}: {e}", c.display())))?,
+            key: std::fs::read_to_string(k)
+                .map_err(|e| invalid(format!("cannot read {}: {e}", k.display())))?,
+        }),
+        _ => None,
+    };
+    let text = client_configuration(ep, &ca, identity.as_ref());
+    Ok(Response {
+        json: json!({ "ClientConfiguration": text }),
+        table: text.clone(),
+        text,
+    })
+}

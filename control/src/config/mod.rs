@@ -1,0 +1,162 @@
+//! The configuration model: `sluice.toml` is the source of truth.
+//!
+//! `load` reads a file, parses it against the schema (unknown fields are errors), checks every
+//! AWS Client VPN rule (`validate`), and checks the files it names (`pki`). Every error names
+//! the file, line and column, the field, and says what is wrong. Nothing here writes files;
+//! `admin` does, atomically, and only with a configuration that passed these checks.
+
+pub mod change;
+pub mod error;
+pub mod locate;
+pub mod pki;
+pub mod schema;
+pub mod types;
+pub mod validate;
+
+use std::path::{Path, PathBuf};
+
+pub use error::{ConfigError, Diagnostic, FieldPath};
+pub use schema::Config;
+
+use error::line_col;
+use locate::Locator;
+use validate::Finding;
+
+/// The default configuration path.
+pub const DEFAULT_PATH: &str = "/etc/sluice/sluice.toml";
+
+/// A configuration that passed every check, with the text it came from.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    /// The file.
+    pub path: PathBuf,
+    /// Its text, as read.
+    pub text: String,
+    /// The parsed, validated configuration.
+    pub config: Config,
+}
+
+impl Loaded {
+    /// The directory relative paths in the configuration are resolved against.
+    pub fn base_dir(&self) -> PathBuf {
+        base_dir(&self.path)
+    }
+}
+
+/// The directory of `path`, where its relative paths are resolved.
+pub fn base_dir(path: &Path) -> PathBuf {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// Reads, parses and validates the configuration at `path`, including the files it names.
+///
+/// # Errors
+/// Every problem found, each with its position, field and message.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::whole_file(path, format!("cannot read the configuration: {e}"))
+    })?;
+    check_text(path, text, None)
+}
+
+/// Parses and validates `text` as if it were the file at `path`; with `previous`, also checks
+/// that the change from it is allowed (fields fixed at creation, deletions).
+///
+/// # Errors
+/// Every problem found, each with its position, field and message.
+pub fn check_text(
+    path: &Path,
+    text: String,
+    previous: Option<&Config>,
+) -> Result<Loaded, ConfigError> {
+    let config = parse(path, &text)?;
+    let mut findings = validate::validate(&config);
+    findings.extend(pki::check_files(&config, &base_dir(path)));
+    if let Some(old) = previous {
+        findings.extend(change::check_change(old, &config));
+    }
+    if findings.is_empty() {
+        Ok(Loaded {
+            path: path.to_path_buf(),
+            text,
+            config,
+        })
+    } else {
+        Err(diagnose(path, &text, findings))
+    }
+}
+
+/// Parses `text` against the schema only (syntax, types, unknown fields, value formats).
+///
+/// # Errors
+/// The first problem toml reports, with its position.
+pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    toml::from_str::<Config>(text).map_err(|e| {
+        let offset = e.span().map_or(0, |s| s.start);
+        let (line, column) = line_col(text, offset);
+        ConfigError {
+            file: path.to_path_buf(),
+            diagnostics: vec![Diagnostic {
+                field: field_at(text, offset),
+                line,
+                column,
+                message: e.message().trim().to_owned(),
+            }],
+        }
+    })
+}
+
+/// Turns findings into positioned diagnostics, in document order.
+fn diagnose(path: &Path, text: &str, findings: Vec<Finding>) -> ConfigError {
+    let locator = Locator::new(text);
+    let mut diagnostics: Vec<(usize, Diagnostic)> = findings
+        .into_iter()
+        .map(|(field, message)| {
+            let offset = locator.span(&field).start;
+            let (line, column) = line_col(text, offset);
+            (
+                offset,
+                Diagnostic {
+                    field: field.to_string(),
+                    line,
+                    column,
+                    message,
+                },
+            )
+        })
+        .collect();
+    diagnostics.sort_by_key(|(o, _)| *o);
+    diagnostics.dedup_by(|a, b| a.1 == b.1);
+    ConfigError {
+        file: path.to_path_buf(),
+        diagnostics: diagnostics.into_iter().map(|(_, d)| d).collect(),
+    }
+}
+
+/// A best-effort name for what sits at `offset`: the key on that line, or its table header.
+fn field_at(text: &str, offset: usize) -> String {
+    let start = text
+        .get(..offset.min(text.len()))
+        .and_then(|b| b.rfind('\n'))
+        .map_or(0, |i| i + 1);
+    let line = text
+        .get(start..)
+        .and_then(|s| s.lines().next())
+        .unwrap_or("")
+        .trim();
+    if let Some((key, _)) = line.split_once('=') {
+        let key = key.trim();
+        if !key.is_empty() && !key.starts_with('[') {
+            return key.to_owned();
+        }
+    }
+    if line.starts_with('[') {
+        return line
+            .trim_matches(|c| c == '[' || c == ']')
+            .trim()
+            .to_owned();
+    }
+    "(file)".to_owned()
+}

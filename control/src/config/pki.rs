@@ -1,0 +1,253 @@
+//! Checks of the files an endpoint names: the server certificate and key, the client root CA,
+//! the CRL and the users file. Each must exist and parse; the server certificate must carry
+//! extendedKeyUsage serverAuth (the client's `remote-cert-tls server` insists) and a key that
+//! sluice accepts: RSA 2048 to 4096 bits, or ECDSA P-256 / P-384.
+
+use std::path::{Path, PathBuf};
+
+use x509_parser::certificate::X509Certificate;
+use x509_parser::oid_registry::{OID_EC_P256, OID_NIST_EC_P384};
+use x509_parser::pem::Pem;
+use x509_parser::public_key::PublicKey;
+
+use super::error::FieldPath;
+use super::schema::Config;
+use super::validate::Finding;
+
+/// Resolves a path from the configuration against the directory of the configuration file.
+pub fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// Checks every file every endpoint names; `base` is the configuration file's directory.
+pub fn check_files(config: &Config, base: &Path) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for (e, ep) in config.endpoints.iter().enumerate() {
+        let p = FieldPath::root().key("endpoint").index(e);
+        let cert = check_server_certificate(&resolve(base, &ep.server_certificate));
+        let cert_spki = match cert {
+            Ok(spki) => Some(spki),
+            Err(m) => {
+                out.push((p.key("server_certificate"), m));
+                None
+            }
+        };
+        if let Err(m) = check_server_key(&resolve(base, &ep.server_key), cert_spki.as_deref()) {
+            out.push((p.key("server_key"), m));
+        }
+        let mut ca_subjects = Vec::new();
+        if let Some(m) = &ep.authentication.mutual {
+            match check_ca(&resolve(base, &m.client_root_ca)) {
+                Ok(s) => ca_subjects = s,
+                Err(msg) => out.push((
+                    p.key("authentication").key("mutual").key("client_root_ca"),
+                    msg,
+                )),
+            }
+        }
+        if let Some(d) = &ep.authentication.directory {
+            let f = resolve(base, &d.users_file);
+            if let Err(e) = std::fs::metadata(&f) {
+                out.push((
+                    p.key("authentication").key("directory").key("users_file"),
+                    format!("cannot read users file {}: {e}", f.display()),
+                ));
+            }
+        }
+        if let Some(crl) = &ep.crl {
+            if let Err(m) = check_crl(&resolve(base, crl), &ca_subjects) {
+                out.push((p.key("crl"), m));
+            }
+        }
+    }
+    out
+}
+
+fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))
+}
+
+/// Every PEM block labelled `label` in `data`, as DER.
+fn pem_blocks(data: &[u8], label: &str) -> Vec<Vec<u8>> {
+    Pem::iter_from_buffer(data)
+        .filter_map(Result::ok)
+        .filter(|p| p.label == label)
+        .map(|p| p.contents)
+        .collect()
+}
+
+fn parse_cert<'a>(der: &'a [u8], path: &Path) -> Result<X509Certificate<'a>, String> {
+    x509_parser::parse_x509_certificate(der)
+        .map(|(_, c)| c)
+        .map_err(|e| {
+            format!(
+                "{} holds a certificate that does not parse: {e}",
+                path.display()
+            )
+        })
+}
+
+/// Checks the leaf of the server chain; returns its SubjectPublicKeyInfo DER.
+fn check_server_certificate(path: &Path) -> Result<Vec<u8>, String> {
+    let data = read(path, "server certificate")?;
+    let blocks = pem_blocks(&data, "CERTIFICATE");
+    let leaf = blocks
+        .first()
+        .ok_or_else(|| format!("{} holds no PEM CERTIFICATE block", path.display()))?;
+    let cert = parse_cert(leaf, path)?;
+    let eku = cert
+        .extended_key_usage()
+        .map_err(|e| format!("{}: bad extendedKeyUsage extension: {e}", path.display()))?;
+    if !eku.is_some_and(|e| e.value.server_auth) {
+        return Err(format!(
+            "the server certificate {} lacks extendedKeyUsage serverAuth; OpenVPN clients with \
+             `remote-cert-tls server` refuse it (easy-rsa's build-server-full adds it)",
+            path.display()
+        ));
+    }
+    check_key_kind(&cert, path)?;
+    if !cert.validity().is_valid() {
+        return Err(format!(
+            "the server certificate {} is not valid now (valid from {} to {})",
+            path.display(),
+            cert.validity().not_before,
+            cert.validity().not_after
+        ));
+    }
+    Ok(cert.public_key().raw.to_vec())
+}
+
+/// RSA 2048 to 4096 bits, or ECDSA on P-256 or P-384.
+fn check_key_kind(cert: &X509Certificate<'_>, path: &Path) -> Result<(), String> {
+    let spki = cert.public_key();
+    match spki.parsed() {
+        Ok(PublicKey::RSA(rsa)) => {
+            let bits = rsa.key_size();
+            if bits < 2048 {
+                Err(format!(
+                    "{} has a {bits}-bit RSA key; RSA keys shorter than 2048 bits can be factored \
+                     with modest resources and OpenSSL 3 clients refuse them at their default \
+                     security level: reissue it with 2048 to 4096 bits (or ECDSA P-256)",
+                    path.display()
+                ))
+            } else if bits > 4096 {
+                Err(format!(
+                    "{} has a {bits}-bit RSA key; sluice accepts 2048 to 4096 bits",
+                    path.display()
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        Ok(PublicKey::EC(_)) => {
+            let curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.as_oid().ok());
+            match curve {
+                Some(c) if c == OID_EC_P256 || c == OID_NIST_EC_P384 => Ok(()),
+                _ => Err(format!(
+                    "{} has an ECDSA key on a curve other than P-256 or P-384",
+                    path.display()
+                )),
+            }
+        }
+        Ok(_) => Err(format!(
+            "{} has a key type sluice does not accept; use RSA 2048-4096 or ECDSA P-256/P-384",
+            path.display()
+        )),
+        Err(e) => Err(format!(
+            "{}: the public key does not parse: {e}",
+            path.display()
+        )),
+    }
+}
+
+/// Checks the private key loads for TLS and, when the certificate parsed, that it matches it.
+fn check_server_key(path: &Path, cert_spki: Option<&[u8]>) -> Result<(), String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::PrivateKeyDer;
+    let data = read(path, "server key")?;
+    let key = PrivateKeyDer::from_pem_slice(&data).map_err(|_| {
+        format!(
+            "{} holds no PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC)",
+            path.display()
+        )
+    })?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| {
+        format!(
+            "{}: the private key cannot be used for TLS: {e}",
+            path.display()
+        )
+    })?;
+    if let (Some(cert), Some(public)) = (cert_spki, signing.public_key()) {
+        if cert != public.as_ref() {
+            return Err(format!(
+                "{} does not match the server certificate's public key",
+                path.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a CA bundle; returns the raw subject names of its certificates.
+///
+/// # Errors
+/// What is wrong with it, in plain words.
+pub fn check_ca(path: &Path) -> Result<Vec<Vec<u8>>, String> {
+    let data = read(path, "client root CA")?;
+    let blocks = pem_blocks(&data, "CERTIFICATE");
+    if blocks.is_empty() {
+        return Err(format!("{} holds no PEM CERTIFICATE block", path.display()));
+    }
+    let mut subjects = Vec::new();
+    for der in &blocks {
+        let cert = parse_cert(der, path)?;
+        if !cert.is_ca() {
+            return Err(format!(
+                "{} holds a certificate that is not a CA (basicConstraints CA:TRUE missing): {}",
+                path.display(),
+                cert.subject()
+            ));
+        }
+        subjects.push(cert.subject().as_raw().to_vec());
+    }
+    Ok(subjects)
+}
+
+/// Checks a CRL parses and, when the CA is known, that the CA issued it.
+fn check_crl(path: &Path, ca_subjects: &[Vec<u8>]) -> Result<(), String> {
+    let data = read(path, "certificate revocation list")?;
+    check_crl_pem(&data, path, ca_subjects)
+}
+
+/// Checks CRL text (PEM) the way `check_files` checks a CRL file; `path` names it in messages.
+///
+/// # Errors
+/// What is wrong with it, in plain words.
+pub fn check_crl_pem(data: &[u8], path: &Path, ca_subjects: &[Vec<u8>]) -> Result<(), String> {
+    let blocks = pem_blocks(data, "X509 CRL");
+    let der = blocks
+        .first()
+        .ok_or_else(|| format!("{} holds no PEM X509 CRL block", path.display()))?;
+    let (_, crl) = x509_parser::parse_x509_crl(der)
+        .map_err(|e| format!("{} holds a CRL that does not parse: {e}", path.display()))?;
+    if !ca_subjects.is_empty()
+        && !ca_subjects
+            .iter()
+            .any(|s| s.as_slice() == crl.issuer().as_raw())
+    {
+        return Err(format!(
+            "the CRL {} was issued by {}, not by the endpoint's client root CA",
+            path.display(),
+            crl.issuer()
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,398 @@
+//! The TOML schema of `sluice.toml`: serde types, unknown fields refused everywhere.
+//!
+//! This module only describes the shape of the file and the defaults; the rules that relate
+//! fields to each other (the AWS Client VPN semantics) live in `validate`.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::types::{
+    AssociationId, Cidr, EndpointId, IfAddr, Protocol, SessionTimeoutHours, Transport, VpnPort,
+};
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the appliance keeps its sockets and state.
+    #[serde(default)]
+    pub appliance: Appliance,
+    /// Quotas, with AWS's current defaults.
+    #[serde(default)]
+    pub limits: Limits,
+    /// The DPDK data plane.
+    #[serde(default)]
+    pub dataplane: Dataplane,
+    /// Security groups that target networks reference.
+    #[serde(default, rename = "security_group")]
+    pub security_groups: Vec<SecurityGroup>,
+    /// The Client VPN endpoints.
+    #[serde(default, rename = "endpoint")]
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// `[appliance]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Appliance {
+    /// The Unix socket of live administration (root only, mode 0600).
+    #[serde(default = "default_admin_socket")]
+    pub admin_socket: PathBuf,
+    /// Where imported CRLs and other state are kept.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+}
+
+impl Default for Appliance {
+    fn default() -> Self {
+        Self {
+            admin_socket: default_admin_socket(),
+            state_dir: default_state_dir(),
+        }
+    }
+}
+
+fn default_admin_socket() -> PathBuf {
+    PathBuf::from("/run/sluice/admin.sock")
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/sluice")
+}
+
+/// `[limits]`: AWS Client VPN's default quotas, raisable here as AWS raises them on request.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Client VPN endpoints per appliance (AWS: per Region).
+    #[serde(default = "default_endpoints")]
+    pub endpoints: u32,
+    /// Authorization rules per endpoint.
+    #[serde(default = "default_rules")]
+    pub authorization_rules_per_endpoint: u32,
+    /// Routes per associated target network.
+    #[serde(default = "default_routes")]
+    pub routes_per_target_network: u32,
+    /// Concurrent connections per endpoint, for each associated target network.
+    #[serde(default = "default_connections")]
+    pub connections_per_target_network: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            endpoints: default_endpoints(),
+            authorization_rules_per_endpoint: default_rules(),
+            routes_per_target_network: default_routes(),
+            connections_per_target_network: default_connections(),
+        }
+    }
+}
+
+fn default_endpoints() -> u32 {
+    5
+}
+fn default_rules() -> u32 {
+    200
+}
+fn default_routes() -> u32 {
+    100
+}
+fn default_connections() -> u32 {
+    7000
+}
+
+/// `[dataplane]`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dataplane {
+    /// Extra DPDK EAL arguments (for example `["--no-pci", "-l", "0-1"]`).
+    #[serde(default)]
+    pub eal_args: Vec<String>,
+    /// Worker (poll-mode) cores; 0 means one per available core minus the control thread.
+    #[serde(default)]
+    pub workers: u32,
+    /// The data-plane ports.
+    #[serde(default, rename = "port")]
+    pub ports: Vec<Port>,
+}
+
+/// `[[dataplane.port]]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Port {
+    /// The name target networks refer to.
+    pub name: String,
+    /// A PCI address (`0000:03:00.0`) or a DPDK vdev string (`net_af_packet0,iface=eth1`).
+    pub device: String,
+    /// The appliance's address on this port, with the prefix length.
+    pub ip: IfAddr,
+    /// The default next hop out of this port, if any.
+    #[serde(default)]
+    pub gateway: Option<Ipv4Addr>,
+}
+
+/// `[[security_group]]`: egress rules applied to the traffic of a target network.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityGroup {
+    /// The id target networks refer to, like `sg-0123456789abcdef0`.
+    pub id: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// Egress rules; a packet leaves if any rule of any applied group allows it.
+    #[serde(default, rename = "egress")]
+    pub egress: Vec<EgressRule>,
+}
+
+/// `[[security_group.egress]]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressRule {
+    /// `all`, `tcp`, `udp` or `icmp`.
+    pub protocol: Protocol,
+    /// First destination port (tcp/udp only).
+    #[serde(default)]
+    pub from_port: Option<u16>,
+    /// Last destination port (tcp/udp only).
+    #[serde(default)]
+    pub to_port: Option<u16>,
+    /// Destination network.
+    pub destination_cidr: Cidr,
+}
+
+/// `[[endpoint]]`: a Client VPN endpoint.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// `cvpn-endpoint-` followed by 17 hex digits; generated at creation.
+    pub id: EndpointId,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// The pool client addresses come from (/12 to /22); fixed at creation.
+    pub client_cidr_block: Cidr,
+    /// PEM server certificate chain, leaf first.
+    pub server_certificate: PathBuf,
+    /// PEM private key of the server certificate.
+    pub server_key: PathBuf,
+    /// `udp` or `tcp`; fixed at creation.
+    #[serde(default = "default_transport")]
+    pub transport_protocol: Transport,
+    /// 443 or 1194.
+    #[serde(default = "default_vpn_port")]
+    pub vpn_port: VpnPort,
+    /// The name clients dial (the exported configuration's `remote`).
+    pub dns_name: String,
+    /// At most two DNS servers pushed to clients.
+    #[serde(default)]
+    pub dns_servers: Vec<Ipv4Addr>,
+    /// Push only the endpoint's routes instead of redirecting all traffic.
+    #[serde(default)]
+    pub split_tunnel: bool,
+    /// Maximum session duration.
+    #[serde(default = "default_session_timeout")]
+    pub session_timeout_hours: SessionTimeoutHours,
+    /// Text shown to clients after they connect (AWS's client login banner).
+    #[serde(default)]
+    pub client_login_banner: Option<String>,
+    /// PEM certificate revocation list for client certificates.
+    #[serde(default)]
+    pub crl: Option<PathBuf>,
+    /// How clients authenticate; fixed at creation.
+    pub authentication: Authentication,
+    /// The connection log.
+    #[serde(default)]
+    pub connection_log: ConnectionLog,
+    /// Associated subnets.
+    #[serde(default, rename = "target_network")]
+    pub target_networks: Vec<TargetNetwork>,
+    /// Who may reach which destination.
+    #[serde(default, rename = "authorization_rule")]
+    pub authorization_rules: Vec<AuthorizationRule>,
+    /// The endpoint's route table.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<Route>,
+}
+
+fn default_transport() -> Transport {
+    Transport::Udp
+}
+fn default_vpn_port() -> VpnPort {
+    VpnPort::DEFAULT
+}
+fn default_session_timeout() -> SessionTimeoutHours {
+    SessionTimeoutHours::DEFAULT
+}
+
+impl Endpoint {
+    /// `available` once a target network is associated, `pending-associate` before.
+    pub fn status(&self) -> &'static str {
+        if self.target_networks.is_empty() {
+            "pending-associate"
+        } else {
+            "available"
+        }
+    }
+
+    /// The VPC the endpoint's target networks are in, if any is associated.
+    pub fn vpc_id(&self) -> Option<&str> {
+        self.target_networks.first().map(|t| t.vpc_id.as_str())
+    }
+}
+
+/// `[endpoint.authentication]`: mutual, directory, or both (both must pass).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Authentication {
+    /// Client certificates, verified against this root CA.
+    #[serde(default)]
+    pub mutual: Option<MutualAuthentication>,
+    /// Username and password from a user directory.
+    #[serde(default)]
+    pub directory: Option<DirectoryAuthentication>,
+    /// Multi-factor authentication on top of the directory.
+    #[serde(default)]
+    pub mfa: Option<Mfa>,
+}
+
+/// `mutual = { client_root_ca = "..." }`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MutualAuthentication {
+    /// PEM root CA (chain) that issued the client certificates.
+    pub client_root_ca: PathBuf,
+}
+
+/// `directory = { users_file = "..." }`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryAuthentication {
+    /// The embedded directory: users, argon2 password hashes, groups.
+    pub users_file: PathBuf,
+}
+
+/// The MFA method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mfa {
+    /// RFC 6238 time-based one-time codes through OpenVPN's static challenge.
+    Totp,
+}
+
+/// `[endpoint.connection_log]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionLog {
+    /// Whether connection attempts and resets are logged.
+    #[serde(default)]
+    pub enabled: bool,
+    /// JSON-lines file the log goes to.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+}
+
+/// `[[endpoint.target_network]]`: a subnet the appliance sits in.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetNetwork {
+    /// `cvpn-assoc-` followed by 17 hex digits; generated by associate.
+    pub association_id: AssociationId,
+    /// The subnet's id, like `subnet-0123456789abcdef0`.
+    pub subnet_id: String,
+    /// The VPC the subnet is in.
+    pub vpc_id: String,
+    /// The VPC's CIDR (the local route that association adds).
+    pub vpc_cidr: Cidr,
+    /// The subnet's CIDR.
+    pub cidr: Cidr,
+    /// The availability zone (at most one association per zone).
+    pub availability_zone: String,
+    /// The data-plane port that sits in this subnet.
+    pub port: String,
+    /// The address SNAT uses toward this subnet (AWS's ENI).
+    pub eni_ip: Ipv4Addr,
+    /// The subnet router, next hop for destinations outside the subnet.
+    pub gateway: Ipv4Addr,
+    /// Security groups applied to this association; none means the default (allow all).
+    #[serde(default)]
+    pub security_groups: Vec<String>,
+}
+
+/// `[[endpoint.authorization_rule]]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizationRule {
+    /// The network access is granted to.
+    pub destination_cidr: Cidr,
+    /// The group granted access (exclusive with `authorize_all_groups`).
+    #[serde(default)]
+    pub access_group_id: Option<String>,
+    /// Grant every user.
+    #[serde(default)]
+    pub authorize_all_groups: bool,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// Who a rule grants.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Grantee<'a> {
+    /// Every user.
+    AllUsers,
+    /// Members of this group.
+    Group(&'a str),
+}
+
+impl AuthorizationRule {
+    /// Who the rule grants, or `None` when it names neither or both (a validation error).
+    pub fn grantee(&self) -> Option<Grantee<'_>> {
+        match (&self.access_group_id, self.authorize_all_groups) {
+            (Some(g), false) => Some(Grantee::Group(g)),
+            (None, true) => Some(Grantee::AllUsers),
+            _ => None,
+        }
+    }
+}
+
+/// `[[endpoint.route]]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Destination network.
+    pub destination_cidr: Cidr,
+    /// The associated subnet traffic leaves through.
+    pub target_subnet: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// `add-route` (by the admin) or `associate` (added by an association).
+    #[serde(default)]
+    pub origin: RouteOrigin,
+}
+
+/// How a route came to be.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub enum RouteOrigin {
+    /// Created by `create-client-vpn-route`.
+    #[default]
+    #[serde(rename = "add-route")]
+    AddRoute,
+    /// The VPC local route added by an association.
+    #[serde(rename = "associate")]
+    Associate,
+}
+
+impl RouteOrigin {
+    /// The name as in the AWS API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AddRoute => "add-route",
+            Self::Associate => "associate",
+        }
+    }
+}

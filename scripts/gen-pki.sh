@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Makes a test/demo PKI with easy-rsa in DIR (default: ./pki):
+#   ca.crt                      the CA (signs server and client certificates, and the CRL)
+#   server.crt server.key       RSA-2048 server certificate with extendedKeyUsage serverAuth
+#   server-ec.crt server-ec.key ECDSA P-384 server certificate
+#   client1.crt client1.key     a valid client certificate (CN client1.domain.tld)
+#   client2.crt client2.key     a client certificate that crl.pem revokes
+#   crl.pem                     the CRL (revokes client2)
+#   weak.crt weak.key           RSA-1024 server certificate (must be refused)
+#   noeku.crt                   a client certificate, i.e. without serverAuth (must be refused as a server cert)
+# Needs easy-rsa (Debian package easy-rsa). Takes a few seconds.
+set -euo pipefail
+out=$(realpath -m "${1:-pki}")
+[ -x /usr/share/easy-rsa/easyrsa ] || { echo "error: easy-rsa is not installed (apt-get install easy-rsa)" >&2; exit 1; }
+mkdir -p "$out"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cp -r /usr/share/easy-rsa/. "$work/"
+cd "$work"
+export EASYRSA_BATCH=1 EASYRSA_ALGO=rsa EASYRSA_KEY_SIZE=2048
+e() { ./easyrsa "$@" >/dev/null 2>&1 || { echo "error: easyrsa $* failed" >&2; ./easyrsa "$@" >&2; exit 1; }; }
+e init-pki
+e --req-cn="sluice test CA" build-ca nopass
+e build-server-full server nopass
+e build-client-full client1.domain.tld nopass
+e build-client-full client2.domain.tld nopass
+EASYRSA_KEY_SIZE=1024 e build-server-full weak nopass
+EASYRSA_ALGO=ec EASYRSA_CURVE=secp384r1 e build-server-full server-ec nopass
+# Strip easy-rsa's text dump so the files hold only PEM.
+pem() { sed -n '/-----BEGIN/,/-----END/p' "$1" > "$2"; }
+pem pki/ca.crt "$out/ca.crt"
+for n in server weak server-ec; do
+  pem "pki/issued/$n.crt" "$out/$n.crt"; cp "pki/private/$n.key" "$out/$n.key"
+done
+pem pki/issued/client1.domain.tld.crt "$out/client1.crt"; cp pki/private/client1.domain.tld.key "$out/client1.key"
+pem pki/issued/client2.domain.tld.crt "$out/client2.crt"; cp pki/private/client2.domain.tld.key "$out/client2.key"
+cp "$out/client1.crt" "$out/noeku.crt"
+e revoke client2.domain.tld
+e gen-crl
+cp pki/crl.pem "$out/crl.pem"
+chmod 600 "$out"/*.key
+echo "PKI written to $out"
