@@ -160,3 +160,6 @@ fn field_at(text: &str, offset: usize) -> String {
     }
     "(file)".to_owned()
 }
+
+#[cfg(test)]
+mod tests;

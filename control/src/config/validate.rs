@@ -493,7 +493,9 @@ fn routes(config: &Config, ep: &Endpoint, p: &FieldPath, out: &mut Vec<Finding>)
                 ),
             ));
         }
-        if !route.destination_cidr.is_default_route()
+        // The local routes of associations are covered by the VPC-overlap rule.
+        if route.origin == RouteOrigin::AddRoute
+            && !route.destination_cidr.is_default_route()
             && route.destination_cidr.overlaps(&ep.client_cidr_block)
         {
             out.push((

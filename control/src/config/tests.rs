@@ -1,0 +1,555 @@
+//! One negative test per validation rule, each checking the message, the field and the position
+//! it is reported at; and the positive case, the annotated example.
+
+use std::path::Path;
+
+use super::*;
+
+/// A small valid configuration; tests break one thing at a time with `with`.
+const BASE: &str = r#"
+[dataplane]
+[[dataplane.port]]
+name = "outside"
+device = "net_null0"
+ip = "192.168.50.1/24"
+[[dataplane.port]]
+name = "inside-a"
+device = "net_null1"
+ip = "172.31.1.5/24"
+[[dataplane.port]]
+name = "inside-b"
+device = "net_null2"
+ip = "172.31.2.5/24"
+
+[[security_group]]
+id = "sg-1"
+[[security_group.egress]]
+protocol = "tcp"
+from_port = 80
+to_port = 443
+destination_cidr = "0.0.0.0/0"
+
+[[endpoint]]
+id = "cvpn-endpoint-0123456789abcdef0"
+client_cidr_block = "10.200.0.0/20"
+server_certificate = "server.crt"
+server_key = "server.key"
+dns_name = "vpn.example.internal"
+dns_servers = ["172.31.0.2"]
+[endpoint.authentication]
+mutual = { client_root_ca = "ca.crt" }
+
+[[endpoint.target_network]]
+association_id = "cvpn-assoc-0123456789abcdef1"
+subnet_id = "subnet-a"
+vpc_id = "vpc-1"
+vpc_cidr = "172.31.0.0/16"
+cidr = "172.31.1.0/24"
+availability_zone = "az-a"
+port = "inside-a"
+eni_ip = "172.31.1.5"
+gateway = "172.31.1.1"
+
+[[endpoint.authorization_rule]]
+destination_cidr = "172.31.0.0/16"
+authorize_all_groups = true
+
+[[endpoint.route]]
+destination_cidr = "172.31.0.0/16"
+target_subnet = "subnet-a"
+origin = "associate"
+
+[[endpoint.route]]
+destination_cidr = "0.0.0.0/0"
+target_subnet = "subnet-a"
+"#;
+
+fn with(from: &str, to: &str) -> String {
+    assert!(BASE.contains(from), "BASE lacks {from:?}");
+    BASE.replacen(from, to, 1)
+}
+
+/// Parses and validates (without reading files); returns the diagnostics.
+fn check(text: &str) -> Vec<Diagnostic> {
+    let path = Path::new("t.toml");
+    match parse(path, text) {
+        Err(e) => e.diagnostics,
+        Ok(c) => {
+            let f = validate::validate(&c);
+            if f.is_empty() {
+                Vec::new()
+            } else {
+                diagnose(path, text, f).diagnostics
+            }
+        }
+    }
+}
+
+/// Asserts exactly one diagnostic, on `field`, at the line holding `line_has`, saying `says`.
+#[track_caller]
+fn refused(text: &str, field: &str, line_has: &str, says: &str) {
+    let d = check(text);
+    assert_eq!(d.len(), 1, "expected one diagnostic, got {d:#?}");
+    let d = &d[0];
+    assert_eq!(d.field, field, "{d:#?}");
+    assert!(
+        d.message.contains(says),
+        "message {:?} lacks {says:?}",
+        d.message
+    );
+    let line = text.lines().nth(d.line - 1).unwrap_or("");
+    assert!(
+        line.contains(line_has),
+        "line {} is {line:?}, expected one with {line_has:?}",
+        d.line
+    );
+}
+
+#[test]
+fn base_is_valid() {
+    assert_eq!(check(BASE), vec![]);
+}
+
+#[test]
+fn example_is_valid() {
+    let text = include_str!("../../../examples/sluice.toml");
+    assert_eq!(check(text), vec![]);
+}
+
+#[test]
+fn unknown_field_is_an_error() {
+    let d = check(&with("dns_name = ", "dns_nmae = \"x\"\ndns_name = "));
+    assert_eq!(d.len(), 1);
+    assert!(d[0].message.contains("unknown field `dns_nmae`"), "{d:?}");
+    assert_eq!(d[0].field, "dns_nmae");
+}
+
+#[test]
+fn syntax_error_has_position() {
+    let d = check(&with(
+        "dns_name = \"vpn.example.internal\"",
+        "dns_name = vpn",
+    ));
+    assert_eq!(d.len(), 1);
+    assert!(d[0].line > 1 && d[0].column > 1, "{d:?}");
+}
+
+#[test]
+fn client_cidr_prefix_range() {
+    let t = with("\"10.200.0.0/20\"", "\"10.200.0.0/24\"");
+    refused(
+        &t,
+        "endpoint[0].client_cidr_block",
+        "client_cidr_block",
+        "between /12 and /22",
+    );
+    let t = with("\"10.200.0.0/20\"", "\"10.0.0.0/8\"");
+    refused(
+        &t,
+        "endpoint[0].client_cidr_block",
+        "client_cidr_block",
+        "between /12 and /22",
+    );
+}
+
+#[test]
+fn client_cidr_must_be_canonical() {
+    let d = check(&with("\"10.200.0.0/20\"", "\"10.200.0.1/20\""));
+    assert!(d[0].message.contains("host bits set"), "{d:?}");
+}
+
+#[test]
+fn client_cidr_must_not_overlap_vpc() {
+    let t = with("\"10.200.0.0/20\"", "\"172.31.0.0/20\"");
+    refused(
+        &t,
+        "endpoint[0].client_cidr_block",
+        "client_cidr_block",
+        "overlaps the CIDR 172.31.0.0/16 of vpc-1",
+    );
+}
+
+#[test]
+fn client_cidr_must_not_overlap_routes_but_default() {
+    let t = with(
+        "destination_cidr = \"0.0.0.0/0\"\ntarget_subnet",
+        "destination_cidr = \"10.200.4.0/24\"\ntarget_subnet",
+    );
+    refused(
+        &t,
+        "endpoint[0].client_cidr_block",
+        "client_cidr_block",
+        "overlaps the destination 10.200.4.0/24",
+    );
+}
+
+#[test]
+fn target_networks_in_one_vpc_one_per_zone() {
+    let second = r#"
+[[endpoint.target_network]]
+association_id = "cvpn-assoc-0123456789abcdef2"
+subnet_id = "subnet-b"
+vpc_id = "VPC"
+vpc_cidr = "172.31.0.0/16"
+cidr = "172.31.2.0/24"
+availability_zone = "AZ"
+port = "inside-b"
+eni_ip = "172.31.2.5"
+gateway = "172.31.2.1"
+
+[[endpoint.route]]
+destination_cidr = "172.31.0.0/16"
+target_subnet = "subnet-b"
+origin = "associate"
+"#;
+    let ok = format!(
+        "{BASE}{}",
+        second.replace("VPC", "vpc-1").replace("AZ", "az-b")
+    );
+    assert_eq!(check(&ok), vec![]);
+    let other_vpc = format!(
+        "{BASE}{}",
+        second.replace("VPC", "vpc-2").replace("AZ", "az-b")
+    );
+    refused(
+        &other_vpc,
+        "endpoint[0].target_network[1].vpc_id",
+        "vpc-2",
+        "all target networks must be in one VPC",
+    );
+    let same_zone = format!(
+        "{BASE}{}",
+        second.replace("VPC", "vpc-1").replace("AZ", "az-a")
+    );
+    refused(
+        &same_zone,
+        "endpoint[0].target_network[1].availability_zone",
+        "az-a",
+        "at most one subnet per zone",
+    );
+}
+
+#[test]
+fn subnet_at_least_slash_27() {
+    let t = with("cidr = \"172.31.1.0/24\"", "cidr = \"172.31.1.0/28\"")
+        .replace("ip = \"172.31.1.5/24\"", "ip = \"172.31.1.5/28\"");
+    refused(
+        &t,
+        "endpoint[0].target_network[0].cidr",
+        "172.31.1.0/28",
+        "at least a /27",
+    );
+}
+
+#[test]
+fn subnet_inside_vpc_and_hosts_inside_subnet() {
+    let t = with(
+        "vpc_cidr = \"172.31.0.0/16\"\ncidr",
+        "vpc_cidr = \"172.31.0.0/16\"\ncidr",
+    )
+    .replacen("eni_ip = \"172.31.1.5\"", "eni_ip = \"172.31.9.5\"", 1);
+    refused(
+        &t,
+        "endpoint[0].target_network[0].eni_ip",
+        "eni_ip",
+        "not a host address of subnet",
+    );
+    let t = with("gateway = \"172.31.1.1\"", "gateway = \"172.31.1.255\"");
+    refused(
+        &t,
+        "endpoint[0].target_network[0].gateway",
+        "gateway",
+        "not another host address",
+    );
+}
+
+#[test]
+fn target_network_port_must_exist_and_sit_in_subnet() {
+    let t = with("port = \"inside-a\"", "port = \"nowhere\"");
+    refused(
+        &t,
+        "endpoint[0].target_network[0].port",
+        "nowhere",
+        "no [[dataplane.port]] is named `nowhere`",
+    );
+    let t = with("port = \"inside-a\"", "port = \"inside-b\"");
+    refused(
+        &t,
+        "endpoint[0].target_network[0].port",
+        "inside-b",
+        "outside subnet 172.31.1.0/24",
+    );
+}
+
+#[test]
+fn association_needs_its_local_route() {
+    let t = with("origin = \"associate\"", "origin = \"add-route\"");
+    refused(
+        &t,
+        "endpoint[0].target_network[0]",
+        "[[endpoint.target_network]]",
+        "has no local route",
+    );
+}
+
+#[test]
+fn associate_origin_only_for_local_routes() {
+    let t = with(
+        "destination_cidr = \"0.0.0.0/0\"\ntarget_subnet = \"subnet-a\"",
+        "destination_cidr = \"0.0.0.0/0\"\ntarget_subnet = \"subnet-a\"\norigin = \"associate\"",
+    );
+    refused(
+        &t,
+        "endpoint[0].route[1].origin",
+        "associate",
+        "use `add-route`",
+    );
+}
+
+#[test]
+fn route_target_must_be_associated() {
+    let t = with(
+        "destination_cidr = \"0.0.0.0/0\"\ntarget_subnet = \"subnet-a\"",
+        "destination_cidr = \"0.0.0.0/0\"\ntarget_subnet = \"subnet-z\"",
+    );
+    refused(
+        &t,
+        "endpoint[0].route[1].target_subnet",
+        "subnet-z",
+        "not associated",
+    );
+}
+
+#[test]
+fn duplicate_route() {
+    let t = format!("{BASE}\n[[endpoint.route]]\ndestination_cidr = \"0.0.0.0/0\"\ntarget_subnet = \"subnet-a\"\n");
+    refused(
+        &t,
+        "endpoint[0].route[2].destination_cidr",
+        "0.0.0.0/0",
+        "duplicates route[1]",
+    );
+}
+
+#[test]
+fn route_quota() {
+    let t = format!("[limits]\nroutes_per_target_network = 2\n{BASE}\n[[endpoint.route]]\ndestination_cidr = \"192.168.0.0/16\"\ntarget_subnet = \"subnet-a\"\n");
+    refused(
+        &t,
+        "endpoint[0].route[2]",
+        "[[endpoint.route]]",
+        "more than 2 routes target subnet subnet-a",
+    );
+}
+
+#[test]
+fn rule_needs_exactly_one_grantee() {
+    let t = with(
+        "authorize_all_groups = true",
+        "authorize_all_groups = true\naccess_group_id = \"g\"",
+    );
+    refused(
+        &t,
+        "endpoint[0].authorization_rule[0].access_group_id",
+        "access_group_id",
+        "exactly one of",
+    );
+    let t = with("authorize_all_groups = true", "description = \"none\"");
+    refused(
+        &t,
+        "endpoint[0].authorization_rule[0].access_group_id",
+        "[[endpoint.authorization_rule]]",
+        "exactly one of",
+    );
+}
+
+#[test]
+fn duplicate_rule_and_quota() {
+    let extra = "\n[[endpoint.authorization_rule]]\ndestination_cidr = \"172.31.0.0/16\"\nauthorize_all_groups = true\n";
+    let t = format!("{BASE}{extra}");
+    refused(
+        &t,
+        "endpoint[0].authorization_rule[1].destination_cidr",
+        "172.31.0.0/16",
+        "duplicates authorization_rule[0]",
+    );
+    let extra = "\n[[endpoint.authorization_rule]]\ndestination_cidr = \"10.9.0.0/16\"\naccess_group_id = \"g\"\n";
+    let t = format!("[limits]\nauthorization_rules_per_endpoint = 1\n{BASE}{extra}");
+    refused(
+        &t,
+        "endpoint[0].authorization_rule[1]",
+        "[[endpoint.authorization_rule]]",
+        "exceed the quota of 1",
+    );
+}
+
+#[test]
+fn at_most_two_dns_servers() {
+    let t = with(
+        "[\"172.31.0.2\"]",
+        "[\"172.31.0.2\", \"172.31.0.3\", \"1.1.1.1\"]",
+    );
+    refused(&t, "endpoint[0].dns_servers[2]", "dns_servers", "at most 2");
+}
+
+#[test]
+fn endpoint_quota() {
+    let t = format!("[limits]\nendpoints = 0\n{BASE}");
+    let d = check(&t);
+    assert!(
+        d.iter()
+            .any(|d| d.field == "limits.endpoints" && d.message.contains("at least 1")),
+        "{d:#?}"
+    );
+    assert!(
+        d.iter()
+            .any(|d| d.message.contains("exceed the quota of 0")),
+        "{d:#?}"
+    );
+}
+
+#[test]
+fn restricted_values() {
+    let d = check(&with("dns_servers =", "vpn_port = 8443\ndns_servers ="));
+    assert!(d[0].message.contains("443 or 1194"), "{d:?}");
+    assert_eq!(d[0].field, "vpn_port");
+    let d = check(&with(
+        "dns_servers =",
+        "session_timeout_hours = 9\ndns_servers =",
+    ));
+    assert!(d[0].message.contains("8, 10, 12 or 24"), "{d:?}");
+    let d = check(&with(
+        "dns_servers =",
+        "transport_protocol = \"sctp\"\ndns_servers =",
+    ));
+    assert!(d[0].message.contains("unknown variant `sctp`"), "{d:?}");
+    let d = check(&with(
+        "id = \"cvpn-endpoint-0123456789abcdef0\"",
+        "id = \"cvpn-endpoint-42\"",
+    ));
+    assert!(d[0].message.contains("17 lowercase hex digits"), "{d:?}");
+}
+
+#[test]
+fn authentication_rules() {
+    let t = with("mutual = { client_root_ca = \"ca.crt\" }", "");
+    refused(
+        &t,
+        "endpoint[0].authentication",
+        "[endpoint.authentication]",
+        "mutual (client certificates), directory",
+    );
+    let t = with(
+        "mutual = { client_root_ca = \"ca.crt\" }",
+        "mutual = { client_root_ca = \"ca.crt\" }\nmfa = \"totp\"",
+    );
+    refused(
+        &t,
+        "endpoint[0].authentication.mfa",
+        "mfa",
+        "needs directory authentication",
+    );
+}
+
+#[test]
+fn connection_log_needs_path() {
+    let t = format!("{BASE}\n[endpoint.connection_log]\nenabled = true\n");
+    let d = check(&t);
+    assert!(
+        d.iter()
+            .any(|d| d.field == "endpoint[0].connection_log.path"
+                && d.message.contains("needs a path")),
+        "{d:#?}"
+    );
+}
+
+#[test]
+fn dns_name_must_be_a_name() {
+    let t = with("\"vpn.example.internal\"", "\"vpn example\"");
+    refused(&t, "endpoint[0].dns_name", "dns_name", "not a DNS name");
+}
+
+#[test]
+fn security_group_references_and_ports() {
+    let t = with(
+        "gateway = \"172.31.1.1\"",
+        "gateway = \"172.31.1.1\"\nsecurity_groups = [\"sg-9\"]",
+    );
+    refused(
+        &t,
+        "endpoint[0].target_network[0].security_groups[0]",
+        "sg-9",
+        "no [[security_group]] has id `sg-9`",
+    );
+    let t = with("to_port = 443", "to_port = 20");
+    refused(
+        &t,
+        "security_group[0].egress[0].to_port",
+        "to_port",
+        "below from_port",
+    );
+}
+
+#[test]
+fn endpoints_must_not_collide() {
+    let ep = BASE.split("[[endpoint]]").nth(1).unwrap_or("");
+    let t = format!("{BASE}\n[[endpoint]]{ep}");
+    let d = check(&t);
+    assert!(
+        d.iter()
+            .any(|d| d.message.contains("duplicate endpoint id")),
+        "{d:#?}"
+    );
+    assert!(
+        d.iter()
+            .any(|d| d.message.contains("already listens on udp port 443")),
+        "{d:#?}"
+    );
+    assert!(
+        d.iter()
+            .any(|d| d.message.contains("overlaps the client CIDR")),
+        "{d:#?}"
+    );
+    assert!(
+        d.iter()
+            .any(|d| d.message.contains("duplicate association id")),
+        "{d:#?}"
+    );
+}
+
+#[test]
+fn fixed_fields_cannot_change() {
+    let path = Path::new("t.toml");
+    let old = parse(path, BASE).unwrap();
+    let changed = parse(path, &with("\"10.200.0.0/20\"", "\"10.201.0.0/20\"")).unwrap();
+    let f = change::check_change(&old, &changed);
+    assert_eq!(f.len(), 1);
+    assert!(f[0].1.contains("delete and recreate the endpoint"), "{f:?}");
+    let changed = parse(
+        path,
+        &with(
+            "dns_servers =",
+            "transport_protocol = \"tcp\"\ndns_servers =",
+        ),
+    )
+    .unwrap();
+    assert!(change::check_change(&old, &changed)[0]
+        .1
+        .contains("transport protocol"));
+    let changed = parse(
+        path,
+        &with(
+            "mutual = { client_root_ca = \"ca.crt\" }",
+            "mutual = { client_root_ca = \"other.crt\" }",
+        ),
+    )
+    .unwrap();
+    assert!(change::check_change(&old, &changed)[0]
+        .1
+        .contains("authentication options"));
+    let gone = parse(path, BASE.split("[[endpoint]]").next().unwrap_or("")).unwrap();
+    assert!(change::check_change(&old, &gone)[0]
+        .1
+        .contains("disassociate them before deleting it"));
+    assert!(change::check_change(&old, &old).is_empty());
+}
