@@ -2,6 +2,7 @@
 # Makes a test/demo PKI with easy-rsa in DIR (default: ./pki):
 #   ca.crt                      the CA (signs server and client certificates, and the CRL)
 #   server.crt server.key       RSA-2048 server certificate with extendedKeyUsage serverAuth
+#   server-chain.crt            server.crt followed by ca.crt (the chain, leaf first)
 #   server-ec.crt server-ec.key ECDSA P-384 server certificate
 #   client1.crt client1.key     a valid client certificate (CN client1.domain.tld)
 #   client2.crt client2.key     a client certificate that crl.pem revokes
@@ -32,6 +33,7 @@ pem pki/ca.crt "$out/ca.crt"
 for n in server weak server-ec; do
   pem "pki/issued/$n.crt" "$out/$n.crt"; cp "pki/private/$n.key" "$out/$n.key"
 done
+cat "$out/server.crt" "$out/ca.crt" > "$out/server-chain.crt"
 pem pki/issued/client1.domain.tld.crt "$out/client1.crt"; cp pki/private/client1.domain.tld.key "$out/client1.key"
 pem pki/issued/client2.domain.tld.crt "$out/client2.crt"; cp pki/private/client2.domain.tld.key "$out/client2.key"
 cp "$out/client1.crt" "$out/noeku.crt"

@@ -1,1 +1,121 @@
-//! Shared helpers for sluice's integration tests (temporary configs, PKIs, namespaces).
+//! Shared helpers for sluice's integration tests: the repository root, throwaway PKIs made with
+//! easy-rsa, and network namespaces that are removed (with their processes) even when a test
+//! fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Makes a PKI with `scripts/gen-pki.sh` in `dir` (see the script for the files).
+///
+/// # Panics
+/// If easy-rsa is missing or fails: the tests that need a PKI cannot run without one.
+pub fn make_pki(dir: &Path) {
+    let out = Command::new(repo().join("scripts/gen-pki.sh"))
+        .arg(dir)
+        .output()
+        .expect("run scripts/gen-pki.sh");
+    assert!(
+        out.status.success(),
+        "gen-pki.sh failed (is easy-rsa installed?): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Panics with a clear message unless the test runs as root: namespace tests must fail loudly,
+/// never pass silently, where they cannot run.
+pub fn require_root(what: &str) {
+    // The effective uid, from /proc (no libc needed).
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|u| u.parse::<u32>().ok());
+    assert_eq!(
+        euid,
+        Some(0),
+        "{what} needs root (network namespaces); run the tests as root (scripts/test.sh does)"
+    );
+}
+
+/// A network namespace that is deleted, with every process in it killed, when dropped.
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates a namespace named `sl-<tag>-<pid>` with its loopback up.
+    ///
+    /// # Panics
+    /// If not root or `ip netns add` fails.
+    pub fn new(tag: &str) -> Self {
+        require_root("this test");
+        let name = format!("sl-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        let ns = Self { name };
+        ns.ip(&["netns", "add", &ns.name]);
+        ns.exec_ok(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let out = Command::new("ip").args(args).output().expect("run ip");
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A command that runs `argv` inside the namespace.
+    pub fn command(&self, argv: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).args(argv);
+        c
+    }
+
+    /// Runs `argv` inside the namespace and returns its output.
+    pub fn exec(&self, argv: &[&str]) -> Output {
+        self.command(argv)
+            .output()
+            .unwrap_or_else(|e| panic!("running {argv:?} in {}: {e}", self.name))
+    }
+
+    /// Runs `argv` inside the namespace; panics unless it succeeds.
+    pub fn exec_ok(&self, argv: &[&str]) -> Output {
+        let out = self.exec(argv);
+        assert!(
+            out.status.success(),
+            "{argv:?} in {} failed: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-9", pid]).output();
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}

@@ -1,0 +1,582 @@
+//! CLI round trips against a temporary configuration, through the real `sluice` binary: create,
+//! associate, authorize, route, describe, refuse, delete; refused changes leave the file
+//! byte-identical; certificates are checked. The PKI comes from easy-rsa (scripts/gen-pki.sh).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A PKI made once per run of this test binary (easy-rsa takes a few seconds).
+fn pki() -> &'static Path {
+    static PKI: OnceLock<PathBuf> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-pki");
+        let _ = std::fs::remove_dir_all(&dir);
+        let out = Command::new(repo().join("scripts/gen-pki.sh"))
+            .arg(&dir)
+            .output()
+            .expect("run gen-pki.sh");
+        assert!(
+            out.status.success(),
+            "gen-pki.sh failed (is easy-rsa installed?): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    })
+}
+
+struct Env {
+    _dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+const START: &str = r#"# sluice test configuration
+# (this comment must survive every verb)
+
+[appliance]
+admin_socket = "STATE/admin.sock"
+state_dir = "STATE"
+
+[[dataplane.port]]
+name = "outside"   # toward clients
+device = "net_null0"
+ip = "192.168.50.1/24"
+
+[[dataplane.port]]
+name = "inside-a"
+device = "net_null1"
+ip = "172.31.1.5/24"
+"#;
+
+impl Env {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("sluice.toml");
+        let state = dir.path().join("state");
+        std::fs::write(&config, START.replace("STATE", &state.to_string_lossy()))
+            .expect("write config");
+        Self { _dir: dir, config }
+    }
+
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .output()
+            .expect("run sluice");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn ok(&self, args: &[&str]) -> Value {
+        let (code, out, err) = self.run(args);
+        assert_eq!(code, 0, "sluice {args:?} failed: {err}");
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("sluice {args:?} printed non-JSON ({e}): {out}"))
+    }
+
+    /// Runs a verb that must be refused: exit 2, the file unchanged, stderr mentioning `says`.
+    #[track_caller]
+    fn refused(&self, args: &[&str], says: &str) -> String {
+        let before = std::fs::read(&self.config).expect("read");
+        let (code, _, err) = self.run(args);
+        assert_eq!(
+            code, 2,
+            "sluice {args:?} should be refused with exit 2; stderr: {err}"
+        );
+        assert!(
+            err.contains(says),
+            "stderr of {args:?} lacks {says:?}: {err}"
+        );
+        assert_eq!(
+            std::fs::read(&self.config).expect("read"),
+            before,
+            "a refused change altered the file"
+        );
+        err
+    }
+
+    fn text(&self) -> String {
+        std::fs::read_to_string(&self.config).expect("read")
+    }
+}
+
+fn p(name: &str) -> String {
+    pki().join(name).to_string_lossy().into_owned()
+}
+
+fn create(env: &Env, cert: &str, key: &str) -> (i32, String, String) {
+    let auth = format!(
+        "Type=certificate-authentication,MutualAuthentication={{ClientRootCertificateChainArn={}}}",
+        p("ca.crt")
+    );
+    env.run(&[
+        "create-client-vpn-endpoint",
+        "--client-cidr-block",
+        "10.200.0.0/20",
+        "--server-certificate-arn",
+        &p(cert),
+        "--server-key",
+        &p(key),
+        "--authentication-options",
+        &auth,
+        "--dns-name",
+        "vpn.example.internal",
+        "--dns-servers",
+        "172.31.0.2",
+        "--split-tunnel",
+        "--description",
+        "test endpoint",
+    ])
+}
+
+fn associate(env: &Env, id: &str) -> String {
+    let v = env.ok(&[
+        "associate-client-vpn-target-network",
+        "--client-vpn-endpoint-id",
+        id,
+        "--subnet-id",
+        "subnet-a",
+        "--vpc-id",
+        "vpc-1",
+        "--vpc-cidr",
+        "172.31.0.0/16",
+        "--cidr",
+        "172.31.1.0/24",
+        "--availability-zone",
+        "az-a",
+        "--port",
+        "inside-a",
+        "--eni-ip",
+        "172.31.1.5",
+        "--gateway",
+        "172.31.1.1",
+    ]);
+    assert_eq!(v["Status"]["Code"], "associated");
+    v["AssociationId"]
+        .as_str()
+        .expect("association id")
+        .to_owned()
+}
+
+#[test]
+fn round_trip() {
+    let env = Env::new();
+    let (code, out, err) = create(&env, "server.crt", "server.key");
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["Status"]["Code"], "pending-associate");
+    let id = v["ClientVpnEndpointId"].as_str().expect("id").to_owned();
+    assert!(
+        id.starts_with("cvpn-endpoint-") && id.len() == 14 + 17,
+        "{id}"
+    );
+
+    let d = env.ok(&["describe-client-vpn-endpoints"]);
+    assert_eq!(
+        d["ClientVpnEndpoints"][0]["Status"]["Code"],
+        "pending-associate"
+    );
+    assert_eq!(d["ClientVpnEndpoints"][0]["SplitTunnel"], true);
+    assert_eq!(
+        d["ClientVpnEndpoints"][0]["AuthenticationOptions"][0]["Type"],
+        "certificate-authentication"
+    );
+
+    // A route before any association is refused: there is no subnet to target.
+    env.refused(
+        &[
+            "create-client-vpn-route",
+            "--client-vpn-endpoint-id",
+            &id,
+            "--destination-cidr-block",
+            "0.0.0.0/0",
+            "--target-vpc-subnet-id",
+            "subnet-a",
+        ],
+        "InvalidClientVpnSubnetId.NotFound",
+    );
+
+    let assoc = associate(&env, &id);
+    let d = env.ok(&[
+        "describe-client-vpn-endpoints",
+        "--client-vpn-endpoint-ids",
+        &id,
+    ]);
+    assert_eq!(d["ClientVpnEndpoints"][0]["Status"]["Code"], "available");
+    let r = env.ok(&[
+        "describe-client-vpn-routes",
+        "--client-vpn-endpoint-id",
+        &id,
+    ]);
+    assert_eq!(r["Routes"][0]["DestinationCidr"], "172.31.0.0/16");
+    assert_eq!(r["Routes"][0]["Origin"], "associate");
+    let t = env.ok(&[
+        "describe-client-vpn-target-networks",
+        "--client-vpn-endpoint-id",
+        &id,
+    ]);
+    assert_eq!(
+        t["ClientVpnTargetNetworks"][0]["AssociationId"],
+        assoc.as_str()
+    );
+
+    env.ok(&[
+        "authorize-client-vpn-ingress",
+        "--client-vpn-endpoint-id",
+        &id,
+        "--target-network-cidr",
+        "172.31.0.0/16",
+        "--authorize-all-groups",
+    ]);
+    env.ok(&[
+        "authorize-client-vpn-ingress",
+        "--client-vpn-endpoint-id",
+        &id,
+        "--target-network-cidr",
+        "10.50.0.0/16",
+        "--access-group-id",
+        "engineering",
+        "--description",
+        "peered",
+    ]);
+    env.refused(
+        &[
+            "authorize-client-vpn-ingress",
+            "--client-vpn-endpoint-id",
+            &id,
+            "--target-network-cidr",
+            "10.50.0.0/16",
+            "--access-group-id",
+            "engineering",
+        ],
+        "InvalidClientVpnDuplicateAuthorizationRule",
+    );
+    let rules = env.ok(&[
+        "describe-client-vpn-authorization-rules",
+        "--client-vpn-endpoint-id",
+        &id,
+    ]);
+    assert_eq!(
+        rules["AuthorizationRules"].as_array().map(Vec::len),
+        Some(2)
+    );
+    assert_eq!(rules["AuthorizationRules"][1]["GroupId"], "engineering");
+
+    env.ok(&[
+        "create-client-vpn-route",
+        "--client-vpn-endpoint-id",
+        &id,
+        "--destination-cidr-block",
+        "10.50.0.0/16",
+        "--target-vpc-subnet-id",
+        "subnet-a",
+        "--description",
+        "peered",
+    ]);
+    // A route that overlaps the client CIDR is refused by validation, with its position.
+    let err = env.refused(
+        &[
+            "create-client-vpn-route",
+            "--client-vpn-endpoint-id",
+            &id,
+            "--destination-cidr-block",
+            "10.200.4.0/24",
+            "--target-vpc-subnet-id",
+            "subnet-a",
+        ],
+        "overlaps the destination 10.200.4.0/24",
+    );
+    assert!(err.contains("sluice.toml:"), "{err}");
+    env.refused(
+        &[
+            "create-client-vpn-route",
+            "--client-vpn-endpoint-id",
+            &id,
+            "--destination-cidr-block",
+            "10.50.0.1/16",
+            "--target-vpc-subnet-id",
+            "subnet-a",
+        ],
+        "host bits set",
+    );
+    env.refused(
+        &[
+            "delete-client-vpn-route",
+            "--client-vpn-endpoint-id",
+            &id,
+            "--destination-cidr-block",
+            "172.31.0.0/16",
+        ],
+        "disassociate the subnet",
+    );
+    env.refused(
+        &[
+            "delete-client-vpn-endpoint",
+            "--client-vpn-endpoint-id",
+            &id,
+        ],
+        "disassociate them before deleting it",
+    );
+    env.refused(
+        &[
+            "disassociate-client-vpn-target-network",
+            "--client-vpn-endpoint-id",
+            &id,
+            "--association-id",
+            &assoc,
+        ],
+        "delete them",
+    );
+    env.refused(
+        &[
+            "describe-client-vpn-routes",
+            "--client-vpn-endpoint-id",
+            "cvpn-endpoint-00000000000000000",
+        ],
+        "NotFound",
+    );
+
+    // Comments and layout of untouched parts survive.
+    let text = env.text();
+    assert!(
+        text.starts_with("# sluice test configuration\n# (this comment must survive every verb)\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("name = \"outside\"   # toward clients"),
+        "{text}"
+    );
+
+    // Tear it all down again.
+    env.ok(&[
+        "revoke-client-vpn-ingress",
+        "--client-vpn-endpoint-id",
+        &id,
+        "--target-network-cidr",
+        "10.50.0.0/16",
+        "--access-group-id",
+        "engineering",
+    ]);
+    env.ok(&[
+        "delete-client-vpn-route",
+        "--client-vpn-endpoint-id",
+        &id,
+        "--destination-cidr-block",
+        "10.50.0.0/16",
+    ]);
+    env.ok(&[
+        "disassociate-client-vpn-target-network",
+        "--client-vpn-endpoint-id",
+        &id,
+        "--association-id",
+        &assoc,
+    ]);
+    let d = env.ok(&["describe-client-vpn-endpoints"]);
+    assert_eq!(
+        d["ClientVpnEndpoints"][0]["Status"]["Code"],
+        "pending-associate"
+    );
+    assert_eq!(
+        env.ok(&["describe-client-vpn-routes"])["Routes"]
+            .as_array()
+            .map(Vec::len),
+        Some(0)
+    );
+    env.ok(&[
+        "delete-client-vpn-endpoint",
+        "--client-vpn-endpoint-id",
+        &id,
+    ]);
+    assert_eq!(
+        env.ok(&["describe-client-vpn-endpoints"])["ClientVpnEndpoints"]
+            .as_array()
+            .map(Vec::len),
+        Some(0)
+    );
+    assert!(env.text().starts_with("# sluice test configuration\n"));
+}
+
+#[test]
+fn modify_and_fixed_fields() {
+    let env = Env::new();
+    let (_, out, err) = create(&env, "server.crt", "server.key");
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{err}"));
+    let id = v["ClientVpnEndpointId"].as_str().expect("id").to_owned();
+    env.ok(&[
+        "modify-client-vpn-endpoint",
+        "--client-vpn-endpoint-id",
+        &id,
+        "--vpn-port",
+        "1194",
+        "--session-timeout-hours",
+        "12",
+        "--dns-servers",
+        "172.31.0.2",
+        "172.31.0.3",
+        "--client-login-banner-options",
+        "Enabled=true,BannerText=Hello",
+    ]);
+    let d = env.ok(&["describe-client-vpn-endpoints"]);
+    let e = &d["ClientVpnEndpoints"][0];
+    assert_eq!(e["VpnPort"], 1194);
+    assert_eq!(e["SessionTimeoutHours"], 12);
+    assert_eq!(e["ClientLoginBannerOptions"]["BannerText"], "Hello");
+    env.refused(
+        &[
+            "modify-client-vpn-endpoint",
+            "--client-vpn-endpoint-id",
+            &id,
+            "--vpn-port",
+            "8443",
+        ],
+        "443 or 1194",
+    );
+    env.refused(
+        &[
+            "modify-client-vpn-endpoint",
+            "--client-vpn-endpoint-id",
+            &id,
+            "--dns-servers",
+            "1.1.1.1",
+            "8.8.8.8",
+            "9.9.9.9",
+        ],
+        "at most 2",
+    );
+    env.refused(
+        &[
+            "modify-client-vpn-endpoint",
+            "--client-vpn-endpoint-id",
+            &id,
+            "--session-timeout-hours",
+            "9",
+        ],
+        "8, 10, 12 or 24",
+    );
+
+    // Editing a fixed field by hand is caught when compared with the file in force.
+    let old = sluice_control::config::load(&env.config).expect("valid");
+    let edited = env.text().replace("10.200.0.0/20", "10.201.0.0/20");
+    let e = sluice_control::config::check_text(&env.config, edited, Some(&old.config))
+        .expect_err("refused");
+    assert!(
+        e.to_string().contains("delete and recreate the endpoint"),
+        "{e}"
+    );
+}
+
+#[test]
+fn certificates_are_checked() {
+    let env = Env::new();
+    let (code, _, err) = create(&env, "weak.crt", "weak.key");
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("1024-bit RSA key") && err.contains("2048"),
+        "{err}"
+    );
+    let (code, _, err) = create(&env, "noeku.crt", "client1.key");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("lacks extendedKeyUsage serverAuth"), "{err}");
+    let (code, _, err) = create(&env, "server.crt", "client1.key");
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("does not match the server certificate"),
+        "{err}"
+    );
+    let (code, _, err) = create(&env, "server-ec.crt", "server-ec.key");
+    assert_eq!(code, 0, "ECDSA P-384 must be accepted: {err}");
+    assert!(!env.text().contains("weak.crt"));
+}
+
+#[test]
+fn crl_import_export_and_client_configuration() {
+    let env = Env::new();
+    let (_, out, err) = create(&env, "server.crt", "server.key");
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{err}"));
+    let id = v["ClientVpnEndpointId"].as_str().expect("id").to_owned();
+    let crl = format!("file://{}", p("crl.pem"));
+    env.ok(&[
+        "import-client-vpn-client-certificate-revocation-list",
+        "--client-vpn-endpoint-id",
+        &id,
+        "--certificate-revocation-list",
+        &crl,
+    ]);
+    let e = env.ok(&[
+        "export-client-vpn-client-certificate-revocation-list",
+        "--client-vpn-endpoint-id",
+        &id,
+    ]);
+    assert_eq!(e["Status"]["Code"], "active");
+    assert!(e["CertificateRevocationList"]
+        .as_str()
+        .is_some_and(|s| s.contains("BEGIN X509 CRL")));
+    env.refused(
+        &[
+            "import-client-vpn-client-certificate-revocation-list",
+            "--client-vpn-endpoint-id",
+            &id,
+            "--certificate-revocation-list",
+            &format!("file://{}", p("ca.crt")),
+        ],
+        "no PEM X509 CRL block",
+    );
+
+    let c = env.ok(&[
+        "export-client-vpn-client-configuration",
+        "--client-vpn-endpoint-id",
+        &id,
+    ]);
+    let ovpn = c["ClientConfiguration"].as_str().expect("text");
+    for line in [
+        "client",
+        "dev tun",
+        "proto udp",
+        "remote vpn.example.internal 443",
+        "remote-random-hostname",
+        "resolv-retry infinite",
+        "nobind",
+        "remote-cert-tls server",
+        "cipher AES-256-GCM",
+        "verb 3",
+        "<ca>",
+        "reneg-sec 0",
+    ] {
+        assert!(
+            ovpn.lines().any(|l| l == line),
+            "missing {line:?} in\n{ovpn}"
+        );
+    }
+    assert!(
+        !ovpn.contains("auth-user-pass"),
+        "certificate-only endpoints ask no password"
+    );
+    let (code, text, err) = env.run(&[
+        "export-client-vpn-client-configuration",
+        "--client-vpn-endpoint-id",
+        &id,
+        "--output",
+        "text",
+        "--client-certificate",
+        &p("client1.crt"),
+        "--client-key",
+        &p("client1.key"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        text.contains("<cert>\n-----BEGIN CERTIFICATE-----")
+            && text.contains("<key>\n-----BEGIN PRIVATE KEY-----"),
+        "{text}"
+    );
+}
