@@ -14,3 +14,5 @@ echo "==> cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> cargo test"
 cargo test --workspace --locked
+echo "==> benchmark harness, quick mode (proves it works; asserts no speed)"
+cargo run --release --locked -p sluice-bench -- all --quick --json target/bench-quick.json
