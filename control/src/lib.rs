@@ -11,3 +11,4 @@
 
 pub mod admin;
 pub mod config;
+pub mod timefmt;

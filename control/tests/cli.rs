@@ -405,6 +405,54 @@ fn round_trip() {
         Some(0)
     );
     assert!(env.text().starts_with("# sluice test configuration\n"));
+
+    // Every action, allowed or refused, is in the audit trail with who, what and the result.
+    let trail = std::fs::read_to_string(env.config.parent().expect("dir").join("state/audit.log"))
+        .expect("audit trail");
+    let events: Vec<Value> = trail
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let first = &events[0];
+    assert_eq!(first["eventName"], "CreateClientVpnEndpoint");
+    assert_eq!(first["readOnly"], false);
+    assert_eq!(
+        first["requestParameters"]["clientCidrBlock"],
+        "10.200.0.0/20"
+    );
+    assert_eq!(
+        first["responseElements"]["ClientVpnEndpointId"],
+        id.as_str()
+    );
+    assert_eq!(first["userIdentity"]["type"], "LocalUser");
+    assert!(first["eventTime"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z')));
+    let refused: Vec<&Value> = events
+        .iter()
+        .filter(|e| e.get("errorCode").is_some())
+        .collect();
+    assert!(refused
+        .iter()
+        .any(|e| e["eventName"] == "CreateClientVpnRoute"
+            && e["errorCode"] == "InvalidClientVpnSubnetId.NotFound"));
+    assert!(refused
+        .iter()
+        .any(|e| e["errorCode"] == "InvalidConfiguration"));
+    for verb in [
+        "AssociateClientVpnTargetNetwork",
+        "AuthorizeClientVpnIngress",
+        "RevokeClientVpnIngress",
+        "DeleteClientVpnRoute",
+        "DisassociateClientVpnTargetNetwork",
+        "DeleteClientVpnEndpoint",
+        "DescribeClientVpnRoutes",
+    ] {
+        assert!(
+            events.iter().any(|e| e["eventName"] == verb),
+            "no {verb} event in the trail"
+        );
+    }
 }
 
 #[test]

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
 
 /// sluice: a self-hosted Client VPN appliance.
 #[derive(Debug, Parser)]
@@ -31,7 +32,7 @@ pub enum Output {
 }
 
 /// The verbs.
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Subcommand, Serialize)]
 pub enum Verb {
     /// Check the configuration file against every rule; prints nothing else on success.
     Validate,
@@ -72,7 +73,8 @@ pub enum Verb {
 }
 
 /// `--client-vpn-endpoint-id`.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct EndpointIdArg {
     /// The endpoint.
     #[arg(long)]
@@ -80,7 +82,8 @@ pub struct EndpointIdArg {
 }
 
 /// An optional `--client-vpn-endpoint-id` (all endpoints when absent).
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct OptionalEndpointId {
     /// The endpoint (default: every endpoint).
     #[arg(long)]
@@ -88,7 +91,8 @@ pub struct OptionalEndpointId {
 }
 
 /// `describe-client-vpn-endpoints`.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct DescribeEndpoints {
     /// Only these endpoints.
     #[arg(long, num_args = 1..)]
@@ -96,7 +100,8 @@ pub struct DescribeEndpoints {
 }
 
 /// `create-client-vpn-endpoint`.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CreateEndpoint {
     /// The client IPv4 CIDR, /12 to /22; fixed at creation.
     #[arg(long)]
@@ -148,7 +153,8 @@ pub struct CreateEndpoint {
 }
 
 /// `modify-client-vpn-endpoint`.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ModifyEndpoint {
     /// The endpoint.
     #[arg(long)]
@@ -189,7 +195,8 @@ pub struct ModifyEndpoint {
 }
 
 /// `associate-client-vpn-target-network`. AWS looks the subnet up; sluice is told.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Associate {
     /// The endpoint.
     #[arg(long)]
@@ -221,7 +228,8 @@ pub struct Associate {
 }
 
 /// `disassociate-client-vpn-target-network`.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Disassociate {
     /// The endpoint.
     #[arg(long)]
@@ -232,7 +240,8 @@ pub struct Disassociate {
 }
 
 /// `apply-security-groups-to-client-vpn-target-network`.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ApplySecurityGroups {
     /// The endpoint.
     #[arg(long)]
@@ -246,7 +255,8 @@ pub struct ApplySecurityGroups {
 }
 
 /// `authorize-client-vpn-ingress`.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Authorize {
     /// The endpoint.
     #[arg(long)]
@@ -270,7 +280,8 @@ pub struct Authorize {
 }
 
 /// `revoke-client-vpn-ingress`.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Revoke {
     /// The endpoint.
     #[arg(long)]
@@ -291,7 +302,8 @@ pub struct Revoke {
 }
 
 /// `create-client-vpn-route`.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CreateRoute {
     /// The endpoint.
     #[arg(long)]
@@ -308,7 +320,8 @@ pub struct CreateRoute {
 }
 
 /// `delete-client-vpn-route`.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct DeleteRoute {
     /// The endpoint.
     #[arg(long)]
@@ -322,7 +335,8 @@ pub struct DeleteRoute {
 }
 
 /// `import-client-vpn-client-certificate-revocation-list`.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ImportCrl {
     /// The endpoint.
     #[arg(long)]
@@ -333,7 +347,8 @@ pub struct ImportCrl {
 }
 
 /// `export-client-vpn-client-configuration`.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ExportConfiguration {
     /// The endpoint.
     #[arg(long)]

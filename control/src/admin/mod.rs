@@ -5,6 +5,7 @@
 //! like the AWS API's, or a table for people. This module owns no network state; the running
 //! appliance (a later part) applies the same verbs through its admin socket.
 
+pub mod audit;
 pub mod cli;
 pub mod describe;
 pub mod editor;
@@ -15,8 +16,31 @@ pub mod table;
 pub mod verbs;
 
 use std::fmt;
+use std::time::SystemTime;
 
 use crate::config::ConfigError;
+
+/// Runs the verb `cli` names for `caller`, and records it in the audit trail, allowed or refused.
+/// A failure to write the trail is reported on stderr and does not undo the action.
+///
+/// # Errors
+/// As `verbs::run`.
+pub fn execute(
+    cli: &cli::Cli,
+    caller: &audit::Caller,
+    now: SystemTime,
+) -> Result<verbs::Response, AdminError> {
+    let result = verbs::run(cli);
+    let event = audit::event(cli, caller, now, result.as_ref().map(|r| &r.json));
+    let trail = audit::trail_path(&cli.config);
+    if let Err(e) = audit::append(&trail, &event) {
+        eprintln!(
+            "warning: could not append to the audit trail {}: {e}",
+            trail.display()
+        );
+    }
+    result
+}
 
 /// Why a verb refused or failed.
 #[derive(Debug)]

@@ -4,11 +4,11 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use sluice_control::admin::{cli::Cli, verbs};
+use sluice_control::admin::{self, audit::Caller, cli::Cli};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match verbs::run(&cli) {
+    match admin::execute(&cli, &Caller::local(), std::time::SystemTime::now()) {
         Ok(response) => {
             let mut out = std::io::stdout().lock();
             // A closed stdout (a pipe to `head`) is not an error worth reporting.

@@ -43,6 +43,9 @@ pub struct Appliance {
     /// Where imported CRLs and other state are kept.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
+    /// The audit trail of management actions (default: `audit.log` in `state_dir`).
+    #[serde(default)]
+    pub audit_log: Option<PathBuf>,
 }
 
 impl Default for Appliance {
@@ -50,6 +53,7 @@ impl Default for Appliance {
         Self {
             admin_socket: default_admin_socket(),
             state_dir: default_state_dir(),
+            audit_log: None,
         }
     }
 }

@@ -1,0 +1,167 @@
+//! The audit trail, sluice's CloudTrail: every management action, allowed or refused, appended
+//! as one JSON line with who asked, what, the parameters, the result and the time.
+//!
+//! Parameters are the verb's flags; none of them carries a secret (keys and CRLs are passed by
+//! path). Lines are appended with one `write` to a file opened in append mode, so concurrent
+//! writers do not interleave within a line.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde_json::{json, Value};
+
+use super::cli::Cli;
+use super::AdminError;
+use crate::config;
+use crate::timefmt::rfc3339;
+
+/// Who asked for an action.
+#[derive(Clone, Debug)]
+pub enum Caller {
+    /// The local user running the `sluice` command.
+    Local {
+        /// Real user id.
+        uid: u32,
+        /// The user's name, when known.
+        name: Option<String>,
+        /// The user who ran `sudo`, if any.
+        sudo_user: Option<String>,
+    },
+    /// A peer of the admin socket, from its Unix credentials.
+    Socket {
+        /// Peer user id.
+        uid: u32,
+        /// Peer process id.
+        pid: i32,
+    },
+}
+
+impl Caller {
+    /// The user running this process, from `/proc/self/status` and the environment.
+    pub fn local() -> Self {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let uid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|u| u.parse().ok())
+            .unwrap_or(u32::MAX);
+        let name = user_name(uid);
+        let sudo_user = std::env::var("SUDO_USER").ok();
+        Self::Local {
+            uid,
+            name,
+            sudo_user,
+        }
+    }
+
+    fn identity(&self) -> Value {
+        match self {
+            Self::Local {
+                uid,
+                name,
+                sudo_user,
+            } => {
+                json!({ "type": "LocalUser", "uid": uid, "userName": name, "sudoUser": sudo_user })
+            }
+            Self::Socket { uid, pid } => json!({ "type": "AdminSocket", "uid": uid, "pid": pid }),
+        }
+    }
+}
+
+/// The name of `uid` from /etc/passwd.
+fn user_name(uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        let id: u32 = f.nth(1)?.parse().ok()?;
+        (id == uid).then(|| name.to_owned())
+    })
+}
+
+/// Where the audit trail of the configuration at `config_path` goes: `[appliance] audit_log`,
+/// else `audit.log` in the state directory. Works on files that fail validation, so refused
+/// actions are recorded too.
+pub fn trail_path(config_path: &Path) -> PathBuf {
+    let base = config::base_dir(config_path);
+    let parsed = std::fs::read_to_string(config_path)
+        .ok()
+        .and_then(|t| config::parse(config_path, &t).ok());
+    let appliance = parsed.map(|c| c.appliance).unwrap_or_default();
+    let path = appliance
+        .audit_log
+        .unwrap_or_else(|| appliance.state_dir.join("audit.log"));
+    config::pki::resolve(&base, &path)
+}
+
+/// The CloudTrail-style event name of the verb, e.g. `CreateClientVpnEndpoint`.
+pub fn event_name(cli: &Cli) -> String {
+    let v = serde_json::to_value(&cli.verb).unwrap_or(Value::Null);
+    match v {
+        Value::String(s) => s,
+        Value::Object(m) => m.keys().next().cloned().unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+/// The event for `cli` run by `caller` at `now`, with its outcome.
+pub fn event(
+    cli: &Cli,
+    caller: &Caller,
+    now: SystemTime,
+    outcome: Result<&Value, &AdminError>,
+) -> Value {
+    let params = match serde_json::to_value(&cli.verb) {
+        Ok(Value::Object(m)) => m.into_iter().next().map_or(Value::Null, |(_, v)| v),
+        _ => Value::Null,
+    };
+    let mut e = json!({
+        "eventVersion": "1.0",
+        "eventTime": rfc3339(now),
+        "eventSource": "sluice",
+        "eventName": event_name(cli),
+        "readOnly": is_read_only(cli),
+        "userIdentity": caller.identity(),
+        "configFile": cli.config,
+        "requestParameters": params,
+    });
+    match outcome {
+        Ok(response) => e["responseElements"] = response.clone(),
+        Err(err) => {
+            e["errorCode"] = json!(match err {
+                AdminError::Config(_) => "InvalidConfiguration",
+                AdminError::Request { code, .. } => code,
+                AdminError::Io(_) => "IoError",
+                AdminError::Internal(_) => "InternalError",
+            });
+            e["errorMessage"] = json!(err.to_string());
+        }
+    }
+    e
+}
+
+fn is_read_only(cli: &Cli) -> bool {
+    let n = event_name(cli);
+    n.starts_with("Describe") || n.starts_with("Export") || n == "Validate"
+}
+
+/// Appends `event` as one line to the trail at `path`, creating it (mode 0600) if needed.
+///
+/// # Errors
+/// Any I/O error.
+pub fn append(path: &Path, event: &Value) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut line = serde_json::to_string(event).map_err(std::io::Error::other)?;
+    line.push('\n');
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(line.as_bytes())
+}
