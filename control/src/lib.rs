@@ -11,4 +11,5 @@
 
 pub mod admin;
 pub mod config;
+pub mod connlog;
 pub mod timefmt;

@@ -1,0 +1,350 @@
+//! The per-endpoint connection log, sluice's CloudWatch Logs stream: one JSON line per
+//! connection attempt or reset, with AWS Client VPN's field names and conventions (string
+//! values, `NA` where a value does not apply), rotated by size.
+//!
+//! It records who connected from where and how much traffic flowed, never credentials: the
+//! record type has no field that could hold a password, key or TOTP code.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::timefmt::log_time;
+
+/// `connection-attempt` or `connection-reset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogType {
+    /// A client tried to connect (successfully or not).
+    Attempt,
+    /// A connection ended, or its counters were updated while it lasts.
+    Reset,
+}
+
+/// Why an attempt failed, with the precise names the log uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FailureReason {
+    /// The client certificate did not verify against the client root CA.
+    BadCertificate,
+    /// The client certificate is on the CRL.
+    CertificateRevoked,
+    /// The CRL's nextUpdate has passed; every new connection is refused until a new CRL.
+    CrlExpired,
+    /// Unknown user or wrong password.
+    BadPassword,
+    /// MFA was required and the code was wrong, missing or reused.
+    MfaFailed,
+    /// The endpoint is at its connection quota.
+    SessionLimit,
+    /// The TLS handshake failed for another reason.
+    TlsError(String),
+    /// The handshake did not complete within the deadline.
+    HandshakeTimeout,
+    /// Anything else, described.
+    Other(String),
+}
+
+impl FailureReason {
+    /// The text written in `connection-attempt-failure-reason`.
+    pub fn text(&self) -> String {
+        match self {
+            Self::BadCertificate => "client certificate verification failed".into(),
+            Self::CertificateRevoked => "client certificate revoked".into(),
+            Self::CrlExpired => "certificate revocation list expired".into(),
+            Self::BadPassword => "authentication failed: bad username or password".into(),
+            Self::MfaFailed => "multi-factor authentication failed".into(),
+            Self::SessionLimit => "connection limit reached".into(),
+            Self::TlsError(s) => format!("TLS error: {s}"),
+            Self::HandshakeTimeout => "TLS handshake timed out".into(),
+            Self::Other(s) => s.clone(),
+        }
+    }
+}
+
+/// One connection's state, as the log reports it.
+#[derive(Clone, Debug)]
+pub struct Connection {
+    /// `cvpn-connection-` followed by 17 hex digits.
+    pub connection_id: String,
+    /// The endpoint.
+    pub endpoint_id: String,
+    /// `udp` or `tcp`.
+    pub transport: &'static str,
+    /// When the attempt started.
+    pub start: SystemTime,
+    /// The virtual address assigned, once assigned.
+    pub client_ip: Option<Ipv4Addr>,
+    /// The client certificate's common name, if one was presented.
+    pub common_name: Option<String>,
+    /// The directory user name, if one was given.
+    pub username: Option<String>,
+    /// The client's public address.
+    pub device_ip: IpAddr,
+    /// The client's source port.
+    pub port: u16,
+    /// Bytes from the client.
+    pub ingress_bytes: u64,
+    /// Bytes to the client.
+    pub egress_bytes: u64,
+    /// Packets from the client.
+    pub ingress_packets: u64,
+    /// Packets to the client.
+    pub egress_packets: u64,
+}
+
+/// A fresh connection id.
+pub fn connection_id() -> String {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    let hex: String = (0..17)
+        .map(|_| char::from_digit(rng.gen_range(0..16), 16).unwrap_or('0'))
+        .collect();
+    format!("cvpn-connection-{hex}")
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct Line<'a> {
+    connection_log_type: &'static str,
+    connection_attempt_status: &'static str,
+    connection_attempt_failure_reason: String,
+    connection_id: &'a str,
+    client_vpn_endpoint_id: &'a str,
+    transport_protocol: &'static str,
+    connection_start_time: String,
+    connection_last_update_time: String,
+    client_ip: String,
+    common_name: &'a str,
+    username: &'a str,
+    device_ip: String,
+    port: String,
+    ingress_bytes: String,
+    egress_bytes: String,
+    ingress_packets: String,
+    egress_packets: String,
+    connection_end_time: String,
+    connection_duration_seconds: String,
+}
+
+const NA: &str = "NA";
+
+/// Formats one log line (without the newline).
+///
+/// `failure` is `Some` for a failed attempt; `end` is `Some` once the connection ended.
+pub fn format_line(
+    kind: LogType,
+    c: &Connection,
+    failure: Option<&FailureReason>,
+    now: SystemTime,
+    end: Option<SystemTime>,
+) -> String {
+    let duration = end
+        .unwrap_or(now)
+        .duration_since(c.start)
+        .map_or(0, |d| d.as_secs());
+    let line = Line {
+        connection_log_type: match kind {
+            LogType::Attempt => "connection-attempt",
+            LogType::Reset => "connection-reset",
+        },
+        connection_attempt_status: match (kind, failure) {
+            (LogType::Attempt, None) => "successful",
+            (LogType::Attempt, Some(_)) => "failed",
+            (LogType::Reset, _) => NA,
+        },
+        connection_attempt_failure_reason: failure
+            .map_or_else(|| NA.to_owned(), FailureReason::text),
+        connection_id: &c.connection_id,
+        client_vpn_endpoint_id: &c.endpoint_id,
+        transport_protocol: c.transport,
+        connection_start_time: log_time(c.start),
+        connection_last_update_time: log_time(now),
+        client_ip: c
+            .client_ip
+            .map_or_else(|| NA.to_owned(), |ip| ip.to_string()),
+        common_name: c.common_name.as_deref().unwrap_or(NA),
+        username: c.username.as_deref().unwrap_or(NA),
+        device_ip: c.device_ip.to_string(),
+        port: c.port.to_string(),
+        ingress_bytes: c.ingress_bytes.to_string(),
+        egress_bytes: c.egress_bytes.to_string(),
+        ingress_packets: c.ingress_packets.to_string(),
+        egress_packets: c.egress_packets.to_string(),
+        connection_end_time: end.map_or_else(|| NA.to_owned(), log_time),
+        connection_duration_seconds: duration.to_string(),
+    };
+    serde_json::to_string(&line).unwrap_or_default()
+}
+
+/// An append-only JSON-lines file rotated by size: `path`, `path.1`, ... `path.<keep>`.
+pub struct RotatingLog {
+    path: PathBuf,
+    max_bytes: u64,
+    keep: u32,
+    file: Option<File>,
+    size: u64,
+}
+
+impl RotatingLog {
+    /// Opens (creating, mode 0600) the log at `path`.
+    ///
+    /// # Errors
+    /// Any I/O error creating the directory or the file.
+    pub fn open(path: &Path, max_bytes: u64, keep: u32) -> io::Result<Self> {
+        let mut log = Self {
+            path: path.to_path_buf(),
+            max_bytes: max_bytes.max(1),
+            keep,
+            file: None,
+            size: 0,
+        };
+        log.reopen()?;
+        Ok(log)
+    }
+
+    fn reopen(&mut self) -> io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&self.path)?;
+        self.size = f.metadata()?.len();
+        self.file = Some(f);
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        self.file = None;
+        if self.keep == 0 {
+            std::fs::remove_file(&self.path)?;
+        } else {
+            let name = |i: u32| PathBuf::from(format!("{}.{i}", self.path.display()));
+            let _ = std::fs::remove_file(name(self.keep));
+            for i in (1..self.keep).rev() {
+                let _ = std::fs::rename(name(i), name(i + 1));
+            }
+            std::fs::rename(&self.path, name(1))?;
+        }
+        self.reopen()
+    }
+
+    /// Appends one line, rotating first if it would take the file past its size.
+    ///
+    /// # Errors
+    /// Any I/O error; the line is then lost but the log stays usable.
+    pub fn append(&mut self, line: &str) -> io::Result<()> {
+        let len = line.len() as u64 + 1;
+        if self.size > 0 && self.size + len > self.max_bytes {
+            self.rotate()?;
+        }
+        if self.file.is_none() {
+            self.reopen()?;
+        }
+        let mut buf = Vec::with_capacity(line.len() + 1);
+        buf.extend_from_slice(line.as_bytes());
+        buf.push(b'\n');
+        match self.file.as_mut() {
+            Some(f) => f.write_all(&buf)?,
+            None => return Err(io::Error::other("connection log is not open")),
+        }
+        self.size += len;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn conn() -> Connection {
+        Connection {
+            connection_id: connection_id(),
+            endpoint_id: "cvpn-endpoint-0123456789abcdef0".into(),
+            transport: "udp",
+            start: UNIX_EPOCH + Duration::from_secs(1_795_574_107),
+            client_ip: Some(Ipv4Addr::new(10, 200, 0, 2)),
+            common_name: Some("client1.domain.tld".into()),
+            username: None,
+            device_ip: IpAddr::V4(Ipv4Addr::new(192, 168, 50, 2)),
+            port: 50096,
+            ingress_bytes: 1200,
+            egress_bytes: 3400,
+            ingress_packets: 10,
+            egress_packets: 12,
+        }
+    }
+
+    #[test]
+    fn successful_attempt_has_aws_fields() {
+        let c = conn();
+        let line = format_line(LogType::Attempt, &c, None, c.start, None);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["connection-log-type"], "connection-attempt");
+        assert_eq!(v["connection-attempt-status"], "successful");
+        assert_eq!(v["connection-attempt-failure-reason"], "NA");
+        assert_eq!(
+            v["client-vpn-endpoint-id"],
+            "cvpn-endpoint-0123456789abcdef0"
+        );
+        assert_eq!(v["connection-start-time"], "2026-11-25 02:35:07");
+        assert_eq!(v["client-ip"], "10.200.0.2");
+        assert_eq!(v["common-name"], "client1.domain.tld");
+        assert_eq!(v["username"], "NA");
+        assert_eq!(v["port"], "50096");
+        assert_eq!(v["ingress-bytes"], "1200");
+        assert_eq!(v["connection-end-time"], "NA");
+        assert!(v["connection-id"]
+            .as_str()
+            .unwrap()
+            .starts_with("cvpn-connection-"));
+        assert_eq!(v.as_object().unwrap().len(), 19);
+    }
+
+    #[test]
+    fn failed_attempt_and_reset() {
+        let c = conn();
+        let failed = format_line(
+            LogType::Attempt,
+            &c,
+            Some(&FailureReason::CrlExpired),
+            c.start,
+            None,
+        );
+        assert!(failed.contains("\"connection-attempt-status\":\"failed\""));
+        assert!(failed.contains("certificate revocation list expired"));
+        let end = c.start + Duration::from_secs(90);
+        let reset = format_line(LogType::Reset, &c, None, end, Some(end));
+        let v: serde_json::Value = serde_json::from_str(&reset).unwrap();
+        assert_eq!(v["connection-duration-seconds"], "90");
+        assert_eq!(v["connection-end-time"], "2026-11-25 02:36:37");
+        assert_eq!(v["connection-attempt-status"], "NA");
+    }
+
+    #[test]
+    fn rotates_by_size_and_keeps_n() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("logs/ep.log");
+        let mut log = RotatingLog::open(&p, 100, 2).unwrap();
+        let line = "x".repeat(39); // 40 bytes with the newline
+        for _ in 0..7 {
+            log.append(&line).unwrap();
+        }
+        let size = |s: &str| {
+            std::fs::metadata(dir.path().join(format!("logs/{s}")))
+                .map(|m| m.len())
+                .ok()
+        };
+        assert_eq!(size("ep.log"), Some(40));
+        assert_eq!(size("ep.log.1"), Some(80));
+        assert_eq!(size("ep.log.2"), Some(80));
+        assert_eq!(size("ep.log.3"), None);
+    }
+}
