@@ -12,4 +12,5 @@
 pub mod admin;
 pub mod config;
 pub mod connlog;
+pub mod runtime;
 pub mod timefmt;

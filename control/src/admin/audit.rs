@@ -128,6 +128,8 @@ pub fn event(
         "requestParameters": params,
     });
     match outcome {
+        // Like CloudTrail, read-only events do not repeat what was read.
+        Ok(_) if is_read_only(cli) => {}
         Ok(response) => e["responseElements"] = response.clone(),
         Err(err) => {
             e["errorCode"] = json!(match err {
@@ -142,7 +144,8 @@ pub fn event(
     e
 }
 
-fn is_read_only(cli: &Cli) -> bool {
+/// Whether the verb only reads (describe, export, validate).
+pub fn is_read_only(cli: &Cli) -> bool {
     let n = event_name(cli);
     n.starts_with("Describe") || n.starts_with("Export") || n == "Validate"
 }

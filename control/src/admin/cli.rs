@@ -34,7 +34,11 @@ pub enum Output {
 /// The verbs.
 #[derive(Debug, Subcommand, Serialize)]
 pub enum Verb {
-    /// Check the configuration file against every rule; prints nothing else on success.
+    /// Run the appliance daemon (control thread, admin socket, signals) in the foreground.
+    Run,
+    /// Ask the running daemon to re-read its configuration (same as SIGHUP).
+    Reload,
+    /// Check the configuration file against every rule.
     Validate,
     /// Create a Client VPN endpoint (status pending-associate until a target network is associated).
     CreateClientVpnEndpoint(CreateEndpoint),

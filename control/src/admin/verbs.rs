@@ -63,6 +63,10 @@ impl Response {
 pub fn run(cli: &Cli) -> Result<Response, AdminError> {
     let path = cli.config.as_path();
     match &cli.verb {
+        Verb::Run | Verb::Reload => Err(AdminError::request(
+            "IncorrectState",
+            "`run` and `reload` concern the daemon; the sluice binary handles them itself",
+        )),
         Verb::Validate => validate(path),
         Verb::CreateClientVpnEndpoint(a) => create_endpoint(path, a),
         Verb::ModifyClientVpnEndpoint(a) => modify_endpoint(path, a),

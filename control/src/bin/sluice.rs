@@ -1,14 +1,57 @@
 //! The `sluice` binary: argument parsing and wiring only.
+//!
+//! `sluice run` starts the daemon. Every other verb goes to the running daemon through its admin
+//! socket when one answers (so it is applied live), and works on the file directly otherwise.
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use sluice_control::admin::{self, audit::Caller, cli::Cli};
+use sluice_control::admin::{self, audit::Caller, cli::Cli, cli::Verb};
+use sluice_control::config;
+use sluice_control::runtime::{admin_socket, Daemon};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match admin::execute(&cli, &Caller::local(), std::time::SystemTime::now()) {
+    match cli.verb {
+        Verb::Run => return run(&cli),
+        Verb::Validate => return offline(&cli),
+        _ => {}
+    }
+    let socket = config::admin_socket_of(&cli.config);
+    match admin_socket::call(&socket, &forwarded_args()) {
+        Ok(answer) => {
+            print!("{}", answer.stdout);
+            eprint!("{}", answer.stderr);
+            ExitCode::from(u8::try_from(answer.exit).unwrap_or(1))
+        }
+        Err(_) if matches!(cli.verb, Verb::Reload) => {
+            eprintln!(
+                "no sluice daemon answers on {}; start one with `sluice run`",
+                socket.display()
+            );
+            ExitCode::from(1)
+        }
+        Err(_) => offline(&cli),
+    }
+}
+
+/// The command line after `sluice`, without `--config` (the daemon uses its own file).
+fn forwarded_args() -> Vec<String> {
+    let mut out = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--config" {
+            args.next();
+        } else if !a.starts_with("--config=") {
+            out.push(a);
+        }
+    }
+    out
+}
+
+fn offline(cli: &Cli) -> ExitCode {
+    match admin::execute(cli, &Caller::local(), std::time::SystemTime::now()) {
         Ok(response) => {
             let mut out = std::io::stdout().lock();
             // A closed stdout (a pipe to `head`) is not an error worth reporting.
@@ -18,6 +61,16 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("{e}");
             ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
+        }
+    }
+}
+
+fn run(cli: &Cli) -> ExitCode {
+    match Daemon::start(&cli.config).and_then(Daemon::run) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice run: {e}");
+            ExitCode::from(2)
         }
     }
 }

@@ -50,6 +50,23 @@ pub fn base_dir(path: &Path) -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
+/// The `[appliance]` section of the file at `path`, as far as it parses (defaults otherwise):
+/// enough to find the admin socket and the audit trail even when the file fails validation.
+pub fn appliance_of(path: &Path) -> schema::Appliance {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    // Only the [appliance] table: the rest of the file may be broken.
+    text.parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("appliance"))
+        .and_then(|a| a.try_into::<schema::Appliance>().ok())
+        .unwrap_or_default()
+}
+
+/// The admin socket of the configuration at `path`, resolved against its directory.
+pub fn admin_socket_of(path: &Path) -> PathBuf {
+    pki::resolve(&base_dir(path), &appliance_of(path).admin_socket)
+}
+
 /// Reads, parses and validates the configuration at `path`, including the files it names.
 ///
 /// # Errors

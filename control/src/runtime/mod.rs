@@ -1,0 +1,394 @@
+//! `sluice run`: the appliance daemon's control thread, a mio event loop.
+//!
+//! It owns the configuration in force, the admin socket (root only, mode 0600) and the signals:
+//! SIGHUP re-reads the file (an invalid file is refused and the running configuration stays),
+//! SIGINT/SIGTERM stop the daemon cleanly. Management verbs arriving on the socket run against
+//! the daemon's file exactly as offline verbs do (validate, persist atomically), are audited
+//! with the peer's Unix credentials, and then the result is applied.
+//!
+//! This is one of the two places allowed to read the clock.
+
+pub mod admin_socket;
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use clap::Parser;
+use mio::net::{UnixListener, UnixStream};
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+
+use self::admin_socket::{Request, Response, MAX_REQUEST};
+use crate::admin::audit::Caller;
+use crate::admin::cli::Cli;
+use crate::config::{self, Loaded};
+use crate::timefmt::rfc3339;
+
+const SIGNALS: Token = Token(0);
+const LISTENER: Token = Token(1);
+const FIRST_CONN: usize = 2;
+
+/// Why the daemon could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The configuration is invalid.
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
+    /// The admin socket, the event loop or the signals could not be set up.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> RunError {
+    let what = what.into();
+    move |source| RunError::Io { what, source }
+}
+
+/// Writes one line to the daemon's log (stderr, collected by systemd).
+pub fn log(msg: &str) {
+    eprintln!("{} sluice: {msg}", rfc3339(SystemTime::now()));
+}
+
+/// An admin connection being served.
+struct Conn {
+    stream: UnixStream,
+    caller: Caller,
+    inbox: Vec<u8>,
+    outbox: Vec<u8>,
+    written: usize,
+}
+
+/// The daemon's control-thread state.
+pub struct Daemon {
+    config_path: PathBuf,
+    current: Loaded,
+    socket_path: PathBuf,
+    poll: Poll,
+    listener: UnixListener,
+    signals: Signals,
+    conns: HashMap<Token, Conn>,
+    next_token: usize,
+    running: bool,
+}
+
+impl Daemon {
+    /// Loads the configuration and opens the admin socket.
+    ///
+    /// # Errors
+    /// An invalid configuration, or a socket that cannot be created (one clear message).
+    pub fn start(config_path: &Path) -> Result<Self, RunError> {
+        let current = config::load(config_path)?;
+        let socket_path =
+            config::pki::resolve(&current.base_dir(), &current.config.appliance.admin_socket);
+        if let Some(dir) = socket_path.parent() {
+            std::fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
+        }
+        if admin_socket::call(&socket_path, &["validate".to_owned()]).is_ok() {
+            return Err(RunError::Io {
+                what: format!("another sluice daemon answers on {}", socket_path.display()),
+                source: io::Error::from(io::ErrorKind::AddrInUse),
+            });
+        }
+        let _ = std::fs::remove_file(&socket_path);
+        let mut listener = UnixListener::bind(&socket_path).map_err(io_err(format!(
+            "binding the admin socket {}",
+            socket_path.display()
+        )))?;
+        std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600)).map_err(
+            io_err(format!("setting mode 0600 on {}", socket_path.display())),
+        )?;
+        let poll = Poll::new().map_err(io_err("creating the event loop"))?;
+        let mut signals = Signals::new([SIGHUP, SIGINT, SIGTERM])
+            .map_err(io_err("installing signal handlers"))?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)
+            .map_err(io_err("registering signals"))?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(io_err("registering the admin socket"))?;
+        log(&format!(
+            "started with {} ({} endpoint(s)); admin socket {}",
+            config_path.display(),
+            current.config.endpoints.len(),
+            socket_path.display()
+        ));
+        Ok(Self {
+            config_path: config_path.to_path_buf(),
+            current,
+            socket_path,
+            poll,
+            listener,
+            signals,
+            conns: HashMap::new(),
+            next_token: FIRST_CONN,
+            running: true,
+        })
+    }
+
+    /// The configuration in force.
+    pub fn current(&self) -> &Loaded {
+        &self.current
+    }
+
+    /// Runs the event loop until SIGINT or SIGTERM.
+    ///
+    /// # Errors
+    /// A failure of the event loop itself.
+    pub fn run(mut self) -> Result<(), RunError> {
+        let mut events = Events::with_capacity(64);
+        while self.running {
+            match self.poll.poll(&mut events, None) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(RunError::Io {
+                        what: "polling".into(),
+                        source: e,
+                    })
+                }
+            }
+            for ev in &events {
+                match ev.token() {
+                    SIGNALS => self.handle_signals(),
+                    LISTENER => self.accept(),
+                    t => self.serve(t),
+                }
+            }
+        }
+        log("stopping");
+        let _ = std::fs::remove_file(&self.socket_path);
+        Ok(())
+    }
+
+    fn handle_signals(&mut self) {
+        let pending: Vec<i32> = self.signals.pending().collect();
+        for s in pending {
+            match s {
+                SIGHUP => {
+                    let _ = self.reload("SIGHUP");
+                }
+                _ => self.running = false,
+            }
+        }
+    }
+
+    /// Re-reads the file; applies it if valid and allowed as a change, else keeps the running one.
+    fn reload(&mut self, why: &str) -> Result<String, String> {
+        let text = std::fs::read_to_string(&self.config_path).map_err(|e| {
+            format!(
+                "reload ({why}) refused: cannot read {}: {e}",
+                self.config_path.display()
+            )
+        });
+        let result = text.and_then(|t| {
+            config::check_text(&self.config_path, t, Some(&self.current.config)).map_err(|e| {
+                format!("reload ({why}) refused; the running configuration stays:\n{e}")
+            })
+        });
+        match result {
+            Ok(new) => {
+                let msg = format!(
+                    "reloaded {} ({why}): {} endpoint(s)",
+                    self.config_path.display(),
+                    new.config.endpoints.len()
+                );
+                self.current = new;
+                log(&msg);
+                Ok(msg)
+            }
+            Err(msg) => {
+                log(&msg);
+                Err(msg)
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let (mut stream, _) = match self.listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    log(&format!("admin socket accept failed: {e}"));
+                    return;
+                }
+            };
+            let cred = match rustix::net::sockopt::socket_peercred(&stream) {
+                Ok(c) => c,
+                Err(e) => {
+                    log(&format!(
+                        "admin connection without peer credentials refused: {e}"
+                    ));
+                    continue;
+                }
+            };
+            let uid = cred.uid.as_raw();
+            if uid != 0 && uid != rustix::process::geteuid().as_raw() {
+                log(&format!(
+                    "admin connection from uid {uid} refused: root only"
+                ));
+                continue;
+            }
+            let token = Token(self.next_token);
+            self.next_token += 1;
+            if let Err(e) = self
+                .poll
+                .registry()
+                .register(&mut stream, token, Interest::READABLE)
+            {
+                log(&format!("admin connection dropped: {e}"));
+                continue;
+            }
+            let caller = Caller::Socket {
+                uid,
+                pid: cred.pid.as_raw_nonzero().get(),
+            };
+            self.conns.insert(
+                token,
+                Conn {
+                    stream,
+                    caller,
+                    inbox: Vec::new(),
+                    outbox: Vec::new(),
+                    written: 0,
+                },
+            );
+        }
+    }
+
+    fn serve(&mut self, token: Token) {
+        let Some(mut conn) = self.conns.remove(&token) else {
+            return;
+        };
+        let keep = if conn.outbox.is_empty() {
+            self.read_request(&mut conn)
+        } else {
+            true
+        };
+        let keep = keep && Self::flush(&mut conn);
+        if keep {
+            let interest = if conn.outbox.is_empty() {
+                Interest::READABLE
+            } else {
+                Interest::WRITABLE
+            };
+            if self
+                .poll
+                .registry()
+                .reregister(&mut conn.stream, token, interest)
+                .is_ok()
+            {
+                self.conns.insert(token, conn);
+                return;
+            }
+        }
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+    }
+
+    /// Reads what has arrived; on a full line, answers it. Returns whether to keep the conn.
+    fn read_request(&mut self, conn: &mut Conn) -> bool {
+        let mut buf = [0u8; 4096];
+        loop {
+            match conn.stream.read(&mut buf) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    conn.inbox.extend_from_slice(&buf[..n]);
+                    if conn.inbox.len() > MAX_REQUEST {
+                        log("admin request over the size limit dropped");
+                        return false;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return false,
+            }
+        }
+        let Some(end) = conn.inbox.iter().position(|b| *b == b'\n') else {
+            return true;
+        };
+        let response = match serde_json::from_slice::<Request>(&conn.inbox[..end]) {
+            Ok(req) => self.handle_request(&req, &conn.caller),
+            Err(e) => Response {
+                exit: 2,
+                stdout: String::new(),
+                stderr: format!("bad admin request: {e}\n"),
+            },
+        };
+        conn.outbox = serde_json::to_vec(&response).unwrap_or_default();
+        conn.outbox.push(b'\n');
+        true
+    }
+
+    /// Writes what it can; returns false once everything is written (close) or on error.
+    fn flush(conn: &mut Conn) -> bool {
+        while conn.written < conn.outbox.len() {
+            match conn.stream.write(&conn.outbox[conn.written..]) {
+                Ok(n) => conn.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        conn.outbox.is_empty()
+    }
+
+    fn handle_request(&mut self, req: &Request, caller: &Caller) -> Response {
+        if req.args.first().map(String::as_str) == Some("reload") {
+            return match self.reload("admin request") {
+                Ok(msg) => Response {
+                    exit: 0,
+                    stdout: format!("{msg}\n"),
+                    stderr: String::new(),
+                },
+                Err(msg) => Response {
+                    exit: 2,
+                    stdout: String::new(),
+                    stderr: format!("{msg}\n"),
+                },
+            };
+        }
+        let mut argv = vec!["sluice".to_owned()];
+        argv.extend(req.args.iter().cloned());
+        argv.push("--config".to_owned());
+        argv.push(self.config_path.to_string_lossy().into_owned());
+        let cli = match Cli::try_parse_from(&argv) {
+            Ok(c) => c,
+            Err(e) => {
+                return Response {
+                    exit: 2,
+                    stdout: String::new(),
+                    stderr: e.to_string(),
+                }
+            }
+        };
+        let result = crate::admin::execute(&cli, caller, SystemTime::now());
+        match result {
+            Ok(r) => {
+                let stdout = r.render(cli.output);
+                if !crate::admin::audit::is_read_only(&cli) {
+                    // The verb wrote the file; put it in force (a change it allowed is allowed).
+                    let _ = self.reload(&crate::admin::audit::event_name(&cli));
+                }
+                Response {
+                    exit: 0,
+                    stdout,
+                    stderr: String::new(),
+                }
+            }
+            Err(e) => Response {
+                exit: e.exit_code(),
+                stdout: String::new(),
+                stderr: format!("{e}\n"),
+            },
+        }
+    }
+}

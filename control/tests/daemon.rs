@@ -1,0 +1,139 @@
+//! `sluice run` as a process: the admin socket (mode 0600) serves verbs live and audits them with
+//! the peer's credentials; an invalid reload (admin request or SIGHUP) is refused and the daemon
+//! keeps serving; SIGTERM stops it and removes the socket.
+
+// A process-level test waits on real time.
+#![allow(clippy::disallowed_methods)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Daemon {
+    child: Child,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sluice(config: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run sluice");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn wait_for(path: &Path, present: bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while path.exists() != present {
+        assert!(
+            Instant::now() < deadline,
+            "{} did not {} in time",
+            path.display(),
+            if present { "appear" } else { "go away" }
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill {sig} failed");
+}
+
+#[test]
+fn live_verbs_reloads_and_clean_stop() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let socket: PathBuf = d.join("run/admin.sock");
+    let config = d.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[appliance]\nadmin_socket = \"{}\"\nstate_dir = \"{}\"\n\n[[dataplane.port]]\nname = \"p\"\ndevice = \"net_null0\"\nip = \"192.0.2.1/24\"\n",
+            socket.display(),
+            d.join("state").display()
+        ),
+    )
+    .expect("write config");
+
+    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start daemon");
+    let mut daemon = Daemon { child };
+    wait_for(&socket, true);
+    assert_eq!(
+        std::fs::metadata(&socket)
+            .expect("socket")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+
+    // A second daemon on the same socket refuses to start, with one clear message.
+    let (code, _, err) = sluice(&config, &["run"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("another sluice daemon answers"), "{err}");
+
+    // Verbs go through the daemon and are audited with the socket peer's identity.
+    let (code, out, err) = sluice(&config, &["describe-client-vpn-endpoints"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"ClientVpnEndpoints\": []"), "{out}");
+    let trail = std::fs::read_to_string(d.join("state/audit.log")).expect("audit trail");
+    assert!(trail.contains("\"type\":\"AdminSocket\""), "{trail}");
+
+    // An invalid file is refused on reload, by request and by SIGHUP; the daemon keeps serving.
+    let good = std::fs::read_to_string(&config).expect("read");
+    std::fs::write(&config, format!("{good}bogus = true\n")).expect("write");
+    let (code, _, err) = sluice(&config, &["reload"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("the running configuration stays") && err.contains("unknown field `bogus`"),
+        "{err}"
+    );
+    signal(&daemon.child, "-HUP");
+    std::thread::sleep(Duration::from_millis(200));
+    std::fs::write(&config, &good).expect("write");
+    let (code, out, err) = sluice(&config, &["reload"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("reloaded"), "{out}");
+
+    signal(&daemon.child, "-TERM");
+    let status = daemon.child.wait().expect("wait");
+    assert!(status.success(), "daemon exit: {status}");
+    wait_for(&socket, false);
+    let mut log = String::new();
+    if let Some(mut e) = daemon.child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut log);
+    }
+    assert!(log.contains("reload (SIGHUP) refused"), "{log}");
+    assert!(log.contains("stopping"), "{log}");
+
+    // Without a daemon, verbs work on the file, and reload says there is none.
+    let (code, _, err) = sluice(&config, &["describe-client-vpn-endpoints"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = sluice(&config, &["reload"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no sluice daemon answers"), "{err}");
+}
