@@ -8,3 +8,5 @@
 //! packet, or know anything about the control channel beyond punting its packets.
 
 #![deny(unsafe_code)]
+
+pub mod rules;

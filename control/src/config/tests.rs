@@ -553,3 +553,17 @@ fn fixed_fields_cannot_change() {
         .contains("disassociate them before deleting it"));
     assert!(change::check_change(&old, &old).is_empty());
 }
+
+#[test]
+fn at_most_256_groups_per_endpoint() {
+    let mut t = format!("[limits]\nauthorization_rules_per_endpoint = 1000\n{BASE}");
+    for g in 0..257 {
+        t.push_str(&format!("\n[[endpoint.authorization_rule]]\ndestination_cidr = \"10.9.0.0/16\"\naccess_group_id = \"g{g}\"\n"));
+    }
+    let d = check(&t);
+    assert_eq!(d.len(), 1, "{d:#?}");
+    assert!(
+        d[0].message.contains("257 distinct groups") && d[0].message.contains("at most 256"),
+        "{d:?}"
+    );
+}

@@ -520,6 +520,21 @@ fn authorization_rules(config: &Config, ep: &Endpoint, p: &FieldPath, out: &mut 
             ),
         ));
     }
+    let groups: HashSet<&str> = ep
+        .authorization_rules
+        .iter()
+        .filter_map(|r| r.access_group_id.as_deref())
+        .collect();
+    if groups.len() > sluice_engine::rules::authz::MAX_GROUPS {
+        out.push((
+            p.key("authorization_rule"),
+            format!(
+                "the rules name {} distinct groups; an endpoint's rules may name at most {}",
+                groups.len(),
+                sluice_engine::rules::authz::MAX_GROUPS
+            ),
+        ));
+    }
     let mut seen = HashMap::new();
     for (a, rule) in ep.authorization_rules.iter().enumerate() {
         let rp = p.key("authorization_rule").index(a);
