@@ -9,4 +9,5 @@
 
 #![deny(unsafe_code)]
 
+pub mod packet;
 pub mod rules;

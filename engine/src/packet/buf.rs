@@ -1,0 +1,162 @@
+//! `PacketBuf`: packet bytes with head and tail room, so outer headers are prepended and AEAD
+//! tags appended in place. A DPDK mbuf implements it in production; `HeapBuf` in tests,
+//! benchmarks and in-memory ports.
+
+/// Not enough head or tail room for the requested growth.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NoRoom;
+
+/// Packet bytes with room to grow at both ends.
+pub trait PacketBuf {
+    /// The packet.
+    fn data(&self) -> &[u8];
+    /// The packet, writable.
+    fn data_mut(&mut self) -> &mut [u8];
+    /// Bytes free before the packet.
+    fn headroom(&self) -> usize;
+    /// Bytes free after the packet.
+    fn tailroom(&self) -> usize;
+    /// Grows the packet by `len` bytes at the front and returns them.
+    ///
+    /// # Errors
+    /// `NoRoom` when the headroom is smaller than `len` (the packet is unchanged).
+    fn prepend(&mut self, len: usize) -> Result<&mut [u8], NoRoom>;
+    /// Grows the packet by `len` bytes at the end and returns them.
+    ///
+    /// # Errors
+    /// `NoRoom` when the tailroom is smaller than `len` (the packet is unchanged).
+    fn append(&mut self, len: usize) -> Result<&mut [u8], NoRoom>;
+    /// Removes `len` bytes from the front (all of them if `len` is larger).
+    fn trim_front(&mut self, len: usize);
+    /// Shortens the packet to `len` bytes (no effect if it is shorter).
+    fn truncate(&mut self, len: usize);
+
+    /// The packet length.
+    fn len(&self) -> usize {
+        self.data().len()
+    }
+
+    /// Whether the packet has no bytes.
+    fn is_empty(&self) -> bool {
+        self.data().is_empty()
+    }
+}
+
+/// A heap-backed packet buffer with fixed capacity; it never reallocates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeapBuf {
+    storage: Box<[u8]>,
+    start: usize,
+    end: usize,
+}
+
+impl HeapBuf {
+    /// Headroom new buffers get by default: outer Ethernet + IPv4 + UDP + P_DATA_V2 header, with
+    /// margin (like DPDK's `RTE_PKTMBUF_HEADROOM` of 128).
+    pub const DEFAULT_HEADROOM: usize = 128;
+    /// Total capacity new buffers get by default (a DPDK 2 KiB data room plus headroom).
+    pub const DEFAULT_CAPACITY: usize = 2048 + Self::DEFAULT_HEADROOM;
+
+    /// An empty buffer of `capacity` bytes with `headroom` reserved at the front.
+    pub fn with_capacity(capacity: usize, headroom: usize) -> Self {
+        let headroom = headroom.min(capacity);
+        Self {
+            storage: vec![0; capacity].into_boxed_slice(),
+            start: headroom,
+            end: headroom,
+        }
+    }
+
+    /// A buffer holding `bytes` after the default headroom.
+    pub fn from_slice(bytes: &[u8]) -> Self {
+        let cap = Self::DEFAULT_CAPACITY.max(bytes.len() + Self::DEFAULT_HEADROOM + 64);
+        let mut b = Self::with_capacity(cap, Self::DEFAULT_HEADROOM);
+        b.set(bytes);
+        b
+    }
+
+    /// Replaces the contents with `bytes` after the default headroom (for reusing a buffer).
+    ///
+    /// # Panics
+    /// If `bytes` does not fit (a caller bug; tests and benchmarks size their buffers).
+    pub fn set(&mut self, bytes: &[u8]) {
+        let head = Self::DEFAULT_HEADROOM.min(self.storage.len());
+        assert!(
+            head + bytes.len() <= self.storage.len(),
+            "HeapBuf::set: {} bytes do not fit",
+            bytes.len()
+        );
+        self.start = head;
+        self.end = head + bytes.len();
+        self.storage[self.start..self.end].copy_from_slice(bytes);
+    }
+}
+
+impl PacketBuf for HeapBuf {
+    fn data(&self) -> &[u8] {
+        &self.storage[self.start..self.end]
+    }
+
+    fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.storage[self.start..self.end]
+    }
+
+    fn headroom(&self) -> usize {
+        self.start
+    }
+
+    fn tailroom(&self) -> usize {
+        self.storage.len() - self.end
+    }
+
+    fn prepend(&mut self, len: usize) -> Result<&mut [u8], NoRoom> {
+        if len > self.start {
+            return Err(NoRoom);
+        }
+        self.start -= len;
+        Ok(&mut self.storage[self.start..self.start + len])
+    }
+
+    fn append(&mut self, len: usize) -> Result<&mut [u8], NoRoom> {
+        if len > self.tailroom() {
+            return Err(NoRoom);
+        }
+        let old = self.end;
+        self.end += len;
+        Ok(&mut self.storage[old..self.end])
+    }
+
+    fn trim_front(&mut self, len: usize) {
+        self.start = (self.start + len).min(self.end);
+    }
+
+    fn truncate(&mut self, len: usize) {
+        self.end = self.end.min(self.start + len);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grows_and_shrinks_in_place() {
+        let mut b = HeapBuf::with_capacity(64, 16);
+        b.append(4).unwrap().copy_from_slice(b"body");
+        b.prepend(3).unwrap().copy_from_slice(b"hdr");
+        assert_eq!(b.data(), b"hdrbody");
+        assert_eq!((b.headroom(), b.tailroom()), (13, 44));
+        assert_eq!(b.prepend(14), Err(NoRoom));
+        assert_eq!(b.append(45), Err(NoRoom));
+        assert_eq!(
+            b.data(),
+            b"hdrbody",
+            "a refused growth leaves the packet alone"
+        );
+        b.trim_front(3);
+        b.truncate(2);
+        assert_eq!(b.data(), b"bo");
+        b.trim_front(10);
+        assert!(b.is_empty());
+    }
+}
