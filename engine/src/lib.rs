@@ -11,3 +11,4 @@
 
 pub mod packet;
 pub mod rules;
+pub mod wire;

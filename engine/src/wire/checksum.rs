@@ -1,0 +1,96 @@
+//! The Internet checksum (RFC 1071), full and incremental (RFC 1624).
+
+/// Adds `data` as big-endian 16-bit words to a 32-bit accumulator (odd byte padded with zero).
+#[inline]
+pub fn sum(mut acc: u32, data: &[u8]) -> u32 {
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        acc = acc.wrapping_add(u32::from(u16::from_be_bytes([c[0], c[1]])));
+        // Fold early so long buffers cannot overflow the accumulator.
+        if acc & 0x8000_0000 != 0 {
+            acc = (acc & 0xffff) + (acc >> 16);
+        }
+    }
+    if let [last] = chunks.remainder() {
+        acc = acc.wrapping_add(u32::from(*last) << 8);
+    }
+    acc
+}
+
+/// Folds a 32-bit accumulator to 16 bits with end-around carry.
+#[inline]
+pub fn fold(mut acc: u32) -> u16 {
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
+/// The checksum of `data`: the ones' complement of the ones' complement sum.
+pub fn checksum(data: &[u8]) -> u16 {
+    !fold(sum(0, data))
+}
+
+/// The IPv4 pseudo-header sum for a TCP/UDP checksum.
+pub fn pseudo_header(src: [u8; 4], dst: [u8; 4], protocol: u8, len: u16) -> u32 {
+    let acc = sum(0, &src);
+    let acc = sum(acc, &dst);
+    acc + u32::from(protocol) + u32::from(len)
+}
+
+/// The checksum after a 16-bit field changed from `old` to `new` (RFC 1624 eqn. 3:
+/// HC' = ~(~HC + ~m + m')).
+#[inline]
+pub fn update16(hc: u16, old: u16, new: u16) -> u16 {
+    !fold(u32::from(!hc) + u32::from(!old) + u32::from(new))
+}
+
+/// The checksum after a 32-bit field (an address) changed.
+#[inline]
+pub fn update32(hc: u16, old: u32, new: u32) -> u16 {
+    let hc = update16(hc, (old >> 16) as u16, (new >> 16) as u16);
+    update16(hc, old as u16, new as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn rfc1071_example() {
+        // RFC 1071 §3: 00 01 f2 03 f4 f5 f6 f7 sums to ddf2.
+        let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        assert_eq!(fold(sum(0, &data)), 0xddf2);
+        assert_eq!(checksum(&data), !0xddf2);
+        assert_eq!(fold(sum(0, &[0xab])), 0xab00);
+    }
+
+    /// Equal as ones' complement numbers (0x0000 and 0xffff are both zero).
+    fn same(a: u16, b: u16) -> bool {
+        a == b || (a == 0 && b == 0xffff) || (a == 0xffff && b == 0)
+    }
+
+    proptest! {
+        /// Incremental updates agree with recomputing the whole checksum.
+        #[test]
+        fn incremental_matches_full(mut data in proptest::collection::vec(any::<u8>(), 8..64), at in 0usize..28, new in any::<u32>()) {
+            let at = (at % (data.len() / 2 - 1)) * 2;
+            let hc = checksum(&data);
+            let old16 = u16::from_be_bytes([data[at], data[at + 1]]);
+            let mut d16 = data.clone();
+            d16[at..at + 2].copy_from_slice(&(new as u16).to_be_bytes());
+            let full = checksum(&d16);
+            let inc = update16(hc, old16, new as u16);
+            // 0x0000 and 0xffff are the same value in ones' complement.
+            prop_assert!(same(inc, full), "{inc:#x} vs {full:#x}");
+            if at + 4 <= data.len() {
+                let old32 = u32::from_be_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]);
+                data[at..at + 4].copy_from_slice(&new.to_be_bytes());
+                let full = checksum(&data);
+                let inc = update32(hc, old32, new);
+                prop_assert!(same(inc, full), "{inc:#x} vs {full:#x}");
+            }
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! ICMP (RFC 792): echo request/reply (id and sequence) and the errors that embed the header of
+//! the packet that caused them, which SNAT must translate too.
+
+use super::checksum;
+use super::Malformed;
+
+/// Header length (type, code, checksum, rest-of-header).
+pub const HEADER_LEN: usize = 8;
+
+/// ICMP types sluice handles.
+pub mod kind {
+    /// Echo reply.
+    pub const ECHO_REPLY: u8 = 0;
+    /// Destination unreachable.
+    pub const DEST_UNREACHABLE: u8 = 3;
+    /// Echo request.
+    pub const ECHO_REQUEST: u8 = 8;
+    /// Time exceeded.
+    pub const TIME_EXCEEDED: u8 = 11;
+    /// Parameter problem.
+    pub const PARAMETER_PROBLEM: u8 = 12;
+}
+
+/// A view of an ICMP message.
+#[derive(Debug)]
+pub struct IcmpPacket<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> IcmpPacket<T> {
+    /// A view after checking the header fits.
+    ///
+    /// # Errors
+    /// `Malformed` if shorter than 8 bytes.
+    pub fn new_checked(buffer: T) -> Result<Self, Malformed> {
+        if buffer.as_ref().len() < HEADER_LEN {
+            return Err(Malformed);
+        }
+        Ok(Self { buffer })
+    }
+
+    /// The type.
+    pub fn kind(&self) -> u8 {
+        self.buffer.as_ref()[0]
+    }
+
+    /// The code.
+    pub fn code(&self) -> u8 {
+        self.buffer.as_ref()[1]
+    }
+
+    /// The checksum field.
+    pub fn checksum(&self) -> u16 {
+        let b = self.buffer.as_ref();
+        u16::from_be_bytes([b[2], b[3]])
+    }
+
+    /// Whether this is an echo request or reply (which carry an identifier).
+    pub fn is_echo(&self) -> bool {
+        matches!(self.kind(), kind::ECHO_REQUEST | kind::ECHO_REPLY)
+    }
+
+    /// Whether this is an error that embeds the offending packet's header.
+    pub fn is_error(&self) -> bool {
+        matches!(
+            self.kind(),
+            kind::DEST_UNREACHABLE | kind::TIME_EXCEEDED | kind::PARAMETER_PROBLEM
+        )
+    }
+
+    /// The echo identifier.
+    pub fn echo_id(&self) -> u16 {
+        let b = self.buffer.as_ref();
+        u16::from_be_bytes([b[4], b[5]])
+    }
+
+    /// The echo sequence number.
+    pub fn echo_seq(&self) -> u16 {
+        let b = self.buffer.as_ref();
+        u16::from_be_bytes([b[6], b[7]])
+    }
+
+    /// The data after the header (for errors: the embedded IPv4 header and 8 bytes).
+    pub fn data(&self) -> &[u8] {
+        &self.buffer.as_ref()[HEADER_LEN..]
+    }
+
+    /// Whether the checksum verifies.
+    pub fn verify_checksum(&self) -> bool {
+        checksum::fold(checksum::sum(0, self.buffer.as_ref())) == 0xffff
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> IcmpPacket<T> {
+    /// Folds a 16-bit change into the checksum.
+    pub fn adjust16(&mut self, old: u16, new: u16) {
+        let c = checksum::update16(self.checksum(), old, new);
+        self.buffer.as_mut()[2..4].copy_from_slice(&c.to_be_bytes());
+    }
+
+    /// Sets the echo identifier, updating the checksum.
+    pub fn set_echo_id(&mut self, id: u16) {
+        let old = self.echo_id();
+        self.buffer.as_mut()[4..6].copy_from_slice(&id.to_be_bytes());
+        self.adjust16(old, id);
+    }
+
+    /// The data after the header, writable.
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.buffer.as_mut()[HEADER_LEN..]
+    }
+
+    /// Recomputes the checksum over the whole message.
+    pub fn fill_checksum(&mut self) {
+        self.buffer.as_mut()[2..4].copy_from_slice(&[0, 0]);
+        let c = checksum::checksum(self.buffer.as_ref());
+        self.buffer.as_mut()[2..4].copy_from_slice(&c.to_be_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echo_and_error() {
+        let mut echo = [kind::ECHO_REQUEST, 0, 0, 0, 0x12, 0x34, 0, 7, b'h', b'i'];
+        let mut p = IcmpPacket::new_checked(&mut echo[..]).unwrap();
+        p.fill_checksum();
+        assert!(p.verify_checksum() && p.is_echo() && !p.is_error());
+        assert_eq!((p.echo_id(), p.echo_seq()), (0x1234, 7));
+        p.set_echo_id(0xbeef);
+        assert!(p.verify_checksum());
+        let err = [kind::TIME_EXCEEDED, 0, 0, 0, 0, 0, 0, 0, 0x45];
+        let e = IcmpPacket::new_checked(&err[..]).unwrap();
+        assert!(e.is_error());
+        assert_eq!(e.data(), &[0x45]);
+        assert!(IcmpPacket::new_checked(&err[..7]).is_err());
+    }
+}

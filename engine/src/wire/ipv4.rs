@@ -1,0 +1,310 @@
+//! IPv4 headers (RFC 791): options skipped by the header length, fragments recognised.
+
+use super::checksum;
+use super::Malformed;
+
+/// The minimum header length.
+pub const MIN_HEADER_LEN: usize = 20;
+
+/// IP protocol numbers sluice handles.
+pub mod protocol {
+    /// ICMP.
+    pub const ICMP: u8 = 1;
+    /// TCP.
+    pub const TCP: u8 = 6;
+    /// UDP.
+    pub const UDP: u8 = 17;
+}
+
+/// A view of an IPv4 packet; `new_checked` guarantees the header and total length fit.
+#[derive(Debug)]
+pub struct Ipv4Packet<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> Ipv4Packet<T> {
+    /// A view after checking version, header length and total length against the buffer.
+    ///
+    /// # Errors
+    /// `Malformed` when any of them is inconsistent.
+    pub fn new_checked(buffer: T) -> Result<Self, Malformed> {
+        let b = buffer.as_ref();
+        if b.len() < MIN_HEADER_LEN || b[0] >> 4 != 4 {
+            return Err(Malformed);
+        }
+        let ihl = usize::from(b[0] & 0x0f) * 4;
+        let total = usize::from(u16::from_be_bytes([b[2], b[3]]));
+        if ihl < MIN_HEADER_LEN || total < ihl || total > b.len() {
+            return Err(Malformed);
+        }
+        Ok(Self { buffer })
+    }
+
+    fn b(&self) -> &[u8] {
+        self.buffer.as_ref()
+    }
+
+    /// Header length in bytes (20 without options).
+    pub fn header_len(&self) -> usize {
+        usize::from(self.b()[0] & 0x0f) * 4
+    }
+
+    /// Total length (header and payload) from the header.
+    pub fn total_len(&self) -> usize {
+        usize::from(u16::from_be_bytes([self.b()[2], self.b()[3]]))
+    }
+
+    /// Identification.
+    pub fn ident(&self) -> u16 {
+        u16::from_be_bytes([self.b()[4], self.b()[5]])
+    }
+
+    /// Don't-fragment flag.
+    pub fn dont_fragment(&self) -> bool {
+        self.b()[6] & 0x40 != 0
+    }
+
+    /// More-fragments flag.
+    pub fn more_fragments(&self) -> bool {
+        self.b()[6] & 0x20 != 0
+    }
+
+    /// Fragment offset in bytes.
+    pub fn frag_offset(&self) -> usize {
+        usize::from(u16::from_be_bytes([self.b()[6], self.b()[7]]) & 0x1fff) * 8
+    }
+
+    /// Whether this is a fragment (first, middle or last).
+    pub fn is_fragment(&self) -> bool {
+        self.more_fragments() || self.frag_offset() != 0
+    }
+
+    /// Time to live.
+    pub fn ttl(&self) -> u8 {
+        self.b()[8]
+    }
+
+    /// The payload's protocol.
+    pub fn protocol(&self) -> u8 {
+        self.b()[9]
+    }
+
+    /// The header checksum field.
+    pub fn checksum(&self) -> u16 {
+        u16::from_be_bytes([self.b()[10], self.b()[11]])
+    }
+
+    /// Source address.
+    pub fn src(&self) -> [u8; 4] {
+        let b = self.b();
+        [b[12], b[13], b[14], b[15]]
+    }
+
+    /// Destination address.
+    pub fn dst(&self) -> [u8; 4] {
+        let b = self.b();
+        [b[16], b[17], b[18], b[19]]
+    }
+
+    /// Whether the header checksum verifies.
+    pub fn verify_checksum(&self) -> bool {
+        checksum::fold(checksum::sum(0, &self.b()[..self.header_len()])) == 0xffff
+    }
+
+    /// The payload (after options, up to the total length).
+    pub fn payload(&self) -> &[u8] {
+        &self.b()[self.header_len()..self.total_len()]
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
+    fn m(&mut self) -> &mut [u8] {
+        self.buffer.as_mut()
+    }
+
+    /// Sets the source address, updating the header checksum incrementally.
+    pub fn set_src(&mut self, a: [u8; 4]) {
+        let old = u32::from_be_bytes(self.src());
+        let hc = checksum::update32(self.checksum(), old, u32::from_be_bytes(a));
+        self.m()[12..16].copy_from_slice(&a);
+        self.m()[10..12].copy_from_slice(&hc.to_be_bytes());
+    }
+
+    /// Sets the destination address, updating the header checksum incrementally.
+    pub fn set_dst(&mut self, a: [u8; 4]) {
+        let old = u32::from_be_bytes(self.dst());
+        let hc = checksum::update32(self.checksum(), old, u32::from_be_bytes(a));
+        self.m()[16..20].copy_from_slice(&a);
+        self.m()[10..12].copy_from_slice(&hc.to_be_bytes());
+    }
+
+    /// Decrements the TTL, updating the checksum; returns the new TTL (0 if it was 0).
+    pub fn decrement_ttl(&mut self) -> u8 {
+        let ttl = self.ttl();
+        if ttl == 0 {
+            return 0;
+        }
+        let old = u16::from_be_bytes([self.b()[8], self.b()[9]]);
+        self.m()[8] = ttl - 1;
+        let new = u16::from_be_bytes([self.b()[8], self.b()[9]]);
+        let hc = checksum::update16(self.checksum(), old, new);
+        self.m()[10..12].copy_from_slice(&hc.to_be_bytes());
+        ttl - 1
+    }
+
+    /// Recomputes the header checksum.
+    pub fn fill_checksum(&mut self) {
+        self.m()[10..12].copy_from_slice(&[0, 0]);
+        let hl = self.header_len();
+        let c = checksum::checksum(&self.b()[..hl]);
+        self.m()[10..12].copy_from_slice(&c.to_be_bytes());
+    }
+
+    /// The payload, writable.
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        let (h, t) = (self.header_len(), self.total_len());
+        &mut self.m()[h..t]
+    }
+}
+
+/// The fields needed to build an option-less IPv4 header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv4Repr {
+    /// Source address.
+    pub src: [u8; 4],
+    /// Destination address.
+    pub dst: [u8; 4],
+    /// Payload protocol.
+    pub protocol: u8,
+    /// Payload length.
+    pub payload_len: usize,
+    /// Time to live.
+    pub ttl: u8,
+}
+
+impl Ipv4Repr {
+    /// Parses the fields of a checked packet.
+    pub fn parse<T: AsRef<[u8]>>(p: &Ipv4Packet<T>) -> Self {
+        Self {
+            src: p.src(),
+            dst: p.dst(),
+            protocol: p.protocol(),
+            payload_len: p.total_len() - p.header_len(),
+            ttl: p.ttl(),
+        }
+    }
+
+    /// Writes a 20-byte header (DF set, ident 0) with its checksum into `b`.
+    pub fn emit(&self, b: &mut [u8]) {
+        let total = (MIN_HEADER_LEN + self.payload_len) as u16;
+        b[0] = 0x45;
+        b[1] = 0;
+        b[2..4].copy_from_slice(&total.to_be_bytes());
+        b[4..6].copy_from_slice(&[0, 0]);
+        b[6..8].copy_from_slice(&[0x40, 0]);
+        b[8] = self.ttl;
+        b[9] = self.protocol;
+        b[10..12].copy_from_slice(&[0, 0]);
+        b[12..16].copy_from_slice(&self.src);
+        b[16..20].copy_from_slice(&self.dst);
+        let c = checksum::checksum(&b[..MIN_HEADER_LEN]);
+        b[10..12].copy_from_slice(&c.to_be_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An ICMP echo request 10.200.0.2 -> 172.31.1.10, TTL 64, as captured.
+    const PACKET: [u8; 28] = [
+        0x45, 0x00, 0x00, 0x1c, 0x12, 0x34, 0x40, 0x00, 0x40, 0x01, 0x00, 0x00, 10, 200, 0, 2, 172,
+        31, 1, 10, 0x08, 0x00, 0xf7, 0xfe, 0x00, 0x01, 0x00, 0x00,
+    ];
+
+    fn packet() -> [u8; 28] {
+        let mut p = PACKET;
+        let c = checksum::checksum(&p[..20]);
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn deconstruct() {
+        let b = packet();
+        let p = Ipv4Packet::new_checked(&b[..]).unwrap();
+        assert!(p.verify_checksum());
+        assert_eq!(
+            (p.header_len(), p.total_len(), p.ttl(), p.protocol()),
+            (20, 28, 64, protocol::ICMP)
+        );
+        assert_eq!(p.src(), [10, 200, 0, 2]);
+        assert!(p.dont_fragment() && !p.is_fragment());
+        assert_eq!(p.payload().len(), 8);
+    }
+
+    #[test]
+    fn rewrite_keeps_checksum_valid() {
+        let mut b = packet();
+        let mut p = Ipv4Packet::new_checked(&mut b[..]).unwrap();
+        p.set_src([172, 31, 1, 5]);
+        p.set_dst([8, 8, 8, 8]);
+        assert_eq!(p.decrement_ttl(), 63);
+        assert!(p.verify_checksum());
+    }
+
+    #[test]
+    fn emit_matches_parse() {
+        let r = Ipv4Repr {
+            src: [1, 2, 3, 4],
+            dst: [5, 6, 7, 8],
+            protocol: protocol::UDP,
+            payload_len: 8,
+            ttl: 64,
+        };
+        let mut b = [0u8; 28];
+        r.emit(&mut b);
+        let p = Ipv4Packet::new_checked(&b[..]).unwrap();
+        assert!(p.verify_checksum());
+        assert_eq!(Ipv4Repr::parse(&p), r);
+    }
+
+    #[test]
+    fn options_and_fragments() {
+        let mut b = [0u8; 32];
+        b[0] = 0x46; // IHL 6: 4 bytes of options
+        b[2..4].copy_from_slice(&32u16.to_be_bytes());
+        b[6] = 0x20; // more fragments
+        let p = Ipv4Packet::new_checked(&b[..]).unwrap();
+        assert_eq!(p.header_len(), 24);
+        assert_eq!(p.payload().len(), 8);
+        assert!(p.is_fragment());
+        b[6] = 0x00;
+        b[7] = 0x02; // offset 16
+        assert!(Ipv4Packet::new_checked(&b[..]).unwrap().is_fragment());
+    }
+
+    #[test]
+    fn refuses_inconsistent_lengths() {
+        let b = packet();
+        assert!(
+            Ipv4Packet::new_checked(&b[..27]).is_err(),
+            "total length beyond the buffer"
+        );
+        let mut v6 = b;
+        v6[0] = 0x65;
+        assert!(Ipv4Packet::new_checked(&v6[..]).is_err());
+        let mut short_ihl = b;
+        short_ihl[0] = 0x44;
+        assert!(Ipv4Packet::new_checked(&short_ihl[..]).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80)) {
+            if let Ok(p) = Ipv4Packet::new_checked(&data[..]) {
+                let _ = (p.payload(), p.verify_checksum(), p.is_fragment());
+            }
+        }
+    }
+}
