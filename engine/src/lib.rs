@@ -9,6 +9,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod crypto;
 pub mod packet;
 pub mod rules;
 pub mod wire;

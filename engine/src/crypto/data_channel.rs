@@ -1,0 +1,398 @@
+//! The OpenVPN data channel: in-place AEAD open and seal of P_DATA_V2 packets.
+//!
+//! Spec: openvpn-protocol.md §7.1. Nonce = data-pid (4 bytes as on the wire) || the sender's
+//! 8-byte implicit IV; AAD = bytes 0..8 (opcode/key_id, peer-id, data-pid); the 16-byte tag sits
+//! before the ciphertext. Opening decrypts in place and trims the 24-byte header; sealing
+//! prepends it into the buffer's headroom. Neither allocates.
+
+use core::fmt;
+
+use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey};
+use zeroize::Zeroize;
+
+use super::aead::Cipher;
+use super::replay::{ReplayError, ReplayWindow};
+use crate::packet::{DropReason, PacketBuf};
+use crate::wire::openvpn::{
+    write_data_v2_header, DataPacket, KeyId, PeerId, DATA_V2_HEADER_LEN, DATA_V2_OVERHEAD, TAG_LEN,
+};
+
+/// The send packet-id at which OpenVPN 2.6 asks for a renegotiation (§7.4).
+pub const RENEGOTIATE_AT: u32 = 0xff00_0000;
+
+/// Raw key material for one key_id, as the control channel derives it. Zeroed on drop; never
+/// printed.
+#[derive(Clone)]
+pub struct KeyMaterial {
+    /// The negotiated cipher.
+    pub cipher: Cipher,
+    /// Key for what we send (first `cipher.key_len()` bytes used).
+    pub encrypt_key: [u8; 32],
+    /// Implicit IV for what we send.
+    pub encrypt_iv: [u8; 8],
+    /// Key for what we receive.
+    pub decrypt_key: [u8; 32],
+    /// Implicit IV for what we receive.
+    pub decrypt_iv: [u8; 8],
+}
+
+impl Drop for KeyMaterial {
+    fn drop(&mut self) {
+        self.encrypt_key.zeroize();
+        self.encrypt_iv.zeroize();
+        self.decrypt_key.zeroize();
+        self.decrypt_iv.zeroize();
+    }
+}
+
+impl fmt::Debug for KeyMaterial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyMaterial")
+            .field("cipher", &self.cipher)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The key could not be set up (cannot happen for the lengths `Cipher` uses).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyError;
+
+/// What a successful seal asks of the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SealOutcome {
+    /// Nothing.
+    Sent,
+    /// The send counter is near its end: renegotiate (the packet was still sent).
+    RenegotiateSoon,
+}
+
+/// One key_id's data-channel state on the core that owns the session: both directions' keys,
+/// the send counter and the replay window.
+pub struct DataKey {
+    key_id: KeyId,
+    cipher: Cipher,
+    seal: LessSafeKey,
+    seal_iv: [u8; 8],
+    open: LessSafeKey,
+    open_iv: [u8; 8],
+    next_send: u32,
+    replay: ReplayWindow,
+}
+
+impl fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DataKey")
+            .field("key_id", &self.key_id)
+            .field("cipher", &self.cipher)
+            .field("next_send", &self.next_send)
+            .finish_non_exhaustive()
+    }
+}
+
+fn nonce(pid: [u8; 4], iv: &[u8; 8]) -> Nonce {
+    let mut n = [0u8; 12];
+    n[..4].copy_from_slice(&pid);
+    n[4..].copy_from_slice(iv);
+    Nonce::assume_unique_for_key(n)
+}
+
+impl DataKey {
+    /// Sets up the keys of `key_id` from `m`; the first packet sent will carry data-pid 1.
+    ///
+    /// # Errors
+    /// `KeyError` if ring refuses the key (never for the lengths used).
+    pub fn new(key_id: KeyId, m: &KeyMaterial) -> Result<Self, KeyError> {
+        let alg = m.cipher.algorithm();
+        let len = m.cipher.key_len();
+        let seal = UnboundKey::new(alg, &m.encrypt_key[..len]).map_err(|_| KeyError)?;
+        let open = UnboundKey::new(alg, &m.decrypt_key[..len]).map_err(|_| KeyError)?;
+        Ok(Self {
+            key_id,
+            cipher: m.cipher,
+            seal: LessSafeKey::new(seal),
+            seal_iv: m.encrypt_iv,
+            open: LessSafeKey::new(open),
+            open_iv: m.decrypt_iv,
+            next_send: 1,
+            replay: ReplayWindow::default(),
+        })
+    }
+
+    /// The key_id.
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
+    }
+
+    /// The cipher.
+    pub fn cipher(&self) -> Cipher {
+        self.cipher
+    }
+
+    /// The data-pid the next sealed packet will carry.
+    pub fn next_send(&self) -> u32 {
+        self.next_send
+    }
+
+    /// Sets the next send data-pid (tests of the wrap behaviour).
+    pub fn set_next_send(&mut self, pid: u32) {
+        self.next_send = pid;
+    }
+
+    /// Checks the packet in `buf` against the replay window only (before any decryption).
+    ///
+    /// # Errors
+    /// `MalformedOpenvpn`, `Replayed` or `TooOld`.
+    pub fn precheck(&self, packet: &[u8]) -> Result<u32, DropReason> {
+        let p = DataPacket::new_checked(packet).map_err(|_| DropReason::MalformedOpenvpn)?;
+        let pid = p.packet_id();
+        self.replay.check(pid).map_err(|e| match e {
+            ReplayError::Replayed => DropReason::Replayed,
+            ReplayError::TooOld => DropReason::TooOld,
+        })?;
+        Ok(pid)
+    }
+
+    /// Opens the P_DATA_V2 packet in `buf` in place; on success `buf` holds the plaintext.
+    ///
+    /// # Errors
+    /// `MalformedOpenvpn`, `Replayed`, `TooOld` or `BadAeadTag`; `buf` is then unspecified.
+    pub fn open<B: PacketBuf>(&mut self, buf: &mut B) -> Result<(), DropReason> {
+        let pid = self.precheck(buf.data())?;
+        let data = buf.data_mut();
+        let mut aad = [0u8; DATA_V2_HEADER_LEN];
+        aad.copy_from_slice(&data[..DATA_V2_HEADER_LEN]);
+        let tag = Tag::try_from(&data[DATA_V2_HEADER_LEN..DATA_V2_OVERHEAD])
+            .map_err(|_| DropReason::MalformedOpenvpn)?;
+        let n = nonce(pid.to_be_bytes(), &self.open_iv);
+        self.open
+            .open_in_place_separate_tag(n, Aad::from(aad), tag, &mut data[DATA_V2_OVERHEAD..], 0..)
+            .map_err(|_| DropReason::BadAeadTag)?;
+        self.replay.mark(pid);
+        buf.trim_front(DATA_V2_OVERHEAD);
+        Ok(())
+    }
+
+    /// Seals the plaintext in `buf` into a P_DATA_V2 packet for `peer`, in place.
+    ///
+    /// # Errors
+    /// `PacketIdExhausted` when the counter is at its end (renegotiate first), `NoRoom` when the
+    /// buffer lacks 24 bytes of headroom; `buf` is then unchanged.
+    pub fn seal<B: PacketBuf>(
+        &mut self,
+        buf: &mut B,
+        peer: PeerId,
+    ) -> Result<SealOutcome, DropReason> {
+        let pid = self.next_send;
+        if pid == u32::MAX {
+            return Err(DropReason::PacketIdExhausted);
+        }
+        buf.prepend(DATA_V2_OVERHEAD)
+            .map_err(|_| DropReason::NoRoom)?;
+        let data = buf.data_mut();
+        write_data_v2_header(data, self.key_id, peer, pid);
+        let mut aad = [0u8; DATA_V2_HEADER_LEN];
+        aad.copy_from_slice(&data[..DATA_V2_HEADER_LEN]);
+        let n = nonce(pid.to_be_bytes(), &self.seal_iv);
+        let tag = self
+            .seal
+            .seal_in_place_separate_tag(n, Aad::from(aad), &mut data[DATA_V2_OVERHEAD..])
+            .map_err(|_| DropReason::NoRoom)?;
+        data[DATA_V2_HEADER_LEN..DATA_V2_HEADER_LEN + TAG_LEN].copy_from_slice(tag.as_ref());
+        self.next_send = pid + 1;
+        Ok(if pid >= RENEGOTIATE_AT {
+            SealOutcome::RenegotiateSoon
+        } else {
+            SealOutcome::Sent
+        })
+    }
+}
+
+/// OpenVPN's keepalive ping payload (§9.1).
+pub const PING_MAGIC: [u8; 16] = [
+    0x2a, 0x18, 0x7b, 0xf3, 0x64, 0x1e, 0xb4, 0xcb, 0x07, 0xed, 0x2d, 0x0a, 0x98, 0x1f, 0xc7, 0x48,
+];
+
+/// The prefix of OCC messages (§9.3).
+pub const OCC_MAGIC: [u8; 16] = [
+    0x28, 0x7f, 0x34, 0x6b, 0xd4, 0xef, 0x7a, 0x81, 0x2d, 0x56, 0xb8, 0xd3, 0xaf, 0xc5, 0x45, 0x9c,
+];
+
+/// The OCC_EXIT message type.
+pub const OCC_EXIT: u8 = 6;
+
+/// What a decrypted payload is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Plaintext {
+    /// An IP packet for the tunnel.
+    Ip,
+    /// The keepalive ping: consume, never forward.
+    Keepalive,
+    /// OCC_EXIT: the client is leaving.
+    OccExit,
+    /// Another OCC message (MTU tests): consume.
+    OtherOcc,
+}
+
+/// Classifies a decrypted payload.
+pub fn classify_plaintext(p: &[u8]) -> Plaintext {
+    if p == PING_MAGIC {
+        Plaintext::Keepalive
+    } else if p.len() > 16 && p[..16] == OCC_MAGIC {
+        if p[16] == OCC_EXIT {
+            Plaintext::OccExit
+        } else {
+            Plaintext::OtherOcc
+        }
+    } else {
+        Plaintext::Ip
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::HeapBuf;
+
+    const B4_KEY: &str = "10653c5e5dcd1de189231a1fff6c1e0ce68e3b3673ceb7478fb07dc652249fad";
+    const B4_IV: &str = "27f1f24cfb7ed8ac";
+    const B4_PACKET: &str =
+        "4800000000000001 9003338d2e5dbdd9ac181bcb3b86159d 72560382bf764e4c9e63ec11f77ad948";
+
+    fn hex(s: &str) -> Vec<u8> {
+        let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// Keys where `ours` (the B.4 client->server key) is used in the direction `decrypt`.
+    fn material(cipher: Cipher, b4_is_decrypt: bool) -> KeyMaterial {
+        let mut k = [0u8; 32];
+        k.copy_from_slice(&hex(B4_KEY));
+        let mut iv = [0u8; 8];
+        iv.copy_from_slice(&hex(B4_IV));
+        let (other_k, other_iv) = ([7u8; 32], [9u8; 8]);
+        if b4_is_decrypt {
+            KeyMaterial {
+                cipher,
+                encrypt_key: other_k,
+                encrypt_iv: other_iv,
+                decrypt_key: k,
+                decrypt_iv: iv,
+            }
+        } else {
+            KeyMaterial {
+                cipher,
+                encrypt_key: k,
+                encrypt_iv: iv,
+                decrypt_key: other_k,
+                decrypt_iv: other_iv,
+            }
+        }
+    }
+
+    #[test]
+    fn reference_vector_opens_to_the_ping() {
+        let mut server = DataKey::new(KeyId(0), &material(Cipher::Aes256Gcm, true)).unwrap();
+        let mut buf = HeapBuf::from_slice(&hex(B4_PACKET));
+        server.open(&mut buf).unwrap();
+        assert_eq!(buf.data(), PING_MAGIC);
+        assert_eq!(classify_plaintext(buf.data()), Plaintext::Keepalive);
+        // The same packet again is a replay.
+        let mut again = HeapBuf::from_slice(&hex(B4_PACKET));
+        assert_eq!(server.open(&mut again), Err(DropReason::Replayed));
+    }
+
+    #[test]
+    fn reference_vector_seals_byte_for_byte() {
+        let mut client = DataKey::new(KeyId(0), &material(Cipher::Aes256Gcm, false)).unwrap();
+        let mut buf = HeapBuf::from_slice(&PING_MAGIC);
+        assert_eq!(client.seal(&mut buf, PeerId(0)), Ok(SealOutcome::Sent));
+        assert_eq!(buf.data(), hex(B4_PACKET).as_slice());
+        assert_eq!(client.next_send(), 2);
+    }
+
+    #[test]
+    fn tampering_fails_and_does_not_move_the_window() {
+        let mut server = DataKey::new(KeyId(0), &material(Cipher::Aes256Gcm, true)).unwrap();
+        let mut bytes = hex(B4_PACKET);
+        bytes[30] ^= 1;
+        let mut buf = HeapBuf::from_slice(&bytes);
+        assert_eq!(server.open(&mut buf), Err(DropReason::BadAeadTag));
+        let mut good = HeapBuf::from_slice(&hex(B4_PACKET));
+        assert_eq!(
+            server.open(&mut good),
+            Ok(()),
+            "a forged packet must not mark its id"
+        );
+    }
+
+    #[test]
+    fn round_trip_every_cipher() {
+        for cipher in [
+            Cipher::Aes256Gcm,
+            Cipher::Aes128Gcm,
+            Cipher::ChaCha20Poly1305,
+        ] {
+            let mut a = DataKey::new(KeyId(3), &material(cipher, false)).unwrap();
+            let mut b = DataKey::new(KeyId(3), &material(cipher, true)).unwrap();
+            for n in 1..=3u8 {
+                let payload = vec![n; 100 * usize::from(n)];
+                let mut buf = HeapBuf::from_slice(&payload);
+                a.seal(&mut buf, PeerId(0x123456)).unwrap();
+                let p = DataPacket::new_checked(buf.data()).unwrap();
+                assert_eq!(
+                    (p.key_id(), p.peer_id(), p.packet_id()),
+                    (KeyId(3), PeerId(0x123456), u32::from(n))
+                );
+                b.open(&mut buf).unwrap();
+                assert_eq!(buf.data(), payload.as_slice(), "{cipher:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn send_counter_asks_for_renegotiation_and_stops() {
+        let mut a = DataKey::new(KeyId(1), &material(Cipher::Aes256Gcm, false)).unwrap();
+        a.set_next_send(RENEGOTIATE_AT);
+        let mut buf = HeapBuf::from_slice(b"x");
+        assert_eq!(
+            a.seal(&mut buf, PeerId(1)),
+            Ok(SealOutcome::RenegotiateSoon)
+        );
+        a.set_next_send(u32::MAX);
+        let mut buf = HeapBuf::from_slice(b"x");
+        assert_eq!(
+            a.seal(&mut buf, PeerId(1)),
+            Err(DropReason::PacketIdExhausted)
+        );
+        assert_eq!(buf.data(), b"x");
+    }
+
+    #[test]
+    fn no_room_leaves_the_packet() {
+        let mut a = DataKey::new(KeyId(1), &material(Cipher::Aes256Gcm, false)).unwrap();
+        let mut buf = HeapBuf::with_capacity(64, 8);
+        buf.append(4).unwrap().copy_from_slice(b"data");
+        assert_eq!(a.seal(&mut buf, PeerId(1)), Err(DropReason::NoRoom));
+        assert_eq!(buf.data(), b"data");
+        assert_eq!(a.next_send(), 1);
+    }
+
+    #[test]
+    fn classifies_occ_and_keys_stay_secret() {
+        let mut exit = OCC_MAGIC.to_vec();
+        exit.push(OCC_EXIT);
+        assert_eq!(classify_plaintext(&exit), Plaintext::OccExit);
+        exit[16] = 4;
+        assert_eq!(classify_plaintext(&exit), Plaintext::OtherOcc);
+        assert_eq!(classify_plaintext(&[0x45, 0, 0, 20]), Plaintext::Ip);
+        let m = material(Cipher::Aes256Gcm, true);
+        let shown = format!("{m:?} {:?}", DataKey::new(KeyId(0), &m).unwrap());
+        assert!(
+            !shown.contains("16") && !shown.to_lowercase().contains("10653c"),
+            "{shown}"
+        );
+    }
+}
