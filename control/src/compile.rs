@@ -5,10 +5,14 @@
 
 use std::collections::HashMap;
 
-use sluice_engine::rules::{AuthzRule, AuthzTable, Grant, GroupMask, Ipv4Cidr, LpmError};
+use sluice_engine::rules::{
+    AuthzRule, AuthzTable, EgressRule, EndpointTables, Grant, GroupMask, Ipv4Cidr, LpmError,
+    RuleProtocol, RuleTable, SecurityPolicy, TargetNetwork,
+};
+use sluice_engine::wire::ipv4::protocol;
 
-use crate::config::schema::{Endpoint, Grantee};
-use crate::config::types::Cidr;
+use crate::config::schema::{Config, Endpoint, Grantee};
+use crate::config::types::{Cidr, Protocol};
 
 /// The bit number of each group an endpoint's rules name.
 #[derive(Clone, Debug, Default)]
@@ -73,6 +77,95 @@ pub fn authorization(ep: &Endpoint) -> Result<(AuthzTable, GroupIndex), LpmError
     Ok((AuthzTable::build(&rules)?, index))
 }
 
+/// The compiled tables of a configuration, with each endpoint's group numbering.
+#[derive(Debug)]
+pub struct Compiled {
+    /// The tables the cores use.
+    pub table: RuleTable,
+    /// Per endpoint (same order as the configuration), its group numbering.
+    pub groups: Vec<GroupIndex>,
+}
+
+/// Compiles every endpoint of a validated configuration into generation `version`.
+///
+/// Ports are numbered in `[[dataplane.port]]` order. Target networks whose port does not exist
+/// (impossible in a validated configuration) are left out, and so are routes through them.
+///
+/// # Errors
+/// Only for rule sets far past any quota.
+pub fn compile(config: &Config, version: u64) -> Result<Compiled, LpmError> {
+    let port_index = |name: &str| {
+        config
+            .dataplane
+            .ports
+            .iter()
+            .position(|p| p.name == name)
+            .and_then(|i| u16::try_from(i).ok())
+    };
+    let mut endpoints = Vec::with_capacity(config.endpoints.len());
+    let mut groups = Vec::with_capacity(config.endpoints.len());
+    for ep in &config.endpoints {
+        let (authz, index) = authorization(ep)?;
+        let mut targets = Vec::new();
+        let mut subnet_target = HashMap::new();
+        for tn in &ep.target_networks {
+            let Some(port) = port_index(&tn.port) else {
+                continue;
+            };
+            let security = if tn.security_groups.is_empty() {
+                SecurityPolicy::AllowAll
+            } else {
+                SecurityPolicy::Rules(
+                    config
+                        .security_groups
+                        .iter()
+                        .filter(|g| tn.security_groups.contains(&g.id))
+                        .flat_map(|g| g.egress.iter())
+                        .map(|r| EgressRule {
+                            protocol: match r.protocol {
+                                Protocol::All => RuleProtocol::All,
+                                Protocol::Tcp => RuleProtocol::Number(protocol::TCP),
+                                Protocol::Udp => RuleProtocol::Number(protocol::UDP),
+                                Protocol::Icmp => RuleProtocol::Number(protocol::ICMP),
+                            },
+                            ports: r.from_port.zip(r.to_port),
+                            destination: cidr(r.destination_cidr),
+                        })
+                        .collect(),
+                )
+            };
+            subnet_target.insert(tn.subnet_id.as_str(), targets.len() as u16);
+            targets.push(TargetNetwork {
+                port,
+                subnet: cidr(tn.cidr),
+                eni_ip: u32::from(tn.eni_ip),
+                gateway: u32::from(tn.gateway),
+                security,
+            });
+        }
+        let routes: Vec<(Ipv4Cidr, u16)> = ep
+            .routes
+            .iter()
+            .filter_map(|r| {
+                subnet_target
+                    .get(r.target_subnet.as_str())
+                    .map(|t| (cidr(r.destination_cidr), *t))
+            })
+            .collect();
+        endpoints.push(EndpointTables::new(
+            authz,
+            &routes,
+            targets,
+            cidr(ep.client_cidr_block),
+        )?);
+        groups.push(index);
+    }
+    Ok(Compiled {
+        table: RuleTable::new(version, endpoints),
+        groups,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,5 +215,48 @@ access_group_id = "Group 2"
         );
         assert!(!table.is_authorized(&groups.mask(["Group 1", "Group 9"]), ip("172.131.0.1")));
         assert!(table.is_authorized(&groups.mask(["Group 1", "Group 2"]), ip("172.131.0.1")));
+    }
+
+    /// The annotated example compiles into tables that route, authorize and filter as written.
+    #[test]
+    fn example_compiles() {
+        use sluice_engine::packet::DropReason;
+        let text = include_str!("../../examples/sluice.toml");
+        let config = crate::config::parse(Path::new("sluice.toml"), text).unwrap();
+        let c = compile(&config, 3).unwrap();
+        assert_eq!(c.table.version, 3);
+        let ip = |s: &str| u32::from(s.parse::<std::net::Ipv4Addr>().unwrap());
+        let (t, g) = (&c.table, &c.groups[0]);
+        let everyone = g.mask([]);
+        let eng = g.mask(["engineering"]);
+        // The VPC through subnet a (port 1) or b (port 2), on-link in a.
+        let d = t
+            .decide(0, &everyone, ip("172.31.1.10"), protocol::ICMP, 0, 0)
+            .unwrap();
+        assert_eq!(
+            (d.target.port, d.next_hop, d.target.eni_ip),
+            (1, ip("172.31.1.10"), ip("172.31.1.5"))
+        );
+        // Subnet b has the web/DNS/ICMP security group.
+        let d = t.decide(0, &everyone, ip("172.31.2.10"), protocol::TCP, 22, 1);
+        assert_eq!(d, Err(DropReason::SecurityGroupDenied));
+        assert!(t
+            .decide(0, &everyone, ip("172.31.2.10"), protocol::TCP, 443, 1)
+            .is_ok());
+        // The peered VPC needs the engineering group.
+        assert_eq!(
+            t.decide(0, &everyone, ip("172.16.3.3"), protocol::ICMP, 0, 0),
+            Err(DropReason::NotAuthorized)
+        );
+        let d = t
+            .decide(0, &eng, ip("172.16.3.3"), protocol::ICMP, 0, 0)
+            .unwrap();
+        assert_eq!((d.target.port, d.next_hop), (1, ip("172.31.1.1")));
+        // The internet, for everyone, through subnet a's router.
+        assert_eq!(
+            t.decide(0, &everyone, ip("198.51.100.1"), protocol::UDP, 53, 0)
+                .map(|d| d.next_hop),
+            Ok(ip("172.31.1.1"))
+        );
     }
 }
