@@ -10,6 +10,7 @@
 #![deny(unsafe_code)]
 
 pub mod crypto;
+pub mod flow;
 pub mod packet;
 pub mod rules;
 pub mod wire;

@@ -1,0 +1,8 @@
+//! SNAT state on a core: the flow table and the translated-port pools, partitioned per core.
+//! Owns no packets; the pipeline's SNAT stage rewrites them with what these tables answer.
+
+pub mod ports;
+pub mod table;
+
+pub use ports::{core_for_port, PortPool, PortRange};
+pub use table::{Flow, FlowId, FlowKey, FlowTable, ReverseKey, Timeouts};

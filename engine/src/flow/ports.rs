@@ -1,0 +1,134 @@
+//! SNAT port (and ICMP id) pools, partitioned between cores so return traffic names its core.
+
+/// The first port SNAT hands out (below are well-known and registered-system ports).
+pub const FIRST_PORT: u16 = 1024;
+
+/// A core's share of the translated port space: `[first, first + len)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortRange {
+    /// First port.
+    pub first: u16,
+    /// Number of ports.
+    pub len: u16,
+}
+
+impl PortRange {
+    /// Core `core`'s equal, disjoint share of 1024..=65535 among `cores` cores.
+    pub fn for_core(core: usize, cores: usize) -> Self {
+        let cores = cores.max(1) as u32;
+        let span = (65536 - u32::from(FIRST_PORT)) / cores;
+        let core = (core as u32).min(cores - 1);
+        Self {
+            first: (u32::from(FIRST_PORT) + core * span) as u16,
+            len: span as u16,
+        }
+    }
+
+    /// Whether `port` is in the range.
+    pub fn contains(&self, port: u16) -> bool {
+        port >= self.first && u32::from(port) < u32::from(self.first) + u32::from(self.len)
+    }
+}
+
+/// The core that owns translated `port` among `cores` cores, if any does.
+pub fn core_for_port(port: u16, cores: usize) -> Option<usize> {
+    let cores = cores.max(1);
+    (0..cores).find(|c| PortRange::for_core(*c, cores).contains(port))
+}
+
+/// Free and used ports of one range, as a bitmap with a next-fit cursor.
+#[derive(Clone, Debug)]
+pub struct PortPool {
+    range: PortRange,
+    used: Vec<u64>,
+    cursor: usize,
+    free: usize,
+}
+
+impl PortPool {
+    /// A pool with every port of `range` free.
+    pub fn new(range: PortRange) -> Self {
+        let n = usize::from(range.len);
+        Self {
+            range,
+            used: vec![0; n.div_ceil(64)],
+            cursor: 0,
+            free: n,
+        }
+    }
+
+    /// Takes a free port, next-fit from the last one taken.
+    pub fn alloc(&mut self) -> Option<u16> {
+        if self.free == 0 {
+            return None;
+        }
+        let n = usize::from(self.range.len);
+        for step in 0..n {
+            let i = (self.cursor + step) % n;
+            let (w, b) = (i / 64, i % 64);
+            if self.used[w] & (1 << b) == 0 {
+                self.used[w] |= 1 << b;
+                self.free -= 1;
+                self.cursor = (i + 1) % n;
+                return Some(self.range.first + i as u16);
+            }
+        }
+        None
+    }
+
+    /// Returns a port; ports outside the range or already free are ignored.
+    pub fn release(&mut self, port: u16) {
+        if !self.range.contains(port) {
+            return;
+        }
+        let i = usize::from(port - self.range.first);
+        let (w, b) = (i / 64, i % 64);
+        if self.used[w] & (1 << b) != 0 {
+            self.used[w] &= !(1 << b);
+            self.free += 1;
+        }
+    }
+
+    /// Ports still free.
+    pub fn free(&self) -> usize {
+        self.free
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_cover_disjointly() {
+        for cores in 1..=8 {
+            let mut next = FIRST_PORT as u32;
+            for c in 0..cores {
+                let r = PortRange::for_core(c, cores);
+                assert_eq!(u32::from(r.first), next, "cores {cores}, core {c}");
+                next += u32::from(r.len);
+                assert_eq!(core_for_port(r.first, cores), Some(c));
+                let last = (u32::from(r.first) + u32::from(r.len) - 1) as u16;
+                assert_eq!(core_for_port(last, cores), Some(c));
+            }
+            assert!(next <= 65536);
+        }
+        assert_eq!(core_for_port(80, 2), None);
+    }
+
+    #[test]
+    fn alloc_release_exhaust() {
+        let mut p = PortPool::new(PortRange {
+            first: 2000,
+            len: 3,
+        });
+        let got: Vec<u16> = std::iter::from_fn(|| p.alloc()).collect();
+        assert_eq!(got, vec![2000, 2001, 2002]);
+        assert_eq!(p.alloc(), None);
+        p.release(2001);
+        p.release(2001);
+        p.release(9);
+        assert_eq!(p.free(), 1);
+        assert_eq!(p.alloc(), Some(2001));
+    }
+}

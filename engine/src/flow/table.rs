@@ -1,0 +1,473 @@
+//! The per-core SNAT flow table: client 5-tuples to translated (ENI address, port) and back.
+//!
+//! Fixed capacity, chosen at start: the maps and the slab are allocated once and a full table
+//! refuses new flows (a counted drop) instead of growing, so steady state never allocates.
+//! Expiry is amortised: each call to `expire` examines a bounded number of slots from a
+//! clock hand. Time is seconds from an arbitrary origin, passed in by the caller.
+
+use hashbrown::HashMap;
+
+use super::ports::{PortPool, PortRange};
+use crate::packet::DropReason;
+use crate::wire::ipv4::protocol;
+use crate::wire::tcp::flags;
+
+/// Idle timeouts in seconds (RFC 5382 REQ-5 for established TCP, at least 2 h 4 min; RFC 4787
+/// REQ-5 for UDP, at least 2 min, 5 recommended; ICMP as Linux conntrack).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP after the handshake completed.
+    pub tcp_established: u32,
+    /// TCP before the handshake completed or after FIN/RST.
+    pub tcp_transitory: u32,
+    /// UDP.
+    pub udp: u32,
+    /// ICMP echo.
+    pub icmp: u32,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            tcp_established: 7440,
+            tcp_transitory: 240,
+            udp: 300,
+            icmp: 60,
+        }
+    }
+}
+
+/// A client-side 5-tuple (ICMP: the echo id as `src_port`, `dst_port` 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// The client's virtual address.
+    pub client: u32,
+    /// IP protocol.
+    pub proto: u8,
+    /// Source port or echo id.
+    pub src_port: u16,
+    /// Destination address.
+    pub dst: u32,
+    /// Destination port (0 for ICMP).
+    pub dst_port: u16,
+}
+
+/// The 5-tuple of return traffic as it arrives from the target network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ReverseKey {
+    /// The ENI address (destination of the reply).
+    pub eni: u32,
+    /// IP protocol.
+    pub proto: u8,
+    /// The translated port or echo id (destination port of the reply).
+    pub nat_port: u16,
+    /// The remote address (source of the reply).
+    pub remote: u32,
+    /// The remote port (0 for ICMP).
+    pub remote_port: u16,
+}
+
+/// A flow's handle in the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowId(u32);
+
+/// A translated flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flow {
+    /// The client-side tuple.
+    pub key: FlowKey,
+    /// The SNAT address.
+    pub eni: u32,
+    /// The translated port or id.
+    pub nat_port: u16,
+    /// Opaque owner tag (the session's index on this core), for return traffic and cleanup.
+    pub owner: u32,
+    /// The egress port of the target network, for hairpin-free return lookups.
+    pub port: u16,
+    established: bool,
+    closing: bool,
+    last_seen: u32,
+}
+
+impl Flow {
+    fn reverse(&self) -> ReverseKey {
+        ReverseKey {
+            eni: self.eni,
+            proto: self.key.proto,
+            nat_port: self.nat_port,
+            remote: self.key.dst,
+            remote_port: self.key.dst_port,
+        }
+    }
+
+    fn timeout(&self, t: &Timeouts) -> u32 {
+        match self.key.proto {
+            protocol::TCP if self.established && !self.closing => t.tcp_established,
+            protocol::TCP => t.tcp_transitory,
+            protocol::UDP => t.udp,
+            _ => t.icmp,
+        }
+    }
+}
+
+/// The flow table of one core.
+pub struct FlowTable {
+    forward: HashMap<FlowKey, u32>,
+    reverse: HashMap<ReverseKey, u32>,
+    slab: Vec<Option<Flow>>,
+    free_slots: Vec<u32>,
+    pools: Vec<((u32, u8), PortPool)>,
+    range: PortRange,
+    timeouts: Timeouts,
+    hand: usize,
+    len: usize,
+}
+
+impl FlowTable {
+    /// A table for at most `capacity` flows, translating into `range`.
+    pub fn new(capacity: usize, range: PortRange, timeouts: Timeouts) -> Self {
+        let capacity = capacity.max(1);
+        Self {
+            forward: HashMap::with_capacity(capacity),
+            reverse: HashMap::with_capacity(capacity),
+            slab: vec![None; capacity],
+            free_slots: (0..capacity as u32).rev().collect(),
+            pools: Vec::new(),
+            range,
+            timeouts,
+            hand: 0,
+            len: 0,
+        }
+    }
+
+    /// Flows held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no flow is held.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The flow of a client-side tuple, refreshed.
+    #[inline]
+    pub fn lookup(&mut self, key: &FlowKey, now: u32) -> Option<&mut Flow> {
+        let i = *self.forward.get(key)?;
+        let f = self.slab.get_mut(i as usize)?.as_mut()?;
+        f.last_seen = now;
+        Some(f)
+    }
+
+    /// The flow that return traffic belongs to, refreshed.
+    #[inline]
+    pub fn lookup_reverse(&mut self, key: &ReverseKey, now: u32) -> Option<&mut Flow> {
+        let i = *self.reverse.get(key)?;
+        let f = self.slab.get_mut(i as usize)?.as_mut()?;
+        f.last_seen = now;
+        Some(f)
+    }
+
+    fn pool(&mut self, eni: u32, proto: u8) -> &mut PortPool {
+        let i = match self.pools.iter().position(|(k, _)| *k == (eni, proto)) {
+            Some(i) => i,
+            None => {
+                // First flow to a new (ENI, protocol): the one allocation, at configuration scale.
+                self.pools.push(((eni, proto), PortPool::new(self.range)));
+                self.pools.len() - 1
+            }
+        };
+        &mut self.pools[i].1
+    }
+
+    /// Creates the flow of `key`, translated to `eni` and a free port of this core.
+    ///
+    /// # Errors
+    /// `FlowTableFull` or `SnatPortExhausted`.
+    pub fn create(
+        &mut self,
+        key: FlowKey,
+        eni: u32,
+        port: u16,
+        owner: u32,
+        now: u32,
+    ) -> Result<&mut Flow, DropReason> {
+        if self.free_slots.is_empty() {
+            return Err(DropReason::FlowTableFull);
+        }
+        let nat_port = self
+            .pool(eni, key.proto)
+            .alloc()
+            .ok_or(DropReason::SnatPortExhausted)?;
+        let slot = self.free_slots.pop().ok_or(DropReason::FlowTableFull)?;
+        let flow = Flow {
+            key,
+            eni,
+            nat_port,
+            owner,
+            port,
+            established: false,
+            closing: false,
+            last_seen: now,
+        };
+        self.forward.insert(key, slot);
+        self.reverse.insert(flow.reverse(), slot);
+        self.len += 1;
+        let entry = &mut self.slab[slot as usize];
+        *entry = Some(flow);
+        entry.as_mut().ok_or(DropReason::FlowTableFull)
+    }
+
+    /// Updates a TCP flow's state from the flags of a segment; `from_remote` for replies.
+    pub fn observe_tcp(flow: &mut Flow, tcp_flags: u8, from_remote: bool) {
+        if tcp_flags & (flags::FIN | flags::RST) != 0 {
+            flow.closing = true;
+        } else if from_remote && tcp_flags & flags::ACK != 0 {
+            flow.established = true;
+        }
+    }
+
+    fn remove_slot(&mut self, slot: usize) {
+        let Some(flow) = self.slab.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
+        self.forward.remove(&flow.key);
+        self.reverse.remove(&flow.reverse());
+        self.pool(flow.eni, flow.key.proto).release(flow.nat_port);
+        self.free_slots.push(slot as u32);
+        self.len -= 1;
+    }
+
+    /// Examines at most `budget` slots from the clock hand and removes idle flows; returns how
+    /// many were removed.
+    pub fn expire(&mut self, now: u32, budget: usize) -> usize {
+        let n = self.slab.len();
+        let mut removed = 0;
+        for _ in 0..budget.min(n) {
+            let i = self.hand;
+            self.hand = (self.hand + 1) % n;
+            let expired = self.slab[i]
+                .as_ref()
+                .is_some_and(|f| now.saturating_sub(f.last_seen) > f.timeout(&self.timeouts));
+            if expired {
+                self.remove_slot(i);
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// Removes every flow of `owner` (a session that ended). A full scan: control-initiated
+    /// and rare.
+    pub fn remove_owner(&mut self, owner: u32) -> usize {
+        let slots: Vec<usize> = self
+            .slab
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.is_some_and(|f| f.owner == owner))
+            .map(|(i, _)| i)
+            .collect();
+        for &s in &slots {
+            self.remove_slot(s);
+        }
+        slots.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap as Oracle;
+
+    fn key(client: u32, sport: u16) -> FlowKey {
+        FlowKey {
+            client,
+            proto: protocol::UDP,
+            src_port: sport,
+            dst: 0x0808_0808,
+            dst_port: 53,
+        }
+    }
+
+    #[test]
+    fn translate_and_return() {
+        let mut t = FlowTable::new(
+            8,
+            PortRange {
+                first: 5000,
+                len: 100,
+            },
+            Timeouts::default(),
+        );
+        let f = *t.create(key(1, 40000), 0xac1f_0105, 1, 7, 0).unwrap();
+        assert_eq!((f.nat_port, f.owner), (5000, 7));
+        let r = ReverseKey {
+            eni: 0xac1f_0105,
+            proto: protocol::UDP,
+            nat_port: 5000,
+            remote: 0x0808_0808,
+            remote_port: 53,
+        };
+        assert_eq!(t.lookup_reverse(&r, 1).map(|f| f.key), Some(key(1, 40000)));
+        assert!(t.lookup(&key(1, 40000), 1).is_some());
+        assert!(
+            t.lookup_reverse(
+                &ReverseKey {
+                    remote_port: 54,
+                    ..r
+                },
+                1
+            )
+            .is_none(),
+            "another remote port is not this flow"
+        );
+    }
+
+    #[test]
+    fn full_table_and_port_exhaustion_are_counted_drops() {
+        let mut t = FlowTable::new(
+            2,
+            PortRange {
+                first: 5000,
+                len: 100,
+            },
+            Timeouts::default(),
+        );
+        t.create(key(1, 1), 9, 0, 0, 0).unwrap();
+        t.create(key(1, 2), 9, 0, 0, 0).unwrap();
+        assert_eq!(
+            t.create(key(1, 3), 9, 0, 0, 0).map(|_| ()),
+            Err(DropReason::FlowTableFull)
+        );
+        let mut t = FlowTable::new(
+            10,
+            PortRange {
+                first: 5000,
+                len: 1,
+            },
+            Timeouts::default(),
+        );
+        t.create(key(1, 1), 9, 0, 0, 0).unwrap();
+        assert_eq!(
+            t.create(key(1, 2), 9, 0, 0, 0).map(|_| ()),
+            Err(DropReason::SnatPortExhausted)
+        );
+        assert!(
+            t.create(key(1, 2), 10, 0, 0, 0).is_ok(),
+            "another ENI has its own ports"
+        );
+    }
+
+    #[test]
+    fn tcp_timeouts_follow_state() {
+        let tm = Timeouts::default();
+        let mut t = FlowTable::new(
+            4,
+            PortRange {
+                first: 5000,
+                len: 10,
+            },
+            tm,
+        );
+        let k = FlowKey {
+            client: 1,
+            proto: protocol::TCP,
+            src_port: 1,
+            dst: 2,
+            dst_port: 80,
+        };
+        t.create(k, 9, 0, 0, 0).unwrap();
+        assert_eq!(t.expire(tm.tcp_transitory, 4), 0);
+        assert_eq!(
+            t.expire(tm.tcp_transitory + 1, 4),
+            1,
+            "an unanswered SYN is transitory"
+        );
+        let f = t.create(k, 9, 0, 0, 100).unwrap();
+        FlowTable::observe_tcp(f, flags::SYN | flags::ACK, true);
+        assert_eq!(
+            t.expire(100 + tm.tcp_transitory + 1, 4),
+            0,
+            "established lives longer"
+        );
+        let f = t.lookup(&k, 200).unwrap();
+        FlowTable::observe_tcp(f, flags::FIN | flags::ACK, false);
+        assert_eq!(t.expire(200 + tm.tcp_transitory + 1, 4), 1);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn remove_owner_frees_ports() {
+        let mut t = FlowTable::new(
+            4,
+            PortRange {
+                first: 5000,
+                len: 2,
+            },
+            Timeouts::default(),
+        );
+        t.create(key(1, 1), 9, 0, 3, 0).unwrap();
+        t.create(key(2, 1), 9, 0, 4, 0).unwrap();
+        assert_eq!(t.remove_owner(3), 1);
+        assert!(
+            t.create(key(5, 5), 9, 0, 5, 0).is_ok(),
+            "the port came back"
+        );
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Create(u16),
+        Lookup(u16),
+        Advance(u32),
+        Expire(usize),
+    }
+
+    proptest! {
+        /// Against a HashMap oracle: presence after creates, lookups (which refresh) and expiry
+        /// (eventually complete, never early).
+        #[test]
+        fn agrees_with_hashmap(ops in proptest::collection::vec(prop_oneof![
+            (0u16..20).prop_map(Op::Create), (0u16..20).prop_map(Op::Lookup),
+            (0u32..200).prop_map(Op::Advance), (0usize..40).prop_map(Op::Expire)], 1..200)) {
+            let tm = Timeouts::default();
+            let mut t = FlowTable::new(16, PortRange { first: 5000, len: 64 }, tm);
+            let mut oracle: Oracle<u16, u32> = Oracle::new();
+            let mut now = 0u32;
+            for op in ops {
+                match op {
+                    Op::Create(s) => {
+                        if t.lookup(&key(1, s), now).is_some() {
+                            oracle.insert(s, now);
+                        } else {
+                            let r = t.create(key(1, s), 9, 0, 0, now).map(|_| ());
+                            if oracle.len() < 16 { prop_assert!(r.is_ok()); oracle.insert(s, now); }
+                            else { prop_assert_eq!(r, Err(DropReason::FlowTableFull)); }
+                        }
+                    }
+                    Op::Lookup(s) => {
+                        let got = t.lookup(&key(1, s), now).is_some();
+                        prop_assert_eq!(got, oracle.contains_key(&s));
+                        if got { oracle.insert(s, now); }
+                    }
+                    Op::Advance(d) => now += d,
+                    Op::Expire(b) => {
+                        t.expire(now, b);
+                        // Never early: whatever is gone had been idle past its timeout.
+                        oracle.retain(|s, seen| {
+                            let present = t.forward.contains_key(&key(1, *s));
+                            assert!(present || now - *seen > tm.udp, "flow {s} expired early");
+                            present
+                        });
+                    }
+                }
+                prop_assert_eq!(t.len(), oracle.len());
+            }
+            // A full sweep removes everything idle.
+            now += tm.udp + 1;
+            t.expire(now, 16);
+            prop_assert!(t.is_empty());
+        }
+    }
+}
