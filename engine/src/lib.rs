@@ -11,6 +11,8 @@
 
 pub mod crypto;
 pub mod flow;
+pub mod neighbour;
 pub mod packet;
 pub mod rules;
+pub mod session;
 pub mod wire;

@@ -1,0 +1,254 @@
+//! The ARP neighbour cache of a core: next-hop IPv4 addresses to MAC addresses, per port, with a
+//! small queue of packets waiting while an address is being resolved.
+//!
+//! Bounded everywhere: a maximum number of neighbours, `QUEUE_LEN` packets per pending one,
+//! `MAX_TRIES` requests one second apart before giving up. Time is seconds passed in.
+
+use arrayvec::ArrayVec;
+use hashbrown::HashMap;
+
+use crate::wire::ethernet::Mac;
+
+/// Packets held per unresolved neighbour (Linux holds a few per neighbour too).
+pub const QUEUE_LEN: usize = 4;
+/// ARP requests sent before a neighbour is declared unreachable.
+pub const MAX_TRIES: u8 = 3;
+/// How long a resolved entry is trusted without being refreshed, in seconds.
+pub const REACHABLE_SECS: u32 = 300;
+
+enum State<B> {
+    Resolved {
+        mac: Mac,
+        refreshed: u32,
+    },
+    Pending {
+        queue: ArrayVec<B, QUEUE_LEN>,
+        tries: u8,
+        last_request: u32,
+    },
+}
+
+/// The answer to "how do I reach this next hop?".
+pub enum Resolve<B> {
+    /// Send to this MAC.
+    Mac(Mac),
+    /// The packet was queued; if `request` the caller must send an ARP request now.
+    Queued {
+        /// Whether to send an ARP request for it now.
+        request: bool,
+    },
+    /// The packet could not be queued (queue or table full); the caller drops it.
+    Full(B),
+}
+
+/// What `poll` asks of the caller.
+pub enum Housekeeping<B> {
+    /// Send (another) ARP request for this neighbour.
+    Request {
+        /// The port.
+        port: u16,
+        /// The neighbour's address.
+        ip: u32,
+    },
+    /// Resolution failed: drop these packets (counted `arp_unresolved`).
+    GiveUp(ArrayVec<B, QUEUE_LEN>),
+}
+
+/// The cache.
+pub struct NeighbourTable<B> {
+    entries: HashMap<(u16, u32), State<B>>,
+    capacity: usize,
+}
+
+impl<B> NeighbourTable<B> {
+    /// A cache for at most `capacity` neighbours.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            entries: HashMap::with_capacity(capacity),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// The MAC of `ip` on `port` if resolved and fresh.
+    pub fn lookup(&self, port: u16, ip: u32, now: u32) -> Option<Mac> {
+        match self.entries.get(&(port, ip))? {
+            State::Resolved { mac, refreshed }
+                if now.saturating_sub(*refreshed) <= REACHABLE_SECS =>
+            {
+                Some(*mac)
+            }
+            _ => None,
+        }
+    }
+
+    /// Resolves `ip` on `port` for `buf`: the MAC, or the packet queued until the reply comes.
+    pub fn resolve(&mut self, port: u16, ip: u32, buf: B, now: u32) -> Resolve<B> {
+        if let Some(mac) = self.lookup(port, ip, now) {
+            drop(buf);
+            return Resolve::Mac(mac);
+        }
+        let len = self.entries.len();
+        match self.entries.get_mut(&(port, ip)) {
+            Some(State::Pending { queue, .. }) => match queue.try_push(buf) {
+                Ok(()) => Resolve::Queued { request: false },
+                Err(e) => Resolve::Full(e.element()),
+            },
+            Some(state @ State::Resolved { .. }) => {
+                // Stale: resolve again.
+                let mut queue = ArrayVec::new();
+                queue.push(buf);
+                *state = State::Pending {
+                    queue,
+                    tries: 1,
+                    last_request: now,
+                };
+                Resolve::Queued { request: true }
+            }
+            None if len >= self.capacity => Resolve::Full(buf),
+            None => {
+                let mut queue = ArrayVec::new();
+                queue.push(buf);
+                self.entries.insert(
+                    (port, ip),
+                    State::Pending {
+                        queue,
+                        tries: 1,
+                        last_request: now,
+                    },
+                );
+                Resolve::Queued { request: true }
+            }
+        }
+    }
+
+    /// Records that `ip` on `port` is at `mac` (from any ARP packet it sent); returns the
+    /// packets that were waiting for it.
+    pub fn learn(&mut self, port: u16, ip: u32, mac: Mac, now: u32) -> ArrayVec<B, QUEUE_LEN> {
+        let resolved = State::Resolved {
+            mac,
+            refreshed: now,
+        };
+        match self.entries.insert((port, ip), resolved) {
+            Some(State::Pending { queue, .. }) => queue,
+            _ => {
+                if self.entries.len() > self.capacity {
+                    self.entries.remove(&(port, ip));
+                }
+                ArrayVec::new()
+            }
+        }
+    }
+
+    /// Retries pending resolutions once a second and gives up after `MAX_TRIES`; forgets
+    /// entries stale for long. Call from the core's housekeeping.
+    pub fn poll(&mut self, now: u32, out: &mut Vec<Housekeeping<B>>) {
+        let mut give_up = Vec::new();
+        for (&(port, ip), state) in &mut self.entries {
+            match state {
+                State::Pending {
+                    tries,
+                    last_request,
+                    ..
+                } if now.saturating_sub(*last_request) >= 1 => {
+                    if *tries >= MAX_TRIES {
+                        give_up.push((port, ip));
+                    } else {
+                        *tries += 1;
+                        *last_request = now;
+                        out.push(Housekeeping::Request { port, ip });
+                    }
+                }
+                State::Resolved { refreshed, .. }
+                    if now.saturating_sub(*refreshed) > 2 * REACHABLE_SECS =>
+                {
+                    give_up.push((port, ip));
+                }
+                _ => {}
+            }
+        }
+        for k in give_up {
+            if let Some(State::Pending { queue, .. }) = self.entries.remove(&k) {
+                out.push(Housekeeping::GiveUp(queue));
+            }
+        }
+    }
+
+    /// Neighbours held (resolved or pending).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the cache is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAC: Mac = [2, 0, 0, 0, 0, 9];
+
+    #[test]
+    fn queue_until_resolved() {
+        let mut t: NeighbourTable<u32> = NeighbourTable::new(8);
+        assert!(matches!(
+            t.resolve(1, 10, 100, 0),
+            Resolve::Queued { request: true }
+        ));
+        assert!(matches!(
+            t.resolve(1, 10, 101, 0),
+            Resolve::Queued { request: false }
+        ));
+        for p in 102..104 {
+            assert!(matches!(t.resolve(1, 10, p, 0), Resolve::Queued { .. }));
+        }
+        assert!(
+            matches!(t.resolve(1, 10, 104, 0), Resolve::Full(104)),
+            "bounded queue"
+        );
+        let released = t.learn(1, 10, MAC, 0);
+        assert_eq!(released.as_slice(), &[100, 101, 102, 103]);
+        assert!(matches!(t.resolve(1, 10, 105, 1), Resolve::Mac(MAC)));
+        assert_eq!(t.lookup(2, 10, 1), None, "per port");
+    }
+
+    #[test]
+    fn retries_then_gives_up() {
+        let mut t: NeighbourTable<u32> = NeighbourTable::new(8);
+        let _ = t.resolve(0, 7, 1, 0);
+        let mut out = Vec::new();
+        t.poll(0, &mut out);
+        assert!(out.is_empty(), "not before a second passed");
+        for now in 1..=2 {
+            t.poll(now, &mut out);
+        }
+        assert_eq!(
+            out.iter()
+                .filter(|h| matches!(h, Housekeeping::Request { ip: 7, .. }))
+                .count(),
+            2
+        );
+        out.clear();
+        t.poll(3, &mut out);
+        assert!(matches!(out.as_slice(), [Housekeeping::GiveUp(q)] if q.as_slice() == [1]));
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn bounded_table_and_staleness() {
+        let mut t: NeighbourTable<u32> = NeighbourTable::new(1);
+        let _ = t.learn(0, 1, MAC, 0);
+        assert!(matches!(t.resolve(0, 2, 9, 0), Resolve::Full(9)));
+        assert_eq!(
+            t.lookup(0, 1, REACHABLE_SECS + 1),
+            None,
+            "stale entries are not used"
+        );
+        assert!(matches!(
+            t.resolve(0, 1, 3, REACHABLE_SECS + 1),
+            Resolve::Queued { request: true }
+        ));
+    }
+}
