@@ -11,8 +11,13 @@
 
 pub mod crypto;
 pub mod flow;
+pub mod mailbox;
 pub mod neighbour;
 pub mod packet;
+pub mod pipeline;
+pub mod port;
 pub mod rules;
 pub mod session;
+pub mod testkit;
 pub mod wire;
+pub mod worker;

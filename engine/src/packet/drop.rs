@@ -46,6 +46,8 @@ pub enum DropReason {
     Keepalive,
     /// OpenVPN's OCC exit message: consumed; the session is closed.
     OccExit,
+    /// Another OCC message (MTU tests): consumed.
+    OccOther,
     /// The inner source is not the session's virtual address (spoofing).
     SourceSpoofed,
     /// No route to the destination.
@@ -84,7 +86,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [Self; 36] = [
+    pub const ALL: [Self; 37] = [
         Self::MalformedEthernet,
         Self::MalformedIpv4,
         Self::MalformedUdp,
@@ -104,6 +106,7 @@ impl DropReason {
         Self::TooOld,
         Self::Keepalive,
         Self::OccExit,
+        Self::OccOther,
         Self::SourceSpoofed,
         Self::NoRoute,
         Self::NotAuthorized,
@@ -148,6 +151,7 @@ impl DropReason {
             Self::TooOld => "too_old",
             Self::Keepalive => "keepalive",
             Self::OccExit => "occ_exit",
+            Self::OccOther => "occ_other",
             Self::SourceSpoofed => "source_spoofed",
             Self::NoRoute => "no_route",
             Self::NotAuthorized => "not_authorized",

@@ -1,0 +1,304 @@
+//! Client to network: outer Ethernet/IPv4/UDP to a listener, then P_DATA_V2 (decrypt, replay,
+//! keepalive and OCC), then the inner IPv4 packet (anti-spoofing, authorization, route,
+//! security group), SNAT toward the target subnet, MSS clamp, TTL, and out of the target port.
+//! Control-channel packets are punted to the control thread.
+
+use crate::crypto::{classify_plaintext, Plaintext};
+use crate::flow::{FlowKey, FlowTable};
+use crate::mailbox::Report;
+use crate::packet::{DropReason, PacketBuf};
+use crate::port::Port;
+use crate::session::Remote;
+use crate::wire::ethernet::{ethertype, EthernetFrame, HEADER_LEN};
+use crate::wire::icmp::IcmpPacket;
+use crate::wire::ipv4::{protocol, Ipv4Packet};
+use crate::wire::openvpn::{DataPacket, Opcode};
+use crate::wire::tcp::{flags, TcpPacket};
+use crate::wire::udp::{self, UdpPacket};
+use crate::worker::Worker;
+
+/// What the outer headers of a frame from the client side say.
+struct Outer {
+    payload_start: usize,
+    payload_len: usize,
+    remote: Remote,
+    local: Remote,
+    endpoint: u16,
+}
+
+impl<P: Port> Worker<P> {
+    /// A frame received on the outside port.
+    pub(crate) fn handle_client_side(&mut self, port: u16, buf: P::Buf) {
+        let ethertype = match EthernetFrame::new_checked(buf.data()) {
+            Ok(e) => e.ethertype(),
+            Err(_) => return self.drop_packet(buf, DropReason::MalformedEthernet),
+        };
+        match ethertype {
+            ethertype::ARP => return self.handle_arp(port, buf),
+            ethertype::IPV4 => {}
+            _ => return self.drop_packet(buf, DropReason::NotIpv4),
+        }
+        let outer = match self.parse_outer(port, buf.data()) {
+            Ok(Some(o)) => o,
+            Ok(None) => {
+                // Addressed to the appliance but not to a listener: a ping, or nothing for us.
+                if let Some(b) = self.answer_ping(port, buf) {
+                    self.drop_packet(b, DropReason::NotForUs);
+                }
+                return;
+            }
+            Err(reason) => return self.drop_packet(buf, reason),
+        };
+        let payload = &buf.data()[outer.payload_start..outer.payload_start + outer.payload_len];
+        let Some(&byte0) = payload.first() else {
+            return self.drop_packet(buf, DropReason::MalformedOpenvpn);
+        };
+        let opcode = Opcode::of(byte0);
+        if opcode != Opcode::DATA_V2 {
+            if opcode == Opcode::DATA_V1 {
+                // sluice always pushes a peer-id, so clients send P_DATA_V2 only.
+                return self.drop_packet(buf, DropReason::MalformedOpenvpn);
+            }
+            let report = Report::Punted {
+                payload: payload.to_vec(),
+                remote: outer.remote,
+                local: outer.local,
+                endpoint: outer.endpoint,
+            };
+            self.report(report);
+            return self.consume(buf);
+        }
+        let Ok(peer) = DataPacket::new_checked(payload).map(|p| p.peer_id()) else {
+            return self.drop_packet(buf, DropReason::MalformedOpenvpn);
+        };
+        let owner = peer.0 as usize % self.cfg.cores;
+        if owner != self.cfg.core {
+            return self.hand_off(owner, port, buf);
+        }
+        let mut buf = buf;
+        buf.trim_front(outer.payload_start);
+        buf.truncate(outer.payload_len);
+        self.client_data(buf, peer, outer.remote);
+    }
+
+    /// Checks Ethernet/IPv4/UDP and finds the listener; `Ok(None)` for IPv4 to the appliance
+    /// that is not OpenVPN.
+    fn parse_outer(&self, port: u16, frame: &[u8]) -> Result<Option<Outer>, DropReason> {
+        let ip =
+            Ipv4Packet::new_checked(&frame[HEADER_LEN..]).map_err(|_| DropReason::MalformedIpv4)?;
+        if !ip.verify_checksum() {
+            return Err(DropReason::MalformedIpv4);
+        }
+        let dst = u32::from_be_bytes(ip.dst());
+        let is_ours = self
+            .cfg
+            .ports
+            .get(usize::from(port))
+            .is_some_and(|p| p.ip == dst)
+            || self.cfg.listeners.iter().any(|l| l.ip == dst);
+        if !is_ours {
+            return Err(DropReason::NotForUs);
+        }
+        if ip.protocol() != protocol::UDP {
+            return Ok(None);
+        }
+        if ip.is_fragment() {
+            return Err(DropReason::Ipv4Fragment);
+        }
+        let u = UdpPacket::new_checked(ip.payload()).map_err(|_| DropReason::MalformedUdp)?;
+        let Some(l) = self
+            .cfg
+            .listeners
+            .iter()
+            .find(|l| l.ip == dst && l.port == u.dst_port())
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Outer {
+            payload_start: HEADER_LEN + ip.header_len() + udp::HEADER_LEN,
+            payload_len: u.len() - udp::HEADER_LEN,
+            remote: Remote {
+                ip: u32::from_be_bytes(ip.src()),
+                port: u.src_port(),
+            },
+            local: Remote {
+                ip: dst,
+                port: l.port,
+            },
+            endpoint: l.endpoint,
+        }))
+    }
+
+    /// A P_DATA_V2 packet (outer headers removed) of a session this core owns.
+    fn client_data(&mut self, mut buf: P::Buf, peer: crate::wire::openvpn::PeerId, from: Remote) {
+        let Some(idx) = self.sessions.index_of_peer(peer) else {
+            return self.drop_packet(buf, DropReason::UnknownPeer);
+        };
+        let now = self.now_secs;
+        let key_id = crate::wire::openvpn::KeyId::of(buf.data()[0]);
+        let Some(s) = self.sessions.get_mut(idx) else {
+            return self.drop_packet(buf, DropReason::UnknownPeer);
+        };
+        let Some(key) = s.key_mut(key_id) else {
+            return self.drop_packet(buf, DropReason::UnknownKeyId);
+        };
+        if let Err(reason) = key.open(&mut buf) {
+            return self.drop_packet(buf, reason);
+        }
+        // Authenticated: it may float to a new address (the reference §7.2).
+        s.last_rx = now;
+        let floated = (s.remote != from).then(|| {
+            s.remote = from;
+            Report::Floated { peer, remote: from }
+        });
+        let (endpoint, groups, client_ip) = (s.endpoint, s.groups, s.client_ip);
+        if let Some(r) = floated {
+            self.report(r);
+        }
+        match classify_plaintext(buf.data()) {
+            Plaintext::Ip => {}
+            Plaintext::Keepalive => return self.drop_packet(buf, DropReason::Keepalive),
+            Plaintext::OccExit => {
+                self.report(Report::ClientExited { peer });
+                return self.drop_packet(buf, DropReason::OccExit);
+            }
+            Plaintext::OtherOcc => return self.drop_packet(buf, DropReason::OccOther),
+        }
+        let len = buf.len() as u64;
+        if let Some(s) = self.sessions.get_mut(idx) {
+            s.traffic.ingress_bytes += len;
+            s.traffic.ingress_packets += 1;
+        }
+        if let Some(t) = self.endpoint_traffic.get_mut(usize::from(endpoint)) {
+            t.ingress_bytes += len;
+            t.ingress_packets += 1;
+        }
+        self.forward_inner(buf, idx, endpoint, &groups, client_ip);
+    }
+
+    /// The decrypted inner packet: checks, decides, translates and sends it.
+    fn forward_inner(
+        &mut self,
+        mut buf: P::Buf,
+        owner: u32,
+        endpoint: u16,
+        groups: &crate::rules::GroupMask,
+        client_ip: u32,
+    ) {
+        let data = buf.data();
+        if data.first().is_some_and(|b| b >> 4 == 6) {
+            return self.drop_packet(buf, DropReason::NotIpv4);
+        }
+        let Ok(ip) = Ipv4Packet::new_checked(data) else {
+            return self.drop_packet(buf, DropReason::MalformedIpv4);
+        };
+        if u32::from_be_bytes(ip.src()) != client_ip {
+            return self.drop_packet(buf, DropReason::SourceSpoofed);
+        }
+        if ip.is_fragment() {
+            return self.drop_packet(buf, DropReason::Ipv4Fragment);
+        }
+        if ip.ttl() <= 1 {
+            return self.drop_packet(buf, DropReason::TtlExceeded);
+        }
+        let dst = u32::from_be_bytes(ip.dst());
+        let proto = ip.protocol();
+        let total = ip.total_len();
+        let (sport, dport, tcp_flags) = match proto {
+            protocol::TCP => match TcpPacket::new_checked(ip.payload()) {
+                Ok(t) => (t.src_port(), t.dst_port(), t.flags()),
+                Err(_) => return self.drop_packet(buf, DropReason::MalformedTcp),
+            },
+            protocol::UDP => match UdpPacket::new_checked(ip.payload()) {
+                Ok(u) => (u.src_port(), u.dst_port(), 0),
+                Err(_) => return self.drop_packet(buf, DropReason::MalformedUdp),
+            },
+            protocol::ICMP => match IcmpPacket::new_checked(ip.payload()) {
+                Ok(i) if i.is_echo() => (i.echo_id(), 0, 0),
+                Ok(_) => return self.drop_packet(buf, DropReason::UnsupportedProtocol),
+                Err(_) => return self.drop_packet(buf, DropReason::MalformedIcmp),
+            },
+            _ => return self.drop_packet(buf, DropReason::UnsupportedProtocol),
+        };
+        buf.truncate(total);
+        let hash = flow_hash(client_ip, dst, sport, dport, proto);
+        let (target_port, next_hop, eni) =
+            match self
+                .rules
+                .decide(usize::from(endpoint), groups, dst, proto, dport, hash)
+            {
+                Ok(d) => (d.target.port, d.next_hop, d.target.eni_ip),
+                Err(reason) => return self.drop_packet(buf, reason),
+            };
+        let key = FlowKey {
+            client: client_ip,
+            proto,
+            src_port: sport,
+            dst,
+            dst_port: dport,
+        };
+        let now = self.now_secs;
+        let nat_port = match self.flows.lookup(&key, now) {
+            Some(f) if f.eni == eni => {
+                FlowTable::observe_tcp(f, tcp_flags, false);
+                f.nat_port
+            }
+            Some(_) => {
+                // The route moved to another subnet (a reload): the old translation is stale.
+                return self.drop_packet(buf, DropReason::NoFlow);
+            }
+            None => match self.flows.create(key, eni, target_port, owner, now) {
+                Ok(f) => {
+                    FlowTable::observe_tcp(f, tcp_flags, false);
+                    f.nat_port
+                }
+                Err(reason) => return self.drop_packet(buf, reason),
+            },
+        };
+        snat(buf.data_mut(), eni, nat_port, self.cfg.mss_clamp);
+        self.output(target_port, next_hop, buf);
+    }
+}
+
+/// Rewrites source address and port (or echo id) of a checked IPv4 packet, decrements the TTL
+/// and clamps the MSS of SYNs; checksums are updated incrementally.
+fn snat(data: &mut [u8], eni: u32, nat_port: u16, mss: u16) {
+    let Ok(mut ip) = Ipv4Packet::new_checked(data) else {
+        return;
+    };
+    let old_src = u32::from_be_bytes(ip.src());
+    ip.set_src(eni.to_be_bytes());
+    ip.decrement_ttl();
+    match ip.protocol() {
+        protocol::TCP => {
+            if let Ok(mut t) = TcpPacket::new_checked(ip.payload_mut()) {
+                t.adjust32(old_src, eni);
+                t.set_src_port(nat_port);
+                if t.flags() & flags::SYN != 0 {
+                    t.clamp_mss(mss);
+                }
+            }
+        }
+        protocol::UDP => {
+            if let Ok(mut u) = UdpPacket::new_checked(ip.payload_mut()) {
+                u.adjust32(old_src, eni);
+                u.set_src_port(nat_port);
+            }
+        }
+        protocol::ICMP => {
+            if let Ok(mut i) = IcmpPacket::new_checked(ip.payload_mut()) {
+                i.set_echo_id(nat_port);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A cheap, well-mixed hash of a 5-tuple (picks among equal routes).
+#[inline]
+pub(crate) fn flow_hash(a: u32, b: u32, sp: u16, dp: u16, proto: u8) -> u32 {
+    let mut h = u64::from(a) << 32 | u64::from(b);
+    h ^= (u64::from(sp) << 24) | (u64::from(dp) << 8) | u64::from(proto);
+    h = h.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (h >> 32) as u32
+}

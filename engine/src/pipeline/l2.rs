@@ -1,0 +1,205 @@
+//! Link-level services of a core: ARP (answering for the appliance's addresses, learning
+//! neighbours, resolving next hops), answering pings to the appliance's own addresses, and the
+//! last stage of every path: add the Ethernet header and queue the frame on its port.
+
+use crate::neighbour::Resolve;
+use crate::packet::{DropReason, PacketBuf};
+use crate::port::Port;
+use crate::session::Remote;
+use crate::wire::arp::{ArpRepr, OP_REPLY, OP_REQUEST, PACKET_LEN};
+use crate::wire::ethernet::{self, ethertype, BROADCAST, HEADER_LEN};
+use crate::wire::icmp::{kind, IcmpPacket};
+use crate::wire::ipv4::{protocol, Ipv4Packet, Ipv4Repr};
+use crate::wire::udp;
+use crate::worker::Worker;
+
+impl<P: Port> Worker<P> {
+    /// Handles an ARP packet received on `port` (the frame still has its Ethernet header).
+    pub(crate) fn handle_arp(&mut self, port: u16, mut buf: P::Buf) {
+        let Some(pc) = self.cfg.ports.get(usize::from(port)).copied() else {
+            return self.drop_packet(buf, DropReason::NotForUs);
+        };
+        let Ok(arp) = ArpRepr::parse(buf.data().get(HEADER_LEN..).unwrap_or(&[])) else {
+            return self.drop_packet(buf, DropReason::MalformedArp);
+        };
+        let sender = u32::from_be_bytes(arp.sender_ip);
+        let target = u32::from_be_bytes(arp.target_ip);
+        // Learn on-link neighbours from whatever they send (requests and replies).
+        if pc.on_link(sender) && sender != pc.ip && arp.sender_mac != BROADCAST {
+            let released = self
+                .neighbours
+                .learn(port, sender, arp.sender_mac, self.now_secs);
+            for mut b in released {
+                if let Some(d) = b.data_mut().get_mut(0..6) {
+                    d.copy_from_slice(&arp.sender_mac);
+                }
+                self.enqueue_tx(port, b);
+            }
+        }
+        if arp.operation != OP_REQUEST || target != pc.ip {
+            return self.consume(buf);
+        }
+        // Answer in place.
+        let reply = ArpRepr {
+            operation: OP_REPLY,
+            sender_mac: pc.mac,
+            sender_ip: pc.ip.to_be_bytes(),
+            target_mac: arp.sender_mac,
+            target_ip: arp.sender_ip,
+        };
+        buf.truncate(HEADER_LEN + PACKET_LEN);
+        let d = buf.data_mut();
+        ethernet::write_header(d, arp.sender_mac, pc.mac, ethertype::ARP);
+        reply.emit(&mut d[HEADER_LEN..]);
+        self.enqueue_tx(port, buf);
+    }
+
+    /// Sends an ARP request for `ip` out of `port`.
+    pub(crate) fn send_arp_request(&mut self, port: u16, ip: u32) {
+        let Some(pc) = self.cfg.ports.get(usize::from(port)).copied() else {
+            return;
+        };
+        let Some(p) = self.ports.get_mut(usize::from(port)) else {
+            return;
+        };
+        let Some(mut buf) = p.alloc() else {
+            self.drops.bump(DropReason::NoRoom);
+            return;
+        };
+        let Ok(d) = buf.append(HEADER_LEN + PACKET_LEN) else {
+            return self.drop_packet(buf, DropReason::NoRoom);
+        };
+        ethernet::write_header(d, BROADCAST, pc.mac, ethertype::ARP);
+        let req = ArpRepr {
+            operation: OP_REQUEST,
+            sender_mac: pc.mac,
+            sender_ip: pc.ip.to_be_bytes(),
+            target_mac: [0; 6],
+            target_ip: ip.to_be_bytes(),
+        };
+        req.emit(&mut d[HEADER_LEN..]);
+        self.enqueue_tx(port, buf);
+    }
+
+    /// Answers an ICMP echo request addressed to the appliance (frame with Ethernet header,
+    /// IPv4 at `HEADER_LEN`), in place. Returns the buffer if it is not one.
+    pub(crate) fn answer_ping(&mut self, port: u16, mut buf: P::Buf) -> Option<P::Buf> {
+        let is_echo = {
+            let d = buf.data();
+            let Ok(ip) = Ipv4Packet::new_checked(&d[HEADER_LEN..]) else {
+                return Some(buf);
+            };
+            ip.protocol() == protocol::ICMP
+                && !ip.is_fragment()
+                && IcmpPacket::new_checked(ip.payload())
+                    .is_ok_and(|i| i.kind() == kind::ECHO_REQUEST)
+        };
+        if !is_echo {
+            return Some(buf);
+        }
+        let (src_mac, dst_mac) = {
+            let e = ethernet::EthernetFrame::new_checked(buf.data()).ok()?;
+            (e.src(), e.dst())
+        };
+        {
+            let d = buf.data_mut();
+            let Ok(mut ip) = Ipv4Packet::new_checked(&mut d[HEADER_LEN..]) else {
+                return Some(buf);
+            };
+            let (src, dst) = (ip.src(), ip.dst());
+            ip.set_src(dst);
+            ip.set_dst(src);
+            let Ok(mut icmp) = IcmpPacket::new_checked(ip.payload_mut()) else {
+                return Some(buf);
+            };
+            // Echo request to echo reply: the type byte changes; fold it into the checksum.
+            let old = u16::from_be_bytes([kind::ECHO_REQUEST, 0]);
+            let new = u16::from_be_bytes([kind::ECHO_REPLY, 0]);
+            icmp.adjust16(old, new);
+            ip.payload_mut()[0] = kind::ECHO_REPLY;
+        }
+        let d = buf.data_mut();
+        d[0..6].copy_from_slice(&src_mac);
+        d[6..12].copy_from_slice(&dst_mac);
+        self.enqueue_tx(port, buf);
+        None
+    }
+
+    /// Adds the Ethernet header to an IPv4 packet and queues it on `port` toward `next_hop`,
+    /// resolving the next hop's MAC (the packet waits in the neighbour queue if needed).
+    pub(crate) fn output(&mut self, port: u16, next_hop: u32, mut buf: P::Buf) {
+        let Some(pc) = self.cfg.ports.get(usize::from(port)).copied() else {
+            return self.drop_packet(buf, DropReason::NoRoute);
+        };
+        let Ok(h) = buf.prepend(HEADER_LEN) else {
+            return self.drop_packet(buf, DropReason::NoRoom);
+        };
+        ethernet::write_header(h, BROADCAST, pc.mac, ethertype::IPV4);
+        if let Some(mac) = self.neighbours.lookup(port, next_hop, self.now_secs) {
+            buf.data_mut()[0..6].copy_from_slice(&mac);
+            return self.enqueue_tx(port, buf);
+        }
+        match self.neighbours.resolve(port, next_hop, buf, self.now_secs) {
+            Resolve::Mac(_) => {}
+            Resolve::Queued { request } => {
+                if request {
+                    self.send_arp_request(port, next_hop);
+                }
+            }
+            Resolve::Full(b) => self.drop_packet(b, DropReason::ArpQueueFull),
+        }
+    }
+
+    /// The next hop toward an outer address on the outside port.
+    pub(crate) fn outside_next_hop(&self, ip: u32) -> Option<u32> {
+        let pc = self.cfg.ports.get(usize::from(self.cfg.outside))?;
+        if pc.on_link(ip) {
+            Some(ip)
+        } else {
+            pc.gateway
+        }
+    }
+
+    /// Wraps the OpenVPN packet in `buf` in UDP and IPv4 from `local` to `remote` and sends it
+    /// out of the outside port.
+    pub(crate) fn send_to_client(&mut self, mut buf: P::Buf, local: Remote, remote: Remote) {
+        let len = buf.len();
+        let Ok(h) = buf.prepend(crate::wire::ipv4::MIN_HEADER_LEN + udp::HEADER_LEN) else {
+            return self.drop_packet(buf, DropReason::NoRoom);
+        };
+        let repr = Ipv4Repr {
+            src: local.ip.to_be_bytes(),
+            dst: remote.ip.to_be_bytes(),
+            protocol: protocol::UDP,
+            payload_len: udp::HEADER_LEN + len,
+            ttl: 64,
+        };
+        repr.emit(h);
+        // The UDP checksum is optional over IPv4; the AEAD tag already protects the payload.
+        udp::write_header(
+            &mut h[crate::wire::ipv4::MIN_HEADER_LEN..],
+            local.port,
+            remote.port,
+            len,
+        );
+        let Some(hop) = self.outside_next_hop(remote.ip) else {
+            return self.drop_packet(buf, DropReason::NoRoute);
+        };
+        let outside = self.cfg.outside;
+        self.output(outside, hop, buf);
+    }
+
+    /// Sends a control-channel datagram from the control thread.
+    pub(crate) fn transmit_control(&mut self, payload: &[u8], remote: Remote, local: Remote) {
+        let outside = usize::from(self.cfg.outside);
+        let Some(mut buf) = self.ports.get_mut(outside).and_then(Port::alloc) else {
+            self.drops.bump(DropReason::NoRoom);
+            return;
+        };
+        match buf.append(payload.len()) {
+            Ok(d) => d.copy_from_slice(payload),
+            Err(_) => return self.drop_packet(buf, DropReason::NoRoom),
+        }
+        self.send_to_client(buf, local, remote);
+    }
+}

@@ -1,0 +1,278 @@
+//! Network to client: a frame from a target subnet to an ENI address is matched to its flow
+//! (reverse SNAT; the translated port names the owning core), rewritten to the client's
+//! virtual address, encrypted with the session's key and sent to the client's outer address.
+//! ICMP errors about translated flows are translated too (outer destination, embedded header).
+
+use crate::flow::{core_for_port, FlowTable, ReverseKey};
+use crate::mailbox::Report;
+use crate::packet::{DropReason, PacketBuf};
+use crate::port::Port;
+use crate::wire::checksum;
+use crate::wire::ethernet::{ethertype, EthernetFrame, HEADER_LEN};
+use crate::wire::icmp::IcmpPacket;
+use crate::wire::ipv4::{protocol, Ipv4Packet};
+use crate::wire::tcp::{flags, TcpPacket};
+use crate::wire::udp::UdpPacket;
+use crate::worker::Worker;
+
+/// How to rewrite a return packet once its flow is known.
+enum Rewrite {
+    /// TCP/UDP/ICMP echo: destination address and port (or id).
+    Plain,
+    /// An ICMP error: the embedded header's source address and port too.
+    IcmpError,
+}
+
+impl<P: Port> Worker<P> {
+    /// A frame received on a port inside a target subnet.
+    pub(crate) fn handle_network_side(&mut self, port: u16, buf: P::Buf) {
+        let ethertype = match EthernetFrame::new_checked(buf.data()) {
+            Ok(e) => e.ethertype(),
+            Err(_) => return self.drop_packet(buf, DropReason::MalformedEthernet),
+        };
+        match ethertype {
+            ethertype::ARP => return self.handle_arp(port, buf),
+            ethertype::IPV4 => {}
+            _ => return self.drop_packet(buf, DropReason::NotIpv4),
+        }
+        let parsed = {
+            let Ok(ip) = Ipv4Packet::new_checked(&buf.data()[HEADER_LEN..]) else {
+                return self.drop_packet(buf, DropReason::MalformedIpv4);
+            };
+            if !ip.verify_checksum() {
+                return self.drop_packet(buf, DropReason::MalformedIpv4);
+            }
+            reverse_key(&ip)
+        };
+        let (rkey, rewrite) = match parsed {
+            Ok(Some(k)) => k,
+            Ok(None) => {
+                if let Some(b) = self.answer_ping(port, buf) {
+                    self.drop_packet(b, DropReason::NotForUs);
+                }
+                return;
+            }
+            Err(reason) => return self.drop_packet(buf, reason),
+        };
+        let owner_core = core_for_port(rkey.nat_port, self.cfg.cores);
+        match owner_core {
+            Some(c) if c != self.cfg.core => return self.hand_off(c, port, buf),
+            Some(_) => {}
+            None => {
+                // Below the SNAT range: not a translated flow; maybe a ping to the appliance.
+                if let Some(b) = self.answer_ping(port, buf) {
+                    self.drop_packet(b, DropReason::NoFlow);
+                }
+                return;
+            }
+        }
+        let now = self.now_secs;
+        let tcp_flags = tcp_flags_of(&buf.data()[HEADER_LEN..]);
+        let Some(flow) = self.flows.lookup_reverse(&rkey, now) else {
+            if let Some(b) = self.answer_ping(port, buf) {
+                self.drop_packet(b, DropReason::NoFlow);
+            }
+            return;
+        };
+        if let Rewrite::Plain = rewrite {
+            FlowTable::observe_tcp(flow, tcp_flags, true);
+        }
+        let (client, client_port, owner) = (flow.key.client, flow.key.src_port, flow.owner);
+        let mut buf = buf;
+        buf.trim_front(HEADER_LEN);
+        {
+            let Ok(ip) = Ipv4Packet::new_checked(buf.data()) else {
+                return self.drop_packet(buf, DropReason::MalformedIpv4);
+            };
+            if ip.is_fragment() {
+                return self.drop_packet(buf, DropReason::Ipv4Fragment);
+            }
+            if ip.ttl() <= 1 {
+                return self.drop_packet(buf, DropReason::TtlExceeded);
+            }
+            let total = ip.total_len();
+            buf.truncate(total);
+        }
+        match rewrite {
+            Rewrite::Plain => reverse_snat(buf.data_mut(), client, client_port, self.cfg.mss_clamp),
+            Rewrite::IcmpError => reverse_snat_icmp_error(buf.data_mut(), client, client_port),
+        }
+        self.encrypt_to_client(buf, owner);
+    }
+
+    /// Encrypts an inner packet for the session in slot `owner` and sends it.
+    fn encrypt_to_client(&mut self, mut buf: P::Buf, owner: u32) {
+        let now = self.now_secs;
+        let len = buf.len() as u64;
+        let Some(s) = self.sessions.get_mut(owner) else {
+            return self.drop_packet(buf, DropReason::NoSessionForDestination);
+        };
+        let peer = s.peer;
+        let Some(key) = s.send_key() else {
+            return self.drop_packet(buf, DropReason::UnknownKeyId);
+        };
+        let outcome = match key.seal(&mut buf, peer) {
+            Ok(o) => o,
+            Err(reason) => return self.drop_packet(buf, reason),
+        };
+        s.traffic.egress_bytes += len;
+        s.traffic.egress_packets += 1;
+        s.last_tx = now;
+        let (local, remote, endpoint) = (s.local, s.remote, s.endpoint);
+        if outcome == crate::crypto::SealOutcome::RenegotiateSoon && key_at_threshold(&buf) {
+            self.report(Report::RenegotiateSoon { peer });
+        }
+        if let Some(t) = self.endpoint_traffic.get_mut(usize::from(endpoint)) {
+            t.egress_bytes += len;
+            t.egress_packets += 1;
+        }
+        self.send_to_client(buf, local, remote);
+    }
+}
+
+/// Whether the sealed packet carries exactly the renegotiation threshold (report it once).
+fn key_at_threshold(sealed: &impl PacketBuf) -> bool {
+    crate::wire::openvpn::DataPacket::new_checked(sealed.data())
+        .is_ok_and(|p| p.packet_id() == crate::crypto::data_channel::RENEGOTIATE_AT)
+}
+
+fn tcp_flags_of(ip_bytes: &[u8]) -> u8 {
+    Ipv4Packet::new_checked(ip_bytes)
+        .ok()
+        .filter(|ip| ip.protocol() == protocol::TCP)
+        .and_then(|ip| TcpPacket::new_checked(ip.payload()).ok().map(|t| t.flags()))
+        .unwrap_or(0)
+}
+
+/// The reverse-SNAT key of a return packet; `Ok(None)` when it cannot be translated traffic
+/// (then it may be for the appliance itself).
+fn reverse_key<T: AsRef<[u8]>>(
+    ip: &Ipv4Packet<T>,
+) -> Result<Option<(ReverseKey, Rewrite)>, DropReason> {
+    let (src, dst) = (u32::from_be_bytes(ip.src()), u32::from_be_bytes(ip.dst()));
+    let proto = ip.protocol();
+    let key = |nat_port, remote_port| ReverseKey {
+        eni: dst,
+        proto,
+        nat_port,
+        remote: src,
+        remote_port,
+    };
+    Ok(match proto {
+        protocol::TCP => {
+            let t = TcpPacket::new_checked(ip.payload()).map_err(|_| DropReason::MalformedTcp)?;
+            Some((key(t.dst_port(), t.src_port()), Rewrite::Plain))
+        }
+        protocol::UDP => {
+            let u = UdpPacket::new_checked(ip.payload()).map_err(|_| DropReason::MalformedUdp)?;
+            Some((key(u.dst_port(), u.src_port()), Rewrite::Plain))
+        }
+        protocol::ICMP => {
+            let i = IcmpPacket::new_checked(ip.payload()).map_err(|_| DropReason::MalformedIcmp)?;
+            if i.kind() == crate::wire::icmp::kind::ECHO_REPLY {
+                Some((key(i.echo_id(), 0), Rewrite::Plain))
+            } else if i.is_error() {
+                // The embedded packet went from the ENI to the remote: its source port is ours.
+                let emb = i.data();
+                let Some(ihl) = emb.first().map(|b| usize::from(b & 0x0f) * 4) else {
+                    return Err(DropReason::MalformedIcmp);
+                };
+                if emb.len() < ihl + 8 || ihl < 20 {
+                    return Err(DropReason::MalformedIcmp);
+                }
+                let e_proto = emb[9];
+                let e_src = u32::from_be_bytes([emb[12], emb[13], emb[14], emb[15]]);
+                let e_dst = u32::from_be_bytes([emb[16], emb[17], emb[18], emb[19]]);
+                let l4 = &emb[ihl..];
+                let (nat_port, remote_port) = match e_proto {
+                    protocol::TCP | protocol::UDP => (
+                        u16::from_be_bytes([l4[0], l4[1]]),
+                        u16::from_be_bytes([l4[2], l4[3]]),
+                    ),
+                    protocol::ICMP => (u16::from_be_bytes([l4[4], l4[5]]), 0),
+                    _ => return Err(DropReason::UnsupportedProtocol),
+                };
+                Some((
+                    ReverseKey {
+                        eni: e_src,
+                        proto: e_proto,
+                        nat_port,
+                        remote: e_dst,
+                        remote_port,
+                    },
+                    Rewrite::IcmpError,
+                ))
+            } else {
+                None
+            }
+        }
+        _ => None,
+    })
+}
+
+/// Rewrites destination address and port (or echo id) back to the client's; TTL and MSS too.
+fn reverse_snat(data: &mut [u8], client: u32, client_port: u16, mss: u16) {
+    let Ok(mut ip) = Ipv4Packet::new_checked(data) else {
+        return;
+    };
+    let old_dst = u32::from_be_bytes(ip.dst());
+    ip.set_dst(client.to_be_bytes());
+    ip.decrement_ttl();
+    match ip.protocol() {
+        protocol::TCP => {
+            if let Ok(mut t) = TcpPacket::new_checked(ip.payload_mut()) {
+                t.adjust32(old_dst, client);
+                t.set_dst_port(client_port);
+                if t.flags() & flags::SYN != 0 {
+                    t.clamp_mss(mss);
+                }
+            }
+        }
+        protocol::UDP => {
+            if let Ok(mut u) = UdpPacket::new_checked(ip.payload_mut()) {
+                u.adjust32(old_dst, client);
+                u.set_dst_port(client_port);
+            }
+        }
+        protocol::ICMP => {
+            if let Ok(mut i) = IcmpPacket::new_checked(ip.payload_mut()) {
+                i.set_echo_id(client_port);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Translates an ICMP error about a translated flow: the outer destination, and inside the
+/// embedded header the source address (with its header checksum) and source port (or echo
+/// id); the ICMP checksum is recomputed over the message.
+fn reverse_snat_icmp_error(data: &mut [u8], client: u32, client_port: u16) {
+    let Ok(mut ip) = Ipv4Packet::new_checked(data) else {
+        return;
+    };
+    ip.set_dst(client.to_be_bytes());
+    ip.decrement_ttl();
+    let icmp = ip.payload_mut();
+    if icmp.len() < 8 + 20 + 8 {
+        return;
+    }
+    let emb = &mut icmp[8..];
+    let ihl = usize::from(emb[0] & 0x0f) * 4;
+    if ihl < 20 || emb.len() < ihl + 8 {
+        return;
+    }
+    let old_src = u32::from_be_bytes([emb[12], emb[13], emb[14], emb[15]]);
+    emb[12..16].copy_from_slice(&client.to_be_bytes());
+    let hc = checksum::update32(u16::from_be_bytes([emb[10], emb[11]]), old_src, client);
+    emb[10..12].copy_from_slice(&hc.to_be_bytes());
+    match emb[9] {
+        protocol::TCP | protocol::UDP => {
+            emb[ihl..ihl + 2].copy_from_slice(&client_port.to_be_bytes())
+        }
+        protocol::ICMP => emb[ihl + 4..ihl + 6].copy_from_slice(&client_port.to_be_bytes()),
+        _ => {}
+    }
+    if let Ok(mut i) = IcmpPacket::new_checked(&mut icmp[..]) {
+        i.fill_checksum();
+    }
+}

@@ -1,0 +1,479 @@
+//! `Worker`: everything one core owns (its ports' queues, sessions, flows, neighbours, rule
+//! table, counters) and `poll_once`, the loop body of a poll-mode core.
+//!
+//! Order inside `poll_once(now)`: apply the mailbox (rule swaps happen here, so a burst sees one
+//! table), take packets handed over by other cores, receive a burst from each port and run it
+//! through the pipeline (`pipeline` module), transmit each port's batch, free dropped buffers in
+//! bulk, and do a bounded slice of housekeeping (flow expiry, ARP retries).
+//!
+//! This is one of the two shells allowed to read the clock; it turns `now` into whole seconds
+//! for the tables.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam::queue::ArrayQueue;
+
+use crate::crypto::DataKey;
+use crate::flow::{FlowTable, PortRange, Timeouts};
+use crate::mailbox::{Command, Mailbox, Report};
+use crate::neighbour::{Housekeeping, NeighbourTable};
+use crate::packet::{Burst, DropCounters, DropReason};
+use crate::port::Port;
+use crate::rules::RuleTable;
+use crate::session::{Session, SessionTable, Traffic};
+use crate::wire::ethernet::Mac;
+
+/// A port's addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortConfig {
+    /// Its MAC address.
+    pub mac: Mac,
+    /// The appliance's address on it.
+    pub ip: u32,
+    /// The on-link prefix length.
+    pub prefix_len: u8,
+    /// The default next hop out of it, if any.
+    pub gateway: Option<u32>,
+}
+
+impl PortConfig {
+    /// Whether `ip` is on-link.
+    pub fn on_link(&self, ip: u32) -> bool {
+        crate::rules::Ipv4Cidr::new_truncating(self.ip, self.prefix_len).contains(ip)
+    }
+}
+
+/// An OpenVPN UDP listener: clients of `endpoint` reach it at `ip:port` on the outside port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listener {
+    /// Address.
+    pub ip: u32,
+    /// UDP port.
+    pub port: u16,
+    /// Endpoint index in the rule table.
+    pub endpoint: u16,
+}
+
+/// How a core is set up.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// This core's index.
+    pub core: usize,
+    /// How many cores share the work.
+    pub cores: usize,
+    /// The port clients come through.
+    pub outside: u16,
+    /// Every port's addresses, indexed like the ports.
+    pub ports: Vec<PortConfig>,
+    /// The OpenVPN listeners.
+    pub listeners: Vec<Listener>,
+    /// Sessions this core can hold.
+    pub session_capacity: usize,
+    /// Flows this core can hold.
+    pub flow_capacity: usize,
+    /// Neighbours this core can hold.
+    pub neighbour_capacity: usize,
+    /// TCP MSS clamp for SYNs in both directions (the guide's `mssfix 1328`).
+    pub mss_clamp: u16,
+    /// Flow idle timeouts.
+    pub timeouts: Timeouts,
+    /// Flow slots examined per poll for expiry.
+    pub expiry_budget: usize,
+}
+
+impl WorkerConfig {
+    /// A configuration with sensible capacities for `ports`, clients on port `outside`.
+    pub fn new(
+        core: usize,
+        cores: usize,
+        outside: u16,
+        ports: Vec<PortConfig>,
+        listeners: Vec<Listener>,
+    ) -> Self {
+        Self {
+            core,
+            cores: cores.max(1),
+            outside,
+            ports,
+            listeners,
+            session_capacity: 16_384,
+            flow_capacity: 262_144,
+            neighbour_capacity: 4096,
+            mss_clamp: 1328,
+            timeouts: Timeouts::default(),
+            expiry_budget: 64,
+        }
+    }
+}
+
+/// Per-endpoint traffic of this core.
+pub type EndpointTraffic = Vec<Traffic>;
+
+/// Polls that found work versus polls that did not.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PollStats {
+    /// Polls that received or sent at least one packet.
+    pub busy: u64,
+    /// Polls that found nothing to do.
+    pub idle: u64,
+}
+
+/// A ring of packets (with the port they arrived on) from one core to another.
+pub type HandoffRing<B> = Arc<ArrayQueue<(u16, B)>>;
+
+/// The rings a core uses to hand packets to the core that owns their session or flow.
+pub struct Handoff<B> {
+    /// Ring to each core (`None` for itself).
+    pub to: Vec<Option<HandoffRing<B>>>,
+    /// This core's incoming ring.
+    pub from: HandoffRing<B>,
+}
+
+impl<B> Handoff<B> {
+    /// Rings for `cores` cores, each holding `capacity` packets; element `i` belongs to core i.
+    pub fn mesh(cores: usize, capacity: usize) -> Vec<Self> {
+        let rings: Vec<HandoffRing<B>> = (0..cores)
+            .map(|_| Arc::new(ArrayQueue::new(capacity.max(1))))
+            .collect();
+        (0..cores)
+            .map(|me| Self {
+                to: (0..cores)
+                    .map(|c| (c != me).then(|| Arc::clone(&rings[c])))
+                    .collect(),
+                from: Arc::clone(&rings[me]),
+            })
+            .collect()
+    }
+}
+
+/// One poll-mode core.
+pub struct Worker<P: Port> {
+    pub(crate) cfg: WorkerConfig,
+    pub(crate) ports: Vec<P>,
+    pub(crate) rules: Arc<RuleTable>,
+    pub(crate) sessions: SessionTable,
+    pub(crate) flows: FlowTable,
+    pub(crate) neighbours: NeighbourTable<P::Buf>,
+    pub(crate) drops: DropCounters,
+    pub(crate) endpoint_traffic: EndpointTraffic,
+    pub(crate) mailbox: Mailbox,
+    pub(crate) handoff: Option<Handoff<P::Buf>>,
+    pub(crate) tx: Vec<Burst<P::Buf>>,
+    pub(crate) trash: Vec<P::Buf>,
+    rx: Burst<P::Buf>,
+    housekeeping: Vec<Housekeeping<P::Buf>>,
+    epoch: Instant,
+    stats: PollStats,
+    pub(crate) now_secs: u32,
+    last_traffic_report: u32,
+}
+
+impl<P: Port> Worker<P> {
+    /// A core with its ports (indexed like `cfg.ports`) and mailbox; `epoch` is the clock
+    /// origin all cores share.
+    pub fn new(
+        cfg: WorkerConfig,
+        ports: Vec<P>,
+        mailbox: Mailbox,
+        handoff: Option<Handoff<P::Buf>>,
+        epoch: Instant,
+    ) -> Self {
+        let range = PortRange::for_core(cfg.core, cfg.cores);
+        Self {
+            sessions: SessionTable::new(cfg.session_capacity),
+            flows: FlowTable::new(cfg.flow_capacity, range, cfg.timeouts),
+            neighbours: NeighbourTable::new(cfg.neighbour_capacity),
+            tx: ports.iter().map(|_| Burst::new()).collect(),
+            trash: Vec::with_capacity(4 * crate::packet::BURST_SIZE),
+            rx: Burst::new(),
+            housekeeping: Vec::with_capacity(64),
+            rules: Arc::new(RuleTable::default()),
+            drops: DropCounters::default(),
+            endpoint_traffic: Vec::new(),
+            cfg,
+            ports,
+            mailbox,
+            handoff,
+            epoch,
+            stats: PollStats::default(),
+            now_secs: 0,
+            last_traffic_report: 0,
+        }
+    }
+
+    /// One iteration of the core's loop.
+    pub fn poll_once(&mut self, now: Instant) {
+        self.now_secs = now.saturating_duration_since(self.epoch).as_secs() as u32;
+        let mut work = self.apply_commands();
+        work |= self.take_handoffs();
+        for p in 0..self.ports.len() {
+            let port = p as u16;
+            if self.ports[p].recv(&mut self.rx) == 0 {
+                continue;
+            }
+            work = true;
+            let mut rx = std::mem::take(&mut self.rx);
+            for buf in rx.drain() {
+                self.process(port, buf);
+            }
+            self.rx = rx;
+        }
+        work |= self.flush_all();
+        self.free_trash();
+        self.housekeep();
+        if work {
+            self.stats.busy += 1;
+        } else {
+            self.stats.idle += 1;
+        }
+    }
+
+    /// Routes one received packet to its direction.
+    fn process(&mut self, port: u16, buf: P::Buf) {
+        if port == self.cfg.outside {
+            self.handle_client_side(port, buf);
+        } else {
+            self.handle_network_side(port, buf);
+        }
+    }
+
+    fn apply_commands(&mut self) -> bool {
+        let mut any = false;
+        while let Some(cmd) = self.mailbox.commands.pop() {
+            any = true;
+            match cmd {
+                Command::InstallRules(new) => {
+                    let n = new.endpoints();
+                    if self.endpoint_traffic.len() < n {
+                        self.endpoint_traffic.resize(n, Traffic::default());
+                    }
+                    let old = std::mem::replace(&mut self.rules, new);
+                    self.report(Report::Retired(old));
+                }
+                Command::AddSession { info, key_id, keys } => match DataKey::new(key_id, &keys) {
+                    Ok(k) => {
+                        if let Some((i, old)) = self.sessions.remove_peer(info.peer) {
+                            self.flows.remove_owner(i);
+                            self.report(Report::Removed {
+                                peer: old.peer,
+                                traffic: old.traffic,
+                            });
+                        }
+                        if let Err(s) = self.sessions.insert(Session::new(info, k, self.now_secs)) {
+                            self.report(Report::Removed {
+                                peer: s.peer,
+                                traffic: Traffic::default(),
+                            });
+                        }
+                    }
+                    Err(_) => self.report(Report::Removed {
+                        peer: info.peer,
+                        traffic: Traffic::default(),
+                    }),
+                },
+                Command::InstallKey { peer, key_id, keys } => {
+                    if let (Some(i), Ok(k)) = (
+                        self.sessions.index_of_peer(peer),
+                        DataKey::new(key_id, &keys),
+                    ) {
+                        if let Some(s) = self.sessions.get_mut(i) {
+                            s.install_key(k);
+                        }
+                    }
+                }
+                Command::RetirePreviousKey { peer } => {
+                    if let Some(s) = self
+                        .sessions
+                        .index_of_peer(peer)
+                        .and_then(|i| self.sessions.get_mut(i))
+                    {
+                        s.retire_previous();
+                    }
+                }
+                Command::RemoveSession { peer } => {
+                    if let Some((i, s)) = self.sessions.remove_peer(peer) {
+                        self.flows.remove_owner(i);
+                        self.report(Report::Removed {
+                            peer,
+                            traffic: s.traffic,
+                        });
+                    }
+                }
+                Command::Transmit {
+                    payload,
+                    remote,
+                    local,
+                } => self.transmit_control(&payload, remote, local),
+            }
+        }
+        any
+    }
+
+    fn take_handoffs(&mut self) -> bool {
+        let Some(h) = &self.handoff else { return false };
+        let from = Arc::clone(&h.from);
+        let mut any = false;
+        for _ in 0..crate::packet::BURST_SIZE {
+            let Some((port, buf)) = from.pop() else { break };
+            any = true;
+            self.process(port, buf);
+        }
+        any
+    }
+
+    /// Hands `buf` (received on `port`) to `core`.
+    pub(crate) fn hand_off(&mut self, core: usize, port: u16, buf: P::Buf) {
+        let ring = self
+            .handoff
+            .as_ref()
+            .and_then(|h| h.to.get(core))
+            .and_then(Option::as_ref);
+        match ring {
+            Some(r) => {
+                if let Err((_, b)) = r.push((port, buf)) {
+                    self.drop_packet(b, DropReason::HandoffRingFull);
+                }
+            }
+            None => self.drop_packet(buf, DropReason::HandoffRingFull),
+        }
+    }
+
+    /// Counts and discards a packet.
+    #[inline]
+    pub(crate) fn drop_packet(&mut self, buf: P::Buf, reason: DropReason) {
+        self.drops.bump(reason);
+        self.trash.push(buf);
+    }
+
+    /// Discards a packet that was consumed (punted, answered in place elsewhere).
+    #[inline]
+    pub(crate) fn consume(&mut self, buf: P::Buf) {
+        self.trash.push(buf);
+    }
+
+    /// Queues a finished frame for `port`, sending the batch when it is full.
+    #[inline]
+    pub(crate) fn enqueue_tx(&mut self, port: u16, buf: P::Buf) {
+        let p = usize::from(port);
+        if p >= self.tx.len() {
+            self.drop_packet(buf, DropReason::NoRoute);
+            return;
+        }
+        if let Err(buf) = self.tx[p].push(buf) {
+            self.flush(p);
+            if let Err(buf) = self.tx[p].push(buf) {
+                self.drop_packet(buf, DropReason::TxRingFull);
+            }
+        }
+    }
+
+    fn flush(&mut self, p: usize) -> bool {
+        if self.tx[p].is_empty() {
+            return false;
+        }
+        self.ports[p].send(&mut self.tx[p]);
+        // What the NIC refused is dropped, not retried: the next burst is already coming.
+        while let Some(b) = self.tx[p].pop() {
+            self.drop_packet(b, DropReason::TxRingFull);
+        }
+        true
+    }
+
+    fn flush_all(&mut self) -> bool {
+        let mut any = false;
+        for p in 0..self.tx.len() {
+            any |= self.flush(p);
+        }
+        any
+    }
+
+    fn free_trash(&mut self) {
+        if !self.trash.is_empty() {
+            if let Some(p) = self.ports.first_mut() {
+                p.free_bulk(&mut self.trash);
+            }
+            self.trash.clear();
+        }
+    }
+
+    pub(crate) fn report(&mut self, r: Report) {
+        if self.mailbox.reports.push(r).is_err() {
+            self.drops.bump(DropReason::PuntQueueFull);
+        }
+    }
+
+    fn housekeep(&mut self) {
+        let now = self.now_secs;
+        self.flows.expire(now, self.cfg.expiry_budget);
+        let mut hk = std::mem::take(&mut self.housekeeping);
+        self.neighbours.poll(now, &mut hk);
+        for h in hk.drain(..) {
+            match h {
+                Housekeeping::Request { port, ip } => self.send_arp_request(port, ip),
+                Housekeeping::GiveUp(bufs) => {
+                    for b in bufs {
+                        self.drop_packet(b, DropReason::ArpUnresolved);
+                    }
+                }
+            }
+        }
+        self.housekeeping = hk;
+        if now.saturating_sub(self.last_traffic_report) >= 5 {
+            self.last_traffic_report = now;
+            let updates: Vec<Report> = self
+                .sessions
+                .iter()
+                .map(|(_, s)| Report::Traffic {
+                    peer: s.peer,
+                    traffic: s.traffic,
+                })
+                .collect();
+            for r in updates {
+                self.report(r);
+            }
+        }
+        self.free_trash();
+        self.flush_all();
+    }
+
+    /// This core's drop counters.
+    pub fn drops(&self) -> &DropCounters {
+        &self.drops
+    }
+
+    /// Per-endpoint traffic on this core.
+    pub fn endpoint_traffic(&self) -> &[Traffic] {
+        &self.endpoint_traffic
+    }
+
+    /// Busy and idle polls.
+    pub fn poll_stats(&self) -> PollStats {
+        self.stats
+    }
+
+    /// The rule table in force.
+    pub fn rules_version(&self) -> u64 {
+        self.rules.version
+    }
+
+    /// A port (tests and benchmarks inject and inspect through it).
+    pub fn port_mut(&mut self, i: usize) -> Option<&mut P> {
+        self.ports.get_mut(i)
+    }
+
+    /// Sessions on this core.
+    pub fn sessions(&self) -> &SessionTable {
+        &self.sessions
+    }
+
+    /// Flows on this core.
+    pub fn flow_count(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Records a neighbour as if it had answered ARP (tests, benchmarks, static neighbours).
+    pub fn prime_neighbour(&mut self, port: u16, ip: u32, mac: Mac) {
+        let _ = self.neighbours.learn(port, ip, mac, self.now_secs);
+    }
+}

@@ -1,0 +1,593 @@
+//! The pipeline on in-memory ports, end to end through one core: a client's encrypted packet
+//! leaves the inside port SNATed with valid checksums; the reply comes back encrypted and
+//! opens with the client's key; denials, replays, keepalives and control packets land where
+//! they should; a rule-table swap in the middle of a stream loses nothing.
+
+// A test harness: it unwraps freely and stands in for the worker shell's clock.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_engine::crypto::Cipher;
+use sluice_engine::mailbox::{Command, Mailbox, Report};
+use sluice_engine::packet::DropReason;
+use sluice_engine::port::MemPort;
+use sluice_engine::rules::GroupMask;
+use sluice_engine::testkit::{self, ip, lab, Client};
+use sluice_engine::wire::icmp::IcmpPacket;
+use sluice_engine::wire::ipv4::Ipv4Packet;
+use sluice_engine::wire::openvpn::{KeyId, PeerId};
+use sluice_engine::wire::tcp::{flags, TcpPacket};
+use sluice_engine::wire::udp::UdpPacket;
+use sluice_engine::worker::Worker;
+
+struct Lab {
+    w: Worker<MemPort>,
+    mb: Mailbox,
+    client: Client,
+    now: Instant,
+}
+
+fn lab_with(groups: GroupMask) -> Lab {
+    let now = Instant::now();
+    let mb = Mailbox::new(1024);
+    let mut w = testkit::lab_worker(
+        vec![MemPort::new(), MemPort::new()],
+        testkit::lab_config(1024, 64),
+        mb.clone(),
+        now,
+    );
+    let (server, client) = testkit::key_pair(Cipher::Aes256Gcm, 7);
+    let peer = PeerId(5);
+    let info = testkit::lab_session(peer, ip(lab::CLIENT_VIP), groups);
+    assert!(mb
+        .commands
+        .push(Command::AddSession {
+            info,
+            key_id: KeyId(0),
+            keys: Box::new(server)
+        })
+        .is_ok());
+    w.poll_once(now);
+    Lab {
+        w,
+        mb,
+        client: Client::new(peer, KeyId(0), &client),
+        now,
+    }
+}
+
+impl Lab {
+    fn send_from_client(&mut self, inner: &[u8]) {
+        let f = self.client.frame(inner);
+        self.w.port_mut(0).unwrap().inject(&f);
+        self.w.poll_once(self.now);
+    }
+
+    fn inside_sent(&mut self) -> Vec<Vec<u8>> {
+        self.w.port_mut(1).unwrap().take_sent()
+    }
+
+    fn outside_sent(&mut self) -> Vec<Vec<u8>> {
+        self.w.port_mut(0).unwrap().take_sent()
+    }
+
+    fn drops(&self, r: DropReason) -> u64 {
+        self.w.drops().get(r)
+    }
+}
+
+fn ip_of(frame: &[u8]) -> Ipv4Packet<&[u8]> {
+    Ipv4Packet::new_checked(&frame[14..]).expect("an IPv4 frame")
+}
+
+#[test]
+fn ping_through_the_tunnel_and_back() {
+    let mut lab = lab_with(GroupMask::EMPTY);
+    let echo = testkit::ipv4_echo(
+        ip(lab::CLIENT_VIP),
+        ip(lab::HOST_IP),
+        true,
+        0x4242,
+        1,
+        b"hello",
+    );
+    lab.send_from_client(&echo);
+    let out = lab.inside_sent();
+    assert_eq!(
+        out.len(),
+        1,
+        "drops: {:?}",
+        lab.w
+            .drops()
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .collect::<Vec<_>>()
+    );
+    let f = &out[0];
+    assert_eq!(&f[0..6], &lab::HOST_MAC, "on-link: sent to the host itself");
+    assert_eq!(&f[6..12], &lab::INSIDE_MAC);
+    let p = ip_of(f);
+    assert!(p.verify_checksum());
+    assert_eq!(
+        p.src(),
+        ip(lab::INSIDE_IP).to_be_bytes(),
+        "SNAT to the ENI address"
+    );
+    assert_eq!(p.ttl(), 63);
+    let icmp = IcmpPacket::new_checked(p.payload()).unwrap();
+    assert!(icmp.verify_checksum());
+    let nat_id = icmp.echo_id();
+    assert!(nat_id >= 1024);
+
+    // The host answers the ENI; the client gets the reply, encrypted, with its own id back.
+    let reply = testkit::ipv4_echo(
+        ip(lab::HOST_IP),
+        ip(lab::INSIDE_IP),
+        false,
+        nat_id,
+        1,
+        b"hello",
+    );
+    lab.w
+        .port_mut(1)
+        .unwrap()
+        .inject(&testkit::eth_ipv4(lab::INSIDE_MAC, lab::HOST_MAC, &reply));
+    lab.w.poll_once(lab.now);
+    let out = lab.outside_sent();
+    assert_eq!(out.len(), 1);
+    let outer = ip_of(&out[0]);
+    assert_eq!(
+        (outer.src(), outer.dst()),
+        (
+            ip(lab::OUTSIDE_IP).to_be_bytes(),
+            ip(lab::CLIENT_OUTER_IP).to_be_bytes()
+        )
+    );
+    assert!(outer.verify_checksum());
+    let udp = UdpPacket::new_checked(outer.payload()).unwrap();
+    assert_eq!(
+        (udp.src_port(), udp.dst_port()),
+        (lab::VPN_PORT, lab::CLIENT_PORT)
+    );
+    let inner = lab
+        .client
+        .open(&out[0])
+        .expect("opens with the client's key");
+    let p = Ipv4Packet::new_checked(&inner[..]).unwrap();
+    assert!(p.verify_checksum());
+    assert_eq!(p.dst(), ip(lab::CLIENT_VIP).to_be_bytes());
+    let icmp = IcmpPacket::new_checked(p.payload()).unwrap();
+    assert!(icmp.verify_checksum());
+    assert_eq!(icmp.echo_id(), 0x4242);
+    let t = lab.w.endpoint_traffic()[0];
+    assert_eq!((t.ingress_packets, t.egress_packets), (1, 1));
+}
+
+#[test]
+fn tcp_and_udp_are_translated_with_valid_checksums_and_mss_clamped() {
+    let mut lab = lab_with(GroupMask::EMPTY);
+    let syn = testkit::ipv4_tcp(
+        ip(lab::CLIENT_VIP),
+        40_000,
+        ip("172.31.7.7"),
+        80,
+        flags::SYN,
+        Some(1460),
+        b"",
+    );
+    lab.send_from_client(&syn);
+    let dns = testkit::ipv4_udp(ip(lab::CLIENT_VIP), 40_001, ip(lab::HOST_IP), 53, b"query");
+    lab.send_from_client(&dns);
+    let out = lab.inside_sent();
+    assert_eq!(out.len(), 2);
+    assert_eq!(
+        &out[0][0..6],
+        &lab::ROUTER_MAC,
+        "off-link: through the subnet router"
+    );
+    let p = ip_of(&out[0]);
+    let (src, dst) = (p.src(), p.dst());
+    let t = TcpPacket::new_checked(p.payload()).unwrap();
+    assert!(t.verify_checksum(src, dst));
+    assert_eq!(t.mss(), Some(1328), "MSS clamped for the tunnel");
+    let nat_port = t.src_port();
+    assert_ne!(nat_port, 40_000);
+    let p = ip_of(&out[1]);
+    let u = UdpPacket::new_checked(p.payload()).unwrap();
+    assert!(u.verify_checksum(p.src(), p.dst()));
+    assert_eq!(u.payload(), b"query");
+
+    // SYN-ACK back: translated to the client's port, clamped too.
+    let synack = testkit::ipv4_tcp(
+        ip("172.31.7.7"),
+        80,
+        ip(lab::INSIDE_IP),
+        nat_port,
+        flags::SYN | flags::ACK,
+        Some(1460),
+        b"",
+    );
+    lab.w.port_mut(1).unwrap().inject(&testkit::eth_ipv4(
+        lab::INSIDE_MAC,
+        lab::ROUTER_MAC,
+        &synack,
+    ));
+    lab.w.poll_once(lab.now);
+    let out = lab.outside_sent();
+    let inner = lab.client.open(&out[0]).unwrap();
+    let p = Ipv4Packet::new_checked(&inner[..]).unwrap();
+    let t = TcpPacket::new_checked(p.payload()).unwrap();
+    assert!(t.verify_checksum(p.src(), p.dst()));
+    assert_eq!((t.dst_port(), t.mss()), (40_000, Some(1328)));
+}
+
+#[test]
+fn denied_replayed_spoofed_and_unknown_are_counted() {
+    let mut lab = lab_with(GroupMask::EMPTY);
+    lab.send_from_client(&testkit::ipv4_echo(
+        ip(lab::CLIENT_VIP),
+        ip("10.99.1.1"),
+        true,
+        1,
+        1,
+        b"",
+    ));
+    assert_eq!(
+        lab.drops(DropReason::NotAuthorized),
+        1,
+        "10.99/16 is for group 0 only"
+    );
+    lab.send_from_client(&testkit::ipv4_echo(
+        ip(lab::CLIENT_VIP),
+        ip("8.8.8.8"),
+        true,
+        1,
+        1,
+        b"",
+    ));
+    assert_eq!(
+        lab.drops(DropReason::NotAuthorized),
+        2,
+        "no rule for the internet"
+    );
+    lab.send_from_client(&testkit::ipv4_echo(
+        ip("10.200.0.9"),
+        ip(lab::HOST_IP),
+        true,
+        1,
+        1,
+        b"",
+    ));
+    assert_eq!(lab.drops(DropReason::SourceSpoofed), 1);
+    assert!(lab.inside_sent().is_empty());
+
+    let f = lab.client.frame(&testkit::ipv4_echo(
+        ip(lab::CLIENT_VIP),
+        ip(lab::HOST_IP),
+        true,
+        2,
+        2,
+        b"",
+    ));
+    lab.w.port_mut(0).unwrap().inject(&f);
+    lab.w.port_mut(0).unwrap().inject(&f);
+    lab.w.poll_once(lab.now);
+    assert_eq!(lab.inside_sent().len(), 1);
+    assert_eq!(lab.drops(DropReason::Replayed), 1);
+
+    let mut stranger = Client::new(
+        PeerId(99),
+        KeyId(0),
+        &testkit::key_pair(Cipher::Aes256Gcm, 1).1,
+    );
+    lab.w.port_mut(0).unwrap().inject(&stranger.frame(b"x"));
+    let mut forger = Client::new(
+        PeerId(5),
+        KeyId(0),
+        &testkit::key_pair(Cipher::Aes256Gcm, 1).1,
+    );
+    forger.set_next_packet_id(1000); // past the replay window, so the tag check decides
+    lab.w.port_mut(0).unwrap().inject(&forger.frame(b"x"));
+    lab.w.poll_once(lab.now);
+    assert_eq!(lab.drops(DropReason::UnknownPeer), 1);
+    assert_eq!(lab.drops(DropReason::BadAeadTag), 1);
+
+    // A reply nobody asked for.
+    let stray = testkit::ipv4_udp(ip(lab::HOST_IP), 53, ip(lab::INSIDE_IP), 5000, b"?");
+    lab.w
+        .port_mut(1)
+        .unwrap()
+        .inject(&testkit::eth_ipv4(lab::INSIDE_MAC, lab::HOST_MAC, &stray));
+    lab.w.poll_once(lab.now);
+    assert_eq!(
+        lab.drops(DropReason::NoFlow),
+        1,
+        "{:?}",
+        lab.w
+            .drops()
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .collect::<Vec<_>>()
+    );
+
+    // Group 0 may reach 10.99/16.
+    let mut member = lab_with(GroupMask::EMPTY.with(0));
+    member.send_from_client(&testkit::ipv4_echo(
+        ip(lab::CLIENT_VIP),
+        ip("10.99.1.1"),
+        true,
+        1,
+        1,
+        b"",
+    ));
+    assert_eq!(member.inside_sent().len(), 1);
+}
+
+#[test]
+fn keepalive_exit_and_control_packets() {
+    let mut lab = lab_with(GroupMask::EMPTY);
+    lab.send_from_client(&sluice_engine::crypto::data_channel::PING_MAGIC);
+    assert_eq!(lab.drops(DropReason::Keepalive), 1);
+    let mut exit = sluice_engine::crypto::data_channel::OCC_MAGIC.to_vec();
+    exit.push(sluice_engine::crypto::data_channel::OCC_EXIT);
+    lab.send_from_client(&exit);
+    assert_eq!(lab.drops(DropReason::OccExit), 1);
+    // A control packet (HARD_RESET_CLIENT_V2) is punted with its addresses.
+    let hard_reset = [0x38, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0];
+    let udp = testkit::ipv4_udp(
+        ip(lab::CLIENT_OUTER_IP),
+        50_001,
+        ip(lab::OUTSIDE_IP),
+        lab::VPN_PORT,
+        &hard_reset,
+    );
+    lab.w
+        .port_mut(0)
+        .unwrap()
+        .inject(&testkit::eth_ipv4(lab::OUTSIDE_MAC, lab::CLIENT_MAC, &udp));
+    lab.w.poll_once(lab.now);
+    let reports: Vec<Report> = std::iter::from_fn(|| lab.mb.reports.pop()).collect();
+    assert!(reports
+        .iter()
+        .any(|r| matches!(r, Report::ClientExited { peer } if peer.0 == 5)));
+    assert!(reports.iter().any(
+        |r| matches!(r, Report::Punted { payload, remote, endpoint: 0, .. }
+        if payload.as_slice() == hard_reset && remote.port == 50_001)
+    ));
+    // And control can answer through the core.
+    let cmd = Command::Transmit {
+        payload: vec![0x40, 9, 9],
+        remote: sluice_engine::session::Remote {
+            ip: ip(lab::CLIENT_OUTER_IP),
+            port: 50_001,
+        },
+        local: sluice_engine::session::Remote {
+            ip: ip(lab::OUTSIDE_IP),
+            port: lab::VPN_PORT,
+        },
+    };
+    assert!(lab.mb.commands.push(cmd).is_ok());
+    lab.w.poll_once(lab.now);
+    let out = lab.outside_sent();
+    assert_eq!(out.len(), 1);
+    let u = UdpPacket::new_checked(ip_of(&out[0]).payload())
+        .unwrap()
+        .payload()
+        .to_vec();
+    assert_eq!(u, vec![0x40, 9, 9]);
+}
+
+#[test]
+fn arp_and_ping_of_the_appliance() {
+    let mut lab = lab_with(GroupMask::EMPTY);
+    // Who has 172.31.1.5? The inside port answers.
+    let mut req = vec![0u8; 42];
+    sluice_engine::wire::ethernet::write_header(&mut req, [0xff; 6], lab::HOST_MAC, 0x0806);
+    sluice_engine::wire::arp::ArpRepr {
+        operation: 1,
+        sender_mac: lab::HOST_MAC,
+        sender_ip: ip(lab::HOST_IP).to_be_bytes(),
+        target_mac: [0; 6],
+        target_ip: ip(lab::INSIDE_IP).to_be_bytes(),
+    }
+    .emit(&mut req[14..]);
+    lab.w.port_mut(1).unwrap().inject(&req);
+    let ping = testkit::ipv4_echo(ip(lab::HOST_IP), ip(lab::INSIDE_IP), true, 7, 1, b"x");
+    lab.w
+        .port_mut(1)
+        .unwrap()
+        .inject(&testkit::eth_ipv4(lab::INSIDE_MAC, lab::HOST_MAC, &ping));
+    lab.w.poll_once(lab.now);
+    let out = lab.inside_sent();
+    assert_eq!(out.len(), 2);
+    let arp = sluice_engine::wire::arp::ArpRepr::parse(&out[0][14..]).unwrap();
+    assert_eq!(
+        (arp.operation, arp.sender_mac, arp.target_mac),
+        (2, lab::INSIDE_MAC, lab::HOST_MAC)
+    );
+    let p = ip_of(&out[1]);
+    assert_eq!(p.dst(), ip(lab::HOST_IP).to_be_bytes());
+    let icmp = IcmpPacket::new_checked(p.payload()).unwrap();
+    assert!(icmp.verify_checksum() && icmp.kind() == 0);
+}
+
+#[test]
+fn unresolved_next_hop_waits_for_arp() {
+    let now = Instant::now();
+    let mb = Mailbox::new(64);
+    let mut w = Worker::new(
+        testkit::lab_config(64, 8),
+        vec![MemPort::new(), MemPort::new()],
+        mb.clone(),
+        None,
+        now,
+    );
+    assert!(mb
+        .commands
+        .push(Command::InstallRules(Arc::new(testkit::lab_rules(1))))
+        .is_ok());
+    w.prime_neighbour(0, ip(lab::CLIENT_OUTER_IP), lab::CLIENT_MAC);
+    let (server, client) = testkit::key_pair(Cipher::ChaCha20Poly1305, 3);
+    let info = testkit::lab_session(PeerId(1), ip(lab::CLIENT_VIP), GroupMask::EMPTY);
+    assert!(mb
+        .commands
+        .push(Command::AddSession {
+            info,
+            key_id: KeyId(0),
+            keys: Box::new(server)
+        })
+        .is_ok());
+    w.poll_once(now);
+    let mut c = Client::new(PeerId(1), KeyId(0), &client);
+    w.port_mut(0).unwrap().inject(&c.frame(&testkit::ipv4_echo(
+        ip(lab::CLIENT_VIP),
+        ip(lab::HOST_IP),
+        true,
+        1,
+        1,
+        b"",
+    )));
+    w.poll_once(now);
+    let out = w.port_mut(1).unwrap().take_sent();
+    assert_eq!(out.len(), 1);
+    assert_eq!(&out[0][12..14], &[0x08, 0x06], "an ARP request first");
+    w.port_mut(1).unwrap().inject(&testkit::arp_reply(
+        lab::HOST_MAC,
+        ip(lab::HOST_IP),
+        lab::INSIDE_MAC,
+        ip(lab::INSIDE_IP),
+    ));
+    w.poll_once(now);
+    let out = w.port_mut(1).unwrap().take_sent();
+    assert_eq!(out.len(), 1, "the queued packet follows the reply");
+    assert_eq!(&out[0][0..6], &lab::HOST_MAC);
+    // A neighbour that never answers: three requests, then the packet is dropped and counted.
+    w.port_mut(0).unwrap().inject(&c.frame(&testkit::ipv4_echo(
+        ip(lab::CLIENT_VIP),
+        ip("172.31.1.99"),
+        true,
+        2,
+        1,
+        b"",
+    )));
+    for s in 0..5 {
+        w.poll_once(now + Duration::from_secs(s));
+    }
+    assert_eq!(w.drops().get(DropReason::ArpUnresolved), 1);
+}
+
+#[test]
+fn rule_swap_mid_stream_loses_nothing() {
+    let mut lab = lab_with(GroupMask::EMPTY);
+    let mut sent = 0;
+    for version in 2..6u64 {
+        for i in 0..50u16 {
+            let p = testkit::ipv4_udp(
+                ip(lab::CLIENT_VIP),
+                30_000 + i,
+                ip(lab::HOST_IP),
+                9,
+                b"payload",
+            );
+            let f = lab.client.frame(&p);
+            lab.w.port_mut(0).unwrap().inject(&f);
+            sent += 1;
+            if i == 25 {
+                assert!(lab
+                    .mb
+                    .commands
+                    .push(Command::InstallRules(Arc::new(testkit::lab_rules(version))))
+                    .is_ok());
+            }
+            if i % 7 == 0 {
+                lab.w.poll_once(lab.now);
+            }
+        }
+        lab.w.poll_once(lab.now);
+        assert_eq!(lab.w.rules_version(), version);
+    }
+    while lab.w.port_mut(0).unwrap().pending_rx() > 0 {
+        lab.w.poll_once(lab.now);
+    }
+    assert_eq!(lab.inside_sent().len(), sent);
+    assert_eq!(lab.w.drops().total(), 0);
+    let retired = std::iter::from_fn(|| lab.mb.reports.pop())
+        .filter(|r| matches!(r, Report::Retired(_)))
+        .count();
+    assert_eq!(
+        retired, 4,
+        "every old table goes back to control to be freed there"
+    );
+}
+
+#[test]
+fn session_removal_and_renegotiated_keys() {
+    let mut lab = lab_with(GroupMask::EMPTY);
+    lab.send_from_client(&testkit::ipv4_udp(
+        ip(lab::CLIENT_VIP),
+        1000,
+        ip(lab::HOST_IP),
+        9,
+        b"a",
+    ));
+    assert_eq!(lab.w.flow_count(), 1);
+    // A new key_id: the old client key still works during the transition, the new one too.
+    let (server2, client2) = testkit::key_pair(Cipher::Aes256Gcm, 40);
+    assert!(lab
+        .mb
+        .commands
+        .push(Command::InstallKey {
+            peer: PeerId(5),
+            key_id: KeyId(1),
+            keys: Box::new(server2)
+        })
+        .is_ok());
+    lab.w.poll_once(lab.now);
+    let mut new_client = Client::new(PeerId(5), KeyId(1), &client2);
+    lab.send_from_client(&testkit::ipv4_udp(
+        ip(lab::CLIENT_VIP),
+        1000,
+        ip(lab::HOST_IP),
+        9,
+        b"b",
+    ));
+    let f = new_client.frame(&testkit::ipv4_udp(
+        ip(lab::CLIENT_VIP),
+        1000,
+        ip(lab::HOST_IP),
+        9,
+        b"c",
+    ));
+    lab.w.port_mut(0).unwrap().inject(&f);
+    lab.w.poll_once(lab.now);
+    assert_eq!(lab.inside_sent().len(), 3);
+    assert!(lab
+        .mb
+        .commands
+        .push(Command::RetirePreviousKey { peer: PeerId(5) })
+        .is_ok());
+    lab.w.poll_once(lab.now);
+    lab.send_from_client(&testkit::ipv4_udp(
+        ip(lab::CLIENT_VIP),
+        1000,
+        ip(lab::HOST_IP),
+        9,
+        b"d",
+    ));
+    assert_eq!(lab.drops(DropReason::UnknownKeyId), 1);
+    // Removal forgets the session and its flows and reports the counters.
+    assert!(lab
+        .mb
+        .commands
+        .push(Command::RemoveSession { peer: PeerId(5) })
+        .is_ok());
+    lab.w.poll_once(lab.now);
+    assert_eq!(lab.w.flow_count(), 0);
+    let removed = std::iter::from_fn(|| lab.mb.reports.pop()).find_map(|r| match r {
+        Report::Removed { traffic, .. } => Some(traffic),
+        _ => None,
+    });
+    assert_eq!(removed.map(|t| t.ingress_packets), Some(3));
+}
