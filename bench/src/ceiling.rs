@@ -33,6 +33,7 @@ pub(crate) fn run(sizes: &[usize], per_case: Duration) -> Vec<Record> {
                     ratio_to_ceiling: None,
                     ops,
                     seconds: secs,
+                    drops: 0,
                 });
             }
         }

@@ -3,7 +3,8 @@
 //!
 //! `cargo run -p sluice-bench --release -- all [--quick] [--json PATH]`
 //!
-//! Suites: `ceiling` (ring's raw AEAD per core). Progress goes to stderr, a table to stdout, and
+//! Suites: `ceiling` (ring's raw AEAD per core), `engine` (the pipeline per core on in-memory
+//! ports, both directions, by size, sessions and flows, as a ratio to the ceiling). Progress goes to stderr, a table to stdout, and
 //! the records to a JSON file. `--quick` runs every suite briefly to prove the harness works; it
 //! asserts only that the figures are sane and non-zero, never a speed.
 
@@ -11,6 +12,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod ceiling;
+mod engine;
 mod report;
 
 use std::path::PathBuf;
@@ -23,21 +25,60 @@ struct Options {
     suites: Vec<String>,
     quick: bool,
     json: PathBuf,
+    seconds: Option<f64>,
+    sizes: Option<Vec<usize>>,
+    shapes: Option<Vec<engine::Shape>>,
 }
 
 fn parse_args() -> Result<Options> {
     let mut suites = Vec::new();
     let mut quick = false;
     let mut json = PathBuf::from("target/bench-results.json");
+    let mut seconds = None;
+    let mut sizes = None;
+    let mut shapes = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => quick = true,
             "--json" => json = args.next().context("--json needs a path")?.into(),
-            "all" => suites.push("ceiling".to_owned()),
-            "ceiling" => suites.push(a),
+            "--seconds" => {
+                seconds = Some(
+                    args.next()
+                        .context("--seconds needs a number")?
+                        .parse()
+                        .context("--seconds")?,
+                )
+            }
+            "--shapes" => {
+                let list = args.next().context(
+                    "--shapes needs a list like 1000x1000,100000x1000000 (sessions x flows)",
+                )?;
+                let parsed: Result<Vec<engine::Shape>, anyhow::Error> = list
+                    .split(',')
+                    .map(|p| {
+                        let (s, f) = p.split_once('x').context("a shape is SESSIONSxFLOWS")?;
+                        Ok(engine::Shape {
+                            sessions: s.parse()?,
+                            flows: f.parse()?,
+                        })
+                    })
+                    .collect();
+                shapes = Some(parsed?);
+            }
+            "--sizes" => {
+                let list = args.next().context("--sizes needs a list like 64,1400")?;
+                sizes = Some(
+                    list.split(',')
+                        .map(str::parse)
+                        .collect::<Result<Vec<usize>, _>>()
+                        .context("--sizes")?,
+                );
+            }
+            "all" => suites.extend(["ceiling".to_owned(), "engine".to_owned()]),
+            "ceiling" | "engine" => suites.push(a),
             "-h" | "--help" => {
-                println!("usage: sluice-bench [all|ceiling]... [--quick] [--json PATH]");
+                println!("usage: sluice-bench [all|ceiling|engine]... [--quick] [--seconds S] [--sizes 64,512,1400] [--shapes SxF,...] [--json PATH]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument `{other}` (try --help)"),
@@ -50,6 +91,9 @@ fn parse_args() -> Result<Options> {
         suites,
         quick,
         json,
+        seconds,
+        sizes,
+        shapes,
     })
 }
 
@@ -65,17 +109,58 @@ fn main() -> ExitCode {
 
 fn run() -> Result<()> {
     let opts = parse_args()?;
-    let sizes = [64usize, 512, 1400];
-    let per_case = if opts.quick {
-        Duration::from_millis(100)
-    } else {
-        Duration::from_secs(2)
+    let sizes = opts.sizes.clone().unwrap_or_else(|| vec![64, 512, 1400]);
+    let per_case = match opts.seconds {
+        Some(s) => Duration::from_secs_f64(s),
+        None if opts.quick => Duration::from_millis(100),
+        None => Duration::from_secs(2),
     };
     let mut records = Vec::new();
-    for suite in &opts.suites {
+    let shapes: Vec<engine::Shape> = if let Some(s) = opts.shapes.clone() {
+        s
+    } else if opts.quick {
+        vec![engine::Shape {
+            sessions: 1000,
+            flows: 1000,
+        }]
+    } else {
+        vec![
+            engine::Shape {
+                sessions: 1000,
+                flows: 1000,
+            },
+            engine::Shape {
+                sessions: 100_000,
+                flows: 1000,
+            },
+            engine::Shape {
+                sessions: 1000,
+                flows: 1_000_000,
+            },
+            engine::Shape {
+                sessions: 100_000,
+                flows: 1_000_000,
+            },
+        ]
+    };
+    let mut suites = opts.suites.clone();
+    // Ratios need the ceiling of the same run.
+    if suites.iter().any(|s| s == "engine") && !suites.iter().any(|s| s == "ceiling") {
+        suites.insert(0, "ceiling".to_owned());
+    }
+    for suite in &suites {
         eprintln!("== {suite}");
-        if suite.as_str() == "ceiling" {
-            records.extend(ceiling::run(&sizes, per_case));
+        match suite.as_str() {
+            "ceiling" => records.extend(ceiling::run(&sizes, per_case)),
+            "engine" => {
+                let ceiling: Vec<report::Record> = records
+                    .iter()
+                    .filter(|r| r.suite == "ceiling")
+                    .cloned()
+                    .collect();
+                records.extend(engine::run(&sizes, &shapes, per_case, &ceiling));
+            }
+            _ => {}
         }
     }
     report::print_table(&records);

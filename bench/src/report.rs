@@ -21,6 +21,8 @@ pub(crate) struct Record {
     pub(crate) ops: u64,
     /// Seconds measured.
     pub(crate) seconds: f64,
+    /// Packets the pipeline dropped during the case (must be 0: the traffic is all valid).
+    pub(crate) drops: u64,
 }
 
 /// Prints `records` as an aligned table.

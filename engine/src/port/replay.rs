@@ -52,6 +52,8 @@ pub struct ReplayPort {
     pub sent_bytes: u64,
     /// Keeps a copy of sent frames (tests); off for benchmarks.
     pub keep_sent: Option<Vec<Vec<u8>>>,
+    /// Frames still to replay; `None` replays forever.
+    pub budget: Option<u64>,
 }
 
 impl ReplayPort {
@@ -65,6 +67,7 @@ impl ReplayPort {
             sent: 0,
             sent_bytes: 0,
             keep_sent: None,
+            budget: None,
         }
     }
 
@@ -83,8 +86,11 @@ impl Port for ReplayPort {
             return 0;
         }
         let mut n = 0;
-        while burst.spare() > 0 {
+        while burst.spare() > 0 && self.budget != Some(0) {
             let Some(mut b) = self.pool.take() else { break };
+            if let Some(left) = &mut self.budget {
+                *left -= 1;
+            }
             b.set(&self.templates[self.next]);
             self.next = (self.next + 1) % self.templates.len();
             if let Err(b) = burst.push(b) {

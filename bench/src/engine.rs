@@ -1,0 +1,286 @@
+//! The pipeline on one core over in-memory ports (`ReplayPort`), both directions, by packet
+//! size, session count and flow count, reported with its ratio to the AEAD ceiling measured in
+//! the same run.
+//!
+//! Client to network: templates are frames sealed by the clients; the core decrypts,
+//! authorizes, routes, translates and sends. Network to client: templates are replies to the
+//! translated ports of existing flows; the core reverses the translation and encrypts. The
+//! replay port copies each template into a recycled buffer, as a NIC's DMA would; the ceiling's
+//! open measurement includes the same copy. Between passes over the templates, sessions get a
+//! fresh key (same material), which resets their replay windows, outside the timed region.
+
+use std::time::{Duration, Instant};
+
+use sluice_engine::crypto::{Cipher, KeyMaterial};
+use sluice_engine::mailbox::{Command, Mailbox};
+use sluice_engine::port::{BufPool, ReplayPort};
+use sluice_engine::rules::GroupMask;
+use sluice_engine::testkit::{self, ip, lab, Client};
+use sluice_engine::wire::ipv4::Ipv4Packet;
+use sluice_engine::wire::openvpn::{KeyId, PeerId};
+use sluice_engine::wire::udp::UdpPacket;
+use sluice_engine::worker::Worker;
+
+use crate::report::Record;
+
+/// Frames per template pass.
+const PASS: usize = 4096;
+
+/// One scenario's shape.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Shape {
+    pub(crate) sessions: usize,
+    pub(crate) flows: usize,
+}
+
+struct Bench {
+    w: Worker<ReplayPort>,
+    mb: Mailbox,
+    server_keys: Vec<KeyMaterial>,
+    clients: Vec<Client>,
+    now: Instant,
+}
+
+fn vip(i: usize) -> u32 {
+    0x0a40_0000 + i as u32
+}
+
+fn inner(flow: usize, shape: Shape, size: usize) -> Vec<u8> {
+    let s = flow % shape.sessions;
+    let sport = 1024 + (flow / shape.sessions) as u16;
+    let payload = vec![0x5a; size.saturating_sub(28).max(1)];
+    testkit::ipv4_udp(vip(s), sport, ip(lab::HOST_IP), 9, &payload)
+}
+
+fn setup(shape: Shape) -> Bench {
+    let now = Instant::now();
+    let mb = Mailbox::new(shape.sessions + 1024);
+    let pool = BufPool::new(4096);
+    let ports = vec![
+        ReplayPort::new(Vec::new(), pool.clone()),
+        ReplayPort::new(Vec::new(), pool),
+    ];
+    let flow_capacity = shape.flows + shape.flows / 4 + 1024;
+    let mut cfg = testkit::lab_config(flow_capacity, shape.sessions + 16);
+    cfg.expiry_budget = 8;
+    let mut w = testkit::lab_worker(ports, cfg, mb.clone(), now);
+    let mut server_keys = Vec::with_capacity(shape.sessions);
+    let mut clients = Vec::with_capacity(shape.sessions);
+    for s in 0..shape.sessions {
+        let (server, client) = testkit::key_pair(Cipher::Aes256Gcm, (s % 251) as u8);
+        let peer = PeerId(s as u32);
+        let info = testkit::lab_session(peer, vip(s), GroupMask::EMPTY);
+        let _ = mb.commands.push(Command::AddSession {
+            info,
+            key_id: KeyId(0),
+            keys: Box::new(server.clone()),
+        });
+        server_keys.push(server);
+        clients.push(Client::new(peer, KeyId(0), &client));
+    }
+    w.poll_once(now);
+    while mb.reports.pop().is_some() {}
+    Bench {
+        w,
+        mb,
+        server_keys,
+        clients,
+        now,
+    }
+}
+
+impl Bench {
+    fn seal(&mut self, flow: usize, shape: Shape, size: usize) -> Vec<u8> {
+        let p = inner(flow, shape, size);
+        self.clients[flow % shape.sessions].frame(&p)
+    }
+
+    /// Sends every flow once so they all exist; returns the last pass's nat ports.
+    fn warm_up(&mut self, shape: Shape, size: usize) -> Vec<u16> {
+        let mut flow = 0;
+        let mut nat_ports = Vec::new();
+        while flow < shape.flows {
+            let n = PASS.min(shape.flows - flow);
+            let frames: Vec<Vec<u8>> = (flow..flow + n)
+                .map(|f| self.seal(f, shape, size))
+                .collect();
+            self.w
+                .port_mut(1)
+                .map(|p| p.keep_sent = Some(Vec::with_capacity(n)));
+            self.run_pass(frames);
+            if let Some(sent) = self.w.port_mut(1).and_then(|p| p.keep_sent.take()) {
+                nat_ports = sent
+                    .iter()
+                    .filter_map(|f| {
+                        let p = Ipv4Packet::new_checked(f.get(14..)?).ok()?;
+                        UdpPacket::new_checked(p.payload())
+                            .ok()
+                            .map(|u| u.src_port())
+                    })
+                    .collect();
+            }
+            flow += n;
+        }
+        nat_ports
+    }
+
+    /// Feeds `frames` once through the outside port (untimed helper).
+    fn run_pass(&mut self, frames: Vec<Vec<u8>>) {
+        let n = frames.len();
+        if let Some(p) = self.w.port_mut(0) {
+            p.set_templates(frames);
+            p.budget = Some(n as u64);
+        }
+        for _ in 0..n.div_ceil(32) {
+            self.w.poll_once(self.now);
+        }
+        if let Some(p) = self.w.port_mut(0) {
+            p.set_templates(Vec::new());
+            p.budget = None;
+        }
+        self.w.poll_once(self.now);
+    }
+
+    fn rekey(&mut self) {
+        if let Some(p) = self.w.port_mut(0) {
+            p.set_templates(Vec::new());
+        }
+        for (s, k) in self.server_keys.iter().enumerate() {
+            let _ = self.mb.commands.push(Command::InstallKey {
+                peer: PeerId(s as u32),
+                key_id: KeyId(0),
+                keys: Box::new(k.clone()),
+            });
+        }
+        self.w.poll_once(self.now);
+        while self.mb.reports.pop().is_some() {}
+    }
+}
+
+fn port_sent(w: &mut Worker<ReplayPort>, i: usize) -> u64 {
+    w.port_mut(i).map_or(0, |p| p.sent)
+}
+
+/// Measures both directions for one shape and size.
+fn measure(shape: Shape, size: usize, per_case: Duration) -> (f64, f64, u64, u64) {
+    let mut b = setup(shape);
+    let nat_ports = b.warm_up(shape, size);
+    // Client to network: a pass of frames spread over all flows.
+    let step = (shape.flows / PASS).max(1);
+    let frames: Vec<Vec<u8>> = (0..PASS.min(shape.flows.max(PASS)))
+        .map(|i| b.seal((i * step) % shape.flows, shape, size))
+        .collect();
+    let polls_per_pass = frames.len() / 32;
+    if let Some(p) = b.w.port_mut(0) {
+        p.set_templates(frames.clone());
+    }
+    let mut c2n_packets = 0u64;
+    let mut c2n_time = Duration::ZERO;
+    while c2n_time < per_case {
+        b.rekey();
+        if let Some(p) = b.w.port_mut(0) {
+            p.set_templates(frames.clone());
+        }
+        let before = port_sent(&mut b.w, 1);
+        let start = Instant::now();
+        for _ in 0..polls_per_pass {
+            b.w.poll_once(b.now);
+        }
+        c2n_time += start.elapsed();
+        c2n_packets += port_sent(&mut b.w, 1) - before;
+    }
+    if let Some(p) = b.w.port_mut(0) {
+        p.set_templates(Vec::new());
+    }
+    // Network to client: replies to the translated ports.
+    let payload = vec![0xa5; size.saturating_sub(28).max(1)];
+    let replies: Vec<Vec<u8>> = nat_ports
+        .iter()
+        .map(|&nat| {
+            testkit::eth_ipv4(
+                lab::INSIDE_MAC,
+                lab::HOST_MAC,
+                &testkit::ipv4_udp(ip(lab::HOST_IP), 9, ip(lab::INSIDE_IP), nat, &payload),
+            )
+        })
+        .collect();
+    if let Some(p) = b.w.port_mut(1) {
+        p.set_templates(replies);
+    }
+    let before = port_sent(&mut b.w, 0);
+    let start = Instant::now();
+    let mut polls = 0u64;
+    while start.elapsed() < per_case {
+        for _ in 0..256 {
+            b.w.poll_once(b.now);
+        }
+        polls += 256;
+    }
+    let n2c_time = start.elapsed();
+    let n2c_packets = port_sent(&mut b.w, 0) - before;
+    let drops = b.w.drops().total();
+    if drops > 0 && std::env::var_os("SLUICE_BENCH_DEBUG").is_some() {
+        let nonzero: Vec<(&str, u64)> = b.w.drops().iter().filter(|(_, n)| *n > 0).collect();
+        eprintln!("    drops: {nonzero:?}");
+    }
+    let _ = polls;
+    (
+        c2n_packets as f64 / c2n_time.as_secs_f64(),
+        n2c_packets as f64 / n2c_time.as_secs_f64(),
+        c2n_packets + n2c_packets,
+        drops,
+    )
+}
+
+/// Runs the engine suite; `ceiling` supplies the AEAD figures of the same run.
+pub(crate) fn run(
+    sizes: &[usize],
+    shapes: &[Shape],
+    per_case: Duration,
+    ceiling: &[Record],
+) -> Vec<Record> {
+    let mut out = Vec::new();
+    for &shape in shapes {
+        for &size in sizes {
+            let (c2n, n2c, ops, drops) = measure(shape, size, per_case);
+            let label = format!("{}s/{}f", human(shape.sessions), human(shape.flows));
+            for (dir, pps, ceiling_case) in [
+                ("client->net", c2n, "aes-256-gcm open"),
+                ("net->client", n2c, "aes-256-gcm seal"),
+            ] {
+                let ceil = ceiling
+                    .iter()
+                    .find(|r| r.case == ceiling_case && r.size == size)
+                    .map(|r| r.pps);
+                let ratio = ceil.map(|c| pps / c);
+                eprintln!(
+                    "  engine {dir:<12} {label:<10} {size:>5} B  {:>8.3} Mpps  ratio {}  (drops {drops})",
+                    pps / 1e6,
+                    ratio.map_or("-".into(), |r| format!("{r:.2}"))
+                );
+                out.push(Record {
+                    suite: "engine".into(),
+                    case: format!("{dir} {label}"),
+                    size,
+                    pps,
+                    gbps: pps * size as f64 * 8.0 / 1e9,
+                    ratio_to_ceiling: ratio,
+                    ops,
+                    seconds: per_case.as_secs_f64(),
+                    drops,
+                });
+            }
+        }
+    }
+    out
+}
+
+fn human(n: usize) -> String {
+    if n >= 1_000_000 && n % 1_000_000 == 0 {
+        format!("{}M", n / 1_000_000)
+    } else if n >= 1000 && n % 1000 == 0 {
+        format!("{}k", n / 1000)
+    } else {
+        n.to_string()
+    }
+}
