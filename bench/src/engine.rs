@@ -104,9 +104,9 @@ impl Bench {
             let frames: Vec<Vec<u8>> = (flow..flow + n)
                 .map(|f| self.seal(f, shape, size))
                 .collect();
-            self.w
-                .port_mut(1)
-                .map(|p| p.keep_sent = Some(Vec::with_capacity(n)));
+            if let Some(p) = self.w.port_mut(1) {
+                p.keep_sent = Some(Vec::with_capacity(n));
+            }
             self.run_pass(frames);
             if let Some(sent) = self.w.port_mut(1).and_then(|p| p.keep_sent.take()) {
                 nat_ports = sent
