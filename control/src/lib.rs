@@ -13,5 +13,6 @@ pub mod admin;
 pub mod compile;
 pub mod config;
 pub mod connlog;
+pub mod proto;
 pub mod runtime;
 pub mod timefmt;

@@ -1,0 +1,15 @@
+//! The OpenVPN control channel, sans-IO: no sockets, no clock. It takes datagrams and `now`,
+//! and yields datagrams to send, its next timer, and events for the data plane (keys ready,
+//! session closed) and for the logs (authentication failed).
+//!
+//! Layers, bottom up: `packet` (codec), `reliable` (acks, windows, retransmission), `tls`
+//! (rustls, the only file that touches it), `key_method` (key exchange, key derivation),
+//! `push` (PUSH_REPLY), `ippool` (client addresses), `session` (one client), `server`
+//! (demultiplexing, limits, authentication).
+
+pub mod ippool;
+pub mod key_method;
+pub mod packet;
+pub mod push;
+pub mod reliable;
+pub mod tls;
