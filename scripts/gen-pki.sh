@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes a test/demo PKI with easy-rsa in DIR (default: ./pki):
-#   ca.crt                      the CA (signs server and client certificates, and the CRL)
+#   ca.crt ca.key               the CA (signs server and client certificates, and the CRL)
 #   server.crt server.key       RSA-2048 server certificate with extendedKeyUsage serverAuth
 #   server-chain.crt            server.crt followed by ca.crt (the chain, leaf first)
 #   server-ec.crt server-ec.key ECDSA P-384 server certificate
@@ -30,6 +30,7 @@ EASYRSA_ALGO=ec EASYRSA_CURVE=secp384r1 e build-server-full server-ec nopass
 # Strip easy-rsa's text dump so the files hold only PEM.
 pem() { sed -n '/-----BEGIN/,/-----END/p' "$1" > "$2"; }
 pem pki/ca.crt "$out/ca.crt"
+cp pki/private/ca.key "$out/ca.key"
 for n in server weak server-ec; do
   pem "pki/issued/$n.crt" "$out/$n.crt"; cp "pki/private/$n.key" "$out/$n.key"
 done

@@ -84,6 +84,54 @@ impl Netns {
         c
     }
 
+    /// Joins this namespace to `other` with a veth pair, `addr` here and `other_addr` there
+    /// (CIDR notation), both up.
+    pub fn link(&self, other: &Self, addr: &str, other_addr: &str) {
+        let (a, b) = (
+            format!("v{}", &self.name[..self.name.len().min(12)]),
+            format!("v{}", &other.name[..other.name.len().min(12)]),
+        );
+        self.ip(&[
+            "link",
+            "add",
+            &a,
+            "netns",
+            &self.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &b,
+            "netns",
+            &other.name,
+        ]);
+        self.exec_ok(&["ip", "addr", "add", addr, "dev", &a]);
+        self.exec_ok(&["ip", "link", "set", &a, "up"]);
+        other.exec_ok(&["ip", "addr", "add", other_addr, "dev", &b]);
+        other.exec_ok(&["ip", "link", "set", &b, "up"]);
+    }
+
+    /// A UDP socket bound to `addr` inside this namespace (the socket keeps the namespace
+    /// whatever thread uses it later).
+    ///
+    /// # Panics
+    /// If the namespace cannot be entered or the address not bound.
+    pub fn bind_udp(&self, addr: &str) -> std::net::UdpSocket {
+        let path = format!("/var/run/netns/{}", self.name);
+        let addr = addr.to_owned();
+        std::thread::spawn(move || {
+            let f = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+            rustix::thread::move_into_link_name_space(
+                std::os::fd::AsFd::as_fd(&f),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .unwrap_or_else(|e| panic!("setns {path}: {e}"));
+            std::net::UdpSocket::bind(&addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"))
+        })
+        .join()
+        .unwrap_or_else(|_| panic!("binding inside the namespace failed"))
+    }
+
     /// Runs `argv` inside the namespace and returns its output.
     pub fn exec(&self, argv: &[&str]) -> Output {
         self.command(argv)

@@ -12,4 +12,9 @@ pub mod key_method;
 pub mod packet;
 pub mod push;
 pub mod reliable;
+pub mod server;
+pub mod session;
 pub mod tls;
+
+/// A UDP address (IPv4 address and port), as the data plane has it.
+pub use sluice_engine::session::Remote;

@@ -1,0 +1,810 @@
+//! The control-channel server of one endpoint: demultiplexes datagrams by client address,
+//! creates sessions on hard resets (within limits), authenticates, hands keys to the data plane
+//! as events, pushes options, answers renegotiations, and keeps the timers.
+//!
+//! quinn-shaped sans-IO API: `handle_datagram(now, ...)`, `handle_timeout(now)`,
+//! `poll_transmit()`, `poll_timeout()`, `poll_event()`. Wall-clock time (for certificate and
+//! one-time-code checks) is passed in as Unix seconds.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_engine::crypto::{Cipher, KeyMaterial};
+
+use super::ippool::IpPool;
+use super::key_method::{negotiate_cipher, PeerInfo, Secret};
+use super::packet::{opcode, ControlPacket};
+use super::push::{push_reply, PushOptions};
+use super::session::{Credentials, Identity, Phase, Session, Step};
+use super::tls::TlsFailure;
+use super::Remote;
+use crate::connlog::FailureReason;
+
+/// An endpoint's control-channel settings.
+#[derive(Clone)]
+pub struct Settings {
+    /// Endpoint index (as the data plane numbers them).
+    pub endpoint: u16,
+    /// TLS configuration (server chain, client CA and CRL).
+    pub tls: Arc<rustls::ServerConfig>,
+    /// Client address pool.
+    pub pool: (Ipv4Addr, u8),
+    /// Split tunnel routes (`None`: full tunnel).
+    pub routes: Option<Vec<(Ipv4Addr, Ipv4Addr)>>,
+    /// DNS servers pushed.
+    pub dns: Vec<Ipv4Addr>,
+    /// Pushed `ping`.
+    pub ping: u32,
+    /// Pushed `ping-restart`.
+    pub ping_restart: u32,
+    /// Deadline for a key negotiation (`hand-window`).
+    pub hand_window: Duration,
+    /// Maximum session duration.
+    pub session_timeout: Duration,
+    /// How long the previous key stays usable after a renegotiation.
+    pub transition_window: Duration,
+    /// Connections at most (the quota).
+    pub max_sessions: usize,
+    /// Sessions in handshake at most.
+    pub max_handshaking: usize,
+    /// New sessions per source address: burst, and one more per this interval.
+    pub per_source: (u32, Duration),
+    /// Username and password required (directory authentication).
+    pub password_required: bool,
+}
+
+impl Settings {
+    /// Settings with the usual defaults around the given essentials.
+    pub fn new(endpoint: u16, tls: Arc<rustls::ServerConfig>, pool: (Ipv4Addr, u8)) -> Self {
+        Self {
+            endpoint,
+            tls,
+            pool,
+            routes: None,
+            dns: Vec::new(),
+            ping: 10,
+            ping_restart: 60,
+            hand_window: Duration::from_secs(60),
+            session_timeout: Duration::from_secs(24 * 3600),
+            transition_window: Duration::from_secs(3600),
+            max_sessions: 7000,
+            max_handshaking: 1024,
+            per_source: (10, Duration::from_secs(1)),
+            password_required: false,
+        }
+    }
+}
+
+/// Decides whether a client may connect and with which groups.
+pub trait Authenticator {
+    /// Checks the credentials; `unix_now` is wall-clock seconds (for one-time codes).
+    ///
+    /// # Errors
+    /// The precise reason for refusing.
+    fn authenticate(
+        &mut self,
+        unix_now: u64,
+        common_name: Option<&str>,
+        username: Option<&str>,
+        password: Option<&Secret>,
+    ) -> Result<Vec<String>, FailureReason>;
+}
+
+/// Accepts any client whose certificate TLS verified; no groups (mutual authentication only).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CertificateOnly;
+
+impl Authenticator for CertificateOnly {
+    fn authenticate(
+        &mut self,
+        _: u64,
+        common_name: Option<&str>,
+        _: Option<&str>,
+        _: Option<&Secret>,
+    ) -> Result<Vec<String>, FailureReason> {
+        match common_name {
+            Some(_) => Ok(Vec::new()),
+            None => Err(FailureReason::BadCertificate),
+        }
+    }
+}
+
+/// Who a connected client is, for the data plane and the logs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// Its virtual address.
+    pub vip: Ipv4Addr,
+    /// Identity.
+    pub identity: Identity,
+    /// Outer address.
+    pub remote: Remote,
+    /// Listener.
+    pub local: Remote,
+    /// Endpoint index.
+    pub endpoint: u16,
+}
+
+/// Why a session ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client said goodbye.
+    ClientExit,
+    /// The key negotiation did not finish in time.
+    HandshakeTimeout,
+    /// The maximum session duration passed.
+    SessionTimeout,
+    /// An administrator (or a CRL, or a reload) ended it.
+    Terminated(String),
+    /// Authentication failed.
+    AuthFailed,
+    /// The client started over with a new session.
+    Restarted,
+    /// The client broke the protocol.
+    PeerMisbehaved(&'static str),
+}
+
+/// What the server tells its runtime.
+#[derive(Debug)]
+pub enum Event {
+    /// Install these keys on the data plane.
+    KeysReady {
+        /// The session.
+        peer_id: u32,
+        /// The key's id.
+        key_id: u8,
+        /// Server-side key material.
+        keys: Box<KeyMaterial>,
+        /// Whether this is the session's first key (else a renegotiation).
+        first: bool,
+        /// Who the client is.
+        client: ClientInfo,
+    },
+    /// The previous key of a session may be dropped.
+    RetirePreviousKey {
+        /// The session.
+        peer_id: u32,
+    },
+    /// A session ended (it had keys installed if `established`).
+    Closed {
+        /// The session.
+        peer_id: u32,
+        /// Its outer address.
+        remote: Remote,
+        /// Why.
+        reason: CloseReason,
+        /// Whether the data plane knows it.
+        established: bool,
+    },
+    /// A connection attempt was refused.
+    AuthFailed {
+        /// Its outer address.
+        remote: Remote,
+        /// Certificate common name, if any.
+        common_name: Option<String>,
+        /// User name, if any.
+        username: Option<String>,
+        /// Why.
+        reason: FailureReason,
+    },
+}
+
+/// A datagram to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// To.
+    pub remote: Remote,
+    /// From.
+    pub local: Remote,
+    /// The UDP payload.
+    pub payload: Vec<u8>,
+}
+
+/// Named counters of what the server refused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Datagrams that did not parse.
+    pub malformed: u64,
+    /// Packets for no session (and not a hard reset).
+    pub unknown_session: u64,
+    /// Hard resets over the per-source rate.
+    pub rate_limited: u64,
+    /// Hard resets refused because too many sessions are in handshake.
+    pub handshake_cap: u64,
+    /// Protocol violations by established peers.
+    pub misbehaved: u64,
+    /// Authentication failures.
+    pub auth_failures: u64,
+    /// Handshakes completed.
+    pub handshakes: u64,
+}
+
+/// How long a closing session stays to get its last messages acknowledged.
+const LINGER: Duration = Duration::from_secs(5);
+/// Per-source rate-limit entries kept at most.
+const MAX_SOURCES: usize = 4096;
+
+/// The control-channel server of one endpoint.
+pub struct Server<A: Authenticator> {
+    settings: Settings,
+    auth: A,
+    sessions: HashMap<Remote, Session>,
+    by_peer: HashMap<u32, Remote>,
+    peer_ids: BTreeSet<u32>,
+    next_peer: u32,
+    pool: IpPool,
+    sources: HashMap<u32, (f64, Instant)>,
+    retire_at: HashMap<u32, Instant>,
+    events: VecDeque<Event>,
+    outbox: VecDeque<Transmit>,
+    counters: Counters,
+}
+
+impl<A: Authenticator> Server<A> {
+    /// A server for one endpoint.
+    pub fn new(settings: Settings, auth: A) -> Self {
+        let pool = IpPool::new(settings.pool.0, settings.pool.1);
+        Self {
+            settings,
+            auth,
+            sessions: HashMap::new(),
+            by_peer: HashMap::new(),
+            peer_ids: BTreeSet::new(),
+            next_peer: 0,
+            pool,
+            sources: HashMap::new(),
+            retire_at: HashMap::new(),
+            events: VecDeque::new(),
+            outbox: VecDeque::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Replaces the TLS configuration (a new certificate or CRL): new sessions only.
+    pub fn set_tls(&mut self, tls: Arc<rustls::ServerConfig>) {
+        self.settings.tls = tls;
+    }
+
+    /// Replaces the pushed routes (split tunnel) for future connections.
+    pub fn set_routes(&mut self, routes: Option<Vec<(Ipv4Addr, Ipv4Addr)>>) {
+        self.settings.routes = routes;
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// The sessions, by peer-id.
+    pub fn sessions(&self) -> impl Iterator<Item = &Session> {
+        self.sessions.values()
+    }
+
+    fn allocate_peer_id(&mut self) -> Option<u32> {
+        for _ in 0..=0x00ff_fffe_u32 {
+            let id = self.next_peer;
+            self.next_peer = if self.next_peer >= 0x00ff_fffe {
+                0
+            } else {
+                self.next_peer + 1
+            };
+            if self.peer_ids.insert(id) {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    fn rate_ok(&mut self, ip: u32, now: Instant) -> bool {
+        let (burst, every) = self.settings.per_source;
+        if self.sources.len() >= MAX_SOURCES && !self.sources.contains_key(&ip) {
+            // Forget the stalest source (bounded memory under a spray of addresses).
+            if let Some(oldest) = self
+                .sources
+                .iter()
+                .min_by_key(|(_, (_, t))| *t)
+                .map(|(k, _)| *k)
+            {
+                self.sources.remove(&oldest);
+            }
+        }
+        let e = self.sources.entry(ip).or_insert((f64::from(burst), now));
+        let refill =
+            now.saturating_duration_since(e.1).as_secs_f64() / every.as_secs_f64().max(1e-6);
+        e.0 = (e.0 + refill).min(f64::from(burst));
+        e.1 = now;
+        if e.0 >= 1.0 {
+            e.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Handles one datagram from `remote` to our listener `local`.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        unix_now: u64,
+        remote: Remote,
+        local: Remote,
+        datagram: &[u8],
+    ) {
+        let Ok(p) = ControlPacket::parse(datagram) else {
+            self.counters.malformed += 1;
+            return;
+        };
+        if let Some(s) = self.sessions.get(&remote) {
+            if p.session_id != s.client_sid {
+                if p.opcode == opcode::HARD_RESET_CLIENT_V2 {
+                    // The client restarted: the old session ends.
+                    self.end(remote, CloseReason::Restarted, now);
+                    self.forget(remote);
+                } else {
+                    self.counters.unknown_session += 1;
+                    return;
+                }
+            }
+        }
+        if !self.sessions.contains_key(&remote) {
+            if p.opcode != opcode::HARD_RESET_CLIENT_V2 || p.key_id != 0 || p.msg_id != Some(0) {
+                self.counters.unknown_session += 1;
+                return;
+            }
+            if !self.rate_ok(remote.ip, now) {
+                self.counters.rate_limited += 1;
+                return;
+            }
+            let handshaking = self
+                .sessions
+                .values()
+                .filter(|s| s.phase == Phase::Handshaking)
+                .count();
+            if handshaking >= self.settings.max_handshaking {
+                self.counters.handshake_cap += 1;
+                return;
+            }
+            let Some(peer_id) = self.allocate_peer_id() else {
+                self.counters.handshake_cap += 1;
+                return;
+            };
+            match Session::new(
+                remote,
+                local,
+                p.session_id,
+                peer_id,
+                Arc::clone(&self.settings.tls),
+                now,
+            ) {
+                Ok(s) => {
+                    self.by_peer.insert(peer_id, remote);
+                    self.sessions.insert(remote, s);
+                }
+                Err(_) => {
+                    self.peer_ids.remove(&peer_id);
+                    return;
+                }
+            }
+        } else {
+            let tls = Arc::clone(&self.settings.tls);
+            let steps = match self.sessions.get_mut(&remote) {
+                Some(s) => s.handle_packet(&p, &tls, now),
+                None => Vec::new(),
+            };
+            for step in steps {
+                self.apply(remote, step, now, unix_now);
+            }
+        }
+        self.flush(remote, now);
+    }
+
+    fn apply(&mut self, remote: Remote, step: Step, now: Instant, unix_now: u64) {
+        match step {
+            Step::Authenticate { key_id } => self.authenticate(remote, key_id, now, unix_now),
+            Step::TlsFailed(e) => {
+                let reason = match e {
+                    TlsFailure::Revoked => FailureReason::CertificateRevoked,
+                    TlsFailure::CrlExpired(_) => FailureReason::CrlExpired,
+                    TlsFailure::BadCertificate(_) => FailureReason::BadCertificate,
+                    TlsFailure::Protocol(m) => FailureReason::TlsError(m),
+                };
+                self.refuse(remote, None, None, reason, now);
+            }
+            Step::ClientExit => self.end(remote, CloseReason::ClientExit, now),
+            Step::PushRequest => {
+                if let Some(s) = self.sessions.get_mut(&remote) {
+                    if s.phase == Phase::Established {
+                        for m in s.push.clone() {
+                            s.send_text(&m);
+                        }
+                    }
+                }
+            }
+            Step::Misbehaved(what) => {
+                self.counters.misbehaved += 1;
+                let handshaking = self
+                    .sessions
+                    .get(&remote)
+                    .is_some_and(|s| s.phase == Phase::Handshaking);
+                if handshaking {
+                    self.refuse(
+                        remote,
+                        None,
+                        None,
+                        FailureReason::Other(what.to_owned()),
+                        now,
+                    );
+                }
+            }
+        }
+    }
+
+    fn authenticate(&mut self, remote: Remote, key_id: u8, now: Instant, unix_now: u64) {
+        let Some(s) = self.sessions.get_mut(&remote) else {
+            return;
+        };
+        let Some(creds) = s.take_credentials(key_id) else {
+            return;
+        };
+        let first = s.phase == Phase::Handshaking;
+        let cn = creds.common_name.clone();
+        let user = creds.message.username.clone();
+        let verdict = self.check(remote, &creds, first, unix_now);
+        let Some(s) = self.sessions.get_mut(&remote) else {
+            return;
+        };
+        let (cipher, ekm) = match verdict {
+            Ok(c) => c,
+            Err(reason) => {
+                // Complete the exchange as OpenVPN does, then say AUTH_FAILED (§5.2, §8.6).
+                let _ = s.complete_key_exchange(key_id, &creds, Cipher::Aes256Gcm, false, false);
+                s.send_text("AUTH_FAILED");
+                self.refuse(remote, cn, user, reason, now);
+                return;
+            }
+        };
+        let keys = match s.complete_key_exchange(key_id, &creds, cipher, ekm, false) {
+            Ok(k) => k,
+            Err(e) => {
+                self.refuse(
+                    remote,
+                    cn,
+                    user,
+                    FailureReason::TlsError(e.to_string()),
+                    now,
+                );
+                return;
+            }
+        };
+        self.counters.handshakes += 1;
+        let Some(s) = self.sessions.get_mut(&remote) else {
+            return;
+        };
+        let (Some(identity), Some(vip)) = (s.identity.clone(), s.vip) else {
+            return;
+        };
+        let client = ClientInfo {
+            vip,
+            identity,
+            remote,
+            local: s.local,
+            endpoint: self.settings.endpoint,
+        };
+        self.events.push_back(Event::KeysReady {
+            peer_id: s.peer_id,
+            key_id,
+            keys,
+            first,
+            client,
+        });
+        if first {
+            s.phase = Phase::Established;
+            for m in s.push.clone() {
+                s.send_text(&m);
+            }
+        } else {
+            self.retire_at
+                .insert(s.peer_id, now + self.settings.transition_window);
+        }
+    }
+
+    /// Authentication, cipher and address for a key exchange; sets the session's identity.
+    fn check(
+        &mut self,
+        remote: Remote,
+        creds: &Credentials,
+        first: bool,
+        unix_now: u64,
+    ) -> Result<(Cipher, bool), FailureReason> {
+        let password_required = self.settings.password_required;
+        let Some(s) = self.sessions.get(&remote) else {
+            return Err(FailureReason::Other("session vanished".into()));
+        };
+        let msg = &creds.message;
+        if !first {
+            // Renegotiation: same certificate and user; the auth-token stands in for the
+            // password (one-time codes are not asked again).
+            let id = s.identity.clone().ok_or(FailureReason::Other(
+                "renegotiation before authentication".into(),
+            ))?;
+            if id.common_name != creds.common_name
+                || (password_required && id.username != msg.username)
+            {
+                return Err(FailureReason::Other(
+                    "identity changed on renegotiation".into(),
+                ));
+            }
+            if password_required {
+                let token_ok = s
+                    .auth_token
+                    .as_deref()
+                    .is_some_and(|t| msg.password.as_ref().is_some_and(|p| p.expose() == t));
+                if !token_ok {
+                    self.auth.authenticate(
+                        unix_now,
+                        creds.common_name.as_deref(),
+                        msg.username.as_deref(),
+                        msg.password.as_ref(),
+                    )?;
+                }
+            }
+            return s.cipher.ok_or(FailureReason::Other("no cipher".into()));
+        }
+        if password_required && (msg.username.is_none() || msg.password.is_none()) {
+            return Err(FailureReason::BadPassword);
+        }
+        let groups = self.auth.authenticate(
+            unix_now,
+            creds.common_name.as_deref(),
+            msg.username.as_deref(),
+            msg.password.as_ref(),
+        )?;
+        let established = self
+            .sessions
+            .values()
+            .filter(|x| x.phase == Phase::Established)
+            .count();
+        if established >= self.settings.max_sessions {
+            return Err(FailureReason::SessionLimit);
+        }
+        let info: PeerInfo = msg.peer_info.clone();
+        let cipher = negotiate_cipher(&info).ok_or(FailureReason::Other(
+            "no common data cipher in IV_CIPHERS".into(),
+        ))?;
+        let ekm = info.has(PeerInfo::TLS_KEY_EXPORT);
+        let vip = self.pool.allocate().ok_or(FailureReason::SessionLimit)?;
+        let settings = &self.settings;
+        let gateway = self.pool.gateway();
+        let netmask = Ipv4Addr::from(sluice_engine::rules::Ipv4Cidr::mask_of(settings.pool.1));
+        let Some(s) = self.sessions.get_mut(&remote) else {
+            self.pool.release(vip);
+            return Err(FailureReason::Other("session vanished".into()));
+        };
+        let token = password_required.then(|| {
+            use rand::RngCore;
+            let mut t = [0u8; 24];
+            rand::thread_rng().fill_bytes(&mut t);
+            t.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        });
+        let mut push = push_reply(&PushOptions {
+            ifconfig: vip,
+            netmask,
+            route_gateway: gateway,
+            routes: settings.routes.clone(),
+            dns: settings.dns.clone(),
+            ping: settings.ping,
+            ping_restart: settings.ping_restart,
+            peer_id: s.peer_id,
+            cipher,
+            tls_ekm: ekm,
+            cc_exit: info.has(PeerInfo::CC_EXIT_NOTIFY),
+        });
+        if let (Some(t), Some(last)) = (&token, push.last_mut()) {
+            // Keep the token out of the logs: it is a credential for this session.
+            if last.len() + t.len() + 12 < super::push::MAX_MESSAGE
+                && !last.contains("push-continuation")
+            {
+                last.push_str(&format!(",auth-token {t}"));
+            }
+        }
+        s.identity = Some(Identity {
+            common_name: creds.common_name.clone(),
+            username: msg.username.clone(),
+            groups,
+        });
+        s.vip = Some(vip);
+        s.cipher = Some((cipher, ekm));
+        s.peer_info = Some(info);
+        s.push = push;
+        s.auth_token = token;
+        Ok((cipher, ekm))
+    }
+
+    /// Refuses a session in handshake: event, counter, closing.
+    fn refuse(
+        &mut self,
+        remote: Remote,
+        common_name: Option<String>,
+        username: Option<String>,
+        reason: FailureReason,
+        now: Instant,
+    ) {
+        self.counters.auth_failures += 1;
+        self.events.push_back(Event::AuthFailed {
+            remote,
+            common_name,
+            username,
+            reason,
+        });
+        self.end(remote, CloseReason::AuthFailed, now);
+    }
+
+    /// Ends a session: the data plane forgets it now; messages linger a few seconds.
+    fn end(&mut self, remote: Remote, reason: CloseReason, now: Instant) {
+        let Some(s) = self.sessions.get_mut(&remote) else {
+            return;
+        };
+        if matches!(s.phase, Phase::Closing { .. }) {
+            return;
+        }
+        let established = s.phase == Phase::Established;
+        let peer_id = s.peer_id;
+        s.close(now, LINGER);
+        if let Some(vip) = s.vip.take() {
+            self.pool.release(vip);
+        }
+        self.retire_at.remove(&peer_id);
+        if established || reason != CloseReason::AuthFailed {
+            self.events.push_back(Event::Closed {
+                peer_id,
+                remote,
+                reason,
+                established,
+            });
+        }
+    }
+
+    /// Removes a session's state entirely.
+    fn forget(&mut self, remote: Remote) {
+        if let Some(s) = self.sessions.remove(&remote) {
+            self.by_peer.remove(&s.peer_id);
+            self.peer_ids.remove(&s.peer_id);
+            if let Some(vip) = s.vip {
+                self.pool.release(vip);
+            }
+        }
+    }
+
+    /// Ends a session by peer-id with a message to the client (`HALT` keeps it from
+    /// reconnecting; `RESTART` makes it reconnect at once).
+    pub fn terminate(
+        &mut self,
+        peer_id: u32,
+        message: &str,
+        reason: CloseReason,
+        now: Instant,
+    ) -> bool {
+        let Some(&remote) = self.by_peer.get(&peer_id) else {
+            return false;
+        };
+        if let Some(s) = self.sessions.get_mut(&remote) {
+            s.send_text(message);
+        }
+        self.end(remote, reason, now);
+        self.flush(remote, now);
+        true
+    }
+
+    fn flush(&mut self, remote: Remote, now: Instant) {
+        let Some(s) = self.sessions.get_mut(&remote) else {
+            return;
+        };
+        if !s.pump_tls() {
+            self.counters.misbehaved += 1;
+            self.end(
+                remote,
+                CloseReason::PeerMisbehaved("control messages never acknowledged"),
+                now,
+            );
+        }
+        let Some(s) = self.sessions.get_mut(&remote) else {
+            return;
+        };
+        let mut out = Vec::new();
+        s.poll_datagrams(now, &mut out);
+        let local = s.local;
+        self.outbox.extend(out.into_iter().map(|payload| Transmit {
+            remote,
+            local,
+            payload,
+        }));
+    }
+
+    /// Runs the timers due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let remotes: Vec<Remote> = self.sessions.keys().copied().collect();
+        for remote in remotes {
+            let Some(s) = self.sessions.get_mut(&remote) else {
+                continue;
+            };
+            match s.phase {
+                Phase::Closing { until }
+                    if now >= until
+                        || (s.all_acked() && now >= until - LINGER + Duration::from_secs(1)) =>
+                {
+                    self.forget(remote);
+                    continue;
+                }
+                Phase::Closing { .. } => {}
+                Phase::Handshaking if now >= s.created + self.settings.hand_window => {
+                    let cn = s.identity.as_ref().and_then(|i| i.common_name.clone());
+                    self.refuse(remote, cn, None, FailureReason::HandshakeTimeout, now);
+                }
+                Phase::Established if now >= s.created + self.settings.session_timeout => {
+                    s.send_text("RESTART,session timeout");
+                    self.end(remote, CloseReason::SessionTimeout, now);
+                }
+                Phase::Established => {
+                    // A renegotiation that never completed is abandoned (the old key stays).
+                    let hw = self.settings.hand_window;
+                    if s.keys.len() > 1
+                        && s.keys.last().is_some_and(|k| {
+                            k.phase != super::session::KeyPhase::Active && now >= k.started + hw
+                        })
+                    {
+                        s.keys.pop();
+                    }
+                    let peer = s.peer_id;
+                    if self.retire_at.get(&peer).is_some_and(|t| now >= *t) {
+                        self.retire_at.remove(&peer);
+                        if s.keys.len() > 1 {
+                            s.keys.remove(0);
+                        }
+                        self.events
+                            .push_back(Event::RetirePreviousKey { peer_id: peer });
+                    }
+                }
+                Phase::Handshaking => {}
+            }
+            self.flush(remote, now);
+        }
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.outbox.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When `handle_timeout` must run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t: Option<Instant> = None;
+        let mut at = |x: Instant| t = Some(t.map_or(x, |y| y.min(x)));
+        for s in self.sessions.values() {
+            if let Some(r) = s.next_retransmit() {
+                at(r);
+            }
+            match s.phase {
+                Phase::Handshaking => at(s.created + self.settings.hand_window),
+                Phase::Established => {
+                    at(s.created + self.settings.session_timeout);
+                    if let Some(k) = s.keys.last() {
+                        if s.keys.len() > 1 {
+                            at(k.started + self.settings.hand_window);
+                        }
+                    }
+                }
+                Phase::Closing { until } => at(until),
+            }
+        }
+        for r in self.retire_at.values() {
+            at(*r);
+        }
+        t
+    }
+}

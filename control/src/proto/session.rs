@@ -1,0 +1,448 @@
+//! One client's control channel: its key states (the current one and, during a renegotiation,
+//! the previous), the TLS session of each, the key exchange, authentication and the push.
+//!
+//! Each key state goes `Tls` (handshake) -> `Active` (key method exchanged, keys derived) or
+//! `Failed`. The session goes `Handshaking` -> `Established` -> `Closing` (messages flushed,
+//! then forgotten).
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::RngCore;
+use sluice_engine::crypto::{Cipher, KeyMaterial};
+
+use super::key_method::{self, ClientKeyMethod, PeerInfo};
+use super::packet::{opcode, ControlPacket, SessionId};
+use super::reliable::{Received, Reliable, ACKS_PER_CONTROL};
+use super::tls::{TlsFailure, TlsSession};
+use super::Remote;
+
+/// The largest TLS chunk per CONTROL_V1 so the UDP payload stays within 1222 bytes (§3.4).
+pub const MAX_TLS_CHUNK: usize = 1222 - (1 + 8 + 1 + 4 * ACKS_PER_CONTROL + 8 + 4);
+
+/// Where a key state is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyPhase {
+    /// TLS handshake and key-method exchange under way.
+    Tls,
+    /// Keys derived and installed.
+    Active,
+    /// Failed; the session is closing.
+    Failed,
+}
+
+/// One key_id's control-channel state.
+pub struct KeyState {
+    /// The key_id (0 for the first, then 1..7).
+    pub key_id: u8,
+    /// Reliability layer.
+    pub reliable: Reliable,
+    tls: TlsSession,
+    plain: Vec<u8>,
+    /// Where it is.
+    pub phase: KeyPhase,
+    /// When its negotiation started.
+    pub started: Instant,
+}
+
+/// What a session learned from the client's key-method message, for authentication.
+pub struct Credentials {
+    /// The certificate's common name, if a certificate was presented.
+    pub common_name: Option<String>,
+    /// The key-method message.
+    pub message: ClientKeyMethod,
+}
+
+/// A session's identity once authenticated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// Certificate common name.
+    pub common_name: Option<String>,
+    /// Directory user name.
+    pub username: Option<String>,
+    /// Directory groups.
+    pub groups: Vec<String>,
+}
+
+/// Where the session is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Before the first key is active.
+    Handshaking,
+    /// Keys installed, pushed.
+    Established,
+    /// Final messages going out; forgotten at the deadline.
+    Closing {
+        /// When to forget it.
+        until: Instant,
+    },
+}
+
+/// One client.
+pub struct Session {
+    /// Its outer address.
+    pub remote: Remote,
+    /// The listener it talks to.
+    pub local: Remote,
+    /// The client's session id.
+    pub client_sid: SessionId,
+    /// Ours.
+    pub server_sid: SessionId,
+    /// Its peer-id.
+    pub peer_id: u32,
+    /// When the session began.
+    pub created: Instant,
+    /// Where it is.
+    pub phase: Phase,
+    /// The current key state and the previous one.
+    pub keys: Vec<KeyState>,
+    /// Its identity, once authenticated.
+    pub identity: Option<Identity>,
+    /// Its virtual address, once allocated.
+    pub vip: Option<Ipv4Addr>,
+    /// Negotiated cipher and derivation, fixed at key_id 0 (§6.2).
+    pub cipher: Option<(Cipher, bool)>,
+    /// The client's peer-info.
+    pub peer_info: Option<PeerInfo>,
+    /// The PUSH_REPLY messages, kept to answer PUSH_REQUEST.
+    pub push: Vec<String>,
+    /// The auth-token issued at the first authentication (accepted instead of the password
+    /// on renegotiation, so one-time codes are not asked again).
+    pub auth_token: Option<String>,
+}
+
+/// What processing asks of the server.
+#[derive(Debug)]
+pub enum Step {
+    /// Authenticate these credentials (first key) or re-check them (renegotiation).
+    Authenticate {
+        /// The key state that carries them.
+        key_id: u8,
+    },
+    /// TLS failed.
+    TlsFailed(TlsFailure),
+    /// The client said EXIT.
+    ClientExit,
+    /// The client asked for the push again.
+    PushRequest,
+    /// The peer misbehaved (wrong session id, out-of-sync key_id, queue overflow).
+    Misbehaved(&'static str),
+}
+
+impl KeyState {
+    fn new(key_id: u8, tls: TlsSession, now: Instant) -> Self {
+        Self {
+            key_id,
+            reliable: Reliable::default(),
+            tls,
+            plain: Vec::new(),
+            phase: KeyPhase::Tls,
+            started: now,
+        }
+    }
+}
+
+/// A fresh non-zero session id.
+pub fn new_session_id() -> SessionId {
+    let mut sid = [0u8; 8];
+    while sid == [0; 8] {
+        rand::thread_rng().fill_bytes(&mut sid);
+    }
+    sid
+}
+
+impl Session {
+    /// A session answering a client's hard reset.
+    ///
+    /// # Errors
+    /// The TLS session could not be created.
+    pub fn new(
+        remote: Remote,
+        local: Remote,
+        client_sid: SessionId,
+        peer_id: u32,
+        tls: Arc<rustls::ServerConfig>,
+        now: Instant,
+    ) -> Result<Self, TlsFailure> {
+        let mut ks = KeyState::new(0, TlsSession::new(tls)?, now);
+        ks.reliable.on_message(0, &[]);
+        // Spec §3.7/§3.8: our reset, msg-pid 0, empty payload.
+        let _ = ks.reliable.queue(opcode::HARD_RESET_SERVER_V2, Vec::new());
+        Ok(Self {
+            remote,
+            local,
+            client_sid,
+            server_sid: new_session_id(),
+            peer_id,
+            created: now,
+            phase: Phase::Handshaking,
+            keys: vec![ks],
+            identity: None,
+            vip: None,
+            cipher: None,
+            peer_info: None,
+            push: Vec::new(),
+            auth_token: None,
+        })
+    }
+
+    /// The key state with `key_id`.
+    pub fn key_mut(&mut self, key_id: u8) -> Option<&mut KeyState> {
+        self.keys.iter_mut().find(|k| k.key_id == key_id)
+    }
+
+    /// The newest key state.
+    pub fn current(&self) -> Option<&KeyState> {
+        self.keys.last()
+    }
+
+    /// Handles a packet of this session; returns what the server must do next.
+    pub fn handle_packet(
+        &mut self,
+        p: &ControlPacket<'_>,
+        tls: &Arc<rustls::ServerConfig>,
+        now: Instant,
+    ) -> Vec<Step> {
+        let mut steps = Vec::new();
+        if p.remote_session_id.is_some_and(|r| r != self.server_sid) {
+            steps.push(Step::Misbehaved("acknowledgement for another session id"));
+            return steps;
+        }
+        if matches!(self.phase, Phase::Closing { .. }) {
+            // Still ack what arrives so the client's final messages settle.
+            if let Some(k) = self.key_mut(p.key_id) {
+                for a in &p.acks {
+                    k.reliable.on_ack(*a);
+                }
+                if let Some(id) = p.msg_id {
+                    k.reliable.on_message(id, p.payload);
+                }
+            }
+            return steps;
+        }
+        if p.opcode == opcode::SOFT_RESET_V1 && self.key_mut(p.key_id).is_none() {
+            // A renegotiation the client started (§10.2): only once the current key is active.
+            let current_active = self.current().is_some_and(|k| k.phase == KeyPhase::Active);
+            if !current_active {
+                steps.push(Step::Misbehaved(
+                    "soft reset before the current key is active",
+                ));
+                return steps;
+            }
+            let Ok(t) = TlsSession::new(Arc::clone(tls)) else {
+                steps.push(Step::Misbehaved("TLS session for renegotiation"));
+                return steps;
+            };
+            let mut ks = KeyState::new(p.key_id, t, now);
+            let _ = ks.reliable.queue(opcode::SOFT_RESET_V1, Vec::new());
+            self.keys.push(ks);
+            // Keep the current and the previous key only.
+            while self.keys.len() > 2 {
+                self.keys.remove(0);
+            }
+        }
+        let Some(k) = self.key_mut(p.key_id) else {
+            steps.push(Step::Misbehaved("key_id out of sync"));
+            return steps;
+        };
+        for a in &p.acks {
+            k.reliable.on_ack(*a);
+        }
+        let Some(id) = p.msg_id else { return steps };
+        match k.reliable.on_message(id, p.payload) {
+            Received::OutOfWindow => return steps,
+            Received::Duplicate => {
+                if matches!(
+                    p.opcode,
+                    opcode::HARD_RESET_CLIENT_V2 | opcode::SOFT_RESET_V1
+                ) {
+                    // The client missed our reset: resend everything in flight (§3.3 burst).
+                    k.reliable.retransmit_all();
+                }
+                return steps;
+            }
+            Received::New => {}
+        }
+        let mut bytes = Vec::new();
+        k.reliable.take_in_order(&mut bytes);
+        if bytes.is_empty() {
+            return steps;
+        }
+        if let Err(e) = k.tls.feed(&bytes) {
+            k.phase = KeyPhase::Failed;
+            steps.push(Step::TlsFailed(e));
+            return steps;
+        }
+        if k.tls.is_handshaking() {
+            return steps;
+        }
+        k.tls.read_plaintext(&mut k.plain);
+        if k.phase == KeyPhase::Tls {
+            match ClientKeyMethod::parse(&k.plain) {
+                Ok(Some(_)) => steps.push(Step::Authenticate { key_id: k.key_id }),
+                Ok(None) => {}
+                Err(_) => {
+                    k.phase = KeyPhase::Failed;
+                    steps.push(Step::Misbehaved("malformed key-method message"));
+                }
+            }
+            return steps;
+        }
+        // Text messages after the key exchange, NUL-terminated (§8.1).
+        while let Some(end) = k.plain.iter().position(|b| *b == 0) {
+            let msg: Vec<u8> = k.plain.drain(..=end).collect();
+            let text = String::from_utf8_lossy(&msg[..msg.len() - 1]);
+            let text = text.trim_end_matches(['\r', '\n']);
+            if text == "EXIT" {
+                steps.push(Step::ClientExit);
+            } else if text.starts_with("PUSH_REQUEST") {
+                steps.push(Step::PushRequest);
+            }
+        }
+        if k.plain.len() > 8192 {
+            k.plain.clear();
+            steps.push(Step::Misbehaved("unterminated control message"));
+        }
+        steps
+    }
+
+    /// Takes the parsed key-method message of key state `key_id` (after `Step::Authenticate`).
+    pub fn take_credentials(&mut self, key_id: u8) -> Option<Credentials> {
+        let k = self.key_mut(key_id)?;
+        let (message, used) = ClientKeyMethod::parse(&k.plain).ok()??;
+        k.plain.drain(..used);
+        let common_name = k.tls.peer_common_name();
+        Some(Credentials {
+            common_name,
+            message,
+        })
+    }
+
+    /// Completes the key exchange of `key_id`: writes our key-method reply and derives the
+    /// server's key material. `ekm` selects the exporter, else the legacy PRF.
+    ///
+    /// # Errors
+    /// The TLS session refused the write or the export.
+    pub fn complete_key_exchange(
+        &mut self,
+        key_id: u8,
+        creds: &Credentials,
+        cipher: Cipher,
+        ekm: bool,
+        tcp: bool,
+    ) -> Result<Box<KeyMaterial>, TlsFailure> {
+        let (client_sid, server_sid) = (self.client_sid, self.server_sid);
+        let k = self
+            .key_mut(key_id)
+            .ok_or_else(|| TlsFailure::Protocol("no such key state".into()))?;
+        let mut r1 = [0u8; 32];
+        let mut r2 = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut r1);
+        rand::thread_rng().fill_bytes(&mut r2);
+        let reply = key_method::server_reply(&key_method::server_options(tcp), r1, r2);
+        k.tls.write_message(&reply)?;
+        let mut kb = [0u8; 256];
+        if ekm {
+            k.tls.export(key_method::EKM_LABEL, &mut kb)?;
+        } else {
+            kb = key_method::legacy_key_block(&creds.message, &r1, &r2, &client_sid, &server_sid);
+        }
+        let m = Box::new(key_method::server_keys(cipher, &kb));
+        zeroize::Zeroize::zeroize(&mut kb);
+        k.phase = KeyPhase::Active;
+        Ok(m)
+    }
+
+    /// Writes a text control message (NUL-terminated, one TLS record) on the newest key.
+    pub fn send_text(&mut self, text: &str) {
+        let Some(k) = self.keys.last_mut() else {
+            return;
+        };
+        let mut m = text.as_bytes().to_vec();
+        m.push(0);
+        let _ = k.tls.write_message(&m);
+    }
+
+    /// Moves TLS output into reliable CONTROL_V1 messages; false if the peer stopped acking.
+    pub fn pump_tls(&mut self) -> bool {
+        for k in &mut self.keys {
+            let mut out = Vec::new();
+            k.tls.take_outgoing(&mut out);
+            for chunk in out.chunks(MAX_TLS_CHUNK) {
+                if k.reliable
+                    .queue(opcode::CONTROL_V1, chunk.to_vec())
+                    .is_err()
+                {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Appends the datagrams due now to `out`.
+    pub fn poll_datagrams(&mut self, now: Instant, out: &mut Vec<Vec<u8>>) {
+        let (sid, remote_sid) = (self.server_sid, self.client_sid);
+        for k in &mut self.keys {
+            loop {
+                let acks = k.reliable.take_acks(ACKS_PER_CONTROL);
+                let Some(o) = k.reliable.poll_transmit(now) else {
+                    if !acks.is_empty() || k.reliable.has_pending_acks() {
+                        let mut all = acks;
+                        for a in k.reliable.take_acks(super::packet::MAX_ACKS - all.len()) {
+                            all.push(a);
+                        }
+                        let p = ControlPacket {
+                            opcode: opcode::ACK_V1,
+                            key_id: k.key_id,
+                            session_id: sid,
+                            acks: all,
+                            remote_session_id: Some(remote_sid),
+                            msg_id: None,
+                            payload: &[],
+                        };
+                        let mut d = Vec::with_capacity(p.encoded_len());
+                        p.encode(&mut d);
+                        out.push(d);
+                    }
+                    break;
+                };
+                let p = ControlPacket {
+                    opcode: o.opcode,
+                    key_id: k.key_id,
+                    session_id: sid,
+                    remote_session_id: (!acks.is_empty()).then_some(remote_sid),
+                    acks,
+                    msg_id: Some(o.id),
+                    payload: o.payload,
+                };
+                let mut d = Vec::with_capacity(p.encoded_len());
+                p.encode(&mut d);
+                out.push(d);
+            }
+        }
+    }
+
+    /// The earliest retransmission due.
+    pub fn next_retransmit(&self) -> Option<Instant> {
+        self.keys
+            .iter()
+            .filter_map(|k| k.reliable.next_timeout())
+            .min()
+    }
+
+    /// Whether all of our messages were acknowledged.
+    pub fn all_acked(&self) -> bool {
+        self.keys.iter().all(|k| k.reliable.all_acked())
+    }
+
+    /// Starts closing: final messages get `linger` to be acknowledged.
+    pub fn close(&mut self, now: Instant, linger: Duration) {
+        if !matches!(self.phase, Phase::Closing { .. }) {
+            self.phase = Phase::Closing {
+                until: now + linger,
+            };
+        }
+    }
+}
