@@ -10,6 +10,7 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod auth;
 pub mod compile;
 pub mod config;
 pub mod connlog;

@@ -15,8 +15,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sluice_control::auth::directory::{hash_password, UsersFileDirectory};
+use sluice_control::auth::{totp, EndpointAuth};
 use sluice_control::connlog::FailureReason;
-use sluice_control::proto::server::{CertificateOnly, Event, Server, Settings};
+use sluice_control::proto::server::{Authenticator, CertificateOnly, Event, Server, Settings};
 use sluice_control::proto::tls::{server_config, TlsFiles};
 use sluice_control::runtime::udp::{Stats, UdpDriver};
 use sluice_tests::{make_pki, Netns};
@@ -101,17 +103,19 @@ authentication = {{ mutual = {{ client_root_ca = "{p}/ca.crt" }} }}
         path
     }
 
-    fn start_client(&self, ovpn: &Path, log: &Path) -> Child {
+    fn start_client(&self, ovpn: &Path, log: &Path, args: &[&str]) -> Child {
+        let mut argv = vec![
+            "openvpn",
+            "--config",
+            ovpn.to_str().expect("utf-8"),
+            "--verb",
+            "4",
+            "--log",
+            log.to_str().expect("utf-8"),
+        ];
+        argv.extend_from_slice(args);
         self.cli
-            .command(&[
-                "openvpn",
-                "--config",
-                ovpn.to_str().expect("utf-8"),
-                "--verb",
-                "4",
-                "--log",
-                log.to_str().expect("utf-8"),
-            ])
+            .command(&argv)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -130,15 +134,29 @@ fn run(
     limit: Duration,
     done: impl Fn(&str) -> bool + Send + 'static,
 ) -> (Vec<Event>, Stats, String) {
+    run_with(lab, settings, CertificateOnly, ping, ovpn, &[], limit, done)
+}
+
+/// As `run`, with an authenticator and extra client arguments.
+#[allow(clippy::too_many_arguments)]
+fn run_with<A: Authenticator>(
+    lab: &Lab,
+    settings: Settings,
+    auth: A,
+    ping: Duration,
+    ovpn: &Path,
+    args: &[&str],
+    limit: Duration,
+    done: impl Fn(&str) -> bool + Send + 'static,
+) -> (Vec<Event>, Stats, String) {
     let socket = lab.srv.bind_udp("192.168.50.1:1194");
-    let mut driver =
-        UdpDriver::new(socket, Server::new(settings, CertificateOnly), ping).expect("driver");
+    let mut driver = UdpDriver::new(socket, Server::new(settings, auth), ping).expect("driver");
     let log = lab
         .dir
         .path()
         .join(format!("client-{}.log", std::process::id()));
     let _ = std::fs::remove_file(&log);
-    let mut client = lab.start_client(ovpn, &log);
+    let mut client = lab.start_client(ovpn, &log, args);
     let stop = Arc::new(AtomicBool::new(false));
     let log2 = log.clone();
     let stop2 = Arc::clone(&stop);
@@ -354,4 +372,124 @@ fn renegotiations_and_keepalives_with_the_derived_keys() {
     );
     assert!(stats.pings_sent >= 8, "{stats:?}");
     assert_eq!(stats.data_rejected, 0, "{stats:?}");
+}
+
+/// Writes a credentials file for `--auth-user-pass`.
+fn creds(lab: &Lab, name: &str, user: &str, password: &str) -> String {
+    let p = lab.dir.path().join(name);
+    std::fs::write(&p, format!("{user}\n{password}\n")).expect("write credentials");
+    p.to_string_lossy().into_owned()
+}
+
+#[test]
+fn passwords_and_one_time_codes() {
+    let lab = Lab::new("io3");
+    let crl = lab.read("crl.pem");
+    let hash = hash_password("correct horse").expect("hash");
+    let users = format!("[[user]]\nname = \"alice\"\npassword_hash = \"{hash}\"\ngroups = [\"engineering\"]\ntotp_secret = \"GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\"\n");
+    let dir = || {
+        Box::new(UsersFileDirectory::parse(&users).expect("users"))
+            as Box<dyn sluice_control::auth::directory::Directory>
+    };
+    // The exported file asks for a username and password; the test gives them in a file.
+    let ovpn = lab.client_config("client1", "auth-user-pass\n");
+    let mut settings = lab.settings(Some(&crl), None);
+    settings.password_required = true;
+
+    // (d) the right password connects, with the user's groups; a wrong one gets AUTH_FAILED.
+    let good = creds(&lab, "good.txt", "alice", "correct horse");
+    let (events, _, log) = run_with(
+        &lab,
+        settings.clone(),
+        EndpointAuth::new(true, Some(dir()), false),
+        Duration::from_secs(10),
+        &ovpn,
+        &["--auth-user-pass", &good],
+        Duration::from_secs(30),
+        connected,
+    );
+    assert!(connected(&log), "{log}");
+    assert!(events.iter().any(|e| matches!(e, Event::KeysReady { client, .. }
+        if client.identity.username.as_deref() == Some("alice") && client.identity.groups == ["engineering"])));
+    let bad = creds(&lab, "bad.txt", "alice", "wrong");
+    let (events, _, log) = run_with(
+        &lab,
+        settings.clone(),
+        EndpointAuth::new(true, Some(dir()), false),
+        Duration::from_secs(10),
+        &ovpn,
+        &["--auth-user-pass", &bad],
+        Duration::from_secs(20),
+        |l| l.contains("AUTH_FAILED"),
+    );
+    assert!(log.contains("AUTH_FAILED") && !connected(&log), "{log}");
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::AuthFailed {
+                reason: FailureReason::BadPassword,
+                ..
+            }
+        )),
+        "{events:?}"
+    );
+
+    // (e) TOTP through the static challenge: the password field carries
+    // SCRV1:base64(password):base64(code), exactly what the client's static challenge sends.
+    let b64 = |s: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(s)
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let code = format!(
+        "{:06}",
+        totp::code_at(b"12345678901234567890", now / totp::STEP, 6)
+    );
+    let with_code = creds(
+        &lab,
+        "totp.txt",
+        "alice",
+        &format!("SCRV1:{}:{}", b64("correct horse"), b64(&code)),
+    );
+    let (_, _, log) = run_with(
+        &lab,
+        settings.clone(),
+        EndpointAuth::new(true, Some(dir()), true),
+        Duration::from_secs(10),
+        &ovpn,
+        &["--auth-user-pass", &with_code],
+        Duration::from_secs(30),
+        connected,
+    );
+    assert!(connected(&log), "{log}");
+    let wrong_code = creds(
+        &lab,
+        "totp-bad.txt",
+        "alice",
+        &format!("SCRV1:{}:{}", b64("correct horse"), b64("000000")),
+    );
+    let (events, _, log) = run_with(
+        &lab,
+        settings,
+        EndpointAuth::new(true, Some(dir()), true),
+        Duration::from_secs(10),
+        &ovpn,
+        &["--auth-user-pass", &wrong_code],
+        Duration::from_secs(20),
+        |l| l.contains("AUTH_FAILED"),
+    );
+    assert!(log.contains("AUTH_FAILED") && !connected(&log), "{log}");
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::AuthFailed {
+                reason: FailureReason::MfaFailed,
+                ..
+            }
+        )),
+        "{events:?}"
+    );
 }

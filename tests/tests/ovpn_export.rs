@@ -108,7 +108,8 @@ fn openvpn_client_accepts_exported_configuration() {
     // Directory authentication with TOTP MFA: the client parses auth-user-pass and the static
     // challenge, then stops only because nobody is there to type a username.
     let users = dir.path().join("users.toml");
-    std::fs::write(&users, "").expect("write users file");
+    let hash = sluice_control::auth::directory::hash_password("pw").expect("hash");
+    std::fs::write(&users, format!("[[user]]\nname = \"alice\"\npassword_hash = \"{hash}\"\ntotp_secret = \"GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\"\n")).expect("write users file");
     let directory = format!(
         "[endpoint.authentication]\ndirectory = {{ users_file = \"{}\" }}\nmfa = \"totp\"\n",
         users.display()

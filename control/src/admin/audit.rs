@@ -147,7 +147,7 @@ pub fn event(
 /// Whether the verb only reads (describe, export, validate).
 pub fn is_read_only(cli: &Cli) -> bool {
     let n = event_name(cli);
-    n.starts_with("Describe") || n.starts_with("Export") || n == "Validate"
+    n.starts_with("Describe") || n.starts_with("Export") || n == "Validate" || n == "HashPassword"
 }
 
 /// Appends `event` as one line to the trail at `path`, creating it (mode 0600) if needed.

@@ -40,6 +40,8 @@ pub enum Verb {
     Reload,
     /// Check the configuration file against every rule.
     Validate,
+    /// Hash a password (read from stdin) for a users file (argon2id PHC string).
+    HashPassword,
     /// Create a Client VPN endpoint (status pending-associate until a target network is associated).
     CreateClientVpnEndpoint(CreateEndpoint),
     /// Change the fields of an endpoint that may change after creation.

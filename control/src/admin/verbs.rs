@@ -68,6 +68,7 @@ pub fn run(cli: &Cli) -> Result<Response, AdminError> {
             "`run` and `reload` concern the daemon; the sluice binary handles them itself",
         )),
         Verb::Validate => validate(path),
+        Verb::HashPassword => hash_password(),
         Verb::CreateClientVpnEndpoint(a) => create_endpoint(path, a),
         Verb::ModifyClientVpnEndpoint(a) => modify_endpoint(path, a),
         Verb::DeleteClientVpnEndpoint(a) => delete_endpoint(path, a),
@@ -118,6 +119,24 @@ fn find<'a>(loaded: &'a Loaded, id: &str) -> Result<&'a Endpoint, AdminError> {
         .iter()
         .find(|e| e.id.as_str() == id)
         .ok_or_else(|| AdminError::endpoint_not_found(id))
+}
+
+fn hash_password() -> Result<Response, AdminError> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| AdminError::Io(format!("reading the password: {e}")))?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        return Err(invalid("give the password on standard input"));
+    }
+    let hash = crate::auth::directory::hash_password(password).map_err(AdminError::Internal)?;
+    let text = format!("{hash}\n");
+    Ok(Response {
+        json: json!({ "PasswordHash": hash }),
+        table: text.clone(),
+        text,
+    })
 }
 
 fn validate(path: &Path) -> Result<Response, AdminError> {

@@ -15,7 +15,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.verb {
         Verb::Run => return run(&cli),
-        Verb::Validate => return offline(&cli),
+        Verb::Validate | Verb::HashPassword => return offline(&cli),
         _ => {}
     }
     let socket = config::admin_socket_of(&cli.config);

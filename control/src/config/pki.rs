@@ -51,11 +51,20 @@ pub fn check_files(config: &Config, base: &Path) -> Vec<Finding> {
         }
         if let Some(d) = &ep.authentication.directory {
             let f = resolve(base, &d.users_file);
-            if let Err(e) = std::fs::metadata(&f) {
-                out.push((
+            match crate::auth::directory::UsersFileDirectory::load(&f) {
+                Err(e) => out.push((
                     p.key("authentication").key("directory").key("users_file"),
-                    format!("cannot read users file {}: {e}", f.display()),
-                ));
+                    format!("users file {e}"),
+                )),
+                Ok(dir) if ep.authentication.mfa.is_some() => {
+                    if dir.names().count() == 0 {
+                        out.push((
+                            p.key("authentication").key("directory").key("users_file"),
+                            format!("users file {} has no users", f.display()),
+                        ));
+                    }
+                }
+                Ok(_) => {}
             }
         }
         if let Some(crl) = &ep.crl {

@@ -1,0 +1,207 @@
+//! The user directory: a `Directory` trait (the seam an LDAP or Active Directory backend will
+//! implement), and the embedded default, a TOML users file with argon2id password hashes,
+//! group memberships and optional TOTP secrets.
+//!
+//! ```toml
+//! [[user]]
+//! name = "alice"
+//! password_hash = "$argon2id$v=19$m=19456,t=2,p=1$..."   # sluice hash-password
+//! groups = ["engineering"]
+//! totp_secret = "JBSWY3DPEHPK3PXP"                         # base32, optional
+//! ```
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use serde::Deserialize;
+
+use crate::config::error::line_col;
+use crate::connlog::FailureReason;
+
+/// A user as the directory knows them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    /// Groups (for authorization rules).
+    pub groups: Vec<String>,
+    /// TOTP secret (decoded), if MFA is set up.
+    pub totp_secret: Option<Vec<u8>>,
+}
+
+/// Where users and passwords are checked.
+pub trait Directory: Send {
+    /// Checks a password; returns the user.
+    ///
+    /// # Errors
+    /// `BadPassword` for an unknown user or a wrong password (the same answer for both).
+    fn verify(&self, username: &str, password: &str) -> Result<User, FailureReason>;
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsersFile {
+    #[serde(default, rename = "user")]
+    users: Vec<UserEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserEntry {
+    name: String,
+    password_hash: String,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    totp_secret: Option<String>,
+}
+
+/// The embedded directory loaded from a users file.
+pub struct UsersFileDirectory {
+    users: HashMap<String, (String, User)>,
+    /// A hash verified for unknown users, so timing does not tell which names exist.
+    dummy: String,
+}
+
+impl UsersFileDirectory {
+    /// Loads and checks a users file.
+    ///
+    /// # Errors
+    /// `file:line:column: message` for the first problem.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| format!("{}:{e}", path.display()))
+    }
+
+    /// Parses users-file text.
+    ///
+    /// # Errors
+    /// `line:column: message` for the first problem.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let file: UsersFile = toml::from_str(text).map_err(|e| {
+            let (l, c) = line_col(text, e.span().map_or(0, |s| s.start));
+            format!("{l}:{c}: {}", e.message())
+        })?;
+        let mut users = HashMap::new();
+        for u in file.users {
+            let at = |msg: String| {
+                let off = text.find(&format!("\"{}\"", u.name)).unwrap_or(0);
+                let (l, c) = line_col(text, off);
+                format!("{l}:{c}: user {}: {msg}", u.name)
+            };
+            PasswordHash::new(&u.password_hash)
+                .map_err(|e| at(format!("password_hash is not a PHC string: {e}")))?;
+            let totp_secret = match &u.totp_secret {
+                Some(s) => Some(
+                    super::totp::base32_decode(s)
+                        .filter(|k| k.len() >= 10)
+                        .ok_or_else(
+                            || at("totp_secret is not base32 of at least 80 bits".into()),
+                        )?,
+                ),
+                None => None,
+            };
+            if users
+                .insert(
+                    u.name.clone(),
+                    (
+                        u.password_hash,
+                        User {
+                            groups: u.groups,
+                            totp_secret,
+                        },
+                    ),
+                )
+                .is_some()
+            {
+                return Err(at("defined twice".into()));
+            }
+        }
+        Ok(Self {
+            users,
+            dummy: hash_password("not a password").unwrap_or_default(),
+        })
+    }
+
+    /// The users' names.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.users.keys().map(String::as_str)
+    }
+}
+
+impl Directory for UsersFileDirectory {
+    fn verify(&self, username: &str, password: &str) -> Result<User, FailureReason> {
+        let (hash, user) = match self.users.get(username) {
+            Some((h, u)) => (h.as_str(), Some(u)),
+            None => (self.dummy.as_str(), None),
+        };
+        let ok = PasswordHash::new(hash).is_ok_and(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        });
+        match (ok, user) {
+            (true, Some(u)) => Ok(u.clone()),
+            _ => Err(FailureReason::BadPassword),
+        }
+    }
+}
+
+/// Hashes a password into an argon2id PHC string (for `sluice hash-password`).
+///
+/// # Errors
+/// The hasher failed (cannot happen with the default parameters).
+pub fn hash_password(password: &str) -> Result<String, String> {
+    let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file() -> String {
+        let h = hash_password("correct horse").unwrap();
+        format!("[[user]]\nname = \"alice\"\npassword_hash = \"{h}\"\ngroups = [\"engineering\", \"ops\"]\ntotp_secret = \"GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\"\n\n[[user]]\nname = \"bob\"\npassword_hash = \"{h}\"\n")
+    }
+
+    #[test]
+    fn verifies_passwords_and_returns_groups() {
+        let d = UsersFileDirectory::parse(&file()).unwrap();
+        let alice = d.verify("alice", "correct horse").unwrap();
+        assert_eq!(alice.groups, vec!["engineering", "ops"]);
+        assert_eq!(
+            alice.totp_secret.as_deref(),
+            Some(&b"12345678901234567890"[..])
+        );
+        assert_eq!(d.verify("alice", "wrong"), Err(FailureReason::BadPassword));
+        assert_eq!(
+            d.verify("mallory", "correct horse"),
+            Err(FailureReason::BadPassword),
+            "unknown users look the same"
+        );
+        assert!(d.verify("bob", "correct horse").unwrap().groups.is_empty());
+    }
+
+    #[test]
+    fn refuses_bad_files_with_positions() {
+        let e = UsersFileDirectory::parse("[[user]]\nname = \"x\"\npassword_hash = \"plain\"\n")
+            .err()
+            .unwrap();
+        assert!(e.starts_with("2:") && e.contains("not a PHC string"), "{e}");
+        let e = UsersFileDirectory::parse("[[user]]\nname = \"x\"\npasword_hash = \"a\"\n")
+            .err()
+            .unwrap();
+        assert!(e.contains("unknown field `pasword_hash`"), "{e}");
+        let h = hash_password("p").unwrap();
+        let e = UsersFileDirectory::parse(&format!(
+            "[[user]]\nname = \"x\"\npassword_hash = \"{h}\"\ntotp_secret = \"!!\"\n"
+        ))
+        .err()
+        .unwrap();
+        assert!(e.contains("totp_secret"), "{e}");
+    }
+}
