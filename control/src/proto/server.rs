@@ -187,6 +187,8 @@ pub enum Event {
         username: Option<String>,
         /// Why.
         reason: FailureReason,
+        /// The same in plain words, with specifics (for the log), e.g. when the CRL expired.
+        detail: String,
     },
 }
 
@@ -403,13 +405,14 @@ impl<A: Authenticator> Server<A> {
         match step {
             Step::Authenticate { key_id } => self.authenticate(remote, key_id, now, unix_now),
             Step::TlsFailed(e) => {
+                let detail = e.to_string();
                 let reason = match e {
                     TlsFailure::Revoked => FailureReason::CertificateRevoked,
                     TlsFailure::CrlExpired(_) => FailureReason::CrlExpired,
                     TlsFailure::BadCertificate(_) => FailureReason::BadCertificate,
                     TlsFailure::Protocol(m) => FailureReason::TlsError(m),
                 };
-                self.refuse(remote, None, None, reason, now);
+                self.refuse_with(remote, None, None, reason, detail, now);
             }
             Step::ClientExit => self.end(remote, CloseReason::ClientExit, now),
             Step::PushRequest => {
@@ -630,12 +633,26 @@ impl<A: Authenticator> Server<A> {
         reason: FailureReason,
         now: Instant,
     ) {
+        let detail = reason.text();
+        self.refuse_with(remote, common_name, username, reason, detail, now);
+    }
+
+    fn refuse_with(
+        &mut self,
+        remote: Remote,
+        common_name: Option<String>,
+        username: Option<String>,
+        reason: FailureReason,
+        detail: String,
+        now: Instant,
+    ) {
         self.counters.auth_failures += 1;
         self.events.push_back(Event::AuthFailed {
             remote,
             common_name,
             username,
             reason,
+            detail,
         });
         self.end(remote, CloseReason::AuthFailed, now);
     }

@@ -253,7 +253,21 @@ impl<A: Authenticator> UdpDriver<A> {
                 Event::Closed { peer_id, .. } => {
                     self.data.remove(peer_id);
                 }
-                Event::AuthFailed { .. } => {}
+                Event::AuthFailed {
+                    remote,
+                    common_name,
+                    username,
+                    detail,
+                    ..
+                } => {
+                    super::log(&format!(
+                        "connection from {}:{} refused: {detail} (common name {}, username {})",
+                        Ipv4Addr::from(remote.ip),
+                        remote.port,
+                        common_name.as_deref().unwrap_or("-"),
+                        username.as_deref().unwrap_or("-")
+                    ));
+                }
             }
             self.events.push(e);
         }

@@ -1,0 +1,398 @@
+//! Deterministic simulation: the sans-IO server against a test client built from the same codec
+//! and reliability layer plus a rustls client, over a link that loses, duplicates and reorders
+//! datagrams, on a virtual clock. The handshake completes, both ends derive the same data keys,
+//! and a client-initiated renegotiation installs a second key; for several seeds.
+
+// A simulation harness: it unwraps freely and builds its virtual clock from one real instant.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, RngCore, SeedableRng};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use sluice_control::proto::key_method::{self, EKM_LABEL};
+use sluice_control::proto::packet::{opcode, ControlPacket, SessionId};
+use sluice_control::proto::reliable::Reliable;
+use sluice_control::proto::server::{CertificateOnly, Event, Server, Settings};
+use sluice_control::proto::tls::{server_config, TlsFiles};
+use sluice_control::proto::Remote;
+
+fn pki() -> &'static Path {
+    static PKI: OnceLock<PathBuf> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sim-pki");
+        let _ = std::fs::remove_dir_all(&dir);
+        let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/gen-pki.sh"))
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "gen-pki.sh: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    })
+}
+
+fn read(f: &str) -> Vec<u8> {
+    std::fs::read(pki().join(f)).unwrap()
+}
+
+/// One key state of the test client.
+struct ClientKey {
+    key_id: u8,
+    rel: Reliable,
+    tls: rustls::ClientConnection,
+    plain: Vec<u8>,
+    sent_key_method: bool,
+    server_reply_seen: bool,
+}
+
+struct TestClient {
+    sid: SessionId,
+    server_sid: Option<SessionId>,
+    keys: Vec<ClientKey>,
+    config: Arc<rustls::ClientConfig>,
+    pushed: Vec<String>,
+    /// Client-side key blocks per key_id (EKM), to compare with the server's.
+    key_blocks: Vec<(u8, [u8; 256])>,
+}
+
+fn client_config() -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(&read("ca.crt")) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read("client1.crt"))
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_slice(&read("client1.key")).unwrap();
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .unwrap(),
+    )
+}
+
+fn new_key(key_id: u8, config: &Arc<rustls::ClientConfig>, reset_opcode: u8) -> ClientKey {
+    let tls =
+        rustls::ClientConnection::new(Arc::clone(config), ServerName::try_from("server").unwrap())
+            .unwrap();
+    let mut rel = Reliable::default();
+    rel.queue(reset_opcode, Vec::new()).unwrap();
+    ClientKey {
+        key_id,
+        rel,
+        tls,
+        plain: Vec::new(),
+        sent_key_method: false,
+        server_reply_seen: false,
+    }
+}
+
+fn client_key_method() -> Vec<u8> {
+    let s = |t: &str| {
+        let mut v = ((t.len() + 1) as u16).to_be_bytes().to_vec();
+        v.extend_from_slice(t.as_bytes());
+        v.push(0);
+        v
+    };
+    let mut m = vec![0, 0, 0, 0, 2];
+    let mut r = [0u8; 112];
+    rand::thread_rng().fill_bytes(&mut r);
+    m.extend_from_slice(&r);
+    m.extend(s("V4,dev-type tun,link-mtu 1541,tun-mtu 1500,proto UDPv4,auth SHA1,keysize 128,key-method 2,tls-client"));
+    m.extend([0, 0, 0, 0]);
+    m.extend(s("IV_VER=2.6.14\nIV_PLAT=linux\nIV_CIPHERS=AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305\nIV_PROTO=990\n"));
+    m
+}
+
+impl TestClient {
+    fn new() -> Self {
+        let config = client_config();
+        let mut sid = [0u8; 8];
+        rand::thread_rng().fill_bytes(&mut sid);
+        sid[0] |= 1;
+        let keys = vec![new_key(0, &config, opcode::HARD_RESET_CLIENT_V2)];
+        Self {
+            sid,
+            server_sid: None,
+            keys,
+            config,
+            pushed: Vec::new(),
+            key_blocks: Vec::new(),
+        }
+    }
+
+    fn renegotiate(&mut self, key_id: u8) {
+        self.keys
+            .push(new_key(key_id, &self.config, opcode::SOFT_RESET_V1));
+    }
+
+    fn handle(&mut self, d: &[u8]) {
+        let p = ControlPacket::parse(d).unwrap();
+        if self.server_sid.is_none() {
+            self.server_sid = Some(p.session_id);
+        }
+        let Some(k) = self.keys.iter_mut().find(|k| k.key_id == p.key_id) else {
+            return;
+        };
+        for a in &p.acks {
+            k.rel.on_ack(*a);
+        }
+        let Some(id) = p.msg_id else { return };
+        k.rel.on_message(id, p.payload);
+        let mut bytes = Vec::new();
+        k.rel.take_in_order(&mut bytes);
+        let mut rd = &bytes[..];
+        while !rd.is_empty() {
+            if k.tls.read_tls(&mut rd).unwrap() == 0 {
+                break;
+            }
+            k.tls.process_new_packets().unwrap();
+        }
+        if !k.tls.is_handshaking() {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = k.tls.reader().read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                k.plain.extend_from_slice(&buf[..n]);
+            }
+            if !k.server_reply_seen && k.plain.len() >= 178 {
+                assert_eq!(&k.plain[..5], &[0, 0, 0, 0, 2], "server key-method reply");
+                k.plain.drain(..178);
+                k.server_reply_seen = true;
+                let mut kb = [0u8; 256];
+                k.tls
+                    .export_keying_material(&mut kb, EKM_LABEL, None)
+                    .unwrap();
+                self.key_blocks.push((k.key_id, kb));
+            }
+            while let Some(end) = k.plain.iter().position(|b| *b == 0) {
+                let m: Vec<u8> = k.plain.drain(..=end).collect();
+                self.pushed
+                    .push(String::from_utf8_lossy(&m[..m.len() - 1]).into_owned());
+            }
+        }
+    }
+
+    fn poll(&mut self, now: Instant, out: &mut Vec<Vec<u8>>) {
+        for k in &mut self.keys {
+            // The client writes its key-method message once its reset is acked (§5.2).
+            if !k.sent_key_method && k.rel.all_acked() {
+                use std::io::Write;
+                k.tls.writer().write_all(&client_key_method()).unwrap();
+                k.sent_key_method = true;
+            }
+            let mut tls_out = Vec::new();
+            while k.tls.wants_write() {
+                k.tls.write_tls(&mut tls_out).unwrap();
+            }
+            for c in tls_out.chunks(1100) {
+                k.rel.queue(opcode::CONTROL_V1, c.to_vec()).unwrap();
+            }
+            loop {
+                let acks = k.rel.take_acks(4);
+                let remote = self.server_sid.filter(|_| !acks.is_empty());
+                let Some(o) = k.rel.poll_transmit(now) else {
+                    if !acks.is_empty() {
+                        let p = ControlPacket {
+                            opcode: opcode::ACK_V1,
+                            key_id: k.key_id,
+                            session_id: self.sid,
+                            acks,
+                            remote_session_id: self.server_sid,
+                            msg_id: None,
+                            payload: &[],
+                        };
+                        let mut d = Vec::new();
+                        p.encode(&mut d);
+                        out.push(d);
+                    }
+                    break;
+                };
+                let p = ControlPacket {
+                    opcode: o.opcode,
+                    key_id: k.key_id,
+                    session_id: self.sid,
+                    acks,
+                    remote_session_id: remote,
+                    msg_id: Some(o.id),
+                    payload: o.payload,
+                };
+                let mut d = Vec::new();
+                p.encode(&mut d);
+                out.push(d);
+            }
+        }
+    }
+}
+
+/// A link that loses, duplicates and reorders.
+struct Link {
+    rng: StdRng,
+    queue: VecDeque<(Instant, Vec<u8>)>,
+    loss: f64,
+    dup: f64,
+}
+
+impl Link {
+    fn send(&mut self, now: Instant, d: Vec<u8>) {
+        if self.rng.gen_bool(self.loss) {
+            return;
+        }
+        let copies = if self.rng.gen_bool(self.dup) { 2 } else { 1 };
+        for _ in 0..copies {
+            let delay = Duration::from_millis(self.rng.gen_range(5..300));
+            self.queue.push_back((now + delay, d.clone()));
+        }
+    }
+
+    fn due(&mut self, now: Instant) -> Vec<Vec<u8>> {
+        let (ready, later): (Vec<_>, Vec<_>) = self.queue.drain(..).partition(|(t, _)| *t <= now);
+        self.queue = later.into();
+        ready.into_iter().map(|(_, d)| d).collect()
+    }
+}
+
+fn simulate(seed: u64, loss: f64, dup: f64) {
+    let (chain, key, ca, crl) = (
+        read("server.crt"),
+        read("server.key"),
+        read("ca.crt"),
+        read("crl.pem"),
+    );
+    let tls = server_config(&TlsFiles {
+        server_chain_pem: &chain,
+        server_key_pem: &key,
+        client_ca_pem: Some(&ca),
+        crl_pem: Some(&crl),
+    })
+    .unwrap();
+    let mut server = Server::new(
+        Settings::new(0, tls, ("10.200.0.0".parse().unwrap(), 20)),
+        CertificateOnly,
+    );
+    let mut client = TestClient::new();
+    let (c_addr, s_addr) = (
+        Remote {
+            ip: 0xc0a8_3202,
+            port: 40000,
+        },
+        Remote {
+            ip: 0xc0a8_3201,
+            port: 1194,
+        },
+    );
+    let mut up = Link {
+        rng: StdRng::seed_from_u64(seed),
+        queue: VecDeque::new(),
+        loss,
+        dup,
+    };
+    let mut down = Link {
+        rng: StdRng::seed_from_u64(seed ^ 0x5eed),
+        queue: VecDeque::new(),
+        loss,
+        dup,
+    };
+    let start = Instant::now();
+    let mut now = start;
+    let mut server_keys = Vec::new();
+    let mut renegotiated = false;
+    while now < start + Duration::from_secs(240) {
+        let mut out = Vec::new();
+        client.poll(now, &mut out);
+        for d in out {
+            up.send(now, d);
+        }
+        for d in up.due(now) {
+            server.handle_datagram(now, 1_800_000_000, s_addr, c_addr, &[]); // a stray empty datagram is counted, not fatal
+            server.handle_datagram(now, 1_800_000_000, c_addr, s_addr, &d);
+        }
+        if server.poll_timeout().is_some_and(|t| t <= now) {
+            server.handle_timeout(now);
+        }
+        while let Some(t) = server.poll_transmit() {
+            down.send(now, t.payload);
+        }
+        while let Some(e) = server.poll_event() {
+            match e {
+                Event::KeysReady { key_id, keys, .. } => server_keys.push((key_id, keys)),
+                other => panic!("seed {seed}: unexpected {other:?}"),
+            }
+        }
+        for d in down.due(now) {
+            client.handle(&d);
+        }
+        if server_keys.len() == 1
+            && !renegotiated
+            && client.pushed.iter().any(|m| m.starts_with("PUSH_REPLY"))
+        {
+            client.renegotiate(1);
+            renegotiated = true;
+        }
+        if server_keys.len() == 2 && client.key_blocks.len() == 2 {
+            break;
+        }
+        now += Duration::from_millis(50);
+    }
+    assert_eq!(
+        server_keys.len(),
+        2,
+        "seed {seed}: handshake and renegotiation within 240 s of virtual time"
+    );
+    assert!(
+        client
+            .pushed
+            .iter()
+            .any(|m| m.starts_with("PUSH_REPLY,topology subnet")
+                && m.contains("ifconfig 10.200.0.2 255.255.240.0")),
+        "seed {seed}: {:?}",
+        client.pushed
+    );
+    // Both ends hold the same keys: the server decrypts with the client-to-server half.
+    for ((sk_id, sk), (ck_id, kb)) in server_keys.iter().zip(&client.key_blocks) {
+        assert_eq!(sk_id, ck_id);
+        let expect = key_method::server_keys(sluice_engine::crypto::Cipher::Aes256Gcm, kb);
+        assert_eq!(
+            (sk.decrypt_key, sk.decrypt_iv, sk.encrypt_key, sk.encrypt_iv),
+            (
+                expect.decrypt_key,
+                expect.decrypt_iv,
+                expect.encrypt_key,
+                expect.encrypt_iv
+            ),
+            "seed {seed}"
+        );
+    }
+    assert!(
+        server.counters().malformed > 0,
+        "the stray datagrams were counted"
+    );
+}
+
+#[test]
+fn clean_link() {
+    simulate(1, 0.0, 0.0);
+}
+
+#[test]
+fn lossy_duplicating_reordering_link() {
+    for seed in 2..8 {
+        simulate(seed, 0.2, 0.1);
+    }
+}
