@@ -16,10 +16,11 @@ use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use sluice_control::connlog::FailureReason;
 use sluice_control::proto::key_method::{self, EKM_LABEL};
 use sluice_control::proto::packet::{opcode, ControlPacket, SessionId};
 use sluice_control::proto::reliable::Reliable;
-use sluice_control::proto::server::{CertificateOnly, Event, Server, Settings};
+use sluice_control::proto::server::{CertificateOnly, CloseReason, Event, Server, Settings};
 use sluice_control::proto::tls::{server_config, TlsFiles};
 use sluice_control::proto::Remote;
 
@@ -269,23 +270,33 @@ impl Link {
 }
 
 fn simulate(seed: u64, loss: f64, dup: f64) {
+    simulate_with(seed, loss, dup, None);
+}
+
+fn tls() -> std::sync::Arc<rustls::ServerConfig> {
     let (chain, key, ca, crl) = (
         read("server.crt"),
         read("server.key"),
         read("ca.crt"),
         read("crl.pem"),
     );
-    let tls = server_config(&TlsFiles {
+    server_config(&TlsFiles {
         server_chain_pem: &chain,
         server_key_pem: &key,
         client_ca_pem: Some(&ca),
         crl_pem: Some(&crl),
     })
-    .unwrap();
-    let mut server = Server::new(
-        Settings::new(0, tls, ("10.200.0.0".parse().unwrap(), 20)),
-        CertificateOnly,
-    );
+    .unwrap()
+}
+
+/// Handshake and renegotiation; then, with `session_timeout`, the virtual clock jumps past it.
+fn simulate_with(seed: u64, loss: f64, dup: f64, session_timeout: Option<Duration>) {
+    let tls = tls();
+    let mut settings = Settings::new(0, tls, ("10.200.0.0".parse().unwrap(), 20));
+    if let Some(t) = session_timeout {
+        settings.session_timeout = t;
+    }
+    let mut server = Server::new(settings, CertificateOnly);
     let mut client = TestClient::new();
     let (c_addr, s_addr) = (
         Remote {
@@ -383,6 +394,36 @@ fn simulate(seed: u64, loss: f64, dup: f64) {
         server.counters().malformed > 0,
         "the stray datagrams were counted"
     );
+    let Some(timeout) = session_timeout else {
+        return;
+    };
+    // Past the maximum session duration: a RESTART message, then the session closes.
+    now = start + timeout + Duration::from_secs(1);
+    assert!(server.poll_timeout().is_some_and(|t| t <= now));
+    server.handle_timeout(now);
+    let mut closed = None;
+    while let Some(e) = server.poll_event() {
+        if let Event::Closed {
+            reason,
+            established,
+            ..
+        } = e
+        {
+            closed = Some((reason, established));
+        }
+    }
+    assert_eq!(closed, Some((CloseReason::SessionTimeout, true)));
+    while let Some(t) = server.poll_transmit() {
+        client.handle(&t.payload);
+    }
+    assert!(
+        client.pushed.iter().any(|m| m == "RESTART,session timeout"),
+        "{:?}",
+        client.pushed
+    );
+    // The session lingers a few seconds for acknowledgements, then is gone.
+    server.handle_timeout(now + Duration::from_secs(10));
+    assert_eq!(server.sessions().count(), 0);
 }
 
 #[test]
@@ -395,4 +436,152 @@ fn lossy_duplicating_reordering_link() {
     for seed in 2..8 {
         simulate(seed, 0.2, 0.1);
     }
+}
+
+#[test]
+fn session_timeout_disconnects() {
+    simulate_with(9, 0.0, 0.0, Some(Duration::from_secs(8 * 3600)));
+}
+
+fn hard_reset(sid: u8) -> Vec<u8> {
+    let p = ControlPacket {
+        opcode: opcode::HARD_RESET_CLIENT_V2,
+        key_id: 0,
+        session_id: [sid | 1, 2, 3, 4, 5, 6, 7, 8],
+        acks: Default::default(),
+        remote_session_id: None,
+        msg_id: Some(0),
+        payload: &[],
+    };
+    let mut d = Vec::new();
+    p.encode(&mut d);
+    d
+}
+
+/// The abuse bounds: a per-source rate for new sessions, a cap on sessions in handshake, and
+/// the handshake deadline, each refusal counted; the slots come back once the deadline passes.
+#[test]
+fn limits_rate_handshake_cap_and_deadline() {
+    let mut settings = Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20));
+    settings.per_source = (2, Duration::from_secs(10));
+    settings.max_handshaking = 3;
+    let mut server = Server::new(settings, CertificateOnly);
+    let local = Remote {
+        ip: 0xc0a8_3201,
+        port: 1194,
+    };
+    let now = Instant::now();
+    let from = |ip: u32, port: u16| Remote { ip, port };
+    // One source: two new sessions, then the rate limit.
+    for port in 40000..40003 {
+        server.handle_datagram(
+            now,
+            1_800_000_000,
+            from(0x0a00_0001, port),
+            local,
+            &hard_reset(port as u8),
+        );
+    }
+    assert_eq!(server.counters().rate_limited, 1);
+    assert_eq!(server.sessions().count(), 2);
+    // Every reset got its SERVER_V2 answer; a refused one got nothing.
+    let mut answers = 0;
+    while let Some(t) = server.poll_transmit() {
+        assert_eq!(t.payload[0] >> 3, opcode::HARD_RESET_SERVER_V2);
+        answers += 1;
+    }
+    assert_eq!(answers, 2);
+    // Other sources: one more fits under the cap of three, the next is refused.
+    server.handle_datagram(
+        now,
+        1_800_000_000,
+        from(0x0a00_0002, 1),
+        local,
+        &hard_reset(1),
+    );
+    server.handle_datagram(
+        now,
+        1_800_000_000,
+        from(0x0a00_0003, 1),
+        local,
+        &hard_reset(1),
+    );
+    assert_eq!(server.counters().handshake_cap, 1);
+    assert_eq!(server.sessions().count(), 3);
+    // Packets that are not a first hard reset open nothing.
+    let mut stray = hard_reset(7);
+    stray[0] = opcode::CONTROL_V1 << 3;
+    server.handle_datagram(now, 1_800_000_000, from(0x0a00_0004, 1), local, &stray);
+    assert_eq!(server.counters().unknown_session, 1);
+    // The handshake deadline refuses the silent ones, and they are forgotten after lingering.
+    let deadline = server.poll_timeout().unwrap();
+    assert!(deadline <= now + Duration::from_secs(60));
+    let later = now + Duration::from_secs(61);
+    server.handle_timeout(later);
+    let mut timeouts = 0;
+    while let Some(e) = server.poll_event() {
+        if let Event::AuthFailed {
+            reason: FailureReason::HandshakeTimeout,
+            ..
+        } = e
+        {
+            timeouts += 1;
+        }
+    }
+    assert_eq!(timeouts, 3);
+    server.handle_timeout(later + Duration::from_secs(10));
+    assert_eq!(server.sessions().count(), 0);
+    server.handle_datagram(
+        later,
+        1_800_000_000,
+        from(0x0a00_0003, 2),
+        local,
+        &hard_reset(3),
+    );
+    assert_eq!(server.sessions().count(), 1);
+}
+
+/// Random datagrams, and random mutations of valid ones, never panic the server, never
+/// open more sessions than the caps allow, and are counted.
+#[test]
+fn garbage_never_panics_and_stays_bounded() {
+    let mut settings = Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20));
+    settings.max_handshaking = 16;
+    let mut server = Server::new(settings, CertificateOnly);
+    let local = Remote {
+        ip: 0xc0a8_3201,
+        port: 1194,
+    };
+    let mut rng = StdRng::seed_from_u64(42);
+    let start = Instant::now();
+    let mut now = start;
+    for i in 0..20_000u32 {
+        let remote = Remote {
+            ip: 0x0a00_0000 | rng.gen_range(0..64),
+            port: rng.gen_range(1..4),
+        };
+        let mut d = if rng.gen_bool(0.3) {
+            hard_reset(rng.gen())
+        } else {
+            let n = rng.gen_range(0..200);
+            let mut v = vec![0u8; n];
+            rng.fill_bytes(&mut v);
+            v
+        };
+        if !d.is_empty() && rng.gen_bool(0.5) {
+            let at = rng.gen_range(0..d.len());
+            d[at] ^= rng.gen::<u8>() | 1;
+        }
+        server.handle_datagram(now, 1_800_000_000, remote, local, &d);
+        if i % 100 == 0 {
+            now += Duration::from_millis(700);
+            server.handle_timeout(now);
+        }
+        while server.poll_transmit().is_some() {}
+        while server.poll_event().is_some() {}
+        assert!(server.sessions().count() <= 16 + 64 * 3);
+    }
+    let c = server.counters();
+    assert!(c.malformed > 0 && c.unknown_session > 0, "{c:?}");
+    assert_eq!(c.handshakes, 0);
 }
