@@ -10,6 +10,8 @@
 #![deny(unsafe_code)]
 
 pub mod crypto;
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub mod flow;
 pub mod mailbox;
 pub mod neighbour;

@@ -176,6 +176,21 @@ pub fn ipv4_tcp(
     p
 }
 
+/// A broadcast ARP request from `mac`/`from_ip` asking for `target_ip`.
+pub fn arp_request(mac: Mac, from_ip: u32, target_ip: u32) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 28];
+    ethernet::write_header(&mut f, ethernet::BROADCAST, mac, ethertype::ARP);
+    ArpRepr {
+        operation: crate::wire::arp::OP_REQUEST,
+        sender_mac: mac,
+        sender_ip: from_ip.to_be_bytes(),
+        target_mac: [0; 6],
+        target_ip: target_ip.to_be_bytes(),
+    }
+    .emit(&mut f[14..]);
+    f
+}
+
 /// An ARP reply from `ip`/`mac` to the appliance.
 pub fn arp_reply(mac: Mac, from_ip: u32, to_mac: Mac, to_ip: u32) -> Vec<u8> {
     let mut f = vec![0u8; 14 + 28];

@@ -2,6 +2,8 @@
 //! easy-rsa, and network namespaces that are removed (with their processes) even when a test
 //! fails.
 
+pub mod pcap;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -1,0 +1,411 @@
+//! Ethdev ports: configuration (queues per worker core, RSS where offered, MTU), start/stop,
+//! link and statistics; and `DpdkQueue`, one rx/tx queue pair as a `Port`.
+
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use dpdk_sys::rte_mbuf;
+
+use super::eal::EalError;
+use super::mbuf::{Mbuf, Mempool};
+use crate::packet::{Burst, PacketBuf, BURST_SIZE};
+use crate::port::Port;
+use crate::wire::ethernet::Mac;
+
+/// How to set a port up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EthOptions {
+    /// Worker cores that use the port: one tx queue each, and one rx queue each as far as the
+    /// device allows (the rest is steered in software through the handoff rings).
+    pub queues: u16,
+    /// Receive descriptors per queue.
+    pub rx_descriptors: u16,
+    /// Transmit descriptors per queue.
+    pub tx_descriptors: u16,
+    /// IP MTU, if the device lets it be set.
+    pub mtu: Option<u16>,
+    /// Receive every frame (a port in a bridge or behind a vSwitch may need it).
+    pub promiscuous: bool,
+}
+
+impl Default for EthOptions {
+    fn default() -> Self {
+        Self {
+            queues: 1,
+            rx_descriptors: 1024,
+            tx_descriptors: 1024,
+            mtu: None,
+            promiscuous: false,
+        }
+    }
+}
+
+/// What a device offers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DevInfo {
+    /// Driver name (e.g. `net_af_packet`).
+    pub driver: String,
+    /// Receive queues at most.
+    pub max_rx_queues: u16,
+    /// Transmit queues at most.
+    pub max_tx_queues: u16,
+    /// RSS hash functions offered (0: no RSS, steering is done in software).
+    pub rss_offloads: u64,
+}
+
+/// Link state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkStatus {
+    /// Carrier.
+    pub up: bool,
+    /// Speed in Mbit/s (0 if unknown).
+    pub speed_mbps: u32,
+}
+
+/// The device's own counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortStats {
+    /// Packets received.
+    pub ipackets: u64,
+    /// Packets sent.
+    pub opackets: u64,
+    /// Bytes received.
+    pub ibytes: u64,
+    /// Bytes sent.
+    pub obytes: u64,
+    /// Packets the device dropped because no rx descriptor was free (the cores fell behind).
+    pub imissed: u64,
+    /// Receive errors.
+    pub ierrors: u64,
+    /// Transmit errors.
+    pub oerrors: u64,
+    /// Receives that failed for lack of mbufs.
+    pub rx_nombuf: u64,
+}
+
+/// A configured ethdev port. Stopped and closed on drop.
+#[derive(Debug)]
+pub struct EthDev {
+    id: u16,
+    rx_queues: u16,
+    tx_queues: u16,
+    pool: Arc<Mempool>,
+    rss: bool,
+    started: bool,
+}
+
+fn check(rc: i32, what: &str, port: u16) -> Result<(), EalError> {
+    if rc < 0 {
+        // Ethdev calls return -errno.
+        let msg = std::io::Error::from_raw_os_error(-rc);
+        return Err(EalError(format!("port {port}: {what} failed: {msg}")));
+    }
+    Ok(())
+}
+
+impl EthDev {
+    /// The device's capabilities.
+    ///
+    /// # Errors
+    /// The port does not exist.
+    pub fn info(id: u16) -> Result<DevInfo, EalError> {
+        // SAFETY: all-zero is a valid rte_eth_dev_info (a plain C struct of integers and
+        // pointers); the call fills it.
+        let mut info: dpdk_sys::rte_eth_dev_info = unsafe { std::mem::zeroed() };
+        check(
+            // SAFETY: `info` is a valid out-pointer.
+            unsafe { dpdk_sys::rte_eth_dev_info_get(id, &mut info) },
+            "reading device info",
+            id,
+        )?;
+        let driver = if info.driver_name.is_null() {
+            String::new()
+        } else {
+            // SAFETY: a non-null driver name is a static NUL-terminated string of the driver.
+            unsafe { std::ffi::CStr::from_ptr(info.driver_name) }
+                .to_string_lossy()
+                .into_owned()
+        };
+        Ok(DevInfo {
+            driver,
+            max_rx_queues: info.max_rx_queues,
+            max_tx_queues: info.max_tx_queues,
+            rss_offloads: info.flow_type_rss_offloads,
+        })
+    }
+
+    /// Configures port `id` with queues for `opts.queues` cores and starts it.
+    ///
+    /// # Errors
+    /// The device refused a step; the message names the port and the step.
+    pub fn start(id: u16, pool: Arc<Mempool>, opts: EthOptions) -> Result<Self, EalError> {
+        let info = Self::info(id)?;
+        let want = opts.queues.max(1);
+        let tx_queues = want.min(info.max_tx_queues.max(1));
+        let rx_queues = want.min(info.max_rx_queues.max(1));
+        // SAFETY: the shim returns constants.
+        let wanted_rss = unsafe {
+            dpdk_sys::shim_eth_rss_ip()
+                | dpdk_sys::shim_eth_rss_udp()
+                | dpdk_sys::shim_eth_rss_tcp()
+        };
+        let rss_hf = info.rss_offloads & wanted_rss;
+        let rss = rx_queues > 1 && rss_hf != 0;
+        // SAFETY: all-zero is DPDK's documented default for rte_eth_conf.
+        let mut conf: dpdk_sys::rte_eth_conf = unsafe { std::mem::zeroed() };
+        if rss {
+            conf.rxmode.mq_mode = dpdk_sys::rte_eth_rx_mq_mode_RTE_ETH_MQ_RX_RSS;
+            conf.rx_adv_conf.rss_conf.rss_hf = rss_hf;
+        }
+        check(
+            // SAFETY: `conf` is a valid configuration for the duration of the call.
+            unsafe { dpdk_sys::rte_eth_dev_configure(id, rx_queues, tx_queues, &conf) },
+            "configure",
+            id,
+        )?;
+        let mut dev = Self {
+            id,
+            rx_queues,
+            tx_queues,
+            pool,
+            rss,
+            started: false,
+        };
+        if let Some(mtu) = opts.mtu {
+            // SAFETY: plain call on a configured port.
+            let rc = unsafe { dpdk_sys::rte_eth_dev_set_mtu(id, mtu) };
+            // Virtual devices often cannot change it: not fatal (-ENOTSUP).
+            if rc < 0 && rc != -(95) {
+                check(rc, "set MTU", id)?;
+            }
+        }
+        // SAFETY: plain call.
+        let socket = unsafe { dpdk_sys::rte_eth_dev_socket_id(id) };
+        let socket = u32::try_from(socket).unwrap_or(0);
+        for q in 0..rx_queues {
+            check(
+                // SAFETY: the port is configured with `rx_queues` queues; a null rxconf means
+                // the driver's defaults; the pool outlives the port (we hold it).
+                unsafe {
+                    dpdk_sys::rte_eth_rx_queue_setup(
+                        id,
+                        q,
+                        opts.rx_descriptors,
+                        socket,
+                        std::ptr::null(),
+                        dev.pool.as_ptr(),
+                    )
+                },
+                "rx queue setup",
+                id,
+            )?;
+        }
+        for q in 0..tx_queues {
+            check(
+                // SAFETY: as above, for tx.
+                unsafe {
+                    dpdk_sys::rte_eth_tx_queue_setup(
+                        id,
+                        q,
+                        opts.tx_descriptors,
+                        socket,
+                        std::ptr::null(),
+                    )
+                },
+                "tx queue setup",
+                id,
+            )?;
+        }
+        // SAFETY: plain call on a configured port.
+        check(unsafe { dpdk_sys::rte_eth_dev_start(id) }, "start", id)?;
+        dev.started = true;
+        if opts.promiscuous {
+            // SAFETY: plain call on a started port; failure is harmless (not offered).
+            let _ = unsafe { dpdk_sys::rte_eth_promiscuous_enable(id) };
+        }
+        Ok(dev)
+    }
+
+    /// Port id.
+    pub fn id(&self) -> u16 {
+        self.id
+    }
+
+    /// Receive queues configured.
+    pub fn rx_queues(&self) -> u16 {
+        self.rx_queues
+    }
+
+    /// Transmit queues configured.
+    pub fn tx_queues(&self) -> u16 {
+        self.tx_queues
+    }
+
+    /// Whether the device spreads flows over the rx queues by RSS.
+    pub fn rss(&self) -> bool {
+        self.rss
+    }
+
+    /// The port's MAC address.
+    pub fn mac(&self) -> Mac {
+        let mut a = dpdk_sys::rte_ether_addr::default();
+        // SAFETY: `a` is a valid out-pointer.
+        let _ = unsafe { dpdk_sys::rte_eth_macaddr_get(self.id, &mut a) };
+        a.addr_bytes
+    }
+
+    /// Link state, without waiting.
+    pub fn link(&self) -> LinkStatus {
+        let mut l = dpdk_sys::rte_eth_link::default();
+        // SAFETY: `l` is a valid out-pointer.
+        let _ = unsafe { dpdk_sys::rte_eth_link_get_nowait(self.id, &mut l) };
+        LinkStatus {
+            up: l.link_status() != 0,
+            speed_mbps: l.link_speed,
+        }
+    }
+
+    /// The device's counters.
+    pub fn stats(&self) -> PortStats {
+        let mut s = dpdk_sys::rte_eth_stats::default();
+        // SAFETY: `s` is a valid out-pointer.
+        let _ = unsafe { dpdk_sys::rte_eth_stats_get(self.id, &mut s) };
+        PortStats {
+            ipackets: s.ipackets,
+            opackets: s.opackets,
+            ibytes: s.ibytes,
+            obytes: s.obytes,
+            imissed: s.imissed,
+            ierrors: s.ierrors,
+            oerrors: s.oerrors,
+            rx_nombuf: s.rx_nombuf,
+        }
+    }
+
+    /// The queue pair of worker `core`: it receives on rx queue `core` when the device has that
+    /// many (else nothing: its traffic arrives through the handoff rings) and sends on tx
+    /// queue `core`.
+    pub fn queue(&self, core: u16) -> DpdkQueue {
+        DpdkQueue {
+            port: self.id,
+            rxq: (core < self.rx_queues).then_some(core),
+            txq: core % self.tx_queues.max(1),
+            pool: Arc::clone(&self.pool),
+        }
+    }
+
+    /// Stops the port (its queues must no longer be polled).
+    pub fn stop(&mut self) {
+        if self.started {
+            // SAFETY: plain call; no core polls the port any more (the caller's contract).
+            let _ = unsafe { dpdk_sys::rte_eth_dev_stop(self.id) };
+            self.started = false;
+        }
+    }
+}
+
+impl Drop for EthDev {
+    fn drop(&mut self) {
+        self.stop();
+        // SAFETY: the port is stopped; closing releases its queues (their mbufs go back to the
+        // pool, which is still alive: we hold it).
+        let _ = unsafe { dpdk_sys::rte_eth_dev_close(self.id) };
+    }
+}
+
+/// One core's rx/tx queue pair of a port.
+#[derive(Debug)]
+pub struct DpdkQueue {
+    port: u16,
+    rxq: Option<u16>,
+    txq: u16,
+    pool: Arc<Mempool>,
+}
+
+impl DpdkQueue {
+    /// The port id.
+    pub fn port_id(&self) -> u16 {
+        self.port
+    }
+
+    /// Whether this queue pair receives (else it only transmits).
+    pub fn receives(&self) -> bool {
+        self.rxq.is_some()
+    }
+}
+
+impl Port for DpdkQueue {
+    type Buf = Mbuf;
+
+    fn recv(&mut self, burst: &mut Burst<Mbuf>) -> usize {
+        let Some(q) = self.rxq else { return 0 };
+        let room = burst.spare().min(BURST_SIZE);
+        if room == 0 {
+            return 0;
+        }
+        let mut raw = [std::ptr::null_mut::<rte_mbuf>(); BURST_SIZE];
+        // SAFETY: `raw` has room for `room` pointers; the queue is set up and owned by this
+        // core only.
+        let n = usize::from(unsafe {
+            dpdk_sys::shim_rx_burst(self.port, q, raw.as_mut_ptr(), room as u16)
+        });
+        let mut taken = 0;
+        for p in &raw[..n] {
+            let Some(p) = NonNull::new(*p) else { continue };
+            // SAFETY: rx_burst hands us ownership of each returned mbuf.
+            let m = unsafe { Mbuf::from_raw(p) };
+            if m.segments() != 1 {
+                // Scatter is never enabled, so chains do not occur; never parse half a packet.
+                drop(m);
+                continue;
+            }
+            if burst.push(m).is_ok() {
+                taken += 1;
+            }
+        }
+        taken
+    }
+
+    fn send(&mut self, burst: &mut Burst<Mbuf>) -> usize {
+        let n = burst.len();
+        if n == 0 {
+            return 0;
+        }
+        let mut raw = [std::ptr::null_mut::<rte_mbuf>(); BURST_SIZE];
+        for (r, m) in raw.iter_mut().zip(burst.as_slice()) {
+            *r = m.as_ptr();
+        }
+        // SAFETY: `raw` holds `n` valid mbufs we own; the driver takes ownership of the first
+        // `sent` of them, which we then forget.
+        let sent = usize::from(unsafe {
+            dpdk_sys::shim_tx_burst(self.port, self.txq, raw.as_mut_ptr(), n as u16)
+        });
+        for m in burst.consume_front(sent) {
+            let _ = m.into_raw();
+        }
+        sent
+    }
+
+    fn alloc(&mut self) -> Option<Mbuf> {
+        self.pool.alloc()
+    }
+
+    fn free_bulk(&mut self, bufs: &mut Vec<Mbuf>) {
+        let mut raw = [std::ptr::null_mut::<rte_mbuf>(); BURST_SIZE];
+        while !bufs.is_empty() {
+            let k = bufs.len().min(BURST_SIZE);
+            for (r, m) in raw.iter_mut().zip(bufs.drain(bufs.len() - k..)) {
+                *r = m.into_raw();
+            }
+            // SAFETY: the `k` pointers are mbufs we owned and gave up above.
+            unsafe { dpdk_sys::shim_pktmbuf_free_bulk(raw.as_mut_ptr(), k as u32) }
+        }
+    }
+}
+
+/// Writes `frame` into a fresh mbuf (for tests and generated packets).
+pub fn mbuf_from(pool: &Mempool, frame: &[u8]) -> Option<Mbuf> {
+    let mut m = pool.alloc()?;
+    m.append(frame.len()).ok()?.copy_from_slice(frame);
+    Some(m)
+}

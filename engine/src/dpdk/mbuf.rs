@@ -1,0 +1,194 @@
+//! Mbuf pools and `Mbuf`, the `PacketBuf` the pipeline works on in production: one segment
+//! (scatter is never enabled), the packet between `data_off` and `data_off + data_len`.
+
+use std::ffi::CString;
+use std::ptr::NonNull;
+
+use dpdk_sys::{rte_mbuf, rte_mempool};
+
+use super::eal::EalError;
+use crate::packet::{NoRoom, PacketBuf};
+
+/// A pool of packet buffers. Freed on drop: drop it after every port and mbuf using it.
+#[derive(Debug)]
+pub struct Mempool {
+    raw: NonNull<rte_mempool>,
+}
+
+// SAFETY: an rte_mempool is designed for concurrent use from many lcores (per-lcore caches and
+// a lock-free ring); the pointer itself is only freed in `Drop`.
+unsafe impl Send for Mempool {}
+// SAFETY: as above; shared references only allocate and count.
+unsafe impl Sync for Mempool {}
+
+impl Mempool {
+    /// A pool of `count` mbufs with `data_room` bytes each (headroom included), with a per-lcore
+    /// cache, on NUMA socket `socket` (-1 for any).
+    ///
+    /// # Errors
+    /// DPDK's reason (usually: not enough memory for `-m`, or a duplicate name).
+    pub fn new(name: &str, count: u32, data_room: u16, socket: i32) -> Result<Self, EalError> {
+        let c = CString::new(name).map_err(|_| EalError("mempool name has a NUL byte".into()))?;
+        let cache = 256.min(count / 8).min(dpdk_sys::RTE_MEMPOOL_CACHE_MAX_SIZE);
+        // SAFETY: `c` is a valid C string; EAL is initialised (a `Mempool` is only made after
+        // `Eal::init`, which callers guarantee by holding the `Eal`).
+        let raw = unsafe {
+            dpdk_sys::rte_pktmbuf_pool_create(c.as_ptr(), count, cache, 0, data_room, socket)
+        };
+        NonNull::new(raw).map(|raw| Self { raw }).ok_or_else(|| {
+            EalError(format!(
+                "cannot create mbuf pool {name} ({count} x {data_room} bytes): {} (raise -m or reserve more hugepages)",
+                super::last_error()
+            ))
+        })
+    }
+
+    /// The raw pool.
+    pub fn as_ptr(&self) -> *mut rte_mempool {
+        self.raw.as_ptr()
+    }
+
+    /// Mbufs currently free in the pool (caches included).
+    pub fn available(&self) -> u32 {
+        // SAFETY: the pool is alive.
+        unsafe { dpdk_sys::shim_mempool_avail_count(self.raw.as_ptr()) }
+    }
+
+    /// A fresh empty mbuf with the default headroom.
+    pub fn alloc(&self) -> Option<Mbuf> {
+        // SAFETY: the pool is alive; a non-null result is a fresh mbuf we now own.
+        NonNull::new(unsafe { dpdk_sys::shim_pktmbuf_alloc(self.raw.as_ptr()) }).map(Mbuf)
+    }
+}
+
+impl Drop for Mempool {
+    fn drop(&mut self) {
+        // SAFETY: no port or mbuf uses the pool any more (the ownership rule of this module).
+        unsafe { dpdk_sys::rte_mempool_free(self.raw.as_ptr()) }
+    }
+}
+
+/// One mbuf, owned: dropping it returns it to its pool.
+#[derive(Debug)]
+pub struct Mbuf(NonNull<rte_mbuf>);
+
+// SAFETY: an mbuf is owned by exactly one `Mbuf` at a time; moving it to another core (handoff
+// rings) moves that ownership. Freeing from any lcore is allowed by DPDK.
+unsafe impl Send for Mbuf {}
+
+impl Mbuf {
+    /// Takes ownership of a raw mbuf.
+    ///
+    /// # Safety
+    /// `m` is a valid single-segment mbuf that nothing else owns or frees.
+    pub unsafe fn from_raw(m: NonNull<rte_mbuf>) -> Self {
+        Self(m)
+    }
+
+    /// Gives up ownership (the caller frees or transmits it).
+    pub fn into_raw(self) -> *mut rte_mbuf {
+        let p = self.0.as_ptr();
+        std::mem::forget(self);
+        p
+    }
+
+    /// The raw mbuf, still owned by `self`.
+    pub fn as_ptr(&self) -> *mut rte_mbuf {
+        self.0.as_ptr()
+    }
+
+    fn m(&self) -> &rte_mbuf {
+        // SAFETY: we own a valid mbuf for our lifetime.
+        unsafe { self.0.as_ref() }
+    }
+
+    fn m_mut(&mut self) -> &mut rte_mbuf {
+        // SAFETY: we own a valid mbuf exclusively for our lifetime.
+        unsafe { self.0.as_mut() }
+    }
+
+    /// Segments in the chain (1 for everything the pipeline accepts).
+    pub fn segments(&self) -> u16 {
+        self.m().nb_segs
+    }
+
+    fn set_len(&mut self, len: u16) {
+        let m = self.m_mut();
+        m.data_len = len;
+        m.pkt_len = u32::from(len);
+    }
+}
+
+impl Drop for Mbuf {
+    fn drop(&mut self) {
+        // SAFETY: we own the mbuf; after this nothing refers to it.
+        unsafe { dpdk_sys::shim_pktmbuf_free(self.0.as_ptr()) }
+    }
+}
+
+impl PacketBuf for Mbuf {
+    fn data(&self) -> &[u8] {
+        let m = self.m();
+        // SAFETY: buf_addr + data_off .. + data_len lies inside the mbuf's data buffer, which we
+        // own for as long as `self` is borrowed.
+        unsafe {
+            std::slice::from_raw_parts(
+                m.buf_addr.cast::<u8>().add(usize::from(m.data_off)),
+                usize::from(m.data_len),
+            )
+        }
+    }
+
+    fn data_mut(&mut self) -> &mut [u8] {
+        let m = self.m();
+        // SAFETY: as in `data`, and the borrow of `self` is exclusive.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                m.buf_addr.cast::<u8>().add(usize::from(m.data_off)),
+                usize::from(m.data_len),
+            )
+        }
+    }
+
+    fn headroom(&self) -> usize {
+        usize::from(self.m().data_off)
+    }
+
+    fn tailroom(&self) -> usize {
+        let m = self.m();
+        usize::from(m.buf_len) - usize::from(m.data_off) - usize::from(m.data_len)
+    }
+
+    fn prepend(&mut self, len: usize) -> Result<&mut [u8], NoRoom> {
+        if len > self.headroom() {
+            return Err(NoRoom);
+        }
+        let grown = self.len() + len;
+        let m = self.m_mut();
+        m.data_off -= len as u16;
+        self.set_len(grown as u16);
+        Ok(&mut self.data_mut()[..len])
+    }
+
+    fn append(&mut self, len: usize) -> Result<&mut [u8], NoRoom> {
+        if len > self.tailroom() {
+            return Err(NoRoom);
+        }
+        let old = self.len();
+        self.set_len((old + len) as u16);
+        Ok(&mut self.data_mut()[old..])
+    }
+
+    fn trim_front(&mut self, len: usize) {
+        let len = len.min(self.len());
+        let rest = self.len() - len;
+        self.m_mut().data_off += len as u16;
+        self.set_len(rest as u16);
+    }
+
+    fn truncate(&mut self, len: usize) {
+        if len < self.len() {
+            self.set_len(len as u16);
+        }
+    }
+}

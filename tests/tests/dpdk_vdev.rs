@@ -1,0 +1,465 @@
+//! DPDK with virtual devices, no hugepages, one EAL for the whole binary (it starts once per
+//! process), so this is a `harness = false` test with its own `main`:
+//!
+//! - refusals: a missing device, a bad core list and a second EAL start each give one clear
+//!   error and a non-zero exit, quickly (run as child processes of this binary);
+//! - `net_ring`: frames sent on the loopback port come back byte for byte, and every mbuf
+//!   returns to its pool;
+//! - `net_pcap` golden test: a capture of a client's traffic replayed through the pipeline on
+//!   DPDK ports gives exactly, byte for byte, the frames the same pipeline gives on in-memory
+//!   ports, and those frames are the right ones (ARP and ping answered, the client's packet
+//!   decrypted and SNATed, a denied and a replayed packet dropped under their counters);
+//! - lcores: a `Worker` runs on a worker lcore over `net_ring` and stops on request.
+
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_engine::crypto::Cipher;
+use sluice_engine::dpdk::{self, mbuf_from, Eal, EthDev, EthOptions, Mempool};
+use sluice_engine::mailbox::{Command as Cmd, Mailbox};
+use sluice_engine::packet::{Burst, DropReason, PacketBuf};
+use sluice_engine::port::{MemPort, Port};
+use sluice_engine::rules::GroupMask;
+use sluice_engine::testkit::{self, ip, lab};
+use sluice_engine::wire::ethernet;
+use sluice_engine::wire::openvpn::{KeyId, PeerId};
+use sluice_engine::worker::Worker;
+use sluice_tests::pcap;
+
+const QUIET: [&str; 2] = ["--log-level=lib.eal:error", "--log-level=pmd.*:error"];
+
+fn base_args() -> Vec<String> {
+    let mut a: Vec<String> = [
+        "--no-pci",
+        "--no-huge",
+        "--no-shconf",
+        "--no-telemetry",
+        "-m",
+        "256",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    a.extend(QUIET.iter().map(|s| (*s).to_owned()));
+    a
+}
+
+/// Child mode: start EAL with the given arguments and require the named ports, the way the
+/// appliance starts; print the refusal and exit 1.
+fn child(spec: &str) -> ! {
+    let (args, ports) = spec.split_once('|').unwrap_or((spec, ""));
+    let args: Vec<String> = args
+        .split(' ')
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    let eal = match Eal::init(&args) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
+    let names: Vec<&str> = ports.split(',').filter(|s| !s.is_empty()).collect();
+    if let Err(e) = eal.require_ports(&names) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+    if std::env::var_os("SLUICE_EAL_TWICE").is_some() {
+        if let Err(e) = Eal::init(&args) {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    }
+    std::process::exit(0);
+}
+
+fn refused(spec: &str, twice: bool, expect: &str) {
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = Command::new(exe);
+    cmd.env("SLUICE_EAL_CHILD", spec)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if twice {
+        cmd.env("SLUICE_EAL_TWICE", "1");
+    }
+    let start = Instant::now();
+    let mut child = cmd.spawn().unwrap();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("refusal for {spec:?} hung for 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{spec:?} was accepted:\n{err}");
+    let line = err.lines().find(|l| l.starts_with("error: ")).unwrap_or("");
+    assert!(
+        line.contains(expect),
+        "{spec:?}: expected an error line with {expect:?}, got:\n{err}"
+    );
+    println!("  refused: {line}");
+}
+
+fn refusals() {
+    let base = base_args().join(" ");
+    // A device that is not there (a typo in the vdev string probes nothing).
+    refused(
+        &format!("{base} --vdev net_nosuchdriver0|net_nosuchdriver0"),
+        false,
+        "DPDK EAL could not start: No such device",
+    );
+    refused(
+        &format!("{base} --vdev net_ring0|net_ring1"),
+        false,
+        "port net_ring1 is missing",
+    );
+    // A core list naming CPUs this machine does not have.
+    refused(&format!("{base} -l 200"), false, "DPDK EAL could not start");
+    // EAL starts once per process.
+    refused(&format!("{base}|"), true, "already started");
+}
+
+fn ring_loopback(eal: &Eal) {
+    let pool = Arc::new(Mempool::new("ring_pool", 2047, 2176, -1).unwrap());
+    let full = pool.available();
+    let id = eal.port_by_name("net_ring0").unwrap();
+    let dev = EthDev::start(id, Arc::clone(&pool), EthOptions::default()).unwrap();
+    assert!(dev.link().up, "net_ring links are up");
+    let mut q = dev.queue(0);
+    let frames: Vec<Vec<u8>> = (0..100u8)
+        .map(|i| {
+            (0..(60 + usize::from(i) * 13))
+                .map(|j| (j as u8) ^ i)
+                .collect()
+        })
+        .collect();
+    let mut got = Vec::new();
+    for chunk in frames.chunks(20) {
+        let mut burst = Burst::new();
+        for f in chunk {
+            burst.push(mbuf_from(&pool, f).unwrap()).unwrap();
+        }
+        assert_eq!(q.send(&mut burst), chunk.len());
+        let mut rx = Burst::new();
+        q.recv(&mut rx);
+        got.extend(rx.drain().map(|m| m.data().to_vec()));
+    }
+    assert_eq!(got, frames, "net_ring returns what was sent, byte for byte");
+    let s = dev.stats();
+    assert_eq!((s.ipackets, s.opackets), (100, 100), "{s:?}");
+    // Bulk free: every mbuf goes home.
+    let mut bufs: Vec<_> = (0..100).map(|_| pool.alloc().unwrap()).collect();
+    q.free_bulk(&mut bufs);
+    assert_eq!(pool.available(), full, "no mbuf leaked");
+    println!("  net_ring loopback: 100 frames, stats and pool balanced");
+}
+
+struct Traffic {
+    outside: Vec<Vec<u8>>,
+    inside: Vec<Vec<u8>>,
+    server_keys: sluice_engine::crypto::KeyMaterial,
+    client_keys: sluice_engine::crypto::KeyMaterial,
+}
+
+fn traffic() -> Traffic {
+    let (server_keys, client_keys) = testkit::key_pair(Cipher::Aes256Gcm, 7);
+    let mut client = testkit::Client::new(PeerId(5), KeyId(0), &client_keys);
+    let vip = ip(lab::CLIENT_VIP);
+    let hello = testkit::ipv4_udp(
+        vip,
+        40_000,
+        ip(lab::HOST_IP),
+        7777,
+        b"hello through the tunnel",
+    );
+    let denied = testkit::ipv4_udp(vip, 40_001, ip("10.99.1.1"), 7777, b"not for you");
+    let to_host = client.frame(&hello);
+    let outside = vec![
+        testkit::arp_request(
+            lab::CLIENT_MAC,
+            ip(lab::CLIENT_OUTER_IP),
+            ip(lab::OUTSIDE_IP),
+        ),
+        testkit::eth_ipv4(
+            lab::OUTSIDE_MAC,
+            lab::CLIENT_MAC,
+            &testkit::ipv4_echo(
+                ip(lab::CLIENT_OUTER_IP),
+                ip(lab::OUTSIDE_IP),
+                true,
+                9,
+                1,
+                b"ping",
+            ),
+        ),
+        to_host.clone(),
+        client.frame(&denied),
+        to_host, // a replay
+    ];
+    let inside = vec![testkit::arp_request(
+        lab::HOST_MAC,
+        ip(lab::HOST_IP),
+        ip(lab::INSIDE_IP),
+    )];
+    Traffic {
+        outside,
+        inside,
+        server_keys,
+        client_keys,
+    }
+}
+
+/// A port that receives nothing until the worker is set up (rules, session, neighbours), so
+/// the capture is replayed into a ready pipeline.
+struct Gated<P> {
+    inner: P,
+    open: bool,
+}
+
+impl<P: Port> Port for Gated<P> {
+    type Buf = P::Buf;
+
+    fn recv(&mut self, burst: &mut Burst<P::Buf>) -> usize {
+        if self.open {
+            self.inner.recv(burst)
+        } else {
+            0
+        }
+    }
+
+    fn send(&mut self, burst: &mut Burst<P::Buf>) -> usize {
+        self.inner.send(burst)
+    }
+
+    fn alloc(&mut self) -> Option<P::Buf> {
+        self.inner.alloc()
+    }
+
+    fn free_bulk(&mut self, bufs: &mut Vec<P::Buf>) {
+        self.inner.free_bulk(bufs);
+    }
+}
+
+/// Runs the lab pipeline over `ports` until `done` says so; returns the worker.
+fn run_lab<P: Port>(
+    ports: Vec<P>,
+    t: &Traffic,
+    mut done: impl FnMut(&mut Worker<Gated<P>>) -> bool,
+) -> Worker<Gated<P>> {
+    let ports = ports
+        .into_iter()
+        .map(|inner| Gated { inner, open: false })
+        .collect();
+    let epoch = Instant::now();
+    let mailbox = Mailbox::new(64);
+    let mut w = testkit::lab_worker(ports, testkit::lab_config(4096, 64), mailbox.clone(), epoch);
+    mailbox
+        .commands
+        .push(Cmd::AddSession {
+            info: testkit::lab_session(PeerId(5), ip(lab::CLIENT_VIP), GroupMask::EMPTY),
+            key_id: KeyId(0),
+            keys: Box::new(t.server_keys.clone()),
+        })
+        .unwrap();
+    w.poll_once(epoch);
+    for i in 0.. {
+        match w.port_mut(i) {
+            Some(p) => p.open = true,
+            None => break,
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done(&mut w) {
+        assert!(
+            Instant::now() < deadline,
+            "the pipeline did not finish in 10 s"
+        );
+        w.poll_once(epoch);
+    }
+    w
+}
+
+fn pcap_golden(eal: &Eal, dir: &Path) {
+    let t = traffic();
+    // The oracle: the same pipeline on in-memory ports.
+    let (mut o, mut i) = (MemPort::new(), MemPort::new());
+    for f in &t.outside {
+        o.inject(f);
+    }
+    for f in &t.inside {
+        i.inject(f);
+    }
+    let mut polls = 0;
+    let mut mem = run_lab(vec![o, i], &t, |_| {
+        polls += 1;
+        polls > 4
+    });
+    let want_out = mem.port_mut(0).unwrap().inner.take_sent();
+    let want_in = mem.port_mut(1).unwrap().inner.take_sent();
+
+    // The same through DPDK: net_pcap0 is the outside port, net_pcap1 the inside one.
+    let pool = Arc::new(Mempool::new("pcap_pool", 4095, 2176, -1).unwrap());
+    let ids = eal.require_ports(&["net_pcap0", "net_pcap1"]).unwrap();
+    let devs: Vec<EthDev> = ids
+        .iter()
+        .map(|id| EthDev::start(*id, Arc::clone(&pool), EthOptions::default()).unwrap())
+        .collect();
+    let queues = devs.iter().map(|d| d.queue(0)).collect();
+    let expected = t.outside.len() as u64 + t.inside.len() as u64;
+    let w = run_lab(queues, &t, |w| {
+        let seen: u64 = devs.iter().map(|d| d.stats().ipackets).sum();
+        seen >= expected && w.poll_stats().idle > 10
+    });
+    let drops = w.drops().clone();
+    let nonzero: Vec<_> = drops.iter().filter(|(_, n)| *n > 0).collect();
+    println!("  drops: {nonzero:?}");
+    drop(w);
+    drop(devs); // closing flushes the tx captures
+    let got_out = pcap::read(&dir.join("outside-tx.pcap")).unwrap();
+    let got_in = pcap::read(&dir.join("inside-tx.pcap")).unwrap();
+    assert_eq!(
+        got_out, want_out,
+        "outside frames through DPDK equal the in-memory pipeline's"
+    );
+    assert_eq!(
+        got_in, want_in,
+        "inside frames through DPDK equal the in-memory pipeline's"
+    );
+
+    // And they are the right frames.
+    assert_eq!(got_out.len(), 2, "ARP reply and echo reply: {got_out:02x?}");
+    assert_eq!(&got_out[0][12..14], &[0x08, 0x06]);
+    assert_eq!(&got_out[0][20..22], &[0, 2], "an ARP reply");
+    assert_eq!(&got_out[0][28..32], &ip(lab::OUTSIDE_IP).to_be_bytes());
+    assert_eq!(got_out[1][34], 0, "an echo reply");
+    assert_eq!(
+        got_in.len(),
+        2,
+        "ARP reply and the SNATed datagram: {got_in:02x?}"
+    );
+    // The outside port is polled first: the client's datagram leaves before the ARP reply.
+    let arp = got_in.iter().find(|f| f[12..14] == [0x08, 0x06]).unwrap();
+    assert_eq!(&arp[20..22], &[0, 2], "an ARP reply");
+    assert_eq!(&arp[28..32], &ip(lab::INSIDE_IP).to_be_bytes());
+    let snat = got_in.iter().find(|f| f[12..14] == [0x08, 0x00]).unwrap();
+    assert_eq!(&snat[0..6], &lab::HOST_MAC);
+    assert_eq!(
+        &snat[26..30],
+        &ip(lab::INSIDE_IP).to_be_bytes(),
+        "source NATed to the ENI"
+    );
+    assert_eq!(&snat[30..34], &ip(lab::HOST_IP).to_be_bytes());
+    assert!(snat.ends_with(b"hello through the tunnel"));
+    let ipv4 =
+        sluice_engine::wire::ipv4::Ipv4Packet::new_checked(&snat[ethernet::HEADER_LEN..]).unwrap();
+    assert!(ipv4.verify_checksum(), "IPv4 checksum");
+    assert_eq!(drops.get(DropReason::NotAuthorized), 1);
+    assert_eq!(drops.get(DropReason::Replayed), 1);
+    let _ = &t.client_keys;
+    println!(
+        "  net_pcap golden: {} + {} frames identical to the in-memory pipeline",
+        got_out.len(),
+        got_in.len()
+    );
+}
+
+fn lcores(eal: &Eal) {
+    let workers = eal.worker_lcores();
+    assert_eq!(workers.len(), 1, "-l 0-1 gives one worker lcore");
+    let pool = Arc::new(Mempool::new("lcore_pool", 2047, 2176, -1).unwrap());
+    let id = eal.port_by_name("net_ring1").unwrap();
+    let dev = EthDev::start(id, Arc::clone(&pool), EthOptions::default()).unwrap();
+    let q = dev.queue(0);
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = Arc::clone(&stop);
+    let t = traffic();
+    // The looped-back client packet goes round: the worker keeps receiving its own output on
+    // this loopback port; all that matters here is that it runs on the lcore and stops.
+    let keys = t.server_keys.clone();
+    let frame = t.outside[2].clone();
+    let pool2 = Arc::clone(&pool);
+    dpdk::launch(workers[0], move || {
+        let epoch = Instant::now();
+        let mailbox = Mailbox::new(64);
+        let mut w = testkit::lab_worker(
+            vec![q],
+            testkit::lab_config(4096, 64),
+            mailbox.clone(),
+            epoch,
+        );
+        let _ = mailbox.commands.push(Cmd::AddSession {
+            info: testkit::lab_session(PeerId(5), ip(lab::CLIENT_VIP), GroupMask::EMPTY),
+            key_id: KeyId(0),
+            keys: Box::new(keys),
+        });
+        let mut b = Burst::new();
+        let _ = b.push(mbuf_from(&pool2, &frame).unwrap());
+        let _ = w.port_mut(0).unwrap().send(&mut b);
+        while !stop2.load(Ordering::Relaxed) {
+            w.poll_once(Instant::now());
+        }
+        let busy = w.poll_stats().busy;
+        i32::from(busy > 0)
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    dpdk::wait_all();
+    assert!(
+        dev.stats().ipackets >= 1,
+        "the worker lcore received from net_ring1"
+    );
+    drop(dev);
+    assert_eq!(
+        pool.available(),
+        2047,
+        "every mbuf back in the pool after the worker stopped"
+    );
+    println!(
+        "  worker on lcore {}: ran, stopped, pool balanced",
+        workers[0]
+    );
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("SLUICE_EAL_CHILD") {
+        child(&spec);
+    }
+    println!("dpdk_vdev: DPDK {}", dpdk::version());
+    refusals();
+    let dir = tempfile::tempdir().unwrap();
+    let t = traffic();
+    pcap::write(&dir.path().join("outside-rx.pcap"), &t.outside).unwrap();
+    pcap::write(&dir.path().join("inside-rx.pcap"), &t.inside).unwrap();
+    let d = dir.path().display();
+    let mut args = base_args();
+    args.extend([
+        "-l".to_owned(),
+        "0-1".to_owned(),
+        "--vdev".to_owned(),
+        "net_ring0".to_owned(),
+        "--vdev".to_owned(),
+        "net_ring1".to_owned(),
+        "--vdev".to_owned(),
+        format!("net_pcap0,rx_pcap={d}/outside-rx.pcap,tx_pcap={d}/outside-tx.pcap"),
+        "--vdev".to_owned(),
+        format!("net_pcap1,rx_pcap={d}/inside-rx.pcap,tx_pcap={d}/inside-tx.pcap"),
+    ]);
+    let eal = Eal::init(&args).unwrap();
+    ring_loopback(&eal);
+    pcap_golden(&eal, dir.path());
+    lcores(&eal);
+    drop(eal);
+    println!("dpdk_vdev: ok");
+}
