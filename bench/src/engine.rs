@@ -49,7 +49,14 @@ fn inner(flow: usize, shape: Shape, size: usize) -> Vec<u8> {
     let s = flow % shape.sessions;
     let sport = 1024 + (flow / shape.sessions) as u16;
     let payload = vec![0x5a; size.saturating_sub(28).max(1)];
-    testkit::ipv4_udp(vip(s), sport, ip(lab::HOST_IP), 9, &payload)
+    testkit::ipv4_udp(vip(s), sport, ip(lab::HOST_IP), remote_port(flow), &payload)
+}
+
+/// Flows spread over 61 services of the VPC host: a NAT tells return traffic apart by the
+/// remote endpoint too, so 1M flows need more than one remote port (at most about 64k flows
+/// per ENI address and remote endpoint, as with any SNAT).
+fn remote_port(flow: usize) -> u16 {
+    9000 + (flow % 61) as u16
 }
 
 fn setup(shape: Shape) -> Bench {
@@ -95,8 +102,9 @@ impl Bench {
         self.clients[flow % shape.sessions].frame(&p)
     }
 
-    /// Sends every flow once so they all exist; returns the last pass's nat ports.
-    fn warm_up(&mut self, shape: Shape, size: usize) -> Vec<u16> {
+    /// Sends every flow once so they all exist; returns the last pass's (nat port, remote port)
+    /// pairs.
+    fn warm_up(&mut self, shape: Shape, size: usize) -> Vec<(u16, u16)> {
         let mut flow = 0;
         let mut nat_ports = Vec::new();
         while flow < shape.flows {
@@ -115,7 +123,7 @@ impl Bench {
                         let p = Ipv4Packet::new_checked(f.get(14..)?).ok()?;
                         UdpPacket::new_checked(p.payload())
                             .ok()
-                            .map(|u| u.src_port())
+                            .map(|u| (u.src_port(), u.dst_port()))
                     })
                     .collect();
             }
@@ -196,11 +204,11 @@ fn measure(shape: Shape, size: usize, per_case: Duration) -> (f64, f64, u64, u64
     let payload = vec![0xa5; size.saturating_sub(28).max(1)];
     let replies: Vec<Vec<u8>> = nat_ports
         .iter()
-        .map(|&nat| {
+        .map(|&(nat, remote)| {
             testkit::eth_ipv4(
                 lab::INSIDE_MAC,
                 lab::HOST_MAC,
-                &testkit::ipv4_udp(ip(lab::HOST_IP), 9, ip(lab::INSIDE_IP), nat, &payload),
+                &testkit::ipv4_udp(ip(lab::HOST_IP), remote, ip(lab::INSIDE_IP), nat, &payload),
             )
         })
         .collect();

@@ -36,11 +36,14 @@ pub fn core_for_port(port: u16, cores: usize) -> Option<usize> {
     (0..cores).find(|c| PortRange::for_core(*c, cores).contains(port))
 }
 
-/// Free and used ports of one range, as a bitmap with a next-fit cursor.
+/// Free and used ports of one range: a bitmap of ports in use with a next-fit cursor for
+/// unused ports, and how many flows share each port (a port is reused toward other remote
+/// endpoints once every port is taken).
 #[derive(Clone, Debug)]
 pub struct PortPool {
     range: PortRange,
     used: Vec<u64>,
+    users: Vec<u32>,
     cursor: usize,
     free: usize,
 }
@@ -52,6 +55,7 @@ impl PortPool {
         Self {
             range,
             used: vec![0; n.div_ceil(64)],
+            users: vec![0; n],
             cursor: 0,
             free: n,
         }
@@ -68,6 +72,7 @@ impl PortPool {
             let (w, b) = (i / 64, i % 64);
             if self.used[w] & (1 << b) == 0 {
                 self.used[w] |= 1 << b;
+                self.users[i] = 1;
                 self.free -= 1;
                 self.cursor = (i + 1) % n;
                 return Some(self.range.first + i as u16);
@@ -76,17 +81,40 @@ impl PortPool {
         None
     }
 
-    /// Returns a port; ports outside the range or already free are ignored.
+    /// One more flow uses `port` (already in use, toward another remote endpoint).
+    pub fn share(&mut self, port: u16) {
+        if !self.range.contains(port) {
+            return;
+        }
+        let i = usize::from(port - self.range.first);
+        if self.users[i] == 0 {
+            self.used[i / 64] |= 1 << (i % 64);
+            self.free -= 1;
+        }
+        self.users[i] = self.users[i].saturating_add(1);
+    }
+
+    /// A flow stops using `port`; it becomes free with its last user. Ports outside the range
+    /// or already free are ignored.
     pub fn release(&mut self, port: u16) {
         if !self.range.contains(port) {
             return;
         }
         let i = usize::from(port - self.range.first);
-        let (w, b) = (i / 64, i % 64);
-        if self.used[w] & (1 << b) != 0 {
-            self.used[w] &= !(1 << b);
-            self.free += 1;
+        match self.users[i] {
+            0 => {}
+            1 => {
+                self.users[i] = 0;
+                self.used[i / 64] &= !(1 << (i % 64));
+                self.free += 1;
+            }
+            _ => self.users[i] -= 1,
         }
+    }
+
+    /// The range.
+    pub fn range(&self) -> PortRange {
+        self.range
     }
 
     /// Ports still free.
@@ -130,5 +158,12 @@ mod tests {
         p.release(9);
         assert_eq!(p.free(), 1);
         assert_eq!(p.alloc(), Some(2001));
+        // A shared port is free only after its last user.
+        p.share(2000);
+        p.release(2000);
+        assert_eq!(p.free(), 0);
+        p.release(2000);
+        assert_eq!(p.free(), 1);
+        assert_eq!(p.alloc(), Some(2000));
     }
 }

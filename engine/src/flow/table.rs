@@ -195,10 +195,10 @@ impl FlowTable {
         if self.free_slots.is_empty() {
             return Err(DropReason::FlowTableFull);
         }
-        let nat_port = self
-            .pool(eni, key.proto)
-            .alloc()
-            .ok_or(DropReason::SnatPortExhausted)?;
+        let nat_port = match self.pool(eni, key.proto).alloc() {
+            Some(p) => p,
+            None => self.reuse_port(eni, &key)?,
+        };
         let slot = self.free_slots.pop().ok_or(DropReason::FlowTableFull)?;
         let flow = Flow {
             key,
@@ -216,6 +216,36 @@ impl FlowTable {
         let entry = &mut self.slab[slot as usize];
         *entry = Some(flow);
         entry.as_mut().ok_or(DropReason::FlowTableFull)
+    }
+
+    /// Every port is in use: pick one whose reverse tuple toward this flow's remote endpoint is
+    /// free (address-and-port-dependent mapping, as Linux does once ports run out), probing a
+    /// bounded number of ports from a hash of the flow. The limit is then about 64k flows per
+    /// (ENI, protocol, remote address, remote port) and core, not 64k per ENI.
+    fn reuse_port(&mut self, eni: u32, key: &FlowKey) -> Result<u16, DropReason> {
+        const PROBES: u32 = 64;
+        let range = self.pool(eni, key.proto).range();
+        let len = u32::from(range.len.max(1));
+        let mut h =
+            u64::from(key.client) << 32 | u64::from(key.src_port) << 16 | u64::from(key.dst_port);
+        h ^= u64::from(key.dst).rotate_left(17);
+        h = h.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let start = (h >> 32) as u32 % len;
+        for step in 0..PROBES.min(len) {
+            let port = range.first + ((start + step * 7919) % len) as u16;
+            let rk = ReverseKey {
+                eni,
+                proto: key.proto,
+                nat_port: port,
+                remote: key.dst,
+                remote_port: key.dst_port,
+            };
+            if !self.reverse.contains_key(&rk) {
+                self.pool(eni, key.proto).share(port);
+                return Ok(port);
+            }
+        }
+        Err(DropReason::SnatPortExhausted)
     }
 
     /// Updates a TCP flow's state from the flags of a segment; `from_remote` for replies.
@@ -351,12 +381,64 @@ mod tests {
         t.create(key(1, 1), 9, 0, 0, 0).unwrap();
         assert_eq!(
             t.create(key(1, 2), 9, 0, 0, 0).map(|_| ()),
-            Err(DropReason::SnatPortExhausted)
+            Err(DropReason::SnatPortExhausted),
+            "the one port toward this remote endpoint is taken"
         );
         assert!(
             t.create(key(1, 2), 10, 0, 0, 0).is_ok(),
             "another ENI has its own ports"
         );
+    }
+
+    #[test]
+    fn ports_are_reused_toward_other_remote_endpoints() {
+        let mut t = FlowTable::new(
+            64,
+            PortRange {
+                first: 5000,
+                len: 4,
+            },
+            Timeouts::default(),
+        );
+        let to = |client: u32, dst_port: u16| FlowKey {
+            client,
+            proto: protocol::UDP,
+            src_port: 1,
+            dst: 0x0808_0808,
+            dst_port,
+        };
+        // Four flows toward port 53 take the four ports; a fifth toward 53 cannot be told apart.
+        for c in 0..4 {
+            t.create(to(c, 53), 9, 0, c, 0).unwrap();
+        }
+        assert_eq!(
+            t.create(to(9, 53), 9, 0, 9, 0).map(|_| ()),
+            Err(DropReason::SnatPortExhausted)
+        );
+        // Toward other remote ports, every port is usable again, and each reply finds its flow.
+        let mut seen = std::collections::HashSet::new();
+        for c in 10..26 {
+            let dport = 100 + (c % 4) as u16;
+            let f = *t.create(to(c, dport), 9, 0, c, 0).unwrap();
+            assert!(
+                seen.insert((f.nat_port, dport)),
+                "a reverse tuple used twice"
+            );
+            let r = ReverseKey {
+                eni: 9,
+                proto: protocol::UDP,
+                nat_port: f.nat_port,
+                remote: 0x0808_0808,
+                remote_port: dport,
+            };
+            assert_eq!(t.lookup_reverse(&r, 0).map(|f| f.key), Some(to(c, dport)));
+        }
+        assert_eq!(t.len(), 20);
+        // A shared port is freed only with its last flow.
+        assert_eq!(t.remove_owner(0), 1);
+        t.expire(1_000_000, 64);
+        assert!(t.is_empty());
+        assert_eq!(t.pool(9, protocol::UDP).free(), 4);
     }
 
     #[test]
