@@ -15,6 +15,7 @@ SLUICE_APT_PACKAGES=(
   python3           # small test servers inside namespaces
   iperf3            # benchmark traffic
   tcpdump           # captures for golden tests and debugging
+  ethtool           # turning off checksum offload on veth peers of the DPDK ports
 )
 
 # Installs whatever of SLUICE_APT_PACKAGES is missing; runs apt-get update once, and only when

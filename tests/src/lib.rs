@@ -113,6 +113,53 @@ impl Netns {
         other.exec_ok(&["ip", "link", "set", &b, "up"]);
     }
 
+    /// A veth pair: `local_if` here, left without an address (for a DPDK `af_packet` port), and
+    /// `other_if` in `other` with `other_addr`; both up, and checksum offload off on the peer so
+    /// the frames a packet socket reads carry complete checksums.
+    pub fn veth_to(&self, local_if: &str, other: &Self, other_if: &str, other_addr: &str) {
+        self.ip(&[
+            "link",
+            "add",
+            local_if,
+            "netns",
+            &self.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            other_if,
+            "netns",
+            &other.name,
+        ]);
+        self.exec_ok(&["ip", "link", "set", local_if, "up"]);
+        other.exec_ok(&["ip", "addr", "add", other_addr, "dev", other_if]);
+        other.exec_ok(&["ip", "link", "set", other_if, "up"]);
+        for dev in [(self, local_if), (other, other_if)] {
+            dev.0
+                .exec_ok(&["ethtool", "-K", dev.1, "tx", "off", "rx", "off"]);
+        }
+    }
+
+    /// Moves the calling thread into this namespace (sockets and packet sockets it opens
+    /// afterwards live there) until the guard is dropped. Declare the guard after the
+    /// namespaces, so it is dropped first: deleting a namespace kills the processes in it.
+    ///
+    /// # Panics
+    /// If the namespace cannot be entered.
+    #[must_use = "the thread returns to its namespace when the guard is dropped"]
+    pub fn enter(&self) -> Entered {
+        let original = std::fs::File::open("/proc/thread-self/ns/net")
+            .unwrap_or_else(|e| panic!("open /proc/thread-self/ns/net: {e}"));
+        let path = format!("/var/run/netns/{}", self.name);
+        let f = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        rustix::thread::move_into_link_name_space(
+            std::os::fd::AsFd::as_fd(&f),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .unwrap_or_else(|e| panic!("setns {path}: {e}"));
+        Entered { original }
+    }
+
     /// A UDP socket bound to `addr` inside this namespace (the socket keeps the namespace
     /// whatever thread uses it later).
     ///
@@ -151,6 +198,20 @@ impl Netns {
             String::from_utf8_lossy(&out.stderr)
         );
         out
+    }
+}
+
+/// The calling thread is inside a test namespace; dropping this takes it back.
+pub struct Entered {
+    original: std::fs::File,
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        let _ = rustix::thread::move_into_link_name_space(
+            std::os::fd::AsFd::as_fd(&self.original),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        );
     }
 }
 

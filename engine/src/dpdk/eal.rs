@@ -3,6 +3,7 @@
 use std::ffi::{c_char, CString};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// Why the EAL did not start; the message says what to do about it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,7 +19,8 @@ impl std::error::Error for EalError {}
 
 static STARTED: AtomicBool = AtomicBool::new(false);
 
-/// The running EAL. Dropping it calls `rte_eal_cleanup` (stop and close every port first).
+/// The running EAL, shared: mempools hold it (and ports hold their mempool), so
+/// `rte_eal_cleanup` runs only after the last of them is gone.
 #[derive(Debug)]
 pub struct Eal {
     // EAL keeps pointers into argv: the strings live as long as the EAL.
@@ -33,7 +35,7 @@ impl Eal {
     /// # Errors
     /// A second start in this process (DPDK allows one), an argument with a NUL byte, or the
     /// EAL's refusal with its reason and a hint.
-    pub fn init(args: &[String]) -> Result<Self, EalError> {
+    pub fn init(args: &[String]) -> Result<Arc<Self>, EalError> {
         if STARTED.swap(true, Ordering::SeqCst) {
             return Err(EalError(
                 "the DPDK EAL was already started in this process (it starts once per process)"
@@ -65,10 +67,10 @@ impl Eal {
                 args.join(" ")
             )));
         }
-        Ok(Self {
+        Ok(Arc::new(Self {
             _args: owned,
             _argv: argv,
-        })
+        }))
     }
 
     /// How many ethdev ports probed successfully.
@@ -146,8 +148,8 @@ impl Eal {
 
 impl Drop for Eal {
     fn drop(&mut self) {
-        // SAFETY: EAL was initialised by us; callers stop their ports and lcores first (the
-        // owners of ports and pools are dropped before the `Eal`, see the module docs).
+        // SAFETY: EAL was initialised by us, and this is its last owner: every mempool (and so
+        // every port and mbuf) is gone. Lcore jobs are waited for by their launcher.
         unsafe {
             dpdk_sys::rte_eal_cleanup();
         }

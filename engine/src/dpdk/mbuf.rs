@@ -3,16 +3,19 @@
 
 use std::ffi::CString;
 use std::ptr::NonNull;
+use std::sync::Arc;
 
 use dpdk_sys::{rte_mbuf, rte_mempool};
 
-use super::eal::EalError;
+use super::eal::{Eal, EalError};
 use crate::packet::{NoRoom, PacketBuf};
 
-/// A pool of packet buffers. Freed on drop: drop it after every port and mbuf using it.
+/// A pool of packet buffers. Freed on drop; ports hold it in an `Arc`, and it holds the EAL.
+/// Mbufs must be dropped before their pool (ports and workers own both, in that order).
 #[derive(Debug)]
 pub struct Mempool {
     raw: NonNull<rte_mempool>,
+    _eal: Arc<Eal>,
 }
 
 // SAFETY: an rte_mempool is designed for concurrent use from many lcores (per-lcore caches and
@@ -27,15 +30,20 @@ impl Mempool {
     ///
     /// # Errors
     /// DPDK's reason (usually: not enough memory for `-m`, or a duplicate name).
-    pub fn new(name: &str, count: u32, data_room: u16, socket: i32) -> Result<Self, EalError> {
+    pub fn new(
+        eal: &Arc<Eal>,
+        name: &str,
+        count: u32,
+        data_room: u16,
+        socket: i32,
+    ) -> Result<Self, EalError> {
         let c = CString::new(name).map_err(|_| EalError("mempool name has a NUL byte".into()))?;
         let cache = 256.min(count / 8).min(dpdk_sys::RTE_MEMPOOL_CACHE_MAX_SIZE);
-        // SAFETY: `c` is a valid C string; EAL is initialised (a `Mempool` is only made after
-        // `Eal::init`, which callers guarantee by holding the `Eal`).
+        // SAFETY: `c` is a valid C string; EAL is initialised (`eal` proves it).
         let raw = unsafe {
             dpdk_sys::rte_pktmbuf_pool_create(c.as_ptr(), count, cache, 0, data_room, socket)
         };
-        NonNull::new(raw).map(|raw| Self { raw }).ok_or_else(|| {
+        NonNull::new(raw).map(|raw| Self { raw, _eal: Arc::clone(eal) }).ok_or_else(|| {
             EalError(format!(
                 "cannot create mbuf pool {name} ({count} x {data_room} bytes): {} (raise -m or reserve more hugepages)",
                 super::last_error()
