@@ -17,6 +17,12 @@ impl fmt::Display for EalError {
 
 impl std::error::Error for EalError {}
 
+// SAFETY: the argv pointers are only kept alive for EAL, never dereferenced by us; EAL's own
+// state is process-wide and its API is callable from any thread.
+unsafe impl Send for Eal {}
+// SAFETY: as above; `&Eal` only offers read-only queries.
+unsafe impl Sync for Eal {}
+
 static STARTED: AtomicBool = AtomicBool::new(false);
 
 /// The running EAL, shared: mempools hold it (and ports hold their mempool), so
