@@ -131,7 +131,7 @@ fn refusals() {
 }
 
 fn ring_loopback(eal: &Arc<Eal>) {
-    let pool = Arc::new(Mempool::new(&eal, "ring_pool", 2047, 2176, -1).unwrap());
+    let pool = Arc::new(Mempool::new(eal, "ring_pool", 2047, 2176, -1).unwrap());
     let full = pool.available();
     let id = eal.port_by_name("net_ring0").unwrap();
     let dev = EthDev::start(id, Arc::clone(&pool), EthOptions::default()).unwrap();
@@ -309,7 +309,7 @@ fn pcap_golden(eal: &Arc<Eal>, dir: &Path) {
     let want_in = mem.port_mut(1).unwrap().inner.take_sent();
 
     // The same through DPDK: net_pcap0 is the outside port, net_pcap1 the inside one.
-    let pool = Arc::new(Mempool::new(&eal, "pcap_pool", 4095, 2176, -1).unwrap());
+    let pool = Arc::new(Mempool::new(eal, "pcap_pool", 4095, 2176, -1).unwrap());
     let ids = eal.require_ports(&["net_pcap0", "net_pcap1"]).unwrap();
     let devs: Vec<EthDev> = ids
         .iter()
@@ -377,7 +377,7 @@ fn pcap_golden(eal: &Arc<Eal>, dir: &Path) {
 fn lcores(eal: &Arc<Eal>) {
     let workers = eal.worker_lcores();
     assert_eq!(workers.len(), 1, "-l 0-1 gives one worker lcore");
-    let pool = Arc::new(Mempool::new(&eal, "lcore_pool", 2047, 2176, -1).unwrap());
+    let pool = Arc::new(Mempool::new(eal, "lcore_pool", 2047, 2176, -1).unwrap());
     let id = eal.port_by_name("net_ring1").unwrap();
     let dev = EthDev::start(id, Arc::clone(&pool), EthOptions::default()).unwrap();
     let q = dev.queue(0);
