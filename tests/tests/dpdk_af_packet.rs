@@ -60,6 +60,7 @@ fn main() {
         format!("net_af_packet1,iface={in_if}"),
     ])
     .unwrap();
+    drop(inside_app); // back out before the namespaces are deleted (that kills their processes)
     let ids = eal
         .require_ports(&["net_af_packet0", "net_af_packet1"])
         .unwrap();

@@ -23,7 +23,7 @@ fn meminfo(key: &str) -> u64 {
         .unwrap()
         .lines()
         .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().split_whitespace().next()?.parse().ok())
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap()
 }
 
