@@ -41,7 +41,6 @@ fn main() {
     app.veth_to(&out_if, &client_ns, &format!("co{pid}"), "192.168.50.2/24");
     app.veth_to(&in_if, &host_ns, &format!("hi{pid}"), "172.31.1.10/24");
 
-    // EAL opens its packet sockets in the namespace of the thread that starts it.
     let inside_app = app.enter();
     let eal = Eal::init(&[
         "--no-pci".into(),
@@ -60,7 +59,6 @@ fn main() {
         format!("net_af_packet1,iface={in_if}"),
     ])
     .unwrap();
-    drop(inside_app); // back out before the namespaces are deleted (that kills their processes)
     let ids = eal
         .require_ports(&["net_af_packet0", "net_af_packet1"])
         .unwrap();
@@ -69,6 +67,9 @@ fn main() {
         .iter()
         .map(|id| EthDev::start(*id, Arc::clone(&pool), EthOptions::default()).unwrap())
         .collect();
+    // af_packet opens and starts its sockets by interface name, in the thread's namespace;
+    // then back out, before the namespaces are deleted (that kills their processes).
+    drop(inside_app);
     println!(
         "dpdk_af_packet: outside {} {:02x?}, inside {} {:02x?}",
         EthDev::info(ids[0]).unwrap().driver,
