@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use sluice_engine::crypto::{Cipher, KeyMaterial};
 use sluice_engine::mailbox::{Command, Mailbox};
-use sluice_engine::port::{BufPool, ReplayPort};
+use sluice_engine::port::{BufPool, Port, ReplayPort};
 use sluice_engine::rules::GroupMask;
 use sluice_engine::testkit::{self, ip, lab, Client};
 use sluice_engine::wire::ipv4::Ipv4Packet;
@@ -33,8 +33,38 @@ pub(crate) struct Shape {
     pub(crate) flows: usize,
 }
 
-struct Bench {
-    w: Worker<ReplayPort>,
+/// What the suite needs of a port besides `Port`: replayed templates in, counted frames out.
+pub(crate) trait BenchPort: Port {
+    /// Replaces the templates received, cyclically.
+    fn set_templates(&mut self, templates: Vec<Vec<u8>>);
+    /// Limits how many more frames are received (`None`: unlimited).
+    fn set_budget(&mut self, budget: Option<u64>);
+    /// Frames sent so far.
+    fn sent(&self) -> u64;
+    /// Starts (`Some`) or stops keeping copies of sent frames; returns what was kept.
+    fn keep_sent(&mut self, keep: Option<Vec<Vec<u8>>>) -> Option<Vec<Vec<u8>>>;
+}
+
+impl BenchPort for ReplayPort {
+    fn set_templates(&mut self, templates: Vec<Vec<u8>>) {
+        ReplayPort::set_templates(self, templates);
+    }
+
+    fn set_budget(&mut self, budget: Option<u64>) {
+        self.budget = budget;
+    }
+
+    fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    fn keep_sent(&mut self, keep: Option<Vec<Vec<u8>>>) -> Option<Vec<Vec<u8>>> {
+        std::mem::replace(&mut self.keep_sent, keep)
+    }
+}
+
+struct Bench<P: BenchPort> {
+    w: Worker<P>,
     mb: Mailbox,
     server_keys: Vec<KeyMaterial>,
     clients: Vec<Client>,
@@ -59,14 +89,18 @@ fn remote_port(flow: usize) -> u16 {
     9000 + (flow % 61) as u16
 }
 
-fn setup(shape: Shape) -> Bench {
-    let now = Instant::now();
-    let mb = Mailbox::new(shape.sessions + 1024);
+/// In-memory ports: the outside and the inside.
+pub(crate) fn memory_ports() -> Vec<ReplayPort> {
     let pool = BufPool::new(4096);
-    let ports = vec![
+    vec![
         ReplayPort::new(Vec::new(), pool.clone()),
         ReplayPort::new(Vec::new(), pool),
-    ];
+    ]
+}
+
+fn setup<P: BenchPort>(shape: Shape, ports: Vec<P>) -> Bench<P> {
+    let now = Instant::now();
+    let mb = Mailbox::new(shape.sessions + 1024);
     let flow_capacity = shape.flows + shape.flows / 4 + 1024;
     let mut cfg = testkit::lab_config(flow_capacity, shape.sessions + 16);
     cfg.expiry_budget = 8;
@@ -96,7 +130,7 @@ fn setup(shape: Shape) -> Bench {
     }
 }
 
-impl Bench {
+impl<P: BenchPort> Bench<P> {
     fn seal(&mut self, flow: usize, shape: Shape, size: usize) -> Vec<u8> {
         let p = inner(flow, shape, size);
         self.clients[flow % shape.sessions].frame(&p)
@@ -113,10 +147,10 @@ impl Bench {
                 .map(|f| self.seal(f, shape, size))
                 .collect();
             if let Some(p) = self.w.port_mut(1) {
-                p.keep_sent = Some(Vec::with_capacity(n));
+                p.keep_sent(Some(Vec::with_capacity(n)));
             }
             self.run_pass(frames);
-            if let Some(sent) = self.w.port_mut(1).and_then(|p| p.keep_sent.take()) {
+            if let Some(sent) = self.w.port_mut(1).and_then(|p| p.keep_sent(None)) {
                 nat_ports = sent
                     .iter()
                     .filter_map(|f| {
@@ -137,14 +171,14 @@ impl Bench {
         let n = frames.len();
         if let Some(p) = self.w.port_mut(0) {
             p.set_templates(frames);
-            p.budget = Some(n as u64);
+            p.set_budget(Some(n as u64));
         }
         for _ in 0..n.div_ceil(32) {
             self.w.poll_once(self.now);
         }
         if let Some(p) = self.w.port_mut(0) {
             p.set_templates(Vec::new());
-            p.budget = None;
+            p.set_budget(None);
         }
         self.w.poll_once(self.now);
     }
@@ -165,13 +199,18 @@ impl Bench {
     }
 }
 
-fn port_sent(w: &mut Worker<ReplayPort>, i: usize) -> u64 {
-    w.port_mut(i).map_or(0, |p| p.sent)
+fn port_sent<P: BenchPort>(w: &mut Worker<P>, i: usize) -> u64 {
+    w.port_mut(i).map_or(0, |p| p.sent())
 }
 
 /// Measures both directions for one shape and size.
-fn measure(shape: Shape, size: usize, per_case: Duration) -> (f64, f64, u64, u64) {
-    let mut b = setup(shape);
+fn measure<P: BenchPort>(
+    shape: Shape,
+    size: usize,
+    per_case: Duration,
+    ports: Vec<P>,
+) -> (f64, f64, u64, u64) {
+    let mut b = setup(shape, ports);
     let nat_ports = b.warm_up(shape, size);
     // Client to network: a pass of frames spread over all flows.
     let step = (shape.flows / PASS).max(1);
@@ -240,17 +279,20 @@ fn measure(shape: Shape, size: usize, per_case: Duration) -> (f64, f64, u64, u64
     )
 }
 
-/// Runs the engine suite; `ceiling` supplies the AEAD figures of the same run.
-pub(crate) fn run(
+/// Runs the engine suite on ports from `ports` (named `suite` in the results); `ceiling`
+/// supplies the AEAD figures of the same run.
+pub(crate) fn run<P: BenchPort>(
+    suite: &str,
     sizes: &[usize],
     shapes: &[Shape],
     per_case: Duration,
     ceiling: &[Record],
+    mut ports: impl FnMut() -> Vec<P>,
 ) -> Vec<Record> {
     let mut out = Vec::new();
     for &shape in shapes {
         for &size in sizes {
-            let (c2n, n2c, ops, drops) = measure(shape, size, per_case);
+            let (c2n, n2c, ops, drops) = measure(shape, size, per_case, ports());
             let label = format!("{}s/{}f", human(shape.sessions), human(shape.flows));
             for (dir, pps, ceiling_case) in [
                 ("client->net", c2n, "aes-256-gcm open"),
@@ -262,12 +304,12 @@ pub(crate) fn run(
                     .map(|r| r.pps);
                 let ratio = ceil.map(|c| pps / c);
                 eprintln!(
-                    "  engine {dir:<12} {label:<10} {size:>5} B  {:>8.3} Mpps  ratio {}  (drops {drops})",
+                    "  {suite} {dir:<12} {label:<10} {size:>5} B  {:>8.3} Mpps  ratio {}  (drops {drops})",
                     pps / 1e6,
                     ratio.map_or("-".into(), |r| format!("{r:.2}"))
                 );
                 out.push(Record {
-                    suite: "engine".into(),
+                    suite: suite.into(),
                     case: format!("{dir} {label}"),
                     size,
                     pps,

@@ -12,6 +12,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod ceiling;
+mod dpdk;
 mod engine;
 mod report;
 
@@ -75,10 +76,10 @@ fn parse_args() -> Result<Options> {
                         .context("--sizes")?,
                 );
             }
-            "all" => suites.extend(["ceiling".to_owned(), "engine".to_owned()]),
-            "ceiling" | "engine" => suites.push(a),
+            "all" => suites.extend(["ceiling".to_owned(), "engine".to_owned(), "dpdk".to_owned()]),
+            "ceiling" | "engine" | "dpdk" => suites.push(a),
             "-h" | "--help" => {
-                println!("usage: sluice-bench [all|ceiling|engine]... [--quick] [--seconds S] [--sizes 64,512,1400] [--shapes SxF,...] [--json PATH]");
+                println!("usage: sluice-bench [all|ceiling|engine|dpdk]... [--quick] [--seconds S] [--sizes 64,512,1400] [--shapes SxF,...] [--json PATH]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument `{other}` (try --help)"),
@@ -145,7 +146,8 @@ fn run() -> Result<()> {
     };
     let mut suites = opts.suites.clone();
     // Ratios need the ceiling of the same run.
-    if suites.iter().any(|s| s == "engine") && !suites.iter().any(|s| s == "ceiling") {
+    if suites.iter().any(|s| s == "engine" || s == "dpdk") && !suites.iter().any(|s| s == "ceiling")
+    {
         suites.insert(0, "ceiling".to_owned());
     }
     for suite in &suites {
@@ -158,7 +160,30 @@ fn run() -> Result<()> {
                     .filter(|r| r.suite == "ceiling")
                     .cloned()
                     .collect();
-                records.extend(engine::run(&sizes, &shapes, per_case, &ceiling));
+                records.extend(engine::run(
+                    "engine",
+                    &sizes,
+                    &shapes,
+                    per_case,
+                    &ceiling,
+                    engine::memory_ports,
+                ));
+            }
+            "dpdk" => {
+                let ceiling: Vec<report::Record> = records
+                    .iter()
+                    .filter(|r| r.suite == "ceiling")
+                    .cloned()
+                    .collect();
+                let rig = dpdk::Rig::start()?;
+                records.extend(engine::run(
+                    "dpdk",
+                    &sizes,
+                    &shapes,
+                    per_case,
+                    &ceiling,
+                    || rig.ports(),
+                ));
             }
             _ => {}
         }

@@ -1,0 +1,159 @@
+//! The engine suite through real DPDK ports: templates are written into mbufs and looped
+//! through a `net_ring` port (rx and tx bursts through the ethdev API, as from a NIC queue),
+//! and what the core sends goes to a `net_null` port (`no-rx`), which frees it. EAL runs
+//! without hugepages (`--no-huge`), as in CI; on hugepages the figures are higher.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use sluice_engine::dpdk::{DpdkQueue, Eal, EthDev, EthOptions, Mbuf, Mempool};
+use sluice_engine::packet::{Burst, PacketBuf};
+use sluice_engine::port::Port;
+
+use crate::engine::BenchPort;
+
+/// The EAL and the four devices, kept for the whole run (a closed vdev port cannot restart).
+pub(crate) struct Rig {
+    pool: Arc<Mempool>,
+    rings: [EthDev; 2],
+    sinks: [EthDev; 2],
+}
+
+impl Rig {
+    pub(crate) fn start() -> Result<Self> {
+        let args: Vec<String> = [
+            "--no-pci",
+            "--no-huge",
+            "--no-shconf",
+            "--no-telemetry",
+            "-m",
+            "1024",
+            "-l",
+            "0",
+            "--log-level=lib.eal:error",
+            "--log-level=pmd.*:error",
+            "--vdev",
+            "net_ring0",
+            "--vdev",
+            "net_ring1",
+            "--vdev",
+            "net_null0,no-rx=1",
+            "--vdev",
+            "net_null1,no-rx=1",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        let eal = Eal::init(&args).context("starting DPDK for the dpdk suite (run as root)")?;
+        let ids = eal.require_ports(&["net_ring0", "net_ring1", "net_null0", "net_null1"])?;
+        let pool = Arc::new(Mempool::new(&eal, "bench_pool", 16_383, 2176, -1)?);
+        let start = |id: u16| EthDev::start(id, Arc::clone(&pool), EthOptions::default());
+        Ok(Self {
+            rings: [start(ids[0])?, start(ids[1])?],
+            sinks: [start(ids[2])?, start(ids[3])?],
+            pool,
+        })
+    }
+
+    /// Outside and inside ports for one measurement, with empty rings.
+    pub(crate) fn ports(&self) -> Vec<DpdkBenchPort> {
+        (0..2)
+            .map(|i| {
+                let mut p = DpdkBenchPort {
+                    ring: self.rings[i].queue(0),
+                    sink: self.sinks[i].queue(0),
+                    pool: Arc::clone(&self.pool),
+                    templates: Vec::new(),
+                    next: 0,
+                    budget: None,
+                    sent: 0,
+                    keep: None,
+                };
+                let mut b = Burst::new();
+                while p.ring.recv(&mut b) > 0 {
+                    b.drain().for_each(drop);
+                }
+                p
+            })
+            .collect()
+    }
+}
+
+/// A port whose receive side is fed from templates through `net_ring` and whose transmit side
+/// is `net_null`.
+pub(crate) struct DpdkBenchPort {
+    ring: DpdkQueue,
+    sink: DpdkQueue,
+    pool: Arc<Mempool>,
+    templates: Vec<Vec<u8>>,
+    next: usize,
+    budget: Option<u64>,
+    sent: u64,
+    keep: Option<Vec<Vec<u8>>>,
+}
+
+impl Port for DpdkBenchPort {
+    type Buf = Mbuf;
+
+    fn recv(&mut self, burst: &mut Burst<Mbuf>) -> usize {
+        if !self.templates.is_empty() {
+            let want = (burst.spare() as u64).min(self.budget.unwrap_or(u64::MAX));
+            let mut feed = Burst::new();
+            for _ in 0..want {
+                let Some(mut m) = self.pool.alloc() else {
+                    break;
+                };
+                let t = &self.templates[self.next];
+                self.next = (self.next + 1) % self.templates.len();
+                match m.append(t.len()) {
+                    Ok(room) => room.copy_from_slice(t),
+                    Err(_) => continue,
+                }
+                if feed.push(m).is_err() {
+                    break;
+                }
+            }
+            let n = self.ring.send(&mut feed) as u64;
+            if let Some(b) = &mut self.budget {
+                *b -= n.min(*b);
+            }
+        }
+        self.ring.recv(burst)
+    }
+
+    fn send(&mut self, burst: &mut Burst<Mbuf>) -> usize {
+        if let Some(keep) = &mut self.keep {
+            keep.extend(burst.as_slice().iter().map(|m| m.data().to_vec()));
+        }
+        let n = self.sink.send(burst);
+        self.sent += n as u64;
+        n
+    }
+
+    fn alloc(&mut self) -> Option<Mbuf> {
+        self.pool.alloc()
+    }
+
+    fn free_bulk(&mut self, bufs: &mut Vec<Mbuf>) {
+        self.ring.free_bulk(bufs);
+    }
+}
+
+impl BenchPort for DpdkBenchPort {
+    fn set_templates(&mut self, templates: Vec<Vec<u8>>) {
+        self.templates = templates;
+        self.next = 0;
+    }
+
+    fn set_budget(&mut self, budget: Option<u64>) {
+        self.budget = budget;
+    }
+
+    fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    fn keep_sent(&mut self, keep: Option<Vec<Vec<u8>>>) -> Option<Vec<Vec<u8>>> {
+        std::mem::replace(&mut self.keep, keep)
+    }
+}
