@@ -47,7 +47,7 @@ pub(crate) trait BenchPort: Port {
 
 impl BenchPort for ReplayPort {
     fn set_templates(&mut self, templates: Vec<Vec<u8>>) {
-        ReplayPort::set_templates(self, templates);
+        Self::set_templates(self, templates);
     }
 
     fn set_budget(&mut self, budget: Option<u64>) {
