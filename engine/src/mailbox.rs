@@ -76,6 +76,11 @@ pub enum Report {
         /// The session.
         peer: PeerId,
     },
+    /// Nothing heard from the session for `ping-restart` seconds (reported once).
+    Idle {
+        /// The session.
+        peer: PeerId,
+    },
     /// A session's send counter nears its end: renegotiate.
     RenegotiateSoon {
         /// The session.

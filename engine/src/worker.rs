@@ -18,7 +18,7 @@ use crate::crypto::DataKey;
 use crate::flow::{FlowTable, PortRange, Timeouts};
 use crate::mailbox::{Command, Mailbox, Report};
 use crate::neighbour::{Housekeeping, NeighbourTable};
-use crate::packet::{Burst, DropCounters, DropReason};
+use crate::packet::{Burst, DropCounters, DropReason, PacketBuf};
 use crate::port::Port;
 use crate::rules::RuleTable;
 use crate::session::{Session, SessionTable, Traffic};
@@ -80,6 +80,10 @@ pub struct WorkerConfig {
     pub timeouts: Timeouts,
     /// Flow slots examined per poll for expiry.
     pub expiry_budget: usize,
+    /// Data-channel keepalive: send a ping to a session after this many seconds without
+    /// sending it anything, and report it idle after this many seconds without hearing from it
+    /// (OpenVPN's `ping` and `ping-restart` as pushed to clients); `None`: off.
+    pub keepalive: Option<(u32, u32)>,
 }
 
 impl WorkerConfig {
@@ -103,6 +107,7 @@ impl WorkerConfig {
             mss_clamp: 1328,
             timeouts: Timeouts::default(),
             expiry_budget: 64,
+            keepalive: Some((10, 60)),
         }
     }
 }
@@ -167,6 +172,9 @@ pub struct Worker<P: Port> {
     stats: PollStats,
     pub(crate) now_secs: u32,
     last_traffic_report: u32,
+    last_keepalive_scan: u32,
+    idle_reported: Vec<u32>,
+    keepalive_due: Vec<(u32, bool)>,
 }
 
 impl<P: Port> Worker<P> {
@@ -199,6 +207,9 @@ impl<P: Port> Worker<P> {
             stats: PollStats::default(),
             now_secs: 0,
             last_traffic_report: 0,
+            last_keepalive_scan: 0,
+            idle_reported: Vec::with_capacity(64),
+            keepalive_due: Vec::with_capacity(1024),
         }
     }
 
@@ -419,6 +430,10 @@ impl<P: Port> Worker<P> {
             }
         }
         self.housekeeping = hk;
+        if now != self.last_keepalive_scan {
+            self.last_keepalive_scan = now;
+            self.keepalives(now);
+        }
         if now.saturating_sub(self.last_traffic_report) >= 5 {
             self.last_traffic_report = now;
             let updates: Vec<Report> = self
@@ -435,6 +450,67 @@ impl<P: Port> Worker<P> {
         }
         self.free_trash();
         self.flush_all();
+    }
+
+    /// Once a second: pings to sessions we have not sent anything for `ping` seconds, and an
+    /// idle report (once) for sessions not heard from for `ping-restart` seconds.
+    fn keepalives(&mut self, now: u32) {
+        let Some((ping, restart)) = self.cfg.keepalive else {
+            return;
+        };
+        let mut due = std::mem::take(&mut self.keepalive_due);
+        due.clear();
+        for (i, s) in self.sessions.iter() {
+            let send = ping > 0 && now.saturating_sub(s.last_tx) >= ping;
+            let idle = restart > 0 && now.saturating_sub(s.last_rx) > restart;
+            if send || idle {
+                due.push((i, idle));
+            }
+        }
+        for &(i, idle) in &due {
+            let Some(s) = self.sessions.get_mut(i) else {
+                continue;
+            };
+            let (peer, local, remote) = (s.peer, s.local, s.remote);
+            if idle {
+                if !self.idle_reported.contains(&peer.0) {
+                    self.idle_reported.push(peer.0);
+                    self.report(Report::Idle { peer });
+                }
+                continue;
+            }
+            s.last_tx = now;
+            let outside = usize::from(self.cfg.outside);
+            let Some(mut buf) = self.ports.get_mut(outside).and_then(Port::alloc) else {
+                self.drops.bump(DropReason::NoRoom);
+                continue;
+            };
+            match buf.append(crate::crypto::data_channel::PING_MAGIC.len()) {
+                Ok(d) => d.copy_from_slice(&crate::crypto::data_channel::PING_MAGIC),
+                Err(_) => {
+                    self.drop_packet(buf, DropReason::NoRoom);
+                    continue;
+                }
+            }
+            let Some(s) = self.sessions.get_mut(i) else {
+                continue;
+            };
+            let Some(key) = s.send_key() else {
+                self.drop_packet(buf, DropReason::UnknownKeyId);
+                continue;
+            };
+            if let Err(reason) = key.seal(&mut buf, peer) {
+                self.drop_packet(buf, reason);
+                continue;
+            }
+            self.send_to_client(buf, local, remote);
+        }
+        self.keepalive_due = due;
+        self.idle_reported.retain(|p| {
+            self.sessions
+                .index_of_peer(crate::wire::openvpn::PeerId(*p))
+                .is_some()
+        });
     }
 
     /// This core's drop counters.

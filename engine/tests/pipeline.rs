@@ -591,3 +591,30 @@ fn session_removal_and_renegotiated_keys() {
     });
     assert_eq!(removed.map(|t| t.ingress_packets), Some(3));
 }
+
+#[test]
+fn keepalive_pings_and_idle_report() {
+    let mut lab = lab_with(GroupMask::EMPTY);
+    // Nothing sent to the client for 10 s: a ping, sealed with the session's key.
+    lab.w.poll_once(lab.now + Duration::from_secs(5));
+    assert!(lab.outside_sent().is_empty(), "no ping before 10 s");
+    lab.w.poll_once(lab.now + Duration::from_secs(10));
+    let sent = lab.outside_sent();
+    assert_eq!(sent.len(), 1, "one ping");
+    let inner = lab
+        .client
+        .open(&sent[0])
+        .expect("the ping opens with the client's key");
+    assert_eq!(inner, sluice_engine::crypto::data_channel::PING_MAGIC);
+    // Still nothing: the next one 10 s later, not on every poll.
+    lab.w.poll_once(lab.now + Duration::from_secs(11));
+    assert!(lab.outside_sent().is_empty());
+    // Nothing heard for more than 60 s: reported idle once, for control to close.
+    while lab.mb.reports.pop().is_some() {}
+    lab.w.poll_once(lab.now + Duration::from_secs(61));
+    lab.w.poll_once(lab.now + Duration::from_secs(62));
+    let idle = std::iter::from_fn(|| lab.mb.reports.pop())
+        .filter(|r| matches!(r, Report::Idle { peer } if *peer == PeerId(5)))
+        .count();
+    assert_eq!(idle, 1);
+}
