@@ -141,7 +141,15 @@ impl EthDev {
     pub fn start(id: u16, pool: Arc<Mempool>, opts: EthOptions) -> Result<Self, EalError> {
         let info = Self::info(id)?;
         let want = opts.queues.max(1);
-        let tx_queues = want.min(info.max_tx_queues.max(1));
+        // Every core needs a tx queue of its own (tx bursts are not thread-safe); rx queues
+        // may be fewer (the rest is steered in software).
+        if info.max_tx_queues < want {
+            return Err(EalError(format!(
+                "port {id} ({}) offers {} tx queues, {want} worker cores need one each",
+                info.driver, info.max_tx_queues
+            )));
+        }
+        let tx_queues = want;
         let rx_queues = want.min(info.max_rx_queues.max(1));
         // SAFETY: the shim returns constants.
         let wanted_rss = unsafe {
@@ -284,12 +292,22 @@ impl EthDev {
 
     /// The queue pair of worker `core`: it receives on rx queue `core` when the device has that
     /// many (else nothing: its traffic arrives through the handoff rings) and sends on tx
-    /// queue `core`.
+    /// queue `core`, its own.
+    ///
+    /// # Panics
+    /// If `core` is not below the worker count the port was started for (a wiring bug: two
+    /// cores on one tx queue would race).
     pub fn queue(&self, core: u16) -> DpdkQueue {
+        assert!(
+            core < self.tx_queues,
+            "port {} was started for {} cores, not core {core}",
+            self.id,
+            self.tx_queues
+        );
         DpdkQueue {
             port: self.id,
             rxq: (core < self.rx_queues).then_some(core),
-            txq: core % self.tx_queues.max(1),
+            txq: core,
             pool: Arc::clone(&self.pool),
         }
     }
