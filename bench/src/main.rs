@@ -155,11 +155,7 @@ fn run() -> Result<()> {
         match suite.as_str() {
             "ceiling" => records.extend(ceiling::run(&sizes, per_case)),
             "engine" => {
-                let ceiling: Vec<report::Record> = records
-                    .iter()
-                    .filter(|r| r.suite == "ceiling")
-                    .cloned()
-                    .collect();
+                let ceiling = ceiling_of(&records);
                 records.extend(engine::run(
                     "engine",
                     &sizes,
@@ -170,11 +166,7 @@ fn run() -> Result<()> {
                 ));
             }
             "dpdk" => {
-                let ceiling: Vec<report::Record> = records
-                    .iter()
-                    .filter(|r| r.suite == "ceiling")
-                    .cloned()
-                    .collect();
+                let ceiling = ceiling_of(&records);
                 let rig = dpdk::Rig::start()?;
                 records.extend(engine::run(
                     "dpdk",
@@ -212,6 +204,15 @@ fn run() -> Result<()> {
         .with_context(|| format!("writing {}", opts.json.display()))?;
     eprintln!("results written to {}", opts.json.display());
     Ok(())
+}
+
+/// The ceiling figures measured so far in this run.
+fn ceiling_of(records: &[report::Record]) -> Vec<report::Record> {
+    records
+        .iter()
+        .filter(|r| r.suite == "ceiling")
+        .cloned()
+        .collect()
 }
 
 /// The CPU model and core count, for the record.

@@ -166,19 +166,15 @@ impl Netns {
     /// # Panics
     /// If the namespace cannot be entered or the address not bound.
     pub fn bind_udp(&self, addr: &str) -> std::net::UdpSocket {
-        let path = format!("/var/run/netns/{}", self.name);
-        let addr = addr.to_owned();
-        std::thread::spawn(move || {
-            let f = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-            rustix::thread::move_into_link_name_space(
-                std::os::fd::AsFd::as_fd(&f),
-                Some(rustix::thread::LinkNameSpaceType::Network),
-            )
-            .unwrap_or_else(|e| panic!("setns {path}: {e}"));
-            std::net::UdpSocket::bind(&addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"))
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let _inside = self.enter();
+                    std::net::UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"))
+                })
+                .join()
+                .unwrap_or_else(|_| panic!("binding inside the namespace failed"))
         })
-        .join()
-        .unwrap_or_else(|_| panic!("binding inside the namespace failed"))
     }
 
     /// Runs `argv` inside the namespace and returns its output.
