@@ -335,7 +335,18 @@ pub fn lab_worker<P: Port>(
     mailbox: Mailbox,
     epoch: Instant,
 ) -> Worker<P> {
-    let mut w = Worker::new(cfg, ports, mailbox.clone(), None, epoch);
+    lab_worker_with(ports, cfg, mailbox, None, epoch)
+}
+
+/// `lab_worker` with the handoff rings of a multi-core setup.
+pub fn lab_worker_with<P: Port>(
+    ports: Vec<P>,
+    cfg: WorkerConfig,
+    mailbox: Mailbox,
+    handoff: Option<crate::worker::Handoff<P::Buf>>,
+    epoch: Instant,
+) -> Worker<P> {
+    let mut w = Worker::new(cfg, ports, mailbox.clone(), handoff, epoch);
     if mailbox
         .commands
         .push(Command::InstallRules(Arc::new(lab_rules(1))))

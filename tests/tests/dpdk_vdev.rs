@@ -9,7 +9,11 @@
 //!   DPDK ports gives exactly, byte for byte, the frames the same pipeline gives on in-memory
 //!   ports, and those frames are the right ones (ARP and ping answered, the client's packet
 //!   decrypted and SNATed, a denied and a replayed packet dropped under their counters);
-//! - lcores: a `Worker` runs on a worker lcore over `net_ring` and stops on request.
+//! - lcores: a `Worker` runs on a worker lcore over `net_ring` and stops on request;
+//! - software steering: two workers (the main lcore and a worker lcore) share ports with one
+//!   rx queue; a client packet of a session core 1 owns arrives at core 0, is handed to core 1,
+//!   and leaves SNATed on core 1's tx queue; the reply to core 1's port range arrives at core 0
+//!   too and leaves encrypted on core 1's tx queue.
 
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
@@ -21,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use sluice_engine::crypto::Cipher;
 use sluice_engine::dpdk::{self, mbuf_from, Eal, EthDev, EthOptions, Mempool};
+use sluice_engine::flow::PortRange;
 use sluice_engine::mailbox::{Command as Cmd, Mailbox};
 use sluice_engine::packet::{Burst, DropReason, PacketBuf};
 use sluice_engine::port::{MemPort, Port};
@@ -28,7 +33,7 @@ use sluice_engine::rules::GroupMask;
 use sluice_engine::testkit::{self, ip, lab};
 use sluice_engine::wire::ethernet;
 use sluice_engine::wire::openvpn::{KeyId, PeerId};
-use sluice_engine::worker::Worker;
+use sluice_engine::worker::{Handoff, Worker};
 use sluice_tests::pcap;
 
 const QUIET: [&str; 2] = ["--log-level=lib.eal:error", "--log-level=pmd.*:error"];
@@ -432,6 +437,171 @@ fn lcores(eal: &Arc<Eal>) {
     );
 }
 
+/// A port shared out of `Gated` across threads: opened from the test thread.
+struct Shared<P> {
+    inner: P,
+    open: Arc<AtomicBool>,
+}
+
+impl<P: Port> Port for Shared<P> {
+    type Buf = P::Buf;
+
+    fn recv(&mut self, burst: &mut Burst<P::Buf>) -> usize {
+        if self.open.load(Ordering::Acquire) {
+            self.inner.recv(burst)
+        } else {
+            0
+        }
+    }
+
+    fn send(&mut self, burst: &mut Burst<P::Buf>) -> usize {
+        self.inner.send(burst)
+    }
+
+    fn alloc(&mut self) -> Option<P::Buf> {
+        self.inner.alloc()
+    }
+
+    fn free_bulk(&mut self, bufs: &mut Vec<P::Buf>) {
+        self.inner.free_bulk(bufs);
+    }
+}
+
+fn steering(eal: &Arc<Eal>, dir: &Path) {
+    let workers = eal.worker_lcores();
+    let pool = Arc::new(Mempool::new(eal, "steer_pool", 4095, 2176, -1).unwrap());
+    let ids = eal.require_ports(&["net_pcap2", "net_pcap3"]).unwrap();
+    let opts = EthOptions {
+        queues: 2,
+        ..EthOptions::default()
+    };
+    let devs: Vec<EthDev> = ids
+        .iter()
+        .map(|id| EthDev::start(*id, Arc::clone(&pool), opts).unwrap())
+        .collect();
+    assert_eq!(
+        devs[0].rx_queues(),
+        1,
+        "net_pcap with one rx_pcap has one rx queue"
+    );
+    let (server_keys, client_keys) = testkit::key_pair(Cipher::Aes256Gcm, 11);
+    let peer = PeerId(1); // owned by core 1 of 2
+    let gates = [
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    ];
+    let mut meshes = Handoff::mesh(2, 256).into_iter();
+    let epoch = Instant::now();
+    let mut make = |core: u16| {
+        let mailbox = Mailbox::new(64);
+        if core == 1 {
+            mailbox
+                .commands
+                .push(Cmd::AddSession {
+                    info: testkit::lab_session(peer, ip(lab::CLIENT_VIP), GroupMask::EMPTY),
+                    key_id: KeyId(0),
+                    keys: Box::new(server_keys.clone()),
+                })
+                .unwrap();
+        }
+        let mut cfg = testkit::lab_config(4096, 64);
+        cfg.core = usize::from(core);
+        cfg.cores = 2;
+        let ports = devs
+            .iter()
+            .zip(&gates)
+            .map(|(d, g)| Shared {
+                inner: d.queue(core),
+                open: Arc::clone(g),
+            })
+            .collect();
+        let w = testkit::lab_worker_with(ports, cfg, mailbox.clone(), meshes.next(), epoch);
+        (w, mailbox)
+    };
+    let (mut w0, _mb0) = make(0);
+    let (mut w1, _mb1) = make(1);
+    assert_eq!(w1.sessions().len(), 1, "core 1 owns the session");
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop1 = Arc::clone(&stop);
+    dpdk::launch(workers[0], move || {
+        while !stop1.load(Ordering::Relaxed) {
+            w1.poll_once(Instant::now());
+        }
+        drop(w1);
+        0
+    })
+    .unwrap();
+    // The client's packet first; the reply only once the flow exists.
+    gates[0].store(true, Ordering::Release);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while devs[1].stats().opackets < 1 {
+        assert!(Instant::now() < deadline, "nothing left on the inside");
+        w0.poll_once(epoch);
+    }
+    gates[1].store(true, Ordering::Release);
+    while devs[0].stats().opackets < 1 {
+        assert!(Instant::now() < deadline, "nothing left on the outside");
+        w0.poll_once(epoch);
+    }
+    for _ in 0..100 {
+        w0.poll_once(epoch);
+    }
+    stop.store(true, Ordering::Relaxed);
+    dpdk::wait_all();
+    let drops0: Vec<_> = w0.drops().iter().filter(|(_, n)| *n > 0).collect();
+    drop(w0);
+    drop(devs);
+    let read = |f: &str| pcap::read(&dir.join(f)).unwrap();
+    assert!(
+        read("steer-in-tx0.pcap").is_empty() && read("steer-out-tx0.pcap").is_empty(),
+        "core 0 sent nothing: {drops0:?}"
+    );
+    let snat = read("steer-in-tx1.pcap");
+    assert_eq!(snat.len(), 1, "core 1 sent the SNATed packet");
+    let nat_port = u16::from_be_bytes([snat[0][34], snat[0][35]]);
+    assert_eq!(&snat[0][26..30], &ip(lab::INSIDE_IP).to_be_bytes());
+    assert_eq!(
+        nat_port,
+        PortRange::for_core(1, 2).first,
+        "from core 1's port range"
+    );
+    let enc = read("steer-out-tx1.pcap");
+    assert_eq!(enc.len(), 1, "core 1 sent the encrypted reply");
+    let mut client = testkit::Client::new(peer, KeyId(0), &client_keys);
+    let inner = client.open(&enc[0]).expect("the reply opens");
+    assert!(inner.ends_with(b"steered back"));
+    println!(
+        "  steering: core 0 received both directions, core 1 (lcore {}) processed and sent them",
+        workers[0]
+    );
+}
+
+fn steering_captures(dir: &Path) {
+    let (_, client_keys) = testkit::key_pair(Cipher::Aes256Gcm, 11);
+    let mut client = testkit::Client::new(PeerId(1), KeyId(0), &client_keys);
+    let hello = testkit::ipv4_udp(
+        ip(lab::CLIENT_VIP),
+        41_000,
+        ip(lab::HOST_IP),
+        7777,
+        b"steered out",
+    );
+    pcap::write(&dir.join("steer-out-rx.pcap"), &[client.frame(&hello)]).unwrap();
+    let nat = PortRange::for_core(1, 2).first;
+    let reply = testkit::eth_ipv4(
+        lab::INSIDE_MAC,
+        lab::HOST_MAC,
+        &testkit::ipv4_udp(
+            ip(lab::HOST_IP),
+            7777,
+            ip(lab::INSIDE_IP),
+            nat,
+            b"steered back",
+        ),
+    );
+    pcap::write(&dir.join("steer-in-rx.pcap"), &[reply]).unwrap();
+}
+
 fn main() {
     if let Ok(spec) = std::env::var("SLUICE_EAL_CHILD") {
         child(&spec);
@@ -442,6 +612,7 @@ fn main() {
     let t = traffic();
     pcap::write(&dir.path().join("outside-rx.pcap"), &t.outside).unwrap();
     pcap::write(&dir.path().join("inside-rx.pcap"), &t.inside).unwrap();
+    steering_captures(dir.path());
     let d = dir.path().display();
     let mut args = base_args();
     args.extend([
@@ -455,11 +626,17 @@ fn main() {
         format!("net_pcap0,rx_pcap={d}/outside-rx.pcap,tx_pcap={d}/outside-tx.pcap"),
         "--vdev".to_owned(),
         format!("net_pcap1,rx_pcap={d}/inside-rx.pcap,tx_pcap={d}/inside-tx.pcap"),
+        "--vdev".to_owned(),
+        format!("net_pcap2,rx_pcap={d}/steer-out-rx.pcap,tx_pcap={d}/steer-out-tx0.pcap,tx_pcap={d}/steer-out-tx1.pcap"),
+        "--vdev".to_owned(),
+        format!("net_pcap3,rx_pcap={d}/steer-in-rx.pcap,tx_pcap={d}/steer-in-tx0.pcap,tx_pcap={d}/steer-in-tx1.pcap"),
     ]);
     let eal = Eal::init(&args).unwrap();
+    println!("  ports: {}", eal.port_names().join(", "));
     ring_loopback(&eal);
     pcap_golden(&eal, dir.path());
     lcores(&eal);
+    steering(&eal, dir.path());
     drop(eal);
     println!("dpdk_vdev: ok");
 }

@@ -131,6 +131,10 @@ impl Eal {
     pub fn port_names(&self) -> Vec<String> {
         let mut out = Vec::new();
         for id in 0..dpdk_sys::RTE_MAX_ETHPORTS as u16 {
+            // SAFETY: plain query.
+            if unsafe { dpdk_sys::rte_eth_dev_is_valid_port(id) } == 0 {
+                continue;
+            }
             let mut buf = [0 as c_char; dpdk_sys::RTE_ETH_NAME_MAX_LEN as usize];
             // SAFETY: `buf` has RTE_ETH_NAME_MAX_LEN bytes, as the call requires.
             if unsafe { dpdk_sys::rte_eth_dev_get_name_by_port(id, buf.as_mut_ptr()) } == 0 {
