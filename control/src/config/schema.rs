@@ -118,9 +118,24 @@ pub struct Dataplane {
     /// Worker (poll-mode) cores; 0 means one per available core minus the control thread.
     #[serde(default)]
     pub workers: u32,
+    /// The port clients reach: each endpoint listens on its address at the endpoint's
+    /// `vpn_port`. Empty means the first `[[dataplane.port]]`.
+    #[serde(default)]
+    pub outside: String,
     /// The data-plane ports.
     #[serde(default, rename = "port")]
     pub ports: Vec<Port>,
+}
+
+impl Dataplane {
+    /// The index of the port clients reach, if there is one.
+    pub fn outside_index(&self) -> Option<usize> {
+        if self.outside.is_empty() {
+            (!self.ports.is_empty()).then_some(0)
+        } else {
+            self.ports.iter().position(|p| p.name == self.outside)
+        }
+    }
 }
 
 /// `[[dataplane.port]]`.

@@ -567,3 +567,14 @@ fn at_most_256_groups_per_endpoint() {
         "{d:?}"
     );
 }
+
+#[test]
+fn outside_port_must_exist() {
+    let t = with("[dataplane]", "[dataplane]\noutside = \"nowhere\"");
+    refused(
+        &t,
+        "dataplane.outside",
+        "nowhere",
+        "no [[dataplane.port]] is named `nowhere`",
+    );
+}

@@ -129,6 +129,27 @@ fn dataplane(config: &Config, out: &mut Vec<Finding>) {
             ),
         ));
     }
+    if !config.dataplane.outside.is_empty() && config.dataplane.outside_index().is_none() {
+        out.push((
+            p.key("outside"),
+            format!(
+                "no [[dataplane.port]] is named `{}`",
+                config.dataplane.outside
+            ),
+        ));
+    }
+    let mut vpn_ports = HashSet::new();
+    for (i, ep) in config.endpoints.iter().enumerate() {
+        if !config.dataplane.ports.is_empty() && !vpn_ports.insert(ep.vpn_port.get()) {
+            out.push((
+                FieldPath::root().key("endpoint").index(i).key("vpn_port"),
+                format!(
+                    "another endpoint already listens on port {} of the outside address",
+                    ep.vpn_port.get()
+                ),
+            ));
+        }
+    }
     let mut names = HashSet::new();
     for (i, port) in config.dataplane.ports.iter().enumerate() {
         let pp = p.key("port").index(i);

@@ -9,6 +9,7 @@
 //! This is one of the two places allowed to read the clock.
 
 pub mod admin_socket;
+pub mod endpoint;
 pub mod udp;
 
 use std::collections::HashMap;

@@ -1,0 +1,167 @@
+//! Builds, from the configuration in force, what the control channel of each endpoint needs:
+//! the `Server` settings (TLS with the endpoint's certificate, client CA and CRL; pool; pushed
+//! routes and DNS; timers; quota) and its authenticator (certificates, the users-file
+//! directory, TOTP). Used by the appliance and reused on reloads.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::directory::UsersFileDirectory;
+use crate::auth::EndpointAuth;
+use crate::config::pki::resolve;
+use crate::config::schema::Endpoint;
+use crate::config::Loaded;
+use crate::proto::server::Settings;
+use crate::proto::tls::{server_config, TlsFiles};
+
+fn read(base: &Path, p: &Path, what: &str) -> Result<Vec<u8>, String> {
+    let path = resolve(base, p);
+    std::fs::read(&path).map_err(|e| format!("{what} {}: {e}", path.display()))
+}
+
+/// The TLS configuration of endpoint `ep`: its chain and key, its client root CA (mutual
+/// authentication) and its CRL.
+///
+/// # Errors
+/// A file cannot be read or does not parse.
+pub fn tls(loaded: &Loaded, ep: &Endpoint) -> Result<Arc<rustls::ServerConfig>, String> {
+    let base = loaded.base_dir();
+    let chain = read(&base, &ep.server_certificate, "server certificate")?;
+    let key = read(&base, &ep.server_key, "server key")?;
+    let ca = match &ep.authentication.mutual {
+        Some(m) => Some(read(&base, &m.client_root_ca, "client root CA")?),
+        None => None,
+    };
+    let crl = match &ep.crl {
+        Some(c) => Some(read(&base, c, "CRL")?),
+        None => None,
+    };
+    server_config(&TlsFiles {
+        server_chain_pem: &chain,
+        server_key_pem: &key,
+        client_ca_pem: ca.as_deref(),
+        crl_pem: crl.as_deref(),
+    })
+    .map_err(|e| format!("endpoint {}: {e}", ep.id))
+}
+
+/// The routes pushed to split-tunnel clients (`None`: full tunnel, `redirect-gateway`).
+pub fn pushed_routes(ep: &Endpoint) -> Option<Vec<(Ipv4Addr, Ipv4Addr)>> {
+    if !ep.split_tunnel {
+        return None;
+    }
+    let mut routes: Vec<(Ipv4Addr, Ipv4Addr)> = ep
+        .routes
+        .iter()
+        .map(|r| {
+            let c = r.destination_cidr;
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(c.prefix_len()))
+                .unwrap_or(0);
+            (c.addr(), Ipv4Addr::from(mask))
+        })
+        .collect();
+    routes.sort();
+    routes.dedup();
+    Some(routes)
+}
+
+/// The control-channel settings of endpoint number `index`.
+///
+/// # Errors
+/// Its files cannot be read or parsed.
+pub fn settings(loaded: &Loaded, index: usize) -> Result<Settings, String> {
+    let ep = loaded
+        .config
+        .endpoints
+        .get(index)
+        .ok_or_else(|| format!("no endpoint number {index}"))?;
+    let endpoint = u16::try_from(index).map_err(|_| "too many endpoints".to_owned())?;
+    let mut s = Settings::new(
+        endpoint,
+        tls(loaded, ep)?,
+        (
+            ep.client_cidr_block.addr(),
+            ep.client_cidr_block.prefix_len(),
+        ),
+    );
+    s.routes = pushed_routes(ep);
+    s.dns = ep.dns_servers.clone();
+    s.session_timeout = Duration::from_secs(u64::from(ep.session_timeout_hours.hours()) * 3600);
+    let per_target = loaded.config.limits.connections_per_target_network as usize;
+    s.max_sessions = per_target * ep.target_networks.len().max(1);
+    s.password_required = ep.authentication.directory.is_some();
+    Ok(s)
+}
+
+/// The authenticator of endpoint number `index`.
+///
+/// # Errors
+/// The users file cannot be read or parsed.
+pub fn authenticator(loaded: &Loaded, index: usize) -> Result<EndpointAuth, String> {
+    let ep = loaded
+        .config
+        .endpoints
+        .get(index)
+        .ok_or_else(|| format!("no endpoint number {index}"))?;
+    let a = &ep.authentication;
+    let directory = match &a.directory {
+        Some(d) => {
+            let path = resolve(&loaded.base_dir(), &d.users_file);
+            let dir = UsersFileDirectory::load(&path)
+                .map_err(|e| format!("users file {}: {e}", path.display()))?;
+            Some(Box::new(dir) as Box<dyn crate::auth::directory::Directory>)
+        }
+        None => None,
+    };
+    Ok(EndpointAuth::new(
+        a.mutual.is_some(),
+        directory,
+        a.mfa.is_some(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_tunnel_pushes_each_route_once_as_network_and_mask() {
+        let text = r#"
+[[endpoint]]
+id = "cvpn-endpoint-0123456789abcdef0"
+client_cidr_block = "10.200.0.0/20"
+server_certificate = "s.crt"
+server_key = "s.key"
+dns_name = "vpn.example.internal"
+split_tunnel = true
+authentication = { mutual = { client_root_ca = "ca.crt" } }
+[[endpoint.route]]
+destination_cidr = "172.31.0.0/16"
+target_subnet = "subnet-1"
+[[endpoint.route]]
+destination_cidr = "10.99.0.0/24"
+target_subnet = "subnet-1"
+"#;
+        let config: crate::config::schema::Config = toml::from_str(text).expect("parses");
+        let ep = &config.endpoints[0];
+        assert_eq!(
+            pushed_routes(ep),
+            Some(vec![
+                (
+                    "10.99.0.0".parse().expect("ip"),
+                    "255.255.255.0".parse().expect("ip")
+                ),
+                (
+                    "172.31.0.0".parse().expect("ip"),
+                    "255.255.0.0".parse().expect("ip")
+                ),
+            ])
+        );
+        let mut full = ep.clone();
+        full.split_tunnel = false;
+        assert_eq!(pushed_routes(&full), None);
+    }
+}
