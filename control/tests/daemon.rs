@@ -66,7 +66,7 @@ fn live_verbs_reloads_and_clean_stop() {
     std::fs::write(
         &config,
         format!(
-            "[appliance]\nadmin_socket = \"{}\"\nstate_dir = \"{}\"\n\n[[dataplane.port]]\nname = \"p\"\ndevice = \"net_null0\"\nip = \"192.0.2.1/24\"\n",
+            "[appliance]\nadmin_socket = \"{}\"\nstate_dir = \"{}\"\n\n[dataplane]\neal_args = [\"--no-pci\", \"--no-huge\", \"--no-shconf\", \"--no-telemetry\", \"-m\", \"512\", \"-l\", \"0-1\", \"--log-level=lib.eal:error\"]\n\n[[dataplane.port]]\nname = \"p\"\ndevice = \"net_null0,no-rx=1\"\nip = \"192.0.2.1/24\"\n",
             socket.display(),
             d.join("state").display()
         ),
@@ -94,6 +94,24 @@ fn live_verbs_reloads_and_clean_stop() {
     let (code, _, err) = sluice(&config, &["run"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("another sluice daemon answers"), "{err}");
+
+    // The data plane is up: connections are listed live (none yet); terminating an unknown
+    // one is refused with AWS's error code.
+    let (code, out, err) = sluice(&config, &["describe-client-vpn-connections"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"Connections\": []"), "{out}");
+    let (code, _, err) = sluice(
+        &config,
+        &[
+            "terminate-client-vpn-connections",
+            "--client-vpn-endpoint-id",
+            "cvpn-endpoint-0123456789abcdef0",
+            "--connection-id",
+            "cvpn-connection-0123456789abcdef0",
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("InvalidClientVpnConnection.NotFound"), "{err}");
 
     // Verbs go through the daemon and are audited with the socket peer's identity.
     let (code, out, err) = sluice(&config, &["describe-client-vpn-endpoints"]);

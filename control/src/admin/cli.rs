@@ -76,6 +76,29 @@ pub enum Verb {
     ExportClientVpnClientCertificateRevocationList(EndpointIdArg),
     /// Export the OpenVPN client configuration (.ovpn).
     ExportClientVpnClientConfiguration(ExportConfiguration),
+    /// List the client connections of the running appliance (active and recently ended).
+    DescribeClientVpnConnections(OptionalEndpointId),
+    /// Disconnect client connections by connection id or by user name.
+    TerminateClientVpnConnections(TerminateConnections),
+}
+
+/// `terminate-client-vpn-connections`.
+#[derive(Debug, Args, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TerminateConnections {
+    /// The endpoint.
+    #[arg(long)]
+    pub client_vpn_endpoint_id: String,
+    /// The connection to end.
+    #[arg(
+        long,
+        required_unless_present = "username",
+        conflicts_with = "username"
+    )]
+    pub connection_id: Option<String>,
+    /// End every connection of this user.
+    #[arg(long)]
+    pub username: Option<String>,
 }
 
 /// `--client-vpn-endpoint-id`.

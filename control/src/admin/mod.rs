@@ -30,7 +30,21 @@ pub fn execute(
     caller: &audit::Caller,
     now: SystemTime,
 ) -> Result<verbs::Response, AdminError> {
-    let result = verbs::run(cli);
+    execute_with(cli, caller, now, verbs::run)
+}
+
+/// `execute` with another implementation of the verb (the running daemon's live verbs), audited
+/// the same way.
+///
+/// # Errors
+/// What `run` refuses.
+pub fn execute_with(
+    cli: &cli::Cli,
+    caller: &audit::Caller,
+    now: SystemTime,
+    run: impl FnOnce(&cli::Cli) -> Result<verbs::Response, AdminError>,
+) -> Result<verbs::Response, AdminError> {
+    let result = run(cli);
     let event = audit::event(cli, caller, now, result.as_ref().map(|r| &r.json));
     let trail = audit::trail_path(&cli.config);
     if let Err(e) = audit::append(&trail, &event) {

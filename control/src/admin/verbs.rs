@@ -33,7 +33,8 @@ pub struct Response {
 }
 
 impl Response {
-    fn object(json: Value) -> Self {
+    /// A response holding `json`, rendered as a table for people.
+    pub fn object(json: Value) -> Self {
         let t = table::render_object(&json);
         Self {
             json,
@@ -88,6 +89,12 @@ pub fn run(cli: &Cli) -> Result<Response, AdminError> {
         Verb::ImportClientVpnClientCertificateRevocationList(a) => import_crl(path, a),
         Verb::ExportClientVpnClientCertificateRevocationList(a) => export_crl(path, a),
         Verb::ExportClientVpnClientConfiguration(a) => export_configuration(path, a),
+        Verb::DescribeClientVpnConnections(_) | Verb::TerminateClientVpnConnections(_) => {
+            Err(AdminError::request(
+                "OperationNotPermitted",
+                "connections exist only in the running appliance: start it with `sluice run`",
+            ))
+        }
     }
 }
 

@@ -9,6 +9,8 @@
 //! This is one of the two places allowed to read the clock.
 
 pub mod admin_socket;
+#[cfg(feature = "dpdk")]
+pub mod dataplane;
 pub mod endpoint;
 pub mod udp;
 
@@ -40,6 +42,9 @@ pub enum RunError {
     /// The configuration is invalid.
     #[error("{0}")]
     Config(#[from] config::ConfigError),
+    /// The data plane could not start (EAL, a port, lcores, an endpoint's files).
+    #[error("{0}")]
+    Dataplane(String),
     /// The admin socket, the event loop or the signals could not be set up.
     #[error("{what}: {source}")]
     Io {
@@ -80,6 +85,8 @@ pub struct Daemon {
     conns: HashMap<Token, Conn>,
     next_token: usize,
     running: bool,
+    #[cfg(feature = "dpdk")]
+    dataplane: Option<dataplane::Dataplane>,
 }
 
 impl Daemon {
@@ -117,6 +124,12 @@ impl Daemon {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(io_err("registering the admin socket"))?;
+        #[cfg(feature = "dpdk")]
+        let dataplane = if current.config.dataplane.ports.is_empty() {
+            None
+        } else {
+            Some(dataplane::Dataplane::start(&current).map_err(RunError::Dataplane)?)
+        };
         log(&format!(
             "started with {} ({} endpoint(s)); admin socket {}",
             config_path.display(),
@@ -133,6 +146,8 @@ impl Daemon {
             conns: HashMap::new(),
             next_token: FIRST_CONN,
             running: true,
+            #[cfg(feature = "dpdk")]
+            dataplane,
         })
     }
 
@@ -148,7 +163,15 @@ impl Daemon {
     pub fn run(mut self) -> Result<(), RunError> {
         let mut events = Events::with_capacity(64);
         while self.running {
-            match self.poll.poll(&mut events, None) {
+            // With a data plane, come back every millisecond for punted packets and timers.
+            #[cfg(feature = "dpdk")]
+            let wait = self
+                .dataplane
+                .as_ref()
+                .map(|_| std::time::Duration::from_millis(1));
+            #[cfg(not(feature = "dpdk"))]
+            let wait = None;
+            match self.poll.poll(&mut events, wait) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -165,7 +188,13 @@ impl Daemon {
                     t => self.serve(t),
                 }
             }
+            #[cfg(feature = "dpdk")]
+            if let Some(dp) = &mut self.dataplane {
+                dp.poll();
+            }
         }
+        #[cfg(feature = "dpdk")]
+        drop(self.dataplane.take());
         log("stopping");
         let _ = std::fs::remove_file(&self.socket_path);
         Ok(())
@@ -198,11 +227,17 @@ impl Daemon {
         });
         match result {
             Ok(new) => {
-                let msg = format!(
+                let mut msg = format!(
                     "reloaded {} ({why}): {} endpoint(s)",
                     self.config_path.display(),
                     new.config.endpoints.len()
                 );
+                #[cfg(feature = "dpdk")]
+                if let Some(dp) = &mut self.dataplane {
+                    if let Err(e) = dp.apply(&new) {
+                        msg.push_str(&format!("; the data plane keeps the previous rules: {e}"));
+                    }
+                }
                 self.current = new;
                 log(&msg);
                 Ok(msg)
@@ -372,11 +407,26 @@ impl Daemon {
                 }
             }
         };
-        let result = crate::admin::execute(&cli, caller, SystemTime::now());
+        let result = match &cli.verb {
+            #[cfg(feature = "dpdk")]
+            crate::admin::cli::Verb::DescribeClientVpnConnections(_)
+            | crate::admin::cli::Verb::TerminateClientVpnConnections(_) => {
+                let dp = self.dataplane.as_mut();
+                crate::admin::execute_with(&cli, caller, SystemTime::now(), |cli| {
+                    live_connections(dp, cli)
+                })
+            }
+            _ => crate::admin::execute(&cli, caller, SystemTime::now()),
+        };
         match result {
             Ok(r) => {
                 let stdout = r.render(cli.output);
-                if !crate::admin::audit::is_read_only(&cli) {
+                if !crate::admin::audit::is_read_only(&cli)
+                    && !matches!(
+                        cli.verb,
+                        crate::admin::cli::Verb::TerminateClientVpnConnections(_)
+                    )
+                {
                     // The verb wrote the file; put it in force (a change it allowed is allowed).
                     let _ = self.reload(&crate::admin::audit::event_name(&cli));
                 }
@@ -392,5 +442,57 @@ impl Daemon {
                 stderr: format!("{e}\n"),
             },
         }
+    }
+}
+
+/// `describe-` and `terminate-client-vpn-connections` against the running data plane.
+#[cfg(feature = "dpdk")]
+fn live_connections(
+    dp: Option<&mut dataplane::Dataplane>,
+    cli: &Cli,
+) -> Result<crate::admin::verbs::Response, crate::admin::AdminError> {
+    use crate::admin::cli::Verb;
+    use crate::admin::verbs::Response;
+    use crate::admin::AdminError;
+    let Some(dp) = dp else {
+        return Err(AdminError::request(
+            "OperationNotPermitted",
+            "this daemon runs without a data plane (no [[dataplane.port]]), so it has no connections",
+        ));
+    };
+    match &cli.verb {
+        Verb::DescribeClientVpnConnections(a) => {
+            let list = dp.connections(a.client_vpn_endpoint_id.as_deref());
+            Ok(Response::object(serde_json::json!({ "Connections": list })))
+        }
+        Verb::TerminateClientVpnConnections(a) => {
+            let ended = dp.terminate(
+                &a.client_vpn_endpoint_id,
+                a.connection_id.as_deref(),
+                a.username.as_deref(),
+            );
+            if ended.is_empty() {
+                return Err(AdminError::request(
+                    "InvalidClientVpnConnection.NotFound",
+                    "no active connection matches",
+                ));
+            }
+            let statuses: Vec<serde_json::Value> = ended
+                .iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "ConnectionId": c.connection_id,
+                        "PreviousStatus": { "Code": "active" },
+                        "CurrentStatus": { "Code": "terminating" },
+                    })
+                })
+                .collect();
+            Ok(Response::object(serde_json::json!({
+                "ClientVpnEndpointId": a.client_vpn_endpoint_id,
+                "Username": a.username,
+                "ConnectionStatuses": statuses,
+            })))
+        }
+        _ => Err(AdminError::Internal("not a connection verb".into())),
     }
 }

@@ -1,0 +1,579 @@
+//! The appliance's data plane, driven from the control thread: DPDK ports from
+//! `[dataplane]`, one `Worker` per worker lcore, and the glue between the cores and the
+//! control channel of every endpoint.
+//!
+//! - Control-channel packets reach the cores, are punted here (`Report::Punted`), go to the
+//!   endpoint's `Server`, and its answers leave through a core (`Command::Transmit`).
+//! - Keys, virtual IPs and groups go to the core that owns the session (peer-id modulo the
+//!   core count); closes, terminations, idle sessions and client exits remove it there.
+//! - The compiled `RuleTable` goes to every core; reloads push a new generation.
+//!
+//! A runtime shell: it reads the clock.
+
+#![allow(clippy::disallowed_methods)]
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use sluice_engine::dpdk::{self, Eal, EthDev, EthOptions, Mempool};
+use sluice_engine::mailbox::{Command, Mailbox, Report};
+use sluice_engine::session::{SessionInfo, Traffic};
+use sluice_engine::wire::openvpn::{KeyId, PeerId};
+use sluice_engine::worker::{Handoff, Listener, PortConfig, Worker, WorkerConfig};
+
+use super::endpoint;
+use super::log;
+use crate::auth::EndpointAuth;
+use crate::compile::{self, GroupIndex};
+use crate::config::Loaded;
+use crate::proto::server::{CloseReason, Event, Server};
+use crate::timefmt::rfc3339;
+
+/// One client connection, as `describe-client-vpn-connections` shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Connection {
+    /// The endpoint.
+    pub client_vpn_endpoint_id: String,
+    /// `cvpn-connection-` and 17 hex digits.
+    pub connection_id: String,
+    /// Certificate common name.
+    pub common_name: Option<String>,
+    /// Directory user name.
+    pub username: Option<String>,
+    /// The client's virtual address.
+    pub client_ip: Ipv4Addr,
+    /// Where it connects from.
+    pub device_ip: String,
+    /// When the handshake completed (RFC 3339).
+    pub connection_established_time: String,
+    /// Bytes from the client.
+    pub ingress_bytes: u64,
+    /// Bytes to the client.
+    pub egress_bytes: u64,
+    /// Packets from the client.
+    pub ingress_packets: u64,
+    /// Packets to the client.
+    pub egress_packets: u64,
+    /// `active` or `terminated`, with the reason.
+    pub status: ConnectionStatus,
+    #[serde(skip)]
+    endpoint: u16,
+}
+
+/// AWS's connection status.
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ConnectionStatus {
+    /// `active`, `failed-to-terminate`, `terminating` or `terminated`.
+    pub code: String,
+    /// Why, once terminated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The running data plane.
+pub struct Dataplane {
+    stop: Arc<AtomicBool>,
+    mailboxes: Vec<Mailbox>,
+    servers: Vec<Server<EndpointAuth>>,
+    groups: Vec<GroupIndex>,
+    endpoint_ids: Vec<String>,
+    version: u64,
+    connections: HashMap<u32, Connection>,
+    ended: Vec<Connection>,
+    transmit_dropped: u64,
+    // Dropped last, in this order: ports, then the pool and the EAL they hold.
+    devs: Vec<EthDev>,
+    _eal: Arc<Eal>,
+}
+
+fn is_vdev(device: &str) -> bool {
+    device.starts_with("net_") || device.contains('=')
+}
+
+/// The DPDK port name of a `device` string: the vdev name, or the PCI address.
+fn port_name(device: &str) -> &str {
+    device.split(',').next().unwrap_or(device)
+}
+
+impl Dataplane {
+    /// Starts EAL, the ports and one worker per worker lcore, compiles and installs the rules,
+    /// and sets up each endpoint's control channel.
+    ///
+    /// # Errors
+    /// One clear message: EAL, a port, a file of an endpoint, or too few lcores.
+    pub fn start(loaded: &Loaded) -> Result<Self, String> {
+        let config = &loaded.config;
+        let dp = &config.dataplane;
+        let outside = dp
+            .outside_index()
+            .ok_or("[dataplane] has no port for clients to reach")?;
+        let mut args = dp.eal_args.clone();
+        for p in &dp.ports {
+            args.push(if is_vdev(&p.device) { "--vdev" } else { "-a" }.to_owned());
+            args.push(p.device.clone());
+        }
+        let eal = Eal::init(&args).map_err(|e| e.to_string())?;
+        let mut lcores = eal.worker_lcores();
+        if lcores.is_empty() {
+            return Err("the data plane needs a worker lcore besides the main one (the control thread): give EAL two or more cores, e.g. \"-l\", \"0-1\" in [dataplane] eal_args".into());
+        }
+        if dp.workers > 0 {
+            lcores.truncate(dp.workers as usize);
+        }
+        let cores = lcores.len();
+        let names: Vec<&str> = dp.ports.iter().map(|p| port_name(&p.device)).collect();
+        let ids = eal.require_ports(&names).map_err(|e| e.to_string())?;
+        let descriptors = 1024u32;
+        let want =
+            dp.ports.len() as u32 * cores as u32 * 2 * descriptors + cores as u32 * 4096 + 8192;
+        let count = want.next_power_of_two() - 1;
+        let pool = Arc::new(
+            Mempool::new(&eal, "sluice_mbufs", count, 2176, -1).map_err(|e| e.to_string())?,
+        );
+        let mut devs = Vec::with_capacity(ids.len());
+        for (id, p) in ids.iter().zip(&dp.ports) {
+            let dev = EthDev::start(
+                *id,
+                Arc::clone(&pool),
+                EthOptions {
+                    queues: cores as u16,
+                    ..EthOptions::default()
+                },
+            )
+            .map_err(|e| format!("port {} ({}): {e}", p.name, p.device))?;
+            devs.push(dev);
+        }
+        let ports: Vec<PortConfig> = devs
+            .iter()
+            .zip(&dp.ports)
+            .map(|(d, p)| PortConfig {
+                mac: d.mac(),
+                ip: u32::from(p.ip.addr),
+                prefix_len: p.ip.network.prefix_len(),
+                gateway: p.gateway.map(u32::from),
+            })
+            .collect();
+        let outside_ip = ports[outside].ip;
+        let listeners: Vec<Listener> = config
+            .endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, ep)| Listener {
+                ip: outside_ip,
+                port: ep.vpn_port.get(),
+                endpoint: i as u16,
+            })
+            .collect();
+        let compiled = compile::compile(config, 1).map_err(|e| e.to_string())?;
+        let table = Arc::new(compiled.table);
+        let mut servers = Vec::new();
+        for i in 0..config.endpoints.len() {
+            let settings = endpoint::settings(loaded, i)?;
+            servers.push(Server::new(settings, endpoint::authenticator(loaded, i)?));
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let epoch = Instant::now();
+        let mut mailboxes = Vec::with_capacity(cores);
+        for (core, (lcore, handoff)) in lcores.iter().zip(Handoff::mesh(cores, 1024)).enumerate() {
+            let mailbox = Mailbox::new(8192);
+            let _ = mailbox
+                .commands
+                .push(Command::InstallRules(Arc::clone(&table)));
+            let mut cfg = WorkerConfig::new(
+                core,
+                cores,
+                outside as u16,
+                ports.clone(),
+                listeners.clone(),
+            );
+            cfg.session_capacity = 16_384;
+            let queues: Vec<_> = devs.iter().map(|d| d.queue(core as u16)).collect();
+            let (mb, stop) = (mailbox.clone(), Arc::clone(&stop));
+            dpdk::launch(*lcore, move || {
+                let mut w = Worker::new(cfg, queues, mb, Some(handoff), epoch);
+                while !stop.load(Ordering::Relaxed) {
+                    w.poll_once(Instant::now());
+                }
+                0
+            })
+            .map_err(|e| e.to_string())?;
+            mailboxes.push(mailbox);
+        }
+        log(&format!(
+            "data plane up: {} port(s), {cores} worker core(s) on lcores {lcores:?}, {count} mbufs; clients reach {}",
+            devs.len(),
+            Ipv4Addr::from(outside_ip)
+        ));
+        Ok(Self {
+            stop,
+            mailboxes,
+            servers,
+            groups: compiled.groups,
+            endpoint_ids: config.endpoints.iter().map(|e| e.id.to_string()).collect(),
+            version: 1,
+            connections: HashMap::new(),
+            ended: Vec::new(),
+            transmit_dropped: 0,
+            devs,
+            _eal: eal,
+        })
+    }
+
+    fn core_of(&self, peer: u32) -> usize {
+        peer as usize % self.mailboxes.len().max(1)
+    }
+
+    fn command(&mut self, core: usize, c: Command) {
+        if let Some(mb) = self.mailboxes.get(core) {
+            if mb.commands.push(c).is_err() {
+                self.transmit_dropped += 1;
+            }
+        }
+    }
+
+    /// Serves the cores' reports and the control channels' timers; returns when the control
+    /// thread should come back at the latest.
+    pub fn poll(&mut self) -> Option<Instant> {
+        let now = Instant::now();
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |t| t.as_secs());
+        for core in 0..self.mailboxes.len() {
+            for _ in 0..4096 {
+                let Some(r) = self.mailboxes[core].reports.pop() else {
+                    break;
+                };
+                self.report(r, now, unix);
+            }
+        }
+        for i in 0..self.servers.len() {
+            if self.servers[i].poll_timeout().is_some_and(|t| t <= now) {
+                self.servers[i].handle_timeout(now);
+            }
+            self.drain(i);
+        }
+        self.servers.iter().filter_map(Server::poll_timeout).min()
+    }
+
+    fn report(&mut self, r: Report, now: Instant, unix: u64) {
+        match r {
+            Report::Punted {
+                payload,
+                remote,
+                local,
+                endpoint,
+            } => {
+                let e = usize::from(endpoint);
+                if let Some(s) = self.servers.get_mut(e) {
+                    s.handle_datagram(now, unix, remote, local, &payload);
+                    self.drain(e);
+                }
+            }
+            Report::ClientExited { peer } => {
+                self.end(peer.0, "", CloseReason::ClientExit, now);
+            }
+            Report::Idle { peer } => {
+                self.end(
+                    peer.0,
+                    "RESTART,ping-restart",
+                    CloseReason::Terminated("no packets for ping-restart seconds".into()),
+                    now,
+                );
+            }
+            Report::RenegotiateSoon { peer } => log(&format!(
+                "peer {} nears the end of its packet counter; the client will renegotiate (server-initiated renegotiation is not implemented)",
+                peer.0
+            )),
+            Report::Floated { peer, remote } => log(&format!(
+                "peer {} floated to {}:{}",
+                peer.0,
+                Ipv4Addr::from(remote.ip),
+                remote.port
+            )),
+            Report::Traffic { peer, traffic } | Report::Removed { peer, traffic } => {
+                if let Some(c) = self.connections.get_mut(&peer.0) {
+                    set_traffic(c, traffic);
+                }
+            }
+            Report::Retired(_) => {}
+        }
+    }
+
+    fn end(&mut self, peer: u32, message: &str, reason: CloseReason, now: Instant) {
+        let Some(e) = self.connections.get(&peer).map(|c| usize::from(c.endpoint)) else {
+            return;
+        };
+        if let Some(s) = self.servers.get_mut(e) {
+            s.terminate(peer, message, reason, now);
+            self.drain(e);
+        }
+    }
+
+    fn drain(&mut self, e: usize) {
+        while let Some(t) = self.servers.get_mut(e).and_then(Server::poll_transmit) {
+            self.command(
+                0,
+                Command::Transmit {
+                    payload: t.payload,
+                    remote: t.remote,
+                    local: t.local,
+                },
+            );
+        }
+        while let Some(ev) = self.servers.get_mut(e).and_then(Server::poll_event) {
+            self.event(e, ev);
+        }
+    }
+
+    fn event(&mut self, e: usize, ev: Event) {
+        match ev {
+            Event::KeysReady {
+                peer_id,
+                key_id,
+                keys,
+                first,
+                client,
+            } => {
+                let core = self.core_of(peer_id);
+                if first {
+                    let groups = self
+                        .groups
+                        .get(e)
+                        .map(|g| g.mask(client.identity.groups.iter().map(String::as_str)));
+                    let info = SessionInfo {
+                        peer: PeerId(peer_id),
+                        endpoint: client.endpoint,
+                        client_ip: u32::from(client.vip),
+                        groups: groups.unwrap_or_default(),
+                        remote: client.remote,
+                        local: client.local,
+                    };
+                    self.command(
+                        core,
+                        Command::AddSession {
+                            info,
+                            key_id: KeyId(key_id),
+                            keys,
+                        },
+                    );
+                    let c = Connection {
+                        client_vpn_endpoint_id: self
+                            .endpoint_ids
+                            .get(e)
+                            .cloned()
+                            .unwrap_or_default(),
+                        connection_id: connection_id(),
+                        common_name: client.identity.common_name.clone(),
+                        username: client.identity.username.clone(),
+                        client_ip: client.vip,
+                        device_ip: format!(
+                            "{}:{}",
+                            Ipv4Addr::from(client.remote.ip),
+                            client.remote.port
+                        ),
+                        connection_established_time: rfc3339(SystemTime::now()),
+                        ingress_bytes: 0,
+                        egress_bytes: 0,
+                        ingress_packets: 0,
+                        egress_packets: 0,
+                        status: ConnectionStatus {
+                            code: "active".into(),
+                            message: None,
+                        },
+                        endpoint: e as u16,
+                    };
+                    log(&format!(
+                        "connection {} established: {} (common name {}, username {}) from {}",
+                        c.connection_id,
+                        c.client_ip,
+                        c.common_name.as_deref().unwrap_or("-"),
+                        c.username.as_deref().unwrap_or("-"),
+                        c.device_ip
+                    ));
+                    self.connections.insert(peer_id, c);
+                } else {
+                    self.command(
+                        core,
+                        Command::InstallKey {
+                            peer: PeerId(peer_id),
+                            key_id: KeyId(key_id),
+                            keys,
+                        },
+                    );
+                }
+            }
+            Event::RetirePreviousKey { peer_id } => {
+                let core = self.core_of(peer_id);
+                self.command(
+                    core,
+                    Command::RetirePreviousKey {
+                        peer: PeerId(peer_id),
+                    },
+                );
+            }
+            Event::Closed {
+                peer_id,
+                reason,
+                established,
+                ..
+            } => {
+                if established {
+                    let core = self.core_of(peer_id);
+                    self.command(
+                        core,
+                        Command::RemoveSession {
+                            peer: PeerId(peer_id),
+                        },
+                    );
+                }
+                if let Some(mut c) = self.connections.remove(&peer_id) {
+                    c.status = ConnectionStatus {
+                        code: "terminated".into(),
+                        message: Some(close_text(&reason)),
+                    };
+                    log(&format!(
+                        "connection {} closed: {}",
+                        c.connection_id,
+                        close_text(&reason)
+                    ));
+                    self.ended.push(c);
+                    if self.ended.len() > 1000 {
+                        self.ended.remove(0);
+                    }
+                }
+            }
+            Event::AuthFailed {
+                remote,
+                common_name,
+                username,
+                detail,
+                ..
+            } => log(&format!(
+                "connection from {}:{} refused: {detail} (common name {}, username {})",
+                Ipv4Addr::from(remote.ip),
+                remote.port,
+                common_name.as_deref().unwrap_or("-"),
+                username.as_deref().unwrap_or("-")
+            )),
+        }
+    }
+
+    /// Puts a new configuration in force: a new rule generation on every core, new TLS
+    /// settings (certificate, CRL) and pushed routes for new connections.
+    ///
+    /// # Errors
+    /// The new configuration needs a restart (endpoints added or removed, ports changed), or
+    /// a file of an endpoint cannot be read.
+    pub fn apply(&mut self, loaded: &Loaded) -> Result<(), String> {
+        let config = &loaded.config;
+        if config.endpoints.len() != self.servers.len() {
+            return Err(
+                "endpoints were added or removed: restart `sluice run` to serve them".into(),
+            );
+        }
+        let compiled = compile::compile(config, self.version + 1).map_err(|e| e.to_string())?;
+        let mut tls = Vec::new();
+        for ep in &config.endpoints {
+            tls.push(endpoint::tls(loaded, ep)?);
+        }
+        self.version += 1;
+        let table = Arc::new(compiled.table);
+        for core in 0..self.mailboxes.len() {
+            self.command(core, Command::InstallRules(Arc::clone(&table)));
+        }
+        self.groups = compiled.groups;
+        for ((s, t), ep) in self.servers.iter_mut().zip(tls).zip(&config.endpoints) {
+            s.set_tls(t);
+            s.set_routes(endpoint::pushed_routes(ep));
+        }
+        Ok(())
+    }
+
+    /// The connections of `endpoint` (all when `None`): active ones, then recently ended ones.
+    pub fn connections(&self, endpoint: Option<&str>) -> Vec<Connection> {
+        let mut v: Vec<Connection> = self
+            .connections
+            .values()
+            .chain(self.ended.iter())
+            .filter(|c| endpoint.is_none_or(|e| c.client_vpn_endpoint_id == e))
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| {
+            a.connection_established_time
+                .cmp(&b.connection_established_time)
+        });
+        v
+    }
+
+    /// Terminates the active connections of `endpoint` with `connection_id` or `username`;
+    /// returns them as they were.
+    pub fn terminate(
+        &mut self,
+        endpoint: &str,
+        connection_id: Option<&str>,
+        username: Option<&str>,
+    ) -> Vec<Connection> {
+        let hits: Vec<(u32, Connection)> = self
+            .connections
+            .iter()
+            .filter(|(_, c)| c.client_vpn_endpoint_id == endpoint)
+            .filter(|(_, c)| {
+                connection_id.is_some_and(|id| c.connection_id == id)
+                    || username.is_some_and(|u| c.username.as_deref() == Some(u))
+            })
+            .map(|(p, c)| (*p, c.clone()))
+            .collect();
+        let now = Instant::now();
+        for (peer, _) in &hits {
+            self.end(
+                *peer,
+                "RESTART,terminated by the administrator",
+                CloseReason::Terminated("terminated by the administrator".into()),
+                now,
+            );
+        }
+        hits.into_iter().map(|(_, c)| c).collect()
+    }
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        dpdk::wait_all();
+        for d in &mut self.devs {
+            d.stop();
+        }
+        log("data plane stopped");
+    }
+}
+
+fn set_traffic(c: &mut Connection, t: Traffic) {
+    c.ingress_bytes = t.ingress_bytes;
+    c.egress_bytes = t.egress_bytes;
+    c.ingress_packets = t.ingress_packets;
+    c.egress_packets = t.egress_packets;
+}
+
+fn close_text(r: &CloseReason) -> String {
+    match r {
+        CloseReason::ClientExit => "the client disconnected".into(),
+        CloseReason::HandshakeTimeout => "handshake timeout".into(),
+        CloseReason::SessionTimeout => "session timeout".into(),
+        CloseReason::Terminated(why) => why.clone(),
+        CloseReason::AuthFailed => "authentication failed".into(),
+        CloseReason::Restarted => "the client reconnected".into(),
+        CloseReason::PeerMisbehaved(what) => format!("protocol violation: {what}"),
+    }
+}
+
+fn connection_id() -> String {
+    let mut b = [0u8; 9];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut b);
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("cvpn-connection-{}", &hex[..17])
+}
