@@ -1,0 +1,307 @@
+//! The appliance end to end: `sluice run` with the DPDK data plane on af_packet ports in a
+//! namespace, the Debian OpenVPN 2.6 client in another with the exported configuration, and a
+//! VPC host behind the inside port:
+//!
+//! ```text
+//!  client ns (openvpn, tun 10.200.0.x) ─ 192.168.50.2 ══ [outside 192.168.50.1]
+//!                                                          appliance ns: sluice run (DPDK)
+//!  vpc ns (host 172.31.1.10)          ══════════════════ [inside-a 172.31.1.5, ENI]
+//! ```
+//!
+//! The client connects, pings the VPC host through the tunnel, its UDP datagram reaches the
+//! host from the ENI address (SNAT), the connection is listed live with its traffic, a denied
+//! destination gets nothing, and terminating the connection disconnects the client. The
+//! daemon then stops cleanly on SIGTERM. Namespaces and processes go away even on failure.
+
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sluice_tests::{make_pki, require_root, Netns};
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sluice(config: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+const ENDPOINT: &str = "cvpn-endpoint-0123456789abcdef0";
+
+fn write_config(dir: &Path, pki: &Path, out_if: &str, in_if: &str) -> PathBuf {
+    let p = pki.display();
+    let d = dir.display();
+    let text = format!(
+        r#"
+[appliance]
+admin_socket = "{d}/run/admin.sock"
+state_dir = "{d}/state"
+
+[dataplane]
+eal_args = ["--no-pci", "--no-huge", "--no-shconf", "--no-telemetry", "-m", "512", "-l", "0-1",
+            "--log-level=lib.eal:error", "--log-level=pmd.*:error"]
+outside = "outside"
+
+[[dataplane.port]]
+name = "outside"
+device = "net_af_packet0,iface={out_if}"
+ip = "192.168.50.1/24"
+
+[[dataplane.port]]
+name = "inside-a"
+device = "net_af_packet1,iface={in_if}"
+ip = "172.31.1.5/24"
+
+[[endpoint]]
+id = "{ENDPOINT}"
+client_cidr_block = "10.200.0.0/20"
+server_certificate = "{p}/server.crt"
+server_key = "{p}/server.key"
+vpn_port = 443
+dns_name = "192.168.50.1"
+split_tunnel = true
+authentication = {{ mutual = {{ client_root_ca = "{p}/ca.crt" }} }}
+
+[[endpoint.target_network]]
+association_id = "cvpn-assoc-0123456789abcdef1"
+subnet_id = "subnet-0a0000000000000a1"
+vpc_id = "vpc-0c0000000000000c1"
+vpc_cidr = "172.31.0.0/16"
+cidr = "172.31.1.0/24"
+availability_zone = "lab-1a"
+port = "inside-a"
+eni_ip = "172.31.1.5"
+gateway = "172.31.1.1"
+
+[[endpoint.authorization_rule]]
+destination_cidr = "172.31.1.0/25"
+authorize_all_groups = true
+
+[[endpoint.route]]
+destination_cidr = "172.31.0.0/16"
+target_subnet = "subnet-0a0000000000000a1"
+origin = "associate"
+"#
+    );
+    let path = dir.join("sluice.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn client_reaches_the_vpc_through_the_dpdk_data_plane() {
+    require_root("the appliance end-to-end test");
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    make_pki(&pki);
+    let pid = std::process::id() % 1_000_000;
+    let (out_if, in_if) = (format!("so{pid}"), format!("si{pid}"));
+    let app = Netns::new("e2eapp");
+    let cli = Netns::new("e2ecli");
+    let vpc = Netns::new("e2evpc");
+    app.veth_to(&out_if, &cli, &format!("co{pid}"), "192.168.50.2/24");
+    app.veth_to(&in_if, &vpc, &format!("vi{pid}"), "172.31.1.10/24");
+    // A second host address in the VPC subnet that no rule authorizes.
+    vpc.exec_ok(&[
+        "ip",
+        "addr",
+        "add",
+        "172.31.1.200/24",
+        "dev",
+        &format!("vi{pid}"),
+    ]);
+    let config = write_config(dir.path(), &pki, &out_if, &in_if);
+
+    let (code, _, err) = sluice(&config, &["validate"]);
+    assert_eq!(code, 0, "{err}");
+    let ovpn = dir.path().join("client1.ovpn");
+    let (code, out, err) = sluice(
+        &config,
+        &[
+            "export-client-vpn-client-configuration",
+            "--client-vpn-endpoint-id",
+            ENDPOINT,
+            "--client-certificate",
+            pki.join("client1.crt").to_str().unwrap(),
+            "--client-key",
+            pki.join("client1.key").to_str().unwrap(),
+            "--output",
+            "text",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    std::fs::write(&ovpn, out).unwrap();
+
+    // The appliance.
+    let daemon_log = dir.path().join("sluice.log");
+    let mut daemon = Proc(
+        app.command(&[
+            env!("CARGO_BIN_EXE_sluice"),
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&daemon_log).unwrap())
+        .spawn()
+        .unwrap(),
+    );
+    wait_for("the data plane", Duration::from_secs(20), || {
+        assert!(
+            daemon.0.try_wait().unwrap().is_none(),
+            "sluice run exited:\n{}",
+            read(&daemon_log)
+        );
+        read(&daemon_log).contains("data plane up")
+    });
+
+    // The client.
+    let client_log = dir.path().join("client.log");
+    let _client = Proc(
+        cli.command(&[
+            "openvpn",
+            "--config",
+            ovpn.to_str().unwrap(),
+            "--verb",
+            "4",
+            "--log",
+            client_log.to_str().unwrap(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    wait_for("the client to connect", Duration::from_secs(40), || {
+        read(&client_log).contains("Initialization Sequence Completed")
+    });
+    let clog = read(&client_log);
+    assert!(
+        clog.contains("route 172.31.0.0 255.255.0.0") || clog.contains("172.31.0.0/16"),
+        "split tunnel pushes the VPC route:\n{clog}"
+    );
+
+    // Ping through the tunnel.
+    let ping = cli.exec(&["ping", "-c", "3", "-i", "0.3", "-W", "2", "172.31.1.10"]);
+    assert!(
+        ping.status.success(),
+        "ping through the tunnel:\n{}\nclient log:\n{}\ndaemon log:\n{}",
+        String::from_utf8_lossy(&ping.stdout),
+        read(&client_log),
+        read(&daemon_log)
+    );
+
+    // SNAT: the host sees the ENI address.
+    let host = vpc.bind_udp("172.31.1.10:7777");
+    host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    cli.exec_ok(&[
+        "python3",
+        "-c",
+        "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b'through sluice', ('172.31.1.10', 7777))",
+    ]);
+    let mut buf = [0u8; 64];
+    let (n, from) = host
+        .recv_from(&mut buf)
+        .expect("the datagram reached the VPC host");
+    assert_eq!(&buf[..n], b"through sluice");
+    assert_eq!(
+        from.ip().to_string(),
+        "172.31.1.5",
+        "source NATed to the ENI"
+    );
+
+    // A destination no rule authorizes gets nothing.
+    let denied = cli.exec(&["ping", "-c", "2", "-W", "1", "172.31.1.200"]);
+    assert!(!denied.status.success(), "172.31.1.200 is not authorized");
+
+    // The connection, live, with its traffic (the cores report every 5 s).
+    let mut listed = String::new();
+    wait_for("the connection's traffic", Duration::from_secs(15), || {
+        let (code, out, _) = sluice(&config, &["describe-client-vpn-connections"]);
+        listed = out;
+        code == 0
+            && listed.contains("\"IngressPackets\": ")
+            && !listed.contains("\"IngressPackets\": 0,")
+    });
+    let v: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let c = &v["Connections"][0];
+    assert_eq!(c["CommonName"], "client1.domain.tld", "{listed}");
+    assert_eq!(c["Status"]["Code"], "active");
+    assert!(c["ClientIp"].as_str().unwrap().starts_with("10.200.0."));
+    let id = c["ConnectionId"].as_str().unwrap().to_owned();
+
+    // Terminate: the client is told to go.
+    let (code, out, err) = sluice(
+        &config,
+        &[
+            "terminate-client-vpn-connections",
+            "--client-vpn-endpoint-id",
+            ENDPOINT,
+            "--connection-id",
+            &id,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&id));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !read(&client_log).contains("server-pushed-connection-reset") {
+        assert!(
+            Instant::now() < deadline,
+            "the client was not disconnected:\nclient log:\n{}\ndaemon log:\n{}",
+            read(&client_log),
+            read(&daemon_log)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, out, _) = sluice(&config, &["describe-client-vpn-connections"]);
+    assert!(out.contains("terminated by the administrator"), "{out}");
+
+    // A clean stop.
+    let _ = Command::new("kill")
+        .args(["-TERM", &daemon.0.id().to_string()])
+        .status();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = daemon.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "sluice run did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{}", read(&daemon_log));
+    assert!(read(&daemon_log).contains("data plane stopped"));
+}
