@@ -7,6 +7,7 @@
 #   client1.crt client1.key     a valid client certificate (CN client1.domain.tld)
 #   client2.crt client2.key     a client certificate that crl.pem revokes
 #   crl.pem                     the CRL (revokes client2)
+#   crl-all.pem                 a later CRL (revokes client1 and client2)
 #   weak.crt weak.key           RSA-1024 server certificate (must be refused)
 #   noeku.crt                   a client certificate, i.e. without serverAuth (must be refused as a server cert)
 # Needs easy-rsa (Debian package easy-rsa). Takes a few seconds.
@@ -41,5 +42,8 @@ cp "$out/client1.crt" "$out/noeku.crt"
 e revoke client2.domain.tld
 e gen-crl
 cp pki/crl.pem "$out/crl.pem"
+e revoke client1.domain.tld
+e gen-crl
+cp pki/crl.pem "$out/crl-all.pem"
 chmod 600 "$out"/*.key
 echo "PKI written to $out"

@@ -90,6 +90,7 @@ server_key = "{p}/server.key"
 vpn_port = 443
 dns_name = "192.168.50.1"
 split_tunnel = true
+crl = "{p}/crl.pem"
 authentication = {{ mutual = {{ client_root_ca = "{p}/ca.crt" }} }}
 
 [[endpoint.target_network]]
@@ -245,6 +246,45 @@ fn client_reaches_the_vpc_through_the_dpdk_data_plane() {
     let denied = cli.exec(&["ping", "-c", "2", "-W", "1", "172.31.1.200"]);
     assert!(!denied.status.success(), "172.31.1.200 is not authorized");
 
+    // A rule added live grants access at once, without reconnecting.
+    let (code, _, err) = sluice(
+        &config,
+        &[
+            "authorize-client-vpn-ingress",
+            "--client-vpn-endpoint-id",
+            ENDPOINT,
+            "--target-network-cidr",
+            "172.31.1.128/25",
+            "--authorize-all-groups",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let granted = cli.exec(&["ping", "-c", "2", "-W", "2", "172.31.1.200"]);
+    assert!(
+        granted.status.success(),
+        "the new rule grants 172.31.1.200 without a reconnect:\n{}",
+        read(&daemon_log)
+    );
+
+    // An invalid file on reload is refused, and the service keeps running on the old one.
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{good}\n[[endpoint.route]]\ndestination_cidr = \"nonsense\"\n"),
+    )
+    .unwrap();
+    let (code, _, err) = sluice(&config, &["reload"]);
+    assert_ne!(code, 0, "an invalid reload is refused");
+    assert!(err.contains("running configuration stays"), "{err}");
+    let still = cli.exec(&["ping", "-c", "1", "-W", "2", "172.31.1.10"]);
+    assert!(
+        still.status.success(),
+        "the service runs on after an invalid reload"
+    );
+    std::fs::write(&config, &good).unwrap();
+    let (code, _, err) = sluice(&config, &["reload"]);
+    assert_eq!(code, 0, "{err}");
+
     // The connection, live, with its traffic (the cores report every 5 s).
     let mut listed = String::new();
     wait_for("the connection's traffic", Duration::from_secs(15), || {
@@ -286,6 +326,38 @@ fn client_reaches_the_vpc_through_the_dpdk_data_plane() {
     }
     let (_, out, _) = sluice(&config, &["describe-client-vpn-connections"]);
     assert!(out.contains("terminated by the administrator"), "{out}");
+
+    // The client reconnects by itself; a new CRL that revokes its certificate ends it at once
+    // and refuses it from then on.
+    wait_for("the client to reconnect", Duration::from_secs(30), || {
+        let (_, out, _) = sluice(&config, &["describe-client-vpn-connections"]);
+        out.contains("\"Code\": \"active\"")
+    });
+    let crl_all = format!("file://{}", pki.join("crl-all.pem").display());
+    let (code, _, err) = sluice(
+        &config,
+        &[
+            "import-client-vpn-client-certificate-revocation-list",
+            "--client-vpn-endpoint-id",
+            ENDPOINT,
+            "--certificate-revocation-list",
+            &crl_all,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    wait_for(
+        "the revoked client to be cut off",
+        Duration::from_secs(10),
+        || {
+            let (_, out, _) = sluice(&config, &["describe-client-vpn-connections"]);
+            !out.contains("\"Code\": \"active\"") && out.contains("revoked by the CRL")
+        },
+    );
+    wait_for(
+        "its next attempt to be refused",
+        Duration::from_secs(30),
+        || read(&daemon_log).contains("refused: client certificate revoked"),
+    );
 
     // A clean stop.
     let _ = Command::new("kill")

@@ -615,6 +615,7 @@ impl<A: Authenticator> Server<A> {
             common_name: creds.common_name.clone(),
             username: msg.username.clone(),
             groups,
+            certificate_serial: creds.serial.clone(),
         });
         s.vip = Some(vip);
         s.cipher = Some((cipher, ekm));

@@ -50,6 +50,8 @@ pub struct KeyState {
 pub struct Credentials {
     /// The certificate's common name, if a certificate was presented.
     pub common_name: Option<String>,
+    /// The certificate's serial number, if a certificate was presented.
+    pub serial: Option<Vec<u8>>,
     /// The key-method message.
     pub message: ClientKeyMethod,
 }
@@ -63,6 +65,8 @@ pub struct Identity {
     pub username: Option<String>,
     /// Directory groups.
     pub groups: Vec<String>,
+    /// Client certificate serial number (to find sessions a new CRL revokes).
+    pub certificate_serial: Option<Vec<u8>>,
 }
 
 /// Where the session is.
@@ -313,8 +317,10 @@ impl Session {
         let (message, used) = ClientKeyMethod::parse(&k.plain).ok()??;
         k.plain.drain(..used);
         let common_name = k.tls.peer_common_name();
+        let serial = k.tls.peer_serial();
         Some(Credentials {
             common_name,
+            serial,
             message,
         })
     }

@@ -269,6 +269,13 @@ impl TlsSession {
         Some(cn)
     }
 
+    /// The client certificate's serial number (big-endian bytes, as a CRL lists it).
+    pub fn peer_serial(&self) -> Option<Vec<u8>> {
+        let cert = self.conn.peer_certificates()?.first()?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+        Some(parsed.raw_serial().to_vec())
+    }
+
     /// Exports keying material (RFC 5705) with no context, as OpenVPN does (§4.4).
     ///
     /// # Errors

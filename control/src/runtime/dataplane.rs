@@ -62,6 +62,8 @@ pub struct Connection {
     pub status: ConnectionStatus,
     #[serde(skip)]
     endpoint: u16,
+    #[serde(skip)]
+    serial: Option<Vec<u8>>,
 }
 
 /// AWS's connection status.
@@ -386,6 +388,7 @@ impl Dataplane {
                             message: None,
                         },
                         endpoint: e as u16,
+                        serial: client.identity.certificate_serial.clone(),
                     };
                     log(&format!(
                         "connection {} established: {} (common name {}, username {}) from {}",
@@ -490,6 +493,26 @@ impl Dataplane {
         for ((s, t), ep) in self.servers.iter_mut().zip(tls).zip(&config.endpoints) {
             s.set_tls(t);
             s.set_routes(endpoint::pushed_routes(ep));
+        }
+        // A new CRL also ends the connections of certificates it revokes, at once.
+        let now = Instant::now();
+        for (e, ep) in config.endpoints.iter().enumerate() {
+            let revoked = endpoint::revoked_serials(loaded, ep)?;
+            let hits: Vec<u32> = self
+                .connections
+                .iter()
+                .filter(|(_, c)| usize::from(c.endpoint) == e)
+                .filter(|(_, c)| c.serial.as_ref().is_some_and(|s| revoked.contains(s)))
+                .map(|(p, _)| *p)
+                .collect();
+            for peer in hits {
+                self.end(
+                    peer,
+                    "RESTART,certificate revoked",
+                    CloseReason::Terminated("the client certificate was revoked by the CRL".into()),
+                    now,
+                );
+            }
         }
         Ok(())
     }

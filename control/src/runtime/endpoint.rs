@@ -47,6 +47,29 @@ pub fn tls(loaded: &Loaded, ep: &Endpoint) -> Result<Arc<rustls::ServerConfig>, 
     .map_err(|e| format!("endpoint {}: {e}", ep.id))
 }
 
+/// The serial numbers the endpoint's CRL revokes (empty without a CRL).
+///
+/// # Errors
+/// The CRL cannot be read or does not parse.
+pub fn revoked_serials(loaded: &Loaded, ep: &Endpoint) -> Result<Vec<Vec<u8>>, String> {
+    let Some(path) = &ep.crl else {
+        return Ok(Vec::new());
+    };
+    let pem = read(&loaded.base_dir(), path, "CRL")?;
+    let mut out = Vec::new();
+    use rustls::pki_types::pem::PemObject;
+    for der in rustls::pki_types::CertificateRevocationListDer::pem_slice_iter(&pem) {
+        let der = der.map_err(|e| format!("CRL: {e}"))?;
+        let (_, crl) =
+            x509_parser::parse_x509_crl(der.as_ref()).map_err(|e| format!("CRL: {e}"))?;
+        out.extend(
+            crl.iter_revoked_certificates()
+                .map(|r| r.raw_serial().to_vec()),
+        );
+    }
+    Ok(out)
+}
+
 /// The routes pushed to split-tunnel clients (`None`: full tunnel, `redirect-gateway`).
 pub fn pushed_routes(ep: &Endpoint) -> Option<Vec<(Ipv4Addr, Ipv4Addr)>> {
     if !ep.split_tunnel {
