@@ -119,8 +119,14 @@ origin = "associate"
     path
 }
 
+/// The appliance tests take both cores (a DPDK worker polls one): one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn client_reaches_the_vpc_through_the_dpdk_data_plane() {
+    let _one = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     require_root("the appliance end-to-end test");
     let dir = tempfile::tempdir().unwrap();
     let pki = dir.path().join("pki");
@@ -376,4 +382,333 @@ fn client_reaches_the_vpc_through_the_dpdk_data_plane() {
     };
     assert!(status.success(), "{}", read(&daemon_log));
     assert!(read(&daemon_log).contains("data plane stopped"));
+}
+
+fn start_daemon(app: &Netns, config: &Path, log: &Path) -> Proc {
+    let mut daemon = Proc(
+        app.command(&[
+            env!("CARGO_BIN_EXE_sluice"),
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap(),
+    );
+    wait_for("the data plane", Duration::from_secs(20), || {
+        assert!(
+            daemon.0.try_wait().unwrap().is_none(),
+            "sluice run exited:\n{}",
+            read(log)
+        );
+        read(log).contains("data plane up")
+    });
+    daemon
+}
+
+fn start_client(ns: &Netns, ovpn: &Path, log: &Path, extra: &[&str]) -> Proc {
+    let mut argv = vec![
+        "openvpn",
+        "--config",
+        ovpn.to_str().unwrap(),
+        "--verb",
+        "4",
+        "--log",
+        log.to_str().unwrap(),
+    ];
+    argv.extend_from_slice(extra);
+    Proc(
+        ns.command(&argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn reaches(ns: &Netns, dst: &str) -> bool {
+    ns.exec(&["ping", "-c", "2", "-i", "0.3", "-W", "2", dst])
+        .status
+        .success()
+}
+
+/// The guide's scenarios with groups: a VPC, a peered VPC (route plus rule for engineering),
+/// an on-premises network (route plus rule for operations) and the internet (0.0.0.0/0 for
+/// everyone, evaluated last, so it does not open the on-premises network to engineering).
+/// Full tunnel. Two users on one client certificate plus their passwords (mutual and directory
+/// authentication), each in its own namespace behind a shared "internet" bridge.
+#[test]
+fn groups_reach_their_networks_through_a_full_tunnel() {
+    let _one = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    require_root("the appliance end-to-end test");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pki = d.join("pki");
+    make_pki(&pki);
+    let pid = std::process::id() % 1_000_000;
+    let (out_if, in_if) = (format!("so{pid}"), format!("si{pid}"));
+    let wan = Netns::new("g-wan");
+    let app = Netns::new("g-app");
+    let alice_ns = Netns::new("g-alice");
+    let bob_ns = Netns::new("g-bob");
+    let vpc = Netns::new("g-vpc");
+    wan.exec_ok(&["ip", "link", "add", "br0", "type", "bridge"]);
+    wan.exec_ok(&["ip", "link", "set", "br0", "up"]);
+    app.veth_to(&out_if, &wan, &format!("wa{pid}"), "");
+    wan.veth_to(
+        &format!("wb{pid}"),
+        &alice_ns,
+        &format!("ca{pid}"),
+        "192.168.50.2/24",
+    );
+    wan.veth_to(
+        &format!("wc{pid}"),
+        &bob_ns,
+        &format!("cb{pid}"),
+        "192.168.50.3/24",
+    );
+    for port in [format!("wa{pid}"), format!("wb{pid}"), format!("wc{pid}")] {
+        wan.exec_ok(&["ip", "link", "set", &port, "master", "br0"]);
+    }
+    // The VPC side: the subnet router .1 and a host .10 on the inside link, and behind the
+    // router a peered VPC, an on-premises network and an "internet" host.
+    app.veth_to(&in_if, &vpc, &format!("vi{pid}"), "172.31.1.1/24");
+    vpc.exec_ok(&[
+        "ip",
+        "addr",
+        "add",
+        "172.31.1.10/24",
+        "dev",
+        &format!("vi{pid}"),
+    ]);
+    for a in ["172.16.0.10/32", "192.168.100.10/32", "198.18.0.10/32"] {
+        vpc.exec_ok(&["ip", "addr", "add", a, "dev", "lo"]);
+    }
+
+    let users = d.join("users.toml");
+    let hash = |p: &str| sluice_control::auth::directory::hash_password(p).unwrap();
+    std::fs::write(
+        &users,
+        format!(
+            "[[user]]\nname = \"alice\"\npassword_hash = \"{}\"\ngroups = [\"engineering\"]\n\n[[user]]\nname = \"bob\"\npassword_hash = \"{}\"\ngroups = [\"operations\"]\n",
+            hash("alice-secret"),
+            hash("bob-secret")
+        ),
+    )
+    .unwrap();
+    let (p, dd) = (pki.display(), d.display());
+    let config = d.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[appliance]
+admin_socket = "{dd}/run/admin.sock"
+state_dir = "{dd}/state"
+
+[dataplane]
+eal_args = ["--no-pci", "--no-huge", "--no-shconf", "--no-telemetry", "-m", "512", "-l", "0-1",
+            "--log-level=lib.eal:error", "--log-level=pmd.*:error"]
+
+[[dataplane.port]]
+name = "outside"
+device = "net_af_packet0,iface={out_if}"
+ip = "192.168.50.1/24"
+
+[[dataplane.port]]
+name = "inside-a"
+device = "net_af_packet1,iface={in_if}"
+ip = "172.31.1.5/24"
+
+[[endpoint]]
+id = "{ENDPOINT}"
+client_cidr_block = "10.200.0.0/20"
+server_certificate = "{p}/server.crt"
+server_key = "{p}/server.key"
+dns_name = "192.168.50.1"
+split_tunnel = false
+authentication = {{ mutual = {{ client_root_ca = "{p}/ca.crt" }}, directory = {{ users_file = "{dd}/users.toml" }} }}
+
+[[endpoint.target_network]]
+association_id = "cvpn-assoc-0123456789abcdef1"
+subnet_id = "subnet-0a0000000000000a1"
+vpc_id = "vpc-0c0000000000000c1"
+vpc_cidr = "172.31.0.0/16"
+cidr = "172.31.1.0/24"
+availability_zone = "lab-1a"
+port = "inside-a"
+eni_ip = "172.31.1.5"
+gateway = "172.31.1.1"
+
+[[endpoint.authorization_rule]]
+destination_cidr = "172.31.0.0/16"
+authorize_all_groups = true
+
+[[endpoint.authorization_rule]]
+destination_cidr = "172.16.0.0/16"
+access_group_id = "engineering"
+
+[[endpoint.authorization_rule]]
+destination_cidr = "192.168.100.0/24"
+access_group_id = "operations"
+
+[[endpoint.authorization_rule]]
+destination_cidr = "0.0.0.0/0"
+authorize_all_groups = true
+
+[[endpoint.route]]
+destination_cidr = "172.31.0.0/16"
+target_subnet = "subnet-0a0000000000000a1"
+origin = "associate"
+
+[[endpoint.route]]
+destination_cidr = "172.16.0.0/16"
+target_subnet = "subnet-0a0000000000000a1"
+
+[[endpoint.route]]
+destination_cidr = "192.168.100.0/24"
+target_subnet = "subnet-0a0000000000000a1"
+
+[[endpoint.route]]
+destination_cidr = "0.0.0.0/0"
+target_subnet = "subnet-0a0000000000000a1"
+"#
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = sluice(&config, &["validate"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, ovpn_text, err) = sluice(
+        &config,
+        &[
+            "export-client-vpn-client-configuration",
+            "--client-vpn-endpoint-id",
+            ENDPOINT,
+            "--client-certificate",
+            pki.join("client1.crt").to_str().unwrap(),
+            "--client-key",
+            pki.join("client1.key").to_str().unwrap(),
+            "--output",
+            "text",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(ovpn_text.contains("auth-user-pass"), "{ovpn_text}");
+    let ovpn = d.join("client.ovpn");
+    std::fs::write(&ovpn, ovpn_text).unwrap();
+
+    let daemon_log = d.join("sluice.log");
+    let _daemon = start_daemon(&app, &config, &daemon_log);
+    let mut clients = Vec::new();
+    for (name, ns) in [("alice", &alice_ns), ("bob", &bob_ns)] {
+        let pass = d.join(format!("{name}.pass"));
+        std::fs::write(&pass, format!("{name}\n{name}-secret\n")).unwrap();
+        let log = d.join(format!("{name}.log"));
+        clients.push(start_client(
+            ns,
+            &ovpn,
+            &log,
+            &["--auth-user-pass", pass.to_str().unwrap()],
+        ));
+        wait_for(
+            &format!("{name} to connect"),
+            Duration::from_secs(40),
+            || read(&log).contains("Initialization Sequence Completed"),
+        );
+        assert!(
+            read(&log).contains("redirect-gateway"),
+            "full tunnel redirects the default route:\n{}",
+            read(&log)
+        );
+    }
+
+    let matrix = [
+        (
+            "alice",
+            &alice_ns,
+            "172.31.1.10",
+            true,
+            "the VPC, for everyone",
+        ),
+        (
+            "alice",
+            &alice_ns,
+            "172.16.0.10",
+            true,
+            "the peered VPC, for engineering",
+        ),
+        (
+            "alice",
+            &alice_ns,
+            "192.168.100.10",
+            false,
+            "on-premises is operations only; 0.0.0.0/0 comes last",
+        ),
+        (
+            "alice",
+            &alice_ns,
+            "198.18.0.10",
+            true,
+            "the internet, for everyone",
+        ),
+        ("bob", &bob_ns, "172.31.1.10", true, "the VPC, for everyone"),
+        (
+            "bob",
+            &bob_ns,
+            "172.16.0.10",
+            false,
+            "the peered VPC is engineering only",
+        ),
+        (
+            "bob",
+            &bob_ns,
+            "192.168.100.10",
+            true,
+            "on-premises, for operations",
+        ),
+        (
+            "bob",
+            &bob_ns,
+            "198.18.0.10",
+            true,
+            "the internet, for everyone",
+        ),
+    ];
+    for (who, ns, dst, expect, why) in matrix {
+        assert_eq!(
+            reaches(ns, dst),
+            expect,
+            "{who} -> {dst}: {why}\ndaemon log:\n{}",
+            read(&daemon_log)
+        );
+    }
+
+    let (code, out, err) = sluice(&config, &["describe-client-vpn-connections"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("\"Username\": \"alice\"") && out.contains("\"Username\": \"bob\""),
+        "{out}"
+    );
+
+    // Terminate by user name.
+    let (code, _, err) = sluice(
+        &config,
+        &[
+            "terminate-client-vpn-connections",
+            "--client-vpn-endpoint-id",
+            ENDPOINT,
+            "--username",
+            "bob",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    wait_for("bob to be disconnected", Duration::from_secs(10), || {
+        read(&d.join("bob.log")).contains("server-pushed-connection-reset")
+    });
+    assert!(reaches(&alice_ns, "172.31.1.10"), "alice stays connected");
 }

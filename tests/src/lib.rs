@@ -114,8 +114,8 @@ impl Netns {
     }
 
     /// A veth pair: `local_if` here, left without an address (for a DPDK `af_packet` port), and
-    /// `other_if` in `other` with `other_addr`; both up, and checksum offload off on the peer so
-    /// the frames a packet socket reads carry complete checksums.
+    /// `other_if` in `other` with `other_addr` (none if empty); both up, and checksum offload
+    /// off on both ends so the frames a packet socket reads carry complete checksums.
     pub fn veth_to(&self, local_if: &str, other: &Self, other_if: &str, other_addr: &str) {
         self.ip(&[
             "link",
@@ -132,7 +132,9 @@ impl Netns {
             &other.name,
         ]);
         self.exec_ok(&["ip", "link", "set", local_if, "up"]);
-        other.exec_ok(&["ip", "addr", "add", other_addr, "dev", other_if]);
+        if !other_addr.is_empty() {
+            other.exec_ok(&["ip", "addr", "add", other_addr, "dev", other_if]);
+        }
         other.exec_ok(&["ip", "link", "set", other_if, "up"]);
         for dev in [(self, local_if), (other, other_if)] {
             dev.0
