@@ -463,7 +463,28 @@ fn live_connections(
     match &cli.verb {
         Verb::DescribeClientVpnConnections(a) => {
             let list = dp.connections(a.client_vpn_endpoint_id.as_deref());
-            Ok(Response::object(serde_json::json!({ "Connections": list })))
+            let json = serde_json::json!({ "Connections": list });
+            let items = json["Connections"].as_array().cloned().unwrap_or_default();
+            let mut r = Response::object(json);
+            r.table = crate::admin::table::render(
+                "Connections",
+                &items,
+                &[
+                    ("ConnectionId", "/ConnectionId"),
+                    ("ClientIp", "/ClientIp"),
+                    ("CommonName", "/CommonName"),
+                    ("Username", "/Username"),
+                    ("DeviceIp", "/DeviceIp"),
+                    ("Established", "/ConnectionEstablishedTime"),
+                    ("InBytes", "/IngressBytes"),
+                    ("OutBytes", "/EgressBytes"),
+                    ("InPkts", "/IngressPackets"),
+                    ("OutPkts", "/EgressPackets"),
+                    ("Status", "/Status/Code"),
+                    ("Reason", "/Status/Message"),
+                ],
+            );
+            Ok(r)
         }
         Verb::TerminateClientVpnConnections(a) => {
             let ended = dp.terminate(
