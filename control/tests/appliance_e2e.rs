@@ -66,6 +66,7 @@ fn write_config(dir: &Path, pki: &Path, out_if: &str, in_if: &str) -> PathBuf {
 [appliance]
 admin_socket = "{d}/run/admin.sock"
 state_dir = "{d}/state"
+reconnect_on_route_change = true
 
 [dataplane]
 eal_args = ["--no-pci", "--no-huge", "--no-shconf", "--no-telemetry", "-m", "512", "-l", "0-1",
@@ -218,6 +219,10 @@ fn client_reaches_the_vpc_through_the_dpdk_data_plane() {
         clog.contains("route 172.31.0.0 255.255.0.0") || clog.contains("172.31.0.0/16"),
         "split tunnel pushes the VPC route:\n{clog}"
     );
+    assert!(
+        !clog.contains("redirect-gateway"),
+        "split tunnel does not redirect the default route"
+    );
 
     // Ping through the tunnel.
     let ping = cli.exec(&["ping", "-c", "3", "-i", "0.3", "-W", "2", "172.31.1.10"]);
@@ -291,6 +296,61 @@ fn client_reaches_the_vpc_through_the_dpdk_data_plane() {
     let (code, _, err) = sluice(&config, &["reload"]);
     assert_eq!(code, 0, "{err}");
 
+    // Access withdrawn stops at once, for the established session too.
+    let (code, _, err) = sluice(
+        &config,
+        &[
+            "revoke-client-vpn-ingress",
+            "--client-vpn-endpoint-id",
+            ENDPOINT,
+            "--target-network-cidr",
+            "172.31.1.128/25",
+            "--revoke-all-groups",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !cli.exec(&["ping", "-c", "2", "-W", "1", "172.31.1.200"])
+            .status
+            .success(),
+        "a revoked rule stops traffic of the established session at once"
+    );
+
+    // New routes: with reconnect_on_route_change the client is told to reconnect and comes
+    // back with the new route (AWS would leave it until its next connection).
+    let (code, _, err) = sluice(
+        &config,
+        &[
+            "create-client-vpn-route",
+            "--client-vpn-endpoint-id",
+            ENDPOINT,
+            "--destination-cidr-block",
+            "10.99.0.0/16",
+            "--target-vpc-subnet-id",
+            "subnet-0a0000000000000a1",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    wait_for(
+        "the client to reconnect with the new route",
+        Duration::from_secs(30),
+        || read(&client_log).contains("route 10.99.0.0 255.255.0.0"),
+    );
+    wait_for(
+        "the reconnected client's tunnel",
+        Duration::from_secs(20),
+        || {
+            read(&client_log)
+                .matches("Initialization Sequence Completed")
+                .count()
+                >= 2
+                && cli
+                    .exec(&["ping", "-c", "1", "-W", "1", "172.31.1.10"])
+                    .status
+                    .success()
+        },
+    );
+
     // The connection, live, with its traffic (the cores report every 5 s).
     let mut listed = String::new();
     wait_for("the connection's traffic", Duration::from_secs(15), || {
@@ -301,7 +361,12 @@ fn client_reaches_the_vpc_through_the_dpdk_data_plane() {
             && !listed.contains("\"IngressPackets\": 0,")
     });
     let v: serde_json::Value = serde_json::from_str(&listed).unwrap();
-    let c = &v["Connections"][0];
+    let c = v["Connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["Status"]["Code"] == "active")
+        .unwrap();
     assert_eq!(c["CommonName"], "client1.domain.tld", "{listed}");
     assert_eq!(c["Status"]["Code"], "active");
     assert!(c["ClientIp"].as_str().unwrap().starts_with("10.200.0."));

@@ -155,3 +155,41 @@ fn live_verbs_reloads_and_clean_stop() {
     assert_eq!(code, 1);
     assert!(err.contains("no sluice daemon answers"), "{err}");
 }
+
+/// `sluice run` refuses with one clear line, quickly, when DPDK cannot start a port.
+#[test]
+fn run_refuses_a_data_plane_that_cannot_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let config = d.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[appliance]\nadmin_socket = \"{}\"\nstate_dir = \"{}\"\n\n[dataplane]\neal_args = [\"--no-pci\", \"--no-huge\", \"--no-shconf\", \"--no-telemetry\", \"-m\", \"256\", \"-l\", \"0-1\", \"--log-level=lib.eal:error\"]\n\n[[dataplane.port]]\nname = \"p\"\ndevice = \"net_pcap0,rx_pcap=/nonexistent/in.pcap,tx_pcap=/nonexistent/out.pcap\"\nip = \"192.0.2.1/24\"\n",
+            d.join("admin.sock").display(),
+            d.join("state").display()
+        ),
+    )
+    .expect("write config");
+    let start = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run");
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(30),
+        "no hang"
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("sluice run: "))
+        .unwrap_or("");
+    assert!(
+        line.contains("DPDK") && (line.contains("net_pcap0") || line.contains("could not start")),
+        "{err}"
+    );
+    assert!(!d.join("admin.sock").exists(), "nothing left behind");
+}

@@ -46,6 +46,11 @@ pub struct Appliance {
     /// The audit trail of management actions (default: `audit.log` in `state_dir`).
     #[serde(default)]
     pub audit_log: Option<PathBuf>,
+    /// When an endpoint's pushed routes change, tell its connected clients to reconnect at once
+    /// (a `RESTART` message) so they get the new routes; AWS leaves them until their next
+    /// connection, which is the default here too.
+    #[serde(default)]
+    pub reconnect_on_route_change: bool,
 }
 
 impl Default for Appliance {
@@ -54,6 +59,7 @@ impl Default for Appliance {
             admin_socket: default_admin_socket(),
             state_dir: default_state_dir(),
             audit_log: None,
+            reconnect_on_route_change: false,
         }
     }
 }

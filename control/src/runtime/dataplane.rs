@@ -83,6 +83,7 @@ pub struct Dataplane {
     mailboxes: Vec<Mailbox>,
     servers: Vec<Server<EndpointAuth>>,
     groups: Vec<GroupIndex>,
+    pushed: Vec<Option<Vec<(Ipv4Addr, Ipv4Addr)>>>,
     endpoint_ids: Vec<String>,
     version: u64,
     connections: HashMap<u32, Connection>,
@@ -216,6 +217,11 @@ impl Dataplane {
             mailboxes,
             servers,
             groups: compiled.groups,
+            pushed: config
+                .endpoints
+                .iter()
+                .map(endpoint::pushed_routes)
+                .collect(),
             endpoint_ids: config.endpoints.iter().map(|e| e.id.to_string()).collect(),
             version: 1,
             connections: HashMap::new(),
@@ -490,12 +496,45 @@ impl Dataplane {
             self.command(core, Command::InstallRules(Arc::clone(&table)));
         }
         self.groups = compiled.groups;
-        for ((s, t), ep) in self.servers.iter_mut().zip(tls).zip(&config.endpoints) {
+        let mut routes_changed = Vec::new();
+        for (e, ((s, t), ep)) in self
+            .servers
+            .iter_mut()
+            .zip(tls)
+            .zip(&config.endpoints)
+            .enumerate()
+        {
             s.set_tls(t);
-            s.set_routes(endpoint::pushed_routes(ep));
+            let routes = endpoint::pushed_routes(ep);
+            if self.pushed.get(e) != Some(&routes) {
+                routes_changed.push(e);
+            }
+            s.set_routes(routes);
+        }
+        self.pushed = config
+            .endpoints
+            .iter()
+            .map(endpoint::pushed_routes)
+            .collect();
+        let now = Instant::now();
+        // New routes reach clients at their next connection; on request, right away.
+        if config.appliance.reconnect_on_route_change {
+            let hits: Vec<u32> = self
+                .connections
+                .iter()
+                .filter(|(_, c)| routes_changed.contains(&usize::from(c.endpoint)))
+                .map(|(p, _)| *p)
+                .collect();
+            for peer in hits {
+                self.end(
+                    peer,
+                    "RESTART,the endpoint's routes changed",
+                    CloseReason::Terminated("asked to reconnect for new routes".into()),
+                    now,
+                );
+            }
         }
         // A new CRL also ends the connections of certificates it revokes, at once.
-        let now = Instant::now();
         for (e, ep) in config.endpoints.iter().enumerate() {
             let revoked = endpoint::revoked_serials(loaded, ep)?;
             let hits: Vec<u32> = self

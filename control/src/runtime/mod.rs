@@ -107,6 +107,13 @@ impl Daemon {
                 source: io::Error::from(io::ErrorKind::AddrInUse),
             });
         }
+        // The data plane first: if it cannot start, nothing is left behind.
+        #[cfg(feature = "dpdk")]
+        let dataplane = if current.config.dataplane.ports.is_empty() {
+            None
+        } else {
+            Some(dataplane::Dataplane::start(&current).map_err(RunError::Dataplane)?)
+        };
         let _ = std::fs::remove_file(&socket_path);
         let mut listener = UnixListener::bind(&socket_path).map_err(io_err(format!(
             "binding the admin socket {}",
@@ -124,12 +131,6 @@ impl Daemon {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(io_err("registering the admin socket"))?;
-        #[cfg(feature = "dpdk")]
-        let dataplane = if current.config.dataplane.ports.is_empty() {
-            None
-        } else {
-            Some(dataplane::Dataplane::start(&current).map_err(RunError::Dataplane)?)
-        };
         log(&format!(
             "started with {} ({} endpoint(s)); admin socket {}",
             config_path.display(),
