@@ -92,6 +92,7 @@ vpn_port = 443
 dns_name = "192.168.50.1"
 split_tunnel = true
 crl = "{p}/crl.pem"
+connection_log = {{ enabled = true, path = "{d}/connections.log" }}
 authentication = {{ mutual = {{ client_root_ca = "{p}/ca.crt" }} }}
 
 [[endpoint.target_network]]
@@ -429,6 +430,42 @@ fn client_reaches_the_vpc_through_the_dpdk_data_plane() {
         Duration::from_secs(30),
         || read(&daemon_log).contains("refused: client certificate revoked"),
     );
+
+    // The connection log (AWS's field names): a successful attempt, a reset with its end, and
+    // the refused attempt with its precise reason; never a secret.
+    let conn_log = read(&dir.path().join("connections.log"));
+    let lines: Vec<serde_json::Value> = conn_log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["connection-log-type"] == "connection-attempt"
+                && l["connection-attempt-status"] == "successful"
+                && l["common-name"] == "client1.domain.tld"
+                && l["client-ip"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("10.200.0.")),
+        "{conn_log}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["connection-log-type"] == "connection-reset"
+                && l["connection-end-time"] != "NA"
+                && l["ingress-packets"] != "0"),
+        "{conn_log}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["connection-attempt-status"] == "failed"
+                && l["connection-attempt-failure-reason"] == "client certificate revoked"),
+        "{conn_log}"
+    );
+    assert!(!conn_log.contains("PRIVATE KEY"));
 
     // A clean stop.
     let _ = Command::new("kill")

@@ -29,6 +29,7 @@ use super::log;
 use crate::auth::EndpointAuth;
 use crate::compile::{self, GroupIndex};
 use crate::config::Loaded;
+use crate::connlog::{self, FailureReason, LogType, RotatingLog};
 use crate::proto::server::{CloseReason, Event, Server};
 use crate::timefmt::rfc3339;
 
@@ -64,6 +65,12 @@ pub struct Connection {
     endpoint: u16,
     #[serde(skip)]
     serial: Option<Vec<u8>>,
+    #[serde(skip)]
+    started: SystemTime,
+    #[serde(skip)]
+    remote: sluice_engine::session::Remote,
+    #[serde(skip)]
+    last_logged: Option<Instant>,
 }
 
 /// AWS's connection status.
@@ -84,6 +91,7 @@ pub struct Dataplane {
     servers: Vec<Server<EndpointAuth>>,
     groups: Vec<GroupIndex>,
     pushed: Vec<Option<Vec<(Ipv4Addr, Ipv4Addr)>>>,
+    logs: Vec<Option<RotatingLog>>,
     endpoint_ids: Vec<String>,
     version: u64,
     connections: HashMap<u32, Connection>,
@@ -222,6 +230,7 @@ impl Dataplane {
                 .iter()
                 .map(endpoint::pushed_routes)
                 .collect(),
+            logs: open_logs(loaded),
             endpoint_ids: config.endpoints.iter().map(|e| e.id.to_string()).collect(),
             version: 1,
             connections: HashMap::new(),
@@ -304,8 +313,19 @@ impl Dataplane {
                 remote.port
             )),
             Report::Traffic { peer, traffic } | Report::Removed { peer, traffic } => {
-                if let Some(c) = self.connections.get_mut(&peer.0) {
+                let due = self.connections.get_mut(&peer.0).and_then(|c| {
                     set_traffic(c, traffic);
+                    let due = c
+                        .last_logged
+                        .is_none_or(|t| now.saturating_duration_since(t).as_secs() >= 60);
+                    if due {
+                        c.last_logged = Some(now);
+                    }
+                    due.then(|| c.clone())
+                });
+                if let Some(c) = due {
+                    // Counters while connected, once a minute.
+                    self.log_line(usize::from(c.endpoint), LogType::Reset, &c, None, None);
                 }
             }
             Report::Retired(_) => {}
@@ -375,7 +395,7 @@ impl Dataplane {
                             .get(e)
                             .cloned()
                             .unwrap_or_default(),
-                        connection_id: connection_id(),
+                        connection_id: connlog::connection_id(),
                         common_name: client.identity.common_name.clone(),
                         username: client.identity.username.clone(),
                         client_ip: client.vip,
@@ -395,7 +415,11 @@ impl Dataplane {
                         },
                         endpoint: e as u16,
                         serial: client.identity.certificate_serial.clone(),
+                        started: SystemTime::now(),
+                        remote: client.remote,
+                        last_logged: Some(Instant::now()),
                     };
+                    self.log_line(e, LogType::Attempt, &c, None, None);
                     log(&format!(
                         "connection {} established: {} (common name {}, username {}) from {}",
                         c.connection_id,
@@ -441,6 +465,7 @@ impl Dataplane {
                     );
                 }
                 if let Some(mut c) = self.connections.remove(&peer_id) {
+                    self.log_line(e, LogType::Reset, &c, None, Some(SystemTime::now()));
                     c.status = ConnectionStatus {
                         code: "terminated".into(),
                         message: Some(close_text(&reason)),
@@ -461,14 +486,72 @@ impl Dataplane {
                 common_name,
                 username,
                 detail,
-                ..
-            } => log(&format!(
-                "connection from {}:{} refused: {detail} (common name {}, username {})",
-                Ipv4Addr::from(remote.ip),
-                remote.port,
-                common_name.as_deref().unwrap_or("-"),
-                username.as_deref().unwrap_or("-")
-            )),
+                reason,
+            } => {
+                let c = Connection {
+                    client_vpn_endpoint_id: self.endpoint_ids.get(e).cloned().unwrap_or_default(),
+                    connection_id: connlog::connection_id(),
+                    common_name: common_name.clone(),
+                    username: username.clone(),
+                    client_ip: Ipv4Addr::UNSPECIFIED,
+                    device_ip: format!("{}:{}", Ipv4Addr::from(remote.ip), remote.port),
+                    connection_established_time: String::new(),
+                    ingress_bytes: 0,
+                    egress_bytes: 0,
+                    ingress_packets: 0,
+                    egress_packets: 0,
+                    status: ConnectionStatus {
+                        code: "failed".into(),
+                        message: Some(detail.clone()),
+                    },
+                    endpoint: e as u16,
+                    serial: None,
+                    started: SystemTime::now(),
+                    remote,
+                    last_logged: None,
+                };
+                self.log_line(e, LogType::Attempt, &c, Some(&reason), None);
+                log(&format!(
+                    "connection from {}:{} refused: {detail} (common name {}, username {})",
+                    Ipv4Addr::from(remote.ip),
+                    remote.port,
+                    common_name.as_deref().unwrap_or("-"),
+                    username.as_deref().unwrap_or("-")
+                ));
+            }
+        }
+    }
+
+    /// Appends one line to the endpoint's connection log, if it has one.
+    fn log_line(
+        &mut self,
+        e: usize,
+        kind: LogType,
+        c: &Connection,
+        failure: Option<&FailureReason>,
+        end: Option<SystemTime>,
+    ) {
+        let Some(Some(file)) = self.logs.get_mut(e) else {
+            return;
+        };
+        let record = connlog::Connection {
+            connection_id: c.connection_id.clone(),
+            endpoint_id: c.client_vpn_endpoint_id.clone(),
+            transport: "udp",
+            start: c.started,
+            client_ip: (!c.client_ip.is_unspecified()).then_some(c.client_ip),
+            common_name: c.common_name.clone(),
+            username: c.username.clone(),
+            device_ip: std::net::IpAddr::V4(Ipv4Addr::from(c.remote.ip)),
+            port: c.remote.port,
+            ingress_bytes: c.ingress_bytes,
+            egress_bytes: c.egress_bytes,
+            ingress_packets: c.ingress_packets,
+            egress_packets: c.egress_packets,
+        };
+        let line = connlog::format_line(kind, &record, failure, SystemTime::now(), end);
+        if let Err(err) = file.append(&line) {
+            log(&format!("connection log of endpoint {e}: {err}"));
         }
     }
 
@@ -633,9 +716,34 @@ fn close_text(r: &CloseReason) -> String {
     }
 }
 
-fn connection_id() -> String {
-    let mut b = [0u8; 9];
-    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut b);
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("cvpn-connection-{}", &hex[..17])
+/// The connection log of every endpoint that has one enabled (10 MiB files, 5 kept).
+fn open_logs(loaded: &Loaded) -> Vec<Option<RotatingLog>> {
+    let config = &loaded.config;
+    config
+        .endpoints
+        .iter()
+        .map(|ep| {
+            if !ep.connection_log.enabled {
+                return None;
+            }
+            let path = match &ep.connection_log.path {
+                Some(p) => crate::config::pki::resolve(&loaded.base_dir(), p),
+                None => crate::config::pki::resolve(
+                    &loaded.base_dir(),
+                    &config.appliance.state_dir.join(format!("{}.log", ep.id)),
+                ),
+            };
+            match RotatingLog::open(&path, 10 << 20, 5) {
+                Ok(l) => Some(l),
+                Err(err) => {
+                    log(&format!(
+                        "connection log {} cannot be opened: {err}; endpoint {} logs nothing",
+                        path.display(),
+                        ep.id
+                    ));
+                    None
+                }
+            }
+        })
+        .collect()
 }
