@@ -352,6 +352,35 @@ fn client_reaches_the_vpc_through_the_dpdk_data_plane() {
         },
     );
 
+    // Metrics: the counters agree with what the test sent (scraped inside the appliance's
+    // namespace, where the endpoint listens on loopback).
+    let m = scrape(&app);
+    let ep = format!("{{endpoint=\"{ENDPOINT}\"}}");
+    assert_eq!(
+        metric(&m, &format!("sluice_active_connections_count{ep}")),
+        1.0,
+        "{m}"
+    );
+    assert!(
+        metric(&m, &format!("sluice_ingress_packets_total{ep}")) >= 6.0,
+        "pings and the datagram:\n{m}"
+    );
+    assert!(
+        metric(&m, &format!("sluice_egress_packets_total{ep}")) >= 3.0,
+        "{m}"
+    );
+    assert!(
+        metric(
+            &m,
+            "sluice_core_drops_total{core=\"0\",reason=\"not_authorized\"}"
+        ) >= 2.0,
+        "the denied pings are counted:\n{m}"
+    );
+    assert!(
+        metric(&m, "sluice_core_rule_table_version{core=\"0\"}") >= 2.0,
+        "{m}"
+    );
+
     // The connection, live, with its traffic (the cores report every 5 s).
     let mut listed = String::new();
     wait_for("the connection's traffic", Duration::from_secs(15), || {
@@ -429,6 +458,12 @@ fn client_reaches_the_vpc_through_the_dpdk_data_plane() {
         "its next attempt to be refused",
         Duration::from_secs(30),
         || read(&daemon_log).contains("refused: client certificate revoked"),
+    );
+
+    let m = scrape(&app);
+    assert!(
+        metric(&m, &format!("sluice_authentication_failures_total{ep}")) >= 1.0,
+        "the refused attempt is counted:\n{m}"
     );
 
     // The connection log (AWS's field names): a successful attempt, a reset with its end, and
@@ -813,4 +848,22 @@ target_subnet = "subnet-0a0000000000000a1"
         read(&d.join("bob.log")).contains("server-pushed-connection-reset")
     });
     assert!(reaches(&alice_ns, "172.31.1.10"), "alice stays connected");
+}
+
+fn scrape(app: &Netns) -> String {
+    // The cores publish once a second.
+    std::thread::sleep(Duration::from_millis(1100));
+    let out = app.exec_ok(&[
+        "python3",
+        "-c",
+        "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9180/metrics', timeout=5).read().decode())",
+    ]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The value of the sample `name{labels}` in Prometheus text, or -1 when absent.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(-1.0)
 }

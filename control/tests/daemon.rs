@@ -66,9 +66,10 @@ fn live_verbs_reloads_and_clean_stop() {
     std::fs::write(
         &config,
         format!(
-            "[appliance]\nadmin_socket = \"{}\"\nstate_dir = \"{}\"\n\n[dataplane]\neal_args = [\"--no-pci\", \"--no-huge\", \"--no-shconf\", \"--no-telemetry\", \"-m\", \"512\", \"-l\", \"0-1\", \"--log-level=lib.eal:error\"]\n\n[[dataplane.port]]\nname = \"p\"\ndevice = \"net_null0,no-rx=1\"\nip = \"192.0.2.1/24\"\n",
+            "[appliance]\nadmin_socket = \"{}\"\nstate_dir = \"{}\"\nmetrics_address = \"127.0.0.1:{}\"\n\n[dataplane]\neal_args = [\"--no-pci\", \"--no-huge\", \"--no-shconf\", \"--no-telemetry\", \"-m\", \"512\", \"-l\", \"0-1\", \"--log-level=lib.eal:error\"]\n\n[[dataplane.port]]\nname = \"p\"\ndevice = \"net_null0,no-rx=1\"\nip = \"192.0.2.1/24\"\n",
             socket.display(),
-            d.join("state").display()
+            d.join("state").display(),
+            metrics_port()
         ),
     )
     .expect("write config");
@@ -94,6 +95,19 @@ fn live_verbs_reloads_and_clean_stop() {
     let (code, _, err) = sluice(&config, &["run"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("another sluice daemon answers"), "{err}");
+
+    // The metrics endpoint answers with the per-core counters (after the cores' first second).
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let scrape = http_get(metrics_port());
+    assert!(scrape.starts_with("HTTP/1.1 200 OK"), "{scrape}");
+    assert!(
+        scrape.contains("sluice_core_polls_total{core=\"0\",kind=\"idle\"}"),
+        "{scrape}"
+    );
+    assert!(
+        scrape.contains("sluice_core_drops_total{core=\"0\",reason=\"replayed\"} 0"),
+        "{scrape}"
+    );
 
     // The data plane is up: connections are listed live (none yet); terminating an unknown
     // one is refused with AWS's error code.
@@ -192,4 +206,19 @@ fn run_refuses_a_data_plane_that_cannot_start() {
         "{err}"
     );
     assert!(!d.join("admin.sock").exists(), "nothing left behind");
+}
+
+/// A port for this test run's metrics endpoint (loopback; unlikely to be taken).
+fn metrics_port() -> u16 {
+    20_000 + (std::process::id() % 20_000) as u16
+}
+
+fn http_get(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to metrics");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .expect("request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("response");
+    out
 }

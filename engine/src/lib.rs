@@ -20,6 +20,7 @@ pub mod pipeline;
 pub mod port;
 pub mod rules;
 pub mod session;
+pub mod stats;
 pub mod testkit;
 pub mod wire;
 pub mod worker;

@@ -175,6 +175,7 @@ pub struct Worker<P: Port> {
     last_keepalive_scan: u32,
     idle_reported: Vec<u32>,
     keepalive_due: Vec<(u32, bool)>,
+    published: Option<Arc<crate::stats::CoreStats>>,
 }
 
 impl<P: Port> Worker<P> {
@@ -210,6 +211,7 @@ impl<P: Port> Worker<P> {
             last_keepalive_scan: 0,
             idle_reported: Vec::with_capacity(64),
             keepalive_due: Vec::with_capacity(1024),
+            published: None,
         }
     }
 
@@ -433,6 +435,16 @@ impl<P: Port> Worker<P> {
         if now != self.last_keepalive_scan {
             self.last_keepalive_scan = now;
             self.keepalives(now);
+            if let Some(p) = &self.published {
+                p.publish(
+                    &self.drops,
+                    self.stats,
+                    self.rules.version,
+                    self.sessions.len(),
+                    self.flows.len(),
+                    &self.endpoint_traffic,
+                );
+            }
         }
         if now.saturating_sub(self.last_traffic_report) >= 5 {
             self.last_traffic_report = now;
@@ -511,6 +523,11 @@ impl<P: Port> Worker<P> {
                 .index_of_peer(crate::wire::openvpn::PeerId(*p))
                 .is_some()
         });
+    }
+
+    /// Publishes this core's counters into `stats` once a second from now on.
+    pub fn publish_stats(&mut self, stats: Arc<crate::stats::CoreStats>) {
+        self.published = Some(stats);
     }
 
     /// This core's drop counters.

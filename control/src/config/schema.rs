@@ -51,6 +51,14 @@ pub struct Appliance {
     /// connection, which is the default here too.
     #[serde(default)]
     pub reconnect_on_route_change: bool,
+    /// Where the Prometheus metrics endpoint listens (`/metrics`); loopback by default, empty
+    /// to turn it off.
+    #[serde(default = "default_metrics_address")]
+    pub metrics_address: String,
+}
+
+fn default_metrics_address() -> String {
+    "127.0.0.1:9180".into()
 }
 
 impl Default for Appliance {
@@ -60,6 +68,7 @@ impl Default for Appliance {
             state_dir: default_state_dir(),
             audit_log: None,
             reconnect_on_route_change: false,
+            metrics_address: default_metrics_address(),
         }
     }
 }

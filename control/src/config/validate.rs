@@ -120,6 +120,13 @@ fn limits(config: &Config, out: &mut Vec<Finding>) {
 
 fn dataplane(config: &Config, out: &mut Vec<Finding>) {
     let p = FieldPath::root().key("dataplane");
+    let m = &config.appliance.metrics_address;
+    if !m.is_empty() && m.parse::<std::net::SocketAddr>().is_err() {
+        out.push((
+            FieldPath::root().key("appliance").key("metrics_address"),
+            format!("`{m}` is not an address:port like 127.0.0.1:9180 (empty turns metrics off)"),
+        ));
+    }
     if config.dataplane.workers > 128 {
         out.push((
             p.key("workers"),

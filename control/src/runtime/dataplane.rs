@@ -21,6 +21,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use sluice_engine::dpdk::{self, Eal, EthDev, EthOptions, Mempool};
 use sluice_engine::mailbox::{Command, Mailbox, Report};
 use sluice_engine::session::{SessionInfo, Traffic};
+use sluice_engine::stats::CoreStats;
 use sluice_engine::wire::openvpn::{KeyId, PeerId};
 use sluice_engine::worker::{Handoff, Listener, PortConfig, Worker, WorkerConfig};
 
@@ -92,6 +93,7 @@ pub struct Dataplane {
     groups: Vec<GroupIndex>,
     pushed: Vec<Option<Vec<(Ipv4Addr, Ipv4Addr)>>>,
     logs: Vec<Option<RotatingLog>>,
+    stats: Vec<Arc<CoreStats>>,
     endpoint_ids: Vec<String>,
     version: u64,
     connections: HashMap<u32, Connection>,
@@ -190,6 +192,9 @@ impl Dataplane {
         let stop = Arc::new(AtomicBool::new(false));
         let epoch = Instant::now();
         let mut mailboxes = Vec::with_capacity(cores);
+        let stats: Vec<Arc<CoreStats>> = (0..cores)
+            .map(|_| Arc::new(CoreStats::new(config.endpoints.len())))
+            .collect();
         for (core, (lcore, handoff)) in lcores.iter().zip(Handoff::mesh(cores, 1024)).enumerate() {
             let mailbox = Mailbox::new(8192);
             let _ = mailbox
@@ -205,8 +210,10 @@ impl Dataplane {
             cfg.session_capacity = 16_384;
             let queues: Vec<_> = devs.iter().map(|d| d.queue(core as u16)).collect();
             let (mb, stop) = (mailbox.clone(), Arc::clone(&stop));
+            let published = Arc::clone(&stats[core]);
             dpdk::launch(*lcore, move || {
                 let mut w = Worker::new(cfg, queues, mb, Some(handoff), epoch);
+                w.publish_stats(published);
                 while !stop.load(Ordering::Relaxed) {
                     w.poll_once(Instant::now());
                 }
@@ -231,6 +238,7 @@ impl Dataplane {
                 .map(endpoint::pushed_routes)
                 .collect(),
             logs: open_logs(loaded),
+            stats,
             endpoint_ids: config.endpoints.iter().map(|e| e.id.to_string()).collect(),
             version: 1,
             connections: HashMap::new(),
@@ -553,6 +561,61 @@ impl Dataplane {
         if let Err(err) = file.append(&line) {
             log(&format!("connection log of endpoint {e}: {err}"));
         }
+    }
+
+    /// Brings the metrics up to date (AWS's per-endpoint names in Prometheus style, and per
+    /// core every drop reason, busy and idle polls, rule-table version, sessions and flows).
+    pub fn update_metrics(&self) {
+        let snaps: Vec<_> = self.stats.iter().map(|s| s.snapshot()).collect();
+        for (e, id) in self.endpoint_ids.iter().enumerate() {
+            let active = self
+                .connections
+                .values()
+                .filter(|c| usize::from(c.endpoint) == e)
+                .count();
+            metrics::gauge!("sluice_active_connections_count", "endpoint" => id.clone())
+                .set(active as f64);
+            if let Some(s) = self.servers.get(e) {
+                let c = s.counters();
+                metrics::counter!("sluice_authentication_failures_total", "endpoint" => id.clone())
+                    .absolute(c.auth_failures);
+                metrics::counter!("sluice_handshakes_total", "endpoint" => id.clone())
+                    .absolute(c.handshakes);
+            }
+            let mut t = Traffic::default();
+            for s in &snaps {
+                if let Some(x) = s.endpoints.get(e) {
+                    t.ingress_bytes += x.ingress_bytes;
+                    t.ingress_packets += x.ingress_packets;
+                    t.egress_bytes += x.egress_bytes;
+                    t.egress_packets += x.egress_packets;
+                }
+            }
+            metrics::counter!("sluice_ingress_bytes_total", "endpoint" => id.clone())
+                .absolute(t.ingress_bytes);
+            metrics::counter!("sluice_ingress_packets_total", "endpoint" => id.clone())
+                .absolute(t.ingress_packets);
+            metrics::counter!("sluice_egress_bytes_total", "endpoint" => id.clone())
+                .absolute(t.egress_bytes);
+            metrics::counter!("sluice_egress_packets_total", "endpoint" => id.clone())
+                .absolute(t.egress_packets);
+        }
+        for (core, s) in snaps.iter().enumerate() {
+            let core = core.to_string();
+            for (reason, n) in &s.drops {
+                metrics::counter!("sluice_core_drops_total", "core" => core.clone(), "reason" => *reason)
+                    .absolute(*n);
+            }
+            metrics::counter!("sluice_core_polls_total", "core" => core.clone(), "kind" => "busy")
+                .absolute(s.busy);
+            metrics::counter!("sluice_core_polls_total", "core" => core.clone(), "kind" => "idle")
+                .absolute(s.idle);
+            metrics::gauge!("sluice_core_rule_table_version", "core" => core.clone())
+                .set(s.rules_version as f64);
+            metrics::gauge!("sluice_core_sessions", "core" => core.clone()).set(s.sessions as f64);
+            metrics::gauge!("sluice_core_flows", "core" => core.clone()).set(s.flows as f64);
+        }
+        metrics::counter!("sluice_control_commands_dropped_total").absolute(self.transmit_dropped);
     }
 
     /// Puts a new configuration in force: a new rule generation on every core, new TLS

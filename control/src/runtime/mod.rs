@@ -33,6 +33,7 @@ use crate::config::{self, Loaded};
 use crate::timefmt::rfc3339;
 
 const SIGNALS: Token = Token(0);
+const METRICS: Token = Token(usize::MAX);
 const LISTENER: Token = Token(1);
 const FIRST_CONN: usize = 2;
 
@@ -85,6 +86,10 @@ pub struct Daemon {
     conns: HashMap<Token, Conn>,
     next_token: usize,
     running: bool,
+    metrics: Option<(
+        mio::net::TcpListener,
+        metrics_exporter_prometheus::PrometheusHandle,
+    )>,
     #[cfg(feature = "dpdk")]
     dataplane: Option<dataplane::Dataplane>,
 }
@@ -114,6 +119,7 @@ impl Daemon {
         } else {
             Some(dataplane::Dataplane::start(&current).map_err(RunError::Dataplane)?)
         };
+        let metrics = start_metrics(&current.config.appliance.metrics_address)?;
         let _ = std::fs::remove_file(&socket_path);
         let mut listener = UnixListener::bind(&socket_path).map_err(io_err(format!(
             "binding the admin socket {}",
@@ -131,6 +137,12 @@ impl Daemon {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(io_err("registering the admin socket"))?;
+        let mut metrics = metrics;
+        if let Some((l, _)) = &mut metrics {
+            poll.registry()
+                .register(l, METRICS, Interest::READABLE)
+                .map_err(io_err("registering the metrics listener"))?;
+        }
         log(&format!(
             "started with {} ({} endpoint(s)); admin socket {}",
             config_path.display(),
@@ -147,6 +159,7 @@ impl Daemon {
             conns: HashMap::new(),
             next_token: FIRST_CONN,
             running: true,
+            metrics,
             #[cfg(feature = "dpdk")]
             dataplane,
         })
@@ -186,6 +199,7 @@ impl Daemon {
                 match ev.token() {
                     SIGNALS => self.handle_signals(),
                     LISTENER => self.accept(),
+                    METRICS => self.serve_metrics(),
                     t => self.serve(t),
                 }
             }
@@ -199,6 +213,37 @@ impl Daemon {
         log("stopping");
         let _ = std::fs::remove_file(&self.socket_path);
         Ok(())
+    }
+
+    /// Answers scrapes: any request gets the Prometheus text (one short exchange each).
+    fn serve_metrics(&mut self) {
+        let Some((listener, handle)) = &self.metrics else {
+            return;
+        };
+        loop {
+            let stream = match listener.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => return,
+            };
+            #[cfg(feature = "dpdk")]
+            if let Some(dp) = &self.dataplane {
+                dp.update_metrics();
+            }
+            let body = handle.render();
+            // A local scraper sends its request at once; wait for it briefly, then answer.
+            let mut std_stream: std::net::TcpStream = stream.into();
+            let _ = std_stream.set_nonblocking(false);
+            let _ = std_stream.set_read_timeout(Some(std::time::Duration::from_millis(200)));
+            let mut req = [0u8; 2048];
+            let _ = std_stream.read(&mut req);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = std_stream.write_all(head.as_bytes());
+            let _ = std_stream.write_all(body.as_bytes());
+        }
     }
 
     fn handle_signals(&mut self) {
@@ -517,4 +562,32 @@ fn live_connections(
         }
         _ => Err(AdminError::Internal("not a connection verb".into())),
     }
+}
+
+/// Installs the Prometheus recorder and binds its listener, unless turned off.
+fn start_metrics(
+    address: &str,
+) -> Result<
+    Option<(
+        mio::net::TcpListener,
+        metrics_exporter_prometheus::PrometheusHandle,
+    )>,
+    RunError,
+> {
+    if address.is_empty() {
+        return Ok(None);
+    }
+    let addr: std::net::SocketAddr = address.parse().map_err(|_| RunError::Io {
+        what: format!("metrics address `{address}`"),
+        source: io::Error::from(io::ErrorKind::InvalidInput),
+    })?;
+    let listener = mio::net::TcpListener::bind(addr)
+        .map_err(io_err(format!("binding the metrics endpoint {addr}")))?;
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| RunError::Io {
+            what: format!("installing the metrics recorder: {e}"),
+            source: io::Error::other("recorder"),
+        })?;
+    Ok(Some((listener, handle)))
 }
