@@ -138,6 +138,7 @@ fn main() {
     println!("dpdk_hugepages: refused: {line}");
 
     // 128 pages (256 MiB): the EAL runs from them, and gives them all back.
+    let before_files = runtime_files();
     std::fs::write(NR, "128").unwrap();
     let total = meminfo("HugePages_Total:");
     assert!(total >= 64, "the kernel reserved only {total} hugepages");
@@ -149,13 +150,20 @@ fn main() {
         meminfo("HugePages_Total:"),
         "every hugepage is free after the process ended"
     );
-    // EAL may create its (empty) runtime directory; no file may be left in it or in a
-    // hugetlbfs mount.
-    let leftovers: Vec<_> = ["/dev/hugepages", "/var/run/dpdk/rte"]
-        .iter()
-        .filter_map(|d| std::fs::read_dir(Path::new(d)).ok())
-        .flat_map(|r| r.filter_map(Result::ok).map(|e| e.path()))
+    // EAL may create its (empty) runtime directory; the run may leave no file in it or in a
+    // hugetlbfs mount (files other processes left before are not ours to judge).
+    let leftovers: Vec<_> = runtime_files()
+        .into_iter()
+        .filter(|p| !before_files.contains(p))
         .collect();
     assert!(leftovers.is_empty(), "runtime files left: {leftovers:?}");
     println!("dpdk_hugepages: ok ({total} pages reserved, all free afterwards, no runtime files)");
+}
+
+fn runtime_files() -> Vec<std::path::PathBuf> {
+    ["/dev/hugepages", "/var/run/dpdk/rte"]
+        .iter()
+        .filter_map(|d| std::fs::read_dir(Path::new(d)).ok())
+        .flat_map(|r| r.filter_map(Result::ok).map(|e| e.path()))
+        .collect()
 }
