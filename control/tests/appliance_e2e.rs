@@ -381,6 +381,13 @@ fn client_reaches_the_vpc_through_the_dpdk_data_plane() {
         "{m}"
     );
 
+    let (code, out, err) = sluice(&config, &["top", "--once", "--interval", "0.3"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("active connections: 1") && out.contains("client1.domain.tld"),
+        "{out}"
+    );
+
     // The connection, live, with its traffic (the cores report every 5 s).
     let mut listed = String::new();
     wait_for("the connection's traffic", Duration::from_secs(15), || {

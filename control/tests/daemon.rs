@@ -109,6 +109,18 @@ fn live_verbs_reloads_and_clean_stop() {
         "{scrape}"
     );
 
+    // `sluice top` draws a frame from two samples.
+    let (code, out, err) = sluice(&config, &["top", "--once", "--interval", "0.2"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("sluice top") && out.contains("active connections: 0"),
+        "{out}"
+    );
+    assert!(
+        out.lines().any(|l| l.starts_with("0 ")),
+        "core 0 is shown:\n{out}"
+    );
+
     // The data plane is up: connections are listed live (none yet); terminating an unknown
     // one is refused with AWS's error code.
     let (code, out, err) = sluice(&config, &["describe-client-vpn-connections"]);

@@ -42,6 +42,10 @@ pub enum Verb {
     Validate,
     /// Hash a password (read from stdin) for a users file (argon2id PHC string).
     HashPassword,
+    /// A live view of the running appliance: connections with their rates, cores, drops.
+    Top(TopArgs),
+    /// The running data plane's per-core counters (drops, polls, sessions, flows, rules).
+    DescribeDataPlane,
     /// Create a Client VPN endpoint (status pending-associate until a target network is associated).
     CreateClientVpnEndpoint(CreateEndpoint),
     /// Change the fields of an endpoint that may change after creation.
@@ -80,6 +84,17 @@ pub enum Verb {
     DescribeClientVpnConnections(OptionalEndpointId),
     /// Disconnect client connections by connection id or by user name.
     TerminateClientVpnConnections(TerminateConnections),
+}
+
+/// `top`.
+#[derive(Debug, Args, Serialize)]
+pub struct TopArgs {
+    /// Seconds between refreshes.
+    #[arg(long, default_value_t = 1.0)]
+    pub interval: f64,
+    /// Print one frame (after two samples, for the rates) and exit.
+    #[arg(long)]
+    pub once: bool,
 }
 
 /// `terminate-client-vpn-connections`.

@@ -13,6 +13,7 @@ pub mod export;
 pub mod persist;
 pub mod shorthand;
 pub mod table;
+pub mod top;
 pub mod verbs;
 
 use std::fmt;

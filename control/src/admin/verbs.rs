@@ -64,9 +64,9 @@ impl Response {
 pub fn run(cli: &Cli) -> Result<Response, AdminError> {
     let path = cli.config.as_path();
     match &cli.verb {
-        Verb::Run | Verb::Reload => Err(AdminError::request(
+        Verb::Run | Verb::Reload | Verb::Top(_) => Err(AdminError::request(
             "IncorrectState",
-            "`run` and `reload` concern the daemon; the sluice binary handles them itself",
+            "`run`, `reload` and `top` concern the daemon; the sluice binary handles them itself",
         )),
         Verb::Validate => validate(path),
         Verb::HashPassword => hash_password(),
@@ -89,12 +89,12 @@ pub fn run(cli: &Cli) -> Result<Response, AdminError> {
         Verb::ImportClientVpnClientCertificateRevocationList(a) => import_crl(path, a),
         Verb::ExportClientVpnClientCertificateRevocationList(a) => export_crl(path, a),
         Verb::ExportClientVpnClientConfiguration(a) => export_configuration(path, a),
-        Verb::DescribeClientVpnConnections(_) | Verb::TerminateClientVpnConnections(_) => {
-            Err(AdminError::request(
-                "OperationNotPermitted",
-                "connections exist only in the running appliance: start it with `sluice run`",
-            ))
-        }
+        Verb::DescribeClientVpnConnections(_)
+        | Verb::TerminateClientVpnConnections(_)
+        | Verb::DescribeDataPlane => Err(AdminError::request(
+            "OperationNotPermitted",
+            "connections exist only in the running appliance: start it with `sluice run`",
+        )),
     }
 }
 

@@ -13,8 +13,9 @@ use sluice_control::runtime::{admin_socket, Daemon};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.verb {
+    match &cli.verb {
         Verb::Run => return run(&cli),
+        Verb::Top(a) => return top(&cli, a.interval, a.once),
         Verb::Validate | Verb::HashPassword => return offline(&cli),
         _ => {}
     }
@@ -72,5 +73,53 @@ fn run(cli: &Cli) -> ExitCode {
             eprintln!("sluice run: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// `sluice top`: samples the daemon through its admin socket and redraws in place.
+#[allow(clippy::disallowed_methods)] // a terminal shell: it reads the clock and sleeps
+fn top(cli: &Cli, interval: f64, once: bool) -> ExitCode {
+    use sluice_control::admin::top::{render, Sample};
+    let socket = config::admin_socket_of(&cli.config);
+    let ask = |verb: &str| -> Result<serde_json::Value, String> {
+        let a = admin_socket::call(&socket, &[verb.to_owned()])
+            .map_err(|e| format!("no sluice daemon answers on {}: {e}", socket.display()))?;
+        if a.exit != 0 {
+            return Err(a.stderr.trim().to_owned());
+        }
+        serde_json::from_str(&a.stdout).map_err(|e| format!("{verb}: {e}"))
+    };
+    let origin = std::time::Instant::now();
+    let interval = std::time::Duration::from_secs_f64(interval.clamp(0.1, 3600.0));
+    let mut prev: Option<Sample> = None;
+    loop {
+        let sample = match (
+            ask("describe-client-vpn-connections"),
+            ask("describe-data-plane"),
+        ) {
+            (Ok(connections), Ok(data_plane)) => Sample {
+                at: origin.elapsed().as_secs_f64(),
+                connections,
+                data_plane,
+            },
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("sluice top: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let clock = sluice_control::timefmt::rfc3339(std::time::SystemTime::now());
+        let frame = render(prev.as_ref(), &sample, &clock);
+        if once {
+            if prev.is_some() {
+                print!("{frame}");
+                return ExitCode::SUCCESS;
+            }
+        } else {
+            // Home and clear, then the frame: the view refreshes in place.
+            print!("\x1b[H\x1b[2J{frame}");
+            let _ = std::io::stdout().flush();
+        }
+        prev = Some(sample);
+        std::thread::sleep(interval);
     }
 }

@@ -563,6 +563,34 @@ impl Dataplane {
         }
     }
 
+    /// Every core's counters, as JSON for `describe-data-plane` and `sluice top`.
+    pub fn describe(&self) -> serde_json::Value {
+        let cores: Vec<serde_json::Value> = self
+            .stats
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let s = s.snapshot();
+                let drops: serde_json::Map<String, serde_json::Value> = s
+                    .drops
+                    .iter()
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(r, n)| ((*r).to_owned(), serde_json::json!(n)))
+                    .collect();
+                serde_json::json!({
+                    "Core": i,
+                    "BusyPolls": s.busy,
+                    "IdlePolls": s.idle,
+                    "RuleTableVersion": s.rules_version,
+                    "Sessions": s.sessions,
+                    "Flows": s.flows,
+                    "Drops": drops,
+                })
+            })
+            .collect();
+        serde_json::json!({ "Cores": cores, "ControlCommandsDropped": self.transmit_dropped })
+    }
+
     /// Brings the metrics up to date (AWS's per-endpoint names in Prometheus style, and per
     /// core every drop reason, busy and idle polls, rule-table version, sessions and flows).
     pub fn update_metrics(&self) {

@@ -456,7 +456,8 @@ impl Daemon {
         let result = match &cli.verb {
             #[cfg(feature = "dpdk")]
             crate::admin::cli::Verb::DescribeClientVpnConnections(_)
-            | crate::admin::cli::Verb::TerminateClientVpnConnections(_) => {
+            | crate::admin::cli::Verb::TerminateClientVpnConnections(_)
+            | crate::admin::cli::Verb::DescribeDataPlane => {
                 let dp = self.dataplane.as_mut();
                 crate::admin::execute_with(&cli, caller, SystemTime::now(), |cli| {
                     live_connections(dp, cli)
@@ -560,6 +561,7 @@ fn live_connections(
                 "ConnectionStatuses": statuses,
             })))
         }
+        Verb::DescribeDataPlane => Ok(Response::object(dp.describe())),
         _ => Err(AdminError::Internal("not a connection verb".into())),
     }
 }
