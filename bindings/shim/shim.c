@@ -55,3 +55,4 @@ uint64_t shim_eth_tx_offload_udp_cksum(void) { return RTE_ETH_TX_OFFLOAD_UDP_CKS
 uint64_t shim_eth_tx_offload_mbuf_fast_free(void) { return RTE_ETH_TX_OFFLOAD_MBUF_FAST_FREE; }
 uint64_t shim_mbuf_f_rx_ip_cksum_mask(void) { return RTE_MBUF_F_RX_IP_CKSUM_MASK; }
 uint64_t shim_mbuf_f_rx_ip_cksum_bad(void) { return RTE_MBUF_F_RX_IP_CKSUM_BAD; }
+uint64_t shim_mbuf_f_rx_ip_cksum_good(void) { return RTE_MBUF_F_RX_IP_CKSUM_GOOD; }

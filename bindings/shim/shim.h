@@ -48,5 +48,6 @@ uint64_t shim_eth_tx_offload_udp_cksum(void);
 uint64_t shim_eth_tx_offload_mbuf_fast_free(void);
 uint64_t shim_mbuf_f_rx_ip_cksum_mask(void);
 uint64_t shim_mbuf_f_rx_ip_cksum_bad(void);
+uint64_t shim_mbuf_f_rx_ip_cksum_good(void);
 
 #endif

@@ -3406,3 +3406,6 @@ unsafe extern "C" {
 unsafe extern "C" {
     pub fn shim_mbuf_f_rx_ip_cksum_bad() -> u64;
 }
+unsafe extern "C" {
+    pub fn shim_mbuf_f_rx_ip_cksum_good() -> u64;
+}

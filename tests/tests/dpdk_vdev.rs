@@ -161,6 +161,22 @@ fn ring_loopback(eal: &Arc<Eal>) {
         got.extend(rx.drain().map(|m| m.data().to_vec()));
     }
     assert_eq!(got, frames, "net_ring returns what was sent, byte for byte");
+    // Receive checksum offload: the pipeline trusts a NIC's GOOD verdict, nothing else.
+    // (RTE_MBUF_F_RX_IP_CKSUM_GOOD is bit 7, BAD bit 4, in DPDK 22.11.)
+    let m = mbuf_from(&pool, &frames[0]).unwrap();
+    assert!(!m.ipv4_checksum_verified(), "no verdict without offload");
+    for (flags, verified) in [
+        (1u64 << 7, true),
+        (1u64 << 4, false),
+        ((1 << 7) | (1 << 4), false),
+    ] {
+        // SAFETY: `m` owns a valid mbuf; only its flags word is written.
+        unsafe { (*m.as_ptr()).ol_flags = flags };
+        assert_eq!(m.ipv4_checksum_verified(), verified, "ol_flags {flags:#x}");
+    }
+    // SAFETY: as above.
+    unsafe { (*m.as_ptr()).ol_flags = 0 };
+    drop(m);
     let s = dev.stats();
     assert_eq!((s.ipackets, s.opackets), (100, 100), "{s:?}");
     // Bulk free: every mbuf goes home.

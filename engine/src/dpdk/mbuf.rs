@@ -199,4 +199,23 @@ impl PacketBuf for Mbuf {
             self.set_len(len as u16);
         }
     }
+
+    fn ipv4_checksum_verified(&self) -> bool {
+        let flags = self.m().ol_flags & rx_ip_cksum_mask();
+        flags == rx_ip_cksum_good()
+    }
+}
+
+fn rx_ip_cksum_mask() -> u64 {
+    use std::sync::OnceLock;
+    static V: OnceLock<u64> = OnceLock::new();
+    // SAFETY: the shim returns a constant.
+    *V.get_or_init(|| unsafe { dpdk_sys::shim_mbuf_f_rx_ip_cksum_mask() })
+}
+
+fn rx_ip_cksum_good() -> u64 {
+    use std::sync::OnceLock;
+    static V: OnceLock<u64> = OnceLock::new();
+    // SAFETY: the shim returns a constant.
+    *V.get_or_init(|| unsafe { dpdk_sys::shim_mbuf_f_rx_ip_cksum_good() })
 }

@@ -31,6 +31,12 @@ pub trait PacketBuf {
     /// Shortens the packet to `len` bytes (no effect if it is shorter).
     fn truncate(&mut self, len: usize);
 
+    /// Whether the NIC already verified this packet's IPv4 header checksum (receive checksum
+    /// offload); the pipeline then skips its own check. `false` unless a device says so.
+    fn ipv4_checksum_verified(&self) -> bool {
+        false
+    }
+
     /// The packet length.
     fn len(&self) -> usize {
         self.data().len()

@@ -38,7 +38,7 @@ impl<P: Port> Worker<P> {
             ethertype::IPV4 => {}
             _ => return self.drop_packet(buf, DropReason::NotIpv4),
         }
-        let outer = match self.parse_outer(port, buf.data()) {
+        let outer = match self.parse_outer(port, buf.data(), buf.ipv4_checksum_verified()) {
             Ok(Some(o)) => o,
             Ok(None) => {
                 // Addressed to the appliance but not to a listener: a ping, or nothing for us.
@@ -83,10 +83,15 @@ impl<P: Port> Worker<P> {
 
     /// Checks Ethernet/IPv4/UDP and finds the listener; `Ok(None)` for IPv4 to the appliance
     /// that is not OpenVPN.
-    fn parse_outer(&self, port: u16, frame: &[u8]) -> Result<Option<Outer>, DropReason> {
+    fn parse_outer(
+        &self,
+        port: u16,
+        frame: &[u8],
+        hw_checked: bool,
+    ) -> Result<Option<Outer>, DropReason> {
         let ip =
             Ipv4Packet::new_checked(&frame[HEADER_LEN..]).map_err(|_| DropReason::MalformedIpv4)?;
-        if !ip.verify_checksum() {
+        if !hw_checked && !ip.verify_checksum() {
             return Err(DropReason::MalformedIpv4);
         }
         let dst = u32::from_be_bytes(ip.dst());

@@ -35,11 +35,12 @@ impl<P: Port> Worker<P> {
             ethertype::IPV4 => {}
             _ => return self.drop_packet(buf, DropReason::NotIpv4),
         }
+        let hw_checked = buf.ipv4_checksum_verified();
         let parsed = {
             let Ok(ip) = Ipv4Packet::new_checked(&buf.data()[HEADER_LEN..]) else {
                 return self.drop_packet(buf, DropReason::MalformedIpv4);
             };
-            if !ip.verify_checksum() {
+            if !hw_checked && !ip.verify_checksum() {
                 return self.drop_packet(buf, DropReason::MalformedIpv4);
             }
             reverse_key(&ip)
