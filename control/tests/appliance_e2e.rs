@@ -509,6 +509,37 @@ fn client_reaches_the_vpc_through_the_dpdk_data_plane() {
     );
     assert!(!conn_log.contains("PRIVATE KEY"));
 
+    // The audit trail: every verb the test used, live through the socket (with the caller's
+    // uid) or offline before the daemon started, allowed or refused.
+    let trail = read(&dir.path().join("state/audit.log"));
+    let events: Vec<serde_json::Value> = trail
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for name in [
+        "Validate",
+        "ExportClientVpnClientConfiguration",
+        "AuthorizeClientVpnIngress",
+        "RevokeClientVpnIngress",
+        "CreateClientVpnRoute",
+        "DescribeClientVpnConnections",
+        "TerminateClientVpnConnections",
+        "ImportClientVpnClientCertificateRevocationList",
+    ] {
+        assert!(
+            events.iter().any(|e| e["eventName"] == name),
+            "{name} is in the audit trail:\n{trail}"
+        );
+    }
+    assert!(
+        events
+            .iter()
+            .any(|e| e["eventName"] == "AuthorizeClientVpnIngress"
+                && e["userIdentity"]["type"] == "AdminSocket"
+                && e["userIdentity"]["uid"] == 0),
+        "{trail}"
+    );
+
     // A clean stop.
     let _ = Command::new("kill")
         .args(["-TERM", &daemon.0.id().to_string()])
@@ -676,6 +707,7 @@ server_certificate = "{p}/server.crt"
 server_key = "{p}/server.key"
 dns_name = "192.168.50.1"
 split_tunnel = false
+connection_log = {{ enabled = true, path = "{dd}/connections.log" }}
 authentication = {{ mutual = {{ client_root_ca = "{p}/ca.crt" }}, directory = {{ users_file = "{dd}/users.toml" }} }}
 
 [[endpoint.target_network]]
@@ -770,6 +802,36 @@ target_subnet = "subnet-0a0000000000000a1"
             read(&log)
         );
     }
+
+    // A wrong password is refused, counted and logged with its reason.
+    let bad = d.join("mallory.pass");
+    std::fs::write(&bad, "alice\nnot-her-password\n").unwrap();
+    let bad_log = d.join("mallory.log");
+    let _mallory = start_client(
+        &alice_ns,
+        &ovpn,
+        &bad_log,
+        &["--auth-user-pass", bad.to_str().unwrap(), "--dev", "tun9"],
+    );
+    wait_for(
+        "the wrong password to be refused",
+        Duration::from_secs(30),
+        || read(&bad_log).contains("AUTH_FAILED"),
+    );
+    drop(_mallory);
+    let conn_log = read(&d.join("connections.log"));
+    assert!(
+        conn_log
+            .lines()
+            .any(|l| l.contains("\"connection-attempt-status\":\"failed\"")
+                && l.contains("bad username or password")
+                && l.contains("\"username\":\"alice\"")),
+        "{conn_log}"
+    );
+    assert!(
+        !conn_log.contains("not-her-password"),
+        "no secrets in the log"
+    );
 
     let matrix = [
         (
