@@ -334,3 +334,54 @@ fn human(n: usize) -> String {
         n.to_string()
     }
 }
+
+/// Pushes `table` to a core carrying client-to-network traffic (1k sessions and flows) in the
+/// middle of `passes` passes over the templates (sessions re-keyed between passes, so nothing is
+/// a replay); returns (packets fed, packets lost, drops, polls until the core returned the old
+/// table).
+pub(crate) fn push_under_load(
+    table: std::sync::Arc<sluice_engine::rules::RuleTable>,
+    passes: usize,
+) -> (u64, u64, u64, u64) {
+    let shape = Shape {
+        sessions: 1000,
+        flows: 1000,
+    };
+    let mut b = setup(shape, memory_ports());
+    let _ = b.warm_up(shape, 512);
+    let templates: Vec<Vec<u8>> = (0..PASS)
+        .map(|f| b.seal(f % shape.flows, shape, 512))
+        .collect();
+    let before_sent = port_sent(&mut b.w, 1);
+    let drops_before = b.w.drops().total();
+    let mut table = Some(table);
+    let mut pushed_at = None;
+    let mut retired_after = 0u64;
+    let mut poll = 0usize;
+    for pass in 0..passes {
+        b.rekey();
+        if let Some(p) = b.w.port_mut(0) {
+            p.set_templates(templates.clone());
+            p.set_budget(Some(PASS as u64));
+        }
+        for i in 0..PASS.div_ceil(32) + 2 {
+            if pass == passes / 2 && i == PASS / 64 {
+                if let Some(t) = table.take() {
+                    let _ = b.mb.commands.push(Command::InstallRules(t));
+                    pushed_at = Some(poll);
+                }
+            }
+            b.w.poll_once(b.now);
+            poll += 1;
+            while let Some(r) = b.mb.reports.pop() {
+                if let (sluice_engine::mailbox::Report::Retired(_), Some(at)) = (r, pushed_at) {
+                    retired_after = (poll - at) as u64;
+                }
+            }
+        }
+    }
+    let fed = (passes * PASS) as u64;
+    let sent = port_sent(&mut b.w, 1) - before_sent;
+    let drops = b.w.drops().total() - drops_before;
+    (fed, fed.saturating_sub(sent), drops, retired_after)
+}

@@ -12,6 +12,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod ceiling;
+mod control;
 mod dpdk;
 mod engine;
 mod report;
@@ -76,10 +77,15 @@ fn parse_args() -> Result<Options> {
                         .context("--sizes")?,
                 );
             }
-            "all" => suites.extend(["ceiling".to_owned(), "engine".to_owned(), "dpdk".to_owned()]),
-            "ceiling" | "engine" | "dpdk" => suites.push(a),
+            "all" => suites.extend([
+                "ceiling".to_owned(),
+                "engine".to_owned(),
+                "dpdk".to_owned(),
+                "control".to_owned(),
+            ]),
+            "ceiling" | "engine" | "dpdk" | "control" => suites.push(a),
             "-h" | "--help" => {
-                println!("usage: sluice-bench [all|ceiling|engine|dpdk]... [--quick] [--seconds S] [--sizes 64,512,1400] [--shapes SxF,...] [--json PATH]");
+                println!("usage: sluice-bench [all|ceiling|engine|dpdk|control]... [--quick] [--seconds S] [--sizes 64,512,1400] [--shapes SxF,...] [--json PATH]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument `{other}` (try --help)"),
@@ -165,6 +171,7 @@ fn run() -> Result<()> {
                     engine::memory_ports,
                 ));
             }
+            "control" => records.extend(control::run(if opts.quick { 1000 } else { 10_000 })?),
             "dpdk" => {
                 let ceiling = ceiling_of(&records);
                 let rig = dpdk::Rig::start()?;
