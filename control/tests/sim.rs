@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sluice_control::connlog::FailureReason;
-use sluice_control::proto::key_method::{self, EKM_LABEL};
-use sluice_control::proto::packet::{opcode, ControlPacket, SessionId};
-use sluice_control::proto::reliable::Reliable;
+use sluice_control::proto::client::Client;
+use sluice_control::proto::key_method;
+use sluice_control::proto::packet::{opcode, ControlPacket};
 use sluice_control::proto::server::{CertificateOnly, CloseReason, Event, Server, Settings};
 use sluice_control::proto::tls::{server_config, TlsFiles};
 use sluice_control::proto::Remote;
@@ -46,26 +46,6 @@ fn read(f: &str) -> Vec<u8> {
     std::fs::read(pki().join(f)).unwrap()
 }
 
-/// One key state of the test client.
-struct ClientKey {
-    key_id: u8,
-    rel: Reliable,
-    tls: rustls::ClientConnection,
-    plain: Vec<u8>,
-    sent_key_method: bool,
-    server_reply_seen: bool,
-}
-
-struct TestClient {
-    sid: SessionId,
-    server_sid: Option<SessionId>,
-    keys: Vec<ClientKey>,
-    config: Arc<rustls::ClientConfig>,
-    pushed: Vec<String>,
-    /// Client-side key blocks per key_id (EKM), to compare with the server's.
-    key_blocks: Vec<(u8, [u8; 256])>,
-}
-
 fn client_config() -> Arc<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
@@ -84,162 +64,6 @@ fn client_config() -> Arc<rustls::ClientConfig> {
             .with_client_auth_cert(chain, key)
             .unwrap(),
     )
-}
-
-fn new_key(key_id: u8, config: &Arc<rustls::ClientConfig>, reset_opcode: u8) -> ClientKey {
-    let tls =
-        rustls::ClientConnection::new(Arc::clone(config), ServerName::try_from("server").unwrap())
-            .unwrap();
-    let mut rel = Reliable::default();
-    rel.queue(reset_opcode, Vec::new()).unwrap();
-    ClientKey {
-        key_id,
-        rel,
-        tls,
-        plain: Vec::new(),
-        sent_key_method: false,
-        server_reply_seen: false,
-    }
-}
-
-fn client_key_method() -> Vec<u8> {
-    let s = |t: &str| {
-        let mut v = ((t.len() + 1) as u16).to_be_bytes().to_vec();
-        v.extend_from_slice(t.as_bytes());
-        v.push(0);
-        v
-    };
-    let mut m = vec![0, 0, 0, 0, 2];
-    let mut r = [0u8; 112];
-    rand::thread_rng().fill_bytes(&mut r);
-    m.extend_from_slice(&r);
-    m.extend(s("V4,dev-type tun,link-mtu 1541,tun-mtu 1500,proto UDPv4,auth SHA1,keysize 128,key-method 2,tls-client"));
-    m.extend([0, 0, 0, 0]);
-    m.extend(s("IV_VER=2.6.14\nIV_PLAT=linux\nIV_CIPHERS=AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305\nIV_PROTO=990\n"));
-    m
-}
-
-impl TestClient {
-    fn new() -> Self {
-        let config = client_config();
-        let mut sid = [0u8; 8];
-        rand::thread_rng().fill_bytes(&mut sid);
-        sid[0] |= 1;
-        let keys = vec![new_key(0, &config, opcode::HARD_RESET_CLIENT_V2)];
-        Self {
-            sid,
-            server_sid: None,
-            keys,
-            config,
-            pushed: Vec::new(),
-            key_blocks: Vec::new(),
-        }
-    }
-
-    fn renegotiate(&mut self, key_id: u8) {
-        self.keys
-            .push(new_key(key_id, &self.config, opcode::SOFT_RESET_V1));
-    }
-
-    fn handle(&mut self, d: &[u8]) {
-        let p = ControlPacket::parse(d).unwrap();
-        if self.server_sid.is_none() {
-            self.server_sid = Some(p.session_id);
-        }
-        let Some(k) = self.keys.iter_mut().find(|k| k.key_id == p.key_id) else {
-            return;
-        };
-        for a in &p.acks {
-            k.rel.on_ack(*a);
-        }
-        let Some(id) = p.msg_id else { return };
-        k.rel.on_message(id, p.payload);
-        let mut bytes = Vec::new();
-        k.rel.take_in_order(&mut bytes);
-        let mut rd = &bytes[..];
-        while !rd.is_empty() {
-            if k.tls.read_tls(&mut rd).unwrap() == 0 {
-                break;
-            }
-            k.tls.process_new_packets().unwrap();
-        }
-        if !k.tls.is_handshaking() {
-            use std::io::Read;
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = k.tls.reader().read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                k.plain.extend_from_slice(&buf[..n]);
-            }
-            if !k.server_reply_seen && k.plain.len() >= 178 {
-                assert_eq!(&k.plain[..5], &[0, 0, 0, 0, 2], "server key-method reply");
-                k.plain.drain(..178);
-                k.server_reply_seen = true;
-                let mut kb = [0u8; 256];
-                k.tls
-                    .export_keying_material(&mut kb, EKM_LABEL, None)
-                    .unwrap();
-                self.key_blocks.push((k.key_id, kb));
-            }
-            while let Some(end) = k.plain.iter().position(|b| *b == 0) {
-                let m: Vec<u8> = k.plain.drain(..=end).collect();
-                self.pushed
-                    .push(String::from_utf8_lossy(&m[..m.len() - 1]).into_owned());
-            }
-        }
-    }
-
-    fn poll(&mut self, now: Instant, out: &mut Vec<Vec<u8>>) {
-        for k in &mut self.keys {
-            // The client writes its key-method message once its reset is acked (§5.2).
-            if !k.sent_key_method && k.rel.all_acked() {
-                use std::io::Write;
-                k.tls.writer().write_all(&client_key_method()).unwrap();
-                k.sent_key_method = true;
-            }
-            let mut tls_out = Vec::new();
-            while k.tls.wants_write() {
-                k.tls.write_tls(&mut tls_out).unwrap();
-            }
-            for c in tls_out.chunks(1100) {
-                k.rel.queue(opcode::CONTROL_V1, c.to_vec()).unwrap();
-            }
-            loop {
-                let acks = k.rel.take_acks(4);
-                let remote = self.server_sid.filter(|_| !acks.is_empty());
-                let Some(o) = k.rel.poll_transmit(now) else {
-                    if !acks.is_empty() {
-                        let p = ControlPacket {
-                            opcode: opcode::ACK_V1,
-                            key_id: k.key_id,
-                            session_id: self.sid,
-                            acks,
-                            remote_session_id: self.server_sid,
-                            msg_id: None,
-                            payload: &[],
-                        };
-                        let mut d = Vec::new();
-                        p.encode(&mut d);
-                        out.push(d);
-                    }
-                    break;
-                };
-                let p = ControlPacket {
-                    opcode: o.opcode,
-                    key_id: k.key_id,
-                    session_id: self.sid,
-                    acks,
-                    remote_session_id: remote,
-                    msg_id: Some(o.id),
-                    payload: o.payload,
-                };
-                let mut d = Vec::new();
-                p.encode(&mut d);
-                out.push(d);
-            }
-        }
-    }
 }
 
 /// A link that loses, duplicates and reorders.
@@ -297,7 +121,9 @@ fn simulate_with(seed: u64, loss: f64, dup: f64, session_timeout: Option<Duratio
         settings.session_timeout = t;
     }
     let mut server = Server::new(settings, CertificateOnly);
-    let mut client = TestClient::new();
+    let mut sid = [0u8; 8];
+    rand::thread_rng().fill_bytes(&mut sid);
+    let mut client = Client::new(client_config(), sid, None).unwrap();
     let (c_addr, s_addr) = (
         Remote {
             ip: 0xc0a8_3202,
@@ -326,7 +152,7 @@ fn simulate_with(seed: u64, loss: f64, dup: f64, session_timeout: Option<Duratio
     let mut renegotiated = false;
     while now < start + Duration::from_secs(240) {
         let mut out = Vec::new();
-        client.poll(now, &mut out);
+        client.poll(now, &mut out).unwrap();
         for d in out {
             up.send(now, d);
         }
@@ -347,13 +173,13 @@ fn simulate_with(seed: u64, loss: f64, dup: f64, session_timeout: Option<Duratio
             }
         }
         for d in down.due(now) {
-            client.handle(&d);
+            client.handle(&d).unwrap();
         }
         if server_keys.len() == 1
             && !renegotiated
-            && client.pushed.iter().any(|m| m.starts_with("PUSH_REPLY"))
+            && client.messages.iter().any(|m| m.starts_with("PUSH_REPLY"))
         {
-            client.renegotiate(1);
+            client.renegotiate(1).unwrap();
             renegotiated = true;
         }
         if server_keys.len() == 2 && client.key_blocks.len() == 2 {
@@ -368,12 +194,12 @@ fn simulate_with(seed: u64, loss: f64, dup: f64, session_timeout: Option<Duratio
     );
     assert!(
         client
-            .pushed
+            .messages
             .iter()
             .any(|m| m.starts_with("PUSH_REPLY,topology subnet")
                 && m.contains("ifconfig 10.200.0.2 255.255.240.0")),
         "seed {seed}: {:?}",
-        client.pushed
+        client.messages
     );
     // Both ends hold the same keys: the server decrypts with the client-to-server half.
     for ((sk_id, sk), (ck_id, kb)) in server_keys.iter().zip(&client.key_blocks) {
@@ -414,12 +240,15 @@ fn simulate_with(seed: u64, loss: f64, dup: f64, session_timeout: Option<Duratio
     }
     assert_eq!(closed, Some((CloseReason::SessionTimeout, true)));
     while let Some(t) = server.poll_transmit() {
-        client.handle(&t.payload);
+        client.handle(&t.payload).unwrap();
     }
     assert!(
-        client.pushed.iter().any(|m| m == "RESTART,session timeout"),
+        client
+            .messages
+            .iter()
+            .any(|m| m == "RESTART,session timeout"),
         "{:?}",
-        client.pushed
+        client.messages
     );
     // The session lingers a few seconds for acknowledgements, then is gone.
     server.handle_timeout(now + Duration::from_secs(10));

@@ -7,6 +7,7 @@
 //! `push` (PUSH_REPLY), `ippool` (client addresses), `session` (one client), `server`
 //! (demultiplexing, limits, authentication).
 
+pub mod client;
 pub mod ippool;
 pub mod key_method;
 pub mod packet;

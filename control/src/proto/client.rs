@@ -1,0 +1,255 @@
+//! A minimal OpenVPN client of the control channel, sans-IO like the server: hard reset, TLS
+//! through rustls, key method 2 (the server pushes its reply unasked), and renegotiation. It exists to drive the
+//! server without a real `openvpn` process: the deterministic simulation, benchmarks (handshake
+//! rate, reconnection storms) and load generators. It is not a VPN client for people.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rustls::pki_types::ServerName;
+
+use super::key_method::EKM_LABEL;
+use super::packet::{opcode, ControlPacket, SessionId};
+use super::reliable::Reliable;
+
+/// Why the client gave up.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server's datagram did not parse.
+    #[error("malformed control packet")]
+    Malformed,
+    /// TLS failed.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The reliability layer's send window is full.
+    #[error("send window full")]
+    WindowFull,
+}
+
+struct KeyState {
+    key_id: u8,
+    rel: Reliable,
+    tls: rustls::ClientConnection,
+    plain: Vec<u8>,
+    sent_key_method: bool,
+    reply_seen: bool,
+}
+
+/// One client session.
+pub struct Client {
+    sid: SessionId,
+    server_sid: Option<SessionId>,
+    keys: Vec<KeyState>,
+    config: Arc<rustls::ClientConfig>,
+    credentials: Option<(String, String)>,
+    /// Control messages received (`PUSH_REPLY,...`, `RESTART,...`, `AUTH_FAILED`, ...).
+    pub messages: Vec<String>,
+    /// Key blocks derived per key_id (the EKM output both ends split into data keys).
+    pub key_blocks: Vec<(u8, [u8; 256])>,
+}
+
+fn string(t: &str) -> Vec<u8> {
+    let mut v = ((t.len() + 1) as u16).to_be_bytes().to_vec();
+    v.extend_from_slice(t.as_bytes());
+    v.push(0);
+    v
+}
+
+impl Client {
+    /// A client with TLS `config` (its certificate, and the roots it trusts), a random session
+    /// id from `sid`, and optional username and password.
+    ///
+    /// # Errors
+    /// The TLS session cannot be created.
+    pub fn new(
+        config: Arc<rustls::ClientConfig>,
+        mut sid: SessionId,
+        credentials: Option<(String, String)>,
+    ) -> Result<Self, ClientError> {
+        sid[0] |= 1;
+        let mut c = Self {
+            sid,
+            server_sid: None,
+            keys: Vec::new(),
+            config,
+            credentials,
+            messages: Vec::new(),
+            key_blocks: Vec::new(),
+        };
+        c.start_key(0, opcode::HARD_RESET_CLIENT_V2)?;
+        Ok(c)
+    }
+
+    fn start_key(&mut self, key_id: u8, reset: u8) -> Result<(), ClientError> {
+        let name = ServerName::try_from("server").map_err(|e| ClientError::Tls(e.to_string()))?;
+        let tls = rustls::ClientConnection::new(Arc::clone(&self.config), name)
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        let mut rel = Reliable::default();
+        rel.queue(reset, Vec::new())
+            .map_err(|_| ClientError::WindowFull)?;
+        self.keys.push(KeyState {
+            key_id,
+            rel,
+            tls,
+            plain: Vec::new(),
+            sent_key_method: false,
+            reply_seen: false,
+        });
+        Ok(())
+    }
+
+    /// Starts a renegotiation with `key_id` (1..=7), as a soft reset.
+    ///
+    /// # Errors
+    /// The TLS session cannot be created.
+    pub fn renegotiate(&mut self, key_id: u8) -> Result<(), ClientError> {
+        self.start_key(key_id, opcode::SOFT_RESET_V1)
+    }
+
+    /// Whether the first key is up and the server's PUSH_REPLY arrived.
+    pub fn connected(&self) -> bool {
+        !self.key_blocks.is_empty() && self.messages.iter().any(|m| m.starts_with("PUSH_REPLY"))
+    }
+
+    fn key_method(&self) -> Vec<u8> {
+        let mut m = vec![0, 0, 0, 0, 2];
+        let mut r = [0u8; 112];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut r);
+        m.extend_from_slice(&r);
+        m.extend(string(
+            "V4,dev-type tun,link-mtu 1541,tun-mtu 1500,proto UDPv4,auth SHA1,keysize 128,key-method 2,tls-client",
+        ));
+        match &self.credentials {
+            Some((u, p)) => {
+                m.extend(string(u));
+                m.extend(string(p));
+            }
+            None => m.extend([0, 0, 0, 0]),
+        }
+        m.extend(string(
+            "IV_VER=2.6.14\nIV_PLAT=linux\nIV_CIPHERS=AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305\nIV_PROTO=990\n",
+        ));
+        m
+    }
+
+    /// Takes a datagram from the server.
+    ///
+    /// # Errors
+    /// It does not parse, or TLS fails.
+    pub fn handle(&mut self, d: &[u8]) -> Result<(), ClientError> {
+        let p = ControlPacket::parse(d).map_err(|_| ClientError::Malformed)?;
+        if self.server_sid.is_none() {
+            self.server_sid = Some(p.session_id);
+        }
+        let Some(k) = self.keys.iter_mut().find(|k| k.key_id == p.key_id) else {
+            return Ok(());
+        };
+        for a in &p.acks {
+            k.rel.on_ack(*a);
+        }
+        let Some(id) = p.msg_id else { return Ok(()) };
+        k.rel.on_message(id, p.payload);
+        let mut bytes = Vec::new();
+        k.rel.take_in_order(&mut bytes);
+        let mut rd = &bytes[..];
+        while !rd.is_empty() {
+            match k.tls.read_tls(&mut rd) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => return Err(ClientError::Tls(e.to_string())),
+            }
+            k.tls
+                .process_new_packets()
+                .map_err(|e| ClientError::Tls(e.to_string()))?;
+        }
+        if k.tls.is_handshaking() {
+            return Ok(());
+        }
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = k.tls.reader().read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            k.plain.extend_from_slice(&buf[..n]);
+        }
+        if !k.reply_seen && k.plain.len() >= 178 && k.plain[..5] == [0, 0, 0, 0, 2] {
+            k.plain.drain(..178);
+            k.reply_seen = true;
+            let mut kb = [0u8; 256];
+            k.tls
+                .export_keying_material(&mut kb, EKM_LABEL, None)
+                .map_err(|e| ClientError::Tls(e.to_string()))?;
+            self.key_blocks.push((k.key_id, kb));
+        }
+        while let Some(end) = k.plain.iter().position(|b| *b == 0) {
+            let m: Vec<u8> = k.plain.drain(..=end).collect();
+            self.messages
+                .push(String::from_utf8_lossy(&m[..m.len() - 1]).into_owned());
+        }
+        Ok(())
+    }
+
+    /// Appends the datagrams due at `now` to `out`.
+    ///
+    /// # Errors
+    /// TLS fails or the send window is full.
+    pub fn poll(&mut self, now: Instant, out: &mut Vec<Vec<u8>>) -> Result<(), ClientError> {
+        let key_method = self.key_method();
+        for k in &mut self.keys {
+            // The client writes its key-method message once its reset is acknowledged.
+            if !k.sent_key_method && k.rel.all_acked() {
+                k.tls
+                    .writer()
+                    .write_all(&key_method)
+                    .map_err(|e| ClientError::Tls(e.to_string()))?;
+                k.sent_key_method = true;
+            }
+            let mut tls_out = Vec::new();
+            while k.tls.wants_write() {
+                k.tls
+                    .write_tls(&mut tls_out)
+                    .map_err(|e| ClientError::Tls(e.to_string()))?;
+            }
+            for c in tls_out.chunks(1100) {
+                k.rel
+                    .queue(opcode::CONTROL_V1, c.to_vec())
+                    .map_err(|_| ClientError::WindowFull)?;
+            }
+            loop {
+                let acks = k.rel.take_acks(4);
+                let remote = self.server_sid.filter(|_| !acks.is_empty());
+                let Some(o) = k.rel.poll_transmit(now) else {
+                    if !acks.is_empty() {
+                        let p = ControlPacket {
+                            opcode: opcode::ACK_V1,
+                            key_id: k.key_id,
+                            session_id: self.sid,
+                            acks,
+                            remote_session_id: self.server_sid,
+                            msg_id: None,
+                            payload: &[],
+                        };
+                        let mut d = Vec::new();
+                        p.encode(&mut d);
+                        out.push(d);
+                    }
+                    break;
+                };
+                let p = ControlPacket {
+                    opcode: o.opcode,
+                    key_id: k.key_id,
+                    session_id: self.sid,
+                    acks,
+                    remote_session_id: remote,
+                    msg_id: Some(o.id),
+                    payload: o.payload,
+                };
+                let mut d = Vec::new();
+                p.encode(&mut d);
+                out.push(d);
+            }
+        }
+        Ok(())
+    }
+}
