@@ -4,6 +4,7 @@
 #   server.crt server.key       RSA-2048 server certificate with extendedKeyUsage serverAuth
 #   server-chain.crt            server.crt followed by ca.crt (the chain, leaf first)
 #   server-ec.crt server-ec.key ECDSA P-384 server certificate
+#   server-p256.crt/.key        ECDSA P-256 server certificate
 #   client1.crt client1.key     a valid client certificate (CN client1.domain.tld)
 #   client2.crt client2.key     a client certificate that crl.pem revokes
 #   crl.pem                     the CRL (revokes client2)
@@ -28,11 +29,12 @@ e build-client-full client1.domain.tld nopass
 e build-client-full client2.domain.tld nopass
 EASYRSA_KEY_SIZE=1024 e build-server-full weak nopass
 EASYRSA_ALGO=ec EASYRSA_CURVE=secp384r1 e build-server-full server-ec nopass
+EASYRSA_ALGO=ec EASYRSA_CURVE=prime256v1 e build-server-full server-p256 nopass
 # Strip easy-rsa's text dump so the files hold only PEM.
 pem() { sed -n '/-----BEGIN/,/-----END/p' "$1" > "$2"; }
 pem pki/ca.crt "$out/ca.crt"
 cp pki/private/ca.key "$out/ca.key"
-for n in server weak server-ec; do
+for n in server weak server-ec server-p256; do
   pem "pki/issued/$n.crt" "$out/$n.crt"; cp "pki/private/$n.key" "$out/$n.key"
 done
 cat "$out/server.crt" "$out/ca.crt" > "$out/server-chain.crt"

@@ -15,6 +15,7 @@ mod ceiling;
 mod control;
 mod dpdk;
 mod engine;
+mod handshake;
 mod report;
 
 use std::path::PathBuf;
@@ -171,7 +172,15 @@ fn run() -> Result<()> {
                     engine::memory_ports,
                 ));
             }
-            "control" => records.extend(control::run(if opts.quick { 1000 } else { 10_000 })?),
+            "control" => {
+                records.extend(control::run(if opts.quick { 1000 } else { 10_000 })?);
+                let (n, reconnect) = if opts.quick {
+                    (50, 100)
+                } else {
+                    (1000, 10_000)
+                };
+                records.extend(handshake::run(n, reconnect)?);
+            }
             "dpdk" => {
                 let ceiling = ceiling_of(&records);
                 let rig = dpdk::Rig::start()?;

@@ -31,7 +31,7 @@ pub(crate) fn print_table(records: &[Record]) {
         "{:<10} {:<40} {:>6} {:>12} {:>9} {:>8}",
         "suite", "case", "bytes", "Mpps", "Gbit/s", "ratio"
     );
-    for r in records {
+    for r in records.iter().filter(|r| r.suite != "control") {
         let ratio = r
             .ratio_to_ceiling
             .map_or_else(|| "-".to_owned(), |x| format!("{x:.2}"));
@@ -44,5 +44,12 @@ pub(crate) fn print_table(records: &[Record]) {
             r.gbps,
             ratio
         );
+    }
+    let control: Vec<&Record> = records.iter().filter(|r| r.suite == "control").collect();
+    if !control.is_empty() {
+        println!("\n{:<10} {:<40} {:>12} {:>12}", "suite", "case", "per second", "seconds");
+        for r in control {
+            println!("{:<10} {:<40} {:>12.1} {:>12.4}", r.suite, r.case, r.pps, r.seconds);
+        }
     }
 }

@@ -123,7 +123,7 @@ fn simulate_with(seed: u64, loss: f64, dup: f64, session_timeout: Option<Duratio
     let mut server = Server::new(settings, CertificateOnly);
     let mut sid = [0u8; 8];
     rand::thread_rng().fill_bytes(&mut sid);
-    let mut client = Client::new(client_config(), sid, None).unwrap();
+    let mut client = Client::new(client_config(), "server", sid, None).unwrap();
     let (c_addr, s_addr) = (
         Remote {
             ip: 0xc0a8_3202,

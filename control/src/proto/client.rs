@@ -42,6 +42,7 @@ pub struct Client {
     server_sid: Option<SessionId>,
     keys: Vec<KeyState>,
     config: Arc<rustls::ClientConfig>,
+    server_name: ServerName<'static>,
     credentials: Option<(String, String)>,
     /// Control messages received (`PUSH_REPLY,...`, `RESTART,...`, `AUTH_FAILED`, ...).
     pub messages: Vec<String>,
@@ -57,22 +58,27 @@ fn string(t: &str) -> Vec<u8> {
 }
 
 impl Client {
-    /// A client with TLS `config` (its certificate, and the roots it trusts), a random session
-    /// id from `sid`, and optional username and password.
+    /// A client with TLS `config` (its certificate, and the roots it trusts) that expects the
+    /// server certificate to name `server_name`, session id `sid`, and optional username and
+    /// password.
     ///
     /// # Errors
-    /// The TLS session cannot be created.
+    /// The name is not a valid server name, or the TLS session cannot be created.
     pub fn new(
         config: Arc<rustls::ClientConfig>,
+        server_name: &str,
         mut sid: SessionId,
         credentials: Option<(String, String)>,
     ) -> Result<Self, ClientError> {
         sid[0] |= 1;
+        let server_name = ServerName::try_from(server_name.to_owned())
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
         let mut c = Self {
             sid,
             server_sid: None,
             keys: Vec::new(),
             config,
+            server_name,
             credentials,
             messages: Vec::new(),
             key_blocks: Vec::new(),
@@ -82,8 +88,7 @@ impl Client {
     }
 
     fn start_key(&mut self, key_id: u8, reset: u8) -> Result<(), ClientError> {
-        let name = ServerName::try_from("server").map_err(|e| ClientError::Tls(e.to_string()))?;
-        let tls = rustls::ClientConnection::new(Arc::clone(&self.config), name)
+        let tls = rustls::ClientConnection::new(Arc::clone(&self.config), self.server_name.clone())
             .map_err(|e| ClientError::Tls(e.to_string()))?;
         let mut rel = Reliable::default();
         rel.queue(reset, Vec::new())
