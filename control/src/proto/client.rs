@@ -36,6 +36,24 @@ struct KeyState {
     reply_seen: bool,
 }
 
+/// The length of the server's key-method-2 reply at the start of `b`, once it is complete:
+/// zeros, method 2, two randoms, the options string, then username, password and peer-info
+/// (each a u16 length and bytes; an OpenVPN server sends them empty).
+fn server_reply_len(b: &[u8]) -> Option<usize> {
+    if b.len() < 5 || b[..4] != [0, 0, 0, 0] || b[4] & 0x0f != 2 {
+        return None;
+    }
+    let mut at = 5 + 64;
+    for _ in 0..4 {
+        let len = usize::from(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]));
+        at += 2 + len;
+        if at > b.len() {
+            return None;
+        }
+    }
+    Some(at)
+}
+
 /// One client session.
 pub struct Client {
     sid: SessionId,
@@ -48,6 +66,10 @@ pub struct Client {
     pub messages: Vec<String>,
     /// Key blocks derived per key_id (the EKM output both ends split into data keys).
     pub key_blocks: Vec<(u8, [u8; 256])>,
+    /// Send `PUSH_REQUEST` once the first key is up (a real OpenVPN server may wait for it;
+    /// sluice pushes unasked).
+    pub push_request: bool,
+    push_requested: bool,
 }
 
 fn string(t: &str) -> Vec<u8> {
@@ -82,6 +104,8 @@ impl Client {
             credentials,
             messages: Vec::new(),
             key_blocks: Vec::new(),
+            push_request: false,
+            push_requested: false,
         };
         c.start_key(0, opcode::HARD_RESET_CLIENT_V2)?;
         Ok(c)
@@ -178,8 +202,8 @@ impl Client {
             }
             k.plain.extend_from_slice(&buf[..n]);
         }
-        if !k.reply_seen && k.plain.len() >= 178 && k.plain[..5] == [0, 0, 0, 0, 2] {
-            k.plain.drain(..178);
+        if let (false, Some(used)) = (k.reply_seen, server_reply_len(&k.plain)) {
+            k.plain.drain(..used);
             k.reply_seen = true;
             let mut kb = [0u8; 256];
             k.tls
@@ -201,7 +225,19 @@ impl Client {
     /// TLS fails or the send window is full.
     pub fn poll(&mut self, now: Instant, out: &mut Vec<Vec<u8>>) -> Result<(), ClientError> {
         let key_method = self.key_method();
+        let want_push = self.push_request
+            && !self.push_requested
+            && self.key_blocks.iter().any(|(id, _)| *id == 0);
+        if want_push {
+            self.push_requested = true;
+        }
         for k in &mut self.keys {
+            if want_push && k.key_id == 0 {
+                k.tls
+                    .writer()
+                    .write_all(b"PUSH_REQUEST\0")
+                    .map_err(|e| ClientError::Tls(e.to_string()))?;
+            }
             // The client writes its key-method message once its reset is acknowledged.
             if !k.sent_key_method && k.rel.all_acked() {
                 k.tls
@@ -256,5 +292,27 @@ impl Client {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::server_reply_len;
+
+    #[test]
+    fn server_reply_is_measured_by_its_fields() {
+        let opts = "V4,dev-type tun";
+        let mut r = vec![0, 0, 0, 0, 2];
+        r.extend([7u8; 64]);
+        r.extend(((opts.len() + 1) as u16).to_be_bytes());
+        r.extend(opts.as_bytes());
+        r.push(0);
+        r.extend([0, 0, 0, 0, 0, 0]);
+        let n = r.len();
+        assert_eq!(server_reply_len(&r), Some(n));
+        assert_eq!(server_reply_len(&r[..n - 1]), None, "incomplete");
+        r.extend(b"PUSH_REPLY,route 10.0.0.0\0");
+        assert_eq!(server_reply_len(&r), Some(n), "what follows is not part of it");
+        assert_eq!(n, 4 + 1 + 64 + 2 + opts.len() + 1 + 6);
     }
 }
