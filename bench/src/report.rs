@@ -47,9 +47,15 @@ pub(crate) fn print_table(records: &[Record]) {
     }
     let control: Vec<&Record> = records.iter().filter(|r| r.suite == "control").collect();
     if !control.is_empty() {
-        println!("\n{:<10} {:<40} {:>12} {:>12}", "suite", "case", "per second", "seconds");
+        println!(
+            "\n{:<10} {:<40} {:>12} {:>12}",
+            "suite", "case", "per second", "seconds"
+        );
         for r in control {
-            println!("{:<10} {:<40} {:>12.1} {:>12.4}", r.suite, r.case, r.pps, r.seconds);
+            println!(
+                "{:<10} {:<40} {:>12.1} {:>12.4}",
+                r.suite, r.case, r.pps, r.seconds
+            );
         }
     }
 }

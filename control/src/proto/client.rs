@@ -312,7 +312,11 @@ mod tests {
         assert_eq!(server_reply_len(&r), Some(n));
         assert_eq!(server_reply_len(&r[..n - 1]), None, "incomplete");
         r.extend(b"PUSH_REPLY,route 10.0.0.0\0");
-        assert_eq!(server_reply_len(&r), Some(n), "what follows is not part of it");
+        assert_eq!(
+            server_reply_len(&r),
+            Some(n),
+            "what follows is not part of it"
+        );
         assert_eq!(n, 4 + 1 + 64 + 2 + opts.len() + 1 + 6);
     }
 }
