@@ -15,4 +15,5 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> cargo test"
 cargo test --workspace --locked
 echo "==> benchmark harness, quick mode (proves it works; asserts no speed)"
+cargo build --release --locked -p sluice-control --bin sluice   # the lab suite runs it
 cargo run --release --locked -p sluice-bench -- all --quick --json target/bench-quick.json

@@ -19,7 +19,7 @@ use sluice_control::proto::Remote;
 
 use crate::report::Record;
 
-fn pki() -> Result<PathBuf> {
+pub(crate) fn pki() -> Result<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-pki");
     if !dir.join("server-p256.crt").exists() {
         let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/gen-pki.sh"))

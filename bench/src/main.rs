@@ -16,6 +16,7 @@ mod control;
 mod dpdk;
 mod engine;
 mod handshake;
+mod lab;
 mod report;
 
 use std::path::PathBuf;
@@ -83,10 +84,11 @@ fn parse_args() -> Result<Options> {
                 "engine".to_owned(),
                 "dpdk".to_owned(),
                 "control".to_owned(),
+                "lab".to_owned(),
             ]),
-            "ceiling" | "engine" | "dpdk" | "control" => suites.push(a),
+            "ceiling" | "engine" | "dpdk" | "control" | "lab" => suites.push(a),
             "-h" | "--help" => {
-                println!("usage: sluice-bench [all|ceiling|engine|dpdk|control]... [--quick] [--seconds S] [--sizes 64,512,1400] [--shapes SxF,...] [--json PATH]");
+                println!("usage: sluice-bench [all|ceiling|engine|dpdk|control|lab]... [--quick] [--seconds S] [--sizes 64,512,1400] [--shapes SxF,...] [--json PATH]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument `{other}` (try --help)"),
@@ -181,6 +183,7 @@ fn run() -> Result<()> {
                 };
                 records.extend(handshake::run(n, reconnect)?);
             }
+            "lab" => records.extend(lab::run(8, 1400, if opts.quick { 2.0 } else { 10.0 })?),
             "dpdk" => {
                 let ceiling = ceiling_of(&records);
                 let rig = dpdk::Rig::start()?;
