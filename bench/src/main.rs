@@ -32,12 +32,14 @@ struct Options {
     seconds: Option<f64>,
     sizes: Option<Vec<usize>>,
     shapes: Option<Vec<engine::Shape>>,
+    chart: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Options> {
     let mut suites = Vec::new();
     let mut quick = false;
     let mut json = PathBuf::from("target/bench-results.json");
+    let mut chart = None;
     let mut seconds = None;
     let mut sizes = None;
     let mut shapes = None;
@@ -70,6 +72,9 @@ fn parse_args() -> Result<Options> {
                     .collect();
                 shapes = Some(parsed?);
             }
+            "--chart" => {
+                chart = Some(PathBuf::from(args.next().context("--chart needs a path")?));
+            }
             "--sizes" => {
                 let list = args.next().context("--sizes needs a list like 64,1400")?;
                 sizes = Some(
@@ -88,7 +93,7 @@ fn parse_args() -> Result<Options> {
             ]),
             "ceiling" | "engine" | "dpdk" | "control" | "lab" => suites.push(a),
             "-h" | "--help" => {
-                println!("usage: sluice-bench [all|ceiling|engine|dpdk|control|lab]... [--quick] [--seconds S] [--sizes 64,512,1400] [--shapes SxF,...] [--json PATH]");
+                println!("usage: sluice-bench [all|ceiling|engine|dpdk|control|lab]... [--quick] [--seconds S] [--sizes 64,512,1400] [--shapes SxF,...] [--json PATH] [--chart SVG]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument `{other}` (try --help)"),
@@ -98,6 +103,7 @@ fn parse_args() -> Result<Options> {
         suites.push("ceiling".to_owned());
     }
     Ok(Options {
+        chart,
         suites,
         quick,
         json,
@@ -222,6 +228,11 @@ fn run() -> Result<()> {
     std::fs::write(&opts.json, serde_json::to_string_pretty(&json)?)
         .with_context(|| format!("writing {}", opts.json.display()))?;
     eprintln!("results written to {}", opts.json.display());
+    if let Some(chart) = &opts.chart {
+        report::write_svg(&records, 1400, chart)
+            .with_context(|| format!("writing {}", chart.display()))?;
+        eprintln!("chart written to {}", chart.display());
+    }
     Ok(())
 }
 

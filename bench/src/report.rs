@@ -59,3 +59,73 @@ pub(crate) fn print_table(records: &[Record]) {
         }
     }
 }
+
+/// Writes an SVG bar chart of client→network Gbit/s at `size` bytes on one core: the AEAD
+/// ceiling, the engine on in-memory and DPDK ports, and, from the lab, sluice and OpenVPN
+/// end to end. Bars that the run did not measure are left out.
+pub(crate) fn write_svg(
+    records: &[Record],
+    size: usize,
+    path: &std::path::Path,
+) -> std::io::Result<()> {
+    let pick = |suite: &str, case_start: &str| {
+        records
+            .iter()
+            .find(|r| r.suite == suite && r.size == size && r.case.starts_with(case_start))
+            .map(|r| r.gbps)
+    };
+    let bars: Vec<(String, f64, &str)> = [
+        (
+            "AES-256-GCM open (ceiling)",
+            pick("ceiling", "aes-256-gcm open"),
+            "#888888",
+        ),
+        (
+            "sluice engine, in-memory ports",
+            pick("engine", "client->net 1ks/1kf"),
+            "#1f77b4",
+        ),
+        (
+            "sluice engine, DPDK net_ring",
+            pick("dpdk", "client->net 1ks/1kf"),
+            "#2ca02c",
+        ),
+        (
+            "sluice end to end (af_packet lab)",
+            pick("lab", "sluice"),
+            "#17becf",
+        ),
+        (
+            "OpenVPN 2.6 end to end (lab)",
+            pick("lab", "openvpn"),
+            "#d62728",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(l, v, c)| v.map(|v| (l.to_owned(), v, c)))
+    .collect();
+    let max = bars.iter().map(|b| b.1).fold(1.0_f64, f64::max);
+    let (w, row, left) = (760.0, 34.0, 260.0);
+    let h = 60.0 + row * bars.len() as f64 + 20.0;
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"13\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"10\" y=\"24\" font-size=\"16\">client→network, {size}-byte packets, one core, Gbit/s (same run)</text>\n"
+    );
+    for (i, (label, v, color)) in bars.iter().enumerate() {
+        let y = 50.0 + row * i as f64;
+        let bw = (w - left - 90.0) * v / max;
+        s.push_str(&format!(
+            "<text x=\"{:.0}\" y=\"{:.0}\" text-anchor=\"end\">{label}</text>\n\
+             <rect x=\"{left}\" y=\"{:.0}\" width=\"{bw:.1}\" height=\"22\" fill=\"{color}\"/>\n\
+             <text x=\"{:.1}\" y=\"{:.0}\">{v:.2}</text>\n",
+            left - 8.0,
+            y + 16.0,
+            y,
+            left + bw + 6.0,
+            y + 16.0
+        ));
+    }
+    s.push_str("</svg>\n");
+    std::fs::write(path, s)
+}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The benchmark harness in one command (as root on Debian 12): installs what is missing, builds
+# sluice and the harness, and runs every suite — the AEAD ceiling, the engine on in-memory and
+# DPDK ports, the control plane, and the namespace lab against the Debian OpenVPN 2.6 server —
+# writing a table, JSON and an SVG chart. Extra arguments go to sluice-bench (e.g. --quick).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+sluice_install_packages
+sluice_cargo_env
+stamp=$(date -u +%Y-%m-%d)
+mkdir -p bench/results
+cargo build --release --locked -p sluice-control --bin sluice
+cargo run --release --locked -p sluice-bench -- all \
+  --json "bench/results/$stamp.json" --chart "bench/results/$stamp.svg" "$@"
