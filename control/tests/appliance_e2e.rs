@@ -58,15 +58,24 @@ fn read(p: &Path) -> String {
 
 const ENDPOINT: &str = "cvpn-endpoint-0123456789abcdef0";
 
-fn write_config(dir: &Path, pki: &Path, out_if: &str, in_if: &str) -> PathBuf {
-    let p = pki.display();
-    let d = dir.display();
-    let text = format!(
+/// The lab's configuration: the appliance on two af_packet ports, one endpoint with a target
+/// network in 172.31.1.0/24; `appliance`, `endpoint` and `rules` add the test's own lines.
+fn lab_toml(
+    dir: &Path,
+    pki: &Path,
+    ifs: (&str, &str),
+    appliance: &str,
+    endpoint: &str,
+    rules: &str,
+) -> String {
+    let (p, d) = (pki.display(), dir.display());
+    let (out_if, in_if) = ifs;
+    format!(
         r#"
 [appliance]
 admin_socket = "{d}/run/admin.sock"
 state_dir = "{d}/state"
-reconnect_on_route_change = true
+{appliance}
 
 [dataplane]
 eal_args = ["--no-pci", "--no-huge", "--no-shconf", "--no-telemetry", "-m", "512", "-l", "0-1",
@@ -88,12 +97,8 @@ id = "{ENDPOINT}"
 client_cidr_block = "10.200.0.0/20"
 server_certificate = "{p}/server.crt"
 server_key = "{p}/server.key"
-vpn_port = 443
 dns_name = "192.168.50.1"
-split_tunnel = true
-crl = "{p}/crl.pem"
-connection_log = {{ enabled = true, path = "{d}/connections.log" }}
-authentication = {{ mutual = {{ client_root_ca = "{p}/ca.crt" }} }}
+{endpoint}
 
 [[endpoint.target_network]]
 association_id = "cvpn-assoc-0123456789abcdef1"
@@ -106,15 +111,34 @@ port = "inside-a"
 eni_ip = "172.31.1.5"
 gateway = "172.31.1.1"
 
-[[endpoint.authorization_rule]]
-destination_cidr = "172.31.1.0/25"
-authorize_all_groups = true
-
 [[endpoint.route]]
 destination_cidr = "172.31.0.0/16"
 target_subnet = "subnet-0a0000000000000a1"
 origin = "associate"
+{rules}
 "#
+    )
+}
+
+fn write_config(dir: &Path, pki: &Path, out_if: &str, in_if: &str) -> PathBuf {
+    let (p, d) = (pki.display(), dir.display());
+    let text = lab_toml(
+        dir,
+        pki,
+        (out_if, in_if),
+        "reconnect_on_route_change = true",
+        &format!(
+            r#"vpn_port = 443
+split_tunnel = true
+crl = "{p}/crl.pem"
+connection_log = {{ enabled = true, path = "{d}/connections.log" }}
+authentication = {{ mutual = {{ client_root_ca = "{p}/ca.crt" }} }}"#
+        ),
+        r#"
+[[endpoint.authorization_rule]]
+destination_cidr = "172.31.1.0/25"
+authorize_all_groups = true
+"#,
     );
     let path = dir.join("sluice.toml");
     std::fs::write(&path, text).unwrap();
@@ -678,49 +702,7 @@ fn groups_reach_their_networks_through_a_full_tunnel() {
     .unwrap();
     let (p, dd) = (pki.display(), d.display());
     let config = d.join("sluice.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[appliance]
-admin_socket = "{dd}/run/admin.sock"
-state_dir = "{dd}/state"
-
-[dataplane]
-eal_args = ["--no-pci", "--no-huge", "--no-shconf", "--no-telemetry", "-m", "512", "-l", "0-1",
-            "--log-level=lib.eal:error", "--log-level=pmd.*:error"]
-
-[[dataplane.port]]
-name = "outside"
-device = "net_af_packet0,iface={out_if}"
-ip = "192.168.50.1/24"
-
-[[dataplane.port]]
-name = "inside-a"
-device = "net_af_packet1,iface={in_if}"
-ip = "172.31.1.5/24"
-
-[[endpoint]]
-id = "{ENDPOINT}"
-client_cidr_block = "10.200.0.0/20"
-server_certificate = "{p}/server.crt"
-server_key = "{p}/server.key"
-dns_name = "192.168.50.1"
-split_tunnel = false
-connection_log = {{ enabled = true, path = "{dd}/connections.log" }}
-authentication = {{ mutual = {{ client_root_ca = "{p}/ca.crt" }}, directory = {{ users_file = "{dd}/users.toml" }} }}
-
-[[endpoint.target_network]]
-association_id = "cvpn-assoc-0123456789abcdef1"
-subnet_id = "subnet-0a0000000000000a1"
-vpc_id = "vpc-0c0000000000000c1"
-vpc_cidr = "172.31.0.0/16"
-cidr = "172.31.1.0/24"
-availability_zone = "lab-1a"
-port = "inside-a"
-eni_ip = "172.31.1.5"
-gateway = "172.31.1.1"
-
+    let rules = r#"
 [[endpoint.authorization_rule]]
 destination_cidr = "172.31.0.0/16"
 authorize_all_groups = true
@@ -738,11 +720,6 @@ destination_cidr = "0.0.0.0/0"
 authorize_all_groups = true
 
 [[endpoint.route]]
-destination_cidr = "172.31.0.0/16"
-target_subnet = "subnet-0a0000000000000a1"
-origin = "associate"
-
-[[endpoint.route]]
 destination_cidr = "172.16.0.0/16"
 target_subnet = "subnet-0a0000000000000a1"
 
@@ -753,8 +730,15 @@ target_subnet = "subnet-0a0000000000000a1"
 [[endpoint.route]]
 destination_cidr = "0.0.0.0/0"
 target_subnet = "subnet-0a0000000000000a1"
-"#
-        ),
+"#;
+    let endpoint = format!(
+        r#"split_tunnel = false
+connection_log = {{ enabled = true, path = "{dd}/connections.log" }}
+authentication = {{ mutual = {{ client_root_ca = "{p}/ca.crt" }}, directory = {{ users_file = "{dd}/users.toml" }} }}"#
+    );
+    std::fs::write(
+        &config,
+        lab_toml(d, &pki, (&out_if, &in_if), "", &endpoint, rules),
     )
     .unwrap();
     let (code, _, err) = sluice(&config, &["validate"]);

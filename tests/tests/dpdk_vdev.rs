@@ -241,46 +241,19 @@ fn traffic() -> Traffic {
     }
 }
 
-/// A port that receives nothing until the worker is set up (rules, session, neighbours), so
-/// the capture is replayed into a ready pipeline.
-struct Gated<P> {
-    inner: P,
-    open: bool,
-}
-
-impl<P: Port> Port for Gated<P> {
-    type Buf = P::Buf;
-
-    fn recv(&mut self, burst: &mut Burst<P::Buf>) -> usize {
-        if self.open {
-            self.inner.recv(burst)
-        } else {
-            0
-        }
-    }
-
-    fn send(&mut self, burst: &mut Burst<P::Buf>) -> usize {
-        self.inner.send(burst)
-    }
-
-    fn alloc(&mut self) -> Option<P::Buf> {
-        self.inner.alloc()
-    }
-
-    fn free_bulk(&mut self, bufs: &mut Vec<P::Buf>) {
-        self.inner.free_bulk(bufs);
-    }
-}
-
 /// Runs the lab pipeline over `ports` until `done` says so; returns the worker.
 fn run_lab<P: Port>(
     ports: Vec<P>,
     t: &Traffic,
-    mut done: impl FnMut(&mut Worker<Gated<P>>) -> bool,
-) -> Worker<Gated<P>> {
+    mut done: impl FnMut(&mut Worker<Shared<P>>) -> bool,
+) -> Worker<Shared<P>> {
+    let gate = Arc::new(AtomicBool::new(false));
     let ports = ports
         .into_iter()
-        .map(|inner| Gated { inner, open: false })
+        .map(|inner| Shared {
+            inner,
+            open: Arc::clone(&gate),
+        })
         .collect();
     let epoch = Instant::now();
     let mailbox = Mailbox::new(64);
@@ -294,12 +267,7 @@ fn run_lab<P: Port>(
         })
         .unwrap();
     w.poll_once(epoch);
-    for i in 0.. {
-        match w.port_mut(i) {
-            Some(p) => p.open = true,
-            None => break,
-        }
-    }
+    gate.store(true, Ordering::Release);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !done(&mut w) {
         assert!(
@@ -453,7 +421,9 @@ fn lcores(eal: &Arc<Eal>) {
     );
 }
 
-/// A port shared out of `Gated` across threads: opened from the test thread.
+/// A port that receives nothing until its gate opens (the worker set up first: rules,
+/// session, neighbours), so a capture is replayed into a ready pipeline; the gate may be opened
+/// from another thread.
 struct Shared<P> {
     inner: P,
     open: Arc<AtomicBool>,
