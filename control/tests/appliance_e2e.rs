@@ -175,67 +175,15 @@ fn client_reaches_the_vpc_through_the_dpdk_data_plane() {
     ]);
     let config = write_config(dir.path(), &pki, &out_if, &in_if);
 
-    let (code, _, err) = sluice(&config, &["validate"]);
-    assert_eq!(code, 0, "{err}");
-    let ovpn = dir.path().join("client1.ovpn");
-    let (code, out, err) = sluice(
-        &config,
-        &[
-            "export-client-vpn-client-configuration",
-            "--client-vpn-endpoint-id",
-            ENDPOINT,
-            "--client-certificate",
-            pki.join("client1.crt").to_str().unwrap(),
-            "--client-key",
-            pki.join("client1.key").to_str().unwrap(),
-            "--output",
-            "text",
-        ],
-    );
-    assert_eq!(code, 0, "{err}");
-    std::fs::write(&ovpn, out).unwrap();
+    let ovpn = validate_and_export(&config, &pki, &dir.path().join("client1.ovpn"));
 
     // The appliance.
     let daemon_log = dir.path().join("sluice.log");
-    let mut daemon = Proc(
-        app.command(&[
-            env!("CARGO_BIN_EXE_sluice"),
-            "run",
-            "--config",
-            config.to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&daemon_log).unwrap())
-        .spawn()
-        .unwrap(),
-    );
-    wait_for("the data plane", Duration::from_secs(20), || {
-        assert!(
-            daemon.0.try_wait().unwrap().is_none(),
-            "sluice run exited:\n{}",
-            read(&daemon_log)
-        );
-        read(&daemon_log).contains("data plane up")
-    });
+    let mut daemon = start_daemon(&app, &config, &daemon_log);
 
     // The client.
     let client_log = dir.path().join("client.log");
-    let _client = Proc(
-        cli.command(&[
-            "openvpn",
-            "--config",
-            ovpn.to_str().unwrap(),
-            "--verb",
-            "4",
-            "--log",
-            client_log.to_str().unwrap(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap(),
-    );
+    let _client = start_client(&cli, &ovpn, &client_log, &[]);
     wait_for("the client to connect", Duration::from_secs(40), || {
         read(&client_log).contains("Initialization Sequence Completed")
     });
@@ -583,6 +531,29 @@ fn client_reaches_the_vpc_through_the_dpdk_data_plane() {
     assert!(read(&daemon_log).contains("data plane stopped"));
 }
 
+/// Validates the configuration and exports the `.ovpn` with client1's certificate to `to`.
+fn validate_and_export(config: &Path, pki: &Path, to: &Path) -> PathBuf {
+    let (code, _, err) = sluice(config, &["validate"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = sluice(
+        config,
+        &[
+            "export-client-vpn-client-configuration",
+            "--client-vpn-endpoint-id",
+            ENDPOINT,
+            "--client-certificate",
+            pki.join("client1.crt").to_str().unwrap(),
+            "--client-key",
+            pki.join("client1.key").to_str().unwrap(),
+            "--output",
+            "text",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    std::fs::write(to, out).unwrap();
+    to.to_path_buf()
+}
+
 fn start_daemon(app: &Netns, config: &Path, log: &Path) -> Proc {
     let mut daemon = Proc(
         app.command(&[
@@ -741,26 +712,9 @@ authentication = {{ mutual = {{ client_root_ca = "{p}/ca.crt" }}, directory = {{
         lab_toml(d, &pki, (&out_if, &in_if), "", &endpoint, rules),
     )
     .unwrap();
-    let (code, _, err) = sluice(&config, &["validate"]);
-    assert_eq!(code, 0, "{err}");
-    let (code, ovpn_text, err) = sluice(
-        &config,
-        &[
-            "export-client-vpn-client-configuration",
-            "--client-vpn-endpoint-id",
-            ENDPOINT,
-            "--client-certificate",
-            pki.join("client1.crt").to_str().unwrap(),
-            "--client-key",
-            pki.join("client1.key").to_str().unwrap(),
-            "--output",
-            "text",
-        ],
-    );
-    assert_eq!(code, 0, "{err}");
+    let ovpn = validate_and_export(&config, &pki, &d.join("client.ovpn"));
+    let ovpn_text = read(&ovpn);
     assert!(ovpn_text.contains("auth-user-pass"), "{ovpn_text}");
-    let ovpn = d.join("client.ovpn");
-    std::fs::write(&ovpn, ovpn_text).unwrap();
 
     let daemon_log = d.join("sluice.log");
     let _daemon = start_daemon(&app, &config, &daemon_log);
