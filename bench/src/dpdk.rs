@@ -1,8 +1,9 @@
-//! The engine suite through real DPDK ports: templates are written into mbufs and looped
-//! through a `net_ring` port (rx and tx bursts through the ethdev API, as from a NIC queue),
-//! and what the core sends goes to a `net_null` port (`no-rx`), which frees it. EAL runs
+//! The engine suite through real DPDK ports: frames are written into mbufs before each timed
+//! chunk and looped through a `net_ring` port (rx and tx bursts through the ethdev API, as from
+//! a NIC queue), and what the core sends goes to a `net_null` port (`no-rx`), which frees it. EAL runs
 //! without hugepages (`--no-huge`), as in CI; on hugepages the figures are higher.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -63,9 +64,8 @@ impl Rig {
                     ring: self.rings[i].queue(0),
                     sink: self.sinks[i].queue(0),
                     pool: Arc::clone(&self.pool),
-                    templates: Vec::new(),
-                    next: 0,
-                    budget: None,
+                    loaded: VecDeque::new(),
+                    in_ring: 0,
                     sent: 0,
                     keep: None,
                 };
@@ -79,15 +79,14 @@ impl Rig {
     }
 }
 
-/// A port whose receive side is fed from templates through `net_ring` and whose transmit side
+/// A port whose receive side is fed with loaded mbufs through `net_ring` and whose transmit side
 /// is `net_null`.
 pub(crate) struct DpdkBenchPort {
     ring: DpdkQueue,
     sink: DpdkQueue,
     pool: Arc<Mempool>,
-    templates: Vec<Vec<u8>>,
-    next: usize,
-    budget: Option<u64>,
+    loaded: VecDeque<Mbuf>,
+    in_ring: usize,
     sent: u64,
     keep: Option<Vec<Vec<u8>>>,
 }
@@ -96,29 +95,26 @@ impl Port for DpdkBenchPort {
     type Buf = Mbuf;
 
     fn recv(&mut self, burst: &mut Burst<Mbuf>) -> usize {
-        if !self.templates.is_empty() {
-            let want = (burst.spare() as u64).min(self.budget.unwrap_or(u64::MAX));
+        if !self.loaded.is_empty() {
             let mut feed = Burst::new();
-            for _ in 0..want {
-                let Some(mut m) = self.pool.alloc() else {
+            while feed.spare() > 0 {
+                let Some(m) = self.loaded.pop_front() else {
                     break;
                 };
-                let t = &self.templates[self.next];
-                self.next = (self.next + 1) % self.templates.len();
-                match m.append(t.len()) {
-                    Ok(room) => room.copy_from_slice(t),
-                    Err(_) => continue,
-                }
-                if feed.push(m).is_err() {
+                if let Err(m) = feed.push(m) {
+                    self.loaded.push_front(m);
                     break;
                 }
             }
-            let n = self.ring.send(&mut feed) as u64;
-            if let Some(b) = &mut self.budget {
-                *b -= n.min(*b);
+            self.in_ring += self.ring.send(&mut feed);
+            // What the ring refused goes back to the front, in order.
+            while let Some(m) = feed.pop() {
+                self.loaded.push_front(m);
             }
         }
-        self.ring.recv(burst)
+        let n = self.ring.recv(burst);
+        self.in_ring = self.in_ring.saturating_sub(n);
+        n
     }
 
     fn send(&mut self, burst: &mut Burst<Mbuf>) -> usize {
@@ -140,13 +136,21 @@ impl Port for DpdkBenchPort {
 }
 
 impl BenchPort for DpdkBenchPort {
-    fn set_templates(&mut self, templates: Vec<Vec<u8>>) {
-        self.templates = templates;
-        self.next = 0;
+    fn load(&mut self, frame: &[u8]) -> bool {
+        let Some(mut m) = self.pool.alloc() else {
+            return false;
+        };
+        match m.append(frame.len()) {
+            Ok(room) => room.copy_from_slice(frame),
+            Err(_) => return false,
+        }
+        self.loaded.push_back(m);
+        true
     }
 
-    fn set_budget(&mut self, budget: Option<u64>) {
-        self.budget = budget;
+    fn loaded(&self) -> usize {
+        // Frames still in the ring count too: they have not reached the core.
+        self.loaded.len() + self.in_ring
     }
 
     fn sent(&self) -> u64 {

@@ -18,7 +18,8 @@ use crate::crypto::DataKey;
 use crate::flow::{FlowTable, PortRange, Timeouts};
 use crate::mailbox::{Command, Mailbox, Report};
 use crate::neighbour::{Housekeeping, NeighbourTable};
-use crate::packet::{Burst, DropCounters, DropReason, PacketBuf};
+use crate::packet::prefetch::{prefetch, PREFETCH_AHEAD};
+use crate::packet::{Burst, DropCounters, DropReason, PacketBuf, BURST_SIZE};
 use crate::port::Port;
 use crate::rules::RuleTable;
 use crate::session::{Session, SessionTable, Traffic};
@@ -227,7 +228,19 @@ impl<P: Port> Worker<P> {
             }
             work = true;
             let mut rx = std::mem::take(&mut self.rx);
-            for buf in rx.drain() {
+            // Where each packet's bytes are, to prefetch the next ones while one is processed
+            // (the buffers move out of the burst; their bytes do not).
+            let mut ahead = [(std::ptr::null::<u8>(), 0usize); BURST_SIZE];
+            for (a, b) in ahead.iter_mut().zip(rx.as_slice()) {
+                *a = (b.data().as_ptr(), b.len());
+            }
+            for &(ptr, len) in ahead.iter().take(PREFETCH_AHEAD) {
+                prefetch(ptr, len);
+            }
+            for (i, buf) in rx.drain().enumerate() {
+                if let Some(&(ptr, len)) = ahead.get(i + PREFETCH_AHEAD) {
+                    prefetch(ptr, len);
+                }
                 self.process(port, buf);
             }
             self.rx = rx;

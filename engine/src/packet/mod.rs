@@ -3,6 +3,7 @@
 pub mod buf;
 pub mod burst;
 pub mod drop;
+pub mod prefetch;
 
 pub use buf::{HeapBuf, NoRoom, PacketBuf};
 pub use burst::{Burst, BURST_SIZE};

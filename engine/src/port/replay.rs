@@ -1,8 +1,11 @@
-//! `ReplayPort`: receives copies of template frames, round robin, into buffers from a pool
-//! shared by a core's ports, and returns sent buffers to the pool. After warm-up it never
-//! allocates, so benchmarks and the zero-allocation test measure the pipeline alone.
+//! `ReplayPort`: receives frames loaded in advance (`load`: written into pool buffers before the
+//! core runs, as a NIC's DMA fills its ring) and then copies of template frames, round robin,
+//! into buffers from a pool shared by a core's ports; returns sent buffers to the pool. After
+//! warm-up it never allocates, so benchmarks and the zero-allocation test measure the pipeline
+//! alone.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::rc::Rc;
 
 use super::Port;
@@ -41,6 +44,7 @@ impl BufPool {
 /// A port that replays templates and counts what it sent.
 #[derive(Debug)]
 pub struct ReplayPort {
+    loaded: VecDeque<HeapBuf>,
     templates: Vec<Vec<u8>>,
     next: usize,
     pool: BufPool,
@@ -60,6 +64,7 @@ impl ReplayPort {
     /// A port replaying `templates` (none: it receives nothing) with buffers from `pool`.
     pub fn new(templates: Vec<Vec<u8>>, pool: BufPool) -> Self {
         Self {
+            loaded: VecDeque::new(),
             templates,
             next: 0,
             pool,
@@ -76,16 +81,43 @@ impl ReplayPort {
         self.templates = templates;
         self.next = 0;
     }
+
+    /// Writes `frame` into a pool buffer now; it is received, before any template, in the order
+    /// loaded. Returns `false` (nothing loaded) when the pool is empty.
+    pub fn load(&mut self, frame: &[u8]) -> bool {
+        let Some(mut b) = self.pool.take() else {
+            return false;
+        };
+        b.set(frame);
+        self.loaded.push_back(b);
+        true
+    }
+
+    /// Loaded frames not received yet.
+    pub fn loaded(&self) -> usize {
+        self.loaded.len()
+    }
 }
 
 impl Port for ReplayPort {
     type Buf = HeapBuf;
 
     fn recv(&mut self, burst: &mut Burst<HeapBuf>) -> usize {
-        if self.templates.is_empty() {
-            return 0;
-        }
         let mut n = 0;
+        while burst.spare() > 0 {
+            let Some(b) = self.loaded.pop_front() else {
+                break;
+            };
+            if let Err(b) = burst.push(b) {
+                self.loaded.push_front(b);
+                break;
+            }
+            n += 1;
+        }
+        if self.templates.is_empty() {
+            self.received += n as u64;
+            return n;
+        }
         while burst.spare() > 0 && self.budget != Some(0) {
             let Some(mut b) = self.pool.take() else { break };
             if let Some(left) = &mut self.budget {
