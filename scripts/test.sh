@@ -14,6 +14,8 @@ echo "==> cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> cargo test"
 cargo test --workspace --locked
+echo "==> engine per-stage benchmarks, once each (criterion test mode: they run, nothing is timed)"
+cargo test --locked -p sluice-engine --bench stages
 echo "==> benchmark harness, quick mode (proves it works; asserts no speed)"
 cargo build --release --locked -p sluice-control --bin sluice   # the lab suite runs it
 cargo run --release --locked -p sluice-bench -- all --quick --json target/bench-quick.json
