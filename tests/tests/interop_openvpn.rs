@@ -363,8 +363,11 @@ fn renegotiations_and_keepalives_with_the_derived_keys() {
         renegotiations >= 2,
         "renegotiations: {renegotiations}\n{log}"
     );
+    // The client pings only after 5 s without sending anything, so data packets and the
+    // renegotiations' timing move the count (7 to 12 seen in 62 s); at least one per 15 s
+    // ping-restart window must have decrypted, or the session would have been restarted.
     assert!(
-        stats.pings_received >= 8,
+        stats.pings_received >= 4,
         "pings from the client decrypted: {stats:?}"
     );
     assert!(stats.pings_sent >= 8, "{stats:?}");
