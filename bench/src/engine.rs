@@ -25,9 +25,13 @@ use sluice_engine::worker::Worker;
 
 use crate::report::Record;
 
-/// Frames loaded per timed chunk (about 18 MiB of buffers at 1400 B: more than the L2 caches,
-/// less than this machine's L3, as after a NIC's DMA into the last-level cache).
-pub(crate) const CHUNK: usize = 8192;
+/// Frames loaded per timed chunk: the depth of the receive ring the DPDK ports configure (1024
+/// descriptors), so at most a ring's worth of frames waits for the core, as on a NIC (about
+/// 2 MiB of buffers: in the L2 and L3 caches, as after DMA into the last-level cache). Deeper
+/// feeds measure DRAM instead: ring's open alone costs 340 ns at 1400 B with 1024 frames in
+/// flight and 540 ns with 8192 on this machine (`cargo run --release -p sluice-bench --example
+/// aead_fed`).
+pub(crate) const CHUNK: usize = 1024;
 
 /// One scenario's shape.
 #[derive(Clone, Copy, Debug)]
