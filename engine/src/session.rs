@@ -7,6 +7,7 @@
 use hashbrown::HashMap;
 
 use crate::crypto::DataKey;
+use crate::packet::prefetch::prefetch;
 use crate::rules::GroupMask;
 use crate::wire::openvpn::{KeyId, PeerId};
 
@@ -64,8 +65,10 @@ pub struct Session {
     pub remote: Remote,
     /// The local address and port the client talks to (the endpoint's listener).
     pub local: Remote,
-    /// The key in use, and the previous one during a renegotiation.
-    keys: [Option<DataKey>; 2],
+    /// The key in use (always present: a session starts with one and a new one replaces it).
+    current: DataKey,
+    /// The previous key, during a renegotiation's transition window.
+    previous: Option<DataKey>,
     /// Counters.
     pub traffic: Traffic,
     /// Seconds (caller's clock) of the last authenticated packet received.
@@ -92,7 +95,8 @@ impl Session {
             groups,
             remote,
             local,
-            keys: [Some(key), None],
+            current: key,
+            previous: None,
             traffic: Traffic::default(),
             last_rx: now,
             last_tx: now,
@@ -102,27 +106,56 @@ impl Session {
     /// The key for `key_id`, current or previous.
     #[inline]
     pub fn key_mut(&mut self, key_id: KeyId) -> Option<&mut DataKey> {
-        self.keys
-            .iter_mut()
-            .flatten()
-            .find(|k| k.key_id() == key_id)
+        if self.current.key_id() == key_id {
+            return Some(&mut self.current);
+        }
+        self.previous.as_mut().filter(|k| k.key_id() == key_id)
     }
 
     /// The key to send with (the newest).
     #[inline]
     pub fn send_key(&mut self) -> Option<&mut DataKey> {
-        self.keys[0].as_mut()
+        Some(&mut self.current)
     }
 
     /// Installs a new key; the current one becomes the previous (kept until retired).
     pub fn install_key(&mut self, key: DataKey) {
-        let old = self.keys[0].take();
-        self.keys = [Some(key), old];
+        self.previous = Some(std::mem::replace(&mut self.current, key));
     }
 
     /// Drops the previous key (the transition window is over).
     pub fn retire_previous(&mut self) {
-        self.keys[1] = None;
+        self.previous = None;
+    }
+
+    /// Starts bringing into the cache what opening a packet of the current key touches: the
+    /// session's scalar fields and the key's receive half. A hint: the address is computed,
+    /// nothing is read.
+    #[inline]
+    pub fn prefetch_open(&self) {
+        prefetch_fields(self);
+        self.current.prefetch_open();
+    }
+
+    /// The same for sealing a packet to the client.
+    #[inline]
+    pub fn prefetch_seal(&self) {
+        prefetch_fields(self);
+        self.current.prefetch_seal();
+    }
+}
+
+/// The cache lines of a session's scalar fields (everything but its keys).
+#[inline]
+fn prefetch_fields(s: &Session) {
+    for p in [
+        std::ptr::from_ref(&s.peer).cast::<u8>(),
+        std::ptr::from_ref(&s.groups).cast(),
+        std::ptr::from_ref(&s.remote).cast(),
+        std::ptr::from_ref(&s.traffic).cast(),
+        std::ptr::from_ref(&s.last_rx).cast(),
+    ] {
+        prefetch(p, 1);
     }
 }
 
@@ -194,6 +227,26 @@ impl SessionTable {
     #[inline]
     pub fn index_of_ip(&self, ip: u32) -> Option<SessionIndex> {
         self.by_ip.get(&ip).copied()
+    }
+
+    /// Prefetches what opening a packet of `peer` touches (see `Session::prefetch_open`).
+    #[inline]
+    pub fn prefetch_open(&self, peer: PeerId) {
+        if let Some(s) = self
+            .index_of_peer(peer)
+            .and_then(|i| self.slab.get(i as usize))
+            .and_then(Option::as_ref)
+        {
+            s.prefetch_open();
+        }
+    }
+
+    /// Prefetches what sealing a packet for the session in slot `i` touches.
+    #[inline]
+    pub fn prefetch_seal(&self, i: SessionIndex) {
+        if let Some(s) = self.slab.get(i as usize).and_then(Option::as_ref) {
+            s.prefetch_seal();
+        }
     }
 
     /// The session in a slot.

@@ -25,6 +25,10 @@ use crate::rules::RuleTable;
 use crate::session::{Session, SessionTable, Traffic};
 use crate::wire::ethernet::Mac;
 
+/// Bytes of each received frame's headers requested at the start of a burst (outer Ethernet,
+/// IPv4, UDP and the P_DATA_V2 header; or Ethernet, IPv4 and TCP).
+const HEADER_BYTES: usize = 64;
+
 /// A port's addresses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PortConfig {
@@ -167,6 +171,7 @@ pub struct Worker<P: Port> {
     pub(crate) handoff: Option<Handoff<P::Buf>>,
     pub(crate) tx: Vec<Burst<P::Buf>>,
     pub(crate) trash: Vec<P::Buf>,
+    pub(crate) decrypted: Vec<crate::pipeline::client::Decrypted<P::Buf>>,
     rx: Burst<P::Buf>,
     housekeeping: Vec<Housekeeping<P::Buf>>,
     epoch: Instant,
@@ -196,6 +201,7 @@ impl<P: Port> Worker<P> {
             neighbours: NeighbourTable::new(cfg.neighbour_capacity),
             tx: ports.iter().map(|_| Burst::new()).collect(),
             trash: Vec::with_capacity(4 * crate::packet::BURST_SIZE),
+            decrypted: Vec::with_capacity(2 * crate::packet::BURST_SIZE),
             rx: Burst::new(),
             housekeeping: Vec::with_capacity(64),
             rules: Arc::new(RuleTable::default()),
@@ -228,11 +234,20 @@ impl<P: Port> Worker<P> {
             }
             work = true;
             let mut rx = std::mem::take(&mut self.rx);
-            // Where each packet's bytes are, to prefetch the next ones while one is processed
+            // The burst in three passes, so that the memory each packet needs is requested for
+            // the whole burst before the first packet waits for it: the headers of every
+            // packet; then the session (and, from a target subnet, the flow) each will use;
+            // then the packets themselves, with their bytes prefetched a few packets ahead
             // (the buffers move out of the burst; their bytes do not).
             let mut ahead = [(std::ptr::null::<u8>(), 0usize); BURST_SIZE];
             for (a, b) in ahead.iter_mut().zip(rx.as_slice()) {
                 *a = (b.data().as_ptr(), b.len());
+                prefetch(a.0, HEADER_BYTES);
+            }
+            if port == self.cfg.outside {
+                self.warm_client_burst(rx.as_slice());
+            } else {
+                self.warm_network_burst(rx.as_slice());
             }
             for &(ptr, len) in ahead.iter().take(PREFETCH_AHEAD) {
                 prefetch(ptr, len);
@@ -243,6 +258,7 @@ impl<P: Port> Worker<P> {
                 }
                 self.process(port, buf);
             }
+            self.forward_decrypted();
             self.rx = rx;
         }
         work |= self.flush_all();
@@ -345,6 +361,7 @@ impl<P: Port> Worker<P> {
             any = true;
             self.process(port, buf);
         }
+        self.forward_decrypted();
         any
     }
 

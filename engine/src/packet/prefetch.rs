@@ -19,12 +19,15 @@ pub fn prefetch(ptr: *const u8, len: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let len = len.min(MAX_BYTES);
+        // Every line the range touches, from the one holding its first byte.
+        let skew = ptr as usize & 63;
+        let end = len.min(MAX_BYTES) + skew;
+        let first = ptr.wrapping_sub(skew);
         let mut off = 0;
-        while off < len {
+        while off < end {
             // SAFETY: PREFETCHT0 is a hint with no architectural effect; it does not fault on
             // any address, so no validity requirement applies to the pointer.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(ptr.wrapping_add(off).cast::<i8>()) };
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(first.wrapping_add(off).cast::<i8>()) };
             off += 64;
         }
     }

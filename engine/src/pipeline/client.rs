@@ -81,6 +81,62 @@ impl<P: Port> Worker<P> {
         self.client_data(buf, peer, outer.remote);
     }
 
+    /// Warms what the frames of a burst from the client side will need before they are
+    /// processed: each one's session fields and the current key's receive half. Reads only
+    /// headers (already requested) and the peer-id map; anything unexpected is left to
+    /// `process`.
+    pub(crate) fn warm_client_burst(&self, frames: &[P::Buf]) {
+        for b in frames {
+            let frame = b.data();
+            if frame.get(12..14) != Some(&[0x08, 0x00]) {
+                continue;
+            }
+            let Some(ip) = frame
+                .get(HEADER_LEN..)
+                .and_then(|b| Ipv4Packet::new_checked(b).ok())
+            else {
+                continue;
+            };
+            if ip.protocol() != protocol::UDP {
+                continue;
+            }
+            let Ok(u) = UdpPacket::new_checked(ip.payload()) else {
+                continue;
+            };
+            let payload = u.payload();
+            if payload.first().map(|&b| Opcode::of(b)) != Some(Opcode::DATA_V2) {
+                continue;
+            }
+            if let Ok(d) = DataPacket::new_checked(payload) {
+                self.sessions.prefetch_open(d.peer_id());
+            }
+        }
+    }
+
+    /// The forwarding stage of the packets decrypted so far: first the forward index line of
+    /// every packet's flow is requested, then the flow each names, then each packet is
+    /// decided, translated and sent (`forward_inner`).
+    pub(crate) fn forward_decrypted(&mut self) {
+        if self.decrypted.is_empty() {
+            return;
+        }
+        let mut batch = std::mem::take(&mut self.decrypted);
+        for d in &mut batch {
+            d.hash = inner_flow_key(d.buf.data(), d.client_ip).map(|k| {
+                let h = self.flows.hash_forward(&k);
+                self.flows.prefetch_forward_bucket(h);
+                h
+            });
+        }
+        for h in batch.iter().filter_map(|d| d.hash) {
+            self.flows.prefetch_forward_flow(h);
+        }
+        for d in batch.drain(..) {
+            self.forward_inner(d.buf, d.owner, d.endpoint, &d.groups, d.client_ip);
+        }
+        self.decrypted = batch;
+    }
+
     /// Checks Ethernet/IPv4/UDP and finds the listener; `Ok(None)` for IPv4 to the appliance
     /// that is not OpenVPN.
     fn parse_outer(
@@ -178,7 +234,17 @@ impl<P: Port> Worker<P> {
             t.ingress_bytes += len;
             t.ingress_packets += 1;
         }
-        self.forward_inner(buf, idx, endpoint, &groups, client_ip);
+        if self.decrypted.len() == self.decrypted.capacity() {
+            self.forward_decrypted();
+        }
+        self.decrypted.push(Decrypted {
+            buf,
+            owner: idx,
+            endpoint,
+            groups,
+            client_ip,
+            hash: None,
+        });
     }
 
     /// The decrypted inner packet: checks, decides, translates and sends it.
@@ -209,21 +275,9 @@ impl<P: Port> Worker<P> {
         let dst = u32::from_be_bytes(ip.dst());
         let proto = ip.protocol();
         let total = ip.total_len();
-        let (sport, dport, tcp_flags) = match proto {
-            protocol::TCP => match TcpPacket::new_checked(ip.payload()) {
-                Ok(t) => (t.src_port(), t.dst_port(), t.flags()),
-                Err(_) => return self.drop_packet(buf, DropReason::MalformedTcp),
-            },
-            protocol::UDP => match UdpPacket::new_checked(ip.payload()) {
-                Ok(u) => (u.src_port(), u.dst_port(), 0),
-                Err(_) => return self.drop_packet(buf, DropReason::MalformedUdp),
-            },
-            protocol::ICMP => match IcmpPacket::new_checked(ip.payload()) {
-                Ok(i) if i.is_echo() => (i.echo_id(), 0, 0),
-                Ok(_) => return self.drop_packet(buf, DropReason::UnsupportedProtocol),
-                Err(_) => return self.drop_packet(buf, DropReason::MalformedIcmp),
-            },
-            _ => return self.drop_packet(buf, DropReason::UnsupportedProtocol),
+        let (sport, dport, tcp_flags) = match l4_of(&ip) {
+            Ok(t) => t,
+            Err(reason) => return self.drop_packet(buf, reason),
         };
         buf.truncate(total);
         let hash = flow_hash(client_ip, dst, sport, dport, proto);
@@ -263,6 +317,49 @@ impl<P: Port> Worker<P> {
         snat(buf.data_mut(), eni, nat_port, self.cfg.mss_clamp);
         self.output(target_port, next_hop, buf);
     }
+}
+
+/// Source port (or echo id), destination port and TCP flags of an inner packet.
+fn l4_of<T: AsRef<[u8]>>(ip: &Ipv4Packet<T>) -> Result<(u16, u16, u8), DropReason> {
+    match ip.protocol() {
+        protocol::TCP => TcpPacket::new_checked(ip.payload())
+            .map(|t| (t.src_port(), t.dst_port(), t.flags()))
+            .map_err(|_| DropReason::MalformedTcp),
+        protocol::UDP => UdpPacket::new_checked(ip.payload())
+            .map(|u| (u.src_port(), u.dst_port(), 0))
+            .map_err(|_| DropReason::MalformedUdp),
+        protocol::ICMP => match IcmpPacket::new_checked(ip.payload()) {
+            Ok(i) if i.is_echo() => Ok((i.echo_id(), 0, 0)),
+            Ok(_) => Err(DropReason::UnsupportedProtocol),
+            Err(_) => Err(DropReason::MalformedIcmp),
+        },
+        _ => Err(DropReason::UnsupportedProtocol),
+    }
+}
+
+/// The flow key `forward_inner` will look up for a decrypted packet, if it gets that far.
+fn inner_flow_key(data: &[u8], client_ip: u32) -> Option<FlowKey> {
+    let ip = Ipv4Packet::new_checked(data).ok()?;
+    let (sport, dport, _) = l4_of(&ip).ok()?;
+    Some(FlowKey {
+        client: client_ip,
+        proto: ip.protocol(),
+        src_port: sport,
+        dst: u32::from_be_bytes(ip.dst()),
+        dst_port: dport,
+    })
+}
+
+/// A decrypted inner packet waiting for the burst's forwarding stage, with what its session
+/// said about it.
+pub(crate) struct Decrypted<B> {
+    buf: B,
+    owner: u32,
+    endpoint: u16,
+    groups: crate::rules::GroupMask,
+    client_ip: u32,
+    /// Its flow key's forward hash, once the forwarding stage has computed it.
+    hash: Option<u64>,
 }
 
 /// Rewrites source address and port (or echo id) of a checked IPv4 packet, decrements the TTL

@@ -5,7 +5,7 @@
 
 use crate::flow::{core_for_port, FlowTable, ReverseKey};
 use crate::mailbox::Report;
-use crate::packet::{DropReason, PacketBuf};
+use crate::packet::{DropReason, PacketBuf, BURST_SIZE};
 use crate::port::Port;
 use crate::wire::checksum;
 use crate::wire::ethernet::{ethertype, EthernetFrame, HEADER_LEN};
@@ -99,6 +99,40 @@ impl<P: Port> Worker<P> {
             Rewrite::IcmpError => reverse_snat_icmp_error(buf.data_mut(), client, client_port),
         }
         self.encrypt_to_client(buf, owner);
+    }
+
+    /// Warms what the frames of a burst from a target subnet will need before they are
+    /// processed, in stages over the whole burst so that each stage's memory requests are in
+    /// flight together: the reverse index line of each frame's flow; then the flow it names;
+    /// then the owning session's fields and send key. Reads only headers (already requested)
+    /// and lines requested by an earlier stage; anything unexpected is left to `process`.
+    pub(crate) fn warm_network_burst(&self, frames: &[P::Buf]) {
+        let mut keys = [None::<(ReverseKey, u64)>; BURST_SIZE];
+        for (k, b) in keys.iter_mut().zip(frames) {
+            let frame = b.data();
+            if frame.get(12..14) != Some(&[0x08, 0x00]) {
+                continue;
+            }
+            let Some(ip) = frame
+                .get(HEADER_LEN..)
+                .and_then(|b| Ipv4Packet::new_checked(b).ok())
+            else {
+                continue;
+            };
+            if let Ok(Some((rkey, _))) = reverse_key(&ip) {
+                let h = self.flows.hash_reverse(&rkey);
+                self.flows.prefetch_reverse_bucket(h);
+                *k = Some((rkey, h));
+            }
+        }
+        for &(_, h) in keys.iter().flatten() {
+            self.flows.prefetch_reverse_flow(h);
+        }
+        for (rkey, h) in keys.iter().flatten() {
+            if let Some(f) = self.flows.peek_reverse_hashed(rkey, *h) {
+                self.sessions.prefetch_seal(f.owner);
+            }
+        }
     }
 
     /// Encrypts an inner packet for the session in slot `owner` and sends it.
