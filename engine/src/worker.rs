@@ -450,7 +450,11 @@ impl<P: Port> Worker<P> {
         let now = self.now_secs;
         self.flows.expire(now, self.cfg.expiry_budget);
         let mut hk = std::mem::take(&mut self.housekeeping);
-        self.neighbours.poll(now, &mut hk);
+        // Neighbour timers are whole seconds and a first request goes out when an entry is
+        // made, so the cache (thousands of slots) is walked once per second, not per poll.
+        if now != self.last_keepalive_scan {
+            self.neighbours.poll(now, &mut hk);
+        }
         for h in hk.drain(..) {
             match h {
                 Housekeeping::Request { port, ip } => self.send_arp_request(port, ip),
