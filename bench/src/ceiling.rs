@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, CHACHA20_POLY1305};
 
-use crate::report::Record;
+use crate::report::{BestWindow, Record};
 
 /// The AEADs the ceiling is measured for.
 pub(crate) const ALGORITHMS: &[(&str, &ring::aead::Algorithm)] = &[
@@ -20,8 +20,8 @@ pub(crate) fn run(sizes: &[usize], per_case: Duration) -> Vec<Record> {
     for (name, alg) in ALGORITHMS {
         for &size in sizes {
             for open in [false, true] {
-                let (ops, secs) = measure(alg, size, open, per_case);
-                let pps = ops as f64 / secs;
+                let w = measure(alg, size, open, per_case);
+                let (ops, secs, pps) = (w.ops(), w.elapsed().as_secs_f64(), w.rate());
                 let case = format!("{name} {}", if open { "open" } else { "seal" });
                 eprintln!("  ceiling {case:<28} {size:>5} B  {:>8.3} Mpps", pps / 1e6);
                 out.push(Record {
@@ -46,10 +46,11 @@ fn measure(
     size: usize,
     open: bool,
     dur: Duration,
-) -> (u64, f64) {
+) -> BestWindow {
+    let mut w = BestWindow::new(dur);
     let key_bytes = vec![0x42u8; alg.key_len()];
     let Ok(unbound) = UnboundKey::new(alg, &key_bytes) else {
-        return (0, 1.0);
+        return w;
     };
     let key = LessSafeKey::new(unbound);
     let aad = [0x48u8, 0, 0, 1, 0, 0, 0, 1];
@@ -62,11 +63,10 @@ fn measure(
     };
     // One sealed packet, restored before each open (as a pipeline decrypts fresh packets).
     let tag = key.seal_in_place_separate_tag(nonce(1), Aad::from(aad), &mut sealed);
-    let Ok(tag) = tag else { return (0, 1.0) };
-    let mut ops = 0u64;
-    let start = Instant::now();
+    let Ok(tag) = tag else { return w };
     let mut n = 1u32;
     loop {
+        let start = Instant::now();
         for _ in 0..256 {
             if open {
                 buf.copy_from_slice(&sealed);
@@ -83,10 +83,9 @@ fn measure(
                     black_box(key.seal_in_place_separate_tag(nonce(n), Aad::from(aad), &mut buf));
             }
         }
-        ops += 256;
-        let el = start.elapsed();
-        if el >= dur {
-            return (ops, el.as_secs_f64());
+        w.add(256, start.elapsed());
+        if w.elapsed() >= dur {
+            return w;
         }
     }
 }

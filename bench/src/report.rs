@@ -129,3 +129,61 @@ pub(crate) fn write_svg(
     s.push_str("</svg>\n");
     std::fs::write(path, s)
 }
+
+/// Rates over consecutive windows of a measurement, keeping the best: on a shared machine a
+/// window in which another tenant took the core or the cache is slower, never faster, so the
+/// best window is the closest to the machine's own figure. Used for the ceiling and for the
+/// engine alike, so their ratio compares like with like.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BestWindow {
+    window: std::time::Duration,
+    time: std::time::Duration,
+    ops: u64,
+    best: Option<f64>,
+    total_time: std::time::Duration,
+    total_ops: u64,
+}
+
+impl BestWindow {
+    /// Windows of an eighth of `per_case` (at least 50 ms).
+    pub(crate) fn new(per_case: std::time::Duration) -> Self {
+        Self {
+            window: (per_case / 8).max(std::time::Duration::from_millis(50)),
+            time: std::time::Duration::ZERO,
+            ops: 0,
+            best: None,
+            total_time: std::time::Duration::ZERO,
+            total_ops: 0,
+        }
+    }
+
+    /// Records `ops` done in `time`.
+    pub(crate) fn add(&mut self, ops: u64, time: std::time::Duration) {
+        self.time += time;
+        self.ops += ops;
+        self.total_time += time;
+        self.total_ops += ops;
+        if self.time >= self.window {
+            let rate = self.ops as f64 / self.time.as_secs_f64();
+            self.best = Some(self.best.map_or(rate, |b: f64| b.max(rate)));
+            self.time = std::time::Duration::ZERO;
+            self.ops = 0;
+        }
+    }
+
+    /// Time measured so far.
+    pub(crate) fn elapsed(&self) -> std::time::Duration {
+        self.total_time
+    }
+
+    /// Operations counted so far.
+    pub(crate) fn ops(&self) -> u64 {
+        self.total_ops
+    }
+
+    /// The best window's rate (the overall rate if no window completed).
+    pub(crate) fn rate(&self) -> f64 {
+        self.best
+            .unwrap_or_else(|| self.total_ops as f64 / self.total_time.as_secs_f64().max(1e-9))
+    }
+}
