@@ -137,8 +137,8 @@ pub(crate) fn write_svg(
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct BestWindow {
     window: std::time::Duration,
-    time: std::time::Duration,
-    ops: u64,
+    win_time: std::time::Duration,
+    win_ops: u64,
     best: Option<f64>,
     total_time: std::time::Duration,
     total_ops: u64,
@@ -149,8 +149,8 @@ impl BestWindow {
     pub(crate) fn new(per_case: std::time::Duration) -> Self {
         Self {
             window: (per_case / 8).max(std::time::Duration::from_millis(50)),
-            time: std::time::Duration::ZERO,
-            ops: 0,
+            win_time: std::time::Duration::ZERO,
+            win_ops: 0,
             best: None,
             total_time: std::time::Duration::ZERO,
             total_ops: 0,
@@ -159,15 +159,15 @@ impl BestWindow {
 
     /// Records `ops` done in `time`.
     pub(crate) fn add(&mut self, ops: u64, time: std::time::Duration) {
-        self.time += time;
-        self.ops += ops;
+        self.win_time += time;
+        self.win_ops += ops;
         self.total_time += time;
         self.total_ops += ops;
-        if self.time >= self.window {
-            let rate = self.ops as f64 / self.time.as_secs_f64();
+        if self.win_time >= self.window {
+            let rate = self.win_ops as f64 / self.win_time.as_secs_f64();
             self.best = Some(self.best.map_or(rate, |b: f64| b.max(rate)));
-            self.time = std::time::Duration::ZERO;
-            self.ops = 0;
+            self.win_time = std::time::Duration::ZERO;
+            self.win_ops = 0;
         }
     }
 
