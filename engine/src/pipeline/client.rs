@@ -87,14 +87,7 @@ impl<P: Port> Worker<P> {
     /// `process`.
     pub(crate) fn warm_client_burst(&self, frames: &[P::Buf]) {
         for b in frames {
-            let frame = b.data();
-            if frame.get(12..14) != Some(&[0x08, 0x00]) {
-                continue;
-            }
-            let Some(ip) = frame
-                .get(HEADER_LEN..)
-                .and_then(|b| Ipv4Packet::new_checked(b).ok())
-            else {
+            let Some(ip) = super::ipv4_hint(b.data()) else {
                 continue;
             };
             if ip.protocol() != protocol::UDP {

@@ -8,3 +8,15 @@
 pub(crate) mod client;
 pub(crate) mod l2;
 pub(crate) mod network;
+
+use crate::wire::ethernet::{ethertype, HEADER_LEN};
+use crate::wire::ipv4::Ipv4Packet;
+
+/// The IPv4 header of an Ethernet frame, for the look-ahead stages of a burst (no checksum
+/// check: what they find is only a hint; `process` validates).
+pub(crate) fn ipv4_hint(frame: &[u8]) -> Option<Ipv4Packet<&[u8]>> {
+    if frame.get(12..14) != Some(&ethertype::IPV4.to_be_bytes()[..]) {
+        return None;
+    }
+    Ipv4Packet::new_checked(frame.get(HEADER_LEN..)?).ok()
+}

@@ -109,14 +109,7 @@ impl<P: Port> Worker<P> {
     pub(crate) fn warm_network_burst(&self, frames: &[P::Buf]) {
         let mut keys = [None::<(ReverseKey, u64)>; BURST_SIZE];
         for (k, b) in keys.iter_mut().zip(frames) {
-            let frame = b.data();
-            if frame.get(12..14) != Some(&[0x08, 0x00]) {
-                continue;
-            }
-            let Some(ip) = frame
-                .get(HEADER_LEN..)
-                .and_then(|b| Ipv4Packet::new_checked(b).ok())
-            else {
+            let Some(ip) = super::ipv4_hint(b.data()) else {
                 continue;
             };
             if let Ok(Some((rkey, _))) = reverse_key(&ip) {
