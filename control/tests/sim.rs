@@ -20,7 +20,9 @@ use sluice_control::connlog::FailureReason;
 use sluice_control::proto::client::Client;
 use sluice_control::proto::key_method;
 use sluice_control::proto::packet::{opcode, ControlPacket};
-use sluice_control::proto::server::{CertificateOnly, CloseReason, Event, Server, Settings};
+use sluice_control::proto::server::{
+    peer_id_range, CertificateOnly, CloseReason, Event, Server, Settings,
+};
 use sluice_control::proto::tls::{server_config, TlsFiles};
 use sluice_control::proto::Remote;
 
@@ -120,6 +122,9 @@ fn simulate_with(seed: u64, loss: f64, dup: f64, session_timeout: Option<Duratio
     if let Some(t) = session_timeout {
         settings.session_timeout = t;
     }
+    // The second endpoint of three: its peer-ids come from its own part of the space.
+    let peer_ids = peer_id_range(1, 3);
+    settings.peer_ids = peer_ids.clone();
     let mut server = Server::new(settings, CertificateOnly);
     let mut sid = [0u8; 8];
     rand::thread_rng().fill_bytes(&mut sid);
@@ -168,7 +173,15 @@ fn simulate_with(seed: u64, loss: f64, dup: f64, session_timeout: Option<Duratio
         }
         while let Some(e) = server.poll_event() {
             match e {
-                Event::KeysReady { key_id, keys, .. } => server_keys.push((key_id, keys)),
+                Event::KeysReady {
+                    key_id,
+                    keys,
+                    peer_id,
+                    ..
+                } => {
+                    assert!(peer_ids.contains(&peer_id), "peer-id {peer_id}");
+                    server_keys.push((key_id, keys));
+                }
                 other => panic!("seed {seed}: unexpected {other:?}"),
             }
         }

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::Ipv4Addr;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,6 +54,21 @@ pub struct Settings {
     pub per_source: (u32, Duration),
     /// Username and password required (directory authentication).
     pub password_required: bool,
+    /// The peer-ids this endpoint hands out. Endpoints of one appliance share the data plane,
+    /// whose sessions are keyed by peer-id, so their ranges must not overlap
+    /// (`peer_id_range`).
+    pub peer_ids: Range<u32>,
+}
+
+/// The largest peer-id: 24 bits, 0xffffff meaning "none" (the reference §7.1).
+pub const MAX_PEER_ID: u32 = 0x00ff_fffe;
+
+/// The peer-ids of endpoint `index` of `count`: the 24-bit space cut into equal parts.
+pub fn peer_id_range(index: usize, count: usize) -> Range<u32> {
+    let count = u32::try_from(count.max(1)).unwrap_or(u32::MAX);
+    let index = u32::try_from(index).unwrap_or(u32::MAX).min(count - 1);
+    let span = (MAX_PEER_ID + 1) / count;
+    index * span..(index + 1) * span
 }
 
 impl Settings {
@@ -73,6 +89,7 @@ impl Settings {
             max_handshaking: 1024,
             per_source: (10, Duration::from_secs(1)),
             password_required: false,
+            peer_ids: 0..MAX_PEER_ID + 1,
         }
     }
 }
@@ -247,13 +264,14 @@ impl<A: Authenticator> Server<A> {
     /// A server for one endpoint.
     pub fn new(settings: Settings, auth: A) -> Self {
         let pool = IpPool::new(settings.pool.0, settings.pool.1);
+        let next_peer = settings.peer_ids.start;
         Self {
             settings,
             auth,
             sessions: HashMap::new(),
             by_peer: HashMap::new(),
             peer_ids: BTreeSet::new(),
-            next_peer: 0,
+            next_peer,
             pool,
             sources: HashMap::new(),
             retire_at: HashMap::new(),
@@ -284,12 +302,15 @@ impl<A: Authenticator> Server<A> {
     }
 
     fn allocate_peer_id(&mut self) -> Option<u32> {
-        for _ in 0..=0x00ff_fffe_u32 {
-            let id = self.next_peer;
-            self.next_peer = if self.next_peer >= 0x00ff_fffe {
-                0
+        let range = self.settings.peer_ids.clone();
+        for _ in range.clone() {
+            let id = self
+                .next_peer
+                .clamp(range.start, range.end.saturating_sub(1));
+            self.next_peer = if id + 1 >= range.end {
+                range.start
             } else {
-                self.next_peer + 1
+                id + 1
             };
             if self.peer_ids.insert(id) {
                 return Some(id);
@@ -824,5 +845,27 @@ impl<A: Authenticator> Server<A> {
             at(*r);
         }
         t
+    }
+}
+
+#[cfg(test)]
+mod peer_id_tests {
+    use super::{peer_id_range, MAX_PEER_ID};
+
+    #[test]
+    fn endpoint_ranges_are_disjoint_and_within_24_bits() {
+        for count in [1usize, 2, 3, 7, 64] {
+            let ranges: Vec<_> = (0..count).map(|i| peer_id_range(i, count)).collect();
+            for (i, r) in ranges.iter().enumerate() {
+                assert!(
+                    r.start < r.end && r.end <= MAX_PEER_ID + 1,
+                    "{count}: {r:?}"
+                );
+                if let Some(next) = ranges.get(i + 1) {
+                    assert_eq!(r.end, next.start, "{count}: adjacent, no overlap");
+                }
+            }
+        }
+        assert_eq!(peer_id_range(0, 1), 0..MAX_PEER_ID + 1);
     }
 }

@@ -13,7 +13,7 @@ use crate::auth::EndpointAuth;
 use crate::config::pki::resolve;
 use crate::config::schema::Endpoint;
 use crate::config::Loaded;
-use crate::proto::server::Settings;
+use crate::proto::server::{peer_id_range, Settings};
 use crate::proto::tls::{server_config, TlsFiles};
 
 fn read(base: &Path, p: &Path, what: &str) -> Result<Vec<u8>, String> {
@@ -116,6 +116,7 @@ pub fn settings(loaded: &Loaded, index: usize) -> Result<Settings, String> {
     let per_target = loaded.config.limits.connections_per_target_network as usize;
     s.max_sessions = per_target * ep.target_networks.len().max(1);
     s.password_required = ep.authentication.directory.is_some();
+    s.peer_ids = peer_id_range(index, loaded.config.endpoints.len());
     Ok(s)
 }
 
