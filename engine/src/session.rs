@@ -4,10 +4,15 @@
 //! Looked up by peer-id for traffic from clients and by virtual address for return traffic.
 //! Hot state only; the control thread keeps the rest (certificates, usernames, timers).
 
+use std::mem::offset_of;
+
 use hashbrown::HashMap;
 
+use crate::crypto::data_channel::{
+    OPEN_SPANS as OPEN_SPANS_OF_KEY, SEAL_SPANS as SEAL_SPANS_OF_KEY,
+};
 use crate::crypto::DataKey;
-use crate::packet::prefetch::prefetch;
+use crate::packet::prefetch::{prefetch, prefetch_spans};
 use crate::rules::GroupMask;
 use crate::wire::openvpn::{KeyId, PeerId};
 
@@ -50,8 +55,10 @@ pub struct SessionInfo {
     pub local: Remote,
 }
 
-/// One session's data-path state.
+/// One session's data-path state. `repr(C)`: the scalar fields come first, in one run the
+/// stages can prefetch by address, then the keys.
 #[derive(Debug)]
+#[repr(C)]
 pub struct Session {
     /// Its peer-id.
     pub peer: PeerId,
@@ -65,17 +72,34 @@ pub struct Session {
     pub remote: Remote,
     /// The local address and port the client talks to (the endpoint's listener).
     pub local: Remote,
-    /// The key in use (always present: a session starts with one and a new one replaces it).
-    current: DataKey,
-    /// The previous key, during a renegotiation's transition window.
-    previous: Option<DataKey>,
     /// Counters.
     pub traffic: Traffic,
     /// Seconds (caller's clock) of the last authenticated packet received.
     pub last_rx: u32,
     /// Seconds of the last packet sent.
     pub last_tx: u32,
+    /// The key in use (always present: a session starts with one and a new one replaces it).
+    current: DataKey,
+    /// The previous key, during a renegotiation's transition window.
+    previous: Option<DataKey>,
 }
+
+/// `spans` moved `by` bytes further into an enclosing object.
+const fn shifted<const N: usize>(mut spans: [(usize, usize); N], by: usize) -> [(usize, usize); N] {
+    let mut i = 0;
+    while i < N {
+        spans[i].0 += by;
+        i += 1;
+    }
+    spans
+}
+
+/// The scalar fields of a `Session` (everything before its keys).
+const FIELDS: [(usize, usize); 1] = [(0, offset_of!(Session, current))];
+/// What opening a packet of the current key reads in a `Session`, besides `FIELDS`.
+const OPEN_SPANS: [(usize, usize); 4] = shifted(OPEN_SPANS_OF_KEY, offset_of!(Session, current));
+/// What sealing with the current key touches, besides `FIELDS`.
+const SEAL_SPANS: [(usize, usize); 3] = shifted(SEAL_SPANS_OF_KEY, offset_of!(Session, current));
 
 impl Session {
     /// A session with its first key.
@@ -114,8 +138,8 @@ impl Session {
 
     /// The key to send with (the newest).
     #[inline]
-    pub fn send_key(&mut self) -> Option<&mut DataKey> {
-        Some(&mut self.current)
+    pub fn send_key(&mut self) -> &mut DataKey {
+        &mut self.current
     }
 
     /// Installs a new key; the current one becomes the previous (kept until retired).
@@ -127,100 +151,110 @@ impl Session {
     pub fn retire_previous(&mut self) {
         self.previous = None;
     }
-
-    /// Starts bringing into the cache what opening a packet of the current key touches: the
-    /// session's scalar fields and the key's receive half. A hint: the address is computed,
-    /// nothing is read.
-    #[inline]
-    pub fn prefetch_open(&self) {
-        prefetch_fields(self);
-        self.current.prefetch_open();
-    }
-
-    /// The same for sealing a packet to the client.
-    #[inline]
-    pub fn prefetch_seal(&self) {
-        prefetch_fields(self);
-        self.current.prefetch_seal();
-    }
-}
-
-/// The cache lines of a session's scalar fields (everything but its keys).
-#[inline]
-fn prefetch_fields(s: &Session) {
-    for p in [
-        std::ptr::from_ref(&s.peer).cast::<u8>(),
-        std::ptr::from_ref(&s.groups).cast(),
-        std::ptr::from_ref(&s.remote).cast(),
-        std::ptr::from_ref(&s.traffic).cast(),
-        std::ptr::from_ref(&s.last_rx).cast(),
-    ] {
-        prefetch(p, 1);
-    }
 }
 
 /// The sessions of one core.
 pub struct SessionTable {
     slab: Vec<Option<Session>>,
     free: Vec<u32>,
-    by_peer: HashMap<u32, u32>,
+    /// For each peer-id this core can own (`peer / stride`): its slot plus one, 0 for none. A
+    /// flat array, so the entry of a packet's peer-id is an address the burst's look-ahead can
+    /// prefetch; zeroed on allocation, so only the pages of peer-ids in use are ever touched.
+    by_peer: Vec<u32>,
+    stride: u32,
+    live: usize,
     by_ip: HashMap<u32, u32>,
+    /// Where a session sits inside its `Option` slot (one offset for the type), learnt at the
+    /// first insert; lets the look-ahead compute a slot's field addresses without reading it.
+    payload: Option<usize>,
 }
 
 /// A session's slot on its core (stable while it lives; flow tables record it as owner).
 pub type SessionIndex = u32;
 
+/// Peer-ids are 24 bits (0xffffff means none).
+const PEER_IDS: u32 = 1 << 24;
+
 impl SessionTable {
-    /// A table for at most `capacity` sessions.
+    /// A table for at most `capacity` sessions of any peer-id.
     pub fn new(capacity: usize) -> Self {
+        Self::for_core(capacity, 1)
+    }
+
+    /// A table for at most `capacity` sessions on one of `cores` cores, which owns the
+    /// peer-ids `p` with `p % cores` its number (the peer-id index is `cores` times smaller).
+    pub fn for_core(capacity: usize, cores: usize) -> Self {
         let capacity = capacity.max(1);
+        let stride = u32::try_from(cores.max(1))
+            .unwrap_or(PEER_IDS)
+            .min(PEER_IDS);
         let mut slab = Vec::with_capacity(capacity);
         slab.resize_with(capacity, || None);
         Self {
             slab,
             free: (0..capacity as u32).rev().collect(),
-            by_peer: HashMap::with_capacity(capacity),
+            by_peer: vec![0; (PEER_IDS / stride + 1) as usize],
+            stride,
+            live: 0,
             by_ip: HashMap::with_capacity(capacity),
+            payload: None,
         }
+    }
+
+    fn peer_entry(&self, peer: PeerId) -> usize {
+        (peer.0 / self.stride) as usize
     }
 
     /// Adds a session, replacing one with the same peer-id or address.
     ///
     /// # Errors
-    /// The session back when the table is full.
+    /// The session back when the table is full, or when its peer-id is not one this core
+    /// owns and another session holds its index entry.
     pub fn insert(&mut self, s: Session) -> Result<SessionIndex, Box<Session>> {
         self.remove_peer(s.peer);
         if let Some(&i) = self.by_ip.get(&s.client_ip) {
             self.remove(i);
         }
+        let e = self.peer_entry(s.peer);
+        if self.by_peer.get(e) != Some(&0) {
+            return Err(Box::new(s));
+        }
         let Some(i) = self.free.pop() else {
             return Err(Box::new(s));
         };
-        self.by_peer.insert(s.peer.0, i);
+        self.by_peer[e] = i + 1;
         self.by_ip.insert(s.client_ip, i);
-        self.slab[i as usize] = Some(s);
+        let slot = &mut self.slab[i as usize];
+        let at = std::ptr::from_ref(slot).addr();
+        let placed = slot.insert(s);
+        self.payload = Some(std::ptr::from_ref(placed).addr() - at);
+        self.live += 1;
         Ok(i)
     }
 
     /// Removes a session by slot.
     pub fn remove(&mut self, i: SessionIndex) -> Option<Session> {
         let s = self.slab.get_mut(i as usize)?.take()?;
-        self.by_peer.remove(&s.peer.0);
+        let e = self.peer_entry(s.peer);
+        self.by_peer[e] = 0;
         self.by_ip.remove(&s.client_ip);
         self.free.push(i);
+        self.live -= 1;
         Some(s)
     }
 
     /// Removes the session of a peer-id; returns its slot and state.
     pub fn remove_peer(&mut self, peer: PeerId) -> Option<(SessionIndex, Session)> {
-        let i = *self.by_peer.get(&peer.0)?;
+        let i = self.index_of_peer(peer)?;
         self.remove(i).map(|s| (i, s))
     }
 
     /// The slot of a peer-id.
     #[inline]
     pub fn index_of_peer(&self, peer: PeerId) -> Option<SessionIndex> {
-        self.by_peer.get(&peer.0).copied()
+        let i = self.by_peer.get(self.peer_entry(peer))?.checked_sub(1)?;
+        let s = self.slab.get(i as usize)?.as_ref()?;
+        (s.peer == peer).then_some(i)
     }
 
     /// The slot of a virtual address.
@@ -229,24 +263,48 @@ impl SessionTable {
         self.by_ip.get(&ip).copied()
     }
 
-    /// Prefetches what opening a packet of `peer` touches (see `Session::prefetch_open`).
+    /// First look-ahead step for a packet of `peer`: requests its peer-id index entry.
     #[inline]
-    pub fn prefetch_open(&self, peer: PeerId) {
-        if let Some(s) = self
-            .index_of_peer(peer)
-            .and_then(|i| self.slab.get(i as usize))
-            .and_then(Option::as_ref)
-        {
-            s.prefetch_open();
+    pub fn prefetch_peer(&self, peer: PeerId) {
+        let e = self.peer_entry(peer).min(self.by_peer.len() - 1);
+        prefetch(self.by_peer.as_ptr().wrapping_add(e).cast(), 4);
+    }
+
+    /// Second step: reads the entry (requested by `prefetch_peer`): the slot a packet of
+    /// `peer` will most likely use (`index_of_peer` checks it).
+    #[inline]
+    pub fn slot_hint(&self, peer: PeerId) -> Option<SessionIndex> {
+        self.by_peer.get(self.peer_entry(peer))?.checked_sub(1)
+    }
+
+    /// Requests what opening a packet of the current key of the session in slot `i` touches:
+    /// its fields and the key's receive half. Reads nothing (the slot may be empty).
+    #[inline]
+    pub fn prefetch_open(&self, i: SessionIndex) {
+        if let Some(base) = self.slot_base(i) {
+            prefetch_spans(base, &FIELDS);
+            prefetch_spans(base, &OPEN_SPANS);
         }
     }
 
-    /// Prefetches what sealing a packet for the session in slot `i` touches.
+    /// The same for sealing a packet for the session in slot `i`.
     #[inline]
     pub fn prefetch_seal(&self, i: SessionIndex) {
-        if let Some(s) = self.slab.get(i as usize).and_then(Option::as_ref) {
-            s.prefetch_seal();
+        if let Some(base) = self.slot_base(i) {
+            prefetch_spans(base, &FIELDS);
+            prefetch_spans(base, &SEAL_SPANS);
         }
+    }
+
+    /// Where the session in slot `i` would start (computed, not read: the slot may be empty).
+    #[inline]
+    fn slot_base(&self, i: SessionIndex) -> Option<*const u8> {
+        let i = i as usize;
+        if i >= self.slab.len() {
+            return None;
+        }
+        let slot = self.slab.as_ptr().wrapping_add(i).cast::<u8>();
+        Some(slot.wrapping_add(self.payload?))
     }
 
     /// The session in a slot.
@@ -265,12 +323,12 @@ impl SessionTable {
 
     /// Sessions held.
     pub fn len(&self) -> usize {
-        self.by_peer.len()
+        self.live
     }
 
     /// Whether no session is held.
     pub fn is_empty(&self) -> bool {
-        self.by_peer.is_empty()
+        self.live == 0
     }
 }
 
@@ -322,11 +380,54 @@ mod tests {
     }
 
     #[test]
+    fn peer_index_of_a_core() {
+        // Core 0 of 2 owns the even peer-ids; the index is halved, so peer-ids 4 and 5 share an
+        // entry: the odd one (not this core's) is refused rather than taking it over.
+        let mut t = SessionTable::for_core(8, 2);
+        let a = t.insert(session(4, 100)).unwrap();
+        assert!(t.insert(session(5, 101)).is_err());
+        assert_eq!(t.index_of_peer(PeerId(4)), Some(a));
+        assert_eq!(
+            t.index_of_peer(PeerId(5)),
+            None,
+            "same entry, other peer-id"
+        );
+        let top = t.insert(session(0x00ff_fffe, 102)).unwrap();
+        assert_eq!(t.index_of_peer(PeerId(0x00ff_fffe)), Some(top));
+        assert_eq!(t.index_of_peer(PeerId(0x00ff_ffff)), None);
+        // Replacing and removing keep the index exact.
+        let b = t.insert(session(4, 103)).unwrap();
+        assert_eq!(
+            (t.index_of_peer(PeerId(4)), t.index_of_ip(100)),
+            (Some(b), None)
+        );
+        assert!(t.remove_peer(PeerId(4)).is_some());
+        assert_eq!((t.index_of_peer(PeerId(4)), t.len()), (None, 1));
+        t.prefetch_peer(PeerId(0x00ff_ffff));
+        assert_eq!(t.slot_hint(PeerId(6)), None);
+        assert_eq!(t.slot_hint(PeerId(0x00ff_fffe)), Some(top));
+        t.prefetch_open(u32::MAX);
+        t.prefetch_seal(u32::MAX);
+    }
+
+    #[test]
+    fn computed_slot_address_is_the_session() {
+        let mut t = SessionTable::new(4);
+        assert_eq!(t.slot_base(0), None, "layout not learnt before an insert");
+        for peer in 0..4 {
+            let i = t.insert(session(peer, 100 + peer)).unwrap();
+            let at = t.slot_base(i).unwrap();
+            let s = t.get_mut(i).unwrap();
+            assert_eq!(at, std::ptr::from_ref(s).cast::<u8>());
+        }
+    }
+
+    #[test]
     fn key_rollover() {
         let mut s = session(1, 1);
         s.install_key(key(1));
         assert!(s.key_mut(KeyId(0)).is_some() && s.key_mut(KeyId(1)).is_some());
-        assert_eq!(s.send_key().map(|k| k.key_id()), Some(KeyId(1)));
+        assert_eq!(s.send_key().key_id(), KeyId(1));
         s.retire_previous();
         assert!(s.key_mut(KeyId(0)).is_none());
     }

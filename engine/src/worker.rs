@@ -28,6 +28,8 @@ use crate::wire::ethernet::Mac;
 /// Bytes of each received frame's headers requested at the start of a burst (outer Ethernet,
 /// IPv4, UDP and the P_DATA_V2 header; or Ethernet, IPv4 and TCP).
 const HEADER_BYTES: usize = 64;
+/// How many packets ahead of the one being processed its session's state is requested.
+const SESSION_AHEAD: usize = 4;
 
 /// A port's addresses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,7 +198,7 @@ impl<P: Port> Worker<P> {
     ) -> Self {
         let range = PortRange::for_core(cfg.core, cfg.cores);
         Self {
-            sessions: SessionTable::new(cfg.session_capacity),
+            sessions: SessionTable::for_core(cfg.session_capacity, cfg.cores),
             flows: FlowTable::new(cfg.flow_capacity, range, cfg.timeouts),
             neighbours: NeighbourTable::new(cfg.neighbour_capacity),
             tx: ports.iter().map(|_| Burst::new()).collect(),
@@ -234,27 +236,36 @@ impl<P: Port> Worker<P> {
             }
             work = true;
             let mut rx = std::mem::take(&mut self.rx);
-            // The burst in three passes, so that the memory each packet needs is requested for
-            // the whole burst before the first packet waits for it: the headers of every
-            // packet; then the session (and, from a target subnet, the flow) each will use;
-            // then the packets themselves, with their bytes prefetched a few packets ahead
-            // (the buffers move out of the burst; their bytes do not).
+            // The burst in passes, so that the memory each packet needs is requested before
+            // the packet waits for it: the headers of every packet; then the index lines that
+            // name each packet's session (and, from a target subnet, its flow), read into
+            // `slots`; then the packets themselves, with their bytes prefetched a few packets
+            // ahead and their sessions' fields and keys a few more (a whole burst of sessions,
+            // about 13 lines each, would not stay in L1 until used).
             let mut ahead = [(std::ptr::null::<u8>(), 0usize); BURST_SIZE];
             for (a, b) in ahead.iter_mut().zip(rx.as_slice()) {
                 *a = (b.data().as_ptr(), b.len());
                 prefetch(a.0, HEADER_BYTES);
             }
-            if port == self.cfg.outside {
-                self.warm_client_burst(rx.as_slice());
+            let mut slots = [None; BURST_SIZE];
+            let from_clients = port == self.cfg.outside;
+            if from_clients {
+                self.warm_client_burst(rx.as_slice(), &mut slots);
             } else {
-                self.warm_network_burst(rx.as_slice());
+                self.warm_network_burst(rx.as_slice(), &mut slots);
             }
             for &(ptr, len) in ahead.iter().take(PREFETCH_AHEAD) {
                 prefetch(ptr, len);
             }
+            for &slot in slots.iter().take(SESSION_AHEAD).flatten() {
+                self.prefetch_session(slot, from_clients);
+            }
             for (i, buf) in rx.drain().enumerate() {
                 if let Some(&(ptr, len)) = ahead.get(i + PREFETCH_AHEAD) {
                     prefetch(ptr, len);
+                }
+                if let Some(&Some(slot)) = slots.get(i + SESSION_AHEAD) {
+                    self.prefetch_session(slot, from_clients);
                 }
                 self.process(port, buf);
             }
@@ -268,6 +279,16 @@ impl<P: Port> Worker<P> {
             self.stats.busy += 1;
         } else {
             self.stats.idle += 1;
+        }
+    }
+
+    /// Requests the session state a packet will use: for opening (from a client) or sealing.
+    #[inline]
+    fn prefetch_session(&self, slot: u32, open: bool) {
+        if open {
+            self.sessions.prefetch_open(slot);
+        } else {
+            self.sessions.prefetch_seal(slot);
         }
     }
 
@@ -541,11 +562,7 @@ impl<P: Port> Worker<P> {
             let Some(s) = self.sessions.get_mut(i) else {
                 continue;
             };
-            let Some(key) = s.send_key() else {
-                self.drop_packet(buf, DropReason::UnknownKeyId);
-                continue;
-            };
-            if let Err(reason) = key.seal(&mut buf, peer) {
+            if let Err(reason) = s.send_key().seal(&mut buf, peer) {
                 self.drop_packet(buf, reason);
                 continue;
             }

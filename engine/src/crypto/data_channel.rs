@@ -6,13 +6,14 @@
 //! prepends it into the buffer's headroom. Neither allocates.
 
 use core::fmt;
+use core::mem::offset_of;
 
 use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey};
 use zeroize::Zeroize;
 
 use super::aead::Cipher;
 use super::replay::{ReplayError, ReplayWindow};
-use crate::packet::prefetch::prefetch;
+use crate::packet::prefetch::prefetch_spans;
 use crate::packet::{DropReason, PacketBuf};
 use crate::wire::openvpn::{
     write_data_v2_header, DataPacket, KeyId, PeerId, DATA_V2_HEADER_LEN, DATA_V2_OVERHEAD, TAG_LEN,
@@ -97,32 +98,33 @@ fn nonce(pid: [u8; 4], iv: &[u8; 8]) -> Nonce {
     Nonce::assume_unique_for_key(n)
 }
 
+/// Byte ranges (offset, length) of a `DataKey` that opening a packet touches: ring's expanded
+/// key and GHASH table, the IV, the replay window and the key_id.
+pub(crate) const OPEN_SPANS: [(usize, usize); 4] = [
+    (offset_of!(DataKey, open), size_of::<LessSafeKey>()),
+    (offset_of!(DataKey, open_iv), 8),
+    (offset_of!(DataKey, replay), size_of::<ReplayWindow>()),
+    (offset_of!(DataKey, key_id), 1),
+];
+
+/// The same for sealing: key, IV and the packet-id counter.
+pub(crate) const SEAL_SPANS: [(usize, usize); 3] = [
+    (offset_of!(DataKey, seal), size_of::<LessSafeKey>()),
+    (offset_of!(DataKey, seal_iv), 8),
+    (offset_of!(DataKey, next_send), 4),
+];
+
 impl DataKey {
-    /// Starts bringing the receive half (ring's expanded key and GHASH table, the IV, the
-    /// replay window) into the cache; computes addresses only.
+    /// Starts bringing the receive half into the cache (`OPEN_SPANS`); computes addresses only.
     #[inline]
     pub fn prefetch_open(&self) {
-        prefetch(
-            std::ptr::from_ref(&self.open).cast(),
-            size_of::<LessSafeKey>(),
-        );
-        prefetch(std::ptr::from_ref(&self.open_iv).cast(), 8);
-        prefetch(
-            std::ptr::from_ref(&self.replay).cast(),
-            size_of::<ReplayWindow>(),
-        );
-        prefetch(std::ptr::from_ref(&self.key_id).cast(), 1);
+        prefetch_spans(std::ptr::from_ref(self).cast(), &OPEN_SPANS);
     }
 
-    /// The same for the send half (key, IV, packet-id counter).
+    /// The same for the send half (`SEAL_SPANS`).
     #[inline]
     pub fn prefetch_seal(&self) {
-        prefetch(
-            std::ptr::from_ref(&self.seal).cast(),
-            size_of::<LessSafeKey>(),
-        );
-        prefetch(std::ptr::from_ref(&self.seal_iv).cast(), 8);
-        prefetch(std::ptr::from_ref(&self.next_send).cast(), 4);
+        prefetch_spans(std::ptr::from_ref(self).cast(), &SEAL_SPANS);
     }
 
     /// Sets up the keys of `key_id` from `m`; the first packet sent will carry data-pid 1.

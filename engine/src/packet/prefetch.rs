@@ -36,3 +36,12 @@ pub fn prefetch(ptr: *const u8, len: usize) {
         let _ = (ptr, len);
     }
 }
+
+/// Prefetches the byte ranges `(offset, length)` of an object at `base` (see `prefetch`); the
+/// address is only computed, so `base` may be an object not known to be live yet.
+#[inline(always)]
+pub fn prefetch_spans(base: *const u8, spans: &[(usize, usize)]) {
+    for &(offset, len) in spans {
+        prefetch(base.wrapping_add(offset), len);
+    }
+}

@@ -6,13 +6,14 @@
 use crate::crypto::{classify_plaintext, Plaintext};
 use crate::flow::{FlowKey, FlowTable};
 use crate::mailbox::Report;
+use crate::packet::BURST_SIZE;
 use crate::packet::{DropReason, PacketBuf};
 use crate::port::Port;
 use crate::session::Remote;
 use crate::wire::ethernet::{ethertype, EthernetFrame, HEADER_LEN};
 use crate::wire::icmp::IcmpPacket;
 use crate::wire::ipv4::{protocol, Ipv4Packet};
-use crate::wire::openvpn::{DataPacket, Opcode};
+use crate::wire::openvpn::{DataPacket, Opcode, PeerId};
 use crate::wire::tcp::{flags, TcpPacket};
 use crate::wire::udp::{self, UdpPacket};
 use crate::worker::Worker;
@@ -81,28 +82,20 @@ impl<P: Port> Worker<P> {
         self.client_data(buf, peer, outer.remote);
     }
 
-    /// Warms what the frames of a burst from the client side will need before they are
-    /// processed: each one's session fields and the current key's receive half. Reads only
-    /// headers (already requested) and the peer-id map; anything unexpected is left to
-    /// `process`.
-    pub(crate) fn warm_client_burst(&self, frames: &[P::Buf]) {
-        for b in frames {
-            let Some(ip) = super::ipv4_hint(b.data()) else {
-                continue;
-            };
-            if ip.protocol() != protocol::UDP {
-                continue;
+    /// Looks ahead over a burst from the client side: requests each frame's peer-id index
+    /// entry, then reads them into `slots` (the session slot each frame will most likely use),
+    /// for the processing loop to prefetch sessions a few frames ahead. Reads only headers
+    /// (already requested) and the index; anything unexpected is left to `process`.
+    pub(crate) fn warm_client_burst(&self, frames: &[P::Buf], slots: &mut [Option<u32>]) {
+        let mut peers = [None::<PeerId>; BURST_SIZE];
+        for (p, b) in peers.iter_mut().zip(frames) {
+            *p = data_v2_peer_hint(b.data());
+            if let Some(peer) = *p {
+                self.sessions.prefetch_peer(peer);
             }
-            let Ok(u) = UdpPacket::new_checked(ip.payload()) else {
-                continue;
-            };
-            let payload = u.payload();
-            if payload.first().map(|&b| Opcode::of(b)) != Some(Opcode::DATA_V2) {
-                continue;
-            }
-            if let Ok(d) = DataPacket::new_checked(payload) {
-                self.sessions.prefetch_open(d.peer_id());
-            }
+        }
+        for (slot, peer) in slots.iter_mut().zip(peers) {
+            *slot = peer.and_then(|p| self.sessions.slot_hint(p));
         }
     }
 
@@ -184,7 +177,7 @@ impl<P: Port> Worker<P> {
     }
 
     /// A P_DATA_V2 packet (outer headers removed) of a session this core owns.
-    fn client_data(&mut self, mut buf: P::Buf, peer: crate::wire::openvpn::PeerId, from: Remote) {
+    fn client_data(&mut self, mut buf: P::Buf, peer: PeerId, from: Remote) {
         let Some(idx) = self.sessions.index_of_peer(peer) else {
             return self.drop_packet(buf, DropReason::UnknownPeer);
         };
@@ -310,6 +303,21 @@ impl<P: Port> Worker<P> {
         snat(buf.data_mut(), eni, nat_port, self.cfg.mss_clamp);
         self.output(target_port, next_hop, buf);
     }
+}
+
+/// The peer-id of a frame that looks like P_DATA_V2 over IPv4/UDP (a look-ahead: `process`
+/// checks everything).
+fn data_v2_peer_hint(frame: &[u8]) -> Option<PeerId> {
+    let ip = super::ipv4_hint(frame)?;
+    if ip.protocol() != protocol::UDP {
+        return None;
+    }
+    let u = UdpPacket::new_checked(ip.payload()).ok()?;
+    let payload = u.payload();
+    if Opcode::of(*payload.first()?) != Opcode::DATA_V2 {
+        return None;
+    }
+    DataPacket::new_checked(payload).ok().map(|d| d.peer_id())
 }
 
 /// Source port (or echo id), destination port and TCP flags of an inner packet.

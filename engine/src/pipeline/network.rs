@@ -101,12 +101,13 @@ impl<P: Port> Worker<P> {
         self.encrypt_to_client(buf, owner);
     }
 
-    /// Warms what the frames of a burst from a target subnet will need before they are
-    /// processed, in stages over the whole burst so that each stage's memory requests are in
-    /// flight together: the reverse index line of each frame's flow; then the flow it names;
-    /// then the owning session's fields and send key. Reads only headers (already requested)
-    /// and lines requested by an earlier stage; anything unexpected is left to `process`.
-    pub(crate) fn warm_network_burst(&self, frames: &[P::Buf]) {
+    /// Looks ahead over a burst from a target subnet, in stages over the whole burst so that
+    /// each stage's memory requests are in flight together: the reverse index line of each
+    /// frame's flow; then the flow it names; then reads each flow's owner into `slots` (the
+    /// session each frame will most likely be sealed for), for the processing loop to prefetch
+    /// sessions a few frames ahead. Reads only headers (already requested) and lines requested
+    /// by an earlier stage; anything unexpected is left to `process`.
+    pub(crate) fn warm_network_burst(&self, frames: &[P::Buf], slots: &mut [Option<u32>]) {
         let mut keys = [None::<(ReverseKey, u64)>; BURST_SIZE];
         for (k, b) in keys.iter_mut().zip(frames) {
             let Some(ip) = super::ipv4_hint(b.data()) else {
@@ -121,10 +122,11 @@ impl<P: Port> Worker<P> {
         for &(_, h) in keys.iter().flatten() {
             self.flows.prefetch_reverse_flow(h);
         }
-        for (rkey, h) in keys.iter().flatten() {
-            if let Some(f) = self.flows.peek_reverse_hashed(rkey, *h) {
-                self.sessions.prefetch_seal(f.owner);
-            }
+        for (slot, k) in slots.iter_mut().zip(&keys) {
+            *slot = k
+                .as_ref()
+                .and_then(|(rkey, h)| self.flows.peek_reverse_hashed(rkey, *h))
+                .map(|f| f.owner);
         }
     }
 
@@ -136,10 +138,7 @@ impl<P: Port> Worker<P> {
             return self.drop_packet(buf, DropReason::NoSessionForDestination);
         };
         let peer = s.peer;
-        let Some(key) = s.send_key() else {
-            return self.drop_packet(buf, DropReason::UnknownKeyId);
-        };
-        let outcome = match key.seal(&mut buf, peer) {
+        let outcome = match s.send_key().seal(&mut buf, peer) {
             Ok(o) => o,
             Err(reason) => return self.drop_packet(buf, reason),
         };
