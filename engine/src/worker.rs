@@ -20,6 +20,7 @@ use crate::mailbox::{Command, Mailbox, Report};
 use crate::neighbour::{Housekeeping, NeighbourTable};
 use crate::packet::prefetch::{prefetch, PREFETCH_AHEAD};
 use crate::packet::{Burst, DropCounters, DropReason, PacketBuf, BURST_SIZE};
+use crate::pipeline::Hint;
 use crate::port::Port;
 use crate::rules::RuleTable;
 use crate::session::{Session, SessionTable, Traffic};
@@ -239,7 +240,7 @@ impl<P: Port> Worker<P> {
             // The burst in passes, so that the memory each packet needs is requested before
             // the packet waits for it: the headers of every packet; then the index lines that
             // name each packet's session (and, from a target subnet, its flow), read into
-            // `slots`; then the packets themselves, with their bytes prefetched a few packets
+            // `hints`; then the packets themselves, with their bytes prefetched a few packets
             // ahead and their sessions' fields and keys a few more (a whole burst of sessions,
             // about 13 lines each, would not stay in L1 until used).
             let mut ahead = [(std::ptr::null::<u8>(), 0usize); BURST_SIZE];
@@ -247,27 +248,27 @@ impl<P: Port> Worker<P> {
                 *a = (b.data().as_ptr(), b.len());
                 prefetch(a.0, HEADER_BYTES);
             }
-            let mut slots = [None; BURST_SIZE];
+            let mut hints = [Hint::default(); BURST_SIZE];
             let from_clients = port == self.cfg.outside;
             if from_clients {
-                self.warm_client_burst(rx.as_slice(), &mut slots);
+                self.warm_client_burst(rx.as_slice(), &mut hints);
             } else {
-                self.warm_network_burst(rx.as_slice(), &mut slots);
+                self.warm_network_burst(rx.as_slice(), &mut hints);
             }
             for &(ptr, len) in ahead.iter().take(PREFETCH_AHEAD) {
                 prefetch(ptr, len);
             }
-            for &slot in slots.iter().take(SESSION_AHEAD).flatten() {
-                self.prefetch_session(slot, from_clients);
+            for h in hints.iter().take(SESSION_AHEAD) {
+                self.prefetch_session(h.session, from_clients);
             }
-            for (i, buf) in rx.drain().enumerate() {
+            for ((i, buf), hint) in rx.drain().enumerate().zip(hints) {
                 if let Some(&(ptr, len)) = ahead.get(i + PREFETCH_AHEAD) {
                     prefetch(ptr, len);
                 }
-                if let Some(&Some(slot)) = slots.get(i + SESSION_AHEAD) {
-                    self.prefetch_session(slot, from_clients);
+                if let Some(h) = hints.get(i + SESSION_AHEAD) {
+                    self.prefetch_session(h.session, from_clients);
                 }
-                self.process(port, buf);
+                self.process(port, buf, hint);
             }
             self.forward_decrypted();
             self.rx = rx;
@@ -284,7 +285,8 @@ impl<P: Port> Worker<P> {
 
     /// Requests the session state a packet will use: for opening (from a client) or sealing.
     #[inline]
-    fn prefetch_session(&self, slot: u32, open: bool) {
+    fn prefetch_session(&self, slot: Option<u32>, open: bool) {
+        let Some(slot) = slot else { return };
         if open {
             self.sessions.prefetch_open(slot);
         } else {
@@ -293,11 +295,11 @@ impl<P: Port> Worker<P> {
     }
 
     /// Routes one received packet to its direction.
-    fn process(&mut self, port: u16, buf: P::Buf) {
+    fn process(&mut self, port: u16, buf: P::Buf, hint: Hint) {
         if port == self.cfg.outside {
             self.handle_client_side(port, buf);
         } else {
-            self.handle_network_side(port, buf);
+            self.handle_network_side(port, buf, hint.flow);
         }
     }
 
@@ -380,7 +382,7 @@ impl<P: Port> Worker<P> {
         for _ in 0..crate::packet::BURST_SIZE {
             let Some((port, buf)) = from.pop() else { break };
             any = true;
-            self.process(port, buf);
+            self.process(port, buf, Hint::default());
         }
         self.forward_decrypted();
         any

@@ -274,12 +274,45 @@ impl FlowTable {
         Some(f)
     }
 
-    /// The flow that return traffic belongs to, without refreshing it (a look ahead);
-    /// `hash` is `hash_reverse(key)`.
+    /// The flow of a client-side tuple whose `hash_forward` is already known, refreshed.
     #[inline]
-    pub fn peek_reverse_hashed(&self, key: &ReverseKey, hash: u64) -> Option<&Flow> {
+    pub fn lookup_hashed(&mut self, key: &FlowKey, hash: u64, now: u32) -> Option<&mut Flow> {
+        let i = self.find_forward(key, hash)?;
+        let f = self.slab.get_mut(i as usize)?.0.as_mut()?;
+        f.last_seen = now;
+        Some(f)
+    }
+
+    /// `lookup_reverse`, trying slot `hint` first (what a look-ahead found for the same key;
+    /// the flow there is used only if it is the key's).
+    #[inline]
+    pub fn lookup_reverse_at(
+        &mut self,
+        key: &ReverseKey,
+        hint: Option<u32>,
+        now: u32,
+    ) -> Option<&mut Flow> {
+        let hit = hint.filter(|&i| {
+            self.slab
+                .get(i as usize)
+                .and_then(|e| e.0.as_ref())
+                .is_some_and(|f| f.reverse() == *key)
+        });
+        let i = match hit {
+            Some(i) => i,
+            None => self.find_reverse(key, self.hash_reverse(key))?,
+        };
+        let f = self.slab.get_mut(i as usize)?.0.as_mut()?;
+        f.last_seen = now;
+        Some(f)
+    }
+
+    /// The slot of the flow that return traffic belongs to and that flow, without refreshing
+    /// it (a look ahead); `hash` is `hash_reverse(key)`.
+    #[inline]
+    pub fn peek_reverse_hashed(&self, key: &ReverseKey, hash: u64) -> Option<(u32, &Flow)> {
         let i = self.find_reverse(key, hash)?;
-        self.slab.get(i as usize)?.0.as_ref()
+        Some((i, self.slab.get(i as usize)?.0.as_ref()?))
     }
 
     fn pool(&mut self, eni: u32, proto: u8) -> &mut PortPool {
@@ -483,6 +516,25 @@ mod tests {
             )
             .is_none(),
             "another remote port is not this flow"
+        );
+        // Look-ahead results: a right hint is used, a wrong or stale one falls back.
+        let g = *t.create(key(2, 40000), 0xac1f_0105, 1, 8, 0).unwrap();
+        let (slot, _) = t.peek_reverse_hashed(&r, t.hash_reverse(&r)).unwrap();
+        let r2 = ReverseKey {
+            nat_port: g.nat_port,
+            ..r
+        };
+        let (slot2, _) = t.peek_reverse_hashed(&r2, t.hash_reverse(&r2)).unwrap();
+        for hint in [Some(slot), Some(slot2), Some(999), None] {
+            let got = t
+                .lookup_reverse_at(&r, hint, 2)
+                .map(|f| (f.key, f.last_seen));
+            assert_eq!(got, Some((key(1, 40000), 2)), "{hint:?}");
+        }
+        let h = t.hash_forward(&key(2, 40000));
+        assert_eq!(
+            t.lookup_hashed(&key(2, 40000), h, 3).map(|f| f.owner),
+            Some(8)
         );
     }
 

@@ -8,6 +8,7 @@ use crate::flow::{FlowKey, FlowTable};
 use crate::mailbox::Report;
 use crate::packet::BURST_SIZE;
 use crate::packet::{DropReason, PacketBuf};
+use crate::pipeline::Hint;
 use crate::port::Port;
 use crate::session::Remote;
 use crate::wire::ethernet::{ethertype, EthernetFrame, HEADER_LEN};
@@ -83,10 +84,10 @@ impl<P: Port> Worker<P> {
     }
 
     /// Looks ahead over a burst from the client side: requests each frame's peer-id index
-    /// entry, then reads them into `slots` (the session slot each frame will most likely use),
+    /// entry, then reads them into `hints` (the session slot each frame will most likely use),
     /// for the processing loop to prefetch sessions a few frames ahead. Reads only headers
     /// (already requested) and the index; anything unexpected is left to `process`.
-    pub(crate) fn warm_client_burst(&self, frames: &[P::Buf], slots: &mut [Option<u32>]) {
+    pub(crate) fn warm_client_burst(&self, frames: &[P::Buf], hints: &mut [Hint]) {
         let mut peers = [None::<PeerId>; BURST_SIZE];
         for (p, b) in peers.iter_mut().zip(frames) {
             *p = data_v2_peer_hint(b.data());
@@ -94,8 +95,8 @@ impl<P: Port> Worker<P> {
                 self.sessions.prefetch_peer(peer);
             }
         }
-        for (slot, peer) in slots.iter_mut().zip(peers) {
-            *slot = peer.and_then(|p| self.sessions.slot_hint(p));
+        for (h, peer) in hints.iter_mut().zip(peers) {
+            h.session = peer.and_then(|p| self.sessions.slot_hint(p));
         }
     }
 
@@ -108,17 +109,25 @@ impl<P: Port> Worker<P> {
         }
         let mut batch = std::mem::take(&mut self.decrypted);
         for d in &mut batch {
-            d.hash = inner_flow_key(d.buf.data(), d.client_ip).map(|k| {
+            d.flow = inner_flow_key(d.buf.data(), d.client_ip).map(|k| {
                 let h = self.flows.hash_forward(&k);
                 self.flows.prefetch_forward_bucket(h);
-                h
+                (k, h)
             });
         }
-        for h in batch.iter().filter_map(|d| d.hash) {
+        for &(_, h) in batch.iter().filter_map(|d| d.flow.as_ref()) {
             self.flows.prefetch_forward_flow(h);
         }
         for d in batch.drain(..) {
-            self.forward_inner(d.buf, d.owner, d.endpoint, &d.groups, d.client_ip);
+            let Decrypted {
+                buf,
+                owner,
+                endpoint,
+                groups,
+                client_ip,
+                flow,
+            } = d;
+            self.forward_inner(buf, owner, endpoint, &groups, client_ip, flow);
         }
         self.decrypted = batch;
     }
@@ -229,11 +238,12 @@ impl<P: Port> Worker<P> {
             endpoint,
             groups,
             client_ip,
-            hash: None,
+            flow: None,
         });
     }
 
-    /// The decrypted inner packet: checks, decides, translates and sends it.
+    /// The decrypted inner packet: checks, decides, translates and sends it. `seen`: the flow
+    /// key the forwarding stage found with its hash.
     fn forward_inner(
         &mut self,
         mut buf: P::Buf,
@@ -241,6 +251,7 @@ impl<P: Port> Worker<P> {
         endpoint: u16,
         groups: &crate::rules::GroupMask,
         client_ip: u32,
+        seen: Option<(FlowKey, u64)>,
     ) {
         let data = buf.data();
         if data.first().is_some_and(|b| b >> 4 == 6) {
@@ -283,7 +294,11 @@ impl<P: Port> Worker<P> {
             dst_port: dport,
         };
         let now = self.now_secs;
-        let nat_port = match self.flows.lookup(&key, now) {
+        let found = match seen {
+            Some((k, h)) if k == key => self.flows.lookup_hashed(&key, h, now),
+            _ => self.flows.lookup(&key, now),
+        };
+        let nat_port = match found {
             Some(f) if f.eni == eni => {
                 FlowTable::observe_tcp(f, tcp_flags, false);
                 f.nat_port
@@ -359,8 +374,8 @@ pub(crate) struct Decrypted<B> {
     endpoint: u16,
     groups: crate::rules::GroupMask,
     client_ip: u32,
-    /// Its flow key's forward hash, once the forwarding stage has computed it.
-    hash: Option<u64>,
+    /// Its flow key and the key's forward hash, once the forwarding stage has computed them.
+    flow: Option<(FlowKey, u64)>,
 }
 
 /// Rewrites source address and port (or echo id) of a checked IPv4 packet, decrements the TTL

@@ -20,3 +20,13 @@ pub(crate) fn ipv4_hint(frame: &[u8]) -> Option<Ipv4Packet<&[u8]>> {
     }
     Ipv4Packet::new_checked(frame.get(HEADER_LEN..)?).ok()
 }
+
+/// What a burst's look-ahead found for one frame. Hints only: `process` uses a slot after
+/// checking it holds what the frame names, and looks up the usual way otherwise.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Hint {
+    /// The session slot the frame will most likely use.
+    pub session: Option<u32>,
+    /// From a target subnet: the slot of the frame's flow.
+    pub flow: Option<u32>,
+}

@@ -6,6 +6,7 @@
 use crate::flow::{core_for_port, FlowTable, ReverseKey};
 use crate::mailbox::Report;
 use crate::packet::{DropReason, PacketBuf, BURST_SIZE};
+use crate::pipeline::Hint;
 use crate::port::Port;
 use crate::wire::checksum;
 use crate::wire::ethernet::{ethertype, EthernetFrame, HEADER_LEN};
@@ -25,7 +26,8 @@ enum Rewrite {
 
 impl<P: Port> Worker<P> {
     /// A frame received on a port inside a target subnet.
-    pub(crate) fn handle_network_side(&mut self, port: u16, buf: P::Buf) {
+    /// `flow_hint`: the slot the look-ahead found for the frame's flow.
+    pub(crate) fn handle_network_side(&mut self, port: u16, buf: P::Buf, flow_hint: Option<u32>) {
         let ethertype = match EthernetFrame::new_checked(buf.data()) {
             Ok(e) => e.ethertype(),
             Err(_) => return self.drop_packet(buf, DropReason::MalformedEthernet),
@@ -69,7 +71,7 @@ impl<P: Port> Worker<P> {
         }
         let now = self.now_secs;
         let tcp_flags = tcp_flags_of(&buf.data()[HEADER_LEN..]);
-        let Some(flow) = self.flows.lookup_reverse(&rkey, now) else {
+        let Some(flow) = self.flows.lookup_reverse_at(&rkey, flow_hint, now) else {
             if let Some(b) = self.answer_ping(port, buf) {
                 self.drop_packet(b, DropReason::NoFlow);
             }
@@ -103,11 +105,11 @@ impl<P: Port> Worker<P> {
 
     /// Looks ahead over a burst from a target subnet, in stages over the whole burst so that
     /// each stage's memory requests are in flight together: the reverse index line of each
-    /// frame's flow; then the flow it names; then reads each flow's owner into `slots` (the
+    /// frame's flow; then the flow it names; then records each flow's slot and owner in `hints` (the
     /// session each frame will most likely be sealed for), for the processing loop to prefetch
     /// sessions a few frames ahead. Reads only headers (already requested) and lines requested
     /// by an earlier stage; anything unexpected is left to `process`.
-    pub(crate) fn warm_network_burst(&self, frames: &[P::Buf], slots: &mut [Option<u32>]) {
+    pub(crate) fn warm_network_burst(&self, frames: &[P::Buf], hints: &mut [Hint]) {
         let mut keys = [None::<(ReverseKey, u64)>; BURST_SIZE];
         for (k, b) in keys.iter_mut().zip(frames) {
             let Some(ip) = super::ipv4_hint(b.data()) else {
@@ -122,11 +124,16 @@ impl<P: Port> Worker<P> {
         for &(_, h) in keys.iter().flatten() {
             self.flows.prefetch_reverse_flow(h);
         }
-        for (slot, k) in slots.iter_mut().zip(&keys) {
-            *slot = k
+        for (hint, k) in hints.iter_mut().zip(&keys) {
+            if let Some((slot, f)) = k
                 .as_ref()
                 .and_then(|(rkey, h)| self.flows.peek_reverse_hashed(rkey, *h))
-                .map(|f| f.owner);
+            {
+                *hint = Hint {
+                    session: Some(f.owner),
+                    flow: Some(slot),
+                };
+            }
         }
     }
 
