@@ -100,21 +100,14 @@ impl<P: Port> Worker<P> {
         }
     }
 
-    /// The forwarding stage of the packets decrypted so far: first the forward index line of
-    /// every packet's flow is requested, then the flow each names, then each packet is
-    /// decided, translated and sent (`forward_inner`).
+    /// The forwarding stage of the packets decrypted so far (each one's forward index line was
+    /// requested when it was decrypted): first the flow each index line names is requested,
+    /// then each packet is decided, translated and sent (`forward_inner`).
     pub(crate) fn forward_decrypted(&mut self) {
         if self.decrypted.is_empty() {
             return;
         }
         let mut batch = std::mem::take(&mut self.decrypted);
-        for d in &mut batch {
-            d.flow = inner_flow_key(d.buf.data(), d.client_ip).map(|k| {
-                let h = self.flows.hash_forward(&k);
-                self.flows.prefetch_forward_bucket(h);
-                (k, h)
-            });
-        }
         for &(_, h) in batch.iter().filter_map(|d| d.flow.as_ref()) {
             self.flows.prefetch_forward_flow(h);
         }
@@ -232,13 +225,20 @@ impl<P: Port> Worker<P> {
         if self.decrypted.len() == self.decrypted.capacity() {
             self.forward_decrypted();
         }
+        // The flow's index line is requested now, while the plaintext is in L1; the rest of
+        // the burst is decrypted before the forwarding stage reads it.
+        let flow = inner_flow_key(buf.data(), client_ip).map(|k| {
+            let h = self.flows.hash_forward(&k);
+            self.flows.prefetch_forward_bucket(h);
+            (k, h)
+        });
         self.decrypted.push(Decrypted {
             buf,
             owner: idx,
             endpoint,
             groups,
             client_ip,
-            flow: None,
+            flow,
         });
     }
 
@@ -374,7 +374,7 @@ pub(crate) struct Decrypted<B> {
     endpoint: u16,
     groups: crate::rules::GroupMask,
     client_ip: u32,
-    /// Its flow key and the key's forward hash, once the forwarding stage has computed them.
+    /// Its flow key and the key's forward hash (whose index line has been requested).
     flow: Option<(FlowKey, u64)>,
 }
 
