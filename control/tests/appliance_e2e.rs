@@ -533,6 +533,11 @@ fn client_reaches_the_vpc_through_the_dpdk_data_plane() {
 
 /// Validates the configuration and exports the `.ovpn` with client1's certificate to `to`.
 fn validate_and_export(config: &Path, pki: &Path, to: &Path) -> PathBuf {
+    export_for(config, ENDPOINT, pki, to)
+}
+
+/// `validate_and_export` for the endpoint `endpoint`.
+fn export_for(config: &Path, endpoint: &str, pki: &Path, to: &Path) -> PathBuf {
     let (code, _, err) = sluice(config, &["validate"]);
     assert_eq!(code, 0, "{err}");
     let (code, out, err) = sluice(
@@ -540,7 +545,7 @@ fn validate_and_export(config: &Path, pki: &Path, to: &Path) -> PathBuf {
         &[
             "export-client-vpn-client-configuration",
             "--client-vpn-endpoint-id",
-            ENDPOINT,
+            endpoint,
             "--client-certificate",
             pki.join("client1.crt").to_str().unwrap(),
             "--client-key",
@@ -855,6 +860,155 @@ authentication = {{ mutual = {{ client_root_ca = "{p}/ca.crt" }}, directory = {{
         read(&d.join("bob.log")).contains("server-pushed-connection-reset")
     });
     assert!(reaches(&alice_ns, "172.31.1.10"), "alice stays connected");
+}
+
+/// Two endpoints on one appliance, each with a connected client at the same time: both reach
+/// the VPC host. The data plane keys sessions by peer-id, so the endpoints must not hand out
+/// the same ones (each endpoint's first client used to get peer-id 0, and the second session
+/// replaced the first on the core).
+#[test]
+fn two_endpoints_carry_their_clients_at_once() {
+    let _one = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    require_root("the appliance end-to-end test");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pki = d.join("pki");
+    make_pki(&pki);
+    let pid = std::process::id() % 1_000_000;
+    let (out_if, in_if) = (format!("so{pid}"), format!("si{pid}"));
+    let wan = Netns::new("two-wan");
+    let app = Netns::new("two-app");
+    let first_ns = Netns::new("two-c1");
+    let second_ns = Netns::new("two-c2");
+    let vpc = Netns::new("two-vpc");
+    wan.exec_ok(&["ip", "link", "add", "br0", "type", "bridge"]);
+    wan.exec_ok(&["ip", "link", "set", "br0", "up"]);
+    app.veth_to(&out_if, &wan, &format!("wa{pid}"), "");
+    wan.veth_to(
+        &format!("wb{pid}"),
+        &first_ns,
+        &format!("ca{pid}"),
+        "192.168.50.2/24",
+    );
+    wan.veth_to(
+        &format!("wc{pid}"),
+        &second_ns,
+        &format!("cb{pid}"),
+        "192.168.50.3/24",
+    );
+    for port in [format!("wa{pid}"), format!("wb{pid}"), format!("wc{pid}")] {
+        wan.exec_ok(&["ip", "link", "set", &port, "master", "br0"]);
+    }
+    app.veth_to(&in_if, &vpc, &format!("vi{pid}"), "172.31.1.10/24");
+
+    let p = pki.display();
+    let second = "cvpn-endpoint-0b0000000000000b2";
+    let rest = format!(
+        r#"
+[[endpoint.authorization_rule]]
+destination_cidr = "172.31.1.0/24"
+authorize_all_groups = true
+
+[[endpoint]]
+id = "{second}"
+client_cidr_block = "10.210.0.0/20"
+server_certificate = "{p}/server.crt"
+server_key = "{p}/server.key"
+dns_name = "192.168.50.1"
+vpn_port = 1194
+split_tunnel = true
+authentication = {{ mutual = {{ client_root_ca = "{p}/ca.crt" }} }}
+
+[[endpoint.target_network]]
+association_id = "cvpn-assoc-0b0000000000000b2"
+subnet_id = "subnet-0a0000000000000a1"
+vpc_id = "vpc-0c0000000000000c1"
+vpc_cidr = "172.31.0.0/16"
+cidr = "172.31.1.0/24"
+availability_zone = "lab-1a"
+port = "inside-a"
+eni_ip = "172.31.1.5"
+gateway = "172.31.1.1"
+
+[[endpoint.route]]
+destination_cidr = "172.31.0.0/16"
+target_subnet = "subnet-0a0000000000000a1"
+origin = "associate"
+
+[[endpoint.authorization_rule]]
+destination_cidr = "172.31.1.0/24"
+authorize_all_groups = true
+"#
+    );
+    let text = lab_toml(
+        d,
+        &pki,
+        (&out_if, &in_if),
+        "",
+        &format!(
+            r#"vpn_port = 443
+split_tunnel = true
+authentication = {{ mutual = {{ client_root_ca = "{p}/ca.crt" }} }}"#
+        ),
+        &rest,
+    );
+    let config = d.join("sluice.toml");
+    std::fs::write(&config, text).unwrap();
+    let first_ovpn = export_for(&config, ENDPOINT, &pki, &d.join("first.ovpn"));
+    let second_ovpn = export_for(&config, second, &pki, &d.join("second.ovpn"));
+    assert!(
+        read(&second_ovpn).contains("1194"),
+        "{}",
+        read(&second_ovpn)
+    );
+
+    let daemon_log = d.join("sluice.log");
+    let _daemon = start_daemon(&app, &config, &daemon_log);
+    let (first_log, second_log) = (d.join("first.log"), d.join("second.log"));
+    let _first = start_client(&first_ns, &first_ovpn, &first_log, &[]);
+    let _second = start_client(&second_ns, &second_ovpn, &second_log, &[]);
+    for log in [&first_log, &second_log] {
+        wait_for("both clients to connect", Duration::from_secs(40), || {
+            read(log).contains("Initialization Sequence Completed")
+        });
+    }
+    assert!(
+        read(&first_log).contains("10.200.0."),
+        "{}",
+        read(&first_log)
+    );
+    assert!(
+        read(&second_log).contains("10.210.0."),
+        "{}",
+        read(&second_log)
+    );
+    for (ns, log) in [(&first_ns, &first_log), (&second_ns, &second_log)] {
+        assert!(
+            reaches(ns, "172.31.1.10"),
+            "{} reaches the VPC host while the other endpoint's client is connected:\n{}\ndaemon log:\n{}",
+            ns.name(),
+            read(log),
+            read(&daemon_log)
+        );
+    }
+    let (code, out, err) = sluice(&config, &["describe-client-vpn-connections"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut active: Vec<String> = v["Connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["Status"]["Code"] == "active")
+        .map(|c| c["ClientVpnEndpointId"].as_str().unwrap_or("").to_owned())
+        .collect();
+    active.sort();
+    assert_eq!(
+        active,
+        [ENDPOINT, second],
+        "one active connection per endpoint:\n{out}"
+    );
 }
 
 fn scrape(app: &Netns) -> String {
