@@ -11,7 +11,8 @@
 //! The client connects, pings the VPC host through the tunnel, its UDP datagram reaches the
 //! host from the ENI address (SNAT), the connection is listed live with its traffic, a denied
 //! destination gets nothing, and terminating the connection disconnects the client. The
-//! daemon then stops cleanly on SIGTERM. Namespaces and processes go away even on failure.
+//! daemon then stops cleanly on SIGTERM. Also: groups through a full tunnel, and two
+//! endpoints with a client each at once. Namespaces and processes go away even on failure.
 
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
