@@ -38,14 +38,26 @@ impl<P: Port> Worker<P> {
             _ => return self.drop_packet(buf, DropReason::NotIpv4),
         }
         let hw_checked = buf.ipv4_checksum_verified();
-        let parsed = {
+        // One parse of the IPv4 header serves every later check of this packet.
+        let (parsed, fragment, ttl, total, tcp_flags) = {
             let Ok(ip) = Ipv4Packet::new_checked(&buf.data()[HEADER_LEN..]) else {
                 return self.drop_packet(buf, DropReason::MalformedIpv4);
             };
             if !hw_checked && !ip.verify_checksum() {
                 return self.drop_packet(buf, DropReason::MalformedIpv4);
             }
-            reverse_key(&ip)
+            let tcp_flags = if ip.protocol() == protocol::TCP {
+                TcpPacket::new_checked(ip.payload()).map_or(0, |t| t.flags())
+            } else {
+                0
+            };
+            (
+                reverse_key(&ip),
+                ip.is_fragment(),
+                ip.ttl(),
+                ip.total_len(),
+                tcp_flags,
+            )
         };
         let (rkey, rewrite) = match parsed {
             Ok(Some(k)) => k,
@@ -70,7 +82,6 @@ impl<P: Port> Worker<P> {
             }
         }
         let now = self.now_secs;
-        let tcp_flags = tcp_flags_of(&buf.data()[HEADER_LEN..]);
         let Some(flow) = self.flows.lookup_reverse_at(&rkey, flow_hint, now) else {
             if let Some(b) = self.answer_ping(port, buf) {
                 self.drop_packet(b, DropReason::NoFlow);
@@ -81,21 +92,15 @@ impl<P: Port> Worker<P> {
             FlowTable::observe_tcp(flow, tcp_flags, true);
         }
         let (client, client_port, owner) = (flow.key.client, flow.key.src_port, flow.owner);
+        if fragment {
+            return self.drop_packet(buf, DropReason::Ipv4Fragment);
+        }
+        if ttl <= 1 {
+            return self.drop_packet(buf, DropReason::TtlExceeded);
+        }
         let mut buf = buf;
         buf.trim_front(HEADER_LEN);
-        {
-            let Ok(ip) = Ipv4Packet::new_checked(buf.data()) else {
-                return self.drop_packet(buf, DropReason::MalformedIpv4);
-            };
-            if ip.is_fragment() {
-                return self.drop_packet(buf, DropReason::Ipv4Fragment);
-            }
-            if ip.ttl() <= 1 {
-                return self.drop_packet(buf, DropReason::TtlExceeded);
-            }
-            let total = ip.total_len();
-            buf.truncate(total);
-        }
+        buf.truncate(total);
         match rewrite {
             Rewrite::Plain => reverse_snat(buf.data_mut(), client, client_port, self.cfg.mss_clamp),
             Rewrite::IcmpError => reverse_snat_icmp_error(buf.data_mut(), client, client_port),
@@ -168,14 +173,6 @@ impl<P: Port> Worker<P> {
 fn key_at_threshold(sealed: &impl PacketBuf) -> bool {
     crate::wire::openvpn::DataPacket::new_checked(sealed.data())
         .is_ok_and(|p| p.packet_id() == crate::crypto::data_channel::RENEGOTIATE_AT)
-}
-
-fn tcp_flags_of(ip_bytes: &[u8]) -> u8 {
-    Ipv4Packet::new_checked(ip_bytes)
-        .ok()
-        .filter(|ip| ip.protocol() == protocol::TCP)
-        .and_then(|ip| TcpPacket::new_checked(ip.payload()).ok().map(|t| t.flags()))
-        .unwrap_or(0)
 }
 
 /// The reverse-SNAT key of a return packet; `Ok(None)` when it cannot be translated traffic
