@@ -149,6 +149,38 @@ authorize_all_groups = true
 /// The appliance tests take both cores (a DPDK worker polls one): one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// What an appliance test starts from: its turn, root, a directory with a fresh PKI, and
+/// interface names unique to this process.
+struct Start {
+    _one: std::sync::MutexGuard<'static, ()>,
+    dir: tempfile::TempDir,
+    pki: PathBuf,
+    pid: u32,
+    out_if: String,
+    in_if: String,
+}
+
+impl Start {
+    fn new() -> Self {
+        let one = SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        require_root("the appliance end-to-end test");
+        let dir = tempfile::tempdir().unwrap();
+        let pki = dir.path().join("pki");
+        make_pki(&pki);
+        let pid = std::process::id() % 1_000_000;
+        Self {
+            _one: one,
+            dir,
+            pki,
+            pid,
+            out_if: format!("so{pid}"),
+            in_if: format!("si{pid}"),
+        }
+    }
+}
+
 #[test]
 fn client_reaches_the_vpc_through_the_dpdk_data_plane() {
     let _one = SERIAL
@@ -605,6 +637,51 @@ fn start_client(ns: &Netns, ovpn: &Path, log: &Path, extra: &[&str]) -> Proc {
     )
 }
 
+/// The appliance's outside port and two client namespaces (192.168.50.2 and .3) on one bridge,
+/// as clients on one network; and the VPC namespace, not linked yet.
+struct Bridged {
+    wan: Netns,
+    app: Netns,
+    clients: [Netns; 2],
+    vpc: Netns,
+}
+
+impl Bridged {
+    fn new(tag: &str, pid: u32, out_if: &str) -> Self {
+        let wan = Netns::new(&format!("{tag}-wan"));
+        let app = Netns::new(&format!("{tag}-app"));
+        let clients = [
+            Netns::new(&format!("{tag}-c1")),
+            Netns::new(&format!("{tag}-c2")),
+        ];
+        let vpc = Netns::new(&format!("{tag}-vpc"));
+        wan.exec_ok(&["ip", "link", "add", "br0", "type", "bridge"]);
+        wan.exec_ok(&["ip", "link", "set", "br0", "up"]);
+        app.veth_to(out_if, &wan, &format!("wa{pid}"), "");
+        for (i, c) in clients.iter().enumerate() {
+            let (w, ci) = (["wb", "wc"][i], ["ca", "cb"][i]);
+            let addr = format!("192.168.50.{}/24", i + 2);
+            wan.veth_to(&format!("{w}{pid}"), c, &format!("{ci}{pid}"), &addr);
+        }
+        for port in ["wa", "wb", "wc"] {
+            wan.exec_ok(&[
+                "ip",
+                "link",
+                "set",
+                &format!("{port}{pid}"),
+                "master",
+                "br0",
+            ]);
+        }
+        Self {
+            wan,
+            app,
+            clients,
+            vpc,
+        }
+    }
+}
+
 fn reaches(ns: &Netns, dst: &str) -> bool {
     ns.exec(&["ping", "-c", "2", "-i", "0.3", "-W", "2", dst])
         .status
@@ -618,39 +695,21 @@ fn reaches(ns: &Netns, dst: &str) -> bool {
 /// authentication), each in its own namespace behind a shared "internet" bridge.
 #[test]
 fn groups_reach_their_networks_through_a_full_tunnel() {
-    let _one = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    require_root("the appliance end-to-end test");
-    let dir = tempfile::tempdir().unwrap();
+    let Start {
+        _one,
+        dir,
+        pki,
+        pid,
+        out_if,
+        in_if,
+    } = Start::new();
     let d = dir.path();
-    let pki = d.join("pki");
-    make_pki(&pki);
-    let pid = std::process::id() % 1_000_000;
-    let (out_if, in_if) = (format!("so{pid}"), format!("si{pid}"));
-    let wan = Netns::new("g-wan");
-    let app = Netns::new("g-app");
-    let alice_ns = Netns::new("g-alice");
-    let bob_ns = Netns::new("g-bob");
-    let vpc = Netns::new("g-vpc");
-    wan.exec_ok(&["ip", "link", "add", "br0", "type", "bridge"]);
-    wan.exec_ok(&["ip", "link", "set", "br0", "up"]);
-    app.veth_to(&out_if, &wan, &format!("wa{pid}"), "");
-    wan.veth_to(
-        &format!("wb{pid}"),
-        &alice_ns,
-        &format!("ca{pid}"),
-        "192.168.50.2/24",
-    );
-    wan.veth_to(
-        &format!("wc{pid}"),
-        &bob_ns,
-        &format!("cb{pid}"),
-        "192.168.50.3/24",
-    );
-    for port in [format!("wa{pid}"), format!("wb{pid}"), format!("wc{pid}")] {
-        wan.exec_ok(&["ip", "link", "set", &port, "master", "br0"]);
-    }
+    let Bridged {
+        wan: _wan,
+        app,
+        clients: [alice_ns, bob_ns],
+        vpc,
+    } = Bridged::new("g", pid, &out_if);
     // The VPC side: the subnet router .1 and a host .10 on the inside link, and behind the
     // router a peered VPC, an on-premises network and an "internet" host.
     app.veth_to(&in_if, &vpc, &format!("vi{pid}"), "172.31.1.1/24");
@@ -869,39 +928,21 @@ authentication = {{ mutual = {{ client_root_ca = "{p}/ca.crt" }}, directory = {{
 /// replaced the first on the core).
 #[test]
 fn two_endpoints_carry_their_clients_at_once() {
-    let _one = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    require_root("the appliance end-to-end test");
-    let dir = tempfile::tempdir().unwrap();
+    let Start {
+        _one,
+        dir,
+        pki,
+        pid,
+        out_if,
+        in_if,
+    } = Start::new();
     let d = dir.path();
-    let pki = d.join("pki");
-    make_pki(&pki);
-    let pid = std::process::id() % 1_000_000;
-    let (out_if, in_if) = (format!("so{pid}"), format!("si{pid}"));
-    let wan = Netns::new("two-wan");
-    let app = Netns::new("two-app");
-    let first_ns = Netns::new("two-c1");
-    let second_ns = Netns::new("two-c2");
-    let vpc = Netns::new("two-vpc");
-    wan.exec_ok(&["ip", "link", "add", "br0", "type", "bridge"]);
-    wan.exec_ok(&["ip", "link", "set", "br0", "up"]);
-    app.veth_to(&out_if, &wan, &format!("wa{pid}"), "");
-    wan.veth_to(
-        &format!("wb{pid}"),
-        &first_ns,
-        &format!("ca{pid}"),
-        "192.168.50.2/24",
-    );
-    wan.veth_to(
-        &format!("wc{pid}"),
-        &second_ns,
-        &format!("cb{pid}"),
-        "192.168.50.3/24",
-    );
-    for port in [format!("wa{pid}"), format!("wb{pid}"), format!("wc{pid}")] {
-        wan.exec_ok(&["ip", "link", "set", &port, "master", "br0"]);
-    }
+    let Bridged {
+        wan: _wan,
+        app,
+        clients: [first_ns, second_ns],
+        vpc,
+    } = Bridged::new("two", pid, &out_if);
     app.veth_to(&in_if, &vpc, &format!("vi{pid}"), "172.31.1.10/24");
 
     let p = pki.display();
