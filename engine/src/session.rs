@@ -252,7 +252,7 @@ impl SessionTable {
     /// The slot of a peer-id.
     #[inline]
     pub fn index_of_peer(&self, peer: PeerId) -> Option<SessionIndex> {
-        let i = self.by_peer.get(self.peer_entry(peer))?.checked_sub(1)?;
+        let i = self.slot_hint(peer)?;
         let s = self.slab.get(i as usize)?.as_ref()?;
         (s.peer == peer).then_some(i)
     }

@@ -13,7 +13,6 @@ use zeroize::Zeroize;
 
 use super::aead::Cipher;
 use super::replay::{ReplayError, ReplayWindow};
-use crate::packet::prefetch::prefetch_spans;
 use crate::packet::{DropReason, PacketBuf};
 use crate::wire::openvpn::{
     write_data_v2_header, DataPacket, KeyId, PeerId, DATA_V2_HEADER_LEN, DATA_V2_OVERHEAD, TAG_LEN,
@@ -115,18 +114,6 @@ pub(crate) const SEAL_SPANS: [(usize, usize); 3] = [
 ];
 
 impl DataKey {
-    /// Starts bringing the receive half into the cache (`OPEN_SPANS`); computes addresses only.
-    #[inline]
-    pub fn prefetch_open(&self) {
-        prefetch_spans(std::ptr::from_ref(self).cast(), &OPEN_SPANS);
-    }
-
-    /// The same for the send half (`SEAL_SPANS`).
-    #[inline]
-    pub fn prefetch_seal(&self) {
-        prefetch_spans(std::ptr::from_ref(self).cast(), &SEAL_SPANS);
-    }
-
     /// Sets up the keys of `key_id` from `m`; the first packet sent will carry data-pid 1.
     ///
     /// # Errors

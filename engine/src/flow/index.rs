@@ -122,16 +122,23 @@ impl Index {
             if let Some(j) = self.buckets[b].tags.iter().position(|&t| t == 0) {
                 self.buckets[b].tags[j] = tag_of(hash);
                 self.buckets[b].slots[j] = slot;
-                let mut p = home;
-                while p != b {
-                    self.buckets[p].overflow += 1;
-                    p = (p + 1) & self.mask;
-                }
+                self.count_passed(home, b, true);
                 return true;
             }
             b = (b + 1) & self.mask;
         }
         false
+    }
+
+    /// Counts an entry that lives in bucket `at` in the overflow of every bucket from its
+    /// `home` up to `at` (`add`), or stops counting it.
+    fn count_passed(&mut self, home: usize, at: usize, add: bool) {
+        let mut p = home;
+        while p != at {
+            let o = &mut self.buckets[p].overflow;
+            *o = if add { *o + 1 } else { *o - 1 };
+            p = (p + 1) & self.mask;
+        }
     }
 
     /// Forgets `slot` under `hash`; `false` if it was not there.
@@ -142,11 +149,7 @@ impl Index {
             let bucket = &mut self.buckets[b];
             if let Some(j) = (0..WAYS).find(|&j| bucket.tags[j] == tag && bucket.slots[j] == slot) {
                 bucket.tags[j] = 0;
-                let mut p = home;
-                while p != b {
-                    self.buckets[p].overflow -= 1;
-                    p = (p + 1) & self.mask;
-                }
+                self.count_passed(home, b, false);
                 return true;
             }
             if bucket.overflow == 0 {

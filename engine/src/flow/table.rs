@@ -238,49 +238,48 @@ impl FlowTable {
         }
     }
 
+    /// The flow in slot `s`, if any.
+    #[inline]
+    fn flow_at(&self, s: u32) -> Option<&Flow> {
+        self.slab.get(s as usize)?.0.as_ref()
+    }
+
     fn find_forward(&self, key: &FlowKey, hash: u64) -> Option<u32> {
-        self.forward.find(hash, |s| {
-            self.slab
-                .get(s as usize)
-                .and_then(|e| e.0.as_ref())
-                .is_some_and(|f| f.key == *key)
-        })
+        self.forward
+            .find(hash, |s| self.flow_at(s).is_some_and(|f| f.key == *key))
     }
 
     fn find_reverse(&self, key: &ReverseKey, hash: u64) -> Option<u32> {
         self.reverse.find(hash, |s| {
-            self.slab
-                .get(s as usize)
-                .and_then(|e| e.0.as_ref())
-                .is_some_and(|f| f.reverse() == *key)
+            self.flow_at(s).is_some_and(|f| f.reverse() == *key)
         })
+    }
+
+    /// The flow in slot `i`, refreshed.
+    #[inline]
+    fn refresh(&mut self, i: u32, now: u32) -> Option<&mut Flow> {
+        let f = self.slab.get_mut(i as usize)?.0.as_mut()?;
+        f.last_seen = now;
+        Some(f)
     }
 
     /// The flow of a client-side tuple, refreshed.
     #[inline]
     pub fn lookup(&mut self, key: &FlowKey, now: u32) -> Option<&mut Flow> {
-        let i = self.find_forward(key, self.hash_forward(key))?;
-        let f = self.slab.get_mut(i as usize)?.0.as_mut()?;
-        f.last_seen = now;
-        Some(f)
+        self.lookup_hashed(key, self.hash_forward(key), now)
     }
 
     /// The flow that return traffic belongs to, refreshed.
     #[inline]
     pub fn lookup_reverse(&mut self, key: &ReverseKey, now: u32) -> Option<&mut Flow> {
-        let i = self.find_reverse(key, self.hash_reverse(key))?;
-        let f = self.slab.get_mut(i as usize)?.0.as_mut()?;
-        f.last_seen = now;
-        Some(f)
+        self.lookup_reverse_at(key, None, now)
     }
 
     /// The flow of a client-side tuple whose `hash_forward` is already known, refreshed.
     #[inline]
     pub fn lookup_hashed(&mut self, key: &FlowKey, hash: u64, now: u32) -> Option<&mut Flow> {
         let i = self.find_forward(key, hash)?;
-        let f = self.slab.get_mut(i as usize)?.0.as_mut()?;
-        f.last_seen = now;
-        Some(f)
+        self.refresh(i, now)
     }
 
     /// `lookup_reverse`, trying slot `hint` first (what a look-ahead found for the same key;
@@ -292,19 +291,12 @@ impl FlowTable {
         hint: Option<u32>,
         now: u32,
     ) -> Option<&mut Flow> {
-        let hit = hint.filter(|&i| {
-            self.slab
-                .get(i as usize)
-                .and_then(|e| e.0.as_ref())
-                .is_some_and(|f| f.reverse() == *key)
-        });
+        let hit = hint.filter(|&i| self.flow_at(i).is_some_and(|f| f.reverse() == *key));
         let i = match hit {
             Some(i) => i,
             None => self.find_reverse(key, self.hash_reverse(key))?,
         };
-        let f = self.slab.get_mut(i as usize)?.0.as_mut()?;
-        f.last_seen = now;
-        Some(f)
+        self.refresh(i, now)
     }
 
     /// The slot of the flow that return traffic belongs to and that flow, without refreshing
@@ -312,7 +304,7 @@ impl FlowTable {
     #[inline]
     pub fn peek_reverse_hashed(&self, key: &ReverseKey, hash: u64) -> Option<(u32, &Flow)> {
         let i = self.find_reverse(key, hash)?;
-        Some((i, self.slab.get(i as usize)?.0.as_ref()?))
+        Some((i, self.flow_at(i)?))
     }
 
     fn pool(&mut self, eni: u32, proto: u8) -> &mut PortPool {
@@ -346,10 +338,6 @@ impl FlowTable {
             Some(p) => p,
             None => self.reuse_port(eni, &key)?,
         };
-        let Some(slot) = self.free_slots.pop() else {
-            self.pool(eni, key.proto).release(nat_port);
-            return Err(DropReason::FlowTableFull);
-        };
         let flow = Flow {
             key,
             eni,
@@ -361,17 +349,23 @@ impl FlowTable {
             last_seen: now,
         };
         let (fh, rh) = (self.hash_forward(&key), self.hash_reverse(&flow.reverse()));
-        if !self.forward.insert(fh, slot) {
+        // A slot, then both index entries; anything missing undoes the rest.
+        let slot = self.free_slots.pop();
+        let indexed = slot.filter(|&s| {
+            if !self.forward.insert(fh, s) {
+                return false;
+            }
+            if !self.reverse.insert(rh, s) {
+                self.forward.remove(fh, s);
+                return false;
+            }
+            true
+        });
+        let Some(slot) = indexed else {
+            self.free_slots.extend(slot);
             self.pool(eni, key.proto).release(nat_port);
-            self.free_slots.push(slot);
             return Err(DropReason::FlowTableFull);
-        }
-        if !self.reverse.insert(rh, slot) {
-            self.forward.remove(fh, slot);
-            self.pool(eni, key.proto).release(nat_port);
-            self.free_slots.push(slot);
-            return Err(DropReason::FlowTableFull);
-        }
+        };
         self.len += 1;
         let entry = &mut self.slab[slot as usize].0;
         *entry = Some(flow);

@@ -108,19 +108,11 @@ impl<P: Port> Worker<P> {
             return;
         }
         let mut batch = std::mem::take(&mut self.decrypted);
-        for &(_, h) in batch.iter().filter_map(|d| d.flow.as_ref()) {
-            self.flows.prefetch_forward_flow(h);
+        for d in &batch {
+            self.flows.prefetch_forward_flow(d.hash);
         }
         for d in batch.drain(..) {
-            let Decrypted {
-                buf,
-                owner,
-                endpoint,
-                groups,
-                client_ip,
-                flow,
-            } = d;
-            self.forward_inner(buf, owner, endpoint, &groups, client_ip, flow);
+            self.forward_inner(d);
         }
         self.decrypted = batch;
     }
@@ -222,83 +214,55 @@ impl<P: Port> Worker<P> {
             t.ingress_bytes += len;
             t.ingress_packets += 1;
         }
+        // The inner packet is checked now, while the plaintext is in L1, and its flow's index
+        // line requested; the rest of the burst is decrypted before the forwarding stage reads
+        // that line.
+        let inner = match checked_inner(buf.data(), client_ip) {
+            Ok(i) => i,
+            Err(reason) => return self.drop_packet(buf, reason),
+        };
+        buf.truncate(inner.total);
+        let hash = self.flows.hash_forward(&inner.key);
+        self.flows.prefetch_forward_bucket(hash);
         if self.decrypted.len() == self.decrypted.capacity() {
             self.forward_decrypted();
         }
-        // The flow's index line is requested now, while the plaintext is in L1; the rest of
-        // the burst is decrypted before the forwarding stage reads it.
-        let flow = inner_flow_key(buf.data(), client_ip).map(|k| {
-            let h = self.flows.hash_forward(&k);
-            self.flows.prefetch_forward_bucket(h);
-            (k, h)
-        });
         self.decrypted.push(Decrypted {
             buf,
             owner: idx,
             endpoint,
             groups,
-            client_ip,
-            flow,
+            key: inner.key,
+            tcp_flags: inner.tcp_flags,
+            hash,
         });
     }
 
-    /// The decrypted inner packet: checks, decides, translates and sends it. `seen`: the flow
-    /// key the forwarding stage found with its hash.
-    fn forward_inner(
-        &mut self,
-        mut buf: P::Buf,
-        owner: u32,
-        endpoint: u16,
-        groups: &crate::rules::GroupMask,
-        client_ip: u32,
-        seen: Option<(FlowKey, u64)>,
-    ) {
-        let data = buf.data();
-        if data.first().is_some_and(|b| b >> 4 == 6) {
-            return self.drop_packet(buf, DropReason::NotIpv4);
-        }
-        let Ok(ip) = Ipv4Packet::new_checked(data) else {
-            return self.drop_packet(buf, DropReason::MalformedIpv4);
-        };
-        if u32::from_be_bytes(ip.src()) != client_ip {
-            return self.drop_packet(buf, DropReason::SourceSpoofed);
-        }
-        if ip.is_fragment() {
-            return self.drop_packet(buf, DropReason::Ipv4Fragment);
-        }
-        if ip.ttl() <= 1 {
-            return self.drop_packet(buf, DropReason::TtlExceeded);
-        }
-        let dst = u32::from_be_bytes(ip.dst());
-        let proto = ip.protocol();
-        let total = ip.total_len();
-        let (sport, dport, tcp_flags) = match l4_of(&ip) {
-            Ok(t) => t,
+    /// A checked inner packet (`checked_inner`): decides, translates and sends it.
+    fn forward_inner(&mut self, d: Decrypted<P::Buf>) {
+        let Decrypted {
+            mut buf,
+            owner,
+            endpoint,
+            groups,
+            key,
+            tcp_flags,
+            hash,
+        } = d;
+        let route_hash = flow_hash(key.client, key.dst, key.src_port, key.dst_port, key.proto);
+        let (target_port, next_hop, eni) = match self.rules.decide(
+            usize::from(endpoint),
+            &groups,
+            key.dst,
+            key.proto,
+            key.dst_port,
+            route_hash,
+        ) {
+            Ok(d) => (d.target.port, d.next_hop, d.target.eni_ip),
             Err(reason) => return self.drop_packet(buf, reason),
         };
-        buf.truncate(total);
-        let hash = flow_hash(client_ip, dst, sport, dport, proto);
-        let (target_port, next_hop, eni) =
-            match self
-                .rules
-                .decide(usize::from(endpoint), groups, dst, proto, dport, hash)
-            {
-                Ok(d) => (d.target.port, d.next_hop, d.target.eni_ip),
-                Err(reason) => return self.drop_packet(buf, reason),
-            };
-        let key = FlowKey {
-            client: client_ip,
-            proto,
-            src_port: sport,
-            dst,
-            dst_port: dport,
-        };
         let now = self.now_secs;
-        let found = match seen {
-            Some((k, h)) if k == key => self.flows.lookup_hashed(&key, h, now),
-            _ => self.flows.lookup(&key, now),
-        };
-        let nat_port = match found {
+        let nat_port = match self.flows.lookup_hashed(&key, hash, now) {
             Some(f) if f.eni == eni => {
                 FlowTable::observe_tcp(f, tcp_flags, false);
                 f.nat_port
@@ -353,29 +317,55 @@ fn l4_of<T: AsRef<[u8]>>(ip: &Ipv4Packet<T>) -> Result<(u16, u16, u8), DropReaso
     }
 }
 
-/// The flow key `forward_inner` will look up for a decrypted packet, if it gets that far.
-fn inner_flow_key(data: &[u8], client_ip: u32) -> Option<FlowKey> {
-    let ip = Ipv4Packet::new_checked(data).ok()?;
-    let (sport, dport, _) = l4_of(&ip).ok()?;
-    Some(FlowKey {
-        client: client_ip,
-        proto: ip.protocol(),
-        src_port: sport,
-        dst: u32::from_be_bytes(ip.dst()),
-        dst_port: dport,
+/// What forwarding needs of a decrypted inner packet.
+struct Inner {
+    key: FlowKey,
+    tcp_flags: u8,
+    /// The IPv4 total length (the plaintext may carry padding after it).
+    total: usize,
+}
+
+/// Checks a decrypted inner packet: IPv4 (not IPv6, well formed), from the client's own
+/// address, not a fragment, TTL above 1, a TCP/UDP/ICMP echo header.
+fn checked_inner(data: &[u8], client_ip: u32) -> Result<Inner, DropReason> {
+    if data.first().is_some_and(|b| b >> 4 == 6) {
+        return Err(DropReason::NotIpv4);
+    }
+    let ip = Ipv4Packet::new_checked(data).map_err(|_| DropReason::MalformedIpv4)?;
+    if u32::from_be_bytes(ip.src()) != client_ip {
+        return Err(DropReason::SourceSpoofed);
+    }
+    if ip.is_fragment() {
+        return Err(DropReason::Ipv4Fragment);
+    }
+    if ip.ttl() <= 1 {
+        return Err(DropReason::TtlExceeded);
+    }
+    let (src_port, dst_port, tcp_flags) = l4_of(&ip)?;
+    Ok(Inner {
+        key: FlowKey {
+            client: client_ip,
+            proto: ip.protocol(),
+            src_port,
+            dst: u32::from_be_bytes(ip.dst()),
+            dst_port,
+        },
+        tcp_flags,
+        total: ip.total_len(),
     })
 }
 
-/// A decrypted inner packet waiting for the burst's forwarding stage, with what its session
+/// A checked inner packet waiting for the burst's forwarding stage, with what its session
 /// said about it.
 pub(crate) struct Decrypted<B> {
     buf: B,
     owner: u32,
     endpoint: u16,
     groups: crate::rules::GroupMask,
-    client_ip: u32,
-    /// Its flow key and the key's forward hash (whose index line has been requested).
-    flow: Option<(FlowKey, u64)>,
+    key: FlowKey,
+    tcp_flags: u8,
+    /// `key`'s forward hash (its index line has been requested).
+    hash: u64,
 }
 
 /// Rewrites source address and port (or echo id) of a checked IPv4 packet, decrements the TTL
