@@ -54,10 +54,24 @@ pub enum Housekeeping<B> {
     GiveUp(ArrayVec<B, QUEUE_LEN>),
 }
 
+/// Ports whose last resolved next hop is remembered (`Memo`); others always use the map.
+const MEMO_PORTS: usize = 8;
+
+/// The last next hop found resolved on a port. Most packets out of a port go to one next hop
+/// (the subnet's router, the outside gateway), so this answers them without hashing; it is a
+/// copy of a `Resolved` entry, forgotten whenever that entry changes.
+#[derive(Clone, Copy)]
+struct Memo {
+    ip: u32,
+    mac: Mac,
+    refreshed: u32,
+}
+
 /// The cache.
 pub struct NeighbourTable<B> {
     entries: HashMap<(u16, u32), State<B>>,
     capacity: usize,
+    memo: [Option<Memo>; MEMO_PORTS],
 }
 
 impl<B> NeighbourTable<B> {
@@ -66,18 +80,37 @@ impl<B> NeighbourTable<B> {
         Self {
             entries: HashMap::with_capacity(capacity),
             capacity: capacity.max(1),
+            memo: [None; MEMO_PORTS],
         }
     }
 
     /// The MAC of `ip` on `port` if resolved and fresh.
-    pub fn lookup(&self, port: u16, ip: u32, now: u32) -> Option<Mac> {
+    #[inline]
+    pub fn lookup(&mut self, port: u16, ip: u32, now: u32) -> Option<Mac> {
+        let fresh = |refreshed: u32| now.saturating_sub(refreshed) <= REACHABLE_SECS;
+        let memo = self.memo.get_mut(usize::from(port));
+        if let Some(Some(m)) = memo.as_deref() {
+            if m.ip == ip && fresh(m.refreshed) {
+                return Some(m.mac);
+            }
+        }
         match self.entries.get(&(port, ip))? {
-            State::Resolved { mac, refreshed }
-                if now.saturating_sub(*refreshed) <= REACHABLE_SECS =>
-            {
-                Some(*mac)
+            &State::Resolved { mac, refreshed } if fresh(refreshed) => {
+                if let Some(slot) = memo {
+                    *slot = Some(Memo { ip, mac, refreshed });
+                }
+                Some(mac)
             }
             _ => None,
+        }
+    }
+
+    /// Forgets the memo of `port` if it is about `ip` (its entry is changing).
+    fn forget(&mut self, port: u16, ip: u32) {
+        if let Some(slot) = self.memo.get_mut(usize::from(port)) {
+            if slot.is_some_and(|m| m.ip == ip) {
+                *slot = None;
+            }
         }
     }
 
@@ -87,6 +120,7 @@ impl<B> NeighbourTable<B> {
             drop(buf);
             return Resolve::Mac(mac);
         }
+        self.forget(port, ip);
         let len = self.entries.len();
         match self.entries.get_mut(&(port, ip)) {
             Some(State::Pending { queue, .. }) => match queue.try_push(buf) {
@@ -124,6 +158,7 @@ impl<B> NeighbourTable<B> {
     /// Records that `ip` on `port` is at `mac` (from any ARP packet it sent); returns the
     /// packets that were waiting for it.
     pub fn learn(&mut self, port: u16, ip: u32, mac: Mac, now: u32) -> ArrayVec<B, QUEUE_LEN> {
+        self.forget(port, ip);
         let resolved = State::Resolved {
             mac,
             refreshed: now,
@@ -142,6 +177,8 @@ impl<B> NeighbourTable<B> {
     /// Retries pending resolutions once a second and gives up after `MAX_TRIES`; forgets
     /// entries stale for long. Call from the core's housekeeping.
     pub fn poll(&mut self, now: u32, out: &mut Vec<Housekeeping<B>>) {
+        // Entries may be dropped below; the memos are refilled by the next lookups.
+        self.memo = [None; MEMO_PORTS];
         let mut give_up = Vec::new();
         for (&(port, ip), state) in &mut self.entries {
             match state {
@@ -250,5 +287,40 @@ mod tests {
             t.resolve(0, 1, 3, REACHABLE_SECS + 1),
             Resolve::Queued { request: true }
         ));
+    }
+
+    #[test]
+    fn remembered_next_hop_follows_its_entry() {
+        const OTHER: Mac = [2, 0, 0, 0, 0, 7];
+        let mut t: NeighbourTable<u32> = NeighbourTable::new(8);
+        let _ = t.learn(1, 10, MAC, 0);
+        let _ = t.learn(1, 11, OTHER, 0);
+        assert_eq!(t.lookup(1, 10, 1), Some(MAC));
+        assert_eq!(
+            t.lookup(1, 11, 1),
+            Some(OTHER),
+            "another hop on the same port"
+        );
+        assert_eq!(t.lookup(1, 10, 1), Some(MAC));
+        // The neighbour moves to another MAC: the next lookup sees it.
+        let _ = t.learn(1, 10, OTHER, 2);
+        assert_eq!(t.lookup(1, 10, 3), Some(OTHER));
+        // Stale is stale, remembered or not; a stale entry resolved again is pending.
+        assert_eq!(t.lookup(1, 10, 3 + REACHABLE_SECS), None);
+        assert!(matches!(
+            t.resolve(1, 10, 5, 3 + REACHABLE_SECS),
+            Resolve::Queued { request: true }
+        ));
+        assert_eq!(t.lookup(1, 10, 3), None, "pending, not the old MAC");
+        // Forgotten by housekeeping: not answered from memory.
+        let _ = t.learn(2, 20, MAC, 0);
+        assert_eq!(t.lookup(2, 20, 0), Some(MAC));
+        let mut out = Vec::new();
+        t.poll(2 * REACHABLE_SECS + 1, &mut out);
+        assert_eq!(t.lookup(2, 20, 0), None);
+        // Ports past the remembered ones use the map alone.
+        let _ = t.learn(40, 1, MAC, 0);
+        assert_eq!(t.lookup(40, 1, 0), Some(MAC));
+        assert_eq!(t.lookup(40, 2, 0), None);
     }
 }

@@ -162,6 +162,9 @@ pub struct SessionTable {
     /// prefetch; zeroed on allocation, so only the pages of peer-ids in use are ever touched.
     by_peer: Vec<u32>,
     stride: u32,
+    /// `log2(stride)` when the stride is a power of two (any core count up to 2^24 that is
+    /// one): the per-packet division becomes a shift.
+    stride_shift: Option<u32>,
     live: usize,
     by_ip: HashMap<u32, u32>,
     /// Where a session sits inside its `Option` slot (one offset for the type), learnt at the
@@ -195,14 +198,28 @@ impl SessionTable {
             free: (0..capacity as u32).rev().collect(),
             by_peer: vec![0; (PEER_IDS / stride + 1) as usize],
             stride,
+            stride_shift: stride.is_power_of_two().then(|| stride.trailing_zeros()),
             live: 0,
             by_ip: HashMap::with_capacity(capacity),
             payload: None,
         }
     }
 
+    #[inline]
     fn peer_entry(&self, peer: PeerId) -> usize {
-        (peer.0 / self.stride) as usize
+        match self.stride_shift {
+            Some(shift) => (peer.0 >> shift) as usize,
+            None => (peer.0 / self.stride) as usize,
+        }
+    }
+
+    /// The core (of the table's `cores`) that owns `peer`'s session: `peer % cores`.
+    #[inline]
+    pub fn core_of(&self, peer: PeerId) -> usize {
+        match self.stride_shift {
+            Some(_) => (peer.0 & (self.stride - 1)) as usize,
+            None => (peer.0 % self.stride) as usize,
+        }
     }
 
     /// Adds a session, replacing one with the same peer-id or address.
@@ -408,6 +425,31 @@ mod tests {
         assert_eq!(t.slot_hint(PeerId(0x00ff_fffe)), Some(top));
         t.prefetch_open(u32::MAX);
         t.prefetch_seal(u32::MAX);
+    }
+
+    #[test]
+    fn owning_core_and_index_entry_with_any_core_count() {
+        // Powers of two take the shift path, the others the division; both must agree with
+        // `p % cores` and `p / cores`, and a core's own peer-ids must all be found.
+        for cores in [1usize, 2, 3, 4, 5, 8] {
+            for core in 0..cores {
+                let mut t = SessionTable::for_core(16, cores);
+                for p in [0u32, 1, 2, 3, 7, 8, 9, 1000, 0x00ff_fffe, 0x00ff_ffff] {
+                    assert_eq!(t.core_of(PeerId(p)), p as usize % cores, "{p} on {cores}");
+                    assert_eq!(t.peer_entry(PeerId(p)), p as usize / cores);
+                }
+                let mine: Vec<u32> = (0..40u32).filter(|p| *p as usize % cores == core).collect();
+                for (n, &p) in mine.iter().take(16).enumerate() {
+                    t.insert(session(p, 1000 + n as u32)).unwrap();
+                }
+                for &p in mine.iter().take(16) {
+                    assert!(
+                        t.index_of_peer(PeerId(p)).is_some(),
+                        "{p} on core {core}/{cores}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -255,15 +255,20 @@ impl<P: Port> Worker<P> {
             } else {
                 self.warm_network_burst(rx.as_slice(), &mut hints);
             }
-            for &(ptr, len) in ahead.iter().take(PREFETCH_AHEAD) {
-                prefetch(ptr, len);
-            }
+            // The headers were requested above; the rest of each frame now.
+            let rest = |&(ptr, len): &(*const u8, usize)| {
+                prefetch(
+                    ptr.wrapping_add(HEADER_BYTES),
+                    len.saturating_sub(HEADER_BYTES),
+                );
+            };
+            ahead.iter().take(PREFETCH_AHEAD).for_each(rest);
             for h in hints.iter().take(SESSION_AHEAD) {
                 self.prefetch_session(h.session, from_clients);
             }
             for ((i, buf), hint) in rx.drain().enumerate().zip(hints) {
-                if let Some(&(ptr, len)) = ahead.get(i + PREFETCH_AHEAD) {
-                    prefetch(ptr, len);
+                if let Some(a) = ahead.get(i + PREFETCH_AHEAD) {
+                    rest(a);
                 }
                 if let Some(h) = hints.get(i + SESSION_AHEAD) {
                     self.prefetch_session(h.session, from_clients);

@@ -1,7 +1,8 @@
 //! A fixed-size hash index from a key's 64-bit hash to slot numbers of a slab, built so that a
 //! burst can ask for its memory before it needs it.
 //!
-//! Buckets are one cache line: seven (tag, slot) pairs and an overflow count. A key's home
+//! Buckets are one cache line: seven (tag, slot) pairs and an overflow count (the tags take
+//! eight lanes, the last always empty, so a lookup compares them all at once). A key's home
 //! bucket is computed from its hash alone (`bucket_of`), so the line can be prefetched before
 //! the lookup; its tag (32 other bits of the hash) names the candidate slot without touching
 //! the slab, so the slab entry can be prefetched next. Entries never move once inserted: a key
@@ -14,8 +15,10 @@
 //! slab. Hashes come from the caller (a randomly seeded hasher), so a client cannot aim flows
 //! at one bucket.
 
-/// Pairs per bucket (seven tags, seven slots and the overflow count fill 64 bytes).
+/// Pairs per bucket (eight tag lanes, seven slots and the overflow count fill 64 bytes).
 const WAYS: usize = 7;
+/// Tag lanes per bucket: `WAYS` and one that stays empty, so the compare is eight lanes wide.
+const LANES: usize = 8;
 
 /// Buckets a lookup or an insertion may walk from the home bucket before giving up.
 const MAX_PROBE: usize = 64;
@@ -23,12 +26,11 @@ const MAX_PROBE: usize = 64;
 #[derive(Clone, Copy, Default)]
 #[repr(C, align(64))]
 struct Bucket {
-    /// 0: empty.
-    tags: [u32; WAYS],
+    /// 0: empty; lane `WAYS` is always empty.
+    tags: [u32; LANES],
     slots: [u32; WAYS],
     /// Entries whose home bucket is at or before this one and that live after it.
     overflow: u32,
-    _pad: u32,
 }
 
 /// The index.
@@ -38,14 +40,10 @@ pub(crate) struct Index {
 }
 
 impl Bucket {
-    /// Bit j set: way j holds `tag` (computed without branches; usually one bit).
+    /// Bit j set: way j holds `tag` (usually one bit).
     #[inline]
     fn matches(&self, tag: u32) -> u32 {
-        let mut m = 0;
-        for (j, &t) in self.tags.iter().enumerate() {
-            m |= u32::from(t == tag) << j;
-        }
-        m
+        super::lanes::equal_lanes(&self.tags, tag)
     }
 }
 
@@ -119,7 +117,7 @@ impl Index {
         let home = self.home(hash);
         let mut b = home;
         for _ in 0..MAX_PROBE.min(self.buckets.len()) {
-            if let Some(j) = self.buckets[b].tags.iter().position(|&t| t == 0) {
+            if let Some(j) = self.buckets[b].tags[..WAYS].iter().position(|&t| t == 0) {
                 self.buckets[b].tags[j] = tag_of(hash);
                 self.buckets[b].slots[j] = slot;
                 self.count_passed(home, b, true);
@@ -194,7 +192,7 @@ mod tests {
         assert!(ix
             .buckets
             .iter()
-            .all(|b| b.overflow == 0 && b.tags == [0; WAYS]));
+            .all(|b| b.overflow == 0 && b.tags == [0; LANES]));
     }
 
     proptest! {

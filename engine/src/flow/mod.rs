@@ -2,6 +2,7 @@
 //! Owns no packets; the pipeline's SNAT stage rewrites them with what these tables answer.
 
 mod index;
+mod lanes;
 pub mod ports;
 pub mod table;
 

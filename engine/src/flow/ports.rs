@@ -25,6 +25,7 @@ impl PortRange {
     }
 
     /// Whether `port` is in the range.
+    #[inline]
     pub fn contains(&self, port: u16) -> bool {
         port >= self.first && u32::from(port) < u32::from(self.first) + u32::from(self.len)
     }
@@ -32,8 +33,10 @@ impl PortRange {
 
 /// The core that owns translated `port` among `cores` cores, if any does.
 pub fn core_for_port(port: u16, cores: usize) -> Option<usize> {
-    let cores = cores.max(1);
-    (0..cores).find(|c| PortRange::for_core(*c, cores).contains(port))
+    let cores = cores.max(1) as u32;
+    let span = (65536 - u32::from(FIRST_PORT)) / cores;
+    let core = u32::from(port).checked_sub(u32::from(FIRST_PORT))? / span;
+    (core < cores).then_some(core as usize)
 }
 
 /// Free and used ports of one range: a bitmap of ports in use with a next-fit cursor for
@@ -142,6 +145,20 @@ mod tests {
             assert!(next <= 65536);
         }
         assert_eq!(core_for_port(80, 2), None);
+    }
+
+    #[test]
+    fn core_for_port_agrees_with_the_ranges() {
+        for cores in 1..=8 {
+            for port in 0..=u16::MAX {
+                let want = (0..cores).find(|c| PortRange::for_core(*c, cores).contains(port));
+                assert_eq!(
+                    core_for_port(port, cores),
+                    want,
+                    "cores {cores}, port {port}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -159,6 +159,12 @@ pub struct FlowTable {
 }
 
 impl FlowTable {
+    /// Whether translated `port` is in this table's range (its flows are this core's).
+    #[inline]
+    pub fn owns_port(&self, port: u16) -> bool {
+        self.range.contains(port)
+    }
+
     /// A table for at most `capacity` flows, translating into `range`.
     pub fn new(capacity: usize, range: PortRange, timeouts: Timeouts) -> Self {
         let capacity = capacity.max(1);

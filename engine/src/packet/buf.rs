@@ -99,22 +99,27 @@ impl HeapBuf {
 }
 
 impl PacketBuf for HeapBuf {
+    #[inline]
     fn data(&self) -> &[u8] {
         &self.storage[self.start..self.end]
     }
 
+    #[inline]
     fn data_mut(&mut self) -> &mut [u8] {
         &mut self.storage[self.start..self.end]
     }
 
+    #[inline]
     fn headroom(&self) -> usize {
         self.start
     }
 
+    #[inline]
     fn tailroom(&self) -> usize {
         self.storage.len() - self.end
     }
 
+    #[inline]
     fn prepend(&mut self, len: usize) -> Result<&mut [u8], NoRoom> {
         if len > self.start {
             return Err(NoRoom);
@@ -123,6 +128,7 @@ impl PacketBuf for HeapBuf {
         Ok(&mut self.storage[self.start..self.start + len])
     }
 
+    #[inline]
     fn append(&mut self, len: usize) -> Result<&mut [u8], NoRoom> {
         if len > self.tailroom() {
             return Err(NoRoom);
@@ -132,10 +138,12 @@ impl PacketBuf for HeapBuf {
         Ok(&mut self.storage[old..self.end])
     }
 
+    #[inline]
     fn trim_front(&mut self, len: usize) {
         self.start = (self.start + len).min(self.end);
     }
 
+    #[inline]
     fn truncate(&mut self, len: usize) {
         self.end = self.end.min(self.start + len);
     }

@@ -73,7 +73,7 @@ impl<P: Port> Worker<P> {
         let Ok(peer) = DataPacket::new_checked(payload).map(|p| p.peer_id()) else {
             return self.drop_packet(buf, DropReason::MalformedOpenvpn);
         };
-        let owner = peer.0 as usize % self.cfg.cores;
+        let owner = self.sessions.core_of(peer);
         if owner != self.cfg.core {
             return self.hand_off(owner, port, buf);
         }

@@ -69,7 +69,11 @@ impl<P: Port> Worker<P> {
             }
             Err(reason) => return self.drop_packet(buf, reason),
         };
-        let owner_core = core_for_port(rkey.nat_port, self.cfg.cores);
+        let owner_core = if self.flows.owns_port(rkey.nat_port) {
+            Some(self.cfg.core)
+        } else {
+            core_for_port(rkey.nat_port, self.cfg.cores)
+        };
         match owner_core {
             Some(c) if c != self.cfg.core => return self.hand_off(c, port, buf),
             Some(_) => {}

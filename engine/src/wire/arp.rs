@@ -30,6 +30,7 @@ impl ArpRepr {
     ///
     /// # Errors
     /// `Malformed` unless it is a well-formed Ethernet/IPv4 ARP request or reply.
+    #[inline]
     pub fn parse(b: &[u8]) -> Result<Self, Malformed> {
         if b.len() < PACKET_LEN
             || b[0..2] != [0, 1]
@@ -55,6 +56,7 @@ impl ArpRepr {
     }
 
     /// Writes the packet into the first `PACKET_LEN` bytes of `b`.
+    #[inline]
     pub fn emit(&self, b: &mut [u8]) {
         b[0..2].copy_from_slice(&[0, 1]);
         b[2..4].copy_from_slice(&[0x08, 0x00]);

@@ -32,6 +32,7 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
     ///
     /// # Errors
     /// `Malformed` if shorter than the header.
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self, Malformed> {
         if buffer.as_ref().len() < HEADER_LEN {
             return Err(Malformed);
@@ -40,24 +41,28 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
     }
 
     /// Destination MAC.
+    #[inline]
     pub fn dst(&self) -> Mac {
         let b = self.buffer.as_ref();
         [b[0], b[1], b[2], b[3], b[4], b[5]]
     }
 
     /// Source MAC.
+    #[inline]
     pub fn src(&self) -> Mac {
         let b = self.buffer.as_ref();
         [b[6], b[7], b[8], b[9], b[10], b[11]]
     }
 
     /// The EtherType.
+    #[inline]
     pub fn ethertype(&self) -> u16 {
         let b = self.buffer.as_ref();
         u16::from_be_bytes([b[12], b[13]])
     }
 
     /// The payload.
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[HEADER_LEN..]
     }
@@ -65,21 +70,25 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {
     /// Sets the destination MAC.
+    #[inline]
     pub fn set_dst(&mut self, m: Mac) {
         self.buffer.as_mut()[0..6].copy_from_slice(&m);
     }
 
     /// Sets the source MAC.
+    #[inline]
     pub fn set_src(&mut self, m: Mac) {
         self.buffer.as_mut()[6..12].copy_from_slice(&m);
     }
 
     /// Sets the EtherType.
+    #[inline]
     pub fn set_ethertype(&mut self, t: u16) {
         self.buffer.as_mut()[12..14].copy_from_slice(&t.to_be_bytes());
     }
 
     /// The payload, writable.
+    #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         &mut self.buffer.as_mut()[HEADER_LEN..]
     }

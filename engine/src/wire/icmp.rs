@@ -32,6 +32,7 @@ impl<T: AsRef<[u8]>> IcmpPacket<T> {
     ///
     /// # Errors
     /// `Malformed` if shorter than 8 bytes.
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self, Malformed> {
         if buffer.as_ref().len() < HEADER_LEN {
             return Err(Malformed);
@@ -40,27 +41,32 @@ impl<T: AsRef<[u8]>> IcmpPacket<T> {
     }
 
     /// The type.
+    #[inline]
     pub fn kind(&self) -> u8 {
         self.buffer.as_ref()[0]
     }
 
     /// The code.
+    #[inline]
     pub fn code(&self) -> u8 {
         self.buffer.as_ref()[1]
     }
 
     /// The checksum field.
+    #[inline]
     pub fn checksum(&self) -> u16 {
         let b = self.buffer.as_ref();
         u16::from_be_bytes([b[2], b[3]])
     }
 
     /// Whether this is an echo request or reply (which carry an identifier).
+    #[inline]
     pub fn is_echo(&self) -> bool {
         matches!(self.kind(), kind::ECHO_REQUEST | kind::ECHO_REPLY)
     }
 
     /// Whether this is an error that embeds the offending packet's header.
+    #[inline]
     pub fn is_error(&self) -> bool {
         matches!(
             self.kind(),
@@ -69,23 +75,27 @@ impl<T: AsRef<[u8]>> IcmpPacket<T> {
     }
 
     /// The echo identifier.
+    #[inline]
     pub fn echo_id(&self) -> u16 {
         let b = self.buffer.as_ref();
         u16::from_be_bytes([b[4], b[5]])
     }
 
     /// The echo sequence number.
+    #[inline]
     pub fn echo_seq(&self) -> u16 {
         let b = self.buffer.as_ref();
         u16::from_be_bytes([b[6], b[7]])
     }
 
     /// The data after the header (for errors: the embedded IPv4 header and 8 bytes).
+    #[inline]
     pub fn data(&self) -> &[u8] {
         &self.buffer.as_ref()[HEADER_LEN..]
     }
 
     /// Whether the checksum verifies.
+    #[inline]
     pub fn verify_checksum(&self) -> bool {
         checksum::fold(checksum::sum(0, self.buffer.as_ref())) == 0xffff
     }
@@ -93,12 +103,14 @@ impl<T: AsRef<[u8]>> IcmpPacket<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> IcmpPacket<T> {
     /// Folds a 16-bit change into the checksum.
+    #[inline]
     pub fn adjust16(&mut self, old: u16, new: u16) {
         let c = checksum::update16(self.checksum(), old, new);
         self.buffer.as_mut()[2..4].copy_from_slice(&c.to_be_bytes());
     }
 
     /// Sets the echo identifier, updating the checksum.
+    #[inline]
     pub fn set_echo_id(&mut self, id: u16) {
         let old = self.echo_id();
         self.buffer.as_mut()[4..6].copy_from_slice(&id.to_be_bytes());
@@ -106,11 +118,13 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> IcmpPacket<T> {
     }
 
     /// The data after the header, writable.
+    #[inline]
     pub fn data_mut(&mut self) -> &mut [u8] {
         &mut self.buffer.as_mut()[HEADER_LEN..]
     }
 
     /// Recomputes the checksum over the whole message.
+    #[inline]
     pub fn fill_checksum(&mut self) {
         self.buffer.as_mut()[2..4].copy_from_slice(&[0, 0]);
         let c = checksum::checksum(self.buffer.as_ref());

@@ -27,6 +27,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     ///
     /// # Errors
     /// `Malformed` when any of them is inconsistent.
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self, Malformed> {
         let b = buffer.as_ref();
         if b.len() < MIN_HEADER_LEN || b[0] >> 4 != 4 {
@@ -40,89 +41,106 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         Ok(Self { buffer })
     }
 
+    #[inline]
     fn b(&self) -> &[u8] {
         self.buffer.as_ref()
     }
 
     /// Header length in bytes (20 without options).
+    #[inline]
     pub fn header_len(&self) -> usize {
         usize::from(self.b()[0] & 0x0f) * 4
     }
 
     /// Total length (header and payload) from the header.
+    #[inline]
     pub fn total_len(&self) -> usize {
         usize::from(u16::from_be_bytes([self.b()[2], self.b()[3]]))
     }
 
     /// Identification.
+    #[inline]
     pub fn ident(&self) -> u16 {
         u16::from_be_bytes([self.b()[4], self.b()[5]])
     }
 
     /// Don't-fragment flag.
+    #[inline]
     pub fn dont_fragment(&self) -> bool {
         self.b()[6] & 0x40 != 0
     }
 
     /// More-fragments flag.
+    #[inline]
     pub fn more_fragments(&self) -> bool {
         self.b()[6] & 0x20 != 0
     }
 
     /// Fragment offset in bytes.
+    #[inline]
     pub fn frag_offset(&self) -> usize {
         usize::from(u16::from_be_bytes([self.b()[6], self.b()[7]]) & 0x1fff) * 8
     }
 
     /// Whether this is a fragment (first, middle or last).
+    #[inline]
     pub fn is_fragment(&self) -> bool {
         self.more_fragments() || self.frag_offset() != 0
     }
 
     /// Time to live.
+    #[inline]
     pub fn ttl(&self) -> u8 {
         self.b()[8]
     }
 
     /// The payload's protocol.
+    #[inline]
     pub fn protocol(&self) -> u8 {
         self.b()[9]
     }
 
     /// The header checksum field.
+    #[inline]
     pub fn checksum(&self) -> u16 {
         u16::from_be_bytes([self.b()[10], self.b()[11]])
     }
 
     /// Source address.
+    #[inline]
     pub fn src(&self) -> [u8; 4] {
         let b = self.b();
         [b[12], b[13], b[14], b[15]]
     }
 
     /// Destination address.
+    #[inline]
     pub fn dst(&self) -> [u8; 4] {
         let b = self.b();
         [b[16], b[17], b[18], b[19]]
     }
 
     /// Whether the header checksum verifies.
+    #[inline]
     pub fn verify_checksum(&self) -> bool {
         checksum::fold(checksum::sum(0, &self.b()[..self.header_len()])) == 0xffff
     }
 
     /// The payload (after options, up to the total length).
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.b()[self.header_len()..self.total_len()]
     }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
+    #[inline]
     fn m(&mut self) -> &mut [u8] {
         self.buffer.as_mut()
     }
 
     /// Sets the source address, updating the header checksum incrementally.
+    #[inline]
     pub fn set_src(&mut self, a: [u8; 4]) {
         let old = u32::from_be_bytes(self.src());
         let hc = checksum::update32(self.checksum(), old, u32::from_be_bytes(a));
@@ -131,6 +149,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     }
 
     /// Sets the destination address, updating the header checksum incrementally.
+    #[inline]
     pub fn set_dst(&mut self, a: [u8; 4]) {
         let old = u32::from_be_bytes(self.dst());
         let hc = checksum::update32(self.checksum(), old, u32::from_be_bytes(a));
@@ -139,6 +158,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     }
 
     /// Decrements the TTL, updating the checksum; returns the new TTL (0 if it was 0).
+    #[inline]
     pub fn decrement_ttl(&mut self) -> u8 {
         let ttl = self.ttl();
         if ttl == 0 {
@@ -153,6 +173,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     }
 
     /// Recomputes the header checksum.
+    #[inline]
     pub fn fill_checksum(&mut self) {
         self.m()[10..12].copy_from_slice(&[0, 0]);
         let hl = self.header_len();
@@ -161,6 +182,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     }
 
     /// The payload, writable.
+    #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let (h, t) = (self.header_len(), self.total_len());
         &mut self.m()[h..t]
@@ -184,6 +206,7 @@ pub struct Ipv4Repr {
 
 impl Ipv4Repr {
     /// Parses the fields of a checked packet.
+    #[inline]
     pub fn parse<T: AsRef<[u8]>>(p: &Ipv4Packet<T>) -> Self {
         Self {
             src: p.src(),
@@ -195,6 +218,7 @@ impl Ipv4Repr {
     }
 
     /// Writes a 20-byte header (DF set, ident 0) with its checksum into `b`.
+    #[inline]
     pub fn emit(&self, b: &mut [u8]) {
         let total = (MIN_HEADER_LEN + self.payload_len) as u16;
         b[0] = 0x45;

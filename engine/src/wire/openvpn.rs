@@ -30,11 +30,13 @@ impl Opcode {
     pub const CONTROL_WKC_V1: Self = Self(11);
 
     /// The opcode of a packet's first byte.
+    #[inline]
     pub fn of(byte0: u8) -> Self {
         Self(byte0 >> 3)
     }
 
     /// Whether this is a data-channel opcode.
+    #[inline]
     pub fn is_data(self) -> bool {
         self == Self::DATA_V2 || self == Self::DATA_V1
     }
@@ -46,6 +48,7 @@ pub struct KeyId(pub u8);
 
 impl KeyId {
     /// The key_id of a packet's first byte.
+    #[inline]
     pub fn of(byte0: u8) -> Self {
         Self(byte0 & 0x07)
     }
@@ -79,6 +82,7 @@ impl<T: AsRef<[u8]>> DataPacket<T> {
     ///
     /// # Errors
     /// `Malformed` if not P_DATA_V2 or too short.
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self, Malformed> {
         let b = buffer.as_ref();
         if b.len() <= DATA_V2_OVERHEAD || Opcode::of(b[0]) != Opcode::DATA_V2 {
@@ -88,17 +92,20 @@ impl<T: AsRef<[u8]>> DataPacket<T> {
     }
 
     /// The key_id.
+    #[inline]
     pub fn key_id(&self) -> KeyId {
         KeyId::of(self.buffer.as_ref()[0])
     }
 
     /// The peer-id.
+    #[inline]
     pub fn peer_id(&self) -> PeerId {
         let b = self.buffer.as_ref();
         PeerId(u32::from_be_bytes([0, b[1], b[2], b[3]]))
     }
 
     /// The data packet-id.
+    #[inline]
     pub fn packet_id(&self) -> u32 {
         let b = self.buffer.as_ref();
         u32::from_be_bytes([b[4], b[5], b[6], b[7]])

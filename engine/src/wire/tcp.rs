@@ -29,6 +29,7 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
     ///
     /// # Errors
     /// `Malformed` if the header does not fit.
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self, Malformed> {
         let b = buffer.as_ref();
         if b.len() < MIN_HEADER_LEN {
@@ -41,36 +42,43 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
         Ok(Self { buffer })
     }
 
+    #[inline]
     fn b(&self) -> &[u8] {
         self.buffer.as_ref()
     }
 
     /// Source port.
+    #[inline]
     pub fn src_port(&self) -> u16 {
         u16::from_be_bytes([self.b()[0], self.b()[1]])
     }
 
     /// Destination port.
+    #[inline]
     pub fn dst_port(&self) -> u16 {
         u16::from_be_bytes([self.b()[2], self.b()[3]])
     }
 
     /// Header length with options.
+    #[inline]
     pub fn header_len(&self) -> usize {
         usize::from(self.b()[12] >> 4) * 4
     }
 
     /// The flag bits (FIN, SYN, RST, PSH, ACK, URG, ECE, CWR).
+    #[inline]
     pub fn flags(&self) -> u8 {
         self.b()[13]
     }
 
     /// The checksum field.
+    #[inline]
     pub fn checksum(&self) -> u16 {
         u16::from_be_bytes([self.b()[16], self.b()[17]])
     }
 
     /// Whether the checksum verifies over the whole segment for these addresses.
+    #[inline]
     pub fn verify_checksum(&self, src: [u8; 4], dst: [u8; 4]) -> bool {
         let acc =
             checksum::pseudo_header(src, dst, super::ipv4::protocol::TCP, self.b().len() as u16);
@@ -78,6 +86,7 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
     }
 
     /// The offset of the MSS option's value within the segment, if present.
+    #[inline]
     fn mss_offset(&self) -> Option<usize> {
         let b = self.b();
         let mut i = MIN_HEADER_LEN;
@@ -102,6 +111,7 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
     }
 
     /// The MSS option's value, if present.
+    #[inline]
     pub fn mss(&self) -> Option<u16> {
         self.mss_offset()
             .map(|o| u16::from_be_bytes([self.b()[o], self.b()[o + 1]]))
@@ -109,23 +119,27 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
+    #[inline]
     fn set_checksum_field(&mut self, c: u16) {
         self.buffer.as_mut()[16..18].copy_from_slice(&c.to_be_bytes());
     }
 
     /// Folds a 16-bit change into the checksum.
+    #[inline]
     pub fn adjust16(&mut self, old: u16, new: u16) {
         let c = checksum::update16(self.checksum(), old, new);
         self.set_checksum_field(c);
     }
 
     /// Folds an address change (pseudo-header) into the checksum.
+    #[inline]
     pub fn adjust32(&mut self, old: u32, new: u32) {
         let c = checksum::update32(self.checksum(), old, new);
         self.set_checksum_field(c);
     }
 
     /// Sets the source port, updating the checksum.
+    #[inline]
     pub fn set_src_port(&mut self, p: u16) {
         let old = self.src_port();
         self.buffer.as_mut()[0..2].copy_from_slice(&p.to_be_bytes());
@@ -133,6 +147,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
     }
 
     /// Sets the destination port, updating the checksum.
+    #[inline]
     pub fn set_dst_port(&mut self, p: u16) {
         let old = self.dst_port();
         self.buffer.as_mut()[2..4].copy_from_slice(&p.to_be_bytes());
@@ -140,6 +155,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
     }
 
     /// Lowers the MSS option to `max` if it is larger; returns whether it changed.
+    #[inline]
     pub fn clamp_mss(&mut self, max: u16) -> bool {
         let Some(o) = self.mss_offset() else {
             return false;
@@ -167,6 +183,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
     }
 
     /// Computes and writes the checksum for these addresses.
+    #[inline]
     pub fn fill_checksum(&mut self, src: [u8; 4], dst: [u8; 4]) {
         self.set_checksum_field(0);
         let len = self.b().len();

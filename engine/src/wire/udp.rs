@@ -17,6 +17,7 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
     ///
     /// # Errors
     /// `Malformed` if the header does not fit or the length field is inconsistent.
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self, Malformed> {
         let b = buffer.as_ref();
         if b.len() < HEADER_LEN {
@@ -30,40 +31,47 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
     }
 
     /// Source port.
+    #[inline]
     pub fn src_port(&self) -> u16 {
         let b = self.buffer.as_ref();
         u16::from_be_bytes([b[0], b[1]])
     }
 
     /// Destination port.
+    #[inline]
     pub fn dst_port(&self) -> u16 {
         let b = self.buffer.as_ref();
         u16::from_be_bytes([b[2], b[3]])
     }
 
     /// The length field (header and payload).
+    #[inline]
     pub fn len(&self) -> usize {
         let b = self.buffer.as_ref();
         usize::from(u16::from_be_bytes([b[4], b[5]]))
     }
 
     /// Whether the datagram has no payload.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len() == HEADER_LEN
     }
 
     /// The checksum field (0: none).
+    #[inline]
     pub fn checksum(&self) -> u16 {
         let b = self.buffer.as_ref();
         u16::from_be_bytes([b[6], b[7]])
     }
 
     /// The payload.
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[HEADER_LEN..self.len()]
     }
 
     /// Whether the checksum verifies (or is absent) for these IPv4 addresses.
+    #[inline]
     pub fn verify_checksum(&self, src: [u8; 4], dst: [u8; 4]) -> bool {
         if self.checksum() == 0 {
             return true;
@@ -75,11 +83,13 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
+    #[inline]
     fn set_checksum_field(&mut self, c: u16) {
         self.buffer.as_mut()[6..8].copy_from_slice(&c.to_be_bytes());
     }
 
     /// Sets the source port; `pseudo` is the address change to fold into the checksum too.
+    #[inline]
     pub fn set_src_port(&mut self, p: u16) {
         let old = self.src_port();
         self.buffer.as_mut()[0..2].copy_from_slice(&p.to_be_bytes());
@@ -87,6 +97,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
     }
 
     /// Sets the destination port, updating the checksum.
+    #[inline]
     pub fn set_dst_port(&mut self, p: u16) {
         let old = self.dst_port();
         self.buffer.as_mut()[2..4].copy_from_slice(&p.to_be_bytes());
@@ -94,6 +105,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
     }
 
     /// Folds a 16-bit change into the checksum (if there is one).
+    #[inline]
     pub fn adjust16(&mut self, old: u16, new: u16) {
         let c = self.checksum();
         if c != 0 {
@@ -103,6 +115,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
     }
 
     /// Folds an address change (pseudo-header) into the checksum (if there is one).
+    #[inline]
     pub fn adjust32(&mut self, old: u32, new: u32) {
         let c = self.checksum();
         if c != 0 {
@@ -112,6 +125,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
     }
 
     /// Computes and writes the checksum for these IPv4 addresses.
+    #[inline]
     pub fn fill_checksum(&mut self, src: [u8; 4], dst: [u8; 4]) {
         self.set_checksum_field(0);
         let len = self.len();
