@@ -8,14 +8,14 @@ use crate::flow::{FlowKey, FlowTable};
 use crate::mailbox::Report;
 use crate::packet::BURST_SIZE;
 use crate::packet::{DropReason, PacketBuf};
-use crate::pipeline::Hint;
+use crate::pipeline::{nat, Hint};
 use crate::port::Port;
 use crate::session::Remote;
 use crate::wire::ethernet::{ethertype, EthernetFrame, HEADER_LEN};
 use crate::wire::icmp::IcmpPacket;
 use crate::wire::ipv4::{protocol, Ipv4Packet};
 use crate::wire::openvpn::{DataPacket, Opcode, PeerId};
-use crate::wire::tcp::{flags, TcpPacket};
+use crate::wire::tcp::TcpPacket;
 use crate::wire::udp::{self, UdpPacket};
 use crate::worker::Worker;
 
@@ -279,7 +279,7 @@ impl<P: Port> Worker<P> {
                 Err(reason) => return self.drop_packet(buf, reason),
             },
         };
-        snat(buf.data_mut(), eni, nat_port, self.cfg.mss_clamp);
+        nat::rewrite_source(buf.data_mut(), eni, nat_port, self.cfg.mss_clamp);
         self.output(target_port, next_hop, buf);
     }
 }
@@ -366,40 +366,6 @@ pub(crate) struct Decrypted<B> {
     tcp_flags: u8,
     /// `key`'s forward hash (its index line has been requested).
     hash: u64,
-}
-
-/// Rewrites source address and port (or echo id) of a checked IPv4 packet, decrements the TTL
-/// and clamps the MSS of SYNs; checksums are updated incrementally.
-fn snat(data: &mut [u8], eni: u32, nat_port: u16, mss: u16) {
-    let Ok(mut ip) = Ipv4Packet::new_checked(data) else {
-        return;
-    };
-    let old_src = u32::from_be_bytes(ip.src());
-    ip.set_src(eni.to_be_bytes());
-    ip.decrement_ttl();
-    match ip.protocol() {
-        protocol::TCP => {
-            if let Ok(mut t) = TcpPacket::new_checked(ip.payload_mut()) {
-                t.adjust32(old_src, eni);
-                t.set_src_port(nat_port);
-                if t.flags() & flags::SYN != 0 {
-                    t.clamp_mss(mss);
-                }
-            }
-        }
-        protocol::UDP => {
-            if let Ok(mut u) = UdpPacket::new_checked(ip.payload_mut()) {
-                u.adjust32(old_src, eni);
-                u.set_src_port(nat_port);
-            }
-        }
-        protocol::ICMP => {
-            if let Ok(mut i) = IcmpPacket::new_checked(ip.payload_mut()) {
-                i.set_echo_id(nat_port);
-            }
-        }
-        _ => {}
-    }
 }
 
 /// A cheap, well-mixed hash of a 5-tuple (picks among equal routes).

@@ -7,6 +7,7 @@
 
 pub(crate) mod client;
 pub(crate) mod l2;
+pub(crate) mod nat;
 pub(crate) mod network;
 
 use crate::wire::ethernet::{ethertype, HEADER_LEN};

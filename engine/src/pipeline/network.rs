@@ -12,7 +12,7 @@ use crate::wire::checksum;
 use crate::wire::ethernet::{ethertype, EthernetFrame, HEADER_LEN};
 use crate::wire::icmp::IcmpPacket;
 use crate::wire::ipv4::{protocol, Ipv4Packet};
-use crate::wire::tcp::{flags, TcpPacket};
+use crate::wire::tcp::TcpPacket;
 use crate::wire::udp::UdpPacket;
 use crate::worker::Worker;
 
@@ -106,7 +106,12 @@ impl<P: Port> Worker<P> {
         buf.trim_front(HEADER_LEN);
         buf.truncate(total);
         match rewrite {
-            Rewrite::Plain => reverse_snat(buf.data_mut(), client, client_port, self.cfg.mss_clamp),
+            Rewrite::Plain => super::nat::rewrite_destination(
+                buf.data_mut(),
+                client,
+                client_port,
+                self.cfg.mss_clamp,
+            ),
             Rewrite::IcmpError => reverse_snat_icmp_error(buf.data_mut(), client, client_port),
         }
         self.encrypt_to_client(buf, owner);
@@ -243,39 +248,6 @@ fn reverse_key<T: AsRef<[u8]>>(
         }
         _ => None,
     })
-}
-
-/// Rewrites destination address and port (or echo id) back to the client's; TTL and MSS too.
-fn reverse_snat(data: &mut [u8], client: u32, client_port: u16, mss: u16) {
-    let Ok(mut ip) = Ipv4Packet::new_checked(data) else {
-        return;
-    };
-    let old_dst = u32::from_be_bytes(ip.dst());
-    ip.set_dst(client.to_be_bytes());
-    ip.decrement_ttl();
-    match ip.protocol() {
-        protocol::TCP => {
-            if let Ok(mut t) = TcpPacket::new_checked(ip.payload_mut()) {
-                t.adjust32(old_dst, client);
-                t.set_dst_port(client_port);
-                if t.flags() & flags::SYN != 0 {
-                    t.clamp_mss(mss);
-                }
-            }
-        }
-        protocol::UDP => {
-            if let Ok(mut u) = UdpPacket::new_checked(ip.payload_mut()) {
-                u.adjust32(old_dst, client);
-                u.set_dst_port(client_port);
-            }
-        }
-        protocol::ICMP => {
-            if let Ok(mut i) = IcmpPacket::new_checked(ip.payload_mut()) {
-                i.set_echo_id(client_port);
-            }
-        }
-        _ => {}
-    }
 }
 
 /// Translates an ICMP error about a translated flow: the outer destination, and inside the

@@ -72,6 +72,40 @@ pub fn update32(hc: u16, old: u32, new: u32) -> u16 {
     )
 }
 
+/// Several RFC 1624 field changes gathered and folded into a checksum once.
+///
+/// Each change adds `~old + new` as 16-bit words; `apply` computes `~(~HC + sum)` with one
+/// fold. Up to 0x8000 words fit the 32-bit accumulator, far more than a header rewrite has.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Delta(u32);
+
+impl Delta {
+    /// No change yet.
+    #[inline]
+    pub fn new() -> Self {
+        Self(0)
+    }
+
+    /// A 16-bit word changed from `old` to `new`.
+    #[inline]
+    pub fn word(&mut self, old: u16, new: u16) {
+        self.0 += u32::from(!old) + u32::from(new);
+    }
+
+    /// A 32-bit field (an address) changed, as its two words.
+    #[inline]
+    pub fn quad(&mut self, old: u32, new: u32) {
+        self.word((old >> 16) as u16, (new >> 16) as u16);
+        self.word(old as u16, new as u16);
+    }
+
+    /// The checksum `hc` with every gathered change folded in.
+    #[inline]
+    pub fn apply(self, hc: u16) -> u16 {
+        !fold(u32::from(!hc) + (self.0 & 0xffff) + (self.0 >> 16))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +167,22 @@ mod tests {
                 let inc = update32(hc, old32, new);
                 prop_assert!(same(inc, full), "{inc:#x} vs {full:#x}");
             }
+        }
+
+        /// Several word changes gathered in a `Delta` give the recomputed checksum.
+        #[test]
+        fn delta_matches_full(mut data in proptest::collection::vec(any::<u8>(), 2..64), changes in proptest::collection::vec((any::<usize>(), any::<u16>()), 0..12)) {
+            let hc = checksum(&data);
+            let mut d = Delta::new();
+            for (at, new) in changes {
+                let at = (at % (data.len() / 2)) * 2;
+                let old = u16::from_be_bytes([data[at], data[at + 1]]);
+                data[at..at + 2].copy_from_slice(&new.to_be_bytes());
+                d.word(old, new);
+            }
+            let inc = d.apply(hc);
+            let full = checksum(&data);
+            prop_assert!(same(inc, full), "{inc:#x} vs {full:#x}");
         }
     }
 }
