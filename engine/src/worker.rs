@@ -304,7 +304,7 @@ impl<P: Port> Worker<P> {
         if port == self.cfg.outside {
             self.handle_client_side(port, buf);
         } else {
-            self.handle_network_side(port, buf, hint.flow);
+            self.handle_network_side(port, buf, hint);
         }
     }
 

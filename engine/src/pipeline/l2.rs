@@ -128,15 +128,16 @@ impl<P: Port> Worker<P> {
     /// Adds the Ethernet header to an IPv4 packet and queues it on `port` toward `next_hop`,
     /// resolving the next hop's MAC (the packet waits in the neighbour queue if needed).
     pub(crate) fn output(&mut self, port: u16, next_hop: u32, mut buf: P::Buf) {
-        let Some(pc) = self.cfg.ports.get(usize::from(port)).copied() else {
+        let Some(src) = self.cfg.ports.get(usize::from(port)).map(|pc| pc.mac) else {
             return self.drop_packet(buf, DropReason::NoRoute);
         };
+        let known = self.neighbours.lookup(port, next_hop, self.now_secs);
         let Ok(h) = buf.prepend(HEADER_LEN) else {
             return self.drop_packet(buf, DropReason::NoRoom);
         };
-        ethernet::write_header(h, BROADCAST, pc.mac, ethertype::IPV4);
-        if let Some(mac) = self.neighbours.lookup(port, next_hop, self.now_secs) {
-            buf.data_mut()[0..6].copy_from_slice(&mac);
+        // Broadcast stands in while the next hop resolves; resolution writes its MAC.
+        ethernet::write_header(h, known.unwrap_or(BROADCAST), src, ethertype::IPV4);
+        if known.is_some() {
             return self.enqueue_tx(port, buf);
         }
         match self.neighbours.resolve(port, next_hop, buf, self.now_secs) {

@@ -30,4 +30,9 @@ pub(crate) struct Hint {
     pub session: Option<u32>,
     /// From a target subnet: the slot of the frame's flow.
     pub flow: Option<u32>,
+    /// From a target subnet: the frame's reverse-SNAT key, when it is plain return traffic
+    /// (TCP, UDP, echo reply). Derived from the frame's own bytes by the same function
+    /// `process` would call, so `process` uses it instead of parsing the ports again; it
+    /// still validates the header and compares the key with the flow it finds.
+    pub reverse: Option<crate::flow::ReverseKey>,
 }

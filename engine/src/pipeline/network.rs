@@ -25,9 +25,9 @@ enum Rewrite {
 }
 
 impl<P: Port> Worker<P> {
-    /// A frame received on a port inside a target subnet.
-    /// `flow_hint`: the slot the look-ahead found for the frame's flow.
-    pub(crate) fn handle_network_side(&mut self, port: u16, buf: P::Buf, flow_hint: Option<u32>) {
+    /// A frame received on a port inside a target subnet; `hint`: what the look-ahead found
+    /// (the slot of the frame's flow, its reverse key).
+    pub(crate) fn handle_network_side(&mut self, port: u16, buf: P::Buf, hint: Hint) {
         let ethertype = match EthernetFrame::new_checked(buf.data()) {
             Ok(e) => e.ethertype(),
             Err(_) => return self.drop_packet(buf, DropReason::MalformedEthernet),
@@ -51,8 +51,12 @@ impl<P: Port> Worker<P> {
             } else {
                 0
             };
+            let parsed = match hint.reverse {
+                Some(k) => Ok(Some((k, Rewrite::Plain))),
+                None => reverse_key(&ip),
+            };
             (
-                reverse_key(&ip),
+                parsed,
                 ip.is_fragment(),
                 ip.ttl(),
                 ip.total_len(),
@@ -86,7 +90,7 @@ impl<P: Port> Worker<P> {
             }
         }
         let now = self.now_secs;
-        let Some(flow) = self.flows.lookup_reverse_at(&rkey, flow_hint, now) else {
+        let Some(flow) = self.flows.lookup_reverse_at(&rkey, hint.flow, now) else {
             if let Some(b) = self.answer_ping(port, buf) {
                 self.drop_packet(b, DropReason::NoFlow);
             }
@@ -124,29 +128,26 @@ impl<P: Port> Worker<P> {
     /// sessions a few frames ahead. Reads only headers (already requested) and lines requested
     /// by an earlier stage; anything unexpected is left to `process`.
     pub(crate) fn warm_network_burst(&self, frames: &[P::Buf], hints: &mut [Hint]) {
-        let mut keys = [None::<(ReverseKey, u64)>; BURST_SIZE];
+        let mut keys = [None::<(ReverseKey, u64, bool)>; BURST_SIZE];
         for (k, b) in keys.iter_mut().zip(frames) {
             let Some(ip) = super::ipv4_hint(b.data()) else {
                 continue;
             };
-            if let Ok(Some((rkey, _))) = reverse_key(&ip) {
+            if let Ok(Some((rkey, rewrite))) = reverse_key(&ip) {
                 let h = self.flows.hash_reverse(&rkey);
                 self.flows.prefetch_reverse_bucket(h);
-                *k = Some((rkey, h));
+                *k = Some((rkey, h, matches!(rewrite, Rewrite::Plain)));
             }
         }
-        for &(_, h) in keys.iter().flatten() {
+        for &(_, h, _) in keys.iter().flatten() {
             self.flows.prefetch_reverse_flow(h);
         }
         for (hint, k) in hints.iter_mut().zip(&keys) {
-            if let Some((slot, f)) = k
-                .as_ref()
-                .and_then(|(rkey, h)| self.flows.peek_reverse_hashed(rkey, *h))
-            {
-                *hint = Hint {
-                    session: Some(f.owner),
-                    flow: Some(slot),
-                };
+            let Some((rkey, h, plain)) = k else { continue };
+            hint.reverse = plain.then_some(*rkey);
+            if let Some((slot, f)) = self.flows.peek_reverse_hashed(rkey, *h) {
+                hint.session = Some(f.owner);
+                hint.flow = Some(slot);
             }
         }
     }
