@@ -256,16 +256,35 @@ impl Client {
 
 /// The lab's single-endpoint rule table: the VPC for everyone, 10.99.0.0/16 for group 0 only.
 pub fn lab_rules(version: u64) -> RuleTable {
-    let Ok(authz) = AuthzTable::build(&[
-        AuthzRule {
+    lab_rules_authorizing(
+        version,
+        &[
+            AuthzRule {
+                destination: cidr("172.31.0.0/16"),
+                grant: Grant::AllUsers,
+            },
+            AuthzRule {
+                destination: cidr("10.99.0.0/16"),
+                grant: Grant::Group(0),
+            },
+        ],
+    )
+}
+
+/// `lab_rules` after a reload that revoked group 0's rule: the VPC for everyone, nothing else
+/// (the routes are unchanged).
+pub fn lab_rules_vpc_only(version: u64) -> RuleTable {
+    lab_rules_authorizing(
+        version,
+        &[AuthzRule {
             destination: cidr("172.31.0.0/16"),
             grant: Grant::AllUsers,
-        },
-        AuthzRule {
-            destination: cidr("10.99.0.0/16"),
-            grant: Grant::Group(0),
-        },
-    ]) else {
+        }],
+    )
+}
+
+fn lab_rules_authorizing(version: u64, rules: &[AuthzRule]) -> RuleTable {
+    let Ok(authz) = AuthzTable::build(rules) else {
         panic!("authz")
     };
     let target = TargetNetwork {

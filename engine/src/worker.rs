@@ -165,6 +165,9 @@ pub struct Worker<P: Port> {
     pub(crate) cfg: WorkerConfig,
     pub(crate) ports: Vec<P>,
     pub(crate) rules: Arc<RuleTable>,
+    /// Which installed rule table `rules` is, counted by this core from 1 (0 is never used):
+    /// a flow's cached forwarding decision is valid only under the epoch that made it.
+    pub(crate) rules_epoch: u32,
     pub(crate) sessions: SessionTable,
     pub(crate) flows: FlowTable,
     pub(crate) neighbours: NeighbourTable<P::Buf>,
@@ -208,6 +211,7 @@ impl<P: Port> Worker<P> {
             rx: Burst::new(),
             housekeeping: Vec::with_capacity(64),
             rules: Arc::new(RuleTable::default()),
+            rules_epoch: 1,
             drops: DropCounters::default(),
             endpoint_traffic: Vec::new(),
             cfg,
@@ -319,6 +323,8 @@ impl<P: Port> Worker<P> {
                         self.endpoint_traffic.resize(n, Traffic::default());
                     }
                     let old = std::mem::replace(&mut self.rules, new);
+                    // Every flow decides again under the new table (on its next packet).
+                    self.rules_epoch = self.rules_epoch.checked_add(1).unwrap_or(1);
                     self.report(Report::Retired(old));
                 }
                 Command::AddSession { info, key_id, keys } => match DataKey::new(key_id, &keys) {

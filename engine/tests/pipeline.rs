@@ -325,6 +325,53 @@ fn denied_replayed_spoofed_and_unknown_are_counted() {
     assert_eq!(member.inside_sent().len(), 1);
 }
 
+/// Flows remember their forwarding decision, but only under the rule table that made it: a
+/// reload that revokes an authorization rule stops the flows it covered at their next packet,
+/// and reinstating it lets the same flow (same translated id) through again.
+#[test]
+fn a_reload_applies_to_established_flows() {
+    let mut lab = lab_with(GroupMask::EMPTY.with(0));
+    let echo = |seq| testkit::ipv4_echo(ip(lab::CLIENT_VIP), ip("10.99.1.1"), true, 7, seq, b"");
+    let install = |lab: &mut Lab, table| {
+        lab.mb
+            .commands
+            .push(Command::InstallRules(Arc::new(table)))
+            .map_err(|_| ())
+            .unwrap();
+        lab.w.poll_once(lab.now);
+    };
+    let nat_id = |frame: &[u8]| {
+        IcmpPacket::new_checked(ip_of(frame).payload())
+            .unwrap()
+            .echo_id()
+    };
+
+    lab.send_from_client(&echo(1));
+    lab.send_from_client(&echo(2));
+    let sent = lab.inside_sent();
+    assert_eq!(sent.len(), 2, "group 0 may reach 10.99/16");
+    let id = nat_id(&sent[0]);
+
+    install(&mut lab, testkit::lab_rules_vpc_only(2));
+    lab.send_from_client(&echo(3));
+    assert!(lab.inside_sent().is_empty());
+    assert_eq!(
+        lab.drops(DropReason::NotAuthorized),
+        1,
+        "revoked for the existing flow too"
+    );
+
+    install(&mut lab, testkit::lab_rules(3));
+    lab.send_from_client(&echo(4));
+    let sent = lab.inside_sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        nat_id(&sent[0]),
+        id,
+        "the same flow, still translated the same"
+    );
+}
+
 #[test]
 fn keepalive_exit_and_control_packets() {
     let mut lab = lab_with(GroupMask::EMPTY);

@@ -90,8 +90,13 @@ pub struct Flow {
     pub nat_port: u16,
     /// Opaque owner tag (the session's index on this core), for return traffic and cleanup.
     pub owner: u32,
-    /// The egress port of the target network, for hairpin-free return lookups.
+    /// The egress port of the target network (from the forwarding decision).
     pub port: u16,
+    /// The next hop toward the destination on `port` (from the forwarding decision).
+    pub next_hop: u32,
+    /// The rule-table epoch (the owning core's count) whose decision `port`, `eni` and
+    /// `next_hop` are; a flow decides again when the core's epoch moves on. 0: none yet.
+    pub decided: u32,
     established: bool,
     closing: bool,
     last_seen: u32,
@@ -288,6 +293,20 @@ impl FlowTable {
         self.refresh(i, now)
     }
 
+    /// The slot of the flow of a client-side tuple and that flow, not refreshed; `hash` is
+    /// `hash_forward(key)`.
+    #[inline]
+    pub fn find_hashed(&self, key: &FlowKey, hash: u64) -> Option<(u32, &Flow)> {
+        let i = self.find_forward(key, hash)?;
+        Some((i, self.flow_at(i)?))
+    }
+
+    /// The flow in slot `slot` (from `find_hashed`), refreshed.
+    #[inline]
+    pub fn refresh_slot(&mut self, slot: u32, now: u32) -> Option<&mut Flow> {
+        self.refresh(slot, now)
+    }
+
     /// `lookup_reverse`, trying slot `hint` first (what a look-ahead found for the same key;
     /// the flow there is used only if it is the key's).
     #[inline]
@@ -350,6 +369,8 @@ impl FlowTable {
             nat_port,
             owner,
             port,
+            next_hop: 0,
+            decided: 0,
             established: false,
             closing: false,
             last_seen: now,

@@ -249,36 +249,53 @@ impl<P: Port> Worker<P> {
             tcp_flags,
             hash,
         } = d;
-        let route_hash = flow_hash(key.client, key.dst, key.src_port, key.dst_port, key.proto);
-        let (target_port, next_hop, eni) = match self.rules.decide(
-            usize::from(endpoint),
-            &groups,
-            key.dst,
-            key.proto,
-            key.dst_port,
-            route_hash,
-        ) {
-            Ok(d) => (d.target.port, d.next_hop, d.target.eni_ip),
-            Err(reason) => return self.drop_packet(buf, reason),
-        };
         let now = self.now_secs;
-        let nat_port = match self.flows.lookup_hashed(&key, hash, now) {
-            Some(f) if f.eni == eni => {
-                FlowTable::observe_tcp(f, tcp_flags, false);
-                f.nat_port
-            }
-            Some(_) => {
-                // The route moved to another subnet (a reload): the old translation is stale.
-                return self.drop_packet(buf, DropReason::NoFlow);
-            }
-            None => match self.flows.create(key, eni, target_port, owner, now) {
-                Ok(f) => {
-                    FlowTable::observe_tcp(f, tcp_flags, false);
-                    f.nat_port
+        let epoch = self.rules_epoch;
+        // A flow remembers the decision of the rule table it was last decided under: the
+        // decision is a function of the table, the endpoint and groups (fixed for the life of
+        // the session that owns the flow) and the flow's own tuple, so it only has to be made
+        // again after a table swap, or for a packet of another session than the owner.
+        let found = self.flows.find_hashed(&key, hash);
+        let cached = found.and_then(|(_, f)| {
+            (f.decided == epoch && f.owner == owner).then_some((f.port, f.next_hop, f.eni))
+        });
+        let (target_port, next_hop, eni) = match cached {
+            Some(c) => c,
+            None => {
+                let route_hash =
+                    flow_hash(key.client, key.dst, key.src_port, key.dst_port, key.proto);
+                match self.rules.decide(
+                    usize::from(endpoint),
+                    &groups,
+                    key.dst,
+                    key.proto,
+                    key.dst_port,
+                    route_hash,
+                ) {
+                    Ok(d) => (d.target.port, d.next_hop, d.target.eni_ip),
+                    Err(reason) => return self.drop_packet(buf, reason),
                 }
+            }
+        };
+        let flow = match found.map(|(slot, _)| slot) {
+            Some(slot) => match self.flows.refresh_slot(slot, now) {
+                Some(f) if f.eni == eni => f,
+                _ => {
+                    // The route moved to another subnet (a reload): the old translation is
+                    // stale.
+                    return self.drop_packet(buf, DropReason::NoFlow);
+                }
+            },
+            None => match self.flows.create(key, eni, target_port, owner, now) {
+                Ok(f) => f,
                 Err(reason) => return self.drop_packet(buf, reason),
             },
         };
+        flow.port = target_port;
+        flow.next_hop = next_hop;
+        flow.decided = epoch;
+        FlowTable::observe_tcp(flow, tcp_flags, false);
+        let nat_port = flow.nat_port;
         nat::rewrite_source(buf.data_mut(), eni, nat_port, self.cfg.mss_clamp);
         self.output(target_port, next_hop, buf);
     }
