@@ -41,6 +41,14 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         Ok(Self { buffer })
     }
 
+    /// The fixed header (`new_checked` saw it whole): constant offsets into it need no bounds
+    /// checks, which keeps the accessors small enough to inline.
+    #[inline(always)]
+    fn h(&self) -> &[u8; MIN_HEADER_LEN] {
+        const NONE: [u8; MIN_HEADER_LEN] = [0; MIN_HEADER_LEN];
+        self.buffer.as_ref().first_chunk().unwrap_or(&NONE)
+    }
+
     #[inline]
     fn b(&self) -> &[u8] {
         self.buffer.as_ref()
@@ -49,37 +57,37 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// Header length in bytes (20 without options).
     #[inline]
     pub fn header_len(&self) -> usize {
-        usize::from(self.b()[0] & 0x0f) * 4
+        usize::from(self.h()[0] & 0x0f) * 4
     }
 
     /// Total length (header and payload) from the header.
     #[inline]
     pub fn total_len(&self) -> usize {
-        usize::from(u16::from_be_bytes([self.b()[2], self.b()[3]]))
+        usize::from(u16::from_be_bytes([self.h()[2], self.h()[3]]))
     }
 
     /// Identification.
     #[inline]
     pub fn ident(&self) -> u16 {
-        u16::from_be_bytes([self.b()[4], self.b()[5]])
+        u16::from_be_bytes([self.h()[4], self.h()[5]])
     }
 
     /// Don't-fragment flag.
     #[inline]
     pub fn dont_fragment(&self) -> bool {
-        self.b()[6] & 0x40 != 0
+        self.h()[6] & 0x40 != 0
     }
 
     /// More-fragments flag.
     #[inline]
     pub fn more_fragments(&self) -> bool {
-        self.b()[6] & 0x20 != 0
+        self.h()[6] & 0x20 != 0
     }
 
     /// Fragment offset in bytes.
     #[inline]
     pub fn frag_offset(&self) -> usize {
-        usize::from(u16::from_be_bytes([self.b()[6], self.b()[7]]) & 0x1fff) * 8
+        usize::from(u16::from_be_bytes([self.h()[6], self.h()[7]]) & 0x1fff) * 8
     }
 
     /// Whether this is a fragment (first, middle or last).
@@ -91,32 +99,32 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// Time to live.
     #[inline]
     pub fn ttl(&self) -> u8 {
-        self.b()[8]
+        self.h()[8]
     }
 
     /// The payload's protocol.
     #[inline]
     pub fn protocol(&self) -> u8 {
-        self.b()[9]
+        self.h()[9]
     }
 
     /// The header checksum field.
     #[inline]
     pub fn checksum(&self) -> u16 {
-        u16::from_be_bytes([self.b()[10], self.b()[11]])
+        u16::from_be_bytes([self.h()[10], self.h()[11]])
     }
 
     /// Source address.
     #[inline]
     pub fn src(&self) -> [u8; 4] {
-        let b = self.b();
+        let b = self.h();
         [b[12], b[13], b[14], b[15]]
     }
 
     /// Destination address.
     #[inline]
     pub fn dst(&self) -> [u8; 4] {
-        let b = self.b();
+        let b = self.h();
         [b[16], b[17], b[18], b[19]]
     }
 

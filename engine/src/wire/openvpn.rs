@@ -91,23 +91,31 @@ impl<T: AsRef<[u8]>> DataPacket<T> {
         Ok(Self { buffer })
     }
 
+    /// The fixed header (`new_checked` saw it whole): constant offsets into it need no bounds
+    /// checks, which keeps the accessors small enough to inline.
+    #[inline(always)]
+    fn h(&self) -> &[u8; DATA_V2_HEADER_LEN] {
+        const NONE: [u8; DATA_V2_HEADER_LEN] = [0; DATA_V2_HEADER_LEN];
+        self.buffer.as_ref().first_chunk().unwrap_or(&NONE)
+    }
+
     /// The key_id.
     #[inline]
     pub fn key_id(&self) -> KeyId {
-        KeyId::of(self.buffer.as_ref()[0])
+        KeyId::of(self.h()[0])
     }
 
     /// The peer-id.
     #[inline]
     pub fn peer_id(&self) -> PeerId {
-        let b = self.buffer.as_ref();
+        let b = self.h();
         PeerId(u32::from_be_bytes([0, b[1], b[2], b[3]]))
     }
 
     /// The data packet-id.
     #[inline]
     pub fn packet_id(&self) -> u32 {
-        let b = self.buffer.as_ref();
+        let b = self.h();
         u32::from_be_bytes([b[4], b[5], b[6], b[7]])
     }
 }
