@@ -302,18 +302,21 @@ impl<P: Port> Worker<P> {
 }
 
 /// The peer-id of a frame that looks like P_DATA_V2 over IPv4/UDP (a look-ahead: `process`
-/// checks everything).
+/// checks everything, and `index_of_peer` checks the slot this names). Reads the few bytes
+/// at their offsets without building views: any answer is safe, a wrong one costs a lookup.
 fn data_v2_peer_hint(frame: &[u8]) -> Option<PeerId> {
-    let ip = super::ipv4_hint(frame)?;
-    if ip.protocol() != protocol::UDP {
+    let ip = frame.get(HEADER_LEN..HEADER_LEN + 20)?;
+    if frame[12..14] != ethertype::IPV4.to_be_bytes() || ip[0] >> 4 != 4 {
         return None;
     }
-    let u = UdpPacket::new_checked(ip.payload()).ok()?;
-    let payload = u.payload();
-    if Opcode::of(*payload.first()?) != Opcode::DATA_V2 {
+    if ip[9] != protocol::UDP {
         return None;
     }
-    DataPacket::new_checked(payload).ok().map(|d| d.peer_id())
+    let at = HEADER_LEN + usize::from(ip[0] & 0x0f) * 4 + udp::HEADER_LEN;
+    let &[op, a, b, c] = frame.get(at..at + 4)? else {
+        return None;
+    };
+    (Opcode::of(op) == Opcode::DATA_V2).then_some(PeerId(u32::from_be_bytes([0, a, b, c])))
 }
 
 /// Source port (or echo id), destination port and TCP flags of an inner packet.
@@ -392,4 +395,43 @@ pub(crate) fn flow_hash(a: u32, b: u32, sp: u16, dp: u16, proto: u8) -> u32 {
     h ^= (u64::from(sp) << 24) | (u64::from(dp) << 8) | u64::from(proto);
     h = h.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     (h >> 32) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::Cipher;
+    use crate::testkit::{self, ip, lab};
+    use crate::wire::openvpn::KeyId;
+    use proptest::prelude::*;
+
+    #[test]
+    fn peer_hint_names_the_peer_of_a_data_frame_only() {
+        let (_, client) = testkit::key_pair(Cipher::Aes256Gcm, 3);
+        let mut c = testkit::Client::new(PeerId(0x00ab_cdef), KeyId(0), &client);
+        let frame = c.frame(&testkit::ipv4_udp(
+            ip(lab::CLIENT_VIP),
+            1,
+            ip(lab::HOST_IP),
+            2,
+            b"x",
+        ));
+        assert_eq!(data_v2_peer_hint(&frame), Some(PeerId(0x00ab_cdef)));
+        let mut control = frame.clone();
+        let at = HEADER_LEN + 20 + udp::HEADER_LEN;
+        control[at] = 0x38; // P_ACK_V1, key_id 0
+        assert_eq!(data_v2_peer_hint(&control), None);
+        let mut arp = frame.clone();
+        arp[12..14].copy_from_slice(&ethertype::ARP.to_be_bytes());
+        assert_eq!(data_v2_peer_hint(&arp), None);
+        assert_eq!(data_v2_peer_hint(&frame[..at + 3]), None);
+    }
+
+    proptest! {
+        /// Any bytes at all: an answer or none, never a panic.
+        #[test]
+        fn peer_hint_never_panics(frame in proptest::collection::vec(any::<u8>(), 0..120)) {
+            let _ = data_v2_peer_hint(&frame);
+        }
+    }
 }
