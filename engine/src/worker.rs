@@ -178,7 +178,6 @@ pub struct Worker<P: Port> {
     pub(crate) tx: Vec<Burst<P::Buf>>,
     pub(crate) trash: Vec<P::Buf>,
     pub(crate) decrypted: Vec<crate::pipeline::client::Decrypted<P::Buf>>,
-    rx: Burst<P::Buf>,
     housekeeping: Vec<Housekeeping<P::Buf>>,
     epoch: Instant,
     stats: PollStats,
@@ -208,7 +207,6 @@ impl<P: Port> Worker<P> {
             tx: ports.iter().map(|_| Burst::new()).collect(),
             trash: Vec::with_capacity(4 * crate::packet::BURST_SIZE),
             decrypted: Vec::with_capacity(2 * crate::packet::BURST_SIZE),
-            rx: Burst::new(),
             housekeeping: Vec::with_capacity(64),
             rules: Arc::new(RuleTable::default()),
             rules_epoch: 1,
@@ -234,13 +232,15 @@ impl<P: Port> Worker<P> {
         self.now_secs = now.saturating_duration_since(self.epoch).as_secs() as u32;
         let mut work = self.apply_commands();
         work |= self.take_handoffs();
+        // The burst lives on this frame's stack (only its length is initialised): no copy of
+        // its slots in or out of the worker per poll.
+        let mut rx = Burst::new();
         for p in 0..self.ports.len() {
             let port = p as u16;
-            if self.ports[p].recv(&mut self.rx) == 0 {
+            if self.ports[p].recv(&mut rx) == 0 {
                 continue;
             }
             work = true;
-            let mut rx = std::mem::take(&mut self.rx);
             // The burst in passes, so that the memory each packet needs is requested before
             // the packet waits for it: the headers of every packet; then the index lines that
             // name each packet's session (and, from a target subnet, its flow), read into
@@ -270,7 +270,7 @@ impl<P: Port> Worker<P> {
             for h in hints.iter().take(SESSION_AHEAD) {
                 self.prefetch_session(h.session, from_clients);
             }
-            for ((i, buf), hint) in rx.drain().enumerate().zip(hints) {
+            for ((i, buf), &hint) in rx.drain().enumerate().zip(hints.iter()) {
                 if let Some(a) = ahead.get(i + PREFETCH_AHEAD) {
                     rest(a);
                 }
@@ -280,7 +280,6 @@ impl<P: Port> Worker<P> {
                 self.process(port, buf, hint);
             }
             self.forward_decrypted();
-            self.rx = rx;
         }
         work |= self.flush_all();
         self.free_trash();
