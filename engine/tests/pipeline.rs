@@ -325,6 +325,80 @@ fn denied_replayed_spoofed_and_unknown_are_counted() {
     assert_eq!(member.inside_sent().len(), 1);
 }
 
+/// The way back waits for ARP too: a reply toward a client whose outer address is not
+/// resolved yet goes out after the client's ARP reply, to its MAC, and opens with its key.
+#[test]
+fn reply_to_an_unresolved_client_waits_for_arp() {
+    let now = Instant::now();
+    let mb = Mailbox::new(64);
+    let mut w = Worker::new(
+        testkit::lab_config(64, 8),
+        vec![MemPort::new(), MemPort::new()],
+        mb.clone(),
+        None,
+        now,
+    );
+    assert!(mb
+        .commands
+        .push(Command::InstallRules(Arc::new(testkit::lab_rules(1))))
+        .is_ok());
+    w.prime_neighbour(1, ip(lab::HOST_IP), lab::HOST_MAC);
+    let (server, client) = testkit::key_pair(Cipher::Aes256Gcm, 4);
+    let info = testkit::lab_session(PeerId(1), ip(lab::CLIENT_VIP), GroupMask::EMPTY);
+    assert!(mb
+        .commands
+        .push(Command::AddSession {
+            info,
+            key_id: KeyId(0),
+            keys: Box::new(server)
+        })
+        .is_ok());
+    w.poll_once(now);
+    let mut c = Client::new(PeerId(1), KeyId(0), &client);
+    let echo = testkit::ipv4_echo(ip(lab::CLIENT_VIP), ip(lab::HOST_IP), true, 9, 1, b"hi");
+    w.port_mut(0).unwrap().inject(&c.frame(&echo));
+    w.poll_once(now);
+    let out = w.port_mut(1).unwrap().take_sent();
+    assert_eq!(out.len(), 1);
+    let nat_id = IcmpPacket::new_checked(ip_of(&out[0]).payload())
+        .unwrap()
+        .echo_id();
+    let reply = testkit::ipv4_echo(
+        ip(lab::HOST_IP),
+        ip(lab::INSIDE_IP),
+        false,
+        nat_id,
+        1,
+        b"hi",
+    );
+    w.port_mut(1)
+        .unwrap()
+        .inject(&testkit::eth_ipv4(lab::INSIDE_MAC, lab::HOST_MAC, &reply));
+    w.poll_once(now);
+    let out = w.port_mut(0).unwrap().take_sent();
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        &out[0][12..14],
+        &[0x08, 0x06],
+        "an ARP request for the client first"
+    );
+    w.port_mut(0).unwrap().inject(&testkit::arp_reply(
+        lab::CLIENT_MAC,
+        ip(lab::CLIENT_OUTER_IP),
+        lab::OUTSIDE_MAC,
+        ip(lab::OUTSIDE_IP),
+    ));
+    w.poll_once(now);
+    let out = w.port_mut(0).unwrap().take_sent();
+    assert_eq!(out.len(), 1, "the queued reply follows the ARP reply");
+    assert_eq!(&out[0][0..6], &lab::CLIENT_MAC);
+    assert_eq!(&out[0][6..12], &lab::OUTSIDE_MAC);
+    assert!(ip_of(&out[0]).verify_checksum());
+    let inner = c.open(&out[0]).expect("opens with the client's key");
+    let p = Ipv4Packet::new_checked(&inner[..]).unwrap();
+    assert_eq!(p.dst(), ip(lab::CLIENT_VIP).to_be_bytes());
+}
+
 /// Flows remember their forwarding decision, but only under the rule table that made it: a
 /// reload that revokes an authorization rule stops the flows it covered at their next packet,
 /// and reinstating it lets the same flow (same translated id) through again.

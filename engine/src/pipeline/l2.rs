@@ -137,7 +137,13 @@ impl<P: Port> Worker<P> {
         };
         // Broadcast stands in while the next hop resolves; resolution writes its MAC.
         ethernet::write_header(h, known.unwrap_or(BROADCAST), src, ethertype::IPV4);
-        if known.is_some() {
+        self.queue_frame(port, next_hop, known.is_some(), buf);
+    }
+
+    /// Queues a frame whose Ethernet header is written: for transmission if its next hop's MAC
+    /// was `known` (and written), else until the next hop resolves.
+    fn queue_frame(&mut self, port: u16, next_hop: u32, known: bool, buf: P::Buf) {
+        if known {
             return self.enqueue_tx(port, buf);
         }
         match self.neighbours.resolve(port, next_hop, buf, self.now_secs) {
@@ -151,43 +157,44 @@ impl<P: Port> Worker<P> {
         }
     }
 
-    /// The next hop toward an outer address on the outside port.
-    pub(crate) fn outside_next_hop(&self, ip: u32) -> Option<u32> {
-        let pc = self.cfg.ports.get(usize::from(self.cfg.outside))?;
-        if pc.on_link(ip) {
-            Some(ip)
-        } else {
-            pc.gateway
-        }
-    }
-
-    /// Wraps the OpenVPN packet in `buf` in UDP and IPv4 from `local` to `remote` and sends it
-    /// out of the outside port.
+    /// Wraps the OpenVPN packet in `buf` in UDP, IPv4 and Ethernet from `local` to `remote`
+    /// and sends it out of the outside port: the three headers written at once, in the
+    /// headroom.
     pub(crate) fn send_to_client(&mut self, mut buf: P::Buf, local: Remote, remote: Remote) {
+        const IP_LEN: usize = crate::wire::ipv4::MIN_HEADER_LEN;
         let len = buf.len();
-        let Ok(h) = buf.prepend(crate::wire::ipv4::MIN_HEADER_LEN + udp::HEADER_LEN) else {
+        let outside = self.cfg.outside;
+        let Some((src, hop)) = self.cfg.ports.get(usize::from(outside)).map(|pc| {
+            let hop = if pc.on_link(remote.ip) {
+                Some(remote.ip)
+            } else {
+                pc.gateway
+            };
+            (pc.mac, hop)
+        }) else {
+            return self.drop_packet(buf, DropReason::NoRoute);
+        };
+        let Some(hop) = hop else {
+            return self.drop_packet(buf, DropReason::NoRoute);
+        };
+        let known = self.neighbours.lookup(outside, hop, self.now_secs);
+        let Ok(h) = buf.prepend(HEADER_LEN + IP_LEN + udp::HEADER_LEN) else {
             return self.drop_packet(buf, DropReason::NoRoom);
         };
-        let repr = Ipv4Repr {
+        let (eth, h) = h.split_at_mut(HEADER_LEN);
+        ethernet::write_header(eth, known.unwrap_or(BROADCAST), src, ethertype::IPV4);
+        let (ip, udp_header) = h.split_at_mut(IP_LEN);
+        Ipv4Repr {
             src: local.ip.to_be_bytes(),
             dst: remote.ip.to_be_bytes(),
             protocol: protocol::UDP,
             payload_len: udp::HEADER_LEN + len,
             ttl: 64,
-        };
-        repr.emit(h);
+        }
+        .emit(ip);
         // The UDP checksum is optional over IPv4; the AEAD tag already protects the payload.
-        udp::write_header(
-            &mut h[crate::wire::ipv4::MIN_HEADER_LEN..],
-            local.port,
-            remote.port,
-            len,
-        );
-        let Some(hop) = self.outside_next_hop(remote.ip) else {
-            return self.drop_packet(buf, DropReason::NoRoute);
-        };
-        let outside = self.cfg.outside;
-        self.output(outside, hop, buf);
+        udp::write_header(udp_header, local.port, remote.port, len);
+        self.queue_frame(outside, hop, known.is_some(), buf);
     }
 
     /// Sends a control-channel datagram from the control thread.
