@@ -15,6 +15,7 @@ use crate::crypto::DataKey;
 use crate::packet::prefetch::{prefetch, prefetch_spans};
 use crate::rules::GroupMask;
 use crate::wire::openvpn::{KeyId, PeerId};
+use crate::wire::udp::Ipv4UdpHeaders;
 
 /// A client's outer address: where its packets come from and where ours go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -68,10 +69,12 @@ pub struct Session {
     pub client_ip: u32,
     /// The user's groups.
     pub groups: GroupMask,
-    /// Where the client is.
-    pub remote: Remote,
+    /// Where the client is (changed only by `float_to`, which keeps `outer` in step).
+    remote: Remote,
     /// The local address and port the client talks to (the endpoint's listener).
-    pub local: Remote,
+    local: Remote,
+    /// The outer IPv4 and UDP headers of packets to the client, from `local` to `remote`.
+    outer: Ipv4UdpHeaders,
     /// Counters.
     pub traffic: Traffic,
     /// Seconds (caller's clock) of the last authenticated packet received.
@@ -82,6 +85,11 @@ pub struct Session {
     current: DataKey,
     /// The previous key, during a renegotiation's transition window.
     previous: Option<DataKey>,
+}
+
+/// The outer headers from a listener to a client.
+fn headers_between(local: Remote, remote: Remote) -> Ipv4UdpHeaders {
+    Ipv4UdpHeaders::new((local.ip, local.port), (remote.ip, remote.port))
 }
 
 /// `spans` moved `by` bytes further into an enclosing object.
@@ -119,12 +127,37 @@ impl Session {
             groups,
             remote,
             local,
+            outer: headers_between(local, remote),
             current: key,
             previous: None,
             traffic: Traffic::default(),
             last_rx: now,
             last_tx: now,
         }
+    }
+
+    /// Where the client is.
+    #[inline]
+    pub fn remote(&self) -> Remote {
+        self.remote
+    }
+
+    /// The listener the client talks to.
+    #[inline]
+    pub fn local(&self) -> Remote {
+        self.local
+    }
+
+    /// The outer headers of packets to the client.
+    #[inline]
+    pub fn outer_headers(&self) -> &Ipv4UdpHeaders {
+        &self.outer
+    }
+
+    /// The client now is at `remote` (an authenticated packet came from there).
+    pub fn float_to(&mut self, remote: Remote) {
+        self.remote = remote;
+        self.outer = headers_between(self.local, remote);
     }
 
     /// The key for `key_id`, current or previous.

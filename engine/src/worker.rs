@@ -550,7 +550,7 @@ impl<P: Port> Worker<P> {
             let Some(s) = self.sessions.get_mut(i) else {
                 continue;
             };
-            let (peer, local, remote) = (s.peer, s.local, s.remote);
+            let (peer, headers, remote) = (s.peer, *s.outer_headers(), s.remote());
             if idle {
                 if !self.idle_reported.contains(&peer.0) {
                     self.idle_reported.push(peer.0);
@@ -578,7 +578,7 @@ impl<P: Port> Worker<P> {
                 self.drop_packet(buf, reason);
                 continue;
             }
-            self.send_to_client(buf, local, remote);
+            self.send_to_client(buf, &headers, remote.ip);
         }
         self.keepalive_due = due;
         self.idle_reported.retain(|p| {

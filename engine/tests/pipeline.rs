@@ -325,6 +325,43 @@ fn denied_replayed_spoofed_and_unknown_are_counted() {
     assert_eq!(member.inside_sent().len(), 1);
 }
 
+/// A client that floats (an authenticated packet from a new outer address or port, as after a
+/// NAT rebinding) is answered at its new address from then on, and control hears of it.
+#[test]
+fn replies_follow_a_floated_client() {
+    let mut lab = lab_with(GroupMask::EMPTY);
+    let echo = |seq| testkit::ipv4_echo(ip(lab::CLIENT_VIP), ip(lab::HOST_IP), true, 3, seq, b"");
+    lab.send_from_client(&echo(1));
+    // The next packet comes from source port 40000 (UDP checksum 0: none, as allowed).
+    let mut f = lab.client.frame(&echo(2));
+    f[34..36].copy_from_slice(&40000u16.to_be_bytes());
+    f[40..42].copy_from_slice(&[0, 0]);
+    lab.w.port_mut(0).unwrap().inject(&f);
+    lab.w.poll_once(lab.now);
+    let sent = lab.inside_sent();
+    assert_eq!(sent.len(), 2);
+    let floated = std::iter::from_fn(|| lab.mb.reports.pop())
+        .filter(|r| matches!(r, Report::Floated { remote, .. } if remote.port == 40000))
+        .count();
+    assert_eq!(floated, 1);
+    let nat_id = IcmpPacket::new_checked(ip_of(&sent[1]).payload())
+        .unwrap()
+        .echo_id();
+    let reply = testkit::ipv4_echo(ip(lab::HOST_IP), ip(lab::INSIDE_IP), false, nat_id, 2, b"");
+    lab.w
+        .port_mut(1)
+        .unwrap()
+        .inject(&testkit::eth_ipv4(lab::INSIDE_MAC, lab::HOST_MAC, &reply));
+    lab.w.poll_once(lab.now);
+    let out = lab.outside_sent();
+    assert_eq!(out.len(), 1);
+    let outer = ip_of(&out[0]);
+    assert!(outer.verify_checksum());
+    let udp = UdpPacket::new_checked(outer.payload()).unwrap();
+    assert_eq!((udp.src_port(), udp.dst_port()), (lab::VPN_PORT, 40000));
+    assert!(lab.client.open(&out[0]).is_some());
+}
+
 /// The way back waits for ARP too: a reply toward a client whose outer address is not
 /// resolved yet goes out after the client's ARP reply, to its MAC, and opens with its key.
 #[test]

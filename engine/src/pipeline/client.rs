@@ -188,8 +188,8 @@ impl<P: Port> Worker<P> {
         }
         // Authenticated: it may float to a new address (the reference §7.2).
         s.last_rx = now;
-        let floated = (s.remote != from).then(|| {
-            s.remote = from;
+        let floated = (s.remote() != from).then(|| {
+            s.float_to(from);
             Report::Floated { peer, remote: from }
         });
         let (endpoint, groups, client_ip) = (s.endpoint, s.groups, s.client_ip);

@@ -9,8 +9,8 @@ use crate::session::Remote;
 use crate::wire::arp::{ArpRepr, OP_REPLY, OP_REQUEST, PACKET_LEN};
 use crate::wire::ethernet::{self, ethertype, BROADCAST, HEADER_LEN};
 use crate::wire::icmp::{kind, IcmpPacket};
-use crate::wire::ipv4::{protocol, Ipv4Packet, Ipv4Repr};
-use crate::wire::udp;
+use crate::wire::ipv4::{protocol, Ipv4Packet};
+use crate::wire::udp::Ipv4UdpHeaders;
 use crate::worker::Worker;
 
 impl<P: Port> Worker<P> {
@@ -157,16 +157,20 @@ impl<P: Port> Worker<P> {
         }
     }
 
-    /// Wraps the OpenVPN packet in `buf` in UDP, IPv4 and Ethernet from `local` to `remote`
-    /// and sends it out of the outside port: the three headers written at once, in the
-    /// headroom.
-    pub(crate) fn send_to_client(&mut self, mut buf: P::Buf, local: Remote, remote: Remote) {
-        const IP_LEN: usize = crate::wire::ipv4::MIN_HEADER_LEN;
+    /// Wraps the OpenVPN packet in `buf` in the prepared UDP and IPv4 `headers` (toward the
+    /// client at `remote_ip`) and Ethernet, and sends it out of the outside port: all three
+    /// written at once, in the headroom.
+    pub(crate) fn send_to_client(
+        &mut self,
+        mut buf: P::Buf,
+        headers: &Ipv4UdpHeaders,
+        remote_ip: u32,
+    ) {
         let len = buf.len();
         let outside = self.cfg.outside;
         let Some((src, hop)) = self.cfg.ports.get(usize::from(outside)).map(|pc| {
-            let hop = if pc.on_link(remote.ip) {
-                Some(remote.ip)
+            let hop = if pc.on_link(remote_ip) {
+                Some(remote_ip)
             } else {
                 pc.gateway
             };
@@ -178,22 +182,15 @@ impl<P: Port> Worker<P> {
             return self.drop_packet(buf, DropReason::NoRoute);
         };
         let known = self.neighbours.lookup(outside, hop, self.now_secs);
-        let Ok(h) = buf.prepend(HEADER_LEN + IP_LEN + udp::HEADER_LEN) else {
+        let Ok(h) = buf.prepend(HEADER_LEN + Ipv4UdpHeaders::LEN) else {
             return self.drop_packet(buf, DropReason::NoRoom);
         };
-        let (eth, h) = h.split_at_mut(HEADER_LEN);
+        let (eth, ip_udp) = h.split_at_mut(HEADER_LEN);
         ethernet::write_header(eth, known.unwrap_or(BROADCAST), src, ethertype::IPV4);
-        let (ip, udp_header) = h.split_at_mut(IP_LEN);
-        Ipv4Repr {
-            src: local.ip.to_be_bytes(),
-            dst: remote.ip.to_be_bytes(),
-            protocol: protocol::UDP,
-            payload_len: udp::HEADER_LEN + len,
-            ttl: 64,
-        }
-        .emit(ip);
-        // The UDP checksum is optional over IPv4; the AEAD tag already protects the payload.
-        udp::write_header(udp_header, local.port, remote.port, len);
+        let Ok(ip_udp) = <&mut [u8; Ipv4UdpHeaders::LEN]>::try_from(ip_udp) else {
+            return self.drop_packet(buf, DropReason::NoRoom);
+        };
+        headers.write(ip_udp, len);
         self.queue_frame(outside, hop, known.is_some(), buf);
     }
 
@@ -208,6 +205,7 @@ impl<P: Port> Worker<P> {
             Ok(d) => d.copy_from_slice(payload),
             Err(_) => return self.drop_packet(buf, DropReason::NoRoom),
         }
-        self.send_to_client(buf, local, remote);
+        let headers = Ipv4UdpHeaders::new((local.ip, local.port), (remote.ip, remote.port));
+        self.send_to_client(buf, &headers, remote.ip);
     }
 }

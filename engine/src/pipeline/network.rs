@@ -167,7 +167,7 @@ impl<P: Port> Worker<P> {
         s.traffic.egress_bytes += len;
         s.traffic.egress_packets += 1;
         s.last_tx = now;
-        let (local, remote, endpoint) = (s.local, s.remote, s.endpoint);
+        let (headers, remote, endpoint) = (*s.outer_headers(), s.remote(), s.endpoint);
         if outcome == crate::crypto::SealOutcome::RenegotiateSoon && key_at_threshold(&buf) {
             self.report(Report::RenegotiateSoon { peer });
         }
@@ -175,7 +175,7 @@ impl<P: Port> Worker<P> {
             t.egress_bytes += len;
             t.egress_packets += 1;
         }
-        self.send_to_client(buf, local, remote);
+        self.send_to_client(buf, &headers, remote.ip);
     }
 }
 
