@@ -12,7 +12,7 @@ use crate::crypto::data_channel::{
     OPEN_SPANS as OPEN_SPANS_OF_KEY, SEAL_SPANS as SEAL_SPANS_OF_KEY,
 };
 use crate::crypto::DataKey;
-use crate::packet::prefetch::{prefetch, prefetch_spans};
+use crate::packet::prefetch::{line_mask, line_offsets, prefetch, prefetch_line};
 use crate::rules::GroupMask;
 use crate::wire::openvpn::{KeyId, PeerId};
 use crate::wire::udp::Ipv4UdpHeaders;
@@ -57,9 +57,10 @@ pub struct SessionInfo {
 }
 
 /// One session's data-path state. `repr(C)`: the scalar fields come first, in one run the
-/// stages can prefetch by address, then the keys.
+/// stages can prefetch by address, then the keys. Line-aligned, so that every slot's hot
+/// lines sit at the same offsets (`OPEN_LINES`, `SEAL_LINES`).
 #[derive(Debug)]
-#[repr(C)]
+#[repr(C, align(64))]
 pub struct Session {
     /// Its peer-id.
     pub peer: PeerId,
@@ -108,6 +109,12 @@ const FIELDS: [(usize, usize); 1] = [(0, offset_of!(Session, current))];
 const OPEN_SPANS: [(usize, usize); 4] = shifted(OPEN_SPANS_OF_KEY, offset_of!(Session, current));
 /// What sealing with the current key touches, besides `FIELDS`.
 const SEAL_SPANS: [(usize, usize); 3] = shifted(SEAL_SPANS_OF_KEY, offset_of!(Session, current));
+/// The lines opening reads (fields and the current key's receive half), as offsets.
+const OPEN_MASK: u64 = line_mask(&FIELDS) | line_mask(&OPEN_SPANS);
+const OPEN_LINES: [usize; OPEN_MASK.count_ones() as usize] = line_offsets(OPEN_MASK);
+/// The lines sealing touches.
+const SEAL_MASK: u64 = line_mask(&FIELDS) | line_mask(&SEAL_SPANS);
+const SEAL_LINES: [usize; SEAL_MASK.count_ones() as usize] = line_offsets(SEAL_MASK);
 
 impl Session {
     /// A session with its first key.
@@ -332,8 +339,9 @@ impl SessionTable {
     #[inline]
     pub fn prefetch_open(&self, i: SessionIndex) {
         if let Some(base) = self.slot_base(i) {
-            prefetch_spans(base, &FIELDS);
-            prefetch_spans(base, &OPEN_SPANS);
+            for off in OPEN_LINES {
+                prefetch_line(base.wrapping_add(off));
+            }
         }
     }
 
@@ -341,8 +349,9 @@ impl SessionTable {
     #[inline]
     pub fn prefetch_seal(&self, i: SessionIndex) {
         if let Some(base) = self.slot_base(i) {
-            prefetch_spans(base, &FIELDS);
-            prefetch_spans(base, &SEAL_SPANS);
+            for off in SEAL_LINES {
+                prefetch_line(base.wrapping_add(off));
+            }
         }
     }
 
@@ -409,6 +418,30 @@ mod tests {
             local: r,
         };
         Session::new(info, key(0), 0)
+    }
+
+    /// Every slot starts on a cache line, so the constant line tables name the same bytes in
+    /// every slot, and they cover every byte the spans name.
+    #[test]
+    fn hot_lines_are_the_same_in_every_slot() {
+        let mut t = SessionTable::new(8);
+        for p in 0..5 {
+            let i = t.insert(session(p, 100 + p)).unwrap();
+            let base = t.slot_base(i).unwrap();
+            assert_eq!(base.addr() % 64, 0, "slot {i}");
+            let s = t.get_mut(i).unwrap();
+            assert_eq!(std::ptr::from_mut(s).cast::<u8>().cast_const(), base);
+        }
+        for (lines, spans) in [
+            (&OPEN_LINES[..], [&FIELDS[..], &OPEN_SPANS[..]]),
+            (&SEAL_LINES[..], [&FIELDS[..], &SEAL_SPANS[..]]),
+        ] {
+            for &(off, len) in spans.iter().flat_map(|s| s.iter()) {
+                for byte in off..off + len {
+                    assert!(lines.contains(&(byte / 64 * 64)), "byte {byte}");
+                }
+            }
+        }
     }
 
     #[test]

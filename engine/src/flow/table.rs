@@ -15,7 +15,7 @@ use hashbrown::DefaultHashBuilder;
 
 use super::index::Index;
 use super::ports::{PortPool, PortRange};
-use crate::packet::prefetch::prefetch;
+use crate::packet::prefetch::prefetch_line;
 use crate::packet::DropReason;
 use crate::wire::ipv4::protocol;
 use crate::wire::tcp::flags;
@@ -220,13 +220,13 @@ impl FlowTable {
     /// Starts bringing in the index line of a forward lookup (from `hash_forward`).
     #[inline]
     pub fn prefetch_forward_bucket(&self, hash: u64) {
-        prefetch(self.forward.bucket_addr(hash), 64);
+        prefetch_line(self.forward.bucket_addr(hash));
     }
 
     /// Starts bringing in the index line of a reverse lookup (from `hash_reverse`).
     #[inline]
     pub fn prefetch_reverse_bucket(&self, hash: u64) {
-        prefetch(self.reverse.bucket_addr(hash), 64);
+        prefetch_line(self.reverse.bucket_addr(hash));
     }
 
     /// Starts bringing in the flow a forward lookup will most likely land on (reads the index
@@ -245,7 +245,7 @@ impl FlowTable {
     #[inline]
     fn prefetch_slot(&self, slot: Option<u32>) {
         if let Some(e) = slot.and_then(|s| self.slab.get(s as usize)) {
-            prefetch(std::ptr::from_ref(e).cast(), 64);
+            prefetch_line(std::ptr::from_ref(e).cast());
         }
     }
 
