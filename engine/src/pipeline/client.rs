@@ -192,7 +192,7 @@ impl<P: Port> Worker<P> {
             s.float_to(from);
             Report::Floated { peer, remote: from }
         });
-        let (endpoint, groups, client_ip) = (s.endpoint, s.groups, s.client_ip);
+        let (endpoint, client_ip) = (s.endpoint, s.client_ip);
         if let Some(r) = floated {
             self.report(r);
         }
@@ -230,8 +230,6 @@ impl<P: Port> Worker<P> {
         self.decrypted.push(Decrypted {
             buf,
             owner: idx,
-            endpoint,
-            groups,
             key: inner.key,
             tcp_flags: inner.tcp_flags,
             hash,
@@ -243,8 +241,6 @@ impl<P: Port> Worker<P> {
         let Decrypted {
             mut buf,
             owner,
-            endpoint,
-            groups,
             key,
             tcp_flags,
             hash,
@@ -262,6 +258,13 @@ impl<P: Port> Worker<P> {
         let (target_port, next_hop, eni) = match cached {
             Some(c) => c,
             None => {
+                // The session's endpoint and groups, read only now that they are needed (the
+                // session lives at least until the end of this burst).
+                let Some((endpoint, groups)) =
+                    self.sessions.get_mut(owner).map(|s| (s.endpoint, s.groups))
+                else {
+                    return self.drop_packet(buf, DropReason::UnknownPeer);
+                };
                 let route_hash =
                     flow_hash(key.client, key.dst, key.src_port, key.dst_port, key.proto);
                 match self.rules.decide(
@@ -375,13 +378,11 @@ fn checked_inner(data: &[u8], client_ip: u32) -> Result<Inner, DropReason> {
     })
 }
 
-/// A checked inner packet waiting for the burst's forwarding stage, with what its session
-/// said about it.
+/// A checked inner packet waiting for the burst's forwarding stage, with its session's slot
+/// (the session's endpoint and groups are read from there only when a flow has to decide).
 pub(crate) struct Decrypted<B> {
     buf: B,
     owner: u32,
-    endpoint: u16,
-    groups: crate::rules::GroupMask,
     key: FlowKey,
     tcp_flags: u8,
     /// `key`'s forward hash (its index line has been requested).
