@@ -231,12 +231,13 @@ impl SessionTable {
         let stride = u32::try_from(cores.max(1))
             .unwrap_or(PEER_IDS)
             .min(PEER_IDS);
-        let mut slab = Vec::with_capacity(capacity);
-        slab.resize_with(capacity, || None);
+        let by_peer = vec![0u32; (PEER_IDS / stride + 1) as usize];
+        // Zeroed lazily by the kernel: advising it now still precedes every write.
+        crate::mem::advise_huge_pages(by_peer.as_ptr().cast(), by_peer.len() * 4);
         Self {
-            slab,
+            slab: crate::mem::huge_vec_with(capacity, || None),
             free: (0..capacity as u32).rev().collect(),
-            by_peer: vec![0; (PEER_IDS / stride + 1) as usize],
+            by_peer,
             stride,
             stride_shift: stride.is_power_of_two().then(|| stride.trailing_zeros()),
             live: 0,

@@ -58,7 +58,7 @@ impl Index {
     pub(crate) fn new(capacity: usize) -> Self {
         let buckets = (capacity.max(1) * 2).div_ceil(WAYS).next_power_of_two();
         Self {
-            buckets: vec![Bucket::default(); buckets],
+            buckets: crate::mem::huge_vec(buckets, Bucket::default()),
             mask: buckets - 1,
         }
     }

@@ -177,7 +177,7 @@ impl FlowTable {
             forward: Index::new(capacity),
             reverse: Index::new(capacity),
             seed: random_seed(),
-            slab: vec![Entry(None); capacity],
+            slab: crate::mem::huge_vec(capacity, Entry(None)),
             free_slots: (0..capacity as u32).rev().collect(),
             pools: Vec::new(),
             range,
