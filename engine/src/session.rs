@@ -68,8 +68,6 @@ pub struct Session {
     pub endpoint: u16,
     /// The client's virtual address.
     pub client_ip: u32,
-    /// The user's groups.
-    pub groups: GroupMask,
     /// Where the client is (changed only by `float_to`, which keeps `outer` in step).
     remote: Remote,
     /// The local address and port the client talks to (the endpoint's listener).
@@ -86,6 +84,9 @@ pub struct Session {
     current: DataKey,
     /// The previous key, during a renegotiation's transition window.
     previous: Option<DataKey>,
+    /// The user's groups: read only when one of the session's flows decides (once per flow
+    /// and rule table), so kept out of the lines every packet needs.
+    pub groups: GroupMask,
 }
 
 /// The outer headers from a listener to a client.
