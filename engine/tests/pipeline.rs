@@ -38,8 +38,21 @@ fn lab_with(groups: GroupMask) -> Lab {
         mb.clone(),
         now,
     );
-    let (server, client) = testkit::key_pair(Cipher::Aes256Gcm, 7);
-    let peer = PeerId(5);
+    let client = add_session(&mut w, &mb, PeerId(5), groups, Cipher::Aes256Gcm, now);
+    Lab { w, mb, client, now }
+}
+
+/// Installs a session for `peer` (the lab client's address, `groups`, keys of `cipher`)
+/// through the mailbox, as control does, and returns the client's side.
+fn add_session(
+    w: &mut Worker<MemPort>,
+    mb: &Mailbox,
+    peer: PeerId,
+    groups: GroupMask,
+    cipher: Cipher,
+    now: Instant,
+) -> Client {
+    let (server, client) = testkit::key_pair(cipher, 7);
     let info = testkit::lab_session(peer, ip(lab::CLIENT_VIP), groups);
     assert!(mb
         .commands
@@ -50,12 +63,7 @@ fn lab_with(groups: GroupMask) -> Lab {
         })
         .is_ok());
     w.poll_once(now);
-    Lab {
-        w,
-        mb,
-        client: Client::new(peer, KeyId(0), &client),
-        now,
-    }
+    Client::new(peer, KeyId(0), &client)
 }
 
 impl Lab {
@@ -63,6 +71,18 @@ impl Lab {
         let f = self.client.frame(inner);
         self.w.port_mut(0).unwrap().inject(&f);
         self.w.poll_once(self.now);
+    }
+
+    /// The host's `reply` (an IPv4 packet) arrives on the inside port; returns what the
+    /// outside port sent.
+    fn reply_from_host(&mut self, reply: &[u8]) -> Vec<Vec<u8>> {
+        self.w.port_mut(1).unwrap().inject(&testkit::eth_ipv4(
+            lab::INSIDE_MAC,
+            lab::HOST_MAC,
+            reply,
+        ));
+        self.w.poll_once(self.now);
+        self.outside_sent()
     }
 
     fn inside_sent(&mut self) -> Vec<Vec<u8>> {
@@ -76,6 +96,54 @@ impl Lab {
     fn drops(&self, r: DropReason) -> u64 {
         self.w.drops().get(r)
     }
+}
+
+/// A worker with the lab's rules and one session (peer 1) whose neighbour cache knows only
+/// `known` (port, address, MAC): the tests of packets waiting for ARP.
+fn one_neighbour_known(
+    known: (u16, u32, [u8; 6]),
+    cipher: Cipher,
+) -> (Worker<MemPort>, Client, Instant) {
+    let now = Instant::now();
+    let mb = Mailbox::new(64);
+    let mut w = Worker::new(
+        testkit::lab_config(64, 8),
+        vec![MemPort::new(), MemPort::new()],
+        mb.clone(),
+        None,
+        now,
+    );
+    assert!(mb
+        .commands
+        .push(Command::InstallRules(Arc::new(testkit::lab_rules(1))))
+        .is_ok());
+    w.prime_neighbour(known.0, known.1, known.2);
+    let client = add_session(&mut w, &mb, PeerId(1), GroupMask::EMPTY, cipher, now);
+    (w, client, now)
+}
+
+/// Expects exactly an ARP request out of `port`, answers it as `neighbour` (MAC, address) to
+/// `us`, and returns what the port sent then: the packet that waited, alone, addressed from
+/// our MAC to the neighbour's.
+fn answer_arp_request(
+    w: &mut Worker<MemPort>,
+    port: usize,
+    neighbour: ([u8; 6], u32),
+    us: ([u8; 6], u32),
+    now: Instant,
+) -> Vec<Vec<u8>> {
+    let out = w.port_mut(port).unwrap().take_sent();
+    assert_eq!(out.len(), 1);
+    assert_eq!(&out[0][12..14], &[0x08, 0x06], "an ARP request first");
+    w.port_mut(port)
+        .unwrap()
+        .inject(&testkit::arp_reply(neighbour.0, neighbour.1, us.0, us.1));
+    w.poll_once(now);
+    let out = w.port_mut(port).unwrap().take_sent();
+    assert_eq!(out.len(), 1, "the waiting packet follows the ARP reply");
+    assert_eq!(&out[0][0..6], &neighbour.0, "to the neighbour's MAC");
+    assert_eq!(&out[0][6..12], &us.0);
+    out
 }
 
 fn ip_of(frame: &[u8]) -> Ipv4Packet<&[u8]> {
@@ -130,12 +198,7 @@ fn ping_through_the_tunnel_and_back() {
         1,
         b"hello",
     );
-    lab.w
-        .port_mut(1)
-        .unwrap()
-        .inject(&testkit::eth_ipv4(lab::INSIDE_MAC, lab::HOST_MAC, &reply));
-    lab.w.poll_once(lab.now);
-    let out = lab.outside_sent();
+    let out = lab.reply_from_host(&reply);
     assert_eq!(out.len(), 1);
     let outer = ip_of(&out[0]);
     assert_eq!(
@@ -348,12 +411,7 @@ fn replies_follow_a_floated_client() {
         .unwrap()
         .echo_id();
     let reply = testkit::ipv4_echo(ip(lab::HOST_IP), ip(lab::INSIDE_IP), false, nat_id, 2, b"");
-    lab.w
-        .port_mut(1)
-        .unwrap()
-        .inject(&testkit::eth_ipv4(lab::INSIDE_MAC, lab::HOST_MAC, &reply));
-    lab.w.poll_once(lab.now);
-    let out = lab.outside_sent();
+    let out = lab.reply_from_host(&reply);
     assert_eq!(out.len(), 1);
     let outer = ip_of(&out[0]);
     assert!(outer.verify_checksum());
@@ -366,32 +424,8 @@ fn replies_follow_a_floated_client() {
 /// resolved yet goes out after the client's ARP reply, to its MAC, and opens with its key.
 #[test]
 fn reply_to_an_unresolved_client_waits_for_arp() {
-    let now = Instant::now();
-    let mb = Mailbox::new(64);
-    let mut w = Worker::new(
-        testkit::lab_config(64, 8),
-        vec![MemPort::new(), MemPort::new()],
-        mb.clone(),
-        None,
-        now,
-    );
-    assert!(mb
-        .commands
-        .push(Command::InstallRules(Arc::new(testkit::lab_rules(1))))
-        .is_ok());
-    w.prime_neighbour(1, ip(lab::HOST_IP), lab::HOST_MAC);
-    let (server, client) = testkit::key_pair(Cipher::Aes256Gcm, 4);
-    let info = testkit::lab_session(PeerId(1), ip(lab::CLIENT_VIP), GroupMask::EMPTY);
-    assert!(mb
-        .commands
-        .push(Command::AddSession {
-            info,
-            key_id: KeyId(0),
-            keys: Box::new(server)
-        })
-        .is_ok());
-    w.poll_once(now);
-    let mut c = Client::new(PeerId(1), KeyId(0), &client);
+    let (mut w, mut c, now) =
+        one_neighbour_known((1, ip(lab::HOST_IP), lab::HOST_MAC), Cipher::Aes256Gcm);
     let echo = testkit::ipv4_echo(ip(lab::CLIENT_VIP), ip(lab::HOST_IP), true, 9, 1, b"hi");
     w.port_mut(0).unwrap().inject(&c.frame(&echo));
     w.poll_once(now);
@@ -412,24 +446,13 @@ fn reply_to_an_unresolved_client_waits_for_arp() {
         .unwrap()
         .inject(&testkit::eth_ipv4(lab::INSIDE_MAC, lab::HOST_MAC, &reply));
     w.poll_once(now);
-    let out = w.port_mut(0).unwrap().take_sent();
-    assert_eq!(out.len(), 1);
-    assert_eq!(
-        &out[0][12..14],
-        &[0x08, 0x06],
-        "an ARP request for the client first"
+    let out = answer_arp_request(
+        &mut w,
+        0,
+        (lab::CLIENT_MAC, ip(lab::CLIENT_OUTER_IP)),
+        (lab::OUTSIDE_MAC, ip(lab::OUTSIDE_IP)),
+        now,
     );
-    w.port_mut(0).unwrap().inject(&testkit::arp_reply(
-        lab::CLIENT_MAC,
-        ip(lab::CLIENT_OUTER_IP),
-        lab::OUTSIDE_MAC,
-        ip(lab::OUTSIDE_IP),
-    ));
-    w.poll_once(now);
-    let out = w.port_mut(0).unwrap().take_sent();
-    assert_eq!(out.len(), 1, "the queued reply follows the ARP reply");
-    assert_eq!(&out[0][0..6], &lab::CLIENT_MAC);
-    assert_eq!(&out[0][6..12], &lab::OUTSIDE_MAC);
     assert!(ip_of(&out[0]).verify_checksum());
     let inner = c.open(&out[0]).expect("opens with the client's key");
     let p = Ipv4Packet::new_checked(&inner[..]).unwrap();
@@ -573,32 +596,10 @@ fn arp_and_ping_of_the_appliance() {
 
 #[test]
 fn unresolved_next_hop_waits_for_arp() {
-    let now = Instant::now();
-    let mb = Mailbox::new(64);
-    let mut w = Worker::new(
-        testkit::lab_config(64, 8),
-        vec![MemPort::new(), MemPort::new()],
-        mb.clone(),
-        None,
-        now,
+    let (mut w, mut c, now) = one_neighbour_known(
+        (0, ip(lab::CLIENT_OUTER_IP), lab::CLIENT_MAC),
+        Cipher::ChaCha20Poly1305,
     );
-    assert!(mb
-        .commands
-        .push(Command::InstallRules(Arc::new(testkit::lab_rules(1))))
-        .is_ok());
-    w.prime_neighbour(0, ip(lab::CLIENT_OUTER_IP), lab::CLIENT_MAC);
-    let (server, client) = testkit::key_pair(Cipher::ChaCha20Poly1305, 3);
-    let info = testkit::lab_session(PeerId(1), ip(lab::CLIENT_VIP), GroupMask::EMPTY);
-    assert!(mb
-        .commands
-        .push(Command::AddSession {
-            info,
-            key_id: KeyId(0),
-            keys: Box::new(server)
-        })
-        .is_ok());
-    w.poll_once(now);
-    let mut c = Client::new(PeerId(1), KeyId(0), &client);
     w.port_mut(0).unwrap().inject(&c.frame(&testkit::ipv4_echo(
         ip(lab::CLIENT_VIP),
         ip(lab::HOST_IP),
@@ -608,19 +609,13 @@ fn unresolved_next_hop_waits_for_arp() {
         b"",
     )));
     w.poll_once(now);
-    let out = w.port_mut(1).unwrap().take_sent();
-    assert_eq!(out.len(), 1);
-    assert_eq!(&out[0][12..14], &[0x08, 0x06], "an ARP request first");
-    w.port_mut(1).unwrap().inject(&testkit::arp_reply(
-        lab::HOST_MAC,
-        ip(lab::HOST_IP),
-        lab::INSIDE_MAC,
-        ip(lab::INSIDE_IP),
-    ));
-    w.poll_once(now);
-    let out = w.port_mut(1).unwrap().take_sent();
-    assert_eq!(out.len(), 1, "the queued packet follows the reply");
-    assert_eq!(&out[0][0..6], &lab::HOST_MAC);
+    answer_arp_request(
+        &mut w,
+        1,
+        (lab::HOST_MAC, ip(lab::HOST_IP)),
+        (lab::INSIDE_MAC, ip(lab::INSIDE_IP)),
+        now,
+    );
     // A neighbour that never answers: three requests, then the packet is dropped and counted.
     w.port_mut(0).unwrap().inject(&c.frame(&testkit::ipv4_echo(
         ip(lab::CLIENT_VIP),
