@@ -431,16 +431,28 @@ impl<P: Port> Worker<P> {
     /// Queues a finished frame for `port`, sending the batch when it is full.
     #[inline]
     pub(crate) fn enqueue_tx(&mut self, port: u16, buf: P::Buf) {
+        match self.tx.get_mut(usize::from(port)) {
+            Some(batch) if batch.spare() > 0 => {
+                if let Err(buf) = batch.push(buf) {
+                    self.drop_packet(buf, DropReason::TxRingFull);
+                }
+            }
+            _ => self.enqueue_tx_full(port, buf),
+        }
+    }
+
+    /// `enqueue_tx` when the batch is full (send it first) or the port does not exist.
+    #[cold]
+    #[inline(never)]
+    fn enqueue_tx_full(&mut self, port: u16, buf: P::Buf) {
         let p = usize::from(port);
         if p >= self.tx.len() {
             self.drop_packet(buf, DropReason::NoRoute);
             return;
         }
+        self.flush(p);
         if let Err(buf) = self.tx[p].push(buf) {
-            self.flush(p);
-            if let Err(buf) = self.tx[p].push(buf) {
-                self.drop_packet(buf, DropReason::TxRingFull);
-            }
+            self.drop_packet(buf, DropReason::TxRingFull);
         }
     }
 
@@ -631,5 +643,57 @@ impl<P: Port> Worker<P> {
     /// Records a neighbour as if it had answered ARP (tests, benchmarks, static neighbours).
     pub fn prime_neighbour(&mut self, port: u16, ip: u32, mac: Mac) {
         let _ = self.neighbours.learn(port, ip, mac, self.now_secs);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::HeapBuf;
+    use crate::port::MemPort;
+    use crate::testkit;
+
+    /// The transmit batch of a port: full batches go out as they fill, the rest at the end of
+    /// the poll; what a port refuses is dropped as TxRingFull, a port that does not exist is
+    /// NoRoute.
+    #[test]
+    // A test stands in for the worker shell, which owns the clock.
+    #[allow(clippy::disallowed_methods)]
+    fn transmit_batches_fill_flush_and_count_refusals() {
+        let now = Instant::now();
+        let mut w = testkit::lab_worker(
+            vec![MemPort::new(), MemPort::new()],
+            testkit::lab_config(16, 4),
+            Mailbox::new(16),
+            now,
+        );
+        let frame = |i: u8| HeapBuf::from_slice(&[i; 60]);
+        for i in 0..70u8 {
+            w.enqueue_tx(1, frame(i));
+        }
+        let sent = w.port_mut(1).map(MemPort::take_sent).unwrap_or_default();
+        assert_eq!(
+            sent.len(),
+            2 * BURST_SIZE,
+            "two full batches went out as they filled"
+        );
+        w.poll_once(now);
+        let rest = w.port_mut(1).map(MemPort::take_sent).unwrap_or_default();
+        assert_eq!(rest.len(), 70 - 2 * BURST_SIZE);
+        assert_eq!(rest.last().map(|f| f[0]), Some(69), "in order");
+        assert_eq!(w.drops().total(), 0);
+
+        if let Some(p) = w.port_mut(1) {
+            p.tx_limit = Some(10);
+        }
+        for i in 0..BURST_SIZE as u8 + 1 {
+            w.enqueue_tx(1, frame(i));
+        }
+        assert_eq!(
+            w.drops().get(DropReason::TxRingFull),
+            BURST_SIZE as u64 - 10
+        );
+        w.enqueue_tx(7, frame(0));
+        assert_eq!(w.drops().get(DropReason::NoRoute), 1);
     }
 }

@@ -27,16 +27,19 @@ impl<B> Burst<B> {
     }
 
     /// Packets held.
+    #[inline]
     pub fn len(&self) -> usize {
         self.bufs.len()
     }
 
     /// Whether it holds no packet.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.bufs.is_empty()
     }
 
     /// Room left.
+    #[inline]
     pub fn spare(&self) -> usize {
         BURST_SIZE - self.bufs.len()
     }
@@ -45,16 +48,19 @@ impl<B> Burst<B> {
     ///
     /// # Errors
     /// The packet itself, when there is no room.
+    #[inline]
     pub fn push(&mut self, b: B) -> Result<(), B> {
         self.bufs.try_push(b).map_err(|e| e.element())
     }
 
     /// Takes the last packet.
+    #[inline]
     pub fn pop(&mut self) -> Option<B> {
         self.bufs.pop()
     }
 
     /// The packets.
+    #[inline]
     pub fn as_slice(&self) -> &[B] {
         &self.bufs
     }

@@ -142,10 +142,18 @@ impl<P: Port> Worker<P> {
 
     /// Queues a frame whose Ethernet header is written: for transmission if its next hop's MAC
     /// was `known` (and written), else until the next hop resolves.
+    #[inline]
     fn queue_frame(&mut self, port: u16, next_hop: u32, known: bool, buf: P::Buf) {
         if known {
             return self.enqueue_tx(port, buf);
         }
+        self.await_neighbour(port, next_hop, buf);
+    }
+
+    /// Holds a frame until its next hop resolves (asking for it if nobody has yet).
+    #[cold]
+    #[inline(never)]
+    fn await_neighbour(&mut self, port: u16, next_hop: u32, buf: P::Buf) {
         match self.neighbours.resolve(port, next_hop, buf, self.now_secs) {
             Resolve::Mac(_) => {}
             Resolve::Queued { request } => {
