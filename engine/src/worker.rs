@@ -246,7 +246,7 @@ impl<P: Port> Worker<P> {
             // name each packet's session (and, from a target subnet, its flow), read into
             // `hints`; then the packets themselves, with their bytes prefetched a few packets
             // ahead and their sessions' fields and keys a few more (a whole burst of sessions,
-            // about 13 lines each, would not stay in L1 until used).
+            // 12 lines each, would not stay in L1 until used).
             let mut ahead = [(std::ptr::null::<u8>(), 0usize); BURST_SIZE];
             for (a, b) in ahead.iter_mut().zip(rx.as_slice()) {
                 *a = (b.data().as_ptr(), b.len());
