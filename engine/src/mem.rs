@@ -17,10 +17,7 @@ const HUGE_PAGE: usize = 2 << 20;
 
 /// `n` copies of `value`, in memory advised for huge pages before it is written.
 pub(crate) fn huge_vec<T: Clone>(n: usize, value: T) -> Vec<T> {
-    let mut v: Vec<T> = Vec::with_capacity(n);
-    advise_huge_pages(v.as_ptr().cast(), n * size_of::<T>());
-    v.resize(n, value);
-    v
+    huge_vec_with(n, || value.clone())
 }
 
 /// `n` elements made by `f`, in memory advised for huge pages before it is written.

@@ -266,9 +266,9 @@ impl FlowTable {
         })
     }
 
-    /// The flow in slot `i`, refreshed.
+    /// The flow in slot `i` (from `find_hashed`, say), refreshed.
     #[inline]
-    fn refresh(&mut self, i: u32, now: u32) -> Option<&mut Flow> {
+    pub fn refresh(&mut self, i: u32, now: u32) -> Option<&mut Flow> {
         let f = self.slab.get_mut(i as usize)?.0.as_mut()?;
         f.last_seen = now;
         Some(f)
@@ -299,12 +299,6 @@ impl FlowTable {
     pub fn find_hashed(&self, key: &FlowKey, hash: u64) -> Option<(u32, &Flow)> {
         let i = self.find_forward(key, hash)?;
         Some((i, self.flow_at(i)?))
-    }
-
-    /// The flow in slot `slot` (from `find_hashed`), refreshed.
-    #[inline]
-    pub fn refresh_slot(&mut self, slot: u32, now: u32) -> Option<&mut Flow> {
-        self.refresh(slot, now)
     }
 
     /// `lookup_reverse`, trying slot `hint` first (what a look-ahead found for the same key;

@@ -281,7 +281,7 @@ impl<P: Port> Worker<P> {
             }
         };
         let flow = match found.map(|(slot, _)| slot) {
-            Some(slot) => match self.flows.refresh_slot(slot, now) {
+            Some(slot) => match self.flows.refresh(slot, now) {
                 Some(f) if f.eni == eni => f,
                 _ => {
                     // The route moved to another subnet (a reload): the old translation is
@@ -294,9 +294,11 @@ impl<P: Port> Worker<P> {
                 Err(reason) => return self.drop_packet(buf, reason),
             },
         };
-        flow.port = target_port;
-        flow.next_hop = next_hop;
-        flow.decided = epoch;
+        if cached.is_none() {
+            flow.port = target_port;
+            flow.next_hop = next_hop;
+            flow.decided = epoch;
+        }
         FlowTable::observe_tcp(flow, tcp_flags, false);
         let nat_port = flow.nat_port;
         nat::rewrite_source(buf.data_mut(), eni, nat_port, self.cfg.mss_clamp);

@@ -127,16 +127,33 @@ impl<P: Port> Worker<P> {
 
     /// Adds the Ethernet header to an IPv4 packet and queues it on `port` toward `next_hop`,
     /// resolving the next hop's MAC (the packet waits in the neighbour queue if needed).
-    pub(crate) fn output(&mut self, port: u16, next_hop: u32, mut buf: P::Buf) {
+    pub(crate) fn output(&mut self, port: u16, next_hop: u32, buf: P::Buf) {
+        self.output_under(port, next_hop, buf, |_: &mut [u8; 0]| {});
+    }
+
+    /// `output` with `N` more header bytes between Ethernet and the packet, written by
+    /// `write`: one prepend for all of them.
+    #[inline]
+    fn output_under<const N: usize>(
+        &mut self,
+        port: u16,
+        next_hop: u32,
+        mut buf: P::Buf,
+        write: impl FnOnce(&mut [u8; N]),
+    ) {
         let Some(src) = self.cfg.ports.get(usize::from(port)).map(|pc| pc.mac) else {
             return self.drop_packet(buf, DropReason::NoRoute);
         };
         let known = self.neighbours.lookup(port, next_hop, self.now_secs);
-        let Ok(h) = buf.prepend(HEADER_LEN) else {
+        let Ok(h) = buf.prepend(HEADER_LEN + N) else {
             return self.drop_packet(buf, DropReason::NoRoom);
         };
+        let (eth, inner) = h.split_at_mut(HEADER_LEN);
         // Broadcast stands in while the next hop resolves; resolution writes its MAC.
-        ethernet::write_header(h, known.unwrap_or(BROADCAST), src, ethertype::IPV4);
+        ethernet::write_header(eth, known.unwrap_or(BROADCAST), src, ethertype::IPV4);
+        if let Ok(inner) = <&mut [u8; N]>::try_from(inner) {
+            write(inner);
+        }
         self.queue_frame(port, next_hop, known.is_some(), buf);
     }
 
@@ -165,41 +182,28 @@ impl<P: Port> Worker<P> {
         }
     }
 
+    /// The next hop toward an outer address on the outside port.
+    pub(crate) fn outside_next_hop(&self, ip: u32) -> Option<u32> {
+        let pc = self.cfg.ports.get(usize::from(self.cfg.outside))?;
+        if pc.on_link(ip) {
+            Some(ip)
+        } else {
+            pc.gateway
+        }
+    }
+
     /// Wraps the OpenVPN packet in `buf` in the prepared UDP and IPv4 `headers` (toward the
     /// client at `remote_ip`) and Ethernet, and sends it out of the outside port: all three
     /// written at once, in the headroom.
-    pub(crate) fn send_to_client(
-        &mut self,
-        mut buf: P::Buf,
-        headers: &Ipv4UdpHeaders,
-        remote_ip: u32,
-    ) {
+    pub(crate) fn send_to_client(&mut self, buf: P::Buf, headers: &Ipv4UdpHeaders, remote_ip: u32) {
         let len = buf.len();
+        let Some(hop) = self.outside_next_hop(remote_ip) else {
+            return self.drop_packet(buf, DropReason::NoRoute);
+        };
         let outside = self.cfg.outside;
-        let Some((src, hop)) = self.cfg.ports.get(usize::from(outside)).map(|pc| {
-            let hop = if pc.on_link(remote_ip) {
-                Some(remote_ip)
-            } else {
-                pc.gateway
-            };
-            (pc.mac, hop)
-        }) else {
-            return self.drop_packet(buf, DropReason::NoRoute);
-        };
-        let Some(hop) = hop else {
-            return self.drop_packet(buf, DropReason::NoRoute);
-        };
-        let known = self.neighbours.lookup(outside, hop, self.now_secs);
-        let Ok(h) = buf.prepend(HEADER_LEN + Ipv4UdpHeaders::LEN) else {
-            return self.drop_packet(buf, DropReason::NoRoom);
-        };
-        let (eth, ip_udp) = h.split_at_mut(HEADER_LEN);
-        ethernet::write_header(eth, known.unwrap_or(BROADCAST), src, ethertype::IPV4);
-        let Ok(ip_udp) = <&mut [u8; Ipv4UdpHeaders::LEN]>::try_from(ip_udp) else {
-            return self.drop_packet(buf, DropReason::NoRoom);
-        };
-        headers.write(ip_udp, len);
-        self.queue_frame(outside, hop, known.is_some(), buf);
+        self.output_under(outside, hop, buf, |h: &mut [u8; Ipv4UdpHeaders::LEN]| {
+            headers.write(h, len);
+        });
     }
 
     /// Sends a control-channel datagram from the control thread.

@@ -81,13 +81,7 @@ fn rewrite(data: &mut [u8], side: Side, addr: u32, port: u16, mss: u16) {
             if l4.len() < 20 || !(20..=l4.len()).contains(&(usize::from(l4[12] >> 4) * 4)) {
                 return;
             }
-            let p = side.port_at;
-            let mut d = Delta::new();
-            d.quad(old_addr, addr);
-            d.word(word(l4, p), port);
-            l4[p..p + 2].copy_from_slice(&port.to_be_bytes());
-            let c = d.apply(word(l4, 16));
-            l4[16..18].copy_from_slice(&c.to_be_bytes());
+            port_and_checksum::<16, false>(l4, side.port_at, port, (old_addr, addr));
             if l4[13] & flags::SYN != 0 {
                 if let Ok(mut tcp) = TcpPacket::new_checked(l4) {
                     tcp.clamp_mss(mss);
@@ -99,20 +93,7 @@ fn rewrite(data: &mut [u8], side: Side, addr: u32, port: u16, mss: u16) {
             if l4.len() < 8 || !(8..=l4.len()).contains(&usize::from(word(l4, 4))) {
                 return;
             }
-            let p = side.port_at;
-            let old_port = word(l4, p);
-            l4[p..p + 2].copy_from_slice(&port.to_be_bytes());
-            let c = word(l4, 6);
-            // Zero: the sender computed no checksum, and none is added.
-            if c != 0 {
-                let mut d = Delta::new();
-                d.quad(old_addr, addr);
-                d.word(old_port, port);
-                let n = d.apply(c);
-                // A computed zero is sent as all ones (RFC 768).
-                let n = if n == 0 { 0xffff } else { n };
-                l4[6..8].copy_from_slice(&n.to_be_bytes());
-            }
+            port_and_checksum::<6, true>(l4, side.port_at, port, (old_addr, addr));
         }
         protocol::ICMP => {
             if l4.len() < 8 {
@@ -126,6 +107,31 @@ fn rewrite(data: &mut [u8], side: Side, addr: u32, port: u16, mss: u16) {
         }
         _ => {}
     }
+}
+
+/// Writes `port` at `port_at` of a TCP/UDP header and folds it and the pseudo-header's
+/// address change `(old, new)` into the checksum at `SUM_AT`. `OPTIONAL` (UDP): a zero
+/// checksum means none was computed and stays zero, and a computed zero is sent as all ones
+/// (RFC 768). The caller has checked that the header fits.
+#[inline(always)]
+fn port_and_checksum<const SUM_AT: usize, const OPTIONAL: bool>(
+    l4: &mut [u8],
+    port_at: usize,
+    port: u16,
+    (old_addr, addr): (u32, u32),
+) {
+    let old_port = word(l4, port_at);
+    l4[port_at..port_at + 2].copy_from_slice(&port.to_be_bytes());
+    let c = word(l4, SUM_AT);
+    if OPTIONAL && c == 0 {
+        return;
+    }
+    let mut d = Delta::new();
+    d.quad(old_addr, addr);
+    d.word(old_port, port);
+    let n = d.apply(c);
+    let n = if OPTIONAL && n == 0 { 0xffff } else { n };
+    l4[SUM_AT..SUM_AT + 2].copy_from_slice(&n.to_be_bytes());
 }
 
 #[cfg(test)]

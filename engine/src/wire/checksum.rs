@@ -54,22 +54,17 @@ pub fn pseudo_header(src: [u8; 4], dst: [u8; 4], protocol: u8, len: u16) -> u32 
 /// HC' = ~(~HC + ~m + m')).
 #[inline]
 pub fn update16(hc: u16, old: u16, new: u16) -> u16 {
-    !fold(u32::from(!hc) + u32::from(!old) + u32::from(new))
+    let mut d = Delta::new();
+    d.word(old, new);
+    d.apply(hc)
 }
 
 /// The checksum after a 32-bit field (an address) changed.
 #[inline]
 pub fn update32(hc: u16, old: u32, new: u32) -> u16 {
-    // Both halves at once: five 16-bit terms stay far below 2^32.
-    let (old_hi, old_lo) = ((old >> 16) as u16, old as u16);
-    let (new_hi, new_lo) = ((new >> 16) as u16, new as u16);
-    !fold(
-        u32::from(!hc)
-            + u32::from(!old_hi)
-            + u32::from(!old_lo)
-            + u32::from(new_hi)
-            + u32::from(new_lo),
-    )
+    let mut d = Delta::new();
+    d.quad(old, new);
+    d.apply(hc)
 }
 
 /// Several RFC 1624 field changes gathered and folded into a checksum once.
