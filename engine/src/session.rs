@@ -11,7 +11,7 @@ use hashbrown::HashMap;
 use crate::crypto::data_channel::{
     OPEN_SPANS as OPEN_SPANS_OF_KEY, SEAL_SPANS as SEAL_SPANS_OF_KEY,
 };
-use crate::crypto::DataKey;
+use crate::crypto::{DataKey, OpenKey, SealKey};
 use crate::packet::prefetch::{line_mask, line_offsets, prefetch, prefetch_line};
 use crate::rules::GroupMask;
 use crate::wire::openvpn::{KeyId, PeerId};
@@ -56,37 +56,90 @@ pub struct SessionInfo {
     pub local: Remote,
 }
 
-/// One session's data-path state. `repr(C)`: the scalar fields come first, in one run the
-/// stages can prefetch by address, then the keys. Line-aligned, so that every slot's hot
-/// lines sit at the same offsets (`OPEN_LINES`, `SEAL_LINES`).
+/// One session's data-path state, in the order the two directions touch it (`repr(C)`,
+/// line-aligned, so every slot's hot lines sit at the same offsets: `OPEN_LINES`,
+/// `SEAL_LINES`): what opening reads and writes, then the current key's receive half; the
+/// send side (`Sender`, from a line boundary); then what no packet reads (the listener, the
+/// previous key's receive half, the groups). Each direction touches 10 lines per packet.
 #[derive(Debug)]
 #[repr(C, align(64))]
 pub struct Session {
-    /// Its peer-id.
-    pub peer: PeerId,
-    /// The endpoint (index in the rule table).
-    pub endpoint: u16,
+    /// Its peer-id (fixed; `Sender` keeps a copy).
+    peer: PeerId,
     /// The client's virtual address.
     pub client_ip: u32,
-    /// Where the client is (changed only by `float_to`, which keeps `outer` in step).
+    /// Where the client is (changed only by `float_to`, which keeps the send side in step).
     remote: Remote,
-    /// The local address and port the client talks to (the endpoint's listener).
-    local: Remote,
-    /// The outer IPv4 and UDP headers of packets to the client, from `local` to `remote`.
-    outer: Ipv4UdpHeaders,
-    /// Counters.
-    pub traffic: Traffic,
+    /// The endpoint (index in the rule table; fixed; `Sender` keeps a copy).
+    endpoint: u16,
     /// Seconds (caller's clock) of the last authenticated packet received.
     pub last_rx: u32,
-    /// Seconds of the last packet sent.
-    pub last_tx: u32,
-    /// The key in use (always present: a session starts with one and a new one replaces it).
-    current: DataKey,
-    /// The previous key, during a renegotiation's transition window.
-    previous: Option<DataKey>,
+    /// Bytes received from the client (decrypted payload).
+    pub ingress_bytes: u64,
+    /// Packets received from the client.
+    pub ingress_packets: u64,
+    /// The receive half of the key in use.
+    open: OpenKey,
+    /// Everything sealing a packet for the client touches.
+    send: Sender,
+    /// The local address and port the client talks to (the endpoint's listener).
+    local: Remote,
+    /// The receive half of the previous key, during a renegotiation's transition window.
+    previous: Option<OpenKey>,
     /// The user's groups: read only when one of the session's flows decides (once per flow
     /// and rule table), so kept out of the lines every packet needs.
     pub groups: GroupMask,
+}
+
+/// The send side of a session: its fields, then the current key's send half.
+#[derive(Debug)]
+#[repr(C, align(64))]
+pub struct Sender {
+    peer: PeerId,
+    endpoint: u16,
+    /// Where the client is (the session's `remote`, kept in step by `Session::float_to`).
+    remote: Remote,
+    /// Seconds of the last packet sent.
+    pub last_tx: u32,
+    /// Bytes sent to the client (payload before encryption).
+    pub egress_bytes: u64,
+    /// Packets sent to the client.
+    pub egress_packets: u64,
+    /// The outer IPv4 and UDP headers of packets to the client, from the listener to `remote`.
+    outer: Ipv4UdpHeaders,
+    key: SealKey,
+}
+
+impl Sender {
+    /// The session's peer-id.
+    #[inline]
+    pub fn peer(&self) -> PeerId {
+        self.peer
+    }
+
+    /// The session's endpoint.
+    #[inline]
+    pub fn endpoint(&self) -> u16 {
+        self.endpoint
+    }
+
+    /// Where the client is.
+    #[inline]
+    pub fn remote(&self) -> Remote {
+        self.remote
+    }
+
+    /// The outer headers of packets to the client.
+    #[inline]
+    pub fn outer_headers(&self) -> &Ipv4UdpHeaders {
+        &self.outer
+    }
+
+    /// The key to send with (the newest).
+    #[inline]
+    pub fn key(&mut self) -> &mut SealKey {
+        &mut self.key
+    }
 }
 
 /// The outer headers from a listener to a client.
@@ -104,17 +157,21 @@ const fn shifted<const N: usize>(mut spans: [(usize, usize); N], by: usize) -> [
     spans
 }
 
-/// The scalar fields of a `Session` (everything before its keys).
-const FIELDS: [(usize, usize); 1] = [(0, offset_of!(Session, current))];
-/// What opening a packet of the current key reads in a `Session`, besides `FIELDS`.
-const OPEN_SPANS: [(usize, usize); 4] = shifted(OPEN_SPANS_OF_KEY, offset_of!(Session, current));
-/// What sealing with the current key touches, besides `FIELDS`.
-const SEAL_SPANS: [(usize, usize); 3] = shifted(SEAL_SPANS_OF_KEY, offset_of!(Session, current));
-/// The lines opening reads (fields and the current key's receive half), as offsets.
-const OPEN_MASK: u64 = line_mask(&FIELDS) | line_mask(&OPEN_SPANS);
+/// What opening a packet reads and writes in a `Session`: the fields before the current key's
+/// receive half, and that half.
+const OPEN_FIELDS: [(usize, usize); 1] = [(0, offset_of!(Session, open))];
+const OPEN_SPANS: [(usize, usize); 1] = shifted(OPEN_SPANS_OF_KEY, offset_of!(Session, open));
+/// What sealing touches: the send side's fields and the current key's send half.
+const SEAL_FIELDS: [(usize, usize); 1] = [(offset_of!(Session, send), offset_of!(Sender, key))];
+const SEAL_SPANS: [(usize, usize); 1] = shifted(
+    SEAL_SPANS_OF_KEY,
+    offset_of!(Session, send) + offset_of!(Sender, key),
+);
+/// The lines opening touches, as offsets.
+const OPEN_MASK: u64 = line_mask(&OPEN_FIELDS) | line_mask(&OPEN_SPANS);
 const OPEN_LINES: [usize; OPEN_MASK.count_ones() as usize] = line_offsets(OPEN_MASK);
 /// The lines sealing touches.
-const SEAL_MASK: u64 = line_mask(&FIELDS) | line_mask(&SEAL_SPANS);
+const SEAL_MASK: u64 = line_mask(&SEAL_FIELDS) | line_mask(&SEAL_SPANS);
 const SEAL_LINES: [usize; SEAL_MASK.count_ones() as usize] = line_offsets(SEAL_MASK);
 
 impl Session {
@@ -128,20 +185,42 @@ impl Session {
             remote,
             local,
         } = info;
+        let (open, seal) = key.split();
         Self {
             peer,
-            endpoint,
             client_ip,
-            groups,
             remote,
-            local,
-            outer: headers_between(local, remote),
-            current: key,
-            previous: None,
-            traffic: Traffic::default(),
+            endpoint,
             last_rx: now,
-            last_tx: now,
+            ingress_bytes: 0,
+            ingress_packets: 0,
+            open,
+            send: Sender {
+                peer,
+                endpoint,
+                remote,
+                last_tx: now,
+                egress_bytes: 0,
+                egress_packets: 0,
+                outer: headers_between(local, remote),
+                key: seal,
+            },
+            local,
+            previous: None,
+            groups,
         }
+    }
+
+    /// Its peer-id.
+    #[inline]
+    pub fn peer(&self) -> PeerId {
+        self.peer
+    }
+
+    /// Its endpoint.
+    #[inline]
+    pub fn endpoint(&self) -> u16 {
+        self.endpoint
     }
 
     /// Where the client is.
@@ -156,36 +235,57 @@ impl Session {
         self.local
     }
 
-    /// The outer headers of packets to the client.
+    /// The send side: sealing, counters and outer headers toward the client.
     #[inline]
-    pub fn outer_headers(&self) -> &Ipv4UdpHeaders {
-        &self.outer
+    pub fn sender(&mut self) -> &mut Sender {
+        &mut self.send
+    }
+
+    /// Seconds of the last packet sent.
+    #[inline]
+    pub fn last_tx(&self) -> u32 {
+        self.send.last_tx
+    }
+
+    /// The session's counters.
+    pub fn traffic(&self) -> Traffic {
+        Traffic {
+            ingress_bytes: self.ingress_bytes,
+            ingress_packets: self.ingress_packets,
+            egress_bytes: self.send.egress_bytes,
+            egress_packets: self.send.egress_packets,
+        }
     }
 
     /// The client now is at `remote` (an authenticated packet came from there).
     pub fn float_to(&mut self, remote: Remote) {
         self.remote = remote;
-        self.outer = headers_between(self.local, remote);
+        self.send.remote = remote;
+        self.send.outer = headers_between(self.local, remote);
     }
 
-    /// The key for `key_id`, current or previous.
+    /// The receive half of the key for `key_id`, current or previous.
     #[inline]
-    pub fn key_mut(&mut self, key_id: KeyId) -> Option<&mut DataKey> {
-        if self.current.key_id() == key_id {
-            return Some(&mut self.current);
+    pub fn key_mut(&mut self, key_id: KeyId) -> Option<&mut OpenKey> {
+        if self.open.key_id() == key_id {
+            return Some(&mut self.open);
         }
         self.previous.as_mut().filter(|k| k.key_id() == key_id)
     }
 
     /// The key to send with (the newest).
     #[inline]
-    pub fn send_key(&mut self) -> &mut DataKey {
-        &mut self.current
+    pub fn send_key(&mut self) -> &mut SealKey {
+        &mut self.send.key
     }
 
-    /// Installs a new key; the current one becomes the previous (kept until retired).
+    /// Installs a new key; the current one's receive half becomes the previous (kept until
+    /// retired: packets the client sealed before it switched still open). Sealing uses the
+    /// new key at once.
     pub fn install_key(&mut self, key: DataKey) {
-        self.previous = Some(std::mem::replace(&mut self.current, key));
+        let (open, seal) = key.split();
+        self.previous = Some(std::mem::replace(&mut self.open, open));
+        self.send.key = seal;
     }
 
     /// Drops the previous key (the transition window is over).
@@ -270,11 +370,11 @@ impl SessionTable {
     /// The session back when the table is full, or when its peer-id is not one this core
     /// owns and another session holds its index entry.
     pub fn insert(&mut self, s: Session) -> Result<SessionIndex, Box<Session>> {
-        self.remove_peer(s.peer);
+        self.remove_peer(s.peer());
         if let Some(&i) = self.by_ip.get(&s.client_ip) {
             self.remove(i);
         }
-        let e = self.peer_entry(s.peer);
+        let e = self.peer_entry(s.peer());
         if self.by_peer.get(e) != Some(&0) {
             return Err(Box::new(s));
         }
@@ -294,7 +394,7 @@ impl SessionTable {
     /// Removes a session by slot.
     pub fn remove(&mut self, i: SessionIndex) -> Option<Session> {
         let s = self.slab.get_mut(i as usize)?.take()?;
-        let e = self.peer_entry(s.peer);
+        let e = self.peer_entry(s.peer());
         self.by_peer[e] = 0;
         self.by_ip.remove(&s.client_ip);
         self.free.push(i);
@@ -435,8 +535,8 @@ mod tests {
             assert_eq!(std::ptr::from_mut(s).cast::<u8>().cast_const(), base);
         }
         for (lines, spans) in [
-            (&OPEN_LINES[..], [&FIELDS[..], &OPEN_SPANS[..]]),
-            (&SEAL_LINES[..], [&FIELDS[..], &SEAL_SPANS[..]]),
+            (&OPEN_LINES[..], [&OPEN_FIELDS[..], &OPEN_SPANS[..]]),
+            (&SEAL_LINES[..], [&SEAL_FIELDS[..], &SEAL_SPANS[..]]),
         ] {
             for &(off, len) in spans.iter().flat_map(|s| s.iter()) {
                 for byte in off..off + len {
@@ -444,6 +544,22 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Each direction's per-packet state is 10 lines: the fields a direction touches share
+    /// the lines of its half of ring's key (544 bytes with AES-GCM on x86_64, 8.5 lines), and
+    /// the other direction's state and the cold fields stay out of them. If ring's key grows,
+    /// this fails: look at the layout again before raising the number.
+    #[test]
+    fn each_direction_touches_ten_lines() {
+        if size_of::<ring::aead::LessSafeKey>() == 544 {
+            assert_eq!((OPEN_LINES.len(), SEAL_LINES.len()), (10, 10));
+        }
+        assert!(OPEN_LINES.len() <= 11 && SEAL_LINES.len() <= 11);
+        let seal_first = offset_of!(Session, send);
+        assert!(OPEN_LINES.iter().all(|&l| l < seal_first));
+        assert!(SEAL_LINES.iter().all(|&l| l >= seal_first));
+        assert!(SEAL_LINES.iter().all(|&l| l < offset_of!(Session, local)));
     }
 
     #[test]

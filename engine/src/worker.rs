@@ -206,7 +206,7 @@ impl<P: Port> Worker<P> {
             neighbours: NeighbourTable::new(cfg.neighbour_capacity),
             tx: ports.iter().map(|_| Burst::new()).collect(),
             trash: Vec::with_capacity(4 * crate::packet::BURST_SIZE),
-            decrypted: Vec::with_capacity(2 * crate::packet::BURST_SIZE),
+            decrypted: Vec::with_capacity(crate::pipeline::client::DECRYPTED_MAX),
             housekeeping: Vec::with_capacity(64),
             rules: Arc::new(RuleTable::default()),
             rules_epoch: 1,
@@ -246,7 +246,7 @@ impl<P: Port> Worker<P> {
             // name each packet's session (and, from a target subnet, its flow), read into
             // `hints`; then the packets themselves, with their bytes prefetched a few packets
             // ahead and their sessions' fields and keys a few more (a whole burst of sessions,
-            // 12 lines each, would not stay in L1 until used).
+            // 10 lines each, would not stay in L1 until used).
             let mut ahead = [(std::ptr::null::<u8>(), 0usize); BURST_SIZE];
             for (a, b) in ahead.iter_mut().zip(rx.as_slice()) {
                 *a = (b.data().as_ptr(), b.len());
@@ -331,13 +331,13 @@ impl<P: Port> Worker<P> {
                         if let Some((i, old)) = self.sessions.remove_peer(info.peer) {
                             self.flows.remove_owner(i);
                             self.report(Report::Removed {
-                                peer: old.peer,
-                                traffic: old.traffic,
+                                peer: old.peer(),
+                                traffic: old.traffic(),
                             });
                         }
                         if let Err(s) = self.sessions.insert(Session::new(info, k, self.now_secs)) {
                             self.report(Report::Removed {
-                                peer: s.peer,
+                                peer: s.peer(),
                                 traffic: Traffic::default(),
                             });
                         }
@@ -371,7 +371,7 @@ impl<P: Port> Worker<P> {
                         self.flows.remove_owner(i);
                         self.report(Report::Removed {
                             peer,
-                            traffic: s.traffic,
+                            traffic: s.traffic(),
                         });
                     }
                 }
@@ -531,8 +531,8 @@ impl<P: Port> Worker<P> {
                 .sessions
                 .iter()
                 .map(|(_, s)| Report::Traffic {
-                    peer: s.peer,
-                    traffic: s.traffic,
+                    peer: s.peer(),
+                    traffic: s.traffic(),
                 })
                 .collect();
             for r in updates {
@@ -552,7 +552,7 @@ impl<P: Port> Worker<P> {
         let mut due = std::mem::take(&mut self.keepalive_due);
         due.clear();
         for (i, s) in self.sessions.iter() {
-            let send = ping > 0 && now.saturating_sub(s.last_tx) >= ping;
+            let send = ping > 0 && now.saturating_sub(s.last_tx()) >= ping;
             let idle = restart > 0 && now.saturating_sub(s.last_rx) > restart;
             if send || idle {
                 due.push((i, idle));
@@ -562,7 +562,8 @@ impl<P: Port> Worker<P> {
             let Some(s) = self.sessions.get_mut(i) else {
                 continue;
             };
-            let (peer, headers, remote) = (s.peer, *s.outer_headers(), s.remote());
+            let s = s.sender();
+            let (peer, headers, remote) = (s.peer(), *s.outer_headers(), s.remote());
             if idle {
                 if !self.idle_reported.contains(&peer.0) {
                     self.idle_reported.push(peer.0);

@@ -6,7 +6,7 @@
 //! prepends it into the buffer's headroom. Neither allocates.
 
 use core::fmt;
-use core::mem::offset_of;
+use core::mem::size_of;
 
 use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey};
 use zeroize::Zeroize;
@@ -68,23 +68,56 @@ pub enum SealOutcome {
 }
 
 /// One key_id's data-channel state on the core that owns the session: both directions' keys,
-/// the send counter and the replay window.
+/// the send counter and the replay window. Its halves can be held apart (`split`): a session
+/// keeps each half next to the fields the same direction touches, and only the receive half of
+/// the previous key.
 pub struct DataKey {
+    open: OpenKey,
+    seal: SealKey,
+}
+
+/// The receive half of a key_id: the key, the peer's implicit IV and the replay window.
+/// `repr(C)`: the small fields first, then ring's key, so the half is one run of lines.
+#[repr(C)]
+pub struct OpenKey {
+    iv: [u8; 8],
+    replay: ReplayWindow,
     key_id: KeyId,
     cipher: Cipher,
-    seal: LessSafeKey,
-    seal_iv: [u8; 8],
-    open: LessSafeKey,
-    open_iv: [u8; 8],
+    key: LessSafeKey,
+}
+
+/// The send half of a key_id: the key, our implicit IV and the packet-id counter.
+#[repr(C)]
+pub struct SealKey {
+    iv: [u8; 8],
     next_send: u32,
-    replay: ReplayWindow,
+    key_id: KeyId,
+    key: LessSafeKey,
 }
 
 impl fmt::Debug for DataKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DataKey")
+            .field("open", &self.open)
+            .field("seal", &self.seal)
+            .finish()
+    }
+}
+
+impl fmt::Debug for OpenKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenKey")
             .field("key_id", &self.key_id)
             .field("cipher", &self.cipher)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for SealKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SealKey")
+            .field("key_id", &self.key_id)
             .field("next_send", &self.next_send)
             .finish_non_exhaustive()
     }
@@ -97,21 +130,12 @@ fn nonce(pid: [u8; 4], iv: &[u8; 8]) -> Nonce {
     Nonce::assume_unique_for_key(n)
 }
 
-/// Byte ranges (offset, length) of a `DataKey` that opening a packet touches: ring's expanded
-/// key and GHASH table, the IV, the replay window and the key_id.
-pub(crate) const OPEN_SPANS: [(usize, usize); 4] = [
-    (offset_of!(DataKey, open), size_of::<LessSafeKey>()),
-    (offset_of!(DataKey, open_iv), 8),
-    (offset_of!(DataKey, replay), size_of::<ReplayWindow>()),
-    (offset_of!(DataKey, key_id), 1),
-];
+/// Byte ranges (offset, length) of an `OpenKey` that opening a packet touches: all of it (the
+/// IV, the replay window, the key_id and ring's expanded key and GHASH table).
+pub(crate) const OPEN_SPANS: [(usize, usize); 1] = [(0, size_of::<OpenKey>())];
 
-/// The same for sealing: key, IV and the packet-id counter.
-pub(crate) const SEAL_SPANS: [(usize, usize); 3] = [
-    (offset_of!(DataKey, seal), size_of::<LessSafeKey>()),
-    (offset_of!(DataKey, seal_iv), 8),
-    (offset_of!(DataKey, next_send), 4),
-];
+/// The same for sealing with a `SealKey`: all of it (IV, counter, key_id, ring's key).
+pub(crate) const SEAL_SPANS: [(usize, usize); 1] = [(0, size_of::<SealKey>())];
 
 impl DataKey {
     /// Sets up the keys of `key_id` from `m`; the first packet sent will carry data-pid 1.
@@ -124,35 +148,83 @@ impl DataKey {
         let seal = UnboundKey::new(alg, &m.encrypt_key[..len]).map_err(|_| KeyError)?;
         let open = UnboundKey::new(alg, &m.decrypt_key[..len]).map_err(|_| KeyError)?;
         Ok(Self {
-            key_id,
-            cipher: m.cipher,
-            seal: LessSafeKey::new(seal),
-            seal_iv: m.encrypt_iv,
-            open: LessSafeKey::new(open),
-            open_iv: m.decrypt_iv,
-            next_send: 1,
-            replay: ReplayWindow::default(),
+            open: OpenKey {
+                iv: m.decrypt_iv,
+                replay: ReplayWindow::default(),
+                key_id,
+                cipher: m.cipher,
+                key: LessSafeKey::new(open),
+            },
+            seal: SealKey {
+                iv: m.encrypt_iv,
+                next_send: 1,
+                key_id,
+                key: LessSafeKey::new(seal),
+            },
         })
+    }
+
+    /// The two halves, to be kept apart.
+    pub fn split(self) -> (OpenKey, SealKey) {
+        (self.open, self.seal)
     }
 
     /// The key_id.
     pub fn key_id(&self) -> KeyId {
-        self.key_id
+        self.open.key_id
     }
 
     /// The cipher.
     pub fn cipher(&self) -> Cipher {
-        self.cipher
+        self.open.cipher
     }
 
     /// The data-pid the next sealed packet will carry.
     pub fn next_send(&self) -> u32 {
-        self.next_send
+        self.seal.next_send
     }
 
     /// Sets the next send data-pid (tests of the wrap behaviour).
     pub fn set_next_send(&mut self, pid: u32) {
-        self.next_send = pid;
+        self.seal.next_send = pid;
+    }
+
+    /// See `OpenKey::precheck`.
+    ///
+    /// # Errors
+    /// `MalformedOpenvpn`, `Replayed` or `TooOld`.
+    pub fn precheck(&self, packet: &[u8]) -> Result<u32, DropReason> {
+        self.open.precheck(packet)
+    }
+
+    /// See `OpenKey::open`.
+    ///
+    /// # Errors
+    /// `MalformedOpenvpn`, `Replayed`, `TooOld` or `BadAeadTag`; `buf` is then unspecified.
+    #[inline]
+    pub fn open<B: PacketBuf>(&mut self, buf: &mut B) -> Result<(), DropReason> {
+        self.open.open(buf)
+    }
+
+    /// See `SealKey::seal`.
+    ///
+    /// # Errors
+    /// `PacketIdExhausted` or `NoRoom`; `buf` is then unchanged.
+    #[inline]
+    pub fn seal<B: PacketBuf>(
+        &mut self,
+        buf: &mut B,
+        peer: PeerId,
+    ) -> Result<SealOutcome, DropReason> {
+        self.seal.seal(buf, peer)
+    }
+}
+
+impl OpenKey {
+    /// The key_id.
+    #[inline]
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
     }
 
     /// Checks the packet in `buf` against the replay window only (before any decryption).
@@ -180,13 +252,21 @@ impl DataKey {
         aad.copy_from_slice(&data[..DATA_V2_HEADER_LEN]);
         let tag = Tag::try_from(&data[DATA_V2_HEADER_LEN..DATA_V2_OVERHEAD])
             .map_err(|_| DropReason::MalformedOpenvpn)?;
-        let n = nonce(pid.to_be_bytes(), &self.open_iv);
-        self.open
+        let n = nonce(pid.to_be_bytes(), &self.iv);
+        self.key
             .open_in_place_separate_tag(n, Aad::from(aad), tag, &mut data[DATA_V2_OVERHEAD..], 0..)
             .map_err(|_| DropReason::BadAeadTag)?;
         self.replay.mark(pid);
         buf.trim_front(DATA_V2_OVERHEAD);
         Ok(())
+    }
+}
+
+impl SealKey {
+    /// The key_id.
+    #[inline]
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
     }
 
     /// Seals the plaintext in `buf` into a P_DATA_V2 packet for `peer`, in place.
@@ -209,9 +289,9 @@ impl DataKey {
         write_data_v2_header(data, self.key_id, peer, pid);
         let mut aad = [0u8; DATA_V2_HEADER_LEN];
         aad.copy_from_slice(&data[..DATA_V2_HEADER_LEN]);
-        let n = nonce(pid.to_be_bytes(), &self.seal_iv);
+        let n = nonce(pid.to_be_bytes(), &self.iv);
         let tag = self
-            .seal
+            .key
             .seal_in_place_separate_tag(n, Aad::from(aad), &mut data[DATA_V2_OVERHEAD..])
             .map_err(|_| DropReason::NoRoom)?;
         data[DATA_V2_HEADER_LEN..DATA_V2_HEADER_LEN + TAG_LEN].copy_from_slice(tag.as_ref());

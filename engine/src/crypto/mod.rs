@@ -6,5 +6,7 @@ pub mod data_channel;
 pub mod replay;
 
 pub use aead::Cipher;
-pub use data_channel::{classify_plaintext, DataKey, KeyMaterial, Plaintext, SealOutcome};
+pub use data_channel::{
+    classify_plaintext, DataKey, KeyMaterial, OpenKey, Plaintext, SealKey, SealOutcome,
+};
 pub use replay::ReplayWindow;

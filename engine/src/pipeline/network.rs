@@ -156,18 +156,18 @@ impl<P: Port> Worker<P> {
     fn encrypt_to_client(&mut self, mut buf: P::Buf, owner: u32) {
         let now = self.now_secs;
         let len = buf.len() as u64;
-        let Some(s) = self.sessions.get_mut(owner) else {
+        let Some(s) = self.sessions.get_mut(owner).map(|s| s.sender()) else {
             return self.drop_packet(buf, DropReason::NoSessionForDestination);
         };
-        let peer = s.peer;
-        let outcome = match s.send_key().seal(&mut buf, peer) {
+        let peer = s.peer();
+        let outcome = match s.key().seal(&mut buf, peer) {
             Ok(o) => o,
             Err(reason) => return self.drop_packet(buf, reason),
         };
-        s.traffic.egress_bytes += len;
-        s.traffic.egress_packets += 1;
+        s.egress_bytes += len;
+        s.egress_packets += 1;
         s.last_tx = now;
-        let (headers, remote, endpoint) = (*s.outer_headers(), s.remote(), s.endpoint);
+        let (headers, remote, endpoint) = (*s.outer_headers(), s.remote(), s.endpoint());
         if outcome == crate::crypto::SealOutcome::RenegotiateSoon && key_at_threshold(&buf) {
             self.report(Report::RenegotiateSoon { peer });
         }
