@@ -122,14 +122,15 @@ impl<P: Port> Worker<P> {
             return;
         }
         let mut batch = std::mem::take(&mut self.decrypted);
-        for d in &batch {
+        let mut hashes = [0u64; DECRYPTED_MAX];
+        for (h, d) in hashes.iter_mut().zip(&batch) {
+            *h = d.hash;
             self.flows.prefetch_forward_bucket(d.hash);
         }
-        for d in batch.iter().take(FLOW_AHEAD) {
-            self.flows.prefetch_forward_flow(d.hash);
+        let hashes = &hashes[..batch.len()];
+        for &h in hashes.iter().take(FLOW_AHEAD) {
+            self.flows.prefetch_forward_flow(h);
         }
-        let hashes: [u64; DECRYPTED_MAX] =
-            std::array::from_fn(|i| batch.get(i).map_or(0, |d| d.hash));
         for (i, d) in batch.drain(..).enumerate() {
             if let Some(&h) = hashes.get(i + FLOW_AHEAD) {
                 self.flows.prefetch_forward_flow(h);
