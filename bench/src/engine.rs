@@ -18,6 +18,7 @@ use sluice_engine::crypto::Cipher;
 use sluice_engine::mailbox::{Command, Mailbox};
 use sluice_engine::port::{BufPool, Port, ReplayPort};
 use sluice_engine::rules::GroupMask;
+use sluice_engine::stages::{Stage, StageCycles};
 use sluice_engine::testkit::{self, ip, lab, Client};
 use sluice_engine::wire::ipv4::Ipv4Packet;
 use sluice_engine::wire::openvpn::{KeyId, PeerId};
@@ -197,6 +198,39 @@ fn port_sent<P: BenchPort>(w: &mut Worker<P>, i: usize) -> u64 {
     w.port_mut(i).map_or(0, |p| p.sent())
 }
 
+/// The chunk with the fewest ticks per packet of one direction, by stage (only with the
+/// `stage-cycles` feature; otherwise nothing is counted and nothing printed).
+#[derive(Default)]
+struct StageBest(Option<[f64; Stage::ALL.len()]>);
+
+impl StageBest {
+    fn keep(&mut self, chunk: StageCycles) {
+        let Some(per) = chunk.per_packet() else {
+            return;
+        };
+        let total = |p: &[f64]| p.iter().sum::<f64>();
+        if self.0.is_none_or(|best| total(&per) < total(&best)) {
+            self.0 = Some(per);
+        }
+    }
+
+    fn report(&self, dir: &str, shape: Shape, size: usize) {
+        let Some(per) = self.0 else { return };
+        let parts: Vec<String> = Stage::ALL
+            .iter()
+            .zip(per)
+            .map(|(s, t)| format!("{} {t:.0}", s.name()))
+            .collect();
+        eprintln!(
+            "    ticks/packet {dir} {}x{} {size} B: {} | total {:.0}",
+            shape.sessions,
+            shape.flows,
+            parts.join(", "),
+            per.iter().sum::<f64>()
+        );
+    }
+}
+
 /// Measures both directions for one shape and size.
 fn measure<P: BenchPort>(
     shape: Shape,
@@ -208,6 +242,7 @@ fn measure<P: BenchPort>(
     let nat_ports = b.warm_up(shape, size);
     // Client to network: fresh sealed frames, round all flows (and so all sessions).
     let mut next = 0usize;
+    let mut stages = [StageBest::default(), StageBest::default()];
     let mut c2n = BestWindow::new(per_case);
     while c2n.elapsed() < per_case {
         let frames: Vec<Vec<u8>> = (0..CHUNK)
@@ -215,9 +250,10 @@ fn measure<P: BenchPort>(
             .collect();
         next = (next + CHUNK) % shape.flows;
         b.load(0, frames);
-        let before = port_sent(&mut b.w, 1);
+        let before = (port_sent(&mut b.w, 1), b.w.stage_cycles());
         let t = b.drain(0);
-        c2n.add(port_sent(&mut b.w, 1) - before, t);
+        c2n.add(port_sent(&mut b.w, 1) - before.0, t);
+        stages[0].keep(b.w.stage_cycles().since(&before.1));
     }
     // Network to client: replies to the translated ports, round all flows.
     let payload = vec![0xa5; size.saturating_sub(28).max(1)];
@@ -236,9 +272,13 @@ fn measure<P: BenchPort>(
             .collect();
         next = (next + CHUNK) % nat_ports.len();
         b.load(1, frames);
-        let before = port_sent(&mut b.w, 0);
+        let before = (port_sent(&mut b.w, 0), b.w.stage_cycles());
         let t = b.drain(1);
-        n2c.add(port_sent(&mut b.w, 0) - before, t);
+        n2c.add(port_sent(&mut b.w, 0) - before.0, t);
+        stages[1].keep(b.w.stage_cycles().since(&before.1));
+    }
+    for (dir, best) in ["client->net", "net->client"].iter().zip(&stages) {
+        best.report(dir, shape, size);
     }
     let drops = b.w.drops().total();
     if drops > 0 && std::env::var_os("SLUICE_BENCH_DEBUG").is_some() {

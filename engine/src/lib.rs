@@ -21,6 +21,7 @@ pub mod pipeline;
 pub mod port;
 pub mod rules;
 pub mod session;
+pub mod stages;
 pub mod stats;
 pub mod testkit;
 pub mod wire;

@@ -24,6 +24,7 @@ use crate::pipeline::Hint;
 use crate::port::Port;
 use crate::rules::RuleTable;
 use crate::session::{Session, SessionTable, Traffic};
+use crate::stages::{Lap, Stage, StageCycles};
 use crate::wire::ethernet::Mac;
 
 /// Bytes of each received frame's headers requested at the start of a burst (outer Ethernet,
@@ -187,6 +188,7 @@ pub struct Worker<P: Port> {
     idle_reported: Vec<u32>,
     keepalive_due: Vec<(u32, bool)>,
     published: Option<Arc<crate::stats::CoreStats>>,
+    stage_cycles: StageCycles,
 }
 
 impl<P: Port> Worker<P> {
@@ -224,22 +226,28 @@ impl<P: Port> Worker<P> {
             idle_reported: Vec::with_capacity(64),
             keepalive_due: Vec::with_capacity(1024),
             published: None,
+            stage_cycles: StageCycles::default(),
         }
     }
 
     /// One iteration of the core's loop.
     pub fn poll_once(&mut self, now: Instant) {
+        let mut lap = Lap::start();
         self.now_secs = now.saturating_duration_since(self.epoch).as_secs() as u32;
         let mut work = self.apply_commands();
         work |= self.take_handoffs();
+        lap.lap(&mut self.stage_cycles, Stage::Commands);
         // The burst lives on this frame's stack (only its length is initialised): no copy of
         // its slots in or out of the worker per poll.
         let mut rx = Burst::new();
         for p in 0..self.ports.len() {
             let port = p as u16;
-            if self.ports[p].recv(&mut rx) == 0 {
+            let received = self.ports[p].recv(&mut rx);
+            lap.lap(&mut self.stage_cycles, Stage::Receive);
+            if received == 0 {
                 continue;
             }
+            self.stage_cycles.count_packets(received);
             work = true;
             // The burst in passes, so that the memory each packet needs is requested before
             // the packet waits for it: the headers of every packet; then the index lines that
@@ -259,6 +267,7 @@ impl<P: Port> Worker<P> {
             } else {
                 self.warm_network_burst(rx.as_slice(), &mut hints);
             }
+            lap.lap(&mut self.stage_cycles, Stage::LookAhead);
             // The headers were requested above; the rest of each frame now.
             let rest = |&(ptr, len): &(*const u8, usize)| {
                 prefetch(
@@ -279,11 +288,15 @@ impl<P: Port> Worker<P> {
                 }
                 self.process(port, buf, hint);
             }
+            lap.lap(&mut self.stage_cycles, Stage::Process);
             self.forward_decrypted();
+            lap.lap(&mut self.stage_cycles, Stage::Forward);
         }
         work |= self.flush_all();
+        lap.lap(&mut self.stage_cycles, Stage::Transmit);
         self.free_trash();
         self.housekeep();
+        lap.lap(&mut self.stage_cycles, Stage::Housekeeping);
         if work {
             self.stats.busy += 1;
         } else {
@@ -619,6 +632,11 @@ impl<P: Port> Worker<P> {
     /// Busy and idle polls.
     pub fn poll_stats(&self) -> PollStats {
         self.stats
+    }
+
+    /// Ticks per stage so far (all zero without the `stage-cycles` feature).
+    pub fn stage_cycles(&self) -> StageCycles {
+        self.stage_cycles
     }
 
     /// The rule table in force.
