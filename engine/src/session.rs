@@ -64,14 +64,10 @@ pub struct SessionInfo {
 #[derive(Debug)]
 #[repr(C, align(64))]
 pub struct Session {
-    /// Its peer-id (fixed; `Sender` keeps a copy).
-    peer: PeerId,
+    /// Who and where the client is (`Sender` keeps a copy in its own lines).
+    id: Identity,
     /// The client's virtual address.
     pub client_ip: u32,
-    /// Where the client is (changed only by `float_to`, which keeps the send side in step).
-    remote: Remote,
-    /// The endpoint (index in the rule table; fixed; `Sender` keeps a copy).
-    endpoint: u16,
     /// Seconds (caller's clock) of the last authenticated packet received.
     pub last_rx: u32,
     /// Bytes received from the client (decrypted payload).
@@ -91,14 +87,43 @@ pub struct Session {
     pub groups: GroupMask,
 }
 
+/// What both directions read of a session, kept once in each direction's lines: its peer-id
+/// and endpoint (fixed) and where the client is (changed only by `Session::float_to`, which
+/// changes both copies).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct Identity {
+    peer: PeerId,
+    endpoint: u16,
+    remote: Remote,
+}
+
+impl Identity {
+    /// The session's peer-id.
+    #[inline]
+    pub fn peer(&self) -> PeerId {
+        self.peer
+    }
+
+    /// The session's endpoint (index in the rule table).
+    #[inline]
+    pub fn endpoint(&self) -> u16 {
+        self.endpoint
+    }
+
+    /// Where the client is.
+    #[inline]
+    pub fn remote(&self) -> Remote {
+        self.remote
+    }
+}
+
 /// The send side of a session: its fields, then the current key's send half.
 #[derive(Debug)]
 #[repr(C, align(64))]
 pub struct Sender {
-    peer: PeerId,
-    endpoint: u16,
-    /// Where the client is (the session's `remote`, kept in step by `Session::float_to`).
-    remote: Remote,
+    /// The session's identity (a copy).
+    id: Identity,
     /// Seconds of the last packet sent.
     pub last_tx: u32,
     /// Bytes sent to the client (payload before encryption).
@@ -111,22 +136,10 @@ pub struct Sender {
 }
 
 impl Sender {
-    /// The session's peer-id.
+    /// The session's peer-id, endpoint and client address, from the send side's lines.
     #[inline]
-    pub fn peer(&self) -> PeerId {
-        self.peer
-    }
-
-    /// The session's endpoint.
-    #[inline]
-    pub fn endpoint(&self) -> u16 {
-        self.endpoint
-    }
-
-    /// Where the client is.
-    #[inline]
-    pub fn remote(&self) -> Remote {
-        self.remote
+    pub fn id(&self) -> &Identity {
+        &self.id
     }
 
     /// The outer headers of packets to the client.
@@ -186,19 +199,20 @@ impl Session {
             local,
         } = info;
         let (open, seal) = key.split();
-        Self {
+        let id = Identity {
             peer,
-            client_ip,
-            remote,
             endpoint,
+            remote,
+        };
+        Self {
+            id,
+            client_ip,
             last_rx: now,
             ingress_bytes: 0,
             ingress_packets: 0,
             open,
             send: Sender {
-                peer,
-                endpoint,
-                remote,
+                id,
                 last_tx: now,
                 egress_bytes: 0,
                 egress_packets: 0,
@@ -211,22 +225,10 @@ impl Session {
         }
     }
 
-    /// Its peer-id.
+    /// Its peer-id, endpoint and client address, from the opening side's lines.
     #[inline]
-    pub fn peer(&self) -> PeerId {
-        self.peer
-    }
-
-    /// Its endpoint.
-    #[inline]
-    pub fn endpoint(&self) -> u16 {
-        self.endpoint
-    }
-
-    /// Where the client is.
-    #[inline]
-    pub fn remote(&self) -> Remote {
-        self.remote
+    pub fn id(&self) -> &Identity {
+        &self.id
     }
 
     /// The listener the client talks to.
@@ -259,8 +261,8 @@ impl Session {
 
     /// The client now is at `remote` (an authenticated packet came from there).
     pub fn float_to(&mut self, remote: Remote) {
-        self.remote = remote;
-        self.send.remote = remote;
+        self.id.remote = remote;
+        self.send.id.remote = remote;
         self.send.outer = headers_between(self.local, remote);
     }
 
@@ -370,11 +372,11 @@ impl SessionTable {
     /// The session back when the table is full, or when its peer-id is not one this core
     /// owns and another session holds its index entry.
     pub fn insert(&mut self, s: Session) -> Result<SessionIndex, Box<Session>> {
-        self.remove_peer(s.peer());
+        self.remove_peer(s.id().peer());
         if let Some(&i) = self.by_ip.get(&s.client_ip) {
             self.remove(i);
         }
-        let e = self.peer_entry(s.peer());
+        let e = self.peer_entry(s.id().peer());
         if self.by_peer.get(e) != Some(&0) {
             return Err(Box::new(s));
         }
@@ -394,7 +396,7 @@ impl SessionTable {
     /// Removes a session by slot.
     pub fn remove(&mut self, i: SessionIndex) -> Option<Session> {
         let s = self.slab.get_mut(i as usize)?.take()?;
-        let e = self.peer_entry(s.peer());
+        let e = self.peer_entry(s.id().peer());
         self.by_peer[e] = 0;
         self.by_ip.remove(&s.client_ip);
         self.free.push(i);
@@ -413,7 +415,7 @@ impl SessionTable {
     pub fn index_of_peer(&self, peer: PeerId) -> Option<SessionIndex> {
         let i = self.slot_hint(peer)?;
         let s = self.slab.get(i as usize)?.as_ref()?;
-        (s.peer == peer).then_some(i)
+        (s.id.peer == peer).then_some(i)
     }
 
     /// The slot of a virtual address.

@@ -344,13 +344,13 @@ impl<P: Port> Worker<P> {
                         if let Some((i, old)) = self.sessions.remove_peer(info.peer) {
                             self.flows.remove_owner(i);
                             self.report(Report::Removed {
-                                peer: old.peer(),
+                                peer: old.id().peer(),
                                 traffic: old.traffic(),
                             });
                         }
                         if let Err(s) = self.sessions.insert(Session::new(info, k, self.now_secs)) {
                             self.report(Report::Removed {
-                                peer: s.peer(),
+                                peer: s.id().peer(),
                                 traffic: Traffic::default(),
                             });
                         }
@@ -544,7 +544,7 @@ impl<P: Port> Worker<P> {
                 .sessions
                 .iter()
                 .map(|(_, s)| Report::Traffic {
-                    peer: s.peer(),
+                    peer: s.id().peer(),
                     traffic: s.traffic(),
                 })
                 .collect();
@@ -576,7 +576,7 @@ impl<P: Port> Worker<P> {
                 continue;
             };
             let s = s.sender();
-            let (peer, headers, remote) = (s.peer(), *s.outer_headers(), s.remote());
+            let (peer, headers, remote) = (s.id().peer(), *s.outer_headers(), s.id().remote());
             if idle {
                 if !self.idle_reported.contains(&peer.0) {
                     self.idle_reported.push(peer.0);

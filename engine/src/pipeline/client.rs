@@ -211,11 +211,11 @@ impl<P: Port> Worker<P> {
         }
         // Authenticated: it may float to a new address (the reference §7.2).
         s.last_rx = now;
-        let floated = (s.remote() != from).then(|| {
+        let floated = (s.id().remote() != from).then(|| {
             s.float_to(from);
             Report::Floated { peer, remote: from }
         });
-        let (endpoint, client_ip) = (s.endpoint(), s.client_ip);
+        let (endpoint, client_ip) = (s.id().endpoint(), s.client_ip);
         if let Some(r) = floated {
             self.report(r);
         }
@@ -284,7 +284,7 @@ impl<P: Port> Worker<P> {
                 let Some((endpoint, groups)) = self
                     .sessions
                     .get_mut(owner)
-                    .map(|s| (s.endpoint(), s.groups))
+                    .map(|s| (s.id().endpoint(), s.groups))
                 else {
                     return self.drop_packet(buf, DropReason::UnknownPeer);
                 };

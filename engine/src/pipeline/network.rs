@@ -159,7 +159,7 @@ impl<P: Port> Worker<P> {
         let Some(s) = self.sessions.get_mut(owner).map(|s| s.sender()) else {
             return self.drop_packet(buf, DropReason::NoSessionForDestination);
         };
-        let peer = s.peer();
+        let peer = s.id().peer();
         let outcome = match s.key().seal(&mut buf, peer) {
             Ok(o) => o,
             Err(reason) => return self.drop_packet(buf, reason),
@@ -167,7 +167,7 @@ impl<P: Port> Worker<P> {
         s.egress_bytes += len;
         s.egress_packets += 1;
         s.last_tx = now;
-        let (headers, remote, endpoint) = (*s.outer_headers(), s.remote(), s.endpoint());
+        let (headers, remote, endpoint) = (*s.outer_headers(), s.id().remote(), s.id().endpoint());
         if outcome == crate::crypto::SealOutcome::RenegotiateSoon && key_at_threshold(&buf) {
             self.report(Report::RenegotiateSoon { peer });
         }
