@@ -18,7 +18,7 @@ use crate::crypto::DataKey;
 use crate::flow::{FlowTable, PortRange, Timeouts};
 use crate::mailbox::{Command, Mailbox, Report};
 use crate::neighbour::{Housekeeping, NeighbourTable};
-use crate::packet::prefetch::{prefetch, PREFETCH_AHEAD};
+use crate::packet::prefetch::{prefetch, prefetch_line, PREFETCH_AHEAD};
 use crate::packet::{Burst, DropCounters, DropReason, PacketBuf, BURST_SIZE};
 use crate::pipeline::Hint;
 use crate::port::Port;
@@ -32,6 +32,12 @@ use crate::wire::ethernet::Mac;
 const HEADER_BYTES: usize = 64;
 /// How many packets ahead of the one being processed its session's state is requested.
 const SESSION_AHEAD: usize = 4;
+/// How far in front of a frame from a target subnet its reply to the client starts: the
+/// outer IPv4 and UDP headers and the P_DATA_V2 header and tag (its Ethernet header takes the
+/// place of the received one).
+const RETURN_PREPEND: usize = crate::wire::ipv4::MIN_HEADER_LEN
+    + crate::wire::udp::HEADER_LEN
+    + crate::wire::openvpn::DATA_V2_OVERHEAD;
 
 /// A port's addresses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -255,13 +261,19 @@ impl<P: Port> Worker<P> {
             // `hints`; then the packets themselves, with their bytes prefetched a few packets
             // ahead and their sessions' fields and keys a few more (a whole burst of sessions,
             // 10 lines each, would not stay in L1 until used).
+            let from_clients = port == self.cfg.outside;
             let mut ahead = [(std::ptr::null::<u8>(), 0usize); BURST_SIZE];
             for (a, b) in ahead.iter_mut().zip(rx.as_slice()) {
                 *a = (b.data().as_ptr(), b.len());
                 prefetch(a.0, HEADER_BYTES);
+                if !from_clients {
+                    // The way back to a client writes in front of the frame (its headroom,
+                    // which no NIC wrote): that line too, or every reply stalls on a write
+                    // miss there.
+                    prefetch_line(a.0.wrapping_sub(RETURN_PREPEND));
+                }
             }
             let mut hints = [Hint::default(); BURST_SIZE];
-            let from_clients = port == self.cfg.outside;
             if from_clients {
                 self.warm_client_burst(rx.as_slice(), &mut hints);
             } else {
