@@ -1,13 +1,10 @@
-//! Software prefetch of packet bytes: while one packet of a burst is being decrypted, the next
-//! ones are already on their way from the last-level cache or memory (where a NIC's DMA left
-//! them), as DPDK's examples do with `rte_prefetch0`.
+//! Software prefetch: while one packet of a burst is being worked on, the headers and the
+//! state the next ones need are already on their way from the last-level cache or memory
+//! (where a NIC's DMA left them), as DPDK's examples do with `rte_prefetch0`.
 //!
 //! The one use of `unsafe` outside `dpdk`: the prefetch intrinsic.
 
 #![allow(unsafe_code)]
-
-/// How far ahead in a burst packets are prefetched.
-pub const PREFETCH_AHEAD: usize = 2;
 
 /// At most this many bytes of a packet are prefetched (a full-size frame).
 const MAX_BYTES: usize = 2048;
