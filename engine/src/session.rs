@@ -12,7 +12,7 @@ use crate::crypto::data_channel::{
     OPEN_SPANS as OPEN_SPANS_OF_KEY, SEAL_SPANS as SEAL_SPANS_OF_KEY,
 };
 use crate::crypto::{DataKey, OpenKey, SealKey};
-use crate::packet::prefetch::{line_mask, line_offsets, prefetch, prefetch_line};
+use crate::packet::prefetch::{line_mask, line_offsets, prefetch_line};
 use crate::rules::GroupMask;
 use crate::wire::openvpn::{KeyId, PeerId};
 use crate::wire::udp::Ipv4UdpHeaders;
@@ -275,12 +275,6 @@ impl Session {
         self.previous.as_mut().filter(|k| k.key_id() == key_id)
     }
 
-    /// The key to send with (the newest).
-    #[inline]
-    pub fn send_key(&mut self) -> &mut SealKey {
-        &mut self.send.key
-    }
-
     /// Installs a new key; the current one's receive half becomes the previous (kept until
     /// retired: packets the client sealed before it switched still open). Sealing uses the
     /// new key at once.
@@ -424,11 +418,12 @@ impl SessionTable {
         self.by_ip.get(&ip).copied()
     }
 
-    /// First look-ahead step for a packet of `peer`: requests its peer-id index entry.
+    /// First look-ahead step for a packet of `peer`: requests its peer-id index entry (four
+    /// aligned bytes: one line).
     #[inline]
     pub fn prefetch_peer(&self, peer: PeerId) {
         let e = self.peer_entry(peer).min(self.by_peer.len() - 1);
-        prefetch(self.by_peer.as_ptr().wrapping_add(e).cast(), 4);
+        prefetch_line(self.by_peer.as_ptr().wrapping_add(e).cast());
     }
 
     /// Second step: reads the entry (requested by `prefetch_peer`): the slot a packet of
@@ -655,7 +650,7 @@ mod tests {
         let mut s = session(1, 1);
         s.install_key(key(1));
         assert!(s.key_mut(KeyId(0)).is_some() && s.key_mut(KeyId(1)).is_some());
-        assert_eq!(s.send_key().key_id(), KeyId(1));
+        assert_eq!(s.sender().key().key_id(), KeyId(1));
         s.retire_previous();
         assert!(s.key_mut(KeyId(0)).is_none());
     }

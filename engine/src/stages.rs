@@ -84,7 +84,7 @@ impl StageCycles {
 
     #[inline(always)]
     pub(crate) fn count_packets(&mut self, n: usize) {
-        if cfg!(feature = "stage-cycles") {
+        if cfg!(all(feature = "stage-cycles", target_arch = "x86_64")) {
             self.packets += n as u64;
         }
     }

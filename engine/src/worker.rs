@@ -32,12 +32,6 @@ use crate::wire::ethernet::Mac;
 const HEADER_BYTES: usize = 64;
 /// How many packets ahead of the one being processed its session's state is requested.
 const SESSION_AHEAD: usize = 4;
-/// How far in front of a frame from a target subnet its reply to the client starts: the
-/// outer IPv4 and UDP headers and the P_DATA_V2 header and tag (its Ethernet header takes the
-/// place of the received one).
-const RETURN_PREPEND: usize = crate::wire::ipv4::MIN_HEADER_LEN
-    + crate::wire::udp::HEADER_LEN
-    + crate::wire::openvpn::DATA_V2_OVERHEAD;
 
 /// A port's addresses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -272,7 +266,7 @@ impl<P: Port> Worker<P> {
                     // The way back to a client writes in front of the frame (its headroom,
                     // which no NIC wrote): that line too, or every reply stalls on a write
                     // miss there.
-                    prefetch_line(at.wrapping_sub(RETURN_PREPEND));
+                    prefetch_line(at.wrapping_sub(crate::pipeline::network::RETURN_PREPEND));
                 }
             }
             let mut hints = [Hint::default(); BURST_SIZE];
@@ -603,7 +597,7 @@ impl<P: Port> Worker<P> {
             let Some(s) = self.sessions.get_mut(i) else {
                 continue;
             };
-            if let Err(reason) = s.send_key().seal(&mut buf, peer) {
+            if let Err(reason) = s.sender().key().seal(&mut buf, peer) {
                 self.drop_packet(buf, reason);
                 continue;
             }

@@ -16,6 +16,12 @@ use crate::wire::tcp::TcpPacket;
 use crate::wire::udp::UdpPacket;
 use crate::worker::Worker;
 
+/// How far in front of a frame from a target subnet its reply to the client starts: the
+/// prepared outer IPv4 and UDP headers and the P_DATA_V2 header and tag (the reply's Ethernet
+/// header takes the place of the received one).
+pub(crate) const RETURN_PREPEND: usize =
+    crate::wire::udp::Ipv4UdpHeaders::LEN + crate::wire::openvpn::DATA_V2_OVERHEAD;
+
 /// How to rewrite a return packet once its flow is known.
 enum Rewrite {
     /// TCP/UDP/ICMP echo: destination address and port (or id).
