@@ -221,7 +221,7 @@ access_group_id = "Group 2"
     #[test]
     fn example_compiles() {
         use sluice_engine::packet::DropReason;
-        let text = include_str!("../../examples/sluice.toml");
+        let text = include_str!("../../docs/sluice.toml");
         let config = crate::config::parse(Path::new("sluice.toml"), text).unwrap();
         let c = compile(&config, 3).unwrap();
         assert_eq!(c.table.version, 3);

@@ -112,7 +112,7 @@ fn base_is_valid() {
 
 #[test]
 fn example_is_valid() {
-    let text = include_str!("../../../examples/sluice.toml");
+    let text = include_str!("../../../docs/sluice.toml");
     assert_eq!(check(text), vec![]);
 }
 
