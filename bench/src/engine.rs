@@ -304,8 +304,8 @@ pub(crate) fn run<P: BenchPort>(
             let (c2n, n2c, ops, drops) = measure(shape, size, per_case, ports());
             let label = format!("{}s/{}f", human(shape.sessions), human(shape.flows));
             for (dir, pps, ceiling_case) in [
-                ("client->net", c2n, "aes-256-gcm open"),
-                ("net->client", n2c, "aes-256-gcm seal"),
+                ("client->net", c2n, crate::ceiling::yardstick(true)),
+                ("net->client", n2c, crate::ceiling::yardstick(false)),
             ] {
                 let ceil = ceiling
                     .iter()
