@@ -35,6 +35,11 @@ impl BufPool {
         self.0.borrow_mut().push(b);
     }
 
+    /// Gives back many buffers under one borrow (a burst at a time, as a mempool's bulk put).
+    fn give_all(&self, bufs: impl Iterator<Item = HeapBuf>) {
+        self.0.borrow_mut().extend(bufs);
+    }
+
     /// Buffers available.
     pub fn available(&self) -> usize {
         self.0.borrow().len()
@@ -103,16 +108,10 @@ impl Port for ReplayPort {
     type Buf = HeapBuf;
 
     fn recv(&mut self, burst: &mut Burst<HeapBuf>) -> usize {
-        let mut n = 0;
-        while burst.spare() > 0 {
-            let Some(b) = self.loaded.pop_front() else {
-                break;
-            };
-            if let Err(b) = burst.push(b) {
-                self.loaded.push_front(b);
-                break;
-            }
-            n += 1;
+        // Loaded frames first, as many as fit: no push can be refused.
+        let mut n = burst.spare().min(self.loaded.len());
+        for b in self.loaded.drain(..n) {
+            let _ = burst.push(b);
         }
         if self.templates.is_empty() {
             self.received += n as u64;
@@ -137,14 +136,13 @@ impl Port for ReplayPort {
 
     fn send(&mut self, burst: &mut Burst<HeapBuf>) -> usize {
         let n = burst.len();
-        for b in burst.drain() {
-            self.sent += 1;
-            self.sent_bytes += b.len() as u64;
-            if let Some(keep) = &mut self.keep_sent {
-                keep.push(b.data().to_vec());
-            }
-            self.pool.give(b);
+        let bytes: usize = burst.as_slice().iter().map(PacketBuf::len).sum();
+        if let Some(keep) = &mut self.keep_sent {
+            keep.extend(burst.as_slice().iter().map(|b| b.data().to_vec()));
         }
+        self.sent += n as u64;
+        self.sent_bytes += bytes as u64;
+        self.pool.give_all(burst.drain());
         n
     }
 
@@ -155,8 +153,6 @@ impl Port for ReplayPort {
     }
 
     fn free_bulk(&mut self, bufs: &mut Vec<HeapBuf>) {
-        for b in bufs.drain(..) {
-            self.pool.give(b);
-        }
+        self.pool.give_all(bufs.drain(..));
     }
 }
