@@ -30,8 +30,8 @@ enum State<B> {
 
 /// The answer to "how do I reach this next hop?".
 pub enum Resolve<B> {
-    /// Send to this MAC.
-    Mac(Mac),
+    /// The neighbour is known: send the packet (handed back) to this MAC.
+    Mac(Mac, B),
     /// The packet was queued; if `request` the caller must send an ARP request now.
     Queued {
         /// Whether to send an ARP request for it now.
@@ -114,11 +114,11 @@ impl<B> NeighbourTable<B> {
         }
     }
 
-    /// Resolves `ip` on `port` for `buf`: the MAC, or the packet queued until the reply comes.
+    /// Resolves `ip` on `port` for `buf`: the MAC (with `buf` handed back to send), or `buf`
+    /// queued until the reply comes.
     pub fn resolve(&mut self, port: u16, ip: u32, buf: B, now: u32) -> Resolve<B> {
         if let Some(mac) = self.lookup(port, ip, now) {
-            drop(buf);
-            return Resolve::Mac(mac);
+            return Resolve::Mac(mac, buf);
         }
         self.forget(port, ip);
         let len = self.entries.len();
@@ -247,7 +247,7 @@ mod tests {
         );
         let released = t.learn(1, 10, MAC, 0);
         assert_eq!(released.as_slice(), &[100, 101, 102, 103]);
-        assert!(matches!(t.resolve(1, 10, 105, 1), Resolve::Mac(MAC)));
+        assert!(matches!(t.resolve(1, 10, 105, 1), Resolve::Mac(MAC, 105)));
         assert_eq!(t.lookup(2, 10, 1), None, "per port");
     }
 

@@ -172,7 +172,14 @@ impl<P: Port> Worker<P> {
     #[inline(never)]
     fn await_neighbour(&mut self, port: u16, next_hop: u32, buf: P::Buf) {
         match self.neighbours.resolve(port, next_hop, buf, self.now_secs) {
-            Resolve::Mac(_) => {}
+            // Resolved since the caller looked (not today: both happen in one call on one
+            // core); send it rather than lose it.
+            Resolve::Mac(mac, mut b) => {
+                if let Some(d) = b.data_mut().get_mut(0..6) {
+                    d.copy_from_slice(&mac);
+                }
+                self.enqueue_tx(port, b);
+            }
             Resolve::Queued { request } => {
                 if request {
                     self.send_arp_request(port, next_hop);
