@@ -11,6 +11,9 @@
 //!   packet copied back before each open). No pipeline can reach it, since every received
 //!   packet's bytes come from memory; kept for comparison with earlier runs, which used it as
 //!   the yardstick.
+//!
+//! The engine suite measures the yardstick again before each of its cases and keeps the
+//! higher figure (`remeasure`).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -77,6 +80,35 @@ pub(crate) fn run(sizes: &[usize], per_case: Duration) -> Vec<Record> {
         }
     }
     out
+}
+
+/// Measures the yardstick cases (AES-256-GCM open and seal, fed) at `size` again for `dur`
+/// each and keeps, in `ceiling`, the better of the two figures: the engine suite does this
+/// before each of its cases, so that a ceiling measured while another tenant had the core
+/// cannot make a ratio look better than it is (on a shared machine a rate is only ever
+/// measured too low).
+pub(crate) fn remeasure(ceiling: &mut [Record], size: usize, dur: Duration) {
+    for open in [true, false] {
+        let w = measure(&AES_256_GCM, size, open, Feed::Fed, dur);
+        let case = yardstick(open);
+        let Some(r) = ceiling
+            .iter_mut()
+            .find(|r| r.case == case && r.size == size)
+        else {
+            continue;
+        };
+        r.ops += w.ops();
+        r.seconds += w.elapsed().as_secs_f64();
+        if w.rate() > r.pps {
+            eprintln!(
+                "  ceiling {case:<33} {size:>5} B  {:>8.3} Mpps (again, was {:.3})",
+                w.rate() / 1e6,
+                r.pps / 1e6
+            );
+            r.pps = w.rate();
+            r.gbps = r.pps * size as f64 * 8.0 / 1e9;
+        }
+    }
 }
 
 fn measure(

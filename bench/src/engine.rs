@@ -289,18 +289,20 @@ fn measure<P: BenchPort>(
 }
 
 /// Runs the engine suite on ports from `ports` (named `suite` in the results); `ceiling`
-/// supplies the AEAD figures of the same run.
+/// holds the AEAD figures of the same run, raised where measuring the yardstick again before
+/// a case finds it higher.
 pub(crate) fn run<P: BenchPort>(
     suite: &str,
     sizes: &[usize],
     shapes: &[Shape],
     per_case: Duration,
-    ceiling: &[Record],
+    ceiling: &mut [Record],
     mut ports: impl FnMut() -> Vec<P>,
 ) -> Vec<Record> {
     let mut out = Vec::new();
     for &shape in shapes {
         for &size in sizes {
+            crate::ceiling::remeasure(ceiling, size, per_case / 4);
             let (c2n, n2c, ops, drops) = measure(shape, size, per_case, ports());
             let label = format!("{}s/{}f", human(shape.sessions), human(shape.flows));
             for (dir, pps, ceiling_case) in [

@@ -170,15 +170,17 @@ fn run() -> Result<()> {
         match suite.as_str() {
             "ceiling" => records.extend(ceiling::run(&sizes, per_case)),
             "engine" => {
-                let ceiling = ceiling_of(&records);
-                records.extend(engine::run(
+                let mut ceiling = ceiling_of(&records);
+                let out = engine::run(
                     "engine",
                     &sizes,
                     &shapes,
                     per_case,
-                    &ceiling,
+                    &mut ceiling,
                     engine::memory_ports,
-                ));
+                );
+                keep_ceiling(&mut records, &ceiling);
+                records.extend(out);
             }
             "control" => {
                 records.extend(control::run(if opts.quick { 1000 } else { 10_000 })?);
@@ -191,16 +193,13 @@ fn run() -> Result<()> {
             }
             "lab" => records.extend(lab::run(8, 1400, if opts.quick { 2.0 } else { 10.0 })?),
             "dpdk" => {
-                let ceiling = ceiling_of(&records);
+                let mut ceiling = ceiling_of(&records);
                 let rig = dpdk::Rig::start()?;
-                records.extend(engine::run(
-                    "dpdk",
-                    &sizes,
-                    &shapes,
-                    per_case,
-                    &ceiling,
-                    || rig.ports(),
-                ));
+                let out = engine::run("dpdk", &sizes, &shapes, per_case, &mut ceiling, || {
+                    rig.ports()
+                });
+                keep_ceiling(&mut records, &ceiling);
+                records.extend(out);
             }
             _ => {}
         }
@@ -243,6 +242,18 @@ fn ceiling_of(records: &[report::Record]) -> Vec<report::Record> {
         .filter(|r| r.suite == "ceiling")
         .cloned()
         .collect()
+}
+
+/// Writes the ceiling figures an engine suite raised back into the run's records.
+fn keep_ceiling(records: &mut [report::Record], ceiling: &[report::Record]) {
+    for r in records.iter_mut().filter(|r| r.suite == "ceiling") {
+        if let Some(c) = ceiling
+            .iter()
+            .find(|c| c.case == r.case && c.size == r.size)
+        {
+            *r = c.clone();
+        }
+    }
 }
 
 /// The CPU model and core count, for the record.
