@@ -290,7 +290,8 @@ fn measure<P: BenchPort>(
 
 /// Runs the engine suite on ports from `ports` (named `suite` in the results); `ceiling`
 /// holds the AEAD figures of the same run, raised where measuring the yardstick again before
-/// a case finds it higher.
+/// a case finds it higher. The ratios returned are to the highest yardstick of the run; the
+/// ones printed as the run goes are to the highest so far.
 pub(crate) fn run<P: BenchPort>(
     suite: &str,
     sizes: &[usize],
@@ -315,7 +316,7 @@ pub(crate) fn run<P: BenchPort>(
                     .map(|r| r.pps);
                 let ratio = ceil.map(|c| pps / c);
                 eprintln!(
-                    "  {suite} {dir:<12} {label:<10} {size:>5} B  {:>8.3} Mpps  ratio {}  (drops {drops})",
+                    "  {suite} {dir:<12} {label:<10} {size:>5} B  {:>8.3} Mpps  ratio so far {}  (drops {drops})",
                     pps / 1e6,
                     ratio.map_or("-".into(), |r| format!("{r:.2}"))
                 );
@@ -332,6 +333,15 @@ pub(crate) fn run<P: BenchPort>(
                 });
             }
         }
+    }
+    // Every ratio against the highest yardstick of the whole run (later cases may have
+    // measured it higher than it was when an earlier case was printed).
+    for r in &mut out {
+        let case = crate::ceiling::yardstick(r.case.starts_with("client->net"));
+        r.ratio_to_ceiling = ceiling
+            .iter()
+            .find(|c| c.case == case && c.size == r.size)
+            .map(|c| r.pps / c.pps);
     }
     out
 }
