@@ -39,14 +39,28 @@ enum Feed {
     Hot,
 }
 
+/// A ceiling case's name, e.g. `aes-256-gcm open, fed`.
+fn case(alg: &str, open: bool, feed: Feed) -> String {
+    format!(
+        "{alg} {}, {}",
+        if open { "open" } else { "seal" },
+        if feed == Feed::Fed { "fed" } else { "hot" }
+    )
+}
+
 /// The ceiling case the engine's ratio in direction `open` (client to network) or seal
 /// (network to client) is taken against.
-pub(crate) fn yardstick(open: bool) -> &'static str {
-    if open {
-        "aes-256-gcm open, fed"
-    } else {
-        "aes-256-gcm seal, fed"
-    }
+pub(crate) fn yardstick(open: bool) -> String {
+    case("aes-256-gcm", open, Feed::Fed)
+}
+
+/// `pps` as a ratio to the yardstick of direction `open` at `size` in `ceiling`.
+pub(crate) fn ratio(ceiling: &[Record], open: bool, size: usize, pps: f64) -> Option<f64> {
+    let case = yardstick(open);
+    ceiling
+        .iter()
+        .find(|r| r.case == case && r.size == size)
+        .map(|r| pps / r.pps)
 }
 
 /// Measures seal and open for every algorithm and size, fed and hot, for `per_case` each.
@@ -58,11 +72,7 @@ pub(crate) fn run(sizes: &[usize], per_case: Duration) -> Vec<Record> {
                 for open in [false, true] {
                     let w = measure(alg, size, open, feed, per_case);
                     let (ops, secs, pps) = (w.ops(), w.elapsed().as_secs_f64(), w.rate());
-                    let case = format!(
-                        "{name} {}, {}",
-                        if open { "open" } else { "seal" },
-                        if feed == Feed::Fed { "fed" } else { "hot" }
-                    );
+                    let case = case(name, open, feed);
                     eprintln!("  ceiling {case:<33} {size:>5} B  {:>8.3} Mpps", pps / 1e6);
                     out.push(Record {
                         suite: "ceiling".into(),

@@ -306,15 +306,8 @@ pub(crate) fn run<P: BenchPort>(
             crate::ceiling::remeasure(ceiling, size, per_case / 4);
             let (c2n, n2c, ops, drops) = measure(shape, size, per_case, ports());
             let label = format!("{}s/{}f", human(shape.sessions), human(shape.flows));
-            for (dir, pps, ceiling_case) in [
-                ("client->net", c2n, crate::ceiling::yardstick(true)),
-                ("net->client", n2c, crate::ceiling::yardstick(false)),
-            ] {
-                let ceil = ceiling
-                    .iter()
-                    .find(|r| r.case == ceiling_case && r.size == size)
-                    .map(|r| r.pps);
-                let ratio = ceil.map(|c| pps / c);
+            for (dir, pps, open) in [("client->net", c2n, true), ("net->client", n2c, false)] {
+                let ratio = crate::ceiling::ratio(ceiling, open, size, pps);
                 eprintln!(
                     "  {suite} {dir:<12} {label:<10} {size:>5} B  {:>8.3} Mpps  ratio so far {}  (drops {drops})",
                     pps / 1e6,
@@ -337,11 +330,8 @@ pub(crate) fn run<P: BenchPort>(
     // Every ratio against the highest yardstick of the whole run (later cases may have
     // measured it higher than it was when an earlier case was printed).
     for r in &mut out {
-        let case = crate::ceiling::yardstick(r.case.starts_with("client->net"));
-        r.ratio_to_ceiling = ceiling
-            .iter()
-            .find(|c| c.case == case && c.size == r.size)
-            .map(|c| r.pps / c.pps);
+        let open = r.case.starts_with("client->net");
+        r.ratio_to_ceiling = crate::ceiling::ratio(ceiling, open, r.size, r.pps);
     }
     out
 }

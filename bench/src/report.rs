@@ -77,7 +77,7 @@ pub(crate) fn write_svg(
     let bars: Vec<(String, f64, &str)> = [
         (
             "AES-256-GCM open (ceiling)",
-            pick("ceiling", crate::ceiling::yardstick(true)),
+            pick("ceiling", &crate::ceiling::yardstick(true)),
             "#888888",
         ),
         (

@@ -29,11 +29,8 @@ impl<P: Port> Worker<P> {
             let released = self
                 .neighbours
                 .learn(port, sender, arp.sender_mac, self.now_secs);
-            for mut b in released {
-                if let Some(d) = b.data_mut().get_mut(0..6) {
-                    d.copy_from_slice(&arp.sender_mac);
-                }
-                self.enqueue_tx(port, b);
+            for b in released {
+                self.send_to_mac(port, arp.sender_mac, b);
             }
         }
         if arp.operation != OP_REQUEST || target != pc.ip {
@@ -174,12 +171,7 @@ impl<P: Port> Worker<P> {
         match self.neighbours.resolve(port, next_hop, buf, self.now_secs) {
             // Resolved since the caller looked (not today: both happen in one call on one
             // core); send it rather than lose it.
-            Resolve::Mac(mac, mut b) => {
-                if let Some(d) = b.data_mut().get_mut(0..6) {
-                    d.copy_from_slice(&mac);
-                }
-                self.enqueue_tx(port, b);
-            }
+            Resolve::Mac(mac, b) => self.send_to_mac(port, mac, b),
             Resolve::Queued { request } => {
                 if request {
                     self.send_arp_request(port, next_hop);
@@ -187,6 +179,14 @@ impl<P: Port> Worker<P> {
             }
             Resolve::Full(b) => self.drop_packet(b, DropReason::ArpQueueFull),
         }
+    }
+
+    /// Queues a frame that waited for its next hop, now at `mac` (written as its destination).
+    fn send_to_mac(&mut self, port: u16, mac: crate::wire::ethernet::Mac, mut buf: P::Buf) {
+        if let Some(d) = buf.data_mut().get_mut(0..6) {
+            d.copy_from_slice(&mac);
+        }
+        self.enqueue_tx(port, buf);
     }
 
     /// The next hop toward an outer address on the outside port.
