@@ -30,12 +30,13 @@ type Job = Box<dyn FnOnce() -> i32 + Send + 'static>;
 unsafe extern "C" fn trampoline(arg: *mut c_void) -> i32 {
     // SAFETY: `arg` is the `Box<Job>` leaked by `launch`, handed over exactly once.
     let job: Box<Job> = unsafe { Box::from_raw(arg.cast::<Job>()) };
-    // A panic must not unwind into C.
+    // A panic must not unwind into C (in builds that unwind: tests; release builds abort).
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).unwrap_or(-1)
 }
 
-/// Runs `job` on worker lcore `lcore`; its return value comes back from `wait_all`
-/// (-1 if it panicked).
+/// Runs `job` on worker lcore `lcore` (`wait_all` waits for it); its return value is the
+/// lcore's exit status in DPDK (-1 if it panicked, in builds that unwind; release builds abort
+/// the process).
 ///
 /// # Errors
 /// The lcore is not a worker lcore of this EAL or is busy.
