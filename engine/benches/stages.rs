@@ -187,6 +187,7 @@ fn big_rule_table(n: usize) -> (RuleTable, Vec<u32>) {
     (RuleTable::new(1, vec![ep]), dsts)
 }
 
+/// `n` flows, ten to a session (flow `i` owned by session `i % (n / 10)`).
 fn flow_table(n: usize) -> (FlowTable, Vec<FlowKey>, Vec<ReverseKey>) {
     let mut t = FlowTable::new(
         n + n / 4 + 16,
@@ -204,7 +205,7 @@ fn flow_table(n: usize) -> (FlowTable, Vec<FlowKey>, Vec<ReverseKey>) {
             dst: ip(lab::HOST_IP),
             dst_port: 9000 + (i % 61) as u16,
         };
-        let f = t.create(key, eni, 1, 0, 0).unwrap();
+        let f = t.create(key, eni, 1, (i % owners(n)) as u32, 0).unwrap();
         rev.push(ReverseKey {
             eni,
             proto: 17,
@@ -215,6 +216,10 @@ fn flow_table(n: usize) -> (FlowTable, Vec<FlowKey>, Vec<ReverseKey>) {
         keys.push(key);
     }
     (t, keys, rev)
+}
+
+fn owners(n: usize) -> usize {
+    (n / 10).max(1)
 }
 
 fn tables(c: &mut Criterion) {
@@ -250,6 +255,23 @@ fn tables(c: &mut Criterion) {
                 t.lookup_reverse(k, 1).map(|f| f.owner)
             })
         });
+        // A session ends (its ten flows go) and another starts them again: what a disconnect
+        // costs the core, which must not grow with the table.
+        let eni = ip(lab::INSIDE_IP);
+        g.bench_with_input(
+            BenchmarkId::new("session_flows_removed_and_made", n),
+            &n,
+            |b, _| {
+                b.iter(|| {
+                    let o = rng.next() as usize % owners(n);
+                    let removed = t.remove_owner(o as u32);
+                    for k in keys.iter().skip(o).step_by(owners(n)) {
+                        let _ = t.create(*k, eni, 1, o as u32, 0);
+                    }
+                    removed
+                })
+            },
+        );
     }
     for n in [1000, 100_000] {
         let mut t = SessionTable::new(n);

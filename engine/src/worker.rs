@@ -202,9 +202,12 @@ impl<P: Port> Worker<P> {
         epoch: Instant,
     ) -> Self {
         let range = PortRange::for_core(cfg.core, cfg.cores);
+        let mut flows = FlowTable::new(cfg.flow_capacity, range, cfg.timeouts);
+        // Flows are owned by session slots, `0..session_capacity`.
+        flows.reserve_owners(cfg.session_capacity.max(1));
         Self {
             sessions: SessionTable::for_core(cfg.session_capacity, cfg.cores),
-            flows: FlowTable::new(cfg.flow_capacity, range, cfg.timeouts),
+            flows,
             neighbours: NeighbourTable::new(cfg.neighbour_capacity),
             tx: ports.iter().map(|_| Burst::new()).collect(),
             trash: Vec::with_capacity(4 * crate::packet::BURST_SIZE),

@@ -100,7 +100,14 @@ pub struct Flow {
     established: bool,
     closing: bool,
     last_seen: u32,
+    /// The owner's other flows (slots; `NIL` at either end): `remove_owner` visits only the
+    /// flows of the session that ended.
+    owner_prev: u32,
+    owner_next: u32,
 }
+
+/// No slot (the ends of an owner's list of flows).
+const NIL: u32 = u32::MAX;
 
 impl Flow {
     fn reverse(&self) -> ReverseKey {
@@ -161,6 +168,9 @@ pub struct FlowTable {
     timeouts: Timeouts,
     hand: usize,
     len: usize,
+    /// The first flow (slot) of each owner, `NIL` if none; indexed by owner, grown to the
+    /// largest owner seen (`reserve_owners` sizes it up front, off the packet path).
+    owner_heads: Vec<u32>,
 }
 
 impl FlowTable {
@@ -184,6 +194,15 @@ impl FlowTable {
             timeouts,
             hand: 0,
             len: 0,
+            owner_heads: Vec::new(),
+        }
+    }
+
+    /// Makes room for owners `0..owners` (a core's session slots) now, so that the first flow
+    /// of a session never allocates on the packet path.
+    pub fn reserve_owners(&mut self, owners: usize) {
+        if owners > self.owner_heads.len() {
+            self.owner_heads.resize(owners, NIL);
         }
     }
 
@@ -368,6 +387,8 @@ impl FlowTable {
             established: false,
             closing: false,
             last_seen: now,
+            owner_prev: NIL,
+            owner_next: NIL,
         };
         let (fh, rh) = (self.hash_forward(&key), self.hash_reverse(&flow.reverse()));
         // A slot, then both index entries; anything missing undoes the rest.
@@ -388,9 +409,51 @@ impl FlowTable {
             return Err(DropReason::FlowTableFull);
         };
         self.len += 1;
-        let entry = &mut self.slab[slot as usize].0;
-        *entry = Some(flow);
-        entry.as_mut().ok_or(DropReason::FlowTableFull)
+        self.slab[slot as usize].0 = Some(flow);
+        self.link_owner(slot, owner);
+        self.slab[slot as usize]
+            .0
+            .as_mut()
+            .ok_or(DropReason::FlowTableFull)
+    }
+
+    /// Puts the flow in `slot` at the front of `owner`'s list.
+    fn link_owner(&mut self, slot: u32, owner: u32) {
+        let o = owner as usize;
+        if o >= self.owner_heads.len() {
+            // Only for an owner beyond `reserve_owners` (tests; a worker reserves its sessions).
+            self.owner_heads.resize(o + 1, NIL);
+        }
+        let next = self.owner_heads[o];
+        if let Some(f) = self.flow_at_mut(next) {
+            f.owner_prev = slot;
+        }
+        if let Some(f) = self.flow_at_mut(slot) {
+            f.owner_prev = NIL;
+            f.owner_next = next;
+        }
+        self.owner_heads[o] = slot;
+    }
+
+    /// Takes `flow` (just removed from its slot) out of its owner's list.
+    fn unlink_owner(&mut self, flow: &Flow) {
+        let (prev, next) = (flow.owner_prev, flow.owner_next);
+        if let Some(f) = self.flow_at_mut(next) {
+            f.owner_prev = prev;
+        }
+        match self.flow_at_mut(prev) {
+            Some(f) => f.owner_next = next,
+            None => {
+                if let Some(h) = self.owner_heads.get_mut(flow.owner as usize) {
+                    *h = next;
+                }
+            }
+        }
+    }
+
+    #[inline]
+    fn flow_at_mut(&mut self, s: u32) -> Option<&mut Flow> {
+        self.slab.get_mut(s as usize)?.0.as_mut()
     }
 
     /// Every port is in use: pick one whose reverse tuple toward this flow's remote endpoint is
@@ -442,6 +505,7 @@ impl FlowTable {
         );
         self.forward.remove(fh, slot as u32);
         self.reverse.remove(rh, slot as u32);
+        self.unlink_owner(&flow);
         self.pool(flow.eni, flow.key.proto).release(flow.nat_port);
         self.free_slots.push(slot as u32);
         self.len -= 1;
@@ -467,20 +531,19 @@ impl FlowTable {
         removed
     }
 
-    /// Removes every flow of `owner` (a session that ended). A full scan: control-initiated
-    /// and rare.
+    /// Removes every flow of `owner` (a session that ended): a walk of that owner's list, so
+    /// the core pauses for the session's own flows, not for the whole table (a full scan of a
+    /// million-flow table took milliseconds, enough to overflow a receive ring at every
+    /// disconnect).
     pub fn remove_owner(&mut self, owner: u32) -> usize {
-        let slots: Vec<usize> = self
-            .slab
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| e.0.is_some_and(|f| f.owner == owner))
-            .map(|(i, _)| i)
-            .collect();
-        for &s in &slots {
-            self.remove_slot(s);
+        let mut removed = 0;
+        let mut s = self.owner_heads.get(owner as usize).copied().unwrap_or(NIL);
+        while let Some(next) = self.flow_at(s).map(|f| f.owner_next) {
+            self.remove_slot(s as usize);
+            removed += 1;
+            s = next;
         }
-        slots.len()
+        removed
     }
 }
 
@@ -703,15 +766,37 @@ mod tests {
         Lookup(u16),
         Advance(u32),
         Expire(usize),
+        RemoveOwner(u32),
+    }
+
+    /// Every owner's list holds exactly the flows it owns, linked both ways.
+    fn owner_lists_agree(t: &FlowTable) -> bool {
+        let mut listed = std::collections::HashSet::new();
+        for (o, &head) in t.owner_heads.iter().enumerate() {
+            let (mut prev, mut s) = (NIL, head);
+            while let Some(f) = t.flow_at(s) {
+                if f.owner as usize != o || f.owner_prev != prev || !listed.insert(s) {
+                    return false;
+                }
+                (prev, s) = (s, f.owner_next);
+            }
+            if s != NIL {
+                return false;
+            }
+        }
+        let held = t.slab.iter().filter(|e| e.0.is_some()).count();
+        listed.len() == held
     }
 
     proptest! {
-        /// Against a HashMap oracle: presence after creates, lookups (which refresh) and expiry
-        /// (eventually complete, never early).
+        /// Against a HashMap oracle: presence after creates, lookups (which refresh), expiry
+        /// (eventually complete, never early) and removal by owner (flow `s` is owner `s % 4`'s);
+        /// the owners' lists always hold exactly their flows.
         #[test]
         fn agrees_with_hashmap(ops in proptest::collection::vec(prop_oneof![
             (0u16..20).prop_map(Op::Create), (0u16..20).prop_map(Op::Lookup),
-            (0u32..200).prop_map(Op::Advance), (0usize..40).prop_map(Op::Expire)], 1..200)) {
+            (0u32..200).prop_map(Op::Advance), (0usize..40).prop_map(Op::Expire),
+            (0u32..5).prop_map(Op::RemoveOwner)], 1..200)) {
             let tm = Timeouts::default();
             let mut t = FlowTable::new(16, PortRange { first: 5000, len: 64 }, tm);
             let mut oracle: Oracle<u16, u32> = Oracle::new();
@@ -722,7 +807,7 @@ mod tests {
                         if t.lookup(&key(1, s), now).is_some() {
                             oracle.insert(s, now);
                         } else {
-                            let r = t.create(key(1, s), 9, 0, 0, now).map(|_| ());
+                            let r = t.create(key(1, s), 9, 0, u32::from(s % 4), now).map(|_| ());
                             if oracle.len() < 16 { prop_assert!(r.is_ok()); oracle.insert(s, now); }
                             else { prop_assert_eq!(r, Err(DropReason::FlowTableFull)); }
                         }
@@ -733,6 +818,11 @@ mod tests {
                         if got { oracle.insert(s, now); }
                     }
                     Op::Advance(d) => now += d,
+                    Op::RemoveOwner(o) => {
+                        let before = oracle.len();
+                        oracle.retain(|s, _| u32::from(s % 4) != o);
+                        prop_assert_eq!(t.remove_owner(o), before - oracle.len());
+                    }
                     Op::Expire(b) => {
                         t.expire(now, b);
                         // Never early: whatever is gone had been idle past its timeout.
@@ -745,6 +835,7 @@ mod tests {
                     }
                 }
                 prop_assert_eq!(t.len(), oracle.len());
+                prop_assert!(owner_lists_agree(&t));
             }
             // A full sweep removes everything idle.
             now += tm.udp + 1;
