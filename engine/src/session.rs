@@ -85,6 +85,8 @@ pub struct Session {
     /// The user's groups: read only when one of the session's flows decides (once per flow
     /// and rule table), so kept out of the lines every packet needs.
     pub groups: GroupMask,
+    /// Whether the core has reported the session idle (once; control then closes it).
+    pub(crate) idle_reported: bool,
 }
 
 /// What both directions read of a session, kept once in each direction's lines: its peer-id
@@ -222,6 +224,7 @@ impl Session {
             local,
             previous: None,
             groups,
+            idle_reported: false,
         }
     }
 
@@ -482,6 +485,11 @@ impl SessionTable {
     /// Sessions held.
     pub fn len(&self) -> usize {
         self.live
+    }
+
+    /// Slots (the most sessions the table holds).
+    pub fn capacity(&self) -> usize {
+        self.slab.len()
     }
 
     /// Whether no session is held.

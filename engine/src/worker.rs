@@ -32,6 +32,11 @@ use crate::wire::ethernet::Mac;
 const HEADER_BYTES: usize = 64;
 /// How many packets ahead of the one being processed its session's state is requested.
 const SESSION_AHEAD: usize = 4;
+/// Session slots the keepalive sweep visits in one poll at most (a busy core polls far more
+/// than a hundred thousand times a second, so it still visits millions of slots a second).
+const SWEEP_BUDGET: u64 = 64;
+/// A session reports its traffic counters every this many sweeps (seconds).
+const TRAFFIC_LAPS: u64 = 5;
 
 /// A port's addresses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,10 +188,12 @@ pub struct Worker<P: Port> {
     epoch: Instant,
     stats: PollStats,
     pub(crate) now_secs: u32,
-    last_traffic_report: u32,
-    last_keepalive_scan: u32,
-    idle_reported: Vec<u32>,
-    keepalive_due: Vec<(u32, bool)>,
+    /// `now` of the current poll, from `epoch`.
+    elapsed: std::time::Duration,
+    /// The second the once-a-second work (neighbour timers, published counters) last ran.
+    last_second: u32,
+    /// Session slots visited by the keepalive sweep since `epoch` (`sweep_sessions`).
+    swept: u64,
     published: Option<Arc<crate::stats::CoreStats>>,
     stage_cycles: StageCycles,
 }
@@ -224,10 +231,9 @@ impl<P: Port> Worker<P> {
             epoch,
             stats: PollStats::default(),
             now_secs: 0,
-            last_traffic_report: 0,
-            last_keepalive_scan: 0,
-            idle_reported: Vec::with_capacity(64),
-            keepalive_due: Vec::with_capacity(1024),
+            elapsed: std::time::Duration::ZERO,
+            last_second: 0,
+            swept: 0,
             published: None,
             stage_cycles: StageCycles::default(),
         }
@@ -236,7 +242,8 @@ impl<P: Port> Worker<P> {
     /// One iteration of the core's loop.
     pub fn poll_once(&mut self, now: Instant) {
         let mut lap = Lap::start();
-        self.now_secs = now.saturating_duration_since(self.epoch).as_secs() as u32;
+        self.elapsed = now.saturating_duration_since(self.epoch);
+        self.now_secs = self.elapsed.as_secs() as u32;
         let mut work = self.apply_commands();
         work |= self.take_handoffs();
         lap.lap(&mut self.stage_cycles, Stage::Commands);
@@ -510,7 +517,7 @@ impl<P: Port> Worker<P> {
         let mut hk = std::mem::take(&mut self.housekeeping);
         // Neighbour timers are whole seconds and a first request goes out when an entry is
         // made, so the cache (thousands of slots) is walked once per second, not per poll.
-        if now != self.last_keepalive_scan {
+        if now != self.last_second {
             self.neighbours.poll(now, &mut hk);
         }
         for h in hk.drain(..) {
@@ -524,9 +531,8 @@ impl<P: Port> Worker<P> {
             }
         }
         self.housekeeping = hk;
-        if now != self.last_keepalive_scan {
-            self.last_keepalive_scan = now;
-            self.keepalives(now);
+        if now != self.last_second {
+            self.last_second = now;
             if let Some(p) = &self.published {
                 p.publish(
                     &self.drops,
@@ -538,80 +544,81 @@ impl<P: Port> Worker<P> {
                 );
             }
         }
-        if now.saturating_sub(self.last_traffic_report) >= 5 {
-            self.last_traffic_report = now;
-            let updates: Vec<Report> = self
-                .sessions
-                .iter()
-                .map(|(_, s)| Report::Traffic {
-                    peer: s.id().peer(),
-                    traffic: s.traffic(),
-                })
-                .collect();
-            for r in updates {
-                self.report(r);
-            }
-        }
+        self.sweep_sessions();
         self.free_trash();
         self.flush_all();
     }
 
-    /// Once a second: pings to sessions we have not sent anything for `ping` seconds, and an
-    /// idle report (once) for sessions not heard from for `ping-restart` seconds.
-    fn keepalives(&mut self, now: u32) {
-        let Some((ping, restart)) = self.cfg.keepalive else {
+    /// The per-session timers, as a sweep that visits every session slot once a second, spread
+    /// evenly over the second and at most `SWEEP_BUDGET` slots a poll: a ping to a session we
+    /// have sent nothing for `ping` seconds, an idle report (once) for one not heard from for
+    /// `ping-restart` seconds, and every fifth lap its traffic counters for control (each slot
+    /// in a different lap, so a fifth of the sessions report each second). Visiting a hundred
+    /// thousand sessions at once stalled the core for milliseconds, and their traffic reports
+    /// overflowed the report queue, taking punted control packets with them.
+    fn sweep_sessions(&mut self) {
+        let slots = self.sessions.capacity() as u64;
+        // Where the sweep should be by now: `slots` a second since `epoch`.
+        let due = self.elapsed.as_secs().saturating_mul(slots).saturating_add(
+            u64::from(self.elapsed.subsec_nanos()).saturating_mul(slots) / 1_000_000_000,
+        );
+        // A core held up longer than a second resumes one lap behind, not further.
+        let mut at = self.swept.max(due.saturating_sub(slots));
+        let end = due.min(at.saturating_add(SWEEP_BUDGET));
+        while at < end {
+            self.visit_session((at % slots) as u32, at / slots);
+            at += 1;
+        }
+        self.swept = at;
+    }
+
+    /// The sweep's visit of session slot `slot` in lap `lap`.
+    fn visit_session(&mut self, slot: u32, lap: u64) {
+        let now = self.now_secs;
+        let (ping, restart) = self.cfg.keepalive.unwrap_or((0, 0));
+        let Some(s) = self.sessions.get_mut(slot) else {
             return;
         };
-        let mut due = std::mem::take(&mut self.keepalive_due);
-        due.clear();
-        for (i, s) in self.sessions.iter() {
-            let send = ping > 0 && now.saturating_sub(s.last_tx()) >= ping;
-            let idle = restart > 0 && now.saturating_sub(s.last_rx) > restart;
-            if send || idle {
-                due.push((i, idle));
-            }
+        let peer = s.id().peer();
+        let traffic = ((lap + u64::from(slot)) % TRAFFIC_LAPS == 0).then(|| s.traffic());
+        let idle = restart > 0 && now.saturating_sub(s.last_rx) > restart && !s.idle_reported;
+        if idle {
+            s.idle_reported = true;
         }
-        for &(i, idle) in &due {
-            let Some(s) = self.sessions.get_mut(i) else {
-                continue;
-            };
-            let s = s.sender();
-            let (peer, headers, remote) = (s.id().peer(), *s.outer_headers(), s.id().remote());
-            if idle {
-                if !self.idle_reported.contains(&peer.0) {
-                    self.idle_reported.push(peer.0);
-                    self.report(Report::Idle { peer });
-                }
-                continue;
-            }
-            s.last_tx = now;
-            let outside = usize::from(self.cfg.outside);
-            let Some(mut buf) = self.ports.get_mut(outside).and_then(Port::alloc) else {
-                self.drops.bump(DropReason::NoRoom);
-                continue;
-            };
-            match buf.append(crate::crypto::data_channel::PING_MAGIC.len()) {
-                Ok(d) => d.copy_from_slice(&crate::crypto::data_channel::PING_MAGIC),
-                Err(_) => {
-                    self.drop_packet(buf, DropReason::NoRoom);
-                    continue;
-                }
-            }
-            let Some(s) = self.sessions.get_mut(i) else {
-                continue;
-            };
-            if let Err(reason) = s.sender().key().seal(&mut buf, peer) {
-                self.drop_packet(buf, reason);
-                continue;
-            }
-            self.send_to_client(buf, &headers, remote.ip);
+        let ping = ping > 0 && now.saturating_sub(s.last_tx()) >= ping && !s.idle_reported;
+        if let Some(traffic) = traffic {
+            self.report(Report::Traffic { peer, traffic });
         }
-        self.keepalive_due = due;
-        self.idle_reported.retain(|p| {
-            self.sessions
-                .index_of_peer(crate::wire::openvpn::PeerId(*p))
-                .is_some()
-        });
+        if idle {
+            self.report(Report::Idle { peer });
+        }
+        if ping {
+            self.send_ping(slot, peer);
+        }
+    }
+
+    /// Sends the keepalive ping to the session in `slot`.
+    fn send_ping(&mut self, slot: u32, peer: crate::wire::openvpn::PeerId) {
+        let now = self.now_secs;
+        let outside = usize::from(self.cfg.outside);
+        let Some(mut buf) = self.ports.get_mut(outside).and_then(Port::alloc) else {
+            self.drops.bump(DropReason::NoRoom);
+            return;
+        };
+        match buf.append(crate::crypto::data_channel::PING_MAGIC.len()) {
+            Ok(d) => d.copy_from_slice(&crate::crypto::data_channel::PING_MAGIC),
+            Err(_) => return self.drop_packet(buf, DropReason::NoRoom),
+        }
+        let Some(s) = self.sessions.get_mut(slot) else {
+            return self.drop_packet(buf, DropReason::NoSessionForDestination);
+        };
+        let s = s.sender();
+        s.last_tx = now;
+        let (headers, remote) = (*s.outer_headers(), s.id().remote());
+        if let Err(reason) = s.key().seal(&mut buf, peer) {
+            return self.drop_packet(buf, reason);
+        }
+        self.send_to_client(buf, &headers, remote.ip);
     }
 
     /// Publishes this core's counters into `stats` once a second from now on.

@@ -771,3 +771,70 @@ fn keepalive_pings_and_idle_report() {
         .count();
     assert_eq!(idle, 1);
 }
+
+/// The per-session timers are spread over each second, not run for every session at once:
+/// with six times more sessions than the report queue holds, every session's traffic still
+/// reaches control (drained every millisecond, as the control thread does) and nothing is
+/// refused; no poll produces more than a few dozen reports or pings; every session gets its
+/// ping once its ping interval has passed.
+#[test]
+fn session_timers_are_spread_over_the_second() {
+    const SESSIONS: usize = 6000;
+    let start = Instant::now();
+    let mb = Mailbox::new(1024);
+    let mut w = testkit::lab_worker(
+        vec![MemPort::new(), MemPort::new()],
+        testkit::lab_config(1024, SESSIONS),
+        mb.clone(),
+        start,
+    );
+    for s in 0..SESSIONS {
+        let (server, _) = testkit::key_pair(Cipher::Aes256Gcm, s as u8);
+        let info = testkit::lab_session(
+            PeerId(s as u32),
+            ip(lab::CLIENT_VIP) + s as u32,
+            GroupMask::EMPTY,
+        );
+        assert!(mb
+            .commands
+            .push(Command::AddSession {
+                info,
+                key_id: KeyId(0),
+                keys: Box::new(server)
+            })
+            .is_ok());
+        if s % 1000 == 999 {
+            w.poll_once(start);
+        }
+    }
+    w.poll_once(start);
+    assert_eq!(w.sessions().len(), SESSIONS);
+    while mb.reports.pop().is_some() {}
+    let mut reported = vec![0u32; SESSIONS];
+    let (mut most_reports, mut most_pings, mut pings) = (0, 0, 0);
+    for ms in 1..=11_000u64 {
+        w.poll_once(start + Duration::from_millis(ms));
+        let mut n = 0;
+        while let Some(r) = mb.reports.pop() {
+            n += 1;
+            if let Report::Traffic { peer, .. } = r {
+                reported[peer.0 as usize] += 1;
+            }
+        }
+        most_reports = most_reports.max(n);
+        let sent = w.port_mut(0).unwrap().take_sent().len();
+        most_pings = most_pings.max(sent);
+        pings += sent;
+        if ms == 6000 {
+            assert!(
+                reported.iter().all(|&n| n >= 1),
+                "every session's traffic reported within 6 s ({} not)",
+                reported.iter().filter(|&&n| n == 0).count()
+            );
+        }
+    }
+    assert_eq!(w.drops().get(DropReason::PuntQueueFull), 0);
+    assert!(most_reports <= 64, "{most_reports} reports in one poll");
+    assert!(most_pings <= 64, "{most_pings} pings in one poll");
+    assert_eq!(pings, SESSIONS, "one ping per session between 10 and 11 s");
+}
