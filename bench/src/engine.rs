@@ -127,10 +127,10 @@ fn setup<P: BenchPort>(shape: Shape, ports: Vec<P>) -> Bench<P> {
         });
         clients.push(Client::new(peer, KeyId(0), &client));
         if s % 1024 == 1023 {
-            w.poll_once(now);
+            testkit::apply_commands(&mut w, &mb, now);
         }
     }
-    w.poll_once(now);
+    testkit::apply_commands(&mut w, &mb, now);
     while mb.reports.pop().is_some() {}
     Bench {
         w,

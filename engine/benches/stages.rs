@@ -338,7 +338,7 @@ impl Rig {
             });
             clients.push(Client::new(PeerId(s as u32), KeyId(0), &client));
         }
-        w.poll_once(now);
+        testkit::apply_commands(&mut w, &mb, now);
         let mut rig = Self {
             w,
             clients,

@@ -346,6 +346,15 @@ pub fn lab_session(peer: PeerId, vip: u32, groups: crate::rules::GroupMask) -> S
     }
 }
 
+/// Polls `w` at `now` until control's commands in `mailbox` are all applied (a poll applies a
+/// bounded number).
+pub fn apply_commands<P: Port>(w: &mut Worker<P>, mailbox: &Mailbox, now: Instant) {
+    w.poll_once(now);
+    while !mailbox.commands.is_empty() {
+        w.poll_once(now);
+    }
+}
+
 /// A lab worker on `ports` with the lab rules installed and the neighbours (client host, VPC
 /// host, router) already resolved, ready for traffic.
 pub fn lab_worker<P: Port>(

@@ -37,6 +37,11 @@ const SESSION_AHEAD: usize = 4;
 const SWEEP_BUDGET: u64 = 64;
 /// A session reports its traffic counters every this many sweeps (seconds).
 const TRAFFIC_LAPS: u64 = 5;
+/// Commands from control applied in one poll at most: a few microseconds each (a session's
+/// keys set up, or its flows removed), so a mass disconnect or reconnect cannot hold the core
+/// for milliseconds while its receive rings overflow; a busy core still applies millions a
+/// second, far more than control's handshakes produce.
+const COMMAND_BUDGET: usize = 64;
 
 /// A port's addresses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -331,9 +336,14 @@ impl<P: Port> Worker<P> {
         }
     }
 
+    /// Applies at most `COMMAND_BUDGET` commands from control (the rest wait for the next
+    /// polls, in order).
     fn apply_commands(&mut self) -> bool {
         let mut any = false;
-        while let Some(cmd) = self.mailbox.commands.pop() {
+        for _ in 0..COMMAND_BUDGET {
+            let Some(cmd) = self.mailbox.commands.pop() else {
+                break;
+            };
             any = true;
             match cmd {
                 Command::InstallRules(new) => {
@@ -721,5 +731,39 @@ mod tests {
         );
         w.enqueue_tx(7, frame(0));
         assert_eq!(w.drops().get(DropReason::NoRoute), 1);
+    }
+
+    /// A poll applies at most `COMMAND_BUDGET` of control's commands; the rest wait, in order,
+    /// for the next polls.
+    #[test]
+    #[allow(clippy::disallowed_methods)]
+    fn commands_are_applied_a_budget_a_poll_in_order() {
+        let now = Instant::now();
+        let mb = Mailbox::new(256);
+        let mut w = testkit::lab_worker(
+            vec![MemPort::new(), MemPort::new()],
+            testkit::lab_config(16, 256),
+            mb.clone(),
+            now,
+        );
+        let sessions = COMMAND_BUDGET + 10;
+        for s in 0..sessions {
+            let (server, _) = testkit::key_pair(crate::crypto::Cipher::Aes256Gcm, s as u8);
+            let peer = crate::wire::openvpn::PeerId(s as u32);
+            let info = testkit::lab_session(peer, 0x0a40_0000 + s as u32, Default::default());
+            let cmd = Command::AddSession {
+                info,
+                key_id: crate::wire::openvpn::KeyId(0),
+                keys: Box::new(server),
+            };
+            assert!(mb.commands.push(cmd).is_ok());
+        }
+        w.poll_once(now);
+        assert_eq!(w.sessions().len(), COMMAND_BUDGET);
+        let first_late = crate::wire::openvpn::PeerId(COMMAND_BUDGET as u32);
+        assert!(w.sessions().index_of_peer(first_late).is_none());
+        w.poll_once(now);
+        assert_eq!(w.sessions().len(), sessions);
+        assert!(w.sessions().index_of_peer(first_late).is_some());
     }
 }
