@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use sluice_engine::crypto::{Cipher, DataKey, ReplayWindow};
-use sluice_engine::flow::{FlowKey, FlowTable, PortRange, ReverseKey, Timeouts};
+use sluice_engine::flow::{FlowKey, FlowTable, PortPool, PortRange, ReverseKey, Timeouts};
 use sluice_engine::mailbox::{Command, Mailbox};
 use sluice_engine::packet::HeapBuf;
 use sluice_engine::port::{BufPool, ReplayPort};
@@ -273,6 +273,18 @@ fn tables(c: &mut Criterion) {
             },
         );
     }
+    // A new flow when the core's SNAT ports toward an ENI are all taken but one (a random one
+    // freed each time): the pool's search for it.
+    let range = PortRange::for_core(0, 1);
+    let mut pool = PortPool::new(range);
+    let mut rng = Rng(17);
+    while pool.alloc().is_some() {}
+    g.bench_function("snat_port_alloc_one_free", |b| {
+        b.iter(|| {
+            pool.release(range.first + (rng.next() % u64::from(range.len)) as u16);
+            pool.alloc()
+        })
+    });
     for n in [1000, 100_000] {
         let mut t = SessionTable::new(n);
         for i in 0..n {
