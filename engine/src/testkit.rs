@@ -346,6 +346,29 @@ pub fn lab_session(peer: PeerId, vip: u32, groups: crate::rules::GroupMask) -> S
     }
 }
 
+/// Queues, as control does, the lab session of `peer` at virtual address `vip` with key_id 0
+/// and keys of `cipher` made from `seed`; returns the client's side of the keys.
+///
+/// # Panics
+/// If the mailbox is full (a test's sizing mistake).
+pub fn queue_session(
+    mailbox: &Mailbox,
+    peer: PeerId,
+    vip: u32,
+    groups: crate::rules::GroupMask,
+    cipher: Cipher,
+    seed: u8,
+) -> KeyMaterial {
+    let (server, client) = key_pair(cipher, seed);
+    let cmd = Command::AddSession {
+        info: lab_session(peer, vip, groups),
+        key_id: KeyId(0),
+        keys: Box::new(server),
+    };
+    assert!(mailbox.commands.push(cmd).is_ok(), "mailbox full");
+    client
+}
+
 /// Polls `w` at `now` until control's commands in `mailbox` are all applied (a poll applies a
 /// bounded number).
 pub fn apply_commands<P: Port>(w: &mut Worker<P>, mailbox: &Mailbox, now: Instant) {

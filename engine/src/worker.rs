@@ -748,15 +748,9 @@ mod tests {
         );
         let sessions = COMMAND_BUDGET + 10;
         for s in 0..sessions {
-            let (server, _) = testkit::key_pair(crate::crypto::Cipher::Aes256Gcm, s as u8);
             let peer = crate::wire::openvpn::PeerId(s as u32);
-            let info = testkit::lab_session(peer, 0x0a40_0000 + s as u32, Default::default());
-            let cmd = Command::AddSession {
-                info,
-                key_id: crate::wire::openvpn::KeyId(0),
-                keys: Box::new(server),
-            };
-            assert!(mb.commands.push(cmd).is_ok());
+            let (vip, cipher) = (0x0a40_0000 + s as u32, crate::crypto::Cipher::Aes256Gcm);
+            testkit::queue_session(&mb, peer, vip, Default::default(), cipher, s as u8);
         }
         w.poll_once(now);
         assert_eq!(w.sessions().len(), COMMAND_BUDGET);

@@ -52,16 +52,7 @@ fn add_session(
     cipher: Cipher,
     now: Instant,
 ) -> Client {
-    let (server, client) = testkit::key_pair(cipher, 7);
-    let info = testkit::lab_session(peer, ip(lab::CLIENT_VIP), groups);
-    assert!(mb
-        .commands
-        .push(Command::AddSession {
-            info,
-            key_id: KeyId(0),
-            keys: Box::new(server)
-        })
-        .is_ok());
+    let client = testkit::queue_session(mb, peer, ip(lab::CLIENT_VIP), groups, cipher, 7);
     w.poll_once(now);
     Client::new(peer, KeyId(0), &client)
 }
@@ -789,20 +780,9 @@ fn session_timers_are_spread_over_the_second() {
         start,
     );
     for s in 0..SESSIONS {
-        let (server, _) = testkit::key_pair(Cipher::Aes256Gcm, s as u8);
-        let info = testkit::lab_session(
-            PeerId(s as u32),
-            ip(lab::CLIENT_VIP) + s as u32,
-            GroupMask::EMPTY,
-        );
-        assert!(mb
-            .commands
-            .push(Command::AddSession {
-                info,
-                key_id: KeyId(0),
-                keys: Box::new(server)
-            })
-            .is_ok());
+        let vip = ip(lab::CLIENT_VIP) + s as u32;
+        let peer = PeerId(s as u32);
+        testkit::queue_session(&mb, peer, vip, GroupMask::EMPTY, Cipher::Aes256Gcm, s as u8);
         if s % 1000 == 999 {
             testkit::apply_commands(&mut w, &mb, start);
         }
