@@ -155,7 +155,19 @@ impl<B> NeighbourTable<B> {
         }
     }
 
-    /// Records that `ip` on `port` is at `mac` (from any ARP packet it sent); returns the
+    /// Records that `ip` on `port` is at `mac` if the cache already has an entry for it
+    /// (resolved or being resolved), as from ARP that was not addressed to us (a request for
+    /// another host, a gratuitous announcement): neighbours are only made for hosts that talk
+    /// to us or that we look for, or every ARP broadcast of a large subnet would fill the cache
+    /// and leave no room for the next hops we need. Returns the packets that were waiting.
+    pub fn refresh(&mut self, port: u16, ip: u32, mac: Mac, now: u32) -> ArrayVec<B, QUEUE_LEN> {
+        if !self.entries.contains_key(&(port, ip)) {
+            return ArrayVec::new();
+        }
+        self.learn(port, ip, mac, now)
+    }
+
+    /// Records that `ip` on `port` is at `mac` (from ARP addressed to us); returns the
     /// packets that were waiting for it.
     pub fn learn(&mut self, port: u16, ip: u32, mac: Mac, now: u32) -> ArrayVec<B, QUEUE_LEN> {
         self.forget(port, ip);
@@ -249,6 +261,25 @@ mod tests {
         assert_eq!(released.as_slice(), &[100, 101, 102, 103]);
         assert!(matches!(t.resolve(1, 10, 105, 1), Resolve::Mac(MAC, 105)));
         assert_eq!(t.lookup(2, 10, 1), None, "per port");
+    }
+
+    #[test]
+    fn refresh_updates_known_neighbours_only() {
+        const OTHER: Mac = [2, 0, 0, 0, 0, 7];
+        let mut t: NeighbourTable<u32> = NeighbourTable::new(8);
+        assert!(t.refresh(1, 10, MAC, 0).is_empty());
+        assert!(t.is_empty(), "a stranger's ARP makes no entry");
+        assert!(matches!(
+            t.resolve(1, 10, 100, 0),
+            Resolve::Queued { request: true }
+        ));
+        assert_eq!(
+            t.refresh(1, 10, MAC, 0).as_slice(),
+            &[100],
+            "a pending one resolves"
+        );
+        let _ = t.refresh(1, 10, OTHER, 1);
+        assert_eq!(t.lookup(1, 10, 1), Some(OTHER), "a known one moves");
     }
 
     #[test]

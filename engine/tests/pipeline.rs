@@ -818,3 +818,70 @@ fn session_timers_are_spread_over_the_second() {
     assert!(most_pings <= 64, "{most_pings} pings in one poll");
     assert_eq!(pings, SESSIONS, "one ping per session between 10 and 11 s");
 }
+
+/// ARP between other hosts of a target subnet (requests for addresses not ours) makes no
+/// neighbour entries: with a small cache, a next hop we need still resolves afterwards (when
+/// every ARP sender was learned, the chatter filled the cache and the packet was dropped).
+#[test]
+fn arp_between_other_hosts_does_not_fill_the_neighbour_cache() {
+    let now = Instant::now();
+    let mb = Mailbox::new(64);
+    let mut cfg = testkit::lab_config(64, 8);
+    cfg.neighbour_capacity = 4;
+    let mut w = Worker::new(
+        cfg,
+        vec![MemPort::new(), MemPort::new()],
+        mb.clone(),
+        None,
+        now,
+    );
+    assert!(mb
+        .commands
+        .push(Command::InstallRules(Arc::new(testkit::lab_rules(1))))
+        .is_ok());
+    w.prime_neighbour(0, ip(lab::CLIENT_OUTER_IP), lab::CLIENT_MAC);
+    let mut c = add_session(
+        &mut w,
+        &mb,
+        PeerId(1),
+        GroupMask::EMPTY,
+        Cipher::Aes256Gcm,
+        now,
+    );
+    for host in 50..60u8 {
+        let mac = [2, 0, 0, 0, 1, host];
+        let mut req = vec![0u8; 42];
+        sluice_engine::wire::ethernet::write_header(&mut req, [0xff; 6], mac, 0x0806);
+        sluice_engine::wire::arp::ArpRepr {
+            operation: 1,
+            sender_mac: mac,
+            sender_ip: ip(&format!("172.31.1.{host}")).to_be_bytes(),
+            target_mac: [0; 6],
+            target_ip: ip("172.31.1.200").to_be_bytes(),
+        }
+        .emit(&mut req[14..]);
+        w.port_mut(1).unwrap().inject(&req);
+    }
+    w.poll_once(now);
+    assert!(
+        w.port_mut(1).unwrap().take_sent().is_empty(),
+        "not ours to answer"
+    );
+    w.port_mut(0).unwrap().inject(&c.frame(&testkit::ipv4_echo(
+        ip(lab::CLIENT_VIP),
+        ip(lab::HOST_IP),
+        true,
+        1,
+        1,
+        b"",
+    )));
+    w.poll_once(now);
+    answer_arp_request(
+        &mut w,
+        1,
+        (lab::HOST_MAC, ip(lab::HOST_IP)),
+        (lab::INSIDE_MAC, ip(lab::INSIDE_IP)),
+        now,
+    );
+    assert_eq!(w.drops().get(DropReason::ArpQueueFull), 0);
+}

@@ -24,11 +24,15 @@ impl<P: Port> Worker<P> {
         };
         let sender = u32::from_be_bytes(arp.sender_ip);
         let target = u32::from_be_bytes(arp.target_ip);
-        // Learn on-link neighbours from whatever they send (requests and replies).
+        // Learn on-link neighbours from ARP addressed to us (a request for our address, a
+        // reply to ours); other ARP only refreshes neighbours already known (`refresh`).
         if pc.on_link(sender) && sender != pc.ip && arp.sender_mac != BROADCAST {
-            let released = self
-                .neighbours
-                .learn(port, sender, arp.sender_mac, self.now_secs);
+            let now = self.now_secs;
+            let released = if target == pc.ip {
+                self.neighbours.learn(port, sender, arp.sender_mac, now)
+            } else {
+                self.neighbours.refresh(port, sender, arp.sender_mac, now)
+            };
             for b in released {
                 self.send_to_mac(port, arp.sender_mac, b);
             }
