@@ -94,11 +94,14 @@ impl Lab {
 fn one_neighbour_known(
     known: (u16, u32, [u8; 6]),
     cipher: Cipher,
+    neighbour_capacity: usize,
 ) -> (Worker<MemPort>, Client, Instant) {
     let now = Instant::now();
     let mb = Mailbox::new(64);
+    let mut cfg = testkit::lab_config(64, 8);
+    cfg.neighbour_capacity = neighbour_capacity;
     let mut w = Worker::new(
-        testkit::lab_config(64, 8),
+        cfg,
         vec![MemPort::new(), MemPort::new()],
         mb.clone(),
         None,
@@ -111,6 +114,27 @@ fn one_neighbour_known(
     w.prime_neighbour(known.0, known.1, known.2);
     let client = add_session(&mut w, &mb, PeerId(1), GroupMask::EMPTY, cipher, now);
     (w, client, now)
+}
+
+/// The client pings the VPC host, whose MAC the core does not know: expects the core's ARP
+/// request, answers it, and checks that the ping then leaves (`answer_arp_request`).
+fn ping_host_through_arp(w: &mut Worker<MemPort>, c: &mut Client, now: Instant) {
+    w.port_mut(0).unwrap().inject(&c.frame(&testkit::ipv4_echo(
+        ip(lab::CLIENT_VIP),
+        ip(lab::HOST_IP),
+        true,
+        1,
+        1,
+        b"",
+    )));
+    w.poll_once(now);
+    answer_arp_request(
+        w,
+        1,
+        (lab::HOST_MAC, ip(lab::HOST_IP)),
+        (lab::INSIDE_MAC, ip(lab::INSIDE_IP)),
+        now,
+    );
 }
 
 /// Expects exactly an ARP request out of `port`, answers it as `neighbour` (MAC, address) to
@@ -415,8 +439,11 @@ fn replies_follow_a_floated_client() {
 /// resolved yet goes out after the client's ARP reply, to its MAC, and opens with its key.
 #[test]
 fn reply_to_an_unresolved_client_waits_for_arp() {
-    let (mut w, mut c, now) =
-        one_neighbour_known((1, ip(lab::HOST_IP), lab::HOST_MAC), Cipher::Aes256Gcm);
+    let (mut w, mut c, now) = one_neighbour_known(
+        (1, ip(lab::HOST_IP), lab::HOST_MAC),
+        Cipher::Aes256Gcm,
+        4096,
+    );
     let echo = testkit::ipv4_echo(ip(lab::CLIENT_VIP), ip(lab::HOST_IP), true, 9, 1, b"hi");
     w.port_mut(0).unwrap().inject(&c.frame(&echo));
     w.poll_once(now);
@@ -590,23 +617,9 @@ fn unresolved_next_hop_waits_for_arp() {
     let (mut w, mut c, now) = one_neighbour_known(
         (0, ip(lab::CLIENT_OUTER_IP), lab::CLIENT_MAC),
         Cipher::ChaCha20Poly1305,
+        4096,
     );
-    w.port_mut(0).unwrap().inject(&c.frame(&testkit::ipv4_echo(
-        ip(lab::CLIENT_VIP),
-        ip(lab::HOST_IP),
-        true,
-        1,
-        1,
-        b"",
-    )));
-    w.poll_once(now);
-    answer_arp_request(
-        &mut w,
-        1,
-        (lab::HOST_MAC, ip(lab::HOST_IP)),
-        (lab::INSIDE_MAC, ip(lab::INSIDE_IP)),
-        now,
-    );
+    ping_host_through_arp(&mut w, &mut c, now);
     // A neighbour that never answers: three requests, then the packet is dropped and counted.
     w.port_mut(0).unwrap().inject(&c.frame(&testkit::ipv4_echo(
         ip(lab::CLIENT_VIP),
@@ -824,29 +837,10 @@ fn session_timers_are_spread_over_the_second() {
 /// every ARP sender was learned, the chatter filled the cache and the packet was dropped).
 #[test]
 fn arp_between_other_hosts_does_not_fill_the_neighbour_cache() {
-    let now = Instant::now();
-    let mb = Mailbox::new(64);
-    let mut cfg = testkit::lab_config(64, 8);
-    cfg.neighbour_capacity = 4;
-    let mut w = Worker::new(
-        cfg,
-        vec![MemPort::new(), MemPort::new()],
-        mb.clone(),
-        None,
-        now,
-    );
-    assert!(mb
-        .commands
-        .push(Command::InstallRules(Arc::new(testkit::lab_rules(1))))
-        .is_ok());
-    w.prime_neighbour(0, ip(lab::CLIENT_OUTER_IP), lab::CLIENT_MAC);
-    let mut c = add_session(
-        &mut w,
-        &mb,
-        PeerId(1),
-        GroupMask::EMPTY,
+    let (mut w, mut c, now) = one_neighbour_known(
+        (0, ip(lab::CLIENT_OUTER_IP), lab::CLIENT_MAC),
         Cipher::Aes256Gcm,
-        now,
+        4,
     );
     for host in 50..60u8 {
         let mac = [2, 0, 0, 0, 1, host];
@@ -867,21 +861,6 @@ fn arp_between_other_hosts_does_not_fill_the_neighbour_cache() {
         w.port_mut(1).unwrap().take_sent().is_empty(),
         "not ours to answer"
     );
-    w.port_mut(0).unwrap().inject(&c.frame(&testkit::ipv4_echo(
-        ip(lab::CLIENT_VIP),
-        ip(lab::HOST_IP),
-        true,
-        1,
-        1,
-        b"",
-    )));
-    w.poll_once(now);
-    answer_arp_request(
-        &mut w,
-        1,
-        (lab::HOST_MAC, ip(lab::HOST_IP)),
-        (lab::INSIDE_MAC, ip(lab::INSIDE_IP)),
-        now,
-    );
+    ping_host_through_arp(&mut w, &mut c, now);
     assert_eq!(w.drops().get(DropReason::ArpQueueFull), 0);
 }
