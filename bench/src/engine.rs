@@ -288,26 +288,26 @@ fn measure<P: BenchPort>(
     (c2n.rate(), n2c.rate(), c2n.ops() + n2c.ops(), drops)
 }
 
-/// Runs the engine suite on ports from `ports` (named `suite` in the results); `ceiling`
-/// holds the AEAD figures of the same run, raised where measuring the yardstick again before
-/// a case finds it higher. The ratios returned are to the highest yardstick of the run; the
+/// Runs the engine suite on ports from `ports` (named `suite` in the results); `records` are
+/// the run's records so far, whose AEAD ceiling figures are raised in place where measuring
+/// the yardstick again before a case finds it higher. The ratios returned are to the highest yardstick of the run; the
 /// ones printed as the run goes are to the highest so far.
 pub(crate) fn run<P: BenchPort>(
     suite: &str,
     sizes: &[usize],
     shapes: &[Shape],
     per_case: Duration,
-    ceiling: &mut [Record],
+    records: &mut [Record],
     mut ports: impl FnMut() -> Vec<P>,
 ) -> Vec<Record> {
     let mut out = Vec::new();
     for &shape in shapes {
         for &size in sizes {
-            crate::ceiling::remeasure(ceiling, size, per_case / 4);
+            crate::ceiling::remeasure(records, size, per_case / 4);
             let (c2n, n2c, ops, drops) = measure(shape, size, per_case, ports());
             let label = format!("{}s/{}f", human(shape.sessions), human(shape.flows));
             for (dir, pps, open) in [("client->net", c2n, true), ("net->client", n2c, false)] {
-                let ratio = crate::ceiling::ratio(ceiling, open, size, pps);
+                let ratio = crate::ceiling::ratio(records, open, size, pps);
                 eprintln!(
                     "  {suite} {dir:<12} {label:<10} {size:>5} B  {:>8.3} Mpps  ratio so far {}  (drops {drops})",
                     pps / 1e6,
@@ -331,7 +331,7 @@ pub(crate) fn run<P: BenchPort>(
     // measured it higher than it was when an earlier case was printed).
     for r in &mut out {
         let open = r.case.starts_with("client->net");
-        r.ratio_to_ceiling = crate::ceiling::ratio(ceiling, open, r.size, r.pps);
+        r.ratio_to_ceiling = crate::ceiling::ratio(records, open, r.size, r.pps);
     }
     out
 }

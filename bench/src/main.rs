@@ -170,16 +170,14 @@ fn run() -> Result<()> {
         match suite.as_str() {
             "ceiling" => records.extend(ceiling::run(&sizes, per_case)),
             "engine" => {
-                let mut ceiling = ceiling_of(&records);
                 let out = engine::run(
                     "engine",
                     &sizes,
                     &shapes,
                     per_case,
-                    &mut ceiling,
+                    &mut records,
                     engine::memory_ports,
                 );
-                keep_ceiling(&mut records, &ceiling);
                 records.extend(out);
             }
             "control" => {
@@ -193,12 +191,10 @@ fn run() -> Result<()> {
             }
             "lab" => records.extend(lab::run(8, 1400, if opts.quick { 2.0 } else { 10.0 })?),
             "dpdk" => {
-                let mut ceiling = ceiling_of(&records);
                 let rig = dpdk::Rig::start()?;
-                let out = engine::run("dpdk", &sizes, &shapes, per_case, &mut ceiling, || {
+                let out = engine::run("dpdk", &sizes, &shapes, per_case, &mut records, || {
                     rig.ports()
                 });
-                keep_ceiling(&mut records, &ceiling);
                 records.extend(out);
             }
             _ => {}
@@ -233,27 +229,6 @@ fn run() -> Result<()> {
         eprintln!("chart written to {}", chart.display());
     }
     Ok(())
-}
-
-/// The ceiling figures measured so far in this run.
-fn ceiling_of(records: &[report::Record]) -> Vec<report::Record> {
-    records
-        .iter()
-        .filter(|r| r.suite == "ceiling")
-        .cloned()
-        .collect()
-}
-
-/// Writes the ceiling figures an engine suite raised back into the run's records.
-fn keep_ceiling(records: &mut [report::Record], ceiling: &[report::Record]) {
-    for r in records.iter_mut().filter(|r| r.suite == "ceiling") {
-        if let Some(c) = ceiling
-            .iter()
-            .find(|c| c.case == r.case && c.size == r.size)
-        {
-            *r = c.clone();
-        }
-    }
 }
 
 /// The CPU model and core count, for the record.
