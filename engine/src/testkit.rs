@@ -138,6 +138,27 @@ pub fn ipv4_echo(src: u32, dst: u32, request: bool, id: u16, seq: u16, data: &[u
     p
 }
 
+/// An IPv4 ICMP error (`kind`, `code`) from `src` to `dst` quoting `quoted` (the start of the
+/// packet it is about, as RFC 792 has it: its IPv4 header and at least 8 bytes more).
+pub fn ipv4_icmp_error(src: u32, dst: u32, kind: u8, code: u8, quoted: &[u8]) -> Vec<u8> {
+    let mut p = vec![0u8; 28 + quoted.len()];
+    Ipv4Repr {
+        src: src.to_be_bytes(),
+        dst: dst.to_be_bytes(),
+        protocol: protocol::ICMP,
+        payload_len: 8 + quoted.len(),
+        ttl: 64,
+    }
+    .emit(&mut p);
+    p[20] = kind;
+    p[21] = code;
+    p[28..].copy_from_slice(quoted);
+    if let Ok(mut i) = icmp::IcmpPacket::new_checked(&mut p[20..]) {
+        i.fill_checksum();
+    }
+    p
+}
+
 /// An IPv4 TCP segment with `tcp_flags`, an MSS option of `mss` when given, and `data`.
 pub fn ipv4_tcp(
     src: u32,
