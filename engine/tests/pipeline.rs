@@ -15,8 +15,9 @@ use sluice_engine::packet::DropReason;
 use sluice_engine::port::MemPort;
 use sluice_engine::rules::GroupMask;
 use sluice_engine::testkit::{self, ip, lab, Client};
-use sluice_engine::wire::icmp::IcmpPacket;
-use sluice_engine::wire::ipv4::Ipv4Packet;
+use sluice_engine::wire::checksum;
+use sluice_engine::wire::icmp::{kind, IcmpPacket};
+use sluice_engine::wire::ipv4::{protocol, Ipv4Packet};
 use sluice_engine::wire::openvpn::{KeyId, PeerId};
 use sluice_engine::wire::tcp::{flags, TcpPacket};
 use sluice_engine::wire::udp::UdpPacket;
@@ -299,6 +300,84 @@ fn tcp_and_udp_are_translated_with_valid_checksums_and_mss_clamped() {
     let t = TcpPacket::new_checked(p.payload()).unwrap();
     assert!(t.verify_checksum(p.src(), p.dst()));
     assert_eq!((t.dst_port(), t.mss()), (40_000, Some(1328)));
+}
+
+/// ICMP errors about translated flows (a port unreachable from the host quoting a UDP
+/// datagram, a time exceeded from the router quoting a whole echo request) reach the client
+/// translated: outer destination, and in the quoted header the client's address (with its
+/// header checksum) and port or echo id. One addressed to another host is not translated.
+#[test]
+fn icmp_errors_about_a_flow_reach_its_client_translated() {
+    let mut lab = lab_with(GroupMask::EMPTY);
+    let (vip, host, router) = (ip(lab::CLIENT_VIP), ip(lab::HOST_IP), ip(lab::ROUTER_IP));
+    lab.send_from_client(&testkit::ipv4_udp(vip, 40_001, host, 53, b"query"));
+    lab.send_from_client(&testkit::ipv4_echo(vip, host, true, 0x77, 1, b"probe"));
+    let out = lab.inside_sent();
+    assert_eq!(out.len(), 2);
+    let cases = [
+        // The host: port unreachable, quoting the IPv4 header and 8 bytes (RFC 792).
+        (
+            host,
+            kind::DEST_UNREACHABLE,
+            3,
+            &out[0][14..14 + 28],
+            40_001,
+        ),
+        // The router: TTL exceeded, quoting the whole echo request (RFC 1812 allows more).
+        (router, kind::TIME_EXCEEDED, 0, &out[1][14..], 0x77),
+    ];
+    for (from, k, code, quoted, client_port) in cases {
+        let error = testkit::ipv4_icmp_error(from, ip(lab::INSIDE_IP), k, code, quoted);
+        let sent = lab.reply_from_host(&error);
+        assert_eq!(
+            sent.len(),
+            1,
+            "{:?}",
+            lab.w
+                .drops()
+                .iter()
+                .filter(|(_, n)| *n > 0)
+                .collect::<Vec<_>>()
+        );
+        let inner = lab.client.open(&sent[0]).expect("sealed for the client");
+        let p = Ipv4Packet::new_checked(&inner[..]).unwrap();
+        assert!(p.verify_checksum());
+        assert_eq!((p.src(), p.dst()), (from.to_be_bytes(), vip.to_be_bytes()));
+        assert_eq!(p.ttl(), 63);
+        let i = IcmpPacket::new_checked(p.payload()).unwrap();
+        assert!(i.verify_checksum());
+        assert_eq!((i.kind(), i.code()), (k, code));
+        // The quote may stop short of the quoted packet's end: read its header as bytes.
+        let quoted = &i.data()[..20];
+        assert_eq!(
+            checksum::checksum(quoted),
+            0,
+            "the quoted header's checksum follows"
+        );
+        assert_eq!(
+            (&quoted[12..16], &quoted[16..20]),
+            (&vip.to_be_bytes()[..], &host.to_be_bytes()[..])
+        );
+        let l4 = &i.data()[20..];
+        let port = if quoted[9] == protocol::ICMP {
+            u16::from_be_bytes([l4[4], l4[5]])
+        } else {
+            u16::from_be_bytes([l4[0], l4[1]])
+        };
+        assert_eq!(port, client_port, "the client's own port or echo id");
+    }
+
+    // The same error addressed to another host of the subnet (flooded to us by a switch):
+    // not ours to translate.
+    let not_ours = testkit::ipv4_icmp_error(
+        router,
+        ip("172.31.1.99"),
+        kind::DEST_UNREACHABLE,
+        1,
+        &out[0][14..14 + 28],
+    );
+    assert!(lab.reply_from_host(&not_ours).is_empty());
+    assert_eq!(lab.drops(DropReason::NotForUs), 1);
 }
 
 #[test]

@@ -230,6 +230,10 @@ fn reverse_key<T: AsRef<[u8]>>(
                 let e_proto = emb[9];
                 let e_src = u32::from_be_bytes([emb[12], emb[13], emb[14], emb[15]]);
                 let e_dst = u32::from_be_bytes([emb[16], emb[17], emb[18], emb[19]]);
+                if e_src != dst {
+                    // About a packet from an ENI, but addressed elsewhere: not ours.
+                    return Ok(None);
+                }
                 let l4 = &emb[ihl..];
                 let (nat_port, remote_port) = match e_proto {
                     protocol::TCP | protocol::UDP => (
