@@ -240,6 +240,28 @@ fn client_reaches_the_vpc_through_the_dpdk_data_plane() {
         read(&daemon_log)
     );
 
+    // Full-size packets both ways: a 1500-byte echo (the pushed tun-mtu) seals into an outer
+    // datagram longer than the links' 1500 bytes, so the client's kernel sends it in two
+    // fragments and the reply has to leave the appliance in two.
+    let big = cli.exec(&[
+        "ping",
+        "-c",
+        "2",
+        "-i",
+        "0.3",
+        "-W",
+        "2",
+        "-s",
+        "1472",
+        "172.31.1.10",
+    ]);
+    assert!(
+        big.status.success(),
+        "a full-size ping through the tunnel:\n{}\ndaemon log:\n{}",
+        String::from_utf8_lossy(&big.stdout),
+        read(&daemon_log)
+    );
+
     // SNAT: the host sees the ENI address.
     let host = vpc.bind_udp("172.31.1.10:7777");
     host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

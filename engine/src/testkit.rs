@@ -138,6 +138,36 @@ pub fn ipv4_echo(src: u32, dst: u32, request: bool, id: u16, seq: u16, data: &[u
     p
 }
 
+/// An Ethernet frame with an option-less IPv4 datagram cut into IPv4 fragments of at most
+/// `mtu` bytes, as a host's kernel sends a datagram longer than its path's MTU.
+///
+/// # Panics
+/// If `frame` is not such a frame (test code).
+pub fn fragment(frame: &[u8], mtu: usize) -> Vec<Vec<u8>> {
+    let (eth, ip) = frame.split_at(ethernet::HEADER_LEN);
+    assert_eq!(ip[0], 0x45, "an option-less IPv4 header");
+    let payload = &ip[20..usize::from(u16::from_be_bytes([ip[2], ip[3]]))];
+    let per = (mtu - 20) / 8 * 8;
+    payload
+        .chunks(per)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let mut f = eth.to_vec();
+            f.extend_from_slice(&ip[..20]);
+            f.extend_from_slice(chunk);
+            let h = &mut f[ethernet::HEADER_LEN..ethernet::HEADER_LEN + 20];
+            h[2..4].copy_from_slice(&((20 + chunk.len()) as u16).to_be_bytes());
+            let more = (i + 1) * per < payload.len();
+            let flags = if more { 0x2000 } else { 0 } | (i * per / 8) as u16;
+            h[6..8].copy_from_slice(&flags.to_be_bytes());
+            h[10..12].copy_from_slice(&[0, 0]);
+            let c = crate::wire::checksum::checksum(h);
+            h[10..12].copy_from_slice(&c.to_be_bytes());
+            f
+        })
+        .collect()
+}
+
 /// An IPv4 ICMP error (`kind`, `code`) from `src` to `dst` quoting `quoted` (the start of the
 /// packet it is about, as RFC 792 has it: its IPv4 header and at least 8 bytes more).
 pub fn ipv4_icmp_error(src: u32, dst: u32, kind: u8, code: u8, quoted: &[u8]) -> Vec<u8> {

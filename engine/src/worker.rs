@@ -22,6 +22,7 @@ use crate::packet::prefetch::{prefetch, prefetch_line};
 use crate::packet::{Burst, DropCounters, DropReason, PacketBuf, BURST_SIZE};
 use crate::pipeline::Hint;
 use crate::port::Port;
+use crate::reassembly::Reassembly;
 use crate::rules::RuleTable;
 use crate::session::{Session, SessionTable, Traffic};
 use crate::stages::{Lap, Stage, StageCycles};
@@ -103,6 +104,10 @@ pub struct WorkerConfig {
     /// sending it anything, and report it idle after this many seconds without hearing from it
     /// (OpenVPN's `ping` and `ping-restart` as pushed to clients); `None`: off.
     pub keepalive: Option<(u32, u32)>,
+    /// The outside port's MTU: datagrams to clients longer than this leave in fragments.
+    pub outside_mtu: u16,
+    /// Datagrams from clients this core reassembles at once at most.
+    pub reassembly_capacity: usize,
 }
 
 impl WorkerConfig {
@@ -127,6 +132,8 @@ impl WorkerConfig {
             timeouts: Timeouts::default(),
             expiry_budget: 64,
             keepalive: Some((10, 60)),
+            outside_mtu: 1500,
+            reassembly_capacity: 64,
         }
     }
 }
@@ -182,6 +189,11 @@ pub struct Worker<P: Port> {
     pub(crate) sessions: SessionTable,
     pub(crate) flows: FlowTable,
     pub(crate) neighbours: NeighbourTable<P::Buf>,
+    /// Datagrams from clients arriving in fragments (`pipeline::fragment`).
+    pub(crate) reassembly: Reassembly<P::Buf>,
+    /// The IPv4 identification of the next datagram sent in fragments; steps by the number of
+    /// cores from this core's index, so cores sending to one address never reuse each other's.
+    pub(crate) next_ident: u16,
     pub(crate) drops: DropCounters,
     pub(crate) endpoint_traffic: EndpointTraffic,
     pub(crate) mailbox: Mailbox,
@@ -221,6 +233,11 @@ impl<P: Port> Worker<P> {
             sessions: SessionTable::for_core(cfg.session_capacity, cfg.cores),
             flows,
             neighbours: NeighbourTable::new(cfg.neighbour_capacity),
+            reassembly: Reassembly::new(
+                cfg.reassembly_capacity,
+                crate::pipeline::fragment::REASSEMBLED_MAX,
+            ),
+            next_ident: cfg.core as u16,
             tx: ports.iter().map(|_| Burst::new()).collect(),
             trash: Vec::with_capacity(4 * crate::packet::BURST_SIZE),
             decrypted: Vec::with_capacity(crate::pipeline::client::DECRYPTED_MAX),
@@ -529,6 +546,7 @@ impl<P: Port> Worker<P> {
         // made, so the cache (thousands of slots) is walked once per second, not per poll.
         if now != self.last_second {
             self.neighbours.poll(now, &mut hk);
+            self.expire_fragments();
         }
         for h in hk.drain(..) {
             match h {

@@ -380,6 +380,85 @@ fn icmp_errors_about_a_flow_reach_its_client_translated() {
     assert_eq!(lab.drops(DropReason::NotForUs), 1);
 }
 
+/// Full-size packets (1500 bytes, the pushed tun-mtu) both ways: the client's sealed datagram
+/// is longer than the 1500-byte path, so it arrives in two fragments (here in reverse order),
+/// which the core reassembles; the reply leaves in two fragments that reassemble into a
+/// datagram sealed for the client. A lone fragment is given up after the timeout, and
+/// overlapping ones are refused.
+#[test]
+fn full_size_packets_cross_in_fragments_both_ways() {
+    let mut lab = lab_with(GroupMask::EMPTY);
+    let (vip, host) = (ip(lab::CLIENT_VIP), ip(lab::HOST_IP));
+    let request = testkit::ipv4_udp(vip, 40_002, host, 9, &[0x11; 1472]);
+    let frame = lab.client.frame(&request);
+    let pieces = testkit::fragment(&frame, 1500);
+    assert_eq!(pieces.len(), 2);
+    for p in pieces.iter().rev() {
+        lab.w.port_mut(0).unwrap().inject(p);
+    }
+    lab.w.poll_once(lab.now);
+    let out = lab.inside_sent();
+    assert_eq!(
+        out.len(),
+        1,
+        "{:?}",
+        lab.w
+            .drops()
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .collect::<Vec<_>>()
+    );
+    let p = ip_of(&out[0]);
+    assert_eq!(p.total_len(), 1500);
+    let u = UdpPacket::new_checked(p.payload()).unwrap();
+    assert!(u.verify_checksum(p.src(), p.dst()));
+    assert_eq!(u.payload(), &[0x11; 1472][..]);
+
+    // The reply, 1500 bytes too.
+    let reply = testkit::ipv4_udp(host, 9, ip(lab::INSIDE_IP), u.src_port(), &[0x22; 1472]);
+    let sent = lab.reply_from_host(&reply);
+    assert_eq!(sent.len(), 2, "two fragments");
+    let headers: Vec<_> = sent.iter().map(|f| ip_of(f)).collect();
+    for h in &headers {
+        assert!(h.total_len() <= 1500 && h.verify_checksum() && !h.dont_fragment());
+        assert_eq!(h.ident(), headers[0].ident());
+    }
+    assert!(headers[0].more_fragments() && headers[0].frag_offset() == 0);
+    assert!(!headers[1].more_fragments());
+    assert_eq!(headers[1].frag_offset(), headers[0].payload().len());
+    // Put the datagram back together as the client's kernel would, and open it.
+    let mut whole = sent[0][..14 + 20].to_vec();
+    for h in &headers {
+        whole.extend_from_slice(h.payload());
+    }
+    let total = (whole.len() - 14) as u16;
+    whole[16..18].copy_from_slice(&total.to_be_bytes());
+    whole[20..22].copy_from_slice(&[0, 0]);
+    let inner = lab.client.open(&whole).expect("sealed for the client");
+    let p = Ipv4Packet::new_checked(&inner[..]).unwrap();
+    assert_eq!((p.dst(), p.total_len()), (vip.to_be_bytes(), 1500));
+    let u = UdpPacket::new_checked(p.payload()).unwrap();
+    assert_eq!((u.dst_port(), u.payload()), (40_002, &[0x22; 1472][..]));
+
+    // A first fragment alone is given up after the timeout; overlapping fragments at once.
+    let pieces = testkit::fragment(&lab.client.frame(&request), 1500);
+    lab.w.port_mut(0).unwrap().inject(&pieces[0]);
+    lab.w.poll_once(lab.now);
+    lab.w.poll_once(lab.now + Duration::from_secs(5));
+    assert_eq!(lab.drops(DropReason::ReassemblyTimeout), 1);
+    let pieces = testkit::fragment(&lab.client.frame(&request), 1500);
+    let mut overlapping = pieces[1].clone();
+    overlapping[14 + 7] -= 1; // 8 bytes earlier
+    Ipv4Packet::new_checked(&mut overlapping[14..])
+        .unwrap()
+        .fill_checksum();
+    lab.w.port_mut(0).unwrap().inject(&pieces[0]);
+    lab.w.port_mut(0).unwrap().inject(&overlapping);
+    lab.w.poll_once(lab.now + Duration::from_secs(5));
+    assert_eq!(lab.drops(DropReason::FragmentOverlap), 2);
+    assert!(lab.inside_sent().is_empty());
+}
+
 #[test]
 fn denied_replayed_spoofed_and_unknown_are_counted() {
     let mut lab = lab_with(GroupMask::EMPTY);

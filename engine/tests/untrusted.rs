@@ -1,7 +1,7 @@
 //! Untrusted input through the whole pipeline of one core, as a property: arbitrary frames on
 //! both ports, mutations of real ones (the client's sealed frames, return traffic, ICMP errors
-//! quoting translated packets, ARP), and authenticated packets from the client whose inner
-//! bytes are arbitrary or mutated, interleaved with time passing. Whatever arrives:
+//! quoting translated packets, ARP, fragments of the client's frames), and authenticated packets
+//! from the client whose inner bytes are arbitrary or mutated, interleaved with time passing. Whatever arrives:
 //!
 //! - the core does not panic (a release build aborts on panic: the appliance would be down);
 //! - nothing leaves toward the clients but ARP, ICMP from the appliance's own address and
@@ -71,6 +71,15 @@ enum Event {
         arp: bool,
         body: Vec<u8>,
     },
+    /// The client seals one of its first packets (or a full-size one), and the frame arrives
+    /// in fragments of at most `mtu` bytes, rotated, one perhaps mutated (its header checksum
+    /// made right again or not).
+    Fragmented {
+        which: usize,
+        mtu: usize,
+        rotate: usize,
+        mutated: Option<(usize, Mutation, bool)>,
+    },
     /// Time passes.
     Wait(u16),
 }
@@ -91,6 +100,18 @@ fn event() -> impl Strategy<Value = Event> {
         5 => (any::<usize>(), mutation()).prop_map(|(i, m)| Event::InsideMutant(i, m)),
         2 => (any::<bool>(), any::<bool>(), proptest::collection::vec(any::<u8>(), 0..100))
             .prop_map(|(inside, arp, body)| Event::Raw { inside, arp, body }),
+        3 => (
+            any::<usize>(),
+            576usize..1500,
+            any::<usize>(),
+            proptest::option::of((any::<usize>(), mutation(), any::<bool>())),
+        )
+            .prop_map(|(which, mtu, rotate, mutated)| Event::Fragmented {
+                which,
+                mtu,
+                rotate,
+                mutated
+            }),
         1 => (0u16..400).prop_map(Event::Wait),
     ]
 }
@@ -105,6 +126,7 @@ fn first_packets() -> Vec<Vec<u8>> {
         testkit::ipv4_udp(c, 5001, h, 4789, &[0x5a; 1200]),
         testkit::ipv4_tcp(c, 40_001, h, 443, flags::ACK, None, &[0xa5; 300]),
         testkit::ipv4_echo(c, h, true, 7, 1, b"ping"),
+        testkit::ipv4_udp(c, 5002, h, 9, &[0x77; 1472]),
     ]
 }
 
@@ -127,8 +149,10 @@ fn return_traffic(t: &[u8]) -> Vec<Vec<u8>> {
             )
         }
         protocol::UDP => {
+            // As long as the request: the full-size one leaves in fragments.
             let u = UdpPacket::new_checked(p.payload()).unwrap();
-            testkit::ipv4_udp(host, u.dst_port(), eni, u.src_port(), b"answer")
+            let answer = vec![0x33; u.payload().len()];
+            testkit::ipv4_udp(host, u.dst_port(), eni, u.src_port(), &answer)
         }
         _ => {
             let i = IcmpPacket::new_checked(p.payload()).unwrap();
@@ -144,6 +168,44 @@ fn return_traffic(t: &[u8]) -> Vec<Vec<u8>> {
         out.push(testkit::ipv4_icmp_error(from, eni, k, code, quoted));
     }
     out
+}
+
+/// The datagrams the fragments among frames sent toward the clients make: every fragment has
+/// to be part of one complete datagram (a core sends all of a datagram's at once), and none
+/// may be longer than the 1500-byte MTU.
+fn reassembled(fragments: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, TestCaseError> {
+    let mut idents: Vec<u16> = fragments
+        .iter()
+        .map(|f| Ipv4Packet::new_checked(&f[14..]).unwrap().ident())
+        .collect();
+    idents.sort_unstable();
+    idents.dedup();
+    let mut out = Vec::new();
+    for ident in idents {
+        let mut parts: Vec<&Vec<u8>> = fragments
+            .iter()
+            .filter(|f| Ipv4Packet::new_checked(&f[14..]).unwrap().ident() == ident)
+            .collect();
+        parts.sort_by_key(|f| Ipv4Packet::new_checked(&f[14..]).unwrap().frag_offset());
+        let mut whole = parts[0][..14 + 20].to_vec();
+        let mut more = true;
+        for f in &parts {
+            let p = Ipv4Packet::new_checked(&f[14..]).unwrap();
+            prop_assert!(p.total_len() <= 1500 && p.verify_checksum() && !p.dont_fragment());
+            prop_assert_eq!(p.frag_offset(), whole.len() - 34, "a gap or an overlap");
+            whole.extend_from_slice(p.payload());
+            more = p.more_fragments();
+        }
+        prop_assert!(!more, "the last fragment is missing");
+        let total = (whole.len() - 14) as u16;
+        whole[16..18].copy_from_slice(&total.to_be_bytes());
+        whole[20..22].copy_from_slice(&[0; 2]);
+        Ipv4Packet::new_checked(&mut whole[14..])
+            .unwrap()
+            .fill_checksum();
+        out.push(whole);
+    }
+    Ok(out)
 }
 
 /// What `check_sent` found: IPv4 frames into the subnet, and the inner packets sealed for the
@@ -255,6 +317,32 @@ impl Rig {
                 f.extend_from_slice(body);
                 self.inject(port, &f);
             }
+            Event::Fragmented {
+                which,
+                mtu,
+                rotate,
+                mutated,
+            } => {
+                let firsts = first_packets();
+                let f = self.client.frame(&firsts[which % firsts.len()]);
+                self.client_frames.push(f.clone());
+                let mut pieces = testkit::fragment(&f, *mtu);
+                let n = pieces.len();
+                pieces.rotate_left(rotate % n);
+                if let Some((i, m, fix)) = mutated {
+                    let p = &mut pieces[i % n];
+                    *p = m.apply(std::mem::take(p));
+                    if *fix && p.len() >= 34 {
+                        if let Ok(mut h) = Ipv4Packet::new_checked(&mut p[14..]) {
+                            h.fill_checksum();
+                        }
+                    }
+                }
+                for p in &pieces {
+                    self.w.port_mut(OUTSIDE).unwrap().inject(p);
+                }
+                self.w.poll_once(self.now);
+            }
             Event::Wait(s) => {
                 self.now += Duration::from_secs(u64::from(*s));
                 self.w.poll_once(self.now);
@@ -286,7 +374,15 @@ impl Rig {
             inside.push(f);
         }
         let mut opened = Vec::new();
-        for f in self.w.port_mut(OUTSIDE).unwrap().take_sent() {
+        let mut sent = self.w.port_mut(OUTSIDE).unwrap().take_sent();
+        let (fragments, whole): (Vec<_>, Vec<_>) = sent.drain(..).partition(|f| {
+            f.len() >= 34
+                && f[12..14] == ETHERTYPE_IPV4
+                && Ipv4Packet::new_checked(&f[14..]).is_ok_and(|p| p.is_fragment())
+        });
+        let mut sent = whole;
+        sent.extend(reassembled(&fragments)?);
+        for f in sent {
             prop_assert!(f.len() >= 14, "a runt frame toward the clients");
             if f[12..14] == ETHERTYPE_ARP {
                 self.answer_arp(OUTSIDE, &f);

@@ -22,7 +22,8 @@ pub enum DropReason {
     MalformedArp,
     /// A bad OpenVPN data packet (too short, unknown opcode on the data path).
     MalformedOpenvpn,
-    /// An IPv4 fragment (sluice does not reassemble; MSS clamping keeps TCP from fragmenting).
+    /// An IPv4 fragment sluice does not reassemble: inner packets (MSS clamping keeps TCP from
+    /// fragmenting), and outer ones other than UDP to the appliance.
     Ipv4Fragment,
     /// TTL reached zero.
     TtlExceeded,
@@ -82,11 +83,19 @@ pub enum DropReason {
     NotForUs,
     /// The send packet-id would wrap: the session must renegotiate first.
     PacketIdExhausted,
+    /// An outer fragment overlapping another of its datagram, or inconsistent with it (the
+    /// whole datagram is given up).
+    FragmentOverlap,
+    /// An outer fragment whose datagram did not complete in time, or made way for a newer one
+    /// in a full reassembly table.
+    ReassemblyTimeout,
+    /// An outer fragment of a datagram too long for a buffer, or in too many fragments.
+    ReassemblyTooBig,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [Self; 37] = [
+    pub const ALL: [Self; 40] = [
         Self::MalformedEthernet,
         Self::MalformedIpv4,
         Self::MalformedUdp,
@@ -124,6 +133,9 @@ impl DropReason {
         Self::TooBig,
         Self::NotForUs,
         Self::PacketIdExhausted,
+        Self::FragmentOverlap,
+        Self::ReassemblyTimeout,
+        Self::ReassemblyTooBig,
     ];
 
     /// The number of reasons.
@@ -169,6 +181,9 @@ impl DropReason {
             Self::TooBig => "too_big",
             Self::NotForUs => "not_for_us",
             Self::PacketIdExhausted => "packet_id_exhausted",
+            Self::FragmentOverlap => "fragment_overlap",
+            Self::ReassemblyTimeout => "reassembly_timeout",
+            Self::ReassemblyTooBig => "reassembly_too_big",
         }
     }
 }

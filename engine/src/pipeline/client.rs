@@ -56,6 +56,8 @@ impl<P: Port> Worker<P> {
                 }
                 return;
             }
+            // UDP to the appliance in fragments: the datagram comes back whole, or not at all.
+            Err(DropReason::Ipv4Fragment) => return self.reassemble(port, buf),
             Err(reason) => return self.drop_packet(buf, reason),
         };
         let payload = &buf.data()[outer.payload_start..outer.payload_start + outer.payload_len];

@@ -135,7 +135,7 @@ impl<P: Port> Worker<P> {
     /// `output` with `N` more header bytes between Ethernet and the packet, written by
     /// `write`: one prepend for all of them.
     #[inline]
-    fn output_under<const N: usize>(
+    pub(super) fn output_under<const N: usize>(
         &mut self,
         port: u16,
         next_hop: u32,
@@ -205,12 +205,15 @@ impl<P: Port> Worker<P> {
 
     /// Wraps the OpenVPN packet in `buf` in the prepared UDP and IPv4 `headers` (toward the
     /// client at `remote_ip`) and Ethernet, and sends it out of the outside port: all three
-    /// written at once, in the headroom.
+    /// written at once, in the headroom; in fragments if it is longer than the port's MTU.
     pub(crate) fn send_to_client(&mut self, buf: P::Buf, headers: &Ipv4UdpHeaders, remote_ip: u32) {
         let len = buf.len();
         let Some(hop) = self.outside_next_hop(remote_ip) else {
             return self.drop_packet(buf, DropReason::NoRoute);
         };
+        if Ipv4UdpHeaders::LEN + len > usize::from(self.cfg.outside_mtu) {
+            return self.send_fragments_to_client(buf, headers, hop);
+        }
         let outside = self.cfg.outside;
         self.output_under(outside, hop, buf, |h: &mut [u8; Ipv4UdpHeaders::LEN]| {
             headers.write(h, len);

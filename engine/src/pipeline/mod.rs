@@ -6,6 +6,7 @@
 //! core, punted to control (copied), queued waiting for ARP, or dropped with a named reason.
 
 pub(crate) mod client;
+pub(crate) mod fragment;
 pub(crate) mod l2;
 pub(crate) mod nat;
 pub(crate) mod network;

@@ -1,0 +1,235 @@
+//! Outer IPv4 fragments on the clients' side, both ways.
+//!
+//! Clients are pushed `tun-mtu 1500`, so a full-size inner packet seals into a UDP datagram of
+//! about 1,550 bytes: longer than the 1,500 bytes of most paths. A client's kernel sends it in
+//! fragments, which the core reassembles (`reassemble`, with `crate::reassembly`) before the
+//! usual path; the core sends a datagram longer than the outside port's MTU in fragments
+//! (`send_fragments_to_client`), as the OpenVPN server's kernel would. Neither runs for a
+//! datagram that fits: only oversized traffic pays for the copies.
+//!
+//! With RSS, a NIC hashes every fragment of a datagram on its addresses alone (the IPv4
+//! fragment type is in `RTE_ETH_RSS_IP`), so all of them reach one core, which reassembles
+//! them; the whole datagram then goes to its session's core like any other packet.
+
+use crate::packet::{DropReason, PacketBuf};
+use crate::port::Port;
+use crate::reassembly::{FragmentKey, Fragments, Piece};
+use crate::wire::checksum;
+use crate::wire::ethernet::HEADER_LEN;
+use crate::wire::ipv4::{Ipv4Packet, MIN_HEADER_LEN};
+use crate::wire::udp::{self, Ipv4UdpHeaders};
+use crate::worker::Worker;
+
+/// Payload bytes a reassembled datagram may have at most: what a 2,048-byte buffer holds
+/// after an Ethernet header and the longest IPv4 header (DPDK's default mbuf and `HeapBuf`
+/// both have 2,048 bytes after their headroom).
+pub(crate) const REASSEMBLED_MAX: usize = 2048 - HEADER_LEN - 60;
+
+/// Fragments a datagram is sent in at most.
+const SEND_FRAGMENTS_MAX: usize = 8;
+
+impl<P: Port> Worker<P> {
+    /// An outer UDP fragment addressed to the appliance (its header checksum checked): held
+    /// until its datagram is complete, which is then rebuilt in a fresh buffer and received as
+    /// if it had come whole.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn reassemble(&mut self, port: u16, buf: P::Buf) {
+        let parsed = buf
+            .data()
+            .get(HEADER_LEN..)
+            .and_then(|d| Ipv4Packet::new_checked(d).ok())
+            .map(|ip| {
+                let key = FragmentKey {
+                    src: u32::from_be_bytes(ip.src()),
+                    dst: u32::from_be_bytes(ip.dst()),
+                    proto: ip.protocol(),
+                    ident: ip.ident(),
+                };
+                let piece = Piece {
+                    offset: ip.frag_offset(),
+                    len: ip.payload().len(),
+                    more: ip.more_fragments(),
+                };
+                (key, piece)
+            });
+        let Some((key, piece)) = parsed else {
+            return self.drop_packet(buf, DropReason::MalformedIpv4);
+        };
+        let added = self.reassembly.add(key, piece, buf, self.now_secs);
+        for (b, reason) in added.dropped {
+            self.drop_packet(b, reason);
+        }
+        let Some(fragments) = added.complete else {
+            return;
+        };
+        let whole = self.ports.get_mut(usize::from(port)).and_then(Port::alloc);
+        let Some(mut whole) = whole else {
+            for (_, b) in fragments {
+                self.drop_packet(b, DropReason::NoRoom);
+            }
+            return;
+        };
+        match rebuild(&fragments, &mut whole) {
+            Ok(()) => {
+                for (_, b) in fragments {
+                    self.consume(b);
+                }
+                self.handle_client_side(port, whole);
+            }
+            Err(reason) => {
+                self.consume(whole);
+                for (_, b) in fragments {
+                    self.drop_packet(b, reason);
+                }
+            }
+        }
+    }
+
+    /// Gives up the datagrams that did not complete in time (once a second).
+    pub(crate) fn expire_fragments(&mut self) {
+        loop {
+            let gone = self.reassembly.expire(self.now_secs);
+            if gone.is_empty() {
+                return;
+            }
+            for (b, reason) in gone {
+                self.drop_packet(b, reason);
+            }
+        }
+    }
+
+    /// Sends the OpenVPN packet in `buf` to a client (via `hop`) in IPv4 fragments of at most
+    /// the outside port's MTU: the first in `buf` itself with the UDP header, the others in
+    /// fresh buffers.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn send_fragments_to_client(
+        &mut self,
+        mut buf: P::Buf,
+        headers: &Ipv4UdpHeaders,
+        hop: u32,
+    ) {
+        let len = buf.len();
+        let mut template = [0u8; Ipv4UdpHeaders::LEN];
+        headers.write(&mut template, len);
+        // IPv4 payload bytes a fragment carries (but the last): a multiple of 8.
+        let per = usize::from(self.cfg.outside_mtu).saturating_sub(MIN_HEADER_LEN) / 8 * 8;
+        let datagram = udp::HEADER_LEN + len;
+        if per <= udp::HEADER_LEN || datagram.div_ceil(per) > SEND_FRAGMENTS_MAX {
+            return self.drop_packet(buf, DropReason::TooBig);
+        }
+        // The datagram's payload from `per` on goes in fresh buffers, `per` bytes each.
+        let mut rest = arrayvec::ArrayVec::<(usize, P::Buf), SEND_FRAGMENTS_MAX>::new();
+        let mut at = per;
+        while at < datagram {
+            let chunk = per.min(datagram - at);
+            let from = at - udp::HEADER_LEN;
+            let tail = self
+                .ports
+                .get_mut(usize::from(self.cfg.outside))
+                .and_then(Port::alloc);
+            let copied = tail.map(|mut t| {
+                let ok = match (t.append(chunk), buf.data().get(from..from + chunk)) {
+                    (Ok(d), Some(s)) => {
+                        d.copy_from_slice(s);
+                        true
+                    }
+                    _ => false,
+                };
+                (ok, t)
+            });
+            match copied {
+                Some((true, t)) => {
+                    if rest.try_push((at, t)).is_err() {
+                        break;
+                    }
+                }
+                other => {
+                    if let Some((_, t)) = other {
+                        self.consume(t);
+                    }
+                    for (_, t) in rest {
+                        self.consume(t);
+                    }
+                    return self.drop_packet(buf, DropReason::NoRoom);
+                }
+            }
+            at += chunk;
+        }
+        let ident = self.next_ident;
+        self.next_ident = ident.wrapping_add(self.cfg.cores as u16);
+        buf.truncate(per - udp::HEADER_LEN);
+        let outside = self.cfg.outside;
+        self.output_under(outside, hop, buf, |h: &mut [u8; Ipv4UdpHeaders::LEN]| {
+            *h = template;
+            fragment_header(&mut h[..MIN_HEADER_LEN], per, 0, true, ident);
+        });
+        for (offset, t) in rest {
+            let chunk = t.len();
+            let more = offset + chunk < datagram;
+            self.output_under(outside, hop, t, |h: &mut [u8; MIN_HEADER_LEN]| {
+                h.copy_from_slice(&template[..MIN_HEADER_LEN]);
+                fragment_header(h, chunk, offset, more, ident);
+            });
+        }
+    }
+}
+
+/// Writes a fragment's length, identification, flags (DF clear) and offset into an option-less
+/// IPv4 header, and its checksum.
+fn fragment_header(h: &mut [u8], payload: usize, offset: usize, more: bool, ident: u16) {
+    let total = (MIN_HEADER_LEN + payload) as u16;
+    h[2..4].copy_from_slice(&total.to_be_bytes());
+    h[4..6].copy_from_slice(&ident.to_be_bytes());
+    let flags = if more { 0x2000 } else { 0 } | (offset / 8) as u16;
+    h[6..8].copy_from_slice(&flags.to_be_bytes());
+    h[10..12].copy_from_slice(&[0, 0]);
+    let c = checksum::checksum(&h[..MIN_HEADER_LEN]);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Writes the datagram of complete `fragments` (Ethernet and IPv4 header of the first, then
+/// every payload in place) into the empty buffer `whole`, with its IPv4 header made whole
+/// again (total length, no fragment flags or offset, checksum).
+fn rebuild<B: PacketBuf>(fragments: &Fragments<B>, whole: &mut B) -> Result<(), DropReason> {
+    let (Some((_, first)), Some((last, _))) = (fragments.first(), fragments.last()) else {
+        return Err(DropReason::MalformedIpv4);
+    };
+    let header_len = |b: &B| {
+        b.data()
+            .get(HEADER_LEN..)
+            .and_then(|d| Ipv4Packet::new_checked(d).ok())
+            .map(|ip| ip.header_len())
+    };
+    let hl = header_len(first).ok_or(DropReason::MalformedIpv4)?;
+    let total = hl + last.offset + last.len;
+    if total > usize::from(u16::MAX) {
+        return Err(DropReason::ReassemblyTooBig);
+    }
+    let out = whole
+        .append(HEADER_LEN + total)
+        .map_err(|_| DropReason::ReassemblyTooBig)?;
+    let head = first
+        .data()
+        .get(..HEADER_LEN + hl)
+        .ok_or(DropReason::MalformedIpv4)?;
+    out[..HEADER_LEN + hl].copy_from_slice(head);
+    for (piece, b) in fragments {
+        let at = HEADER_LEN + header_len(b).ok_or(DropReason::MalformedIpv4)?;
+        let from = b.data().get(at..at + piece.len);
+        let to = out.get_mut(HEADER_LEN + hl + piece.offset..HEADER_LEN + hl + piece.end());
+        match (from, to) {
+            (Some(f), Some(t)) => t.copy_from_slice(f),
+            _ => return Err(DropReason::MalformedIpv4),
+        }
+    }
+    let ip = &mut out[HEADER_LEN..HEADER_LEN + hl];
+    ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    ip[6] &= 0x40; // keep DF; MF and the offset go
+    ip[7] = 0;
+    ip[10..12].copy_from_slice(&[0, 0]);
+    let c = checksum::checksum(ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    Ok(())
+}
