@@ -191,6 +191,8 @@ pub struct Worker<P: Port> {
     pub(crate) neighbours: NeighbourTable<P::Buf>,
     /// Datagrams from clients arriving in fragments (`pipeline::fragment`).
     pub(crate) reassembly: Reassembly<P::Buf>,
+    /// Datagrams reassembled during this burst, with their port, received after it.
+    pub(crate) reassembled: Vec<(u16, P::Buf)>,
     /// The IPv4 identification of the next datagram sent in fragments; steps by the number of
     /// cores from this core's index, so cores sending to one address never reuse each other's.
     pub(crate) next_ident: u16,
@@ -237,6 +239,7 @@ impl<P: Port> Worker<P> {
                 cfg.reassembly_capacity,
                 crate::pipeline::fragment::REASSEMBLED_MAX,
             ),
+            reassembled: Vec::with_capacity(crate::packet::BURST_SIZE),
             next_ident: cfg.core as u16,
             tx: ports.iter().map(|_| Burst::new()).collect(),
             trash: Vec::with_capacity(4 * crate::packet::BURST_SIZE),
@@ -317,6 +320,9 @@ impl<P: Port> Worker<P> {
                 }
                 self.process(port, buf, hint);
             }
+            if !self.reassembled.is_empty() {
+                self.receive_reassembled();
+            }
             lap.lap(&mut self.stage_cycles, Stage::Process);
             self.forward_decrypted();
             lap.lap(&mut self.stage_cycles, Stage::Forward);
@@ -345,7 +351,7 @@ impl<P: Port> Worker<P> {
     }
 
     /// Routes one received packet to its direction.
-    fn process(&mut self, port: u16, buf: P::Buf, hint: Hint) {
+    pub(crate) fn process(&mut self, port: u16, buf: P::Buf, hint: Hint) {
         if port == self.cfg.outside {
             self.handle_client_side(port, buf);
         } else {

@@ -30,8 +30,9 @@ const SEND_FRAGMENTS_MAX: usize = 8;
 
 impl<P: Port> Worker<P> {
     /// An outer UDP fragment addressed to the appliance (its header checksum checked): held
-    /// until its datagram is complete, which is then rebuilt in a fresh buffer and received as
-    /// if it had come whole.
+    /// until its datagram is complete, which is then rebuilt in a fresh buffer and received
+    /// after the burst as if it had come whole (`receive_reassembled`; not from here, which
+    /// would make the client-side stage recursive and keep it from being inlined).
     #[cold]
     #[inline(never)]
     pub(crate) fn reassemble(&mut self, port: u16, buf: P::Buf) {
@@ -75,7 +76,7 @@ impl<P: Port> Worker<P> {
                 for (_, b) in fragments {
                     self.consume(b);
                 }
-                self.handle_client_side(port, whole);
+                self.reassembled.push((port, whole));
             }
             Err(reason) => {
                 self.consume(whole);
@@ -84,6 +85,17 @@ impl<P: Port> Worker<P> {
                 }
             }
         }
+    }
+
+    /// Receives the datagrams reassembled during the burst.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn receive_reassembled(&mut self) {
+        let mut whole = std::mem::take(&mut self.reassembled);
+        for (port, b) in whole.drain(..) {
+            self.process(port, b, crate::pipeline::Hint::default());
+        }
+        self.reassembled = whole;
     }
 
     /// Gives up the datagrams that did not complete in time (once a second).
