@@ -271,6 +271,9 @@ impl<P: Port> Worker<P> {
         self.now_secs = self.elapsed.as_secs() as u32;
         let mut work = self.apply_commands();
         work |= self.take_handoffs();
+        if !self.reassembled.is_empty() {
+            self.receive_reassembled();
+        }
         lap.lap(&mut self.stage_cycles, Stage::Commands);
         // The burst lives on this frame's stack (only its length is initialised): no copy of
         // its slots in or out of the worker per poll.
