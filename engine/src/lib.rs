@@ -19,6 +19,7 @@ pub mod neighbour;
 pub mod packet;
 pub mod pipeline;
 pub mod port;
+pub mod punt;
 pub mod reassembly;
 pub mod rules;
 pub mod session;

@@ -22,6 +22,7 @@ use crate::packet::prefetch::{prefetch, prefetch_line};
 use crate::packet::{Burst, DropCounters, DropReason, PacketBuf, BURST_SIZE};
 use crate::pipeline::Hint;
 use crate::port::Port;
+use crate::punt::PuntLimiter;
 use crate::reassembly::Reassembly;
 use crate::rules::RuleTable;
 use crate::session::{Session, SessionTable, Traffic};
@@ -108,6 +109,9 @@ pub struct WorkerConfig {
     pub outside_mtu: u16,
     /// Datagrams from clients this core reassembles at once at most.
     pub reassembly_capacity: usize,
+    /// Control-channel packets punted per source (address and port): a burst, and this many
+    /// more a second (`punt::PuntLimiter`; a burst of 0: no limit).
+    pub punt_budget: (u32, u32),
 }
 
 impl WorkerConfig {
@@ -134,6 +138,7 @@ impl WorkerConfig {
             keepalive: Some((10, 60)),
             outside_mtu: 1500,
             reassembly_capacity: 64,
+            punt_budget: (64, 32),
         }
     }
 }
@@ -196,6 +201,8 @@ pub struct Worker<P: Port> {
     /// The IPv4 identification of the next datagram sent in fragments; steps by the number of
     /// cores from this core's index, so cores sending to one address never reuse each other's.
     pub(crate) next_ident: u16,
+    /// Per-source budgets of control-channel packets punted to control.
+    pub(crate) punt_limiter: PuntLimiter,
     pub(crate) drops: DropCounters,
     pub(crate) endpoint_traffic: EndpointTraffic,
     pub(crate) mailbox: Mailbox,
@@ -240,6 +247,7 @@ impl<P: Port> Worker<P> {
                 crate::pipeline::fragment::REASSEMBLED_MAX,
             ),
             reassembled: Vec::with_capacity(crate::packet::BURST_SIZE),
+            punt_limiter: PuntLimiter::new(4096, cfg.punt_budget.0, cfg.punt_budget.1),
             next_ident: cfg.core as u16,
             tx: ports.iter().map(|_| Burst::new()).collect(),
             trash: Vec::with_capacity(4 * crate::packet::BURST_SIZE),

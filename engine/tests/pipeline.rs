@@ -736,6 +736,69 @@ fn keepalive_exit_and_control_packets() {
     assert_eq!(u, vec![0x40, 9, 9]);
 }
 
+/// Only what can be a client's control packet is punted, and at most a budget per source
+/// (address and port): a source sending as fast as it can is cut off at its burst and then at
+/// its rate, while another source (here another port of the same address, as behind a NAT)
+/// still gets through.
+#[test]
+fn control_packets_are_punted_within_a_budget_per_source() {
+    let mut lab = lab_with(GroupMask::EMPTY);
+    let (burst, per_sec) = testkit::lab_config(1, 1).punt_budget;
+    let frame = |port: u16, payload: &[u8]| {
+        let udp = testkit::ipv4_udp(
+            ip(lab::CLIENT_OUTER_IP),
+            port,
+            ip(lab::OUTSIDE_IP),
+            lab::VPN_PORT,
+            payload,
+        );
+        testkit::eth_ipv4(lab::OUTSIDE_MAC, lab::CLIENT_MAC, &udp)
+    };
+    let hard_reset = [0x38, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0];
+    let punted = |lab: &mut Lab| {
+        std::iter::from_fn(|| lab.mb.reports.pop())
+            .filter(|r| matches!(r, Report::Punted { .. }))
+            .count() as u32
+    };
+    let flood = frame(40_000, &hard_reset);
+    for _ in 0..burst + 40 {
+        lab.w.port_mut(0).unwrap().inject(&flood);
+    }
+    lab.w
+        .port_mut(0)
+        .unwrap()
+        .inject(&frame(40_001, &hard_reset));
+    // Junk opcodes (P_DATA_V1, opcode 12) and a truncated reset are not punted at all.
+    lab.w
+        .port_mut(0)
+        .unwrap()
+        .inject(&frame(40_001, &[6 << 3, 0, 0, 0, 0]));
+    lab.w
+        .port_mut(0)
+        .unwrap()
+        .inject(&frame(40_001, &[12 << 3; 20]));
+    lab.w
+        .port_mut(0)
+        .unwrap()
+        .inject(&frame(40_001, &hard_reset[..13]));
+    for _ in 0..10 {
+        lab.w.poll_once(lab.now);
+    }
+    assert_eq!(punted(&mut lab), burst + 1);
+    assert_eq!(lab.drops(DropReason::PuntRateLimited), 40);
+    assert_eq!(lab.drops(DropReason::MalformedOpenvpn), 3);
+    // A second later the flooding source has its rate again, and no more.
+    let later = lab.now + Duration::from_secs(1);
+    for _ in 0..per_sec + 5 {
+        lab.w.port_mut(0).unwrap().inject(&flood);
+    }
+    for _ in 0..10 {
+        lab.w.poll_once(later);
+    }
+    assert_eq!(punted(&mut lab), per_sec);
+    assert_eq!(lab.drops(DropReason::PuntRateLimited), 45);
+}
+
 #[test]
 fn arp_and_ping_of_the_appliance() {
     let mut lab = lab_with(GroupMask::EMPTY);

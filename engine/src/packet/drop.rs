@@ -20,7 +20,7 @@ pub enum DropReason {
     MalformedIcmp,
     /// A bad ARP packet.
     MalformedArp,
-    /// A bad OpenVPN data packet (too short, unknown opcode on the data path).
+    /// A bad OpenVPN packet (too short; an opcode neither data nor a client's control).
     MalformedOpenvpn,
     /// An IPv4 fragment sluice does not reassemble: inner packets (MSS clamping keeps TCP from
     /// fragmenting), and outer ones other than UDP to the appliance.
@@ -91,11 +91,13 @@ pub enum DropReason {
     ReassemblyTimeout,
     /// An outer fragment of a datagram too long for a buffer, or in too many fragments.
     ReassemblyTooBig,
+    /// A control-channel packet over its source's budget (`punt::PuntLimiter`).
+    PuntRateLimited,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [Self; 40] = [
+    pub const ALL: [Self; 41] = [
         Self::MalformedEthernet,
         Self::MalformedIpv4,
         Self::MalformedUdp,
@@ -136,6 +138,7 @@ impl DropReason {
         Self::FragmentOverlap,
         Self::ReassemblyTimeout,
         Self::ReassemblyTooBig,
+        Self::PuntRateLimited,
     ];
 
     /// The number of reasons.
@@ -184,6 +187,7 @@ impl DropReason {
             Self::FragmentOverlap => "fragment_overlap",
             Self::ReassemblyTimeout => "reassembly_timeout",
             Self::ReassemblyTooBig => "reassembly_too_big",
+            Self::PuntRateLimited => "punt_rate_limited",
         }
     }
 }

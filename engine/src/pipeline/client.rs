@@ -66,9 +66,16 @@ impl<P: Port> Worker<P> {
         };
         let opcode = Opcode::of(byte0);
         if opcode != Opcode::DATA_V2 {
-            if opcode == Opcode::DATA_V1 {
-                // sluice always pushes a peer-id, so clients send P_DATA_V2 only.
+            // sluice always pushes a peer-id, so clients send P_DATA_V2 only (no DATA_V1);
+            // control handles the rest of what a client sends, nothing else is punted.
+            if !crate::punt::is_client_control(payload) {
                 return self.drop_packet(buf, DropReason::MalformedOpenvpn);
+            }
+            if !self
+                .punt_limiter
+                .allow(outer.remote.ip, outer.remote.port, self.now_secs)
+            {
+                return self.drop_packet(buf, DropReason::PuntRateLimited);
             }
             let report = Report::Punted {
                 payload: payload.to_vec(),

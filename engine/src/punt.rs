@@ -1,0 +1,133 @@
+//! What a core punts to the control thread: only what can be a client's control-channel
+//! packet, and at most a budget per source.
+//!
+//! Every packet to a listener that is not a data packet is copied into the report queue for
+//! control. Without a limit, one source sending junk as fast as it can fills that queue (8192
+//! reports) and every other client's handshake packets are refused with it
+//! (`PuntQueueFull`). Each source (address and port: clients behind one NAT each have their
+//! own port) gets a token bucket: `burst` packets, refilled by `per_sec` a second, far more
+//! than a handshake or a renegotiation needs (tens of packets). Sources share a fixed array of
+//! buckets by a randomly seeded hash (no allocation after start, and no way to pick a bucket
+//! to starve from outside); two sources in one bucket share its budget.
+
+use core::hash::BuildHasher;
+
+use hashbrown::DefaultHashBuilder;
+
+use crate::wire::openvpn::Opcode;
+
+/// The shortest control packet control accepts: opcode, session id, ack count, message id.
+pub const CONTROL_MIN_LEN: usize = 1 + 8 + 1 + 4;
+
+/// Whether a packet to a listener can be a client's control-channel packet (the opcodes
+/// control handles, long enough to parse); anything else is dropped on the core.
+#[inline]
+pub fn is_client_control(payload: &[u8]) -> bool {
+    let Some(&first) = payload.first() else {
+        return false;
+    };
+    let op = Opcode::of(first);
+    payload.len() >= CONTROL_MIN_LEN
+        && (op == Opcode::CONTROL_HARD_RESET_CLIENT_V2
+            || op == Opcode::CONTROL_V1
+            || op == Opcode::ACK_V1
+            || op == Opcode::CONTROL_SOFT_RESET_V1)
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    tokens: u32,
+    /// The second `tokens` was last refilled.
+    stamp: u32,
+}
+
+/// Per-source budgets of one core.
+pub struct PuntLimiter {
+    buckets: Box<[Bucket]>,
+    hasher: DefaultHashBuilder,
+    burst: u32,
+    per_sec: u32,
+}
+
+impl PuntLimiter {
+    /// `buckets` (rounded up to a power of two) token buckets of `burst` packets refilled by
+    /// `per_sec` a second; `burst` 0 turns the limit off.
+    pub fn new(buckets: usize, burst: u32, per_sec: u32) -> Self {
+        let n = buckets.max(1).next_power_of_two();
+        Self {
+            buckets: vec![
+                Bucket {
+                    tokens: burst,
+                    stamp: 0
+                };
+                n
+            ]
+            .into_boxed_slice(),
+            hasher: DefaultHashBuilder::default(),
+            burst,
+            per_sec,
+        }
+    }
+
+    /// Whether a packet from `ip:port` may be punted at second `now` (spends a token if so).
+    pub fn allow(&mut self, ip: u32, port: u16, now: u32) -> bool {
+        if self.burst == 0 {
+            return true;
+        }
+        let i = self.hasher.hash_one((ip, port)) as usize & (self.buckets.len() - 1);
+        let Some(b) = self.buckets.get_mut(i) else {
+            return true;
+        };
+        if now > b.stamp {
+            let add = (now - b.stamp).saturating_mul(self.per_sec);
+            b.tokens = b.tokens.saturating_add(add).min(self.burst);
+            b.stamp = now;
+        }
+        if b.tokens == 0 {
+            return false;
+        }
+        b.tokens -= 1;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_gets_its_burst_then_its_rate() {
+        let mut l = PuntLimiter::new(1024, 5, 2);
+        assert_eq!((0..10).filter(|_| l.allow(1, 1000, 7)).count(), 5);
+        assert!(l.allow(2, 1000, 7), "another source has its own budget");
+        assert!(
+            l.allow(1, 1001, 7),
+            "so has another port of the same address"
+        );
+        assert_eq!((0..10).filter(|_| l.allow(1, 1000, 8)).count(), 2);
+        assert_eq!(
+            (0..10).filter(|_| l.allow(1, 1000, 100)).count(),
+            5,
+            "refilled to the burst, no more"
+        );
+    }
+
+    #[test]
+    fn zero_burst_is_no_limit() {
+        let mut l = PuntLimiter::new(1, 0, 0);
+        assert!((0..1000).all(|_| l.allow(1, 1, 0)));
+    }
+
+    #[test]
+    fn only_the_opcodes_control_handles_are_punted() {
+        let mut p = [0u8; CONTROL_MIN_LEN];
+        for op in 0u8..32 {
+            p[0] = op << 3 | 1;
+            let control = matches!(op, 3 | 4 | 5 | 7);
+            assert_eq!(is_client_control(&p), control, "opcode {op}");
+        }
+        p[0] = 7 << 3;
+        assert!(!is_client_control(&p[..CONTROL_MIN_LEN - 1]));
+        assert!(!is_client_control(&[]));
+    }
+}
