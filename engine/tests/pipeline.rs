@@ -225,6 +225,10 @@ fn ping_through_the_tunnel_and_back() {
         )
     );
     assert!(outer.verify_checksum());
+    assert!(
+        !outer.dont_fragment(),
+        "a path with a smaller MTU may fragment it"
+    );
     let udp = UdpPacket::new_checked(outer.payload()).unwrap();
     assert_eq!(
         (udp.src_port(), udp.dst_port()),

@@ -153,8 +153,11 @@ pub fn write_header(b: &mut [u8], src_port: u16, dst_port: u16, payload_len: usi
 
 /// The IPv4 and UDP headers of datagrams between two fixed endpoints (a session's listener
 /// and its client), prepared once: per datagram only the two lengths and the IPv4 checksum
-/// are filled in. Option-less IPv4, DF set, ident 0, TTL 64, UDP checksum 0 (optional over
-/// IPv4), as `Ipv4Repr::emit` and `write_header` write them.
+/// are filled in. Option-less IPv4, ident 0, TTL 64, UDP checksum 0 (optional over IPv4), as
+/// `Ipv4Repr::emit` and `write_header` write them, but with DF clear: a router on a client's
+/// path with a smaller MTU (PPPoE's 1492) fragments a full-size datagram instead of dropping
+/// it with an ICMP "fragmentation needed" the appliance does not act on (what a kernel's UDP
+/// socket does after PMTU discovery, sluice leaves to the path).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ipv4UdpHeaders {
     bytes: [u8; Self::LEN],
@@ -177,6 +180,7 @@ impl Ipv4UdpHeaders {
             ttl: 64,
         }
         .emit(&mut bytes);
+        bytes[6] &= !0x40; // DF
         bytes[10..12].copy_from_slice(&[0, 0]);
         bytes[2..4].copy_from_slice(&[0, 0]);
         let sum = checksum::sum(0, &bytes[..super::ipv4::MIN_HEADER_LEN]);
@@ -213,7 +217,7 @@ mod tests {
 
     proptest::proptest! {
         /// The prepared headers are byte for byte what `Ipv4Repr::emit` and `write_header`
-        /// write for the same datagram.
+        /// write for the same datagram, DF cleared.
         #[test]
         fn prepared_headers_match_emitted(src: (u32, u16), dst: (u32, u16), len in 0usize..65000, other: (u32, u16)) {
             let t = Ipv4UdpHeaders::new(src, dst);
@@ -228,6 +232,10 @@ mod tests {
                 ttl: 64,
             }
             .emit(&mut slow);
+            slow[6] = 0;
+            slow[10..12].copy_from_slice(&[0, 0]);
+            let c = checksum::checksum(&slow[..20]);
+            slow[10..12].copy_from_slice(&c.to_be_bytes());
             write_header(&mut slow[20..], src.1, dst.1, len);
             proptest::prop_assert_eq!(fast, slow);
             proptest::prop_assert!(t.is_between(src, dst));
