@@ -281,6 +281,23 @@ fn client_reaches_the_vpc_through_the_dpdk_data_plane() {
         "source NATed to the ENI"
     );
 
+    // A datagram longer than the tunnel's MTU: the client's kernel sends it in inner
+    // fragments, each sealed on its own; the core translates the first with its flow and the
+    // others by what the first left, and the host's kernel puts them back together. (The
+    // other way cannot be shown here: the af_packet PMD's socket fanout asks the kernel to
+    // defragment what it receives, so a core on net_af_packet gets inner fragments from the
+    // VPC as one datagram cut to its 2 KiB frames. The pipeline tests cover that way.)
+    cli.exec_ok(&[
+        "python3",
+        "-c",
+        "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b'x' * 3000, ('172.31.1.10', 7777))",
+    ]);
+    let mut big = [0u8; 4096];
+    let (n, from) = host
+        .recv_from(&mut big)
+        .expect("the 3000-byte datagram reached the VPC host");
+    assert_eq!((n, from.ip().to_string()), (3000, "172.31.1.5".to_owned()));
+
     // A destination no rule authorizes gets nothing.
     let denied = cli.exec(&["ping", "-c", "2", "-W", "1", "172.31.1.200"]);
     assert!(!denied.status.success(), "172.31.1.200 is not authorized");

@@ -168,6 +168,68 @@ pub fn fragment(frame: &[u8], mtu: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// `frames` (Ethernet, IPv4) with the fragments among them put back together as a host's
+/// kernel would: each datagram whole, with its first fragment's header (total length, flags
+/// and checksum made whole), after the frames that were not fragments, in the order of their
+/// identities.
+///
+/// # Panics
+/// If a datagram's fragments do not cover it exactly once, or its last is missing (test
+/// code).
+pub fn reassemble(frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    fn ip(f: &[u8]) -> Option<crate::wire::ipv4::Ipv4Packet<&[u8]>> {
+        crate::wire::ipv4::Ipv4Packet::new_checked(f.get(ethernet::HEADER_LEN..)?).ok()
+    }
+    let (mut out, fragments): (Vec<Vec<u8>>, Vec<&Vec<u8>>) = (
+        frames
+            .iter()
+            .filter(|f| !ip(f).is_some_and(|p| p.is_fragment()))
+            .cloned()
+            .collect(),
+        frames
+            .iter()
+            .filter(|f| ip(f).is_some_and(|p| p.is_fragment()))
+            .collect(),
+    );
+    // A datagram is its source, destination, protocol and identification (RFC 791).
+    let id = |p: crate::wire::ipv4::Ipv4Packet<&[u8]>| (p.src(), p.dst(), p.protocol(), p.ident());
+    let mut ids: Vec<_> = fragments.iter().filter_map(|f| ip(f)).map(id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    for datagram in ids {
+        let mut parts: Vec<&Vec<u8>> = fragments
+            .iter()
+            .copied()
+            .filter(|f| ip(f).is_some_and(|p| id(p) == datagram))
+            .collect();
+        parts.sort_by_key(|f| ip(f).map_or(0, |p| p.frag_offset()));
+        let hl = ip(parts[0]).map_or(20, |p| p.header_len());
+        let mut whole = parts[0][..ethernet::HEADER_LEN + hl].to_vec();
+        let mut more = true;
+        for f in &parts {
+            let p = ip(f).expect("a fragment");
+            assert_eq!(
+                p.frag_offset(),
+                whole.len() - ethernet::HEADER_LEN - hl,
+                "a gap or an overlap"
+            );
+            whole.extend_from_slice(p.payload());
+            more = p.more_fragments();
+        }
+        assert!(!more, "the last fragment is missing");
+        let total = (whole.len() - ethernet::HEADER_LEN) as u16;
+        let h = &mut whole[ethernet::HEADER_LEN..];
+        h[2..4].copy_from_slice(&total.to_be_bytes());
+        h[6] &= 0x40;
+        h[7] = 0;
+        h[10..12].copy_from_slice(&[0, 0]);
+        let c = crate::wire::checksum::checksum(&h[..hl]);
+        h[10..12].copy_from_slice(&c.to_be_bytes());
+        out.push(whole);
+    }
+    out
+}
+
 /// An IPv4 ICMP error (`kind`, `code`) from `src` to `dst` quoting `quoted` (the start of the
 /// packet it is about, as RFC 792 has it: its IPv4 header and at least 8 bytes more).
 pub fn ipv4_icmp_error(src: u32, dst: u32, kind: u8, code: u8, quoted: &[u8]) -> Vec<u8> {

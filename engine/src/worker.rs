@@ -15,6 +15,7 @@ use std::time::Instant;
 use crossbeam::queue::ArrayQueue;
 
 use crate::crypto::DataKey;
+use crate::flow::fragments::FragmentMap;
 use crate::flow::{FlowTable, PortRange, Timeouts};
 use crate::mailbox::{Command, Mailbox, Report};
 use crate::neighbour::{Housekeeping, NeighbourTable};
@@ -196,7 +197,11 @@ pub struct Worker<P: Port> {
     pub(crate) neighbours: NeighbourTable<P::Buf>,
     /// Datagrams from clients arriving in fragments (`pipeline::fragment`).
     pub(crate) reassembly: Reassembly<P::Buf>,
-    /// Datagrams reassembled during this burst, with their port, received after it.
+    /// How the first fragments of clients' inner datagrams were translated.
+    pub(crate) fragments_out: FragmentMap<crate::pipeline::fragment::FragmentsOut>,
+    /// Where the first fragments of inner datagrams from target subnets went.
+    pub(crate) fragments_in: FragmentMap<crate::pipeline::fragment::FragmentsIn>,
+    /// A datagram just reassembled, with its port (`process` receives it at once).
     pub(crate) reassembled: Vec<(u16, P::Buf)>,
     /// The IPv4 identification of the next datagram sent in fragments; steps by the number of
     /// cores from this core's index, so cores sending to one address never reuse each other's.
@@ -247,6 +252,8 @@ impl<P: Port> Worker<P> {
                 crate::pipeline::fragment::REASSEMBLED_MAX,
             ),
             reassembled: Vec::with_capacity(crate::packet::BURST_SIZE),
+            fragments_out: FragmentMap::new(1024),
+            fragments_in: FragmentMap::new(1024),
             punt_limiter: PuntLimiter::new(4096, cfg.punt_budget.0, cfg.punt_budget.1),
             next_ident: cfg.core as u16,
             tx: ports.iter().map(|_| Burst::new()).collect(),
@@ -279,9 +286,6 @@ impl<P: Port> Worker<P> {
         self.now_secs = self.elapsed.as_secs() as u32;
         let mut work = self.apply_commands();
         work |= self.take_handoffs();
-        if !self.reassembled.is_empty() {
-            self.receive_reassembled();
-        }
         lap.lap(&mut self.stage_cycles, Stage::Commands);
         // The burst lives on this frame's stack (only its length is initialised): no copy of
         // its slots in or out of the worker per poll.
@@ -331,9 +335,6 @@ impl<P: Port> Worker<P> {
                 }
                 self.process(port, buf, hint);
             }
-            if !self.reassembled.is_empty() {
-                self.receive_reassembled();
-            }
             lap.lap(&mut self.stage_cycles, Stage::Process);
             self.forward_decrypted();
             lap.lap(&mut self.stage_cycles, Stage::Forward);
@@ -365,6 +366,11 @@ impl<P: Port> Worker<P> {
     pub(crate) fn process(&mut self, port: u16, buf: P::Buf, hint: Hint) {
         if port == self.cfg.outside {
             self.handle_client_side(port, buf);
+            // A fragment that completed a datagram: the datagram, now, in its place (the
+            // fragments of a client's inner datagram must stay in order).
+            if !self.reassembled.is_empty() {
+                self.receive_reassembled();
+            }
         } else {
             self.handle_network_side(port, buf, hint);
         }

@@ -431,14 +431,8 @@ fn full_size_packets_cross_in_fragments_both_ways() {
     assert!(!headers[1].more_fragments());
     assert_eq!(headers[1].frag_offset(), headers[0].payload().len());
     // Put the datagram back together as the client's kernel would, and open it.
-    let mut whole = sent[0][..14 + 20].to_vec();
-    for h in &headers {
-        whole.extend_from_slice(h.payload());
-    }
-    let total = (whole.len() - 14) as u16;
-    whole[16..18].copy_from_slice(&total.to_be_bytes());
-    whole[20..22].copy_from_slice(&[0, 0]);
-    let inner = lab.client.open(&whole).expect("sealed for the client");
+    let whole = testkit::reassemble(&sent);
+    let inner = lab.client.open(&whole[0]).expect("sealed for the client");
     let p = Ipv4Packet::new_checked(&inner[..]).unwrap();
     assert_eq!((p.dst(), p.total_len()), (vip.to_be_bytes(), 1500));
     let u = UdpPacket::new_checked(p.payload()).unwrap();
@@ -461,6 +455,202 @@ fn full_size_packets_cross_in_fragments_both_ways() {
     lab.w.poll_once(lab.now + Duration::from_secs(5));
     assert_eq!(lab.drops(DropReason::FragmentOverlap), 2);
     assert!(lab.inside_sent().is_empty());
+}
+
+/// Inner datagrams longer than the tunnel's MTU, in fragments both ways (a `ping -s 2972`
+/// and a large UDP datagram from the client, the echo reply from the host): the first
+/// fragment goes through its flow, the later ones get the same address translation, and the
+/// fragments reassemble into valid datagrams at the host and at the client. A later fragment
+/// whose first was never seen has nowhere to go.
+#[test]
+fn inner_datagrams_in_fragments_cross_both_ways() {
+    let mut lab = lab_with(GroupMask::EMPTY);
+    let (vip, host, eni) = (ip(lab::CLIENT_VIP), ip(lab::HOST_IP), ip(lab::INSIDE_IP));
+    // Each datagram with its own identification, as a host's kernel gives them.
+    let inner_fragments = |packet: &[u8], ident: u16| -> Vec<Vec<u8>> {
+        let mut packet = packet.to_vec();
+        packet[4..6].copy_from_slice(&ident.to_be_bytes());
+        Ipv4Packet::new_checked(&mut packet[..])
+            .unwrap()
+            .fill_checksum();
+        let frame = testkit::eth_ipv4(lab::INSIDE_MAC, lab::HOST_MAC, &packet);
+        testkit::fragment(&frame, 1500)
+            .into_iter()
+            .map(|f| f[14..].to_vec())
+            .collect()
+    };
+    let echo = testkit::ipv4_echo(vip, host, true, 0x99, 1, &[0x5a; 2972]);
+    let datagram = testkit::ipv4_udp(vip, 40_003, host, 9, &[0x6b; 2472]);
+    for (ident, packet) in [(1, &echo), (2, &datagram)] {
+        let pieces = inner_fragments(packet, ident);
+        assert!(pieces.len() > 1);
+        // Over a 1500-byte path, the full-size ones in outer fragments too, all in one burst:
+        // the inner fragments still leave in order (a datagram reassembled from outer
+        // fragments is forwarded in the place of its last fragment, not after the burst).
+        for p in &pieces {
+            let frame = lab.client.frame(p);
+            for f in testkit::fragment(&frame, 1500) {
+                lab.w.port_mut(0).unwrap().inject(&f);
+            }
+        }
+        lab.w.poll_once(lab.now);
+    }
+    let out = lab.inside_sent();
+    assert_eq!(
+        out.len(),
+        5,
+        "{:?}",
+        lab.w
+            .drops()
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .collect::<Vec<_>>()
+    );
+    for f in &out {
+        assert!(ip_of(f).verify_checksum());
+        assert_eq!(ip_of(f).src(), eni.to_be_bytes(), "every fragment SNATed");
+    }
+    let whole = testkit::reassemble(&out);
+    assert_eq!(whole.len(), 2);
+    let p = ip_of(&whole[0]);
+    let i = IcmpPacket::new_checked(p.payload()).unwrap();
+    assert!(
+        i.verify_checksum(),
+        "the echo's checksum holds over the whole datagram"
+    );
+    assert_eq!(i.data(), &[0x5a; 2972][..]);
+    let nat_id = i.echo_id();
+    assert_ne!(nat_id, 0x99);
+    let p = ip_of(&whole[1]);
+    let u = UdpPacket::new_checked(p.payload()).unwrap();
+    assert!(u.verify_checksum(p.src(), p.dst()));
+    assert_eq!(u.payload(), &[0x6b; 2472][..]);
+
+    // The host's reply, in fragments too: each is sealed for the client on its own.
+    let reply = testkit::ipv4_echo(host, eni, false, nat_id, 1, &[0x5a; 2972]);
+    let pieces = inner_fragments(&reply, 3);
+    // All in one burst, as a host's kernel sends them.
+    for p in &pieces {
+        lab.w
+            .port_mut(1)
+            .unwrap()
+            .inject(&testkit::eth_ipv4(lab::INSIDE_MAC, lab::HOST_MAC, p));
+    }
+    lab.w.poll_once(lab.now);
+    let sealed = lab.outside_sent();
+    let opened: Vec<Vec<u8>> = testkit::reassemble(&sealed)
+        .iter()
+        .map(|f| lab.client.open(f).expect("sealed for the client"))
+        .collect();
+    assert_eq!(opened.len(), pieces.len());
+    let framed: Vec<Vec<u8>> = opened
+        .iter()
+        .map(|p| testkit::eth_ipv4(lab::OUTSIDE_MAC, lab::CLIENT_MAC, p))
+        .collect();
+    let whole = testkit::reassemble(&framed);
+    let p = ip_of(&whole[0]);
+    assert_eq!(p.dst(), vip.to_be_bytes());
+    let i = IcmpPacket::new_checked(p.payload()).unwrap();
+    assert!(i.verify_checksum());
+    assert_eq!((i.kind(), i.echo_id()), (kind::ECHO_REPLY, 0x99));
+
+    // A later fragment alone (its first never sent), from the client and from the host.
+    let orphan = testkit::ipv4_echo(vip, host, true, 0x77, 1, &[1; 2972]);
+    let orphan = inner_fragments(&orphan, 4);
+    lab.send_from_client(&orphan[1]);
+    let stray = inner_fragments(
+        &testkit::ipv4_echo(host, eni, false, nat_id, 2, &[2; 2972]),
+        5,
+    );
+    assert!(lab.reply_from_host(&stray[1]).is_empty());
+    assert!(lab.inside_sent().is_empty());
+    assert_eq!(lab.drops(DropReason::Ipv4Fragment), 2);
+}
+
+/// Two cores: a reply in fragments reaches the core that does not own its flow (as a NIC's
+/// RSS would send it there: fragments are hashed on their addresses). The first fragment's
+/// port names the owning core, so it is handed over; the later ones, with no port, follow it
+/// there, and the client gets every fragment sealed.
+#[test]
+fn later_fragments_follow_their_first_to_the_owning_core() {
+    let now = Instant::now();
+    let mut meshes = sluice_engine::worker::Handoff::mesh(2, 64).into_iter();
+    let mut workers: Vec<(Worker<MemPort>, Mailbox)> = (0..2)
+        .map(|core| {
+            let mb = Mailbox::new(64);
+            let mut cfg = testkit::lab_config(64, 8);
+            (cfg.core, cfg.cores) = (core, 2);
+            let w = testkit::lab_worker_with(
+                vec![MemPort::new(), MemPort::new()],
+                cfg,
+                mb.clone(),
+                meshes.next(),
+                now,
+            );
+            (w, mb)
+        })
+        .collect();
+    // Peer-id 5 belongs to core 1 (peer-id modulo the cores).
+    let (owner, mb) = &mut workers[1];
+    let mut client = add_session(
+        owner,
+        mb,
+        PeerId(5),
+        GroupMask::EMPTY,
+        Cipher::Aes256Gcm,
+        now,
+    );
+    let (vip, host, eni) = (ip(lab::CLIENT_VIP), ip(lab::HOST_IP), ip(lab::INSIDE_IP));
+    owner
+        .port_mut(0)
+        .unwrap()
+        .inject(&client.frame(&testkit::ipv4_echo(vip, host, true, 0x42, 1, b"x")));
+    owner.poll_once(now);
+    let out = owner.port_mut(1).unwrap().take_sent();
+    let nat_id = IcmpPacket::new_checked(ip_of(&out[0]).payload())
+        .unwrap()
+        .echo_id();
+
+    let mut reply = testkit::ipv4_echo(host, eni, false, nat_id, 1, &[0x3c; 2972]);
+    reply[4..6].copy_from_slice(&7u16.to_be_bytes());
+    Ipv4Packet::new_checked(&mut reply[..])
+        .unwrap()
+        .fill_checksum();
+    let pieces = testkit::fragment(
+        &testkit::eth_ipv4(lab::INSIDE_MAC, lab::HOST_MAC, &reply),
+        1500,
+    );
+    assert_eq!(pieces.len(), 3);
+    let other = &mut workers[0].0;
+    for p in &pieces {
+        other.port_mut(1).unwrap().inject(p);
+    }
+    other.poll_once(now);
+    assert!(other.port_mut(0).unwrap().take_sent().is_empty());
+    assert_eq!(other.drops().total(), 0, "all handed over");
+    let owner = &mut workers[1].0;
+    owner.poll_once(now);
+    let sealed = owner.port_mut(0).unwrap().take_sent();
+    let opened: Vec<Vec<u8>> = testkit::reassemble(&sealed)
+        .iter()
+        .map(|f| testkit::eth_ipv4(lab::OUTSIDE_MAC, lab::CLIENT_MAC, &client.open(f).unwrap()))
+        .collect();
+    assert_eq!(
+        opened.len(),
+        3,
+        "{:?}",
+        owner
+            .drops()
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .collect::<Vec<_>>()
+    );
+    let whole = testkit::reassemble(&opened);
+    let p = ip_of(&whole[0]);
+    assert_eq!((p.dst(), p.total_len()), (vip.to_be_bytes(), reply.len()));
+    let i = IcmpPacket::new_checked(p.payload()).unwrap();
+    assert!(i.verify_checksum());
+    assert_eq!(i.echo_id(), 0x42);
 }
 
 #[test]

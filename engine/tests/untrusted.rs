@@ -80,6 +80,13 @@ enum Event {
         rotate: usize,
         mutated: Option<(usize, Mutation, bool)>,
     },
+    /// The client sends one of its first packets in inner fragments of at most `mtu` bytes,
+    /// each sealed on its own, in rotated order (a later one before its first, at times).
+    InnerFragments {
+        which: usize,
+        mtu: usize,
+        rotate: usize,
+    },
     /// Time passes.
     Wait(u16),
 }
@@ -112,6 +119,8 @@ fn event() -> impl Strategy<Value = Event> {
                 rotate,
                 mutated
             }),
+        2 => (any::<usize>(), 576usize..1400, any::<usize>())
+            .prop_map(|(which, mtu, rotate)| Event::InnerFragments { which, mtu, rotate }),
         1 => (0u16..400).prop_map(Event::Wait),
     ]
 }
@@ -170,42 +179,21 @@ fn return_traffic(t: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
-/// The datagrams the fragments among frames sent toward the clients make: every fragment has
-/// to be part of one complete datagram (a core sends all of a datagram's at once), and none
-/// may be longer than the 1500-byte MTU.
-fn reassembled(fragments: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, TestCaseError> {
-    let mut idents: Vec<u16> = fragments
-        .iter()
-        .map(|f| Ipv4Packet::new_checked(&f[14..]).unwrap().ident())
-        .collect();
-    idents.sort_unstable();
-    idents.dedup();
-    let mut out = Vec::new();
-    for ident in idents {
-        let mut parts: Vec<&Vec<u8>> = fragments
-            .iter()
-            .filter(|f| Ipv4Packet::new_checked(&f[14..]).unwrap().ident() == ident)
-            .collect();
-        parts.sort_by_key(|f| Ipv4Packet::new_checked(&f[14..]).unwrap().frag_offset());
-        let mut whole = parts[0][..14 + 20].to_vec();
-        let mut more = true;
-        for f in &parts {
-            let p = Ipv4Packet::new_checked(&f[14..]).unwrap();
-            prop_assert!(p.total_len() <= 1500 && p.verify_checksum() && !p.dont_fragment());
-            prop_assert_eq!(p.frag_offset(), whole.len() - 34, "a gap or an overlap");
-            whole.extend_from_slice(p.payload());
-            more = p.more_fragments();
+/// `frames` sent toward the clients with the fragments among them put back together: none
+/// may be longer than the 1500-byte MTU or carry DF, and every fragment has to be part of one
+/// complete datagram (a core sends all of a datagram's at once).
+fn reassembled(frames: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, TestCaseError> {
+    for f in &frames {
+        if f.len() < 34 || f[12..14] != ETHERTYPE_IPV4 {
+            continue;
         }
-        prop_assert!(!more, "the last fragment is missing");
-        let total = (whole.len() - 14) as u16;
-        whole[16..18].copy_from_slice(&total.to_be_bytes());
-        whole[20..22].copy_from_slice(&[0; 2]);
-        Ipv4Packet::new_checked(&mut whole[14..])
-            .unwrap()
-            .fill_checksum();
-        out.push(whole);
+        if let Ok(p) = Ipv4Packet::new_checked(&f[14..]) {
+            if p.is_fragment() {
+                prop_assert!(p.total_len() <= 1500 && p.verify_checksum() && !p.dont_fragment());
+            }
+        }
     }
-    Ok(out)
+    Ok(testkit::reassemble(&frames))
 }
 
 /// What `check_sent` found: IPv4 frames into the subnet, and the inner packets sealed for the
@@ -254,11 +242,14 @@ impl Rig {
         let (sent, _) = rig.check_sent().unwrap();
         assert_eq!(sent.len(), first_packets().len(), "the first packets pass");
         for f in &sent {
-            rig.inside_templates.extend(
-                return_traffic(&f[14..])
-                    .iter()
-                    .map(|p| testkit::eth_ipv4(lab::INSIDE_MAC, lab::HOST_MAC, p)),
-            );
+            for p in return_traffic(&f[14..]) {
+                let frame = testkit::eth_ipv4(lab::INSIDE_MAC, lab::HOST_MAC, &p);
+                // The long ones in fragments too.
+                if p.len() > 576 {
+                    rig.inside_templates.extend(testkit::fragment(&frame, 576));
+                }
+                rig.inside_templates.push(frame);
+            }
         }
         rig.inside_templates.push(testkit::arp_request(
             lab::HOST_MAC,
@@ -343,6 +334,20 @@ impl Rig {
                 }
                 self.w.poll_once(self.now);
             }
+            Event::InnerFragments { which, mtu, rotate } => {
+                let firsts = first_packets();
+                let frame = testkit::eth_ipv4(
+                    lab::INSIDE_MAC,
+                    lab::HOST_MAC,
+                    &firsts[which % firsts.len()],
+                );
+                let mut pieces = testkit::fragment(&frame, *mtu);
+                let n = pieces.len();
+                pieces.rotate_left(rotate % n);
+                for p in &pieces {
+                    self.send_from_client(&p[14..]);
+                }
+            }
             Event::Wait(s) => {
                 self.now += Duration::from_secs(u64::from(*s));
                 self.w.poll_once(self.now);
@@ -374,14 +379,7 @@ impl Rig {
             inside.push(f);
         }
         let mut opened = Vec::new();
-        let mut sent = self.w.port_mut(OUTSIDE).unwrap().take_sent();
-        let (fragments, whole): (Vec<_>, Vec<_>) = sent.drain(..).partition(|f| {
-            f.len() >= 34
-                && f[12..14] == ETHERTYPE_IPV4
-                && Ipv4Packet::new_checked(&f[14..]).is_ok_and(|p| p.is_fragment())
-        });
-        let mut sent = whole;
-        sent.extend(reassembled(&fragments)?);
+        let sent = reassembled(self.w.port_mut(OUTSIDE).unwrap().take_sent())?;
         for f in sent {
             prop_assert!(f.len() >= 14, "a runt frame toward the clients");
             if f[12..14] == ETHERTYPE_ARP {

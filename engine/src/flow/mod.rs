@@ -1,6 +1,7 @@
 //! SNAT state on a core: the flow table and the translated-port pools, partitioned per core.
 //! Owns no packets; the pipeline's SNAT stage rewrites them with what these tables answer.
 
+pub mod fragments;
 mod index;
 mod lanes;
 pub mod ports;

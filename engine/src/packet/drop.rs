@@ -22,8 +22,9 @@ pub enum DropReason {
     MalformedArp,
     /// A bad OpenVPN packet (too short; an opcode neither data nor a client's control).
     MalformedOpenvpn,
-    /// An IPv4 fragment sluice does not reassemble: inner packets (MSS clamping keeps TCP from
-    /// fragmenting), and outer ones other than UDP to the appliance.
+    /// An IPv4 fragment that cannot go on: a later fragment of an inner datagram whose first
+    /// fragment was not seen (or too long ago), an ICMP error in fragments, an outer fragment
+    /// other than UDP to the appliance.
     Ipv4Fragment,
     /// TTL reached zero.
     TtlExceeded,

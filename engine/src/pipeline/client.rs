@@ -250,6 +250,12 @@ impl<P: Port> Worker<P> {
         // requests its flow's lines.
         let inner = match checked_inner(buf.data(), client_ip) {
             Ok(i) => i,
+            Err(DropReason::Ipv4Fragment) => {
+                // Its first fragment may still wait for the forwarding stage: that goes
+                // first, and leaves the translation this one needs.
+                self.forward_decrypted();
+                return self.forward_later_fragment(buf);
+            }
             Err(reason) => return self.drop_packet(buf, reason),
         };
         buf.truncate(inner.total);
@@ -262,6 +268,7 @@ impl<P: Port> Worker<P> {
             owner: idx,
             key: inner.key,
             tcp_flags: inner.tcp_flags,
+            first_fragment: inner.first_fragment,
             hash,
         });
     }
@@ -273,6 +280,7 @@ impl<P: Port> Worker<P> {
             owner,
             key,
             tcp_flags,
+            first_fragment,
             hash,
         } = d;
         let now = self.now_secs;
@@ -334,6 +342,9 @@ impl<P: Port> Worker<P> {
         FlowTable::observe_tcp(flow, tcp_flags, false);
         let nat_port = flow.nat_port;
         nat::rewrite_source(buf.data_mut(), eni, nat_port, self.cfg.mss_clamp);
+        if let Some(ident) = first_fragment {
+            self.remember_fragments_out(&key, ident, (eni, target_port, next_hop));
+        }
         self.output(target_port, next_hop, buf);
     }
 }
@@ -356,7 +367,9 @@ fn data_v2_peer_hint(frame: &[u8]) -> Option<PeerId> {
     (Opcode::of(op) == Opcode::DATA_V2).then_some(PeerId(u32::from_be_bytes([0, a, b, c])))
 }
 
-/// Source port (or echo id), destination port and TCP flags of an inner packet.
+/// Source port (or echo id), destination port and TCP flags of an inner packet (inlined into
+/// `checked_inner`, though the first-fragment path calls it too).
+#[inline(always)]
 fn l4_of<T: AsRef<[u8]>>(ip: &Ipv4Packet<T>) -> Result<(u16, u16, u8), DropReason> {
     match ip.protocol() {
         protocol::TCP => TcpPacket::new_checked(ip.payload())
@@ -378,6 +391,8 @@ fn l4_of<T: AsRef<[u8]>>(ip: &Ipv4Packet<T>) -> Result<(u16, u16, u8), DropReaso
 struct Inner {
     key: FlowKey,
     tcp_flags: u8,
+    /// The first fragment of a datagram: its identification.
+    first_fragment: Option<u16>,
     /// The IPv4 total length (the plaintext may carry padding after it).
     total: usize,
 }
@@ -392,13 +407,23 @@ fn checked_inner(data: &[u8], client_ip: u32) -> Result<Inner, DropReason> {
     if u32::from_be_bytes(ip.src()) != client_ip {
         return Err(DropReason::SourceSpoofed);
     }
-    if ip.is_fragment() {
-        return Err(DropReason::Ipv4Fragment);
-    }
+    let first_fragment = if ip.is_fragment() {
+        // The first of a datagram's fragments is translated with its flow; the others by
+        // what it left (`forward_later_fragment`).
+        if ip.frag_offset() != 0 {
+            return Err(DropReason::Ipv4Fragment);
+        }
+        Some(ip.ident())
+    } else {
+        None
+    };
     if ip.ttl() <= 1 {
         return Err(DropReason::TtlExceeded);
     }
-    let (src_port, dst_port, tcp_flags) = l4_of(&ip)?;
+    let (src_port, dst_port, tcp_flags) = match first_fragment {
+        None => l4_of(&ip)?,
+        Some(_) => l4_of_first_fragment(&ip)?,
+    };
     Ok(Inner {
         key: FlowKey {
             client: client_ip,
@@ -408,8 +433,22 @@ fn checked_inner(data: &[u8], client_ip: u32) -> Result<Inner, DropReason> {
             dst_port,
         },
         tcp_flags,
+        first_fragment,
         total: ip.total_len(),
     })
+}
+
+/// `l4_of` for the first fragment of a datagram: the same header, but a UDP length (the whole
+/// datagram's) longer than the fragment.
+#[cold]
+fn l4_of_first_fragment<T: AsRef<[u8]>>(ip: &Ipv4Packet<T>) -> Result<(u16, u16, u8), DropReason> {
+    let l4 = ip.payload();
+    let word = |at: usize| u16::from_be_bytes([l4[at], l4[at + 1]]);
+    match ip.protocol() {
+        protocol::UDP if l4.len() >= udp::HEADER_LEN && word(4) >= 8 => Ok((word(0), word(2), 0)),
+        protocol::UDP => Err(DropReason::MalformedUdp),
+        _ => l4_of(ip),
+    }
 }
 
 /// A checked inner packet waiting for the burst's forwarding stage, with its session's slot
@@ -419,6 +458,7 @@ pub(crate) struct Decrypted<B> {
     owner: u32,
     key: FlowKey,
     tcp_flags: u8,
+    first_fragment: Option<u16>,
     /// `key`'s forward hash (its index line has been requested).
     hash: u64,
 }

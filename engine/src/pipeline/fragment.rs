@@ -1,4 +1,4 @@
-//! Outer IPv4 fragments on the clients' side, both ways.
+//! IPv4 fragments: outer ones on the clients' side, both ways, and inner ones through SNAT.
 //!
 //! Clients are pushed `tun-mtu 1500`, so a full-size inner packet seals into a UDP datagram of
 //! about 1,550 bytes: longer than the 1,500 bytes of most paths. A client's kernel sends it in
@@ -10,7 +10,17 @@
 //! With RSS, a NIC hashes every fragment of a datagram on its addresses alone (the IPv4
 //! fragment type is in `RTE_ETH_RSS_IP`), so all of them reach one core, which reassembles
 //! them; the whole datagram then goes to its session's core like any other packet.
+//!
+//! Inner datagrams longer than the tunnel's MTU (a client's `ping -s 3000`, a large UDP answer
+//! from the VPC) come in fragments that are not reassembled (they would not fit a buffer):
+//! the first, which has the ports, goes through its flow like any packet and leaves in
+//! `flow::fragments` what its translation was; the later ones get the same address
+//! translation from there (`forward_later_fragment`, `forward_later_fragment_in`), or are
+//! dropped when their first was not seen. From a target subnet, the core that received a
+//! first fragment but handed it to its flow's core also hands the later ones there.
 
+use crate::flow::fragments::DatagramId;
+use crate::flow::{FlowKey, ReverseKey};
 use crate::packet::{DropReason, PacketBuf};
 use crate::port::Port;
 use crate::reassembly::{FragmentKey, Fragments, Piece};
@@ -28,11 +38,37 @@ pub(crate) const REASSEMBLED_MAX: usize = 2048 - HEADER_LEN - 60;
 /// Fragments a datagram is sent in at most.
 const SEND_FRAGMENTS_MAX: usize = 8;
 
+/// Where the later fragments of an inner datagram from a target subnet go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FragmentsIn {
+    /// To the client at this address, of the session in this slot, on this core.
+    Here { client: u32, owner: u32 },
+    /// To the core that owns the flow.
+    Core(usize),
+}
+
+/// The translation of an inner datagram from a client, for its later fragments: the ENI
+/// address, the egress port and the next hop.
+pub(crate) type FragmentsOut = (u32, u16, u32);
+
+/// The identity, total length and TTL of the IPv4 packet at the start of `data`.
+fn datagram_of(data: &[u8]) -> Option<(DatagramId, usize, u8)> {
+    let ip = Ipv4Packet::new_checked(data).ok()?;
+    let id = DatagramId {
+        src: u32::from_be_bytes(ip.src()),
+        dst: u32::from_be_bytes(ip.dst()),
+        proto: ip.protocol(),
+        ident: ip.ident(),
+    };
+    Some((id, ip.total_len(), ip.ttl()))
+}
+
 impl<P: Port> Worker<P> {
     /// An outer UDP fragment addressed to the appliance (its header checksum checked): held
-    /// until its datagram is complete, which is then rebuilt in a fresh buffer and received
-    /// after the burst as if it had come whole (`receive_reassembled`; not from here, which
-    /// would make the client-side stage recursive and keep it from being inlined).
+    /// until its datagram is complete, which is then rebuilt in a fresh buffer and received as
+    /// if it had come whole, in the place of the fragment that completed it (`process` calls
+    /// `receive_reassembled`; calling it from here would make the client-side stage recursive
+    /// and keep it from being inlined).
     #[cold]
     #[inline(never)]
     pub(crate) fn reassemble(&mut self, port: u16, buf: P::Buf) {
@@ -87,7 +123,7 @@ impl<P: Port> Worker<P> {
         }
     }
 
-    /// Receives the datagrams reassembled during the burst.
+    /// Receives the datagram just reassembled.
     #[cold]
     #[inline(never)]
     pub(crate) fn receive_reassembled(&mut self) {
@@ -96,6 +132,82 @@ impl<P: Port> Worker<P> {
             self.process(port, b, crate::pipeline::Hint::default());
         }
         self.reassembled = whole;
+    }
+
+    /// Remembers how the first fragment of a client's datagram (flow `key`, identification
+    /// `ident`) was translated, for the later ones.
+    pub(crate) fn remember_fragments_out(&mut self, key: &FlowKey, ident: u16, to: FragmentsOut) {
+        let id = DatagramId {
+            src: key.client,
+            dst: key.dst,
+            proto: key.proto,
+            ident,
+        };
+        self.fragments_out.insert(id, to, self.now_secs);
+    }
+
+    /// Remembers where the first fragment of a datagram from a target subnet (reverse key
+    /// `rkey`, identification `ident`) went, for the later ones.
+    pub(crate) fn remember_fragments_in(&mut self, rkey: &ReverseKey, ident: u16, to: FragmentsIn) {
+        let id = DatagramId {
+            src: rkey.remote,
+            dst: rkey.eni,
+            proto: rkey.proto,
+            ident,
+        };
+        self.fragments_in.insert(id, to, self.now_secs);
+    }
+
+    /// A later fragment of a client's inner datagram (decrypted, from the session's own
+    /// address): translated as its first fragment was, or dropped if that was not seen.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn forward_later_fragment(&mut self, mut buf: P::Buf) {
+        let Some((id, total, ttl)) = datagram_of(buf.data()) else {
+            return self.drop_packet(buf, DropReason::MalformedIpv4);
+        };
+        let Some((eni, port, hop)) = self.fragments_out.get(&id, self.now_secs) else {
+            return self.drop_packet(buf, DropReason::Ipv4Fragment);
+        };
+        if ttl <= 1 {
+            return self.drop_packet(buf, DropReason::TtlExceeded);
+        }
+        buf.truncate(total);
+        if let Ok(mut ip) = Ipv4Packet::new_checked(buf.data_mut()) {
+            ip.set_src(eni.to_be_bytes());
+            ip.decrement_ttl();
+        }
+        self.output(port, hop, buf);
+    }
+
+    /// A later fragment of an inner datagram from a target subnet (a frame received on
+    /// `port`): translated and sealed as its first fragment was, handed to the core that took
+    /// the first, or dropped if no first was seen.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn forward_later_fragment_in(&mut self, port: u16, mut buf: P::Buf) {
+        let Some((id, total, ttl)) = buf.data().get(HEADER_LEN..).and_then(datagram_of) else {
+            return self.drop_packet(buf, DropReason::MalformedIpv4);
+        };
+        let (client, owner) = match self.fragments_in.get(&id, self.now_secs) {
+            Some(FragmentsIn::Here { client, owner }) => (client, owner),
+            Some(FragmentsIn::Core(c)) => return self.hand_off(c, port, buf),
+            None => return self.drop_packet(buf, DropReason::Ipv4Fragment),
+        };
+        if ttl <= 1 {
+            return self.drop_packet(buf, DropReason::TtlExceeded);
+        }
+        // The session in that slot must still be the one the first fragment went to.
+        if self.sessions.get_mut(owner).map(|s| s.client_ip) != Some(client) {
+            return self.drop_packet(buf, DropReason::NoSessionForDestination);
+        }
+        buf.trim_front(HEADER_LEN);
+        buf.truncate(total);
+        if let Ok(mut ip) = Ipv4Packet::new_checked(buf.data_mut()) {
+            ip.set_dst(client.to_be_bytes());
+            ip.decrement_ttl();
+        }
+        self.encrypt_to_client(buf, owner);
     }
 
     /// Gives up the datagrams that did not complete in time (once a second).

@@ -89,8 +89,13 @@ fn rewrite(data: &mut [u8], side: Side, addr: u32, port: u16, mss: u16) {
             }
         }
         protocol::UDP => {
-            // As `UdpPacket::new_checked`: the header fits and its length field is sane.
-            if l4.len() < 8 || !(8..=l4.len()).contains(&usize::from(word(l4, 4))) {
+            // As `UdpPacket::new_checked`: the header fits and its length field is sane (in
+            // the first fragment of a datagram (MF) it is the whole datagram's: longer).
+            if l4.len() < 8 {
+                return;
+            }
+            let udp_len = usize::from(word(l4, 4));
+            if udp_len < 8 || (udp_len > l4.len() && header[6] & 0x20 == 0) {
                 return;
             }
             port_and_checksum::<6, true>(l4, side.port_at, port, (old_addr, addr));

@@ -6,6 +6,7 @@
 use crate::flow::{core_for_port, FlowTable, ReverseKey};
 use crate::mailbox::Report;
 use crate::packet::{DropReason, PacketBuf, BURST_SIZE};
+use crate::pipeline::fragment::FragmentsIn;
 use crate::pipeline::Hint;
 use crate::port::Port;
 use crate::wire::checksum;
@@ -52,6 +53,12 @@ impl<P: Port> Worker<P> {
             if !hw_checked && !ip.verify_checksum() {
                 return self.drop_packet(buf, DropReason::MalformedIpv4);
             }
+            // A fragment: the first is translated with its flow (and leaves what the later
+            // ones need); the later ones, without ports, take their own path.
+            let fragment = ip.is_fragment().then(|| ip.ident());
+            if fragment.is_some() && ip.frag_offset() != 0 {
+                return self.forward_later_fragment_in(port, buf);
+            }
             let tcp_flags = if ip.protocol() == protocol::TCP {
                 TcpPacket::new_checked(ip.payload()).map_or(0, |t| t.flags())
             } else {
@@ -61,13 +68,7 @@ impl<P: Port> Worker<P> {
                 Some(k) => Ok(Some((k, Rewrite::Plain))),
                 None => reverse_key(&ip),
             };
-            (
-                parsed,
-                ip.is_fragment(),
-                ip.ttl(),
-                ip.total_len(),
-                tcp_flags,
-            )
+            (parsed, fragment, ip.ttl(), ip.total_len(), tcp_flags)
         };
         let (rkey, rewrite) = match parsed {
             Ok(Some(k)) => k,
@@ -85,7 +86,13 @@ impl<P: Port> Worker<P> {
             core_for_port(rkey.nat_port, self.cfg.cores)
         };
         match owner_core {
-            Some(c) if c != self.cfg.core => return self.hand_off(c, port, buf),
+            Some(c) if c != self.cfg.core => {
+                if let Some(ident) = fragment {
+                    // Its later fragments, with no port to name the core, follow it there.
+                    self.remember_fragments_in(&rkey, ident, FragmentsIn::Core(c));
+                }
+                return self.hand_off(c, port, buf);
+            }
             Some(_) => {}
             None => {
                 // Below the SNAT range: not a translated flow; maybe a ping to the appliance.
@@ -106,8 +113,11 @@ impl<P: Port> Worker<P> {
             FlowTable::observe_tcp(flow, tcp_flags, true);
         }
         let (client, client_port, owner) = (flow.key.client, flow.key.src_port, flow.owner);
-        if fragment {
-            return self.drop_packet(buf, DropReason::Ipv4Fragment);
+        if let Some(ident) = fragment {
+            if let Rewrite::IcmpError = rewrite {
+                return self.drop_packet(buf, DropReason::Ipv4Fragment);
+            }
+            self.remember_fragments_in(&rkey, ident, FragmentsIn::Here { client, owner });
         }
         if ttl <= 1 {
             return self.drop_packet(buf, DropReason::TtlExceeded);
@@ -159,7 +169,7 @@ impl<P: Port> Worker<P> {
     }
 
     /// Encrypts an inner packet for the session in slot `owner` and sends it.
-    fn encrypt_to_client(&mut self, mut buf: P::Buf, owner: u32) {
+    pub(super) fn encrypt_to_client(&mut self, mut buf: P::Buf, owner: u32) {
         let now = self.now_secs;
         let len = buf.len() as u64;
         let Some(s) = self.sessions.get_mut(owner).map(|s| s.sender()) else {
@@ -210,10 +220,16 @@ fn reverse_key<T: AsRef<[u8]>>(
             let t = TcpPacket::new_checked(ip.payload()).map_err(|_| DropReason::MalformedTcp)?;
             Some((key(t.dst_port(), t.src_port()), Rewrite::Plain))
         }
-        protocol::UDP => {
-            let u = UdpPacket::new_checked(ip.payload()).map_err(|_| DropReason::MalformedUdp)?;
-            Some((key(u.dst_port(), u.src_port()), Rewrite::Plain))
-        }
+        protocol::UDP => match UdpPacket::new_checked(ip.payload()) {
+            Ok(u) => Some((key(u.dst_port(), u.src_port()), Rewrite::Plain)),
+            // The first fragment of a datagram: its UDP length is the whole datagram's.
+            Err(_) if ip.more_fragments() && ip.payload().len() >= 8 => {
+                let p = ip.payload();
+                let port = |at: usize| u16::from_be_bytes([p[at], p[at + 1]]);
+                Some((key(port(2), port(0)), Rewrite::Plain))
+            }
+            Err(_) => return Err(DropReason::MalformedUdp),
+        },
         protocol::ICMP => {
             let i = IcmpPacket::new_checked(ip.payload()).map_err(|_| DropReason::MalformedIcmp)?;
             if i.kind() == crate::wire::icmp::kind::ECHO_REPLY {
