@@ -162,6 +162,11 @@ fn answer_arp_request(
     out
 }
 
+/// The drop counters that are not zero (for assertion messages).
+fn nonzero_drops(w: &Worker<MemPort>) -> Vec<(&'static str, u64)> {
+    w.drops().iter().filter(|(_, n)| *n > 0).collect()
+}
+
 fn ip_of(frame: &[u8]) -> Ipv4Packet<&[u8]> {
     Ipv4Packet::new_checked(&frame[14..]).expect("an IPv4 frame")
 }
@@ -179,16 +184,7 @@ fn ping_through_the_tunnel_and_back() {
     );
     lab.send_from_client(&echo);
     let out = lab.inside_sent();
-    assert_eq!(
-        out.len(),
-        1,
-        "drops: {:?}",
-        lab.w
-            .drops()
-            .iter()
-            .filter(|(_, n)| *n > 0)
-            .collect::<Vec<_>>()
-    );
+    assert_eq!(out.len(), 1, "drops: {:?}", nonzero_drops(&lab.w));
     let f = &out[0];
     assert_eq!(&f[0..6], &lab::HOST_MAC, "on-link: sent to the host itself");
     assert_eq!(&f[6..12], &lab::INSIDE_MAC);
@@ -333,16 +329,7 @@ fn icmp_errors_about_a_flow_reach_its_client_translated() {
     for (from, k, code, quoted, client_port) in cases {
         let error = testkit::ipv4_icmp_error(from, ip(lab::INSIDE_IP), k, code, quoted);
         let sent = lab.reply_from_host(&error);
-        assert_eq!(
-            sent.len(),
-            1,
-            "{:?}",
-            lab.w
-                .drops()
-                .iter()
-                .filter(|(_, n)| *n > 0)
-                .collect::<Vec<_>>()
-        );
+        assert_eq!(sent.len(), 1, "{:?}", nonzero_drops(&lab.w));
         let inner = lab.client.open(&sent[0]).expect("sealed for the client");
         let p = Ipv4Packet::new_checked(&inner[..]).unwrap();
         assert!(p.verify_checksum());
@@ -402,16 +389,7 @@ fn full_size_packets_cross_in_fragments_both_ways() {
     }
     lab.w.poll_once(lab.now);
     let out = lab.inside_sent();
-    assert_eq!(
-        out.len(),
-        1,
-        "{:?}",
-        lab.w
-            .drops()
-            .iter()
-            .filter(|(_, n)| *n > 0)
-            .collect::<Vec<_>>()
-    );
+    assert_eq!(out.len(), 1, "{:?}", nonzero_drops(&lab.w));
     let p = ip_of(&out[0]);
     assert_eq!(p.total_len(), 1500);
     let u = UdpPacket::new_checked(p.payload()).unwrap();
@@ -496,16 +474,7 @@ fn inner_datagrams_in_fragments_cross_both_ways() {
         lab.w.poll_once(lab.now);
     }
     let out = lab.inside_sent();
-    assert_eq!(
-        out.len(),
-        5,
-        "{:?}",
-        lab.w
-            .drops()
-            .iter()
-            .filter(|(_, n)| *n > 0)
-            .collect::<Vec<_>>()
-    );
+    assert_eq!(out.len(), 5, "{:?}", nonzero_drops(&lab.w));
     for f in &out {
         assert!(ip_of(f).verify_checksum());
         assert_eq!(ip_of(f).src(), eni.to_be_bytes(), "every fragment SNATed");
@@ -635,16 +604,7 @@ fn later_fragments_follow_their_first_to_the_owning_core() {
         .iter()
         .map(|f| testkit::eth_ipv4(lab::OUTSIDE_MAC, lab::CLIENT_MAC, &client.open(f).unwrap()))
         .collect();
-    assert_eq!(
-        opened.len(),
-        3,
-        "{:?}",
-        owner
-            .drops()
-            .iter()
-            .filter(|(_, n)| *n > 0)
-            .collect::<Vec<_>>()
-    );
+    assert_eq!(opened.len(), 3, "{:?}", nonzero_drops(owner));
     let whole = testkit::reassemble(&opened);
     let p = ip_of(&whole[0]);
     assert_eq!((p.dst(), p.total_len()), (vip.to_be_bytes(), reply.len()));
@@ -735,11 +695,7 @@ fn denied_replayed_spoofed_and_unknown_are_counted() {
         lab.drops(DropReason::NoFlow),
         1,
         "{:?}",
-        lab.w
-            .drops()
-            .iter()
-            .filter(|(_, n)| *n > 0)
-            .collect::<Vec<_>>()
+        nonzero_drops(&lab.w)
     );
 
     // Group 0 may reach 10.99/16.
