@@ -534,6 +534,29 @@ fn inner_datagrams_in_fragments_cross_both_ways() {
     assert!(lab.reply_from_host(&stray[1]).is_empty());
     assert!(lab.inside_sent().is_empty());
     assert_eq!(lab.drops(DropReason::Ipv4Fragment), 2);
+
+    // A TCP fragment at offset 8, after a first that showed the header: it could only rewrite
+    // that header's flags at the host (RFC 1858).
+    let syn = testkit::ipv4_tcp(vip, 40_004, host, 80, flags::SYN, Some(1460), &[0; 64]);
+    let mut head = syn.clone();
+    head[4..6].copy_from_slice(&6u16.to_be_bytes());
+    head.truncate(20 + 24 + 8);
+    head[2..4].copy_from_slice(&((20 + 24 + 8) as u16).to_be_bytes());
+    head[6] = 0x20; // MF, offset 0
+    let mut tail = syn.clone();
+    tail[4..6].copy_from_slice(&6u16.to_be_bytes());
+    let body = tail[20 + 8..].to_vec();
+    tail.truncate(20);
+    tail.extend_from_slice(&body);
+    let len = tail.len() as u16;
+    tail[2..4].copy_from_slice(&len.to_be_bytes());
+    tail[6..8].copy_from_slice(&1u16.to_be_bytes()); // offset 8 bytes, last
+    for p in [&mut head, &mut tail] {
+        Ipv4Packet::new_checked(&mut p[..]).unwrap().fill_checksum();
+        lab.send_from_client(p);
+    }
+    assert_eq!(lab.inside_sent().len(), 1, "the first fragment only");
+    assert_eq!(lab.drops(DropReason::FragmentOverlap), 1);
 }
 
 /// Two cores: a reply in fragments reaches the core that does not own its flow (as a NIC's

@@ -85,7 +85,7 @@ pub enum DropReason {
     /// The send packet-id would wrap: the session must renegotiate first.
     PacketIdExhausted,
     /// An outer fragment overlapping another of its datagram, or inconsistent with it (the
-    /// whole datagram is given up).
+    /// whole datagram is given up); an inner TCP fragment at offset 8 (RFC 1858).
     FragmentOverlap,
     /// An outer fragment whose datagram did not complete in time, or made way for a newer one
     /// in a full reassembly table.

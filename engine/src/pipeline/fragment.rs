@@ -166,6 +166,14 @@ impl<P: Port> Worker<P> {
         let Some((id, total, ttl)) = datagram_of(buf.data()) else {
             return self.drop_packet(buf, DropReason::MalformedIpv4);
         };
+        // A TCP fragment at offset 8 can only serve to overwrite, in the receiver's
+        // reassembly, the flags and options of the header its first fragment showed us
+        // (RFC 1858, section 4: drop it).
+        if id.proto == crate::wire::ipv4::protocol::TCP
+            && Ipv4Packet::new_checked(buf.data()).is_ok_and(|ip| ip.frag_offset() == 8)
+        {
+            return self.drop_packet(buf, DropReason::FragmentOverlap);
+        }
         let Some((eni, port, hop)) = self.fragments_out.get(&id, self.now_secs) else {
             return self.drop_packet(buf, DropReason::Ipv4Fragment);
         };
