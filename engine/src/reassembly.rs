@@ -17,6 +17,7 @@
 use arrayvec::ArrayVec;
 
 use crate::packet::DropReason;
+use crate::wire::ipv4::DatagramId;
 
 /// Fragments of one datagram at most (a 1,552-byte datagram over a 576-byte path is three).
 pub const MAX_FRAGMENTS: usize = 8;
@@ -24,19 +25,6 @@ pub const MAX_FRAGMENTS: usize = 8;
 /// Seconds a datagram may stay incomplete (its age counted in whole seconds: it is given up
 /// between `TIMEOUT_SECS` and one second later).
 pub const TIMEOUT_SECS: u32 = 2;
-
-/// What identifies the fragments of one datagram (RFC 791).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FragmentKey {
-    /// Source address.
-    pub src: u32,
-    /// Destination address.
-    pub dst: u32,
-    /// Protocol.
-    pub proto: u8,
-    /// Identification.
-    pub ident: u16,
-}
 
 /// Where a fragment's payload goes in its datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,7 +62,7 @@ pub struct Added<B> {
 }
 
 struct Pending<B> {
-    key: FragmentKey,
+    key: DatagramId,
     /// When its first fragment came (seconds).
     born: u32,
     fragments: Fragments<B>,
@@ -108,7 +96,7 @@ impl<B> Reassembly<B> {
     }
 
     /// Takes a fragment (its buffer `buf` holds it whole; `piece` says where its payload goes).
-    pub fn add(&mut self, key: FragmentKey, piece: Piece, buf: B, now: u32) -> Added<B> {
+    pub fn add(&mut self, key: DatagramId, piece: Piece, buf: B, now: u32) -> Added<B> {
         let mut dropped = Dropped::new();
         // One expired datagram a call (the rest go at the next calls or in `expire`).
         self.expire_one(now, &mut dropped);
@@ -204,7 +192,7 @@ impl<B> Reassembly<B> {
         old.is_some()
     }
 
-    fn position(&self, key: &FragmentKey) -> Option<usize> {
+    fn position(&self, key: &DatagramId) -> Option<usize> {
         self.pending.iter().position(|p| p.key == *key)
     }
 
@@ -238,7 +226,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const KEY: FragmentKey = FragmentKey {
+    const KEY: DatagramId = DatagramId {
         src: 1,
         dst: 2,
         proto: 17,
@@ -324,7 +312,7 @@ mod tests {
     #[test]
     fn old_datagrams_expire_and_the_oldest_gives_way_when_full() {
         let mut r = Reassembly::new(2, 2000);
-        let key = |ident| FragmentKey { ident, ..KEY };
+        let key = |ident| DatagramId { ident, ..KEY };
         assert!(r.add(key(1), piece(0, 8, true), 1, 100).dropped.is_empty());
         assert!(r.add(key(2), piece(0, 8, true), 2, 101).dropped.is_empty());
         let a = r.add(key(3), piece(0, 8, true), 3, 101);
@@ -364,7 +352,7 @@ mod tests {
             let mut done = None;
             for (i, p) in pieces.iter().enumerate() {
                 if noise {
-                    let other = FragmentKey { ident: 99, ..KEY };
+                    let other = DatagramId { ident: 99, ..KEY };
                     prop_assert!(r.add(other, piece(i * 8, 8, true), 1000, 0).dropped.is_empty());
                 }
                 let a = r.add(KEY, *p, p.offset, 0);

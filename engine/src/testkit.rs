@@ -160,9 +160,11 @@ pub fn fragment(frame: &[u8], mtu: usize) -> Vec<Vec<u8>> {
             let more = (i + 1) * per < payload.len();
             let flags = if more { 0x2000 } else { 0 } | (i * per / 8) as u16;
             h[6..8].copy_from_slice(&flags.to_be_bytes());
-            h[10..12].copy_from_slice(&[0, 0]);
-            let c = crate::wire::checksum::checksum(h);
-            h[10..12].copy_from_slice(&c.to_be_bytes());
+            if let Ok(mut p) =
+                crate::wire::ipv4::Ipv4Packet::new_checked(&mut f[ethernet::HEADER_LEN..])
+            {
+                p.fill_checksum();
+            }
             f
         })
         .collect()
@@ -222,9 +224,9 @@ pub fn reassemble(frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
         h[2..4].copy_from_slice(&total.to_be_bytes());
         h[6] &= 0x40;
         h[7] = 0;
-        h[10..12].copy_from_slice(&[0, 0]);
-        let c = crate::wire::checksum::checksum(&h[..hl]);
-        h[10..12].copy_from_slice(&c.to_be_bytes());
+        if let Ok(mut p) = crate::wire::ipv4::Ipv4Packet::new_checked(h) {
+            p.fill_checksum();
+        }
         out.push(whole);
     }
     out

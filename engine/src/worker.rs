@@ -202,7 +202,7 @@ pub struct Worker<P: Port> {
     /// Where the first fragments of inner datagrams from target subnets went.
     pub(crate) fragments_in: FragmentMap<crate::pipeline::fragment::FragmentsIn>,
     /// A datagram just reassembled, with its port (`process` receives it at once).
-    pub(crate) reassembled: Vec<(u16, P::Buf)>,
+    pub(crate) reassembled: Option<(u16, P::Buf)>,
     /// The IPv4 identification of the next datagram sent in fragments; steps by the number of
     /// cores from this core's index, so cores sending to one address never reuse each other's.
     pub(crate) next_ident: u16,
@@ -251,7 +251,7 @@ impl<P: Port> Worker<P> {
                 cfg.reassembly_capacity,
                 crate::pipeline::fragment::REASSEMBLED_MAX,
             ),
-            reassembled: Vec::with_capacity(crate::packet::BURST_SIZE),
+            reassembled: None,
             fragments_out: FragmentMap::new(1024),
             fragments_in: FragmentMap::new(1024),
             punt_limiter: PuntLimiter::new(4096, cfg.punt_budget.0, cfg.punt_budget.1),
@@ -368,7 +368,7 @@ impl<P: Port> Worker<P> {
             self.handle_client_side(port, buf);
             // A fragment that completed a datagram: the datagram, now, in its place (the
             // fragments of a client's inner datagram must stay in order).
-            if !self.reassembled.is_empty() {
+            if self.reassembled.is_some() {
                 self.receive_reassembled();
             }
         } else {

@@ -14,24 +14,13 @@ use core::hash::BuildHasher;
 
 use hashbrown::DefaultHashBuilder;
 
+pub use crate::wire::ipv4::DatagramId;
+
 /// Entries per set.
 const WAYS: usize = 4;
 
 /// Seconds an entry is good for (its age in whole seconds: between this and one more).
 pub const TTL_SECS: u32 = 2;
-
-/// The identity of an IPv4 datagram (RFC 791), shared by all its fragments.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct DatagramId {
-    /// Source address.
-    pub src: u32,
-    /// Destination address.
-    pub dst: u32,
-    /// Protocol.
-    pub proto: u8,
-    /// Identification.
-    pub ident: u16,
-}
 
 #[derive(Clone, Copy, Debug)]
 struct Entry<V> {

@@ -17,7 +17,7 @@ use super::index::Index;
 use super::ports::{PortPool, PortRange};
 use crate::packet::prefetch::prefetch_line;
 use crate::packet::DropReason;
-use crate::wire::ipv4::protocol;
+use crate::wire::ipv4::{protocol, DatagramId};
 use crate::wire::tcp::flags;
 
 /// Idle timeouts in seconds (RFC 5382 REQ-5 for established TCP, at least 2 h 4 min; RFC 4787
@@ -73,6 +73,30 @@ pub struct ReverseKey {
     pub remote: u32,
     /// The remote port (0 for ICMP).
     pub remote_port: u16,
+}
+
+impl FlowKey {
+    /// The identity of this flow's datagram `ident` (for its later fragments).
+    pub fn datagram(&self, ident: u16) -> DatagramId {
+        DatagramId {
+            src: self.client,
+            dst: self.dst,
+            proto: self.proto,
+            ident,
+        }
+    }
+}
+
+impl ReverseKey {
+    /// The identity of this return traffic's datagram `ident` (for its later fragments).
+    pub fn datagram(&self, ident: u16) -> DatagramId {
+        DatagramId {
+            src: self.remote,
+            dst: self.eni,
+            proto: self.proto,
+            ident,
+        }
+    }
 }
 
 /// A flow's handle in the table.

@@ -343,7 +343,9 @@ impl<P: Port> Worker<P> {
         let nat_port = flow.nat_port;
         nat::rewrite_source(buf.data_mut(), eni, nat_port, self.cfg.mss_clamp);
         if let Some(ident) = first_fragment {
-            self.remember_fragments_out(&key, ident, (eni, target_port, next_hop));
+            let translation = (eni, target_port, next_hop);
+            self.fragments_out
+                .insert(key.datagram(ident), translation, now);
         }
         self.output(target_port, next_hop, buf);
     }

@@ -19,14 +19,12 @@
 //! dropped when their first was not seen. From a target subnet, the core that received a
 //! first fragment but handed it to its flow's core also hands the later ones there.
 
-use crate::flow::fragments::DatagramId;
-use crate::flow::{FlowKey, ReverseKey};
 use crate::packet::{DropReason, PacketBuf};
 use crate::port::Port;
-use crate::reassembly::{FragmentKey, Fragments, Piece};
+use crate::reassembly::{Fragments, Piece};
 use crate::wire::checksum;
 use crate::wire::ethernet::HEADER_LEN;
-use crate::wire::ipv4::{Ipv4Packet, MIN_HEADER_LEN};
+use crate::wire::ipv4::{protocol, Ipv4Packet, MIN_HEADER_LEN};
 use crate::wire::udp::{self, Ipv4UdpHeaders};
 use crate::worker::Worker;
 
@@ -51,18 +49,6 @@ pub(crate) enum FragmentsIn {
 /// address, the egress port and the next hop.
 pub(crate) type FragmentsOut = (u32, u16, u32);
 
-/// The identity, total length and TTL of the IPv4 packet at the start of `data`.
-fn datagram_of(data: &[u8]) -> Option<(DatagramId, usize, u8)> {
-    let ip = Ipv4Packet::new_checked(data).ok()?;
-    let id = DatagramId {
-        src: u32::from_be_bytes(ip.src()),
-        dst: u32::from_be_bytes(ip.dst()),
-        proto: ip.protocol(),
-        ident: ip.ident(),
-    };
-    Some((id, ip.total_len(), ip.ttl()))
-}
-
 impl<P: Port> Worker<P> {
     /// An outer UDP fragment addressed to the appliance (its header checksum checked): held
     /// until its datagram is complete, which is then rebuilt in a fresh buffer and received as
@@ -77,18 +63,12 @@ impl<P: Port> Worker<P> {
             .get(HEADER_LEN..)
             .and_then(|d| Ipv4Packet::new_checked(d).ok())
             .map(|ip| {
-                let key = FragmentKey {
-                    src: u32::from_be_bytes(ip.src()),
-                    dst: u32::from_be_bytes(ip.dst()),
-                    proto: ip.protocol(),
-                    ident: ip.ident(),
-                };
                 let piece = Piece {
                     offset: ip.frag_offset(),
                     len: ip.payload().len(),
                     more: ip.more_fragments(),
                 };
-                (key, piece)
+                (ip.datagram_id(), piece)
             });
         let Some((key, piece)) = parsed else {
             return self.drop_packet(buf, DropReason::MalformedIpv4);
@@ -112,7 +92,7 @@ impl<P: Port> Worker<P> {
                 for (_, b) in fragments {
                     self.consume(b);
                 }
-                self.reassembled.push((port, whole));
+                self.reassembled = Some((port, whole));
             }
             Err(reason) => {
                 self.consume(whole);
@@ -127,35 +107,9 @@ impl<P: Port> Worker<P> {
     #[cold]
     #[inline(never)]
     pub(crate) fn receive_reassembled(&mut self) {
-        let mut whole = std::mem::take(&mut self.reassembled);
-        for (port, b) in whole.drain(..) {
+        if let Some((port, b)) = self.reassembled.take() {
             self.process(port, b, crate::pipeline::Hint::default());
         }
-        self.reassembled = whole;
-    }
-
-    /// Remembers how the first fragment of a client's datagram (flow `key`, identification
-    /// `ident`) was translated, for the later ones.
-    pub(crate) fn remember_fragments_out(&mut self, key: &FlowKey, ident: u16, to: FragmentsOut) {
-        let id = DatagramId {
-            src: key.client,
-            dst: key.dst,
-            proto: key.proto,
-            ident,
-        };
-        self.fragments_out.insert(id, to, self.now_secs);
-    }
-
-    /// Remembers where the first fragment of a datagram from a target subnet (reverse key
-    /// `rkey`, identification `ident`) went, for the later ones.
-    pub(crate) fn remember_fragments_in(&mut self, rkey: &ReverseKey, ident: u16, to: FragmentsIn) {
-        let id = DatagramId {
-            src: rkey.remote,
-            dst: rkey.eni,
-            proto: rkey.proto,
-            ident,
-        };
-        self.fragments_in.insert(id, to, self.now_secs);
     }
 
     /// A later fragment of a client's inner datagram (decrypted, from the session's own
@@ -163,15 +117,13 @@ impl<P: Port> Worker<P> {
     #[cold]
     #[inline(never)]
     pub(crate) fn forward_later_fragment(&mut self, mut buf: P::Buf) {
-        let Some((id, total, ttl)) = datagram_of(buf.data()) else {
+        let Some((id, total, ttl, offset)) = later_fragment(buf.data()) else {
             return self.drop_packet(buf, DropReason::MalformedIpv4);
         };
         // A TCP fragment at offset 8 can only serve to overwrite, in the receiver's
         // reassembly, the flags and options of the header its first fragment showed us
         // (RFC 1858, section 4: drop it).
-        if id.proto == crate::wire::ipv4::protocol::TCP
-            && Ipv4Packet::new_checked(buf.data()).is_ok_and(|ip| ip.frag_offset() == 8)
-        {
+        if id.proto == protocol::TCP && offset == 8 {
             return self.drop_packet(buf, DropReason::FragmentOverlap);
         }
         let Some((eni, port, hop)) = self.fragments_out.get(&id, self.now_secs) else {
@@ -194,7 +146,8 @@ impl<P: Port> Worker<P> {
     #[cold]
     #[inline(never)]
     pub(crate) fn forward_later_fragment_in(&mut self, port: u16, mut buf: P::Buf) {
-        let Some((id, total, ttl)) = buf.data().get(HEADER_LEN..).and_then(datagram_of) else {
+        let Some((id, total, ttl, _)) = buf.data().get(HEADER_LEN..).and_then(later_fragment)
+        else {
             return self.drop_packet(buf, DropReason::MalformedIpv4);
         };
         let (client, owner) = match self.fragments_in.get(&id, self.now_secs) {
@@ -231,6 +184,23 @@ impl<P: Port> Worker<P> {
         }
     }
 
+    /// A fresh buffer of the outside port holding a copy of `bytes` (`None` when there is no
+    /// buffer or it is too small).
+    fn copied_to_outside(&mut self, bytes: &[u8]) -> Option<P::Buf> {
+        let mut t = self
+            .ports
+            .get_mut(usize::from(self.cfg.outside))
+            .and_then(Port::alloc)?;
+        match t.append(bytes.len()) {
+            Ok(d) => d.copy_from_slice(bytes),
+            Err(_) => {
+                self.consume(t);
+                return None;
+            }
+        }
+        Some(t)
+    }
+
     /// Sends the OpenVPN packet in `buf` to a client (via `hop`) in IPv4 fragments of at most
     /// the outside port's MTU: the first in `buf` itself with the UDP header, the others in
     /// fresh buffers.
@@ -253,41 +223,19 @@ impl<P: Port> Worker<P> {
         }
         // The datagram's payload from `per` on goes in fresh buffers, `per` bytes each.
         let mut rest = arrayvec::ArrayVec::<(usize, P::Buf), SEND_FRAGMENTS_MAX>::new();
-        let mut at = per;
-        while at < datagram {
-            let chunk = per.min(datagram - at);
+        for at in (per..datagram).step_by(per) {
             let from = at - udp::HEADER_LEN;
-            let tail = self
-                .ports
-                .get_mut(usize::from(self.cfg.outside))
-                .and_then(Port::alloc);
-            let copied = tail.map(|mut t| {
-                let ok = match (t.append(chunk), buf.data().get(from..from + chunk)) {
-                    (Ok(d), Some(s)) => {
-                        d.copy_from_slice(s);
-                        true
-                    }
-                    _ => false,
-                };
-                (ok, t)
-            });
-            match copied {
-                Some((true, t)) => {
-                    if rest.try_push((at, t)).is_err() {
-                        break;
-                    }
-                }
-                other => {
-                    if let Some((_, t)) = other {
-                        self.consume(t);
-                    }
+            let chunk = buf.data().get(from..from + per.min(datagram - at));
+            match chunk.and_then(|c| self.copied_to_outside(c)) {
+                // At most SEND_FRAGMENTS_MAX - 1 of them, as checked above.
+                Some(t) => rest.push((at, t)),
+                None => {
                     for (_, t) in rest {
                         self.consume(t);
                     }
                     return self.drop_packet(buf, DropReason::NoRoom);
                 }
             }
-            at += chunk;
         }
         let ident = self.next_ident;
         self.next_ident = ident.wrapping_add(self.cfg.cores as u16);
@@ -306,6 +254,13 @@ impl<P: Port> Worker<P> {
             });
         }
     }
+}
+
+/// The identity, total length, TTL and fragment offset of the IPv4 packet at the start of
+/// `data`.
+fn later_fragment(data: &[u8]) -> Option<(crate::wire::ipv4::DatagramId, usize, u8, usize)> {
+    let ip = Ipv4Packet::new_checked(data).ok()?;
+    Some((ip.datagram_id(), ip.total_len(), ip.ttl(), ip.frag_offset()))
 }
 
 /// Writes a fragment's length, identification, flags (DF clear) and offset into an option-less
@@ -356,12 +311,11 @@ fn rebuild<B: PacketBuf>(fragments: &Fragments<B>, whole: &mut B) -> Result<(), 
             _ => return Err(DropReason::MalformedIpv4),
         }
     }
-    let ip = &mut out[HEADER_LEN..HEADER_LEN + hl];
+    let ip = &mut out[HEADER_LEN..];
     ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
     ip[6] &= 0x40; // keep DF; MF and the offset go
     ip[7] = 0;
-    ip[10..12].copy_from_slice(&[0, 0]);
-    let c = checksum::checksum(ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut ip = Ipv4Packet::new_checked(ip).map_err(|_| DropReason::MalformedIpv4)?;
+    ip.fill_checksum();
     Ok(())
 }

@@ -89,7 +89,9 @@ impl<P: Port> Worker<P> {
             Some(c) if c != self.cfg.core => {
                 if let Some(ident) = fragment {
                     // Its later fragments, with no port to name the core, follow it there.
-                    self.remember_fragments_in(&rkey, ident, FragmentsIn::Core(c));
+                    let to = FragmentsIn::Core(c);
+                    self.fragments_in
+                        .insert(rkey.datagram(ident), to, self.now_secs);
                 }
                 return self.hand_off(c, port, buf);
             }
@@ -117,7 +119,8 @@ impl<P: Port> Worker<P> {
             if let Rewrite::IcmpError = rewrite {
                 return self.drop_packet(buf, DropReason::Ipv4Fragment);
             }
-            self.remember_fragments_in(&rkey, ident, FragmentsIn::Here { client, owner });
+            let to = FragmentsIn::Here { client, owner };
+            self.fragments_in.insert(rkey.datagram(ident), to, now);
         }
         if ttl <= 1 {
             return self.drop_packet(buf, DropReason::TtlExceeded);

@@ -22,6 +22,19 @@ pub struct Ipv4Packet<T: AsRef<[u8]>> {
     buffer: T,
 }
 
+/// The identity of an IPv4 datagram, shared by all its fragments (RFC 791).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DatagramId {
+    /// Source address.
+    pub src: u32,
+    /// Destination address.
+    pub dst: u32,
+    /// Protocol.
+    pub proto: u8,
+    /// Identification.
+    pub ident: u16,
+}
+
 impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// A view after checking version, header length and total length against the buffer.
     ///
@@ -70,6 +83,17 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     #[inline]
     pub fn ident(&self) -> u16 {
         u16::from_be_bytes([self.h()[4], self.h()[5]])
+    }
+
+    /// The identity of the datagram this packet is (a fragment of).
+    #[inline]
+    pub fn datagram_id(&self) -> DatagramId {
+        DatagramId {
+            src: u32::from_be_bytes(self.src()),
+            dst: u32::from_be_bytes(self.dst()),
+            proto: self.protocol(),
+            ident: self.ident(),
+        }
     }
 
     /// Don't-fragment flag.
