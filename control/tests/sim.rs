@@ -23,6 +23,7 @@ use sluice_control::proto::packet::{opcode, ControlPacket};
 use sluice_control::proto::server::{
     peer_id_range, CertificateOnly, CloseReason, Event, Server, Settings,
 };
+use sluice_control::proto::session::Phase;
 use sluice_control::proto::tls::{server_config, TlsFiles};
 use sluice_control::proto::Remote;
 
@@ -74,11 +75,26 @@ struct Link {
     queue: VecDeque<(Instant, Vec<u8>)>,
     loss: f64,
     dup: f64,
+    /// Datagrams it loses for certain, by their number (from 0) in what was sent.
+    lose: Vec<usize>,
+    sent: usize,
 }
 
 impl Link {
+    fn new(seed: u64, loss: f64, dup: f64) -> Self {
+        Self {
+            rng: StdRng::seed_from_u64(seed),
+            queue: VecDeque::new(),
+            loss,
+            dup,
+            lose: Vec::new(),
+            sent: 0,
+        }
+    }
+
     fn send(&mut self, now: Instant, d: Vec<u8>) {
-        if self.rng.gen_bool(self.loss) {
+        self.sent += 1;
+        if self.lose.contains(&(self.sent - 1)) || self.rng.gen_bool(self.loss) {
             return;
         }
         let copies = if self.rng.gen_bool(self.dup) { 2 } else { 1 };
@@ -96,7 +112,7 @@ impl Link {
 }
 
 fn simulate(seed: u64, loss: f64, dup: f64) {
-    simulate_with(seed, loss, dup, None);
+    simulate_with(seed, Link::new(seed, loss, dup), None);
 }
 
 fn tls() -> std::sync::Arc<rustls::ServerConfig> {
@@ -116,7 +132,8 @@ fn tls() -> std::sync::Arc<rustls::ServerConfig> {
 }
 
 /// Handshake and renegotiation; then, with `session_timeout`, the virtual clock jumps past it.
-fn simulate_with(seed: u64, loss: f64, dup: f64, session_timeout: Option<Duration>) {
+/// `up` carries the client's datagrams; the way down is like it, without its certain losses.
+fn simulate_with(seed: u64, mut up: Link, session_timeout: Option<Duration>) {
     let tls = tls();
     let mut settings = Settings::new(0, tls, ("10.200.0.0".parse().unwrap(), 20));
     if let Some(t) = session_timeout {
@@ -139,18 +156,7 @@ fn simulate_with(seed: u64, loss: f64, dup: f64, session_timeout: Option<Duratio
             port: 1194,
         },
     );
-    let mut up = Link {
-        rng: StdRng::seed_from_u64(seed),
-        queue: VecDeque::new(),
-        loss,
-        dup,
-    };
-    let mut down = Link {
-        rng: StdRng::seed_from_u64(seed ^ 0x5eed),
-        queue: VecDeque::new(),
-        loss,
-        dup,
-    };
+    let mut down = Link::new(seed ^ 0x5eed, up.loss, up.dup);
     let start = Instant::now();
     let mut now = start;
     let mut server_keys = Vec::new();
@@ -282,14 +288,28 @@ fn lossy_duplicating_reordering_link() {
 
 #[test]
 fn session_timeout_disconnects() {
-    simulate_with(9, 0.0, 0.0, Some(Duration::from_secs(8 * 3600)));
+    simulate_with(
+        9,
+        Link::new(9, 0.0, 0.0),
+        Some(Duration::from_secs(8 * 3600)),
+    );
+}
+
+/// The client's first datagram after our stateless answer (its first TLS record with the
+/// acknowledgement that makes the session) is lost: the retransmission carries the
+/// acknowledgement again, as OpenVPN 2.6 clients' do, and the handshake completes.
+#[test]
+fn the_lost_echo_comes_again() {
+    let mut up = Link::new(10, 0.0, 0.0);
+    up.lose = vec![1];
+    simulate_with(10, up, None);
 }
 
 fn hard_reset(sid: u8) -> Vec<u8> {
     let p = ControlPacket {
         opcode: opcode::HARD_RESET_CLIENT_V2,
         key_id: 0,
-        session_id: [sid | 1, 2, 3, 4, 5, 6, 7, 8],
+        session_id: client_sid(sid),
         acks: Default::default(),
         remote_session_id: None,
         msg_id: Some(0),
@@ -300,7 +320,155 @@ fn hard_reset(sid: u8) -> Vec<u8> {
     d
 }
 
-/// The abuse bounds: a per-source rate for new sessions, a cap on sessions in handshake, and
+fn client_sid(sid: u8) -> [u8; 8] {
+    [sid | 1, 2, 3, 4, 5, 6, 7, 8]
+}
+
+/// The client's third step: the acknowledgement of the server's reset, echoing its session id.
+fn echo(sid: u8, server_sid: [u8; 8]) -> Vec<u8> {
+    let p = ControlPacket {
+        opcode: opcode::ACK_V1,
+        key_id: 0,
+        session_id: client_sid(sid),
+        acks: [0u32].into_iter().collect(),
+        remote_session_id: Some(server_sid),
+        msg_id: None,
+        payload: &[],
+    };
+    let mut d = Vec::new();
+    p.encode(&mut d);
+    d
+}
+
+/// The server session ids of the stateless answers sent so far, checking each is one.
+fn answers(server: &mut Server<CertificateOnly>) -> Vec<(Remote, [u8; 8])> {
+    let mut v = Vec::new();
+    while let Some(t) = server.poll_transmit() {
+        let p = ControlPacket::parse(&t.payload).unwrap();
+        assert_eq!(p.opcode, opcode::HARD_RESET_SERVER_V2);
+        assert_eq!((p.acks.as_slice(), p.msg_id), (&[0u32][..], Some(0)));
+        v.push((t.remote, p.session_id));
+    }
+    v
+}
+
+const LOCAL: Remote = Remote {
+    ip: 0xc0a8_3201,
+    port: 1194,
+};
+const UNIX: u64 = 1_800_000_000;
+
+fn from(ip: u32, port: u16) -> Remote {
+    Remote { ip, port }
+}
+
+/// A first hard reset makes no state, only the 26-byte answer; a session exists once the
+/// client echoes the session id we gave, from the address we gave it to, within the handshake
+/// window. A forged, misdirected or stale echo opens nothing.
+#[test]
+fn a_session_needs_the_echo_of_our_stateless_answer() {
+    let mut server = Server::new(
+        Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20)),
+        CertificateOnly,
+    );
+    let now = Instant::now();
+    let client = from(0x0a00_0001, 40000);
+    server.handle_datagram(now, UNIX, client, LOCAL, &hard_reset(5));
+    assert_eq!(server.sessions().count(), 0);
+    assert_eq!(server.counters().stateless_resets, 1);
+    let [(to, ours)] = answers(&mut server)[..] else {
+        panic!("one answer")
+    };
+    assert_eq!(to, client);
+    // A retransmitted reset gets the same id again (no state, same slot).
+    server.handle_datagram(now, UNIX, client, LOCAL, &hard_reset(5));
+    assert_eq!(answers(&mut server), vec![(client, ours)]);
+    // Forged or misdirected echoes: another id, another port, another client session id.
+    let mut forged = ours;
+    forged[0] ^= 0x80;
+    server.handle_datagram(now, UNIX, client, LOCAL, &echo(5, forged));
+    server.handle_datagram(now, UNIX, from(0x0a00_0001, 40001), LOCAL, &echo(5, ours));
+    server.handle_datagram(now, UNIX, client, LOCAL, &echo(7, ours));
+    assert_eq!(server.counters().bad_session_id, 3);
+    // Too late: the id is good for at least the handshake window, not half as long again.
+    let stale = now + Duration::from_secs(90);
+    server.handle_datagram(stale, UNIX, client, LOCAL, &echo(5, ours));
+    assert_eq!(server.counters().bad_session_id, 4);
+    assert_eq!(server.sessions().count(), 0);
+    // The echo, in time: a session under our id, and nothing sent again (the reset is acked).
+    server.handle_datagram(
+        now + Duration::from_secs(59),
+        UNIX,
+        client,
+        LOCAL,
+        &echo(5, ours),
+    );
+    let s: Vec<_> = server.sessions().collect();
+    assert_eq!(s.len(), 1);
+    assert_eq!((s[0].client_sid, s[0].server_sid), (client_sid(5), ours));
+    assert!(server.poll_transmit().is_none());
+    // A reset of another client session at the same address leaves this one alone until that
+    // client echoes too.
+    server.handle_datagram(now, UNIX, client, LOCAL, &hard_reset(9));
+    let [(_, theirs)] = answers(&mut server)[..] else {
+        panic!("one answer")
+    };
+    assert_eq!(server.sessions().next().unwrap().client_sid, client_sid(5));
+    server.handle_datagram(now, UNIX, client, LOCAL, &echo(9, theirs));
+    assert_eq!(
+        server
+            .sessions()
+            .filter(|s| s.phase == Phase::Handshaking)
+            .count(),
+        1
+    );
+    assert_eq!(
+        server
+            .sessions()
+            .find(|s| s.phase == Phase::Handshaking)
+            .unwrap()
+            .client_sid,
+        client_sid(9)
+    );
+}
+
+/// Spoofed resets from any number of addresses fill nothing: a real client still connects at
+/// once, and each source gets at most its budget of answers.
+#[test]
+fn spoofed_resets_lock_no_one_out() {
+    let mut settings = Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20));
+    settings.max_handshaking = 3;
+    settings.answers_per_source = (4, Duration::from_secs(10));
+    let mut server = Server::new(settings, CertificateOnly);
+    let now = Instant::now();
+    for i in 0..20_000u32 {
+        server.handle_datagram(
+            now,
+            UNIX,
+            from(0x0b00_0000 + i, 1000),
+            LOCAL,
+            &hard_reset(i as u8),
+        );
+    }
+    assert_eq!(server.sessions().count(), 0);
+    assert_eq!(answers(&mut server).len(), 20_000);
+    // One victim address: four answers, then silence.
+    for port in 0..10 {
+        server.handle_datagram(now, UNIX, from(0x0c00_0001, port), LOCAL, &hard_reset(3));
+    }
+    assert_eq!(answers(&mut server).len(), 4);
+    assert_eq!(server.counters().answers_limited, 6);
+    // A real client, meanwhile.
+    let client = from(0x0a00_0001, 40000);
+    server.handle_datagram(now, UNIX, client, LOCAL, &hard_reset(5));
+    let [(_, ours)] = answers(&mut server)[..] else {
+        panic!("one answer")
+    };
+    server.handle_datagram(now, UNIX, client, LOCAL, &echo(5, ours));
+    assert_eq!(server.sessions().count(), 1);
+}
+
+/// The limits on real clients: new sessions per source, the cap on sessions in handshake and
 /// the handshake deadline, each refusal counted; the slots come back once the deadline passes.
 #[test]
 fn limits_rate_handshake_cap_and_deadline() {
@@ -308,52 +476,29 @@ fn limits_rate_handshake_cap_and_deadline() {
     settings.per_source = (2, Duration::from_secs(10));
     settings.max_handshaking = 3;
     let mut server = Server::new(settings, CertificateOnly);
-    let local = Remote {
-        ip: 0xc0a8_3201,
-        port: 1194,
-    };
     let now = Instant::now();
-    let from = |ip: u32, port: u16| Remote { ip, port };
+    let connect = |server: &mut Server<CertificateOnly>, at: Instant, who: Remote, sid: u8| {
+        server.handle_datagram(at, UNIX, who, LOCAL, &hard_reset(sid));
+        let [(_, ours)] = answers(server)[..] else {
+            panic!("one answer")
+        };
+        server.handle_datagram(at, UNIX, who, LOCAL, &echo(sid, ours));
+    };
     // One source: two new sessions, then the rate limit.
     for port in 40000..40003 {
-        server.handle_datagram(
-            now,
-            1_800_000_000,
-            from(0x0a00_0001, port),
-            local,
-            &hard_reset(port as u8),
-        );
+        connect(&mut server, now, from(0x0a00_0001, port), port as u8);
     }
     assert_eq!(server.counters().rate_limited, 1);
     assert_eq!(server.sessions().count(), 2);
-    // Every reset got its SERVER_V2 answer; a refused one got nothing.
-    let mut answers = 0;
-    while let Some(t) = server.poll_transmit() {
-        assert_eq!(t.payload[0] >> 3, opcode::HARD_RESET_SERVER_V2);
-        answers += 1;
-    }
-    assert_eq!(answers, 2);
     // Other sources: one more fits under the cap of three, the next is refused.
-    server.handle_datagram(
-        now,
-        1_800_000_000,
-        from(0x0a00_0002, 1),
-        local,
-        &hard_reset(1),
-    );
-    server.handle_datagram(
-        now,
-        1_800_000_000,
-        from(0x0a00_0003, 1),
-        local,
-        &hard_reset(1),
-    );
+    connect(&mut server, now, from(0x0a00_0002, 1), 1);
+    connect(&mut server, now, from(0x0a00_0003, 1), 1);
     assert_eq!(server.counters().handshake_cap, 1);
     assert_eq!(server.sessions().count(), 3);
-    // Packets that are not a first hard reset open nothing.
+    // Packets that are neither a first hard reset nor an echo open nothing.
     let mut stray = hard_reset(7);
     stray[0] = opcode::CONTROL_V1 << 3;
-    server.handle_datagram(now, 1_800_000_000, from(0x0a00_0004, 1), local, &stray);
+    server.handle_datagram(now, UNIX, from(0x0a00_0004, 1), LOCAL, &stray);
     assert_eq!(server.counters().unknown_session, 1);
     // The handshake deadline refuses the silent ones, and they are forgotten after lingering.
     let deadline = server.poll_timeout().unwrap();
@@ -373,13 +518,8 @@ fn limits_rate_handshake_cap_and_deadline() {
     assert_eq!(timeouts, 3);
     server.handle_timeout(later + Duration::from_secs(10));
     assert_eq!(server.sessions().count(), 0);
-    server.handle_datagram(
-        later,
-        1_800_000_000,
-        from(0x0a00_0003, 2),
-        local,
-        &hard_reset(3),
-    );
+    while server.poll_transmit().is_some() {}
+    connect(&mut server, later, from(0x0a00_0003, 2), 3);
     assert_eq!(server.sessions().count(), 1);
 }
 
@@ -390,10 +530,7 @@ fn garbage_never_panics_and_stays_bounded() {
     let mut settings = Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20));
     settings.max_handshaking = 16;
     let mut server = Server::new(settings, CertificateOnly);
-    let local = Remote {
-        ip: 0xc0a8_3201,
-        port: 1194,
-    };
+    let local = LOCAL;
     let mut rng = StdRng::seed_from_u64(42);
     let start = Instant::now();
     let mut now = start;

@@ -34,6 +34,8 @@ struct KeyState {
     plain: Vec<u8>,
     sent_key_method: bool,
     reply_seen: bool,
+    /// Our reset was acknowledged: TLS may go out.
+    started: bool,
 }
 
 /// The length of the server's key-method-2 reply at the start of `b`, once it is complete:
@@ -124,6 +126,7 @@ impl Client {
             plain: Vec::new(),
             sent_key_method: false,
             reply_seen: false,
+            started: false,
         });
         Ok(())
     }
@@ -246,8 +249,11 @@ impl Client {
                     .map_err(|e| ClientError::Tls(e.to_string()))?;
                 k.sent_key_method = true;
             }
+            // TLS starts once our reset is acknowledged (OpenVPN's S_PRE_START -> S_START):
+            // the server keeps no state before it, so a record sent earlier would be lost.
+            k.started |= k.rel.all_acked();
             let mut tls_out = Vec::new();
-            while k.tls.wants_write() {
+            while k.started && k.tls.wants_write() {
                 k.tls
                     .write_tls(&mut tls_out)
                     .map_err(|e| ClientError::Tls(e.to_string()))?;
@@ -258,10 +264,12 @@ impl Client {
                     .map_err(|_| ClientError::WindowFull)?;
             }
             loop {
-                let acks = k.rel.take_acks(4);
+                let mut acks = k.rel.take_acks(4);
+                let pending = !acks.is_empty();
+                k.rel.fill_with_recent(&mut acks, 4);
                 let remote = self.server_sid.filter(|_| !acks.is_empty());
                 let Some(o) = k.rel.poll_transmit(now) else {
-                    if !acks.is_empty() {
+                    if pending {
                         let p = ControlPacket {
                             opcode: opcode::ACK_V1,
                             key_id: k.key_id,

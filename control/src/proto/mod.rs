@@ -4,9 +4,11 @@
 //!
 //! Layers, bottom up: `packet` (codec), `reliable` (acks, windows, retransmission), `tls`
 //! (rustls, the only file that touches it), `key_method` (key exchange, key derivation),
-//! `push` (PUSH_REPLY), `ippool` (client addresses), `session` (one client), `server`
-//! (demultiplexing, limits, authentication).
+//! `push` (PUSH_REPLY), `ippool` (client addresses), `session` (one client), `admission` (the
+//! stateless first exchange and per-source budgets), `server` (demultiplexing, limits,
+//! authentication).
 
+pub mod admission;
 pub mod client;
 pub mod ippool;
 pub mod key_method;

@@ -67,6 +67,8 @@ pub struct Reliable {
     next_recv: u32,
     buffered: BTreeMap<u32, Vec<u8>>,
     pending_acks: VecDeque<u32>,
+    /// The ids most recently acknowledged, newest last (`fill_with_recent`).
+    recent_acks: ArrayVec<u32, 4>,
 }
 
 /// The send queue is full (the peer stopped acknowledging).
@@ -95,6 +97,15 @@ impl Reliable {
             force: false,
         });
         Ok(id)
+    }
+
+    /// Starts past a first exchange that happened before this state existed (the stateless
+    /// answer to a hard reset, `admission`): the peer's msg-pid 0 was received and acknowledged,
+    /// ours was sent and acknowledged. Next ids are 1 both ways.
+    pub fn skip_first_exchange(&mut self) {
+        debug_assert!(self.next_send == 0 && self.next_recv == 0 && self.sending.is_empty());
+        self.next_send = 1;
+        self.next_recv = 1;
     }
 
     /// Records an ack from the peer (unknown or repeated ids are ignored).
@@ -194,8 +205,27 @@ impl Reliable {
                 break;
             };
             v.push(a);
+            if self.recent_acks.is_full() {
+                self.recent_acks.remove(0);
+            }
+            self.recent_acks.push(a);
         }
         v
+    }
+
+    /// Adds ids acknowledged recently, newest first, to `acks` up to `max`: what OpenVPN 2.6
+    /// does with spare room in a control packet, so that a lost acknowledgement reaches the
+    /// peer with the next retransmission (the server's stateless first exchange needs the
+    /// client's acknowledgement of its reset to arrive at least once).
+    pub fn fill_with_recent(&self, acks: &mut ArrayVec<u32, MAX_ACKS>, max: usize) {
+        for &a in self.recent_acks.iter().rev() {
+            if acks.len() >= max.min(MAX_ACKS) {
+                break;
+            }
+            if !acks.contains(&a) {
+                acks.push(a);
+            }
+        }
     }
 
     /// Whether acks are waiting to be sent.

@@ -1,5 +1,6 @@
 //! The control-channel server of one endpoint: demultiplexes datagrams by client address,
-//! creates sessions on hard resets (within limits), authenticates, hands keys to the data plane
+//! answers hard resets with no state and creates a session when the client echoes our session
+//! id (`admission`, within limits), authenticates, hands keys to the data plane
 //! as events, pushes options, answers renegotiations, and keeps the timers.
 //!
 //! quinn-shaped sans-IO API: `handle_datagram(now, ...)`, `handle_timeout(now)`,
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use sluice_engine::crypto::{Cipher, KeyMaterial};
 
+use super::admission::{self, Cookies, SourceBudget};
 use super::ippool::IpPool;
 use super::key_method::{negotiate_cipher, PeerInfo, Secret};
 use super::packet::{opcode, ControlPacket};
@@ -50,8 +52,13 @@ pub struct Settings {
     pub max_sessions: usize,
     /// Sessions in handshake at most.
     pub max_handshaking: usize,
-    /// New sessions per source address: burst, and one more per this interval.
+    /// New sessions per source address: burst, and one more per this interval. Counted when a
+    /// client completes the stateless first exchange, so only from addresses that receive
+    /// what we send.
     pub per_source: (u32, Duration),
+    /// Answers to first hard resets per source address: burst, and one more per this interval
+    /// (what one address can make the server send it before any session exists).
+    pub answers_per_source: (u32, Duration),
     /// Username and password required (directory authentication).
     pub password_required: bool,
     /// The peer-ids this endpoint hands out. Endpoints of one appliance share the data plane,
@@ -87,7 +94,8 @@ impl Settings {
             transition_window: Duration::from_secs(3600),
             max_sessions: 7000,
             max_handshaking: 1024,
-            per_source: (10, Duration::from_secs(1)),
+            per_source: (32, Duration::from_millis(250)),
+            answers_per_source: (32, Duration::from_millis(125)),
             password_required: false,
             peer_ids: 0..MAX_PEER_ID + 1,
         }
@@ -227,9 +235,16 @@ pub struct Counters {
     pub malformed: u64,
     /// Packets for no session (and not a hard reset).
     pub unknown_session: u64,
-    /// Hard resets over the per-source rate.
+    /// First hard resets answered (with no state kept).
+    pub stateless_resets: u64,
+    /// First hard resets over the per-source budget of answers, not answered.
+    pub answers_limited: u64,
+    /// Packets for no session whose echoed session id is not one we gave (forged, for another
+    /// address, or older than the handshake window).
+    pub bad_session_id: u64,
+    /// New sessions over the per-source rate.
     pub rate_limited: u64,
-    /// Hard resets refused because too many sessions are in handshake.
+    /// New sessions refused because too many sessions are in handshake.
     pub handshake_cap: u64,
     /// Protocol violations by established peers.
     pub misbehaved: u64,
@@ -241,8 +256,9 @@ pub struct Counters {
 
 /// How long a closing session stays to get its last messages acknowledged.
 const LINGER: Duration = Duration::from_secs(5);
-/// Per-source rate-limit entries kept at most.
-const MAX_SOURCES: usize = 4096;
+/// Source addresses the per-source budgets keep at least (four-way sets; a fifth address in a
+/// set takes the stalest one's place).
+const SOURCES: usize = 4096;
 
 /// The control-channel server of one endpoint.
 pub struct Server<A: Authenticator> {
@@ -253,7 +269,9 @@ pub struct Server<A: Authenticator> {
     peer_ids: BTreeSet<u32>,
     next_peer: u32,
     pool: IpPool,
-    sources: HashMap<u32, (f64, Instant)>,
+    cookies: Cookies,
+    answers: SourceBudget,
+    new_sessions: SourceBudget,
     retire_at: HashMap<u32, Instant>,
     events: VecDeque<Event>,
     outbox: VecDeque<Transmit>,
@@ -265,6 +283,11 @@ impl<A: Authenticator> Server<A> {
     pub fn new(settings: Settings, auth: A) -> Self {
         let pool = IpPool::new(settings.pool.0, settings.pool.1);
         let next_peer = settings.peer_ids.start;
+        let (burst, every) = settings.answers_per_source;
+        let answers = SourceBudget::new(SOURCES, burst, every);
+        let (burst, every) = settings.per_source;
+        let new_sessions = SourceBudget::new(SOURCES, burst, every);
+        let cookies = Cookies::new(settings.hand_window);
         Self {
             settings,
             auth,
@@ -273,7 +296,9 @@ impl<A: Authenticator> Server<A> {
             peer_ids: BTreeSet::new(),
             next_peer,
             pool,
-            sources: HashMap::new(),
+            cookies,
+            answers,
+            new_sessions,
             retire_at: HashMap::new(),
             events: VecDeque::new(),
             outbox: VecDeque::new(),
@@ -319,32 +344,6 @@ impl<A: Authenticator> Server<A> {
         None
     }
 
-    fn rate_ok(&mut self, ip: u32, now: Instant) -> bool {
-        let (burst, every) = self.settings.per_source;
-        if self.sources.len() >= MAX_SOURCES && !self.sources.contains_key(&ip) {
-            // Forget the stalest source (bounded memory under a spray of addresses).
-            if let Some(oldest) = self
-                .sources
-                .iter()
-                .min_by_key(|(_, (_, t))| *t)
-                .map(|(k, _)| *k)
-            {
-                self.sources.remove(&oldest);
-            }
-        }
-        let e = self.sources.entry(ip).or_insert((f64::from(burst), now));
-        let refill =
-            now.saturating_duration_since(e.1).as_secs_f64() / every.as_secs_f64().max(1e-6);
-        e.0 = (e.0 + refill).min(f64::from(burst));
-        e.1 = now;
-        if e.0 >= 1.0 {
-            e.0 -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-
     /// Handles one datagram from `remote` to our listener `local`.
     pub fn handle_datagram(
         &mut self,
@@ -358,68 +357,100 @@ impl<A: Authenticator> Server<A> {
             self.counters.malformed += 1;
             return;
         };
-        if let Some(s) = self.sessions.get(&remote) {
-            if p.session_id != s.client_sid {
-                if p.opcode == opcode::HARD_RESET_CLIENT_V2 {
-                    // The client restarted: the old session ends.
-                    self.end(remote, CloseReason::Restarted, now);
-                    self.forget(remote);
-                } else {
-                    self.counters.unknown_session += 1;
-                    return;
-                }
-            }
+        let known = self.sessions.get(&remote).map(|s| s.client_sid);
+        if known != Some(p.session_id) && !self.admit(now, remote, local, &p, known.is_some()) {
+            return;
         }
-        if !self.sessions.contains_key(&remote) {
-            if p.opcode != opcode::HARD_RESET_CLIENT_V2 || p.key_id != 0 || p.msg_id != Some(0) {
-                self.counters.unknown_session += 1;
-                return;
-            }
-            if !self.rate_ok(remote.ip, now) {
-                self.counters.rate_limited += 1;
-                return;
-            }
-            let handshaking = self
-                .sessions
-                .values()
-                .filter(|s| s.phase == Phase::Handshaking)
-                .count();
-            if handshaking >= self.settings.max_handshaking {
-                self.counters.handshake_cap += 1;
-                return;
-            }
-            let Some(peer_id) = self.allocate_peer_id() else {
-                self.counters.handshake_cap += 1;
-                return;
-            };
-            match Session::new(
-                remote,
-                local,
-                p.session_id,
-                peer_id,
-                Arc::clone(&self.settings.tls),
-                now,
-            ) {
-                Ok(s) => {
-                    self.by_peer.insert(peer_id, remote);
-                    self.sessions.insert(remote, s);
-                }
-                Err(_) => {
-                    self.peer_ids.remove(&peer_id);
-                    return;
-                }
-            }
-        } else {
-            let tls = Arc::clone(&self.settings.tls);
-            let steps = match self.sessions.get_mut(&remote) {
-                Some(s) => s.handle_packet(&p, &tls, now),
-                None => Vec::new(),
-            };
-            for step in steps {
-                self.apply(remote, step, now, unix_now);
-            }
+        let tls = Arc::clone(&self.settings.tls);
+        let steps = match self.sessions.get_mut(&remote) {
+            Some(s) => s.handle_packet(&p, &tls, now),
+            None => Vec::new(),
+        };
+        for step in steps {
+            self.apply(remote, step, now, unix_now);
         }
         self.flush(remote, now);
+    }
+
+    /// A packet of a client session we have no state for (`admission`): a first hard reset gets
+    /// the stateless answer; a packet echoing a session id we gave makes the session (ending
+    /// the one of an earlier client session at the same address), within the limits. Returns
+    /// whether the packet now has a session to go to.
+    fn admit(
+        &mut self,
+        now: Instant,
+        remote: Remote,
+        local: Remote,
+        p: &ControlPacket<'_>,
+        replaces: bool,
+    ) -> bool {
+        if p.opcode == opcode::HARD_RESET_CLIENT_V2 {
+            if p.key_id != 0 || p.msg_id != Some(0) {
+                self.counters.unknown_session += 1;
+            } else if !self.answers.take(remote.ip, now) {
+                self.counters.answers_limited += 1;
+            } else {
+                let ours = self.cookies.session_id(now, remote, local, &p.session_id);
+                self.outbox.push_back(Transmit {
+                    remote,
+                    local,
+                    payload: admission::reset_answer(ours, p.session_id),
+                });
+                self.counters.stateless_resets += 1;
+            }
+            return false;
+        }
+        let Some(echoed) = admission::third_step(p) else {
+            self.counters.unknown_session += 1;
+            return false;
+        };
+        if !self
+            .cookies
+            .verify(now, remote, local, &p.session_id, &echoed)
+        {
+            self.counters.bad_session_id += 1;
+            return false;
+        }
+        if !self.new_sessions.take(remote.ip, now) {
+            self.counters.rate_limited += 1;
+            return false;
+        }
+        let handshaking = self
+            .sessions
+            .values()
+            .filter(|s| s.phase == Phase::Handshaking)
+            .count();
+        if handshaking >= self.settings.max_handshaking {
+            self.counters.handshake_cap += 1;
+            return false;
+        }
+        if replaces {
+            // The client at this address started over: its old session ends.
+            self.end(remote, CloseReason::Restarted, now);
+            self.forget(remote);
+        }
+        let Some(peer_id) = self.allocate_peer_id() else {
+            self.counters.handshake_cap += 1;
+            return false;
+        };
+        match Session::new(
+            remote,
+            local,
+            (p.session_id, echoed),
+            peer_id,
+            Arc::clone(&self.settings.tls),
+            now,
+        ) {
+            Ok(s) => {
+                self.by_peer.insert(peer_id, remote);
+                self.sessions.insert(remote, s);
+                true
+            }
+            Err(_) => {
+                self.peer_ids.remove(&peer_id);
+                false
+            }
+        }
     }
 
     fn apply(&mut self, remote: Remote, step: Step, now: Instant, unix_now: u64) {

@@ -147,37 +147,28 @@ impl KeyState {
     }
 }
 
-/// A fresh non-zero session id.
-pub fn new_session_id() -> SessionId {
-    let mut sid = [0u8; 8];
-    while sid == [0; 8] {
-        rand::thread_rng().fill_bytes(&mut sid);
-    }
-    sid
-}
-
 impl Session {
-    /// A session answering a client's hard reset.
+    /// A session for a client that completed the stateless first exchange (`admission`): it
+    /// sent its hard reset (msg-pid 0), got our reset (msg-pid 0, session id `server_sid`) and
+    /// acknowledged it; TLS starts at msg-pid 1 both ways.
     ///
     /// # Errors
     /// The TLS session could not be created.
     pub fn new(
         remote: Remote,
         local: Remote,
-        client_sid: SessionId,
+        (client_sid, server_sid): (SessionId, SessionId),
         peer_id: u32,
         tls: Arc<rustls::ServerConfig>,
         now: Instant,
     ) -> Result<Self, TlsFailure> {
         let mut ks = KeyState::new(0, TlsSession::new(tls)?, now);
-        ks.reliable.on_message(0, &[]);
-        // Spec §3.7/§3.8: our reset, msg-pid 0, empty payload.
-        let _ = ks.reliable.queue(opcode::HARD_RESET_SERVER_V2, Vec::new());
+        ks.reliable.skip_first_exchange();
         Ok(Self {
             remote,
             local,
             client_sid,
-            server_sid: new_session_id(),
+            server_sid,
             peer_id,
             created: now,
             phase: Phase::Handshaking,

@@ -1,0 +1,343 @@
+//! Who gets an answer and who gets a session: the stateless first exchange and the per-source
+//! budget of answers.
+//!
+//! Without tls-auth or tls-crypt anyone can send a client hard reset from any address. A
+//! session made for each (a peer-id, a TLS connection, a minute of retransmissions to the
+//! claimed address) would let spoofed resets fill the cap on sessions in handshake and lock real
+//! clients out for the handshake window, and would make the server send a minute of datagrams
+//! to addresses that never asked. So, as OpenVPN 2.6 servers do (the reference §3.9; 2.6's
+//! `mudp.c`), a first reset is answered from no state: the server's session id is a MAC of the
+//! time slot, both addresses and the client's session id. Only a packet that echoes it back (the
+//! client's acknowledgement of our reset, which every OpenVPN client sends, alone or with its
+//! first TLS record) makes a session, and such a packet comes from an address that receives our
+//! datagrams. A session id stays valid for two to three slots of half the handshake window.
+//!
+//! Answers themselves are budgeted per source address (`SourceBudget`), so the server cannot be
+//! made to send a stream of datagrams to one address, and a spray of spoofed addresses costs a
+//! hash per packet.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::time::{Duration, Instant};
+
+use ring::hmac;
+
+use super::packet::{opcode, ControlPacket, SessionId};
+use super::Remote;
+
+/// Time slots (of half the handshake window) a server session id stays valid in: the current
+/// and the two before it, as OpenVPN 2.6 checks.
+const SLOTS_VALID: u64 = 3;
+
+/// The key and the clock of the server's stateless session ids. Time counts from the first id
+/// given out (a sans-IO server gets its clock with each datagram, not at construction).
+pub struct Cookies {
+    key: hmac::Key,
+    epoch: Option<Instant>,
+    slot_secs: u64,
+}
+
+impl Cookies {
+    /// Session ids under a fresh random key, valid for about a handshake window `hand_window`.
+    ///
+    /// # Panics
+    /// The system's random generator fails (nothing can be keyed then).
+    pub fn new(hand_window: Duration) -> Self {
+        let rng = ring::rand::SystemRandom::new();
+        let key = hmac::Key::generate(hmac::HMAC_SHA256, &rng).expect("system random generator");
+        Self::with_key(key, hand_window)
+    }
+
+    /// Session ids under `key`.
+    pub fn with_key(key: hmac::Key, hand_window: Duration) -> Self {
+        Self {
+            key,
+            epoch: None,
+            slot_secs: hand_window.as_secs().div_ceil(2).max(1),
+        }
+    }
+
+    fn slot(epoch: Instant, now: Instant, slot_secs: u64) -> u64 {
+        now.saturating_duration_since(epoch).as_secs() / slot_secs
+    }
+
+    fn id_in(&self, slot: u64, remote: Remote, local: Remote, client: &SessionId) -> SessionId {
+        let mut m = [0u8; 8 + 6 + 6 + 8];
+        m[..8].copy_from_slice(&slot.to_be_bytes());
+        m[8..12].copy_from_slice(&remote.ip.to_be_bytes());
+        m[12..14].copy_from_slice(&remote.port.to_be_bytes());
+        m[14..18].copy_from_slice(&local.ip.to_be_bytes());
+        m[18..20].copy_from_slice(&local.port.to_be_bytes());
+        m[20..].copy_from_slice(client);
+        let tag = hmac::sign(&self.key, &m);
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&tag.as_ref()[..8]);
+        // A session id is never all zero (the codec refuses it).
+        id[7] |= u8::from(id == [0; 8]);
+        id
+    }
+
+    /// Our session id for the client session `client` at `remote`, now.
+    pub fn session_id(
+        &mut self,
+        now: Instant,
+        remote: Remote,
+        local: Remote,
+        client: &SessionId,
+    ) -> SessionId {
+        let epoch = *self.epoch.get_or_insert(now);
+        self.id_in(
+            Self::slot(epoch, now, self.slot_secs),
+            remote,
+            local,
+            client,
+        )
+    }
+
+    /// Whether `echoed` is a session id we gave `client` at `remote` within the validity.
+    pub fn verify(
+        &self,
+        now: Instant,
+        remote: Remote,
+        local: Remote,
+        client: &SessionId,
+        echoed: &SessionId,
+    ) -> bool {
+        let Some(epoch) = self.epoch else {
+            return false;
+        };
+        let slot = Self::slot(epoch, now, self.slot_secs);
+        (0..SLOTS_VALID)
+            .filter_map(|back| slot.checked_sub(back))
+            .any(|s| same(&self.id_in(s, remote, local, client), echoed))
+    }
+}
+
+/// Compares without an early exit (the time must not say how many bytes matched).
+fn same(a: &SessionId, b: &SessionId) -> bool {
+    a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+/// Our stateless answer to a client's first hard reset: the 26-byte server reset (the
+/// reference §12), msg-pid 0, acknowledging the client's msg-pid 0.
+pub fn reset_answer(ours: SessionId, client: SessionId) -> Vec<u8> {
+    let p = ControlPacket {
+        opcode: opcode::HARD_RESET_SERVER_V2,
+        key_id: 0,
+        session_id: ours,
+        acks: [0u32].into_iter().collect(),
+        remote_session_id: Some(client),
+        msg_id: Some(0),
+        payload: &[],
+    };
+    let mut d = Vec::with_capacity(p.encoded_len());
+    p.encode(&mut d);
+    d
+}
+
+/// Whether a packet from an address with no session can be the client's third step: key_id 0,
+/// a control or ack packet whose acknowledgements and msg-pid stay within the first exchange
+/// (ids 0 and 1, as OpenVPN 2.6 requires), echoing a session id. Returns the echoed id.
+pub fn third_step(p: &ControlPacket<'_>) -> Option<SessionId> {
+    if p.key_id != 0 || !matches!(p.opcode, opcode::CONTROL_V1 | opcode::ACK_V1) {
+        return None;
+    }
+    if p.acks.iter().any(|&a| a > 1) || p.msg_id.is_some_and(|m| m > 1) {
+        return None;
+    }
+    p.remote_session_id
+}
+
+/// Token buckets of answers per source address, in a fixed set-associative table (four ways a
+/// set, sets chosen by a keyed hash): one address can get at most its budget of answers, and a
+/// spray of spoofed addresses costs a hash and four compares each, never a search. A spray
+/// evicts real sources' buckets, which then start over full: under such a flood the server
+/// answers more, never less (an answer is one datagram of 26 bytes and a MAC, and makes no
+/// state).
+pub struct SourceBudget {
+    hasher: RandomState,
+    ways: Vec<Bucket>,
+    burst: f32,
+    every: Duration,
+}
+
+#[derive(Clone, Copy)]
+struct Bucket {
+    ip: u32,
+    tokens: f32,
+    last: Option<Instant>,
+}
+
+/// Buckets in a set.
+const WAYS: usize = 4;
+
+impl SourceBudget {
+    /// At least `sources` buckets (whole sets of four, a power of two of them) of `burst`
+    /// answers, refilled by one every `every`.
+    pub fn new(sources: usize, burst: u32, every: Duration) -> Self {
+        let sets = sources.div_ceil(WAYS).max(1).next_power_of_two();
+        let empty = Bucket {
+            ip: 0,
+            tokens: 0.0,
+            last: None,
+        };
+        Self {
+            hasher: RandomState::new(),
+            ways: vec![empty; sets * WAYS],
+            burst: burst as f32,
+            every,
+        }
+    }
+
+    /// Takes one answer from `ip`'s budget, if there is one left.
+    pub fn take(&mut self, ip: u32, now: Instant) -> bool {
+        let sets = self.ways.len() / WAYS;
+        let set = (self.hasher.hash_one(ip) as usize) & (sets - 1);
+        let set = &mut self.ways[set * WAYS..(set + 1) * WAYS];
+        let b = match set.iter().position(|b| b.last.is_some() && b.ip == ip) {
+            Some(i) => {
+                let b = &mut set[i];
+                if let Some(t) = b.last {
+                    let refill = now.saturating_duration_since(t).as_secs_f32()
+                        / self.every.as_secs_f32().max(1e-6);
+                    b.tokens = (b.tokens + refill).min(self.burst);
+                }
+                b
+            }
+            None => {
+                // The stalest bucket (or an unused one) starts over for this address.
+                let i = (0..WAYS).min_by_key(|&i| set[i].last).unwrap_or(0);
+                set[i] = Bucket {
+                    ip,
+                    tokens: self.burst,
+                    last: None,
+                };
+                &mut set[i]
+            }
+        };
+        b.last = Some(now);
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+// Tests take one real instant as the origin of a virtual clock.
+#[allow(clippy::disallowed_methods)]
+mod tests {
+    use super::*;
+
+    fn addr(ip: u32, port: u16) -> Remote {
+        Remote { ip, port }
+    }
+
+    fn cookies() -> Cookies {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &[7u8; 32]);
+        Cookies::with_key(key, Duration::from_secs(60))
+    }
+
+    #[test]
+    fn an_echoed_id_verifies_only_for_its_client_and_within_the_window() {
+        let t0 = Instant::now();
+        let mut c = cookies();
+        let (r, l, sid) = (addr(0x0a00_0001, 40000), addr(0xc0a8_0001, 1194), [1u8; 8]);
+        assert!(!c.verify(t0, r, l, &sid, &[1; 8]), "nothing given out yet");
+        let id = c.session_id(t0, r, l, &sid);
+        assert_ne!(id, [0; 8]);
+        assert!(c.verify(t0, r, l, &sid, &id));
+        // Slots are 30 s: still valid two slots later (60 s and a bit), not three.
+        assert!(c.verify(t0 + Duration::from_secs(89), r, l, &sid, &id));
+        assert!(!c.verify(t0 + Duration::from_secs(90), r, l, &sid, &id));
+        // Another port, address, listener or client session id: not ours.
+        assert!(!c.verify(t0, addr(0x0a00_0001, 40001), l, &sid, &id));
+        assert!(!c.verify(t0, addr(0x0a00_0002, 40000), l, &sid, &id));
+        assert!(!c.verify(t0, r, addr(0xc0a8_0001, 1195), &sid, &id));
+        assert!(!c.verify(t0, r, l, &[2u8; 8], &id));
+        let mut off = id;
+        off[3] ^= 0x10;
+        assert!(!c.verify(t0, r, l, &sid, &off));
+        // Another key (another server, or after a restart): not ours.
+        let mut other = Cookies::new(Duration::from_secs(60));
+        assert_ne!(other.session_id(t0, r, l, &sid), id);
+        assert!(!other.verify(t0, r, l, &sid, &id));
+    }
+
+    #[test]
+    fn the_answer_is_the_26_byte_server_reset() {
+        let d = reset_answer([0x11; 8], [0x22; 8]);
+        assert_eq!(d.len(), 26);
+        let p = ControlPacket::parse(&d).unwrap();
+        assert_eq!(p.opcode, opcode::HARD_RESET_SERVER_V2);
+        assert_eq!(
+            (p.session_id, p.remote_session_id),
+            ([0x11; 8], Some([0x22; 8]))
+        );
+        assert_eq!((p.acks.as_slice(), p.msg_id), (&[0u32][..], Some(0)));
+    }
+
+    #[test]
+    fn only_the_first_exchange_can_be_a_third_step() {
+        let base = ControlPacket {
+            opcode: opcode::CONTROL_V1,
+            key_id: 0,
+            session_id: [1; 8],
+            acks: [0u32].into_iter().collect(),
+            remote_session_id: Some([9; 8]),
+            msg_id: Some(1),
+            payload: &[],
+        };
+        assert_eq!(third_step(&base), Some([9; 8]));
+        let ack = ControlPacket {
+            opcode: opcode::ACK_V1,
+            msg_id: None,
+            ..base.clone()
+        };
+        assert_eq!(third_step(&ack), Some([9; 8]));
+        for bad in [
+            ControlPacket {
+                key_id: 1,
+                ..base.clone()
+            },
+            ControlPacket {
+                opcode: opcode::SOFT_RESET_V1,
+                ..base.clone()
+            },
+            ControlPacket {
+                msg_id: Some(2),
+                ..base.clone()
+            },
+            ControlPacket {
+                acks: [0u32, 5].into_iter().collect(),
+                ..base.clone()
+            },
+            ControlPacket {
+                acks: Default::default(),
+                remote_session_id: None,
+                ..base.clone()
+            },
+        ] {
+            assert_eq!(third_step(&bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_source_gets_its_burst_then_its_rate() {
+        let t0 = Instant::now();
+        let mut b = SourceBudget::new(16, 3, Duration::from_millis(500));
+        assert!((0..3).all(|_| b.take(1, t0)));
+        assert!(!b.take(1, t0));
+        assert!(!b.take(1, t0 + Duration::from_millis(400)));
+        assert!(b.take(1, t0 + Duration::from_millis(900)));
+        assert!(!b.take(1, t0 + Duration::from_millis(900)));
+        // A full refill is capped at the burst.
+        let later = t0 + Duration::from_secs(60);
+        assert!((0..3).all(|_| b.take(1, later)));
+        assert!(!b.take(1, later));
+        // Other addresses have budgets of their own, however many there are.
+        assert!((2..10_000).all(|ip| b.take(ip, later)));
+    }
+}
