@@ -424,6 +424,14 @@ fn client_reaches_the_vpc_through_the_dpdk_data_plane() {
         metric(&m, "sluice_core_rule_table_version{core=\"0\"}") >= 2.0,
         "{m}"
     );
+    // The client's first hard reset was answered by a core, without state (the control
+    // thread only saw the echo of the session id, under the cores' key and clock).
+    let answered: f64 = m
+        .lines()
+        .filter_map(|l| l.strip_prefix("sluice_core_resets_answered_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(answered >= 1.0, "{m}");
 
     let (code, out, err) = sluice(&config, &["top", "--once", "--interval", "0.3"]);
     assert_eq!(code, 0, "{err}");

@@ -9,6 +9,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod cookie;
 pub mod crypto;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;

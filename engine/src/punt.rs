@@ -6,9 +6,12 @@
 //! reports) and every other client's handshake packets are refused with it
 //! (`PuntQueueFull`). Each source (address and port: clients behind one NAT each have their
 //! own port) gets a token bucket: `burst` packets, refilled by `per_sec` a second, far more
-//! than a handshake or a renegotiation needs (tens of packets). Sources share a fixed array of
-//! buckets by a randomly seeded hash (no allocation after start, and no way to pick a bucket
-//! to starve from outside); two sources in one bucket share its budget.
+//! than a handshake or a renegotiation needs (tens of packets). The buckets are a fixed
+//! set-associative table (four to a set, the set chosen by a randomly seeded hash; nothing
+//! allocated after start): a source finds its own bucket, and a new source takes the stalest
+//! of its set, which starts over full. A spray of spoofed sources therefore costs a hash and
+//! four compares a packet and cannot drain anyone's budget: it evicts buckets, and an evicted
+//! source starts over with a full one (the limit fails open, never shut, under a spray).
 
 use core::hash::BuildHasher;
 
@@ -34,12 +37,18 @@ pub fn is_client_control(payload: &[u8]) -> bool {
             || op == Opcode::CONTROL_SOFT_RESET_V1)
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 struct Bucket {
+    ip: u32,
+    port: u16,
+    used: bool,
     tokens: u32,
     /// The second `tokens` was last refilled.
     stamp: u32,
 }
+
+/// Buckets in a set.
+const WAYS: usize = 4;
 
 /// Per-source budgets of one core.
 pub struct PuntLimiter {
@@ -50,33 +59,47 @@ pub struct PuntLimiter {
 }
 
 impl PuntLimiter {
-    /// `buckets` (rounded up to a power of two) token buckets of `burst` packets refilled by
-    /// `per_sec` a second; `burst` 0 turns the limit off.
-    pub fn new(buckets: usize, burst: u32, per_sec: u32) -> Self {
-        let n = buckets.max(1).next_power_of_two();
+    /// At least `sources` token buckets (whole sets of four, a power of two of them) of `burst`
+    /// packets refilled by `per_sec` a second; `burst` 0 turns the limit off.
+    pub fn new(sources: usize, burst: u32, per_sec: u32) -> Self {
+        let sets = sources.div_ceil(WAYS).max(1).next_power_of_two();
         Self {
-            buckets: vec![
-                Bucket {
-                    tokens: burst,
-                    stamp: 0
-                };
-                n
-            ]
-            .into_boxed_slice(),
+            buckets: vec![Bucket::default(); sets * WAYS].into_boxed_slice(),
             hasher: DefaultHashBuilder::default(),
             burst,
             per_sec,
         }
     }
 
-    /// Whether a packet from `ip:port` may be punted at second `now` (spends a token if so).
+    /// Whether a packet from `ip:port` may pass at second `now` (spends a token if so).
     pub fn allow(&mut self, ip: u32, port: u16, now: u32) -> bool {
         if self.burst == 0 {
             return true;
         }
-        let i = self.hasher.hash_one((ip, port)) as usize & (self.buckets.len() - 1);
-        let Some(b) = self.buckets.get_mut(i) else {
+        let sets = self.buckets.len() / WAYS;
+        let set = self.hasher.hash_one((ip, port)) as usize & (sets - 1);
+        let Some(set) = self.buckets.get_mut(set * WAYS..(set + 1) * WAYS) else {
             return true;
+        };
+        let b = match set
+            .iter()
+            .position(|b| b.used && b.ip == ip && b.port == port)
+        {
+            Some(i) => &mut set[i],
+            None => {
+                // The stalest bucket (or an unused one) starts over, full, for this source.
+                let i = (0..WAYS)
+                    .min_by_key(|&i| (set[i].used, set[i].stamp))
+                    .unwrap_or(0);
+                set[i] = Bucket {
+                    ip,
+                    port,
+                    used: true,
+                    tokens: self.burst,
+                    stamp: now,
+                };
+                &mut set[i]
+            }
         };
         if now > b.stamp {
             let add = (now - b.stamp).saturating_mul(self.per_sec);
@@ -110,6 +133,16 @@ mod tests {
             5,
             "refilled to the burst, no more"
         );
+    }
+
+    #[test]
+    fn a_spray_of_sources_drains_no_one() {
+        let mut l = PuntLimiter::new(64, 3, 1);
+        for ip in 0..100_000u32 {
+            assert!(l.allow(ip, 7, 5), "a new source starts with a full budget");
+            assert!(l.allow(ip, 7, 5) && l.allow(ip, 7, 5) && !l.allow(ip, 7, 5));
+        }
+        assert!(l.allow(1_000_000, 7, 5));
     }
 
     #[test]

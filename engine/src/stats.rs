@@ -14,6 +14,7 @@ pub struct CoreStats {
     drops: Vec<AtomicU64>,
     busy: AtomicU64,
     idle: AtomicU64,
+    resets_answered: AtomicU64,
     rules_version: AtomicU64,
     sessions: AtomicU64,
     flows: AtomicU64,
@@ -29,6 +30,8 @@ pub struct CoreSnapshot {
     pub busy: u64,
     /// Polls that found nothing.
     pub idle: u64,
+    /// Clients' first hard resets answered without state.
+    pub resets_answered: u64,
     /// The rule-table generation in force.
     pub rules_version: u64,
     /// Sessions held.
@@ -50,6 +53,7 @@ impl CoreStats {
             drops: (0..DropReason::COUNT).map(|_| AtomicU64::new(0)).collect(),
             busy: AtomicU64::new(0),
             idle: AtomicU64::new(0),
+            resets_answered: AtomicU64::new(0),
             rules_version: AtomicU64::new(0),
             sessions: AtomicU64::new(0),
             flows: AtomicU64::new(0),
@@ -73,6 +77,8 @@ impl CoreStats {
         }
         self.busy.store(polls.busy, Ordering::Relaxed);
         self.idle.store(polls.idle, Ordering::Relaxed);
+        self.resets_answered
+            .store(polls.resets_answered, Ordering::Relaxed);
         self.rules_version.store(rules_version, Ordering::Relaxed);
         self.sessions.store(sessions as u64, Ordering::Relaxed);
         self.flows.store(flows as u64, Ordering::Relaxed);
@@ -94,6 +100,7 @@ impl CoreStats {
                 .collect(),
             busy: self.busy.load(Ordering::Relaxed),
             idle: self.idle.load(Ordering::Relaxed),
+            resets_answered: self.resets_answered.load(Ordering::Relaxed),
             rules_version: self.rules_version.load(Ordering::Relaxed),
             sessions: self.sessions.load(Ordering::Relaxed),
             flows: self.flows.load(Ordering::Relaxed),

@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use crossbeam::queue::ArrayQueue;
 
+use crate::cookie::CookieKey;
 use crate::crypto::DataKey;
 use crate::flow::fragments::FragmentMap;
 use crate::flow::{FlowTable, PortRange, Timeouts};
@@ -113,6 +114,12 @@ pub struct WorkerConfig {
     /// Control-channel packets punted per source (address and port): a burst, and this many
     /// more a second (`punt::PuntLimiter`; a burst of 0: no limit).
     pub punt_budget: (u32, u32),
+    /// The key of the server's stateless session ids, shared with control (its clock origin
+    /// is the workers' `epoch`): the core answers clients' first hard resets itself and never
+    /// punts them (`cookie`). `None`: first resets are punted like other control packets.
+    pub cookies: Option<Arc<CookieKey>>,
+    /// Answers to first hard resets per source address: a burst, and this many more a second.
+    pub answer_budget: (u32, u32),
 }
 
 impl WorkerConfig {
@@ -140,6 +147,8 @@ impl WorkerConfig {
             outside_mtu: 1500,
             reassembly_capacity: 64,
             punt_budget: (64, 32),
+            cookies: None,
+            answer_budget: (32, 8),
         }
     }
 }
@@ -154,6 +163,8 @@ pub struct PollStats {
     pub busy: u64,
     /// Polls that found nothing to do.
     pub idle: u64,
+    /// Clients' first hard resets answered without state (`cookie`).
+    pub resets_answered: u64,
 }
 
 /// A ring of packets (with the port they arrived on) from one core to another.
@@ -208,6 +219,8 @@ pub struct Worker<P: Port> {
     pub(crate) next_ident: u16,
     /// Per-source budgets of control-channel packets punted to control.
     pub(crate) punt_limiter: PuntLimiter,
+    /// Per-address budgets of stateless answers to first hard resets.
+    pub(crate) answer_limiter: PuntLimiter,
     pub(crate) drops: DropCounters,
     pub(crate) endpoint_traffic: EndpointTraffic,
     pub(crate) mailbox: Mailbox,
@@ -217,7 +230,7 @@ pub struct Worker<P: Port> {
     pub(crate) decrypted: Vec<crate::pipeline::client::Decrypted<P::Buf>>,
     housekeeping: Vec<Housekeeping<P::Buf>>,
     epoch: Instant,
-    stats: PollStats,
+    pub(crate) stats: PollStats,
     pub(crate) now_secs: u32,
     /// `now` of the current poll, from `epoch`.
     elapsed: std::time::Duration,
@@ -255,6 +268,7 @@ impl<P: Port> Worker<P> {
             fragments_out: FragmentMap::new(1024),
             fragments_in: FragmentMap::new(1024),
             punt_limiter: PuntLimiter::new(4096, cfg.punt_budget.0, cfg.punt_budget.1),
+            answer_limiter: PuntLimiter::new(4096, cfg.answer_budget.0, cfg.answer_budget.1),
             next_ident: cfg.core as u16,
             tx: ports.iter().map(|_| Burst::new()).collect(),
             trash: Vec::with_capacity(4 * crate::packet::BURST_SIZE),

@@ -9,11 +9,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sluice_engine::cookie::CookieKey;
 use sluice_engine::crypto::Cipher;
 use sluice_engine::mailbox::{Command, Mailbox, Report};
 use sluice_engine::packet::DropReason;
 use sluice_engine::port::MemPort;
 use sluice_engine::rules::GroupMask;
+use sluice_engine::session::Remote;
 use sluice_engine::testkit::{self, ip, lab, Client};
 use sluice_engine::wire::checksum;
 use sluice_engine::wire::icmp::{kind, IcmpPacket};
@@ -970,6 +972,114 @@ fn control_packets_are_punted_within_a_budget_per_source() {
     }
     assert_eq!(punted(&mut lab), per_sec);
     assert_eq!(lab.drops(DropReason::PuntRateLimited), 45);
+}
+
+/// With the servers' cookie key (`WorkerConfig::cookies`), the core answers a client's first
+/// hard reset itself: the 26-byte server reset under a session id that verifies with the key,
+/// back to the sender, nothing punted. A spray of spoofed resets is all answered and reaches
+/// control not at all; one address gets its budget of answers and no more. Other control
+/// packets (the echo) are punted as before.
+#[test]
+fn first_resets_are_answered_on_the_core() {
+    let now = Instant::now();
+    let mb = Mailbox::new(1024);
+    let key = Arc::new(CookieKey::generate(60).unwrap());
+    let mut cfg = testkit::lab_config(1024, 64);
+    cfg.cookies = Some(Arc::clone(&key));
+    let (burst, _) = cfg.answer_budget;
+    let mut w = testkit::lab_worker(vec![MemPort::new(), MemPort::new()], cfg, mb.clone(), now);
+    let frame = |src: u32, port: u16, payload: &[u8]| {
+        let udp = testkit::ipv4_udp(src, port, ip(lab::OUTSIDE_IP), lab::VPN_PORT, payload);
+        testkit::eth_ipv4(lab::OUTSIDE_MAC, lab::CLIENT_MAC, &udp)
+    };
+    let client = [1, 2, 3, 4, 5, 6, 7, 8];
+    let mut reset = vec![0x38];
+    reset.extend(client);
+    reset.extend([0, 0, 0, 0, 0]);
+    // 2.6 clients append early-negotiation TLVs; they change nothing.
+    reset.extend([0, 1, 0, 2, 0, 0]);
+    let later = now + Duration::from_secs(7);
+    w.port_mut(0)
+        .unwrap()
+        .inject(&frame(ip(lab::CLIENT_OUTER_IP), 50_001, &reset));
+    w.poll_once(later);
+    let out = w.port_mut(0).unwrap().take_sent();
+    assert_eq!(out.len(), 1, "{:?}", nonzero_drops(&w));
+    assert_eq!(
+        (&out[0][0..6], &out[0][6..12]),
+        (&lab::CLIENT_MAC[..], &lab::OUTSIDE_MAC[..])
+    );
+    let outer = ip_of(&out[0]);
+    assert!(outer.verify_checksum());
+    assert_eq!(
+        (outer.src(), outer.dst()),
+        (
+            ip(lab::OUTSIDE_IP).to_be_bytes(),
+            ip(lab::CLIENT_OUTER_IP).to_be_bytes()
+        )
+    );
+    let u = UdpPacket::new_checked(outer.payload()).unwrap();
+    assert_eq!((u.src_port(), u.dst_port()), (lab::VPN_PORT, 50_001));
+    assert!(u.verify_checksum(outer.src(), outer.dst()));
+    let answer = u.payload();
+    assert_eq!(answer.len(), 26);
+    assert_eq!(
+        (answer[0], answer[9], &answer[14..22]),
+        (0x40, 1, &client[..])
+    );
+    let ours: [u8; 8] = answer[1..9].try_into().unwrap();
+    let (remote, local) = (
+        Remote {
+            ip: ip(lab::CLIENT_OUTER_IP),
+            port: 50_001,
+        },
+        Remote {
+            ip: ip(lab::OUTSIDE_IP),
+            port: lab::VPN_PORT,
+        },
+    );
+    assert!(
+        key.verify(7, remote, local, &client, &ours),
+        "the core's clock is the epoch's"
+    );
+    assert!(mb.reports.pop().is_none(), "nothing punted");
+    // A spray from 10,000 addresses: every one answered, nothing punted, nothing dropped.
+    let mut answered = 0;
+    for i in 0..10_000u32 {
+        w.port_mut(0)
+            .unwrap()
+            .inject(&frame(0x0b00_0000 + i, 1000, &reset));
+        if i % 32 == 31 {
+            w.poll_once(later);
+            answered += w.port_mut(0).unwrap().take_sent().len();
+        }
+    }
+    w.poll_once(later);
+    answered += w.port_mut(0).unwrap().take_sent().len();
+    assert_eq!(answered, 10_000, "{:?}", nonzero_drops(&w));
+    assert!(mb.reports.pop().is_none());
+    assert_eq!(nonzero_drops(&w), vec![]);
+    // One address, any ports: its burst of answers, then `reset_rate_limited`.
+    for port in 0..burst + 10 {
+        w.port_mut(0)
+            .unwrap()
+            .inject(&frame(0x0c00_0001, port as u16, &reset));
+    }
+    for _ in 0..4 {
+        w.poll_once(later);
+    }
+    assert_eq!(w.port_mut(0).unwrap().take_sent().len(), burst as usize);
+    assert_eq!(w.drops().get(DropReason::ResetRateLimited), 10);
+    // The client's echo (an ACK_V1 of our reset) goes to control.
+    let mut ack = vec![5 << 3];
+    ack.extend(client);
+    ack.extend([1, 0, 0, 0, 0]);
+    ack.extend(ours);
+    w.port_mut(0)
+        .unwrap()
+        .inject(&frame(ip(lab::CLIENT_OUTER_IP), 50_001, &ack));
+    w.poll_once(later);
+    assert!(matches!(mb.reports.pop(), Some(Report::Punted { payload, .. }) if payload == ack));
 }
 
 #[test]

@@ -4,8 +4,9 @@
 //! from the client whose inner bytes are arbitrary or mutated, interleaved with time passing. Whatever arrives:
 //!
 //! - the core does not panic (a release build aborts on panic: the appliance would be down);
-//! - nothing leaves toward the clients but ARP, ICMP from the appliance's own address and
-//!   packets sealed with the session's key (no plaintext, no reflected garbage);
+//! - nothing leaves toward the clients but ARP, ICMP from the appliance's own address,
+//!   packets sealed with the session's key and stateless answers to hard resets whose session
+//!   id verifies under the core's key (no plaintext, no reflected garbage);
 //! - nothing enters a target subnet but ARP and IPv4 from the ENI address (SNAT never leaks
 //!   a client's virtual address);
 //! - the session survives: a ping through the tunnel and back works afterwards.
@@ -16,10 +17,12 @@
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
+use sluice_engine::cookie::CookieKey;
 use sluice_engine::crypto::Cipher;
 use sluice_engine::mailbox::Mailbox;
 use sluice_engine::port::MemPort;
 use sluice_engine::rules::GroupMask;
+use sluice_engine::session::Remote;
 use sluice_engine::testkit::{self, ip, lab, Client};
 use sluice_engine::wire::icmp::{kind, IcmpPacket};
 use sluice_engine::wire::ipv4::{protocol, Ipv4Packet};
@@ -203,6 +206,9 @@ type Sent = (Vec<Vec<u8>>, Vec<Vec<u8>>);
 struct Rig {
     w: Worker<MemPort>,
     client: Client,
+    /// The core's cookie key: it answers first hard resets itself.
+    cookies: std::sync::Arc<CookieKey>,
+    epoch: Instant,
     now: Instant,
     /// Every frame the client sent.
     client_frames: Vec<Vec<u8>>,
@@ -214,12 +220,10 @@ impl Rig {
     fn new() -> Self {
         let now = Instant::now();
         let mb = Mailbox::new(1024);
-        let mut w = testkit::lab_worker(
-            vec![MemPort::new(), MemPort::new()],
-            testkit::lab_config(1024, 64),
-            mb.clone(),
-            now,
-        );
+        let cookies = std::sync::Arc::new(CookieKey::generate(60).unwrap());
+        let mut cfg = testkit::lab_config(1024, 64);
+        cfg.cookies = Some(std::sync::Arc::clone(&cookies));
+        let mut w = testkit::lab_worker(vec![MemPort::new(), MemPort::new()], cfg, mb.clone(), now);
         let keys = testkit::queue_session(
             &mb,
             PeerId(5),
@@ -232,6 +236,8 @@ impl Rig {
         let mut rig = Self {
             w,
             client: Client::new(PeerId(5), KeyId(0), &keys),
+            cookies,
+            epoch: now,
             now,
             client_frames: Vec::new(),
             inside_templates: Vec::new(),
@@ -241,6 +247,20 @@ impl Rig {
         }
         let (sent, _) = rig.check_sent().unwrap();
         assert_eq!(sent.len(), first_packets().len(), "the first packets pass");
+        // A client's first hard reset, which the core answers (its mutants come as client
+        // frames).
+        let reset = testkit::ipv4_udp(
+            ip(lab::CLIENT_OUTER_IP),
+            50_000,
+            ip(lab::OUTSIDE_IP),
+            lab::VPN_PORT,
+            &[0x38, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0],
+        );
+        let reset = testkit::eth_ipv4(lab::OUTSIDE_MAC, lab::CLIENT_MAC, &reset);
+        rig.inject(OUTSIDE, &reset);
+        rig.client_frames.push(reset);
+        let answers = rig.w.port_mut(OUTSIDE).unwrap().take_sent();
+        assert_eq!(answers.len(), 1, "the reset is answered");
         for f in &sent {
             for p in return_traffic(&f[14..]) {
                 let frame = testkit::eth_ipv4(lab::INSIDE_MAC, lab::HOST_MAC, &p);
@@ -398,7 +418,26 @@ impl Rig {
                 }
                 protocol::UDP => {
                     let u = UdpPacket::new_checked(p.payload());
-                    prop_assert!(u.is_ok_and(|u| u.src_port() == lab::VPN_PORT));
+                    prop_assert!(u.as_ref().is_ok_and(|u| u.src_port() == lab::VPN_PORT));
+                    let u = u.unwrap();
+                    if u.payload().first() == Some(&0x40) {
+                        // A stateless answer: a server reset under an id of the core's key.
+                        let a = u.payload();
+                        prop_assert_eq!(a.len(), 26);
+                        let to = Remote {
+                            ip: u32::from_be_bytes(p.dst()),
+                            port: u.dst_port(),
+                        };
+                        let from = Remote {
+                            ip: ip(lab::OUTSIDE_IP),
+                            port: lab::VPN_PORT,
+                        };
+                        let (ours, client) =
+                            (a[1..9].try_into().unwrap(), a[14..22].try_into().unwrap());
+                        let secs = self.now.duration_since(self.epoch).as_secs();
+                        prop_assert!(self.cookies.verify(secs, to, from, &client, &ours));
+                        continue;
+                    }
                     let inner = self.client.open(&f);
                     prop_assert!(inner.is_some(), "not sealed with the session's key");
                     opened.push(inner.unwrap());

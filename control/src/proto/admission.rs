@@ -11,6 +11,8 @@
 //! client's acknowledgement of our reset, which every OpenVPN client sends, alone or with its
 //! first TLS record) makes a session, and such a packet comes from an address that receives our
 //! datagrams. A session id stays valid for two to three slots of half the handshake window.
+//! The ids themselves are `sluice_engine::cookie`'s: with the DPDK data plane the cores answer
+//! first resets under the same key and clock origin, and only the echoes reach this server.
 //!
 //! Answers themselves are budgeted per source address (`SourceBudget`), so the server cannot be
 //! made to send a stream of datagrams to one address, and a spray of spoofed addresses costs a
@@ -20,61 +22,25 @@ use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::time::{Duration, Instant};
 
-use ring::hmac;
+use std::sync::Arc;
+
+use sluice_engine::cookie::{self, CookieKey};
 
 use super::packet::{opcode, ControlPacket, SessionId};
 use super::Remote;
 
-/// Time slots (of half the handshake window) a server session id stays valid in: the current
-/// and the two before it, as OpenVPN 2.6 checks.
-const SLOTS_VALID: u64 = 3;
-
-/// The key and the clock of the server's stateless session ids. Time counts from the first id
-/// given out (a sans-IO server gets its clock with each datagram, not at construction).
+/// The server's stateless session ids: the key (shared with the data cores when they answer
+/// first resets themselves) and the clock origin its time slots count from.
 pub struct Cookies {
-    key: hmac::Key,
+    key: Arc<CookieKey>,
     epoch: Option<Instant>,
-    slot_secs: u64,
 }
 
 impl Cookies {
-    /// Session ids under a fresh random key, valid for about a handshake window `hand_window`.
-    ///
-    /// # Panics
-    /// The system's random generator fails (nothing can be keyed then).
-    pub fn new(hand_window: Duration) -> Self {
-        let rng = ring::rand::SystemRandom::new();
-        let key = hmac::Key::generate(hmac::HMAC_SHA256, &rng).expect("system random generator");
-        Self::with_key(key, hand_window)
-    }
-
-    /// Session ids under `key`.
-    pub fn with_key(key: hmac::Key, hand_window: Duration) -> Self {
-        Self {
-            key,
-            epoch: None,
-            slot_secs: hand_window.as_secs().div_ceil(2).max(1),
-        }
-    }
-
-    fn slot(epoch: Instant, now: Instant, slot_secs: u64) -> u64 {
-        now.saturating_duration_since(epoch).as_secs() / slot_secs
-    }
-
-    fn id_in(&self, slot: u64, remote: Remote, local: Remote, client: &SessionId) -> SessionId {
-        let mut m = [0u8; 8 + 6 + 6 + 8];
-        m[..8].copy_from_slice(&slot.to_be_bytes());
-        m[8..12].copy_from_slice(&remote.ip.to_be_bytes());
-        m[12..14].copy_from_slice(&remote.port.to_be_bytes());
-        m[14..18].copy_from_slice(&local.ip.to_be_bytes());
-        m[18..20].copy_from_slice(&local.port.to_be_bytes());
-        m[20..].copy_from_slice(client);
-        let tag = hmac::sign(&self.key, &m);
-        let mut id = [0u8; 8];
-        id.copy_from_slice(&tag.as_ref()[..8]);
-        // A session id is never all zero (the codec refuses it).
-        id[7] |= u8::from(id == [0; 8]);
-        id
+    /// Ids under `key`, time counted from `epoch` (the data cores' clock origin when they
+    /// share the key; `None`: from the first id given out).
+    pub fn new(key: Arc<CookieKey>, epoch: Option<Instant>) -> Self {
+        Self { key, epoch }
     }
 
     /// Our session id for the client session `client` at `remote`, now.
@@ -86,15 +52,12 @@ impl Cookies {
         client: &SessionId,
     ) -> SessionId {
         let epoch = *self.epoch.get_or_insert(now);
-        self.id_in(
-            Self::slot(epoch, now, self.slot_secs),
-            remote,
-            local,
-            client,
-        )
+        let secs = now.saturating_duration_since(epoch).as_secs();
+        self.key.session_id(secs, remote, local, client)
     }
 
-    /// Whether `echoed` is a session id we gave `client` at `remote` within the validity.
+    /// Whether `echoed` is a session id we gave `client` at `remote` within its validity (at
+    /// least the handshake window).
     pub fn verify(
         &self,
         now: Instant,
@@ -106,33 +69,17 @@ impl Cookies {
         let Some(epoch) = self.epoch else {
             return false;
         };
-        let slot = Self::slot(epoch, now, self.slot_secs);
-        (0..SLOTS_VALID)
-            .filter_map(|back| slot.checked_sub(back))
-            .any(|s| same(&self.id_in(s, remote, local, client), echoed))
+        let secs = now.saturating_duration_since(epoch).as_secs();
+        self.key.verify(secs, remote, local, client, echoed)
     }
-}
-
-/// Compares without an early exit (the time must not say how many bytes matched).
-fn same(a: &SessionId, b: &SessionId) -> bool {
-    a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
 /// Our stateless answer to a client's first hard reset: the 26-byte server reset (the
 /// reference §12), msg-pid 0, acknowledging the client's msg-pid 0.
 pub fn reset_answer(ours: SessionId, client: SessionId) -> Vec<u8> {
-    let p = ControlPacket {
-        opcode: opcode::HARD_RESET_SERVER_V2,
-        key_id: 0,
-        session_id: ours,
-        acks: [0u32].into_iter().collect(),
-        remote_session_id: Some(client),
-        msg_id: Some(0),
-        payload: &[],
-    };
-    let mut d = Vec::with_capacity(p.encoded_len());
-    p.encode(&mut d);
-    d
+    let mut d = [0u8; cookie::ANSWER_LEN];
+    cookie::write_answer(&mut d, &ours, &client);
+    d.to_vec()
 }
 
 /// Whether a packet from an address with no session can be the client's third step: key_id 0,
@@ -235,35 +182,31 @@ mod tests {
         Remote { ip, port }
     }
 
-    fn cookies() -> Cookies {
-        let key = hmac::Key::new(hmac::HMAC_SHA256, &[7u8; 32]);
-        Cookies::with_key(key, Duration::from_secs(60))
+    fn cookies(epoch: Option<Instant>) -> Cookies {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[7u8; 32]);
+        Cookies::new(Arc::new(CookieKey::with_key(key, 60)), epoch)
     }
 
     #[test]
-    fn an_echoed_id_verifies_only_for_its_client_and_within_the_window() {
+    fn ids_count_time_from_the_shared_origin_or_the_first_answer() {
         let t0 = Instant::now();
-        let mut c = cookies();
         let (r, l, sid) = (addr(0x0a00_0001, 40000), addr(0xc0a8_0001, 1194), [1u8; 8]);
-        assert!(!c.verify(t0, r, l, &sid, &[1; 8]), "nothing given out yet");
-        let id = c.session_id(t0, r, l, &sid);
-        assert_ne!(id, [0; 8]);
-        assert!(c.verify(t0, r, l, &sid, &id));
-        // Slots are 30 s: still valid two slots later (60 s and a bit), not three.
-        assert!(c.verify(t0 + Duration::from_secs(89), r, l, &sid, &id));
-        assert!(!c.verify(t0 + Duration::from_secs(90), r, l, &sid, &id));
-        // Another port, address, listener or client session id: not ours.
-        assert!(!c.verify(t0, addr(0x0a00_0001, 40001), l, &sid, &id));
-        assert!(!c.verify(t0, addr(0x0a00_0002, 40000), l, &sid, &id));
-        assert!(!c.verify(t0, r, addr(0xc0a8_0001, 1195), &sid, &id));
-        assert!(!c.verify(t0, r, l, &[2u8; 8], &id));
-        let mut off = id;
-        off[3] ^= 0x10;
-        assert!(!c.verify(t0, r, l, &sid, &off));
-        // Another key (another server, or after a restart): not ours.
-        let mut other = Cookies::new(Duration::from_secs(60));
-        assert_ne!(other.session_id(t0, r, l, &sid), id);
-        assert!(!other.verify(t0, r, l, &sid, &id));
+        let mut own = cookies(None);
+        assert!(
+            !own.verify(t0, r, l, &sid, &[1; 8]),
+            "nothing given out yet"
+        );
+        let id = own.session_id(t0 + Duration::from_secs(100), r, l, &sid);
+        // Valid for the slot it was given in (30 s from the first answer) and two more.
+        assert!(own.verify(t0 + Duration::from_secs(189), r, l, &sid, &id));
+        assert!(!own.verify(t0 + Duration::from_secs(190), r, l, &sid, &id));
+        // With the cores' origin, the id a core gave at its second 100 verifies here.
+        let shared = cookies(Some(t0));
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[7u8; 32]);
+        let core = CookieKey::with_key(key, 60).session_id(100, r, l, &sid);
+        assert!(shared.verify(t0 + Duration::from_secs(100), r, l, &sid, &core));
+        assert!(shared.verify(t0 + Duration::from_secs(179), r, l, &sid, &core));
+        assert!(!shared.verify(t0 + Duration::from_secs(180), r, l, &sid, &core));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sluice_engine::cookie::CookieKey;
 use sluice_engine::crypto::{Cipher, KeyMaterial};
 
 use super::admission::{self, Cookies, SourceBudget};
@@ -59,6 +60,10 @@ pub struct Settings {
     /// Answers to first hard resets per source address: burst, and one more per this interval
     /// (what one address can make the server send it before any session exists).
     pub answers_per_source: (u32, Duration),
+    /// The key of the stateless session ids and the clock origin of its time slots, when
+    /// shared with the data cores (which then answer first resets themselves); `None`: a key
+    /// of the server's own, time counted from its first answer.
+    pub cookies: Option<(Arc<CookieKey>, Instant)>,
     /// Username and password required (directory authentication).
     pub password_required: bool,
     /// The peer-ids this endpoint hands out. Endpoints of one appliance share the data plane,
@@ -96,6 +101,7 @@ impl Settings {
             max_handshaking: 1024,
             per_source: (32, Duration::from_millis(250)),
             answers_per_source: (32, Duration::from_millis(125)),
+            cookies: None,
             password_required: false,
             peer_ids: 0..MAX_PEER_ID + 1,
         }
@@ -287,7 +293,16 @@ impl<A: Authenticator> Server<A> {
         let answers = SourceBudget::new(SOURCES, burst, every);
         let (burst, every) = settings.per_source;
         let new_sessions = SourceBudget::new(SOURCES, burst, every);
-        let cookies = Cookies::new(settings.hand_window);
+        let cookies = match &settings.cookies {
+            Some((key, epoch)) => Cookies::new(Arc::clone(key), Some(*epoch)),
+            None => Cookies::new(
+                Arc::new(
+                    CookieKey::generate(settings.hand_window.as_secs())
+                        .expect("system random generator"),
+                ),
+                None,
+            ),
+        };
         Self {
             settings,
             auth,

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use sluice_engine::cookie::CookieKey;
 use sluice_engine::dpdk::{self, Eal, EthDev, EthOptions, Mempool};
 use sluice_engine::mailbox::{Command, Mailbox, Report};
 use sluice_engine::session::{SessionInfo, Traffic};
@@ -184,13 +185,27 @@ impl Dataplane {
             .collect();
         let compiled = compile::compile(config, 1).map_err(|e| e.to_string())?;
         let table = Arc::new(compiled.table);
+        // The cores answer clients' first hard resets themselves under the servers' key and
+        // clock (`cookie`); the servers see only the echoes.
+        let epoch = Instant::now();
         let mut servers = Vec::new();
+        let mut cookies = None;
         for i in 0..config.endpoints.len() {
-            let settings = endpoint::settings(loaded, i)?;
+            let mut settings = endpoint::settings(loaded, i)?;
+            let key = match &cookies {
+                Some(k) => Arc::clone(k),
+                None => {
+                    let k = CookieKey::generate(settings.hand_window.as_secs())
+                        .map(Arc::new)
+                        .map_err(|_| "the system random generator failed".to_owned())?;
+                    cookies = Some(Arc::clone(&k));
+                    k
+                }
+            };
+            settings.cookies = Some((key, epoch));
             servers.push(Server::new(settings, endpoint::authenticator(loaded, i)?));
         }
         let stop = Arc::new(AtomicBool::new(false));
-        let epoch = Instant::now();
         let mut mailboxes = Vec::with_capacity(cores);
         let stats: Vec<Arc<CoreStats>> = (0..cores)
             .map(|_| Arc::new(CoreStats::new(config.endpoints.len())))
@@ -208,6 +223,7 @@ impl Dataplane {
                 listeners.clone(),
             );
             cfg.session_capacity = 16_384;
+            cfg.cookies = cookies.clone();
             let queues: Vec<_> = devs.iter().map(|d| d.queue(core as u16)).collect();
             let (mb, stop) = (mailbox.clone(), Arc::clone(&stop));
             let published = Arc::clone(&stats[core]);
@@ -638,6 +654,8 @@ impl Dataplane {
                 .absolute(s.busy);
             metrics::counter!("sluice_core_polls_total", "core" => core.clone(), "kind" => "idle")
                 .absolute(s.idle);
+            metrics::counter!("sluice_core_resets_answered_total", "core" => core.clone())
+                .absolute(s.resets_answered);
             metrics::gauge!("sluice_core_rule_table_version", "core" => core.clone())
                 .set(s.rules_version as f64);
             metrics::gauge!("sluice_core_sessions", "core" => core.clone()).set(s.sessions as f64);

@@ -94,11 +94,13 @@ pub enum DropReason {
     ReassemblyTooBig,
     /// A control-channel packet over its source's budget (`punt::PuntLimiter`).
     PuntRateLimited,
+    /// A client's first hard reset over its address's budget of stateless answers.
+    ResetRateLimited,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [Self; 41] = [
+    pub const ALL: [Self; 42] = [
         Self::MalformedEthernet,
         Self::MalformedIpv4,
         Self::MalformedUdp,
@@ -140,6 +142,7 @@ impl DropReason {
         Self::ReassemblyTimeout,
         Self::ReassemblyTooBig,
         Self::PuntRateLimited,
+        Self::ResetRateLimited,
     ];
 
     /// The number of reasons.
@@ -189,6 +192,7 @@ impl DropReason {
             Self::ReassemblyTimeout => "reassembly_timeout",
             Self::ReassemblyTooBig => "reassembly_too_big",
             Self::PuntRateLimited => "punt_rate_limited",
+            Self::ResetRateLimited => "reset_rate_limited",
         }
     }
 }

@@ -71,6 +71,9 @@ impl<P: Port> Worker<P> {
             if !crate::punt::is_client_control(payload) {
                 return self.drop_packet(buf, DropReason::MalformedOpenvpn);
             }
+            if opcode == Opcode::CONTROL_HARD_RESET_CLIENT_V2 && self.cfg.cookies.is_some() {
+                return self.answer_reset(port, buf, &outer);
+            }
             if !self
                 .punt_limiter
                 .allow(outer.remote.ip, outer.remote.port, self.now_secs)
@@ -97,6 +100,53 @@ impl<P: Port> Worker<P> {
         buf.trim_front(outer.payload_start);
         buf.truncate(outer.payload_len);
         self.client_data(buf, peer, outer.remote);
+    }
+
+    /// Answers a client's first hard reset from no state (`cookie`): the frame becomes the
+    /// 26-byte server reset under our stateless session id, back to where it came from (the
+    /// sender's MAC, as a ping is answered). A flood of spoofed resets costs a MAC and a frame
+    /// each and never reaches control; the echo of the id, when it comes, is punted.
+    fn answer_reset(&mut self, port: u16, mut buf: P::Buf, outer: &Outer) {
+        let payload = &buf.data()[outer.payload_start..outer.payload_start + outer.payload_len];
+        let Some(client) = crate::cookie::first_reset(payload) else {
+            return self.drop_packet(buf, DropReason::MalformedOpenvpn);
+        };
+        if !self.answer_limiter.allow(outer.remote.ip, 0, self.now_secs) {
+            return self.drop_packet(buf, DropReason::ResetRateLimited);
+        }
+        let Some(key) = self.cfg.cookies.as_deref() else {
+            return self.drop_packet(buf, DropReason::MalformedOpenvpn);
+        };
+        let ours = key.session_id(u64::from(self.now_secs), outer.remote, outer.local, &client);
+        let Ok(eth) = EthernetFrame::new_checked(buf.data()) else {
+            return self.drop_packet(buf, DropReason::MalformedEthernet);
+        };
+        let (to, from) = (eth.src(), eth.dst());
+        const IP_AT: usize = HEADER_LEN;
+        const ANSWER_AT: usize = IP_AT + udp::Ipv4UdpHeaders::LEN;
+        const LEN: usize = ANSWER_AT + crate::cookie::ANSWER_LEN;
+        let have = buf.len();
+        if have < LEN && buf.append(LEN - have).is_err() {
+            return self.drop_packet(buf, DropReason::NoRoom);
+        }
+        buf.truncate(LEN);
+        let Some(d) = buf.data_mut().first_chunk_mut::<LEN>() else {
+            return self.drop_packet(buf, DropReason::NoRoom);
+        };
+        d[0..6].copy_from_slice(&to);
+        d[6..12].copy_from_slice(&from);
+        d[12..14].copy_from_slice(&ethertype::IPV4.to_be_bytes());
+        let (headers, answer) = d[IP_AT..].split_at_mut(udp::Ipv4UdpHeaders::LEN);
+        if let (Ok(h), Ok(a)) = (headers.try_into(), answer.try_into()) {
+            udp::Ipv4UdpHeaders::new(
+                (outer.local.ip, outer.local.port),
+                (outer.remote.ip, outer.remote.port),
+            )
+            .write(h, crate::cookie::ANSWER_LEN);
+            crate::cookie::write_answer(a, &ours, &client);
+        }
+        self.stats.resets_answered += 1;
+        self.enqueue_tx(port, buf);
     }
 
     /// Looks ahead over a burst from the client side: requests each frame's peer-id index
