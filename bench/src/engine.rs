@@ -395,3 +395,49 @@ pub(crate) fn push_under_load(
     let drops = b.w.drops().total() - drops_before;
     (fed, fed.saturating_sub(sent), drops, retired_after)
 }
+
+/// A flood of first hard resets from spoofed sources (a million addresses, round robin) at
+/// one core that holds the servers' cookie key: how many it answers a second (each a MAC and
+/// a 68-byte frame, no state). Returns (answers, best rate, packets that reached control or
+/// were dropped instead of answered).
+pub(crate) fn spoofed_resets(per_case: Duration) -> Result<(u64, f64, u64), String> {
+    let now = Instant::now();
+    let mb = Mailbox::new(1024);
+    let mut cfg = testkit::lab_config(1024, 16);
+    let key = sluice_engine::cookie::CookieKey::generate(60)
+        .map_err(|_| "the system random generator failed".to_owned())?;
+    cfg.cookies = Some(std::sync::Arc::new(key));
+    let w = testkit::lab_worker(memory_ports(), cfg, mb.clone(), now);
+    let mut b = Bench {
+        w,
+        mb,
+        clients: Vec::new(),
+        now,
+    };
+    let reset = |i: usize| {
+        let mut r = [0x38, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0];
+        r[1..5].copy_from_slice(&(i as u32).to_be_bytes());
+        let src = 0x0b00_0000 | (i as u32 & 0x000f_ffff);
+        let udp = testkit::ipv4_udp(src, 40_000, ip(lab::OUTSIDE_IP), lab::VPN_PORT, &r);
+        testkit::eth_ipv4(lab::OUTSIDE_MAC, lab::CLIENT_MAC, &udp)
+    };
+    let mut window = BestWindow::new(per_case);
+    let mut next = 0usize;
+    let mut fed = 0u64;
+    while window.elapsed() < per_case {
+        let frames: Vec<Vec<u8>> = (next..next + CHUNK).map(reset).collect();
+        next += CHUNK;
+        fed += CHUNK as u64;
+        b.load(0, frames);
+        let before = port_sent(&mut b.w, 0);
+        let t = b.drain(0);
+        window.add(port_sent(&mut b.w, 0) - before, t);
+    }
+    b.w.poll_once(b.now);
+    let mut punted = 0u64;
+    while b.mb.reports.pop().is_some() {
+        punted += 1;
+    }
+    let missing = fed.saturating_sub(window.ops()) + punted + b.w.drops().total();
+    Ok((window.ops(), window.rate(), missing))
+}

@@ -188,6 +188,28 @@ fn run() -> Result<()> {
                     (1000, 10_000)
                 };
                 records.extend(handshake::run(n, reconnect)?);
+                let (answers, rate, missing) =
+                    engine::spoofed_resets(per_case).map_err(anyhow::Error::msg)?;
+                eprintln!(
+                    "  control spoofed first resets answered by one core: {:.3} M/s ({missing} not answered)",
+                    rate / 1e6
+                );
+                if missing != 0 {
+                    bail!(
+                        "{missing} spoofed resets were punted, dropped or lost instead of answered"
+                    );
+                }
+                records.push(report::Record {
+                    suite: "control".into(),
+                    case: "spoofed first resets answered (1 core)".into(),
+                    size: 0,
+                    pps: rate,
+                    gbps: 0.0,
+                    ratio_to_ceiling: None,
+                    ops: answers,
+                    seconds: per_case.as_secs_f64(),
+                    drops: missing,
+                });
             }
             "lab" => records.extend(lab::run(8, 1400, if opts.quick { 2.0 } else { 10.0 })?),
             "dpdk" => {
