@@ -1,5 +1,6 @@
 //! What a core punts to the control thread: only what can be a client's control-channel
-//! packet, and at most a budget per source.
+//! packet, and at most a budget per source. (`PuntLimiter` also keeps the budgets per source
+//! address of the cores' and control's stateless answers and of control's new sessions.)
 //!
 //! Every packet to a listener that is not a data packet is copied into the report queue for
 //! control. Without a limit, one source sending junk as fast as it can fills that queue (8192

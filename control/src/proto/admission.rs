@@ -14,15 +14,12 @@
 //! The ids themselves are `sluice_engine::cookie`'s: with the DPDK data plane the cores answer
 //! first resets under the same key and clock origin, and only the echoes reach this server.
 //!
-//! Answers themselves are budgeted per source address (`SourceBudget`), so the server cannot be
-//! made to send a stream of datagrams to one address, and a spray of spoofed addresses costs a
-//! hash per packet.
-
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
-use std::time::{Duration, Instant};
+//! Answers themselves are budgeted per source address (the cores' `punt::PuntLimiter`, keyed by
+//! address alone), so the server cannot be made to send a stream of datagrams to one address,
+//! and a spray of spoofed addresses costs a hash per packet.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use sluice_engine::cookie::{self, CookieKey};
 
@@ -95,87 +92,12 @@ pub fn third_step(p: &ControlPacket<'_>) -> Option<SessionId> {
     p.remote_session_id
 }
 
-/// Token buckets of answers per source address, in a fixed set-associative table (four ways a
-/// set, sets chosen by a keyed hash): one address can get at most its budget of answers, and a
-/// spray of spoofed addresses costs a hash and four compares each, never a search. A spray
-/// evicts real sources' buckets, which then start over full: under such a flood the server
-/// answers more, never less (an answer is one datagram of 26 bytes and a MAC, and makes no
-/// state).
-pub struct SourceBudget {
-    hasher: RandomState,
-    ways: Vec<Bucket>,
-    burst: f32,
-    every: Duration,
-}
-
-#[derive(Clone, Copy)]
-struct Bucket {
-    ip: u32,
-    tokens: f32,
-    last: Option<Instant>,
-}
-
-/// Buckets in a set.
-const WAYS: usize = 4;
-
-impl SourceBudget {
-    /// At least `sources` buckets (whole sets of four, a power of two of them) of `burst`
-    /// answers, refilled by one every `every`.
-    pub fn new(sources: usize, burst: u32, every: Duration) -> Self {
-        let sets = sources.div_ceil(WAYS).max(1).next_power_of_two();
-        let empty = Bucket {
-            ip: 0,
-            tokens: 0.0,
-            last: None,
-        };
-        Self {
-            hasher: RandomState::new(),
-            ways: vec![empty; sets * WAYS],
-            burst: burst as f32,
-            every,
-        }
-    }
-
-    /// Takes one answer from `ip`'s budget, if there is one left.
-    pub fn take(&mut self, ip: u32, now: Instant) -> bool {
-        let sets = self.ways.len() / WAYS;
-        let set = (self.hasher.hash_one(ip) as usize) & (sets - 1);
-        let set = &mut self.ways[set * WAYS..(set + 1) * WAYS];
-        let b = match set.iter().position(|b| b.last.is_some() && b.ip == ip) {
-            Some(i) => {
-                let b = &mut set[i];
-                if let Some(t) = b.last {
-                    let refill = now.saturating_duration_since(t).as_secs_f32()
-                        / self.every.as_secs_f32().max(1e-6);
-                    b.tokens = (b.tokens + refill).min(self.burst);
-                }
-                b
-            }
-            None => {
-                // The stalest bucket (or an unused one) starts over for this address.
-                let i = (0..WAYS).min_by_key(|&i| set[i].last).unwrap_or(0);
-                set[i] = Bucket {
-                    ip,
-                    tokens: self.burst,
-                    last: None,
-                };
-                &mut set[i]
-            }
-        };
-        b.last = Some(now);
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 #[cfg(test)]
 // Tests take one real instant as the origin of a virtual clock.
 #[allow(clippy::disallowed_methods)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn addr(ip: u32, port: u16) -> Remote {
@@ -265,22 +187,5 @@ mod tests {
         ] {
             assert_eq!(third_step(&bad), None, "{bad:?}");
         }
-    }
-
-    #[test]
-    fn a_source_gets_its_burst_then_its_rate() {
-        let t0 = Instant::now();
-        let mut b = SourceBudget::new(16, 3, Duration::from_millis(500));
-        assert!((0..3).all(|_| b.take(1, t0)));
-        assert!(!b.take(1, t0));
-        assert!(!b.take(1, t0 + Duration::from_millis(400)));
-        assert!(b.take(1, t0 + Duration::from_millis(900)));
-        assert!(!b.take(1, t0 + Duration::from_millis(900)));
-        // A full refill is capped at the burst.
-        let later = t0 + Duration::from_secs(60);
-        assert!((0..3).all(|_| b.take(1, later)));
-        assert!(!b.take(1, later));
-        // Other addresses have budgets of their own, however many there are.
-        assert!((2..10_000).all(|ip| b.take(ip, later)));
     }
 }

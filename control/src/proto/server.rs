@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use sluice_engine::cookie::CookieKey;
 use sluice_engine::crypto::{Cipher, KeyMaterial};
+use sluice_engine::punt::PuntLimiter;
 
-use super::admission::{self, Cookies, SourceBudget};
+use super::admission::{self, Cookies};
 use super::ippool::IpPool;
 use super::key_method::{negotiate_cipher, PeerInfo, Secret};
 use super::packet::{opcode, ControlPacket};
@@ -53,13 +54,13 @@ pub struct Settings {
     pub max_sessions: usize,
     /// Sessions in handshake at most.
     pub max_handshaking: usize,
-    /// New sessions per source address: burst, and one more per this interval. Counted when a
+    /// New sessions per source address: a burst, and this many more a second. Counted when a
     /// client completes the stateless first exchange, so only from addresses that receive
     /// what we send.
-    pub per_source: (u32, Duration),
-    /// Answers to first hard resets per source address: burst, and one more per this interval
+    pub per_source: (u32, u32),
+    /// Answers to first hard resets per source address: a burst, and this many more a second
     /// (what one address can make the server send it before any session exists).
-    pub answers_per_source: (u32, Duration),
+    pub answers_per_source: (u32, u32),
     /// The key of the stateless session ids and the clock origin of its time slots, when
     /// shared with the data cores (which then answer first resets themselves); `None`: a key
     /// of the server's own, time counted from its first answer.
@@ -99,8 +100,8 @@ impl Settings {
             transition_window: Duration::from_secs(3600),
             max_sessions: 7000,
             max_handshaking: 1024,
-            per_source: (32, Duration::from_millis(250)),
-            answers_per_source: (32, Duration::from_millis(125)),
+            per_source: (32, 4),
+            answers_per_source: (32, 8),
             cookies: None,
             password_required: false,
             peer_ids: 0..MAX_PEER_ID + 1,
@@ -276,8 +277,10 @@ pub struct Server<A: Authenticator> {
     next_peer: u32,
     pool: IpPool,
     cookies: Cookies,
-    answers: SourceBudget,
-    new_sessions: SourceBudget,
+    answers: PuntLimiter,
+    new_sessions: PuntLimiter,
+    /// The origin of the budgets' seconds (the first datagram's `now`).
+    origin: Option<Instant>,
     retire_at: HashMap<u32, Instant>,
     events: VecDeque<Event>,
     outbox: VecDeque<Transmit>,
@@ -289,10 +292,10 @@ impl<A: Authenticator> Server<A> {
     pub fn new(settings: Settings, auth: A) -> Self {
         let pool = IpPool::new(settings.pool.0, settings.pool.1);
         let next_peer = settings.peer_ids.start;
-        let (burst, every) = settings.answers_per_source;
-        let answers = SourceBudget::new(SOURCES, burst, every);
-        let (burst, every) = settings.per_source;
-        let new_sessions = SourceBudget::new(SOURCES, burst, every);
+        let (burst, per_sec) = settings.answers_per_source;
+        let answers = PuntLimiter::new(SOURCES, burst, per_sec);
+        let (burst, per_sec) = settings.per_source;
+        let new_sessions = PuntLimiter::new(SOURCES, burst, per_sec);
         let cookies = match &settings.cookies {
             Some((key, epoch)) => Cookies::new(Arc::clone(key), Some(*epoch)),
             None => Cookies::new(
@@ -314,6 +317,7 @@ impl<A: Authenticator> Server<A> {
             cookies,
             answers,
             new_sessions,
+            origin: None,
             retire_at: HashMap::new(),
             events: VecDeque::new(),
             outbox: VecDeque::new(),
@@ -387,6 +391,12 @@ impl<A: Authenticator> Server<A> {
         self.flush(remote, now);
     }
 
+    /// Whole seconds since the first datagram (the per-source budgets' clock).
+    fn seconds(&mut self, now: Instant) -> u32 {
+        let origin = *self.origin.get_or_insert(now);
+        u32::try_from(now.saturating_duration_since(origin).as_secs()).unwrap_or(u32::MAX)
+    }
+
     /// A packet of a client session we have no state for (`admission`): a first hard reset gets
     /// the stateless answer; a packet echoing a session id we gave makes the session (ending
     /// the one of an earlier client session at the same address), within the limits. Returns
@@ -399,10 +409,11 @@ impl<A: Authenticator> Server<A> {
         p: &ControlPacket<'_>,
         replaces: bool,
     ) -> bool {
+        let secs = self.seconds(now);
         if p.opcode == opcode::HARD_RESET_CLIENT_V2 {
             if p.key_id != 0 || p.msg_id != Some(0) {
                 self.counters.unknown_session += 1;
-            } else if !self.answers.take(remote.ip, now) {
+            } else if !self.answers.allow(remote.ip, 0, secs) {
                 self.counters.answers_limited += 1;
             } else {
                 let ours = self.cookies.session_id(now, remote, local, &p.session_id);
@@ -426,7 +437,7 @@ impl<A: Authenticator> Server<A> {
             self.counters.bad_session_id += 1;
             return false;
         }
-        if !self.new_sessions.take(remote.ip, now) {
+        if !self.new_sessions.allow(remote.ip, 0, secs) {
             self.counters.rate_limited += 1;
             return false;
         }
