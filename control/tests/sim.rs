@@ -112,7 +112,7 @@ impl Link {
 }
 
 fn simulate(seed: u64, loss: f64, dup: f64) {
-    simulate_with(seed, Link::new(seed, loss, dup), None);
+    simulate_with(seed, Link::new(seed, loss, dup), None, false);
 }
 
 fn tls() -> std::sync::Arc<rustls::ServerConfig> {
@@ -133,7 +133,9 @@ fn tls() -> std::sync::Arc<rustls::ServerConfig> {
 
 /// Handshake and renegotiation; then, with `session_timeout`, the virtual clock jumps past it.
 /// `up` carries the client's datagrams; the way down is like it, without its certain losses.
-fn simulate_with(seed: u64, mut up: Link, session_timeout: Option<Duration>) {
+/// With `float`, the client's address changes once its first key is up (a NAT rebinding), the
+/// data plane reports the float (`Server::float`), and the renegotiation comes from there.
+fn simulate_with(seed: u64, mut up: Link, session_timeout: Option<Duration>, float: bool) {
     let tls = tls();
     let mut settings = Settings::new(0, tls, ("10.200.0.0".parse().unwrap(), 20));
     if let Some(t) = session_timeout {
@@ -146,7 +148,7 @@ fn simulate_with(seed: u64, mut up: Link, session_timeout: Option<Duration>) {
     let mut sid = [0u8; 8];
     rand::thread_rng().fill_bytes(&mut sid);
     let mut client = Client::new(client_config(), "server", sid, None).unwrap();
-    let (c_addr, s_addr) = (
+    let (mut c_addr, s_addr) = (
         Remote {
             ip: 0xc0a8_3202,
             port: 40000,
@@ -161,6 +163,7 @@ fn simulate_with(seed: u64, mut up: Link, session_timeout: Option<Duration>) {
     let mut now = start;
     let mut server_keys = Vec::new();
     let mut renegotiated = false;
+    let mut peer = u32::MAX;
     while now < start + Duration::from_secs(240) {
         let mut out = Vec::new();
         client.poll(now, &mut out).unwrap();
@@ -175,6 +178,7 @@ fn simulate_with(seed: u64, mut up: Link, session_timeout: Option<Duration>) {
             server.handle_timeout(now);
         }
         while let Some(t) = server.poll_transmit() {
+            assert_eq!(t.remote, c_addr, "seed {seed}: to where the client is");
             down.send(now, t.payload);
         }
         while let Some(e) = server.poll_event() {
@@ -187,6 +191,7 @@ fn simulate_with(seed: u64, mut up: Link, session_timeout: Option<Duration>) {
                 } => {
                     assert!(peer_ids.contains(&peer_id), "peer-id {peer_id}");
                     server_keys.push((key_id, keys));
+                    peer = peer_id;
                 }
                 other => panic!("seed {seed}: unexpected {other:?}"),
             }
@@ -200,6 +205,10 @@ fn simulate_with(seed: u64, mut up: Link, session_timeout: Option<Duration>) {
         {
             client.renegotiate(1).unwrap();
             renegotiated = true;
+            if float {
+                c_addr.port += 1;
+                assert!(server.float(peer, c_addr, now));
+            }
         }
         if server_keys.len() == 2 && client.key_blocks.len() == 2 {
             break;
@@ -292,6 +301,7 @@ fn session_timeout_disconnects() {
         9,
         Link::new(9, 0.0, 0.0),
         Some(Duration::from_secs(8 * 3600)),
+        false,
     );
 }
 
@@ -302,7 +312,16 @@ fn session_timeout_disconnects() {
 fn the_lost_echo_comes_again() {
     let mut up = Link::new(10, 0.0, 0.0);
     up.lose = vec![1];
-    simulate_with(10, up, None);
+    simulate_with(10, up, None, false);
+}
+
+/// The client's address changes after its first key (its NAT rebinds) and the data plane
+/// reports the float: the renegotiation from the new address completes, and the server's
+/// control packets go there.
+#[test]
+fn the_control_channel_follows_a_float() {
+    simulate_with(11, Link::new(11, 0.0, 0.0), None, true);
+    simulate_with(12, Link::new(12, 0.2, 0.1), None, true);
 }
 
 fn hard_reset(sid: u8) -> Vec<u8> {

@@ -772,6 +772,31 @@ impl<A: Authenticator> Server<A> {
         }
     }
 
+    /// The data plane saw the session `peer_id` float to `remote` (an authenticated data packet
+    /// from there, the reference's float): its control channel moves too, so the client's
+    /// renegotiations and messages from the new address reach it and ours go there. A session
+    /// of another client still at that address ends (the address is no longer its). Returns
+    /// whether the session was moved.
+    pub fn float(&mut self, peer_id: u32, remote: Remote, now: Instant) -> bool {
+        let Some(&old) = self.by_peer.get(&peer_id) else {
+            return false;
+        };
+        if old == remote {
+            return false;
+        }
+        if self.sessions.contains_key(&remote) {
+            self.end(remote, CloseReason::Restarted, now);
+            self.forget(remote);
+        }
+        let Some(mut s) = self.sessions.remove(&old) else {
+            return false;
+        };
+        s.remote = remote;
+        self.sessions.insert(remote, s);
+        self.by_peer.insert(peer_id, remote);
+        true
+    }
+
     /// Ends a session by peer-id with a message to the client (`HALT` keeps it from
     /// reconnecting; `RESTART` makes it reconnect at once).
     pub fn terminate(

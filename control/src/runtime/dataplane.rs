@@ -330,12 +330,24 @@ impl Dataplane {
                 "peer {} nears the end of its packet counter; the client will renegotiate (server-initiated renegotiation is not implemented)",
                 peer.0
             )),
-            Report::Floated { peer, remote } => log(&format!(
-                "peer {} floated to {}:{}",
-                peer.0,
-                Ipv4Addr::from(remote.ip),
-                remote.port
-            )),
+            Report::Floated { peer, remote } => {
+                log(&format!(
+                    "peer {} floated to {}:{}",
+                    peer.0,
+                    Ipv4Addr::from(remote.ip),
+                    remote.port
+                ));
+                // The control channel follows (renegotiations come from the new address).
+                for e in 0..self.servers.len() {
+                    if self.servers[e].float(peer.0, remote, now) {
+                        self.drain(e);
+                    }
+                }
+                if let Some(c) = self.connections.get_mut(&peer.0) {
+                    c.device_ip = format!("{}:{}", Ipv4Addr::from(remote.ip), remote.port);
+                    c.remote = remote;
+                }
+            }
             Report::Traffic { peer, traffic } | Report::Removed { peer, traffic } => {
                 let due = self.connections.get_mut(&peer.0).and_then(|c| {
                     set_traffic(c, traffic);
