@@ -432,6 +432,19 @@ fn client_reaches_the_vpc_through_the_dpdk_data_plane() {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert!(answered >= 1.0, "{m}");
+    // And no packet of the real client was taken for a spoofed one on the way.
+    let refused: Vec<f64> = m
+        .lines()
+        .filter(|l| {
+            l.starts_with("sluice_core_drops_total{")
+                && l.contains("reason=\"unknown_control_peer\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .collect();
+    assert!(
+        !refused.is_empty() && refused.iter().all(|n| *n == 0.0),
+        "{m}"
+    );
 
     let (code, out, err) = sluice(&config, &["top", "--once", "--interval", "0.3"]);
     assert_eq!(code, 0, "{err}");

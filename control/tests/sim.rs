@@ -164,6 +164,7 @@ fn simulate_with(seed: u64, mut up: Link, session_timeout: Option<Duration>, flo
     let mut server_keys = Vec::new();
     let mut renegotiated = false;
     let mut peer = u32::MAX;
+    let mut peers_up = 0;
     while now < start + Duration::from_secs(240) {
         let mut out = Vec::new();
         client.poll(now, &mut out).unwrap();
@@ -193,6 +194,13 @@ fn simulate_with(seed: u64, mut up: Link, session_timeout: Option<Duration>, flo
                     server_keys.push((key_id, keys));
                     peer = peer_id;
                 }
+                Event::ControlPeer { remote, present } => {
+                    // The session appears at the client's address (and moves with a float).
+                    if present {
+                        assert_eq!(remote, c_addr, "seed {seed}");
+                    }
+                    peers_up += usize::from(present);
+                }
                 other => panic!("seed {seed}: unexpected {other:?}"),
             }
         }
@@ -219,6 +227,11 @@ fn simulate_with(seed: u64, mut up: Link, session_timeout: Option<Duration>, flo
         server_keys.len(),
         2,
         "seed {seed}: handshake and renegotiation within 240 s of virtual time"
+    );
+    assert_eq!(
+        peers_up,
+        1 + usize::from(float),
+        "seed {seed}: the cores are told"
     );
     assert!(
         client

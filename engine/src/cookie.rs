@@ -118,6 +118,54 @@ pub fn first_reset(payload: &[u8]) -> Option<[u8; 8]> {
     (sid != [0; 8]).then_some(sid)
 }
 
+/// Whether `payload` is a client's third step carrying an id we gave it: a P_CONTROL_V1 or
+/// P_ACK_V1 of key_id 0 whose acknowledgements and msg-pid stay within the first exchange (ids
+/// 0 and 1, as OpenVPN 2.6 requires) and whose acknowledgement block names a session id that
+/// verifies for its sender (`CookieKey::verify`). Parses only the fixed fields.
+pub fn is_valid_echo(
+    key: &CookieKey,
+    secs: u64,
+    remote: Remote,
+    local: Remote,
+    payload: &[u8],
+) -> bool {
+    const CONTROL_V1_KEY0: u8 = 4 << 3;
+    const ACK_V1_KEY0: u8 = 5 << 3;
+    let (Some(&first), Some(&acks)) = (payload.first(), payload.get(9)) else {
+        return false;
+    };
+    let acks = usize::from(acks);
+    if !(first == CONTROL_V1_KEY0 || first == ACK_V1_KEY0) || !(1..=8).contains(&acks) {
+        return false;
+    }
+    let ids_at = 10;
+    let sid_at = ids_at + 4 * acks;
+    let Some(ids) = payload.get(ids_at..sid_at) else {
+        return false;
+    };
+    if ids
+        .chunks_exact(4)
+        .any(|id| u32::from_be_bytes([id[0], id[1], id[2], id[3]]) > 1)
+    {
+        return false;
+    }
+    let Some(echoed) = payload.get(sid_at..sid_at + 8) else {
+        return false;
+    };
+    if first == CONTROL_V1_KEY0 {
+        let Some(m) = payload.get(sid_at + 8..sid_at + 12) else {
+            return false;
+        };
+        if u32::from_be_bytes([m[0], m[1], m[2], m[3]]) > 1 {
+            return false;
+        }
+    }
+    let (mut client, mut ours) = ([0u8; 8], [0u8; 8]);
+    client.copy_from_slice(&payload[1..9]);
+    ours.copy_from_slice(echoed);
+    key.verify(secs, remote, local, &client, &ours)
+}
+
 /// Writes our answer: the server reset with session id `ours`, acknowledging msg-pid 0 of
 /// client session `client`, msg-pid 0, no payload.
 pub fn write_answer(out: &mut [u8; ANSWER_LEN], ours: &[u8; 8], client: &[u8; 8]) {
@@ -168,6 +216,64 @@ mod tests {
         let other = CookieKey::generate(60).unwrap();
         assert_ne!(other.session_id(t0, r, l, &sid), id);
         assert!(!other.verify(t0, r, l, &sid, &id));
+    }
+
+    #[test]
+    fn echoes_are_recognised_only_within_the_first_exchange() {
+        let c = key();
+        let (r, l, sid) = (addr(0x0a00_0001, 40000), addr(0xc0a8_0001, 1194), [1u8; 8]);
+        let ours = c.session_id(100, r, l, &sid);
+        let packet = |op: u8, acks: &[u32], msg: Option<u32>, echoed: [u8; 8]| {
+            let mut p = vec![op << 3];
+            p.extend(sid);
+            p.push(acks.len() as u8);
+            for a in acks {
+                p.extend(a.to_be_bytes());
+            }
+            p.extend(echoed);
+            if let Some(m) = msg {
+                p.extend(m.to_be_bytes());
+                p.extend([0x16, 3, 1]);
+            }
+            p
+        };
+        assert!(is_valid_echo(&c, 100, r, l, &packet(5, &[0], None, ours)));
+        assert!(is_valid_echo(
+            &c,
+            100,
+            r,
+            l,
+            &packet(4, &[0], Some(1), ours)
+        ));
+        assert!(is_valid_echo(
+            &c,
+            100,
+            r,
+            l,
+            &packet(4, &[1, 0], Some(1), ours)
+        ));
+        let mut forged = ours;
+        forged[0] ^= 1;
+        for bad in [
+            packet(5, &[0], None, forged),
+            packet(5, &[2], None, ours),
+            packet(4, &[0], Some(2), ours),
+            packet(3, &[0], Some(1), ours),
+            packet(4, &[], Some(1), ours),
+        ] {
+            assert!(!is_valid_echo(&c, 100, r, l, &bad), "{bad:02x?}");
+        }
+        assert!(!is_valid_echo(
+            &c,
+            100,
+            addr(0x0a00_0001, 40001),
+            l,
+            &packet(5, &[0], None, ours)
+        ));
+        let whole = packet(4, &[0], Some(1), ours);
+        for cut in 0..whole.len() - 3 {
+            assert!(!is_valid_echo(&c, 100, r, l, &whole[..cut]), "cut at {cut}");
+        }
     }
 
     #[test]

@@ -44,6 +44,15 @@ pub enum Command {
         /// The session.
         peer: PeerId,
     },
+    /// A control-channel session exists at `remote` (`present`), or no longer does: with the
+    /// cookie key configured, a core punts control packets (other than first resets, which it
+    /// answers, and echoes of our session id, which it checks) only from such addresses.
+    ControlPeer {
+        /// The client's address.
+        remote: Remote,
+        /// Whether it has a session now.
+        present: bool,
+    },
     /// Send a control-channel datagram to a client.
     Transmit {
         /// The UDP payload (an OpenVPN control packet).

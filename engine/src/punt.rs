@@ -18,6 +18,7 @@ use core::hash::BuildHasher;
 
 use hashbrown::DefaultHashBuilder;
 
+use crate::session::Remote;
 use crate::wire::openvpn::Opcode;
 
 /// The shortest control packet control accepts: opcode, session id, ack count, message id.
@@ -36,6 +37,45 @@ pub fn is_client_control(payload: &[u8]) -> bool {
             || op == Opcode::CONTROL_V1
             || op == Opcode::ACK_V1
             || op == Opcode::CONTROL_SOFT_RESET_V1)
+}
+
+/// The addresses control has a control-channel session with, kept by every core from
+/// `Command::ControlPeer`. Preallocated; if control ever names more addresses than the
+/// capacity, the set stops filtering for good (every address counts as a peer, as without the
+/// cookie key): an address it could not keep must not be shut out later.
+pub struct ControlPeers {
+    set: hashbrown::HashSet<(u32, u16)>,
+    capacity: usize,
+    overflowed: bool,
+}
+
+impl ControlPeers {
+    /// Room for `capacity` addresses.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            set: hashbrown::HashSet::with_capacity(capacity),
+            capacity,
+            overflowed: false,
+        }
+    }
+
+    /// Records that `remote` has a session (`present`) or no longer has.
+    pub fn set(&mut self, remote: Remote, present: bool) {
+        let key = (remote.ip, remote.port);
+        if !present {
+            self.set.remove(&key);
+        } else if self.set.len() < self.capacity {
+            self.set.insert(key);
+        } else if !self.set.contains(&key) {
+            self.overflowed = true;
+        }
+    }
+
+    /// Whether `remote` may have a session.
+    #[inline]
+    pub fn contains(&self, remote: Remote) -> bool {
+        self.overflowed || self.set.contains(&(remote.ip, remote.port))
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -144,6 +184,30 @@ mod tests {
             assert!(l.allow(ip, 7, 5) && l.allow(ip, 7, 5) && !l.allow(ip, 7, 5));
         }
         assert!(l.allow(1_000_000, 7, 5));
+    }
+
+    #[test]
+    fn control_peers_are_kept_and_a_full_set_fails_open() {
+        let at = |port| Remote { ip: 7, port };
+        let mut c = ControlPeers::new(4);
+        c.set(at(1), true);
+        c.set(at(2), true);
+        assert!(c.contains(at(1)) && c.contains(at(2)) && !c.contains(at(3)));
+        c.set(at(1), false);
+        assert!(!c.contains(at(1)));
+        for p in 10..13 {
+            c.set(at(p), true);
+        }
+        assert!(!c.contains(at(99)), "full, not over");
+        c.set(at(13), true);
+        assert!(
+            c.contains(at(99)),
+            "over the capacity: every address passes"
+        );
+        for p in [2, 10, 11, 12] {
+            c.set(at(p), false);
+        }
+        assert!(c.contains(at(13)), "the one it could not keep still passes");
     }
 
     #[test]

@@ -120,6 +120,9 @@ pub struct WorkerConfig {
     pub cookies: Option<Arc<CookieKey>>,
     /// Answers to first hard resets per source address: a burst, and this many more a second.
     pub answer_budget: (u32, u32),
+    /// Control-channel sessions (of all endpoints) the core can know the addresses of; past
+    /// it, the core stops filtering control packets by address (`punt::ControlPeers`).
+    pub control_peer_capacity: usize,
 }
 
 impl WorkerConfig {
@@ -149,6 +152,7 @@ impl WorkerConfig {
             punt_budget: (64, 32),
             cookies: None,
             answer_budget: (32, 8),
+            control_peer_capacity: 65_536,
         }
     }
 }
@@ -221,6 +225,8 @@ pub struct Worker<P: Port> {
     pub(crate) punt_limiter: PuntLimiter,
     /// Per-address budgets of stateless answers to first hard resets.
     pub(crate) answer_limiter: PuntLimiter,
+    /// The addresses control has a control-channel session with (`Command::ControlPeer`).
+    pub(crate) control_peers: crate::punt::ControlPeers,
     pub(crate) drops: DropCounters,
     pub(crate) endpoint_traffic: EndpointTraffic,
     pub(crate) mailbox: Mailbox,
@@ -269,6 +275,7 @@ impl<P: Port> Worker<P> {
             fragments_in: FragmentMap::new(1024),
             punt_limiter: PuntLimiter::new(4096, cfg.punt_budget.0, cfg.punt_budget.1),
             answer_limiter: PuntLimiter::new(4096, cfg.answer_budget.0, cfg.answer_budget.1),
+            control_peers: crate::punt::ControlPeers::new(cfg.control_peer_capacity),
             next_ident: cfg.core as u16,
             tx: ports.iter().map(|_| Burst::new()).collect(),
             trash: Vec::with_capacity(4 * crate::packet::BURST_SIZE),
@@ -464,6 +471,9 @@ impl<P: Port> Worker<P> {
                     remote,
                     local,
                 } => self.transmit_control(&payload, remote, local),
+                Command::ControlPeer { remote, present } => {
+                    self.control_peers.set(remote, present);
+                }
             }
         }
         any

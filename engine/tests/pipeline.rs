@@ -977,8 +977,8 @@ fn control_packets_are_punted_within_a_budget_per_source() {
 /// With the servers' cookie key (`WorkerConfig::cookies`), the core answers a client's first
 /// hard reset itself: the 26-byte server reset under a session id that verifies with the key,
 /// back to the sender, nothing punted. A spray of spoofed resets is all answered and reaches
-/// control not at all; one address gets its budget of answers and no more. Other control
-/// packets (the echo) are punted as before.
+/// control not at all; one address gets its budget of answers and no more. The echo is
+/// punted; other control packets only from addresses control named (`Command::ControlPeer`).
 #[test]
 fn first_resets_are_answered_on_the_core() {
     let now = Instant::now();
@@ -1080,6 +1080,53 @@ fn first_resets_are_answered_on_the_core() {
         .inject(&frame(ip(lab::CLIENT_OUTER_IP), 50_001, &ack));
     w.poll_once(later);
     assert!(matches!(mb.reports.pop(), Some(Report::Punted { payload, .. }) if payload == ack));
+    // Other control packets reach control only from an address it has a session with: a
+    // forged echo, and a spray of later-looking control packets from 5,000 addresses, die
+    // here.
+    let mut forged = ack.clone();
+    forged[14] ^= 1;
+    let mut tls = vec![4 << 3];
+    tls.extend(client);
+    tls.extend([1, 0, 0, 0, 3]);
+    tls.extend(ours);
+    tls.extend([0, 0, 0, 5, 0x17, 3, 3]);
+    w.port_mut(0)
+        .unwrap()
+        .inject(&frame(ip(lab::CLIENT_OUTER_IP), 50_001, &forged));
+    w.poll_once(later);
+    for i in 0..5_000u32 {
+        w.port_mut(0)
+            .unwrap()
+            .inject(&frame(0x0d00_0000 + i, 2000, &tls));
+        if i % 32 == 31 {
+            w.poll_once(later);
+        }
+    }
+    w.poll_once(later);
+    assert!(mb.reports.pop().is_none(), "nothing punted");
+    assert_eq!(w.drops().get(DropReason::UnknownControlPeer), 5_001);
+    // Once control says a session is there, its packets go through, until it says it is gone.
+    let peer = Remote {
+        ip: 0x0d00_0007,
+        port: 2000,
+    };
+    let from_peer = frame(peer.ip, peer.port, &tls);
+    for present in [true, false] {
+        assert!(mb
+            .commands
+            .push(Command::ControlPeer {
+                remote: peer,
+                present
+            })
+            .is_ok());
+        w.poll_once(later);
+        w.port_mut(0).unwrap().inject(&from_peer);
+        w.poll_once(later);
+        let punted =
+            matches!(mb.reports.pop(), Some(Report::Punted { payload, .. }) if payload == tls);
+        assert_eq!(punted, present);
+    }
+    assert_eq!(w.drops().get(DropReason::UnknownControlPeer), 5_002);
 }
 
 #[test]

@@ -209,6 +209,15 @@ pub enum Event {
         /// Whether the data plane knows it.
         established: bool,
     },
+    /// A control-channel session now exists at `remote` (`present`), or no longer does: the
+    /// data cores, which answer first resets themselves, punt other control packets only
+    /// from such addresses (and valid echoes of our session id).
+    ControlPeer {
+        /// The client's address.
+        remote: Remote,
+        /// Whether a session is there now.
+        present: bool,
+    },
     /// A connection attempt was refused.
     AuthFailed {
         /// Its outer address.
@@ -470,6 +479,10 @@ impl<A: Authenticator> Server<A> {
             Ok(s) => {
                 self.by_peer.insert(peer_id, remote);
                 self.sessions.insert(remote, s);
+                self.events.push_back(Event::ControlPeer {
+                    remote,
+                    present: true,
+                });
                 true
             }
             Err(_) => {
@@ -764,6 +777,10 @@ impl<A: Authenticator> Server<A> {
     /// Removes a session's state entirely.
     fn forget(&mut self, remote: Remote) {
         if let Some(s) = self.sessions.remove(&remote) {
+            self.events.push_back(Event::ControlPeer {
+                remote,
+                present: false,
+            });
             self.by_peer.remove(&s.peer_id);
             self.peer_ids.remove(&s.peer_id);
             if let Some(vip) = s.vip {
@@ -794,6 +811,14 @@ impl<A: Authenticator> Server<A> {
         s.remote = remote;
         self.sessions.insert(remote, s);
         self.by_peer.insert(peer_id, remote);
+        self.events.push_back(Event::ControlPeer {
+            remote: old,
+            present: false,
+        });
+        self.events.push_back(Event::ControlPeer {
+            remote,
+            present: true,
+        });
         true
     }
 

@@ -379,6 +379,11 @@ impl Dataplane {
     }
 
     fn drain(&mut self, e: usize) {
+        // Events first: a new control peer is known to the cores before our answer to its
+        // packet leaves (its next packets need it).
+        while let Some(ev) = self.servers.get_mut(e).and_then(Server::poll_event) {
+            self.event(e, ev);
+        }
         while let Some(t) = self.servers.get_mut(e).and_then(Server::poll_transmit) {
             self.command(
                 0,
@@ -388,9 +393,6 @@ impl Dataplane {
                     local: t.local,
                 },
             );
-        }
-        while let Some(ev) = self.servers.get_mut(e).and_then(Server::poll_event) {
-            self.event(e, ev);
         }
     }
 
@@ -515,6 +517,11 @@ impl Dataplane {
                     if self.ended.len() > 1000 {
                         self.ended.remove(0);
                     }
+                }
+            }
+            Event::ControlPeer { remote, present } => {
+                for core in 0..self.mailboxes.len() {
+                    self.command(core, Command::ControlPeer { remote, present });
                 }
             }
             Event::AuthFailed {

@@ -253,6 +253,8 @@ impl<A: Authenticator> UdpDriver<A> {
                 Event::Closed { peer_id, .. } => {
                     self.data.remove(peer_id);
                 }
+                // The kernel's socket hands every datagram to the server; nothing to filter.
+                Event::ControlPeer { .. } => {}
                 Event::AuthFailed {
                     remote,
                     common_name,

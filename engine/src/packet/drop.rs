@@ -96,11 +96,14 @@ pub enum DropReason {
     PuntRateLimited,
     /// A client's first hard reset over its address's budget of stateless answers.
     ResetRateLimited,
+    /// A control packet from an address control has no session with that does not echo a
+    /// session id we gave it (forged, misdirected or stale; only with the cookie key).
+    UnknownControlPeer,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [Self; 42] = [
+    pub const ALL: [Self; 43] = [
         Self::MalformedEthernet,
         Self::MalformedIpv4,
         Self::MalformedUdp,
@@ -143,6 +146,7 @@ impl DropReason {
         Self::ReassemblyTooBig,
         Self::PuntRateLimited,
         Self::ResetRateLimited,
+        Self::UnknownControlPeer,
     ];
 
     /// The number of reasons.
@@ -193,6 +197,7 @@ impl DropReason {
             Self::ReassemblyTooBig => "reassembly_too_big",
             Self::PuntRateLimited => "punt_rate_limited",
             Self::ResetRateLimited => "reset_rate_limited",
+            Self::UnknownControlPeer => "unknown_control_peer",
         }
     }
 }

@@ -71,8 +71,24 @@ impl<P: Port> Worker<P> {
             if !crate::punt::is_client_control(payload) {
                 return self.drop_packet(buf, DropReason::MalformedOpenvpn);
             }
-            if opcode == Opcode::CONTROL_HARD_RESET_CLIENT_V2 && self.cfg.cookies.is_some() {
-                return self.answer_reset(port, buf, &outer);
+            if let Some(key) = self.cfg.cookies.as_deref() {
+                // Control keeps no state before the echo of our session id: a first reset is
+                // answered here, and only an address with a session, or a valid echo, reaches
+                // control (a spray of spoofed control packets dies on the core).
+                if opcode == Opcode::CONTROL_HARD_RESET_CLIENT_V2 {
+                    return self.answer_reset(port, buf, &outer);
+                }
+                if !self.control_peers.contains(outer.remote)
+                    && !crate::cookie::is_valid_echo(
+                        key,
+                        u64::from(self.now_secs),
+                        outer.remote,
+                        outer.local,
+                        payload,
+                    )
+                {
+                    return self.drop_packet(buf, DropReason::UnknownControlPeer);
+                }
             }
             if !self
                 .punt_limiter
