@@ -112,7 +112,7 @@ impl Link {
 }
 
 fn simulate(seed: u64, loss: f64, dup: f64) {
-    simulate_with(seed, Link::new(seed, loss, dup), None, false);
+    simulate_with(seed, Link::new(seed, loss, dup), Scenario::default());
 }
 
 fn tls() -> std::sync::Arc<rustls::ServerConfig> {
@@ -131,15 +131,33 @@ fn tls() -> std::sync::Arc<rustls::ServerConfig> {
     .unwrap()
 }
 
-/// Handshake and renegotiation; then, with `session_timeout`, the virtual clock jumps past it.
+/// What a simulation does besides the handshake and a renegotiation.
+#[derive(Clone, Copy, Default)]
+struct Scenario {
+    /// Then the virtual clock jumps past this maximum session duration.
+    session_timeout: Option<Duration>,
+    /// The client's address changes once its first key is up (a NAT rebinding), the data
+    /// plane reports the float (`Server::float`), and the renegotiation comes from there.
+    float: bool,
+    /// The server starts the renegotiation (`Settings::reneg`), not the client.
+    server_renegotiates: bool,
+}
+
+/// Handshake and renegotiation, as `scenario` says.
 /// `up` carries the client's datagrams; the way down is like it, without its certain losses.
-/// With `float`, the client's address changes once its first key is up (a NAT rebinding), the
-/// data plane reports the float (`Server::float`), and the renegotiation comes from there.
-fn simulate_with(seed: u64, mut up: Link, session_timeout: Option<Duration>, float: bool) {
+fn simulate_with(seed: u64, mut up: Link, scenario: Scenario) {
+    let Scenario {
+        session_timeout,
+        float,
+        server_renegotiates,
+    } = scenario;
     let tls = tls();
     let mut settings = Settings::new(0, tls, ("10.200.0.0".parse().unwrap(), 20));
     if let Some(t) = session_timeout {
         settings.session_timeout = t;
+    }
+    if server_renegotiates {
+        settings.reneg = Some(Duration::from_secs(30));
     }
     // The second endpoint of three: its peer-ids come from its own part of the space.
     let peer_ids = peer_id_range(1, 3);
@@ -209,6 +227,7 @@ fn simulate_with(seed: u64, mut up: Link, session_timeout: Option<Duration>, flo
         }
         if server_keys.len() == 1
             && !renegotiated
+            && !server_renegotiates
             && client.messages.iter().any(|m| m.starts_with("PUSH_REPLY"))
         {
             client.renegotiate(1).unwrap();
@@ -260,6 +279,17 @@ fn simulate_with(seed: u64, mut up: Link, session_timeout: Option<Duration>, flo
     assert!(
         server.counters().malformed > 0,
         "the stray datagrams were counted"
+    );
+    // Once the renegotiation is done, no timer is due until something is (no busy loop in
+    // the runtime): a minute and more later, the next timeout is in the future.
+    let quiet = now + Duration::from_secs(70);
+    server.handle_timeout(quiet);
+    assert!(
+        server.poll_timeout().is_none_or(|t| t > quiet),
+        "seed {seed}: a timer stays due: {:?}",
+        server
+            .poll_timeout()
+            .map(|t| t.saturating_duration_since(start))
     );
     let Some(timeout) = session_timeout else {
         return;
@@ -313,8 +343,10 @@ fn session_timeout_disconnects() {
     simulate_with(
         9,
         Link::new(9, 0.0, 0.0),
-        Some(Duration::from_secs(8 * 3600)),
-        false,
+        Scenario {
+            session_timeout: Some(Duration::from_secs(8 * 3600)),
+            ..Scenario::default()
+        },
     );
 }
 
@@ -325,7 +357,7 @@ fn session_timeout_disconnects() {
 fn the_lost_echo_comes_again() {
     let mut up = Link::new(10, 0.0, 0.0);
     up.lose = vec![1];
-    simulate_with(10, up, None, false);
+    simulate_with(10, up, Scenario::default());
 }
 
 /// The client's address changes after its first key (its NAT rebinds) and the data plane
@@ -333,8 +365,25 @@ fn the_lost_echo_comes_again() {
 /// control packets go there.
 #[test]
 fn the_control_channel_follows_a_float() {
-    simulate_with(11, Link::new(11, 0.0, 0.0), None, true);
-    simulate_with(12, Link::new(12, 0.2, 0.1), None, true);
+    let float = Scenario {
+        float: true,
+        ..Scenario::default()
+    };
+    simulate_with(11, Link::new(11, 0.0, 0.0), float);
+    simulate_with(12, Link::new(12, 0.2, 0.1), float);
+}
+
+/// The server renegotiates a key once it is 30 s old (`Settings::reneg`, as OpenVPN's
+/// server-side `reneg-sec`; the data plane asks the same way before a packet-id wraps): the
+/// client answers the soft reset and both ends hold the same new key.
+#[test]
+fn the_server_renegotiates() {
+    let server = Scenario {
+        server_renegotiates: true,
+        ..Scenario::default()
+    };
+    simulate_with(13, Link::new(13, 0.0, 0.0), server);
+    simulate_with(14, Link::new(14, 0.2, 0.1), server);
 }
 
 fn hard_reset(sid: u8) -> Vec<u8> {

@@ -374,6 +374,46 @@ fn renegotiations_and_keepalives_with_the_derived_keys() {
     assert_eq!(stats.data_rejected, 0, "{stats:?}");
 }
 
+/// The server renegotiates (its `reneg` at 12 s; the client's own reneg-sec stays at its
+/// default hour): the Debian client answers the soft reset, the new keys carry the pings both
+/// ways, and it never restarts. The same path serves the data plane's request before a send
+/// packet-id wraps.
+#[test]
+fn the_server_renegotiates_with_a_real_client() {
+    let lab = Lab::new("io4");
+    let crl = lab.read("crl.pem");
+    let ovpn = lab.client_config("client1", "");
+    let mut settings = lab.settings(Some(&crl), None);
+    settings.ping = 3;
+    settings.ping_restart = 12;
+    settings.reneg = Some(Duration::from_secs(12));
+    let (events, stats, log) = run(
+        &lab,
+        settings,
+        Duration::from_secs(3),
+        &ovpn,
+        Duration::from_secs(40),
+        |_| false,
+    );
+    assert!(connected(&log), "{log}");
+    assert_eq!(
+        log.matches("Initialization Sequence Completed").count(),
+        1,
+        "the client restarted:\n{log}"
+    );
+    assert!(!log.contains("Inactivity timeout"), "{log}");
+    let renegotiations = events
+        .iter()
+        .filter(|e| matches!(e, Event::KeysReady { first: false, .. }))
+        .count();
+    assert!(
+        renegotiations >= 2,
+        "renegotiations: {renegotiations}\n{log}"
+    );
+    assert!(stats.pings_received >= 4, "{stats:?}");
+    assert_eq!(stats.data_rejected, 0, "{stats:?}");
+}
+
 /// Writes a credentials file for `--auth-user-pass`.
 fn creds(lab: &Lab, name: &str, user: &str, password: &str) -> String {
     let p = lab.dir.path().join(name);

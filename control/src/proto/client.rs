@@ -174,6 +174,13 @@ impl Client {
         if self.server_sid.is_none() {
             self.server_sid = Some(p.session_id);
         }
+        if p.opcode == opcode::SOFT_RESET_V1 && !self.keys.iter().any(|k| k.key_id == p.key_id) {
+            // The server starts a renegotiation: our own soft reset for its key_id, then TLS.
+            self.start_key(p.key_id, opcode::SOFT_RESET_V1)?;
+            while self.keys.len() > 2 {
+                self.keys.remove(0);
+            }
+        }
         let Some(k) = self.keys.iter_mut().find(|k| k.key_id == p.key_id) else {
             return Ok(());
         };

@@ -50,6 +50,9 @@ pub struct Settings {
     pub session_timeout: Duration,
     /// How long the previous key stays usable after a renegotiation.
     pub transition_window: Duration,
+    /// Renegotiate a session's key when it is this old (OpenVPN's server-side `reneg-sec`);
+    /// `None`: only when the client or the data plane asks.
+    pub reneg: Option<Duration>,
     /// Connections at most (the quota).
     pub max_sessions: usize,
     /// Sessions in handshake at most.
@@ -98,6 +101,7 @@ impl Settings {
             hand_window: Duration::from_secs(60),
             session_timeout: Duration::from_secs(24 * 3600),
             transition_window: Duration::from_secs(3600),
+            reneg: None,
             max_sessions: 7000,
             max_handshaking: 1024,
             per_source: (32, 4),
@@ -789,6 +793,24 @@ impl<A: Authenticator> Server<A> {
         }
     }
 
+    /// Starts a renegotiation of session `peer_id` from the server's side (the data plane asks
+    /// for one before a send packet-id wraps; `Settings::reneg` asks for one by key age).
+    /// Returns whether one was started (not while one is under way or before the first key).
+    pub fn renegotiate(&mut self, peer_id: u32, now: Instant) -> bool {
+        let Some(&remote) = self.by_peer.get(&peer_id) else {
+            return false;
+        };
+        let tls = Arc::clone(&self.settings.tls);
+        let started = self
+            .sessions
+            .get_mut(&remote)
+            .is_some_and(|s| s.renegotiate(&tls, now));
+        if started {
+            self.flush(remote, now);
+        }
+        started
+    }
+
     /// The data plane saw the session `peer_id` float to `remote` (an authenticated data packet
     /// from there, the reference's float): its control channel moves too, so the client's
     /// renegotiations and messages from the new address reach it and ours go there. A session
@@ -901,6 +923,11 @@ impl<A: Authenticator> Server<A> {
                     {
                         s.keys.pop();
                     }
+                    if let Some(r) = self.settings.reneg {
+                        if s.current().is_some_and(|k| now >= k.started + r) {
+                            s.renegotiate(&Arc::clone(&self.settings.tls), now);
+                        }
+                    }
                     let peer = s.peer_id;
                     if self.retire_at.get(&peer).is_some_and(|t| now >= *t) {
                         self.retire_at.remove(&peer);
@@ -940,8 +967,11 @@ impl<A: Authenticator> Server<A> {
                 Phase::Established => {
                     at(s.created + self.settings.session_timeout);
                     if let Some(k) = s.keys.last() {
-                        if s.keys.len() > 1 {
+                        if k.phase != super::session::KeyPhase::Active {
+                            // A renegotiation under way: abandoned at the handshake window.
                             at(k.started + self.settings.hand_window);
+                        } else if let Some(r) = self.settings.reneg {
+                            at(k.started + r);
                         }
                     }
                 }

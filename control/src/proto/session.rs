@@ -192,6 +192,40 @@ impl Session {
         self.keys.last()
     }
 
+    /// Starts a renegotiation from our side (the reference §10: a soft reset under the next
+    /// key_id, 1 to 7 after 0, wrapping to 1); the client answers with its own soft reset and
+    /// a TLS handshake, as when it starts one. Only when the current key is active and none is
+    /// being negotiated; returns whether one was started.
+    pub fn renegotiate(&mut self, tls: &Arc<rustls::ServerConfig>, now: Instant) -> bool {
+        if self.phase != Phase::Established {
+            return false;
+        }
+        let Some(current) = self.current() else {
+            return false;
+        };
+        if current.phase != KeyPhase::Active {
+            return false;
+        }
+        let key_id = current.key_id % 7 + 1;
+        let Ok(t) = TlsSession::new(Arc::clone(tls)) else {
+            return false;
+        };
+        let mut ks = KeyState::new(key_id, t, now);
+        if ks
+            .reliable
+            .queue(opcode::SOFT_RESET_V1, Vec::new())
+            .is_err()
+        {
+            return false;
+        }
+        self.keys.push(ks);
+        // Keep the current and the previous key only.
+        while self.keys.len() > 2 {
+            self.keys.remove(0);
+        }
+        true
+    }
+
     /// Handles a packet of this session; returns what the server must do next.
     pub fn handle_packet(
         &mut self,

@@ -326,10 +326,18 @@ impl Dataplane {
                     now,
                 );
             }
-            Report::RenegotiateSoon { peer } => log(&format!(
-                "peer {} nears the end of its packet counter; the client will renegotiate (server-initiated renegotiation is not implemented)",
-                peer.0
-            )),
+            Report::RenegotiateSoon { peer } => {
+                // The send packet-id nears its end: a new key before it wraps.
+                for e in 0..self.servers.len() {
+                    if self.servers[e].renegotiate(peer.0, now) {
+                        log(&format!(
+                            "peer {} nears the end of its packet counter: renegotiating",
+                            peer.0
+                        ));
+                        self.drain(e);
+                    }
+                }
+            }
             Report::Floated { peer, remote } => {
                 log(&format!(
                     "peer {} floated to {}:{}",
