@@ -198,10 +198,21 @@ impl<P: Port> Worker<P> {
     }
 }
 
-/// Whether the sealed packet carries exactly the renegotiation threshold (report it once).
+/// Packets between two reports of a session past the renegotiation threshold: control is asked
+/// again (16 times before the wrap) in case a renegotiation it started did not complete.
+const ASK_AGAIN_EVERY: u32 = 1 << 20;
+
+/// Whether a sealed packet with send packet-id `pid` reports that its session must renegotiate:
+/// at the threshold, and every `ASK_AGAIN_EVERY` packets after it.
+fn asks_for_renegotiation(pid: u32) -> bool {
+    let at = crate::crypto::data_channel::RENEGOTIATE_AT;
+    pid >= at && (pid - at) % ASK_AGAIN_EVERY == 0
+}
+
+/// Whether the sealed packet is one that asks for a renegotiation (`asks_for_renegotiation`).
 fn key_at_threshold(sealed: &impl PacketBuf) -> bool {
     crate::wire::openvpn::DataPacket::new_checked(sealed.data())
-        .is_ok_and(|p| p.packet_id() == crate::crypto::data_channel::RENEGOTIATE_AT)
+        .is_ok_and(|p| asks_for_renegotiation(p.packet_id()))
 }
 
 /// The reverse-SNAT key of a return packet; `Ok(None)` when it cannot be translated traffic
@@ -311,5 +322,24 @@ fn reverse_snat_icmp_error(data: &mut [u8], client: u32, client_port: u16) {
     }
     if let Ok(mut i) = IcmpPacket::new_checked(&mut icmp[..]) {
         i.fill_checksum();
+    }
+}
+
+#[cfg(test)]
+mod renegotiation_tests {
+    use super::{asks_for_renegotiation, ASK_AGAIN_EVERY};
+    use crate::crypto::data_channel::RENEGOTIATE_AT;
+
+    #[test]
+    fn a_session_past_the_threshold_asks_sixteen_times_before_the_wrap() {
+        assert!(!asks_for_renegotiation(RENEGOTIATE_AT - 1));
+        assert!(asks_for_renegotiation(RENEGOTIATE_AT));
+        assert!(!asks_for_renegotiation(RENEGOTIATE_AT + 1));
+        assert!(asks_for_renegotiation(RENEGOTIATE_AT + ASK_AGAIN_EVERY));
+        let asks = (RENEGOTIATE_AT..=u32::MAX)
+            .step_by(4096)
+            .filter(|&p| asks_for_renegotiation(p))
+            .count();
+        assert_eq!(asks, 16);
     }
 }
