@@ -373,6 +373,73 @@ fn icmp_errors_about_a_flow_reach_its_client_translated() {
     assert_eq!(lab.drops(DropReason::NotForUs), 1);
 }
 
+/// A client's ICMP errors about a flow reach its host translated (RFC 5508): a port
+/// unreachable for the host's reply, and a time exceeded for an echo reply, leave the subnet
+/// port from the ENI, quoting the packet as the host sent it (to the ENI and the translated
+/// port or echo id), every checksum right. An error about no flow of the client's is dropped.
+#[test]
+fn a_clients_icmp_errors_reach_the_host_translated() {
+    let mut lab = lab_with(GroupMask::EMPTY);
+    let (vip, host, eni) = (ip(lab::CLIENT_VIP), ip(lab::HOST_IP), ip(lab::INSIDE_IP));
+    lab.send_from_client(&testkit::ipv4_udp(vip, 40_001, host, 53, b"query"));
+    lab.send_from_client(&testkit::ipv4_echo(vip, host, true, 0x77, 1, b"probe"));
+    let out = lab.inside_sent();
+    assert_eq!(out.len(), 2);
+    let nat_udp = UdpPacket::new_checked(ip_of(&out[0]).payload())
+        .unwrap()
+        .src_port();
+    let nat_id = IcmpPacket::new_checked(ip_of(&out[1]).payload())
+        .unwrap()
+        .echo_id();
+    // What the client received back (the host's answers, as the core delivered them).
+    let reply = testkit::ipv4_udp(host, 53, vip, 40_001, b"answer");
+    let echo_reply = testkit::ipv4_echo(host, vip, false, 0x77, 1, b"probe");
+    let cases = [
+        (kind::DEST_UNREACHABLE, 3, &reply[..28], nat_udp),
+        (kind::TIME_EXCEEDED, 0, &echo_reply[..], nat_id),
+    ];
+    for (k, code, quoted, translated) in cases {
+        lab.send_from_client(&testkit::ipv4_icmp_error(vip, host, k, code, quoted));
+        let sent = lab.inside_sent();
+        assert_eq!(sent.len(), 1, "{:?}", nonzero_drops(&lab.w));
+        let p = ip_of(&sent[0]);
+        assert!(p.verify_checksum());
+        assert_eq!((p.src(), p.dst()), (eni.to_be_bytes(), host.to_be_bytes()));
+        assert_eq!(p.ttl(), 63);
+        let i = IcmpPacket::new_checked(p.payload()).unwrap();
+        assert!(i.verify_checksum());
+        assert_eq!((i.kind(), i.code()), (k, code));
+        let quoted = &i.data()[..20];
+        assert_eq!(
+            checksum::checksum(quoted),
+            0,
+            "the quoted header's checksum follows"
+        );
+        assert_eq!(
+            (&quoted[12..16], &quoted[16..20]),
+            (&host.to_be_bytes()[..], &eni.to_be_bytes()[..])
+        );
+        let l4 = &i.data()[20..];
+        let port = if quoted[9] == protocol::ICMP {
+            u16::from_be_bytes([l4[4], l4[5]])
+        } else {
+            u16::from_be_bytes([l4[2], l4[3]])
+        };
+        assert_eq!(port, translated, "the translated port or echo id");
+    }
+    // About a datagram of no flow (another port): dropped.
+    let stray = testkit::ipv4_udp(host, 53, vip, 40_999, b"answer");
+    lab.send_from_client(&testkit::ipv4_icmp_error(
+        vip,
+        host,
+        kind::DEST_UNREACHABLE,
+        3,
+        &stray[..28],
+    ));
+    assert!(lab.inside_sent().is_empty());
+    assert_eq!(lab.drops(DropReason::NoFlow), 1);
+}
+
 /// Full-size packets (1500 bytes, the pushed tun-mtu) both ways: the client's sealed datagram
 /// is longer than the 1500-byte path, so it arrives in two fragments (here in reverse order),
 /// which the core reassembles; the reply leaves in two fragments that reassemble into a

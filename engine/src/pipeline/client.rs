@@ -322,6 +322,9 @@ impl<P: Port> Worker<P> {
                 self.forward_decrypted();
                 return self.forward_later_fragment(buf);
             }
+            Err(DropReason::UnsupportedProtocol) => {
+                return self.forward_icmp_error(buf, idx, client_ip)
+            }
             Err(reason) => return self.drop_packet(buf, reason),
         };
         buf.truncate(inner.total);
@@ -337,6 +340,35 @@ impl<P: Port> Worker<P> {
             first_fragment: inner.first_fragment,
             hash,
         });
+    }
+
+    /// An ICMP error from a client about a packet of one of its flows (a port unreachable
+    /// for a VPC host's datagram, a time exceeded): translated as the flow is (RFC 5508: the
+    /// source to the ENI; in the quoted header the destination and its port or echo id) and
+    /// sent to the flow's host. Anything else that is not TCP, UDP or an echo stays
+    /// `unsupported_protocol`; an error about no flow of this session is `no_flow`.
+    #[cold]
+    fn forward_icmp_error(&mut self, mut buf: P::Buf, owner: u32, client_ip: u32) {
+        let (key, total) = match client_icmp_error(buf.data(), client_ip) {
+            Ok(k) => k,
+            Err(reason) => return self.drop_packet(buf, reason),
+        };
+        let hash = self.flows.hash_forward(&key);
+        let epoch = self.rules_epoch;
+        let Some((eni, nat_port, port, next_hop)) = self
+            .flows
+            .find_hashed(&key, hash)
+            .map(|(_, f)| f)
+            // Only a flow of this session, decided under the rules in force (errors in the
+            // moments after a reload, before the flow's next packet decides again, are lost).
+            .filter(|f| f.owner == owner && f.decided == epoch)
+            .map(|f| (f.eni, f.nat_port, f.port, f.next_hop))
+        else {
+            return self.drop_packet(buf, DropReason::NoFlow);
+        };
+        buf.truncate(total);
+        snat_icmp_error(buf.data_mut(), eni, nat_port);
+        self.output(port, next_hop, buf);
     }
 
     /// A checked inner packet (`checked_inner`): decides, translates and sends it.
@@ -504,6 +536,84 @@ fn checked_inner(data: &[u8], client_ip: u32) -> Result<Inner, DropReason> {
         first_fragment,
         total: ip.total_len(),
     })
+}
+
+/// The flow an ICMP error from a client is about, and the packet's length: a whole (not
+/// fragmented) ICMP error from the client's address quoting a packet to the client (TCP or
+/// UDP with its ports, or an ICMP echo with its id).
+fn client_icmp_error(data: &[u8], client_ip: u32) -> Result<(FlowKey, usize), DropReason> {
+    let ip = Ipv4Packet::new_checked(data).map_err(|_| DropReason::MalformedIpv4)?;
+    if ip.protocol() != protocol::ICMP {
+        return Err(DropReason::UnsupportedProtocol);
+    }
+    let i = IcmpPacket::new_checked(ip.payload()).map_err(|_| DropReason::MalformedIcmp)?;
+    if !i.is_error() {
+        return Err(DropReason::UnsupportedProtocol);
+    }
+    if ip.is_fragment() {
+        return Err(DropReason::Ipv4Fragment);
+    }
+    let emb = i.data();
+    let ihl = usize::from(emb.first().ok_or(DropReason::MalformedIcmp)? & 0x0f) * 4;
+    if ihl < 20 || emb.len() < ihl + 8 {
+        return Err(DropReason::MalformedIcmp);
+    }
+    let quoted_src = u32::from_be_bytes([emb[12], emb[13], emb[14], emb[15]]);
+    let quoted_dst = u32::from_be_bytes([emb[16], emb[17], emb[18], emb[19]]);
+    if quoted_dst != client_ip {
+        // About a packet the client did not receive from us.
+        return Err(DropReason::NoFlow);
+    }
+    let l4 = &emb[ihl..];
+    let word = |at: usize| u16::from_be_bytes([l4[at], l4[at + 1]]);
+    let (src_port, dst_port) = match emb[9] {
+        // The quoted packet came from the remote: its destination port is the client's.
+        protocol::TCP | protocol::UDP => (word(2), word(0)),
+        protocol::ICMP => (word(4), 0),
+        _ => return Err(DropReason::UnsupportedProtocol),
+    };
+    let key = FlowKey {
+        client: client_ip,
+        proto: emb[9],
+        src_port,
+        dst: quoted_src,
+        dst_port,
+    };
+    Ok((key, ip.total_len()))
+}
+
+/// Translates a client's ICMP error about a flow: the outer source (and TTL), and in the
+/// quoted header the destination address (with its checksum) and port or echo id; the ICMP
+/// checksum is recomputed over the message.
+fn snat_icmp_error(data: &mut [u8], eni: u32, nat_port: u16) {
+    let Ok(mut ip) = Ipv4Packet::new_checked(data) else {
+        return;
+    };
+    ip.set_src(eni.to_be_bytes());
+    ip.decrement_ttl();
+    let icmp = ip.payload_mut();
+    if icmp.len() < 8 + 20 + 8 {
+        return;
+    }
+    let emb = &mut icmp[8..];
+    let ihl = usize::from(emb[0] & 0x0f) * 4;
+    if ihl < 20 || emb.len() < ihl + 8 {
+        return;
+    }
+    let old_dst = u32::from_be_bytes([emb[16], emb[17], emb[18], emb[19]]);
+    emb[16..20].copy_from_slice(&eni.to_be_bytes());
+    let hc = crate::wire::checksum::update32(u16::from_be_bytes([emb[10], emb[11]]), old_dst, eni);
+    emb[10..12].copy_from_slice(&hc.to_be_bytes());
+    match emb[9] {
+        protocol::TCP | protocol::UDP => {
+            emb[ihl + 2..ihl + 4].copy_from_slice(&nat_port.to_be_bytes())
+        }
+        protocol::ICMP => emb[ihl + 4..ihl + 6].copy_from_slice(&nat_port.to_be_bytes()),
+        _ => {}
+    }
+    if let Ok(mut i) = IcmpPacket::new_checked(&mut icmp[..]) {
+        i.fill_checksum();
+    }
 }
 
 /// `l4_of` for the first fragment of a datagram: the same header, but a UDP length (the whole
