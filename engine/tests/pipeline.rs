@@ -169,6 +169,53 @@ fn nonzero_drops(w: &Worker<MemPort>) -> Vec<(&'static str, u64)> {
     w.drops().iter().filter(|(_, n)| *n > 0).collect()
 }
 
+/// Checks a translated ICMP error: its outer (source, destination) and TTL 63, (kind, code),
+/// every checksum, the quoted header's (source, destination), and the quoted port or echo id
+/// (`(true, p)`: the source port is `p`; `(false, p)`: the destination port; an echo's id is
+/// `p` either way). The quote may stop short of the quoted packet's end: its header is read as
+/// bytes.
+fn check_icmp_error(
+    p: &Ipv4Packet<&[u8]>,
+    outer: (u32, u32),
+    (k, code): (u8, u8),
+    quoted_addrs: (u32, u32),
+    (source_port, port): (bool, u16),
+) {
+    assert!(p.verify_checksum());
+    assert_eq!(
+        (p.src(), p.dst()),
+        (outer.0.to_be_bytes(), outer.1.to_be_bytes())
+    );
+    assert_eq!(p.ttl(), 63);
+    let i = IcmpPacket::new_checked(p.payload()).unwrap();
+    assert!(i.verify_checksum());
+    assert_eq!((i.kind(), i.code()), (k, code));
+    let quoted = &i.data()[..20];
+    assert_eq!(
+        checksum::checksum(quoted),
+        0,
+        "the quoted header's checksum follows"
+    );
+    assert_eq!(
+        (&quoted[12..16], &quoted[16..20]),
+        (
+            &quoted_addrs.0.to_be_bytes()[..],
+            &quoted_addrs.1.to_be_bytes()[..]
+        )
+    );
+    let l4 = &i.data()[20..];
+    let at = match (quoted[9], source_port) {
+        (protocol::ICMP, _) => 4,
+        (_, true) => 0,
+        (_, false) => 2,
+    };
+    assert_eq!(
+        u16::from_be_bytes([l4[at], l4[at + 1]]),
+        port,
+        "the quoted port or echo id"
+    );
+}
+
 fn ip_of(frame: &[u8]) -> Ipv4Packet<&[u8]> {
     Ipv4Packet::new_checked(&frame[14..]).expect("an IPv4 frame")
 }
@@ -334,30 +381,8 @@ fn icmp_errors_about_a_flow_reach_its_client_translated() {
         assert_eq!(sent.len(), 1, "{:?}", nonzero_drops(&lab.w));
         let inner = lab.client.open(&sent[0]).expect("sealed for the client");
         let p = Ipv4Packet::new_checked(&inner[..]).unwrap();
-        assert!(p.verify_checksum());
-        assert_eq!((p.src(), p.dst()), (from.to_be_bytes(), vip.to_be_bytes()));
-        assert_eq!(p.ttl(), 63);
-        let i = IcmpPacket::new_checked(p.payload()).unwrap();
-        assert!(i.verify_checksum());
-        assert_eq!((i.kind(), i.code()), (k, code));
-        // The quote may stop short of the quoted packet's end: read its header as bytes.
-        let quoted = &i.data()[..20];
-        assert_eq!(
-            checksum::checksum(quoted),
-            0,
-            "the quoted header's checksum follows"
-        );
-        assert_eq!(
-            (&quoted[12..16], &quoted[16..20]),
-            (&vip.to_be_bytes()[..], &host.to_be_bytes()[..])
-        );
-        let l4 = &i.data()[20..];
-        let port = if quoted[9] == protocol::ICMP {
-            u16::from_be_bytes([l4[4], l4[5]])
-        } else {
-            u16::from_be_bytes([l4[0], l4[1]])
-        };
-        assert_eq!(port, client_port, "the client's own port or echo id");
+        // The quoted packet went from the client: its source port is the client's own.
+        check_icmp_error(&p, (from, vip), (k, code), (vip, host), (true, client_port));
     }
 
     // The same error addressed to another host of the subnet (flooded to us by a switch):
@@ -402,30 +427,9 @@ fn a_clients_icmp_errors_reach_the_host_translated() {
         lab.send_from_client(&testkit::ipv4_icmp_error(vip, host, k, code, quoted));
         let sent = lab.inside_sent();
         assert_eq!(sent.len(), 1, "{:?}", nonzero_drops(&lab.w));
+        // The quoted packet came from the host: its destination port is the translated one.
         let p = ip_of(&sent[0]);
-        assert!(p.verify_checksum());
-        assert_eq!((p.src(), p.dst()), (eni.to_be_bytes(), host.to_be_bytes()));
-        assert_eq!(p.ttl(), 63);
-        let i = IcmpPacket::new_checked(p.payload()).unwrap();
-        assert!(i.verify_checksum());
-        assert_eq!((i.kind(), i.code()), (k, code));
-        let quoted = &i.data()[..20];
-        assert_eq!(
-            checksum::checksum(quoted),
-            0,
-            "the quoted header's checksum follows"
-        );
-        assert_eq!(
-            (&quoted[12..16], &quoted[16..20]),
-            (&host.to_be_bytes()[..], &eni.to_be_bytes()[..])
-        );
-        let l4 = &i.data()[20..];
-        let port = if quoted[9] == protocol::ICMP {
-            u16::from_be_bytes([l4[4], l4[5]])
-        } else {
-            u16::from_be_bytes([l4[2], l4[3]])
-        };
-        assert_eq!(port, translated, "the translated port or echo id");
+        check_icmp_error(&p, (eni, host), (k, code), (host, eni), (false, translated));
     }
     // About a datagram of no flow (another port): dropped.
     let stray = testkit::ipv4_udp(host, 53, vip, 40_999, b"answer");

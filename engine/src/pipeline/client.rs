@@ -367,7 +367,7 @@ impl<P: Port> Worker<P> {
             return self.drop_packet(buf, DropReason::NoFlow);
         };
         buf.truncate(total);
-        snat_icmp_error(buf.data_mut(), eni, nat_port);
+        nat::translate_icmp_error(buf.data_mut(), false, eni, nat_port);
         self.output(port, next_hop, buf);
     }
 
@@ -580,40 +580,6 @@ fn client_icmp_error(data: &[u8], client_ip: u32) -> Result<(FlowKey, usize), Dr
         dst_port,
     };
     Ok((key, ip.total_len()))
-}
-
-/// Translates a client's ICMP error about a flow: the outer source (and TTL), and in the
-/// quoted header the destination address (with its checksum) and port or echo id; the ICMP
-/// checksum is recomputed over the message.
-fn snat_icmp_error(data: &mut [u8], eni: u32, nat_port: u16) {
-    let Ok(mut ip) = Ipv4Packet::new_checked(data) else {
-        return;
-    };
-    ip.set_src(eni.to_be_bytes());
-    ip.decrement_ttl();
-    let icmp = ip.payload_mut();
-    if icmp.len() < 8 + 20 + 8 {
-        return;
-    }
-    let emb = &mut icmp[8..];
-    let ihl = usize::from(emb[0] & 0x0f) * 4;
-    if ihl < 20 || emb.len() < ihl + 8 {
-        return;
-    }
-    let old_dst = u32::from_be_bytes([emb[16], emb[17], emb[18], emb[19]]);
-    emb[16..20].copy_from_slice(&eni.to_be_bytes());
-    let hc = crate::wire::checksum::update32(u16::from_be_bytes([emb[10], emb[11]]), old_dst, eni);
-    emb[10..12].copy_from_slice(&hc.to_be_bytes());
-    match emb[9] {
-        protocol::TCP | protocol::UDP => {
-            emb[ihl + 2..ihl + 4].copy_from_slice(&nat_port.to_be_bytes())
-        }
-        protocol::ICMP => emb[ihl + 4..ihl + 6].copy_from_slice(&nat_port.to_be_bytes()),
-        _ => {}
-    }
-    if let Ok(mut i) = IcmpPacket::new_checked(&mut icmp[..]) {
-        i.fill_checksum();
-    }
 }
 
 /// `l4_of` for the first fragment of a datagram: the same header, but a UDP length (the whole

@@ -7,8 +7,9 @@
 //! pseudo-header). The packet was validated when its flow was looked up; the bounds are
 //! checked again here so that a caller's mistake is a skipped rewrite, never a panic.
 
-use crate::wire::checksum::Delta;
-use crate::wire::ipv4::{protocol, MIN_HEADER_LEN};
+use crate::wire::checksum::{self, Delta};
+use crate::wire::icmp::IcmpPacket;
+use crate::wire::ipv4::{protocol, Ipv4Packet, MIN_HEADER_LEN};
 use crate::wire::tcp::{flags, TcpPacket};
 
 /// Which address and port the rewrite replaces.
@@ -42,6 +43,50 @@ pub(crate) fn rewrite_destination(data: &mut [u8], addr: u32, port: u16, mss: u1
 }
 
 #[inline]
+/// Translates an ICMP error about a translated flow (RFC 5508) in place, toward the client
+/// (`to_client`: the outer destination becomes `addr`; the quoted packet went out from the ENI,
+/// so its source and source port become `addr` and `port`) or toward the remote (the outer
+/// source; the quoted packet came to the client, so its destination and destination port). An
+/// echo quoted has its id replaced instead of a port. The TTL is decremented, the quoted
+/// header's checksum follows, the ICMP checksum is recomputed over the message. Bounds are
+/// checked: a message too short to quote a header and 8 bytes is left as it is.
+pub(crate) fn translate_icmp_error(data: &mut [u8], to_client: bool, addr: u32, port: u16) {
+    let Ok(mut ip) = Ipv4Packet::new_checked(data) else {
+        return;
+    };
+    let quoted = if to_client {
+        ip.set_dst(addr.to_be_bytes());
+        SOURCE
+    } else {
+        ip.set_src(addr.to_be_bytes());
+        DESTINATION
+    };
+    ip.decrement_ttl();
+    let icmp = ip.payload_mut();
+    if icmp.len() < 8 + MIN_HEADER_LEN + 8 {
+        return;
+    }
+    let emb = &mut icmp[8..];
+    let ihl = usize::from(emb[0] & 0x0f) * 4;
+    if ihl < MIN_HEADER_LEN || emb.len() < ihl + 8 {
+        return;
+    }
+    let at = quoted.addr_at;
+    let old = u32::from_be_bytes([emb[at], emb[at + 1], emb[at + 2], emb[at + 3]]);
+    emb[at..at + 4].copy_from_slice(&addr.to_be_bytes());
+    let hc = checksum::update32(word(emb, 10), old, addr);
+    emb[10..12].copy_from_slice(&hc.to_be_bytes());
+    let port_at = match emb[9] {
+        protocol::TCP | protocol::UDP => ihl + quoted.port_at,
+        protocol::ICMP => ihl + 4,
+        _ => return,
+    };
+    emb[port_at..port_at + 2].copy_from_slice(&port.to_be_bytes());
+    if let Ok(mut i) = IcmpPacket::new_checked(&mut icmp[..]) {
+        i.fill_checksum();
+    }
+}
+
 fn word(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }

@@ -9,7 +9,6 @@ use crate::packet::{DropReason, PacketBuf, BURST_SIZE};
 use crate::pipeline::fragment::FragmentsIn;
 use crate::pipeline::Hint;
 use crate::port::Port;
-use crate::wire::checksum;
 use crate::wire::ethernet::{ethertype, EthernetFrame, HEADER_LEN};
 use crate::wire::icmp::IcmpPacket;
 use crate::wire::ipv4::{protocol, Ipv4Packet};
@@ -135,7 +134,9 @@ impl<P: Port> Worker<P> {
                 client_port,
                 self.cfg.mss_clamp,
             ),
-            Rewrite::IcmpError => reverse_snat_icmp_error(buf.data_mut(), client, client_port),
+            Rewrite::IcmpError => {
+                super::nat::translate_icmp_error(buf.data_mut(), true, client, client_port)
+            }
         }
         self.encrypt_to_client(buf, owner);
     }
@@ -289,40 +290,6 @@ fn reverse_key<T: AsRef<[u8]>>(
         }
         _ => None,
     })
-}
-
-/// Translates an ICMP error about a translated flow: the outer destination, and inside the
-/// embedded header the source address (with its header checksum) and source port (or echo
-/// id); the ICMP checksum is recomputed over the message.
-fn reverse_snat_icmp_error(data: &mut [u8], client: u32, client_port: u16) {
-    let Ok(mut ip) = Ipv4Packet::new_checked(data) else {
-        return;
-    };
-    ip.set_dst(client.to_be_bytes());
-    ip.decrement_ttl();
-    let icmp = ip.payload_mut();
-    if icmp.len() < 8 + 20 + 8 {
-        return;
-    }
-    let emb = &mut icmp[8..];
-    let ihl = usize::from(emb[0] & 0x0f) * 4;
-    if ihl < 20 || emb.len() < ihl + 8 {
-        return;
-    }
-    let old_src = u32::from_be_bytes([emb[12], emb[13], emb[14], emb[15]]);
-    emb[12..16].copy_from_slice(&client.to_be_bytes());
-    let hc = checksum::update32(u16::from_be_bytes([emb[10], emb[11]]), old_src, client);
-    emb[10..12].copy_from_slice(&hc.to_be_bytes());
-    match emb[9] {
-        protocol::TCP | protocol::UDP => {
-            emb[ihl..ihl + 2].copy_from_slice(&client_port.to_be_bytes())
-        }
-        protocol::ICMP => emb[ihl + 4..ihl + 6].copy_from_slice(&client_port.to_be_bytes()),
-        _ => {}
-    }
-    if let Ok(mut i) = IcmpPacket::new_checked(&mut icmp[..]) {
-        i.fill_checksum();
-    }
 }
 
 #[cfg(test)]
