@@ -118,10 +118,41 @@ pub fn first_reset(payload: &[u8]) -> Option<[u8; 8]> {
     (sid != [0; 8]).then_some(sid)
 }
 
-/// Whether `payload` is a client's third step carrying an id we gave it: a P_CONTROL_V1 or
+/// A client's third step of the first exchange, as OpenVPN 2.6 accepts it: a P_CONTROL_V1 or
 /// P_ACK_V1 of key_id 0 whose acknowledgements and msg-pid stay within the first exchange (ids
-/// 0 and 1, as OpenVPN 2.6 requires) and whose acknowledgement block names a session id that
-/// verifies for its sender (`CookieKey::verify`). Parses only the fixed fields.
+/// 0 and 1) and whose acknowledgement block names a session id. Returns the client's session
+/// id and the one it echoes, or `None`. Parses only the fixed fields; control uses it on
+/// datagrams it has parsed, the cores on raw payloads (`is_valid_echo`).
+pub fn third_step(payload: &[u8]) -> Option<([u8; 8], [u8; 8])> {
+    const CONTROL_V1_KEY0: u8 = 4 << 3;
+    const ACK_V1_KEY0: u8 = 5 << 3;
+    let (&first, &acks) = (payload.first()?, payload.get(9)?);
+    let acks = usize::from(acks);
+    if !(first == CONTROL_V1_KEY0 || first == ACK_V1_KEY0) || !(1..=8).contains(&acks) {
+        return None;
+    }
+    let word = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    let ids_at = 10;
+    let sid_at = ids_at + 4 * acks;
+    if payload
+        .get(ids_at..sid_at)?
+        .chunks_exact(4)
+        .any(|id| word(id) > 1)
+    {
+        return None;
+    }
+    let mut echoed = [0u8; 8];
+    echoed.copy_from_slice(payload.get(sid_at..sid_at + 8)?);
+    if first == CONTROL_V1_KEY0 && word(payload.get(sid_at + 8..sid_at + 12)?) > 1 {
+        return None;
+    }
+    let mut client = [0u8; 8];
+    client.copy_from_slice(&payload[1..9]);
+    Some((client, echoed))
+}
+
+/// Whether `payload` is a client's third step (`third_step`) echoing an id we gave it
+/// (`CookieKey::verify`).
 pub fn is_valid_echo(
     key: &CookieKey,
     secs: u64,
@@ -129,41 +160,8 @@ pub fn is_valid_echo(
     local: Remote,
     payload: &[u8],
 ) -> bool {
-    const CONTROL_V1_KEY0: u8 = 4 << 3;
-    const ACK_V1_KEY0: u8 = 5 << 3;
-    let (Some(&first), Some(&acks)) = (payload.first(), payload.get(9)) else {
-        return false;
-    };
-    let acks = usize::from(acks);
-    if !(first == CONTROL_V1_KEY0 || first == ACK_V1_KEY0) || !(1..=8).contains(&acks) {
-        return false;
-    }
-    let ids_at = 10;
-    let sid_at = ids_at + 4 * acks;
-    let Some(ids) = payload.get(ids_at..sid_at) else {
-        return false;
-    };
-    if ids
-        .chunks_exact(4)
-        .any(|id| u32::from_be_bytes([id[0], id[1], id[2], id[3]]) > 1)
-    {
-        return false;
-    }
-    let Some(echoed) = payload.get(sid_at..sid_at + 8) else {
-        return false;
-    };
-    if first == CONTROL_V1_KEY0 {
-        let Some(m) = payload.get(sid_at + 8..sid_at + 12) else {
-            return false;
-        };
-        if u32::from_be_bytes([m[0], m[1], m[2], m[3]]) > 1 {
-            return false;
-        }
-    }
-    let (mut client, mut ours) = ([0u8; 8], [0u8; 8]);
-    client.copy_from_slice(&payload[1..9]);
-    ours.copy_from_slice(echoed);
-    key.verify(secs, remote, local, &client, &ours)
+    third_step(payload)
+        .is_some_and(|(client, echoed)| key.verify(secs, remote, local, &client, &echoed))
 }
 
 /// Writes our answer: the server reset with session id `ours`, acknowledging msg-pid 0 of

@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use sluice_engine::cookie::{self, CookieKey};
 
-use super::packet::{opcode, ControlPacket, SessionId};
+use super::packet::SessionId;
 use super::Remote;
 
 /// The server's stateless session ids: the key (shared with the data cores when they answer
@@ -79,25 +79,13 @@ pub fn reset_answer(ours: SessionId, client: SessionId) -> Vec<u8> {
     d.to_vec()
 }
 
-/// Whether a packet from an address with no session can be the client's third step: key_id 0,
-/// a control or ack packet whose acknowledgements and msg-pid stay within the first exchange
-/// (ids 0 and 1, as OpenVPN 2.6 requires), echoing a session id. Returns the echoed id.
-pub fn third_step(p: &ControlPacket<'_>) -> Option<SessionId> {
-    if p.key_id != 0 || !matches!(p.opcode, opcode::CONTROL_V1 | opcode::ACK_V1) {
-        return None;
-    }
-    if p.acks.iter().any(|&a| a > 1) || p.msg_id.is_some_and(|m| m > 1) {
-        return None;
-    }
-    p.remote_session_id
-}
-
 #[cfg(test)]
 // Tests take one real instant as the origin of a virtual clock.
 #[allow(clippy::disallowed_methods)]
 mod tests {
     use std::time::Duration;
 
+    use super::super::packet::{opcode, ControlPacket};
     use super::*;
 
     fn addr(ip: u32, port: u16) -> Remote {
@@ -155,13 +143,19 @@ mod tests {
             msg_id: Some(1),
             payload: &[],
         };
-        assert_eq!(third_step(&base), Some([9; 8]));
+        // The shape rule is the cores' (`cookie::third_step`), on the encoded datagram.
+        let echoed = |p: &ControlPacket<'_>| {
+            let mut d = Vec::new();
+            p.encode(&mut d);
+            cookie::third_step(&d).map(|(_, echoed)| echoed)
+        };
+        assert_eq!(echoed(&base), Some([9; 8]));
         let ack = ControlPacket {
             opcode: opcode::ACK_V1,
             msg_id: None,
             ..base.clone()
         };
-        assert_eq!(third_step(&ack), Some([9; 8]));
+        assert_eq!(echoed(&ack), Some([9; 8]));
         for bad in [
             ControlPacket {
                 key_id: 1,
@@ -185,7 +179,7 @@ mod tests {
                 ..base.clone()
             },
         ] {
-            assert_eq!(third_step(&bad), None, "{bad:?}");
+            assert_eq!(echoed(&bad), None, "{bad:?}");
         }
     }
 }

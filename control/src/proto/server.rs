@@ -390,7 +390,9 @@ impl<A: Authenticator> Server<A> {
             return;
         };
         let known = self.sessions.get(&remote).map(|s| s.client_sid);
-        if known != Some(p.session_id) && !self.admit(now, remote, local, &p, known.is_some()) {
+        if known != Some(p.session_id)
+            && !self.admit(now, remote, local, (&p, datagram), known.is_some())
+        {
             return;
         }
         let tls = Arc::clone(&self.settings.tls);
@@ -419,7 +421,7 @@ impl<A: Authenticator> Server<A> {
         now: Instant,
         remote: Remote,
         local: Remote,
-        p: &ControlPacket<'_>,
+        (p, datagram): (&ControlPacket<'_>, &[u8]),
         replaces: bool,
     ) -> bool {
         let secs = self.seconds(now);
@@ -439,14 +441,11 @@ impl<A: Authenticator> Server<A> {
             }
             return false;
         }
-        let Some(echoed) = admission::third_step(p) else {
+        let Some((client, echoed)) = sluice_engine::cookie::third_step(datagram) else {
             self.counters.unknown_session += 1;
             return false;
         };
-        if !self
-            .cookies
-            .verify(now, remote, local, &p.session_id, &echoed)
-        {
+        if !self.cookies.verify(now, remote, local, &client, &echoed) {
             self.counters.bad_session_id += 1;
             return false;
         }
@@ -475,7 +474,7 @@ impl<A: Authenticator> Server<A> {
         match Session::new(
             remote,
             local,
-            (p.session_id, echoed),
+            (client, echoed),
             peer_id,
             Arc::clone(&self.settings.tls),
             now,
@@ -925,7 +924,7 @@ impl<A: Authenticator> Server<A> {
                     }
                     if let Some(r) = self.settings.reneg {
                         if s.current().is_some_and(|k| now >= k.started + r) {
-                            s.renegotiate(&Arc::clone(&self.settings.tls), now);
+                            s.renegotiate(&self.settings.tls, now);
                         }
                     }
                     let peer = s.peer_id;

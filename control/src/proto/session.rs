@@ -207,17 +207,23 @@ impl Session {
             return false;
         }
         let key_id = current.key_id % 7 + 1;
+        self.push_renegotiation(key_id, tls, now)
+    }
+
+    /// A new key state for a renegotiation under `key_id`, our soft reset queued; the current
+    /// key stays as the previous one, an older one goes. False if TLS cannot start.
+    fn push_renegotiation(
+        &mut self,
+        key_id: u8,
+        tls: &Arc<rustls::ServerConfig>,
+        now: Instant,
+    ) -> bool {
         let Ok(t) = TlsSession::new(Arc::clone(tls)) else {
             return false;
         };
         let mut ks = KeyState::new(key_id, t, now);
-        if ks
-            .reliable
-            .queue(opcode::SOFT_RESET_V1, Vec::new())
-            .is_err()
-        {
-            return false;
-        }
+        // A fresh queue always has room.
+        let _ = ks.reliable.queue(opcode::SOFT_RESET_V1, Vec::new());
         self.keys.push(ks);
         // Keep the current and the previous key only.
         while self.keys.len() > 2 {
@@ -259,16 +265,9 @@ impl Session {
                 ));
                 return steps;
             }
-            let Ok(t) = TlsSession::new(Arc::clone(tls)) else {
+            if !self.push_renegotiation(p.key_id, tls, now) {
                 steps.push(Step::Misbehaved("TLS session for renegotiation"));
                 return steps;
-            };
-            let mut ks = KeyState::new(p.key_id, t, now);
-            let _ = ks.reliable.queue(opcode::SOFT_RESET_V1, Vec::new());
-            self.keys.push(ks);
-            // Keep the current and the previous key only.
-            while self.keys.len() > 2 {
-                self.keys.remove(0);
             }
         }
         let Some(k) = self.key_mut(p.key_id) else {
