@@ -5,7 +5,7 @@
 //! Layers, bottom up: `packet` (codec), `reliable` (acks, windows, retransmission), `tls`
 //! (rustls, the only file that touches it), `key_method` (key exchange, key derivation),
 //! `push` (PUSH_REPLY), `ippool` (client addresses), `session` (one client), `admission` (the
-//! stateless first exchange and per-source budgets), `server` (demultiplexing, limits,
+//! stateless first exchange, on `sluice_engine::cookie`), `server` (demultiplexing, limits,
 //! authentication).
 
 pub mod admission;
