@@ -579,9 +579,13 @@ impl<P: Port> Worker<P> {
         }
     }
 
+    /// Queues a report for control (`Mailbox::report`); one with no room is counted.
     pub(crate) fn report(&mut self, r: Report) {
-        if self.mailbox.reports.push(r).is_err() {
-            self.drops.bump(DropReason::PuntQueueFull);
+        if let Err(r) = self.mailbox.report(r) {
+            self.drops.bump(match r {
+                Report::Punted { .. } => DropReason::PuntQueueFull,
+                _ => DropReason::ReportQueueFull,
+            });
         }
     }
 

@@ -982,6 +982,45 @@ fn keepalive_exit_and_control_packets() {
     assert_eq!(u, vec![0x40, 9, 9]);
 }
 
+/// A control thread that stops reading (a storm of handshakes) lets the report queue fill with
+/// punts only up to three quarters: a session's end still reaches it, and the punts past that
+/// are counted.
+#[test]
+fn punts_leave_room_for_the_reports_control_cannot_lose() {
+    let mut lab = lab_with(GroupMask::EMPTY);
+    let r = Remote { ip: 1, port: 1 };
+    while lab.mb.reports.len() < 768 {
+        let punt = Report::Punted {
+            payload: vec![0x38],
+            remote: r,
+            local: r,
+            endpoint: 0,
+        };
+        assert!(lab.mb.reports.push(punt).is_ok());
+    }
+    let hard_reset = [0x38, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0];
+    let udp = testkit::ipv4_udp(
+        ip(lab::CLIENT_OUTER_IP),
+        50_001,
+        ip(lab::OUTSIDE_IP),
+        lab::VPN_PORT,
+        &hard_reset,
+    );
+    lab.w
+        .port_mut(0)
+        .unwrap()
+        .inject(&testkit::eth_ipv4(lab::OUTSIDE_MAC, lab::CLIENT_MAC, &udp));
+    lab.w.poll_once(lab.now);
+    assert_eq!(lab.drops(DropReason::PuntQueueFull), 1);
+    let mut exit = sluice_engine::crypto::data_channel::OCC_MAGIC.to_vec();
+    exit.push(sluice_engine::crypto::data_channel::OCC_EXIT);
+    lab.send_from_client(&exit);
+    assert_eq!(lab.drops(DropReason::ReportQueueFull), 0);
+    let reports: Vec<Report> = std::iter::from_fn(|| lab.mb.reports.pop()).collect();
+    assert_eq!(reports.len(), 769);
+    assert!(matches!(reports.last(), Some(Report::ClientExited { peer }) if peer.0 == 5));
+}
+
 /// Only what can be a client's control packet is punted, and at most a budget per source
 /// (address and port): a source sending as fast as it can is cut off at its burst and then at
 /// its rate, while another source (here another port of the same address, as behind a NAT)

@@ -20,7 +20,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use sluice_engine::cookie::CookieKey;
 use sluice_engine::dpdk::{self, Eal, EthDev, EthOptions, Mempool};
-use sluice_engine::mailbox::{Command, Mailbox, Report};
+use sluice_engine::mailbox::{Command, Mailbox, Outbox, Report};
 use sluice_engine::session::{SessionInfo, Traffic};
 use sluice_engine::stats::CoreStats;
 use sluice_engine::wire::openvpn::{KeyId, PeerId};
@@ -89,7 +89,8 @@ pub struct ConnectionStatus {
 /// The running data plane.
 pub struct Dataplane {
     stop: Arc<AtomicBool>,
-    mailboxes: Vec<Mailbox>,
+    /// The cores' mailboxes, with what waits for room in their command queues.
+    outbox: Outbox,
     servers: Vec<Server<EndpointAuth>>,
     groups: Vec<GroupIndex>,
     pushed: Vec<Option<Vec<(Ipv4Addr, Ipv4Addr)>>>,
@@ -99,7 +100,6 @@ pub struct Dataplane {
     version: u64,
     connections: HashMap<u32, Connection>,
     ended: Vec<Connection>,
-    transmit_dropped: u64,
     // Dropped last, in this order: ports, then the pool and the EAL they hold.
     devs: Vec<EthDev>,
     _eal: Arc<Eal>,
@@ -245,7 +245,7 @@ impl Dataplane {
         ));
         Ok(Self {
             stop,
-            mailboxes,
+            outbox: Outbox::new(mailboxes),
             servers,
             groups: compiled.groups,
             pushed: config
@@ -259,22 +259,19 @@ impl Dataplane {
             version: 1,
             connections: HashMap::new(),
             ended: Vec::new(),
-            transmit_dropped: 0,
             devs,
             _eal: eal,
         })
     }
 
     fn core_of(&self, peer: u32) -> usize {
-        peer as usize % self.mailboxes.len().max(1)
+        peer as usize % self.outbox.mailboxes().len().max(1)
     }
 
+    /// Sends a command to a core: delayed, in order, while its queue is full; never lost but
+    /// for a control datagram (`Outbox`).
     fn command(&mut self, core: usize, c: Command) {
-        if let Some(mb) = self.mailboxes.get(core) {
-            if mb.commands.push(c).is_err() {
-                self.transmit_dropped += 1;
-            }
-        }
+        self.outbox.send(core, c);
     }
 
     /// Serves the cores' reports and the control channels' timers; returns when the control
@@ -284,9 +281,12 @@ impl Dataplane {
         let unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |t| t.as_secs());
-        for core in 0..self.mailboxes.len() {
+        // What waited for room in the cores' queues goes first (the loop comes back every
+        // millisecond, so a core that caught up gets it within one).
+        self.outbox.flush();
+        for core in 0..self.outbox.mailboxes().len() {
             for _ in 0..4096 {
-                let Some(r) = self.mailboxes[core].reports.pop() else {
+                let Some(r) = self.outbox.mailboxes()[core].reports.pop() else {
                     break;
                 };
                 self.report(r, now, unix);
@@ -528,7 +528,7 @@ impl Dataplane {
                 }
             }
             Event::ControlPeer { remote, present } => {
-                for core in 0..self.mailboxes.len() {
+                for core in 0..self.outbox.mailboxes().len() {
                     self.command(core, Command::ControlPeer { remote, present });
                 }
             }
@@ -631,7 +631,11 @@ impl Dataplane {
                 })
             })
             .collect();
-        serde_json::json!({ "Cores": cores, "ControlCommandsDropped": self.transmit_dropped })
+        serde_json::json!({
+            "Cores": cores,
+            "ControlCommandsDropped": self.outbox.dropped(),
+            "ControlCommandsWaiting": self.outbox.waiting(),
+        })
     }
 
     /// Brings the metrics up to date (AWS's per-endpoint names in Prometheus style, and per
@@ -688,7 +692,8 @@ impl Dataplane {
             metrics::gauge!("sluice_core_sessions", "core" => core.clone()).set(s.sessions as f64);
             metrics::gauge!("sluice_core_flows", "core" => core.clone()).set(s.flows as f64);
         }
-        metrics::counter!("sluice_control_commands_dropped_total").absolute(self.transmit_dropped);
+        metrics::counter!("sluice_control_commands_dropped_total").absolute(self.outbox.dropped());
+        metrics::gauge!("sluice_control_commands_waiting").set(self.outbox.waiting() as f64);
     }
 
     /// Puts a new configuration in force: a new rule generation on every core, new TLS
@@ -711,7 +716,7 @@ impl Dataplane {
         }
         self.version += 1;
         let table = Arc::new(compiled.table);
-        for core in 0..self.mailboxes.len() {
+        for core in 0..self.outbox.mailboxes().len() {
             self.command(core, Command::InstallRules(Arc::clone(&table)));
         }
         self.groups = compiled.groups;

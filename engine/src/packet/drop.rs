@@ -74,7 +74,8 @@ pub enum DropReason {
     HandoffRingFull,
     /// The NIC did not take the packet.
     TxRingFull,
-    /// The punt queue to the control thread is full.
+    /// The report queue to the control thread has no room for a punted datagram (less than a
+    /// quarter free: the rest is kept for reports control cannot do without).
     PuntQueueFull,
     /// No head or tail room to add headers or the tag.
     NoRoom,
@@ -99,11 +100,14 @@ pub enum DropReason {
     /// A control packet from an address control has no session with that does not echo a
     /// session id we gave it (forged, misdirected or stale; only with the cookie key).
     UnknownControlPeer,
+    /// A report to control other than a punted datagram (a session's end, float or counters;
+    /// a retired table) that found the report queue full (`Mailbox::report`).
+    ReportQueueFull,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [Self; 43] = [
+    pub const ALL: [Self; 44] = [
         Self::MalformedEthernet,
         Self::MalformedIpv4,
         Self::MalformedUdp,
@@ -147,6 +151,7 @@ impl DropReason {
         Self::PuntRateLimited,
         Self::ResetRateLimited,
         Self::UnknownControlPeer,
+        Self::ReportQueueFull,
     ];
 
     /// The number of reasons.
@@ -198,6 +203,7 @@ impl DropReason {
             Self::PuntRateLimited => "punt_rate_limited",
             Self::ResetRateLimited => "reset_rate_limited",
             Self::UnknownControlPeer => "unknown_control_peer",
+            Self::ReportQueueFull => "report_queue_full",
         }
     }
 }
