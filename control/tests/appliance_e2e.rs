@@ -207,6 +207,15 @@ fn client_reaches_the_vpc_through_the_dpdk_data_plane() {
         &format!("vi{pid}"),
     ]);
     let config = write_config(dir.path(), &pki, &out_if, &in_if);
+    // The clients' link is narrower than Ethernet (as behind PPPoE or a tunnel): the outside
+    // port says so, and the client's end takes no frame longer than that.
+    let text = read(&config).replacen(
+        "ip = \"192.168.50.1/24\"",
+        "ip = \"192.168.50.1/24\"\nmtu = 1400",
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    cli.exec_ok(&["ip", "link", "set", &format!("co{pid}"), "mtu", "1400"]);
 
     let ovpn = validate_and_export(&config, &pki, &dir.path().join("client1.ovpn"));
 
@@ -241,8 +250,9 @@ fn client_reaches_the_vpc_through_the_dpdk_data_plane() {
     );
 
     // Full-size packets both ways: a 1500-byte echo (the pushed tun-mtu) seals into an outer
-    // datagram longer than the links' 1500 bytes, so the client's kernel sends it in two
-    // fragments and the reply has to leave the appliance in two.
+    // datagram longer than the clients' link (1400 bytes), so the client's kernel sends it in
+    // two fragments and the reply has to leave the appliance in two of at most 1400 bytes (one
+    // of 1500, as without the port's `mtu`, would not reach the client).
     let big = cli.exec(&[
         "ping",
         "-c",

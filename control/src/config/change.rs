@@ -5,6 +5,23 @@ use super::error::FieldPath;
 use super::schema::Config;
 use super::validate::Finding;
 
+/// What of `new` differs from `started` (the configuration the daemon started with) and takes
+/// effect only when `sluice run` starts again: the data plane's ports, cores and MTUs, and the
+/// sockets the daemon listens on. A reload applies everything else.
+pub fn needs_restart(started: &Config, new: &Config) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if started.dataplane != new.dataplane {
+        out.push("[dataplane]");
+    }
+    if started.appliance.admin_socket != new.appliance.admin_socket {
+        out.push("appliance.admin_socket");
+    }
+    if started.appliance.metrics_address != new.appliance.metrics_address {
+        out.push("appliance.metrics_address");
+    }
+    out
+}
+
 /// Checks that `new` may replace `old`: an endpoint keeps its client CIDR, authentication and
 /// transport, and an endpoint with associated target networks cannot disappear.
 pub fn check_change(old: &Config, new: &Config) -> Vec<Finding> {

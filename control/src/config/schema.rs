@@ -55,6 +55,13 @@ pub struct Appliance {
     /// to turn it off.
     #[serde(default = "default_metrics_address")]
     pub metrics_address: String,
+    /// Renegotiate each session's data-channel key when it is this many seconds old (OpenVPN's
+    /// server-side `reneg-sec`, less up to a tenth for each session so they do not all come at
+    /// once). 0, the default, leaves it to the clients, as AWS does (its exported file, and
+    /// ours, says `reneg-sec 0`): a key then lasts until the session ends or its packet
+    /// counter nears its end.
+    #[serde(default)]
+    pub reneg_seconds: u32,
 }
 
 fn default_metrics_address() -> String {
@@ -69,6 +76,7 @@ impl Default for Appliance {
             audit_log: None,
             reconnect_on_route_change: false,
             metrics_address: default_metrics_address(),
+            reneg_seconds: 0,
         }
     }
 }
@@ -124,7 +132,7 @@ fn default_connections() -> u32 {
 }
 
 /// `[dataplane]`.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Dataplane {
     /// Extra DPDK EAL arguments (for example `["--no-pci", "-l", "0-1"]`).
@@ -154,7 +162,7 @@ impl Dataplane {
 }
 
 /// `[[dataplane.port]]`.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Port {
     /// The name target networks refer to.
@@ -166,6 +174,18 @@ pub struct Port {
     /// The default next hop out of this port, if any.
     #[serde(default)]
     pub gateway: Option<Ipv4Addr>,
+    /// The link's MTU. On the outside port, datagrams to clients longer than this leave in
+    /// fragments (a PPPoE or tunnelled uplink: 1492, 1420); inside ports carry clients'
+    /// packets of up to 1,500 bytes unfragmented, so theirs is at least 1500.
+    #[serde(default = "default_mtu")]
+    pub mtu: u16,
+}
+
+/// The usual Ethernet MTU.
+pub const DEFAULT_MTU: u16 = 1500;
+
+fn default_mtu() -> u16 {
+    DEFAULT_MTU
 }
 
 /// `[[security_group]]`: egress rules applied to the traffic of a target network.

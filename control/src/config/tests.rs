@@ -578,3 +578,76 @@ fn outside_port_must_exist() {
         "no [[dataplane.port]] is named `nowhere`",
     );
 }
+
+#[test]
+fn port_mtus() {
+    let outside = "ip = \"192.168.50.1/24\"";
+    let inside = "ip = \"172.31.1.5/24\"";
+    assert_eq!(
+        check(&with(outside, &format!("{outside}\nmtu = 1492"))),
+        vec![]
+    );
+    assert_eq!(
+        check(&with(inside, &format!("{inside}\nmtu = 1900"))),
+        vec![]
+    );
+    refused(
+        &with(outside, &format!("{outside}\nmtu = 500")),
+        "dataplane.port[0].mtu",
+        "mtu = 500",
+        "500 is outside 576..=2000, the range of the outside port's MTU",
+    );
+    refused(
+        &with(outside, &format!("{outside}\nmtu = 9000")),
+        "dataplane.port[0].mtu",
+        "mtu = 9000",
+        "frames of up to 2,048 bytes",
+    );
+    refused(
+        &with(inside, &format!("{inside}\nmtu = 1492")),
+        "dataplane.port[1].mtu",
+        "mtu = 1492",
+        "1492 is outside 1500..=2000, the range of an inside port's MTU",
+    );
+}
+
+#[test]
+fn reneg_seconds_range() {
+    let at = |r: u32| {
+        with(
+            "[dataplane]",
+            &format!("[appliance]\nreneg_seconds = {r}\n[dataplane]"),
+        )
+    };
+    for ok in [0, 120, 3600, 604_800] {
+        assert_eq!(check(&at(ok)), vec![], "{ok}");
+    }
+    for bad in [1, 119, 604_801] {
+        refused(
+            &at(bad),
+            "appliance.reneg_seconds",
+            "reneg_seconds",
+            &format!("{bad} is outside 120..=604800"),
+        );
+    }
+}
+
+#[test]
+fn what_a_reload_cannot_change() {
+    let parsed = |t: &str| parse(Path::new("t.toml"), t).expect("parses");
+    let base = parsed(BASE);
+    assert!(change::needs_restart(&base, &base).is_empty());
+    let mtu = parsed(&with(
+        "ip = \"192.168.50.1/24\"",
+        "ip = \"192.168.50.1/24\"\nmtu = 1492",
+    ));
+    assert_eq!(change::needs_restart(&base, &mtu), ["[dataplane]"]);
+    let metrics = parsed(&with(
+        "[dataplane]",
+        "[appliance]\nmetrics_address = \"\"\nreneg_seconds = 3600\n[dataplane]",
+    ));
+    assert_eq!(
+        change::needs_restart(&base, &metrics),
+        ["appliance.metrics_address"]
+    );
+}

@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::error::FieldPath;
-use super::schema::{Config, Endpoint, Grantee, RouteOrigin};
+use super::schema::{Config, Endpoint, Grantee, RouteOrigin, DEFAULT_MTU};
 
 /// One finding: the field and what is wrong.
 pub type Finding = (FieldPath, String);
@@ -118,6 +118,17 @@ fn limits(config: &Config, out: &mut Vec<Finding>) {
     }
 }
 
+/// The outside port's MTU at least: the least every IPv4 host must take whole (RFC 791), so a
+/// client's datagram (1,552 bytes at most) leaves in three fragments at most.
+const MIN_OUTSIDE_MTU: u16 = 576;
+/// Any port's MTU at most: the longest IPv4 packet a 2,048-byte buffer holds after an Ethernet
+/// header, with room to spare.
+const MAX_MTU: u16 = 2000;
+/// Server-side renegotiation every two minutes at the most often (a handshake takes seconds,
+/// and a renegotiation gives up after the 60 s hand-window) and once a week at the least.
+const MIN_RENEG_SECONDS: u32 = 120;
+const MAX_RENEG_SECONDS: u32 = 7 * 86_400;
+
 fn dataplane(config: &Config, out: &mut Vec<Finding>) {
     let p = FieldPath::root().key("dataplane");
     let m = &config.appliance.metrics_address;
@@ -125,6 +136,15 @@ fn dataplane(config: &Config, out: &mut Vec<Finding>) {
         out.push((
             FieldPath::root().key("appliance").key("metrics_address"),
             format!("`{m}` is not an address:port like 127.0.0.1:9180 (empty turns metrics off)"),
+        ));
+    }
+    let r = config.appliance.reneg_seconds;
+    if r != 0 && !(MIN_RENEG_SECONDS..=MAX_RENEG_SECONDS).contains(&r) {
+        out.push((
+            FieldPath::root().key("appliance").key("reneg_seconds"),
+            format!(
+                "{r} is outside {MIN_RENEG_SECONDS}..={MAX_RENEG_SECONDS} (two minutes to a week; 0 leaves renegotiation to the clients)"
+            ),
         ));
     }
     if config.dataplane.workers > 128 {
@@ -172,6 +192,26 @@ fn dataplane(config: &Config, out: &mut Vec<Finding>) {
             out.push((
                 pp.key("device"),
                 "a port needs a PCI address or a DPDK vdev string".into(),
+            ));
+        }
+        let outside = config.dataplane.outside_index() == Some(i);
+        let least = if outside {
+            MIN_OUTSIDE_MTU
+        } else {
+            DEFAULT_MTU
+        };
+        if !(least..=MAX_MTU).contains(&port.mtu) {
+            let why = if outside {
+                "the outside port's MTU"
+            } else {
+                "an inside port's MTU (clients send packets of up to 1500 bytes, which are not fragmented toward target networks)"
+            };
+            out.push((
+                pp.key("mtu"),
+                format!(
+                    "{} is outside {least}..={MAX_MTU}, the range of {why}; the data plane's buffers hold frames of up to 2,048 bytes",
+                    port.mtu
+                ),
             ));
         }
         if let Some(gw) = port.gateway {

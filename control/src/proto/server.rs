@@ -343,6 +343,12 @@ impl<A: Authenticator> Server<A> {
         self.settings.tls = tls;
     }
 
+    /// Replaces the server-side renegotiation interval (`Settings::reneg`), for every session
+    /// from its next key on (a key older than the new interval renegotiates at once).
+    pub fn set_reneg(&mut self, reneg: Option<Duration>) {
+        self.settings.reneg = reneg;
+    }
+
     /// Replaces the pushed routes (split tunnel) for future connections.
     pub fn set_routes(&mut self, routes: Option<Vec<(Ipv4Addr, Ipv4Addr)>>) {
         self.settings.routes = routes;
@@ -923,7 +929,10 @@ impl<A: Authenticator> Server<A> {
                         s.keys.pop();
                     }
                     if let Some(r) = self.settings.reneg {
-                        if s.current().is_some_and(|k| now >= k.started + r) {
+                        let peer = s.peer_id;
+                        if s.current()
+                            .is_some_and(|k| now >= renegotiate_at(k.started, r, peer))
+                        {
                             s.renegotiate(&self.settings.tls, now);
                         }
                     }
@@ -970,7 +979,7 @@ impl<A: Authenticator> Server<A> {
                             // A renegotiation under way: abandoned at the handshake window.
                             at(k.started + self.settings.hand_window);
                         } else if let Some(r) = self.settings.reneg {
-                            at(k.started + r);
+                            at(renegotiate_at(k.started, r, s.peer_id));
                         }
                     }
                 }
@@ -981,6 +990,41 @@ impl<A: Authenticator> Server<A> {
             at(*r);
         }
         t
+    }
+}
+
+/// When a key that became current at `started` is renegotiated under `Settings::reneg` (`every`):
+/// up to a tenth earlier, by an amount fixed for each session (as OpenVPN's server takes a
+/// random tenth off its `reneg-sec`), so sessions that connected together (after a restart)
+/// do not all renegotiate in the same second.
+fn renegotiate_at(started: Instant, every: Duration, peer_id: u32) -> Instant {
+    // 0..=99 thousandths, spread over peer-ids by a multiplicative hash.
+    let thousandths = (peer_id.wrapping_mul(0x9e37_79b9) >> 16) % 100;
+    started + every - every * thousandths / 1000
+}
+
+#[cfg(test)]
+mod reneg_tests {
+    use super::renegotiate_at;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // a test's clock origin
+    fn sessions_renegotiate_within_the_last_tenth_and_spread_over_it() {
+        let t0 = Instant::now();
+        let every = Duration::from_secs(3600);
+        let at: Vec<Duration> = (0..1000)
+            .map(|p| renegotiate_at(t0, every, p) - t0)
+            .collect();
+        assert!(at.iter().all(|d| *d > every * 9 / 10 && *d <= every));
+        // Spread: no six minutes' tenth holds more than a fifth of the sessions.
+        let mut buckets = [0usize; 10];
+        for d in &at {
+            let i = ((every - *d).as_secs() * 10 / 361) as usize;
+            buckets[i.min(9)] += 1;
+        }
+        assert!(buckets.iter().all(|&n| n < 200), "{buckets:?}");
+        assert_eq!(renegotiate_at(t0, every, 7), renegotiate_at(t0, every, 7));
     }
 }
 

@@ -30,6 +30,7 @@ use super::endpoint;
 use super::log;
 use crate::auth::EndpointAuth;
 use crate::compile::{self, GroupIndex};
+use crate::config::schema::DEFAULT_MTU;
 use crate::config::Loaded;
 use crate::connlog::{self, FailureReason, LogType, RotatingLog};
 use crate::proto::server::{CloseReason, Event, Server};
@@ -156,6 +157,9 @@ impl Dataplane {
                 Arc::clone(&pool),
                 EthOptions {
                     queues: cores as u16,
+                    // The device's own default is left alone (virtual devices may refuse any
+                    // change).
+                    mtu: (p.mtu != DEFAULT_MTU).then_some(p.mtu),
                     ..EthOptions::default()
                 },
             )
@@ -223,6 +227,7 @@ impl Dataplane {
                 listeners.clone(),
             );
             cfg.session_capacity = 16_384;
+            cfg.outside_mtu = dp.ports[outside].mtu;
             cfg.cookies = cookies.clone();
             let queues: Vec<_> = devs.iter().map(|d| d.queue(core as u16)).collect();
             let (mb, stop) = (mailbox.clone(), Arc::clone(&stop));
@@ -729,6 +734,7 @@ impl Dataplane {
             .enumerate()
         {
             s.set_tls(t);
+            s.set_reneg(endpoint::reneg(loaded));
             let routes = endpoint::pushed_routes(ep);
             if self.pushed.get(e) != Some(&routes) {
                 routes_changed.push(e);

@@ -113,11 +113,18 @@ pub fn settings(loaded: &Loaded, index: usize) -> Result<Settings, String> {
     s.routes = pushed_routes(ep);
     s.dns = ep.dns_servers.clone();
     s.session_timeout = Duration::from_secs(u64::from(ep.session_timeout_hours.hours()) * 3600);
+    s.reneg = reneg(loaded);
     let per_target = loaded.config.limits.connections_per_target_network as usize;
     s.max_sessions = per_target * ep.target_networks.len().max(1);
     s.password_required = ep.authentication.directory.is_some();
     s.peer_ids = peer_id_range(index, loaded.config.endpoints.len());
     Ok(s)
+}
+
+/// Server-side renegotiation (`[appliance] reneg_seconds`; 0: none).
+pub fn reneg(loaded: &Loaded) -> Option<Duration> {
+    let r = loaded.config.appliance.reneg_seconds;
+    (r > 0).then(|| Duration::from_secs(u64::from(r)))
 }
 
 /// The authenticator of endpoint number `index`.

@@ -92,6 +92,9 @@ pub struct Daemon {
     )>,
     #[cfg(feature = "dpdk")]
     dataplane: Option<dataplane::Dataplane>,
+    /// The configuration the daemon started with: what a reload cannot change is compared
+    /// with it (`config::change::needs_restart`).
+    started: config::schema::Config,
 }
 
 impl Daemon {
@@ -151,7 +154,6 @@ impl Daemon {
         ));
         Ok(Self {
             config_path: config_path.to_path_buf(),
-            current,
             socket_path,
             poll,
             listener,
@@ -162,6 +164,8 @@ impl Daemon {
             metrics,
             #[cfg(feature = "dpdk")]
             dataplane,
+            started: current.config.clone(),
+            current,
         })
     }
 
@@ -283,6 +287,13 @@ impl Daemon {
                     if let Err(e) = dp.apply(&new) {
                         msg.push_str(&format!("; the data plane keeps the previous rules: {e}"));
                     }
+                }
+                let later = config::change::needs_restart(&self.started, &new.config);
+                if !later.is_empty() {
+                    msg.push_str(&format!(
+                        "; changed since the start, applied when `sluice run` starts again: {}",
+                        later.join(", ")
+                    ));
                 }
                 self.current = new;
                 log(&msg);
