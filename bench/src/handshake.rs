@@ -54,8 +54,8 @@ fn client_config(dir: &Path) -> Result<Arc<rustls::ClientConfig>> {
     ))
 }
 
-/// Connects `n` clients; returns (server seconds, wall seconds).
-fn connect(dir: &Path, cert: &str, n: usize) -> Result<(f64, f64)> {
+/// Connects `n` clients; returns (server seconds, wall seconds) and the server.
+fn connect(dir: &Path, cert: &str, n: usize) -> Result<(f64, f64, Server<CertificateOnly>)> {
     let tls = server_config(&TlsFiles {
         server_chain_pem: &read(dir, &format!("{cert}.crt"))?,
         server_key_pem: &read(dir, &format!("{cert}.key"))?,
@@ -123,7 +123,35 @@ fn connect(dir: &Path, cert: &str, n: usize) -> Result<(f64, f64)> {
             }
         }
     }
-    Ok((server_time.as_secs_f64(), start.elapsed().as_secs_f64()))
+    Ok((
+        server_time.as_secs_f64(),
+        start.elapsed().as_secs_f64(),
+        server,
+    ))
+}
+
+/// What the control thread spends on the server's timers in one turn of its loop (which
+/// comes back every millisecond): asking when the next timer is due, twice as the runtime
+/// does, and running them when due; with `server`'s sessions established and quiet (from
+/// `start` on, after what fell due before it has run).
+fn timer_turn(server: &mut Server<CertificateOnly>, start: Instant) -> Duration {
+    const TURNS: u32 = 2000;
+    // What fell due while the clients were connecting (the last acknowledgements) first.
+    server.handle_timeout(start);
+    while server.poll_transmit().is_some() {}
+    while server.poll_event().is_some() {}
+    let mut now = start;
+    let t = Instant::now();
+    for _ in 0..TURNS {
+        now += Duration::from_millis(1);
+        if server.poll_timeout().is_some_and(|d| d <= now) {
+            server.handle_timeout(now);
+        }
+        std::hint::black_box(server.poll_timeout());
+        while server.poll_transmit().is_some() {}
+        while server.poll_event().is_some() {}
+    }
+    t.elapsed() / TURNS
 }
 
 /// Handshakes per second of the server's time with RSA-2048 and ECDSA P-256 certificates
@@ -132,7 +160,7 @@ pub(crate) fn run(n: usize, reconnect: usize) -> Result<Vec<Record>> {
     let dir = pki()?;
     let mut out = Vec::new();
     for (label, cert) in [("rsa-2048", "server"), ("ecdsa-p256", "server-p256")] {
-        let (server_s, wall_s) = connect(&dir, cert, n)?;
+        let (server_s, wall_s, _) = connect(&dir, cert, n)?;
         let rate = n as f64 / server_s;
         eprintln!(
             "  control handshakes tls1.3 {label:<10} {n} clients: {rate:>8.0}/s of server time ({wall_s:.1} s wall with the clients in the same thread)"
@@ -149,10 +177,27 @@ pub(crate) fn run(n: usize, reconnect: usize) -> Result<Vec<Record>> {
             drops: 0,
         });
     }
-    let (server_s, wall_s) = connect(&dir, "server-p256", reconnect)?;
+    let (server_s, wall_s, mut server) = connect(&dir, "server-p256", reconnect)?;
     eprintln!(
         "  control {reconnect} sessions reconnecting at once (ecdsa-p256): {server_s:.2} s of server time ({wall_s:.1} s wall with the clients)"
     );
+    // Quiet from a minute on (the handshakes' last acknowledgements settled).
+    let turn = timer_turn(&mut server, Instant::now() + Duration::from_secs(60));
+    eprintln!(
+        "  control timers with {reconnect} sessions established: {:.0} ns per turn of the loop (every millisecond)",
+        turn.as_secs_f64() * 1e9
+    );
+    out.push(Record {
+        suite: "control".into(),
+        case: format!("timer turn with {reconnect} sessions (turns/s)"),
+        size: 0,
+        pps: 1.0 / turn.as_secs_f64().max(1e-12),
+        gbps: 0.0,
+        ratio_to_ceiling: None,
+        ops: 2000,
+        seconds: turn.as_secs_f64() * 2000.0,
+        drops: 0,
+    });
     out.push(Record {
         suite: "control".into(),
         case: format!("{reconnect} sessions reconnect (server s)"),

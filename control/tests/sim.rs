@@ -196,6 +196,10 @@ fn simulate_with(seed: u64, mut up: Link, scenario: Scenario) {
         if server.poll_timeout().is_some_and(|t| t <= now) {
             server.handle_timeout(now);
         }
+        // The timer index says what a scan of the sessions would.
+        if let Err(e) = server.check_timers() {
+            panic!("seed {seed}: {e}");
+        }
         while let Some(t) = server.poll_transmit() {
             assert_eq!(t.remote, c_addr, "seed {seed}: to where the client is");
             down.send(now, t.payload);
@@ -324,6 +328,8 @@ fn simulate_with(seed: u64, mut up: Link, scenario: Scenario) {
     // The session lingers a few seconds for acknowledgements, then is gone.
     server.handle_timeout(now + Duration::from_secs(10));
     assert_eq!(server.sessions().count(), 0);
+    assert_eq!(server.poll_timeout(), None);
+    server.check_timers().unwrap();
 }
 
 #[test]
@@ -597,8 +603,10 @@ fn limits_rate_handshake_cap_and_deadline() {
         }
     }
     assert_eq!(timeouts, 3);
+    server.check_timers().unwrap();
     server.handle_timeout(later + Duration::from_secs(10));
     assert_eq!(server.sessions().count(), 0);
+    server.check_timers().unwrap();
     while server.poll_transmit().is_some() {}
     connect(&mut server, later, from(0x0a00_0003, 2), 3);
     assert_eq!(server.sessions().count(), 1);
@@ -636,6 +644,9 @@ fn garbage_never_panics_and_stays_bounded() {
         if i % 100 == 0 {
             now += Duration::from_millis(700);
             server.handle_timeout(now);
+        }
+        if let Err(e) = server.check_timers() {
+            panic!("after datagram {i}: {e}");
         }
         while server.poll_transmit().is_some() {}
         while server.poll_event().is_some() {}
