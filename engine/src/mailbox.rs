@@ -200,20 +200,18 @@ impl Outbox {
         else {
             return;
         };
-        if !deliver(mb, waiting) {
-            if matches!(c, Command::Transmit { .. }) {
-                self.dropped += 1;
-            } else {
-                waiting.push_back(c);
-            }
+        // Behind what waits, or into a full queue: it waits too (a datagram is given up).
+        let Err(c) = (if deliver(mb, waiting) {
+            mb.commands.push(c)
+        } else {
+            Err(c)
+        }) else {
             return;
-        }
-        if let Err(c) = mb.commands.push(c) {
-            if matches!(c, Command::Transmit { .. }) {
-                self.dropped += 1;
-            } else {
-                waiting.push_back(c);
-            }
+        };
+        if matches!(c, Command::Transmit { .. }) {
+            self.dropped += 1;
+        } else {
+            waiting.push_back(c);
         }
     }
 

@@ -297,7 +297,7 @@ pub struct Server<A: Authenticator> {
     retire_at: HashMap<u32, Instant>,
     /// Every session's next deadline (`deadline`), in order: the timers are an index, so
     /// `poll_timeout` and `handle_timeout` cost what is due, not what exists (the runtime asks
-    /// every millisecond; a scan of ten thousand sessions took two).
+    /// every millisecond; a scan of ten thousand sessions took 1.5 ms).
     timers: BTreeSet<(Instant, u64)>,
     /// Each session's entry in `timers`, by `timer_key` of its address.
     scheduled: HashMap<Remote, Instant>,
@@ -617,7 +617,7 @@ impl<A: Authenticator> Server<A> {
         });
         if first {
             s.phase = Phase::Established;
-            self.handshaking -= 1;
+            self.handshaking = self.handshaking.saturating_sub(1);
             self.established += 1;
             for m in s.push.clone() {
                 s.send_text(&m);
@@ -781,8 +781,7 @@ impl<A: Authenticator> Server<A> {
         let established = was == Phase::Established;
         let peer_id = s.peer_id;
         s.close(now, LINGER);
-        let vip = s.vip.take();
-        if let Some(vip) = vip {
+        if let Some(vip) = s.vip.take() {
             self.pool.release(vip);
         }
         self.count_out(&was);
@@ -924,7 +923,7 @@ impl<A: Authenticator> Server<A> {
         }
     }
 
-    /// When the session at `remote` needs `handle_timeout` next: a retransmission, the end of
+    /// When session `s` needs `handle_timeout` next: a retransmission, the end of
     /// its handshake window, its session timeout, its renegotiation (or the end of one that
     /// does not complete), its previous key's retirement, or its forgetting once closed.
     fn deadline(&self, s: &Session) -> Option<Instant> {
