@@ -305,6 +305,8 @@ pub struct Server<A: Authenticator> {
     /// admitted and a first key authorised against these, without a scan).
     handshaking: usize,
     established: usize,
+    /// When `set_reneg` last changed the interval.
+    reneg_from: Option<Instant>,
     events: VecDeque<Event>,
     outbox: VecDeque<Transmit>,
     counters: Counters,
@@ -346,6 +348,7 @@ impl<A: Authenticator> Server<A> {
             scheduled: HashMap::new(),
             handshaking: 0,
             established: 0,
+            reneg_from: None,
             events: VecDeque::new(),
             outbox: VecDeque::new(),
             counters: Counters::default(),
@@ -357,10 +360,16 @@ impl<A: Authenticator> Server<A> {
         self.settings.tls = tls;
     }
 
-    /// Replaces the server-side renegotiation interval (`Settings::reneg`), for every session
-    /// from its next key on (a key older than the new interval renegotiates at once).
-    pub fn set_reneg(&mut self, reneg: Option<Duration>) {
+    /// Replaces the server-side renegotiation interval (`Settings::reneg`) at `now`. A key
+    /// already older than the new interval is renegotiated within its first tenth from now,
+    /// at a moment fixed for each session, not all at once (a fleet of handshakes in one
+    /// second would stall the control thread).
+    pub fn set_reneg(&mut self, reneg: Option<Duration>, now: Instant) {
+        if reneg == self.settings.reneg {
+            return;
+        }
         self.settings.reneg = reneg;
+        self.reneg_from = Some(now);
         let remotes: Vec<Remote> = self.sessions.keys().copied().collect();
         for remote in remotes {
             self.schedule(remote);
@@ -938,7 +947,7 @@ impl<A: Authenticator> Server<A> {
                         // A renegotiation under way: abandoned at the handshake window.
                         at(k.started + self.settings.hand_window);
                     } else if let Some(r) = self.settings.reneg {
-                        at(renegotiate_at(k.started, r, s.peer_id));
+                        at(renegotiate_at(k.started, r, s.peer_id, self.reneg_from));
                     }
                 }
                 if let Some(r) = self.retire_at.get(&s.peer_id) {
@@ -1055,8 +1064,9 @@ impl<A: Authenticator> Server<A> {
                     }
                     if let Some(r) = self.settings.reneg {
                         let peer = s.peer_id;
+                        let from = self.reneg_from;
                         if s.current()
-                            .is_some_and(|k| now >= renegotiate_at(k.started, r, peer))
+                            .is_some_and(|k| now >= renegotiate_at(k.started, r, peer, from))
                         {
                             s.renegotiate(&self.settings.tls, now);
                         }
@@ -1105,14 +1115,23 @@ fn remote_of(k: u64) -> Remote {
     }
 }
 
-/// When a key that became current at `started` is renegotiated under `Settings::reneg` (`every`):
-/// up to a tenth earlier, by an amount fixed for each session (as OpenVPN's server takes a
-/// random tenth off its `reneg-sec`), so sessions that connected together (after a restart)
-/// do not all renegotiate in the same second.
-fn renegotiate_at(started: Instant, every: Duration, peer_id: u32) -> Instant {
+/// When session `peer_id`'s key that became current at `started` is renegotiated under
+/// `Settings::reneg` (`every`, in force since `from` if it was changed while running): up to a
+/// tenth earlier, by an amount fixed for each session (as OpenVPN's server takes a random
+/// tenth off its `reneg-sec`), so sessions that connected together (after a restart) do not
+/// all renegotiate in the same second; and no earlier than the same amount after `from`, so a
+/// new interval shorter than the keys' age does not renegotiate them all at once either.
+fn renegotiate_at(
+    started: Instant,
+    every: Duration,
+    peer_id: u32,
+    from: Option<Instant>,
+) -> Instant {
     // 0..=99 thousandths, spread over peer-ids by a multiplicative hash.
     let thousandths = (peer_id.wrapping_mul(0x9e37_79b9) >> 16) % 100;
-    started + every - every * thousandths / 1000
+    let tenth = every * thousandths / 1000;
+    let due = started + every - tenth;
+    from.map_or(due, |f| due.max(f + tenth))
 }
 
 #[cfg(test)]
@@ -1126,7 +1145,7 @@ mod reneg_tests {
         let t0 = Instant::now();
         let every = Duration::from_secs(3600);
         let at: Vec<Duration> = (0..1000)
-            .map(|p| renegotiate_at(t0, every, p) - t0)
+            .map(|p| renegotiate_at(t0, every, p, None) - t0)
             .collect();
         assert!(at.iter().all(|d| *d > every * 9 / 10 && *d <= every));
         // Spread: no six minutes' tenth holds more than a fifth of the sessions.
@@ -1136,7 +1155,27 @@ mod reneg_tests {
             buckets[i.min(9)] += 1;
         }
         assert!(buckets.iter().all(|&n| n < 200), "{buckets:?}");
-        assert_eq!(renegotiate_at(t0, every, 7), renegotiate_at(t0, every, 7));
+        assert_eq!(
+            renegotiate_at(t0, every, 7, None),
+            renegotiate_at(t0, every, 7, None)
+        );
+        // Keys ten hours old when the interval is set: within its first tenth from then,
+        // spread, not at once; a key younger than the interval keeps its own time.
+        let from = t0 + every * 10;
+        let late: Vec<Duration> = (0..1000)
+            .map(|p| renegotiate_at(t0, every, p, Some(from)) - from)
+            .collect();
+        assert!(late.iter().all(|d| *d < every / 10));
+        let mut minutes = [0usize; 6];
+        for d in &late {
+            minutes[(d.as_secs() / 60).min(5) as usize] += 1;
+        }
+        assert!(minutes.iter().all(|&n| n < 250), "{minutes:?}");
+        let young = from - Duration::from_secs(60);
+        assert_eq!(
+            renegotiate_at(young, every, 7, Some(from)),
+            renegotiate_at(young, every, 7, None)
+        );
     }
 }
 

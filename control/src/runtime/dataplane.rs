@@ -734,7 +734,7 @@ impl Dataplane {
             .enumerate()
         {
             s.set_tls(t);
-            s.set_reneg(endpoint::reneg(loaded));
+            s.set_reneg(endpoint::reneg(loaded), Instant::now());
             let routes = endpoint::pushed_routes(ep);
             if self.pushed.get(e) != Some(&routes) {
                 routes_changed.push(e);
