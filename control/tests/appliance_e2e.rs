@@ -248,6 +248,20 @@ fn client_reaches_the_vpc_through_the_dpdk_data_plane() {
         read(&client_log),
         read(&daemon_log)
     );
+    // The tunnel's own address answers pings, and a probe whose TTL ends at the appliance
+    // gets a time exceeded from it (the first hop of a traceroute through the tunnel).
+    let gw = cli.exec(&["ping", "-c", "2", "-i", "0.3", "-W", "2", "10.200.0.1"]);
+    assert!(
+        gw.status.success(),
+        "ping of the tunnel gateway:\n{}",
+        String::from_utf8_lossy(&gw.stdout)
+    );
+    let hop = cli.exec(&["ping", "-c", "1", "-W", "2", "-t", "1", "172.31.1.10"]);
+    let said = String::from_utf8_lossy(&hop.stdout);
+    assert!(
+        said.contains("From 10.200.0.1") && said.contains("Time to live exceeded"),
+        "a TTL-1 probe:\n{said}"
+    );
 
     // Full-size packets both ways: a 1500-byte echo (the pushed tun-mtu) seals into an outer
     // datagram longer than the clients' link (1400 bytes), so the client's kernel sends it in

@@ -15,6 +15,7 @@ pub struct CoreStats {
     busy: AtomicU64,
     idle: AtomicU64,
     resets_answered: AtomicU64,
+    icmp_errors_sent: AtomicU64,
     rules_version: AtomicU64,
     sessions: AtomicU64,
     flows: AtomicU64,
@@ -32,6 +33,8 @@ pub struct CoreSnapshot {
     pub idle: u64,
     /// Clients' first hard resets answered without state.
     pub resets_answered: u64,
+    /// ICMP errors the core originated.
+    pub icmp_errors_sent: u64,
     /// The rule-table generation in force.
     pub rules_version: u64,
     /// Sessions held.
@@ -54,6 +57,7 @@ impl CoreStats {
             busy: AtomicU64::new(0),
             idle: AtomicU64::new(0),
             resets_answered: AtomicU64::new(0),
+            icmp_errors_sent: AtomicU64::new(0),
             rules_version: AtomicU64::new(0),
             sessions: AtomicU64::new(0),
             flows: AtomicU64::new(0),
@@ -79,6 +83,8 @@ impl CoreStats {
         self.idle.store(polls.idle, Ordering::Relaxed);
         self.resets_answered
             .store(polls.resets_answered, Ordering::Relaxed);
+        self.icmp_errors_sent
+            .store(polls.icmp_errors_sent, Ordering::Relaxed);
         self.rules_version.store(rules_version, Ordering::Relaxed);
         self.sessions.store(sessions as u64, Ordering::Relaxed);
         self.flows.store(flows as u64, Ordering::Relaxed);
@@ -101,6 +107,7 @@ impl CoreStats {
             busy: self.busy.load(Ordering::Relaxed),
             idle: self.idle.load(Ordering::Relaxed),
             resets_answered: self.resets_answered.load(Ordering::Relaxed),
+            icmp_errors_sent: self.icmp_errors_sent.load(Ordering::Relaxed),
             rules_version: self.rules_version.load(Ordering::Relaxed),
             sessions: self.sessions.load(Ordering::Relaxed),
             flows: self.flows.load(Ordering::Relaxed),

@@ -120,6 +120,9 @@ pub struct WorkerConfig {
     pub cookies: Option<Arc<CookieKey>>,
     /// Answers to first hard resets per source address: a burst, and this many more a second.
     pub answer_budget: (u32, u32),
+    /// ICMP errors (time exceeded) the core sends each client address: a burst, and this many
+    /// more a second (RFC 1812 §4.3.2.8: a router limits the errors it originates).
+    pub icmp_error_budget: (u32, u32),
     /// Control-channel sessions (of all endpoints) the core can know the addresses of; past
     /// it, the core stops filtering control packets by address (`punt::ControlPeers`).
     pub control_peer_capacity: usize,
@@ -152,6 +155,7 @@ impl WorkerConfig {
             punt_budget: (64, 32),
             cookies: None,
             answer_budget: (32, 8),
+            icmp_error_budget: (16, 8),
             control_peer_capacity: 65_536,
         }
     }
@@ -169,6 +173,8 @@ pub struct PollStats {
     pub idle: u64,
     /// Clients' first hard resets answered without state (`cookie`).
     pub resets_answered: u64,
+    /// ICMP errors the core originated (time exceeded toward clients).
+    pub icmp_errors_sent: u64,
 }
 
 /// A ring of packets (with the port they arrived on) from one core to another.
@@ -225,6 +231,8 @@ pub struct Worker<P: Port> {
     pub(crate) punt_limiter: PuntLimiter,
     /// Per-address budgets of stateless answers to first hard resets.
     pub(crate) answer_limiter: PuntLimiter,
+    /// ICMP errors the core originates, per client address (`WorkerConfig::icmp_error_budget`).
+    pub(crate) icmp_limiter: PuntLimiter,
     /// The addresses control has a control-channel session with (`Command::ControlPeer`).
     pub(crate) control_peers: crate::punt::ControlPeers,
     pub(crate) drops: DropCounters,
@@ -275,6 +283,7 @@ impl<P: Port> Worker<P> {
             fragments_in: FragmentMap::new(1024),
             punt_limiter: PuntLimiter::new(4096, cfg.punt_budget.0, cfg.punt_budget.1),
             answer_limiter: PuntLimiter::new(4096, cfg.answer_budget.0, cfg.answer_budget.1),
+            icmp_limiter: PuntLimiter::new(4096, cfg.icmp_error_budget.0, cfg.icmp_error_budget.1),
             control_peers: crate::punt::ControlPeers::new(cfg.control_peer_capacity),
             next_ident: cfg.core as u16,
             tx: ports.iter().map(|_| Burst::new()).collect(),

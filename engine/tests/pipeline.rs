@@ -1525,3 +1525,102 @@ fn arp_between_other_hosts_does_not_fill_the_neighbour_cache() {
     ping_host_through_arp(&mut w, &mut c, now);
     assert_eq!(w.drops().get(DropReason::ArpQueueFull), 0);
 }
+
+/// A client's traceroute through the tunnel: a probe with TTL 1 gets an ICMP time exceeded
+/// from the tunnel's gateway address (the first of the client CIDR), sealed for the client,
+/// quoting the probe's header and first 8 bytes; within a budget per client, and never about
+/// an ICMP error.
+#[test]
+fn a_probe_whose_ttl_ends_here_gets_a_time_exceeded_from_the_tunnel_gateway() {
+    let mut lab = lab_with(GroupMask::EMPTY);
+    let mut probe = testkit::ipv4_udp(
+        ip(lab::CLIENT_VIP),
+        40_000,
+        ip(lab::HOST_IP),
+        33_434,
+        b"traceroute probe",
+    );
+    probe[8] = 1;
+    probe[10..12].fill(0);
+    let c = checksum::checksum(&probe[..20]);
+    probe[10..12].copy_from_slice(&c.to_be_bytes());
+    lab.send_from_client(&probe);
+    let out = lab.outside_sent();
+    assert_eq!(out.len(), 1, "one answer to the client");
+    let answer = lab.client.open(&out[0]).expect("sealed for the client");
+    let ip_answer = Ipv4Packet::new_checked(&answer[..]).unwrap();
+    assert!(ip_answer.verify_checksum());
+    assert_eq!(ip_answer.src(), ip("10.200.0.1").to_be_bytes());
+    assert_eq!(ip_answer.dst(), ip(lab::CLIENT_VIP).to_be_bytes());
+    assert_eq!(ip_answer.protocol(), protocol::ICMP);
+    let icmp = IcmpPacket::new_checked(ip_answer.payload()).unwrap();
+    assert_eq!((icmp.kind(), icmp.code()), (kind::TIME_EXCEEDED, 0));
+    assert!(icmp.verify_checksum());
+    assert_eq!(
+        icmp.data(),
+        &probe[..28],
+        "the probe's header and first 8 bytes"
+    );
+    assert_eq!(lab.drops(DropReason::TtlExceeded), 0);
+    assert_eq!(lab.w.poll_stats().icmp_errors_sent, 1);
+    // No error about an error: a client's port unreachable with TTL 1 is only dropped.
+    let mut error = testkit::ipv4_icmp_error(
+        ip(lab::CLIENT_VIP),
+        ip(lab::HOST_IP),
+        kind::DEST_UNREACHABLE,
+        3,
+        &probe[..28],
+    );
+    error[8] = 1;
+    error[10..12].fill(0);
+    let c = checksum::checksum(&error[..20]);
+    error[10..12].copy_from_slice(&c.to_be_bytes());
+    lab.send_from_client(&error);
+    assert!(lab.outside_sent().is_empty());
+    assert_eq!(lab.drops(DropReason::TtlExceeded), 1);
+    // A flood of probes: a burst of answers, then drops.
+    for _ in 0..30 {
+        lab.send_from_client(&probe);
+    }
+    assert_eq!(
+        lab.outside_sent().len(),
+        15,
+        "the budget's burst of 16, one already spent"
+    );
+    assert_eq!(lab.drops(DropReason::TtlExceeded), 1 + 15);
+}
+
+/// A client pings the tunnel's gateway address (is the tunnel up?): the appliance answers
+/// itself, with no flow and nothing sent toward the VPC; anything else to that address is
+/// `not_for_us`.
+#[test]
+fn the_tunnel_gateway_answers_pings() {
+    let mut lab = lab_with(GroupMask::EMPTY);
+    let gateway = ip("10.200.0.1");
+    for seq in 0..3 {
+        let echo = testkit::ipv4_echo(ip(lab::CLIENT_VIP), gateway, true, 77, seq, b"up?");
+        lab.send_from_client(&echo);
+        let out = lab.outside_sent();
+        assert_eq!(out.len(), 1, "answered");
+        let reply = lab.client.open(&out[0]).expect("sealed for the client");
+        let want = testkit::ipv4_echo(gateway, ip(lab::CLIENT_VIP), false, 77, seq, b"up?");
+        let r = Ipv4Packet::new_checked(&reply[..]).unwrap();
+        assert!(r.verify_checksum());
+        assert_eq!(
+            (r.src(), r.dst()),
+            (gateway.to_be_bytes(), ip(lab::CLIENT_VIP).to_be_bytes())
+        );
+        let i = IcmpPacket::new_checked(r.payload()).unwrap();
+        assert!(i.verify_checksum());
+        assert_eq!(r.payload(), &want[20..]);
+    }
+    assert!(
+        lab.w.port_mut(1).unwrap().take_sent().is_empty(),
+        "nothing toward the VPC"
+    );
+    assert_eq!(lab.w.flow_count(), 0);
+    let udp = testkit::ipv4_udp(ip(lab::CLIENT_VIP), 5000, gateway, 53, b"q");
+    lab.send_from_client(&udp);
+    assert!(lab.outside_sent().is_empty());
+    assert_eq!(lab.drops(DropReason::NotForUs), 1);
+}

@@ -692,6 +692,8 @@ impl Dataplane {
                 .absolute(s.idle);
             metrics::counter!("sluice_core_resets_answered_total", "core" => core.clone())
                 .absolute(s.resets_answered);
+            metrics::counter!("sluice_core_icmp_errors_sent_total", "core" => core.clone())
+                .absolute(s.icmp_errors_sent);
             metrics::gauge!("sluice_core_rule_table_version", "core" => core.clone())
                 .set(s.rules_version as f64);
             metrics::gauge!("sluice_core_sessions", "core" => core.clone()).set(s.sessions as f64);

@@ -13,7 +13,7 @@ use crate::port::Port;
 use crate::session::Remote;
 use crate::wire::ethernet::{ethertype, EthernetFrame, HEADER_LEN};
 use crate::wire::icmp::IcmpPacket;
-use crate::wire::ipv4::{protocol, Ipv4Packet};
+use crate::wire::ipv4::{protocol, Ipv4Packet, MIN_HEADER_LEN};
 use crate::wire::openvpn::{DataPacket, Opcode, PeerId};
 use crate::wire::tcp::TcpPacket;
 use crate::wire::udp::{self, UdpPacket};
@@ -325,6 +325,7 @@ impl<P: Port> Worker<P> {
             Err(DropReason::UnsupportedProtocol) => {
                 return self.forward_icmp_error(buf, idx, client_ip)
             }
+            Err(DropReason::TtlExceeded) => return self.time_exceeded(buf, idx, endpoint),
             Err(reason) => return self.drop_packet(buf, reason),
         };
         buf.truncate(inner.total);
@@ -371,6 +372,109 @@ impl<P: Port> Worker<P> {
         self.output(port, next_hop, buf);
     }
 
+    /// The appliance's own address on an endpoint's client side: the first of its client CIDR
+    /// (the route-gateway pushed to clients, OpenVPN's server address in the tunnel).
+    fn tunnel_gateway(&self, endpoint: u16) -> Option<u32> {
+        self.rules
+            .endpoint(usize::from(endpoint))
+            .map(|t| t.client_cidr.addr().wrapping_add(1))
+    }
+
+    /// A client's packet whose TTL ends here (a traceroute's first probe): answered, as a
+    /// router does, with an ICMP time exceeded from the tunnel's gateway address quoting its
+    /// header and first 8 bytes (RFC 792, RFC 1812 §4.3.2), within a budget per client
+    /// address; never about an ICMP error or a later fragment. Otherwise the drop stays
+    /// `ttl_exceeded`.
+    #[cold]
+    #[inline(never)]
+    fn time_exceeded(&mut self, mut buf: P::Buf, owner: u32, endpoint: u16) {
+        let quoted = {
+            let Ok(ip) = Ipv4Packet::new_checked(buf.data()) else {
+                return self.drop_packet(buf, DropReason::MalformedIpv4);
+            };
+            let about_error = ip.protocol() == protocol::ICMP
+                && IcmpPacket::new_checked(ip.payload()).map_or(true, |i| !i.is_echo());
+            (!about_error && ip.frag_offset() == 0)
+                .then(|| (ip.header_len() + 8).min(ip.total_len()))
+        };
+        let (Some(quoted), Some(gateway)) = (quoted, self.tunnel_gateway(endpoint)) else {
+            return self.drop_packet(buf, DropReason::TtlExceeded);
+        };
+        let client = {
+            let d = buf.data();
+            u32::from_be_bytes([d[12], d[13], d[14], d[15]])
+        };
+        if !self.icmp_limiter.allow(client, 0, self.now_secs) {
+            return self.drop_packet(buf, DropReason::TtlExceeded);
+        }
+        buf.truncate(quoted);
+        const HEADERS: usize = MIN_HEADER_LEN + 8;
+        let Ok(h) = buf.prepend(HEADERS) else {
+            return self.drop_packet(buf, DropReason::NoRoom);
+        };
+        let total = (HEADERS + quoted) as u16;
+        h[..MIN_HEADER_LEN].copy_from_slice(&[
+            0x45,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            64,
+            protocol::ICMP,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ]);
+        h[2..4].copy_from_slice(&total.to_be_bytes());
+        h[12..16].copy_from_slice(&gateway.to_be_bytes());
+        h[16..20].copy_from_slice(&client.to_be_bytes());
+        h[MIN_HEADER_LEN..].copy_from_slice(&[
+            crate::wire::icmp::kind::TIME_EXCEEDED,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ]);
+        if let Ok(mut ip) = Ipv4Packet::new_checked(buf.data_mut()) {
+            ip.fill_checksum();
+            if let Ok(mut icmp) = IcmpPacket::new_checked(ip.payload_mut()) {
+                icmp.fill_checksum();
+            }
+        }
+        self.stats.icmp_errors_sent += 1;
+        self.encrypt_to_client(buf, owner);
+    }
+
+    /// A client's packet to the tunnel's gateway address: an echo request is answered (a
+    /// client's check that the tunnel is up); anything else is `not_for_us`. Never a flow.
+    #[cold]
+    #[inline(never)]
+    fn for_tunnel_gateway(&mut self, mut buf: P::Buf, owner: u32, whole: bool) {
+        let is_echo = whole
+            && Ipv4Packet::new_checked(buf.data()).is_ok_and(|ip| {
+                ip.protocol() == protocol::ICMP
+                    && IcmpPacket::new_checked(ip.payload())
+                        .is_ok_and(|i| i.kind() == crate::wire::icmp::kind::ECHO_REQUEST)
+            });
+        if !is_echo || !super::l2::echo_reply_in_place(buf.data_mut()) {
+            return self.drop_packet(buf, DropReason::NotForUs);
+        }
+        self.encrypt_to_client(buf, owner);
+    }
+
     /// A checked inner packet (`checked_inner`): decides, translates and sends it.
     fn forward_inner(&mut self, d: Decrypted<P::Buf>) {
         let Decrypted {
@@ -403,6 +507,11 @@ impl<P: Port> Worker<P> {
                 else {
                     return self.drop_packet(buf, DropReason::UnknownPeer);
                 };
+                // The appliance's own tunnel address is never a destination behind it (and,
+                // with no flow made, every packet to it comes this way).
+                if self.tunnel_gateway(endpoint) == Some(key.dst) {
+                    return self.for_tunnel_gateway(buf, owner, first_fragment.is_none());
+                }
                 let route_hash =
                     flow_hash(key.client, key.dst, key.src_port, key.dst_port, key.proto);
                 match self.rules.decide(

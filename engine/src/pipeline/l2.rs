@@ -102,22 +102,8 @@ impl<P: Port> Worker<P> {
             let e = ethernet::EthernetFrame::new_checked(buf.data()).ok()?;
             (e.src(), e.dst())
         };
-        {
-            let d = buf.data_mut();
-            let Ok(mut ip) = Ipv4Packet::new_checked(&mut d[HEADER_LEN..]) else {
-                return Some(buf);
-            };
-            let (src, dst) = (ip.src(), ip.dst());
-            ip.set_src(dst);
-            ip.set_dst(src);
-            let Ok(mut icmp) = IcmpPacket::new_checked(ip.payload_mut()) else {
-                return Some(buf);
-            };
-            // Echo request to echo reply: the type byte changes; fold it into the checksum.
-            let old = u16::from_be_bytes([kind::ECHO_REQUEST, 0]);
-            let new = u16::from_be_bytes([kind::ECHO_REPLY, 0]);
-            icmp.adjust16(old, new);
-            ip.payload_mut()[0] = kind::ECHO_REPLY;
+        if !echo_reply_in_place(&mut buf.data_mut()[HEADER_LEN..]) {
+            return Some(buf);
         }
         let d = buf.data_mut();
         d[0..6].copy_from_slice(&src_mac);
@@ -236,4 +222,24 @@ impl<P: Port> Worker<P> {
         let headers = Ipv4UdpHeaders::new((local.ip, local.port), (remote.ip, remote.port));
         self.send_to_client(buf, &headers, remote.ip);
     }
+}
+
+/// Turns the IPv4 ICMP echo request in `ip` into its reply, in place: addresses swapped and
+/// the type changed, both checksums updated incrementally. False if `ip` is not an IPv4
+/// ICMP packet.
+pub(crate) fn echo_reply_in_place(ip: &mut [u8]) -> bool {
+    let Ok(mut ip) = Ipv4Packet::new_checked(ip) else {
+        return false;
+    };
+    let (src, dst) = (ip.src(), ip.dst());
+    ip.set_src(dst);
+    ip.set_dst(src);
+    let Ok(mut icmp) = IcmpPacket::new_checked(ip.payload_mut()) else {
+        return false;
+    };
+    let old = u16::from_be_bytes([kind::ECHO_REQUEST, 0]);
+    let new = u16::from_be_bytes([kind::ECHO_REPLY, 0]);
+    icmp.adjust16(old, new);
+    ip.payload_mut()[0] = kind::ECHO_REPLY;
+    true
 }
