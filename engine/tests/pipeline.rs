@@ -1624,3 +1624,45 @@ fn the_tunnel_gateway_answers_pings() {
     assert!(lab.outside_sent().is_empty());
     assert_eq!(lab.drops(DropReason::NotForUs), 1);
 }
+
+/// A traceroute from the VPC to a client: a host's packet on a client's flow whose TTL ends
+/// at the appliance gets a time exceeded from the ENI, back to the host's MAC, quoting the
+/// packet as it arrived; nothing reaches the client.
+#[test]
+fn a_hosts_probe_whose_ttl_ends_here_gets_a_time_exceeded_from_the_eni() {
+    let mut lab = lab_with(GroupMask::EMPTY);
+    let out = testkit::ipv4_udp(ip(lab::CLIENT_VIP), 5353, ip(lab::HOST_IP), 9000, b"hi");
+    lab.send_from_client(&out);
+    let sent = lab.inside_sent();
+    assert_eq!(sent.len(), 1);
+    let nat_port = UdpPacket::new_checked(ip_of(&sent[0]).payload())
+        .unwrap()
+        .src_port();
+    let mut probe = testkit::ipv4_udp(ip(lab::HOST_IP), 9000, ip(lab::INSIDE_IP), nat_port, b"p");
+    probe[8] = 1;
+    probe[10..12].fill(0);
+    let c = checksum::checksum(&probe[..20]);
+    probe[10..12].copy_from_slice(&c.to_be_bytes());
+    assert!(
+        lab.reply_from_host(&probe).is_empty(),
+        "nothing to the client"
+    );
+    let back = lab.inside_sent();
+    assert_eq!(back.len(), 1);
+    assert_eq!(&back[0][0..6], &lab::HOST_MAC);
+    assert_eq!(&back[0][6..12], &lab::INSIDE_MAC);
+    let p = ip_of(&back[0]);
+    assert!(p.verify_checksum());
+    assert_eq!(
+        (p.src(), p.dst()),
+        (
+            ip(lab::INSIDE_IP).to_be_bytes(),
+            ip(lab::HOST_IP).to_be_bytes()
+        )
+    );
+    let icmp = IcmpPacket::new_checked(p.payload()).unwrap();
+    assert_eq!((icmp.kind(), icmp.code()), (kind::TIME_EXCEEDED, 0));
+    assert!(icmp.verify_checksum());
+    assert_eq!(icmp.data(), &probe[..28]);
+    assert_eq!(lab.drops(DropReason::TtlExceeded), 0);
+}

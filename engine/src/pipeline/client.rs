@@ -13,7 +13,7 @@ use crate::port::Port;
 use crate::session::Remote;
 use crate::wire::ethernet::{ethertype, EthernetFrame, HEADER_LEN};
 use crate::wire::icmp::IcmpPacket;
-use crate::wire::ipv4::{protocol, Ipv4Packet, MIN_HEADER_LEN};
+use crate::wire::ipv4::{protocol, Ipv4Packet};
 use crate::wire::openvpn::{DataPacket, Opcode, PeerId};
 use crate::wire::tcp::TcpPacket;
 use crate::wire::udp::{self, UdpPacket};
@@ -388,71 +388,17 @@ impl<P: Port> Worker<P> {
     #[cold]
     #[inline(never)]
     fn time_exceeded(&mut self, mut buf: P::Buf, owner: u32, endpoint: u16) {
-        let quoted = {
-            let Ok(ip) = Ipv4Packet::new_checked(buf.data()) else {
-                return self.drop_packet(buf, DropReason::MalformedIpv4);
-            };
-            let about_error = ip.protocol() == protocol::ICMP
-                && IcmpPacket::new_checked(ip.payload()).map_or(true, |i| !i.is_echo());
-            (!about_error && ip.frag_offset() == 0)
-                .then(|| (ip.header_len() + 8).min(ip.total_len()))
-        };
-        let (Some(quoted), Some(gateway)) = (quoted, self.tunnel_gateway(endpoint)) else {
+        let (Some((client, quoted)), Some(gateway)) = (
+            super::l2::time_exceeded_about(buf.data()),
+            self.tunnel_gateway(endpoint),
+        ) else {
             return self.drop_packet(buf, DropReason::TtlExceeded);
-        };
-        let client = {
-            let d = buf.data();
-            u32::from_be_bytes([d[12], d[13], d[14], d[15]])
         };
         if !self.icmp_limiter.allow(client, 0, self.now_secs) {
             return self.drop_packet(buf, DropReason::TtlExceeded);
         }
-        buf.truncate(quoted);
-        const HEADERS: usize = MIN_HEADER_LEN + 8;
-        let Ok(h) = buf.prepend(HEADERS) else {
+        if super::l2::write_time_exceeded(&mut buf, quoted, gateway, client).is_err() {
             return self.drop_packet(buf, DropReason::NoRoom);
-        };
-        let total = (HEADERS + quoted) as u16;
-        h[..MIN_HEADER_LEN].copy_from_slice(&[
-            0x45,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            64,
-            protocol::ICMP,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-        ]);
-        h[2..4].copy_from_slice(&total.to_be_bytes());
-        h[12..16].copy_from_slice(&gateway.to_be_bytes());
-        h[16..20].copy_from_slice(&client.to_be_bytes());
-        h[MIN_HEADER_LEN..].copy_from_slice(&[
-            crate::wire::icmp::kind::TIME_EXCEEDED,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-        ]);
-        if let Ok(mut ip) = Ipv4Packet::new_checked(buf.data_mut()) {
-            ip.fill_checksum();
-            if let Ok(mut icmp) = IcmpPacket::new_checked(ip.payload_mut()) {
-                icmp.fill_checksum();
-            }
         }
         self.stats.icmp_errors_sent += 1;
         self.encrypt_to_client(buf, owner);

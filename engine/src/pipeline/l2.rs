@@ -9,7 +9,7 @@ use crate::session::Remote;
 use crate::wire::arp::{ArpRepr, OP_REPLY, OP_REQUEST, PACKET_LEN};
 use crate::wire::ethernet::{self, ethertype, BROADCAST, HEADER_LEN};
 use crate::wire::icmp::{kind, IcmpPacket};
-use crate::wire::ipv4::{protocol, Ipv4Packet};
+use crate::wire::ipv4::{protocol, Ipv4Packet, Ipv4Repr, MIN_HEADER_LEN};
 use crate::wire::udp::Ipv4UdpHeaders;
 use crate::worker::Worker;
 
@@ -242,4 +242,47 @@ pub(crate) fn echo_reply_in_place(ip: &mut [u8]) -> bool {
     icmp.adjust16(old, new);
     ip.payload_mut()[0] = kind::ECHO_REPLY;
     true
+}
+
+/// Whether an ICMP time exceeded may be sent about the IPv4 packet `ip` (RFC 1812 §4.3.2.7:
+/// not about an ICMP error, nor a fragment but the first): its source, and how much of it
+/// the error quotes (its header and first 8 bytes).
+pub(crate) fn time_exceeded_about(ip: &[u8]) -> Option<(u32, usize)> {
+    let ip = Ipv4Packet::new_checked(ip).ok()?;
+    let about_error = ip.protocol() == protocol::ICMP
+        && IcmpPacket::new_checked(ip.payload()).map_or(true, |i| !i.is_echo());
+    (!about_error && ip.frag_offset() == 0).then(|| {
+        (
+            u32::from_be_bytes(ip.src()),
+            (ip.header_len() + 8).min(ip.total_len()),
+        )
+    })
+}
+
+/// Turns the IPv4 packet at the front of `buf` into an ICMP time exceeded (type 11, code 0)
+/// from `from` to `to`, quoting its first `quoted` bytes (`time_exceeded_about`).
+pub(crate) fn write_time_exceeded(
+    buf: &mut impl PacketBuf,
+    quoted: usize,
+    from: u32,
+    to: u32,
+) -> Result<(), crate::packet::NoRoom> {
+    const ICMP_HEADER: usize = 8;
+    buf.truncate(quoted);
+    let h = buf.prepend(MIN_HEADER_LEN + ICMP_HEADER)?;
+    Ipv4Repr {
+        src: from.to_be_bytes(),
+        dst: to.to_be_bytes(),
+        protocol: protocol::ICMP,
+        payload_len: ICMP_HEADER + quoted,
+        ttl: 64,
+    }
+    .emit(h);
+    h[MIN_HEADER_LEN..].copy_from_slice(&[kind::TIME_EXCEEDED, 0, 0, 0, 0, 0, 0, 0]);
+    if let Ok(mut ip) = Ipv4Packet::new_checked(buf.data_mut()) {
+        if let Ok(mut icmp) = IcmpPacket::new_checked(ip.payload_mut()) {
+            icmp.fill_checksum();
+        }
+    }
+    Ok(())
 }

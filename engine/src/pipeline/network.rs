@@ -122,7 +122,10 @@ impl<P: Port> Worker<P> {
             self.fragments_in.insert(rkey.datagram(ident), to, now);
         }
         if ttl <= 1 {
-            return self.drop_packet(buf, DropReason::TtlExceeded);
+            return match rewrite {
+                Rewrite::Plain => self.time_exceeded_to_host(port, buf, rkey.eni),
+                Rewrite::IcmpError => self.drop_packet(buf, DropReason::TtlExceeded),
+            };
         }
         let mut buf = buf;
         buf.trim_front(HEADER_LEN);
@@ -170,6 +173,38 @@ impl<P: Port> Worker<P> {
                 hint.flow = Some(slot);
             }
         }
+    }
+
+    /// A host's packet to a client whose TTL ends here (a traceroute from the VPC): answered
+    /// with an ICMP time exceeded from the ENI it was sent to, quoting it as it arrived, back
+    /// to the MAC it came from (the host or its router), within the budget per address;
+    /// otherwise dropped `ttl_exceeded`.
+    #[cold]
+    #[inline(never)]
+    fn time_exceeded_to_host(&mut self, port: u16, mut buf: P::Buf, eni: u32) {
+        let about = buf
+            .data()
+            .get(HEADER_LEN..)
+            .and_then(super::l2::time_exceeded_about);
+        let macs = EthernetFrame::new_checked(buf.data()).map(|e| (e.src(), e.dst()));
+        let (Some((host, quoted)), Ok((to_mac, from_mac))) = (about, macs) else {
+            return self.drop_packet(buf, DropReason::TtlExceeded);
+        };
+        if !self.icmp_limiter.allow(host, 0, self.now_secs) {
+            return self.drop_packet(buf, DropReason::TtlExceeded);
+        }
+        buf.trim_front(HEADER_LEN);
+        if super::l2::write_time_exceeded(&mut buf, quoted, eni, host).is_err() {
+            return self.drop_packet(buf, DropReason::NoRoom);
+        }
+        let Ok(h) = buf.prepend(HEADER_LEN) else {
+            return self.drop_packet(buf, DropReason::NoRoom);
+        };
+        h[0..6].copy_from_slice(&to_mac);
+        h[6..12].copy_from_slice(&from_mac);
+        h[12..14].copy_from_slice(&ethertype::IPV4.to_be_bytes());
+        self.stats.icmp_errors_sent += 1;
+        self.enqueue_tx(port, buf);
     }
 
     /// Encrypts an inner packet for the session in slot `owner` and sends it.
