@@ -90,6 +90,42 @@ impl Lab {
     fn drops(&self, r: DropReason) -> u64 {
         self.w.drops().get(r)
     }
+
+    /// The client says goodbye on the data channel (OCC exit).
+    fn send_exit(&mut self) {
+        let mut exit = sluice_engine::crypto::data_channel::OCC_MAGIC.to_vec();
+        exit.push(sluice_engine::crypto::data_channel::OCC_EXIT);
+        self.send_from_client(&exit);
+    }
+
+    /// A control packet (HARD_RESET_CLIENT_V2) from the client's address, port 50,001;
+    /// returns its payload.
+    fn send_hard_reset(&mut self) -> [u8; 14] {
+        let hard_reset = [0x38, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0];
+        let udp = testkit::ipv4_udp(
+            ip(lab::CLIENT_OUTER_IP),
+            50_001,
+            ip(lab::OUTSIDE_IP),
+            lab::VPN_PORT,
+            &hard_reset,
+        );
+        self.w.port_mut(0).unwrap().inject(&testkit::eth_ipv4(
+            lab::OUTSIDE_MAC,
+            lab::CLIENT_MAC,
+            &udp,
+        ));
+        self.w.poll_once(self.now);
+        hard_reset
+    }
+}
+
+/// `packet` (IPv4) with its TTL set to `ttl`, the header checksum made again.
+fn with_ttl(mut packet: Vec<u8>, ttl: u8) -> Vec<u8> {
+    packet[8] = ttl;
+    packet[10..12].fill(0);
+    let c = checksum::checksum(&packet[..20]);
+    packet[10..12].copy_from_slice(&c.to_be_bytes());
+    packet
 }
 
 /// A worker with the lab's rules and one session (peer 1) whose neighbour cache knows only
@@ -933,24 +969,10 @@ fn keepalive_exit_and_control_packets() {
     let mut lab = lab_with(GroupMask::EMPTY);
     lab.send_from_client(&sluice_engine::crypto::data_channel::PING_MAGIC);
     assert_eq!(lab.drops(DropReason::Keepalive), 1);
-    let mut exit = sluice_engine::crypto::data_channel::OCC_MAGIC.to_vec();
-    exit.push(sluice_engine::crypto::data_channel::OCC_EXIT);
-    lab.send_from_client(&exit);
+    lab.send_exit();
     assert_eq!(lab.drops(DropReason::OccExit), 1);
     // A control packet (HARD_RESET_CLIENT_V2) is punted with its addresses.
-    let hard_reset = [0x38, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0];
-    let udp = testkit::ipv4_udp(
-        ip(lab::CLIENT_OUTER_IP),
-        50_001,
-        ip(lab::OUTSIDE_IP),
-        lab::VPN_PORT,
-        &hard_reset,
-    );
-    lab.w
-        .port_mut(0)
-        .unwrap()
-        .inject(&testkit::eth_ipv4(lab::OUTSIDE_MAC, lab::CLIENT_MAC, &udp));
-    lab.w.poll_once(lab.now);
+    let hard_reset = lab.send_hard_reset();
     let reports: Vec<Report> = std::iter::from_fn(|| lab.mb.reports.pop()).collect();
     assert!(reports
         .iter()
@@ -998,23 +1020,9 @@ fn punts_leave_room_for_the_reports_control_cannot_lose() {
         };
         assert!(lab.mb.reports.push(punt).is_ok());
     }
-    let hard_reset = [0x38, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0];
-    let udp = testkit::ipv4_udp(
-        ip(lab::CLIENT_OUTER_IP),
-        50_001,
-        ip(lab::OUTSIDE_IP),
-        lab::VPN_PORT,
-        &hard_reset,
-    );
-    lab.w
-        .port_mut(0)
-        .unwrap()
-        .inject(&testkit::eth_ipv4(lab::OUTSIDE_MAC, lab::CLIENT_MAC, &udp));
-    lab.w.poll_once(lab.now);
+    lab.send_hard_reset();
     assert_eq!(lab.drops(DropReason::PuntQueueFull), 1);
-    let mut exit = sluice_engine::crypto::data_channel::OCC_MAGIC.to_vec();
-    exit.push(sluice_engine::crypto::data_channel::OCC_EXIT);
-    lab.send_from_client(&exit);
+    lab.send_exit();
     assert_eq!(lab.drops(DropReason::ReportQueueFull), 0);
     let reports: Vec<Report> = std::iter::from_fn(|| lab.mb.reports.pop()).collect();
     assert_eq!(reports.len(), 769);
@@ -1533,17 +1541,14 @@ fn arp_between_other_hosts_does_not_fill_the_neighbour_cache() {
 #[test]
 fn a_probe_whose_ttl_ends_here_gets_a_time_exceeded_from_the_tunnel_gateway() {
     let mut lab = lab_with(GroupMask::EMPTY);
-    let mut probe = testkit::ipv4_udp(
+    let probe = testkit::ipv4_udp(
         ip(lab::CLIENT_VIP),
         40_000,
         ip(lab::HOST_IP),
         33_434,
         b"traceroute probe",
     );
-    probe[8] = 1;
-    probe[10..12].fill(0);
-    let c = checksum::checksum(&probe[..20]);
-    probe[10..12].copy_from_slice(&c.to_be_bytes());
+    let probe = with_ttl(probe, 1);
     lab.send_from_client(&probe);
     let out = lab.outside_sent();
     assert_eq!(out.len(), 1, "one answer to the client");
@@ -1564,17 +1569,14 @@ fn a_probe_whose_ttl_ends_here_gets_a_time_exceeded_from_the_tunnel_gateway() {
     assert_eq!(lab.drops(DropReason::TtlExceeded), 0);
     assert_eq!(lab.w.poll_stats().icmp_errors_sent, 1);
     // No error about an error: a client's port unreachable with TTL 1 is only dropped.
-    let mut error = testkit::ipv4_icmp_error(
+    let error = testkit::ipv4_icmp_error(
         ip(lab::CLIENT_VIP),
         ip(lab::HOST_IP),
         kind::DEST_UNREACHABLE,
         3,
         &probe[..28],
     );
-    error[8] = 1;
-    error[10..12].fill(0);
-    let c = checksum::checksum(&error[..20]);
-    error[10..12].copy_from_slice(&c.to_be_bytes());
+    let error = with_ttl(error, 1);
     lab.send_from_client(&error);
     assert!(lab.outside_sent().is_empty());
     assert_eq!(lab.drops(DropReason::TtlExceeded), 1);
@@ -1638,11 +1640,8 @@ fn a_hosts_probe_whose_ttl_ends_here_gets_a_time_exceeded_from_the_eni() {
     let nat_port = UdpPacket::new_checked(ip_of(&sent[0]).payload())
         .unwrap()
         .src_port();
-    let mut probe = testkit::ipv4_udp(ip(lab::HOST_IP), 9000, ip(lab::INSIDE_IP), nat_port, b"p");
-    probe[8] = 1;
-    probe[10..12].fill(0);
-    let c = checksum::checksum(&probe[..20]);
-    probe[10..12].copy_from_slice(&c.to_be_bytes());
+    let probe = testkit::ipv4_udp(ip(lab::HOST_IP), 9000, ip(lab::INSIDE_IP), nat_port, b"p");
+    let probe = with_ttl(probe, 1);
     assert!(
         lab.reply_from_host(&probe).is_empty(),
         "nothing to the client"
