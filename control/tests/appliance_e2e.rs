@@ -456,6 +456,23 @@ fn client_reaches_the_vpc_through_the_dpdk_data_plane() {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert!(answered >= 1.0, "{m}");
+    // The time exceeded sent for the TTL-1 probe is counted, and the control thread has no
+    // command waiting for a core.
+    let sent: f64 = m
+        .lines()
+        .filter_map(|l| l.strip_prefix("sluice_core_icmp_errors_sent_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(sent >= 1.0, "{m}");
+    assert_eq!(metric(&m, "sluice_control_commands_waiting"), 0.0, "{m}");
+    let (code, out, err) = sluice(&config, &["describe-data-plane"]);
+    assert_eq!(code, 0, "{err}");
+    let dp: serde_json::Value = serde_json::from_str(&out).expect("describe-data-plane JSON");
+    assert_eq!(dp["ControlCommandsWaiting"], 0, "{out}");
+    assert!(
+        dp["Cores"][0]["IcmpErrorsSent"].as_u64() >= Some(1),
+        "{out}"
+    );
     // And no packet of the real client was taken for a spoofed one on the way.
     let refused: Vec<f64> = m
         .lines()

@@ -630,6 +630,8 @@ impl Dataplane {
                     "BusyPolls": s.busy,
                     "IdlePolls": s.idle,
                     "RuleTableVersion": s.rules_version,
+                    "ResetsAnswered": s.resets_answered,
+                    "IcmpErrorsSent": s.icmp_errors_sent,
                     "Sessions": s.sessions,
                     "Flows": s.flows,
                     "Drops": drops,
