@@ -450,20 +450,16 @@ fn client_reaches_the_vpc_through_the_dpdk_data_plane() {
     );
     // The client's first hard reset was answered by a core, without state (the control
     // thread only saw the echo of the session id, under the cores' key and clock).
-    let answered: f64 = m
-        .lines()
-        .filter_map(|l| l.strip_prefix("sluice_core_resets_answered_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    assert!(answered >= 1.0, "{m}");
+    assert!(
+        metric_sum(&m, "sluice_core_resets_answered_total") >= 1.0,
+        "{m}"
+    );
     // The time exceeded sent for the TTL-1 probe is counted, and the control thread has no
     // command waiting for a core.
-    let sent: f64 = m
-        .lines()
-        .filter_map(|l| l.strip_prefix("sluice_core_icmp_errors_sent_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    assert!(sent >= 1.0, "{m}");
+    assert!(
+        metric_sum(&m, "sluice_core_icmp_errors_sent_total") >= 1.0,
+        "{m}"
+    );
     assert_eq!(metric(&m, "sluice_control_commands_waiting"), 0.0, "{m}");
     let (code, out, err) = sluice(&config, &["describe-data-plane"]);
     assert_eq!(code, 0, "{err}");
@@ -1163,6 +1159,15 @@ fn scrape(app: &Netns) -> String {
         "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9180/metrics', timeout=5).read().decode())",
     ]);
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The sum of every sample of `name` with labels (all cores) in Prometheus text.
+fn metric_sum(text: &str, name: &str) -> f64 {
+    let prefix = format!("{name}{{");
+    text.lines()
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// The value of the sample `name{labels}` in Prometheus text, or -1 when absent.
