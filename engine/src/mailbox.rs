@@ -215,6 +215,13 @@ impl Outbox {
         }
     }
 
+    /// Sends a command made by `make` to every core (`send` to each, in core order).
+    pub fn broadcast(&mut self, make: impl Fn() -> Command) {
+        for core in 0..self.mailboxes.len() {
+            self.send(core, make());
+        }
+    }
+
     /// Delivers what waits, as far as the queues have room; whether nothing waits any more.
     pub fn flush(&mut self) -> bool {
         let mut all = true;

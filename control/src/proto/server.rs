@@ -809,7 +809,7 @@ impl<A: Authenticator> Server<A> {
     fn forget(&mut self, remote: Remote) {
         if let Some(s) = self.sessions.remove(&remote) {
             self.count_out(&s.phase);
-            self.unschedule(remote);
+            self.schedule(remote);
             self.events.push_back(Event::ControlPeer {
                 remote,
                 present: false,
@@ -861,7 +861,7 @@ impl<A: Authenticator> Server<A> {
         };
         s.remote = remote;
         self.sessions.insert(remote, s);
-        self.unschedule(old);
+        self.schedule(old);
         self.schedule(remote);
         self.by_peer.insert(peer_id, remote);
         self.events.push_back(Event::ControlPeer {
@@ -964,7 +964,8 @@ impl<A: Authenticator> Server<A> {
         t
     }
 
-    /// Takes the next deadline of the session at `remote` again (none if it is gone).
+    /// Takes the next deadline of the session at `remote` again (none, and out of the index,
+    /// if it is gone).
     fn schedule(&mut self, remote: Remote) {
         let next = self.sessions.get(&remote).and_then(|s| self.deadline(s));
         let old = self.scheduled.get(&remote).copied();
@@ -982,12 +983,6 @@ impl<A: Authenticator> Server<A> {
             None => {
                 self.scheduled.remove(&remote);
             }
-        }
-    }
-
-    fn unschedule(&mut self, remote: Remote) {
-        if let Some(o) = self.scheduled.remove(&remote) {
-            self.timers.remove(&(o, timer_key(remote)));
         }
     }
 

@@ -533,9 +533,8 @@ impl Dataplane {
                 }
             }
             Event::ControlPeer { remote, present } => {
-                for core in 0..self.outbox.mailboxes().len() {
-                    self.command(core, Command::ControlPeer { remote, present });
-                }
+                self.outbox
+                    .broadcast(|| Command::ControlPeer { remote, present });
             }
             Event::AuthFailed {
                 remote,
@@ -725,9 +724,8 @@ impl Dataplane {
         }
         self.version += 1;
         let table = Arc::new(compiled.table);
-        for core in 0..self.outbox.mailboxes().len() {
-            self.command(core, Command::InstallRules(Arc::clone(&table)));
-        }
+        self.outbox
+            .broadcast(|| Command::InstallRules(Arc::clone(&table)));
         self.groups = compiled.groups;
         let mut routes_changed = Vec::new();
         for (e, ((s, t), ep)) in self

@@ -408,14 +408,8 @@ impl<P: Port> Worker<P> {
     /// client's check that the tunnel is up); anything else is `not_for_us`. Never a flow.
     #[cold]
     #[inline(never)]
-    fn for_tunnel_gateway(&mut self, mut buf: P::Buf, owner: u32, whole: bool) {
-        let is_echo = whole
-            && Ipv4Packet::new_checked(buf.data()).is_ok_and(|ip| {
-                ip.protocol() == protocol::ICMP
-                    && IcmpPacket::new_checked(ip.payload())
-                        .is_ok_and(|i| i.kind() == crate::wire::icmp::kind::ECHO_REQUEST)
-            });
-        if !is_echo || !super::l2::echo_reply_in_place(buf.data_mut()) {
+    fn for_tunnel_gateway(&mut self, mut buf: P::Buf, owner: u32) {
+        if !super::l2::echo_reply_in_place(buf.data_mut()) {
             return self.drop_packet(buf, DropReason::NotForUs);
         }
         self.encrypt_to_client(buf, owner);
@@ -456,7 +450,7 @@ impl<P: Port> Worker<P> {
                 // The appliance's own tunnel address is never a destination behind it (and,
                 // with no flow made, every packet to it comes this way).
                 if self.tunnel_gateway(endpoint) == Some(key.dst) {
-                    return self.for_tunnel_gateway(buf, owner, first_fragment.is_none());
+                    return self.for_tunnel_gateway(buf, owner);
                 }
                 let route_hash =
                     flow_hash(key.client, key.dst, key.src_port, key.dst_port, key.proto);

@@ -85,24 +85,16 @@ impl<P: Port> Worker<P> {
     /// Answers an ICMP echo request addressed to the appliance (frame with Ethernet header,
     /// IPv4 at `HEADER_LEN`), in place. Returns the buffer if it is not one.
     pub(crate) fn answer_ping(&mut self, port: u16, mut buf: P::Buf) -> Option<P::Buf> {
-        let is_echo = {
-            let d = buf.data();
-            let Ok(ip) = Ipv4Packet::new_checked(&d[HEADER_LEN..]) else {
-                return Some(buf);
-            };
-            ip.protocol() == protocol::ICMP
-                && !ip.is_fragment()
-                && IcmpPacket::new_checked(ip.payload())
-                    .is_ok_and(|i| i.kind() == kind::ECHO_REQUEST)
-        };
-        if !is_echo {
+        let Ok((src_mac, dst_mac)) =
+            ethernet::EthernetFrame::new_checked(buf.data()).map(|e| (e.src(), e.dst()))
+        else {
             return Some(buf);
-        }
-        let (src_mac, dst_mac) = {
-            let e = ethernet::EthernetFrame::new_checked(buf.data()).ok()?;
-            (e.src(), e.dst())
         };
-        if !echo_reply_in_place(&mut buf.data_mut()[HEADER_LEN..]) {
+        if !buf
+            .data_mut()
+            .get_mut(HEADER_LEN..)
+            .is_some_and(echo_reply_in_place)
+        {
             return Some(buf);
         }
         let d = buf.data_mut();
@@ -224,13 +216,19 @@ impl<P: Port> Worker<P> {
     }
 }
 
-/// Turns the IPv4 ICMP echo request in `ip` into its reply, in place: addresses swapped and
-/// the type changed, both checksums updated incrementally. False if `ip` is not an IPv4
-/// ICMP packet.
+/// Turns the IPv4 packet in `ip`, if it is a whole (not fragmented) ICMP echo request, into
+/// its reply, in place: addresses swapped and the type changed, both checksums updated
+/// incrementally. False, and `ip` untouched, if it is anything else.
 pub(crate) fn echo_reply_in_place(ip: &mut [u8]) -> bool {
     let Ok(mut ip) = Ipv4Packet::new_checked(ip) else {
         return false;
     };
+    let is_request = ip.protocol() == protocol::ICMP
+        && !ip.is_fragment()
+        && IcmpPacket::new_checked(ip.payload()).is_ok_and(|i| i.kind() == kind::ECHO_REQUEST);
+    if !is_request {
+        return false;
+    }
     let (src, dst) = (ip.src(), ip.dst());
     ip.set_src(dst);
     ip.set_dst(src);
