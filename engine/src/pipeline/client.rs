@@ -19,9 +19,6 @@ use crate::wire::tcp::TcpPacket;
 use crate::wire::udp::{self, UdpPacket};
 use crate::worker::Worker;
 
-/// How many packets ahead of the one being forwarded its flow entry is requested.
-const FLOW_AHEAD: usize = 4;
-
 /// Decrypted packets waiting for the forwarding stage at most (a burst from the client side
 /// and packets handed over by other cores): more are forwarded first.
 pub(crate) const DECRYPTED_MAX: usize = 2 * BURST_SIZE;
@@ -182,10 +179,12 @@ impl<P: Port> Worker<P> {
         }
     }
 
-    /// The forwarding stage of the packets decrypted so far: first the forward index line of
-    /// every packet's flow is requested; then each packet is decided, translated and sent
-    /// (`forward_inner`) while the flow entry of the packet `FLOW_AHEAD` places later is
-    /// requested (its index line has had the time of the packets between to arrive).
+    /// The forwarding stage of the packets decrypted so far, in passes over all of them so
+    /// that each pass's memory requests are in flight together: the forward index line of
+    /// every packet's flow; then the flow entry each index line names; then each packet is
+    /// decided, translated and sent (`forward_inner`). With a million flows (tables far larger
+    /// than the caches) requesting each flow entry only four packets ahead, as this did
+    /// before, cost about 25 ticks a packet more at 64 bytes (bench/RESULTS.md, 2026-12-04).
     ///
     /// The index lines are requested here, not as each packet is decrypted: on a table larger
     /// than the caches each request waits for DRAM in a line-fill buffer, and while it does,
@@ -197,19 +196,13 @@ impl<P: Port> Worker<P> {
             return;
         }
         let mut batch = std::mem::take(&mut self.decrypted);
-        let mut hashes = [0u64; DECRYPTED_MAX];
-        for (h, d) in hashes.iter_mut().zip(&batch) {
-            *h = d.hash;
+        for d in &batch {
             self.flows.prefetch_forward_bucket(d.hash);
         }
-        let hashes = &hashes[..batch.len()];
-        for &h in hashes.iter().take(FLOW_AHEAD) {
-            self.flows.prefetch_forward_flow(h);
+        for d in &batch {
+            self.flows.prefetch_forward_flow(d.hash);
         }
-        for (i, d) in batch.drain(..).enumerate() {
-            if let Some(&h) = hashes.get(i + FLOW_AHEAD) {
-                self.flows.prefetch_forward_flow(h);
-            }
+        for d in batch.drain(..) {
             self.forward_inner(d);
         }
         self.decrypted = batch;
