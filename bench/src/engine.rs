@@ -198,10 +198,11 @@ fn port_sent<P: BenchPort>(w: &mut Worker<P>, i: usize) -> u64 {
     w.port_mut(i).map_or(0, |p| p.sent())
 }
 
-/// The chunk with the fewest ticks per packet of one direction, by stage (only with the
-/// `stage-cycles` feature; otherwise nothing is counted and nothing printed).
+/// The chunk with the fewest ticks per packet of one direction, by stage, and the ticks of its
+/// AEAD calls (only with the `stage-cycles` feature, the AEAD calls only with `aead-cycles`;
+/// otherwise nothing is counted and nothing printed).
 #[derive(Default)]
-struct StageBest(Option<[f64; Stage::ALL.len()]>);
+struct StageBest(Option<([f64; Stage::ALL.len()], Option<f64>)>);
 
 impl StageBest {
     fn keep(&mut self, chunk: StageCycles) {
@@ -209,24 +210,27 @@ impl StageBest {
             return;
         };
         let total = |p: &[f64]| p.iter().sum::<f64>();
-        if self.0.is_none_or(|best| total(&per) < total(&best)) {
-            self.0 = Some(per);
+        if self.0.is_none_or(|(best, _)| total(&per) < total(&best)) {
+            self.0 = Some((per, chunk.aead_per_packet()));
         }
     }
 
     fn report(&self, dir: &str, shape: Shape, size: usize) {
-        let Some(per) = self.0 else { return };
+        let Some((per, aead)) = self.0 else { return };
         let parts: Vec<String> = Stage::ALL
             .iter()
             .zip(per)
             .map(|(s, t)| format!("{} {t:.0}", s.name()))
             .collect();
+        let total = per.iter().sum::<f64>();
+        let aead = aead.map_or(String::new(), |a| {
+            format!(" (aead calls {a:.0}, the rest {:.0})", total - a)
+        });
         eprintln!(
-            "    ticks/packet {dir} {}x{} {size} B: {} | total {:.0}",
+            "    ticks/packet {dir} {}x{} {size} B: {} | total {total:.0}{aead}",
             shape.sessions,
             shape.flows,
             parts.join(", "),
-            per.iter().sum::<f64>()
         );
     }
 }

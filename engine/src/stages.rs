@@ -7,6 +7,10 @@
 //! instructions, so a stall is charged to the stage running when it shows: a prefetch that
 //! waits for a free line-fill buffer, for example, is charged to the stage that issues the next
 //! one. Compare the same stage across shapes or builds, not stages with each other.
+//!
+//! With `aead-cycles` as well, the data channel's open and seal calls are timed too
+//! (`StageCycles::aead`): the ring call is then counted apart from the rest of the pipeline,
+//! at the price of two more RDTSC a packet (about 10-30 ticks).
 
 #![cfg_attr(
     all(feature = "stage-cycles", target_arch = "x86_64"),
@@ -63,6 +67,10 @@ impl Stage {
 pub struct StageCycles {
     /// Ticks per stage, indexed by `Stage as usize`.
     pub cycles: [u64; Stage::ALL.len()],
+    /// Of the stages' ticks, those inside the data channel's open and seal calls (the replay
+    /// check, the nonce, ring's AEAD), with the `aead-cycles` feature only: what the rest of
+    /// the pipeline costs is the total less these.
+    pub aead: u64,
     /// Packets received from the ports.
     pub packets: u64,
 }
@@ -72,6 +80,7 @@ impl StageCycles {
     pub fn since(&self, earlier: &Self) -> Self {
         Self {
             cycles: std::array::from_fn(|i| self.cycles[i].saturating_sub(earlier.cycles[i])),
+            aead: self.aead.saturating_sub(earlier.aead),
             packets: self.packets.saturating_sub(earlier.packets),
         }
     }
@@ -80,6 +89,24 @@ impl StageCycles {
     /// the `stage-cycles` feature).
     pub fn per_packet(&self) -> Option<[f64; Stage::ALL.len()]> {
         (self.packets > 0).then(|| self.cycles.map(|c| c as f64 / self.packets as f64))
+    }
+
+    /// Ticks in the AEAD calls per received packet (see `per_packet`); `None` without the
+    /// `aead-cycles` feature.
+    pub fn aead_per_packet(&self) -> Option<f64> {
+        (cfg!(feature = "aead-cycles") && self.packets > 0)
+            .then(|| self.aead as f64 / self.packets as f64)
+    }
+
+    /// Charges the ticks since `since` (a `stamp`) to the AEAD calls.
+    #[inline(always)]
+    pub(crate) fn add_aead(&mut self, since: u64) {
+        #[cfg(all(feature = "aead-cycles", target_arch = "x86_64"))]
+        {
+            self.aead += ticks().wrapping_sub(since);
+        }
+        #[cfg(not(all(feature = "aead-cycles", target_arch = "x86_64")))]
+        let _ = since;
     }
 
     #[inline(always)]
@@ -118,6 +145,18 @@ impl Lap {
     }
 }
 
+/// The time-stamp counter now, for `StageCycles::add_aead` (0 without the `aead-cycles`
+/// feature).
+#[inline(always)]
+pub(crate) fn stamp() -> u64 {
+    #[cfg(all(feature = "aead-cycles", target_arch = "x86_64"))]
+    {
+        ticks()
+    }
+    #[cfg(not(all(feature = "aead-cycles", target_arch = "x86_64")))]
+    0
+}
+
 #[cfg(all(feature = "stage-cycles", target_arch = "x86_64"))]
 #[inline(always)]
 fn ticks() -> u64 {
@@ -139,16 +178,28 @@ mod tests {
             x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
         }
         lap.lap(&mut c, Stage::Process);
+        let t = stamp();
+        for i in 0..10_000u64 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+        }
+        c.add_aead(t);
         c.count_packets(4);
         if cfg!(all(feature = "stage-cycles", target_arch = "x86_64")) {
             assert!(c.cycles[Stage::Process as usize] > 0);
             assert_eq!(c.packets, 4);
             let per = c.per_packet().unwrap();
             assert_eq!(per[Stage::Process as usize], c.cycles[3] as f64 / 4.0);
+            if cfg!(feature = "aead-cycles") {
+                assert!(c.aead > 0);
+                assert_eq!(c.aead_per_packet(), Some(c.aead as f64 / 4.0));
+            } else {
+                assert_eq!((c.aead, c.aead_per_packet()), (0, None));
+            }
             assert_eq!(c.since(&c), StageCycles::default());
         } else {
             assert_eq!(c, StageCycles::default());
             assert_eq!(c.per_packet(), None);
+            assert_eq!(c.aead_per_packet(), None);
         }
     }
 }

@@ -253,7 +253,7 @@ pub struct Worker<P: Port> {
     /// Session slots visited by the keepalive sweep since `epoch` (`sweep_sessions`).
     swept: u64,
     published: Option<Arc<crate::stats::CoreStats>>,
-    stage_cycles: StageCycles,
+    pub(crate) stage_cycles: StageCycles,
 }
 
 impl<P: Port> Worker<P> {

@@ -274,7 +274,10 @@ impl<P: Port> Worker<P> {
         let Some(key) = s.key_mut(key_id) else {
             return self.drop_packet(buf, DropReason::UnknownKeyId);
         };
-        if let Err(reason) = key.open(&mut buf) {
+        let t = crate::stages::stamp();
+        let opened = key.open(&mut buf);
+        self.stage_cycles.add_aead(t);
+        if let Err(reason) = opened {
             return self.drop_packet(buf, reason);
         }
         // Authenticated: it may float to a new address (the reference §7.2).

@@ -215,7 +215,10 @@ impl<P: Port> Worker<P> {
             return self.drop_packet(buf, DropReason::NoSessionForDestination);
         };
         let peer = s.id().peer();
-        let outcome = match s.key().seal(&mut buf, peer) {
+        let t = crate::stages::stamp();
+        let sealed = s.key().seal(&mut buf, peer);
+        self.stage_cycles.add_aead(t);
+        let outcome = match sealed {
             Ok(o) => o,
             Err(reason) => return self.drop_packet(buf, reason),
         };
