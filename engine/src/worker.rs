@@ -152,14 +152,22 @@ impl WorkerConfig {
             keepalive: Some((10, 60)),
             outside_mtu: 1500,
             reassembly_capacity: 64,
-            punt_budget: (64, 32),
+            punt_budget: DEFAULT_PUNT_BUDGET,
             cookies: None,
-            answer_budget: (32, 8),
-            icmp_error_budget: (16, 8),
+            answer_budget: DEFAULT_ANSWER_BUDGET,
+            icmp_error_budget: DEFAULT_ICMP_ERROR_BUDGET,
             control_peer_capacity: 65_536,
         }
     }
 }
+
+/// `WorkerConfig::punt_budget` unless configured: a handshake's worth of control packets per
+/// source at once, 32 a second after.
+pub const DEFAULT_PUNT_BUDGET: (u32, u32) = (64, 32);
+/// `WorkerConfig::answer_budget` unless configured.
+pub const DEFAULT_ANSWER_BUDGET: (u32, u32) = (32, 8);
+/// `WorkerConfig::icmp_error_budget` unless configured.
+pub const DEFAULT_ICMP_ERROR_BUDGET: (u32, u32) = (16, 8);
 
 /// Per-endpoint traffic of this core.
 pub type EndpointTraffic = Vec<Traffic>;

@@ -132,7 +132,7 @@ fn default_connections() -> u32 {
 }
 
 /// `[dataplane]`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Dataplane {
     /// Extra DPDK EAL arguments (for example `["--no-pci", "-l", "0-1"]`).
@@ -148,6 +148,69 @@ pub struct Dataplane {
     /// The data-plane ports.
     #[serde(default, rename = "port")]
     pub ports: Vec<Port>,
+    /// Control-channel packets each worker core passes to the control thread per source
+    /// address and port (a handshake is 10 to 20 packets; the rest of a flood is dropped on
+    /// the core, `punt_rate_limited`).
+    #[serde(default = "Budget::control_packets")]
+    pub control_packets: Budget,
+    /// Clients' first hard resets each worker core answers per source address (every client
+    /// behind one NAT shares it: raise it for offices of hundreds that reconnect together;
+    /// the rest are dropped, `reset_rate_limited`, and the clients retry).
+    #[serde(default = "Budget::reset_answers")]
+    pub reset_answers: Budget,
+    /// ICMP errors (time exceeded) each worker core sends per destination address.
+    #[serde(default = "Budget::icmp_errors")]
+    pub icmp_errors: Budget,
+}
+
+impl Default for Dataplane {
+    fn default() -> Self {
+        Self {
+            eal_args: Vec::new(),
+            workers: 0,
+            outside: String::new(),
+            ports: Vec::new(),
+            control_packets: Budget::control_packets(),
+            reset_answers: Budget::reset_answers(),
+            icmp_errors: Budget::icmp_errors(),
+        }
+    }
+}
+
+/// A per-source budget: `burst` at once, then `per_second` a second (a token bucket).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    /// What a source may spend at once (the bucket's size).
+    pub burst: u32,
+    /// What it gets back each second.
+    pub per_second: u32,
+}
+
+impl Budget {
+    /// The largest `burst` or `per_second` accepted.
+    pub const MAX: u32 = 1_000_000;
+
+    fn of((burst, per_second): (u32, u32)) -> Self {
+        Self { burst, per_second }
+    }
+
+    fn control_packets() -> Self {
+        Self::of(sluice_engine::worker::DEFAULT_PUNT_BUDGET)
+    }
+
+    fn reset_answers() -> Self {
+        Self::of(sluice_engine::worker::DEFAULT_ANSWER_BUDGET)
+    }
+
+    fn icmp_errors() -> Self {
+        Self::of(sluice_engine::worker::DEFAULT_ICMP_ERROR_BUDGET)
+    }
+
+    /// As the engine takes it.
+    pub fn pair(self) -> (u32, u32) {
+        (self.burst, self.per_second)
+    }
 }
 
 impl Dataplane {

@@ -612,6 +612,49 @@ fn port_mtus() {
 }
 
 #[test]
+fn per_source_budgets() {
+    let parsed = |t: &str| parse(Path::new("t.toml"), t).expect("parses");
+    let d = parsed(BASE).dataplane;
+    assert_eq!(
+        (
+            d.control_packets.pair(),
+            d.reset_answers.pair(),
+            d.icmp_errors.pair()
+        ),
+        (
+            sluice_engine::worker::DEFAULT_PUNT_BUDGET,
+            sluice_engine::worker::DEFAULT_ANSWER_BUDGET,
+            sluice_engine::worker::DEFAULT_ICMP_ERROR_BUDGET
+        )
+    );
+    assert_eq!(schema::Dataplane::default().reset_answers, d.reset_answers);
+    let set = |line: &str| with("[dataplane]", &format!("[dataplane]\n{line}"));
+    let office = set("reset_answers = { burst = 2000, per_second = 200 }");
+    assert_eq!(check(&office), vec![]);
+    let d = parsed(&office).dataplane;
+    assert_eq!(d.reset_answers.pair(), (2000, 200));
+    assert_eq!(
+        d.control_packets.pair(),
+        sluice_engine::worker::DEFAULT_PUNT_BUDGET
+    );
+    refused(
+        &set("control_packets = { burst = 0, per_second = 32 }"),
+        "dataplane.control_packets",
+        "control_packets",
+        "burst 0 and per_second 32 must each be 1..=1000000",
+    );
+    refused(
+        &set("icmp_errors = { burst = 16, per_second = 2000000 }"),
+        "dataplane.icmp_errors",
+        "icmp_errors",
+        "per_second 2000000 must each be 1..=1000000",
+    );
+    assert!(check(&set("reset_answers = { burst = 5 }"))[0]
+        .message
+        .contains("per_second"));
+}
+
+#[test]
 fn reneg_seconds_range() {
     let at = |r: u32| {
         with(

@@ -177,6 +177,23 @@ fn dataplane(config: &Config, out: &mut Vec<Finding>) {
             ));
         }
     }
+    let budgets = [
+        ("control_packets", config.dataplane.control_packets),
+        ("reset_answers", config.dataplane.reset_answers),
+        ("icmp_errors", config.dataplane.icmp_errors),
+    ];
+    for (name, b) in budgets {
+        let max = super::schema::Budget::MAX;
+        if !(1..=max).contains(&b.burst) || !(1..=max).contains(&b.per_second) {
+            out.push((
+                p.key(name),
+                format!(
+                    "burst {} and per_second {} must each be 1..={max} (a budget of 0 would refuse every packet)",
+                    b.burst, b.per_second
+                ),
+            ));
+        }
+    }
     let mut names = HashSet::new();
     for (i, port) in config.dataplane.ports.iter().enumerate() {
         let pp = p.key("port").index(i);

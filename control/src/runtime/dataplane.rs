@@ -227,7 +227,7 @@ impl Dataplane {
                 listeners.clone(),
             );
             cfg.session_capacity = 16_384;
-            cfg.outside_mtu = dp.ports[outside].mtu;
+            apply_file_settings(&mut cfg, dp, outside);
             cfg.cookies = cookies.clone();
             let queues: Vec<_> = devs.iter().map(|d| d.queue(core as u16)).collect();
             let (mb, stop) = (mailbox.clone(), Arc::clone(&stop));
@@ -835,6 +835,20 @@ impl Dataplane {
     }
 }
 
+/// What `[dataplane]` sets on each core: the outside port's MTU and the per-source budgets.
+fn apply_file_settings(
+    cfg: &mut WorkerConfig,
+    dp: &crate::config::schema::Dataplane,
+    outside: usize,
+) {
+    if let Some(p) = dp.ports.get(outside) {
+        cfg.outside_mtu = p.mtu;
+    }
+    cfg.punt_budget = dp.control_packets.pair();
+    cfg.answer_budget = dp.reset_answers.pair();
+    cfg.icmp_error_budget = dp.icmp_errors.pair();
+}
+
 impl Drop for Dataplane {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
@@ -895,4 +909,44 @@ fn open_logs(loaded: &Loaded) -> Vec<Option<RotatingLog>> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_sets_each_cores_mtu_and_budgets() {
+        let dp: crate::config::schema::Dataplane = toml::from_str(
+            r#"
+            outside = "up"
+            reset_answers = { burst = 2000, per_second = 200 }
+            control_packets = { burst = 10, per_second = 5 }
+            icmp_errors = { burst = 3, per_second = 2 }
+            [[port]]
+            name = "in"
+            device = "net_null0"
+            ip = "172.31.1.5/24"
+            [[port]]
+            name = "up"
+            device = "net_null1"
+            ip = "192.168.50.1/24"
+            mtu = 1420
+            "#,
+        )
+        .expect("parses");
+        let mut cfg = WorkerConfig::new(0, 1, 1, Vec::new(), Vec::new());
+        apply_file_settings(&mut cfg, &dp, 1);
+        assert_eq!(cfg.outside_mtu, 1420);
+        assert_eq!(cfg.answer_budget, (2000, 200));
+        assert_eq!(cfg.punt_budget, (10, 5));
+        assert_eq!(cfg.icmp_error_budget, (3, 2));
+        let mut cfg = WorkerConfig::new(0, 1, 0, Vec::new(), Vec::new());
+        apply_file_settings(&mut cfg, &crate::config::schema::Dataplane::default(), 0);
+        assert_eq!(
+            cfg.answer_budget,
+            sluice_engine::worker::DEFAULT_ANSWER_BUDGET
+        );
+        assert_eq!(cfg.outside_mtu, DEFAULT_MTU);
+    }
 }
