@@ -668,6 +668,72 @@ fn inner_datagrams_in_fragments_cross_both_ways() {
     assert_eq!(lab.drops(DropReason::FragmentOverlap), 1);
 }
 
+/// Two clients behind one ENI address send a host fragmented datagrams with the same
+/// identification (each client's kernel picks its own): they leave with identifications of the
+/// core's, one per datagram and the same on all of its fragments, so the host reassembles two
+/// intact datagrams instead of one corrupt one.
+#[test]
+fn clients_fragments_leave_with_identifications_of_their_own() {
+    let mut lab = lab_with(GroupMask::EMPTY);
+    let second_vip = ip(lab::CLIENT_VIP) + 1;
+    let keys = testkit::queue_session(
+        &lab.mb,
+        PeerId(6),
+        second_vip,
+        GroupMask::EMPTY,
+        Cipher::Aes256Gcm,
+        8,
+    );
+    lab.w.poll_once(lab.now);
+    let mut second = Client::new(PeerId(6), KeyId(0), &keys);
+    let host = ip(lab::HOST_IP);
+    let inner_fragments = |packet: &[u8]| -> Vec<Vec<u8>> {
+        let mut packet = packet.to_vec();
+        packet[4..6].copy_from_slice(&7u16.to_be_bytes());
+        Ipv4Packet::new_checked(&mut packet[..])
+            .unwrap()
+            .fill_checksum();
+        let frame = testkit::eth_ipv4(lab::INSIDE_MAC, lab::HOST_MAC, &packet);
+        testkit::fragment(&frame, 1000)
+            .into_iter()
+            .map(|f| f[14..].to_vec())
+            .collect()
+    };
+    let first = testkit::ipv4_udp(ip(lab::CLIENT_VIP), 5000, host, 53, &[0x11; 1800]);
+    let other = testkit::ipv4_udp(second_vip, 5000, host, 53, &[0x22; 1800]);
+    let (a, b) = (inner_fragments(&first), inner_fragments(&other));
+    assert_eq!((a.len(), b.len()), (2, 2));
+    // Interleaved, as two clients' packets arrive.
+    for (x, y) in a.iter().zip(&b) {
+        let f = lab.client.frame(x);
+        lab.w.port_mut(0).unwrap().inject(&f);
+        let f = second.frame(y);
+        lab.w.port_mut(0).unwrap().inject(&f);
+    }
+    lab.w.poll_once(lab.now);
+    let out = lab.inside_sent();
+    assert_eq!(out.len(), 4, "{:?}", nonzero_drops(&lab.w));
+    let idents: Vec<u16> = out.iter().map(|f| ip_of(f).ident()).collect();
+    assert!(out.iter().all(|f| ip_of(f).verify_checksum()));
+    assert_eq!((idents[0], idents[1]), (idents[2], idents[3]), "{idents:?}");
+    assert_ne!(idents[0], idents[1], "{idents:?}");
+    let whole = testkit::reassemble(&out);
+    assert_eq!(whole.len(), 2);
+    let mut payloads: Vec<u8> = whole
+        .iter()
+        .map(|w| {
+            let p = ip_of(w);
+            let u = UdpPacket::new_checked(p.payload()).unwrap();
+            assert!(u.verify_checksum(p.src(), p.dst()), "intact at the host");
+            assert_eq!(u.payload().len(), 1800);
+            assert!(u.payload().iter().all(|&x| x == u.payload()[0]));
+            u.payload()[0]
+        })
+        .collect();
+    payloads.sort_unstable();
+    assert_eq!(payloads, [0x11, 0x22]);
+}
+
 /// Two cores: a reply in fragments reaches the core that does not own its flow (as a NIC's
 /// RSS would send it there: fragments are hashed on their addresses). The first fragment's
 /// port names the owning core, so it is handed over; the later ones, with no port, follow it

@@ -368,6 +368,24 @@ impl<P: Port> Worker<P> {
         self.output(port, next_hop, buf);
     }
 
+    /// The first fragment of a client's datagram, translated: it leaves with an identification
+    /// of the core's, and what its later fragments need is kept (`fragment`).
+    #[cold]
+    #[inline(never)]
+    fn first_fragment_out(
+        &mut self,
+        buf: &mut P::Buf,
+        datagram: crate::wire::ipv4::DatagramId,
+        (eni, port, hop): (u32, u16, u32),
+    ) {
+        let ident = self.take_ident();
+        if let Ok(mut ip) = Ipv4Packet::new_checked(buf.data_mut()) {
+            ip.set_ident(ident);
+        }
+        self.fragments_out
+            .insert(datagram, (eni, port, hop, ident), self.now_secs);
+    }
+
     /// The appliance's own address on an endpoint's client side: the first of its client CIDR
     /// (the route-gateway pushed to clients, OpenVPN's server address in the tunnel).
     fn tunnel_gateway(&self, endpoint: u16) -> Option<u32> {
@@ -486,9 +504,7 @@ impl<P: Port> Worker<P> {
         let nat_port = flow.nat_port;
         nat::rewrite_source(buf.data_mut(), eni, nat_port, self.cfg.mss_clamp);
         if let Some(ident) = first_fragment {
-            let translation = (eni, target_port, next_hop);
-            self.fragments_out
-                .insert(key.datagram(ident), translation, now);
+            self.first_fragment_out(&mut buf, key.datagram(ident), (eni, target_port, next_hop));
         }
         self.output(target_port, next_hop, buf);
     }

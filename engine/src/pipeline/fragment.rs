@@ -16,7 +16,10 @@
 //! the first, which has the ports, goes through its flow like any packet and leaves in
 //! `flow::fragments` what its translation was; the later ones get the same address
 //! translation from there (`forward_later_fragment`, `forward_later_fragment_in`), or are
-//! dropped when their first was not seen. From a target subnet, the core that received a
+//! dropped when their first was not seen. A client's datagram also leaves with an
+//! identification of the core's (`take_ident`): clients behind one ENI address pick theirs
+//! independently, and two of their datagrams to one host with the same identification would
+//! be reassembled there into one corrupt datagram. From a target subnet, the core that received a
 //! first fragment but handed it to its flow's core also hands the later ones there.
 
 use crate::packet::{DropReason, PacketBuf};
@@ -46,8 +49,8 @@ pub(crate) enum FragmentsIn {
 }
 
 /// The translation of an inner datagram from a client, for its later fragments: the ENI
-/// address, the egress port and the next hop.
-pub(crate) type FragmentsOut = (u32, u16, u32);
+/// address, the egress port, the next hop and the identification it leaves with.
+pub(crate) type FragmentsOut = (u32, u16, u32, u16);
 
 impl<P: Port> Worker<P> {
     /// An outer UDP fragment addressed to the appliance (its header checksum checked): held
@@ -126,7 +129,7 @@ impl<P: Port> Worker<P> {
         if id.proto == protocol::TCP && offset == 8 {
             return self.drop_packet(buf, DropReason::FragmentOverlap);
         }
-        let Some((eni, port, hop)) = self.fragments_out.get(&id, self.now_secs) else {
+        let Some((eni, port, hop, ident)) = self.fragments_out.get(&id, self.now_secs) else {
             return self.drop_packet(buf, DropReason::Ipv4Fragment);
         };
         if ttl <= 1 {
@@ -135,6 +138,7 @@ impl<P: Port> Worker<P> {
         buf.truncate(total);
         if let Ok(mut ip) = Ipv4Packet::new_checked(buf.data_mut()) {
             ip.set_src(eni.to_be_bytes());
+            ip.set_ident(ident);
             ip.decrement_ttl();
         }
         self.output(port, hop, buf);
@@ -169,6 +173,16 @@ impl<P: Port> Worker<P> {
             ip.decrement_ttl();
         }
         self.encrypt_to_client(buf, owner);
+    }
+
+    /// An identification for a datagram this core sends in fragments, or translates from
+    /// fragments: the cores take turns (core `c` of `n` uses `c`, `c + n`, ...), so no two
+    /// datagrams leaving one address at once share one (RFC 6864: a source must not reuse an
+    /// identification within a datagram's lifetime).
+    pub(crate) fn take_ident(&mut self) -> u16 {
+        let ident = self.next_ident;
+        self.next_ident = ident.wrapping_add(self.cfg.cores as u16);
+        ident
     }
 
     /// Gives up the datagrams that did not complete in time (once a second).
@@ -237,8 +251,7 @@ impl<P: Port> Worker<P> {
                 }
             }
         }
-        let ident = self.next_ident;
-        self.next_ident = ident.wrapping_add(self.cfg.cores as u16);
+        let ident = self.take_ident();
         buf.truncate(per - udp::HEADER_LEN);
         let outside = self.cfg.outside;
         self.output_under(outside, hop, buf, |h: &mut [u8; Ipv4UdpHeaders::LEN]| {

@@ -201,6 +201,14 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         self.m()[10..12].copy_from_slice(&hc.to_be_bytes());
     }
 
+    /// Sets the identification, updating the header checksum incrementally.
+    #[inline]
+    pub fn set_ident(&mut self, ident: u16) {
+        let hc = checksum::update16(self.checksum(), self.ident(), ident);
+        self.m()[4..6].copy_from_slice(&ident.to_be_bytes());
+        self.m()[10..12].copy_from_slice(&hc.to_be_bytes());
+    }
+
     /// Decrements the TTL, updating the checksum; returns the new TTL (0 if it was 0).
     #[inline]
     pub fn decrement_ttl(&mut self) -> u8 {
