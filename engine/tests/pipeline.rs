@@ -544,6 +544,21 @@ fn full_size_packets_cross_in_fragments_both_ways() {
     assert!(lab.inside_sent().is_empty());
 }
 
+/// The IPv4 `packet` with identification `ident`, in fragments for a path of `mtu` bytes (IPv4
+/// packets, no Ethernet header).
+fn inner_fragments(packet: &[u8], ident: u16, mtu: usize) -> Vec<Vec<u8>> {
+    let mut packet = packet.to_vec();
+    packet[4..6].copy_from_slice(&ident.to_be_bytes());
+    Ipv4Packet::new_checked(&mut packet[..])
+        .unwrap()
+        .fill_checksum();
+    let frame = testkit::eth_ipv4(lab::INSIDE_MAC, lab::HOST_MAC, &packet);
+    testkit::fragment(&frame, mtu)
+        .into_iter()
+        .map(|f| f[14..].to_vec())
+        .collect()
+}
+
 /// Inner datagrams longer than the tunnel's MTU, in fragments both ways (a `ping -s 2972`
 /// and a large UDP datagram from the client, the echo reply from the host): the first
 /// fragment goes through its flow, the later ones get the same address translation, and the
@@ -554,18 +569,7 @@ fn inner_datagrams_in_fragments_cross_both_ways() {
     let mut lab = lab_with(GroupMask::EMPTY);
     let (vip, host, eni) = (ip(lab::CLIENT_VIP), ip(lab::HOST_IP), ip(lab::INSIDE_IP));
     // Each datagram with its own identification, as a host's kernel gives them.
-    let inner_fragments = |packet: &[u8], ident: u16| -> Vec<Vec<u8>> {
-        let mut packet = packet.to_vec();
-        packet[4..6].copy_from_slice(&ident.to_be_bytes());
-        Ipv4Packet::new_checked(&mut packet[..])
-            .unwrap()
-            .fill_checksum();
-        let frame = testkit::eth_ipv4(lab::INSIDE_MAC, lab::HOST_MAC, &packet);
-        testkit::fragment(&frame, 1500)
-            .into_iter()
-            .map(|f| f[14..].to_vec())
-            .collect()
-    };
+    let inner_fragments = |packet: &[u8], ident: u16| inner_fragments(packet, ident, 1500);
     let echo = testkit::ipv4_echo(vip, host, true, 0x99, 1, &[0x5a; 2972]);
     let datagram = testkit::ipv4_udp(vip, 40_003, host, 9, &[0x6b; 2472]);
     for (ident, packet) in [(1, &echo), (2, &datagram)] {
@@ -687,21 +691,12 @@ fn clients_fragments_leave_with_identifications_of_their_own() {
     lab.w.poll_once(lab.now);
     let mut second = Client::new(PeerId(6), KeyId(0), &keys);
     let host = ip(lab::HOST_IP);
-    let inner_fragments = |packet: &[u8]| -> Vec<Vec<u8>> {
-        let mut packet = packet.to_vec();
-        packet[4..6].copy_from_slice(&7u16.to_be_bytes());
-        Ipv4Packet::new_checked(&mut packet[..])
-            .unwrap()
-            .fill_checksum();
-        let frame = testkit::eth_ipv4(lab::INSIDE_MAC, lab::HOST_MAC, &packet);
-        testkit::fragment(&frame, 1000)
-            .into_iter()
-            .map(|f| f[14..].to_vec())
-            .collect()
-    };
     let first = testkit::ipv4_udp(ip(lab::CLIENT_VIP), 5000, host, 53, &[0x11; 1800]);
     let other = testkit::ipv4_udp(second_vip, 5000, host, 53, &[0x22; 1800]);
-    let (a, b) = (inner_fragments(&first), inner_fragments(&other));
+    let (a, b) = (
+        inner_fragments(&first, 7, 1000),
+        inner_fragments(&other, 7, 1000),
+    );
     assert_eq!((a.len(), b.len()), (2, 2));
     // Interleaved, as two clients' packets arrive.
     for (x, y) in a.iter().zip(&b) {
