@@ -19,8 +19,9 @@
 //! dropped when their first was not seen. A client's datagram also leaves with an
 //! identification of the core's (`take_ident`): clients behind one ENI address pick theirs
 //! independently, and two of their datagrams to one host with the same identification would
-//! be reassembled there into one corrupt datagram. From a target subnet, the core that received a
-//! first fragment but handed it to its flow's core also hands the later ones there.
+//! be reassembled there into one corrupt datagram. From a target subnet, the core that
+//! received a first fragment but handed it to its flow's core also hands the later ones
+//! there.
 
 use crate::packet::{DropReason, PacketBuf};
 use crate::port::Port;
