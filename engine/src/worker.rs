@@ -230,6 +230,8 @@ pub struct Worker<P: Port> {
     pub(crate) fragments_out: FragmentMap<crate::pipeline::fragment::FragmentsOut>,
     /// Where the first fragments of inner datagrams from target subnets went.
     pub(crate) fragments_in: FragmentMap<crate::pipeline::fragment::FragmentsIn>,
+    /// Later fragments that came before their first (`pipeline::fragment::Early`).
+    pub(crate) early: Vec<crate::pipeline::fragment::Early<P::Buf>>,
     /// A datagram just reassembled, with its port (`process` receives it at once).
     pub(crate) reassembled: Option<(u16, P::Buf)>,
     /// The IPv4 identification of the next datagram sent in fragments; steps by the number of
@@ -289,6 +291,7 @@ impl<P: Port> Worker<P> {
             reassembled: None,
             fragments_out: FragmentMap::new(1024),
             fragments_in: FragmentMap::new(1024),
+            early: Vec::with_capacity(crate::pipeline::fragment::EARLY_MAX),
             punt_limiter: PuntLimiter::new(4096, cfg.punt_budget.0, cfg.punt_budget.1),
             answer_limiter: PuntLimiter::new(4096, cfg.answer_budget.0, cfg.answer_budget.1),
             icmp_limiter: PuntLimiter::new(4096, cfg.icmp_error_budget.0, cfg.icmp_error_budget.1),

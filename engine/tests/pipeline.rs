@@ -636,7 +636,8 @@ fn inner_datagrams_in_fragments_cross_both_ways() {
     assert!(i.verify_checksum());
     assert_eq!((i.kind(), i.echo_id()), (kind::ECHO_REPLY, 0x99));
 
-    // A later fragment alone (its first never sent), from the client and from the host.
+    // A later fragment alone (its first never sent), from the client and from the host: held
+    // for its first, and given up after two seconds.
     let orphan = testkit::ipv4_echo(vip, host, true, 0x77, 1, &[1; 2972]);
     let orphan = inner_fragments(&orphan, 4);
     lab.send_from_client(&orphan[1]);
@@ -646,7 +647,65 @@ fn inner_datagrams_in_fragments_cross_both_ways() {
     );
     assert!(lab.reply_from_host(&stray[1]).is_empty());
     assert!(lab.inside_sent().is_empty());
+    lab.now += Duration::from_secs(1);
+    lab.w.poll_once(lab.now);
+    assert_eq!(lab.drops(DropReason::Ipv4Fragment), 0, "held a second");
+    lab.now += Duration::from_secs(2);
+    lab.w.poll_once(lab.now);
+    assert_eq!(lab.drops(DropReason::Ipv4Fragment), 2, "given up");
+    assert!(lab.inside_sent().is_empty() && lab.outside_sent().is_empty());
+
+    // Later fragments before their first (reordered on the way), both ways: held, and sent
+    // once the first has passed; the datagrams reassemble.
+    let late = inner_fragments(&testkit::ipv4_echo(vip, host, true, 0x99, 3, &[3; 2972]), 6);
+    assert_eq!(late.len(), 3);
+    for p in [&late[2], &late[1]] {
+        lab.send_from_client(p);
+    }
+    assert!(lab.inside_sent().is_empty());
+    lab.send_from_client(&late[0]);
+    let out = lab.inside_sent();
+    assert_eq!(out.len(), 3, "{:?}", nonzero_drops(&lab.w));
+    let whole = testkit::reassemble(&out);
+    assert_eq!(whole.len(), 1);
+    let p = ip_of(&whole[0]);
+    let i = IcmpPacket::new_checked(p.payload()).unwrap();
+    assert!(i.verify_checksum());
+    assert_eq!(i.data(), &[3; 2972][..]);
+    let late = inner_fragments(
+        &testkit::ipv4_echo(host, eni, false, nat_id, 3, &[4; 2972]),
+        7,
+    );
+    for p in [&late[2], &late[1]] {
+        assert!(lab.reply_from_host(p).is_empty());
+    }
+    let sealed = lab.reply_from_host(&late[0]);
+    let framed: Vec<Vec<u8>> = testkit::reassemble(&sealed)
+        .iter()
+        .map(|f| lab.client.open(f).expect("sealed for the client"))
+        .map(|p| testkit::eth_ipv4(lab::OUTSIDE_MAC, lab::CLIENT_MAC, &p))
+        .collect();
+    assert_eq!(framed.len(), 3);
+    let whole = testkit::reassemble(&framed);
+    assert_eq!(whole.len(), 1);
+    let p = ip_of(&whole[0]);
+    let i = IcmpPacket::new_checked(p.payload()).unwrap();
+    assert!(i.verify_checksum());
+    assert_eq!((i.echo_id(), i.data()), (0x99, &[4; 2972][..]));
     assert_eq!(lab.drops(DropReason::Ipv4Fragment), 2);
+
+    // A flood of later fragments with no first holds 64 buffers on the core at most.
+    for ident in 100..170u16 {
+        let f = inner_fragments(
+            &testkit::ipv4_echo(host, eni, false, nat_id, 4, &[5; 2972]),
+            ident,
+        );
+        assert!(lab.reply_from_host(&f[1]).is_empty());
+    }
+    assert_eq!(lab.drops(DropReason::Ipv4Fragment), 2 + 70 - 64);
+    lab.now += Duration::from_secs(3);
+    lab.w.poll_once(lab.now);
+    assert_eq!(lab.drops(DropReason::Ipv4Fragment), 2 + 70);
 
     // A TCP fragment at offset 8, after a first that showed the header: it could only rewrite
     // that header's flags at the host (RFC 1858).

@@ -23,8 +23,8 @@ pub enum DropReason {
     /// A bad OpenVPN packet (too short; an opcode neither data nor a client's control).
     MalformedOpenvpn,
     /// An IPv4 fragment that cannot go on: a later fragment of an inner datagram whose first
-    /// fragment was not seen (or too long ago), an ICMP error in fragments, an outer fragment
-    /// other than UDP to the appliance.
+    /// fragment did not come within two seconds (or with 64 such already waiting on the
+    /// core), an ICMP error in fragments, an outer fragment other than UDP to the appliance.
     Ipv4Fragment,
     /// TTL reached zero.
     TtlExceeded,

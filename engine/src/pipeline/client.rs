@@ -507,6 +507,9 @@ impl<P: Port> Worker<P> {
             self.first_fragment_out(&mut buf, key.datagram(ident), (eni, target_port, next_hop));
         }
         self.output(target_port, next_hop, buf);
+        if let Some(ident) = first_fragment {
+            self.release_early(true, key.datagram(ident));
+        }
     }
 }
 

@@ -15,8 +15,9 @@
 //! from the VPC) come in fragments that are not reassembled (they would not fit a buffer):
 //! the first, which has the ports, goes through its flow like any packet and leaves in
 //! `flow::fragments` what its translation was; the later ones get the same address
-//! translation from there (`forward_later_fragment`, `forward_later_fragment_in`), or are
-//! dropped when their first was not seen. A client's datagram also leaves with an
+//! translation from there (`forward_later_fragment`, `forward_later_fragment_in`). One that
+//! comes before its first (reordered on the way) is held, a few per core for at most two
+//! seconds, until the first has passed (`Early`). A client's datagram also leaves with an
 //! identification of the core's (`take_ident`): clients behind one ENI address pick theirs
 //! independently, and two of their datagrams to one host with the same identification would
 //! be reassembled there into one corrupt datagram. From a target subnet, the core that
@@ -28,7 +29,7 @@ use crate::port::Port;
 use crate::reassembly::{Fragments, Piece};
 use crate::wire::checksum;
 use crate::wire::ethernet::HEADER_LEN;
-use crate::wire::ipv4::{protocol, Ipv4Packet, MIN_HEADER_LEN};
+use crate::wire::ipv4::{protocol, DatagramId, Ipv4Packet, MIN_HEADER_LEN};
 use crate::wire::udp::{self, Ipv4UdpHeaders};
 use crate::worker::Worker;
 
@@ -47,6 +48,24 @@ pub(crate) enum FragmentsIn {
     Here { client: u32, owner: u32 },
     /// To the core that owns the flow.
     Core(usize),
+}
+
+/// Later fragments held at most, per core, while their first fragment is awaited.
+pub(crate) const EARLY_MAX: usize = 64;
+
+/// Seconds a later fragment waits for its first at most (1 to 2 by the once-a-second check).
+const EARLY_HOLD_SECS: u32 = 2;
+
+/// A later fragment of an inner datagram that arrived before its first (reordered on the
+/// way), held until the first leaves its translation or `EARLY_HOLD_SECS` pass.
+pub(crate) struct Early<B> {
+    /// From a client (decrypted; `forward_later_fragment`) or from a target subnet (as
+    /// received on `port`; `forward_later_fragment_in`).
+    from_client: bool,
+    id: DatagramId,
+    since: u32,
+    port: u16,
+    buf: B,
 }
 
 /// The translation of an inner datagram from a client, for its later fragments: the ENI
@@ -131,7 +150,7 @@ impl<P: Port> Worker<P> {
             return self.drop_packet(buf, DropReason::FragmentOverlap);
         }
         let Some((eni, port, hop, ident)) = self.fragments_out.get(&id, self.now_secs) else {
-            return self.drop_packet(buf, DropReason::Ipv4Fragment);
+            return self.hold_early(true, id, 0, buf);
         };
         if ttl <= 1 {
             return self.drop_packet(buf, DropReason::TtlExceeded);
@@ -158,7 +177,7 @@ impl<P: Port> Worker<P> {
         let (client, owner) = match self.fragments_in.get(&id, self.now_secs) {
             Some(FragmentsIn::Here { client, owner }) => (client, owner),
             Some(FragmentsIn::Core(c)) => return self.hand_off(c, port, buf),
-            None => return self.drop_packet(buf, DropReason::Ipv4Fragment),
+            None => return self.hold_early(false, id, port, buf),
         };
         if ttl <= 1 {
             return self.drop_packet(buf, DropReason::TtlExceeded);
@@ -176,6 +195,48 @@ impl<P: Port> Worker<P> {
         self.encrypt_to_client(buf, owner);
     }
 
+    /// Holds a later fragment whose first has not been seen (`Early`); dropped
+    /// `ipv4_fragment` when `EARLY_MAX` are held already.
+    fn hold_early(&mut self, from_client: bool, id: DatagramId, port: u16, buf: P::Buf) {
+        if self.early.len() >= EARLY_MAX {
+            return self.drop_packet(buf, DropReason::Ipv4Fragment);
+        }
+        self.early.push(Early {
+            from_client,
+            id,
+            since: self.now_secs,
+            port,
+            buf,
+        });
+    }
+
+    /// The first fragment of datagram `id` has just left its translation: the later ones
+    /// held for it go on, in the order they came.
+    #[inline]
+    pub(crate) fn release_early(&mut self, from_client: bool, id: DatagramId) {
+        if !self.early.is_empty() {
+            self.release_early_held(from_client, id);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn release_early_held(&mut self, from_client: bool, id: DatagramId) {
+        let mut i = 0;
+        while i < self.early.len() {
+            if self.early[i].from_client != from_client || self.early[i].id != id {
+                i += 1;
+                continue;
+            }
+            let e = self.early.remove(i);
+            if from_client {
+                self.forward_later_fragment(e.buf);
+            } else {
+                self.forward_later_fragment_in(e.port, e.buf);
+            }
+        }
+    }
+
     /// An identification for a datagram this core sends in fragments, or translates from
     /// fragments: the cores take turns (core `c` of `n` uses `c`, `c + n`, ...), so no two
     /// datagrams leaving one address at once share one (RFC 6864: a source must not reuse an
@@ -186,8 +247,18 @@ impl<P: Port> Worker<P> {
         ident
     }
 
-    /// Gives up the datagrams that did not complete in time (once a second).
+    /// Gives up the datagrams that did not complete in time, and the later fragments whose
+    /// first did not come (once a second).
     pub(crate) fn expire_fragments(&mut self) {
+        let mut i = 0;
+        while i < self.early.len() {
+            if self.now_secs.saturating_sub(self.early[i].since) < EARLY_HOLD_SECS {
+                i += 1;
+                continue;
+            }
+            let e = self.early.remove(i);
+            self.drop_packet(e.buf, DropReason::Ipv4Fragment);
+        }
         loop {
             let gone = self.reassembly.expire(self.now_secs);
             if gone.is_empty() {

@@ -86,13 +86,15 @@ impl<P: Port> Worker<P> {
         };
         match owner_core {
             Some(c) if c != self.cfg.core => {
-                if let Some(ident) = fragment {
-                    // Its later fragments, with no port to name the core, follow it there.
-                    let to = FragmentsIn::Core(c);
-                    self.fragments_in
-                        .insert(rkey.datagram(ident), to, self.now_secs);
-                }
-                return self.hand_off(c, port, buf);
+                let Some(ident) = fragment else {
+                    return self.hand_off(c, port, buf);
+                };
+                // Its later fragments, with no port to name the core, follow it there.
+                let to = FragmentsIn::Core(c);
+                self.fragments_in
+                    .insert(rkey.datagram(ident), to, self.now_secs);
+                self.hand_off(c, port, buf);
+                return self.release_early(false, rkey.datagram(ident));
             }
             Some(_) => {}
             None => {
@@ -142,6 +144,9 @@ impl<P: Port> Worker<P> {
             }
         }
         self.encrypt_to_client(buf, owner);
+        if let Some(ident) = fragment {
+            self.release_early(false, rkey.datagram(ident));
+        }
     }
 
     /// Looks ahead over a burst from a target subnet, in stages over the whole burst so that
