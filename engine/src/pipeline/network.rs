@@ -86,15 +86,15 @@ impl<P: Port> Worker<P> {
         };
         match owner_core {
             Some(c) if c != self.cfg.core => {
-                let Some(ident) = fragment else {
-                    return self.hand_off(c, port, buf);
-                };
-                // Its later fragments, with no port to name the core, follow it there.
-                let to = FragmentsIn::Core(c);
-                self.fragments_in
-                    .insert(rkey.datagram(ident), to, self.now_secs);
-                self.hand_off(c, port, buf);
-                return self.release_early(false, rkey.datagram(ident));
+                if let Some(ident) = fragment {
+                    // Its later fragments, with no port to name the core, follow it there
+                    // (those that came before it too: that core holds them for it).
+                    let to = FragmentsIn::Core(c);
+                    self.fragments_in
+                        .insert(rkey.datagram(ident), to, self.now_secs);
+                    self.release_early(false, rkey.datagram(ident));
+                }
+                return self.hand_off(c, port, buf);
             }
             Some(_) => {}
             None => {
@@ -122,6 +122,8 @@ impl<P: Port> Worker<P> {
             }
             let to = FragmentsIn::Here { client, owner };
             self.fragments_in.insert(rkey.datagram(ident), to, now);
+            // Those that came before it go now (the client reassembles in any order).
+            self.release_early(false, rkey.datagram(ident));
         }
         if ttl <= 1 {
             return match rewrite {
@@ -144,9 +146,6 @@ impl<P: Port> Worker<P> {
             }
         }
         self.encrypt_to_client(buf, owner);
-        if let Some(ident) = fragment {
-            self.release_early(false, rkey.datagram(ident));
-        }
     }
 
     /// Looks ahead over a burst from a target subnet, in stages over the whole burst so that
