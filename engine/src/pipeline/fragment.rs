@@ -222,6 +222,9 @@ impl<P: Port> Worker<P> {
     #[cold]
     #[inline(never)]
     fn release_early_held(&mut self, from_client: bool, id: DatagramId) {
+        // Taken out first, then sent: one that finds no translation after all (its entry
+        // pushed out of a full table) is held again, not met again by this loop.
+        let mut go = arrayvec::ArrayVec::<(u16, P::Buf), EARLY_MAX>::new();
         let mut i = 0;
         while i < self.early.len() {
             if self.early[i].from_client != from_client || self.early[i].id != id {
@@ -229,10 +232,16 @@ impl<P: Port> Worker<P> {
                 continue;
             }
             let e = self.early.remove(i);
+            // At most EARLY_MAX are held, so all of them fit.
+            if let Err(full) = go.try_push((e.port, e.buf)) {
+                self.drop_packet(full.element().1, DropReason::Ipv4Fragment);
+            }
+        }
+        for (port, buf) in go {
             if from_client {
-                self.forward_later_fragment(e.buf);
+                self.forward_later_fragment(buf);
             } else {
-                self.forward_later_fragment_in(e.port, e.buf);
+                self.forward_later_fragment_in(port, buf);
             }
         }
     }
