@@ -369,7 +369,8 @@ impl<P: Port> Worker<P> {
     }
 
     /// The first fragment of a client's datagram, translated: it leaves with an identification
-    /// of the core's, and what its later fragments need is kept (`fragment`).
+    /// of the core's, what its later fragments need is kept (`fragment`), and those that came
+    /// before it go now (the host reassembles in any order), as from a target subnet.
     #[cold]
     #[inline(never)]
     fn first_fragment_out(
@@ -384,6 +385,7 @@ impl<P: Port> Worker<P> {
         }
         self.fragments_out
             .insert(datagram, (eni, port, hop, ident), self.now_secs);
+        self.release_early(true, datagram);
     }
 
     /// The appliance's own address on an endpoint's client side: the first of its client CIDR
@@ -507,9 +509,6 @@ impl<P: Port> Worker<P> {
             self.first_fragment_out(&mut buf, key.datagram(ident), (eni, target_port, next_hop));
         }
         self.output(target_port, next_hop, buf);
-        if let Some(ident) = first_fragment {
-            self.release_early(true, key.datagram(ident));
-        }
     }
 }
 

@@ -222,28 +222,35 @@ impl<P: Port> Worker<P> {
     #[cold]
     #[inline(never)]
     fn release_early_held(&mut self, from_client: bool, id: DatagramId) {
-        // Taken out first, then sent: one that finds no translation after all (its entry
-        // pushed out of a full table) is held again, not met again by this loop.
-        let mut go = arrayvec::ArrayVec::<(u16, P::Buf), EARLY_MAX>::new();
+        // Taken out first, then sent: one that finds no translation after all is held again,
+        // not met again here.
+        for e in self.take_early(|e| e.from_client == from_client && e.id == id) {
+            if from_client {
+                self.forward_later_fragment(e.buf);
+            } else {
+                self.forward_later_fragment_in(e.port, e.buf);
+            }
+        }
+    }
+
+    /// Takes out of the held fragments, in the order they came, those `pick` chooses.
+    fn take_early(
+        &mut self,
+        pick: impl Fn(&Early<P::Buf>) -> bool,
+    ) -> arrayvec::ArrayVec<Early<P::Buf>, EARLY_MAX> {
+        let mut taken = arrayvec::ArrayVec::new();
         let mut i = 0;
         while i < self.early.len() {
-            if self.early[i].from_client != from_client || self.early[i].id != id {
+            if !pick(&self.early[i]) {
                 i += 1;
                 continue;
             }
-            let e = self.early.remove(i);
             // At most EARLY_MAX are held, so all of them fit.
-            if let Err(full) = go.try_push((e.port, e.buf)) {
-                self.drop_packet(full.element().1, DropReason::Ipv4Fragment);
+            if let Err(full) = taken.try_push(self.early.remove(i)) {
+                self.drop_packet(full.element().buf, DropReason::Ipv4Fragment);
             }
         }
-        for (port, buf) in go {
-            if from_client {
-                self.forward_later_fragment(buf);
-            } else {
-                self.forward_later_fragment_in(port, buf);
-            }
-        }
+        taken
     }
 
     /// An identification for a datagram this core sends in fragments, or translates from
@@ -259,13 +266,8 @@ impl<P: Port> Worker<P> {
     /// Gives up the datagrams that did not complete in time, and the later fragments whose
     /// first did not come (once a second).
     pub(crate) fn expire_fragments(&mut self) {
-        let mut i = 0;
-        while i < self.early.len() {
-            if self.now_secs.saturating_sub(self.early[i].since) < EARLY_HOLD_SECS {
-                i += 1;
-                continue;
-            }
-            let e = self.early.remove(i);
+        let now = self.now_secs;
+        for e in self.take_early(|e| now.saturating_sub(e.since) >= EARLY_HOLD_SECS) {
             self.drop_packet(e.buf, DropReason::Ipv4Fragment);
         }
         loop {
