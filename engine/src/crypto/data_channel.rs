@@ -15,7 +15,7 @@ use super::aead::Cipher;
 use super::replay::{ReplayError, ReplayWindow};
 use crate::packet::{DropReason, PacketBuf};
 use crate::wire::openvpn::{
-    write_data_v2_header, DataPacket, KeyId, PeerId, DATA_V2_HEADER_LEN, DATA_V2_OVERHEAD, TAG_LEN,
+    data_v2_header, DataPacket, KeyId, PeerId, DATA_V2_HEADER_LEN, DATA_V2_OVERHEAD, TAG_LEN,
 };
 
 /// The send packet-id at which OpenVPN 2.6 asks for a renegotiation (§7.4).
@@ -124,9 +124,17 @@ impl fmt::Debug for SealKey {
 }
 
 fn nonce(pid: [u8; 4], iv: &[u8; 8]) -> Nonce {
+    // The packet-id and the IV's first half as one 8-byte store and the IV's second half as
+    // one 4-byte store: ring reads the nonce as 8 and 4 bytes, and a load that spans two
+    // stores still in flight cannot be forwarded from them (it waits for them to reach L1).
+    let (front, back) = iv.split_at(4);
+    let mut head = [0u8; 8];
+    head[..4].copy_from_slice(&pid);
+    head[4..].copy_from_slice(front);
+    let head = u64::from_ne_bytes(head);
     let mut n = [0u8; 12];
-    n[..4].copy_from_slice(&pid);
-    n[4..].copy_from_slice(iv);
+    n[..8].copy_from_slice(&head.to_ne_bytes());
+    n[8..].copy_from_slice(back);
     Nonce::assume_unique_for_key(n)
 }
 
@@ -286,9 +294,10 @@ impl SealKey {
         buf.prepend(DATA_V2_OVERHEAD)
             .map_err(|_| DropReason::NoRoom)?;
         let data = buf.data_mut();
-        write_data_v2_header(data, self.key_id, peer, pid);
-        let mut aad = [0u8; DATA_V2_HEADER_LEN];
-        aad.copy_from_slice(&data[..DATA_V2_HEADER_LEN]);
+        // Built in registers and stored once: read back from the packet, the header's
+        // narrower stores could not be forwarded to the AAD's wider load.
+        let aad = data_v2_header(self.key_id, peer, pid);
+        data[..DATA_V2_HEADER_LEN].copy_from_slice(&aad);
         let n = nonce(pid.to_be_bytes(), &self.iv);
         let tag = self
             .key

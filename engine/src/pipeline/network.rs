@@ -260,6 +260,10 @@ fn key_at_threshold(sealed: &impl PacketBuf) -> bool {
 
 /// The reverse-SNAT key of a return packet; `Ok(None)` when it cannot be translated traffic
 /// (then it may be for the appliance itself).
+// Inlined, as `checked_inner` is and likely for the same reason (its key, returned through
+// memory, was read straight back wider than it was written): 5 ticks a packet fewer in the
+// look-ahead.
+#[inline(always)]
 fn reverse_key<T: AsRef<[u8]>>(
     ip: &Ipv4Packet<T>,
 ) -> Result<Option<(ReverseKey, Rewrite)>, DropReason> {

@@ -122,9 +122,15 @@ impl<T: AsRef<[u8]>> DataPacket<T> {
 
 /// Writes the 8-byte P_DATA_V2 header into `b`.
 pub fn write_data_v2_header(b: &mut [u8], key_id: KeyId, peer: PeerId, packet_id: u32) {
-    b[0] = (Opcode::DATA_V2.0 << 3) | (key_id.0 & 0x07);
-    b[1..4].copy_from_slice(&peer.0.to_be_bytes()[1..]);
-    b[4..8].copy_from_slice(&packet_id.to_be_bytes());
+    b[..DATA_V2_HEADER_LEN].copy_from_slice(&data_v2_header(key_id, peer, packet_id));
+}
+
+/// The 8-byte P_DATA_V2 header (also the AEAD's associated data), built in registers.
+#[inline]
+pub fn data_v2_header(key_id: KeyId, peer: PeerId, packet_id: u32) -> [u8; DATA_V2_HEADER_LEN] {
+    let op = u32::from((Opcode::DATA_V2.0 << 3) | (key_id.0 & 0x07));
+    let first = op << 24 | (peer.0 & 0x00ff_ffff);
+    (u64::from(first) << 32 | u64::from(packet_id)).to_be_bytes()
 }
 
 #[cfg(test)]
