@@ -49,11 +49,22 @@ pub trait PacketBuf {
 }
 
 /// A heap-backed packet buffer with fixed capacity; it never reallocates.
+///
+/// The packet's bounds are one word, always written whole. A buffer moves through the
+/// pipeline by value, copied right after a trim or a prepend changed its bounds; with the
+/// bounds in two fields, that copy read them at once, which the processor cannot forward from
+/// two separate stores still in flight, and the copy waited for both to reach L1.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeapBuf {
     storage: Box<[u8]>,
-    start: usize,
-    end: usize,
+    /// The packet's first byte in `storage` (low 32 bits) and the byte after its last (high 32).
+    span: u64,
+}
+
+/// `start` and `end` as a `HeapBuf::span`.
+#[inline]
+fn span(start: usize, end: usize) -> u64 {
+    start as u64 | (end as u64) << 32
 }
 
 impl HeapBuf {
@@ -63,14 +74,25 @@ impl HeapBuf {
     /// Total capacity new buffers get by default (a DPDK 2 KiB data room plus headroom).
     pub const DEFAULT_CAPACITY: usize = 2048 + Self::DEFAULT_HEADROOM;
 
-    /// An empty buffer of `capacity` bytes with `headroom` reserved at the front.
+    /// An empty buffer of `capacity` bytes (at most 4 GiB) with `headroom` reserved at the
+    /// front.
     pub fn with_capacity(capacity: usize, headroom: usize) -> Self {
+        let capacity = capacity.min(u32::MAX as usize);
         let headroom = headroom.min(capacity);
         Self {
             storage: vec![0; capacity].into_boxed_slice(),
-            start: headroom,
-            end: headroom,
+            span: span(headroom, headroom),
         }
+    }
+
+    #[inline]
+    fn start(&self) -> usize {
+        self.span as u32 as usize
+    }
+
+    #[inline]
+    fn end(&self) -> usize {
+        (self.span >> 32) as usize
     }
 
     /// A buffer holding `bytes` after the default headroom.
@@ -92,40 +114,41 @@ impl HeapBuf {
             "HeapBuf::set: {} bytes do not fit",
             bytes.len()
         );
-        self.start = head;
-        self.end = head + bytes.len();
-        self.storage[self.start..self.end].copy_from_slice(bytes);
+        self.span = span(head, head + bytes.len());
+        self.storage[head..head + bytes.len()].copy_from_slice(bytes);
     }
 }
 
 impl PacketBuf for HeapBuf {
     #[inline]
     fn data(&self) -> &[u8] {
-        &self.storage[self.start..self.end]
+        &self.storage[self.start()..self.end()]
     }
 
     #[inline]
     fn data_mut(&mut self) -> &mut [u8] {
-        &mut self.storage[self.start..self.end]
+        let (start, end) = (self.start(), self.end());
+        &mut self.storage[start..end]
     }
 
     #[inline]
     fn headroom(&self) -> usize {
-        self.start
+        self.start()
     }
 
     #[inline]
     fn tailroom(&self) -> usize {
-        self.storage.len() - self.end
+        self.storage.len() - self.end()
     }
 
     #[inline]
     fn prepend(&mut self, len: usize) -> Result<&mut [u8], NoRoom> {
-        if len > self.start {
+        let (start, end) = (self.start(), self.end());
+        if len > start {
             return Err(NoRoom);
         }
-        self.start -= len;
-        Ok(&mut self.storage[self.start..self.start + len])
+        self.span = span(start - len, end);
+        Ok(&mut self.storage[start - len..start])
     }
 
     #[inline]
@@ -133,19 +156,21 @@ impl PacketBuf for HeapBuf {
         if len > self.tailroom() {
             return Err(NoRoom);
         }
-        let old = self.end;
-        self.end += len;
-        Ok(&mut self.storage[old..self.end])
+        let (start, end) = (self.start(), self.end());
+        self.span = span(start, end + len);
+        Ok(&mut self.storage[end..end + len])
     }
 
     #[inline]
     fn trim_front(&mut self, len: usize) {
-        self.start = (self.start + len).min(self.end);
+        let end = self.end();
+        self.span = span(self.start().saturating_add(len).min(end), end);
     }
 
     #[inline]
     fn truncate(&mut self, len: usize) {
-        self.end = self.end.min(self.start + len);
+        let start = self.start();
+        self.span = span(start, self.end().min(start.saturating_add(len)));
     }
 }
 
