@@ -279,10 +279,19 @@ impl FlowTable {
         self.prefetch_slot(self.forward.candidate(hash));
     }
 
-    /// The same for a reverse lookup.
+    /// The same for a reverse lookup; returns the slot it requested (almost always the flow
+    /// the lookup finds, but not checked against the key: a look-ahead's guess).
     #[inline]
-    pub fn prefetch_reverse_flow(&self, hash: u64) {
-        self.prefetch_slot(self.reverse.candidate(hash));
+    pub fn prefetch_reverse_flow(&self, hash: u64) -> Option<u32> {
+        let slot = self.reverse.candidate(hash);
+        self.prefetch_slot(slot);
+        slot
+    }
+
+    /// The session slot owning the flow in slot `s`, if there is one.
+    #[inline]
+    pub fn owner_at(&self, s: u32) -> Option<u32> {
+        self.flow_at(s).map(|f| f.owner)
     }
 
     #[inline]

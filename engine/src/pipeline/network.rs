@@ -150,9 +150,9 @@ impl<P: Port> Worker<P> {
 
     /// Looks ahead over a burst from a target subnet, in stages over the whole burst so that
     /// each stage's memory requests are in flight together: the reverse index line of each
-    /// frame's flow; then the flow it names; then records each flow's slot and owner in `hints` (the
-    /// session each frame will most likely be sealed for), for the processing loop to prefetch
-    /// sessions a few frames ahead. Reads only headers (already requested) and lines requested
+    /// frame's flow; then the flow it names, whose slot goes into `hints`; then that flow's
+    /// owner (the session each frame will most likely be sealed for), for the processing loop
+    /// to prefetch sessions a few frames ahead. Reads only headers (already requested) and lines requested
     /// by an earlier stage; anything unexpected is left to `process`.
     pub(crate) fn warm_network_burst(&self, frames: &[P::Buf], hints: &mut [Hint]) {
         let mut keys = [None::<(ReverseKey, u64, bool)>; BURST_SIZE];
@@ -166,16 +166,16 @@ impl<P: Port> Worker<P> {
                 *k = Some((rkey, h, matches!(rewrite, Rewrite::Plain)));
             }
         }
-        for &(_, h, _) in keys.iter().flatten() {
-            self.flows.prefetch_reverse_flow(h);
-        }
         for (hint, k) in hints.iter_mut().zip(&keys) {
             let Some((rkey, h, plain)) = k else { continue };
             hint.reverse = plain.then_some(*rkey);
-            if let Some((slot, f)) = self.flows.peek_reverse_hashed(rkey, *h) {
-                hint.session = Some(f.owner);
-                hint.flow = Some(slot);
-            }
+            hint.flow = self.flows.prefetch_reverse_flow(*h);
+        }
+        // The slot is the index's candidate, not checked against the key here: the lookup in
+        // `process` checks it (and finds the flow itself when the guess is wrong, which a tag
+        // collision in the home bucket makes about once in 2^32).
+        for hint in hints.iter_mut() {
+            hint.session = hint.flow.and_then(|slot| self.flows.owner_at(slot));
         }
     }
 
@@ -354,5 +354,69 @@ mod renegotiation_tests {
             .filter(|&p| asks_for_renegotiation(p))
             .count();
         assert_eq!(asks, 16);
+    }
+}
+
+#[cfg(test)]
+mod look_ahead_tests {
+    use super::*;
+    use crate::flow::FlowKey;
+    use crate::mailbox::Mailbox;
+    use crate::packet::HeapBuf;
+    use crate::port::MemPort;
+    use crate::testkit::{self, ip, lab};
+
+    fn reply_to(nat_port: u16) -> HeapBuf {
+        HeapBuf::from_slice(&testkit::eth_ipv4(
+            lab::INSIDE_MAC,
+            lab::HOST_MAC,
+            &testkit::ipv4_udp(ip(lab::HOST_IP), 53, ip(lab::INSIDE_IP), nat_port, b"x"),
+        ))
+    }
+
+    /// The look-ahead's guesses are hints only (`process` checks them), so a wrong one loses
+    /// no packet, only the prefetches: this checks that they are right.
+    #[test]
+    fn the_look_ahead_names_each_replys_flow_and_owner() {
+        #[allow(clippy::disallowed_methods)]
+        let now = std::time::Instant::now();
+        let ports = vec![MemPort::new(), MemPort::new()];
+        let mut w = testkit::lab_worker(ports, testkit::lab_config(64, 16), Mailbox::new(16), now);
+        let mut nat = Vec::new();
+        for (src_port, owner) in [(5000, 7), (5001, 3)] {
+            let key = FlowKey {
+                client: ip(lab::CLIENT_VIP),
+                proto: protocol::UDP,
+                src_port,
+                dst: ip(lab::HOST_IP),
+                dst_port: 53,
+            };
+            let Ok(f) = w.flows.create(key, ip(lab::INSIDE_IP), 1, owner, 0) else {
+                panic!("the flow table has room");
+            };
+            nat.push(f.nat_port);
+        }
+        let unknown = nat.iter().max().map_or(0, |p| p + 1);
+        let frames = [reply_to(nat[0]), reply_to(unknown), reply_to(nat[1])];
+        let mut hints = [Hint::default(); BURST_SIZE];
+        w.warm_network_burst(&frames, &mut hints);
+        for (i, owner) in [(0, 7), (2, 3)] {
+            let key = ReverseKey {
+                eni: ip(lab::INSIDE_IP),
+                proto: protocol::UDP,
+                nat_port: nat[i / 2],
+                remote: ip(lab::HOST_IP),
+                remote_port: 53,
+            };
+            let slot = w
+                .flows
+                .peek_reverse_hashed(&key, w.flows.hash_reverse(&key))
+                .map(|(s, _)| s);
+            assert!(slot.is_some());
+            assert_eq!(hints[i].flow, slot, "frame {i}");
+            assert_eq!(hints[i].session, Some(owner), "frame {i}");
+            assert_eq!(hints[i].reverse, Some(key), "frame {i}");
+        }
+        assert_eq!((hints[1].flow, hints[1].session), (None, None));
     }
 }
