@@ -273,10 +273,13 @@ impl FlowTable {
     }
 
     /// Starts bringing in the flow a forward lookup will most likely land on (reads the index
-    /// line, which should have been prefetched).
+    /// line, which should have been prefetched); returns its slot, a guess for
+    /// `find_hashed_at` (not checked against the key).
     #[inline]
-    pub fn prefetch_forward_flow(&self, hash: u64) {
-        self.prefetch_slot(self.forward.candidate(hash));
+    pub fn prefetch_forward_flow(&self, hash: u64) -> Option<u32> {
+        let slot = self.forward.candidate(hash);
+        self.prefetch_slot(slot);
+        slot
     }
 
     /// The same for a reverse lookup; returns the slot it requested (almost always the flow
@@ -351,6 +354,23 @@ impl FlowTable {
     pub fn find_hashed(&self, key: &FlowKey, hash: u64) -> Option<(u32, &Flow)> {
         let i = self.find_forward(key, hash)?;
         Some((i, self.flow_at(i)?))
+    }
+
+    /// `find_hashed`, trying slot `hint` first (what `prefetch_forward_flow` returned for the
+    /// same hash; the flow there is used only if it is the key's).
+    #[inline]
+    pub fn find_hashed_at(
+        &self,
+        key: &FlowKey,
+        hash: u64,
+        hint: Option<u32>,
+    ) -> Option<(u32, &Flow)> {
+        if let Some((i, f)) = hint.and_then(|i| Some((i, self.flow_at(i)?))) {
+            if f.key == *key {
+                return Some((i, f));
+            }
+        }
+        self.find_hashed(key, hash)
     }
 
     /// `lookup_reverse`, trying slot `hint` first (what a look-ahead found for the same key;
@@ -647,6 +667,22 @@ mod tests {
             t.lookup_hashed(&key(2, 40000), h, 3).map(|f| f.owner),
             Some(8)
         );
+        // The same for the forward direction's guess: the prefetch names the flow's slot.
+        let guess = t.prefetch_forward_flow(h);
+        let (own, _) = t.find_hashed(&key(2, 40000), h).unwrap();
+        assert_eq!(guess, Some(own));
+        let (other, _) = t
+            .find_hashed(&key(1, 40000), t.hash_forward(&key(1, 40000)))
+            .unwrap();
+        for hint in [Some(own), Some(other), Some(999), None] {
+            let got = t
+                .find_hashed_at(&key(2, 40000), h, hint)
+                .map(|(s, f)| (s, f.owner));
+            assert_eq!(got, Some((own, 8)), "{hint:?}");
+        }
+        assert!(t
+            .find_hashed_at(&key(3, 40000), t.hash_forward(&key(3, 40000)), Some(own))
+            .is_none());
     }
 
     #[test]

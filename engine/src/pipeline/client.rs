@@ -199,8 +199,10 @@ impl<P: Port> Worker<P> {
         for d in &batch {
             self.flows.prefetch_forward_bucket(d.hash);
         }
-        for d in &batch {
-            self.flows.prefetch_forward_flow(d.hash);
+        // The slot each prefetch names is kept, so that forwarding looks there first instead
+        // of probing the index again.
+        for d in &mut batch {
+            d.slot = self.flows.prefetch_forward_flow(d.hash);
         }
         for d in batch.drain(..) {
             self.forward_inner(d);
@@ -336,6 +338,7 @@ impl<P: Port> Worker<P> {
             tcp_flags: inner.tcp_flags,
             first_fragment: inner.first_fragment,
             hash,
+            slot: None,
         });
     }
 
@@ -438,6 +441,7 @@ impl<P: Port> Worker<P> {
             tcp_flags,
             first_fragment,
             hash,
+            slot,
         } = d;
         let now = self.now_secs;
         let epoch = self.rules_epoch;
@@ -445,7 +449,7 @@ impl<P: Port> Worker<P> {
         // decision is a function of the table, the endpoint and groups (fixed for the life of
         // the session that owns the flow) and the flow's own tuple, so it only has to be made
         // again after a table swap, or for a packet of another session than the owner.
-        let found = self.flows.find_hashed(&key, hash);
+        let found = self.flows.find_hashed_at(&key, hash, slot);
         let cached = found.and_then(|(_, f)| {
             (f.decided == epoch && f.owner == owner).then_some((f.port, f.next_hop, f.eni))
         });
@@ -677,6 +681,8 @@ pub(crate) struct Decrypted<B> {
     first_fragment: Option<u16>,
     /// `key`'s forward hash (its index line has been requested).
     hash: u64,
+    /// The slot of the flow its prefetch requested: a guess, checked against `key`.
+    slot: Option<u32>,
 }
 
 /// A cheap, well-mixed hash of a 5-tuple (picks among equal routes).
