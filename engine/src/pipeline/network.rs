@@ -151,9 +151,9 @@ impl<P: Port> Worker<P> {
     /// Looks ahead over a burst from a target subnet, in stages over the whole burst so that
     /// each stage's memory requests are in flight together: the reverse index line of each
     /// frame's flow; then the flow it names, whose slot goes into `hints`; then that flow's
-    /// owner (the session each frame will most likely be sealed for), for the processing loop
-    /// to prefetch sessions a few frames ahead. Reads only headers (already requested) and lines requested
-    /// by an earlier stage; anything unexpected is left to `process`.
+    /// owner (the session each frame will most likely be sealed for), for the processing
+    /// loop to prefetch sessions a few frames ahead. Reads only headers (already requested)
+    /// and lines requested by an earlier stage; anything unexpected is left to `process`.
     pub(crate) fn warm_network_burst(&self, frames: &[P::Buf], hints: &mut [Hint]) {
         let mut keys = [None::<(ReverseKey, u64, bool)>; BURST_SIZE];
         for (k, b) in keys.iter_mut().zip(frames) {
@@ -171,9 +171,10 @@ impl<P: Port> Worker<P> {
             hint.reverse = plain.then_some(*rkey);
             hint.flow = self.flows.prefetch_reverse_flow(*h);
         }
-        // The slot is the index's candidate, not checked against the key here: the lookup in
-        // `process` checks it (and finds the flow itself when the guess is wrong, which a tag
-        // collision in the home bucket makes about once in 2^32).
+        // The slot is the index's candidate, not checked against the key here: `process`
+        // checks it, and probes the index itself when it is another key's flow (one with the
+        // same 31-bit tag in the home bucket: rare) or when there was none (no flow, or the
+        // key's entry lives past a full home bucket).
         for hint in hints.iter_mut() {
             hint.session = hint.flow.and_then(|slot| self.flows.owner_at(slot));
         }
