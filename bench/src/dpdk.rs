@@ -1,7 +1,10 @@
 //! The engine suite through real DPDK ports: frames are written into mbufs before each timed
 //! chunk and looped through a `net_ring` port (rx and tx bursts through the ethdev API, as from
 //! a NIC queue), and what the core sends goes to a `net_null` port (`no-rx`), which frees it. EAL runs
-//! without hugepages (`--no-huge`), as in CI; on hugepages the figures are higher.
+//! without hugepages (`--no-huge`) unless `--hugepages` is given: then on 2 MiB pages reserved
+//! beforehand (`--in-memory`; 600 pages: `echo 600 > /proc/sys/vm/nr_hugepages`), as the
+//! appliance runs. On 4 KiB pages every mbuf of a chunk is a page of its own to the TLB, and
+//! the rates are lower (bench/RESULTS.md, 2026-12-04 ninth session).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -21,10 +24,14 @@ pub(crate) struct Rig {
 }
 
 impl Rig {
-    pub(crate) fn start() -> Result<Self> {
+    pub(crate) fn start(hugepages: bool) -> Result<Self> {
         let args: Vec<String> = [
             "--no-pci",
-            "--no-huge",
+            if hugepages {
+                "--in-memory"
+            } else {
+                "--no-huge"
+            },
             "--no-shconf",
             "--no-telemetry",
             "-m",
@@ -45,7 +52,11 @@ impl Rig {
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
-        let eal = Eal::init(&args).context("starting DPDK for the dpdk suite (run as root)")?;
+        let eal = Eal::init(&args).context(if hugepages {
+            "starting DPDK for the dpdk suite on hugepages (run as root, with 2 MiB pages reserved: echo 600 > /proc/sys/vm/nr_hugepages)"
+        } else {
+            "starting DPDK for the dpdk suite (run as root)"
+        })?;
         let ids = eal.require_ports(&["net_ring0", "net_ring1", "net_null0", "net_null1"])?;
         let pool = Arc::new(Mempool::new(&eal, "bench_pool", 16_383, 2176, -1)?);
         let start = |id: u16| EthDev::start(id, Arc::clone(&pool), EthOptions::default());

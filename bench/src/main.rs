@@ -28,6 +28,8 @@ use anyhow::{bail, Context, Result};
 struct Options {
     suites: Vec<String>,
     quick: bool,
+    /// The dpdk suite's EAL on reserved 2 MiB pages (`--in-memory`) instead of `--no-huge`.
+    hugepages: bool,
     json: PathBuf,
     seconds: Option<f64>,
     sizes: Option<Vec<usize>>,
@@ -38,6 +40,7 @@ struct Options {
 fn parse_args() -> Result<Options> {
     let mut suites = Vec::new();
     let mut quick = false;
+    let mut hugepages = false;
     let mut json = PathBuf::from("target/bench-results.json");
     let mut chart = None;
     let mut seconds = None;
@@ -47,6 +50,7 @@ fn parse_args() -> Result<Options> {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => quick = true,
+            "--hugepages" => hugepages = true,
             "--json" => json = args.next().context("--json needs a path")?.into(),
             "--seconds" => {
                 seconds = Some(
@@ -93,7 +97,7 @@ fn parse_args() -> Result<Options> {
             ]),
             "ceiling" | "engine" | "dpdk" | "control" | "lab" => suites.push(a),
             "-h" | "--help" => {
-                println!("usage: sluice-bench [all|ceiling|engine|dpdk|control|lab]... [--quick] [--seconds S] [--sizes 64,512,1400] [--shapes SxF,...] [--json PATH] [--chart SVG]");
+                println!("usage: sluice-bench [all|ceiling|engine|dpdk|control|lab]... [--quick] [--seconds S] [--sizes 64,512,1400] [--shapes SxF,...] [--hugepages] [--json PATH] [--chart SVG]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument `{other}` (try --help)"),
@@ -106,6 +110,7 @@ fn parse_args() -> Result<Options> {
         chart,
         suites,
         quick,
+        hugepages,
         json,
         seconds,
         sizes,
@@ -213,7 +218,7 @@ fn run() -> Result<()> {
             }
             "lab" => records.extend(lab::run(8, 1400, if opts.quick { 2.0 } else { 10.0 })?),
             "dpdk" => {
-                let rig = dpdk::Rig::start()?;
+                let rig = dpdk::Rig::start(opts.hugepages)?;
                 let out = engine::run("dpdk", &sizes, &shapes, per_case, &mut records, || {
                     rig.ports()
                 });
