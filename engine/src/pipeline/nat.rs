@@ -1,13 +1,14 @@
 //! The SNAT header rewrite, both ways: one address and one port (or echo id) replaced, the
 //! TTL decremented, the MSS of SYNs clamped.
 //!
-//! Every field change is gathered in a [`Delta`] per checksum and folded in once (RFC 1624):
-//! the IPv4 header checksum takes the address and the TTL word, the TCP/UDP checksum takes
-//! the pseudo-header address and the port, the ICMP checksum the echo id (ICMP has no
-//! pseudo-header). The packet was validated when its flow was looked up; the bounds are
+//! Every field change is gathered per checksum and folded in once (RFC 1624): the IPv4
+//! header checksum takes the address and the TTL word, the TCP/UDP checksum takes the
+//! pseudo-header address and the port, the ICMP checksum the echo id (ICMP has no
+//! pseudo-header). The sums are taken over the fields as they lie in memory, without byte
+//! swaps (a ones' complement sum does not depend on byte order). The packet was validated when its flow was looked up; the bounds are
 //! checked again here so that a caller's mistake is a skipped rewrite, never a panic.
 
-use crate::wire::checksum::{self, Delta};
+use crate::wire::checksum;
 use crate::wire::icmp::IcmpPacket;
 use crate::wire::ipv4::{protocol, Ipv4Packet, MIN_HEADER_LEN};
 use crate::wire::tcp::{flags, TcpPacket};
@@ -106,27 +107,36 @@ fn rewrite(data: &mut [u8], side: Side, addr: u32, port: u16, mss: u16) {
     }
     let (header, rest) = data.split_at_mut(ihl);
     let l4 = &mut rest[..total - ihl];
+    let Some(h) = header.first_chunk_mut::<MIN_HEADER_LEN>() else {
+        return;
+    };
 
+    // RFC 1624 eqn. 3, HC' = ~(~HC + ~m + m'), on the fields as they lie in memory: a ones'
+    // complement sum does not depend on byte order (RFC 1071 §2(B)), so nothing is swapped.
+    // The address is one 32-bit term (two 16-bit words summed at once), shared by both
+    // checksums; each sum is folded once, in `apply`.
     let a = side.addr_at;
-    let old_addr = u32::from_be_bytes([header[a], header[a + 1], header[a + 2], header[a + 3]]);
-    header[a..a + 4].copy_from_slice(&addr.to_be_bytes());
-    let mut ip = Delta::new();
-    ip.quad(old_addr, addr);
-    if header[8] > 0 {
-        let old = word(header, 8);
-        header[8] -= 1;
-        ip.word(old, word(header, 8));
+    let old_addr = u32::from_ne_bytes([h[a], h[a + 1], h[a + 2], h[a + 3]]);
+    let new_bytes = addr.to_be_bytes();
+    h[a..a + 4].copy_from_slice(&new_bytes);
+    let address = u64::from(!old_addr) + u64::from(u32::from_ne_bytes(new_bytes));
+    let mut ip = address;
+    if h[8] > 0 {
+        h[8] -= 1;
+        // The TTL is the first byte of its word: the word as a big-endian number falls by
+        // 0x100, so ~m + m' is 0xfeff, read in memory order.
+        ip += u64::from(u16::from_ne_bytes(0xfeffu16.to_be_bytes()));
     }
-    let hc = ip.apply(word(header, 10));
-    header[10..12].copy_from_slice(&hc.to_be_bytes());
+    let hc = u16::from_ne_bytes([h[10], h[11]]);
+    h[10..12].copy_from_slice(&apply(hc, ip).to_ne_bytes());
 
-    match header[9] {
+    match h[9] {
         protocol::TCP => {
             // As `TcpPacket::new_checked`: the header and its data offset fit.
             if l4.len() < 20 || !(20..=l4.len()).contains(&(usize::from(l4[12] >> 4) * 4)) {
                 return;
             }
-            port_and_checksum::<16, false>(l4, side.port_at, port, (old_addr, addr));
+            port_and_checksum::<16, false>(l4, side.port_at, port, address);
             if l4[13] & flags::SYN != 0 {
                 if let Ok(mut tcp) = TcpPacket::new_checked(l4) {
                     tcp.clamp_mss(mss);
@@ -140,48 +150,63 @@ fn rewrite(data: &mut [u8], side: Side, addr: u32, port: u16, mss: u16) {
                 return;
             }
             let udp_len = usize::from(word(l4, 4));
-            if udp_len < 8 || (udp_len > l4.len() && header[6] & 0x20 == 0) {
+            if udp_len < 8 || (udp_len > l4.len() && h[6] & 0x20 == 0) {
                 return;
             }
-            port_and_checksum::<6, true>(l4, side.port_at, port, (old_addr, addr));
+            port_and_checksum::<6, true>(l4, side.port_at, port, address);
         }
         protocol::ICMP => {
-            if l4.len() < 8 {
+            let Some(icmp) = l4.first_chunk_mut::<8>() else {
                 return;
-            }
-            let mut d = Delta::new();
-            d.word(word(l4, 4), port);
-            l4[4..6].copy_from_slice(&port.to_be_bytes());
-            let c = d.apply(word(l4, 2));
-            l4[2..4].copy_from_slice(&c.to_be_bytes());
+            };
+            let new_id = port.to_be_bytes();
+            let old_id = u16::from_ne_bytes([icmp[4], icmp[5]]);
+            icmp[4..6].copy_from_slice(&new_id);
+            let d = u64::from(!old_id) + u64::from(u16::from_ne_bytes(new_id));
+            let c = u16::from_ne_bytes([icmp[2], icmp[3]]);
+            icmp[2..4].copy_from_slice(&apply(c, d).to_ne_bytes());
         }
         _ => {}
     }
 }
 
+/// The checksum `hc` (in memory order) with the gathered `~m + m'` terms folded in.
+#[inline(always)]
+fn apply(hc: u16, terms: u64) -> u16 {
+    // At most a few 32-bit terms: below 2^35; to 33 bits, then three 16-bit folds (below
+    // 2^18, below 2^16 + 2, below 2^16).
+    let s = u64::from(!hc) + terms;
+    let s = (s & 0xffff_ffff) + (s >> 32);
+    let s = (s & 0xffff) + (s >> 16);
+    let s = (s & 0xffff) + (s >> 16);
+    let s = (s & 0xffff) + (s >> 16);
+    !(s as u16)
+}
+
 /// Writes `port` at `port_at` of a TCP/UDP header and folds it and the pseudo-header's
-/// address change `(old, new)` into the checksum at `SUM_AT`. `OPTIONAL` (UDP): a zero
-/// checksum means none was computed and stays zero, and a computed zero is sent as all ones
-/// (RFC 768). The caller has checked that the header fits.
+/// `address` terms into the checksum at `SUM_AT`. `OPTIONAL` (UDP): a zero checksum means none
+/// was computed and stays zero, and a computed zero is sent as all ones (RFC 768). The caller
+/// has checked that the header fits.
 #[inline(always)]
 fn port_and_checksum<const SUM_AT: usize, const OPTIONAL: bool>(
     l4: &mut [u8],
     port_at: usize,
     port: u16,
-    (old_addr, addr): (u32, u32),
+    address: u64,
 ) {
-    let old_port = word(l4, port_at);
-    l4[port_at..port_at + 2].copy_from_slice(&port.to_be_bytes());
-    let c = word(l4, SUM_AT);
+    let new_port = port.to_be_bytes();
+    let old_port = u16::from_ne_bytes([l4[port_at], l4[port_at + 1]]);
+    l4[port_at..port_at + 2].copy_from_slice(&new_port);
+    let c = u16::from_ne_bytes([l4[SUM_AT], l4[SUM_AT + 1]]);
     if OPTIONAL && c == 0 {
         return;
     }
-    let mut d = Delta::new();
-    d.quad(old_addr, addr);
-    d.word(old_port, port);
-    let n = d.apply(c);
+    let n = apply(
+        c,
+        address + u64::from(!old_port) + u64::from(u16::from_ne_bytes(new_port)),
+    );
     let n = if OPTIONAL && n == 0 { 0xffff } else { n };
-    l4[SUM_AT..SUM_AT + 2].copy_from_slice(&n.to_be_bytes());
+    l4[SUM_AT..SUM_AT + 2].copy_from_slice(&n.to_ne_bytes());
 }
 
 #[cfg(test)]
