@@ -35,6 +35,21 @@ use crate::report::{BestWindow, Record};
 /// aead_fed`).
 pub(crate) const CHUNK: usize = 1024;
 
+/// Which directions a run measures (`--direction`): both unless one is named, e.g. to count
+/// one direction's instructions alone under callgrind (`bench/tools/instructions.sh`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Directions {
+    pub(crate) to_net: bool,
+    pub(crate) to_client: bool,
+}
+
+impl Directions {
+    pub(crate) const BOTH: Self = Self {
+        to_net: true,
+        to_client: true,
+    };
+}
+
 /// One scenario's shape.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Shape {
@@ -240,15 +255,16 @@ fn measure<P: BenchPort>(
     shape: Shape,
     size: usize,
     per_case: Duration,
+    dirs: Directions,
     ports: Vec<P>,
-) -> (f64, f64, u64, u64) {
+) -> (Option<f64>, Option<f64>, u64, u64) {
     let mut b = setup(shape, ports);
     let nat_ports = b.warm_up(shape, size);
     // Client to network: fresh sealed frames, round all flows (and so all sessions).
     let mut next = 0usize;
     let mut stages = [StageBest::default(), StageBest::default()];
     let mut c2n = BestWindow::new(per_case);
-    while c2n.elapsed() < per_case {
+    while dirs.to_net && c2n.elapsed() < per_case {
         let frames: Vec<Vec<u8>> = (0..CHUNK)
             .map(|i| b.seal((next + i) % shape.flows, shape, size))
             .collect();
@@ -270,7 +286,7 @@ fn measure<P: BenchPort>(
     };
     let mut next = 0usize;
     let mut n2c = BestWindow::new(per_case);
-    while n2c.elapsed() < per_case && !nat_ports.is_empty() {
+    while dirs.to_client && n2c.elapsed() < per_case && !nat_ports.is_empty() {
         let frames: Vec<Vec<u8>> = (0..CHUNK)
             .map(|i| reply(nat_ports[(next + i) % nat_ports.len()]))
             .collect();
@@ -289,7 +305,12 @@ fn measure<P: BenchPort>(
         let nonzero: Vec<(&str, u64)> = b.w.drops().iter().filter(|(_, n)| *n > 0).collect();
         eprintln!("    drops: {nonzero:?}");
     }
-    (c2n.rate(), n2c.rate(), c2n.ops() + n2c.ops(), drops)
+    (
+        dirs.to_net.then(|| c2n.rate()),
+        dirs.to_client.then(|| n2c.rate()),
+        c2n.ops() + n2c.ops(),
+        drops,
+    )
 }
 
 /// Runs the engine suite on ports from `ports` (named `suite` in the results); `records` are
@@ -301,6 +322,7 @@ pub(crate) fn run<P: BenchPort>(
     sizes: &[usize],
     shapes: &[Shape],
     per_case: Duration,
+    dirs: Directions,
     records: &mut [Record],
     mut ports: impl FnMut() -> Vec<P>,
 ) -> Vec<Record> {
@@ -308,9 +330,13 @@ pub(crate) fn run<P: BenchPort>(
     for &shape in shapes {
         for &size in sizes {
             crate::ceiling::remeasure(records, size, per_case / 4);
-            let (c2n, n2c, ops, drops) = measure(shape, size, per_case, ports());
+            let (c2n, n2c, ops, drops) = measure(shape, size, per_case, dirs, ports());
             let label = format!("{}s/{}f", human(shape.sessions), human(shape.flows));
-            for (dir, pps, open) in [("client->net", c2n, true), ("net->client", n2c, false)] {
+            let measured = [("client->net", c2n, true), ("net->client", n2c, false)];
+            for (dir, pps, open) in measured
+                .into_iter()
+                .filter_map(|(dir, pps, open)| Some((dir, pps?, open)))
+            {
                 let ratio = crate::ceiling::ratio(records, open, size, pps);
                 eprintln!(
                     "  {suite} {dir:<12} {label:<10} {size:>5} B  {:>8.3} Mpps  ratio so far {}  (drops {drops})",

@@ -35,6 +35,7 @@ struct Options {
     sizes: Option<Vec<usize>>,
     shapes: Option<Vec<engine::Shape>>,
     chart: Option<PathBuf>,
+    directions: engine::Directions,
 }
 
 fn parse_args() -> Result<Options> {
@@ -46,6 +47,7 @@ fn parse_args() -> Result<Options> {
     let mut seconds = None;
     let mut sizes = None;
     let mut shapes = None;
+    let mut directions = engine::Directions::BOTH;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -76,6 +78,20 @@ fn parse_args() -> Result<Options> {
                     .collect();
                 shapes = Some(parsed?);
             }
+            "--direction" => {
+                directions = match args.next().as_deref() {
+                    Some("client-net") => engine::Directions {
+                        to_net: true,
+                        to_client: false,
+                    },
+                    Some("net-client") => engine::Directions {
+                        to_net: false,
+                        to_client: true,
+                    },
+                    Some("both") => engine::Directions::BOTH,
+                    _ => bail!("--direction needs client-net, net-client or both"),
+                }
+            }
             "--chart" => {
                 chart = Some(PathBuf::from(args.next().context("--chart needs a path")?));
             }
@@ -97,7 +113,7 @@ fn parse_args() -> Result<Options> {
             ]),
             "ceiling" | "engine" | "dpdk" | "control" | "lab" => suites.push(a),
             "-h" | "--help" => {
-                println!("usage: sluice-bench [all|ceiling|engine|dpdk|control|lab]... [--quick] [--seconds S] [--sizes 64,512,1400] [--shapes SxF,...] [--hugepages] [--json PATH] [--chart SVG]");
+                println!("usage: sluice-bench [all|ceiling|engine|dpdk|control|lab]... [--quick] [--seconds S] [--sizes 64,512,1400] [--shapes SxF,...] [--direction client-net|net-client|both] [--hugepages] [--json PATH] [--chart SVG]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument `{other}` (try --help)"),
@@ -115,6 +131,7 @@ fn parse_args() -> Result<Options> {
         seconds,
         sizes,
         shapes,
+        directions,
     })
 }
 
@@ -180,6 +197,7 @@ fn run() -> Result<()> {
                     &sizes,
                     &shapes,
                     per_case,
+                    opts.directions,
                     &mut records,
                     engine::memory_ports,
                 );
@@ -219,9 +237,15 @@ fn run() -> Result<()> {
             "lab" => records.extend(lab::run(8, 1400, if opts.quick { 2.0 } else { 10.0 })?),
             "dpdk" => {
                 let rig = dpdk::Rig::start(opts.hugepages)?;
-                let out = engine::run("dpdk", &sizes, &shapes, per_case, &mut records, || {
-                    rig.ports()
-                });
+                let out = engine::run(
+                    "dpdk",
+                    &sizes,
+                    &shapes,
+                    per_case,
+                    opts.directions,
+                    &mut records,
+                    || rig.ports(),
+                );
                 records.extend(out);
             }
             _ => {}
