@@ -62,8 +62,11 @@ pub struct PortConfig {
 
 impl PortConfig {
     /// Whether `ip` is on-link.
+    #[inline]
     pub fn on_link(&self, ip: u32) -> bool {
-        crate::rules::Ipv4Cidr::new_truncating(self.ip, self.prefix_len).contains(ip)
+        // The bits `ip` differs in, shifted past the host part: none left means the same
+        // network (a /0 shifts all 32 out; in 64 bits the shift is always defined).
+        u64::from(ip ^ self.ip) >> (32 - u32::from(self.prefix_len.min(32))) == 0
     }
 }
 
@@ -777,6 +780,22 @@ mod tests {
     use crate::packet::HeapBuf;
     use crate::port::MemPort;
     use crate::testkit;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// On-link is membership of the port's network, whatever the prefix (0 to 32, and
+        /// longer ones taken as 32), against the CIDR type's own test.
+        #[test]
+        fn on_link_is_membership_of_the_ports_network(
+            ip in any::<u32>(), other in any::<u32>(), prefix_len in 0u8..40, near in any::<bool>(),
+        ) {
+            // Half the cases share a random-length prefix with the port's address.
+            let other = if near { ip ^ (other >> (other % 33).min(31)) } else { other };
+            let pc = PortConfig { mac: [2, 0, 0, 0, 0, 1], ip, prefix_len, gateway: None };
+            let oracle = crate::rules::Ipv4Cidr::new_truncating(ip, prefix_len).contains(other);
+            prop_assert_eq!(pc.on_link(other), oracle);
+        }
+    }
 
     /// The transmit batch of a port: full batches go out as they fill, the rest at the end of
     /// the poll; what a port refuses is dropped as TxRingFull, a port that does not exist is
