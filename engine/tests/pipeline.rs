@@ -1091,6 +1091,16 @@ fn keepalive_exit_and_control_packets() {
     assert_eq!(lab.drops(DropReason::Keepalive), 1);
     lab.send_exit();
     assert_eq!(lab.drops(DropReason::OccExit), 1);
+    // Neither is tunnel traffic: no ingress counted, for the session or its endpoint.
+    let t = lab
+        .w
+        .sessions()
+        .iter()
+        .find(|(_, s)| s.id().peer().0 == 5)
+        .map(|(_, s)| s.traffic())
+        .expect("the session is still there");
+    assert_eq!((t.ingress_packets, t.ingress_bytes), (0, 0));
+    assert_eq!(lab.w.endpoint_traffic()[0].ingress_packets, 0);
     // A control packet (HARD_RESET_CLIENT_V2) is punted with its addresses.
     let hard_reset = lab.send_hard_reset();
     let reports: Vec<Report> = std::iter::from_fn(|| lab.mb.reports.pop()).collect();
