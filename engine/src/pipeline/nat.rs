@@ -5,8 +5,9 @@
 //! header checksum takes the address and the TTL word, the TCP/UDP checksum takes the
 //! pseudo-header address and the port, the ICMP checksum the echo id (ICMP has no
 //! pseudo-header). The sums are taken over the fields as they lie in memory, without byte
-//! swaps (a ones' complement sum does not depend on byte order). The packet was validated when its flow was looked up; the bounds are
-//! checked again here so that a caller's mistake is a skipped rewrite, never a panic.
+//! swaps (a ones' complement sum does not depend on byte order). The packet was validated
+//! when its flow was looked up; the bounds are checked again here so that a caller's mistake
+//! is a skipped rewrite, never a panic.
 
 use crate::wire::checksum;
 use crate::wire::icmp::IcmpPacket;
