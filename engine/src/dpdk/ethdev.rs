@@ -140,7 +140,9 @@ impl EthDev {
         })
     }
 
-    /// Configures port `id` with queues for `opts.queues` cores and starts it.
+    /// Configures port `id` with queues for `opts.queues` cores and starts it. Ports that
+    /// pass mbufs to each other must share `pool`: transmit asks for mbuf fast free where the
+    /// driver offers it (`tx_offloads`), which returns sent mbufs to one pool.
     ///
     /// # Errors
     /// The device refused a step; the message names the port and the step.
