@@ -465,6 +465,15 @@ fn client_reaches_the_vpc_through_the_dpdk_data_plane() {
     assert_eq!(code, 0, "{err}");
     let dp: serde_json::Value = serde_json::from_str(&out).expect("describe-data-plane JSON");
     assert_eq!(dp["ControlCommandsWaiting"], 0, "{out}");
+    // Each port with what it was configured with (af_packet offers neither offload).
+    let ports = dp["Ports"].as_array().expect("Ports");
+    assert!(!ports.is_empty(), "{out}");
+    for p in ports {
+        assert_eq!(p["Driver"], "net_af_packet", "{out}");
+        assert_eq!(p["TxMbufFastFree"], false, "{out}");
+        assert_eq!(p["RxIpv4ChecksumOffload"], false, "{out}");
+        assert!(p["TxQueues"].as_u64() >= Some(1), "{out}");
+    }
     assert!(
         dp["Cores"][0]["IcmpErrorsSent"].as_u64() >= Some(1),
         "{out}"

@@ -637,8 +637,26 @@ impl Dataplane {
                 })
             })
             .collect();
+        // What each port was configured with: whether a NIC's offloads took effect is only
+        // visible here (the test drivers offer none of them).
+        let ports: Vec<serde_json::Value> = self
+            .devs
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "PortId": d.id(),
+                    "Driver": EthDev::info(d.id()).map(|i| i.driver).unwrap_or_default(),
+                    "RxQueues": d.rx_queues(),
+                    "TxQueues": d.tx_queues(),
+                    "Rss": d.rss(),
+                    "RxIpv4ChecksumOffload": d.rx_ipv4_checksum_offload(),
+                    "TxMbufFastFree": d.tx_mbuf_fast_free(),
+                })
+            })
+            .collect();
         serde_json::json!({
             "Cores": cores,
+            "Ports": ports,
             "ControlCommandsDropped": self.outbox.dropped(),
             "ControlCommandsWaiting": self.outbox.waiting(),
         })

@@ -95,6 +95,8 @@ pub struct EthDev {
     tx_queues: u16,
     pool: Arc<Mempool>,
     rss: bool,
+    rx_offloads: u64,
+    tx_offloads: u64,
     started: bool,
 }
 
@@ -175,8 +177,9 @@ impl EthDev {
         let rx_offloads = info.rx_offloads & rx_ipv4_cksum;
         // SAFETY: all-zero is DPDK's documented default for rte_eth_conf.
         let mut conf: dpdk_sys::rte_eth_conf = unsafe { std::mem::zeroed() };
+        let tx_offloads = tx_offloads(info.tx_offloads);
         conf.rxmode.offloads = rx_offloads;
-        conf.txmode.offloads = tx_offloads(info.tx_offloads);
+        conf.txmode.offloads = tx_offloads;
         if rss {
             conf.rxmode.mq_mode = dpdk_sys::rte_eth_rx_mq_mode_RTE_ETH_MQ_RX_RSS;
             conf.rx_adv_conf.rss_conf.rss_hf = rss_hf;
@@ -193,6 +196,8 @@ impl EthDev {
             tx_queues,
             pool,
             rss,
+            rx_offloads,
+            tx_offloads,
             started: false,
         };
         if let Some(mtu) = opts.mtu {
@@ -268,6 +273,19 @@ impl EthDev {
     /// Whether the device spreads flows over the rx queues by RSS.
     pub fn rss(&self) -> bool {
         self.rss
+    }
+
+    /// Whether the device checks received IPv4 header checksums (the pipeline then trusts
+    /// its verdict).
+    pub fn rx_ipv4_checksum_offload(&self) -> bool {
+        // SAFETY: the shim returns a constant.
+        self.rx_offloads & unsafe { dpdk_sys::shim_eth_rx_offload_ipv4_cksum() } != 0
+    }
+
+    /// Whether the device returns sent mbufs to the pool in bulk (mbuf fast free).
+    pub fn tx_mbuf_fast_free(&self) -> bool {
+        // SAFETY: the shim returns a constant.
+        self.tx_offloads & unsafe { dpdk_sys::shim_eth_tx_offload_mbuf_fast_free() } != 0
     }
 
     /// The port's MAC address.
