@@ -9,7 +9,7 @@
 //! when its flow was looked up; the bounds are checked again here so that a caller's mistake
 //! is a skipped rewrite, never a panic.
 
-use crate::wire::checksum;
+use crate::wire::checksum::{self, Delta};
 use crate::wire::icmp::IcmpPacket;
 use crate::wire::ipv4::{protocol, Ipv4Packet, MIN_HEADER_LEN};
 use crate::wire::tcp::{flags, TcpPacket};
@@ -112,24 +112,23 @@ fn rewrite(data: &mut [u8], side: Side, addr: u32, port: u16, mss: u16) {
         return;
     };
 
-    // RFC 1624 eqn. 3, HC' = ~(~HC + ~m + m'), on the fields as they lie in memory: a ones'
-    // complement sum does not depend on byte order (RFC 1071 §2(B)), so nothing is swapped.
-    // The address is one 32-bit term (two 16-bit words summed at once), shared by both
-    // checksums; each sum is folded once, in `apply`.
+    // The fields as they lie in memory (`Delta` does not mind the byte order): nothing is
+    // swapped. The address change is shared by both checksums.
     let a = side.addr_at;
     let old_addr = u32::from_ne_bytes([h[a], h[a + 1], h[a + 2], h[a + 3]]);
     let new_bytes = addr.to_be_bytes();
     h[a..a + 4].copy_from_slice(&new_bytes);
-    let address = u64::from(!old_addr) + u64::from(u32::from_ne_bytes(new_bytes));
+    let mut address = Delta::new();
+    address.quad(old_addr, u32::from_ne_bytes(new_bytes));
     let mut ip = address;
     if h[8] > 0 {
         h[8] -= 1;
-        // The TTL is the first byte of its word: the word as a big-endian number falls by
-        // 0x100, so ~m + m' is 0xfeff, read in memory order.
-        ip += u64::from(u16::from_ne_bytes(0xfeffu16.to_be_bytes()));
+        // The TTL is the first byte of its word: the word, as a big-endian number, fell by
+        // 0x100 (in memory order, that difference read the same way).
+        ip.decrease(u16::from_ne_bytes(0x0100u16.to_be_bytes()));
     }
     let hc = u16::from_ne_bytes([h[10], h[11]]);
-    h[10..12].copy_from_slice(&apply(hc, ip).to_ne_bytes());
+    h[10..12].copy_from_slice(&ip.apply(hc).to_ne_bytes());
 
     match h[9] {
         protocol::TCP => {
@@ -163,29 +162,17 @@ fn rewrite(data: &mut [u8], side: Side, addr: u32, port: u16, mss: u16) {
             let new_id = port.to_be_bytes();
             let old_id = u16::from_ne_bytes([icmp[4], icmp[5]]);
             icmp[4..6].copy_from_slice(&new_id);
-            let d = u64::from(!old_id) + u64::from(u16::from_ne_bytes(new_id));
+            let mut d = Delta::new();
+            d.word(old_id, u16::from_ne_bytes(new_id));
             let c = u16::from_ne_bytes([icmp[2], icmp[3]]);
-            icmp[2..4].copy_from_slice(&apply(c, d).to_ne_bytes());
+            icmp[2..4].copy_from_slice(&d.apply(c).to_ne_bytes());
         }
         _ => {}
     }
 }
 
-/// The checksum `hc` (in memory order) with the gathered `~m + m'` terms folded in.
-#[inline(always)]
-fn apply(hc: u16, terms: u64) -> u16 {
-    // At most a few 32-bit terms: below 2^35; to 33 bits, then three 16-bit folds (below
-    // 2^18, below 2^16 + 2, below 2^16).
-    let s = u64::from(!hc) + terms;
-    let s = (s & 0xffff_ffff) + (s >> 32);
-    let s = (s & 0xffff) + (s >> 16);
-    let s = (s & 0xffff) + (s >> 16);
-    let s = (s & 0xffff) + (s >> 16);
-    !(s as u16)
-}
-
 /// Writes `port` at `port_at` of a TCP/UDP header and folds it and the pseudo-header's
-/// `address` terms into the checksum at `SUM_AT`. `OPTIONAL` (UDP): a zero checksum means none
+/// `address` change into the checksum at `SUM_AT`. `OPTIONAL` (UDP): a zero checksum means none
 /// was computed and stays zero, and a computed zero is sent as all ones (RFC 768). The caller
 /// has checked that the header fits.
 #[inline(always)]
@@ -193,7 +180,7 @@ fn port_and_checksum<const SUM_AT: usize, const OPTIONAL: bool>(
     l4: &mut [u8],
     port_at: usize,
     port: u16,
-    address: u64,
+    address: Delta,
 ) {
     let new_port = port.to_be_bytes();
     let old_port = u16::from_ne_bytes([l4[port_at], l4[port_at + 1]]);
@@ -202,10 +189,9 @@ fn port_and_checksum<const SUM_AT: usize, const OPTIONAL: bool>(
     if OPTIONAL && c == 0 {
         return;
     }
-    let n = apply(
-        c,
-        address + u64::from(!old_port) + u64::from(u16::from_ne_bytes(new_port)),
-    );
+    let mut d = address;
+    d.word(old_port, u16::from_ne_bytes(new_port));
+    let n = d.apply(c);
     let n = if OPTIONAL && n == 0 { 0xffff } else { n };
     l4[SUM_AT..SUM_AT + 2].copy_from_slice(&n.to_ne_bytes());
 }

@@ -20,13 +20,19 @@ pub fn sum(acc: u32, data: &[u8]) -> u32 {
     if let [last] = pairs.remainder() {
         wide += u64::from(*last) << 8;
     }
-    // 64 to 33 bits, then three 16-bit folds (below 2^18, below 2^16 + 2, below 2^16): a
-    // fixed sequence, no loop.
-    let w = (wide & 0xffff_ffff) + (wide >> 32);
+    u32::from(fold_wide(wide))
+}
+
+/// Folds a 64-bit accumulator of at most a few thousand 32-bit terms to 16 bits with
+/// end-around carry: to 33 bits, then three 16-bit folds (below 2^18, below 2^16 + 2, below
+/// 2^16), a fixed sequence with no loop.
+#[inline]
+pub fn fold_wide(acc: u64) -> u16 {
+    let w = (acc & 0xffff_ffff) + (acc >> 32);
     let w = (w & 0xffff) + (w >> 16);
     let w = (w & 0xffff) + (w >> 16);
     let w = (w & 0xffff) + (w >> 16);
-    w as u32
+    w as u16
 }
 
 /// Folds a 32-bit accumulator to 16 bits with end-around carry (two folds always suffice:
@@ -69,10 +75,13 @@ pub fn update32(hc: u16, old: u32, new: u32) -> u16 {
 
 /// Several RFC 1624 field changes gathered and folded into a checksum once.
 ///
-/// Each change adds `~old + new` as 16-bit words; `apply` computes `~(~HC + sum)` with one
-/// fold. Up to 0x8000 words fit the 32-bit accumulator, far more than a header rewrite has.
+/// Each change adds `~old + new`; `apply` computes `~(~HC + sum)` with one fold. A 32-bit
+/// field is one term (two 16-bit words summed at once). The values may be taken in either
+/// byte order, as long as the checksum is read and written in the same one: a ones'
+/// complement sum does not depend on byte order (RFC 1071 §2(B)), so the SNAT rewrite takes
+/// the fields as they lie in memory and swaps nothing.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Delta(u32);
+pub struct Delta(u64);
 
 impl Delta {
     /// No change yet.
@@ -84,20 +93,26 @@ impl Delta {
     /// A 16-bit word changed from `old` to `new`.
     #[inline]
     pub fn word(&mut self, old: u16, new: u16) {
-        self.0 += u32::from(!old) + u32::from(new);
+        self.0 += u64::from(!old) + u64::from(new);
     }
 
-    /// A 32-bit field (an address) changed, as its two words.
+    /// A 16-bit word fell by `by` without borrowing out of it (a TTL decremented): `~m + m'` is
+    /// then the constant `0xffff - by`, whatever the word was.
+    #[inline]
+    pub fn decrease(&mut self, by: u16) {
+        self.0 += u64::from(0xffff - by);
+    }
+
+    /// A 32-bit field (an address) changed: one term.
     #[inline]
     pub fn quad(&mut self, old: u32, new: u32) {
-        self.word((old >> 16) as u16, (new >> 16) as u16);
-        self.word(old as u16, new as u16);
+        self.0 += u64::from(!old) + u64::from(new);
     }
 
     /// The checksum `hc` with every gathered change folded in.
     #[inline]
     pub fn apply(self, hc: u16) -> u16 {
-        !fold(u32::from(!hc) + (self.0 & 0xffff) + (self.0 >> 16))
+        !fold_wide(u64::from(!hc) + self.0)
     }
 }
 
@@ -162,6 +177,24 @@ mod tests {
                 let inc = update32(hc, old32, new);
                 prop_assert!(same(inc, full), "{inc:#x} vs {full:#x}");
             }
+        }
+
+        /// A TTL decremented, as `decrease` by its word's step, in big-endian values or in
+        /// memory order, gives the recomputed checksum.
+        #[test]
+        fn decrease_matches_full(mut data in proptest::collection::vec(any::<u8>(), 20..21), ttl in 1u8..=255) {
+            data[8] = ttl;
+            let hc = checksum(&data);
+            data[8] -= 1;
+            let full = checksum(&data);
+            let mut be = Delta::new();
+            be.decrease(0x0100);
+            prop_assert!(same(be.apply(hc), full));
+            let mut ne = Delta::new();
+            ne.decrease(u16::from_ne_bytes(0x0100u16.to_be_bytes()));
+            // The checksum read as it lies in memory, and written back the same way.
+            let in_memory = ne.apply(u16::from_ne_bytes(hc.to_be_bytes()));
+            prop_assert!(same(u16::from_be_bytes(in_memory.to_ne_bytes()), full));
         }
 
         /// Several word changes gathered in a `Delta` give the recomputed checksum.

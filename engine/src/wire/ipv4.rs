@@ -163,9 +163,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
             Some(h) if self.header_len() == MIN_HEADER_LEN => {
                 let w =
                     |i: usize| u64::from(u32::from_ne_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
-                let wide = w(0) + w(4) + w(8) + w(12) + w(16);
-                let w = (wide & 0xffff_ffff) + (wide >> 32);
-                checksum::fold(((w & 0xffff) + (w >> 16)) as u32)
+                checksum::fold_wide(w(0) + w(4) + w(8) + w(12) + w(16))
             }
             _ => checksum::fold(checksum::sum(0, &b[..self.header_len()])),
         };
