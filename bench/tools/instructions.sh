@@ -34,6 +34,9 @@ python3 - "$out/cg" "$direction" "$bin" "${BY_FUNCTION:-0}" "$depth" <<'PY'
 import collections, re, subprocess, sys
 
 path, direction, binary, top, depth = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+def number(t):
+    # Callgrind's numbers: hex with a 0x prefix, else decimal (either may carry a sign).
+    return int(t, 16) if t.lstrip('+-').startswith('0x') else int(t, 10)
 names, objs = {}, {}
 calls, incl = collections.Counter(), collections.Counter()
 self_at, fn_at = collections.Counter(), {}
@@ -71,17 +74,16 @@ for line in open(path):
         continue
     cost = line.split()
     if top:
-        # --dump-instr: the first position is the instruction's address (absolute, relative
-        # to the previous one, or `*`, the same).
+        # --dump-instr: the first position is the instruction's address: absolute, relative
+        # to the previous one, or `*`, the same. Callgrind writes numbers as its format
+        # defines them: hex with a 0x prefix, decimal without (its relative offsets).
         a = cost[0]
         if a == '*':
             addr = last
-        elif a[0] == '+':
-            addr = last + int(a[1:], 16)
-        elif a[0] == '-':
-            addr = last - int(a[1:], 16)
+        elif a[0] in '+-':
+            addr = last + number(a)
         else:
-            addr = int(a, 16)
+            addr = number(a)
         last = addr
         value = int(cost[2]) if len(cost) > 2 else 0
     else:

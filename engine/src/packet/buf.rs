@@ -136,6 +136,13 @@ impl PacketBuf for HeapBuf {
         self.start()
     }
 
+    /// From the bounds alone (they never cross: every change keeps `start <= end`), not from
+    /// a bounds-checked slice of the storage as the trait's default does.
+    #[inline]
+    fn len(&self) -> usize {
+        self.end().saturating_sub(self.start())
+    }
+
     #[inline]
     fn tailroom(&self) -> usize {
         self.storage.len() - self.end()
