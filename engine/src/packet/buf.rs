@@ -191,6 +191,7 @@ mod tests {
         b.append(4).unwrap().copy_from_slice(b"body");
         b.prepend(3).unwrap().copy_from_slice(b"hdr");
         assert_eq!(b.data(), b"hdrbody");
+        assert_eq!(b.len(), 7);
         assert_eq!((b.headroom(), b.tailroom()), (13, 44));
         assert_eq!(b.prepend(14), Err(NoRoom));
         assert_eq!(b.append(45), Err(NoRoom));
@@ -202,7 +203,9 @@ mod tests {
         b.trim_front(3);
         b.truncate(2);
         assert_eq!(b.data(), b"bo");
+        assert_eq!(b.len(), 2);
         b.trim_front(10);
         assert!(b.is_empty());
+        assert_eq!(b.len(), 0);
     }
 }
