@@ -532,8 +532,10 @@ impl<P: Port> Worker<P> {
         }
     }
 
-    /// Counts and discards a packet.
-    #[inline]
+    /// Counts and discards a packet. Out of line and cold: every check on the packet path
+    /// ends here when it fails, and inlined, the pushes of all of them crowded the hot code.
+    #[cold]
+    #[inline(never)]
     pub(crate) fn drop_packet(&mut self, buf: P::Buf, reason: DropReason) {
         self.drops.bump(reason);
         self.trash.push(buf);

@@ -374,8 +374,10 @@ impl FlowTable {
     }
 
     /// `lookup_reverse`, trying slot `hint` first (what a look-ahead found for the same key;
-    /// the flow there is used only if it is the key's).
-    #[inline]
+    /// the flow there is used only if it is the key's). Out of line: once `drop_packet` went
+    /// cold, LLVM inlined this into `handle_network_side`, and net->client took 8 ticks a packet
+    /// more at 64 bytes for 11 instructions fewer (bench/RESULTS.md, eleventh session).
+    #[inline(never)]
     pub fn lookup_reverse_at(
         &mut self,
         key: &ReverseKey,
