@@ -604,7 +604,11 @@ impl<P: Port> Worker<P> {
         }
     }
 
-    /// Queues a report for control (`Mailbox::report`); one with no room is counted.
+    /// Queues a report for control (`Mailbox::report`); one with no room is counted. Cold and
+    /// out of line: a data packet reports only when its session floats, ends or must
+    /// renegotiate.
+    #[cold]
+    #[inline(never)]
     pub(crate) fn report(&mut self, r: Report) {
         if let Err(r) = self.mailbox.report(r) {
             self.drops.bump(match r {

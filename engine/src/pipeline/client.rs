@@ -63,44 +63,7 @@ impl<P: Port> Worker<P> {
         };
         let opcode = Opcode::of(byte0);
         if opcode != Opcode::DATA_V2 {
-            // sluice always pushes a peer-id, so clients send P_DATA_V2 only (no DATA_V1);
-            // control handles the rest of what a client sends, nothing else is punted.
-            if !crate::punt::is_client_control(payload) {
-                return self.drop_packet(buf, DropReason::MalformedOpenvpn);
-            }
-            if let Some(key) = self.cfg.cookies.as_deref() {
-                // Control keeps no state before the echo of our session id: a first reset is
-                // answered here, and only an address with a session, or a valid echo, reaches
-                // control (a spray of spoofed control packets dies on the core).
-                if opcode == Opcode::CONTROL_HARD_RESET_CLIENT_V2 {
-                    return self.answer_reset(port, buf, &outer);
-                }
-                if !self.control_peers.contains(outer.remote)
-                    && !crate::cookie::is_valid_echo(
-                        key,
-                        u64::from(self.now_secs),
-                        outer.remote,
-                        outer.local,
-                        payload,
-                    )
-                {
-                    return self.drop_packet(buf, DropReason::UnknownControlPeer);
-                }
-            }
-            if !self
-                .punt_limiter
-                .allow(outer.remote.ip, outer.remote.port, self.now_secs)
-            {
-                return self.drop_packet(buf, DropReason::PuntRateLimited);
-            }
-            let report = Report::Punted {
-                payload: payload.to_vec(),
-                remote: outer.remote,
-                local: outer.local,
-                endpoint: outer.endpoint,
-            };
-            self.report(report);
-            return self.consume(buf);
+            return self.client_control(port, buf, &outer, opcode);
         }
         let Ok(peer) = DataPacket::new_checked(payload).map(|p| p.peer_id()) else {
             return self.drop_packet(buf, DropReason::MalformedOpenvpn);
@@ -113,6 +76,52 @@ impl<P: Port> Worker<P> {
         buf.trim_front(outer.payload_start);
         buf.truncate(outer.payload_len);
         self.client_data(buf, peer, outer.remote);
+    }
+
+    /// A client's packet that is not P_DATA_V2 (`opcode`): control's, punted within the
+    /// limits, or dropped. Cold and out of line: the data path never comes here.
+    #[cold]
+    #[inline(never)]
+    fn client_control(&mut self, port: u16, buf: P::Buf, outer: &Outer, opcode: Opcode) {
+        let payload = &buf.data()[outer.payload_start..outer.payload_start + outer.payload_len];
+        // sluice always pushes a peer-id, so clients send P_DATA_V2 only (no DATA_V1);
+        // control handles the rest of what a client sends, nothing else is punted.
+        if !crate::punt::is_client_control(payload) {
+            return self.drop_packet(buf, DropReason::MalformedOpenvpn);
+        }
+        if let Some(key) = self.cfg.cookies.as_deref() {
+            // Control keeps no state before the echo of our session id: a first reset is
+            // answered here, and only an address with a session, or a valid echo, reaches
+            // control (a spray of spoofed control packets dies on the core).
+            if opcode == Opcode::CONTROL_HARD_RESET_CLIENT_V2 {
+                return self.answer_reset(port, buf, outer);
+            }
+            if !self.control_peers.contains(outer.remote)
+                && !crate::cookie::is_valid_echo(
+                    key,
+                    u64::from(self.now_secs),
+                    outer.remote,
+                    outer.local,
+                    payload,
+                )
+            {
+                return self.drop_packet(buf, DropReason::UnknownControlPeer);
+            }
+        }
+        if !self
+            .punt_limiter
+            .allow(outer.remote.ip, outer.remote.port, self.now_secs)
+        {
+            return self.drop_packet(buf, DropReason::PuntRateLimited);
+        }
+        let report = Report::Punted {
+            payload: payload.to_vec(),
+            remote: outer.remote,
+            local: outer.local,
+            endpoint: outer.endpoint,
+        };
+        self.report(report);
+        self.consume(buf);
     }
 
     /// Answers a client's first hard reset from no state (`cookie`): the frame becomes the

@@ -15,6 +15,9 @@ use crate::worker::Worker;
 
 impl<P: Port> Worker<P> {
     /// Handles an ARP packet received on `port` (the frame still has its Ethernet header).
+    /// Cold and out of line, as every path off the data packets'.
+    #[cold]
+    #[inline(never)]
     pub(crate) fn handle_arp(&mut self, port: u16, mut buf: P::Buf) {
         let Some(pc) = self.cfg.ports.get(usize::from(port)).copied() else {
             return self.drop_packet(buf, DropReason::NotForUs);
@@ -83,7 +86,10 @@ impl<P: Port> Worker<P> {
     }
 
     /// Answers an ICMP echo request addressed to the appliance (frame with Ethernet header,
-    /// IPv4 at `HEADER_LEN`), in place. Returns the buffer if it is not one.
+    /// IPv4 at `HEADER_LEN`), in place. Returns the buffer if it is not one. Cold and out of
+    /// line: data packets never come here.
+    #[cold]
+    #[inline(never)]
     pub(crate) fn answer_ping(&mut self, port: u16, mut buf: P::Buf) -> Option<P::Buf> {
         let Ok((src_mac, dst_mac)) =
             ethernet::EthernetFrame::new_checked(buf.data()).map(|e| (e.src(), e.dst()))
