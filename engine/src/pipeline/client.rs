@@ -443,83 +443,106 @@ impl<P: Port> Worker<P> {
 
     /// A checked inner packet (`checked_inner`): decides, translates and sends it.
     fn forward_inner(&mut self, d: Decrypted<P::Buf>) {
-        let Decrypted {
-            mut buf,
-            owner,
-            key,
-            tcp_flags,
-            first_fragment,
-            hash,
-            slot,
-        } = d;
-        let now = self.now_secs;
-        let epoch = self.rules_epoch;
         // A flow remembers the decision of the rule table it was last decided under: the
         // decision is a function of the table, the endpoint and groups (fixed for the life of
         // the session that owns the flow) and the flow's own tuple, so it only has to be made
-        // again after a table swap, or for a packet of another session than the owner.
-        let found = self.flows.find_hashed_at(&key, hash, slot);
-        let cached = found.and_then(|(_, f)| {
-            (f.decided == epoch && f.owner == owner).then_some((f.port, f.next_hop, f.eni))
-        });
-        let (target_port, next_hop, eni) = match cached {
-            Some(c) => c,
-            None => {
-                // The session's endpoint and groups, read only now that they are needed (the
-                // session lives at least until the end of this burst).
-                let Some((endpoint, groups)) = self
-                    .sessions
-                    .get_mut(owner)
-                    .map(|s| (s.id().endpoint(), s.groups))
-                else {
-                    return self.drop_packet(buf, DropReason::UnknownPeer);
-                };
-                // The appliance's own tunnel address is never a destination behind it (and,
-                // with no flow made, every packet to it comes this way).
-                if self.tunnel_gateway(endpoint) == Some(key.dst) {
-                    return self.for_tunnel_gateway(buf, owner);
-                }
-                let route_hash =
-                    flow_hash(key.client, key.dst, key.src_port, key.dst_port, key.proto);
-                match self.rules.decide(
-                    usize::from(endpoint),
-                    &groups,
-                    key.dst,
-                    key.proto,
-                    key.dst_port,
-                    route_hash,
-                ) {
-                    Ok(d) => (d.target.port, d.next_hop, d.target.eni_ip),
-                    Err(reason) => return self.drop_packet(buf, reason),
-                }
-            }
+        // again after a table swap, or for a packet of another session than the owner. Every
+        // other packet of a flow takes this path.
+        let (now, epoch) = (self.now_secs, self.rules_epoch);
+        let decided = self
+            .flows
+            .find_hashed_at(&d.key, d.hash, d.slot)
+            .and_then(|(slot, f)| (f.decided == epoch && f.owner == d.owner).then_some(slot));
+        let Some(flow) = decided.and_then(|slot| self.flows.refresh(slot, now)) else {
+            return self.forward_deciding(d);
         };
-        let flow = match found.map(|(slot, _)| slot) {
+        FlowTable::observe_tcp(flow, d.tcp_flags, false);
+        let (eni, nat_port, port, next_hop) = (flow.eni, flow.nat_port, flow.port, flow.next_hop);
+        self.send_translated(d, eni, nat_port, port, next_hop);
+    }
+
+    /// `forward_inner` for a packet whose flow has no decision under the current rule table
+    /// (a new flow, the first packet after a table swap, or another session's packet): the
+    /// rule table decides, and the flow is made or updated. Cold and out of line, so that the
+    /// decision's code stays out of the path every other packet takes.
+    #[cold]
+    #[inline(never)]
+    fn forward_deciding(&mut self, d: Decrypted<P::Buf>) {
+        let (now, epoch, owner, key) = (self.now_secs, self.rules_epoch, d.owner, d.key);
+        let found = self
+            .flows
+            .find_hashed_at(&key, d.hash, d.slot)
+            .map(|(slot, _)| slot);
+        // The session's endpoint and groups, read only now that they are needed (the session
+        // lives at least until the end of this burst).
+        let Some((endpoint, groups)) = self
+            .sessions
+            .get_mut(owner)
+            .map(|s| (s.id().endpoint(), s.groups))
+        else {
+            return self.drop_packet(d.buf, DropReason::UnknownPeer);
+        };
+        // The appliance's own tunnel address is never a destination behind it (and, with no
+        // flow made, every packet to it comes this way).
+        if self.tunnel_gateway(endpoint) == Some(key.dst) {
+            return self.for_tunnel_gateway(d.buf, owner);
+        }
+        let route_hash = flow_hash(key.client, key.dst, key.src_port, key.dst_port, key.proto);
+        let (target_port, next_hop, eni) = match self.rules.decide(
+            usize::from(endpoint),
+            &groups,
+            key.dst,
+            key.proto,
+            key.dst_port,
+            route_hash,
+        ) {
+            Ok(c) => (c.target.port, c.next_hop, c.target.eni_ip),
+            Err(reason) => return self.drop_packet(d.buf, reason),
+        };
+        let flow = match found {
             Some(slot) => match self.flows.refresh(slot, now) {
                 Some(f) if f.eni == eni => f,
                 _ => {
                     // The route moved to another subnet (a reload): the old translation is
                     // stale.
-                    return self.drop_packet(buf, DropReason::NoFlow);
+                    return self.drop_packet(d.buf, DropReason::NoFlow);
                 }
             },
             None => match self.flows.create(key, eni, target_port, owner, now) {
                 Ok(f) => f,
-                Err(reason) => return self.drop_packet(buf, reason),
+                Err(reason) => return self.drop_packet(d.buf, reason),
             },
         };
-        if cached.is_none() {
-            flow.port = target_port;
-            flow.next_hop = next_hop;
-            flow.decided = epoch;
-        }
-        FlowTable::observe_tcp(flow, tcp_flags, false);
+        flow.port = target_port;
+        flow.next_hop = next_hop;
+        flow.decided = epoch;
+        FlowTable::observe_tcp(flow, d.tcp_flags, false);
         let nat_port = flow.nat_port;
+        self.send_translated(d, eni, nat_port, target_port, next_hop);
+    }
+
+    /// Translates a client's packet to `eni` and `nat_port` and sends it on `port` toward
+    /// `next_hop`.
+    #[inline(always)]
+    fn send_translated(
+        &mut self,
+        d: Decrypted<P::Buf>,
+        eni: u32,
+        nat_port: u16,
+        port: u16,
+        next_hop: u32,
+    ) {
+        let Decrypted {
+            mut buf,
+            key,
+            first_fragment,
+            ..
+        } = d;
         nat::rewrite_source(buf.data_mut(), eni, nat_port, self.cfg.mss_clamp);
         if let Some(ident) = first_fragment {
-            self.first_fragment_out(&mut buf, key.datagram(ident), (eni, target_port, next_hop));
+            self.first_fragment_out(&mut buf, key.datagram(ident), (eni, port, next_hop));
         }
-        self.output(target_port, next_hop, buf);
+        self.output(port, next_hop, buf);
         // Its later fragments that came before it follow it (in this branch, after the send,
         // interleaved ticks read 5-13 a packet fewer at 64 B than releasing them with the
         // entry, as the target-subnet side does).
