@@ -1085,6 +1085,38 @@ fn a_reload_applies_to_established_flows() {
 }
 
 #[test]
+fn a_session_displaced_by_another_with_its_address_takes_its_flows_with_it() {
+    // Group 0 may reach 10.99/16; a session without it may not.
+    let mut lab = lab_with(GroupMask::EMPTY.with(0));
+    let echo = |seq| testkit::ipv4_echo(ip(lab::CLIENT_VIP), ip("10.99.1.1"), true, 7, seq, b"");
+    lab.send_from_client(&echo(1));
+    assert_eq!(lab.inside_sent().len(), 1, "group 0 may reach 10.99/16");
+    assert_eq!(lab.w.flow_count(), 1);
+    // A new session with the same virtual address and no groups replaces peer 5 (the table
+    // holds one session an address). Peer 5's flow, and the decision made for it, go with it,
+    // though the new session takes over its slot; control hears that peer 5 is gone.
+    let mut other = add_session(
+        &mut lab.w,
+        &lab.mb,
+        PeerId(6),
+        GroupMask::EMPTY,
+        Cipher::Aes256Gcm,
+        lab.now,
+    );
+    assert_eq!(lab.w.flow_count(), 0);
+    let removed = std::iter::from_fn(|| lab.mb.reports.pop()).find_map(|r| match r {
+        Report::Removed { peer, traffic } => Some((peer, traffic.ingress_packets)),
+        _ => None,
+    });
+    assert_eq!(removed, Some((PeerId(5), 1)));
+    let f = other.frame(&echo(2));
+    lab.w.port_mut(0).unwrap().inject(&f);
+    lab.w.poll_once(lab.now);
+    assert!(lab.inside_sent().is_empty(), "not under peer 5's decision");
+    assert_eq!(lab.drops(DropReason::NotAuthorized), 1);
+}
+
+#[test]
 fn keepalive_exit_and_control_packets() {
     let mut lab = lab_with(GroupMask::EMPTY);
     lab.send_from_client(&sluice_engine::crypto::data_channel::PING_MAGIC);
