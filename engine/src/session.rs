@@ -363,16 +363,15 @@ impl SessionTable {
         }
     }
 
-    /// Adds a session, replacing one with the same peer-id or address.
+    /// Adds a session, replacing one with the same peer-id or address (`remove_replaced`). A
+    /// caller that keeps state by slot (the worker's flows) takes the replaced sessions out
+    /// first with `remove_replaced` itself.
     ///
     /// # Errors
     /// The session back when the table is full, or when its peer-id is not one this core
     /// owns and another session holds its index entry.
     pub fn insert(&mut self, s: Session) -> Result<SessionIndex, Box<Session>> {
-        self.remove_peer(s.id().peer());
-        if let Some(&i) = self.by_ip.get(&s.client_ip) {
-            self.remove(i);
-        }
+        self.remove_replaced(s.id().peer(), s.client_ip);
         let e = self.peer_entry(s.id().peer());
         if self.by_peer.get(e) != Some(&0) {
             return Err(Box::new(s));
@@ -388,6 +387,23 @@ impl SessionTable {
         self.payload = Some(std::ptr::from_ref(placed).addr() - at);
         self.live += 1;
         Ok(i)
+    }
+
+    /// Removes the sessions a new one for `peer` at `client_ip` replaces: the one with its
+    /// peer-id and the one with its address (the table holds one session an address). Returns
+    /// them with the slots they had.
+    pub fn remove_replaced(
+        &mut self,
+        peer: PeerId,
+        client_ip: u32,
+    ) -> [Option<(SessionIndex, Session)>; 2] {
+        let same_peer = self.remove_peer(peer);
+        let same_ip = self
+            .by_ip
+            .get(&client_ip)
+            .copied()
+            .and_then(|i| self.remove(i).map(|s| (i, s)));
+        [same_peer, same_ip]
     }
 
     /// Removes a session by slot.

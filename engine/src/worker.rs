@@ -442,23 +442,17 @@ impl<P: Port> Worker<P> {
                 }
                 Command::AddSession { info, key_id, keys } => match DataKey::new(key_id, &keys) {
                     Ok(k) => {
-                        // The session it replaces: the one with its peer-id, and the one with
-                        // its address (the table holds one session an address). Each goes
-                        // with its flows, whose decisions were made for its groups (the new
-                        // session may take over its slot, which the flows name as owner), and
-                        // control hears of it.
-                        let replaced = [
-                            self.sessions.index_of_peer(info.peer),
-                            self.sessions.index_of_ip(info.client_ip),
-                        ];
-                        for i in replaced.into_iter().flatten() {
-                            if let Some(old) = self.sessions.remove(i) {
-                                self.flows.remove_owner(i);
-                                self.report(Report::Removed {
-                                    peer: old.id().peer(),
-                                    traffic: old.traffic(),
-                                });
-                            }
+                        // The sessions it replaces (its peer-id's, its address's) go with their
+                        // flows, whose decisions were made for their groups (the new session
+                        // may take over a slot, which the flows name as owner), and control
+                        // hears of them.
+                        let replaced = self.sessions.remove_replaced(info.peer, info.client_ip);
+                        for (i, old) in replaced.into_iter().flatten() {
+                            self.flows.remove_owner(i);
+                            self.report(Report::Removed {
+                                peer: old.id().peer(),
+                                traffic: old.traffic(),
+                            });
                         }
                         if let Err(s) = self.sessions.insert(Session::new(info, k, self.now_secs)) {
                             self.report(Report::Removed {

@@ -449,12 +449,13 @@ impl<P: Port> Worker<P> {
         // again after a table swap, or for a packet of another session than the owner. Every
         // other packet of a flow takes this path.
         let (now, epoch) = (self.now_secs, self.rules_epoch);
-        let decided = self
+        let found = self
             .flows
             .find_hashed_at(&d.key, d.hash, d.slot)
-            .and_then(|(slot, f)| (f.decided == epoch && f.owner == d.owner).then_some(slot));
+            .map(|(slot, f)| (slot, f.decided == epoch && f.owner == d.owner));
+        let decided = found.and_then(|(slot, decided)| decided.then_some(slot));
         let Some(flow) = decided.and_then(|slot| self.flows.refresh(slot, now)) else {
-            return self.forward_deciding(d);
+            return self.forward_deciding(d, found.map(|(slot, _)| slot));
         };
         FlowTable::observe_tcp(flow, d.tcp_flags, false);
         let (eni, nat_port, port, next_hop) = (flow.eni, flow.nat_port, flow.port, flow.next_hop);
@@ -462,17 +463,14 @@ impl<P: Port> Worker<P> {
     }
 
     /// `forward_inner` for a packet whose flow has no decision under the current rule table
-    /// (a new flow, the first packet after a table swap, or another session's packet): the
-    /// rule table decides, and the flow is made or updated. Cold and out of line, so that the
-    /// decision's code stays out of the path every other packet takes.
+    /// (a new flow, the first packet after a table swap, or another session's packet; `found`:
+    /// its flow's slot, if it has one): the rule table decides, and the flow is made or
+    /// updated. Cold and out of line, so that the decision's code stays out of the path every
+    /// other packet takes.
     #[cold]
     #[inline(never)]
-    fn forward_deciding(&mut self, d: Decrypted<P::Buf>) {
+    fn forward_deciding(&mut self, d: Decrypted<P::Buf>, found: Option<u32>) {
         let (now, epoch, owner, key) = (self.now_secs, self.rules_epoch, d.owner, d.key);
-        let found = self
-            .flows
-            .find_hashed_at(&key, d.hash, d.slot)
-            .map(|(slot, _)| slot);
         // The session's endpoint and groups, read only now that they are needed (the session
         // lives at least until the end of this burst).
         let Some((endpoint, groups)) = self
