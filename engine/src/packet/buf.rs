@@ -2,6 +2,8 @@
 //! tags appended in place. A DPDK mbuf implements it in production; `HeapBuf` in tests,
 //! benchmarks and in-memory ports.
 
+use std::ptr::NonNull;
+
 /// Not enough head or tail room for the requested growth.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NoRoom;
@@ -50,21 +52,40 @@ pub trait PacketBuf {
 
 /// A heap-backed packet buffer with fixed capacity; it never reallocates.
 ///
-/// The packet's bounds are one word, always written whole. A buffer moves through the
-/// pipeline by value, copied right after a trim or a prepend changed its bounds; with the
-/// bounds in two fields, that copy read them at once, which the processor cannot forward from
-/// two separate stores still in flight, and the copy waited for both to reach L1.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Two words, so that it moves in two registers as an mbuf pointer moves in one: the storage's
+/// address, and its capacity with the packet's bounds packed in one word, always written whole.
+/// A buffer moves through the pipeline by value, right after a trim or a prepend changed its
+/// bounds. As a `Box<[u8]>` and a bounds word (three words), every move went through a copy
+/// on the stack, written a word at a time and read back 16 bytes at once: a load the processor
+/// cannot forward from two stores still in flight, so each move waited for them to reach L1
+/// (the largest single cost a sampling profile found in the transmit path). With the bounds in
+/// two fields before that, the copy read them at once for the same reason.
 pub struct HeapBuf {
-    storage: Box<[u8]>,
-    /// The packet's first byte in `storage` (low 32 bits) and the byte after its last (high 32).
+    /// The storage's first byte: a `Box<[u8]>` of `capacity()` bytes that this buffer owns
+    /// (made in `with_capacity`, freed in `Drop`).
+    ptr: NonNull<u8>,
+    /// The packet's first byte in the storage (bits 0-20), the byte after its last (bits
+    /// 21-41) and the storage's length (bits 42-62). Always `start <= end <= capacity`.
     span: u64,
 }
 
-/// `start` and `end` as a `HeapBuf::span`.
+// SAFETY: a `HeapBuf` owns its storage alone, as the `Box<[u8]>` it was made from did; it
+// hands out references to it only through `&self` and `&mut self`.
+#[allow(unsafe_code)]
+unsafe impl Send for HeapBuf {}
+// SAFETY: as above: `&HeapBuf` gives only shared access to the bytes.
+#[allow(unsafe_code)]
+unsafe impl Sync for HeapBuf {}
+
+/// Bits of each field of `HeapBuf::span`.
+const FIELD_BITS: u32 = 21;
+/// The mask of one field.
+const FIELD: u64 = (1 << FIELD_BITS) - 1;
+
+/// `start`, `end` and `capacity` as a `HeapBuf::span` (each at most `HeapBuf::MAX_CAPACITY`).
 #[inline]
-fn span(start: usize, end: usize) -> u64 {
-    start as u64 | (end as u64) << 32
+fn span(start: usize, end: usize, capacity: usize) -> u64 {
+    start as u64 | (end as u64) << FIELD_BITS | (capacity as u64) << (2 * FIELD_BITS)
 }
 
 impl HeapBuf {
@@ -73,29 +94,73 @@ impl HeapBuf {
     pub const DEFAULT_HEADROOM: usize = 128;
     /// Total capacity new buffers get by default (a DPDK 2 KiB data room plus headroom).
     pub const DEFAULT_CAPACITY: usize = 2048 + Self::DEFAULT_HEADROOM;
+    /// The largest capacity (2 MiB less a byte: far more than any datagram).
+    pub const MAX_CAPACITY: usize = FIELD as usize;
 
-    /// An empty buffer of `capacity` bytes (at most 4 GiB) with `headroom` reserved at the
-    /// front.
+    /// An empty buffer of `capacity` bytes (at most `MAX_CAPACITY`; larger is cut to it) with
+    /// `headroom` reserved at the front.
     pub fn with_capacity(capacity: usize, headroom: usize) -> Self {
-        let capacity = capacity.min(u32::MAX as usize);
+        let capacity = capacity.min(Self::MAX_CAPACITY);
         let headroom = headroom.min(capacity);
+        let storage: &'static mut [u8] = Box::leak(vec![0; capacity].into_boxed_slice());
         Self {
-            storage: vec![0; capacity].into_boxed_slice(),
-            span: span(headroom, headroom),
+            ptr: NonNull::from(storage).cast(),
+            span: span(headroom, headroom, capacity),
         }
     }
 
     #[inline]
     fn start(&self) -> usize {
-        self.span as u32 as usize
+        (self.span & FIELD) as usize
     }
 
     #[inline]
     fn end(&self) -> usize {
-        (self.span >> 32) as usize
+        (self.span >> FIELD_BITS & FIELD) as usize
+    }
+
+    /// The storage's length.
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        (self.span >> (2 * FIELD_BITS)) as usize
+    }
+
+    /// Moves the bounds (callers keep `start <= end <= capacity`).
+    #[inline]
+    fn set_bounds(&mut self, start: usize, end: usize) {
+        debug_assert!(start <= end && end <= self.capacity());
+        self.span = span(start, end, self.capacity());
+    }
+
+    /// Bytes `from..to` of the storage (`from <= to <= capacity`, which every caller has
+    /// from the bounds' invariant or has checked).
+    #[inline]
+    fn bytes(&self, from: usize, to: usize) -> &[u8] {
+        debug_assert!(from <= to && to <= self.capacity());
+        // SAFETY: `ptr` is the first byte of `capacity()` initialised bytes this buffer owns,
+        // and `from <= to <= capacity()`; the borrow of `self` keeps them alive and unaliased
+        // by writes.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::slice::from_raw_parts(self.ptr.as_ptr().add(from), to - from)
+        }
+    }
+
+    /// Bytes `from..to` of the storage, writable (as `bytes`).
+    #[inline]
+    fn bytes_mut(&mut self, from: usize, to: usize) -> &mut [u8] {
+        debug_assert!(from <= to && to <= self.capacity());
+        // SAFETY: as in `bytes`; `&mut self` makes the borrow exclusive.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(from), to - from)
+        }
     }
 
     /// A buffer holding `bytes` after the default headroom.
+    ///
+    /// # Panics
+    /// If `bytes` is longer than `MAX_CAPACITY` less the headroom.
     pub fn from_slice(bytes: &[u8]) -> Self {
         let cap = Self::DEFAULT_CAPACITY.max(bytes.len() + Self::DEFAULT_HEADROOM + 64);
         let mut b = Self::with_capacity(cap, Self::DEFAULT_HEADROOM);
@@ -108,27 +173,69 @@ impl HeapBuf {
     /// # Panics
     /// If `bytes` does not fit (a caller bug; tests and benchmarks size their buffers).
     pub fn set(&mut self, bytes: &[u8]) {
-        let head = Self::DEFAULT_HEADROOM.min(self.storage.len());
+        let cap = self.capacity();
+        let head = Self::DEFAULT_HEADROOM.min(cap);
         assert!(
-            head + bytes.len() <= self.storage.len(),
+            bytes.len() <= cap - head,
             "HeapBuf::set: {} bytes do not fit",
             bytes.len()
         );
-        self.span = span(head, head + bytes.len());
-        self.storage[head..head + bytes.len()].copy_from_slice(bytes);
+        self.set_bounds(head, head + bytes.len());
+        self.bytes_mut(head, head + bytes.len())
+            .copy_from_slice(bytes);
+    }
+}
+
+impl Drop for HeapBuf {
+    fn drop(&mut self) {
+        let storage = std::ptr::slice_from_raw_parts_mut(self.ptr.as_ptr(), self.capacity());
+        // SAFETY: `ptr` and `capacity()` are the `Box<[u8]>` leaked in `with_capacity`, which
+        // nothing else owns; it is freed once, here.
+        #[allow(unsafe_code)]
+        drop(unsafe { Box::from_raw(storage) });
+    }
+}
+
+impl Clone for HeapBuf {
+    fn clone(&self) -> Self {
+        let mut b = Self::with_capacity(self.capacity(), 0);
+        let cap = self.capacity();
+        b.bytes_mut(0, cap).copy_from_slice(self.bytes(0, cap));
+        b.span = self.span;
+        b
+    }
+}
+
+impl PartialEq for HeapBuf {
+    fn eq(&self, other: &Self) -> bool {
+        self.span == other.span
+            && self.bytes(0, self.capacity()) == other.bytes(0, other.capacity())
+    }
+}
+
+impl Eq for HeapBuf {}
+
+impl std::fmt::Debug for HeapBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeapBuf")
+            .field("capacity", &self.capacity())
+            .field("start", &self.start())
+            .field("end", &self.end())
+            .field("data", &self.data())
+            .finish()
     }
 }
 
 impl PacketBuf for HeapBuf {
     #[inline]
     fn data(&self) -> &[u8] {
-        &self.storage[self.start()..self.end()]
+        self.bytes(self.start(), self.end())
     }
 
     #[inline]
     fn data_mut(&mut self) -> &mut [u8] {
         let (start, end) = (self.start(), self.end());
-        &mut self.storage[start..end]
+        self.bytes_mut(start, end)
     }
 
     #[inline]
@@ -136,16 +243,15 @@ impl PacketBuf for HeapBuf {
         self.start()
     }
 
-    /// From the bounds alone (they never cross: every change keeps `start <= end`), not from
-    /// a bounds-checked slice of the storage as the trait's default does.
+    /// From the bounds alone (they never cross: every change keeps `start <= end`).
     #[inline]
     fn len(&self) -> usize {
-        self.end().saturating_sub(self.start())
+        self.end() - self.start()
     }
 
     #[inline]
     fn tailroom(&self) -> usize {
-        self.storage.len() - self.end()
+        self.capacity() - self.end()
     }
 
     #[inline]
@@ -154,8 +260,8 @@ impl PacketBuf for HeapBuf {
         if len > start {
             return Err(NoRoom);
         }
-        self.span = span(start - len, end);
-        Ok(&mut self.storage[start - len..start])
+        self.set_bounds(start - len, end);
+        Ok(self.bytes_mut(start - len, start))
     }
 
     #[inline]
@@ -164,20 +270,20 @@ impl PacketBuf for HeapBuf {
             return Err(NoRoom);
         }
         let (start, end) = (self.start(), self.end());
-        self.span = span(start, end + len);
-        Ok(&mut self.storage[end..end + len])
+        self.set_bounds(start, end + len);
+        Ok(self.bytes_mut(end, end + len))
     }
 
     #[inline]
     fn trim_front(&mut self, len: usize) {
         let end = self.end();
-        self.span = span(self.start().saturating_add(len).min(end), end);
+        self.set_bounds(self.start().saturating_add(len).min(end), end);
     }
 
     #[inline]
     fn truncate(&mut self, len: usize) {
         let start = self.start();
-        self.span = span(start, self.end().min(start.saturating_add(len)));
+        self.set_bounds(start, self.end().min(start.saturating_add(len)));
     }
 }
 
@@ -207,5 +313,38 @@ mod tests {
         b.trim_front(10);
         assert!(b.is_empty());
         assert_eq!(b.len(), 0);
+    }
+
+    #[test]
+    fn two_words_that_own_their_storage() {
+        assert_eq!(size_of::<HeapBuf>(), 16);
+        let mut a = HeapBuf::from_slice(b"packet");
+        let b = a.clone();
+        a.data_mut()[0] = b'P';
+        assert_eq!((a.data(), b.data()), (&b"Packet"[..], &b"packet"[..]));
+        assert_ne!(a, b);
+        a.data_mut()[0] = b'p';
+        assert_eq!(a, b);
+        let moved = std::thread::spawn(move || a).join().unwrap();
+        assert_eq!(moved.data(), b"packet");
+    }
+
+    #[test]
+    fn capacity_is_bounded_and_every_byte_of_it_usable() {
+        let mut big = HeapBuf::with_capacity(usize::MAX, 0);
+        assert_eq!(big.capacity(), HeapBuf::MAX_CAPACITY);
+        let all = big.append(HeapBuf::MAX_CAPACITY).unwrap();
+        all[HeapBuf::MAX_CAPACITY - 1] = 7;
+        assert_eq!(big.tailroom(), 0);
+        assert_eq!(big.append(1), Err(NoRoom));
+        big.trim_front(HeapBuf::MAX_CAPACITY - 1);
+        assert_eq!(
+            (big.data(), big.headroom()),
+            (&[7][..], HeapBuf::MAX_CAPACITY - 1)
+        );
+        let mut empty = HeapBuf::with_capacity(0, 5);
+        assert_eq!((empty.len(), empty.headroom(), empty.tailroom()), (0, 0, 0));
+        assert_eq!(empty.prepend(1), Err(NoRoom));
+        assert_eq!(empty.clone(), empty);
     }
 }
