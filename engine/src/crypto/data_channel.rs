@@ -299,11 +299,19 @@ impl SealKey {
         let aad = data_v2_header(self.key_id, peer, pid);
         data[..DATA_V2_HEADER_LEN].copy_from_slice(&aad);
         let n = nonce(pid.to_be_bytes(), &self.iv);
-        let tag = self
-            .key
-            .seal_in_place_separate_tag(n, Aad::from(aad), &mut data[DATA_V2_OVERHEAD..])
-            .map_err(|_| DropReason::NoRoom)?;
-        data[DATA_V2_HEADER_LEN..DATA_V2_HEADER_LEN + TAG_LEN].copy_from_slice(tag.as_ref());
+        let sealed =
+            self.key
+                .seal_in_place_separate_tag(n, Aad::from(aad), &mut data[DATA_V2_OVERHEAD..]);
+        let Ok(tag) = &sealed else {
+            return Err(DropReason::NoRoom);
+        };
+        let (Ok(from), Some(to)) = (
+            <&[u8; TAG_LEN]>::try_from(tag.as_ref()),
+            data.get_mut(DATA_V2_HEADER_LEN..DATA_V2_OVERHEAD),
+        ) else {
+            return Err(DropReason::NoRoom);
+        };
+        copy_tag(from, to);
         self.next_send = pid + 1;
         Ok(if pid >= RENEGOTIATE_AT {
             SealOutcome::RenegotiateSoon
@@ -311,6 +319,28 @@ impl SealKey {
             SealOutcome::Sent
         })
     }
+}
+
+/// Copies a tag where ring left it (in the result it returns, written with one 16-byte store)
+/// with one 16-byte load. Moved out of the result the usual way, LLVM copied it through the
+/// stack as a byte and two overlapping words and read a word back across both stores: a load
+/// the processor cannot forward, so each sealed packet waited for the stores to reach L1
+/// (about half of `SealKey::seal`'s own time in a sampling profile at 64 B).
+#[inline(always)]
+fn copy_tag(from: &[u8; TAG_LEN], to: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if to.len() == TAG_LEN {
+        use core::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_storeu_si128};
+        // SAFETY: `from` and `to` are valid for 16 bytes (checked just above for `to`), the
+        // unaligned forms need no alignment, and SSE2 is part of x86_64.
+        #[allow(unsafe_code)]
+        unsafe {
+            let tag = _mm_loadu_si128(from.as_ptr().cast::<__m128i>());
+            _mm_storeu_si128(to.as_mut_ptr().cast::<__m128i>(), tag);
+        }
+        return;
+    }
+    to.copy_from_slice(from);
 }
 
 /// OpenVPN's keepalive ping payload (§9.1).
