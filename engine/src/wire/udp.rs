@@ -201,7 +201,13 @@ impl Ipv4UdpHeaders {
     /// Writes the headers for a UDP payload of `payload_len` bytes into `out`.
     #[inline]
     pub fn write(&self, out: &mut [u8; Self::LEN], payload_len: usize) {
-        *out = self.bytes;
+        // In halves at 0 and 16, as a copy of these headers is stored: the pipeline copies a
+        // session's headers to the stack (two 16-byte stores) right before this reads them, and
+        // a 28-byte copy read them as 16 bytes at 0 and 16 at 12, a load across both stores that
+        // the processor cannot forward (the largest cost in `send_to_client` in a profile).
+        let (head, tail) = out.split_at_mut(16);
+        head.copy_from_slice(&self.bytes[..16]);
+        tail.copy_from_slice(&self.bytes[16..]);
         let udp_len = (HEADER_LEN + payload_len) as u16;
         let total = udp_len.wrapping_add(super::ipv4::MIN_HEADER_LEN as u16);
         out[2..4].copy_from_slice(&total.to_be_bytes());
