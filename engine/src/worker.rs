@@ -371,11 +371,11 @@ impl<P: Port> Worker<P> {
             }
             lap.lap(&mut self.stage_cycles, Stage::LookAhead);
             for h in hints.iter().take(SESSION_AHEAD) {
-                self.prefetch_session(h.session, from_clients);
+                self.prefetch_session(self.session_hint(h), from_clients);
             }
             for ((i, buf), &hint) in rx.drain().enumerate().zip(hints.iter()) {
                 if let Some(h) = hints.get(i + SESSION_AHEAD) {
-                    self.prefetch_session(h.session, from_clients);
+                    self.prefetch_session(self.session_hint(h), from_clients);
                 }
                 self.process(port, buf, hint);
             }
@@ -393,6 +393,14 @@ impl<P: Port> Worker<P> {
         } else {
             self.stats.idle += 1;
         }
+    }
+
+    /// The session slot a frame will most likely use: the look-ahead's, or the owner of the
+    /// flow it found (read now, when the flow's line has had time to arrive).
+    #[inline]
+    pub(crate) fn session_hint(&self, h: &Hint) -> Option<u32> {
+        h.session
+            .or_else(|| h.flow.and_then(|slot| self.flows.owner_at(slot)))
     }
 
     /// Requests the session state a packet will use: for opening (from a client) or sealing.

@@ -27,7 +27,8 @@ pub(crate) fn ipv4_hint(frame: &[u8]) -> Option<Ipv4Packet<&[u8]>> {
 /// checking it holds what the frame names, and looks up the usual way otherwise.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Hint {
-    /// The session slot the frame will most likely use.
+    /// The session slot the frame will most likely use (from a client; from a target subnet
+    /// it is the owner of `flow`, read later: `Worker::session_hint`).
     pub session: Option<u32>,
     /// From a target subnet: the slot of the frame's flow.
     pub flow: Option<u32>,

@@ -174,10 +174,10 @@ impl<P: Port> Worker<P> {
         // The slot is the index's candidate, not checked against the key here: `process`
         // checks it, and probes the index itself when it is another key's flow (one with the
         // same 31-bit tag in the home bucket: rare) or when there was none (no flow, or the
-        // key's entry lives past a full home bucket).
-        for hint in hints.iter_mut() {
-            hint.session = hint.flow.and_then(|slot| self.flows.owner_at(slot));
-        }
+        // key's entry lives past a full home bucket). The flow's owner, the session to seal
+        // for, is read from the flow later, a few frames ahead of processing
+        // (`Worker::session_hint`): read here, right after the flow was requested, every
+        // burst waited for one DRAM round trip at a million flows.
     }
 
     /// A host's packet to a client whose TTL ends here (a traceroute from the VPC): answered
@@ -415,9 +415,9 @@ mod look_ahead_tests {
                 .map(|(s, _)| s);
             assert!(slot.is_some());
             assert_eq!(hints[i].flow, slot, "frame {i}");
-            assert_eq!(hints[i].session, Some(owner), "frame {i}");
+            assert_eq!(w.session_hint(&hints[i]), Some(owner), "frame {i}");
             assert_eq!(hints[i].reverse, Some(key), "frame {i}");
         }
-        assert_eq!((hints[1].flow, hints[1].session), (None, None));
+        assert_eq!((hints[1].flow, w.session_hint(&hints[1])), (None, None));
     }
 }
