@@ -831,8 +831,9 @@ mod tests {
             now,
         );
         let frame = |i: u8| HeapBuf::from_slice(&[i; 60]);
-        for i in 0..70u8 {
-            w.enqueue_tx(1, frame(i));
+        let n = 2 * BURST_SIZE + 6;
+        for i in 0..n {
+            w.enqueue_tx(1, frame(i as u8));
         }
         let sent = w.port_mut(1).map(MemPort::take_sent).unwrap_or_default();
         assert_eq!(
@@ -842,8 +843,8 @@ mod tests {
         );
         w.poll_once(now);
         let rest = w.port_mut(1).map(MemPort::take_sent).unwrap_or_default();
-        assert_eq!(rest.len(), 70 - 2 * BURST_SIZE);
-        assert_eq!(rest.last().map(|f| f[0]), Some(69), "in order");
+        assert_eq!(rest.len(), n - 2 * BURST_SIZE);
+        assert_eq!(rest.last().map(|f| f[0]), Some((n - 1) as u8), "in order");
         assert_eq!(w.drops().total(), 0);
 
         if let Some(p) = w.port_mut(1) {
