@@ -8,8 +8,9 @@
 # A timer sample lands on the oldest instruction not yet retired, so a stall shows on the
 # instruction after the one that waited: a load that missed, or a load the processor could not
 # forward from the stores before it (narrower stores read back wider, or a load across two
-# stores: the pattern three commits of the twelfth session removed). Read the lines before a hot
-# instruction for its cause. Needs perf (apt-get install linux-perf).
+# stores: the pattern three commits of the twelfth session removed; bench/tools/stlf.py lists such
+# copies on the stack). Read the lines before a hot instruction for its cause. Needs perf
+# (apt-get install linux-perf).
 #   bench/tools/profile.sh [BINARY] [SIZE] [SHAPE] [DIRECTION]
 # e.g. TOP=4 MIN=3 bench/tools/profile.sh target/release/sluice-bench 64 1000x1000 net-client
 set -euo pipefail
