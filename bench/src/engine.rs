@@ -250,96 +250,225 @@ impl StageBest {
     }
 }
 
-/// Measures both directions for one shape and size.
-fn measure<P: BenchPort>(
+/// What a case measured: the rate of each direction (`None` when not asked for), packets
+/// counted, drops.
+type Measured = (Option<f64>, Option<f64>, u64, u64);
+
+/// Windows a case's measurement is cut into per direction (`BestWindow` keeps the best).
+const ROUNDS: u32 = 8;
+
+/// Direction indexes of a `Case`.
+const TO_NET: usize = 0;
+const TO_CLIENT: usize = 1;
+
+/// One shape at one size: a core set up with its sessions and flows, measured a window at a
+/// time in each direction, so that windows of several shapes can alternate.
+struct Case<P: BenchPort> {
     shape: Shape,
     size: usize,
-    per_case: Duration,
-    dirs: Directions,
-    ports: Vec<P>,
-) -> (Option<f64>, Option<f64>, u64, u64) {
-    let mut b = setup(shape, ports);
-    let nat_ports = b.warm_up(shape, size);
-    // Client to network: fresh sealed frames, round all flows (and so all sessions).
-    let mut next = 0usize;
-    let mut stages = [StageBest::default(), StageBest::default()];
-    let mut c2n = BestWindow::new(per_case);
-    while dirs.to_net && c2n.elapsed() < per_case {
-        let frames: Vec<Vec<u8>> = (0..CHUNK)
-            .map(|i| b.seal((next + i) % shape.flows, shape, size))
-            .collect();
-        next = (next + CHUNK) % shape.flows;
-        b.load(0, frames);
-        let before = (port_sent(&mut b.w, 1), b.w.stage_cycles());
-        let t = b.drain(0);
-        c2n.add(port_sent(&mut b.w, 1) - before.0, t);
-        stages[0].keep(b.w.stage_cycles().since(&before.1));
+    b: Bench<P>,
+    nat_ports: Vec<(u16, u16)>,
+    /// The next flow each direction's chunk starts at.
+    next: [usize; 2],
+    windows: [BestWindow; 2],
+    stages: [StageBest; 2],
+}
+
+impl<P: BenchPort> Case<P> {
+    fn new(shape: Shape, size: usize, per_case: Duration, ports: Vec<P>) -> Self {
+        let mut b = setup(shape, ports);
+        let nat_ports = b.warm_up(shape, size);
+        Self {
+            shape,
+            size,
+            b,
+            nat_ports,
+            next: [0, 0],
+            windows: [BestWindow::new(per_case), BestWindow::new(per_case)],
+            stages: [StageBest::default(), StageBest::default()],
+        }
     }
-    // Network to client: replies to the translated ports, round all flows.
-    let payload = vec![0xa5; size.saturating_sub(28).max(1)];
-    let reply = |(nat, remote): (u16, u16)| {
-        testkit::eth_ipv4(
-            lab::INSIDE_MAC,
-            lab::HOST_MAC,
-            &testkit::ipv4_udp(ip(lab::HOST_IP), remote, ip(lab::INSIDE_IP), nat, &payload),
+
+    /// Runs direction `dir` until `dur` more of it has been timed (one `BestWindow` window
+    /// when `dur` is the window's length: each window then lies within one call).
+    fn window(&mut self, dir: usize, dur: Duration) {
+        let until = self.windows[dir].elapsed() + dur;
+        while self.windows[dir].elapsed() < until {
+            if !self.chunk(dir) {
+                return;
+            }
+        }
+    }
+
+    /// Loads one chunk of frames for direction `dir` and times the core through it; `false`
+    /// when the direction has nothing to send (no flow came through the warm-up).
+    fn chunk(&mut self, dir: usize) -> bool {
+        let (shape, size) = (self.shape, self.size);
+        let frames: Vec<Vec<u8>> = if dir == TO_NET {
+            // Client to network: fresh sealed frames, round all flows (and so all sessions).
+            let next = self.next[dir];
+            (0..CHUNK)
+                .map(|i| self.b.seal((next + i) % shape.flows, shape, size))
+                .collect()
+        } else {
+            // Network to client: replies to the translated ports, round all flows.
+            if self.nat_ports.is_empty() {
+                return false;
+            }
+            let payload = vec![0xa5; size.saturating_sub(28).max(1)];
+            let next = self.next[dir];
+            (0..CHUNK)
+                .map(|i| {
+                    let (nat, remote) = self.nat_ports[(next + i) % self.nat_ports.len()];
+                    testkit::eth_ipv4(
+                        lab::INSIDE_MAC,
+                        lab::HOST_MAC,
+                        &testkit::ipv4_udp(
+                            ip(lab::HOST_IP),
+                            remote,
+                            ip(lab::INSIDE_IP),
+                            nat,
+                            &payload,
+                        ),
+                    )
+                })
+                .collect()
+        };
+        let round = if dir == TO_NET {
+            shape.flows
+        } else {
+            self.nat_ports.len()
+        };
+        self.next[dir] = (self.next[dir] + CHUNK) % round;
+        let (inp, out) = if dir == TO_NET { (0, 1) } else { (1, 0) };
+        self.b.load(inp, frames);
+        let before = (port_sent(&mut self.b.w, out), self.b.w.stage_cycles());
+        let t = self.b.drain(inp);
+        self.windows[dir].add(port_sent(&mut self.b.w, out) - before.0, t);
+        self.stages[dir].keep(self.b.w.stage_cycles().since(&before.1));
+        true
+    }
+
+    /// Reports the stage ticks (with `stage-cycles`) and returns what was measured.
+    fn finish(self, dirs: Directions) -> Measured {
+        for (dir, best) in ["client->net", "net->client"].iter().zip(&self.stages) {
+            best.report(dir, self.shape, self.size);
+        }
+        let drops = self.b.w.drops().total();
+        if drops > 0 && std::env::var_os("SLUICE_BENCH_DEBUG").is_some() {
+            let nonzero: Vec<(&str, u64)> =
+                self.b.w.drops().iter().filter(|(_, n)| *n > 0).collect();
+            eprintln!("    drops: {nonzero:?}");
+        }
+        let [c2n, n2c] = self.windows;
+        (
+            // A direction asked for and not measured reads 0 (the run then fails as insane).
+            dirs.to_net.then(|| c2n.rate()),
+            dirs.to_client.then(|| n2c.rate()),
+            c2n.ops() + n2c.ops(),
+            drops,
         )
-    };
-    let mut next = 0usize;
-    let mut n2c = BestWindow::new(per_case);
-    while dirs.to_client && n2c.elapsed() < per_case && !nat_ports.is_empty() {
-        let frames: Vec<Vec<u8>> = (0..CHUNK)
-            .map(|i| reply(nat_ports[(next + i) % nat_ports.len()]))
-            .collect();
-        next = (next + CHUNK) % nat_ports.len();
-        b.load(1, frames);
-        let before = (port_sent(&mut b.w, 0), b.w.stage_cycles());
-        let t = b.drain(1);
-        n2c.add(port_sent(&mut b.w, 0) - before.0, t);
-        stages[1].keep(b.w.stage_cycles().since(&before.1));
     }
-    for (dir, best) in ["client->net", "net->client"].iter().zip(&stages) {
-        best.report(dir, shape, size);
-    }
-    let drops = b.w.drops().total();
-    if drops > 0 && std::env::var_os("SLUICE_BENCH_DEBUG").is_some() {
-        let nonzero: Vec<(&str, u64)> = b.w.drops().iter().filter(|(_, n)| *n > 0).collect();
-        eprintln!("    drops: {nonzero:?}");
-    }
-    (
-        dirs.to_net.then(|| c2n.rate()),
-        dirs.to_client.then(|| n2c.rate()),
-        c2n.ops() + n2c.ops(),
-        drops,
-    )
+}
+
+/// How a run orders its cases' windows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Order {
+    /// One case after another (ports that cannot be had twice at once: the DPDK rig's).
+    Sequential,
+    /// At each size, every shape's core set up at once and their windows taken in turn
+    /// (1k/1k, 100k/1k, ..., then 1k/1k again), so that a busy moment of the machine's other
+    /// tenants falls on all shapes alike instead of on whichever case it happened to meet:
+    /// the large shapes, memory-bound, suffer most from such a moment, and their comparison
+    /// with 1k/1k (the scaling target) read 9% to 18% apart between runs minutes apart when
+    /// each shape was measured in one stretch (bench/RESULTS.md, 2026-12-04). A window is an
+    /// eighth of the case's time; after a switch the first chunk finds the caches holding
+    /// another shape's tables, a cost of one chunk in hundreds.
+    Interleaved,
 }
 
 /// Runs the engine suite on ports from `ports` (named `suite` in the results); `records` are
 /// the run's records so far, whose AEAD ceiling figures are raised in place where measuring
-/// the yardstick again before a case finds it higher. The ratios returned are to the highest yardstick of the run; the
-/// ones printed as the run goes are to the highest so far.
+/// the yardstick again finds it higher. The ratios returned are to the highest yardstick of
+/// the run; the ones printed as the run goes are to the highest so far. With more than one
+/// shape, each size ends with each shape's rate against the first shape's.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn run<P: BenchPort>(
     suite: &str,
     sizes: &[usize],
     shapes: &[Shape],
     per_case: Duration,
     dirs: Directions,
+    order: Order,
     records: &mut [Record],
     mut ports: impl FnMut() -> Vec<P>,
 ) -> Vec<Record> {
     let mut out = Vec::new();
-    for &shape in shapes {
-        for &size in sizes {
-            crate::ceiling::remeasure(records, size, per_case / 4);
-            let (c2n, n2c, ops, drops) = measure(shape, size, per_case, dirs, ports());
+    let window = per_case / ROUNDS;
+    // The yardstick is measured again as long in total as before each case of a sequential
+    // run (a quarter of a case's time per direction).
+    let again = per_case * shapes.len() as u32 / 4;
+    let directions = [(TO_NET, dirs.to_net), (TO_CLIENT, dirs.to_client)];
+    for &size in sizes {
+        let measured: Vec<(Shape, Measured)> = match order {
+            Order::Interleaved => {
+                let mut cases: Vec<Case<P>> = shapes
+                    .iter()
+                    .map(|&shape| Case::new(shape, size, per_case, ports()))
+                    .collect();
+                for _ in 0..ROUNDS {
+                    crate::ceiling::remeasure(records, size, again / ROUNDS);
+                    for &(dir, on) in &directions {
+                        for c in cases.iter_mut().filter(|_| on) {
+                            c.window(dir, window);
+                        }
+                    }
+                }
+                cases
+                    .into_iter()
+                    .map(|c| (c.shape, c.finish(dirs)))
+                    .collect()
+            }
+            Order::Sequential => shapes
+                .iter()
+                .map(|&shape| {
+                    crate::ceiling::remeasure(records, size, per_case / 4);
+                    let mut c = Case::new(shape, size, per_case, ports());
+                    for &(dir, on) in &directions {
+                        for _ in 0..ROUNDS {
+                            if on {
+                                c.window(dir, window);
+                            }
+                        }
+                    }
+                    (shape, c.finish(dirs))
+                })
+                .collect(),
+        };
+        let mut first: [Option<f64>; 2] = [None, None];
+        for (k, (shape, (c2n, n2c, ops, drops))) in measured.into_iter().enumerate() {
             let label = format!("{}s/{}f", human(shape.sessions), human(shape.flows));
             let measured = [("client->net", c2n, true), ("net->client", n2c, false)];
-            for (dir, pps, open) in measured
+            for (d, (dir, pps, open)) in measured
                 .into_iter()
-                .filter_map(|(dir, pps, open)| Some((dir, pps?, open)))
+                .enumerate()
+                .filter_map(|(d, (dir, pps, open))| Some((d, (dir, pps?, open))))
             {
                 let ratio = crate::ceiling::ratio(records, open, size, pps);
+                if k == 0 {
+                    first[d] = Some(pps);
+                }
+                let against = match first[d] {
+                    Some(base) if k > 0 => {
+                        format!(
+                            "  {:+.1}% against the first shape",
+                            (pps / base - 1.0) * 100.0
+                        )
+                    }
+                    _ => String::new(),
+                };
                 eprintln!(
-                    "  {suite} {dir:<12} {label:<10} {size:>5} B  {:>8.3} Mpps  ratio so far {}  (drops {drops})",
+                    "  {suite} {dir:<12} {label:<10} {size:>5} B  {:>8.3} Mpps  ratio so far {}  (drops {drops}){against}",
                     pps / 1e6,
                     ratio.map_or("-".into(), |r| format!("{r:.2}"))
                 );

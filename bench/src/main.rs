@@ -198,6 +198,7 @@ fn run() -> Result<()> {
                     &shapes,
                     per_case,
                     opts.directions,
+                    engine::Order::Interleaved,
                     &mut records,
                     engine::memory_ports,
                 );
@@ -243,6 +244,7 @@ fn run() -> Result<()> {
                     &shapes,
                     per_case,
                     opts.directions,
+                    engine::Order::Sequential,
                     &mut records,
                     || rig.ports(),
                 );
