@@ -878,17 +878,13 @@ mod tests {
     fn usual_outer_reads_a_client_frame_as_the_general_parse_does() {
         let frame = client_frame(b"hello");
         let fast = usual_outer(&frame, false, &listeners());
+        // The lab client's addresses, as its session knows them.
+        let lab = testkit::lab_session(PeerId(9), 0, crate::rules::GroupMask::EMPTY);
         let expected = Outer {
             payload_start: USUAL_OUTER_LEN,
             payload_len: frame.len() - USUAL_OUTER_LEN,
-            remote: Remote {
-                ip: ip(lab::CLIENT_OUTER_IP),
-                port: lab::CLIENT_PORT,
-            },
-            local: Remote {
-                ip: ip(lab::OUTSIDE_IP),
-                port: lab::VPN_PORT,
-            },
+            remote: lab.remote,
+            local: lab.local,
             endpoint: 3,
         };
         assert_eq!(fast, Some(expected));
