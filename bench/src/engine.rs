@@ -381,9 +381,11 @@ pub(crate) enum Order {
     /// tenants falls on all shapes alike instead of on whichever case it happened to meet:
     /// the large shapes, memory-bound, suffer most from such a moment, and their comparison
     /// with 1k/1k (the scaling target) read 9% to 18% apart between runs minutes apart when
-    /// each shape was measured in one stretch (bench/RESULTS.md, 2026-12-04). A window is an
-    /// eighth of the case's time; after a switch the first chunk finds the caches holding
-    /// another shape's tables, a cost of one chunk in hundreds.
+    /// each shape was measured in one stretch (bench/RESULTS.md, 2026-12-04). Each turn runs
+    /// an eighth of the case's time (a `BestWindow` window, when that is 50 ms or more; a
+    /// shorter run's windows span several turns of their shape); after a switch the first
+    /// chunk finds the caches holding another shape's tables, a cost of one chunk in
+    /// hundreds.
     Interleaved,
 }
 
