@@ -410,7 +410,10 @@ pub(crate) fn run<P: BenchPort>(
     // The yardstick is measured again as long in total as before each case of a sequential
     // run (a quarter of a case's time per direction).
     let again = per_case * shapes.len() as u32 / 4;
-    let directions = [(TO_NET, dirs.to_net), (TO_CLIENT, dirs.to_client)];
+    let directions: Vec<usize> = [(TO_NET, dirs.to_net), (TO_CLIENT, dirs.to_client)]
+        .into_iter()
+        .filter_map(|(dir, on)| on.then_some(dir))
+        .collect();
     for &size in sizes {
         let measured: Vec<(Shape, Measured)> = match order {
             Order::Interleaved => {
@@ -420,8 +423,8 @@ pub(crate) fn run<P: BenchPort>(
                     .collect();
                 for _ in 0..ROUNDS {
                     crate::ceiling::remeasure(records, size, again / ROUNDS);
-                    for &(dir, on) in &directions {
-                        for c in cases.iter_mut().filter(|_| on) {
+                    for &dir in &directions {
+                        for c in &mut cases {
                             c.window(dir, window);
                         }
                     }
@@ -436,11 +439,9 @@ pub(crate) fn run<P: BenchPort>(
                 .map(|&shape| {
                     crate::ceiling::remeasure(records, size, per_case / 4);
                     let mut c = Case::new(shape, size, per_case, ports());
-                    for &(dir, on) in &directions {
+                    for &dir in &directions {
                         for _ in 0..ROUNDS {
-                            if on {
-                                c.window(dir, window);
-                            }
+                            c.window(dir, window);
                         }
                     }
                     (shape, c.finish(dirs))

@@ -102,10 +102,18 @@ impl HeapBuf {
     pub fn with_capacity(capacity: usize, headroom: usize) -> Self {
         let capacity = capacity.min(Self::MAX_CAPACITY);
         let headroom = headroom.min(capacity);
-        let storage: &'static mut [u8] = Box::leak(vec![0; capacity].into_boxed_slice());
+        Self::owning(vec![0; capacity].into_boxed_slice(), headroom, headroom)
+    }
+
+    /// A buffer that owns `storage` (at most `MAX_CAPACITY` bytes), its packet at
+    /// `start..end` (`start <= end <= storage.len()`).
+    fn owning(storage: Box<[u8]>, start: usize, end: usize) -> Self {
+        let capacity = storage.len();
+        debug_assert!(capacity <= Self::MAX_CAPACITY && start <= end && end <= capacity);
+        let storage: &'static mut [u8] = Box::leak(storage);
         Self {
             ptr: NonNull::from(storage).cast(),
-            span: span(headroom, headroom, capacity),
+            span: span(start, end, capacity),
         }
     }
 
@@ -198,11 +206,11 @@ impl Drop for HeapBuf {
 
 impl Clone for HeapBuf {
     fn clone(&self) -> Self {
-        let mut b = Self::with_capacity(self.capacity(), 0);
-        let cap = self.capacity();
-        b.bytes_mut(0, cap).copy_from_slice(self.bytes(0, cap));
-        b.span = self.span;
-        b
+        Self::owning(
+            self.bytes(0, self.capacity()).into(),
+            self.start(),
+            self.end(),
+        )
     }
 }
 

@@ -568,12 +568,12 @@ fn usual_outer(frame: &[u8], hw_checked: bool, listeners: &[Listener]) -> Option
     if total > frame.len() - HEADER_LEN || udp_len < udp::HEADER_LEN || udp_len + 20 > total {
         return None;
     }
-    if !hw_checked {
-        let w = |at: usize| u64::from(u32::from_ne_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]));
-        let sum = w(IP) + w(IP + 4) + w(IP + 8) + w(IP + 12) + w(IP + 16);
-        if crate::wire::checksum::fold_wide(sum) != 0xffff {
-            return None;
-        }
+    if !hw_checked
+        && !h[IP..]
+            .first_chunk()
+            .is_some_and(crate::wire::ipv4::header_checksum_ok)
+    {
+        return None;
     }
     let (dst, dst_port) = (be32(IP + 16), be16(UDP + 2));
     let l = listeners

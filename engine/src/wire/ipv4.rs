@@ -6,6 +6,15 @@ use super::Malformed;
 /// The minimum header length.
 pub const MIN_HEADER_LEN: usize = 20;
 
+/// Whether the checksum of an IPv4 header without options (nearly every one) verifies: five
+/// 32-bit words, no loop, summed as they lie in memory (a ones' complement sum does not depend
+/// on byte order, and all ones, what a correct header sums to, reads the same either way).
+#[inline(always)]
+pub fn header_checksum_ok(h: &[u8; MIN_HEADER_LEN]) -> bool {
+    let w = |i: usize| u64::from(u32::from_ne_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
+    checksum::fold_wide(w(0) + w(4) + w(8) + w(12) + w(16)) == 0xffff
+}
+
 /// IP protocol numbers sluice handles.
 pub mod protocol {
     /// ICMP.
@@ -156,18 +165,10 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     #[inline]
     pub fn verify_checksum(&self) -> bool {
         let b = self.b();
-        let acc = match b.first_chunk::<MIN_HEADER_LEN>() {
-            // Without options (nearly always): five 32-bit words, no loop, summed as they lie
-            // in memory (a ones' complement sum does not depend on byte order, and all ones,
-            // what a correct header sums to, reads the same either way).
-            Some(h) if self.header_len() == MIN_HEADER_LEN => {
-                let w =
-                    |i: usize| u64::from(u32::from_ne_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
-                checksum::fold_wide(w(0) + w(4) + w(8) + w(12) + w(16))
-            }
-            _ => checksum::fold(checksum::sum(0, &b[..self.header_len()])),
-        };
-        acc == 0xffff
+        match b.first_chunk::<MIN_HEADER_LEN>() {
+            Some(h) if self.header_len() == MIN_HEADER_LEN => header_checksum_ok(h),
+            _ => checksum::fold(checksum::sum(0, &b[..self.header_len()])) == 0xffff,
+        }
     }
 
     /// The payload (after options, up to the total length).
