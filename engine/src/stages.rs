@@ -10,7 +10,11 @@
 //!
 //! With `aead-cycles` as well, the data channel's open and seal calls are timed too
 //! (`StageCycles::aead`): the ring call is then counted apart from the rest of the pipeline,
-//! at the price of two more RDTSC a packet (about 10-30 ticks).
+//! at the price of two more RDTSC a packet (about 10-30 ticks). The split leans towards "the
+//! rest": the RDTSC after the call runs before ring's last instructions have finished, so the
+//! call's tail is charged to the pipeline, the more so the longer the packet. From 64 to 1400
+//! B the rest grows by 13 ticks client->net and 57 net->client as timed here, by 7 and 3 with
+//! an LFENCE before each stamp (bench/RESULTS.md, fourteenth session).
 
 #![cfg_attr(
     all(feature = "stage-cycles", target_arch = "x86_64"),
