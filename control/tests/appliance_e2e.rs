@@ -1051,59 +1051,8 @@ fn two_endpoints_carry_their_clients_at_once() {
     } = Bridged::new("two", pid, &out_if);
     app.veth_to(&in_if, &vpc, &format!("vi{pid}"), "172.31.1.10/24");
 
-    let p = pki.display();
-    let second = "cvpn-endpoint-0b0000000000000b2";
-    let rest = format!(
-        r#"
-[[endpoint.authorization_rule]]
-destination_cidr = "172.31.1.0/24"
-authorize_all_groups = true
-
-[[endpoint]]
-id = "{second}"
-client_cidr_block = "10.210.0.0/20"
-server_certificate = "{p}/server.crt"
-server_key = "{p}/server.key"
-dns_name = "192.168.50.1"
-vpn_port = 1194
-split_tunnel = true
-authentication = {{ mutual = {{ client_root_ca = "{p}/ca.crt" }} }}
-
-[[endpoint.target_network]]
-association_id = "cvpn-assoc-0b0000000000000b2"
-subnet_id = "subnet-0a0000000000000a1"
-vpc_id = "vpc-0c0000000000000c1"
-vpc_cidr = "172.31.0.0/16"
-cidr = "172.31.1.0/24"
-availability_zone = "lab-1a"
-port = "inside-a"
-eni_ip = "172.31.1.5"
-gateway = "172.31.1.1"
-
-[[endpoint.route]]
-destination_cidr = "172.31.0.0/16"
-target_subnet = "subnet-0a0000000000000a1"
-origin = "associate"
-
-[[endpoint.authorization_rule]]
-destination_cidr = "172.31.1.0/24"
-authorize_all_groups = true
-"#
-    );
-    let text = lab_toml(
-        d,
-        &pki,
-        (&out_if, &in_if),
-        "",
-        &format!(
-            r#"vpn_port = 443
-split_tunnel = true
-authentication = {{ mutual = {{ client_root_ca = "{p}/ca.crt" }} }}"#
-        ),
-        &rest,
-    );
-    let config = d.join("sluice.toml");
-    std::fs::write(&config, text).unwrap();
+    let config = two_endpoints_config(d, &pki, (&out_if, &in_if), "");
+    let second = SECOND;
     let first_ovpn = export_for(&config, ENDPOINT, &pki, &d.join("first.ovpn"));
     let second_ovpn = export_for(&config, second, &pki, &d.join("second.ovpn"));
     assert!(
@@ -1157,6 +1106,151 @@ authentication = {{ mutual = {{ client_root_ca = "{p}/ca.crt" }} }}"#
         [ENDPOINT, second],
         "one active connection per endpoint:\n{out}"
     );
+}
+
+#[test]
+fn a_connection_its_core_has_no_room_for_is_ended_and_said_why() {
+    let Start {
+        _one,
+        dir,
+        pki,
+        pid,
+        out_if,
+        in_if,
+    } = Start::new();
+    let d = dir.path();
+    let Bridged {
+        wan: _wan,
+        app,
+        clients: [first_ns, second_ns],
+        vpc,
+    } = Bridged::new("full", pid, &out_if);
+    app.veth_to(&in_if, &vpc, &format!("vi{pid}"), "172.31.1.10/24");
+    // One worker core with room for one session; each endpoint would take 7000.
+    let config = two_endpoints_config(d, &pki, (&out_if, &in_if), "sessions_per_core = 1");
+    let first_ovpn = export_for(&config, ENDPOINT, &pki, &d.join("first.ovpn"));
+    let second_ovpn = export_for(&config, SECOND, &pki, &d.join("second.ovpn"));
+    let daemon_log = d.join("sluice.log");
+    let _daemon = start_daemon(&app, &config, &daemon_log);
+    let (first_log, second_log) = (d.join("first.log"), d.join("second.log"));
+    let _first = start_client(&first_ns, &first_ovpn, &first_log, &[]);
+    wait_for(
+        "the first client to connect",
+        Duration::from_secs(40),
+        || read(&first_log).contains("Initialization Sequence Completed"),
+    );
+    assert!(reaches(&first_ns, "172.31.1.10"), "{}", read(&first_log));
+
+    // The second connection is made by control, and its core has no room for it: it ends at
+    // once, with the reason, and its client is told to start over.
+    let _second = start_client(&second_ns, &second_ovpn, &second_log, &[]);
+    wait_for(
+        "the second client to be told to start over",
+        Duration::from_secs(40),
+        || read(&second_log).contains("server-pushed-connection-reset"),
+    );
+    assert!(
+        read(&daemon_log).contains("has no data plane: its core's session table is full"),
+        "{}",
+        read(&daemon_log)
+    );
+    let (code, out, err) = sluice(&config, &["describe-client-vpn-connections"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let of = |endpoint: &str| -> Vec<(String, String)> {
+        v["Connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["ClientVpnEndpointId"] == endpoint)
+            .map(|c| {
+                let status = &c["Status"];
+                let message = status["Message"].as_str().unwrap_or("").to_owned();
+                (status["Code"].as_str().unwrap_or("").to_owned(), message)
+            })
+            .collect()
+    };
+    assert_eq!(
+        of(ENDPOINT),
+        [("active".to_owned(), String::new())],
+        "{out}"
+    );
+    // Its client retries by itself (each retry ends the same way while the core is full).
+    assert!(
+        of(SECOND).iter().any(|(code, message)| code == "terminated"
+            && message.contains("its core's session table is full")),
+        "{out}"
+    );
+    // The first client was not disturbed.
+    assert!(reaches(&first_ns, "172.31.1.10"), "{}", read(&first_log));
+}
+
+/// The second endpoint of `two_endpoints_config`.
+const SECOND: &str = "cvpn-endpoint-0b0000000000000b2";
+
+/// The lab with a second endpoint (`SECOND`, clients in 10.210.0.0/20 on port 1194) beside the
+/// first (port 443), both into the same target network; `dataplane` adds lines to
+/// `[dataplane]`. Returns the configuration's path.
+fn two_endpoints_config(d: &Path, pki: &Path, ifs: (&str, &str), dataplane: &str) -> PathBuf {
+    let p = pki.display();
+    let rest = format!(
+        r#"
+[[endpoint.authorization_rule]]
+destination_cidr = "172.31.1.0/24"
+authorize_all_groups = true
+
+[[endpoint]]
+id = "{SECOND}"
+client_cidr_block = "10.210.0.0/20"
+server_certificate = "{p}/server.crt"
+server_key = "{p}/server.key"
+dns_name = "192.168.50.1"
+vpn_port = 1194
+split_tunnel = true
+authentication = {{ mutual = {{ client_root_ca = "{p}/ca.crt" }} }}
+
+[[endpoint.target_network]]
+association_id = "cvpn-assoc-0b0000000000000b2"
+subnet_id = "subnet-0a0000000000000a1"
+vpc_id = "vpc-0c0000000000000c1"
+vpc_cidr = "172.31.0.0/16"
+cidr = "172.31.1.0/24"
+availability_zone = "lab-1a"
+port = "inside-a"
+eni_ip = "172.31.1.5"
+gateway = "172.31.1.1"
+
+[[endpoint.route]]
+destination_cidr = "172.31.0.0/16"
+target_subnet = "subnet-0a0000000000000a1"
+origin = "associate"
+
+[[endpoint.authorization_rule]]
+destination_cidr = "172.31.1.0/24"
+authorize_all_groups = true
+"#
+    );
+    let text = lab_toml(
+        d,
+        pki,
+        ifs,
+        "",
+        &format!(
+            r#"vpn_port = 443
+split_tunnel = true
+authentication = {{ mutual = {{ client_root_ca = "{p}/ca.crt" }} }}"#
+        ),
+        &rest,
+    );
+    let line = "outside = \"outside\"\n";
+    assert!(
+        text.contains(line),
+        "the lab's [dataplane] names its outside port"
+    );
+    let text = text.replacen(line, &format!("{line}{dataplane}\n"), 1);
+    let config = d.join("sluice.toml");
+    std::fs::write(&config, text).unwrap();
+    config
 }
 
 fn scrape(app: &Netns) -> String {

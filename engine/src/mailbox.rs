@@ -72,6 +72,37 @@ pub enum Command {
     },
 }
 
+/// Why a core let a session go (`Report::Removed`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Removal {
+    /// Control asked: `Command::RemoveSession`, or an `AddSession` of the same peer-id again.
+    Asked,
+    /// A session of another peer-id took its client address (`Command::AddSession`).
+    Replaced,
+    /// It was never added: the core's session table was full.
+    TableFull,
+    /// It was never added: its data-channel keys were refused.
+    KeysRefused,
+    /// It was never added: its peer-id is another core's (`SessionTable::core_of`), and a
+    /// session of this core's holds the index entry it would take.
+    WrongCore,
+}
+
+impl Removal {
+    /// What control tells of a connection ended for this reason (`None` for `Asked`).
+    pub fn why(self) -> Option<&'static str> {
+        match self {
+            Self::Asked => None,
+            Self::Replaced => Some("another session took its client address on its core"),
+            Self::TableFull => {
+                Some("its core's session table is full (dataplane.sessions_per_core)")
+            }
+            Self::KeysRefused => Some("its core refused its data-channel keys"),
+            Self::WrongCore => Some("it was sent to a core that does not own its peer-id"),
+        }
+    }
+}
+
 /// Core to control.
 #[derive(Debug)]
 pub enum Report {
@@ -110,12 +141,15 @@ pub enum Report {
         /// Its new address.
         remote: Remote,
     },
-    /// A session was removed; its final counters.
+    /// A session was removed, or could not be added; its final counters.
     Removed {
         /// The session.
         peer: PeerId,
         /// What it carried.
         traffic: Traffic,
+        /// Why: anything but `Asked` means control still holds a connection that no core
+        /// carries.
+        because: Removal,
     },
     /// Periodic counters of live sessions.
     Traffic {

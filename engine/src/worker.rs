@@ -18,7 +18,7 @@ use crate::cookie::CookieKey;
 use crate::crypto::DataKey;
 use crate::flow::fragments::FragmentMap;
 use crate::flow::{FlowTable, PortRange, Timeouts};
-use crate::mailbox::{Command, Mailbox, Report};
+use crate::mailbox::{Command, Mailbox, Removal, Report};
 use crate::neighbour::{Housekeeping, NeighbourTable};
 use crate::packet::prefetch::{prefetch, prefetch_line};
 use crate::packet::{Burst, DropCounters, DropReason, PacketBuf, BURST_SIZE};
@@ -457,21 +457,34 @@ impl<P: Port> Worker<P> {
                         let replaced = self.sessions.remove_replaced(info.peer, info.client_ip);
                         for (i, old) in replaced.into_iter().flatten() {
                             self.flows.remove_owner(i);
+                            let peer = old.id().peer();
                             self.report(Report::Removed {
-                                peer: old.id().peer(),
+                                peer,
                                 traffic: old.traffic(),
+                                because: if peer == info.peer {
+                                    Removal::Asked
+                                } else {
+                                    Removal::Replaced
+                                },
                             });
                         }
+                        let full = self.sessions.len() >= self.sessions.capacity();
                         if let Err(s) = self.sessions.insert(Session::new(info, k, self.now_secs)) {
                             self.report(Report::Removed {
                                 peer: s.id().peer(),
                                 traffic: Traffic::default(),
+                                because: if full {
+                                    Removal::TableFull
+                                } else {
+                                    Removal::WrongCore
+                                },
                             });
                         }
                     }
                     Err(_) => self.report(Report::Removed {
                         peer: info.peer,
                         traffic: Traffic::default(),
+                        because: Removal::KeysRefused,
                     }),
                 },
                 Command::InstallKey { peer, key_id, keys } => {
@@ -499,6 +512,7 @@ impl<P: Port> Worker<P> {
                         self.report(Report::Removed {
                             peer,
                             traffic: s.traffic(),
+                            because: Removal::Asked,
                         });
                     }
                 }

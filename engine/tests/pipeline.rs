@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use sluice_engine::cookie::CookieKey;
 use sluice_engine::crypto::Cipher;
-use sluice_engine::mailbox::{Command, Mailbox, Report};
+use sluice_engine::mailbox::{Command, Mailbox, Removal, Report};
 use sluice_engine::packet::DropReason;
 use sluice_engine::port::MemPort;
 use sluice_engine::rules::GroupMask;
@@ -1085,6 +1085,42 @@ fn a_reload_applies_to_established_flows() {
 }
 
 #[test]
+fn a_session_the_core_cannot_add_is_reported_with_the_reason() {
+    // Two sessions a core (of two, this one core 0: even peer-ids are its own).
+    let now = Instant::now();
+    let mb = Mailbox::new(64);
+    let mut cfg = testkit::lab_config(64, 2);
+    cfg.cores = 2;
+    let mut w = testkit::lab_worker(vec![MemPort::new(), MemPort::new()], cfg, mb.clone(), now);
+    let mut add = |peer: u32| {
+        let vip = ip("10.64.0.0") + peer;
+        testkit::queue_session(
+            &mb,
+            PeerId(peer),
+            vip,
+            GroupMask::EMPTY,
+            Cipher::Aes256Gcm,
+            1,
+        );
+        testkit::apply_commands(&mut w, &mb, now);
+        std::iter::from_fn(|| mb.reports.pop())
+            .filter_map(|r| match r {
+                Report::Removed { peer, because, .. } => Some((peer.0, because)),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(add(2), []);
+    // Peer 3 is core 1's: its index entry here is peer 2's.
+    assert_eq!(add(3), [(3, Removal::WrongCore)]);
+    assert_eq!(add(4), []);
+    assert_eq!(add(6), [(6, Removal::TableFull)], "both slots are taken");
+    // Peer 2 added again: control's own doing, not a connection lost.
+    assert_eq!(add(2), [(2, Removal::Asked)]);
+    assert_eq!(w.sessions().len(), 2);
+}
+
+#[test]
 fn a_session_displaced_by_another_with_its_address_takes_its_flows_with_it() {
     // Group 0 may reach 10.99/16; a session without it may not.
     let mut lab = lab_with(GroupMask::EMPTY.with(0));
@@ -1105,10 +1141,14 @@ fn a_session_displaced_by_another_with_its_address_takes_its_flows_with_it() {
     );
     assert_eq!(lab.w.flow_count(), 0);
     let removed = std::iter::from_fn(|| lab.mb.reports.pop()).find_map(|r| match r {
-        Report::Removed { peer, traffic } => Some((peer, traffic.ingress_packets)),
+        Report::Removed {
+            peer,
+            traffic,
+            because,
+        } => Some((peer, traffic.ingress_packets, because)),
         _ => None,
     });
-    assert_eq!(removed, Some((PeerId(5), 1)));
+    assert_eq!(removed, Some((PeerId(5), 1, Removal::Replaced)));
     let f = other.frame(&echo(2));
     lab.w.port_mut(0).unwrap().inject(&f);
     lab.w.poll_once(lab.now);
@@ -1574,10 +1614,12 @@ fn session_removal_and_renegotiated_keys() {
     lab.w.poll_once(lab.now);
     assert_eq!(lab.w.flow_count(), 0);
     let removed = std::iter::from_fn(|| lab.mb.reports.pop()).find_map(|r| match r {
-        Report::Removed { traffic, .. } => Some(traffic),
+        Report::Removed {
+            traffic, because, ..
+        } => Some((traffic.ingress_packets, because)),
         _ => None,
     });
-    assert_eq!(removed.map(|t| t.ingress_packets), Some(3));
+    assert_eq!(removed, Some((3, Removal::Asked)));
 }
 
 #[test]

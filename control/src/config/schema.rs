@@ -161,6 +161,21 @@ pub struct Dataplane {
     /// ICMP errors (time exceeded) each worker core sends per destination address.
     #[serde(default = "Budget::icmp_errors")]
     pub icmp_errors: Budget,
+    /// Client sessions each worker core holds at most (its table, about 2 KiB a session, is
+    /// allocated at start); 1..=`Dataplane::MAX_SESSIONS_PER_CORE`. A connection its core
+    /// has no room for is ended at once ("its core's session table is full") and its client
+    /// told to start over.
+    #[serde(default = "default_sessions_per_core")]
+    pub sessions_per_core: u32,
+}
+
+impl Dataplane {
+    /// The largest `sessions_per_core` accepted (about 2 GiB of sessions a core).
+    pub const MAX_SESSIONS_PER_CORE: u32 = 1 << 20;
+}
+
+fn default_sessions_per_core() -> u32 {
+    16_384
 }
 
 impl Default for Dataplane {
@@ -173,6 +188,7 @@ impl Default for Dataplane {
             control_packets: Budget::control_packets(),
             reset_answers: Budget::reset_answers(),
             icmp_errors: Budget::icmp_errors(),
+            sessions_per_core: default_sessions_per_core(),
         }
     }
 }

@@ -655,6 +655,29 @@ fn per_source_budgets() {
 }
 
 #[test]
+fn sessions_per_core_range() {
+    let parsed = |t: &str| parse(Path::new("t.toml"), t).expect("parses");
+    assert_eq!(parsed(BASE).dataplane.sessions_per_core, 16_384);
+    let set = |line: &str| with("[dataplane]", &format!("[dataplane]\n{line}"));
+    let small = set("sessions_per_core = 1");
+    assert_eq!(check(&small), vec![]);
+    assert_eq!(parsed(&small).dataplane.sessions_per_core, 1);
+    assert_eq!(check(&set("sessions_per_core = 1048576")), vec![]);
+    refused(
+        &set("sessions_per_core = 0"),
+        "dataplane.sessions_per_core",
+        "sessions_per_core",
+        "0 is outside 1..=1048576",
+    );
+    refused(
+        &set("sessions_per_core = 1048577"),
+        "dataplane.sessions_per_core",
+        "sessions_per_core",
+        "1048577 is outside 1..=1048576",
+    );
+}
+
+#[test]
 fn reneg_seconds_range() {
     let at = |r: u32| {
         with(

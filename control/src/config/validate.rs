@@ -194,6 +194,16 @@ fn dataplane(config: &Config, out: &mut Vec<Finding>) {
             ));
         }
     }
+    let most = super::schema::Dataplane::MAX_SESSIONS_PER_CORE;
+    if !(1..=most).contains(&config.dataplane.sessions_per_core) {
+        out.push((
+            p.key("sessions_per_core"),
+            format!(
+                "{} is outside 1..={most}",
+                config.dataplane.sessions_per_core
+            ),
+        ));
+    }
     let mut names = HashSet::new();
     for (i, port) in config.dataplane.ports.iter().enumerate() {
         let pp = p.key("port").index(i);

@@ -226,7 +226,7 @@ impl Dataplane {
                 ports.clone(),
                 listeners.clone(),
             );
-            cfg.session_capacity = 16_384;
+            cfg.session_capacity = dp.sessions_per_core as usize;
             apply_file_settings(&mut cfg, dp, outside);
             cfg.cookies = cookies.clone();
             let queues: Vec<_> = devs.iter().map(|d| d.queue(core as u16)).collect();
@@ -361,7 +361,29 @@ impl Dataplane {
                     c.remote = remote;
                 }
             }
-            Report::Traffic { peer, traffic } | Report::Removed { peer, traffic } => {
+            Report::Removed {
+                peer,
+                traffic,
+                because,
+            } if because.why().is_some() && self.connections.contains_key(&peer.0) => {
+                // No core carries this connection: the client is told to start over, and the
+                // connection ends with the reason (its status message, the connection log).
+                let why = because.why().unwrap_or_default();
+                if let Some(c) = self.connections.get_mut(&peer.0) {
+                    set_traffic(c, traffic);
+                    log(&format!(
+                        "connection {} has no data plane: {why}; ending it",
+                        c.connection_id
+                    ));
+                }
+                self.end(
+                    peer.0,
+                    "RESTART,the server could not take the connection",
+                    CloseReason::Terminated(format!("the data plane could not keep it: {why}")),
+                    now,
+                );
+            }
+            Report::Traffic { peer, traffic } | Report::Removed { peer, traffic, .. } => {
                 let due = self.connections.get_mut(&peer.0).and_then(|c| {
                     set_traffic(c, traffic);
                     let due = c
