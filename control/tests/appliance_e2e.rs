@@ -1109,7 +1109,7 @@ fn two_endpoints_carry_their_clients_at_once() {
 }
 
 #[test]
-fn a_connection_its_core_has_no_room_for_is_ended_and_said_why() {
+fn a_connection_no_core_can_carry_is_ended_and_an_ended_one_keeps_its_last_counts() {
     let Start {
         _one,
         dir,
@@ -1183,6 +1183,54 @@ fn a_connection_its_core_has_no_room_for_is_ended_and_said_why() {
     );
     // The first client was not disturbed.
     assert!(reaches(&first_ns, "172.31.1.10"), "{}", read(&first_log));
+
+    // Ended, a connection keeps its core's last counts: a burst of echo requests just before
+    // the end is all counted (the cores' periodic reports come only every fifth second).
+    let first = |config: &Path| -> serde_json::Value {
+        let (_, out, _) = sluice(config, &["describe-client-vpn-connections"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["Connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["ClientVpnEndpointId"] == ENDPOINT)
+            .cloned()
+            .unwrap_or_else(|| panic!("no connection of the first endpoint:\n{out}"))
+    };
+    // Just after a periodic report (the pings above are in it), so that the next one comes
+    // about five seconds after the end.
+    let packets = |c: &serde_json::Value| c["IngressPackets"].as_u64().unwrap();
+    let before = packets(&first(&config));
+    let mut was = first(&config);
+    wait_for("a periodic report", Duration::from_secs(12), || {
+        was = first(&config);
+        packets(&was) > before
+    });
+    let counted = packets(&was);
+    let burst = first_ns.exec(&["ping", "-c", "5", "-i", "0.2", "-W", "2", "172.31.1.10"]);
+    assert!(burst.status.success(), "{}", read(&first_log));
+    let id = was["ConnectionId"].as_str().unwrap();
+    let (code, _, err) = sluice(
+        &config,
+        &[
+            "terminate-client-vpn-connections",
+            "--client-vpn-endpoint-id",
+            ENDPOINT,
+            "--connection-id",
+            id,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    wait_for(
+        "the first connection to end",
+        Duration::from_secs(10),
+        || first(&config)["Status"]["Code"] == "terminated",
+    );
+    let ended = first(&config);
+    assert!(
+        packets(&ended) >= counted + 5,
+        "{counted} counted before a burst of 5; ended with {ended}"
+    );
 }
 
 /// The second endpoint of `two_endpoints_config`.

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sluice_engine::cookie::CookieKey;
 use sluice_engine::dpdk::{self, Eal, EthDev, EthOptions, Mempool};
@@ -62,7 +62,8 @@ pub struct Connection {
     pub ingress_packets: u64,
     /// Packets to the client.
     pub egress_packets: u64,
-    /// `active` or `terminated`, with the reason.
+    /// `active`, `terminating` (its core's final counters awaited) or `terminated`, with the
+    /// reason.
     pub status: ConnectionStatus,
     #[serde(skip)]
     endpoint: u16,
@@ -87,6 +88,19 @@ pub struct ConnectionStatus {
     pub message: Option<String>,
 }
 
+/// How long an ended connection waits for its core's final counters before its last
+/// connection-log line is written with the counters it has (a core answers within a poll;
+/// this is for a core whose reports could not be queued).
+const FINAL_COUNTERS_WAIT: Duration = Duration::from_secs(2);
+
+/// An ended connection waiting for its final counters.
+struct Closing {
+    connection: Connection,
+    endpoint: usize,
+    end: SystemTime,
+    until: Instant,
+}
+
 /// The running data plane.
 pub struct Dataplane {
     stop: Arc<AtomicBool>,
@@ -100,6 +114,10 @@ pub struct Dataplane {
     endpoint_ids: Vec<String>,
     version: u64,
     connections: HashMap<u32, Connection>,
+    /// Ended connections whose sessions are being taken off their cores, by peer-id: their
+    /// last connection-log line waits for the core's final counters (`Report::Removed`), or
+    /// `FINAL_COUNTERS_WAIT`.
+    closing: HashMap<u32, Closing>,
     ended: Vec<Connection>,
     // Dropped last, in this order: ports, then the pool and the EAL they hold.
     devs: Vec<EthDev>,
@@ -263,6 +281,7 @@ impl Dataplane {
             endpoint_ids: config.endpoints.iter().map(|e| e.id.to_string()).collect(),
             version: 1,
             connections: HashMap::new(),
+            closing: HashMap::new(),
             ended: Vec::new(),
             devs,
             _eal: eal,
@@ -303,7 +322,13 @@ impl Dataplane {
             }
             self.drain(i);
         }
-        self.servers.iter().filter_map(Server::poll_timeout).min()
+        self.finish_overdue(now);
+        let closing = self.closing.values().map(|c| c.until).min();
+        self.servers
+            .iter()
+            .filter_map(Server::poll_timeout)
+            .chain(closing)
+            .min()
     }
 
     fn report(&mut self, r: Report, now: Instant, unix: u64) {
@@ -361,6 +386,19 @@ impl Dataplane {
                     c.remote = remote;
                 }
             }
+            Report::Removed { peer, traffic, .. } if self.closing.contains_key(&peer.0) => {
+                // The final counters of a connection that ended: its last line now.
+                if let Some(Closing {
+                    mut connection,
+                    endpoint,
+                    end,
+                    ..
+                }) = self.closing.remove(&peer.0)
+                {
+                    set_traffic(&mut connection, traffic);
+                    self.finish(endpoint, connection, end);
+                }
+            }
             Report::Removed {
                 peer,
                 traffic,
@@ -382,6 +420,10 @@ impl Dataplane {
                     CloseReason::Terminated(format!("the data plane could not keep it: {why}")),
                     now,
                 );
+                // No core holds counters of it to wait for.
+                if let Some(c) = self.closing.remove(&peer.0) {
+                    self.finish(c.endpoint, c.connection, c.end);
+                }
             }
             Report::Traffic { peer, traffic } | Report::Removed { peer, traffic, .. } => {
                 let due = self.connections.get_mut(&peer.0).and_then(|c| {
@@ -538,19 +580,27 @@ impl Dataplane {
                     );
                 }
                 if let Some(mut c) = self.connections.remove(&peer_id) {
-                    self.log_line(e, LogType::Reset, &c, None, Some(SystemTime::now()));
-                    c.status = ConnectionStatus {
-                        code: "terminated".into(),
-                        message: Some(close_text(&reason)),
-                    };
                     log(&format!(
                         "connection {} closed: {}",
                         c.connection_id,
                         close_text(&reason)
                     ));
-                    self.ended.push(c);
-                    if self.ended.len() > 1000 {
-                        self.ended.remove(0);
+                    c.status = ConnectionStatus {
+                        code: "terminating".into(),
+                        message: Some(close_text(&reason)),
+                    };
+                    let end = SystemTime::now();
+                    if established {
+                        // Its last line waits for what the core counted since its last report.
+                        let closing = Closing {
+                            connection: c,
+                            endpoint: e,
+                            end,
+                            until: Instant::now() + FINAL_COUNTERS_WAIT,
+                        };
+                        self.closing.insert(peer_id, closing);
+                    } else {
+                        self.finish(e, c, end);
                     }
                 }
             }
@@ -600,6 +650,31 @@ impl Dataplane {
     }
 
     /// Appends one line to the endpoint's connection log, if it has one.
+    /// An ended connection's last connection-log line, and its place among the recently ended.
+    fn finish(&mut self, e: usize, mut c: Connection, end: SystemTime) {
+        c.status.code = "terminated".into();
+        self.log_line(e, LogType::Reset, &c, None, Some(end));
+        self.ended.push(c);
+        if self.ended.len() > 1000 {
+            self.ended.remove(0);
+        }
+    }
+
+    /// Finishes the ended connections whose final counters did not come in time.
+    fn finish_overdue(&mut self, now: Instant) {
+        let overdue: Vec<u32> = self
+            .closing
+            .iter()
+            .filter(|(_, c)| c.until <= now)
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in overdue {
+            if let Some(c) = self.closing.remove(&peer) {
+                self.finish(c.endpoint, c.connection, c.end);
+            }
+        }
+    }
+
     fn log_line(
         &mut self,
         e: usize,
@@ -833,6 +908,7 @@ impl Dataplane {
         let mut v: Vec<Connection> = self
             .connections
             .values()
+            .chain(self.closing.values().map(|c| &c.connection))
             .chain(self.ended.iter())
             .filter(|c| endpoint.is_none_or(|e| c.client_vpn_endpoint_id == e))
             .cloned()
