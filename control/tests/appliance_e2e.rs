@@ -1181,8 +1181,21 @@ fn a_connection_no_core_can_carry_is_ended_and_an_ended_one_keeps_its_last_count
             && message.contains("its core's session table is full")),
         "{out}"
     );
-    // The first client was not disturbed.
+    // The first client was not disturbed; the core shows it full.
     assert!(reaches(&first_ns, "172.31.1.10"), "{}", read(&first_log));
+    // The cores publish their counters once a second.
+    let mut out = String::new();
+    wait_for(
+        "the core to show its session",
+        Duration::from_secs(5),
+        || {
+            out = sluice(&config, &["describe-data-plane"]).1;
+            serde_json::from_str::<serde_json::Value>(&out)
+                .is_ok_and(|dp| dp["Cores"][0]["Sessions"] == 1)
+        },
+    );
+    let dp: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(dp["Cores"][0]["SessionCapacity"], 1, "{out}");
 
     // Ended, a connection keeps its core's last counts: a burst of echo requests just before
     // the end is all counted (the cores' periodic reports come only every fifth second).

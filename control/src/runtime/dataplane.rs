@@ -113,6 +113,8 @@ pub struct Dataplane {
     stats: Vec<Arc<CoreStats>>,
     endpoint_ids: Vec<String>,
     version: u64,
+    /// Sessions each core holds at most (`[dataplane] sessions_per_core`).
+    sessions_per_core: u32,
     connections: HashMap<u32, Connection>,
     /// Ended connections whose sessions are being taken off their cores, by peer-id: their
     /// last connection-log line waits for the core's final counters (`Report::Removed`), or
@@ -280,6 +282,7 @@ impl Dataplane {
             stats,
             endpoint_ids: config.endpoints.iter().map(|e| e.id.to_string()).collect(),
             version: 1,
+            sessions_per_core: dp.sessions_per_core,
             connections: HashMap::new(),
             closing: HashMap::new(),
             ended: Vec::new(),
@@ -729,6 +732,7 @@ impl Dataplane {
                     "ResetsAnswered": s.resets_answered,
                     "IcmpErrorsSent": s.icmp_errors_sent,
                     "Sessions": s.sessions,
+                    "SessionCapacity": self.sessions_per_core,
                     "Flows": s.flows,
                     "Drops": drops,
                 })
@@ -813,6 +817,8 @@ impl Dataplane {
             metrics::gauge!("sluice_core_rule_table_version", "core" => core.clone())
                 .set(s.rules_version as f64);
             metrics::gauge!("sluice_core_sessions", "core" => core.clone()).set(s.sessions as f64);
+            metrics::gauge!("sluice_core_session_capacity", "core" => core.clone())
+                .set(f64::from(self.sessions_per_core));
             metrics::gauge!("sluice_core_flows", "core" => core.clone()).set(s.flows as f64);
         }
         metrics::counter!("sluice_control_commands_dropped_total").absolute(self.outbox.dropped());
