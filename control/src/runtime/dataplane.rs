@@ -652,7 +652,6 @@ impl Dataplane {
         }
     }
 
-    /// Appends one line to the endpoint's connection log, if it has one.
     /// An ended connection's last connection-log line, and its place among the recently ended.
     fn finish(&mut self, e: usize, mut c: Connection, end: SystemTime) {
         c.status.code = "terminated".into();
@@ -678,6 +677,7 @@ impl Dataplane {
         }
     }
 
+    /// Appends one line to the endpoint's connection log, if it has one.
     fn log_line(
         &mut self,
         e: usize,
