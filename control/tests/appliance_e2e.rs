@@ -1034,38 +1034,15 @@ authentication = {{ mutual = {{ client_root_ca = "{p}/ca.crt" }}, directory = {{
 /// replaced the first on the core).
 #[test]
 fn two_endpoints_carry_their_clients_at_once() {
-    let Start {
-        _one,
-        dir,
-        pki,
-        pid,
-        out_if,
-        in_if,
-    } = Start::new();
-    let d = dir.path();
-    let Bridged {
-        wan: _wan,
-        app,
-        clients: [first_ns, second_ns],
-        vpc,
-    } = Bridged::new("two", pid, &out_if);
-    app.veth_to(&in_if, &vpc, &format!("vi{pid}"), "172.31.1.10/24");
-
-    let config = two_endpoints_config(d, &pki, (&out_if, &in_if), "");
+    let lab = TwoEndpoints::start("two", "");
+    let (config, daemon_log) = (&lab.config, &lab.daemon_log);
+    let ([first_ns, second_ns], [first_ovpn, second_ovpn]) = (&lab.clients, &lab.ovpn);
     let second = SECOND;
-    let first_ovpn = export_for(&config, ENDPOINT, &pki, &d.join("first.ovpn"));
-    let second_ovpn = export_for(&config, second, &pki, &d.join("second.ovpn"));
-    assert!(
-        read(&second_ovpn).contains("1194"),
-        "{}",
-        read(&second_ovpn)
-    );
-
-    let daemon_log = d.join("sluice.log");
-    let _daemon = start_daemon(&app, &config, &daemon_log);
+    assert!(read(second_ovpn).contains("1194"), "{}", read(second_ovpn));
+    let d = lab.start.dir.path();
     let (first_log, second_log) = (d.join("first.log"), d.join("second.log"));
-    let _first = start_client(&first_ns, &first_ovpn, &first_log, &[]);
-    let _second = start_client(&second_ns, &second_ovpn, &second_log, &[]);
+    let _first = start_client(first_ns, first_ovpn, &first_log, &[]);
+    let _second = start_client(second_ns, second_ovpn, &second_log, &[]);
     for log in [&first_log, &second_log] {
         wait_for("both clients to connect", Duration::from_secs(40), || {
             read(log).contains("Initialization Sequence Completed")
@@ -1087,10 +1064,10 @@ fn two_endpoints_carry_their_clients_at_once() {
             "{} reaches the VPC host while the other endpoint's client is connected:\n{}\ndaemon log:\n{}",
             ns.name(),
             read(log),
-            read(&daemon_log)
+            read(daemon_log)
         );
     }
-    let (code, out, err) = sluice(&config, &["describe-client-vpn-connections"]);
+    let (code, out, err) = sluice(config, &["describe-client-vpn-connections"]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let mut active: Vec<String> = v["Connections"]
@@ -1110,51 +1087,34 @@ fn two_endpoints_carry_their_clients_at_once() {
 
 #[test]
 fn a_connection_no_core_can_carry_is_ended_and_an_ended_one_keeps_its_last_counts() {
-    let Start {
-        _one,
-        dir,
-        pki,
-        pid,
-        out_if,
-        in_if,
-    } = Start::new();
-    let d = dir.path();
-    let Bridged {
-        wan: _wan,
-        app,
-        clients: [first_ns, second_ns],
-        vpc,
-    } = Bridged::new("full", pid, &out_if);
-    app.veth_to(&in_if, &vpc, &format!("vi{pid}"), "172.31.1.10/24");
     // One worker core with room for one session; each endpoint would take 7000.
-    let config = two_endpoints_config(d, &pki, (&out_if, &in_if), "sessions_per_core = 1");
-    let first_ovpn = export_for(&config, ENDPOINT, &pki, &d.join("first.ovpn"));
-    let second_ovpn = export_for(&config, SECOND, &pki, &d.join("second.ovpn"));
-    let daemon_log = d.join("sluice.log");
-    let _daemon = start_daemon(&app, &config, &daemon_log);
+    let lab = TwoEndpoints::start("full", "sessions_per_core = 1");
+    let (config, daemon_log) = (&lab.config, &lab.daemon_log);
+    let ([first_ns, second_ns], [first_ovpn, second_ovpn]) = (&lab.clients, &lab.ovpn);
+    let d = lab.start.dir.path();
     let (first_log, second_log) = (d.join("first.log"), d.join("second.log"));
-    let _first = start_client(&first_ns, &first_ovpn, &first_log, &[]);
+    let _first = start_client(first_ns, first_ovpn, &first_log, &[]);
     wait_for(
         "the first client to connect",
         Duration::from_secs(40),
         || read(&first_log).contains("Initialization Sequence Completed"),
     );
-    assert!(reaches(&first_ns, "172.31.1.10"), "{}", read(&first_log));
+    assert!(reaches(first_ns, "172.31.1.10"), "{}", read(&first_log));
 
     // The second connection is made by control, and its core has no room for it: it ends at
     // once, with the reason, and its client is told to start over.
-    let _second = start_client(&second_ns, &second_ovpn, &second_log, &[]);
+    let _second = start_client(second_ns, second_ovpn, &second_log, &[]);
     wait_for(
         "the second client to be told to start over",
         Duration::from_secs(40),
         || read(&second_log).contains("server-pushed-connection-reset"),
     );
     assert!(
-        read(&daemon_log).contains("has no data plane: its core's session table is full"),
+        read(daemon_log).contains("has no data plane: its core's session table is full"),
         "{}",
-        read(&daemon_log)
+        read(daemon_log)
     );
-    let (code, out, err) = sluice(&config, &["describe-client-vpn-connections"]);
+    let (code, out, err) = sluice(config, &["describe-client-vpn-connections"]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let of = |endpoint: &str| -> Vec<(String, String)> {
@@ -1182,14 +1142,14 @@ fn a_connection_no_core_can_carry_is_ended_and_an_ended_one_keeps_its_last_count
         "{out}"
     );
     // The first client was not disturbed; the core shows it full.
-    assert!(reaches(&first_ns, "172.31.1.10"), "{}", read(&first_log));
+    assert!(reaches(first_ns, "172.31.1.10"), "{}", read(&first_log));
     // The cores publish their counters once a second.
     let mut out = String::new();
     wait_for(
         "the core to show its session",
         Duration::from_secs(5),
         || {
-            out = sluice(&config, &["describe-data-plane"]).1;
+            out = sluice(config, &["describe-data-plane"]).1;
             serde_json::from_str::<serde_json::Value>(&out)
                 .is_ok_and(|dp| dp["Cores"][0]["Sessions"] == 1)
         },
@@ -1213,10 +1173,10 @@ fn a_connection_no_core_can_carry_is_ended_and_an_ended_one_keeps_its_last_count
     // Just after a periodic report (the pings above are in it), so that the next one comes
     // about five seconds after the end.
     let packets = |c: &serde_json::Value| c["IngressPackets"].as_u64().unwrap();
-    let before = packets(&first(&config));
-    let mut was = first(&config);
+    let before = packets(&first(config));
+    let mut was = first(config);
     wait_for("a periodic report", Duration::from_secs(12), || {
-        was = first(&config);
+        was = first(config);
         packets(&was) > before
     });
     let counted = packets(&was);
@@ -1224,7 +1184,7 @@ fn a_connection_no_core_can_carry_is_ended_and_an_ended_one_keeps_its_last_count
     assert!(burst.status.success(), "{}", read(&first_log));
     let id = was["ConnectionId"].as_str().unwrap();
     let (code, _, err) = sluice(
-        &config,
+        config,
         &[
             "terminate-client-vpn-connections",
             "--client-vpn-endpoint-id",
@@ -1237,13 +1197,62 @@ fn a_connection_no_core_can_carry_is_ended_and_an_ended_one_keeps_its_last_count
     wait_for(
         "the first connection to end",
         Duration::from_secs(10),
-        || first(&config)["Status"]["Code"] == "terminated",
+        || first(config)["Status"]["Code"] == "terminated",
     );
-    let ended = first(&config);
+    let ended = first(config);
     assert!(
         packets(&ended) >= counted + 5,
         "{counted} counted before a burst of 5; ended with {ended}"
     );
+}
+
+/// The lab of `two_endpoints_config` with the daemon running: the VPC host at 172.31.1.10, a
+/// client namespace and an exported `.ovpn` for each endpoint. Dropped, the daemon stops
+/// before the namespaces and the directory go.
+struct TwoEndpoints {
+    _daemon: Proc,
+    config: PathBuf,
+    daemon_log: PathBuf,
+    ovpn: [PathBuf; 2],
+    clients: [Netns; 2],
+    _app: Netns,
+    _vpc: Netns,
+    _wan: Netns,
+    start: Start,
+}
+
+impl TwoEndpoints {
+    fn start(tag: &str, dataplane: &str) -> Self {
+        let start = Start::new();
+        let Bridged {
+            wan,
+            app,
+            clients,
+            vpc,
+        } = Bridged::new(tag, start.pid, &start.out_if);
+        let pid = start.pid;
+        app.veth_to(&start.in_if, &vpc, &format!("vi{pid}"), "172.31.1.10/24");
+        let d = start.dir.path();
+        let ifs = (start.out_if.as_str(), start.in_if.as_str());
+        let config = two_endpoints_config(d, &start.pki, ifs, dataplane);
+        let ovpn = [
+            export_for(&config, ENDPOINT, &start.pki, &d.join("first.ovpn")),
+            export_for(&config, SECOND, &start.pki, &d.join("second.ovpn")),
+        ];
+        let daemon_log = d.join("sluice.log");
+        let daemon = start_daemon(&app, &config, &daemon_log);
+        Self {
+            _daemon: daemon,
+            config,
+            daemon_log,
+            ovpn,
+            clients,
+            _app: app,
+            _vpc: vpc,
+            _wan: wan,
+            start,
+        }
+    }
 }
 
 /// The second endpoint of `two_endpoints_config`.
