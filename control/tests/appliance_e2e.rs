@@ -1109,10 +1109,13 @@ fn a_connection_no_core_can_carry_is_ended_and_an_ended_one_keeps_its_last_count
         Duration::from_secs(40),
         || read(&second_log).contains("server-pushed-connection-reset"),
     );
+    let log = read(daemon_log);
     assert!(
-        read(daemon_log).contains("has no data plane: its core's session table is full"),
-        "{}",
-        read(daemon_log)
+        log.contains("has no data plane: its core's session table is full")
+            && log.contains(
+                "the endpoints take up to 14000 connections and the cores have room for 1 sessions (1 x [dataplane] sessions_per_core 1)"
+            ),
+        "{log}"
     );
     let (code, out, err) = sluice(config, &["describe-client-vpn-connections"]);
     assert_eq!(code, 0, "{err}");

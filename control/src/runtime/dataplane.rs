@@ -268,6 +268,18 @@ impl Dataplane {
             devs.len(),
             Ipv4Addr::from(outside_ip)
         ));
+        let most: usize = config
+            .endpoints
+            .iter()
+            .map(|ep| endpoint::max_connections(loaded, ep))
+            .sum();
+        let room = cores * dp.sessions_per_core as usize;
+        if most > room {
+            log(&format!(
+                "note: the endpoints take up to {most} connections and the cores have room for {room} sessions ({cores} x [dataplane] sessions_per_core {}): a connection past that on a full core is ended",
+                dp.sessions_per_core
+            ));
+        }
         Ok(Self {
             stop,
             outbox: Outbox::new(mailboxes),

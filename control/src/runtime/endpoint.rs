@@ -114,11 +114,17 @@ pub fn settings(loaded: &Loaded, index: usize) -> Result<Settings, String> {
     s.dns = ep.dns_servers.clone();
     s.session_timeout = Duration::from_secs(u64::from(ep.session_timeout_hours.hours()) * 3600);
     s.reneg = reneg(loaded);
-    let per_target = loaded.config.limits.connections_per_target_network as usize;
-    s.max_sessions = per_target * ep.target_networks.len().max(1);
+    s.max_sessions = max_connections(loaded, ep);
     s.password_required = ep.authentication.directory.is_some();
     s.peer_ids = peer_id_range(index, loaded.config.endpoints.len());
     Ok(s)
+}
+
+/// The connections `ep` takes at most: `[limits] connections_per_target_network` for each of
+/// its target networks (one before any is associated).
+pub fn max_connections(loaded: &Loaded, ep: &Endpoint) -> usize {
+    let per_target = loaded.config.limits.connections_per_target_network as usize;
+    per_target * ep.target_networks.len().max(1)
 }
 
 /// Server-side renegotiation (`[appliance] reneg_seconds`; 0: none).
