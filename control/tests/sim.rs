@@ -555,6 +555,59 @@ fn spoofed_resets_lock_no_one_out() {
     assert_eq!(server.sessions().count(), 1);
 }
 
+/// Runs a client from `addr` against `server` on a clean link until the server decides: `Ok`
+/// when it made the client's keys, the reason when it refused the client.
+fn handshake(
+    server: &mut Server<CertificateOnly>,
+    addr: Remote,
+    sid: u8,
+) -> Result<(), FailureReason> {
+    let mut client = Client::new(client_config(), "server", [sid; 8], None).unwrap();
+    let start = Instant::now();
+    let mut now = start;
+    while now < start + Duration::from_secs(60) {
+        let mut out = Vec::new();
+        client.poll(now, &mut out).unwrap();
+        for d in out {
+            server.handle_datagram(now, UNIX, addr, LOCAL, &d);
+        }
+        if server.poll_timeout().is_some_and(|t| t <= now) {
+            server.handle_timeout(now);
+        }
+        while let Some(t) = server.poll_transmit() {
+            if t.remote == addr {
+                // After a refusal the client may find the rest odd: only the server's word counts.
+                let _ = client.handle(&t.payload);
+            }
+        }
+        while let Some(e) = server.poll_event() {
+            match e {
+                Event::KeysReady { .. } => return Ok(()),
+                Event::AuthFailed { reason, .. } => return Err(reason),
+                _ => {}
+            }
+        }
+        now += Duration::from_millis(10);
+    }
+    panic!("the server decided nothing about the client at {addr:?}");
+}
+
+/// An endpoint's connection limit (`[limits] connections_per_target_network` for each target
+/// network): the connection past it is refused; raised (a reload that associates a network),
+/// the next one is taken.
+#[test]
+fn the_connection_limit_refuses_and_follows_a_reload() {
+    let mut settings = Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20));
+    settings.max_sessions = 1;
+    let mut server = Server::new(settings, CertificateOnly);
+    let limit = Err(FailureReason::SessionLimit);
+    assert_eq!(handshake(&mut server, from(0x0a00_0001, 40000), 1), Ok(()));
+    assert_eq!(handshake(&mut server, from(0x0a00_0002, 40000), 2), limit);
+    server.set_max_sessions(2);
+    assert_eq!(handshake(&mut server, from(0x0a00_0003, 40000), 3), Ok(()));
+    assert_eq!(handshake(&mut server, from(0x0a00_0004, 40000), 4), limit);
+}
+
 /// The limits on real clients: new sessions per source, the cap on sessions in handshake and
 /// the handshake deadline, each refusal counted; the slots come back once the deadline passes.
 #[test]

@@ -381,6 +381,12 @@ impl<A: Authenticator> Server<A> {
         self.settings.routes = routes;
     }
 
+    /// Replaces the connection limit (`Settings::max_sessions`) for future connections; those
+    /// already established stay, past a lowered limit too.
+    pub fn set_max_sessions(&mut self, max: usize) {
+        self.settings.max_sessions = max;
+    }
+
     /// The counters.
     pub fn counters(&self) -> Counters {
         self.counters

@@ -870,6 +870,8 @@ impl Dataplane {
         {
             s.set_tls(t);
             s.set_reneg(endpoint::reneg(loaded), Instant::now());
+            // A target network associated or disassociated changes the endpoint's limit.
+            s.set_max_sessions(endpoint::max_connections(loaded, ep));
             let routes = endpoint::pushed_routes(ep);
             if self.pushed.get(e) != Some(&routes) {
                 routes_changed.push(e);
