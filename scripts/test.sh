@@ -14,10 +14,11 @@ echo "==> cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> cargo test"
 cargo test --workspace --locked
-echo "==> the stage-cycle counters (features stage-cycles, aead-cycles): build and their tests"
-cargo clippy --locked -p sluice-engine -p sluice-bench --all-targets --features sluice-bench/aead-cycles -- -D warnings
+echo "==> the stage-cycle counters (features stage-cycles, aead-cycles, aead-fenced): build and their tests"
+cargo clippy --locked -p sluice-engine -p sluice-bench --all-targets --features sluice-bench/aead-fenced -- -D warnings
 cargo test --locked -p sluice-engine --features stage-cycles --lib stages
 cargo test --locked -p sluice-engine --features aead-cycles --lib stages
+cargo test --locked -p sluice-engine --features aead-fenced --lib stages
 echo "==> engine per-stage benchmarks, once each (criterion test mode: they run, nothing is timed)"
 cargo test --locked -p sluice-engine --bench stages
 echo "==> benchmark harness, quick mode (proves it works; asserts no speed)"

@@ -8,6 +8,8 @@
 #   cp target/release/sluice-bench /tmp/new     # and an older build as /tmp/old
 #   bench/tools/ticks_ab.sh 5 /tmp/old /tmp/new
 # SIZES and SHAPES (environment) narrow the cases; defaults: 64,1400 and the four shapes.
+# With --features aead-cycles each line also splits ring's AEAD calls from the rest; that split
+# charges the calls' tail to the rest unless the builds also have aead-fenced (engine::stages).
 set -euo pipefail
 rounds=${1:?usage: ticks_ab.sh ROUNDS BINARY...}
 shift

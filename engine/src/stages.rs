@@ -14,7 +14,10 @@
 //! rest": the RDTSC after the call runs before ring's last instructions have finished, so the
 //! call's tail is charged to the pipeline, the more so the longer the packet. From 64 to 1400
 //! B the rest grows by 13 ticks client->net and 57 net->client as timed here, by 7 and 3 with
-//! an LFENCE before each stamp (bench/RESULTS.md, fourteenth session).
+//! an LFENCE before each stamp (bench/RESULTS.md, fourteenth session). With `aead-fenced` as
+//! well, the two stamps around ring's call wait for every earlier instruction: the split is
+//! then fair, and the totals higher (the fences stop the overlap of the call with the work
+//! around it).
 
 #![cfg_attr(
     all(feature = "stage-cycles", target_arch = "x86_64"),
@@ -107,7 +110,7 @@ impl StageCycles {
     pub(crate) fn add_aead(&mut self, since: u64) {
         #[cfg(all(feature = "aead-cycles", target_arch = "x86_64"))]
         {
-            self.aead += ticks().wrapping_sub(since);
+            self.aead += aead_ticks().wrapping_sub(since);
         }
         #[cfg(not(all(feature = "aead-cycles", target_arch = "x86_64")))]
         let _ = since;
@@ -155,10 +158,24 @@ impl Lap {
 pub(crate) fn stamp() -> u64 {
     #[cfg(all(feature = "aead-cycles", target_arch = "x86_64"))]
     {
-        ticks()
+        aead_ticks()
     }
     #[cfg(not(all(feature = "aead-cycles", target_arch = "x86_64")))]
     0
+}
+
+/// The counter at an AEAD call's edge: with `aead-fenced`, once every earlier instruction has
+/// finished.
+#[cfg(all(feature = "aead-cycles", target_arch = "x86_64"))]
+#[inline(always)]
+fn aead_ticks() -> u64 {
+    #[cfg(feature = "aead-fenced")]
+    // SAFETY: LFENCE only orders instructions; it touches no memory and every x86_64 CPU
+    // with SSE2 has it.
+    unsafe {
+        core::arch::x86_64::_mm_lfence();
+    }
+    ticks()
 }
 
 #[cfg(all(feature = "stage-cycles", target_arch = "x86_64"))]
