@@ -1207,13 +1207,55 @@ fn a_connection_no_core_can_carry_is_ended_and_an_ended_one_keeps_its_last_count
         packets(&ended) >= counted + 5,
         "{counted} counted before a burst of 5; ended with {ended}"
     );
+
+    // A clean stop ends the connection that is up again (whichever client took the slot): its
+    // client is told to restart, and its connection log has its end.
+    let mut up = serde_json::Value::Null;
+    wait_for("a client to connect again", Duration::from_secs(40), || {
+        let (_, out, _) = sluice(config, &["describe-client-vpn-connections"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        up = v["Connections"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["Status"]["Code"] == "active"))
+            .cloned()
+            .unwrap_or_default();
+        !up.is_null()
+    });
+    let (client_log, conn_log) = if up["ClientVpnEndpointId"] == ENDPOINT {
+        (&first_log, d.join("connections-1.log"))
+    } else {
+        (&second_log, d.join("connections-2.log"))
+    };
+    let told = |log: &Path| read(log).matches("server-pushed-connection-reset").count();
+    let told_before = told(client_log);
+    let _ = Command::new("kill")
+        .args(["-TERM", &lab.daemon.0.id().to_string()])
+        .status();
+    wait_for("sluice run to stop", Duration::from_secs(10), || {
+        !read(daemon_log).is_empty() && read(daemon_log).contains("data plane stopped")
+    });
+    wait_for("the client to be told", Duration::from_secs(10), || {
+        told(client_log) > told_before
+    });
+    let id = up["ConnectionId"].as_str().unwrap();
+    let lines = read(&conn_log);
+    assert!(
+        lines.lines().any(|l| {
+            let l: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+            l["connection-id"] == id
+                && l["connection-log-type"] == "connection-reset"
+                && l["connection-end-time"] != "NA"
+        }),
+        "no end of {id} in its connection log:\n{lines}\ndaemon log:\n{}",
+        read(daemon_log)
+    );
 }
 
 /// The lab of `two_endpoints_config` with the daemon running: the VPC host at 172.31.1.10, a
 /// client namespace and an exported `.ovpn` for each endpoint. Dropped, the daemon stops
 /// before the namespaces and the directory go.
 struct TwoEndpoints {
-    _daemon: Proc,
+    daemon: Proc,
     config: PathBuf,
     daemon_log: PathBuf,
     ovpn: [PathBuf; 2],
@@ -1245,7 +1287,7 @@ impl TwoEndpoints {
         let daemon_log = d.join("sluice.log");
         let daemon = start_daemon(&app, &config, &daemon_log);
         Self {
-            _daemon: daemon,
+            daemon,
             config,
             daemon_log,
             ovpn,
@@ -1262,10 +1304,11 @@ impl TwoEndpoints {
 const SECOND: &str = "cvpn-endpoint-0b0000000000000b2";
 
 /// The lab with a second endpoint (`SECOND`, clients in 10.210.0.0/20 on port 1194) beside the
-/// first (port 443), both into the same target network; `dataplane` adds lines to
+/// first (port 443), both into the same target network, their connection logs
+/// `connections-1.log` and `connections-2.log` in `d`; `dataplane` adds lines to
 /// `[dataplane]`. Returns the configuration's path.
 fn two_endpoints_config(d: &Path, pki: &Path, ifs: (&str, &str), dataplane: &str) -> PathBuf {
-    let p = pki.display();
+    let (p, dd) = (pki.display(), d.display());
     let rest = format!(
         r#"
 [[endpoint.authorization_rule]]
@@ -1280,6 +1323,7 @@ server_key = "{p}/server.key"
 dns_name = "192.168.50.1"
 vpn_port = 1194
 split_tunnel = true
+connection_log = {{ enabled = true, path = "{dd}/connections-2.log" }}
 authentication = {{ mutual = {{ client_root_ca = "{p}/ca.crt" }} }}
 
 [[endpoint.target_network]]
@@ -1311,6 +1355,7 @@ authorize_all_groups = true
         &format!(
             r#"vpn_port = 443
 split_tunnel = true
+connection_log = {{ enabled = true, path = "{dd}/connections-1.log" }}
 authentication = {{ mutual = {{ client_root_ca = "{p}/ca.crt" }} }}"#
         ),
         &rest,

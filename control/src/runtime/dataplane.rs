@@ -664,6 +664,29 @@ impl Dataplane {
         }
     }
 
+    /// Ends every connection before the cores stop: each client is told to restart (so it
+    /// comes back as soon as the appliance does, not at its ping-restart), and each
+    /// connection's last connection-log line carries its core's final counters (waited for
+    /// `FINAL_COUNTERS_WAIT` at most).
+    pub fn shutdown(&mut self) {
+        let now = Instant::now();
+        let peers: Vec<u32> = self.connections.keys().copied().collect();
+        for peer in peers {
+            self.end(
+                peer,
+                "RESTART,the server is shutting down",
+                CloseReason::Terminated("the appliance stopped".into()),
+                now,
+            );
+        }
+        let until = Instant::now() + FINAL_COUNTERS_WAIT;
+        while !self.closing.is_empty() && Instant::now() < until {
+            self.poll();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.finish_overdue(Instant::now() + FINAL_COUNTERS_WAIT);
+    }
+
     /// An ended connection's last connection-log line, and its place among the recently ended.
     fn finish(&mut self, e: usize, mut c: Connection, end: SystemTime) {
         c.status.code = "terminated".into();

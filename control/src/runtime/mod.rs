@@ -2,7 +2,8 @@
 //!
 //! It owns the configuration in force, the admin socket (root only, mode 0600) and the signals:
 //! SIGHUP re-reads the file (an invalid file is refused and the running configuration stays),
-//! SIGINT/SIGTERM stop the daemon cleanly. Management verbs arriving on the socket run against
+//! SIGINT/SIGTERM stop the daemon cleanly (each connection ended first: its client told to
+//! restart, its last connection-log line written with its core's counters). Management verbs arriving on the socket run against
 //! the daemon's file exactly as offline verbs do (validate, persist atomically), are audited
 //! with the peer's Unix credentials, and then the result is applied.
 //!
@@ -213,7 +214,9 @@ impl Daemon {
             }
         }
         #[cfg(feature = "dpdk")]
-        drop(self.dataplane.take());
+        if let Some(mut dp) = self.dataplane.take() {
+            dp.shutdown();
+        }
         log("stopping");
         let _ = std::fs::remove_file(&self.socket_path);
         Ok(())
