@@ -470,6 +470,13 @@ impl Dataplane {
         }
     }
 
+    /// Ends the connections of `peers`: `message` to each client, `why` on record.
+    fn end_each(&mut self, peers: Vec<u32>, message: &str, why: &str, now: Instant) {
+        for peer in peers {
+            self.end(peer, message, CloseReason::Terminated(why.into()), now);
+        }
+    }
+
     fn drain(&mut self, e: usize) {
         // Events first: a new control peer is known to the cores before our answer to its
         // packet leaves (its next packets need it).
@@ -671,14 +678,12 @@ impl Dataplane {
     pub fn shutdown(&mut self) {
         let now = Instant::now();
         let peers: Vec<u32> = self.connections.keys().copied().collect();
-        for peer in peers {
-            self.end(
-                peer,
-                "RESTART,the server is shutting down",
-                CloseReason::Terminated("the appliance stopped".into()),
-                now,
-            );
-        }
+        self.end_each(
+            peers,
+            "RESTART,the server is shutting down",
+            "the appliance stopped",
+            now,
+        );
         let until = Instant::now() + FINAL_COUNTERS_WAIT;
         while !self.closing.is_empty() && Instant::now() < until {
             self.poll();
@@ -915,14 +920,12 @@ impl Dataplane {
                 .filter(|(_, c)| routes_changed.contains(&usize::from(c.endpoint)))
                 .map(|(p, _)| *p)
                 .collect();
-            for peer in hits {
-                self.end(
-                    peer,
-                    "RESTART,the endpoint's routes changed",
-                    CloseReason::Terminated("asked to reconnect for new routes".into()),
-                    now,
-                );
-            }
+            self.end_each(
+                hits,
+                "RESTART,the endpoint's routes changed",
+                "asked to reconnect for new routes",
+                now,
+            );
         }
         // A new CRL also ends the connections of certificates it revokes, at once.
         for (e, ep) in config.endpoints.iter().enumerate() {
@@ -934,14 +937,12 @@ impl Dataplane {
                 .filter(|(_, c)| c.serial.as_ref().is_some_and(|s| revoked.contains(s)))
                 .map(|(p, _)| *p)
                 .collect();
-            for peer in hits {
-                self.end(
-                    peer,
-                    "RESTART,certificate revoked",
-                    CloseReason::Terminated("the client certificate was revoked by the CRL".into()),
-                    now,
-                );
-            }
+            self.end_each(
+                hits,
+                "RESTART,certificate revoked",
+                "the client certificate was revoked by the CRL",
+                now,
+            );
         }
         Ok(())
     }
@@ -981,15 +982,13 @@ impl Dataplane {
             })
             .map(|(p, c)| (*p, c.clone()))
             .collect();
-        let now = Instant::now();
-        for (peer, _) in &hits {
-            self.end(
-                *peer,
-                "RESTART,terminated by the administrator",
-                CloseReason::Terminated("terminated by the administrator".into()),
-                now,
-            );
-        }
+        let peers = hits.iter().map(|(p, _)| *p).collect();
+        self.end_each(
+            peers,
+            "RESTART,terminated by the administrator",
+            "terminated by the administrator",
+            Instant::now(),
+        );
         hits.into_iter().map(|(_, c)| c).collect()
     }
 }
