@@ -88,21 +88,6 @@ pub enum Removal {
     WrongCore,
 }
 
-impl Removal {
-    /// What control tells of a connection ended for this reason (`None` for `Asked`).
-    pub fn why(self) -> Option<&'static str> {
-        match self {
-            Self::Asked => None,
-            Self::Replaced => Some("another session took its client address on its core"),
-            Self::TableFull => {
-                Some("its core's session table is full (dataplane.sessions_per_core)")
-            }
-            Self::KeysRefused => Some("its core refused its data-channel keys"),
-            Self::WrongCore => Some("it was sent to a core that does not own its peer-id"),
-        }
-    }
-}
-
 /// Core to control.
 #[derive(Debug)]
 pub enum Report {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sluice_engine::cookie::CookieKey;
 use sluice_engine::dpdk::{self, Eal, EthDev, EthOptions, Mempool};
-use sluice_engine::mailbox::{Command, Mailbox, Outbox, Report};
+use sluice_engine::mailbox::{Command, Mailbox, Outbox, Removal, Report};
 use sluice_engine::session::{SessionInfo, Traffic};
 use sluice_engine::stats::CoreStats;
 use sluice_engine::wire::openvpn::{KeyId, PeerId};
@@ -403,27 +403,18 @@ impl Dataplane {
             }
             Report::Removed { peer, traffic, .. } if self.closing.contains_key(&peer.0) => {
                 // The final counters of a connection that ended: its last line now.
-                if let Some(Closing {
-                    mut connection,
-                    endpoint,
-                    end,
-                    ..
-                }) = self.closing.remove(&peer.0)
-                {
-                    set_traffic(&mut connection, traffic);
-                    self.finish(endpoint, connection, end);
-                }
+                self.finish_closing(peer.0, Some(traffic));
             }
             Report::Removed {
                 peer,
                 traffic,
                 because,
-            } if because.why().is_some() && self.connections.contains_key(&peer.0) => {
+            } if lost(because).is_some() && self.connections.contains_key(&peer.0) => {
                 // No core carries this connection: the client is told to start over, and the
-                // connection ends with the reason (its status message, the connection log).
-                let why = because.why().unwrap_or_default();
-                if let Some(c) = self.connections.get_mut(&peer.0) {
-                    set_traffic(c, traffic);
+                // connection ends with the reason (its status message, the connection log),
+                // with these counters, the last any core will send.
+                let why = lost(because).unwrap_or_default();
+                if let Some(c) = self.connections.get(&peer.0) {
                     log(&format!(
                         "connection {} has no data plane: {why}; ending it",
                         c.connection_id
@@ -435,10 +426,7 @@ impl Dataplane {
                     CloseReason::Terminated(format!("the data plane could not keep it: {why}")),
                     now,
                 );
-                // No core holds counters of it to wait for.
-                if let Some(c) = self.closing.remove(&peer.0) {
-                    self.finish(c.endpoint, c.connection, c.end);
-                }
+                self.finish_closing(peer.0, Some(traffic));
             }
             Report::Traffic { peer, traffic } | Report::Removed { peer, traffic, .. } => {
                 let due = self.connections.get_mut(&peer.0).and_then(|c| {
@@ -689,7 +677,10 @@ impl Dataplane {
             self.poll();
             std::thread::sleep(Duration::from_millis(1));
         }
-        self.finish_overdue(Instant::now() + FINAL_COUNTERS_WAIT);
+        let rest: Vec<u32> = self.closing.keys().copied().collect();
+        for peer in rest {
+            self.finish_closing(peer, None);
+        }
     }
 
     /// An ended connection's last connection-log line, and its place among the recently ended.
@@ -711,9 +702,18 @@ impl Dataplane {
             .map(|(p, _)| *p)
             .collect();
         for peer in overdue {
-            if let Some(c) = self.closing.remove(&peer) {
-                self.finish(c.endpoint, c.connection, c.end);
+            self.finish_closing(peer, None);
+        }
+    }
+
+    /// Finishes the ended connection of `peer` (if it waits), with its core's final counters
+    /// when they came.
+    fn finish_closing(&mut self, peer: u32, traffic: Option<Traffic>) {
+        if let Some(mut c) = self.closing.remove(&peer) {
+            if let Some(t) = traffic {
+                set_traffic(&mut c.connection, t);
             }
+            self.finish(c.endpoint, c.connection, c.end);
         }
     }
 
@@ -1015,6 +1015,19 @@ impl Drop for Dataplane {
             d.stop();
         }
         log("data plane stopped");
+    }
+}
+
+/// Why a connection has no data plane, for a core's `Removal` other than `Asked`.
+fn lost(because: Removal) -> Option<&'static str> {
+    match because {
+        Removal::Asked => None,
+        Removal::Replaced => Some("another session took its client address on its core"),
+        Removal::TableFull => {
+            Some("its core's session table is full (dataplane.sessions_per_core)")
+        }
+        Removal::KeysRefused => Some("its core refused its data-channel keys"),
+        Removal::WrongCore => Some("it was sent to a core that does not own its peer-id"),
     }
 }
 
