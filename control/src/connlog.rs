@@ -37,8 +37,10 @@ pub enum FailureReason {
     BadPassword,
     /// MFA was required and the code was wrong, missing or reused.
     MfaFailed,
-    /// The endpoint is at its connection quota.
+    /// The endpoint is at its connection quota, or its client address pool is used up.
     SessionLimit,
+    /// Every data core's session table is full (`[dataplane] sessions_per_core`).
+    DataPlaneFull,
     /// The TLS handshake failed for another reason.
     TlsError(String),
     /// The handshake did not complete within the deadline.
@@ -48,6 +50,12 @@ pub enum FailureReason {
 }
 
 impl FailureReason {
+    /// Whether the refusal is for want of room, which passes: the client is told to try again
+    /// later (`AUTH_FAILED,TEMP`) instead of to give up.
+    pub fn is_temporary(&self) -> bool {
+        matches!(self, Self::SessionLimit | Self::DataPlaneFull)
+    }
+
     /// The text written in `connection-attempt-failure-reason`.
     pub fn text(&self) -> String {
         match self {
@@ -57,6 +65,9 @@ impl FailureReason {
             Self::BadPassword => "authentication failed: bad username or password".into(),
             Self::MfaFailed => "multi-factor authentication failed".into(),
             Self::SessionLimit => "connection limit reached".into(),
+            Self::DataPlaneFull => {
+                "no room on the data cores (dataplane.sessions_per_core on every core)".into()
+            }
             Self::TlsError(s) => format!("TLS error: {s}"),
             Self::HandshakeTimeout => "TLS handshake timed out".into(),
             Self::Other(s) => s.clone(),

@@ -1086,7 +1086,7 @@ fn two_endpoints_carry_their_clients_at_once() {
 }
 
 #[test]
-fn a_connection_no_core_can_carry_is_ended_and_an_ended_one_keeps_its_last_counts() {
+fn a_connection_no_core_has_room_for_waits_and_an_ended_one_keeps_its_last_counts() {
     // One worker core with room for one session; each endpoint would take 7000.
     let lab = TwoEndpoints::start("full", "sessions_per_core = 1");
     let (config, daemon_log) = (&lab.config, &lab.daemon_log);
@@ -1101,47 +1101,50 @@ fn a_connection_no_core_can_carry_is_ended_and_an_ended_one_keeps_its_last_count
     );
     assert!(reaches(first_ns, "172.31.1.10"), "{}", read(&first_log));
 
-    // The second connection is made by control, and its core has no room for it: it ends at
-    // once, with the reason, and its client is told to start over.
+    // The core has no room for a second session (of the other endpoint: the room is the
+    // cores', shared): the second client is refused before it is connected, as a temporary
+    // failure, so that it tries again after the backoff where a plain AUTH_FAILED would make
+    // it exit. Its endpoint's connection log has the attempt and the reason.
     let _second = start_client(second_ns, second_ovpn, &second_log, &[]);
     wait_for(
-        "the second client to be told to start over",
+        "the second client to be told to come back later",
         Duration::from_secs(40),
-        || read(&second_log).contains("server-pushed-connection-reset"),
+        || read(&second_log).contains("auth-temp-failure"),
+    );
+    assert!(
+        read(&second_log).contains("AUTH_FAILED,TEMP[backoff 10]:connection limit reached"),
+        "{}",
+        read(&second_log)
     );
     let log = read(daemon_log);
     assert!(
-        log.contains("has no data plane: its core's session table is full")
-            && log.contains(
-                "the endpoints take up to 14000 connections and the cores have room for 1 sessions (1 x [dataplane] sessions_per_core 1)"
-            ),
+        log.contains(
+            "the endpoints take up to 14000 connections and the cores have room for 1 sessions (1 x [dataplane] sessions_per_core 1)"
+        ) && !log.contains("has no data plane"),
         "{log}"
+    );
+    let attempts = read(&d.join("connections-2.log"));
+    assert!(
+        attempts.lines().any(|l| {
+            let l: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+            l["connection-attempt-status"] == "failed"
+                && l["connection-attempt-failure-reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("no room on the data cores"))
+        }),
+        "{attempts}"
     );
     let (code, out, err) = sluice(config, &["describe-client-vpn-connections"]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let of = |endpoint: &str| -> Vec<(String, String)> {
-        v["Connections"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|c| c["ClientVpnEndpointId"] == endpoint)
-            .map(|c| {
-                let status = &c["Status"];
-                let message = status["Message"].as_str().unwrap_or("").to_owned();
-                (status["Code"].as_str().unwrap_or("").to_owned(), message)
-            })
-            .collect()
-    };
-    assert_eq!(
-        of(ENDPOINT),
-        [("active".to_owned(), String::new())],
-        "{out}"
-    );
-    // Its client retries by itself (each retry ends the same way while the core is full).
+    let active: Vec<&serde_json::Value> = v["Connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["Status"]["Code"] == "active")
+        .collect();
     assert!(
-        of(SECOND).iter().any(|(code, message)| code == "terminated"
-            && message.contains("its core's session table is full")),
+        active.len() == 1 && active[0]["ClientVpnEndpointId"] == ENDPOINT,
         "{out}"
     );
     // The first client was not disturbed; the core shows it full.
@@ -1183,6 +1186,13 @@ fn a_connection_no_core_can_carry_is_ended_and_an_ended_one_keeps_its_last_count
         packets(&was) > before
     });
     let counted = packets(&was);
+    // Meanwhile the second client has come back after its backoff (it did not exit), and was
+    // refused for now again.
+    wait_for(
+        "the second client to try again",
+        Duration::from_secs(30),
+        || read(&second_log).matches("auth-temp-failure").count() >= 2,
+    );
     let burst = first_ns.exec(&["ping", "-c", "5", "-i", "0.2", "-W", "2", "172.31.1.10"]);
     assert!(burst.status.success(), "{}", read(&first_log));
     let id = was["ConnectionId"].as_str().unwrap();

@@ -20,6 +20,7 @@ use sluice_control::connlog::FailureReason;
 use sluice_control::proto::client::Client;
 use sluice_control::proto::key_method;
 use sluice_control::proto::packet::{opcode, ControlPacket};
+use sluice_control::proto::room::CoreRoom;
 use sluice_control::proto::server::{
     peer_id_range, CertificateOnly, CloseReason, Event, Server, Settings,
 };
@@ -562,10 +563,27 @@ fn handshake(
     addr: Remote,
     sid: u8,
 ) -> Result<(), FailureReason> {
+    handshake_told(server, addr, sid).0.map(|_| ())
+}
+
+/// A first handshake of a client at `addr`: the server's decision (the peer-id it gave, or why
+/// it refused) and the control messages the client received by two seconds after it.
+fn handshake_told(
+    server: &mut Server<CertificateOnly>,
+    addr: Remote,
+    sid: u8,
+) -> (Result<u32, FailureReason>, Vec<String>) {
     let mut client = Client::new(client_config(), "server", [sid; 8], None).unwrap();
     let start = Instant::now();
     let mut now = start;
+    let mut decided: Option<(Result<u32, FailureReason>, Instant)> = None;
     while now < start + Duration::from_secs(60) {
+        if decided
+            .as_ref()
+            .is_some_and(|(_, at)| now >= *at + Duration::from_secs(2))
+        {
+            break;
+        }
         let mut out = Vec::new();
         client.poll(now, &mut out).unwrap();
         for d in out {
@@ -581,15 +599,19 @@ fn handshake(
             }
         }
         while let Some(e) = server.poll_event() {
-            match e {
-                Event::KeysReady { .. } => return Ok(()),
-                Event::AuthFailed { reason, .. } => return Err(reason),
-                _ => {}
-            }
+            let verdict = match e {
+                Event::KeysReady { peer_id, .. } => Ok(peer_id),
+                Event::AuthFailed { reason, .. } => Err(reason),
+                _ => continue,
+            };
+            decided.get_or_insert((verdict, now));
         }
         now += Duration::from_millis(10);
     }
-    panic!("the server decided nothing about the client at {addr:?}");
+    let Some((verdict, _)) = decided else {
+        panic!("the server decided nothing about the client at {addr:?}");
+    };
+    (verdict, client.messages)
 }
 
 /// An endpoint's connection limit (`[limits] connections_per_target_network` for each target
@@ -606,6 +628,67 @@ fn the_connection_limit_refuses_and_follows_a_reload() {
     server.set_max_sessions(2);
     assert_eq!(handshake(&mut server, from(0x0a00_0003, 40000), 3), Ok(()));
     assert_eq!(handshake(&mut server, from(0x0a00_0004, 40000), 4), limit);
+    // Refused for want of room, a client that understands it is told to come back later
+    // (an OpenVPN 2.6 client then retries after the backoff instead of exiting).
+    let (verdict, told) = handshake_told(&mut server, from(0x0a00_0005, 40000), 5);
+    assert_eq!(verdict.map(|_| ()), limit);
+    assert!(
+        told.iter()
+            .any(|m| m == "AUTH_FAILED,TEMP[backoff 10]:connection limit reached"),
+        "{told:?}"
+    );
+}
+
+/// The data cores' room (`[dataplane] sessions_per_core`), shared by two endpoints' servers:
+/// each session is placed on a core with room (its peer-id names the core), the one past the
+/// last place is refused for now, and a place that frees is taken again.
+#[test]
+fn sessions_go_to_cores_with_room_and_wait_when_none_has_any() {
+    let room = Arc::new(CoreRoom::new(2, 2));
+    let server = |endpoint: u16, pool: &str| {
+        let mut settings = Settings::new(endpoint, tls(), (pool.parse().unwrap(), 20));
+        settings.peer_ids = peer_id_range(usize::from(endpoint), 2);
+        settings.room = Some(Arc::clone(&room));
+        Server::new(settings, CertificateOnly)
+    };
+    let (mut one, mut two) = (server(0, "10.200.0.0"), server(1, "10.201.0.0"));
+    // The first endpoint's peer-ids come in turn (0, 1, 2, ...), so its first three sessions
+    // would take two places on core 0; the third goes to core 1 instead.
+    let mut peers = Vec::new();
+    for i in 0..3u8 {
+        let (verdict, _) = handshake_told(&mut one, from(0x0a00_0001, 40000 + u16::from(i)), i);
+        peers.push(verdict.unwrap());
+    }
+    let cores: Vec<usize> = peers.iter().map(|&p| room.core_of(p)).collect();
+    assert_eq!(cores, [0, 1, 0], "peer-ids {peers:?}");
+    assert_eq!((room.used(0), room.used(1)), (2, 1));
+    // The other endpoint's server sees the same room: one place left, on core 1.
+    let (last, _) = handshake_told(&mut two, from(0x0a00_0002, 40000), 9);
+    let last = last.unwrap();
+    assert_eq!(room.core_of(last), 1);
+    assert!(peer_id_range(1, 2).contains(&last));
+    // Full: refused for now, and the client is told to come back.
+    let (verdict, told) = handshake_told(&mut two, from(0x0a00_0002, 40001), 10);
+    assert_eq!(verdict, Err(FailureReason::DataPlaneFull));
+    assert!(
+        told.iter()
+            .any(|m| m == "AUTH_FAILED,TEMP[backoff 10]:connection limit reached"),
+        "{told:?}"
+    );
+    assert_eq!((room.used(0), room.used(1)), (2, 2));
+    // A session of core 0 ends: its place is the next one's.
+    assert!(one.terminate(
+        peers[0],
+        "HALT",
+        CloseReason::Terminated("by an administrator".into()),
+        Instant::now()
+    ));
+    assert_eq!(room.used(0), 1);
+    let (verdict, _) = handshake_told(&mut two, from(0x0a00_0002, 40002), 11);
+    assert_eq!(room.core_of(verdict.unwrap()), 0);
+    assert_eq!((room.used(0), room.used(1)), (2, 2));
+    one.check_timers().unwrap();
+    two.check_timers().unwrap();
 }
 
 /// The limits on real clients: new sessions per source, the cap on sessions in handshake and

@@ -208,6 +208,8 @@ impl PeerInfo {
     pub const TLS_KEY_EXPORT: u32 = 1 << 3;
     /// IV_PROTO bit: control-channel EXIT and protocol-flags.
     pub const CC_EXIT_NOTIFY: u32 = 1 << 7;
+    /// IV_PROTO bit: `AUTH_FAILED,TEMP[...]:<reason>` is a temporary refusal (retry later).
+    pub const AUTH_FAIL_TEMP: u32 = 1 << 8;
 
     /// Parses `KEY=VALUE` lines.
     pub fn parse(s: &str) -> Self {

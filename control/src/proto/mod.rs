@@ -4,9 +4,9 @@
 //!
 //! Layers, bottom up: `packet` (codec), `reliable` (acks, windows, retransmission), `tls`
 //! (rustls, the only file that touches it), `key_method` (key exchange, key derivation),
-//! `push` (PUSH_REPLY), `ippool` (client addresses), `session` (one client), `admission` (the
-//! stateless first exchange, on `sluice_engine::cookie`), `server` (demultiplexing, limits,
-//! authentication).
+//! `push` (PUSH_REPLY), `ippool` (client addresses), `room` (the data cores' room for
+//! sessions), `session` (one client), `admission` (the stateless first exchange, on
+//! `sluice_engine::cookie`), `server` (demultiplexing, limits, authentication).
 
 pub mod admission;
 pub mod client;
@@ -15,6 +15,7 @@ pub mod key_method;
 pub mod packet;
 pub mod push;
 pub mod reliable;
+pub mod room;
 pub mod server;
 pub mod session;
 pub mod tls;

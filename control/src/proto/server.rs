@@ -22,6 +22,7 @@ use super::ippool::IpPool;
 use super::key_method::{negotiate_cipher, PeerInfo, Secret};
 use super::packet::{opcode, ControlPacket};
 use super::push::{push_reply, PushOptions};
+use super::room::CoreRoom;
 use super::session::{Credentials, Identity, Phase, Session, Step};
 use super::tls::TlsFailure;
 use super::Remote;
@@ -74,7 +75,17 @@ pub struct Settings {
     /// whose sessions are keyed by peer-id, so their ranges must not overlap
     /// (`peer_id_range`).
     pub peer_ids: Range<u32>,
+    /// The data cores' room, shared with the other endpoints' servers: each session is given
+    /// a peer-id on a core with room when it is authorised, and refused for now
+    /// (`FailureReason::DataPlaneFull`) when no core has any. `None`: no such limit (a data
+    /// plane that takes every session).
+    pub room: Option<Arc<CoreRoom>>,
 }
+
+/// How long a client refused for want of room waits before it tries again
+/// (`AUTH_FAILED,TEMP[backoff N]`): long enough not to come back before anything can have
+/// changed, short enough that a client gets in soon after a place frees.
+pub const FULL_BACKOFF_SECS: u32 = 10;
 
 /// The largest peer-id: 24 bits, 0xffffff meaning "none" (the reference §7.1).
 pub const MAX_PEER_ID: u32 = 0x00ff_fffe;
@@ -109,6 +120,7 @@ impl Settings {
             cookies: None,
             password_required: false,
             peer_ids: 0..MAX_PEER_ID + 1,
+            room: None,
         }
     }
 }
@@ -415,6 +427,51 @@ impl<A: Authenticator> Server<A> {
         None
     }
 
+    /// Counts the session at `remote` in on a data core with room (`Settings::room`), moving
+    /// it to a free peer-id of that core when its own names a full one (the peer-id reaches
+    /// the client only in the push that follows): its own core when that has room, else the
+    /// emptiest. `None` when there is no such limit.
+    ///
+    /// # Errors
+    /// `DataPlaneFull` when no core has room (no free peer-id on one that has counts as none).
+    fn place(&mut self, remote: Remote) -> Result<Option<usize>, FailureReason> {
+        let Some(room) = self.settings.room.clone() else {
+            return Ok(None);
+        };
+        let Some(old) = self.sessions.get(&remote).map(|s| s.peer_id) else {
+            return Err(FailureReason::Other("session vanished".into()));
+        };
+        let own = room.core_of(old);
+        if room.take(own) {
+            return Ok(Some(own));
+        }
+        let cores = u32::try_from(room.cores()).unwrap_or(u32::MAX);
+        let range = self.settings.peer_ids.clone();
+        for core in room.with_room() {
+            // The peer-ids of `core` in the range, the first one free.
+            let c = u32::try_from(core).unwrap_or(u32::MAX);
+            let first = range.start + (c + cores - range.start % cores) % cores;
+            let free = (first..range.end)
+                .step_by(cores as usize)
+                .find(|id| !self.peer_ids.contains(id));
+            let Some(id) = free else {
+                continue;
+            };
+            if !room.take(core) {
+                continue;
+            }
+            self.peer_ids.remove(&old);
+            self.by_peer.remove(&old);
+            self.peer_ids.insert(id);
+            self.by_peer.insert(id, remote);
+            if let Some(s) = self.sessions.get_mut(&remote) {
+                s.peer_id = id;
+            }
+            return Ok(Some(core));
+        }
+        Err(FailureReason::DataPlaneFull)
+    }
+
     /// Handles one datagram from `remote` to our listener `local`.
     pub fn handle_datagram(
         &mut self,
@@ -589,9 +646,17 @@ impl<A: Authenticator> Server<A> {
         let (cipher, ekm) = match verdict {
             Ok(c) => c,
             Err(reason) => {
-                // Complete the exchange as OpenVPN does, then say AUTH_FAILED (§5.2, §8.6).
+                // Complete the exchange as OpenVPN does, then say AUTH_FAILED (§5.2, §8.6); a
+                // refusal for want of room as temporary to a client that understands it (2.6),
+                // which then tries again after the backoff instead of giving up.
                 let _ = s.complete_key_exchange(key_id, &creds, Cipher::Aes256Gcm, false, false);
-                s.send_text("AUTH_FAILED");
+                if reason.is_temporary() && creds.message.peer_info.has(PeerInfo::AUTH_FAIL_TEMP) {
+                    s.send_text(&format!(
+                        "AUTH_FAILED,TEMP[backoff {FULL_BACKOFF_SECS}]:connection limit reached"
+                    ));
+                } else {
+                    s.send_text("AUTH_FAILED");
+                }
                 self.refuse(remote, cn, user, reason, now);
                 return;
             }
@@ -703,11 +768,21 @@ impl<A: Authenticator> Server<A> {
         ))?;
         let ekm = info.has(PeerInfo::TLS_KEY_EXPORT);
         let vip = self.pool.allocate().ok_or(FailureReason::SessionLimit)?;
+        let core = match self.place(remote) {
+            Ok(core) => core,
+            Err(e) => {
+                self.pool.release(vip);
+                return Err(e);
+            }
+        };
         let settings = &self.settings;
         let gateway = self.pool.gateway();
         let netmask = Ipv4Addr::from(sluice_engine::rules::Ipv4Cidr::mask_of(settings.pool.1));
         let Some(s) = self.sessions.get_mut(&remote) else {
             self.pool.release(vip);
+            if let (Some(room), Some(core)) = (&self.settings.room, core) {
+                room.give(core);
+            }
             return Err(FailureReason::Other("session vanished".into()));
         };
         let token = password_required.then(|| {
@@ -744,6 +819,7 @@ impl<A: Authenticator> Server<A> {
             certificate_serial: creds.serial.clone(),
         });
         s.vip = Some(vip);
+        s.core = core;
         s.cipher = Some((cipher, ekm));
         s.peer_info = Some(info);
         s.push = push;
@@ -799,6 +875,9 @@ impl<A: Authenticator> Server<A> {
         if let Some(vip) = s.vip.take() {
             self.pool.release(vip);
         }
+        if let (Some(room), Some(core)) = (&self.settings.room, s.core.take()) {
+            room.give(core);
+        }
         self.count_out(&was);
         self.retire_at.remove(&peer_id);
         if established || reason != CloseReason::AuthFailed {
@@ -824,6 +903,9 @@ impl<A: Authenticator> Server<A> {
             self.peer_ids.remove(&s.peer_id);
             if let Some(vip) = s.vip {
                 self.pool.release(vip);
+            }
+            if let (Some(room), Some(core)) = (&self.settings.room, s.core) {
+                room.give(core);
             }
         }
     }

@@ -105,6 +105,8 @@ pub struct Session {
     pub identity: Option<Identity>,
     /// Its virtual address, once allocated.
     pub vip: Option<Ipv4Addr>,
+    /// The data core whose room it holds (`CoreRoom`), from its authorisation to its end.
+    pub core: Option<usize>,
     /// Negotiated cipher and derivation, fixed at key_id 0 (§6.2).
     pub cipher: Option<(Cipher, bool)>,
     /// The client's peer-info.
@@ -175,6 +177,7 @@ impl Session {
             keys: vec![ks],
             identity: None,
             vip: None,
+            core: None,
             cipher: None,
             peer_info: None,
             push: Vec::new(),

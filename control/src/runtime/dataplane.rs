@@ -33,6 +33,7 @@ use crate::compile::{self, GroupIndex};
 use crate::config::schema::DEFAULT_MTU;
 use crate::config::Loaded;
 use crate::connlog::{self, FailureReason, LogType, RotatingLog};
+use crate::proto::room::CoreRoom;
 use crate::proto::server::{CloseReason, Event, Server};
 use crate::timefmt::rfc3339;
 
@@ -115,6 +116,9 @@ pub struct Dataplane {
     version: u64,
     /// Sessions each core holds at most (`[dataplane] sessions_per_core`).
     sessions_per_core: u32,
+    /// The cores' room, which the servers count sessions into (`CoreRoom`); it also names
+    /// each peer-id's core.
+    core_room: Arc<CoreRoom>,
     connections: HashMap<u32, Connection>,
     /// Ended connections whose sessions are being taken off their cores, by peer-id: their
     /// last connection-log line waits for the core's final counters (`Report::Removed`), or
@@ -212,6 +216,9 @@ impl Dataplane {
         // The cores answer clients' first hard resets themselves under the servers' key and
         // clock (`cookie`); the servers see only the echoes.
         let epoch = Instant::now();
+        // Every endpoint's sessions share the cores' tables: the servers place each on a core
+        // with room, the same core `core_of` names.
+        let core_room = Arc::new(CoreRoom::new(cores, dp.sessions_per_core));
         let mut servers = Vec::new();
         let mut cookies = None;
         for i in 0..config.endpoints.len() {
@@ -227,6 +234,7 @@ impl Dataplane {
                 }
             };
             settings.cookies = Some((key, epoch));
+            settings.room = Some(Arc::clone(&core_room));
             servers.push(Server::new(settings, endpoint::authenticator(loaded, i)?));
         }
         let stop = Arc::new(AtomicBool::new(false));
@@ -276,7 +284,7 @@ impl Dataplane {
         let room = cores * dp.sessions_per_core as usize;
         if most > room {
             log(&format!(
-                "note: the endpoints take up to {most} connections and the cores have room for {room} sessions ({cores} x [dataplane] sessions_per_core {}): a connection past that on a full core is ended",
+                "note: the endpoints take up to {most} connections and the cores have room for {room} sessions ({cores} x [dataplane] sessions_per_core {}): a connection past that is refused for now (its client tries again)",
                 dp.sessions_per_core
             ));
         }
@@ -295,6 +303,7 @@ impl Dataplane {
             endpoint_ids: config.endpoints.iter().map(|e| e.id.to_string()).collect(),
             version: 1,
             sessions_per_core: dp.sessions_per_core,
+            core_room,
             connections: HashMap::new(),
             closing: HashMap::new(),
             ended: Vec::new(),
@@ -304,7 +313,7 @@ impl Dataplane {
     }
 
     fn core_of(&self, peer: u32) -> usize {
-        peer as usize % self.outbox.mailboxes().len().max(1)
+        self.core_room.core_of(peer)
     }
 
     /// Sends a command to a core: delayed, in order, while its queue is full; never lost but
