@@ -1261,6 +1261,63 @@ fn a_connection_no_core_has_room_for_waits_and_an_ended_one_keeps_its_last_count
     );
 }
 
+/// An endpoint at its connection limit (`[limits] connections_per_target_network` for each of
+/// its target networks) refuses a client for now, and the client tries again by itself; a
+/// reload that raises the limit lets it in at its next try.
+#[test]
+fn a_client_past_the_connection_limit_waits_and_a_reload_that_raises_it_lets_it_in() {
+    let lab = TwoEndpoints::start("limit", "\n[limits]\nconnections_per_target_network = 1");
+    let (config, daemon_log) = (&lab.config, &lab.daemon_log);
+    let [first_ns, second_ns] = &lab.clients;
+    let d = lab.start.dir.path();
+    let (first_log, second_log) = (d.join("first.log"), d.join("second.log"));
+    // Both clients are the first endpoint's.
+    let ovpn = &lab.ovpn[0];
+    let _first = start_client(first_ns, ovpn, &first_log, &[]);
+    wait_for(
+        "the first client to connect",
+        Duration::from_secs(40),
+        || read(&first_log).contains("Initialization Sequence Completed"),
+    );
+    let _second = start_client(second_ns, ovpn, &second_log, &[]);
+    wait_for(
+        "the second client to be told to come back later",
+        Duration::from_secs(40),
+        || read(&second_log).contains("auth-temp-failure"),
+    );
+    assert!(
+        read(&second_log).contains("AUTH_FAILED,TEMP[backoff 10]:connection limit reached"),
+        "{}",
+        read(&second_log)
+    );
+    let attempts = read(&d.join("connections-1.log"));
+    assert!(
+        attempts.lines().any(|l| {
+            let l: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+            l["connection-attempt-status"] == "failed"
+                && l["connection-attempt-failure-reason"] == "connection limit reached"
+        }),
+        "{attempts}"
+    );
+    let text = read(config);
+    let raised = text.replacen(
+        "connections_per_target_network = 1",
+        "connections_per_target_network = 2",
+        1,
+    );
+    assert_ne!(raised, text, "the lab's configuration sets the limit");
+    std::fs::write(config, raised).unwrap();
+    let (code, _, err) = sluice(config, &["reload"]);
+    assert_eq!(code, 0, "{err}\n{}", read(daemon_log));
+    wait_for(
+        "the second client to get in at its next try",
+        Duration::from_secs(30),
+        || read(&second_log).contains("Initialization Sequence Completed"),
+    );
+    assert!(reaches(second_ns, "172.31.1.10"), "{}", read(&second_log));
+    assert!(reaches(first_ns, "172.31.1.10"), "{}", read(&first_log));
+}
+
 /// The lab of `two_endpoints_config` with the daemon running: the VPC host at 172.31.1.10, a
 /// client namespace and an exported `.ovpn` for each endpoint. Dropped, the daemon stops
 /// before the namespaces and the directory go.
