@@ -1106,15 +1106,10 @@ fn a_connection_no_core_has_room_for_waits_and_an_ended_one_keeps_its_last_count
     // failure, so that it tries again after the backoff where a plain AUTH_FAILED would make
     // it exit. Its endpoint's connection log has the attempt and the reason.
     let _second = start_client(second_ns, second_ovpn, &second_log, &[]);
-    wait_for(
-        "the second client to be told to come back later",
-        Duration::from_secs(40),
-        || read(&second_log).contains("auth-temp-failure"),
-    );
-    assert!(
-        read(&second_log).contains("AUTH_FAILED,TEMP[backoff 10]:connection limit reached"),
-        "{}",
-        read(&second_log)
+    refused_for_now(
+        &second_log,
+        &d.join("connections-2.log"),
+        "no room on the data cores",
     );
     let log = read(daemon_log);
     assert!(
@@ -1122,17 +1117,6 @@ fn a_connection_no_core_has_room_for_waits_and_an_ended_one_keeps_its_last_count
             "the endpoints take up to 14000 connections and the cores have room for 1 sessions (1 x [dataplane] sessions_per_core 1)"
         ) && !log.contains("has no data plane"),
         "{log}"
-    );
-    let attempts = read(&d.join("connections-2.log"));
-    assert!(
-        attempts.lines().any(|l| {
-            let l: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
-            l["connection-attempt-status"] == "failed"
-                && l["connection-attempt-failure-reason"]
-                    .as_str()
-                    .is_some_and(|r| r.contains("no room on the data cores"))
-        }),
-        "{attempts}"
     );
     let (code, out, err) = sluice(config, &["describe-client-vpn-connections"]);
     assert_eq!(code, 0, "{err}");
@@ -1280,24 +1264,10 @@ fn a_client_past_the_connection_limit_waits_and_a_reload_that_raises_it_lets_it_
         || read(&first_log).contains("Initialization Sequence Completed"),
     );
     let _second = start_client(second_ns, ovpn, &second_log, &[]);
-    wait_for(
-        "the second client to be told to come back later",
-        Duration::from_secs(40),
-        || read(&second_log).contains("auth-temp-failure"),
-    );
-    assert!(
-        read(&second_log).contains("AUTH_FAILED,TEMP[backoff 10]:connection limit reached"),
-        "{}",
-        read(&second_log)
-    );
-    let attempts = read(&d.join("connections-1.log"));
-    assert!(
-        attempts.lines().any(|l| {
-            let l: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
-            l["connection-attempt-status"] == "failed"
-                && l["connection-attempt-failure-reason"] == "connection limit reached"
-        }),
-        "{attempts}"
+    refused_for_now(
+        &second_log,
+        &d.join("connections-1.log"),
+        "connection limit reached",
     );
     let text = read(config);
     let raised = text.replacen(
@@ -1316,6 +1286,34 @@ fn a_client_past_the_connection_limit_waits_and_a_reload_that_raises_it_lets_it_
     );
     assert!(reaches(second_ns, "172.31.1.10"), "{}", read(&second_log));
     assert!(reaches(first_ns, "172.31.1.10"), "{}", read(&first_log));
+}
+
+/// Waits for the client logging to `client_log` to be refused for want of room, as a temporary
+/// failure (an OpenVPN 2.6 client then tries again by itself after the backoff, where a plain
+/// AUTH_FAILED would make it exit), and checks that its endpoint's connection log `conn_log`
+/// has the failed attempt with a reason containing `reason`.
+fn refused_for_now(client_log: &Path, conn_log: &Path, reason: &str) {
+    wait_for(
+        "the client to be told to come back later",
+        Duration::from_secs(40),
+        || read(client_log).contains("auth-temp-failure"),
+    );
+    let told = read(client_log);
+    assert!(
+        told.contains("AUTH_FAILED,TEMP[backoff 10]:connection limit reached"),
+        "{told}"
+    );
+    let attempts = read(conn_log);
+    assert!(
+        attempts.lines().any(|l| {
+            let l: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+            l["connection-attempt-status"] == "failed"
+                && l["connection-attempt-failure-reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains(reason))
+        }),
+        "no failed attempt for {reason:?} in:\n{attempts}"
+    );
 }
 
 /// The lab of `two_endpoints_config` with the daemon running: the VPC host at 172.31.1.10, a
