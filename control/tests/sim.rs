@@ -573,7 +573,18 @@ fn handshake_told(
     addr: Remote,
     sid: u8,
 ) -> (Result<u32, FailureReason>, Vec<String>) {
+    handshake_as(server, addr, sid, 990)
+}
+
+/// `handshake_told` with a client that announces `iv_proto` (990: OpenVPN 2.6.14's).
+fn handshake_as(
+    server: &mut Server<CertificateOnly>,
+    addr: Remote,
+    sid: u8,
+    iv_proto: u32,
+) -> (Result<u32, FailureReason>, Vec<String>) {
     let mut client = Client::new(client_config(), "server", [sid; 8], None).unwrap();
+    client.iv_proto = iv_proto;
     let start = Instant::now();
     let mut now = start;
     let mut decided: Option<(Result<u32, FailureReason>, Instant)> = None;
@@ -635,6 +646,15 @@ fn the_connection_limit_refuses_and_follows_a_reload() {
     assert!(
         told.iter()
             .any(|m| m == "AUTH_FAILED,TEMP[backoff 10]:connection limit reached"),
+        "{told:?}"
+    );
+    // A client without IV_PROTO bit 8 (before 2.6) would give up on any AUTH_FAILED: it is
+    // told to restart instead, and comes back by itself.
+    let (verdict, told) = handshake_as(&mut server, from(0x0a00_0006, 40000), 6, 990 & !256);
+    assert_eq!(verdict.map(|_| ()), limit);
+    assert!(
+        told.iter().any(|m| m == "RESTART,connection limit reached")
+            && !told.iter().any(|m| m.starts_with("AUTH_FAILED")),
         "{told:?}"
     );
 }

@@ -72,6 +72,9 @@ pub struct Client {
     /// sluice pushes unasked).
     pub push_request: bool,
     push_requested: bool,
+    /// The IV_PROTO bits announced in the key exchange (an OpenVPN 2.6.14 client's, 990,
+    /// unless changed before the TLS handshake completes).
+    pub iv_proto: u32,
 }
 
 fn string(t: &str) -> Vec<u8> {
@@ -108,6 +111,7 @@ impl Client {
             key_blocks: Vec::new(),
             push_request: false,
             push_requested: false,
+            iv_proto: 990,
         };
         c.start_key(0, opcode::HARD_RESET_CLIENT_V2)?;
         Ok(c)
@@ -159,9 +163,10 @@ impl Client {
             }
             None => m.extend([0, 0, 0, 0]),
         }
-        m.extend(string(
-            "IV_VER=2.6.14\nIV_PLAT=linux\nIV_CIPHERS=AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305\nIV_PROTO=990\n",
-        ));
+        m.extend(string(&format!(
+            "IV_VER=2.6.14\nIV_PLAT=linux\nIV_CIPHERS=AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305\nIV_PROTO={}\n",
+            self.iv_proto
+        )));
         m
     }
 

@@ -87,6 +87,10 @@ pub struct Settings {
 /// changed, short enough that a client gets in soon after a place frees.
 pub const FULL_BACKOFF_SECS: u32 = 10;
 
+/// What a client refused for want of room is told (the precise reason is the operator's, in
+/// the connection log).
+const FULL_MESSAGE: &str = "connection limit reached";
+
 /// The largest peer-id: 24 bits, 0xffffff meaning "none" (the reference §7.1).
 pub const MAX_PEER_ID: u32 = 0x00ff_fffe;
 
@@ -646,16 +650,19 @@ impl<A: Authenticator> Server<A> {
         let (cipher, ekm) = match verdict {
             Ok(c) => c,
             Err(reason) => {
-                // Complete the exchange as OpenVPN does, then say AUTH_FAILED (§5.2, §8.6); a
-                // refusal for want of room as temporary to a client that understands it (2.6),
-                // which then tries again after the backoff instead of giving up.
+                // Complete the exchange as OpenVPN does, then say AUTH_FAILED (§5.2, §8.6). A
+                // refusal for want of room is temporary: a client that understands that (2.6)
+                // tries again after the backoff; an older one is told to restart, since a plain
+                // AUTH_FAILED would make it give up.
                 let _ = s.complete_key_exchange(key_id, &creds, Cipher::Aes256Gcm, false, false);
-                if reason.is_temporary() && creds.message.peer_info.has(PeerInfo::AUTH_FAIL_TEMP) {
+                if !reason.is_temporary() {
+                    s.send_text("AUTH_FAILED");
+                } else if creds.message.peer_info.has(PeerInfo::AUTH_FAIL_TEMP) {
                     s.send_text(&format!(
-                        "AUTH_FAILED,TEMP[backoff {FULL_BACKOFF_SECS}]:connection limit reached"
+                        "AUTH_FAILED,TEMP[backoff {FULL_BACKOFF_SECS}]:{FULL_MESSAGE}"
                     ));
                 } else {
-                    s.send_text("AUTH_FAILED");
+                    s.send_text(&format!("RESTART,{FULL_MESSAGE}"));
                 }
                 self.refuse(remote, cn, user, reason, now);
                 return;
