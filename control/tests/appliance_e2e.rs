@@ -1269,6 +1269,14 @@ fn a_client_past_the_connection_limit_waits_and_a_reload_that_raises_it_lets_it_
         &d.join("connections-1.log"),
         "connection limit reached",
     );
+    let m = scrape(&lab.app);
+    assert!(
+        metric(
+            &m,
+            &format!("sluice_connections_refused_for_room_total{{endpoint=\"{ENDPOINT}\"}}")
+        ) >= 1.0,
+        "the refusal is counted:\n{m}"
+    );
     let text = read(config);
     let raised = text.replacen(
         "connections_per_target_network = 1",
@@ -1325,7 +1333,7 @@ struct TwoEndpoints {
     daemon_log: PathBuf,
     ovpn: [PathBuf; 2],
     clients: [Netns; 2],
-    _app: Netns,
+    app: Netns,
     _vpc: Netns,
     _wan: Netns,
     start: Start,
@@ -1357,7 +1365,7 @@ impl TwoEndpoints {
             daemon_log,
             ovpn,
             clients,
-            _app: app,
+            app,
             _vpc: vpc,
             _wan: wan,
             start,

@@ -657,6 +657,8 @@ fn the_connection_limit_refuses_and_follows_a_reload() {
             && !told.iter().any(|m| m.starts_with("AUTH_FAILED")),
         "{told:?}"
     );
+    let counted = server.counters();
+    assert_eq!((counted.refused_for_room, counted.auth_failures), (4, 4));
 }
 
 /// The data cores' room (`[dataplane] sessions_per_core`), shared by two endpoints' servers:
@@ -696,6 +698,7 @@ fn sessions_go_to_cores_with_room_and_wait_when_none_has_any() {
         "{told:?}"
     );
     assert_eq!((room.used(0), room.used(1)), (2, 2));
+    assert_eq!(two.counters().refused_for_room, 1);
     // A session of core 0 ends: its place is the next one's.
     assert!(one.terminate(
         peers[0],

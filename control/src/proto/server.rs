@@ -286,6 +286,9 @@ pub struct Counters {
     pub misbehaved: u64,
     /// Authentication failures.
     pub auth_failures: u64,
+    /// Of those, clients refused for want of room (`FailureReason::is_temporary`): the
+    /// endpoint at its connection limit or out of client addresses, or no data core with room.
+    pub refused_for_room: u64,
     /// Handshakes completed.
     pub handshakes: u64,
 }
@@ -657,12 +660,15 @@ impl<A: Authenticator> Server<A> {
                 let _ = s.complete_key_exchange(key_id, &creds, Cipher::Aes256Gcm, false, false);
                 if !reason.is_temporary() {
                     s.send_text("AUTH_FAILED");
-                } else if creds.message.peer_info.has(PeerInfo::AUTH_FAIL_TEMP) {
-                    s.send_text(&format!(
-                        "AUTH_FAILED,TEMP[backoff {FULL_BACKOFF_SECS}]:{FULL_MESSAGE}"
-                    ));
                 } else {
-                    s.send_text(&format!("RESTART,{FULL_MESSAGE}"));
+                    self.counters.refused_for_room += 1;
+                    if creds.message.peer_info.has(PeerInfo::AUTH_FAIL_TEMP) {
+                        s.send_text(&format!(
+                            "AUTH_FAILED,TEMP[backoff {FULL_BACKOFF_SECS}]:{FULL_MESSAGE}"
+                        ));
+                    } else {
+                        s.send_text(&format!("RESTART,{FULL_MESSAGE}"));
+                    }
                 }
                 self.refuse(remote, cn, user, reason, now);
                 return;

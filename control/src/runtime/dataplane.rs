@@ -830,6 +830,8 @@ impl Dataplane {
                     .absolute(c.auth_failures);
                 metrics::counter!("sluice_handshakes_total", "endpoint" => id.clone())
                     .absolute(c.handshakes);
+                metrics::counter!("sluice_connections_refused_for_room_total", "endpoint" => id.clone())
+                    .absolute(c.refused_for_room);
             }
             let mut t = Traffic::default();
             for s in &snaps {
