@@ -714,6 +714,30 @@ fn sessions_go_to_cores_with_room_and_wait_when_none_has_any() {
     two.check_timers().unwrap();
 }
 
+/// Sessions go to the emptiest core even when their own peer-id's core has room, so that the
+/// cores stay balanced as sessions come and go (the cores' work is their sessions' crypto).
+#[test]
+fn sessions_balance_the_cores() {
+    let room = Arc::new(CoreRoom::new(2, 4));
+    // Another endpoint's two sessions on core 1.
+    assert!(room.take(1) && room.take(1));
+    let mut settings = Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20));
+    settings.peer_ids = 1..100;
+    settings.room = Some(Arc::clone(&room));
+    let mut server = Server::new(settings, CertificateOnly);
+    let mut cores = Vec::new();
+    for i in 0..4u8 {
+        let (verdict, _) = handshake_told(&mut server, from(0x0a00_0001, 40000 + u16::from(i)), i);
+        cores.push(room.core_of(verdict.unwrap()));
+    }
+    // The first three are handed peer-ids of core 1 (1, 3, 5: the ids between went to the
+    // sessions that moved); the first two move to core 0, the emptier, and once the cores are
+    // even each session keeps its own.
+    assert_eq!(cores, [0, 0, 1, 0]);
+    assert_eq!((room.used(0), room.used(1)), (3, 3));
+    server.check_timers().unwrap();
+}
+
 /// The limits on real clients: new sessions per source, the cap on sessions in handshake and
 /// the handshake deadline, each refusal counted; the slots come back once the deadline passes.
 #[test]

@@ -3,10 +3,10 @@
 //! A session lives on the core its peer-id names (`core_of`: the peer-id modulo the cores, as
 //! the data plane's `Dataplane::core_of` reads it), and each core's session table holds
 //! `per_core` sessions (`[dataplane] sessions_per_core`). A server counts a session in when it
-//! authorises it, having picked its peer-id on a core with room (`Server::check`), and counts
-//! it out when it ends the session (the data plane is told to forget it then). A core's
-//! commands come to it in order, so it has removed an ended session before it is asked to add
-//! the one that took its place: the count never runs ahead of the core's table.
+//! authorises it, having picked its peer-id on the emptiest core with room (`Server::place`),
+//! and counts it out when it ends the session (the data plane is told to forget it then). A
+//! core's commands come to it in order, so it has removed an ended session before it is asked
+//! to add the one that took its place: the count never runs ahead of the core's table.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

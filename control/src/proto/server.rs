@@ -434,10 +434,11 @@ impl<A: Authenticator> Server<A> {
         None
     }
 
-    /// Counts the session at `remote` in on a data core with room (`Settings::room`), moving
-    /// it to a free peer-id of that core when its own names a full one (the peer-id reaches
-    /// the client only in the push that follows): its own core when that has room, else the
-    /// emptiest. `None` when there is no such limit.
+    /// Counts the session at `remote` in on the emptiest data core with room
+    /// (`Settings::room`), so that the cores stay balanced as sessions come and go: on its own
+    /// peer-id's core when that is as empty as any, else on a free peer-id of the emptiest (the
+    /// peer-id reaches the client only in the push that follows). `None` when there is no such
+    /// limit.
     ///
     /// # Errors
     /// `DataPlaneFull` when no core has room (no free peer-id on one that has counts as none).
@@ -448,13 +449,17 @@ impl<A: Authenticator> Server<A> {
         let Some(old) = self.sessions.get(&remote).map(|s| s.peer_id) else {
             return Err(FailureReason::Other("session vanished".into()));
         };
+        let choices = room.with_room();
+        let Some(&emptiest) = choices.first() else {
+            return Err(FailureReason::DataPlaneFull);
+        };
         let own = room.core_of(old);
-        if room.take(own) {
+        if room.used(own) <= room.used(emptiest) && room.take(own) {
             return Ok(Some(own));
         }
         let cores = u32::try_from(room.cores()).unwrap_or(u32::MAX);
         let range = self.settings.peer_ids.clone();
-        for core in room.with_room() {
+        for core in choices {
             // The peer-ids of `core` in the range, the first one free.
             let c = u32::try_from(core).unwrap_or(u32::MAX);
             let first = range.start + (c + cores - range.start % cores) % cores;
