@@ -22,7 +22,7 @@ use super::ippool::IpPool;
 use super::key_method::{negotiate_cipher, PeerInfo, Secret};
 use super::packet::{opcode, ControlPacket};
 use super::push::{push_reply, PushOptions};
-use super::room::CoreRoom;
+use super::room::{CoreRoom, Place};
 use super::session::{Credentials, Identity, Phase, Session, Step};
 use super::tls::TlsFailure;
 use super::Remote;
@@ -434,7 +434,7 @@ impl<A: Authenticator> Server<A> {
         None
     }
 
-    /// Counts the session at `remote` in on the emptiest data core with room
+    /// A place for the session at `remote` on the emptiest data core with room
     /// (`Settings::room`), so that the cores stay balanced as sessions come and go: on its own
     /// peer-id's core when that is as empty as any, else on a free peer-id of the emptiest (the
     /// peer-id reaches the client only in the push that follows). `None` when there is no such
@@ -442,7 +442,7 @@ impl<A: Authenticator> Server<A> {
     ///
     /// # Errors
     /// `DataPlaneFull` when no core has room (no free peer-id on one that has counts as none).
-    fn place(&mut self, remote: Remote) -> Result<Option<usize>, FailureReason> {
+    fn place(&mut self, remote: Remote) -> Result<Option<Place>, FailureReason> {
         let Some(room) = self.settings.room.clone() else {
             return Ok(None);
         };
@@ -454,24 +454,18 @@ impl<A: Authenticator> Server<A> {
             return Err(FailureReason::DataPlaneFull);
         };
         let own = room.core_of(old);
-        if room.used(own) <= room.used(emptiest) && room.take(own) {
-            return Ok(Some(own));
+        if room.used(own) <= room.used(emptiest) {
+            if let Some(place) = room.take(own) {
+                return Ok(Some(place));
+            }
         }
-        let cores = u32::try_from(room.cores()).unwrap_or(u32::MAX);
-        let range = self.settings.peer_ids.clone();
         for core in choices {
-            // The peer-ids of `core` in the range, the first one free.
-            let c = u32::try_from(core).unwrap_or(u32::MAX);
-            let first = range.start + (c + cores - range.start % cores) % cores;
-            let free = (first..range.end)
-                .step_by(cores as usize)
+            let free = room
+                .peer_ids_of(core, self.settings.peer_ids.clone())
                 .find(|id| !self.peer_ids.contains(id));
-            let Some(id) = free else {
+            let (Some(id), Some(place)) = (free, room.take(core)) else {
                 continue;
             };
-            if !room.take(core) {
-                continue;
-            }
             self.peer_ids.remove(&old);
             self.by_peer.remove(&old);
             self.peer_ids.insert(id);
@@ -479,7 +473,7 @@ impl<A: Authenticator> Server<A> {
             if let Some(s) = self.sessions.get_mut(&remote) {
                 s.peer_id = id;
             }
-            return Ok(Some(core));
+            return Ok(Some(place));
         }
         Err(FailureReason::DataPlaneFull)
     }
@@ -786,8 +780,8 @@ impl<A: Authenticator> Server<A> {
         ))?;
         let ekm = info.has(PeerInfo::TLS_KEY_EXPORT);
         let vip = self.pool.allocate().ok_or(FailureReason::SessionLimit)?;
-        let core = match self.place(remote) {
-            Ok(core) => core,
+        let place = match self.place(remote) {
+            Ok(place) => place,
             Err(e) => {
                 self.pool.release(vip);
                 return Err(e);
@@ -798,9 +792,6 @@ impl<A: Authenticator> Server<A> {
         let netmask = Ipv4Addr::from(sluice_engine::rules::Ipv4Cidr::mask_of(settings.pool.1));
         let Some(s) = self.sessions.get_mut(&remote) else {
             self.pool.release(vip);
-            if let (Some(room), Some(core)) = (&self.settings.room, core) {
-                room.give(core);
-            }
             return Err(FailureReason::Other("session vanished".into()));
         };
         let token = password_required.then(|| {
@@ -837,7 +828,7 @@ impl<A: Authenticator> Server<A> {
             certificate_serial: creds.serial.clone(),
         });
         s.vip = Some(vip);
-        s.core = core;
+        s.place = place;
         s.cipher = Some((cipher, ekm));
         s.peer_info = Some(info);
         s.push = push;
@@ -893,9 +884,8 @@ impl<A: Authenticator> Server<A> {
         if let Some(vip) = s.vip.take() {
             self.pool.release(vip);
         }
-        if let (Some(room), Some(core)) = (&self.settings.room, s.core.take()) {
-            room.give(core);
-        }
+        // Out of its core's room: the data plane is told to forget it now.
+        s.place = None;
         self.count_out(&was);
         self.retire_at.remove(&peer_id);
         if established || reason != CloseReason::AuthFailed {
@@ -921,9 +911,6 @@ impl<A: Authenticator> Server<A> {
             self.peer_ids.remove(&s.peer_id);
             if let Some(vip) = s.vip {
                 self.pool.release(vip);
-            }
-            if let (Some(room), Some(core)) = (&self.settings.room, s.core) {
-                room.give(core);
             }
         }
     }

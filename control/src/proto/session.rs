@@ -15,6 +15,7 @@ use sluice_engine::crypto::{Cipher, KeyMaterial};
 use super::key_method::{self, ClientKeyMethod, PeerInfo};
 use super::packet::{opcode, ControlPacket, SessionId};
 use super::reliable::{Received, Reliable, ACKS_PER_CONTROL};
+use super::room::Place;
 use super::tls::{TlsFailure, TlsSession};
 use super::Remote;
 
@@ -105,8 +106,8 @@ pub struct Session {
     pub identity: Option<Identity>,
     /// Its virtual address, once allocated.
     pub vip: Option<Ipv4Addr>,
-    /// The data core whose room it holds (`CoreRoom`), from its authorisation to its end.
-    pub core: Option<usize>,
+    /// Its place on a data core (`CoreRoom`), from its authorisation to its end.
+    pub place: Option<Place>,
     /// Negotiated cipher and derivation, fixed at key_id 0 (§6.2).
     pub cipher: Option<(Cipher, bool)>,
     /// The client's peer-info.
@@ -177,7 +178,7 @@ impl Session {
             keys: vec![ks],
             identity: None,
             vip: None,
-            core: None,
+            place: None,
             cipher: None,
             peer_info: None,
             push: Vec::new(),

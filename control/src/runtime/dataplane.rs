@@ -114,10 +114,8 @@ pub struct Dataplane {
     stats: Vec<Arc<CoreStats>>,
     endpoint_ids: Vec<String>,
     version: u64,
-    /// Sessions each core holds at most (`[dataplane] sessions_per_core`).
-    sessions_per_core: u32,
-    /// The cores' room, which the servers count sessions into (`CoreRoom`); it also names
-    /// each peer-id's core.
+    /// The cores' room (`[dataplane] sessions_per_core` each), which the servers count
+    /// sessions into (`CoreRoom`); it also names each peer-id's core.
     core_room: Arc<CoreRoom>,
     connections: HashMap<u32, Connection>,
     /// Ended connections whose sessions are being taken off their cores, by peer-id: their
@@ -302,7 +300,6 @@ impl Dataplane {
             stats,
             endpoint_ids: config.endpoints.iter().map(|e| e.id.to_string()).collect(),
             version: 1,
-            sessions_per_core: dp.sessions_per_core,
             core_room,
             connections: HashMap::new(),
             closing: HashMap::new(),
@@ -781,7 +778,7 @@ impl Dataplane {
                     "ResetsAnswered": s.resets_answered,
                     "IcmpErrorsSent": s.icmp_errors_sent,
                     "Sessions": s.sessions,
-                    "SessionCapacity": self.sessions_per_core,
+                    "SessionCapacity": self.core_room.per_core(),
                     "Flows": s.flows,
                     "Drops": drops,
                 })
@@ -869,7 +866,7 @@ impl Dataplane {
                 .set(s.rules_version as f64);
             metrics::gauge!("sluice_core_sessions", "core" => core.clone()).set(s.sessions as f64);
             metrics::gauge!("sluice_core_session_capacity", "core" => core.clone())
-                .set(f64::from(self.sessions_per_core));
+                .set(f64::from(self.core_room.per_core()));
             metrics::gauge!("sluice_core_flows", "core" => core.clone()).set(s.flows as f64);
         }
         metrics::counter!("sluice_control_commands_dropped_total").absolute(self.outbox.dropped());
