@@ -1,7 +1,9 @@
 //! Compiles the configuration into the engine's immutable tables, off the data path.
 //!
 //! Group names become bit numbers per endpoint (`GroupIndex`), so a session carries its groups
-//! as one `GroupMask` and the cores test access with a mask instead of strings.
+//! as one `GroupMask` and the cores test access with a mask instead of strings. A reload keeps
+//! the numbers of the groups its rules still name (`compile_numbered`), so only the sessions
+//! whose groups gained or lost a number need new masks (`GroupIndex::mask`, old and new).
 
 use std::collections::HashMap;
 
@@ -47,17 +49,47 @@ pub fn cidr(c: Cidr) -> Ipv4Cidr {
 
 /// The endpoint's rules in the engine's form, with the group numbering they use.
 pub fn authorization_rules(ep: &Endpoint) -> (Vec<AuthzRule>, GroupIndex) {
+    authorization_rules_numbered(ep, None)
+}
+
+/// The same, keeping `previous`'s number for every group the rules still name; a group new to
+/// them takes the lowest number free (one that a group no longer named gave up included).
+pub fn authorization_rules_numbered(
+    ep: &Endpoint,
+    previous: Option<&GroupIndex>,
+) -> (Vec<AuthzRule>, GroupIndex) {
+    let named: std::collections::HashSet<&str> = ep
+        .authorization_rules
+        .iter()
+        .filter_map(|r| match r.grantee()? {
+            Grantee::Group(g) => Some(g),
+            Grantee::AllUsers => None,
+        })
+        .collect();
     let mut index = GroupIndex::default();
+    if let Some(prev) = previous {
+        for (g, b) in &prev.bits {
+            if named.contains(g.as_str()) {
+                index.bits.insert(g.clone(), *b);
+            }
+        }
+    }
+    let mut taken: std::collections::BTreeSet<usize> = index.bits.values().copied().collect();
     let rules = ep
         .authorization_rules
         .iter()
         .filter_map(|r| {
             let grant = match r.grantee()? {
                 Grantee::AllUsers => Grant::AllUsers,
-                Grantee::Group(g) => {
-                    let next = index.bits.len();
-                    Grant::Group(*index.bits.entry(g.to_owned()).or_insert(next))
-                }
+                Grantee::Group(g) => Grant::Group(match index.bits.get(g) {
+                    Some(b) => *b,
+                    None => {
+                        let free = (0..).find(|b| !taken.contains(b)).unwrap_or(0);
+                        taken.insert(free);
+                        index.bits.insert(g.to_owned(), free);
+                        free
+                    }
+                }),
             };
             Some(AuthzRule {
                 destination: cidr(r.destination_cidr),
@@ -94,6 +126,20 @@ pub struct Compiled {
 /// # Errors
 /// Only for rule sets far past any quota.
 pub fn compile(config: &Config, version: u64) -> Result<Compiled, LpmError> {
+    compile_numbered(config, version, &[])
+}
+
+/// `compile`, with each endpoint keeping the group numbers of `previous` (same order as the
+/// configuration's endpoints; missing entries number from scratch) for the groups its rules
+/// still name.
+///
+/// # Errors
+/// Only for rule sets far past any quota.
+pub fn compile_numbered(
+    config: &Config,
+    version: u64,
+    previous: &[GroupIndex],
+) -> Result<Compiled, LpmError> {
     let port_index = |name: &str| {
         config
             .dataplane
@@ -104,8 +150,9 @@ pub fn compile(config: &Config, version: u64) -> Result<Compiled, LpmError> {
     };
     let mut endpoints = Vec::with_capacity(config.endpoints.len());
     let mut groups = Vec::with_capacity(config.endpoints.len());
-    for ep in &config.endpoints {
-        let (authz, index) = authorization(ep)?;
+    for (e, ep) in config.endpoints.iter().enumerate() {
+        let (rules, index) = authorization_rules_numbered(ep, previous.get(e));
+        let authz = AuthzTable::build(&rules)?;
         let mut targets = Vec::new();
         let mut subnet_target = HashMap::new();
         for tn in &ep.target_networks {
@@ -215,6 +262,68 @@ access_group_id = "Group 2"
         );
         assert!(!table.is_authorized(&groups.mask(["Group 1", "Group 9"]), ip("172.131.0.1")));
         assert!(table.is_authorized(&groups.mask(["Group 1", "Group 2"]), ip("172.131.0.1")));
+    }
+
+    /// A reload keeps the numbers of the groups still named, so a connected user's mask means
+    /// the same groups under the new table; a revoked group's number goes to the next new
+    /// group, and its members' masks must change with the table (their old mask would now
+    /// name the new group).
+    #[test]
+    fn a_reload_keeps_group_numbers() {
+        let with_rules = |rules: &str| {
+            let text = format!(
+                r#"
+[[endpoint]]
+id = "cvpn-endpoint-0123456789abcdef0"
+client_cidr_block = "10.200.0.0/20"
+server_certificate = "s.crt"
+server_key = "s.key"
+dns_name = "vpn.example.internal"
+authentication = {{ mutual = {{ client_root_ca = "ca.crt" }} }}
+{rules}"#
+            );
+            crate::config::parse(Path::new("t.toml"), &text).unwrap()
+        };
+        let rule = |cidr: &str, group: &str| {
+            format!(
+                "[[endpoint.authorization_rule]]\ndestination_cidr = \"{cidr}\"\naccess_group_id = \"{group}\"\n"
+            )
+        };
+        let ip = |s: &str| u32::from(s.parse::<std::net::Ipv4Addr>().unwrap());
+        let before =
+            with_rules(&(rule("10.1.0.0/16", "contractors") + &rule("10.2.0.0/16", "finance")));
+        let old = compile(&before, 1).unwrap();
+        let contractor = old.groups[0].mask(["contractors"]);
+        let accountant = old.groups[0].mask(["finance"]);
+
+        // contractors revoked: finance keeps its number, so the accountant's mask still works
+        // and the contractor's reaches nothing.
+        let after = with_rules(&rule("10.2.0.0/16", "finance"));
+        let new = compile_numbered(&after, 2, &old.groups).unwrap();
+        let authz = &new.table.endpoint(0).unwrap().authz;
+        assert!(authz.is_authorized(&accountant, ip("10.2.0.1")));
+        assert_eq!(new.groups[0].mask(["finance"]), accountant);
+        assert!(!authz.is_authorized(&contractor, ip("10.2.0.1")));
+        let scratch = compile(&after, 2).unwrap();
+        assert!(
+            scratch
+                .table
+                .endpoint(0)
+                .unwrap()
+                .authz
+                .is_authorized(&contractor, ip("10.2.0.1")),
+            "numbered from scratch, finance takes the contractors' number: the contractor's old \
+             mask reaches finance's network"
+        );
+        assert_ne!(scratch.groups[0].mask(["finance"]), accountant);
+
+        // A new group takes the number contractors gave up: the contractor's old mask now
+        // names it, which is why its session gets its mask from the new numbering.
+        let later = with_rules(&(rule("10.2.0.0/16", "finance") + &rule("10.3.0.0/16", "ops")));
+        let newer = compile_numbered(&later, 3, &new.groups).unwrap();
+        assert_eq!(newer.groups[0].mask(["ops"]), contractor);
+        assert_eq!(newer.groups[0].mask(["contractors"]), GroupMask::EMPTY);
+        assert_eq!(newer.groups[0].mask(["finance"]), accountant);
     }
 
     /// The annotated example compiles into tables that route, authorize and filter as written.

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use crossbeam::queue::ArrayQueue;
 
 use crate::crypto::KeyMaterial;
-use crate::rules::RuleTable;
+use crate::rules::{GroupMask, RuleTable};
 use crate::session::{Remote, SessionInfo, Traffic};
 use crate::wire::openvpn::{KeyId, PeerId};
 
@@ -24,6 +24,17 @@ use crate::wire::openvpn::{KeyId, PeerId};
 pub enum Command {
     /// Swap in a new rule table; the old one comes back as `Report::Retired`.
     InstallRules(Arc<RuleTable>),
+    /// Swap in a new rule table and, in the same step, give sessions of this core the group
+    /// sets that its group numbering gives their users (a reload that names groups anew). No
+    /// packet is decided under the new table with a session's old groups, or the reverse.
+    /// Peer-ids this core does not hold are skipped. The old table comes back as
+    /// `Report::Retired`.
+    InstallRulesAndGroups {
+        /// The new table.
+        rules: Arc<RuleTable>,
+        /// Each session whose group set changes, with its new set.
+        groups: Vec<(PeerId, GroupMask)>,
+    },
     /// A session finished its handshake: its first key.
     AddSession {
         /// Who and where.

@@ -398,6 +398,24 @@ pub fn lab_rules_vpc_only(version: u64) -> RuleTable {
     )
 }
 
+/// `lab_rules` with 10.99.0.0/16 granted to group number `bit` instead of 0 (a reload that
+/// numbered the groups anew).
+pub fn lab_rules_for_group(version: u64, bit: usize) -> RuleTable {
+    lab_rules_authorizing(
+        version,
+        &[
+            AuthzRule {
+                destination: cidr("172.31.0.0/16"),
+                grant: Grant::AllUsers,
+            },
+            AuthzRule {
+                destination: cidr("10.99.0.0/16"),
+                grant: Grant::Group(bit),
+            },
+        ],
+    )
+}
+
 fn lab_rules_authorizing(version: u64, rules: &[AuthzRule]) -> RuleTable {
     let Ok(authz) = AuthzTable::build(rules) else {
         panic!("authz")

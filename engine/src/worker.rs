@@ -428,6 +428,18 @@ impl<P: Port> Worker<P> {
         }
     }
 
+    /// Swaps in a new rule table; every flow decides again under it (on its next packet), and
+    /// the old table goes back to control to be freed.
+    fn install_rules(&mut self, new: Arc<RuleTable>) {
+        let n = new.endpoints();
+        if self.endpoint_traffic.len() < n {
+            self.endpoint_traffic.resize(n, Traffic::default());
+        }
+        let old = std::mem::replace(&mut self.rules, new);
+        self.rules_epoch = self.rules_epoch.checked_add(1).unwrap_or(1);
+        self.report(Report::Retired(old));
+    }
+
     /// Applies at most `COMMAND_BUDGET` commands from control (the rest wait for the next
     /// polls, in order).
     fn apply_commands(&mut self) -> bool {
@@ -438,15 +450,19 @@ impl<P: Port> Worker<P> {
             };
             any = true;
             match cmd {
-                Command::InstallRules(new) => {
-                    let n = new.endpoints();
-                    if self.endpoint_traffic.len() < n {
-                        self.endpoint_traffic.resize(n, Traffic::default());
+                Command::InstallRules(new) => self.install_rules(new),
+                Command::InstallRulesAndGroups { rules, groups } => {
+                    // Between two bursts, as one step with the table.
+                    for (peer, mask) in groups {
+                        if let Some(s) = self
+                            .sessions
+                            .index_of_peer(peer)
+                            .and_then(|i| self.sessions.get_mut(i))
+                        {
+                            s.groups = mask;
+                        }
                     }
-                    let old = std::mem::replace(&mut self.rules, new);
-                    // Every flow decides again under the new table (on its next packet).
-                    self.rules_epoch = self.rules_epoch.checked_add(1).unwrap_or(1);
-                    self.report(Report::Retired(old));
+                    self.install_rules(rules);
                 }
                 Command::AddSession { info, key_id, keys } => match DataKey::new(key_id, &keys) {
                     Ok(k) => {

@@ -963,6 +963,64 @@ fn denied_replayed_spoofed_and_unknown_are_counted() {
     assert_eq!(member.inside_sent().len(), 1);
 }
 
+/// A reload that numbers the groups anew gives each session its new group set in the same
+/// step as the table: the member keeps its access under the new numbering, and a session whose
+/// set is emptied loses it, from the first packet after the swap.
+#[test]
+fn sessions_take_their_new_groups_with_the_table() {
+    let mut lab = lab_with(GroupMask::EMPTY.with(0));
+    let echo = |seq| testkit::ipv4_echo(ip(lab::CLIENT_VIP), ip("10.99.1.1"), true, 7, seq, b"");
+    let push = |lab: &mut Lab, cmd| {
+        lab.mb.commands.push(cmd).map_err(|_| ()).unwrap();
+        lab.w.poll_once(lab.now);
+    };
+    lab.send_from_client(&echo(1));
+    assert_eq!(lab.inside_sent().len(), 1, "group 0 may reach 10.99/16");
+
+    // The group is now number 1: the table alone would deny the member.
+    push(
+        &mut lab,
+        Command::InstallRules(Arc::new(testkit::lab_rules_for_group(2, 1))),
+    );
+    lab.send_from_client(&echo(2));
+    assert!(lab.inside_sent().is_empty());
+    assert_eq!(lab.drops(DropReason::NotAuthorized), 1);
+
+    // With its new set (and an entry for a peer-id this core does not hold, skipped).
+    push(
+        &mut lab,
+        Command::InstallRulesAndGroups {
+            rules: Arc::new(testkit::lab_rules_for_group(3, 1)),
+            groups: vec![
+                (PeerId(77), GroupMask::EMPTY.with(1)),
+                (PeerId(5), GroupMask::EMPTY.with(1)),
+            ],
+        },
+    );
+    lab.send_from_client(&echo(3));
+    assert_eq!(
+        lab.inside_sent().len(),
+        1,
+        "the member under its new number"
+    );
+
+    // Its groups no longer name it: no access, at once.
+    push(
+        &mut lab,
+        Command::InstallRulesAndGroups {
+            rules: Arc::new(testkit::lab_rules_for_group(4, 1)),
+            groups: vec![(PeerId(5), GroupMask::EMPTY)],
+        },
+    );
+    lab.send_from_client(&echo(4));
+    assert!(lab.inside_sent().is_empty());
+    assert_eq!(lab.drops(DropReason::NotAuthorized), 2);
+    let retired = std::iter::from_fn(|| lab.mb.reports.pop())
+        .filter(|r| matches!(r, Report::Retired(_)))
+        .count();
+    assert_eq!(retired, 3, "every old table goes back to control");
+}
+
 /// A client that floats (an authenticated packet from a new outer address or port, as after a
 /// NAT rebinding) is answered at its new address from then on, and control hears of it.
 #[test]
