@@ -6,18 +6,36 @@ use super::schema::Config;
 use super::validate::Finding;
 
 /// What of `new` differs from `started` (the configuration the daemon started with) and takes
-/// effect only when `sluice run` starts again: the data plane's ports, cores and MTUs, and the
-/// sockets the daemon listens on. A reload applies everything else.
-pub fn needs_restart(started: &Config, new: &Config) -> Vec<&'static str> {
+/// effect only when `sluice run` starts again: the data plane's ports, cores and MTUs, the
+/// sockets the daemon listens on, the endpoints created or deleted since, and an endpoint's
+/// port. A reload applies everything else.
+pub fn needs_restart(started: &Config, new: &Config) -> Vec<String> {
     let mut out = Vec::new();
     if started.dataplane != new.dataplane {
-        out.push("[dataplane]");
+        out.push("[dataplane]".to_owned());
     }
     if started.appliance.admin_socket != new.appliance.admin_socket {
-        out.push("appliance.admin_socket");
+        out.push("appliance.admin_socket".to_owned());
     }
     if started.appliance.metrics_address != new.appliance.metrics_address {
-        out.push("appliance.metrics_address");
+        out.push("appliance.metrics_address".to_owned());
+    }
+    for before in &started.endpoints {
+        match new.endpoints.iter().find(|n| n.id == before.id) {
+            None => out.push(format!(
+                "endpoint {} deleted (its listener stays open, taking no connection)",
+                before.id
+            )),
+            Some(after) if after.vpn_port != before.vpn_port => {
+                out.push(format!("endpoint {} vpn_port", before.id));
+            }
+            Some(_) => {}
+        }
+    }
+    for after in &new.endpoints {
+        if !started.endpoints.iter().any(|b| b.id == after.id) {
+            out.push(format!("endpoint {} created (not served yet)", after.id));
+        }
     }
     out
 }
@@ -66,4 +84,52 @@ pub fn check_change(old: &Config, new: &Config) -> Vec<Finding> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn config(endpoints: &[(&str, u16)]) -> Config {
+        let mut text = String::new();
+        for (id, port) in endpoints {
+            text.push_str(&format!(
+                r#"
+[[endpoint]]
+id = "{id}"
+client_cidr_block = "10.200.0.0/20"
+server_certificate = "s.crt"
+server_key = "s.key"
+dns_name = "vpn.example.internal"
+vpn_port = {port}
+authentication = {{ mutual = {{ client_root_ca = "ca.crt" }} }}
+"#
+            ));
+        }
+        crate::config::parse(Path::new("t.toml"), &text).expect("parses")
+    }
+
+    /// A reload serves the endpoints the daemon started with, on their ports: one created,
+    /// deleted or moved to another port since is named for a restart, wherever it sits in the
+    /// file.
+    #[test]
+    fn endpoints_created_deleted_or_moved_wait_for_a_restart() {
+        const A: &str = "cvpn-endpoint-0123456789abcdef0";
+        const B: &str = "cvpn-endpoint-0123456789abcdef1";
+        const C: &str = "cvpn-endpoint-0123456789abcdef2";
+        let started = config(&[(A, 443), (B, 1194)]);
+        assert!(needs_restart(&started, &config(&[(B, 1194), (A, 443)])).is_empty());
+        assert_eq!(
+            needs_restart(&started, &config(&[(B, 1194), (C, 443)])),
+            [
+                format!("endpoint {A} deleted (its listener stays open, taking no connection)"),
+                format!("endpoint {C} created (not served yet)"),
+            ]
+        );
+        assert_eq!(
+            needs_restart(&config(&[(A, 443)]), &config(&[(A, 1194)])),
+            [format!("endpoint {A} vpn_port")]
+        );
+    }
 }

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use sluice_engine::cookie::CookieKey;
 use sluice_engine::dpdk::{self, Eal, EthDev, EthOptions, Mempool};
 use sluice_engine::mailbox::{Command, Mailbox, Outbox, Removal, Report};
+use sluice_engine::rules::GroupMask;
 use sluice_engine::session::{SessionInfo, Traffic};
 use sluice_engine::stats::CoreStats;
 use sluice_engine::wire::openvpn::{KeyId, PeerId};
@@ -30,7 +31,7 @@ use super::endpoint;
 use super::log;
 use crate::auth::EndpointAuth;
 use crate::compile::{self, GroupIndex};
-use crate::config::schema::DEFAULT_MTU;
+use crate::config::schema::{Endpoint, DEFAULT_MTU};
 use crate::config::Loaded;
 use crate::connlog::{self, FailureReason, LogType, RotatingLog};
 use crate::proto::room::CoreRoom;
@@ -70,6 +71,9 @@ pub struct Connection {
     endpoint: u16,
     #[serde(skip)]
     serial: Option<Vec<u8>>,
+    /// The user's groups, for the session's group set under each rule generation.
+    #[serde(skip)]
+    groups: Vec<String>,
     #[serde(skip)]
     started: SystemTime,
     #[serde(skip)]
@@ -113,6 +117,8 @@ pub struct Dataplane {
     logs: Vec<Option<RotatingLog>>,
     stats: Vec<Arc<CoreStats>>,
     endpoint_ids: Vec<String>,
+    /// The endpoints as last put in force, in the servers' order.
+    running: Vec<Endpoint>,
     version: u64,
     /// The cores' room (`[dataplane] sessions_per_core` each), which the servers count
     /// sessions into (`CoreRoom`); it also names each peer-id's core.
@@ -126,6 +132,57 @@ pub struct Dataplane {
     // Dropped last, in this order: ports, then the pool and the EAL they hold.
     devs: Vec<EthDev>,
     _eal: Arc<Eal>,
+}
+
+/// The endpoints a reload puts in force, in the servers' order (`ids`, the endpoints the data
+/// plane started with), found by ID in `file` wherever they are; with whether each was deleted
+/// since. A deleted one (it had no target network: `check_change`) stays as it ran, with no
+/// target network, route or rule, so it takes no connection.
+fn served_endpoints(
+    ids: &[String],
+    running: &[Endpoint],
+    file: &[Endpoint],
+) -> (Vec<Endpoint>, Vec<bool>) {
+    ids.iter()
+        .zip(running)
+        .map(
+            |(id, ran)| match file.iter().find(|n| n.id.to_string() == *id) {
+                Some(ep) => (ep.clone(), false),
+                None => {
+                    let mut ep = ran.clone();
+                    ep.target_networks.clear();
+                    ep.routes.clear();
+                    ep.authorization_rules.clear();
+                    (ep, true)
+                }
+            },
+        )
+        .unzip()
+}
+
+/// For each of `cores` cores, the sessions (peer-id, endpoint number, the user's groups) whose
+/// group set differs between the `old` and `new` group numbering, with their new sets.
+fn regroup<'a>(
+    cores: usize,
+    sessions: impl Iterator<Item = (u32, usize, &'a [String])>,
+    old: &[GroupIndex],
+    new: &[GroupIndex],
+    core_of: impl Fn(u32) -> usize,
+) -> Vec<Vec<(PeerId, GroupMask)>> {
+    let mut out = vec![Vec::new(); cores];
+    for (peer, e, groups) in sessions {
+        let (Some(old), Some(new)) = (old.get(e), new.get(e)) else {
+            continue;
+        };
+        let names = || groups.iter().map(String::as_str);
+        let mask = new.mask(names());
+        if mask != old.mask(names()) {
+            if let Some(list) = out.get_mut(core_of(peer)) {
+                list.push((PeerId(peer), mask));
+            }
+        }
+    }
+    out
 }
 
 fn is_vdev(device: &str) -> bool {
@@ -299,6 +356,7 @@ impl Dataplane {
             logs: open_logs(loaded),
             stats,
             endpoint_ids: config.endpoints.iter().map(|e| e.id.to_string()).collect(),
+            running: config.endpoints.clone(),
             version: 1,
             core_room,
             connections: HashMap::new(),
@@ -546,6 +604,7 @@ impl Dataplane {
                         },
                         endpoint: e as u16,
                         serial: client.identity.certificate_serial.clone(),
+                        groups: client.identity.groups.clone(),
                         started: SystemTime::now(),
                         remote: client.remote,
                         last_logged: Some(Instant::now()),
@@ -649,6 +708,7 @@ impl Dataplane {
                     },
                     endpoint: e as u16,
                     serial: None,
+                    groups: Vec::new(),
                     started: SystemTime::now(),
                     remote,
                     last_logged: None,
@@ -873,28 +933,60 @@ impl Dataplane {
         metrics::gauge!("sluice_control_commands_waiting").set(self.outbox.waiting() as f64);
     }
 
-    /// Puts a new configuration in force: a new rule generation on every core, new TLS
-    /// settings (certificate, CRL) and pushed routes for new connections.
+    /// Puts a new configuration in force: a new rule generation on every core, with the
+    /// sessions' group sets under its group numbering in the same step; new TLS settings
+    /// (certificate, CRL), connection limits and pushed routes for new connections.
+    ///
+    /// The endpoints served are those the data plane started with, matched by ID wherever
+    /// they are in the file. One created since is served after a restart; one deleted since
+    /// (it had no target network left: `check_change`) stays with none, so it takes no
+    /// connection (`config::change::needs_restart` names both).
     ///
     /// # Errors
-    /// The new configuration needs a restart (endpoints added or removed, ports changed), or
-    /// a file of an endpoint cannot be read.
+    /// A file of an endpoint cannot be read, or the rules do not compile; nothing changed.
     pub fn apply(&mut self, loaded: &Loaded) -> Result<(), String> {
-        let config = &loaded.config;
-        if config.endpoints.len() != self.servers.len() {
-            return Err(
-                "endpoints were added or removed: restart `sluice run` to serve them".into(),
-            );
-        }
-        let compiled = compile::compile(config, self.version + 1).map_err(|e| e.to_string())?;
+        let mut view = loaded.clone();
+        let gone;
+        (view.config.endpoints, gone) =
+            served_endpoints(&self.endpoint_ids, &self.running, &loaded.config.endpoints);
+        let config = &view.config;
+        let compiled = compile::compile_numbered(config, self.version + 1, &self.groups)
+            .map_err(|e| e.to_string())?;
         let mut tls = Vec::new();
-        for ep in &config.endpoints {
-            tls.push(endpoint::tls(loaded, ep)?);
+        let mut revoked = Vec::new();
+        for (ep, gone) in config.endpoints.iter().zip(&gone) {
+            if *gone {
+                tls.push(None);
+                revoked.push(Vec::new());
+            } else {
+                tls.push(Some(endpoint::tls(&view, ep)?));
+                revoked.push(endpoint::revoked_serials(&view, ep)?);
+            }
         }
         self.version += 1;
+        // Each session's groups under the new numbering, with the table: a core never decides
+        // a packet under one and the other's old self.
+        let regroup = regroup(
+            self.outbox.mailboxes().len(),
+            self.connections
+                .iter()
+                .map(|(p, c)| (*p, usize::from(c.endpoint), c.groups.as_slice())),
+            &self.groups,
+            &compiled.groups,
+            |peer| self.core_room.core_of(peer),
+        );
         let table = Arc::new(compiled.table);
-        self.outbox
-            .broadcast(|| Command::InstallRules(Arc::clone(&table)));
+        for (core, groups) in regroup.into_iter().enumerate() {
+            let rules = Arc::clone(&table);
+            self.command(
+                core,
+                if groups.is_empty() {
+                    Command::InstallRules(rules)
+                } else {
+                    Command::InstallRulesAndGroups { rules, groups }
+                },
+            );
+        }
         self.groups = compiled.groups;
         let mut routes_changed = Vec::new();
         for (e, ((s, t), ep)) in self
@@ -904,10 +996,12 @@ impl Dataplane {
             .zip(&config.endpoints)
             .enumerate()
         {
-            s.set_tls(t);
-            s.set_reneg(endpoint::reneg(loaded), Instant::now());
+            if let Some(t) = t {
+                s.set_tls(t);
+            }
+            s.set_reneg(endpoint::reneg(&view), Instant::now());
             // A target network associated or disassociated changes the endpoint's limit.
-            s.set_max_sessions(endpoint::max_connections(loaded, ep));
+            s.set_max_sessions(endpoint::max_connections(&view, ep));
             let routes = endpoint::pushed_routes(ep);
             if self.pushed.get(e) != Some(&routes) {
                 routes_changed.push(e);
@@ -920,6 +1014,26 @@ impl Dataplane {
             .map(endpoint::pushed_routes)
             .collect();
         let now = Instant::now();
+        // An endpoint left without target networks takes no client (the guide: "clients can
+        // no longer establish a VPN connection"); those connected are told to reconnect, and
+        // are refused for now until a target network is associated again.
+        let unassociated: Vec<u32> = self
+            .connections
+            .iter()
+            .filter(|(_, c)| {
+                config
+                    .endpoints
+                    .get(usize::from(c.endpoint))
+                    .is_some_and(|ep| ep.target_networks.is_empty())
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        self.end_each(
+            unassociated,
+            "RESTART,the endpoint has no target network",
+            "the endpoint has no target network associated",
+            now,
+        );
         // New routes reach clients at their next connection; on request, right away.
         if config.appliance.reconnect_on_route_change {
             let hits: Vec<u32> = self
@@ -936,8 +1050,7 @@ impl Dataplane {
             );
         }
         // A new CRL also ends the connections of certificates it revokes, at once.
-        for (e, ep) in config.endpoints.iter().enumerate() {
-            let revoked = endpoint::revoked_serials(loaded, ep)?;
+        for (e, revoked) in revoked.iter().enumerate() {
             let hits: Vec<u32> = self
                 .connections
                 .iter()
@@ -952,6 +1065,7 @@ impl Dataplane {
                 now,
             );
         }
+        self.running = view.config.endpoints;
         Ok(())
     }
 
@@ -1127,5 +1241,109 @@ mod tests {
             sluice_engine::worker::DEFAULT_ANSWER_BUDGET
         );
         assert_eq!(cfg.outside_mtu, DEFAULT_MTU);
+    }
+
+    fn endpoints(text: &str) -> Vec<Endpoint> {
+        crate::config::parse(std::path::Path::new("t.toml"), text)
+            .expect("parses")
+            .endpoints
+    }
+
+    const TWO: &str = r#"
+[[endpoint]]
+id = "cvpn-endpoint-0123456789abcdef0"
+client_cidr_block = "10.200.0.0/20"
+server_certificate = "s.crt"
+server_key = "s.key"
+dns_name = "vpn.example.internal"
+authentication = { mutual = { client_root_ca = "ca.crt" } }
+[[endpoint.authorization_rule]]
+destination_cidr = "10.1.0.0/16"
+access_group_id = "contractors"
+[[endpoint.authorization_rule]]
+destination_cidr = "10.2.0.0/16"
+access_group_id = "finance"
+[[endpoint]]
+id = "cvpn-endpoint-0123456789abcdef1"
+client_cidr_block = "10.210.0.0/20"
+server_certificate = "s.crt"
+server_key = "s.key"
+dns_name = "vpn.example.internal"
+vpn_port = 1194
+authentication = { mutual = { client_root_ca = "ca.crt" } }
+"#;
+
+    /// A reload finds the running endpoints by ID, not by place: a file that lists them the
+    /// other way round, or deleted one and created another, does not give one endpoint's
+    /// settings to another's server.
+    #[test]
+    fn a_reload_serves_the_running_endpoints_by_id() {
+        let running = endpoints(TWO);
+        let ids: Vec<String> = running.iter().map(|e| e.id.to_string()).collect();
+        let mut swapped = running.clone();
+        swapped.reverse();
+        let (served, gone) = served_endpoints(&ids, &running, &swapped);
+        assert_eq!(gone, [false, false]);
+        assert_eq!(served[0].client_cidr_block, running[0].client_cidr_block);
+        assert_eq!(served[1].client_cidr_block, running[1].client_cidr_block);
+
+        // The first deleted, a third created: the third waits for a restart, the first stays
+        // with nothing to reach, the second is the second.
+        let mut other = running[1].clone();
+        other.id = "cvpn-endpoint-0123456789abcdef2".parse().expect("id");
+        other.client_cidr_block = "10.220.0.0/20".parse().expect("cidr");
+        let file = vec![running[1].clone(), other];
+        let (served, gone) = served_endpoints(&ids, &running, &file);
+        assert_eq!(gone, [true, false]);
+        assert_eq!(served.len(), 2);
+        assert_eq!(served[0].id, running[0].id);
+        assert!(served[0].authorization_rules.is_empty() && served[0].target_networks.is_empty());
+        assert_eq!(served[1].client_cidr_block, running[1].client_cidr_block);
+    }
+
+    /// Only the sessions whose groups gained or lost a number get a new set, on their own
+    /// core: a revoked group's members lose theirs, and so stay out of a group that takes the
+    /// number next.
+    #[test]
+    fn a_reload_regroups_the_sessions_its_numbering_changes() {
+        let running = endpoints(TWO);
+        let old = compile::compile(
+            &crate::config::parse(std::path::Path::new("t.toml"), TWO).expect("parses"),
+            1,
+        )
+        .expect("compiles")
+        .groups;
+        let mut file = running.clone();
+        file[0].authorization_rules.remove(0); // contractors revoked
+        let mut config = crate::config::parse(std::path::Path::new("t.toml"), TWO).expect("parses");
+        config.endpoints = file;
+        let new = compile::compile_numbered(&config, 2, &old)
+            .expect("compiles")
+            .groups;
+        let g = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        let (contractor, accountant, both, nobody) = (
+            g(&["contractors"]),
+            g(&["finance"]),
+            g(&["contractors", "finance"]),
+            g(&[]),
+        );
+        let sessions = [
+            (1u32, 0usize, contractor.as_slice()),
+            (2, 0, accountant.as_slice()),
+            (3, 0, both.as_slice()),
+            (4, 0, nobody.as_slice()),
+            (5, 1, contractor.as_slice()),
+        ];
+        let out = regroup(2, sessions.into_iter(), &old, &new, |peer| {
+            peer as usize % 2
+        });
+        assert_eq!(
+            out[1],
+            [
+                (PeerId(1), GroupMask::EMPTY),
+                (PeerId(3), new[0].mask(["finance"]))
+            ]
+        );
+        assert!(out[0].is_empty(), "{:?}", out[0]);
     }
 }

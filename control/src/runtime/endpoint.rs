@@ -121,10 +121,11 @@ pub fn settings(loaded: &Loaded, index: usize) -> Result<Settings, String> {
 }
 
 /// The connections `ep` takes at most: `[limits] connections_per_target_network` for each of
-/// its target networks (one before any is associated).
+/// its target networks; none before one is associated (`pending-associate`: the guide's
+/// "clients can no longer establish a VPN connection" once all are disassociated).
 pub fn max_connections(loaded: &Loaded, ep: &Endpoint) -> usize {
     let per_target = loaded.config.limits.connections_per_target_network as usize;
-    per_target * ep.target_networks.len().max(1)
+    per_target.saturating_mul(ep.target_networks.len())
 }
 
 /// Server-side renegotiation (`[appliance] reneg_seconds`; 0: none).
@@ -200,5 +201,45 @@ target_subnet = "subnet-1"
         let mut full = ep.clone();
         full.split_tunnel = false;
         assert_eq!(pushed_routes(&full), None);
+    }
+
+    /// `pending-associate` takes no connection; each target network adds the per-network
+    /// limit.
+    #[test]
+    fn connections_come_with_target_networks() {
+        let text = r#"
+[limits]
+connections_per_target_network = 50
+[[endpoint]]
+id = "cvpn-endpoint-0123456789abcdef0"
+client_cidr_block = "10.200.0.0/20"
+server_certificate = "s.crt"
+server_key = "s.key"
+dns_name = "vpn.example.internal"
+authentication = { mutual = { client_root_ca = "ca.crt" } }
+[[endpoint.target_network]]
+association_id = "cvpn-assoc-0123456789abcdef1"
+subnet_id = "subnet-0a0000000000000a1"
+vpc_id = "vpc-0c0000000000000c1"
+vpc_cidr = "172.31.0.0/16"
+cidr = "172.31.1.0/24"
+availability_zone = "lab-1a"
+port = "inside-a"
+eni_ip = "172.31.1.5"
+gateway = "172.31.1.1"
+"#;
+        let config: crate::config::schema::Config = toml::from_str(text).expect("parses");
+        let loaded = Loaded {
+            path: "t.toml".into(),
+            text: text.into(),
+            config,
+        };
+        let mut ep = loaded.config.endpoints[0].clone();
+        assert_eq!(max_connections(&loaded, &ep), 50);
+        ep.target_networks.push(ep.target_networks[0].clone());
+        assert_eq!(max_connections(&loaded, &ep), 100);
+        ep.target_networks.clear();
+        assert_eq!(ep.status(), "pending-associate");
+        assert_eq!(max_connections(&loaded, &ep), 0);
     }
 }

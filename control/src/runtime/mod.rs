@@ -37,6 +37,8 @@ const SIGNALS: Token = Token(0);
 const METRICS: Token = Token(usize::MAX);
 const LISTENER: Token = Token(1);
 const FIRST_CONN: usize = 2;
+/// Introduces, in a reload's message, what of the file waits for `sluice run` to start again.
+const LATER: &str = "changed since the start, applied when `sluice run` starts again";
 
 /// Why the daemon could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -266,6 +268,7 @@ impl Daemon {
     }
 
     /// Re-reads the file; applies it if valid and allowed as a change, else keeps the running one.
+    /// What waits for a restart follows `LATER` in the message.
     fn reload(&mut self, why: &str) -> Result<String, String> {
         let text = std::fs::read_to_string(&self.config_path).map_err(|e| {
             format!(
@@ -288,15 +291,18 @@ impl Daemon {
                 #[cfg(feature = "dpdk")]
                 if let Some(dp) = &mut self.dataplane {
                     if let Err(e) = dp.apply(&new) {
-                        msg.push_str(&format!("; the data plane keeps the previous rules: {e}"));
+                        // Nothing of it is in force: the next reload is checked against what
+                        // is.
+                        let msg = format!(
+                            "reload ({why}) not applied; the running configuration stays: {e}"
+                        );
+                        log(&msg);
+                        return Err(msg);
                     }
                 }
                 let later = config::change::needs_restart(&self.started, &new.config);
                 if !later.is_empty() {
-                    msg.push_str(&format!(
-                        "; changed since the start, applied when `sluice run` starts again: {}",
-                        later.join(", ")
-                    ));
+                    msg.push_str(&format!("; {LATER}: {}", later.join(", ")));
                 }
                 self.current = new;
                 log(&msg);
@@ -482,19 +488,37 @@ impl Daemon {
         match result {
             Ok(r) => {
                 let stdout = r.render(cli.output);
+                let mut stderr = String::new();
                 if !crate::admin::audit::is_read_only(&cli)
                     && !matches!(
                         cli.verb,
                         crate::admin::cli::Verb::TerminateClientVpnConnections(_)
                     )
                 {
-                    // The verb wrote the file; put it in force (a change it allowed is allowed).
-                    let _ = self.reload(&crate::admin::audit::event_name(&cli));
+                    // The verb wrote the file; put it in force (a change it allowed is allowed),
+                    // and say what is not.
+                    match self.reload(&crate::admin::audit::event_name(&cli)) {
+                        Ok(msg) => {
+                            if let Some((_, later)) = msg.split_once(&format!("; {LATER}: ")) {
+                                stderr = format!("note: {LATER}: {later}\n");
+                            }
+                        }
+                        Err(e) => {
+                            return Response {
+                                exit: 1,
+                                stdout,
+                                stderr: format!(
+                                    "error: the change is in {} but not in force: {e}\n",
+                                    self.config_path.display()
+                                ),
+                            }
+                        }
+                    }
                 }
                 Response {
                     exit: 0,
                     stdout,
-                    stderr: String::new(),
+                    stderr,
                 }
             }
             Err(e) => Response {
