@@ -343,6 +343,25 @@ fn route_quota() {
 }
 
 #[test]
+fn largest_quotas_are_valid() {
+    // Every quota at u32::MAX is checked without overflowing (a debug build panicked on the
+    // routes quota).
+    let t = format!(
+        "[limits]\nendpoints = 4294967295\nauthorization_rules_per_endpoint = 4294967295\n\
+         routes_per_target_network = 4294967295\nconnections_per_target_network = 4294967295\n{BASE}"
+    );
+    assert_eq!(check(&t), vec![]);
+    // A small quota still refuses the first route past it.
+    let t = format!("[limits]\nroutes_per_target_network = 1\n{BASE}");
+    refused(
+        &t,
+        "endpoint[0].route[1]",
+        "[[endpoint.route]]",
+        "more than 1 routes target subnet subnet-a",
+    );
+}
+
+#[test]
 fn rule_needs_exactly_one_grantee() {
     let t = with(
         "authorize_all_groups = true",

@@ -540,7 +540,9 @@ fn target_networks(config: &Config, ep: &Endpoint, p: &FieldPath, out: &mut Vec<
 
 fn routes(config: &Config, ep: &Endpoint, p: &FieldPath, out: &mut Vec<Finding>) {
     let mut seen = HashMap::new();
-    let mut per_subnet: HashMap<&str, u32> = HashMap::new();
+    // Routes seen so far per target subnet.
+    let mut per_subnet: HashMap<&str, u64> = HashMap::new();
+    let limit = u64::from(config.limits.routes_per_target_network);
     for (r, route) in ep.routes.iter().enumerate() {
         let rp = p.key("route").index(r);
         let target = ep
@@ -578,8 +580,11 @@ fn routes(config: &Config, ep: &Endpoint, p: &FieldPath, out: &mut Vec<Finding>)
             ));
         }
         let n = per_subnet.entry(route.target_subnet.as_str()).or_default();
+        // Reported once, at the first route past the quota; counted in u64 so that no quota
+        // (up to u32::MAX) can overflow the comparison.
+        let over = *n == limit;
         *n += 1;
-        if *n == config.limits.routes_per_target_network + 1 {
+        if over {
             out.push((
                 rp.clone(),
                 format!(
