@@ -116,18 +116,29 @@ fn p(name: &str) -> String {
 }
 
 fn create(env: &Env, cert: &str, key: &str) -> (i32, String, String) {
+    create_with(env, &p(cert), &p(key), &p("ca.crt"), &[])
+}
+
+/// Creates an endpoint from the certificate, key and client root CA at these paths, with
+/// `extra` arguments.
+fn create_with(
+    env: &Env,
+    cert: &str,
+    key: &str,
+    root_ca: &str,
+    extra: &[&str],
+) -> (i32, String, String) {
     let auth = format!(
-        "Type=certificate-authentication,MutualAuthentication={{ClientRootCertificateChainArn={}}}",
-        p("ca.crt")
+        "Type=certificate-authentication,MutualAuthentication={{ClientRootCertificateChainArn={root_ca}}}"
     );
-    env.run(&[
+    let mut args = vec![
         "create-client-vpn-endpoint",
         "--client-cidr-block",
         "10.200.0.0/20",
         "--server-certificate-arn",
-        &p(cert),
+        cert,
         "--server-key",
-        &p(key),
+        key,
         "--authentication-options",
         &auth,
         "--dns-name",
@@ -137,7 +148,9 @@ fn create(env: &Env, cert: &str, key: &str) -> (i32, String, String) {
         "--split-tunnel",
         "--description",
         "test endpoint",
-    ])
+    ];
+    args.extend_from_slice(extra);
+    env.run(&args)
 }
 
 fn associate(env: &Env, id: &str) -> String {
@@ -522,6 +535,43 @@ fn modify_and_fixed_fields() {
         e.to_string().contains("delete and recreate the endpoint"),
         "{e}"
     );
+}
+
+#[test]
+fn only_udp_is_served() {
+    let env = Env::new();
+    let (code, _, err) = create_with(
+        &env,
+        &p("server.crt"),
+        &p("server.key"),
+        &p("ca.crt"),
+        &["--transport-protocol", "tcp"],
+    );
+    assert_eq!(code, 2, "tcp must be refused: {err}");
+    assert!(
+        err.contains("transport_protocol") && err.contains("sluice serves OpenVPN over UDP only"),
+        "{err}"
+    );
+    assert!(!env.text().contains("[[endpoint]]"), "{}", env.text());
+    let (code, _, err) = create_with(
+        &env,
+        &p("server.crt"),
+        &p("server.key"),
+        &p("ca.crt"),
+        &["--transport-protocol", "sctp"],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("UDP only"), "{err}");
+    let (code, _, err) = create_with(
+        &env,
+        &p("server.crt"),
+        &p("server.key"),
+        &p("ca.crt"),
+        &["--transport-protocol", "udp"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let d = env.ok(&["describe-client-vpn-endpoints"]);
+    assert_eq!(d["ClientVpnEndpoints"][0]["TransportProtocol"], "udp");
 }
 
 #[test]

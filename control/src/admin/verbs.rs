@@ -267,11 +267,13 @@ fn dns_servers(list: &[String]) -> Result<Vec<String>, AdminError> {
 fn create_endpoint(path: &Path, a: &CreateEndpoint) -> Result<Response, AdminError> {
     let mut ed = Editor::open(path)?;
     parse_cidr(&a.client_cidr_block, "client-cidr-block")?;
+    // AWS's two values; validation refuses tcp with its reason (sluice serves UDP only).
     let transport = match a.transport_protocol.as_str() {
         t @ ("udp" | "tcp") => t,
         other => {
             return Err(invalid(format!(
-                "transport-protocol `{other}` must be udp or tcp"
+                "transport-protocol `{other}` is not supported: sluice serves OpenVPN over UDP \
+                 only (udp)"
             )))
         }
     };

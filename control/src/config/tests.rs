@@ -442,6 +442,22 @@ fn restricted_values() {
         "transport_protocol = \"sctp\"\ndns_servers =",
     ));
     assert!(d[0].message.contains("unknown variant `sctp`"), "{d:?}");
+    refused(
+        &with(
+            "dns_servers =",
+            "transport_protocol = \"tcp\"\ndns_servers =",
+        ),
+        "endpoint[0].transport_protocol",
+        "transport_protocol = \"tcp\"",
+        "sluice serves OpenVPN over UDP only",
+    );
+    assert_eq!(
+        check(&with(
+            "dns_servers =",
+            "transport_protocol = \"udp\"\ndns_servers =",
+        )),
+        vec![]
+    );
     let d = check(&with(
         "id = \"cvpn-endpoint-0123456789abcdef0\"",
         "id = \"cvpn-endpoint-42\"",

@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::error::FieldPath;
 use super::schema::{Config, Endpoint, Grantee, RouteOrigin, DEFAULT_MTU};
+use super::types::Transport;
 
 /// One finding: the field and what is wrong.
 pub type Finding = (FieldPath, String);
@@ -312,6 +313,14 @@ fn endpoint(config: &Config, ep: &Endpoint, p: &FieldPath, out: &mut Vec<Finding
                 CLIENT_CIDR_PREFIXES.start(),
                 CLIENT_CIDR_PREFIXES.end()
             ),
+        ));
+    }
+    if ep.transport_protocol == Transport::Tcp {
+        out.push((
+            p.key("transport_protocol"),
+            "sluice serves OpenVPN over UDP only; transport_protocol \"tcp\" is not supported \
+             (use \"udp\", the default)"
+                .into(),
         ));
     }
     if !is_hostname(&ep.dns_name) {
