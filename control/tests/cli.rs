@@ -469,6 +469,122 @@ fn round_trip() {
 }
 
 #[test]
+fn a_further_association_gets_the_endpoints_security_groups() {
+    let env = Env::new();
+    let mut text = env.text();
+    text.push_str(
+        r#"
+[[dataplane.port]]
+name = "inside-b"
+device = "net_null2"
+ip = "172.31.2.5/24"
+
+[[security_group]]
+id = "sg-web"
+[[security_group.egress]]
+protocol = "tcp"
+from_port = 443
+to_port = 443
+destination_cidr = "0.0.0.0/0"
+"#,
+    );
+    std::fs::write(&env.config, text).expect("write config");
+    let (_, out, err) = create(&env, "server.crt", "server.key");
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{err}"));
+    let id = v["ClientVpnEndpointId"].as_str().expect("id").to_owned();
+    // The first association gets the VPC's default group (none written: allow all).
+    associate(&env, &id);
+    let t = env.ok(&[
+        "describe-client-vpn-target-networks",
+        "--client-vpn-endpoint-id",
+        &id,
+    ]);
+    assert_eq!(
+        t["ClientVpnTargetNetworks"][0]["SecurityGroups"],
+        serde_json::json!([])
+    );
+    env.ok(&[
+        "authorize-client-vpn-ingress",
+        "--client-vpn-endpoint-id",
+        &id,
+        "--target-network-cidr",
+        "172.31.0.0/16",
+        "--authorize-all-groups",
+    ]);
+    env.ok(&[
+        "apply-security-groups-to-client-vpn-target-network",
+        "--client-vpn-endpoint-id",
+        &id,
+        "--vpc-id",
+        "vpc-1",
+        "--security-group-ids",
+        "sg-web",
+    ]);
+    env.ok(&[
+        "associate-client-vpn-target-network",
+        "--client-vpn-endpoint-id",
+        &id,
+        "--subnet-id",
+        "subnet-b",
+        "--vpc-id",
+        "vpc-1",
+        "--vpc-cidr",
+        "172.31.0.0/16",
+        "--cidr",
+        "172.31.2.0/24",
+        "--availability-zone",
+        "az-b",
+        "--port",
+        "inside-b",
+        "--eni-ip",
+        "172.31.2.5",
+        "--gateway",
+        "172.31.2.1",
+    ]);
+    let t = env.ok(&[
+        "describe-client-vpn-target-networks",
+        "--client-vpn-endpoint-id",
+        &id,
+    ]);
+    let nets = t["ClientVpnTargetNetworks"].as_array().expect("list");
+    assert_eq!(nets.len(), 2, "{t}");
+    for n in nets {
+        assert_eq!(n["SecurityGroups"], serde_json::json!(["sg-web"]), "{t}");
+    }
+    let d = env.ok(&["describe-client-vpn-endpoints"]);
+    assert_eq!(
+        d["ClientVpnEndpoints"][0]["SecurityGroupIds"],
+        serde_json::json!(["sg-web"])
+    );
+
+    // The compiled tables filter traffic through either subnet by sg-web: the VPC's local route
+    // goes through both, the flow hash choosing one.
+    let loaded = sluice_control::config::load(&env.config).expect("valid");
+    let c = sluice_control::compile::compile(&loaded.config, 1).expect("compiles");
+    let (tcp, dst) = (6, u32::from(std::net::Ipv4Addr::new(172, 31, 2, 10)));
+    let everyone = c.groups[0].mask([]);
+    let mut ports = Vec::new();
+    for hash in 0..2 {
+        let web = c.table.decide(0, &everyone, dst, tcp, 443, hash);
+        match web {
+            Ok(d) => ports.push(d.target.port),
+            Err(e) => panic!("flow hash {hash}: tcp 443 dropped ({e:?})"),
+        }
+        let ssh = c
+            .table
+            .decide(0, &everyone, dst, tcp, 22, hash)
+            .map(|d| d.target.port);
+        assert_eq!(
+            ssh,
+            Err(sluice_engine::packet::DropReason::SecurityGroupDenied),
+            "flow hash {hash}: ssh got through"
+        );
+    }
+    ports.sort_unstable();
+    assert_eq!(ports, [1, 2], "tcp 443 goes through inside-a and inside-b");
+}
+
+#[test]
 fn modify_and_fixed_fields() {
     let env = Env::new();
     let (_, out, err) = create(&env, "server.crt", "server.key");

@@ -536,6 +536,22 @@ fn associate(path: &Path, a: &Associate) -> Result<Response, AdminError> {
             ),
         ));
     }
+    // Security groups apply to the endpoint, not to one association (the guide: "You can change
+    // the security groups applied to the Client VPN endpoint after you associate the first
+    // target network"), so a further association in the VPC gets those already applied there,
+    // as describe-client-vpn-endpoints reports them. The first association keeps none: the
+    // VPC's default security group, which sluice models as allowing all.
+    let mut groups: Vec<&str> = Vec::new();
+    for g in ep
+        .target_networks
+        .iter()
+        .filter(|t| t.vpc_id == a.vpc_id)
+        .flat_map(|t| t.security_groups.iter())
+    {
+        if !groups.contains(&g.as_str()) {
+            groups.push(g);
+        }
+    }
     let assoc = AssociationId::generate();
     let mut t = Table::new();
     t.insert("association_id", value(assoc.as_str()));
@@ -547,6 +563,12 @@ fn associate(path: &Path, a: &Associate) -> Result<Response, AdminError> {
     t.insert("port", value(&a.port));
     t.insert("eni_ip", value(&a.eni_ip));
     t.insert("gateway", value(&a.gateway));
+    if !groups.is_empty() {
+        t.insert(
+            "security_groups",
+            value(groups.into_iter().collect::<Array>()),
+        );
+    }
     let mut r = Table::new();
     r.insert("destination_cidr", value(vpc_cidr.to_string()));
     r.insert("target_subnet", value(&a.subnet_id));
