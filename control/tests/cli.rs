@@ -690,6 +690,209 @@ fn only_udp_is_served() {
     assert_eq!(d["ClientVpnEndpoints"][0]["TransportProtocol"], "udp");
 }
 
+/// Runs openssl in `dir`; panics with its output when it fails.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A root CA, an intermediate CA it issued, and a server certificate the intermediate issued
+/// (serverAuth), made with openssl in `dir`: root.crt, inter.crt, server.crt, server.key, and the
+/// chain files chain.crt (server, intermediate) and chain-root.crt (server, intermediate, root).
+fn intermediate_pki(dir: &Path) {
+    // One file for req (which needs a [req] section) and for the extensions.
+    std::fs::write(
+        dir.join("pki.cnf"),
+        "[req]\ndistinguished_name = dn\n[dn]\n\
+         [ca]\nbasicConstraints = critical,CA:TRUE\nkeyUsage = critical,keyCertSign,cRLSign\n\
+         subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid:always\n\
+         [server]\nbasicConstraints = CA:FALSE\nkeyUsage = critical,digitalSignature\n\
+         extendedKeyUsage = serverAuth\nsubjectKeyIdentifier = hash\n\
+         authorityKeyIdentifier = keyid:always\n",
+    )
+    .expect("write pki.cnf");
+    let key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut root = vec![
+        "req",
+        "-x509",
+        "-days",
+        "30",
+        "-subj",
+        "/CN=sluice test root",
+        "-config",
+        "pki.cnf",
+        "-extensions",
+        "ca",
+        "-keyout",
+        "root.key",
+        "-out",
+        "root.crt",
+    ];
+    root.extend_from_slice(&key);
+    openssl(dir, &root);
+    for (name, cn, issuer, serial, ext) in [
+        ("inter", "/CN=sluice test intermediate", "root", "2", "ca"),
+        ("server", "/CN=vpn.example.internal", "inter", "3", "server"),
+    ] {
+        let (csr, keyf, crt) = (
+            format!("{name}.csr"),
+            format!("{name}.key"),
+            format!("{name}.crt"),
+        );
+        let mut req = vec![
+            "req", "-config", "pki.cnf", "-subj", cn, "-keyout", &keyf, "-out", &csr,
+        ];
+        req.extend_from_slice(&key);
+        openssl(dir, &req);
+        let (ca, ca_key) = (format!("{issuer}.crt"), format!("{issuer}.key"));
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-days",
+                "30",
+                "-in",
+                &csr,
+                "-CA",
+                &ca,
+                "-CAkey",
+                &ca_key,
+                "-set_serial",
+                serial,
+                "-extfile",
+                "pki.cnf",
+                "-extensions",
+                ext,
+                "-out",
+                &crt,
+            ],
+        );
+    }
+    let read = |n: &str| std::fs::read_to_string(dir.join(n)).expect("read certificate");
+    let (server, inter, root) = (read("server.crt"), read("inter.crt"), read("root.crt"));
+    std::fs::write(dir.join("chain.crt"), format!("{server}{inter}")).expect("write chain");
+    std::fs::write(dir.join("chain-root.crt"), format!("{server}{inter}{root}"))
+        .expect("write chain");
+}
+
+/// Exports `id`'s configuration and writes its `<ca>` block to `file`.
+fn exported_ca(env: &Env, id: &str, file: &Path) -> String {
+    let c = env.ok(&[
+        "export-client-vpn-client-configuration",
+        "--client-vpn-endpoint-id",
+        id,
+    ]);
+    let ovpn = c["ClientConfiguration"].as_str().expect("text");
+    let ca = ovpn
+        .split_once("<ca>\n")
+        .and_then(|(_, rest)| rest.split_once("</ca>"))
+        .map(|(ca, _)| ca.to_owned())
+        .unwrap_or_else(|| panic!("no <ca> block in\n{ovpn}"));
+    std::fs::write(file, &ca).expect("write exported CA");
+    ca
+}
+
+/// Whether OpenSSL verifies `cert` against the CA file `ca` alone, with the server's other
+/// certificates `untrusted` as the server sends them (as OpenVPN 2.6 does, without partial
+/// chains).
+fn verifies(dir: &Path, ca: &Path, untrusted: Option<&str>, cert: &str) -> (bool, String) {
+    let mut cmd = Command::new("openssl");
+    cmd.current_dir(dir)
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(ca)
+        .args(untrusted.map(|u| ["-untrusted", u]).into_iter().flatten())
+        .arg(cert);
+    let out = cmd.output().expect("run openssl verify");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn exported_ca_completes_a_chain_with_an_intermediate() {
+    let pki_dir = tempfile::tempdir().expect("tempdir");
+    let dir = pki_dir.path();
+    intermediate_pki(dir);
+    let f = |n: &str| dir.join(n).to_string_lossy().into_owned();
+
+    // The usual chain file, leaf and intermediate: the root comes from the client root CA.
+    let env = Env::new();
+    let (code, out, err) =
+        create_with(&env, &f("chain.crt"), &f("server.key"), &f("root.crt"), &[]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).expect("json");
+    let id = v["ClientVpnEndpointId"].as_str().expect("id").to_owned();
+    let ca_file = dir.join("exported-ca.pem");
+    let ca = exported_ca(&env, &id, &ca_file);
+    assert_eq!(ca.matches("-----BEGIN CERTIFICATE-----").count(), 2, "{ca}");
+    let (ok, log) = verifies(dir, &ca_file, Some("inter.crt"), "server.crt");
+    assert!(
+        ok,
+        "the exported <ca> does not verify the server: {log}\n{ca}"
+    );
+    let (ok, log) = verifies(dir, &ca_file, None, "server.crt");
+    assert!(
+        ok,
+        "the exported <ca> does not verify the server: {log}\n{ca}"
+    );
+
+    // A chain file with its root needs nothing else, whatever the client root CA.
+    let env = Env::new();
+    let (code, out, err) = create_with(
+        &env,
+        &f("chain-root.crt"),
+        &f("server.key"),
+        &p("ca.crt"),
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).expect("json");
+    let id = v["ClientVpnEndpointId"].as_str().expect("id").to_owned();
+    let ca = exported_ca(&env, &id, &ca_file);
+    let (ok, log) = verifies(dir, &ca_file, Some("inter.crt"), "server.crt");
+    assert!(
+        ok,
+        "the exported <ca> does not verify the server: {log}\n{ca}"
+    );
+
+    // Without the root anywhere the export is refused, asking for it.
+    let env = Env::new();
+    let (code, out, err) = create_with(&env, &f("chain.crt"), &f("server.key"), &p("ca.crt"), &[]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).expect("json");
+    let id = v["ClientVpnEndpointId"].as_str().expect("id").to_owned();
+    let err = env.refused(
+        &[
+            "export-client-vpn-client-configuration",
+            "--client-vpn-endpoint-id",
+            &id,
+        ],
+        "append the root CA certificate",
+    );
+    assert!(err.contains("sluice test intermediate"), "{err}");
+}
+
 #[test]
 fn certificates_are_checked() {
     let env = Env::new();
@@ -776,6 +979,11 @@ fn crl_import_export_and_client_configuration() {
         !ovpn.contains("auth-user-pass"),
         "certificate-only endpoints ask no password"
     );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = dir.path().join("exported-ca.pem");
+    exported_ca(&env, &id, &ca_file);
+    let (ok, log) = verifies(dir.path(), &ca_file, None, &p("server.crt"));
+    assert!(ok, "the exported <ca> does not verify the server: {log}");
     let (code, text, err) = env.run(&[
         "export-client-vpn-client-configuration",
         "--client-vpn-endpoint-id",

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use super::AdminError;
 use crate::config::schema::Endpoint;
 use crate::config::types::Transport;
 
@@ -15,7 +16,8 @@ pub struct ClientIdentity {
     pub key: String,
 }
 
-/// Builds the `.ovpn` text for `ep`; `ca_pem` is the CA that issued the server certificate.
+/// Builds the `.ovpn` text for `ep`; `ca_pem` holds the CA certificates the client verifies the
+/// server with, up to a self-signed root (see `ca_for`).
 pub fn client_configuration(
     ep: &Endpoint,
     ca_pem: &str,
@@ -72,34 +74,158 @@ pub fn pem_only(text: &str) -> String {
     out
 }
 
-/// The CA certificate(s) to embed: the server chain's issuer, i.e. the chain's certificates
-/// after the leaf when present, else the client root CA (easy-rsa issues both from one CA).
-pub fn ca_for(ep: &Endpoint, base: &Path) -> Result<String, String> {
+/// One certificate of a PEM file: its PEM text and what links it to its issuer.
+struct Certificate {
+    pem: String,
+    der: Vec<u8>,
+    subject: Vec<u8>,
+    issuer: Vec<u8>,
+    /// The subjectKeyIdentifier, when present.
+    key_id: Option<Vec<u8>>,
+    /// The authorityKeyIdentifier's key identifier, when present.
+    issuer_key_id: Option<Vec<u8>>,
+    /// A readable subject, for messages.
+    name: String,
+}
+
+impl Certificate {
+    /// Whether `self` issued `child`: its subject is the child's issuer and, where both carry
+    /// key identifiers, they agree. (Signatures are not checked: the client does that.)
+    fn issued(&self, child: &Self) -> bool {
+        self.subject == child.issuer
+            && match (&self.key_id, &child.issuer_key_id) {
+                (Some(k), Some(a)) => k == a,
+                _ => true,
+            }
+    }
+
+    /// A self-signed certificate: a root the client can end its chain with.
+    fn is_root(&self) -> bool {
+        self.issued(self)
+    }
+}
+
+/// Every certificate in `text` (PEM; text outside the blocks is ignored), in order.
+fn certificates(text: &str, path: &Path) -> Result<Vec<Certificate>, String> {
+    use x509_parser::extensions::ParsedExtension;
+    let mut out = Vec::new();
+    let mut block: Option<String> = None;
+    for line in text.lines() {
+        let line = line.trim_end();
+        if line == "-----BEGIN CERTIFICATE-----" {
+            block = Some(String::new());
+        }
+        let Some(b) = block.as_mut() else {
+            continue;
+        };
+        b.push_str(line);
+        b.push('\n');
+        if line != "-----END CERTIFICATE-----" {
+            continue;
+        }
+        let pem = block.take().unwrap_or_default();
+        let bad = |e: String| {
+            format!(
+                "{} holds a certificate that does not parse: {e}",
+                path.display()
+            )
+        };
+        let (_, parsed) =
+            x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| bad(e.to_string()))?;
+        let cert = parsed.parse_x509().map_err(|e| bad(e.to_string()))?;
+        let mut key_id = None;
+        let mut issuer_key_id = None;
+        for ext in cert.extensions() {
+            match ext.parsed_extension() {
+                ParsedExtension::SubjectKeyIdentifier(k) => key_id = Some(k.0.to_vec()),
+                ParsedExtension::AuthorityKeyIdentifier(a) => {
+                    issuer_key_id = a.key_identifier.as_ref().map(|k| k.0.to_vec());
+                }
+                _ => {}
+            }
+        }
+        let c = Certificate {
+            der: parsed.contents.clone(),
+            subject: cert.subject().as_raw().to_vec(),
+            issuer: cert.issuer().as_raw().to_vec(),
+            name: cert.subject().to_string(),
+            key_id,
+            issuer_key_id,
+            pem,
+        };
+        out.push(c);
+    }
+    Ok(out)
+}
+
+fn read_certificates(path: &Path, what: &str) -> Result<Vec<Certificate>, AdminError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| AdminError::Io(format!("reading {what} {}: {e}", path.display())))?;
+    certificates(&text, path).map_err(|m| AdminError::request("InvalidParameterValue", m))
+}
+
+/// The CA certificates to embed as `<ca>`, with which the client verifies the server: the
+/// server chain's certificates after the leaf, ending with the self-signed root. A chain file
+/// without its root (the usual leaf and intermediates) is completed from the client root CA
+/// file (easy-rsa issues both from one CA), by subject and key identifier; OpenVPN's OpenSSL
+/// accepts only a chain that reaches a self-signed root it trusts.
+///
+/// # Errors
+/// A file cannot be read or parsed, or no root is found: then the message asks for it.
+pub fn ca_for(ep: &Endpoint, base: &Path) -> Result<String, AdminError> {
     use crate::config::pki::resolve;
     let chain_path = resolve(base, &ep.server_certificate);
-    let chain = std::fs::read_to_string(&chain_path)
-        .map_err(|e| format!("reading {}: {e}", chain_path.display()))?;
-    let blocks: Vec<&str> = chain.split_inclusive("-----END CERTIFICATE-----").collect();
-    let issuers: String = blocks
-        .iter()
-        .skip(1)
-        .filter(|b| b.contains("-----BEGIN CERTIFICATE-----"))
-        .copied()
-        .collect();
-    if !issuers.trim().is_empty() {
-        return Ok(pem_only(&issuers));
-    }
-    match &ep.authentication.mutual {
-        Some(m) => {
-            let p = resolve(base, &m.client_root_ca);
-            std::fs::read_to_string(&p)
-                .map(|t| pem_only(&t))
-                .map_err(|e| format!("reading {}: {e}", p.display()))
+    let chain = read_certificates(&chain_path, "the server certificate")?;
+    let Some(leaf) = chain.first() else {
+        return Err(AdminError::request(
+            "InvalidParameterValue",
+            format!("{} holds no PEM CERTIFICATE block", chain_path.display()),
+        ));
+    };
+    let mut ca: Vec<&Certificate> = chain.iter().skip(1).collect();
+    let top = ca.last().copied().unwrap_or(leaf);
+    if top.is_root() {
+        if ca.is_empty() {
+            ca.push(leaf);
         }
-        None => Err(format!(
-            "the server certificate {} holds no issuer certificate to embed as <ca>; append the \
-             CA to it (leaf first, then the chain)",
-            chain_path.display()
-        )),
+        return Ok(ca.iter().map(|c| c.pem.as_str()).collect());
+    }
+    let configured = match &ep.authentication.mutual {
+        Some(m) => read_certificates(&resolve(base, &m.client_root_ca), "the client root CA")?,
+        None => Vec::new(),
+    };
+    // Climb from the chain's last certificate through the configured CAs to a root; each step
+    // adds a certificate not yet taken, so this ends.
+    let mut top = top;
+    loop {
+        let Some(next) = configured
+            .iter()
+            .find(|c| c.issued(top) && !ca.iter().any(|t| t.der == c.der))
+        else {
+            let root_ca = match &ep.authentication.mutual {
+                Some(m) => format!(
+                    "the client root CA {}",
+                    resolve(base, &m.client_root_ca).display()
+                ),
+                None => "a client root CA (the endpoint has none)".to_owned(),
+            };
+            return Err(AdminError::request(
+                "IncorrectState",
+                format!(
+                    "cannot export a configuration whose clients can verify the server: the \
+                     chain {} does not end in a self-signed root CA, and neither it nor {root_ca} \
+                     holds the CA that issued `{}`; append the root CA certificate to {} (the \
+                     leaf first, then the intermediate CAs, then the root)",
+                    chain_path.display(),
+                    top.name,
+                    chain_path.display()
+                ),
+            ));
+        };
+        ca.push(next);
+        if next.is_root() {
+            return Ok(ca.iter().map(|c| c.pem.as_str()).collect());
+        }
+        top = next;
     }
 }

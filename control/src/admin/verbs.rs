@@ -868,7 +868,7 @@ fn export_crl(path: &Path, a: &EndpointIdArg) -> Result<Response, AdminError> {
 fn export_configuration(path: &Path, a: &ExportConfiguration) -> Result<Response, AdminError> {
     let loaded = config::load(path)?;
     let ep = find(&loaded, &a.client_vpn_endpoint_id)?;
-    let ca = ca_for(ep, &loaded.base_dir()).map_err(AdminError::Io)?;
+    let ca = ca_for(ep, &loaded.base_dir())?;
     let identity = match (&a.client_certificate, &a.client_key) {
         (Some(c), Some(k)) => Some(ClientIdentity {
             certificate: std::fs::read_to_string(c)
