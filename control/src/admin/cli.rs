@@ -173,7 +173,7 @@ pub struct CreateEndpoint {
     /// At most two DNS servers.
     #[arg(long, num_args = 1..)]
     pub dns_servers: Vec<String>,
-    /// `udp` or `tcp`.
+    /// `udp` (the only transport sluice serves; `tcp` is refused).
     #[arg(long, default_value = "udp")]
     pub transport_protocol: String,
     /// 443 or 1194.
