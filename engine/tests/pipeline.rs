@@ -480,6 +480,45 @@ fn a_clients_icmp_errors_reach_the_host_translated() {
     assert_eq!(lab.drops(DropReason::NoFlow), 1);
 }
 
+/// A client's ICMP error goes only to the sender of the packet it quotes: one about its
+/// allowed flow to the host but addressed to 10.99.0.7 (which its groups may not reach) is
+/// dropped as about no flow, and nothing leaves toward the VPC; the same error to the host
+/// goes through.
+#[test]
+fn a_clients_icmp_error_goes_only_to_the_flows_remote() {
+    let mut lab = lab_with(GroupMask::EMPTY);
+    let (vip, host) = (ip(lab::CLIENT_VIP), ip(lab::HOST_IP));
+    lab.send_from_client(&testkit::ipv4_udp(vip, 40_001, host, 53, b"query"));
+    assert_eq!(lab.inside_sent().len(), 1);
+    let reply = testkit::ipv4_udp(host, 53, vip, 40_001, b"answer");
+    let elsewhere = ip("10.99.0.7");
+    lab.send_from_client(&testkit::ipv4_icmp_error(
+        vip,
+        elsewhere,
+        kind::DEST_UNREACHABLE,
+        3,
+        &reply[..28],
+    ));
+    let sent = lab.inside_sent();
+    assert!(sent.is_empty(), "sent toward {:?}", ip_of(&sent[0]).dst());
+    assert_eq!(
+        lab.drops(DropReason::NoFlow),
+        1,
+        "{:?}",
+        nonzero_drops(&lab.w)
+    );
+    lab.send_from_client(&testkit::ipv4_icmp_error(
+        vip,
+        host,
+        kind::DEST_UNREACHABLE,
+        3,
+        &reply[..28],
+    ));
+    let sent = lab.inside_sent();
+    assert_eq!(sent.len(), 1, "{:?}", nonzero_drops(&lab.w));
+    assert_eq!(ip_of(&sent[0]).dst(), host.to_be_bytes());
+}
+
 /// Full-size packets (1500 bytes, the pushed tun-mtu) both ways: the client's sealed datagram
 /// is longer than the 1500-byte path, so it arrives in two fragments (here in reverse order),
 /// which the core reassembles; the reply leaves in two fragments that reassemble into a

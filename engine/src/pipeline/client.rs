@@ -343,7 +343,8 @@ impl<P: Port> Worker<P> {
     /// for a VPC host's datagram, a time exceeded): translated as the flow is (RFC 5508: the
     /// source to the ENI; in the quoted header the destination and its port or echo id) and
     /// sent to the flow's host. Anything else that is not TCP, UDP or an echo stays
-    /// `unsupported_protocol`; an error about no flow of this session is `no_flow`.
+    /// `unsupported_protocol`; an error about no flow of this session, or addressed to another
+    /// than the flow's remote, is `no_flow`.
     #[cold]
     fn forward_icmp_error(&mut self, mut buf: P::Buf, owner: u32, client_ip: u32) {
         let (key, total) = match client_icmp_error(buf.data(), client_ip) {
@@ -738,8 +739,8 @@ fn checked_inner(data: &[u8], client_ip: u32) -> Result<Inner, DropReason> {
 }
 
 /// The flow an ICMP error from a client is about, and the packet's length: a whole (not
-/// fragmented) ICMP error from the client's address quoting a packet to the client (TCP or
-/// UDP with its ports, or an ICMP echo with its id).
+/// fragmented) ICMP error from the client's address to the sender of the packet it quotes, a
+/// packet to the client (TCP or UDP with its ports, or an ICMP echo with its id).
 fn client_icmp_error(data: &[u8], client_ip: u32) -> Result<(FlowKey, usize), DropReason> {
     let ip = Ipv4Packet::new_checked(data).map_err(|_| DropReason::MalformedIpv4)?;
     if ip.protocol() != protocol::ICMP {
@@ -761,6 +762,12 @@ fn client_icmp_error(data: &[u8], client_ip: u32) -> Result<(FlowKey, usize), Dr
     let quoted_dst = u32::from_be_bytes([emb[16], emb[17], emb[18], emb[19]]);
     if quoted_dst != client_ip {
         // About a packet the client did not receive from us.
+        return Err(DropReason::NoFlow);
+    }
+    if u32::from_be_bytes(ip.dst()) != quoted_src {
+        // An error goes back to the sender of the packet it quotes (the flow's remote); to any
+        // other address it is no error about that flow, and would reach a destination the
+        // client's rules may not grant (the flow authorized only its remote).
         return Err(DropReason::NoFlow);
     }
     let l4 = &emb[ihl..];
