@@ -1580,6 +1580,49 @@ fn arp_and_ping_of_the_appliance() {
     assert!(icmp.verify_checksum() && icmp.kind() == 0);
 }
 
+/// The subnet port answers pings to its own address only: echo requests from the host to
+/// another host of the subnet, the subnet's broadcast, the limited broadcast, an address
+/// outside the subnet and a multicast group are not answered in those addresses' names.
+#[test]
+fn the_subnet_port_answers_pings_to_its_own_address_only() {
+    let mut lab = lab_with(GroupMask::EMPTY);
+    let others = [
+        "172.31.1.99",
+        "172.31.1.255",
+        "255.255.255.255",
+        "8.8.8.8",
+        "224.0.0.1",
+    ];
+    for (seq, to) in others.iter().enumerate() {
+        let ping = testkit::ipv4_echo(ip(lab::HOST_IP), ip(to), true, 7, seq as u16, b"x");
+        lab.w.port_mut(1).unwrap().inject(&testkit::eth_ipv4(
+            lab::INSIDE_MAC,
+            lab::HOST_MAC,
+            &ping,
+        ));
+        lab.w.poll_once(lab.now);
+        let out = lab.inside_sent();
+        assert!(out.is_empty(), "answered in the name of {to}");
+    }
+    assert!(lab.outside_sent().is_empty());
+    assert_eq!(
+        lab.drops(DropReason::NotForUs),
+        others.len() as u64,
+        "{:?}",
+        nonzero_drops(&lab.w)
+    );
+    // Its own address still answers.
+    let ping = testkit::ipv4_echo(ip(lab::HOST_IP), ip(lab::INSIDE_IP), true, 7, 9, b"x");
+    lab.w
+        .port_mut(1)
+        .unwrap()
+        .inject(&testkit::eth_ipv4(lab::INSIDE_MAC, lab::HOST_MAC, &ping));
+    lab.w.poll_once(lab.now);
+    let out = lab.inside_sent();
+    assert_eq!(out.len(), 1);
+    assert_eq!(ip_of(&out[0]).src(), ip(lab::INSIDE_IP).to_be_bytes());
+}
+
 #[test]
 fn unresolved_next_hop_waits_for_arp() {
     let (mut w, mut c, now) = one_neighbour_known(

@@ -85,9 +85,22 @@ impl<P: Port> Worker<P> {
         self.enqueue_tx(port, buf);
     }
 
-    /// Answers an ICMP echo request addressed to the appliance (frame with Ethernet header,
-    /// IPv4 at `HEADER_LEN`), in place. Returns the buffer if it is not one. Cold and out of
-    /// line: data packets never come here.
+    /// Whether `ip` is an address of the appliance on `port`: the port's own, or an ENI
+    /// address the installed rule table translates to on that port (a target network's
+    /// `eni_ip` need not be the port's). Cold paths only (ARP, pings).
+    pub(crate) fn is_port_address(&self, port: u16, ip: u32) -> bool {
+        self.cfg
+            .ports
+            .get(usize::from(port))
+            .is_some_and(|pc| pc.ip == ip)
+            || self.rules.has_eni_on(port, ip)
+    }
+
+    /// Answers an ICMP echo request addressed to the appliance on `port` (its address, an
+    /// ENI address on it, or a listener's; frame with Ethernet header, IPv4 at `HEADER_LEN`),
+    /// in place. Returns the buffer if it is not one: a ping to any other address (another
+    /// host, a broadcast or multicast address, one routed elsewhere) is not ours to answer in
+    /// that address's name. Cold and out of line: data packets never come here.
     #[cold]
     #[inline(never)]
     pub(crate) fn answer_ping(&mut self, port: u16, mut buf: P::Buf) -> Option<P::Buf> {
@@ -96,10 +109,13 @@ impl<P: Port> Worker<P> {
         else {
             return Some(buf);
         };
+        let ours = |dst: u32| {
+            self.is_port_address(port, dst) || self.cfg.listeners.iter().any(|l| l.ip == dst)
+        };
         if !buf
             .data_mut()
             .get_mut(HEADER_LEN..)
-            .is_some_and(echo_reply_in_place)
+            .is_some_and(|ip| echo_reply_in_place_if(ip, ours))
         {
             return Some(buf);
         }
@@ -226,13 +242,19 @@ impl<P: Port> Worker<P> {
 /// its reply, in place: addresses swapped and the type changed, both checksums updated
 /// incrementally. False, and `ip` untouched, if it is anything else.
 pub(crate) fn echo_reply_in_place(ip: &mut [u8]) -> bool {
+    echo_reply_in_place_if(ip, |_| true)
+}
+
+/// `echo_reply_in_place` for a request whose destination is `ours` only (asked only of an
+/// echo request).
+pub(crate) fn echo_reply_in_place_if(ip: &mut [u8], ours: impl FnOnce(u32) -> bool) -> bool {
     let Ok(mut ip) = Ipv4Packet::new_checked(ip) else {
         return false;
     };
     let is_request = ip.protocol() == protocol::ICMP
         && !ip.is_fragment()
         && IcmpPacket::new_checked(ip.payload()).is_ok_and(|i| i.kind() == kind::ECHO_REQUEST);
-    if !is_request {
+    if !is_request || !ours(u32::from_be_bytes(ip.dst())) {
         return false;
     }
     let (src, dst) = (ip.src(), ip.dst());

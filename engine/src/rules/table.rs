@@ -169,6 +169,16 @@ impl RuleTable {
         self.endpoints.len()
     }
 
+    /// Whether some endpoint's target network on data-plane `port` translates to `ip` (its
+    /// ENI address): an address of the appliance on that port. A walk over the targets: for
+    /// ARP and pings, not for the data path.
+    pub fn has_eni_on(&self, port: u16, ip: u32) -> bool {
+        self.endpoints
+            .iter()
+            .flat_map(|e| &e.targets)
+            .any(|t| t.port == port && t.eni_ip == ip)
+    }
+
     /// Authorization, route and security group for one packet of a client of endpoint `ep`.
     ///
     /// # Errors
@@ -269,6 +279,16 @@ mod tests {
         ];
         let ep = EndpointTables::new(authz, &routes, vec![a, b], c("10.200.0.0/20")).unwrap();
         RuleTable::new(7, vec![ep])
+    }
+
+    #[test]
+    fn enis_are_known_by_port() {
+        let t = table();
+        assert!(t.has_eni_on(1, ip("172.31.1.5")));
+        assert!(t.has_eni_on(2, ip("172.31.2.5")));
+        assert!(!t.has_eni_on(1, ip("172.31.2.5")), "another port's ENI");
+        assert!(!t.has_eni_on(1, ip("172.31.1.10")));
+        assert!(!RuleTable::default().has_eni_on(1, ip("172.31.1.5")));
     }
 
     #[test]
