@@ -1181,6 +1181,66 @@ fn a_reload_applies_to_established_flows() {
     );
 }
 
+/// Return traffic is decided again after a reload as the client's own packets are: a table
+/// that still authorizes the flow lets the remote's packets through, one that revokes the
+/// rule stops them (not_authorized, as the client side), and the refused packets do not keep
+/// the flow alive: a remote sending every 10 s for 1300 s reaches the client never, and the
+/// flow expires.
+#[test]
+fn a_revoked_rule_stops_return_traffic_too() {
+    let mut lab = lab_with(GroupMask::EMPTY.with(0));
+    let (vip, remote) = (ip(lab::CLIENT_VIP), ip("10.99.1.1"));
+    let install = |lab: &mut Lab, table| {
+        lab.mb
+            .commands
+            .push(Command::InstallRules(Arc::new(table)))
+            .map_err(|_| ())
+            .unwrap();
+        lab.w.poll_once(lab.now);
+    };
+    lab.send_from_client(&testkit::ipv4_udp(vip, 5000, remote, 7000, b"out"));
+    let sent = lab.inside_sent();
+    assert_eq!(sent.len(), 1, "group 0 may reach 10.99/16");
+    let nat_port = UdpPacket::new_checked(ip_of(&sent[0]).payload())
+        .unwrap()
+        .src_port();
+    let reply = testkit::ipv4_udp(remote, 7000, ip(lab::INSIDE_IP), nat_port, b"back");
+    let from_remote = |lab: &mut Lab| {
+        lab.w.port_mut(1).unwrap().inject(&testkit::eth_ipv4(
+            lab::INSIDE_MAC,
+            lab::ROUTER_MAC,
+            &reply,
+        ));
+        lab.w.poll_once(lab.now);
+        // The remote's packets, not the session's keepalive pings.
+        let out = lab.outside_sent();
+        out.iter()
+            .filter_map(|f| lab.client.open(f))
+            .filter(|p| p.len() >= 20 && p[12..16] == remote.to_be_bytes())
+            .count()
+    };
+    assert_eq!(from_remote(&mut lab), 1);
+    install(&mut lab, testkit::lab_rules(2));
+    assert_eq!(from_remote(&mut lab), 1, "still authorized after a reload");
+
+    install(&mut lab, testkit::lab_rules_vpc_only(3));
+    let mut delivered = 0;
+    for _ in 0..130 {
+        lab.now += Duration::from_secs(10);
+        delivered += from_remote(&mut lab);
+    }
+    assert_eq!(delivered, 0, "{:?}", nonzero_drops(&lab.w));
+    assert!(lab.drops(DropReason::NotAuthorized) > 0);
+    assert_eq!(
+        lab.drops(DropReason::NotAuthorized) + lab.drops(DropReason::NoFlow),
+        130
+    );
+    assert_eq!(lab.w.flow_count(), 0, "refused packets keep no flow alive");
+    // The client's own packet is refused the same way.
+    lab.send_from_client(&testkit::ipv4_udp(vip, 5000, remote, 7000, b"out"));
+    assert!(lab.inside_sent().is_empty());
+}
+
 #[test]
 fn a_session_the_core_cannot_add_is_reported_with_the_reason() {
     // Two sessions a core (of two, this one core 0: even peer-ids are its own).

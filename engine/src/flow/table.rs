@@ -144,6 +144,12 @@ impl Flow {
         }
     }
 
+    /// Marks the flow as seen at `now` (it expires its timeout after the last time).
+    #[inline]
+    pub fn touch(&mut self, now: u32) {
+        self.last_seen = now;
+    }
+
     fn timeout(&self, t: &Timeouts) -> u32 {
         match self.key.proto {
             protocol::TCP if self.established && !self.closing => t.tcp_established,
@@ -374,22 +380,42 @@ impl FlowTable {
     }
 
     /// `lookup_reverse`, trying slot `hint` first (what a look-ahead found for the same key;
-    /// the flow there is used only if it is the key's). Out of line: once `drop_packet` went
-    /// cold, LLVM inlined this into `handle_network_side`, and net->client took 8 ticks a packet
-    /// more at 64 bytes for 11 instructions fewer (bench/RESULTS.md, eleventh session).
-    #[inline(never)]
+    /// the flow there is used only if it is the key's).
+    #[inline]
     pub fn lookup_reverse_at(
         &mut self,
         key: &ReverseKey,
         hint: Option<u32>,
         now: u32,
     ) -> Option<&mut Flow> {
+        let (_, f) = self.find_reverse_at(key, hint)?;
+        f.touch(now);
+        Some(f)
+    }
+
+    /// The slot of the flow that return traffic belongs to and that flow, not refreshed (the
+    /// caller refreshes it once it is sure the packet goes on: `Flow::touch`), trying slot
+    /// `hint` first as `lookup_reverse_at` does. Out of line: once `drop_packet` went cold,
+    /// LLVM inlined the lookup into `handle_network_side`, and net->client took 8 ticks a
+    /// packet more at 64 bytes for 11 instructions fewer (bench/RESULTS.md, eleventh session).
+    #[inline(never)]
+    pub fn find_reverse_at(
+        &mut self,
+        key: &ReverseKey,
+        hint: Option<u32>,
+    ) -> Option<(u32, &mut Flow)> {
         let hit = hint.filter(|&i| self.flow_at(i).is_some_and(|f| f.reverse() == *key));
         let i = match hit {
             Some(i) => i,
             None => self.find_reverse(key, self.hash_reverse(key))?,
         };
-        self.refresh(i, now)
+        Some((i, self.flow_at_mut(i)?))
+    }
+
+    /// The flow in slot `i`, not refreshed.
+    #[inline]
+    pub fn get(&self, i: u32) -> Option<&Flow> {
+        self.flow_at(i)
     }
 
     /// The slot of the flow that return traffic belongs to and that flow, without refreshing

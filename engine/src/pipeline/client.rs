@@ -10,6 +10,7 @@ use crate::packet::BURST_SIZE;
 use crate::packet::{DropReason, PacketBuf};
 use crate::pipeline::{nat, Hint};
 use crate::port::Port;
+use crate::rules::GroupMask;
 use crate::session::Remote;
 use crate::wire::ethernet::{ethertype, EthernetFrame, HEADER_LEN};
 use crate::wire::icmp::IcmpPacket;
@@ -462,11 +463,7 @@ impl<P: Port> Worker<P> {
         let (now, epoch, owner, key) = (self.now_secs, self.rules_epoch, d.owner, d.key);
         // The session's endpoint and groups, read only now that they are needed (the session
         // lives at least until the end of this burst).
-        let Some((endpoint, groups)) = self
-            .sessions
-            .get_mut(owner)
-            .map(|s| (s.id().endpoint(), s.groups))
-        else {
+        let Some((endpoint, groups)) = self.endpoint_and_groups(owner) else {
             return self.drop_packet(d.buf, DropReason::UnknownPeer);
         };
         // The appliance's own tunnel address is never a destination behind it (and, with no
@@ -474,16 +471,8 @@ impl<P: Port> Worker<P> {
         if self.tunnel_gateway(endpoint) == Some(key.dst) {
             return self.for_tunnel_gateway(d.buf, owner);
         }
-        let route_hash = flow_hash(key.client, key.dst, key.src_port, key.dst_port, key.proto);
-        let (target_port, next_hop, eni) = match self.rules.decide(
-            usize::from(endpoint),
-            &groups,
-            key.dst,
-            key.proto,
-            key.dst_port,
-            route_hash,
-        ) {
-            Ok(c) => (c.target.port, c.next_hop, c.target.eni_ip),
+        let (target_port, next_hop, eni) = match self.decide_flow(endpoint, &groups, &key) {
+            Ok(c) => c,
             Err(reason) => return self.drop_packet(d.buf, reason),
         };
         let flow = match found {
@@ -506,6 +495,37 @@ impl<P: Port> Worker<P> {
         FlowTable::observe_tcp(flow, d.tcp_flags, false);
         let nat_port = flow.nat_port;
         self.send_translated(d, eni, nat_port, target_port, next_hop);
+    }
+
+    /// The endpoint and groups of the session in slot `owner` (what a flow's decision depends
+    /// on besides the rule table and the flow's tuple).
+    pub(super) fn endpoint_and_groups(&mut self, owner: u32) -> Option<(u16, GroupMask)> {
+        self.sessions
+            .get_mut(owner)
+            .map(|s| (s.id().endpoint(), s.groups))
+    }
+
+    /// The forwarding decision of the installed rule table for flow `key` of a client of
+    /// `endpoint` with `groups` (authorization, route, security group): the egress port, the
+    /// next hop and the ENI address. Both directions decide a flow with it, so that they agree.
+    #[inline]
+    pub(super) fn decide_flow(
+        &self,
+        endpoint: u16,
+        groups: &GroupMask,
+        key: &FlowKey,
+    ) -> Result<(u16, u32, u32), DropReason> {
+        let route_hash = flow_hash(key.client, key.dst, key.src_port, key.dst_port, key.proto);
+        self.rules
+            .decide(
+                usize::from(endpoint),
+                groups,
+                key.dst,
+                key.proto,
+                key.dst_port,
+                route_hash,
+            )
+            .map(|c| (c.target.port, c.next_hop, c.target.eni_ip))
     }
 
     /// Translates a client's packet to `eni` and `nat_port` and sends it on `port` toward

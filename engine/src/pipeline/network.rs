@@ -3,7 +3,7 @@
 //! virtual address, encrypted with the session's key and sent to the client's outer address.
 //! ICMP errors about translated flows are translated too (outer destination, embedded header).
 
-use crate::flow::{core_for_port, FlowTable, ReverseKey};
+use crate::flow::{core_for_port, Flow, FlowTable, ReverseKey};
 use crate::mailbox::Report;
 use crate::packet::{DropReason, PacketBuf, BURST_SIZE};
 use crate::pipeline::fragment::FragmentsIn;
@@ -105,12 +105,24 @@ impl<P: Port> Worker<P> {
                 return;
             }
         }
-        let now = self.now_secs;
-        let Some(flow) = self.flows.lookup_reverse_at(&rkey, hint.flow, now) else {
+        let (now, epoch) = (self.now_secs, self.rules_epoch);
+        let Some((slot, flow)) = self.flows.find_reverse_at(&rkey, hint.flow) else {
             if let Some(b) = self.answer_ping(port, buf) {
                 self.drop_packet(b, DropReason::NoFlow);
             }
             return;
+        };
+        // A flow decided under an older rule table decides again before its return traffic
+        // goes on (as the client side does): a revoked rule stops the flow both ways, and a
+        // refused packet does not keep it alive.
+        let flow = if flow.decided == epoch {
+            flow.touch(now);
+            flow
+        } else {
+            match self.return_deciding(slot) {
+                Ok(f) => f,
+                Err(reason) => return self.drop_packet(buf, reason),
+            }
         };
         if let Rewrite::Plain = rewrite {
             FlowTable::observe_tcp(flow, tcp_flags, true);
@@ -146,6 +158,34 @@ impl<P: Port> Worker<P> {
             }
         }
         self.encrypt_to_client(buf, owner);
+    }
+
+    /// The flow in `slot`, whose return traffic arrived after a rule-table swap, decided again
+    /// as the client side decides it (`decide_flow`, with the owning session's endpoint and
+    /// groups), and refreshed if it may go on. Refused: the reason the client side drops it
+    /// under; `no_flow` if its route has moved to another ENI (the client's next packet
+    /// replaces the flow). Cold and out of line: once per flow per installed table.
+    #[cold]
+    #[inline(never)]
+    fn return_deciding(&mut self, slot: u32) -> Result<&mut Flow, DropReason> {
+        let (now, epoch) = (self.now_secs, self.rules_epoch);
+        let (key, owner, eni) = self
+            .flows
+            .get(slot)
+            .map(|f| (f.key, f.owner, f.eni))
+            .ok_or(DropReason::NoFlow)?;
+        let (endpoint, groups) = self
+            .endpoint_and_groups(owner)
+            .ok_or(DropReason::NoSessionForDestination)?;
+        let (port, next_hop, decided_eni) = self.decide_flow(endpoint, &groups, &key)?;
+        if decided_eni != eni {
+            return Err(DropReason::NoFlow);
+        }
+        let f = self.flows.refresh(slot, now).ok_or(DropReason::NoFlow)?;
+        f.port = port;
+        f.next_hop = next_hop;
+        f.decided = epoch;
+        Ok(f)
     }
 
     /// Looks ahead over a burst from a target subnet, in stages over the whole burst so that
