@@ -416,14 +416,38 @@ pub fn lab_rules_for_group(version: u64, bit: usize) -> RuleTable {
     )
 }
 
+/// `lab_rules` after a reload that moved the target network (port 1, 172.31.1.0/24) to
+/// another ENI address `eni` (AWS may give a subnet's association another ENI than the
+/// port's own address).
+pub fn lab_rules_via_eni(version: u64, eni: u32) -> RuleTable {
+    lab_rules_with(
+        version,
+        &[
+            AuthzRule {
+                destination: cidr("172.31.0.0/16"),
+                grant: Grant::AllUsers,
+            },
+            AuthzRule {
+                destination: cidr("10.99.0.0/16"),
+                grant: Grant::Group(0),
+            },
+        ],
+        eni,
+    )
+}
+
 fn lab_rules_authorizing(version: u64, rules: &[AuthzRule]) -> RuleTable {
+    lab_rules_with(version, rules, ip(lab::INSIDE_IP))
+}
+
+fn lab_rules_with(version: u64, rules: &[AuthzRule], eni: u32) -> RuleTable {
     let Ok(authz) = AuthzTable::build(rules) else {
         panic!("authz")
     };
     let target = TargetNetwork {
         port: 1,
         subnet: cidr("172.31.1.0/24"),
-        eni_ip: ip(lab::INSIDE_IP),
+        eni_ip: eni,
         gateway: ip(lab::ROUTER_IP),
         security: SecurityPolicy::AllowAll,
     };

@@ -1241,6 +1241,75 @@ fn a_revoked_rule_stops_return_traffic_too() {
     assert!(lab.inside_sent().is_empty());
 }
 
+/// A reload that moves a flow's route to another ENI translates the flow anew: the client's
+/// next packets (every 10 s for 1200 s) leave from the new ENI, under one flow, none dropped;
+/// the host's reply to the new translation reaches the client, and one to the old is no_flow.
+#[test]
+fn a_flow_whose_route_moved_to_another_eni_is_translated_anew() {
+    let mut lab = lab_with(GroupMask::EMPTY);
+    let (vip, host) = (ip(lab::CLIENT_VIP), ip(lab::HOST_IP));
+    let new_eni = ip("172.31.1.6");
+    let packet = testkit::ipv4_udp(vip, 5060, host, 5060, b"invite");
+    lab.send_from_client(&packet);
+    let sent = lab.inside_sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(ip_of(&sent[0]).src(), ip(lab::INSIDE_IP).to_be_bytes());
+    let old_port = UdpPacket::new_checked(ip_of(&sent[0]).payload())
+        .unwrap()
+        .src_port();
+    lab.mb
+        .commands
+        .push(Command::InstallRules(Arc::new(testkit::lab_rules_via_eni(
+            2, new_eni,
+        ))))
+        .map_err(|_| ())
+        .unwrap();
+    lab.w.poll_once(lab.now);
+    let mut delivered = Vec::new();
+    for _ in 0..120 {
+        lab.now += Duration::from_secs(10);
+        // The host and the client stay resolved (this test is not about ARP).
+        lab.w.prime_neighbour(1, host, lab::HOST_MAC);
+        lab.w
+            .prime_neighbour(0, ip(lab::CLIENT_OUTER_IP), lab::CLIENT_MAC);
+        lab.send_from_client(&packet);
+        delivered.extend(lab.inside_sent());
+    }
+    assert_eq!(delivered.len(), 120, "{:?}", nonzero_drops(&lab.w));
+    let p = ip_of(&delivered[119]);
+    assert!(p.verify_checksum());
+    assert_eq!(p.src(), new_eni.to_be_bytes());
+    let u = UdpPacket::new_checked(p.payload()).unwrap();
+    assert!(u.verify_checksum(p.src(), p.dst()));
+    let new_port = u.src_port();
+    assert!(delivered
+        .iter()
+        .all(|f| ip_of(f).src() == new_eni.to_be_bytes()));
+    assert_eq!(lab.w.flow_count(), 1);
+    assert_eq!(lab.drops(DropReason::NoFlow), 0);
+
+    let to_old = testkit::ipv4_udp(host, 5060, ip(lab::INSIDE_IP), old_port, b"old");
+    let to_new = testkit::ipv4_udp(host, 5060, new_eni, new_port, b"200 ok");
+    // What the client gets of the host's packet (its session's keepalive pings aside).
+    let reaches_client = |lab: &mut Lab, packet: &[u8], payload: &[u8]| {
+        let out = lab.reply_from_host(packet);
+        out.iter()
+            .filter_map(|f| lab.client.open(f))
+            .any(|p| p.ends_with(payload))
+    };
+    assert!(!reaches_client(&mut lab, &to_old, b"old"));
+    assert_eq!(
+        lab.drops(DropReason::NoFlow),
+        1,
+        "the old translation is gone"
+    );
+    assert!(
+        reaches_client(&mut lab, &to_new, b"200 ok"),
+        "{:?}",
+        nonzero_drops(&lab.w)
+    );
+}
+
 #[test]
 fn a_session_the_core_cannot_add_is_reported_with_the_reason() {
     // Two sessions a core (of two, this one core 0: even peer-ids are its own).

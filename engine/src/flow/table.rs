@@ -592,6 +592,11 @@ impl FlowTable {
         self.len -= 1;
     }
 
+    /// Removes the flow in slot `i` (both index entries, its owner's list, its port), if any.
+    pub fn remove(&mut self, i: u32) {
+        self.remove_slot(i as usize);
+    }
+
     /// Examines at most `budget` slots from the clock hand and removes idle flows; returns how
     /// many were removed.
     pub fn expire(&mut self, now: u32, budget: usize) -> usize {
@@ -715,6 +720,30 @@ mod tests {
         assert!(t
             .find_hashed_at(&key(3, 40000), t.hash_forward(&key(3, 40000)), Some(own))
             .is_none());
+    }
+
+    #[test]
+    fn a_removed_flow_takes_its_indexes_owner_link_and_port() {
+        let mut t = FlowTable::new(
+            4,
+            PortRange {
+                first: 5000,
+                len: 1,
+            },
+            Timeouts::default(),
+        );
+        let f = *t.create(key(1, 40000), 0xac1f_0105, 1, 7, 0).unwrap();
+        let (slot, _) = t
+            .find_hashed(&key(1, 40000), t.hash_forward(&key(1, 40000)))
+            .unwrap();
+        t.remove(slot);
+        t.remove(slot);
+        assert_eq!(t.len(), 0);
+        assert!(t.lookup(&key(1, 40000), 1).is_none());
+        assert!(t.lookup_reverse(&f.reverse(), 1).is_none());
+        assert_eq!(t.remove_owner(7), 0);
+        let g = t.create(key(1, 40000), 0xac1f_0106, 1, 7, 1).unwrap();
+        assert_eq!((g.nat_port, g.eni), (5000, 0xac1f_0106));
     }
 
     #[test]

@@ -475,15 +475,15 @@ impl<P: Port> Worker<P> {
             Ok(c) => c,
             Err(reason) => return self.drop_packet(d.buf, reason),
         };
-        let flow = match found {
-            Some(slot) => match self.flows.refresh(slot, now) {
-                Some(f) if f.eni == eni => f,
-                _ => {
-                    // The route moved to another subnet (a reload): the old translation is
-                    // stale.
-                    return self.drop_packet(d.buf, DropReason::NoFlow);
-                }
-            },
+        // A flow whose route moved to another ENI (a reload) has a stale translation: it makes
+        // way for a new one (its port and reverse entry go with it; return traffic to the old
+        // translation is no_flow from now on).
+        let kept = found.filter(|&slot| self.flows.get(slot).is_some_and(|f| f.eni == eni));
+        if let (Some(stale), None) = (found, kept) {
+            self.flows.remove(stale);
+        }
+        let flow = match kept.and_then(|slot| self.flows.refresh(slot, now)) {
+            Some(f) => f,
             None => match self.flows.create(key, eni, target_port, owner, now) {
                 Ok(f) => f,
                 Err(reason) => return self.drop_packet(d.buf, reason),
