@@ -1752,6 +1752,66 @@ fn the_subnet_port_answers_pings_to_its_own_address_only() {
     assert_eq!(ip_of(&out[0]).src(), ip(lab::INSIDE_IP).to_be_bytes());
 }
 
+/// A target network whose ENI address (172.31.1.6) is not the port's own (172.31.1.5): the
+/// port answers ARP for it with its MAC, and pings to it from it; ARP for an address that is
+/// neither is not answered.
+#[test]
+fn arp_and_ping_of_an_eni_other_than_the_ports_address() {
+    let mut lab = lab_with(GroupMask::EMPTY);
+    let eni = ip("172.31.1.6");
+    lab.mb
+        .commands
+        .push(Command::InstallRules(Arc::new(testkit::lab_rules_via_eni(
+            2, eni,
+        ))))
+        .map_err(|_| ())
+        .unwrap();
+    lab.w.poll_once(lab.now);
+    let ask = |lab: &mut Lab, target: u32| {
+        lab.w.port_mut(1).unwrap().inject(&testkit::arp_request(
+            lab::HOST_MAC,
+            ip(lab::HOST_IP),
+            target,
+        ));
+        lab.w.poll_once(lab.now);
+        lab.inside_sent()
+    };
+    let out = ask(&mut lab, eni);
+    assert_eq!(out.len(), 1, "{:?}", nonzero_drops(&lab.w));
+    assert_eq!(
+        (&out[0][0..6], &out[0][6..12]),
+        (&lab::HOST_MAC[..], &lab::INSIDE_MAC[..])
+    );
+    let arp = sluice_engine::wire::arp::ArpRepr::parse(&out[0][14..]).unwrap();
+    assert_eq!(
+        (arp.operation, arp.sender_mac, arp.sender_ip),
+        (2, lab::INSIDE_MAC, eni.to_be_bytes())
+    );
+    assert_eq!(
+        (arp.target_mac, arp.target_ip),
+        (lab::HOST_MAC, ip(lab::HOST_IP).to_be_bytes())
+    );
+    assert!(ask(&mut lab, ip("172.31.1.7")).is_empty(), "not ours");
+    // The port's own address is still answered, from itself.
+    let out = ask(&mut lab, ip(lab::INSIDE_IP));
+    let arp = sluice_engine::wire::arp::ArpRepr::parse(&out[0][14..]).unwrap();
+    assert_eq!(arp.sender_ip, ip(lab::INSIDE_IP).to_be_bytes());
+
+    let ping = testkit::ipv4_echo(ip(lab::HOST_IP), eni, true, 7, 1, b"x");
+    lab.w
+        .port_mut(1)
+        .unwrap()
+        .inject(&testkit::eth_ipv4(lab::INSIDE_MAC, lab::HOST_MAC, &ping));
+    lab.w.poll_once(lab.now);
+    let out = lab.inside_sent();
+    assert_eq!(out.len(), 1, "{:?}", nonzero_drops(&lab.w));
+    let p = ip_of(&out[0]);
+    assert_eq!(
+        (p.src(), p.dst()),
+        (eni.to_be_bytes(), ip(lab::HOST_IP).to_be_bytes())
+    );
+}
+
 #[test]
 fn unresolved_next_hop_waits_for_arp() {
     let (mut w, mut c, now) = one_neighbour_known(

@@ -27,11 +27,14 @@ impl<P: Port> Worker<P> {
         };
         let sender = u32::from_be_bytes(arp.sender_ip);
         let target = u32::from_be_bytes(arp.target_ip);
+        // Ours: the port's address, or an ENI address the rules translate to on this port
+        // (packets leave from it, so hosts must resolve it for their replies).
+        let ours = self.is_port_address(port, target);
         // Learn on-link neighbours from ARP addressed to us (a request for our address, a
         // reply to ours); other ARP only refreshes neighbours already known (`refresh`).
         if pc.on_link(sender) && sender != pc.ip && arp.sender_mac != BROADCAST {
             let now = self.now_secs;
-            let released = if target == pc.ip {
+            let released = if ours {
                 self.neighbours.learn(port, sender, arp.sender_mac, now)
             } else {
                 self.neighbours.refresh(port, sender, arp.sender_mac, now)
@@ -40,14 +43,14 @@ impl<P: Port> Worker<P> {
                 self.send_to_mac(port, arp.sender_mac, b);
             }
         }
-        if arp.operation != OP_REQUEST || target != pc.ip {
+        if arp.operation != OP_REQUEST || !ours {
             return self.consume(buf);
         }
-        // Answer in place.
+        // Answer in place, for the address asked about.
         let reply = ArpRepr {
             operation: OP_REPLY,
             sender_mac: pc.mac,
-            sender_ip: pc.ip.to_be_bytes(),
+            sender_ip: arp.target_ip,
             target_mac: arp.sender_mac,
             target_ip: arp.sender_ip,
         };
