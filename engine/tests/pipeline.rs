@@ -2154,6 +2154,22 @@ fn the_tunnel_gateway_answers_pings() {
         "nothing toward the VPC"
     );
     assert_eq!(lab.w.flow_count(), 0);
+    // Addressed to the appliance itself, a ping is answered whatever its TTL (RFC 1812
+    // §5.3.1: only forwarded packets have theirs checked), not met with a time exceeded.
+    for ttl in [1, 0] {
+        let echo = testkit::ipv4_echo(ip(lab::CLIENT_VIP), gateway, true, 78, 1, b"ttl");
+        lab.send_from_client(&with_ttl(echo, ttl));
+        let out = lab.outside_sent();
+        assert_eq!(out.len(), 1, "ttl {ttl}: {:?}", nonzero_drops(&lab.w));
+        let reply = lab.client.open(&out[0]).expect("sealed for the client");
+        let r = Ipv4Packet::new_checked(&reply[..]).unwrap();
+        assert!(r.verify_checksum());
+        assert_eq!(r.src(), gateway.to_be_bytes());
+        let i = IcmpPacket::new_checked(r.payload()).unwrap();
+        assert_eq!((i.kind(), i.echo_id()), (kind::ECHO_REPLY, 78), "ttl {ttl}");
+        assert!(i.verify_checksum());
+    }
+    assert_eq!(lab.w.poll_stats().icmp_errors_sent, 0);
     let udp = testkit::ipv4_udp(ip(lab::CLIENT_VIP), 5000, gateway, 53, b"q");
     lab.send_from_client(&udp);
     assert!(lab.outside_sent().is_empty());

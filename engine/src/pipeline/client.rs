@@ -400,10 +400,20 @@ impl<P: Port> Worker<P> {
     /// router does, with an ICMP time exceeded from the tunnel's gateway address quoting its
     /// header and first 8 bytes (RFC 792, RFC 1812 §4.3.2), within a budget per client
     /// address; never about an ICMP error or a later fragment. Otherwise the drop stays
-    /// `ttl_exceeded`.
+    /// `ttl_exceeded`. A packet to the tunnel's gateway address itself is not forwarded, so
+    /// its TTL does not matter (RFC 1812 §5.3.1): it goes where any other packet to that
+    /// address goes (`for_tunnel_gateway`). Checked only here, off the path every packet takes.
     #[cold]
     #[inline(never)]
     fn time_exceeded(&mut self, mut buf: P::Buf, owner: u32, endpoint: u16) {
+        let gateway = self.tunnel_gateway(endpoint);
+        let dst = buf
+            .data()
+            .get(16..20)
+            .map(|d| u32::from_be_bytes([d[0], d[1], d[2], d[3]]));
+        if gateway.is_some() && dst == gateway {
+            return self.for_tunnel_gateway(buf, owner);
+        }
         let (Some((client, quoted)), Some(gateway)) = (
             super::l2::time_exceeded_about(buf.data()),
             self.tunnel_gateway(endpoint),
