@@ -480,6 +480,28 @@ fn a_clients_icmp_errors_reach_the_host_translated() {
     assert_eq!(lab.drops(DropReason::NoFlow), 1);
 }
 
+/// An inner IPv4 header with a bad checksum is discarded (RFC 1812 §5.2.2): nothing leaves,
+/// no flow is made, and the drop is malformed_ipv4; the same packet with its checksum right
+/// goes through.
+#[test]
+fn a_clients_packet_with_a_bad_header_checksum_is_dropped() {
+    let mut lab = lab_with(GroupMask::EMPTY);
+    let good = testkit::ipv4_udp(ip(lab::CLIENT_VIP), 40_003, ip(lab::HOST_IP), 53, b"q");
+    let mut bad = good.clone();
+    bad[10] ^= 0x40;
+    lab.send_from_client(&bad);
+    assert!(lab.inside_sent().is_empty());
+    assert_eq!(lab.w.flow_count(), 0);
+    assert_eq!(
+        lab.drops(DropReason::MalformedIpv4),
+        1,
+        "{:?}",
+        nonzero_drops(&lab.w)
+    );
+    lab.send_from_client(&good);
+    assert_eq!(lab.inside_sent().len(), 1);
+}
+
 /// A client's ICMP error goes only to the sender of the packet it quotes: one about its
 /// allowed flow to the host but addressed to 10.99.0.7 (which its groups may not reach) is
 /// dropped as about no flow, and nothing leaves toward the VPC; the same error to the host
