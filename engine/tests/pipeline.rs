@@ -502,6 +502,55 @@ fn a_clients_packet_with_a_bad_header_checksum_is_dropped() {
     assert_eq!(lab.inside_sent().len(), 1);
 }
 
+/// ICMP errors whose checksum fails are dropped (RFC 5508 REQ-3), not translated and sent on
+/// with a checksum made right: from the host toward the client and from the client toward
+/// the host, both malformed_icmp; the same errors intact go through.
+#[test]
+fn icmp_errors_with_a_bad_checksum_are_dropped_both_ways() {
+    let mut lab = lab_with(GroupMask::EMPTY);
+    let (vip, host, eni) = (ip(lab::CLIENT_VIP), ip(lab::HOST_IP), ip(lab::INSIDE_IP));
+    lab.send_from_client(&testkit::ipv4_udp(vip, 40_001, host, 53, b"query"));
+    let out = lab.inside_sent();
+    assert_eq!(out.len(), 1);
+    let corrupt = |mut p: Vec<u8>| {
+        let last = p.len() - 1;
+        p[last] ^= 0x10;
+        p
+    };
+    // From the host, quoting what the core sent it.
+    let error = testkit::ipv4_icmp_error(host, eni, kind::DEST_UNREACHABLE, 3, &out[0][14..]);
+    assert!(lab.reply_from_host(&corrupt(error.clone())).is_empty());
+    assert_eq!(
+        lab.drops(DropReason::MalformedIcmp),
+        1,
+        "{:?}",
+        nonzero_drops(&lab.w)
+    );
+    assert_eq!(lab.reply_from_host(&error).len(), 1);
+    // From the client, quoting the host's reply as the client received it.
+    let reply = testkit::ipv4_udp(host, 53, vip, 40_001, b"answer");
+    let error = testkit::ipv4_icmp_error(vip, host, kind::DEST_UNREACHABLE, 3, &reply);
+    lab.send_from_client(&corrupt(error.clone()));
+    assert!(lab.inside_sent().is_empty());
+    assert_eq!(
+        lab.drops(DropReason::MalformedIcmp),
+        2,
+        "{:?}",
+        nonzero_drops(&lab.w)
+    );
+    lab.send_from_client(&error);
+    let sent = lab.inside_sent();
+    assert_eq!(sent.len(), 1);
+    let p = ip_of(&sent[0]);
+    let i = IcmpPacket::new_checked(p.payload()).unwrap();
+    assert!(i.verify_checksum());
+    // The quoted datagram, whole, translated: its UDP checksum still right.
+    let q = Ipv4Packet::new_checked(i.data()).unwrap();
+    let u = UdpPacket::new_checked(q.payload()).unwrap();
+    assert_eq!(q.dst(), eni.to_be_bytes());
+    assert!(u.verify_checksum(q.src(), q.dst()));
+}
+
 /// A client's ICMP error goes only to the sender of the packet it quotes: one about its
 /// allowed flow to the host but addressed to 10.99.0.7 (which its groups may not reach) is
 /// dropped as about no flow, and nothing leaves toward the VPC; the same error to the host

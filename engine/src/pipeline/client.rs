@@ -345,7 +345,7 @@ impl<P: Port> Worker<P> {
     /// source to the ENI; in the quoted header the destination and its port or echo id) and
     /// sent to the flow's host. Anything else that is not TCP, UDP or an echo stays
     /// `unsupported_protocol`; an error about no flow of this session, or addressed to another
-    /// than the flow's remote, is `no_flow`.
+    /// than the flow's remote, is `no_flow`; one whose ICMP checksum fails, `malformed_icmp`.
     #[cold]
     fn forward_icmp_error(&mut self, mut buf: P::Buf, owner: u32, client_ip: u32) {
         let (key, total) = match client_icmp_error(buf.data(), client_ip) {
@@ -366,7 +366,10 @@ impl<P: Port> Worker<P> {
             return self.drop_packet(buf, DropReason::NoFlow);
         };
         buf.truncate(total);
-        nat::translate_icmp_error(buf.data_mut(), false, eni, nat_port);
+        if !nat::translate_icmp_error(buf.data_mut(), false, eni, nat_port) {
+            // Its ICMP checksum fails: dropped, not repaired (RFC 5508 REQ-3).
+            return self.drop_packet(buf, DropReason::MalformedIcmp);
+        }
         self.output(port, next_hop, buf);
     }
 

@@ -9,7 +9,7 @@
 //! when its flow was looked up; the bounds are checked again here so that a caller's mistake
 //! is a skipped rewrite, never a panic.
 
-use crate::wire::checksum::{self, Delta};
+use crate::wire::checksum::Delta;
 use crate::wire::icmp::IcmpPacket;
 use crate::wire::ipv4::{protocol, Ipv4Packet, MIN_HEADER_LEN};
 use crate::wire::tcp::{flags, TcpPacket};
@@ -44,18 +44,28 @@ pub(crate) fn rewrite_destination(data: &mut [u8], addr: u32, port: u16, mss: u1
     rewrite(data, DESTINATION, addr, port, mss);
 }
 
-#[inline]
 /// Translates an ICMP error about a translated flow (RFC 5508) in place, toward the client
 /// (`to_client`: the outer destination becomes `addr`; the quoted packet went out from the ENI,
 /// so its source and source port become `addr` and `port`) or toward the remote (the outer
 /// source; the quoted packet came to the client, so its destination and destination port). An
-/// echo quoted has its id replaced instead of a port. The TTL is decremented, the quoted
-/// header's checksum follows, the ICMP checksum is recomputed over the message. Bounds are
-/// checked: a message too short to quote a header and 8 bytes is left as it is.
-pub(crate) fn translate_icmp_error(data: &mut [u8], to_client: bool, addr: u32, port: u16) {
+/// echo quoted has its id replaced instead of a port. The TTL is decremented and the outer
+/// header's checksum follows.
+///
+/// The ICMP checksum is verified first (RFC 5508 REQ-3: an error that fails it is dropped, not
+/// repaired): false, and nothing changed, if it fails. Then every change inside the message
+/// is folded into it (RFC 1624), as is each into the quoted header's checksum and, when the
+/// quote holds it, the quoted TCP/UDP/ICMP checksum (the address, in the pseudo-header, and
+/// the port or id; as Linux NAT does; a quoted UDP checksum of zero stays zero). Bounds are
+/// checked: a message too short to quote a header and 8 bytes is left as it is past the outer
+/// header (its callers have refused such messages).
+#[inline]
+pub(crate) fn translate_icmp_error(data: &mut [u8], to_client: bool, addr: u32, port: u16) -> bool {
     let Ok(mut ip) = Ipv4Packet::new_checked(data) else {
-        return;
+        return false;
     };
+    if !IcmpPacket::new_checked(ip.payload()).is_ok_and(|i| i.verify_checksum()) {
+        return false;
+    }
     let quoted = if to_client {
         ip.set_dst(addr.to_be_bytes());
         SOURCE
@@ -66,27 +76,63 @@ pub(crate) fn translate_icmp_error(data: &mut [u8], to_client: bool, addr: u32, 
     ip.decrement_ttl();
     let icmp = ip.payload_mut();
     if icmp.len() < 8 + MIN_HEADER_LEN + 8 {
-        return;
+        return true;
     }
-    let emb = &mut icmp[8..];
+    let (head, emb) = icmp.split_at_mut(8);
     let ihl = usize::from(emb[0] & 0x0f) * 4;
     if ihl < MIN_HEADER_LEN || emb.len() < ihl + 8 {
-        return;
+        return true;
     }
+    // As `rewrite`: the fields as they lie in memory, no byte swaps. `message` gathers every
+    // change inside the ICMP message, for its checksum.
+    let mut message = Delta::new();
     let at = quoted.addr_at;
-    let old = u32::from_be_bytes([emb[at], emb[at + 1], emb[at + 2], emb[at + 3]]);
-    emb[at..at + 4].copy_from_slice(&addr.to_be_bytes());
-    let hc = checksum::update32(word(emb, 10), old, addr);
-    emb[10..12].copy_from_slice(&hc.to_be_bytes());
-    let port_at = match emb[9] {
-        protocol::TCP | protocol::UDP => ihl + quoted.port_at,
-        protocol::ICMP => ihl + 4,
-        _ => return,
+    let new_addr = addr.to_be_bytes();
+    let old_addr = u32::from_ne_bytes([emb[at], emb[at + 1], emb[at + 2], emb[at + 3]]);
+    emb[at..at + 4].copy_from_slice(&new_addr);
+    let mut address = Delta::new();
+    address.quad(old_addr, u32::from_ne_bytes(new_addr));
+    message.quad(old_addr, u32::from_ne_bytes(new_addr));
+    let old_hc = u16::from_ne_bytes([emb[10], emb[11]]);
+    let new_hc = address.apply(old_hc);
+    emb[10..12].copy_from_slice(&new_hc.to_ne_bytes());
+    message.word(old_hc, new_hc);
+    // Where the port (or id) and the checksum covering it lie in the quoted L4 header, and
+    // whether that checksum takes the address too (TCP/UDP: the pseudo-header).
+    let (port_at, sum_at, pseudo) = match emb[9] {
+        protocol::TCP => (ihl + quoted.port_at, ihl + 16, true),
+        protocol::UDP => (ihl + quoted.port_at, ihl + 6, true),
+        protocol::ICMP => (ihl + 4, ihl + 2, false),
+        _ => {
+            apply_to(head, message);
+            return true;
+        }
     };
-    emb[port_at..port_at + 2].copy_from_slice(&port.to_be_bytes());
-    if let Ok(mut i) = IcmpPacket::new_checked(&mut icmp[..]) {
-        i.fill_checksum();
+    let new_port = port.to_be_bytes();
+    let old_port = u16::from_ne_bytes([emb[port_at], emb[port_at + 1]]);
+    emb[port_at..port_at + 2].copy_from_slice(&new_port);
+    message.word(old_port, u16::from_ne_bytes(new_port));
+    // A UDP datagram sent without a checksum keeps none (RFC 768).
+    let optional = emb[9] == protocol::UDP;
+    if let Some(sum) = emb.get_mut(sum_at..sum_at + 2) {
+        let old_sum = u16::from_ne_bytes([sum[0], sum[1]]);
+        if !(optional && old_sum == 0) {
+            let mut l4 = if pseudo { address } else { Delta::new() };
+            l4.word(old_port, u16::from_ne_bytes(new_port));
+            let n = l4.apply(old_sum);
+            let n = if optional && n == 0 { 0xffff } else { n };
+            sum.copy_from_slice(&n.to_ne_bytes());
+            message.word(old_sum, n);
+        }
     }
+    apply_to(head, message);
+    true
+}
+
+/// Folds `changes` into the checksum of the ICMP header `head`.
+fn apply_to(head: &mut [u8], changes: Delta) {
+    let c = u16::from_ne_bytes([head[2], head[3]]);
+    head[2..4].copy_from_slice(&changes.apply(c).to_ne_bytes());
 }
 
 fn word(b: &[u8], at: usize) -> u16 {
@@ -386,6 +432,63 @@ mod tests {
             rewrite_destination(&mut p, 3, 4, 1328);
             if len < 20 {
                 assert_eq!(p, before);
+            }
+        }
+    }
+
+    /// An ICMP port unreachable from `src` to `dst` quoting `quoted`, its checksum right.
+    fn icmp_error(src: u32, dst: u32, quoted: &[u8]) -> Vec<u8> {
+        crate::testkit::ipv4_icmp_error(src, dst, 3, 3, quoted)
+    }
+
+    #[test]
+    fn an_icmp_error_with_a_bad_checksum_is_refused_untouched() {
+        let quoted = packet(protocol::UDP, (1, 2), 64, (1024, 53), None, false, b"q");
+        let mut e = icmp_error(2, 1, &quoted);
+        e[20 + 8 + 20 + 8] ^= 1;
+        let before = e.clone();
+        assert!(!translate_icmp_error(&mut e, true, 3, 4000));
+        assert_eq!(e, before);
+    }
+
+    proptest! {
+        /// An ICMP error about a translated packet, either way, quoting the packet whole or
+        /// only its header and first 8 bytes: translated, the ICMP checksum and the quoted
+        /// header's verify, the quoted L4 checksum (whole quote) verifies over the translated
+        /// packet, and the short quote is the whole one's first bytes (its fields folded the
+        /// same way). A quoted UDP datagram without a checksum keeps none.
+        #[test]
+        fn icmp_errors_keep_every_checksum_they_quote(
+            proto in prop_oneof![Just(protocol::TCP), Just(protocol::UDP), Just(protocol::ICMP)],
+            inside in any::<u32>(), remote in any::<u32>(),
+            ports in any::<(u16, u16)>(), no_udp_sum in any::<bool>(),
+            payload in proptest::collection::vec(any::<u8>(), 0..32),
+            to_client in any::<bool>(), addr in any::<u32>(), port in any::<u16>(),
+        ) {
+            // Toward the client the quoted packet went from the ENI (`inside`) to the remote;
+            // toward the remote it came from the remote to the client (`inside`).
+            let (src, dst) = if to_client { (inside, remote) } else { (remote, inside) };
+            let quoted = packet(proto, (src, dst), 64, ports, None, no_udp_sum, &payload);
+            let mut whole = icmp_error(remote, inside, &quoted);
+            let mut short = icmp_error(remote, inside, &quoted[..28]);
+            prop_assert!(translate_icmp_error(&mut whole, to_client, addr, port));
+            prop_assert!(translate_icmp_error(&mut short, to_client, addr, port));
+            for e in [&whole, &short] {
+                let ip = Ipv4Packet::new_checked(&e[..]).unwrap();
+                prop_assert!(ip.verify_checksum());
+                prop_assert!(IcmpPacket::new_checked(ip.payload()).unwrap().verify_checksum());
+                prop_assert_eq!(checksum::checksum(&e[28..48]), 0);
+            }
+            prop_assert_eq!(&short[28..56], &whole[28..56]);
+            let q = &whole[28..];
+            let (at, port_at) = if to_client { (12, 0) } else { (16, 2) };
+            prop_assert_eq!(&q[at..at + 4], &addr.to_be_bytes()[..]);
+            let port_at = if proto == protocol::ICMP { 24 } else { 20 + port_at };
+            prop_assert_eq!(&q[port_at..port_at + 2], &port.to_be_bytes()[..]);
+            if proto == protocol::UDP && no_udp_sum {
+                prop_assert_eq!(&q[26..28], &[0, 0]);
+            } else {
+                prop_assert!(l4_verifies(q));
             }
         }
     }

@@ -154,7 +154,10 @@ impl<P: Port> Worker<P> {
                 self.cfg.mss_clamp,
             ),
             Rewrite::IcmpError => {
-                super::nat::translate_icmp_error(buf.data_mut(), true, client, client_port)
+                if !super::nat::translate_icmp_error(buf.data_mut(), true, client, client_port) {
+                    // Its ICMP checksum fails: dropped, not repaired (RFC 5508 REQ-3).
+                    return self.drop_packet(buf, DropReason::MalformedIcmp);
+                }
             }
         }
         self.encrypt_to_client(buf, owner);
