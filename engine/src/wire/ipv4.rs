@@ -15,6 +15,14 @@ pub fn header_checksum_ok(h: &[u8; MIN_HEADER_LEN]) -> bool {
     checksum::fold_wide(w(0) + w(4) + w(8) + w(12) + w(16)) == 0xffff
 }
 
+/// `header_checksum_ok` for a header with options (rare: out of line, off the data path's
+/// code).
+#[cold]
+#[inline(never)]
+fn options_checksum_ok(header: &[u8]) -> bool {
+    checksum::fold(checksum::sum(0, header)) == 0xffff
+}
+
 /// IP protocol numbers sluice handles.
 pub mod protocol {
     /// ICMP.
@@ -167,7 +175,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         let b = self.b();
         match b.first_chunk::<MIN_HEADER_LEN>() {
             Some(h) if self.header_len() == MIN_HEADER_LEN => header_checksum_ok(h),
-            _ => checksum::fold(checksum::sum(0, &b[..self.header_len()])) == 0xffff,
+            _ => options_checksum_ok(&b[..self.header_len()]),
         }
     }
 
