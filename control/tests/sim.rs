@@ -22,9 +22,9 @@ use sluice_control::proto::key_method;
 use sluice_control::proto::packet::{opcode, ControlPacket};
 use sluice_control::proto::room::CoreRoom;
 use sluice_control::proto::server::{
-    peer_id_range, CertificateOnly, CloseReason, Event, Server, Settings,
+    peer_id_range, Authenticator, CertificateOnly, CloseReason, Event, Server, Settings,
 };
-use sluice_control::proto::session::Phase;
+use sluice_control::proto::session::{KeyPhase, Phase};
 use sluice_control::proto::tls::{server_config, TlsFiles};
 use sluice_control::proto::Remote;
 
@@ -839,4 +839,207 @@ fn garbage_never_panics_and_stays_bounded() {
     let c = server.counters();
     assert!(c.malformed > 0 && c.unknown_session > 0, "{c:?}");
     assert_eq!(c.handshakes, 0);
+}
+
+/// One client and the server on a clean link, stepped on a virtual clock: what the client
+/// sends reaches the server while `up` holds, what the server sends reaches the client while
+/// `down` holds; the server's events are kept with the moment they came.
+struct Rig<A: Authenticator> {
+    server: Server<A>,
+    client: Client,
+    addr: Remote,
+    start: Instant,
+    now: Instant,
+    up: bool,
+    down: bool,
+    events: Vec<(Instant, Event)>,
+    /// The opcodes and key_ids of the server's datagrams, in order.
+    sent: Vec<(u8, u8)>,
+}
+
+impl<A: Authenticator> Rig<A> {
+    fn new(server: Server<A>, client: Client) -> Self {
+        let start = Instant::now();
+        Self {
+            server,
+            client,
+            addr: from(0x0a00_0001, 40000),
+            start,
+            now: start,
+            up: true,
+            down: true,
+            events: Vec::new(),
+            sent: Vec::new(),
+        }
+    }
+
+    /// Wall-clock seconds at the virtual `now`.
+    fn unix(&self) -> u64 {
+        UNIX + (self.now - self.start).as_secs()
+    }
+
+    /// One exchange at `now`, then the clock moves on by `dt`.
+    fn step(&mut self, dt: Duration) {
+        let mut out = Vec::new();
+        self.client.poll(self.now, &mut out).unwrap();
+        let unix = self.unix();
+        for d in out.into_iter().filter(|_| self.up) {
+            self.server
+                .handle_datagram(self.now, unix, self.addr, LOCAL, &d);
+        }
+        if self.server.poll_timeout().is_some_and(|t| t <= self.now) {
+            self.server.handle_timeout(self.now);
+        }
+        self.deliver();
+        self.server.check_timers().unwrap();
+        self.now += dt;
+    }
+
+    /// What the server has to send and say now: its datagrams to the client (while `down`)
+    /// and its events.
+    fn deliver(&mut self) {
+        while let Some(t) = self.server.poll_transmit() {
+            let p = ControlPacket::parse(&t.payload).unwrap();
+            self.sent.push((p.opcode, p.key_id));
+            if self.down && t.remote == self.addr {
+                // After a refusal the client may find the rest odd: only the server's word
+                // counts.
+                let _ = self.client.handle(&t.payload);
+            }
+        }
+        while let Some(e) = self.server.poll_event() {
+            self.events.push((self.now, e));
+        }
+    }
+
+    /// Steps of 10 ms until `done` holds, for `within` at most; whether it came to hold.
+    fn run_until(&mut self, within: Duration, done: impl Fn(&Self) -> bool) -> bool {
+        let end = self.now + within;
+        while self.now < end {
+            self.step(Duration::from_millis(10));
+            if done(self) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The moment the server made the keys of `key_id`, if it did.
+    fn keys_ready(&self, key_id: u8) -> Option<Instant> {
+        self.events.iter().find_map(|(at, e)| match e {
+            Event::KeysReady { key_id: k, .. } if *k == key_id => Some(*at),
+            _ => None,
+        })
+    }
+
+    /// The reasons of the server's refusals so far.
+    fn refusals(&self) -> Vec<FailureReason> {
+        self.events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Event::AuthFailed { reason, .. } => Some(reason.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The one session's key states: (key_id, phase), oldest first.
+    fn keys(&self) -> Vec<(u8, KeyPhase)> {
+        let s = self.server.sessions().next().unwrap();
+        s.keys.iter().map(|k| (k.key_id, k.phase)).collect()
+    }
+
+    /// Connects the client: its first key made and pushed.
+    fn connect(&mut self) {
+        assert!(
+            self.run_until(Duration::from_secs(30), |r| r.client.connected()),
+            "connected: {:?}",
+            self.refusals()
+        );
+    }
+
+    /// The client renegotiates `key_id` to the end: the server made the keys and the client
+    /// has them too.
+    fn renegotiate(&mut self, key_id: u8) -> Instant {
+        self.client.renegotiate(key_id).unwrap();
+        let blocks = self.client.key_blocks.len();
+        assert!(
+            self.run_until(Duration::from_secs(30), |r| {
+                r.keys_ready(key_id).is_some() && r.client.key_blocks.len() > blocks
+            }),
+            "renegotiation of key {key_id}: {:?}",
+            self.refusals()
+        );
+        self.keys_ready(key_id).unwrap()
+    }
+}
+
+fn certificate_client(sid: u8) -> Client {
+    Client::new(client_config(), "server", [sid; 8], None).unwrap()
+}
+
+/// OpenVPN 2.6 clients renegotiate every hour (`reneg-sec 3600`), and the previous key is
+/// retired an hour (the transition window) after a renegotiation completes: a client's soft
+/// reset lands just before the retirement as a matter of course. The retirement takes the
+/// previous key, never the active one beneath the new negotiation; when that negotiation
+/// then fails, it is abandoned, the session goes on with its active key, no timer stays due,
+/// and the client's next renegotiation is taken.
+#[test]
+fn a_renegotiation_at_the_retirement_of_the_previous_key_keeps_the_active_key() {
+    let server = Server::new(
+        Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20)),
+        CertificateOnly,
+    );
+    let mut rig = Rig::new(server, certificate_client(1));
+    rig.connect();
+    rig.now += Duration::from_secs(3590);
+    let t1 = rig.renegotiate(1);
+    assert_eq!(rig.keys(), [(0, KeyPhase::Active), (1, KeyPhase::Active)]);
+    // Half a second before key 0 is retired, the client's soft reset for key 2 arrives, then
+    // nothing more from the client.
+    rig.now = t1 + Duration::from_millis(3_599_500);
+    rig.client.renegotiate(2).unwrap();
+    rig.step(Duration::from_millis(10));
+    assert_eq!(
+        rig.keys(),
+        [(1, KeyPhase::Active), (2, KeyPhase::Tls)],
+        "the soft reset was taken"
+    );
+    rig.up = false;
+    let retired = |r: &Rig<CertificateOnly>| {
+        r.events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::RetirePreviousKey { .. }))
+    };
+    assert!(rig.run_until(Duration::from_secs(2), retired));
+    assert_eq!(
+        rig.keys(),
+        [(1, KeyPhase::Active), (2, KeyPhase::Tls)],
+        "the retirement leaves the active key"
+    );
+    while rig.now < t1 + Duration::from_secs(3600 + 120) {
+        rig.step(Duration::from_millis(100));
+    }
+    assert_eq!(
+        rig.keys(),
+        [(1, KeyPhase::Active)],
+        "the failed renegotiation was abandoned"
+    );
+    assert!(
+        rig.server.poll_timeout().is_some_and(|t| t > rig.now),
+        "a timer stays due: {:?}",
+        rig.server
+            .poll_timeout()
+            .map(|t| t.checked_duration_since(rig.now))
+    );
+    let closed = rig
+        .events
+        .iter()
+        .any(|(_, e)| matches!(e, Event::Closed { .. }));
+    assert!(!closed, "the session goes on");
+    // The client comes back and renegotiates again: taken.
+    rig.up = true;
+    rig.renegotiate(3);
+    assert_eq!(rig.keys(), [(1, KeyPhase::Active), (3, KeyPhase::Active)]);
+    assert!(rig.refusals().is_empty(), "{:?}", rig.refusals());
 }

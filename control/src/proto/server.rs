@@ -1141,14 +1141,13 @@ impl<A: Authenticator> Server<A> {
                     self.end(remote, CloseReason::SessionTimeout, now);
                 }
                 Phase::Established => {
-                    // A renegotiation that never completed is abandoned (the old key stays).
-                    let hw = self.settings.hand_window;
-                    if s.keys.len() > 1
-                        && s.keys.last().is_some_and(|k| {
-                            k.phase != super::session::KeyPhase::Active && now >= k.started + hw
-                        })
-                    {
-                        s.keys.pop();
+                    // A renegotiation that never completed is abandoned (the active key stays).
+                    if !s.abandon_stale_negotiations(now, self.settings.hand_window) {
+                        // No active key is left to carry the session (retirement keeps the
+                        // newest one, so this is not expected): it ends, rather than stay due.
+                        self.end(remote, CloseReason::HandshakeTimeout, now);
+                        self.flush(remote, now);
+                        continue;
                     }
                     if let Some(r) = self.settings.reneg {
                         let peer = s.peer_id;
@@ -1162,9 +1161,9 @@ impl<A: Authenticator> Server<A> {
                     let peer = s.peer_id;
                     if self.retire_at.get(&peer).is_some_and(|t| now >= *t) {
                         self.retire_at.remove(&peer);
-                        if s.keys.len() > 1 {
-                            s.keys.remove(0);
-                        }
+                        // Only the key before the newest active one goes: a renegotiation the
+                        // client started just before keeps the active key beneath it.
+                        s.retire_previous();
                         self.events
                             .push_back(Event::RetirePreviousKey { peer_id: peer });
                     }

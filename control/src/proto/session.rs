@@ -236,6 +236,24 @@ impl Session {
         true
     }
 
+    /// Drops the key states older than the newest active one: the previous key, at the end of
+    /// its transition window. The newest active key stays, and so does a key still being
+    /// negotiated above it (a renegotiation the client started just before).
+    pub fn retire_previous(&mut self) {
+        if let Some(newest_active) = self.keys.iter().rposition(|k| k.phase == KeyPhase::Active) {
+            self.keys.drain(..newest_active);
+        }
+    }
+
+    /// Abandons the negotiations (key states not active) started `hand_window` or more before
+    /// `now` that did not complete; the active keys stay. Returns whether an active key
+    /// remains to carry the session.
+    pub fn abandon_stale_negotiations(&mut self, now: Instant, hand_window: Duration) -> bool {
+        self.keys
+            .retain(|k| k.phase == KeyPhase::Active || now < k.started + hand_window);
+        self.keys.iter().any(|k| k.phase == KeyPhase::Active)
+    }
+
     /// Handles a packet of this session; returns what the server must do next.
     pub fn handle_packet(
         &mut self,
