@@ -1043,3 +1043,50 @@ fn a_renegotiation_at_the_retirement_of_the_previous_key_keeps_the_active_key() 
     assert_eq!(rig.keys(), [(1, KeyPhase::Active), (3, KeyPhase::Active)]);
     assert!(rig.refusals().is_empty(), "{:?}", rig.refusals());
 }
+
+/// An administrator ends a session while the client's renegotiation is in its handshake:
+/// the RESTART goes out on the active key, where the client reads it, not on the key still
+/// being negotiated (which a closing session no longer feeds, so it would never complete).
+#[test]
+fn a_message_during_a_renegotiation_reaches_the_client() {
+    let server = Server::new(
+        Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20)),
+        CertificateOnly,
+    );
+    let mut rig = Rig::new(server, certificate_client(2));
+    rig.connect();
+    let peer = rig
+        .events
+        .iter()
+        .find_map(|(_, e)| match e {
+            Event::KeysReady { peer_id, .. } => Some(*peer_id),
+            _ => None,
+        })
+        .unwrap();
+    rig.run_until(Duration::from_secs(1), |_| false);
+    // The client's soft reset reaches the server and our answer reaches the client; nothing
+    // of the client's TLS handshake does.
+    rig.client.renegotiate(1).unwrap();
+    rig.step(Duration::from_millis(10));
+    assert_eq!(rig.keys(), [(0, KeyPhase::Active), (1, KeyPhase::Tls)]);
+    assert!(rig.sent.contains(&(opcode::SOFT_RESET_V1, 1)));
+    rig.up = false;
+    let now = rig.now;
+    assert!(rig.server.terminate(
+        peer,
+        "RESTART,terminated by an administrator",
+        CloseReason::Terminated("by an administrator".into()),
+        now,
+    ));
+    rig.deliver();
+    rig.up = true;
+    rig.run_until(Duration::from_secs(3), |_| false);
+    assert!(
+        rig.client
+            .messages
+            .iter()
+            .any(|m| m == "RESTART,terminated by an administrator"),
+        "{:?}",
+        rig.client.messages
+    );
+}

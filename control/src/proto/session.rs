@@ -406,9 +406,17 @@ impl Session {
         Ok(m)
     }
 
-    /// Writes a text control message (NUL-terminated, one TLS record) on the newest key.
+    /// Writes a text control message (NUL-terminated, one TLS record) on the newest active key,
+    /// never on one still in handshake: a renegotiation under way may never complete (and a
+    /// closing session no longer feeds TLS), so what is written there would not reach the
+    /// client. Before the first key is active there is nowhere to write it.
     pub fn send_text(&mut self, text: &str) {
-        let Some(k) = self.keys.last_mut() else {
+        let Some(k) = self
+            .keys
+            .iter_mut()
+            .rev()
+            .find(|k| k.phase == KeyPhase::Active)
+        else {
             return;
         };
         let mut m = text.as_bytes().to_vec();
