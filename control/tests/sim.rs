@@ -12,10 +12,13 @@ use std::process::Command;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use sluice_control::auth::directory::{hash_password, UsersFileDirectory};
+use sluice_control::auth::{totp, EndpointAuth};
 use sluice_control::connlog::FailureReason;
 use sluice_control::proto::client::Client;
 use sluice_control::proto::key_method;
@@ -1089,4 +1092,79 @@ fn a_message_during_a_renegotiation_reaches_the_client() {
         "{:?}",
         rig.client.messages
     );
+}
+
+/// The TOTP secret of the users file below (RFC 6238's "12345678901234567890").
+const TOTP_SECRET: &[u8] = b"12345678901234567890";
+
+/// A users file with `alice` (password `pw`, group `g`, MFA) and `bob` (password `pw`), as
+/// a directory authenticator that asks alice for a one-time code.
+fn users(with_bob: bool) -> EndpointAuth {
+    let hash = hash_password("pw").unwrap();
+    let mut text = format!(
+        "[[user]]\nname = \"alice\"\npassword_hash = \"{hash}\"\ngroups = [\"g\"]\ntotp_secret = \"GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\"\n"
+    );
+    if with_bob {
+        text.push_str(&format!(
+            "[[user]]\nname = \"bob\"\npassword_hash = \"{hash}\"\ngroups = [\"g\"]\n"
+        ));
+    }
+    let dir = UsersFileDirectory::parse(&text).unwrap();
+    EndpointAuth::new(false, Some(Box::new(dir)), true)
+}
+
+/// OpenVPN's static-challenge password: the password and the code at `unix`.
+fn scrv1(password: &str, unix: u64) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let code = format!("{:06}", totp::code_at(TOTP_SECRET, unix / totp::STEP, 6));
+    format!("SCRV1:{}:{}", b64.encode(password), b64.encode(code))
+}
+
+/// An MFA user's session gets an auth-token whether its PUSH_REPLY fits one message or is
+/// continued (many routes), and the client's renegotiation an hour later, which carries the
+/// token instead of the (by then stale) one-time code, is taken.
+#[test]
+fn an_mfa_user_gets_a_token_and_renegotiates_with_it_whatever_the_push_length() {
+    for routes in [2u8, 30] {
+        let mut settings = Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20));
+        settings.password_required = true;
+        settings.routes = Some(
+            (0..routes)
+                .map(|i| {
+                    (
+                        std::net::Ipv4Addr::new(10, i, 0, 0),
+                        std::net::Ipv4Addr::new(255, 255, 0, 0),
+                    )
+                })
+                .collect(),
+        );
+        let server = Server::new(settings, users(false));
+        let credentials = ("alice".to_owned(), scrv1("pw", UNIX));
+        let client = Client::new(client_config(), "server", [3; 8], Some(credentials)).unwrap();
+        let mut rig = Rig::new(server, client);
+        rig.connect();
+        // Every part of the push came before the client counted itself connected; with 30
+        // routes there are several.
+        rig.run_until(Duration::from_secs(1), |_| false);
+        let pushes: Vec<&String> = rig
+            .client
+            .messages
+            .iter()
+            .filter(|m| m.starts_with("PUSH_REPLY"))
+            .collect();
+        assert_eq!(pushes.len() > 1, routes == 30, "{pushes:?}");
+        let tokens = pushes
+            .iter()
+            .flat_map(|m| m.split(','))
+            .filter(|o| o.starts_with("auth-token "))
+            .count();
+        assert_eq!(tokens, 1, "{routes} routes: one auth-token pushed");
+        rig.now += Duration::from_secs(3590);
+        rig.renegotiate(1);
+        assert!(
+            rig.refusals().is_empty(),
+            "{routes} routes: {:?}",
+            rig.refusals()
+        );
+    }
 }

@@ -72,6 +72,9 @@ pub struct Client {
     /// sluice pushes unasked).
     pub push_request: bool,
     push_requested: bool,
+    /// The `auth-token` the server pushed, sent instead of the password in later key
+    /// exchanges (renegotiations), as OpenVPN 2.6 clients do.
+    auth_token: Option<String>,
     /// The IV_PROTO bits announced in the key exchange (an OpenVPN 2.6.14 client's, 990,
     /// unless changed before the TLS handshake completes).
     pub iv_proto: u32,
@@ -111,6 +114,7 @@ impl Client {
             key_blocks: Vec::new(),
             push_request: false,
             push_requested: false,
+            auth_token: None,
             iv_proto: 990,
         };
         c.start_key(0, opcode::HARD_RESET_CLIENT_V2)?;
@@ -159,7 +163,7 @@ impl Client {
         match &self.credentials {
             Some((u, p)) => {
                 m.extend(string(u));
-                m.extend(string(p));
+                m.extend(string(self.auth_token.as_deref().unwrap_or(p)));
             }
             None => m.extend([0, 0, 0, 0]),
         }
@@ -228,8 +232,16 @@ impl Client {
         }
         while let Some(end) = k.plain.iter().position(|b| *b == 0) {
             let m: Vec<u8> = k.plain.drain(..=end).collect();
-            self.messages
-                .push(String::from_utf8_lossy(&m[..m.len() - 1]).into_owned());
+            let m = String::from_utf8_lossy(&m[..m.len() - 1]).into_owned();
+            if let Some(options) = m.strip_prefix("PUSH_REPLY,") {
+                if let Some(t) = options
+                    .split(',')
+                    .find_map(|o| o.strip_prefix("auth-token "))
+                {
+                    self.auth_token = Some(t.to_owned());
+                }
+            }
+            self.messages.push(m);
         }
         Ok(())
     }

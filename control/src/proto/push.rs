@@ -35,8 +35,11 @@ pub struct PushOptions {
 /// The longest PUSH_REPLY message (OpenVPN splits at about 1024 bytes).
 pub const MAX_MESSAGE: usize = 1024;
 
-/// The PUSH_REPLY message(s), each without its NUL terminator.
-pub fn push_reply(o: &PushOptions) -> Vec<String> {
+/// The PUSH_REPLY message(s), each without its NUL terminator. `auth_token` (a credential for
+/// the session, kept out of `PushOptions` so that its Debug output cannot show it) is pushed as
+/// an option of its own, `auth-token <token>`, in whichever message of a continued push has room
+/// for it: the client applies the options of every part once the last has come.
+pub fn push_reply(o: &PushOptions, auth_token: Option<&str>) -> Vec<String> {
     let mut opts = vec![
         "topology subnet".to_owned(),
         format!("route-gateway {}", o.route_gateway),
@@ -62,6 +65,9 @@ pub fn push_reply(o: &PushOptions) -> Vec<String> {
         (false, false) => {}
     }
     opts.push("tun-mtu 1500".to_owned());
+    if let Some(t) = auth_token {
+        opts.push(format!("auth-token {t}"));
+    }
 
     // Greedy packing; room is kept for ",push-continuation N".
     const CONT: usize = ",push-continuation 2".len();
@@ -118,7 +124,7 @@ mod tests {
     fn reference_examples() {
         // §8.5, split tunnel, word for word.
         assert_eq!(
-            push_reply(&base()),
+            push_reply(&base(), None),
             vec!["PUSH_REPLY,topology subnet,route-gateway 10.100.0.1,route 192.168.50.0 255.255.255.0,route 10.20.0.0 255.255.0.0,dhcp-option DNS 10.100.0.1,ping 10,ping-restart 60,ifconfig 10.100.0.6 255.255.252.0,peer-id 3,cipher AES-256-GCM,protocol-flags cc-exit tls-ekm,tun-mtu 1500"]
         );
         let full = PushOptions {
@@ -126,7 +132,7 @@ mod tests {
             ..base()
         };
         assert_eq!(
-            push_reply(&full),
+            push_reply(&full, None),
             vec!["PUSH_REPLY,topology subnet,route-gateway 10.100.0.1,redirect-gateway def1,dhcp-option DNS 10.100.0.1,ping 10,ping-restart 60,ifconfig 10.100.0.6 255.255.252.0,peer-id 3,cipher AES-256-GCM,protocol-flags cc-exit tls-ekm,tun-mtu 1500"]
         );
         let legacy = PushOptions {
@@ -134,7 +140,7 @@ mod tests {
             cc_exit: false,
             ..base()
         };
-        assert!(!push_reply(&legacy)[0].contains("tls-ekm"));
+        assert!(!push_reply(&legacy, None)[0].contains("tls-ekm"));
     }
 
     #[test]
@@ -142,10 +148,13 @@ mod tests {
         let routes = (0..100u8)
             .map(|i| (Ipv4Addr::new(10, i, 0, 0), Ipv4Addr::new(255, 255, 0, 0)))
             .collect();
-        let msgs = push_reply(&PushOptions {
-            routes: Some(routes),
-            ..base()
-        });
+        let msgs = push_reply(
+            &PushOptions {
+                routes: Some(routes),
+                ..base()
+            },
+            None,
+        );
         assert!(msgs.len() >= 3);
         for (i, m) in msgs.iter().enumerate() {
             assert!(
@@ -160,5 +169,30 @@ mod tests {
         }
         let all = msgs.join(",");
         assert_eq!(all.matches(",route 10.").count(), 100);
+    }
+
+    #[test]
+    fn the_auth_token_is_pushed_in_one_message_or_continued() {
+        let token = "0123456789abcdef0123456789abcdef0123456789abcdef";
+        for n in [0u8, 2, 30, 100] {
+            let routes = (0..n)
+                .map(|i| (Ipv4Addr::new(10, i, 0, 0), Ipv4Addr::new(255, 255, 0, 0)))
+                .collect();
+            let msgs = push_reply(
+                &PushOptions {
+                    routes: Some(routes),
+                    ..base()
+                },
+                Some(token),
+            );
+            let with: Vec<_> = msgs
+                .iter()
+                .filter(|m| m.split(',').any(|o| o == format!("auth-token {token}")))
+                .collect();
+            assert_eq!(with.len(), 1, "{n} routes: {msgs:?}");
+            assert!(msgs.iter().all(|m| m.len() <= MAX_MESSAGE), "{n} routes");
+            assert_eq!(msgs.join(",").matches(",route 10.").count(), usize::from(n));
+            assert_eq!(msgs.len() > 1, n >= 30, "{n} routes: {msgs:?}");
+        }
     }
 }

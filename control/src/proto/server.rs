@@ -800,27 +800,23 @@ impl<A: Authenticator> Server<A> {
             rand::thread_rng().fill_bytes(&mut t);
             t.iter().map(|b| format!("{b:02x}")).collect::<String>()
         });
-        let mut push = push_reply(&PushOptions {
-            ifconfig: vip,
-            netmask,
-            route_gateway: gateway,
-            routes: settings.routes.clone(),
-            dns: settings.dns.clone(),
-            ping: settings.ping,
-            ping_restart: settings.ping_restart,
-            peer_id: s.peer_id,
-            cipher,
-            tls_ekm: ekm,
-            cc_exit: info.has(PeerInfo::CC_EXIT_NOTIFY),
-        });
-        if let (Some(t), Some(last)) = (&token, push.last_mut()) {
-            // Keep the token out of the logs: it is a credential for this session.
-            if last.len() + t.len() + 12 < super::push::MAX_MESSAGE
-                && !last.contains("push-continuation")
-            {
-                last.push_str(&format!(",auth-token {t}"));
-            }
-        }
+        // The token is a credential for this session: it stays out of the logs.
+        let push = push_reply(
+            &PushOptions {
+                ifconfig: vip,
+                netmask,
+                route_gateway: gateway,
+                routes: settings.routes.clone(),
+                dns: settings.dns.clone(),
+                ping: settings.ping,
+                ping_restart: settings.ping_restart,
+                peer_id: s.peer_id,
+                cipher,
+                tls_ekm: ekm,
+                cc_exit: info.has(PeerInfo::CC_EXIT_NOTIFY),
+            },
+            token.as_deref(),
+        );
         s.identity = Some(Identity {
             common_name: creds.common_name.clone(),
             username: msg.username.clone(),
