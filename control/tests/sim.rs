@@ -120,11 +120,17 @@ fn simulate(seed: u64, loss: f64, dup: f64) {
 }
 
 fn tls() -> std::sync::Arc<rustls::ServerConfig> {
+    tls_with_crl("crl.pem")
+}
+
+/// The server's TLS configuration with the CRL of file `crl` (`crl.pem` revokes client2,
+/// `crl-all.pem` client1 too).
+fn tls_with_crl(crl: &str) -> std::sync::Arc<rustls::ServerConfig> {
     let (chain, key, ca, crl) = (
         read("server.crt"),
         read("server.key"),
         read("ca.crt"),
-        read("crl.pem"),
+        read(crl),
     );
     server_config(&TlsFiles {
         server_chain_pem: &chain,
@@ -1166,5 +1172,46 @@ fn an_mfa_user_gets_a_token_and_renegotiates_with_it_whatever_the_push_length() 
             "{routes} routes: {:?}",
             rig.refusals()
         );
+    }
+}
+
+/// A reload brings a CRL while a client's handshake is under way, after the server's first
+/// flight and before the client's certificate: the certificate is verified again under the
+/// new configuration before the client is authorised, so one the new CRL revokes is refused;
+/// one it does not revoke connects.
+#[test]
+fn a_crl_loaded_during_a_handshake_applies_to_it() {
+    for (crl, verdict) in [
+        ("crl-all.pem", Some(FailureReason::CertificateRevoked)),
+        ("crl.pem", None),
+    ] {
+        let server = Server::new(
+            Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20)),
+            CertificateOnly,
+        );
+        let mut rig = Rig::new(server, certificate_client(4));
+        assert!(rig.run_until(Duration::from_secs(5), |r| r
+            .sent
+            .contains(&(opcode::CONTROL_V1, 0))));
+        assert!(
+            rig.server
+                .sessions()
+                .all(|s| s.phase == Phase::Handshaking && s.identity.is_none()),
+            "the client's certificate has not come yet"
+        );
+        rig.server.set_tls(tls_with_crl(crl));
+        rig.run_until(Duration::from_secs(10), |r| {
+            r.keys_ready(0).is_some() || !r.refusals().is_empty()
+        });
+        match verdict {
+            Some(reason) => {
+                assert_eq!(rig.refusals(), [reason], "{crl}");
+                assert!(rig.keys_ready(0).is_none(), "{crl}");
+            }
+            None => {
+                assert!(rig.refusals().is_empty(), "{crl}: {:?}", rig.refusals());
+                assert!(rig.keys_ready(0).is_some(), "{crl}");
+            }
+        }
     }
 }

@@ -374,7 +374,11 @@ impl<A: Authenticator> Server<A> {
         }
     }
 
-    /// Replaces the TLS configuration (a new certificate or CRL): new sessions only.
+    /// Replaces the TLS configuration (a new certificate or CRL). New handshakes run under it;
+    /// one already under way keeps its own, and its client certificate is verified again
+    /// under this one before the client is authorised (first key or renegotiation), so a
+    /// certificate the new CRL revokes is refused (`CertificateRevoked`). Established sessions
+    /// are the runtime's to end (by certificate serial).
     pub fn set_tls(&mut self, tls: Arc<rustls::ServerConfig>) {
         self.settings.tls = tls;
     }
@@ -598,13 +602,7 @@ impl<A: Authenticator> Server<A> {
             Step::Authenticate { key_id } => self.authenticate(remote, key_id, now, unix_now),
             Step::TlsFailed(e) => {
                 let detail = e.to_string();
-                let reason = match e {
-                    TlsFailure::Revoked => FailureReason::CertificateRevoked,
-                    TlsFailure::CrlExpired(_) => FailureReason::CrlExpired,
-                    TlsFailure::BadCertificate(_) => FailureReason::BadCertificate,
-                    TlsFailure::Protocol(m) => FailureReason::TlsError(m),
-                };
-                self.refuse_with(remote, None, None, reason, detail, now);
+                self.refuse_with(remote, None, None, failure_of(e), detail, now);
             }
             Step::ClientExit => self.end(remote, CloseReason::ClientExit, now),
             Step::PushRequest => {
@@ -645,7 +643,12 @@ impl<A: Authenticator> Server<A> {
         let first = s.phase == Phase::Handshaking;
         let cn = creds.common_name.clone();
         let user = creds.message.username.clone();
-        let verdict = self.check(remote, &creds, first, unix_now);
+        // A handshake begun before the TLS configuration was replaced (a reload with a new
+        // CRL) verified the certificate under the old one: it is checked under the current one.
+        let verdict = match s.verify_certificate_under(key_id, &self.settings.tls, unix_now) {
+            Ok(()) => self.check(remote, &creds, first, unix_now),
+            Err(e) => Err(failure_of(e)),
+        };
         let Some(s) = self.sessions.get_mut(&remote) else {
             return;
         };
@@ -1183,6 +1186,16 @@ impl<A: Authenticator> Server<A> {
     /// When `handle_timeout` must run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.first().map(|&(t, _)| t)
+    }
+}
+
+/// The connection-log reason for a TLS failure.
+fn failure_of(e: TlsFailure) -> FailureReason {
+    match e {
+        TlsFailure::Revoked => FailureReason::CertificateRevoked,
+        TlsFailure::CrlExpired(_) => FailureReason::CrlExpired,
+        TlsFailure::BadCertificate(_) => FailureReason::BadCertificate,
+        TlsFailure::Protocol(m) => FailureReason::TlsError(m),
     }
 }
 

@@ -40,6 +40,9 @@ pub struct KeyState {
     /// Reliability layer.
     pub reliable: Reliable,
     tls: TlsSession,
+    /// The TLS configuration its handshake began under (the client certificate is checked
+    /// again at authorisation if the server's has been replaced since).
+    tls_config: Arc<rustls::ServerConfig>,
     plain: Vec<u8>,
     /// Where it is.
     pub phase: KeyPhase,
@@ -138,15 +141,20 @@ pub enum Step {
 }
 
 impl KeyState {
-    fn new(key_id: u8, tls: TlsSession, now: Instant) -> Self {
-        Self {
+    fn new(
+        key_id: u8,
+        config: &Arc<rustls::ServerConfig>,
+        now: Instant,
+    ) -> Result<Self, TlsFailure> {
+        Ok(Self {
             key_id,
             reliable: Reliable::default(),
-            tls,
+            tls: TlsSession::new(Arc::clone(config))?,
+            tls_config: Arc::clone(config),
             plain: Vec::new(),
             phase: KeyPhase::Tls,
             started: now,
-        }
+        })
     }
 }
 
@@ -165,7 +173,7 @@ impl Session {
         tls: Arc<rustls::ServerConfig>,
         now: Instant,
     ) -> Result<Self, TlsFailure> {
-        let mut ks = KeyState::new(0, TlsSession::new(tls)?, now);
+        let mut ks = KeyState::new(0, &tls, now)?;
         ks.reliable.skip_first_exchange();
         Ok(Self {
             remote,
@@ -222,10 +230,9 @@ impl Session {
         tls: &Arc<rustls::ServerConfig>,
         now: Instant,
     ) -> bool {
-        let Ok(t) = TlsSession::new(Arc::clone(tls)) else {
+        let Ok(mut ks) = KeyState::new(key_id, tls, now) else {
             return false;
         };
-        let mut ks = KeyState::new(key_id, t, now);
         // A fresh queue always has room.
         let _ = ks.reliable.queue(opcode::SOFT_RESET_V1, Vec::new());
         self.keys.push(ks);
@@ -369,6 +376,29 @@ impl Session {
             serial,
             message,
         })
+    }
+
+    /// Checks the client certificate of key state `key_id` against `current`, the server's TLS
+    /// configuration now, if its handshake began under another (replaced since, e.g. by a
+    /// reload with a new CRL): a certificate revoked meanwhile is not authorised.
+    ///
+    /// # Errors
+    /// The certificate does not verify under `current`, or there is no such key state.
+    pub fn verify_certificate_under(
+        &self,
+        key_id: u8,
+        current: &Arc<rustls::ServerConfig>,
+        unix_now: u64,
+    ) -> Result<(), TlsFailure> {
+        let k = self
+            .keys
+            .iter()
+            .find(|k| k.key_id == key_id)
+            .ok_or_else(|| TlsFailure::Protocol("no such key state".into()))?;
+        if Arc::ptr_eq(&k.tls_config, current) {
+            return Ok(());
+        }
+        k.tls.verify_peer_under(current, unix_now)
     }
 
     /// Completes the key exchange of `key_id`: writes our key-method reply and derives the

@@ -6,7 +6,8 @@
 
 use std::fmt;
 use std::io::{Read, Write};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::pem::PemObject;
@@ -179,12 +180,36 @@ pub fn server_config(files: &TlsFiles<'_>) -> Result<Arc<ServerConfig>, String> 
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| format!("TLS versions: {e}"))?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(Arc::clone(&verifier))
         .with_single_cert(chain, key)
         .map_err(|e| format!("server certificate and key: {e}"))?;
     // Spec §4.4: 2.6 never resumes; tickets only add control-channel bytes.
     config.send_tls13_tickets = 0;
-    Ok(Arc::new(config))
+    let config = Arc::new(config);
+    remember_verifier(&config, verifier);
+    Ok(config)
+}
+
+/// The client-certificate verifier of each configuration `server_config` built, while the
+/// configuration lives. rustls keeps a configuration's verifier to itself, and a handshake
+/// begun under a configuration since replaced (a reload with a new CRL) is checked again
+/// against the current one before its client is authorised (`TlsSession::verify_peer_under`).
+type Verifiers = Vec<(std::sync::Weak<ServerConfig>, Arc<dyn ClientCertVerifier>)>;
+static VERIFIERS: Mutex<Verifiers> = Mutex::new(Vec::new());
+
+fn remember_verifier(config: &Arc<ServerConfig>, verifier: Arc<dyn ClientCertVerifier>) {
+    let mut known = VERIFIERS.lock().unwrap_or_else(PoisonError::into_inner);
+    known.retain(|(c, _)| c.strong_count() > 0);
+    known.push((Arc::downgrade(config), verifier));
+}
+
+fn verifier_of(config: &Arc<ServerConfig>) -> Option<Arc<dyn ClientCertVerifier>> {
+    let known = VERIFIERS.lock().unwrap_or_else(PoisonError::into_inner);
+    known.iter().find_map(|(c, v)| {
+        c.upgrade()
+            .is_some_and(|c| Arc::ptr_eq(&c, config))
+            .then(|| Arc::clone(v))
+    })
 }
 
 /// One TLS session (one key_id) on the server side.
@@ -267,6 +292,37 @@ impl TlsSession {
             .ok()?
             .to_owned();
         Some(cn)
+    }
+
+    /// Verifies the client's certificate chain again, with the client verifier of `config` (CA,
+    /// CRL and its expiry) at `unix_now`: for a session whose handshake began under another
+    /// configuration, since replaced. No certificate passes only if `config` asks for none.
+    ///
+    /// # Errors
+    /// The chain does not verify under `config` (`Revoked` for a certificate its CRL lists),
+    /// or `config` was not built by `server_config` (its verifier is unknown).
+    pub fn verify_peer_under(
+        &self,
+        config: &Arc<ServerConfig>,
+        unix_now: u64,
+    ) -> Result<(), TlsFailure> {
+        let Some(verifier) = verifier_of(config) else {
+            return Err(TlsFailure::Protocol(
+                "the TLS configuration changed during the handshake; its verifier is unknown"
+                    .into(),
+            ));
+        };
+        let now = UnixTime::since_unix_epoch(Duration::from_secs(unix_now));
+        match self.conn.peer_certificates() {
+            Some([end_entity, intermediates @ ..]) => verifier
+                .verify_client_cert(end_entity, intermediates, now)
+                .map(|_| ())
+                .map_err(|e| classify(&e)),
+            _ if verifier.offer_client_auth() && verifier.client_auth_mandatory() => Err(
+                TlsFailure::BadCertificate("no client certificate presented".into()),
+            ),
+            _ => Ok(()),
+        }
     }
 
     /// The client certificate's serial number (big-endian bytes, as a CRL lists it).
