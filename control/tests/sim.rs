@@ -952,6 +952,24 @@ impl<A: Authenticator> Rig<A> {
             .collect()
     }
 
+    /// Another client, at `addr`, takes the link (the server and its events stay).
+    fn next_client(&mut self, client: Client, addr: Remote) {
+        self.client = client;
+        self.addr = addr;
+    }
+
+    /// The push the client received, its parts joined.
+    fn pushed(&self) -> String {
+        let parts: Vec<&str> = self
+            .client
+            .messages
+            .iter()
+            .filter(|m| m.starts_with("PUSH_REPLY"))
+            .map(String::as_str)
+            .collect();
+        parts.join(",")
+    }
+
     /// The one session's key states: (key_id, phase), oldest first.
     fn keys(&self) -> Vec<(u8, KeyPhase)> {
         let s = self.server.sessions().next().unwrap();
@@ -1103,20 +1121,20 @@ fn a_message_during_a_renegotiation_reaches_the_client() {
 /// The TOTP secret of the users file below (RFC 6238's "12345678901234567890").
 const TOTP_SECRET: &[u8] = b"12345678901234567890";
 
-/// A users file with `alice` (password `pw`, group `g`, MFA) and `bob` (password `pw`), as
-/// a directory authenticator that asks alice for a one-time code.
-fn users(with_bob: bool) -> EndpointAuth {
+/// A directory authenticator of a users file with `names` (password `pw`, group `g`, the
+/// TOTP secret above), asking for a one-time code if `mfa`.
+fn users(names: &[&str], mfa: bool) -> EndpointAuth {
     let hash = hash_password("pw").unwrap();
-    let mut text = format!(
-        "[[user]]\nname = \"alice\"\npassword_hash = \"{hash}\"\ngroups = [\"g\"]\ntotp_secret = \"GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\"\n"
-    );
-    if with_bob {
-        text.push_str(&format!(
-            "[[user]]\nname = \"bob\"\npassword_hash = \"{hash}\"\ngroups = [\"g\"]\n"
-        ));
-    }
+    let text: String = names
+        .iter()
+        .map(|n| {
+            format!(
+                "[[user]]\nname = \"{n}\"\npassword_hash = \"{hash}\"\ngroups = [\"g\"]\ntotp_secret = \"GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\"\n"
+            )
+        })
+        .collect();
     let dir = UsersFileDirectory::parse(&text).unwrap();
-    EndpointAuth::new(false, Some(Box::new(dir)), true)
+    EndpointAuth::new(false, Some(Box::new(dir)), mfa)
 }
 
 /// OpenVPN's static-challenge password: the password and the code at `unix`.
@@ -1144,7 +1162,7 @@ fn an_mfa_user_gets_a_token_and_renegotiates_with_it_whatever_the_push_length() 
                 })
                 .collect(),
         );
-        let server = Server::new(settings, users(false));
+        let server = Server::new(settings, users(&["alice"], true));
         let credentials = ("alice".to_owned(), scrv1("pw", UNIX));
         let client = Client::new(client_config(), "server", [3; 8], Some(credentials)).unwrap();
         let mut rig = Rig::new(server, client);
@@ -1214,4 +1232,119 @@ fn a_crl_loaded_during_a_handshake_applies_to_it() {
             }
         }
     }
+}
+
+/// A reload gives the server new DNS servers and a new maximum session duration: a client
+/// connecting afterwards is pushed the new DNS servers and gets the new duration; a session
+/// connected before keeps what it had.
+#[test]
+fn new_dns_and_session_timeout_apply_to_the_next_connection() {
+    let mut settings = Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20));
+    settings.dns = vec!["10.0.0.2".parse().unwrap()];
+    settings.session_timeout = Duration::from_secs(8 * 3600);
+    let server = Server::new(settings, CertificateOnly);
+    let mut rig = Rig::new(server, certificate_client(5));
+    rig.connect();
+    assert!(
+        rig.pushed().contains(",dhcp-option DNS 10.0.0.2,"),
+        "{}",
+        rig.pushed()
+    );
+    let first = rig.keys_ready(0).unwrap();
+    rig.server.set_dns(vec![
+        "10.0.0.3".parse().unwrap(),
+        "10.0.0.4".parse().unwrap(),
+    ]);
+    rig.server.set_session_timeout(Duration::from_secs(3600));
+    rig.next_client(certificate_client(6), from(0x0a00_0002, 40000));
+    rig.connect();
+    let pushed = rig.pushed();
+    assert!(
+        pushed.contains(",dhcp-option DNS 10.0.0.3,dhcp-option DNS 10.0.0.4,")
+            && !pushed.contains("10.0.0.2"),
+        "{pushed}"
+    );
+    // An hour on, the second session ends; the first goes on to its eight hours.
+    let second = rig
+        .events
+        .iter()
+        .rev()
+        .find_map(|(at, e)| matches!(e, Event::KeysReady { .. }).then_some(*at))
+        .unwrap();
+    assert!(second > first);
+    rig.now = second + Duration::from_secs(3601);
+    rig.step(Duration::from_millis(10));
+    let timeouts = |r: &Rig<CertificateOnly>| {
+        r.events
+            .iter()
+            .filter(|(_, e)| {
+                matches!(
+                    e,
+                    Event::Closed {
+                        reason: CloseReason::SessionTimeout,
+                        ..
+                    }
+                )
+            })
+            .count()
+    };
+    assert_eq!(timeouts(&rig), 1);
+    assert_eq!(
+        rig.server
+            .sessions()
+            .filter(|s| s.phase == Phase::Established)
+            .count(),
+        1
+    );
+    rig.now = first + Duration::from_secs(8 * 3600 + 1);
+    rig.step(Duration::from_millis(10));
+    assert_eq!(timeouts(&rig), 2);
+}
+
+/// A reload gives the server a new users file: a user removed from it is refused at the
+/// next connection (the others still connect), and a one-time code used just before the
+/// reload is not accepted again after it.
+#[test]
+fn a_new_authenticator_refuses_a_removed_user_at_the_next_connection() {
+    let connect = |rig: &mut Rig<EndpointAuth>, who: &str, password: String, n: u8| {
+        let client = Client::new(
+            client_config(),
+            "server",
+            [10 + n; 8],
+            Some((who.to_owned(), password)),
+        )
+        .unwrap();
+        rig.next_client(client, from(0x0a00_0010 + u32::from(n), 40000));
+        let before = rig.events.len();
+        rig.run_until(Duration::from_secs(10), |r| {
+            r.events[before..]
+                .iter()
+                .any(|(_, e)| matches!(e, Event::KeysReady { .. } | Event::AuthFailed { .. }))
+        });
+        rig.events[before..].iter().find_map(|(_, e)| match e {
+            Event::KeysReady { .. } => Some(Ok(())),
+            Event::AuthFailed { reason, .. } => Some(Err(reason.clone())),
+            _ => None,
+        })
+    };
+    let mut settings = Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20));
+    settings.password_required = true;
+    let server = Server::new(settings, users(&["alice", "bob"], false));
+    let mut rig = Rig::new(server, certificate_client(7));
+    assert_eq!(connect(&mut rig, "bob", "pw".into(), 1), Some(Ok(())));
+    rig.server.set_authenticator(users(&["alice"], false));
+    assert_eq!(
+        connect(&mut rig, "bob", "pw".into(), 2),
+        Some(Err(FailureReason::BadPassword))
+    );
+    assert_eq!(connect(&mut rig, "alice", "pw".into(), 3), Some(Ok(())));
+    // With one-time codes: the code alice used is refused after the reload as before it.
+    rig.server.set_authenticator(users(&["alice"], true));
+    let code = scrv1("pw", rig.unix());
+    assert_eq!(connect(&mut rig, "alice", code.clone(), 4), Some(Ok(())));
+    rig.server.set_authenticator(users(&["alice"], true));
+    assert_eq!(
+        connect(&mut rig, "alice", code, 5),
+        Some(Err(FailureReason::MfaFailed))
+    );
 }

@@ -84,6 +84,12 @@ impl Authenticator for EndpointAuth {
         self.last_step.insert(user.to_owned(), step);
         Ok(u.groups)
     }
+
+    /// The one-time-code steps already used carry over a reload, so a code accepted just
+    /// before it is not accepted again after it.
+    fn take_over(&mut self, previous: &mut Self) {
+        self.last_step = std::mem::take(&mut previous.last_step);
+    }
 }
 
 #[cfg(test)]

@@ -142,6 +142,17 @@ pub trait Authenticator {
         username: Option<&str>,
         password: Option<&Secret>,
     ) -> Result<Vec<String>, FailureReason>;
+
+    /// Takes over from `previous`, the authenticator this one replaces at a reload
+    /// (`Server::set_authenticator`), what must outlast it: e.g. the one-time-code steps
+    /// already used, so that a code accepted just before the reload is not accepted again
+    /// after it. Nothing by default (an authenticator that keeps no such state).
+    fn take_over(&mut self, previous: &mut Self)
+    where
+        Self: Sized,
+    {
+        let _ = previous;
+    }
 }
 
 /// Accepts any client whose certificate TLS verified; no groups (mutual authentication only).
@@ -402,6 +413,32 @@ impl<A: Authenticator> Server<A> {
     /// Replaces the pushed routes (split tunnel) for future connections.
     pub fn set_routes(&mut self, routes: Option<Vec<(Ipv4Addr, Ipv4Addr)>>) {
         self.settings.routes = routes;
+    }
+
+    /// Replaces the authenticator (a reload: a new users file, with its users, passwords,
+    /// groups and one-time-code secrets) for every authentication from now on: new
+    /// connections, and renegotiations that check a password again (those whose client does
+    /// not present the session's auth-token). A session authenticated before keeps its
+    /// identity and groups, and its auth-token stays good for its renegotiations: ending the
+    /// sessions of a user removed is the caller's (`terminate`). What the old authenticator
+    /// must pass on (the one-time codes already used) is taken over (`Authenticator::take_over`).
+    pub fn set_authenticator(&mut self, mut auth: A) {
+        auth.take_over(&mut self.auth);
+        self.auth = auth;
+    }
+
+    /// Replaces the DNS servers pushed (`Settings::dns`) for future connections; a session
+    /// already established keeps the push it was given (also when it asks again with
+    /// PUSH_REQUEST) until it reconnects.
+    pub fn set_dns(&mut self, dns: Vec<Ipv4Addr>) {
+        self.settings.dns = dns;
+    }
+
+    /// Replaces the maximum session duration (`Settings::session_timeout`) for sessions
+    /// authorised from now on; a session authorised before keeps the duration in force then
+    /// (a shorter one does not end established sessions all at once).
+    pub fn set_session_timeout(&mut self, timeout: Duration) {
+        self.settings.session_timeout = timeout;
     }
 
     /// Replaces the connection limit (`Settings::max_sessions`) for future connections; those
@@ -827,6 +864,7 @@ impl<A: Authenticator> Server<A> {
             certificate_serial: creds.serial.clone(),
         });
         s.vip = Some(vip);
+        s.session_timeout = Some(settings.session_timeout);
         s.place = place;
         s.cipher = Some((cipher, ekm));
         s.peer_info = Some(info);
@@ -1033,7 +1071,7 @@ impl<A: Authenticator> Server<A> {
         match s.phase {
             Phase::Handshaking => at(s.created + self.settings.hand_window),
             Phase::Established => {
-                at(s.created + self.settings.session_timeout);
+                at(s.created + self.session_timeout(s));
                 if let Some(k) = s.keys.last() {
                     if k.phase != super::session::KeyPhase::Active {
                         // A renegotiation under way: abandoned at the handshake window.
@@ -1054,6 +1092,11 @@ impl<A: Authenticator> Server<A> {
             }
         }
         t
+    }
+
+    /// The maximum duration of session `s`: the one in force when it was authorised.
+    fn session_timeout(&self, s: &Session) -> Duration {
+        s.session_timeout.unwrap_or(self.settings.session_timeout)
     }
 
     /// Takes the next deadline of the session at `remote` again (none, and out of the index,
@@ -1135,7 +1178,11 @@ impl<A: Authenticator> Server<A> {
                     let cn = s.identity.as_ref().and_then(|i| i.common_name.clone());
                     self.refuse(remote, cn, None, FailureReason::HandshakeTimeout, now);
                 }
-                Phase::Established if now >= s.created + self.settings.session_timeout => {
+                Phase::Established
+                    if now
+                        >= s.created
+                            + s.session_timeout.unwrap_or(self.settings.session_timeout) =>
+                {
                     s.send_text("RESTART,session timeout");
                     self.end(remote, CloseReason::SessionTimeout, now);
                 }

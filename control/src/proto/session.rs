@@ -109,6 +109,8 @@ pub struct Session {
     pub identity: Option<Identity>,
     /// Its virtual address, once allocated.
     pub vip: Option<Ipv4Addr>,
+    /// Its maximum duration, from `created`: the server's in force when it was authorised.
+    pub session_timeout: Option<Duration>,
     /// Its place on a data core (`CoreRoom`), from its authorisation to its end.
     pub place: Option<Place>,
     /// Negotiated cipher and derivation, fixed at key_id 0 (§6.2).
@@ -186,6 +188,7 @@ impl Session {
             keys: vec![ks],
             identity: None,
             vip: None,
+            session_timeout: None,
             place: None,
             cipher: None,
             peer_info: None,
