@@ -37,8 +37,8 @@ impl Drop for Secret {
     }
 }
 
-/// The client's key-method-2 message.
-#[derive(Debug)]
+/// The client's key-method-2 message. Its Debug output leaves out the pre-master secret and
+/// the randoms (the legacy PRF derives the data keys from them) and shows no password.
 pub struct ClientKeyMethod {
     pre_master: [u8; 48],
     random1: [u8; 32],
@@ -51,6 +51,17 @@ pub struct ClientKeyMethod {
     pub password: Option<Secret>,
     /// The peer-info lines.
     pub peer_info: PeerInfo,
+}
+
+impl fmt::Debug for ClientKeyMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientKeyMethod")
+            .field("options", &self.options)
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .field("peer_info", &self.peer_info)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Drop for ClientKeyMethod {
@@ -418,6 +429,31 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(k.username.is_none() && k.password.is_none());
+    }
+
+    #[test]
+    fn debug_output_shows_no_key_material() {
+        let m = client_message(Some("alice"), Some("pw"));
+        let (k, _) = ClientKeyMethod::parse(&m).unwrap().unwrap();
+        for shown in [format!("{k:?}"), format!("{k:#?}")] {
+            assert!(
+                shown.contains("alice") && shown.contains("2.6.14"),
+                "{shown}"
+            );
+            assert!(!shown.contains("\"pw\""), "no password: {shown}");
+            // The pre-master secret (00..2f) and the randoms (40..7f): neither their names
+            // nor a run of their bytes as Debug writes an array.
+            for (name, bytes) in [
+                ("pre_master", seq(0x00, 48)),
+                ("random1", seq(0x40, 32)),
+                ("random2", seq(0x60, 32)),
+            ] {
+                assert!(!shown.contains(name), "{name} in {shown}");
+                let run = format!("{:?}", &bytes[8..16]);
+                let run = run.trim_start_matches('[').trim_end_matches(']');
+                assert!(!shown.contains(run), "{name}'s bytes in {shown}");
+            }
+        }
     }
 
     #[test]
