@@ -935,7 +935,9 @@ impl Dataplane {
 
     /// Puts a new configuration in force: a new rule generation on every core, with the
     /// sessions' group sets under its group numbering in the same step; new TLS settings
-    /// (certificate, CRL), connection limits and pushed routes for new connections.
+    /// (certificate, CRL: a handshake under way is checked against the new one too), users
+    /// file, connection limits, pushed routes and DNS servers and session timeout for new
+    /// connections; connection logs reopened where their settings changed.
     ///
     /// The endpoints served are those the data plane started with, matched by ID wherever
     /// they are in the file. One created since is served after a restart; one deleted since
@@ -952,14 +954,18 @@ impl Dataplane {
         let config = &view.config;
         let compiled = compile::compile_numbered(config, self.version + 1, &self.groups)
             .map_err(|e| e.to_string())?;
-        let mut tls = Vec::new();
+        // Everything read from files first: a reload that cannot be read changes nothing.
+        let mut files = Vec::new();
         let mut revoked = Vec::new();
-        for (ep, gone) in config.endpoints.iter().zip(&gone) {
+        for (e, (ep, gone)) in config.endpoints.iter().zip(&gone).enumerate() {
             if *gone {
-                tls.push(None);
+                files.push(None);
                 revoked.push(Vec::new());
             } else {
-                tls.push(Some(endpoint::tls(&view, ep)?));
+                files.push(Some((
+                    endpoint::tls(&view, ep)?,
+                    endpoint::authenticator(&view, e)?,
+                )));
                 revoked.push(endpoint::revoked_serials(&view, ep)?);
             }
         }
@@ -989,15 +995,25 @@ impl Dataplane {
         }
         self.groups = compiled.groups;
         let mut routes_changed = Vec::new();
-        for (e, ((s, t), ep)) in self
+        for (e, ((s, f), ep)) in self
             .servers
             .iter_mut()
-            .zip(tls)
+            .zip(files)
             .zip(&config.endpoints)
             .enumerate()
         {
-            if let Some(t) = t {
-                s.set_tls(t);
+            // The users file too: a user removed or changed there is checked so at the next
+            // authentication (connections made stay until they end or are terminated).
+            if let Some((tls, auth)) = f {
+                s.set_tls(tls);
+                s.set_authenticator(auth);
+            }
+            s.set_dns(ep.dns_servers.clone());
+            s.set_session_timeout(endpoint::session_timeout(ep));
+            if self.running.get(e).map(|r| &r.connection_log) != Some(&ep.connection_log) {
+                if let Some(l) = self.logs.get_mut(e) {
+                    *l = open_log(&view, ep);
+                }
             }
             s.set_reneg(endpoint::reneg(&view), Instant::now());
             // A target network associated or disassociated changes the endpoint's limit.
@@ -1174,34 +1190,42 @@ fn close_text(r: &CloseReason) -> String {
 
 /// The connection log of every endpoint that has one enabled (10 MiB files, 5 kept).
 fn open_logs(loaded: &Loaded) -> Vec<Option<RotatingLog>> {
-    let config = &loaded.config;
-    config
+    loaded
+        .config
         .endpoints
         .iter()
-        .map(|ep| {
-            if !ep.connection_log.enabled {
-                return None;
-            }
-            let path = match &ep.connection_log.path {
-                Some(p) => crate::config::pki::resolve(&loaded.base_dir(), p),
-                None => crate::config::pki::resolve(
-                    &loaded.base_dir(),
-                    &config.appliance.state_dir.join(format!("{}.log", ep.id)),
-                ),
-            };
-            match RotatingLog::open(&path, 10 << 20, 5) {
-                Ok(l) => Some(l),
-                Err(err) => {
-                    log(&format!(
-                        "connection log {} cannot be opened: {err}; endpoint {} logs nothing",
-                        path.display(),
-                        ep.id
-                    ));
-                    None
-                }
-            }
-        })
+        .map(|ep| open_log(loaded, ep))
         .collect()
+}
+
+/// The connection log of `ep`, if it keeps one (a log that cannot be opened is said, and the
+/// endpoint logs nothing).
+fn open_log(loaded: &Loaded, ep: &Endpoint) -> Option<RotatingLog> {
+    if !ep.connection_log.enabled {
+        return None;
+    }
+    let path = match &ep.connection_log.path {
+        Some(p) => crate::config::pki::resolve(&loaded.base_dir(), p),
+        None => crate::config::pki::resolve(
+            &loaded.base_dir(),
+            &loaded
+                .config
+                .appliance
+                .state_dir
+                .join(format!("{}.log", ep.id)),
+        ),
+    };
+    match RotatingLog::open(&path, 10 << 20, 5) {
+        Ok(l) => Some(l),
+        Err(err) => {
+            log(&format!(
+                "connection log {} cannot be opened: {err}; endpoint {} logs nothing",
+                path.display(),
+                ep.id
+            ));
+            None
+        }
+    }
 }
 
 #[cfg(test)]

@@ -112,12 +112,17 @@ pub fn settings(loaded: &Loaded, index: usize) -> Result<Settings, String> {
     );
     s.routes = pushed_routes(ep);
     s.dns = ep.dns_servers.clone();
-    s.session_timeout = Duration::from_secs(u64::from(ep.session_timeout_hours.hours()) * 3600);
+    s.session_timeout = session_timeout(ep);
     s.reneg = reneg(loaded);
     s.max_sessions = max_connections(loaded, ep);
     s.password_required = ep.authentication.directory.is_some();
     s.peer_ids = peer_id_range(index, loaded.config.endpoints.len());
     Ok(s)
+}
+
+/// How long a connection of `ep` lasts at most (`session_timeout_hours`).
+pub fn session_timeout(ep: &Endpoint) -> Duration {
+    Duration::from_secs(u64::from(ep.session_timeout_hours.hours()) * 3600)
 }
 
 /// The connections `ep` takes at most: `[limits] connections_per_target_network` for each of
