@@ -1348,3 +1348,93 @@ fn a_new_authenticator_refuses_a_removed_user_at_the_next_connection() {
         Some(Err(FailureReason::MfaFailed))
     );
 }
+
+/// A client that connects again with the auth-token of its earlier connection (an OpenVPN 2.6
+/// client keeps it across a restart of its connection: ping-restart, a new network) is taken
+/// without its password or one-time code (its cached code is spent), with the same groups,
+/// until the session timeout from its last authentication with them. The token of one user
+/// is no good for another, nor for a user since removed from the directory.
+#[test]
+fn a_client_connecting_again_with_its_auth_token_needs_no_new_code() {
+    let mut settings = Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20));
+    settings.password_required = true;
+    settings.session_timeout = Duration::from_secs(8 * 3600);
+    let server = Server::new(settings, users(&["alice", "bob"], true));
+    let first = Client::new(
+        client_config(),
+        "server",
+        [3; 8],
+        Some(("alice".to_owned(), scrv1("pw", UNIX))),
+    )
+    .unwrap();
+    let mut rig = Rig::new(server, first);
+    rig.connect();
+    let token = rig
+        .client
+        .messages
+        .iter()
+        .flat_map(|m| m.split(','))
+        .find_map(|o| o.strip_prefix("auth-token "))
+        .expect("an auth-token pushed")
+        .to_owned();
+    let groups = |rig: &Rig<EndpointAuth>| {
+        rig.events.iter().find_map(|(_, e)| match e {
+            Event::KeysReady { client, .. } => Some(client.identity.groups.clone()),
+            _ => None,
+        })
+    };
+    assert_eq!(groups(&rig), Some(vec!["g".to_owned()]));
+
+    // The same server, a new connection from another port after `after`, with `user` and
+    // `password`: its refusals, and whether it got in.
+    let mut port = 40000;
+    let mut again = |rig: Rig<EndpointAuth>, user: &str, password: &str, after: Duration| {
+        port += 1;
+        let client = Client::new(
+            client_config(),
+            "server",
+            [port as u8; 8],
+            Some((user.to_owned(), password.to_owned())),
+        )
+        .unwrap();
+        let mut next = Rig::new(rig.server, client);
+        next.addr = from(0x0a00_0001, port);
+        next.start = rig.start;
+        next.now = rig.now + after;
+        next.run_until(Duration::from_secs(30), |r| {
+            r.client.connected() || !r.refusals().is_empty()
+        });
+        next
+    };
+    let mut rig = again(rig, "alice", &token, Duration::from_secs(60));
+    assert!(rig.refusals().is_empty(), "{:?}", rig.refusals());
+    assert!(rig.client.connected());
+    assert_eq!(groups(&rig), Some(vec!["g".to_owned()]));
+    // Its new connection has a token good as long as the first one's.
+    assert!(rig
+        .client
+        .messages
+        .iter()
+        .any(|m| m.split(',').any(|o| o == format!("auth-token {token}"))));
+
+    rig = again(rig, "bob", &token, Duration::from_secs(60));
+    assert_eq!(
+        rig.refusals(),
+        [FailureReason::MfaFailed],
+        "for bob, alice's token is a (bad) password"
+    );
+    rig = again(rig, "alice", &token, Duration::from_secs(8 * 3600));
+    assert_eq!(
+        rig.refusals(),
+        [FailureReason::MfaFailed],
+        "past the session timeout the token is a (bad) password"
+    );
+    rig.server.set_authenticator(users(&["bob"], true));
+    rig.now = rig.start + Duration::from_secs(120);
+    rig = again(rig, "alice", &token, Duration::ZERO);
+    assert_eq!(
+        rig.refusals(),
+        [FailureReason::BadPassword],
+        "alice was removed"
+    );
+}

@@ -36,6 +36,10 @@ pub trait Directory: Send {
     /// # Errors
     /// `BadPassword` for an unknown user or a wrong password (the same answer for both).
     fn verify(&self, username: &str, password: &str) -> Result<User, FailureReason>;
+
+    /// The user named `username`, if the directory has one (no password checked: for a client
+    /// that proved itself with an auth-token).
+    fn user(&self, username: &str) -> Option<User>;
 }
 
 #[derive(Deserialize)]
@@ -130,6 +134,10 @@ impl UsersFileDirectory {
 }
 
 impl Directory for UsersFileDirectory {
+    fn user(&self, username: &str) -> Option<User> {
+        self.users.get(username).map(|(_, u)| u.clone())
+    }
+
     fn verify(&self, username: &str, password: &str) -> Result<User, FailureReason> {
         let (hash, user) = match self.users.get(username) {
             Some((h, u)) => (h.as_str(), Some(u)),

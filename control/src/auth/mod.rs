@@ -85,6 +85,24 @@ impl Authenticator for EndpointAuth {
         Ok(u.groups)
     }
 
+    /// A user presenting an auth-token: still in the directory, with a certificate if the
+    /// policy asks for one; the user's groups as the directory has them now.
+    fn groups_of(
+        &mut self,
+        common_name: Option<&str>,
+        username: &str,
+    ) -> Result<Vec<String>, FailureReason> {
+        if self.mutual && common_name.is_none() {
+            return Err(FailureReason::BadCertificate);
+        }
+        let Some(dir) = &self.directory else {
+            return Ok(Vec::new());
+        };
+        dir.user(username)
+            .map(|u| u.groups)
+            .ok_or(FailureReason::BadPassword)
+    }
+
     /// The one-time-code steps already used carry over a reload, so a code accepted just
     /// before it is not accepted again after it.
     fn take_over(&mut self, previous: &mut Self) {

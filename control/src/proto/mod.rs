@@ -19,6 +19,7 @@ pub mod room;
 pub mod server;
 pub mod session;
 pub mod tls;
+pub mod token;
 
 /// A UDP address (IPv4 address and port), as the data plane has it.
 pub use sluice_engine::session::Remote;

@@ -25,6 +25,7 @@ use super::push::{push_reply, PushOptions};
 use super::room::{CoreRoom, Place};
 use super::session::{Credentials, Identity, Phase, Session, Step};
 use super::tls::TlsFailure;
+use super::token::{Holder, TokenKey};
 use super::Remote;
 use crate::connlog::FailureReason;
 
@@ -142,6 +143,22 @@ pub trait Authenticator {
         username: Option<&str>,
         password: Option<&Secret>,
     ) -> Result<Vec<String>, FailureReason>;
+
+    /// The groups of `username` (with the client certificate's `common_name`), who presents a
+    /// valid auth-token instead of a password (`token`): the user must still be in the
+    /// directory, and the certificate still as the policy requires.
+    ///
+    /// # Errors
+    /// The user is no longer known (`BadPassword`, as for a wrong password), or the policy
+    /// wants a certificate and there is none; by default tokens are not taken (`BadPassword`).
+    fn groups_of(
+        &mut self,
+        common_name: Option<&str>,
+        username: &str,
+    ) -> Result<Vec<String>, FailureReason> {
+        let _ = (common_name, username);
+        Err(FailureReason::BadPassword)
+    }
 
     /// Takes over from `previous`, the authenticator this one replaces at a reload
     /// (`Server::set_authenticator`), what must outlast it: e.g. the one-time-code steps
@@ -340,6 +357,8 @@ pub struct Server<A: Authenticator> {
     events: VecDeque<Event>,
     outbox: VecDeque<Transmit>,
     counters: Counters,
+    /// The key of the auth-tokens this server pushes and takes back (`token`).
+    tokens: TokenKey,
 }
 
 impl<A: Authenticator> Server<A> {
@@ -361,9 +380,11 @@ impl<A: Authenticator> Server<A> {
                 None,
             ),
         };
+        let tokens = TokenKey::generate().expect("system random generator");
         Self {
             settings,
             auth,
+            tokens,
             sessions: HashMap::new(),
             by_peer: HashMap::new(),
             peer_ids: BTreeSet::new(),
@@ -805,12 +826,28 @@ impl<A: Authenticator> Server<A> {
         if password_required && (msg.username.is_none() || msg.password.is_none()) {
             return Err(FailureReason::BadPassword);
         }
-        let groups = self.auth.authenticate(
-            unix_now,
-            creds.common_name.as_deref(),
-            msg.username.as_deref(),
-            msg.password.as_ref(),
-        )?;
+        // A client connecting again with the auth-token of an earlier connection (OpenVPN 2.6
+        // keeps it across restarts of its connection): no password or one-time code, until the
+        // token's lifetime from the last authentication with them.
+        let lifetime = self.settings.session_timeout.as_secs();
+        let holder = msg.username.as_deref().map(|username| Holder {
+            endpoint: self.settings.endpoint,
+            username,
+            common_name: creds.common_name.as_deref(),
+        });
+        let by_token = match (password_required, holder, msg.password.as_ref()) {
+            (true, Some(h), Some(p)) => self.tokens.verify(p.expose(), h, unix_now, lifetime),
+            _ => None,
+        };
+        let groups = match (by_token, holder) {
+            (Some(_), Some(h)) => self.auth.groups_of(h.common_name, h.username)?,
+            _ => self.auth.authenticate(
+                unix_now,
+                creds.common_name.as_deref(),
+                msg.username.as_deref(),
+                msg.password.as_ref(),
+            )?,
+        };
         if self.established >= self.settings.max_sessions {
             return Err(FailureReason::SessionLimit);
         }
@@ -834,12 +871,10 @@ impl<A: Authenticator> Server<A> {
             self.pool.release(vip);
             return Err(FailureReason::Other("session vanished".into()));
         };
-        let token = password_required.then(|| {
-            use rand::RngCore;
-            let mut t = [0u8; 24];
-            rand::thread_rng().fill_bytes(&mut t);
-            t.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        });
+        let token = match (password_required, holder) {
+            (true, Some(h)) => Some(self.tokens.issue(h, by_token.unwrap_or(unix_now))),
+            _ => None,
+        };
         // The token is a credential for this session: it stays out of the logs.
         let push = push_reply(
             &PushOptions {

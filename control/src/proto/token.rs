@@ -1,0 +1,187 @@
+//! Auth-tokens (OpenVPN's `auth-token`, openvpn-protocol.md): pushed to a client that
+//! authenticated with a password, which then sends the token instead of its password when it
+//! renegotiates, and when it connects again after a restart of its connection (OpenVPN 2.6
+//! keeps the token across a ping-restart or a change of network). Without a token that outlives
+//! the connection, such a reconnection sends the cached password, whose one-time code is spent,
+//! and a user with MFA is refused and the client exits.
+//!
+//! Stateless, as OpenVPN's own `auth-gen-token`: the token carries the time its user last
+//! authenticated with a password, and a MAC (HMAC-SHA256 under a key the server makes at start)
+//! over that time, the endpoint, the username and the certificate's common name. It is good on
+//! this server for the same user and certificate until that time plus the lifetime (the
+//! endpoint's session timeout); a restart of the appliance makes a new key, and the clients'
+//! next reconnection asks for their credentials again. A token is a credential: it never
+//! appears in logs or Debug output.
+
+use ring::hmac;
+use ring::rand::SystemRandom;
+
+/// What every token starts with (the format's version).
+const PREFIX: &str = "sluice1-";
+/// Seconds a token's time may be ahead of the server's clock.
+const SKEW: u64 = 60;
+
+/// The server's token key.
+pub struct TokenKey(hmac::Key);
+
+impl std::fmt::Debug for TokenKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenKey(..)")
+    }
+}
+
+/// Whom a token is for.
+#[derive(Clone, Copy, Debug)]
+pub struct Holder<'a> {
+    /// The endpoint (the server's number).
+    pub endpoint: u16,
+    /// The username.
+    pub username: &'a str,
+    /// The client certificate's common name, if any.
+    pub common_name: Option<&'a str>,
+}
+
+impl TokenKey {
+    /// A new random key.
+    ///
+    /// # Errors
+    /// The system random generator failed.
+    pub fn generate() -> Result<Self, ring::error::Unspecified> {
+        hmac::Key::generate(hmac::HMAC_SHA256, &SystemRandom::new()).map(Self)
+    }
+
+    /// The token of `holder`, who authenticated with a password at `authenticated` (Unix
+    /// seconds).
+    pub fn issue(&self, holder: Holder<'_>, authenticated: u64) -> String {
+        let tag = hmac::sign(&self.0, &message(holder, authenticated));
+        let mut t = format!("{PREFIX}{authenticated:016x}");
+        for b in tag.as_ref() {
+            t.push_str(&format!("{b:02x}"));
+        }
+        t
+    }
+
+    /// When the holder of `token` last authenticated with a password, if `token` is this key's
+    /// token for `holder` and that was at most `lifetime` seconds before `now` (Unix seconds).
+    pub fn verify(&self, token: &str, holder: Holder<'_>, now: u64, lifetime: u64) -> Option<u64> {
+        let rest = token.strip_prefix(PREFIX)?;
+        if rest.len() != 16 + 64 || !rest.is_ascii() {
+            return None;
+        }
+        let (time, tag) = rest.split_at(16);
+        let authenticated = u64::from_str_radix(time, 16).ok()?;
+        let tag = (0..tag.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&tag[i..i + 2], 16).ok())
+            .collect::<Option<Vec<u8>>>()?;
+        hmac::verify(&self.0, &message(holder, authenticated), &tag).ok()?;
+        let fresh = authenticated <= now.saturating_add(SKEW)
+            && now < authenticated.saturating_add(lifetime);
+        fresh.then_some(authenticated)
+    }
+}
+
+/// What a token's MAC covers: each field with its length, so that no two holders share one.
+fn message(holder: Holder<'_>, authenticated: u64) -> Vec<u8> {
+    let mut m = b"sluice auth-token 1".to_vec();
+    m.extend_from_slice(&holder.endpoint.to_be_bytes());
+    m.extend_from_slice(&authenticated.to_be_bytes());
+    for field in [Some(holder.username), holder.common_name] {
+        match field {
+            Some(f) => {
+                m.push(1);
+                m.extend_from_slice(&(f.len() as u64).to_be_bytes());
+                m.extend_from_slice(f.as_bytes());
+            }
+            None => m.push(0),
+        }
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALICE: Holder<'static> = Holder {
+        endpoint: 0,
+        username: "alice",
+        common_name: Some("laptop-1"),
+    };
+
+    #[test]
+    fn a_token_is_good_for_its_holder_within_its_lifetime_only() {
+        let key = TokenKey::generate().unwrap();
+        let t = key.issue(ALICE, 1_000_000);
+        assert!(t.starts_with(PREFIX) && t.len() == PREFIX.len() + 80);
+        assert_eq!(key.verify(&t, ALICE, 1_000_000, 3600), Some(1_000_000));
+        assert_eq!(key.verify(&t, ALICE, 1_003_599, 3600), Some(1_000_000));
+        assert_eq!(key.verify(&t, ALICE, 1_003_600, 3600), None, "expired");
+        assert_eq!(
+            key.verify(&t, ALICE, 999_000, 3600),
+            None,
+            "from the future"
+        );
+        for other in [
+            Holder {
+                username: "bob",
+                ..ALICE
+            },
+            Holder {
+                endpoint: 1,
+                ..ALICE
+            },
+            Holder {
+                common_name: Some("laptop-2"),
+                ..ALICE
+            },
+            Holder {
+                common_name: None,
+                ..ALICE
+            },
+        ] {
+            assert_eq!(key.verify(&t, other, 1_000_000, 3600), None, "{other:?}");
+        }
+        let other_key = TokenKey::generate().unwrap();
+        assert_eq!(
+            other_key.verify(&t, ALICE, 1_000_000, 3600),
+            None,
+            "another server's"
+        );
+    }
+
+    #[test]
+    fn a_changed_or_malformed_token_is_refused() {
+        let key = TokenKey::generate().unwrap();
+        let t = key.issue(ALICE, 1_000_000);
+        // A later time with the same MAC (a token made to last longer).
+        let later = t.replacen(
+            &format!("{:016x}", 1_000_000u64),
+            &format!("{:016x}", 1_003_000u64),
+            1,
+        );
+        assert_eq!(key.verify(&later, ALICE, 1_003_500, 3600), None);
+        let mut flipped = t.clone().into_bytes();
+        let last = flipped.len() - 1;
+        flipped[last] = if flipped[last] == b'0' { b'1' } else { b'0' };
+        let flipped = String::from_utf8(flipped).unwrap();
+        assert_eq!(key.verify(&flipped, ALICE, 1_000_000, 3600), None);
+        for bad in [
+            "",
+            PREFIX,
+            "sluice1-zz",
+            &t[..t.len() - 2],
+            &format!("{t}00"),
+            "pw",
+            "é",
+        ] {
+            assert_eq!(key.verify(bad, ALICE, 1_000_000, 3600), None, "{bad:?}");
+        }
+        let non_ascii = format!(
+            "{PREFIX}{}é{}",
+            &t[PREFIX.len()..PREFIX.len() + 10],
+            &t[PREFIX.len() + 12..]
+        );
+        assert_eq!(key.verify(&non_ascii, ALICE, 1_000_000, 3600), None);
+    }
+}
