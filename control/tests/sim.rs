@@ -28,7 +28,7 @@ use sluice_control::proto::server::{
     peer_id_range, Authenticator, CertificateOnly, CloseReason, Event, Server, Settings,
 };
 use sluice_control::proto::session::{KeyPhase, Phase};
-use sluice_control::proto::tls::{server_config, TlsFiles};
+use sluice_control::proto::tls::{server_config, ServerTls, TlsFiles};
 use sluice_control::proto::Remote;
 
 fn pki() -> &'static Path {
@@ -119,13 +119,13 @@ fn simulate(seed: u64, loss: f64, dup: f64) {
     simulate_with(seed, Link::new(seed, loss, dup), Scenario::default());
 }
 
-fn tls() -> std::sync::Arc<rustls::ServerConfig> {
+fn tls() -> ServerTls {
     tls_with_crl("crl.pem")
 }
 
 /// The server's TLS configuration with the CRL of file `crl` (`crl.pem` revokes client2,
 /// `crl-all.pem` client1 too).
-fn tls_with_crl(crl: &str) -> std::sync::Arc<rustls::ServerConfig> {
+fn tls_with_crl(crl: &str) -> ServerTls {
     let (chain, key, ca, crl) = (
         read("server.crt"),
         read("server.key"),

@@ -24,7 +24,7 @@ use super::packet::{opcode, ControlPacket};
 use super::push::{push_reply, PushOptions};
 use super::room::{CoreRoom, Place};
 use super::session::{Credentials, Identity, Phase, Session, Step};
-use super::tls::TlsFailure;
+use super::tls::{ServerTls, TlsFailure};
 use super::token::{Holder, TokenKey};
 use super::Remote;
 use crate::connlog::FailureReason;
@@ -35,7 +35,7 @@ pub struct Settings {
     /// Endpoint index (as the data plane numbers them).
     pub endpoint: u16,
     /// TLS configuration (server chain, client CA and CRL).
-    pub tls: Arc<rustls::ServerConfig>,
+    pub tls: ServerTls,
     /// Client address pool.
     pub pool: (Ipv4Addr, u8),
     /// Split tunnel routes (`None`: full tunnel).
@@ -105,7 +105,7 @@ pub fn peer_id_range(index: usize, count: usize) -> Range<u32> {
 
 impl Settings {
     /// Settings with the usual defaults around the given essentials.
-    pub fn new(endpoint: u16, tls: Arc<rustls::ServerConfig>, pool: (Ipv4Addr, u8)) -> Self {
+    pub fn new(endpoint: u16, tls: ServerTls, pool: (Ipv4Addr, u8)) -> Self {
         Self {
             endpoint,
             tls,
@@ -411,7 +411,7 @@ impl<A: Authenticator> Server<A> {
     /// under this one before the client is authorised (first key or renegotiation), so a
     /// certificate the new CRL revokes is refused (`CertificateRevoked`). Established sessions
     /// are the runtime's to end (by certificate serial).
-    pub fn set_tls(&mut self, tls: Arc<rustls::ServerConfig>) {
+    pub fn set_tls(&mut self, tls: ServerTls) {
         self.settings.tls = tls;
     }
 
@@ -559,7 +559,7 @@ impl<A: Authenticator> Server<A> {
         {
             return;
         }
-        let tls = Arc::clone(&self.settings.tls);
+        let tls = Arc::clone(&self.settings.tls.config);
         let steps = match self.sessions.get_mut(&remote) {
             Some(s) => s.handle_packet(&p, &tls, now),
             None => Vec::new(),
@@ -635,7 +635,7 @@ impl<A: Authenticator> Server<A> {
             local,
             (client, echoed),
             peer_id,
-            Arc::clone(&self.settings.tls),
+            Arc::clone(&self.settings.tls.config),
             now,
         ) {
             Ok(s) => {
@@ -994,7 +994,7 @@ impl<A: Authenticator> Server<A> {
         let Some(&remote) = self.by_peer.get(&peer_id) else {
             return false;
         };
-        let tls = Arc::clone(&self.settings.tls);
+        let tls = Arc::clone(&self.settings.tls.config);
         let started = self
             .sessions
             .get_mut(&remote)
@@ -1236,7 +1236,7 @@ impl<A: Authenticator> Server<A> {
                         if s.current()
                             .is_some_and(|k| now >= renegotiate_at(k.started, r, peer, from))
                         {
-                            s.renegotiate(&self.settings.tls, now);
+                            s.renegotiate(&self.settings.tls.config, now);
                         }
                     }
                     let peer = s.peer_id;

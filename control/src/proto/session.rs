@@ -16,7 +16,7 @@ use super::key_method::{self, ClientKeyMethod, PeerInfo};
 use super::packet::{opcode, ControlPacket, SessionId};
 use super::reliable::{Received, Reliable, ACKS_PER_CONTROL};
 use super::room::Place;
-use super::tls::{TlsFailure, TlsSession};
+use super::tls::{ServerTls, TlsFailure, TlsSession};
 use super::Remote;
 
 /// The largest TLS chunk per CONTROL_V1 so the UDP payload stays within 1222 bytes (§3.4).
@@ -390,7 +390,7 @@ impl Session {
     pub fn verify_certificate_under(
         &self,
         key_id: u8,
-        current: &Arc<rustls::ServerConfig>,
+        current: &ServerTls,
         unix_now: u64,
     ) -> Result<(), TlsFailure> {
         let k = self
@@ -398,7 +398,7 @@ impl Session {
             .iter()
             .find(|k| k.key_id == key_id)
             .ok_or_else(|| TlsFailure::Protocol("no such key state".into()))?;
-        if Arc::ptr_eq(&k.tls_config, current) {
+        if Arc::ptr_eq(&k.tls_config, &current.config) {
             return Ok(());
         }
         k.tls.verify_peer_under(current, unix_now)

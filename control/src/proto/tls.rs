@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::io::{Read, Write};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::client::danger::HandshakeSignatureValid;
@@ -131,11 +131,28 @@ pub struct TlsFiles<'a> {
     pub crl_pem: Option<&'a [u8]>,
 }
 
+/// An endpoint's TLS: the rustls server configuration, and the client-certificate verifier it
+/// holds (rustls keeps a configuration's verifier to itself; a handshake begun under a
+/// configuration since replaced, a reload with a new CRL, is checked again with the current
+/// one's before its client is authorised: `TlsSession::verify_peer_under`).
+#[derive(Clone)]
+pub struct ServerTls {
+    /// The configuration handshakes run under.
+    pub config: Arc<ServerConfig>,
+    verifier: Arc<dyn ClientCertVerifier>,
+}
+
+impl fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerTls").finish_non_exhaustive()
+    }
+}
+
 /// Builds an endpoint's rustls server configuration.
 ///
 /// # Errors
 /// A message saying which input is wrong.
-pub fn server_config(files: &TlsFiles<'_>) -> Result<Arc<ServerConfig>, String> {
+pub fn server_config(files: &TlsFiles<'_>) -> Result<ServerTls, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain: Vec<CertificateDer<'static>> =
         CertificateDer::pem_slice_iter(files.server_chain_pem)
@@ -185,30 +202,9 @@ pub fn server_config(files: &TlsFiles<'_>) -> Result<Arc<ServerConfig>, String> 
         .map_err(|e| format!("server certificate and key: {e}"))?;
     // Spec §4.4: 2.6 never resumes; tickets only add control-channel bytes.
     config.send_tls13_tickets = 0;
-    let config = Arc::new(config);
-    remember_verifier(&config, verifier);
-    Ok(config)
-}
-
-/// The client-certificate verifier of each configuration `server_config` built, while the
-/// configuration lives. rustls keeps a configuration's verifier to itself, and a handshake
-/// begun under a configuration since replaced (a reload with a new CRL) is checked again
-/// against the current one before its client is authorised (`TlsSession::verify_peer_under`).
-type Verifiers = Vec<(std::sync::Weak<ServerConfig>, Arc<dyn ClientCertVerifier>)>;
-static VERIFIERS: Mutex<Verifiers> = Mutex::new(Vec::new());
-
-fn remember_verifier(config: &Arc<ServerConfig>, verifier: Arc<dyn ClientCertVerifier>) {
-    let mut known = VERIFIERS.lock().unwrap_or_else(PoisonError::into_inner);
-    known.retain(|(c, _)| c.strong_count() > 0);
-    known.push((Arc::downgrade(config), verifier));
-}
-
-fn verifier_of(config: &Arc<ServerConfig>) -> Option<Arc<dyn ClientCertVerifier>> {
-    let known = VERIFIERS.lock().unwrap_or_else(PoisonError::into_inner);
-    known.iter().find_map(|(c, v)| {
-        c.upgrade()
-            .is_some_and(|c| Arc::ptr_eq(&c, config))
-            .then(|| Arc::clone(v))
+    Ok(ServerTls {
+        config: Arc::new(config),
+        verifier,
     })
 }
 
@@ -294,24 +290,14 @@ impl TlsSession {
         Some(cn)
     }
 
-    /// Verifies the client's certificate chain again, with the client verifier of `config` (CA,
+    /// Verifies the client's certificate chain again, with the client verifier of `tls` (CA,
     /// CRL and its expiry) at `unix_now`: for a session whose handshake began under another
-    /// configuration, since replaced. No certificate passes only if `config` asks for none.
+    /// configuration, since replaced. No certificate passes only if `tls` asks for none.
     ///
     /// # Errors
-    /// The chain does not verify under `config` (`Revoked` for a certificate its CRL lists),
-    /// or `config` was not built by `server_config` (its verifier is unknown).
-    pub fn verify_peer_under(
-        &self,
-        config: &Arc<ServerConfig>,
-        unix_now: u64,
-    ) -> Result<(), TlsFailure> {
-        let Some(verifier) = verifier_of(config) else {
-            return Err(TlsFailure::Protocol(
-                "the TLS configuration changed during the handshake; its verifier is unknown"
-                    .into(),
-            ));
-        };
+    /// The chain does not verify under `tls` (`Revoked` for a certificate its CRL lists).
+    pub fn verify_peer_under(&self, tls: &ServerTls, unix_now: u64) -> Result<(), TlsFailure> {
+        let verifier = &tls.verifier;
         let now = UnixTime::since_unix_epoch(Duration::from_secs(unix_now));
         match self.conn.peer_certificates() {
             Some([end_entity, intermediates @ ..]) => verifier

@@ -5,7 +5,6 @@
 
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::directory::UsersFileDirectory;
@@ -14,7 +13,7 @@ use crate::config::pki::resolve;
 use crate::config::schema::Endpoint;
 use crate::config::Loaded;
 use crate::proto::server::{peer_id_range, Settings};
-use crate::proto::tls::{server_config, TlsFiles};
+use crate::proto::tls::{server_config, ServerTls, TlsFiles};
 
 fn read(base: &Path, p: &Path, what: &str) -> Result<Vec<u8>, String> {
     let path = resolve(base, p);
@@ -26,7 +25,7 @@ fn read(base: &Path, p: &Path, what: &str) -> Result<Vec<u8>, String> {
 ///
 /// # Errors
 /// A file cannot be read or does not parse.
-pub fn tls(loaded: &Loaded, ep: &Endpoint) -> Result<Arc<rustls::ServerConfig>, String> {
+pub fn tls(loaded: &Loaded, ep: &Endpoint) -> Result<ServerTls, String> {
     let base = loaded.base_dir();
     let chain = read(&base, &ep.server_certificate, "server certificate")?;
     let key = read(&base, &ep.server_key, "server key")?;
