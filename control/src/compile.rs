@@ -271,16 +271,11 @@ access_group_id = "Group 2"
     #[test]
     fn a_reload_keeps_group_numbers() {
         let with_rules = |rules: &str| {
-            let text = format!(
-                r#"
-[[endpoint]]
-id = "cvpn-endpoint-0123456789abcdef0"
-client_cidr_block = "10.200.0.0/20"
-server_certificate = "s.crt"
-server_key = "s.key"
-dns_name = "vpn.example.internal"
-authentication = {{ mutual = {{ client_root_ca = "ca.crt" }} }}
-{rules}"#
+            let text = crate::config::endpoint_toml(
+                "cvpn-endpoint-0123456789abcdef0",
+                "10.200.0.0/20",
+                443,
+                rules,
             );
             crate::config::parse(Path::new("t.toml"), &text).unwrap()
         };

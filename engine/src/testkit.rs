@@ -371,19 +371,7 @@ impl Client {
 
 /// The lab's single-endpoint rule table: the VPC for everyone, 10.99.0.0/16 for group 0 only.
 pub fn lab_rules(version: u64) -> RuleTable {
-    lab_rules_authorizing(
-        version,
-        &[
-            AuthzRule {
-                destination: cidr("172.31.0.0/16"),
-                grant: Grant::AllUsers,
-            },
-            AuthzRule {
-                destination: cidr("10.99.0.0/16"),
-                grant: Grant::Group(0),
-            },
-        ],
-    )
+    lab_rules_for_group(version, 0)
 }
 
 /// `lab_rules` after a reload that revoked group 0's rule: the VPC for everyone, nothing else

@@ -92,21 +92,10 @@ mod tests {
     use std::path::Path;
 
     fn config(endpoints: &[(&str, u16)]) -> Config {
-        let mut text = String::new();
-        for (id, port) in endpoints {
-            text.push_str(&format!(
-                r#"
-[[endpoint]]
-id = "{id}"
-client_cidr_block = "10.200.0.0/20"
-server_certificate = "s.crt"
-server_key = "s.key"
-dns_name = "vpn.example.internal"
-vpn_port = {port}
-authentication = {{ mutual = {{ client_root_ca = "ca.crt" }} }}
-"#
-            ));
-        }
+        let text: String = endpoints
+            .iter()
+            .map(|(id, port)| crate::config::endpoint_toml(id, "10.200.0.0/20", *port, ""))
+            .collect();
         crate::config::parse(Path::new("t.toml"), &text).expect("parses")
     }
 

@@ -180,3 +180,21 @@ fn field_at(text: &str, offset: usize) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// For tests across the crate: an `[[endpoint]]` with mutual authentication, `id`, the client
+/// CIDR `cidr` and `vpn_port` `port`, then `extra` (its rules, target networks...).
+#[cfg(test)]
+pub(crate) fn endpoint_toml(id: &str, cidr: &str, port: u16, extra: &str) -> String {
+    format!(
+        r#"
+[[endpoint]]
+id = "{id}"
+client_cidr_block = "{cidr}"
+server_certificate = "s.crt"
+server_key = "s.key"
+dns_name = "vpn.example.internal"
+vpn_port = {port}
+authentication = {{ mutual = {{ client_root_ca = "ca.crt" }} }}
+{extra}"#
+    )
+}

@@ -1273,36 +1273,33 @@ mod tests {
             .endpoints
     }
 
-    const TWO: &str = r#"
-[[endpoint]]
-id = "cvpn-endpoint-0123456789abcdef0"
-client_cidr_block = "10.200.0.0/20"
-server_certificate = "s.crt"
-server_key = "s.key"
-dns_name = "vpn.example.internal"
-authentication = { mutual = { client_root_ca = "ca.crt" } }
+    /// Two endpoints; the first's rules name two groups.
+    fn two() -> String {
+        crate::config::endpoint_toml(
+            "cvpn-endpoint-0123456789abcdef0",
+            "10.200.0.0/20",
+            443,
+            r#"
 [[endpoint.authorization_rule]]
 destination_cidr = "10.1.0.0/16"
 access_group_id = "contractors"
 [[endpoint.authorization_rule]]
 destination_cidr = "10.2.0.0/16"
-access_group_id = "finance"
-[[endpoint]]
-id = "cvpn-endpoint-0123456789abcdef1"
-client_cidr_block = "10.210.0.0/20"
-server_certificate = "s.crt"
-server_key = "s.key"
-dns_name = "vpn.example.internal"
-vpn_port = 1194
-authentication = { mutual = { client_root_ca = "ca.crt" } }
-"#;
+access_group_id = "finance""#,
+        ) + &crate::config::endpoint_toml(
+            "cvpn-endpoint-0123456789abcdef1",
+            "10.210.0.0/20",
+            1194,
+            "",
+        )
+    }
 
     /// A reload finds the running endpoints by ID, not by place: a file that lists them the
     /// other way round, or deleted one and created another, does not give one endpoint's
     /// settings to another's server.
     #[test]
     fn a_reload_serves_the_running_endpoints_by_id() {
-        let running = endpoints(TWO);
+        let running = endpoints(&two());
         let ids: Vec<String> = running.iter().map(|e| e.id.to_string()).collect();
         let mut swapped = running.clone();
         swapped.reverse();
@@ -1330,16 +1327,17 @@ authentication = { mutual = { client_root_ca = "ca.crt" } }
     /// number next.
     #[test]
     fn a_reload_regroups_the_sessions_its_numbering_changes() {
-        let running = endpoints(TWO);
+        let running = endpoints(&two());
         let old = compile::compile(
-            &crate::config::parse(std::path::Path::new("t.toml"), TWO).expect("parses"),
+            &crate::config::parse(std::path::Path::new("t.toml"), &two()).expect("parses"),
             1,
         )
         .expect("compiles")
         .groups;
         let mut file = running.clone();
         file[0].authorization_rules.remove(0); // contractors revoked
-        let mut config = crate::config::parse(std::path::Path::new("t.toml"), TWO).expect("parses");
+        let mut config =
+            crate::config::parse(std::path::Path::new("t.toml"), &two()).expect("parses");
         config.endpoints = file;
         let new = compile::compile_numbered(&config, 2, &old)
             .expect("compiles")

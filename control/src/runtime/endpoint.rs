@@ -211,16 +211,14 @@ target_subnet = "subnet-1"
     /// limit.
     #[test]
     fn connections_come_with_target_networks() {
-        let text = r#"
-[limits]
-connections_per_target_network = 50
-[[endpoint]]
-id = "cvpn-endpoint-0123456789abcdef0"
-client_cidr_block = "10.200.0.0/20"
-server_certificate = "s.crt"
-server_key = "s.key"
-dns_name = "vpn.example.internal"
-authentication = { mutual = { client_root_ca = "ca.crt" } }
+        let text = "[limits]\nconnections_per_target_network = 50\n".to_owned()
+            + &crate::config::endpoint_toml(
+                "cvpn-endpoint-0123456789abcdef0",
+                "10.200.0.0/20",
+                443,
+                TARGET_NETWORK,
+            );
+        const TARGET_NETWORK: &str = r#"
 [[endpoint.target_network]]
 association_id = "cvpn-assoc-0123456789abcdef1"
 subnet_id = "subnet-0a0000000000000a1"
@@ -232,10 +230,10 @@ port = "inside-a"
 eni_ip = "172.31.1.5"
 gateway = "172.31.1.1"
 "#;
-        let config: crate::config::schema::Config = toml::from_str(text).expect("parses");
+        let config: crate::config::schema::Config = toml::from_str(&text).expect("parses");
         let loaded = Loaded {
             path: "t.toml".into(),
-            text: text.into(),
+            text,
             config,
         };
         let mut ep = loaded.config.endpoints[0].clone();
