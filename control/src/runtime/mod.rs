@@ -34,9 +34,11 @@ use crate::config::{self, Loaded};
 use crate::timefmt::rfc3339;
 
 const SIGNALS: Token = Token(0);
-const METRICS: Token = Token(usize::MAX);
 const LISTENER: Token = Token(1);
 const FIRST_CONN: usize = 2;
+/// How often the data plane's counters are copied into the metrics recorder, which the
+/// metrics thread renders (the cores publish theirs once a second).
+const METRICS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 /// Introduces, in a reload's message, what of the file waits for `sluice run` to start again.
 const LATER: &str = "changed since the start, applied when `sluice run` starts again";
 
@@ -89,10 +91,12 @@ pub struct Daemon {
     conns: HashMap<Token, Conn>,
     next_token: usize,
     running: bool,
-    metrics: Option<(
-        mio::net::TcpListener,
-        metrics_exporter_prometheus::PrometheusHandle,
-    )>,
+    /// Whether the metrics endpoint runs (on its own thread, `serve_metrics`); the data
+    /// plane's counters are copied into the recorder every `METRICS_EVERY` (`metrics_at`).
+    #[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
+    metrics: bool,
+    #[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
+    metrics_at: std::time::Instant,
     #[cfg(feature = "dpdk")]
     dataplane: Option<dataplane::Dataplane>,
     /// The configuration the daemon started with: what a reload cannot change is compared
@@ -105,6 +109,7 @@ impl Daemon {
     ///
     /// # Errors
     /// An invalid configuration, or a socket that cannot be created (one clear message).
+    #[allow(clippy::disallowed_methods)] // the runtime shell reads the clock
     pub fn start(config_path: &Path) -> Result<Self, RunError> {
         let current = config::load(config_path)?;
         let socket_path =
@@ -143,12 +148,16 @@ impl Daemon {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(io_err("registering the admin socket"))?;
-        let mut metrics = metrics;
-        if let Some((l, _)) = &mut metrics {
-            poll.registry()
-                .register(l, METRICS, Interest::READABLE)
-                .map_err(io_err("registering the metrics listener"))?;
-        }
+        let metrics = match metrics {
+            Some((listener, handle)) => {
+                std::thread::Builder::new()
+                    .name("sluice-metrics".into())
+                    .spawn(move || serve_metrics(&listener, &handle))
+                    .map_err(io_err("starting the metrics thread"))?;
+                true
+            }
+            None => false,
+        };
         log(&format!(
             "started with {} ({} endpoint(s)); admin socket {}",
             config_path.display(),
@@ -165,6 +174,7 @@ impl Daemon {
             next_token: FIRST_CONN,
             running: true,
             metrics,
+            metrics_at: std::time::Instant::now(),
             #[cfg(feature = "dpdk")]
             dataplane,
             started: current.config.clone(),
@@ -181,6 +191,7 @@ impl Daemon {
     ///
     /// # Errors
     /// A failure of the event loop itself.
+    #[allow(clippy::disallowed_methods)] // the runtime shell reads the clock
     pub fn run(mut self) -> Result<(), RunError> {
         let mut events = Events::with_capacity(64);
         while self.running {
@@ -206,13 +217,16 @@ impl Daemon {
                 match ev.token() {
                     SIGNALS => self.handle_signals(),
                     LISTENER => self.accept(),
-                    METRICS => self.serve_metrics(),
                     t => self.serve(t),
                 }
             }
             #[cfg(feature = "dpdk")]
             if let Some(dp) = &mut self.dataplane {
                 dp.poll();
+                if self.metrics && self.metrics_at.elapsed() >= METRICS_EVERY {
+                    self.metrics_at = std::time::Instant::now();
+                    dp.update_metrics();
+                }
             }
         }
         #[cfg(feature = "dpdk")]
@@ -222,37 +236,6 @@ impl Daemon {
         log("stopping");
         let _ = std::fs::remove_file(&self.socket_path);
         Ok(())
-    }
-
-    /// Answers scrapes: any request gets the Prometheus text (one short exchange each).
-    fn serve_metrics(&mut self) {
-        let Some((listener, handle)) = &self.metrics else {
-            return;
-        };
-        loop {
-            let stream = match listener.accept() {
-                Ok((s, _)) => s,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(_) => return,
-            };
-            #[cfg(feature = "dpdk")]
-            if let Some(dp) = &self.dataplane {
-                dp.update_metrics();
-            }
-            let body = handle.render();
-            // A local scraper sends its request at once; wait for it briefly, then answer.
-            let mut std_stream: std::net::TcpStream = stream.into();
-            let _ = std_stream.set_nonblocking(false);
-            let _ = std_stream.set_read_timeout(Some(std::time::Duration::from_millis(200)));
-            let mut req = [0u8; 2048];
-            let _ = std_stream.read(&mut req);
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = std_stream.write_all(head.as_bytes());
-            let _ = std_stream.write_all(body.as_bytes());
-        }
     }
 
     fn handle_signals(&mut self) {
@@ -604,12 +587,44 @@ fn live_connections(
     }
 }
 
+/// Answers scrapes, on a thread of its own: any request gets the Prometheus text, one exchange
+/// a connection, each bounded in time, so that a peer of the metrics port that sends nothing
+/// or reads nothing delays only other scrapes, never the control thread (admin verbs,
+/// handshakes, timers, signals).
+#[allow(clippy::disallowed_methods)] // a shell's thread: it waits
+fn serve_metrics(
+    listener: &std::net::TcpListener,
+    handle: &metrics_exporter_prometheus::PrometheusHandle,
+) {
+    use std::time::Duration;
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else {
+            // Out of descriptors, say: try again shortly rather than spin.
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
+        // A scraper sends its request at once; its content does not matter.
+        let mut req = [0u8; 2048];
+        let _ = stream.read(&mut req);
+        let body = handle.render();
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = stream
+            .write_all(head.as_bytes())
+            .and_then(|()| stream.write_all(body.as_bytes()));
+    }
+}
+
 /// Installs the Prometheus recorder and binds its listener, unless turned off.
 fn start_metrics(
     address: &str,
 ) -> Result<
     Option<(
-        mio::net::TcpListener,
+        std::net::TcpListener,
         metrics_exporter_prometheus::PrometheusHandle,
     )>,
     RunError,
@@ -621,7 +636,7 @@ fn start_metrics(
         what: format!("metrics address `{address}`"),
         source: io::Error::from(io::ErrorKind::InvalidInput),
     })?;
-    let listener = mio::net::TcpListener::bind(addr)
+    let listener = std::net::TcpListener::bind(addr)
         .map_err(io_err(format!("binding the metrics endpoint {addr}")))?;
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
