@@ -28,7 +28,7 @@ use sluice_engine::wire::openvpn::{KeyId, PeerId};
 use sluice_engine::worker::{Handoff, Listener, PortConfig, Worker, WorkerConfig};
 
 use super::endpoint;
-use super::log;
+use super::{log, shown};
 use crate::auth::EndpointAuth;
 use crate::compile::{self, GroupIndex};
 use crate::config::schema::{Endpoint, DEFAULT_MTU};
@@ -614,8 +614,8 @@ impl Dataplane {
                         "connection {} established: {} (common name {}, username {}) from {}",
                         c.connection_id,
                         c.client_ip,
-                        c.common_name.as_deref().unwrap_or("-"),
-                        c.username.as_deref().unwrap_or("-"),
+                        shown(c.common_name.as_deref()),
+                        shown(c.username.as_deref()),
                         c.device_ip
                     ));
                     self.connections.insert(peer_id, c);
@@ -718,8 +718,8 @@ impl Dataplane {
                     "connection from {}:{} refused: {detail} (common name {}, username {})",
                     Ipv4Addr::from(remote.ip),
                     remote.port,
-                    common_name.as_deref().unwrap_or("-"),
-                    username.as_deref().unwrap_or("-")
+                    shown(common_name.as_deref()),
+                    shown(username.as_deref())
                 ));
             }
         }

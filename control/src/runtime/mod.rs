@@ -71,6 +71,31 @@ pub fn log(msg: &str) {
     eprintln!("{} sluice: {msg}", rfc3339(SystemTime::now()));
 }
 
+/// A name a client chose (username, certificate common name) as a log line may show it: control
+/// characters escaped, so that it cannot end the line or forge another, and at most 128
+/// characters; `-` for none.
+pub fn shown(name: Option<&str>) -> String {
+    let Some(name) = name else {
+        return "-".into();
+    };
+    let mut out: String = name
+        .chars()
+        .take(128)
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect();
+    if name.chars().nth(128).is_some() {
+        out.push_str("...");
+    }
+    out
+}
+
 /// An admin connection being served.
 struct Conn {
     stream: UnixStream,
@@ -645,4 +670,23 @@ fn start_metrics(
             source: io::Error::other("recorder"),
         })?;
     Ok(Some((listener, handle)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown;
+
+    /// A name a client chose cannot end a log line or forge another, nor run on for pages.
+    #[test]
+    fn client_chosen_names_stay_on_their_line() {
+        assert_eq!(shown(None), "-");
+        assert_eq!(shown(Some("alice")), "alice");
+        let forged = "x\n2030-01-01T00:00:00Z sluice: connection established\u{1b}[2J\r";
+        let s = shown(Some(forged));
+        assert!(!s.chars().any(char::is_control), "{s}");
+        assert!(s.starts_with("x\\n2030"), "{s}");
+        assert_eq!(shown(Some("é")), "é");
+        let long = "a".repeat(5000);
+        assert_eq!(shown(Some(&long)), format!("{}...", "a".repeat(128)));
+    }
 }

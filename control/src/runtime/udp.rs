@@ -266,8 +266,8 @@ impl<A: Authenticator> UdpDriver<A> {
                         "connection from {}:{} refused: {detail} (common name {}, username {})",
                         Ipv4Addr::from(remote.ip),
                         remote.port,
-                        common_name.as_deref().unwrap_or("-"),
-                        username.as_deref().unwrap_or("-")
+                        super::shown(common_name.as_deref()),
+                        super::shown(username.as_deref())
                     ));
                 }
             }
