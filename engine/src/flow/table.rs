@@ -567,10 +567,16 @@ impl FlowTable {
         Err(DropReason::SnatPortExhausted)
     }
 
-    /// Updates a TCP flow's state from the flags of a segment; `from_remote` for replies.
+    /// Updates a TCP flow's state from the flags of a segment; `from_remote` for replies. A
+    /// client's SYN (without ACK) opens the tuple anew: a connection that reuses the tuple of
+    /// one that closed (within its transitory timeout) is tracked as new, not as closing for
+    /// the rest of its life (RFC 5382 wants two hours of idle for an established one).
     pub fn observe_tcp(flow: &mut Flow, tcp_flags: u8, from_remote: bool) {
         if tcp_flags & (flags::FIN | flags::RST) != 0 {
             flow.closing = true;
+        } else if !from_remote && tcp_flags & (flags::SYN | flags::ACK) == flags::SYN {
+            flow.closing = false;
+            flow.established = false;
         } else if from_remote && tcp_flags & flags::ACK != 0 {
             flow.established = true;
         }
@@ -869,6 +875,46 @@ mod tests {
         FlowTable::observe_tcp(f, flags::FIN | flags::ACK, false);
         assert_eq!(t.expire(200 + tm.tcp_transitory + 1, 4), 1);
         assert!(t.is_empty());
+    }
+
+    /// A new connection on the tuple of one that closed a moment ago (a reused source port)
+    /// is tracked as a new connection: once answered, established, not closing for good.
+    #[test]
+    fn a_reused_tuple_opens_anew() {
+        let tm = Timeouts::default();
+        let mut t = FlowTable::new(
+            4,
+            PortRange {
+                first: 5000,
+                len: 10,
+            },
+            tm,
+        );
+        let k = FlowKey {
+            client: 1,
+            proto: protocol::TCP,
+            src_port: 1,
+            dst: 2,
+            dst_port: 22,
+        };
+        let f = t.create(k, 9, 0, 0, 0).unwrap();
+        FlowTable::observe_tcp(f, flags::SYN | flags::ACK, true);
+        let f = t.lookup(&k, 10).unwrap();
+        FlowTable::observe_tcp(f, flags::FIN | flags::ACK, false);
+        // The same tuple again, 100 s later: SYN, SYN-ACK, ACK.
+        let f = t.lookup(&k, 110).unwrap();
+        FlowTable::observe_tcp(f, flags::SYN, false);
+        let r = f.reverse();
+        let f = t.lookup_reverse(&r, 110).unwrap();
+        FlowTable::observe_tcp(f, flags::SYN | flags::ACK, true);
+        let f = t.lookup(&k, 110).unwrap();
+        FlowTable::observe_tcp(f, flags::ACK, false);
+        assert_eq!(
+            t.expire(110 + tm.tcp_transitory + 60, 4),
+            0,
+            "the new connection is established, not closing"
+        );
+        assert_eq!(t.expire(110 + tm.tcp_established + 1, 4), 1);
     }
 
     #[test]
