@@ -94,8 +94,7 @@ pub enum Removal {
     TableFull,
     /// It was never added: its data-channel keys were refused.
     KeysRefused,
-    /// It was never added: its peer-id is another core's (`SessionTable::core_of`), and a
-    /// session of this core's holds the index entry it would take.
+    /// It was never added: its peer-id is another core's (`SessionTable::core_of`).
     WrongCore,
 }
 

@@ -464,6 +464,17 @@ impl<P: Port> Worker<P> {
                     }
                     self.install_rules(rules);
                 }
+                Command::AddSession { info, .. }
+                    if self.sessions.core_of(info.peer) != self.cfg.core =>
+                {
+                    // Another core's peer-id (a misdirected command): its packets would all be
+                    // handed to that core, and it would hold an index entry of this core's.
+                    self.report(Report::Removed {
+                        peer: info.peer,
+                        traffic: Traffic::default(),
+                        because: Removal::WrongCore,
+                    });
+                }
                 Command::AddSession { info, key_id, keys } => match DataKey::new(key_id, &keys) {
                     Ok(k) => {
                         // The sessions it replaces (its peer-id's, its address's) go with their

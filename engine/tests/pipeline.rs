@@ -1407,6 +1407,9 @@ fn a_session_the_core_cannot_add_is_reported_with_the_reason() {
             })
             .collect::<Vec<_>>()
     };
+    // Peer 1 is core 1's, though its index entry here is free: held here, its packets would
+    // all go to core 1, and it would keep peer 0 out.
+    assert_eq!(add(1), [(1, Removal::WrongCore)]);
     assert_eq!(add(2), []);
     // Peer 3 is core 1's: its index entry here is peer 2's.
     assert_eq!(add(3), [(3, Removal::WrongCore)]);
