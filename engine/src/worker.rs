@@ -744,18 +744,38 @@ impl<P: Port> Worker<P> {
         let peer = s.id().peer();
         let traffic = ((lap + u64::from(slot)) % TRAFFIC_LAPS == 0).then(|| s.traffic());
         let idle = restart > 0 && now.saturating_sub(s.last_rx) > restart && !s.idle_reported;
-        if idle {
-            s.idle_reported = true;
-        }
-        let ping = ping > 0 && now.saturating_sub(s.last_tx()) >= ping && !s.idle_reported;
+        let ping = ping > 0 && now.saturating_sub(s.last_tx()) >= ping && !idle && !s.idle_reported;
+        let float = s.float_unreported.then(|| s.id().remote());
         if let Some(traffic) = traffic {
             self.report(Report::Traffic { peer, traffic });
         }
-        if idle {
-            self.report(Report::Idle { peer });
+        // Reports control must get are marked sent only once queued: one that found the
+        // queue full goes again at the next lap.
+        if idle && self.report_kept(Report::Idle { peer }) {
+            if let Some(s) = self.sessions.get_mut(slot) {
+                s.idle_reported = true;
+            }
+        }
+        if let Some(remote) = float {
+            if self.report_kept(Report::Floated { peer, remote }) {
+                if let Some(s) = self.sessions.get_mut(slot) {
+                    s.float_unreported = false;
+                }
+            }
         }
         if ping {
             self.send_ping(slot, peer);
+        }
+    }
+
+    /// `report`, saying whether the report was queued.
+    fn report_kept(&mut self, r: Report) -> bool {
+        match self.mailbox.report(r) {
+            Ok(()) => true,
+            Err(_) => {
+                self.drops.bump(DropReason::ReportQueueFull);
+                false
+            }
         }
     }
 

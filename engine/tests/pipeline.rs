@@ -2052,6 +2052,61 @@ fn keepalive_pings_and_idle_report() {
     assert_eq!(idle, 1);
 }
 
+/// Reports control must get are sent again when the report queue had no room for them: an
+/// idle session is reported at the next lap of the sweep once there is room (it would
+/// otherwise stay on the core and in control for good), and so is a float (control would
+/// keep the old address).
+#[test]
+fn reports_that_found_the_queue_full_go_again() {
+    let mut lab = lab_with(GroupMask::EMPTY);
+    let fill = |lab: &mut Lab| {
+        while lab
+            .mb
+            .reports
+            .push(Report::ClientExited { peer: PeerId(999) })
+            .is_ok()
+        {}
+    };
+    let of_peer_5 = |lab: &mut Lab| {
+        std::iter::from_fn(|| lab.mb.reports.pop())
+            .filter_map(|r| match r {
+                Report::Idle { peer: PeerId(5) } => Some("idle".to_owned()),
+                Report::Floated {
+                    peer: PeerId(5),
+                    remote,
+                } => Some(format!("floated to {}", remote.port)),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+
+    // A packet from a new port while the queue is full: the float is not heard of.
+    fill(&mut lab);
+    let echo = testkit::ipv4_echo(ip(lab::CLIENT_VIP), ip(lab::HOST_IP), true, 3, 1, b"");
+    let mut f = lab.client.frame(&echo);
+    f[34..36].copy_from_slice(&40000u16.to_be_bytes());
+    f[40..42].copy_from_slice(&[0, 0]);
+    lab.w.port_mut(0).unwrap().inject(&f);
+    lab.w.poll_once(lab.now);
+    assert!(of_peer_5(&mut lab).is_empty());
+    lab.w.poll_once(lab.now + Duration::from_secs(1));
+    lab.w.poll_once(lab.now + Duration::from_secs(2));
+    assert_eq!(of_peer_5(&mut lab), ["floated to 40000"]);
+    lab.w.poll_once(lab.now + Duration::from_secs(3));
+    assert!(of_peer_5(&mut lab).is_empty(), "told once");
+
+    // Idle past 60 s while the queue is full; then room again.
+    fill(&mut lab);
+    lab.w.poll_once(lab.now + Duration::from_secs(61));
+    lab.w.poll_once(lab.now + Duration::from_secs(62));
+    assert!(of_peer_5(&mut lab).is_empty());
+    lab.w.poll_once(lab.now + Duration::from_secs(63));
+    lab.w.poll_once(lab.now + Duration::from_secs(64));
+    assert_eq!(of_peer_5(&mut lab), ["idle"]);
+    lab.w.poll_once(lab.now + Duration::from_secs(65));
+    assert!(of_peer_5(&mut lab).is_empty(), "told once");
+}
+
 /// The per-session timers are spread over each second, not run for every session at once:
 /// with six times more sessions than the report queue holds, every session's traffic still
 /// reaches control (drained every millisecond, as the control thread does) and nothing is

@@ -258,6 +258,20 @@ impl<P: Port> Worker<P> {
         self.decrypted = batch;
     }
 
+    /// Tells control that the session in slot `idx` floated; if the report queue has no room,
+    /// the sweep tells it later (`Session::float_unreported`): control would otherwise keep
+    /// the old address, and refuse the client's control packets from the new one.
+    #[cold]
+    #[inline(never)]
+    fn report_float(&mut self, idx: u32, r: Report) {
+        if self.mailbox.report(r).is_err() {
+            self.drops.bump(DropReason::ReportQueueFull);
+            if let Some(s) = self.sessions.get_mut(idx) {
+                s.float_unreported = true;
+            }
+        }
+    }
+
     /// A P_DATA_V2 packet (outer headers removed) of a session this core owns.
     fn client_data(&mut self, mut buf: P::Buf, peer: PeerId, from: Remote) {
         let Some(idx) = self.sessions.index_of_peer(peer) else {
@@ -285,7 +299,7 @@ impl<P: Port> Worker<P> {
         });
         let (endpoint, client_ip) = (s.id().endpoint(), s.client_ip);
         if let Some(r) = floated {
-            self.report(r);
+            self.report_float(idx, r);
         }
         match classify_plaintext(buf.data()) {
             Plaintext::Ip => {}
