@@ -1,5 +1,8 @@
 //! The ARP neighbour cache of a core: next-hop IPv4 addresses to MAC addresses, per port, with a
-//! small queue of packets waiting while an address is being resolved.
+//! small queue of packets waiting while an address is being resolved. An entry not refreshed
+//! for `REACHABLE_SECS` is checked again while its MAC stays in use (as Linux's stale and probe
+//! states): a busy next hop that never sends us ARP (a VPC router) loses no packets every five
+//! minutes.
 //!
 //! Bounded everywhere: a maximum number of neighbours, `QUEUE_LEN` packets per pending one,
 //! `MAX_TRIES` requests one second apart before giving up. Time is seconds passed in.
@@ -23,6 +26,13 @@ enum State<B> {
     },
     Pending {
         queue: ArrayVec<B, QUEUE_LEN>,
+        tries: u8,
+        last_request: u32,
+    },
+    /// Stale and in use: packets still go to `mac` while requests ask for it again; no answer
+    /// after `MAX_TRIES`, and the entry goes.
+    Probing {
+        mac: Mac,
         tries: u8,
         last_request: u32,
     },
@@ -94,13 +104,14 @@ impl<B> NeighbourTable<B> {
                 return Some(m.mac);
             }
         }
-        match self.entries.get(&(port, ip))? {
-            &State::Resolved { mac, refreshed } if fresh(refreshed) => {
+        match *self.entries.get(&(port, ip))? {
+            State::Resolved { mac, refreshed } if fresh(refreshed) => {
                 if let Some(slot) = memo {
                     *slot = Some(Memo { ip, mac, refreshed });
                 }
                 Some(mac)
             }
+            State::Probing { mac, .. } => Some(mac),
             _ => None,
         }
     }
@@ -128,16 +139,19 @@ impl<B> NeighbourTable<B> {
                 Err(e) => Resolve::Full(e.element()),
             },
             Some(state @ State::Resolved { .. }) => {
-                // Stale: resolve again.
-                let mut queue = ArrayVec::new();
-                queue.push(buf);
-                *state = State::Pending {
-                    queue,
-                    tries: 1,
-                    last_request: now,
+                // Stale and in use: keep sending to its MAC while asking again (the first
+                // request at the next `poll`, within a second).
+                let State::Resolved { mac, .. } = *state else {
+                    return Resolve::Full(buf);
                 };
-                Resolve::Queued { request: true }
+                *state = State::Probing {
+                    mac,
+                    tries: 0,
+                    last_request: now.saturating_sub(1),
+                };
+                Resolve::Mac(mac, buf)
             }
+            Some(State::Probing { mac, .. }) => Resolve::Mac(*mac, buf),
             None if len >= self.capacity => Resolve::Full(buf),
             None => {
                 let mut queue = ArrayVec::new();
@@ -195,6 +209,19 @@ impl<B> NeighbourTable<B> {
         for (&(port, ip), state) in &mut self.entries {
             match state {
                 State::Pending {
+                    tries,
+                    last_request,
+                    ..
+                } if now.saturating_sub(*last_request) >= 1 => {
+                    if *tries >= MAX_TRIES {
+                        give_up.push((port, ip));
+                    } else {
+                        *tries += 1;
+                        *last_request = now;
+                        out.push(Housekeeping::Request { port, ip });
+                    }
+                }
+                State::Probing {
                     tries,
                     last_request,
                     ..
@@ -309,13 +336,41 @@ mod tests {
         let mut t: NeighbourTable<u32> = NeighbourTable::new(1);
         let _ = t.learn(0, 1, MAC, 0);
         assert!(matches!(t.resolve(0, 2, 9, 0), Resolve::Full(9)));
+        let stale = REACHABLE_SECS + 1;
         assert_eq!(
-            t.lookup(0, 1, REACHABLE_SECS + 1),
+            t.lookup(0, 1, stale),
             None,
-            "stale entries are not used"
+            "a stale entry is not used as it is"
         );
+        // Still in use: sent to its MAC while it is asked for again, a request a second.
+        assert!(matches!(t.resolve(0, 1, 3, stale), Resolve::Mac(MAC, 3)));
+        assert_eq!(t.lookup(0, 1, stale), Some(MAC));
+        let requests = |out: &[Housekeeping<u32>]| {
+            out.iter()
+                .filter(|h| matches!(h, Housekeeping::Request { port: 0, ip: 1 }))
+                .count()
+        };
+        let mut out = Vec::new();
+        t.poll(stale, &mut out);
+        t.poll(stale, &mut out);
+        assert_eq!(requests(&out), 1, "one request a second");
+        // Answered: fresh again, for another five minutes.
+        let _ = t.learn(0, 1, MAC, stale + 1);
+        t.poll(stale + 2, &mut out);
+        assert_eq!(requests(&out), 1);
+        assert_eq!(t.lookup(0, 1, stale + 2 + REACHABLE_SECS - 1), Some(MAC));
+        // Not answered: after `MAX_TRIES` requests the entry goes, and the next packet waits
+        // for a new resolution.
+        let later = stale + 1 + REACHABLE_SECS + 1;
+        assert!(matches!(t.resolve(0, 1, 4, later), Resolve::Mac(MAC, 4)));
+        let mut out = Vec::new();
+        for s in 0..=u32::from(MAX_TRIES) {
+            t.poll(later + s, &mut out);
+        }
+        assert_eq!(requests(&out), usize::from(MAX_TRIES));
+        assert!(t.is_empty());
         assert!(matches!(
-            t.resolve(0, 1, 3, REACHABLE_SECS + 1),
+            t.resolve(0, 1, 5, later + 5),
             Resolve::Queued { request: true }
         ));
     }
@@ -336,13 +391,14 @@ mod tests {
         // The neighbour moves to another MAC: the next lookup sees it.
         let _ = t.learn(1, 10, OTHER, 2);
         assert_eq!(t.lookup(1, 10, 3), Some(OTHER));
-        // Stale is stale, remembered or not; a stale entry resolved again is pending.
+        // Stale is stale, remembered or not; a stale entry in use is asked for again, its
+        // MAC kept meanwhile.
         assert_eq!(t.lookup(1, 10, 3 + REACHABLE_SECS), None);
         assert!(matches!(
             t.resolve(1, 10, 5, 3 + REACHABLE_SECS),
-            Resolve::Queued { request: true }
+            Resolve::Mac(OTHER, 5)
         ));
-        assert_eq!(t.lookup(1, 10, 3), None, "pending, not the old MAC");
+        assert_eq!(t.lookup(1, 10, 3 + REACHABLE_SECS), Some(OTHER));
         // Forgotten by housekeeping: not answered from memory.
         let _ = t.learn(2, 20, MAC, 0);
         assert_eq!(t.lookup(2, 20, 0), Some(MAC));

@@ -2052,6 +2052,43 @@ fn keepalive_pings_and_idle_report() {
     assert_eq!(idle, 1);
 }
 
+/// A busy next hop whose entry went stale (no ARP from it for five minutes: a VPC router
+/// never sends us any) keeps getting its packets while it is asked for again: a burst then is
+/// sent, not held four at a time and the rest dropped.
+#[test]
+fn a_stale_next_hop_in_use_keeps_its_packets_while_asked_again() {
+    let mut lab = lab_with(GroupMask::EMPTY);
+    let (vip, host) = (ip(lab::CLIENT_VIP), ip(lab::HOST_IP));
+    let later = lab.now + Duration::from_secs(301);
+    for i in 0..32u16 {
+        let f = lab
+            .client
+            .frame(&testkit::ipv4_udp(vip, 40_000 + i, host, 53, b"q"));
+        lab.w.port_mut(0).unwrap().inject(&f);
+    }
+    lab.w.poll_once(later);
+    let sent = lab.inside_sent();
+    let to_host = sent
+        .iter()
+        .filter(|f| f[12..14] == [0x08, 0x00] && f[0..6] == lab::HOST_MAC)
+        .count();
+    assert_eq!(to_host, 32, "{:?}", nonzero_drops(&lab.w));
+    assert_eq!(lab.drops(DropReason::ArpQueueFull), 0);
+    // And it is asked for again, once a second until it answers.
+    let arp = |frames: &[Vec<u8>]| frames.iter().filter(|f| f[12..14] == [0x08, 0x06]).count();
+    assert_eq!(arp(&sent), 1, "an ARP request for the stale next hop");
+    lab.w.port_mut(1).unwrap().inject(&testkit::arp_reply(
+        lab::HOST_MAC,
+        host,
+        lab::INSIDE_MAC,
+        ip(lab::INSIDE_IP),
+    ));
+    for s in 1..4 {
+        lab.w.poll_once(later + Duration::from_secs(s));
+    }
+    assert_eq!(arp(&lab.inside_sent()), 0, "answered: no more requests");
+}
+
 /// Reports control must get are sent again when the report queue had no room for them: an
 /// idle session is reported at the next lap of the sweep once there is room (it would
 /// otherwise stay on the core and in control for good), and so is a float (control would
