@@ -313,17 +313,23 @@ impl Dataplane {
             apply_file_settings(&mut cfg, dp, outside);
             cfg.cookies = cookies.clone();
             let queues: Vec<_> = devs.iter().map(|d| d.queue(core as u16)).collect();
-            let (mb, stop) = (mailbox.clone(), Arc::clone(&stop));
+            let (mb, worker_stop) = (mailbox.clone(), Arc::clone(&stop));
             let published = Arc::clone(&stats[core]);
-            dpdk::launch(*lcore, move || {
+            let launched = dpdk::launch(*lcore, move || {
                 let mut w = Worker::new(cfg, queues, mb, Some(handoff), epoch);
                 w.publish_stats(published);
-                while !stop.load(Ordering::Relaxed) {
+                while !worker_stop.load(Ordering::Relaxed) {
                     w.poll_once(Instant::now());
                 }
                 0
-            })
-            .map_err(|e| e.to_string())?;
+            });
+            if let Err(e) = launched {
+                // The cores already running stop before the ports they poll are closed (the
+                // devices drop on the way out).
+                stop.store(true, Ordering::Relaxed);
+                dpdk::wait_all();
+                return Err(e.to_string());
+            }
             mailboxes.push(mailbox);
         }
         log(&format!(
