@@ -16,6 +16,7 @@ SLUICE_APT_PACKAGES=(
   iperf3            # benchmark traffic
   tcpdump           # captures for golden tests and debugging
   ethtool           # turning off checksum offload on veth peers of the DPDK ports
+  procps            # kill and sysctl: test cleanup, signals to the daemon, IP forwarding in labs
 )
 
 # Installs whatever of SLUICE_APT_PACKAGES is missing; runs apt-get update once, and only when

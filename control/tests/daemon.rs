@@ -48,13 +48,9 @@ fn wait_for(path: &Path, present: bool) {
     }
 }
 
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .expect("kill")
-        .success();
-    assert!(ok, "kill {sig} failed");
+fn signal(child: &Child, sig: rustix::process::Signal) {
+    rustix::process::kill_process(rustix::process::Pid::from_child(child), sig)
+        .unwrap_or_else(|e| panic!("signal {sig:?} to the daemon: {e}"));
 }
 
 #[test]
@@ -155,14 +151,14 @@ fn live_verbs_reloads_and_clean_stop() {
         err.contains("the running configuration stays") && err.contains("unknown field `bogus`"),
         "{err}"
     );
-    signal(&daemon.child, "-HUP");
+    signal(&daemon.child, rustix::process::Signal::HUP);
     std::thread::sleep(Duration::from_millis(200));
     std::fs::write(&config, &good).expect("write");
     let (code, out, err) = sluice(&config, &["reload"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("reloaded"), "{out}");
 
-    signal(&daemon.child, "-TERM");
+    signal(&daemon.child, rustix::process::Signal::TERM);
     let status = daemon.child.wait().expect("wait");
     assert!(status.success(), "daemon exit: {status}");
     wait_for(&socket, false);

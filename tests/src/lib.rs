@@ -215,16 +215,54 @@ impl Drop for Entered {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        if let Ok(out) = Command::new("ip")
-            .args(["netns", "pids", &self.name])
-            .output()
-        {
+        remove_namespace(&self.name);
+    }
+}
+
+/// Kills every process in namespace `name` and deletes it. Never panics (it runs in `Drop`,
+/// possibly while unwinding); whatever it cannot do it reports on stderr, so a namespace or
+/// process left behind has a visible cause.
+fn remove_namespace(name: &str) {
+    match Command::new("ip").args(["netns", "pids", name]).output() {
+        Ok(out) if out.status.success() => {
             for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-9", pid]).output();
+                kill9(pid, name);
             }
         }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
+        Ok(out) => eprintln!(
+            "warning: ip netns pids {name} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => eprintln!("warning: cannot run ip netns pids {name}: {e}"),
+    }
+    match Command::new("ip").args(["netns", "del", name]).output() {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => eprintln!(
+            "warning: ip netns del {name} failed ({}): {}; the namespace may be left behind",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => {
+            eprintln!("warning: cannot run ip netns del {name}: {e}; the namespace is left behind")
+        }
+    }
+}
+
+/// `kill -9 pid` (procps, which scripts/lib.sh installs); a failure is reported on stderr
+/// unless the process is already gone.
+fn kill9(pid: &str, ns: &str) {
+    let gone = || !Path::new("/proc").join(pid).exists();
+    match Command::new("kill").args(["-9", pid]).output() {
+        Ok(out) if out.status.success() => {}
+        Ok(_) if gone() => {}
+        Ok(out) => eprintln!(
+            "warning: kill -9 {pid} (in namespace {ns}) failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => eprintln!(
+            "warning: cannot run kill -9 {pid} (in namespace {ns}; is procps installed?): {e}"
+        ),
     }
 }
