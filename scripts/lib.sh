@@ -17,6 +17,7 @@ SLUICE_APT_PACKAGES=(
   tcpdump           # captures for golden tests and debugging
   ethtool           # turning off checksum offload on veth peers of the DPDK ports
   procps            # kill and sysctl: test cleanup, signals to the daemon, IP forwarding in labs
+  util-linux        # setpriv: test children die with the test process (--pdeathsig)
 )
 
 # Installs whatever of SLUICE_APT_PACKAGES is missing; runs apt-get update once, and only when

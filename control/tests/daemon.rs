@@ -70,7 +70,7 @@ fn live_verbs_reloads_and_clean_stop() {
     )
     .expect("write config");
 
-    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+    let child = sluice_tests::dying_with_parent(env!("CARGO_BIN_EXE_sluice"))
         .args(["run", "--config"])
         .arg(&config)
         .stderr(Stdio::piped())

@@ -45,18 +45,65 @@ pub fn require_root(what: &str) {
     );
 }
 
+/// A command for `program` that gets SIGKILL when the thread that spawns it exits, so nothing it
+/// runs (a `sluice run` whose DPDK worker busy-polls a core, an `openvpn`) outlives a test
+/// process that is killed (CI timeout, OOM killer, `kill -9`) before its `Drop`s run.
+///
+/// It runs `setpriv --pdeathsig KILL -- program` (util-linux, which scripts/lib.sh installs):
+/// setpriv sets `PR_SET_PDEATHSIG` and execs `program`, so the child keeps its pid and
+/// `Child::kill`/`wait` work as usual. (This crate's `rustix` lacks the `process` feature that
+/// would let `pre_exec` call `prctl` itself, and its manifest is not ours to change here.)
+///
+/// The signal follows the spawning *thread*: spawn from the thread that owns the child (the
+/// test's own thread), never from a short-lived helper thread, or the child dies with it.
+pub fn dying_with_parent(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args(["--pdeathsig", "KILL", "--"]).arg(program);
+    c
+}
+
+/// The pid in a test namespace's name (`sl-<tag>-<pid>`, see [`Netns::new`]), if it has that
+/// form.
+#[must_use]
+pub fn namespace_pid(name: &str) -> Option<u32> {
+    let (tag, pid) = name.strip_prefix("sl-")?.rsplit_once('-')?;
+    if tag.is_empty() || pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok().filter(|&p| p > 0)
+}
+
+/// Deletes (killing what runs in them) the test namespaces left by test processes that no
+/// longer exist: one killed before its `Drop`s ran leaves its namespaces behind.
+fn remove_stale_namespaces() {
+    let Ok(dir) = std::fs::read_dir("/run/netns") else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = namespace_pid(&name) {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                eprintln!("removing namespace {name}, left by process {pid}, which is gone");
+                remove_namespace(&name);
+            }
+        }
+    }
+}
+
 /// A network namespace that is deleted, with every process in it killed, when dropped.
 pub struct Netns {
     name: String,
 }
 
 impl Netns {
-    /// Creates a namespace named `sl-<tag>-<pid>` with its loopback up.
+    /// Creates a namespace named `sl-<tag>-<pid>` with its loopback up, after deleting the
+    /// namespaces of that scheme whose process is gone.
     ///
     /// # Panics
     /// If not root or `ip netns add` fails.
     pub fn new(tag: &str) -> Self {
         require_root("this test");
+        remove_stale_namespaces();
         let name = format!("sl-{tag}-{}", std::process::id());
         let _ = Command::new("ip").args(["netns", "del", &name]).output();
         let ns = Self { name };
@@ -80,8 +127,9 @@ impl Netns {
     }
 
     /// A command that runs `argv` inside the namespace.
+    /// The process gets SIGKILL if the spawning thread exits first (see [`dying_with_parent`]).
     pub fn command(&self, argv: &[&str]) -> Command {
-        let mut c = Command::new("ip");
+        let mut c = dying_with_parent("ip");
         c.args(["netns", "exec", &self.name]).args(argv);
         c
     }
@@ -264,5 +312,161 @@ fn kill9(pid: &str, ns: &str) {
         Err(e) => eprintln!(
             "warning: cannot run kill -9 {pid} (in namespace {ns}; is procps installed?): {e}"
         ),
+    }
+}
+
+#[cfg(test)]
+// These tests wait on real processes.
+#[allow(clippy::disallowed_methods)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn namespace_names_carry_their_pid() {
+        assert_eq!(namespace_pid("sl-ovpn-1234"), Some(1234));
+        assert_eq!(namespace_pid("sl-e2e-wan-77"), Some(77));
+        assert_eq!(namespace_pid("sl-bdpdklg-5"), Some(5));
+        for other in [
+            "sl-lab-wan",
+            "sl-lab-client1",
+            "sl--12",
+            "sl-x-",
+            "sl-x-0",
+            "sl-x-+12",
+            "sl-x-99999999999",
+            "slx-12",
+            "other-x-12",
+            "sl-12",
+        ] {
+            assert_eq!(namespace_pid(other), None, "{other}");
+        }
+    }
+
+    /// A namespace left by a process that is gone is deleted by the next `Netns::new`.
+    #[test]
+    fn a_new_namespace_removes_those_of_gone_processes() {
+        require_root("a_new_namespace_removes_those_of_gone_processes");
+        let mut gone = Command::new("true").spawn().expect("spawn true");
+        let pid = gone.id();
+        gone.wait().expect("wait");
+        let stale = format!("sl-stale-{pid}");
+        let out = Command::new("ip")
+            .args(["netns", "add", &stale])
+            .output()
+            .expect("ip");
+        assert!(out.status.success(), "ip netns add {stale}: {out:?}");
+        let ns = Netns::new("fresh");
+        let left = Path::new("/run/netns").join(&stale).exists();
+        if left {
+            remove_namespace(&stale);
+        }
+        assert!(!left, "{stale} was left behind");
+        assert!(Path::new("/run/netns").join(ns.name()).exists());
+    }
+
+    /// The process's state letter (`R`, `S`, `Z`, ...) and parent pid, or `None` once it is gone.
+    fn state_and_parent(pid: u32) -> Option<(char, u32)> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let field = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(str::trim)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        Some((
+            field("State:").chars().next()?,
+            field("PPid:").parse().ok()?,
+        ))
+    }
+
+    const HELPER_ENV: &str = "SLUICE_TESTS_PDEATHSIG_PIDFILE";
+
+    /// A helper process (this test binary again) spawns a child with `dying_with_parent` and is
+    /// then killed with SIGKILL, so no `Drop` runs: the child must die with it.
+    #[test]
+    fn a_spawned_child_dies_with_a_killed_test_process() {
+        if let Some(pidfile) = std::env::var_os(HELPER_ENV) {
+            // The helper: start the child, say its pid, and wait (bounded) to be killed.
+            let mut child = dying_with_parent("sleep")
+                .arg("60")
+                .spawn()
+                .expect("spawn sleep");
+            std::fs::write(&pidfile, child.id().to_string()).expect("write pidfile");
+            std::thread::sleep(Duration::from_secs(60));
+            let _ = child.kill();
+            let _ = child.wait();
+            return;
+        }
+        struct Reap(std::process::Child);
+        impl Drop for Reap {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pidfile = dir.path().join("pid");
+        let mut helper = Reap(
+            Command::new(std::env::current_exe().expect("current_exe"))
+                .args([
+                    "--exact",
+                    "tests::a_spawned_child_dies_with_a_killed_test_process",
+                    "--test-threads=1",
+                ])
+                .env(HELPER_ENV, &pidfile)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("start the helper"),
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let grandchild: u32 = loop {
+            if let Some(pid) = std::fs::read_to_string(&pidfile)
+                .ok()
+                .and_then(|t| t.parse().ok())
+            {
+                break pid;
+            }
+            assert!(
+                helper.0.try_wait().expect("try_wait").is_none(),
+                "the helper exited before starting its child"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "the helper did not start its child"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // Whatever happens below, the grandchild does not outlive this test.
+        struct KillPid(u32);
+        impl Drop for KillPid {
+            fn drop(&mut self) {
+                if state_and_parent(self.0).is_some_and(|(s, _)| s != 'Z') {
+                    let _ = Command::new("kill")
+                        .args(["-9", &self.0.to_string()])
+                        .status();
+                }
+            }
+        }
+        let _guard = KillPid(grandchild);
+        let (state, parent) = state_and_parent(grandchild).expect("the child runs");
+        assert_eq!(parent, helper.0.id(), "the child is the helper's");
+        assert_ne!(state, 'Z');
+
+        helper.0.kill().expect("SIGKILL the helper");
+        helper.0.wait().expect("reap the helper");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Some((state, _)) = state_and_parent(grandchild) {
+            if state == 'Z' {
+                break; // dead, waiting for its new parent to reap it
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the helper's child {grandchild} outlived the helper by 10 s (state {state})"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }

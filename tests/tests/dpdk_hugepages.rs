@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -90,7 +90,7 @@ fn child() -> ! {
 
 fn run_child() -> (bool, String) {
     let start = Instant::now();
-    let mut c = Command::new(std::env::current_exe().unwrap())
+    let mut c = sluice_tests::dying_with_parent(std::env::current_exe().unwrap())
         .env("SLUICE_HP_CHILD", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

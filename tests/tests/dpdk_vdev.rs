@@ -18,7 +18,7 @@
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -86,7 +86,7 @@ fn child(spec: &str) -> ! {
 
 fn refused(spec: &str, twice: bool, expect: &str) {
     let exe = std::env::current_exe().unwrap();
-    let mut cmd = Command::new(exe);
+    let mut cmd = sluice_tests::dying_with_parent(exe);
     cmd.env("SLUICE_EAL_CHILD", spec)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
