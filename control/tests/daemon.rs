@@ -7,17 +7,108 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// How long any one condition of these tests is awaited.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A running `sluice run`; its stderr (the log) is read as it comes, so the test can wait for a
+/// line and the daemon never blocks on a full pipe.
 struct Daemon {
     child: Child,
+    log: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Daemon {
+    fn start(config: &Path) -> Self {
+        let mut child = sluice_tests::dying_with_parent(env!("CARGO_BIN_EXE_sluice"))
+            .args(["run", "--config"])
+            .arg(config)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start daemon");
+        let log = Arc::new(Mutex::new(String::new()));
+        let mut stderr = child.stderr.take().expect("piped stderr");
+        let sink = Arc::clone(&log);
+        let reader = std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = stderr.read(&mut buf) {
+                sink.lock()
+                    .expect("log lock")
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Self {
+            child,
+            log,
+            reader: Some(reader),
+        }
+    }
+
+    /// The log so far.
+    fn log(&self) -> String {
+        self.log.lock().expect("log lock").clone()
+    }
+
+    /// Waits (bounded) for `ready`; panics with the daemon's log if it exits first or the time
+    /// runs out.
+    fn await_condition(&mut self, what: &str, mut ready: impl FnMut(&Self) -> bool) {
+        let deadline = Instant::now() + PATIENCE;
+        while !ready(self) {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                self.join_reader();
+                panic!(
+                    "sluice run exited ({status}) before {what}:\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {what} within {PATIENCE:?}; the daemon's log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits (bounded) for the daemon to exit; kills it and panics if it does not.
+    fn await_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                self.join_reader();
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                self.join_reader();
+                panic!(
+                    "sluice run did not exit within {PATIENCE:?}; killed. Its log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// After the daemon exited: the reader has everything once it has seen end of file.
+    fn join_reader(&mut self) {
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.join_reader();
     }
 }
 
@@ -36,7 +127,7 @@ fn sluice(config: &Path, args: &[&str]) -> (i32, String, String) {
 }
 
 fn wait_for(path: &Path, present: bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + PATIENCE;
     while path.exists() != present {
         assert!(
             Instant::now() < deadline,
@@ -59,25 +150,20 @@ fn live_verbs_reloads_and_clean_stop() {
     let d = dir.path();
     let socket: PathBuf = d.join("run/admin.sock");
     let config = d.join("sluice.toml");
+    let port = free_port();
     std::fs::write(
         &config,
         format!(
             "[appliance]\nadmin_socket = \"{}\"\nstate_dir = \"{}\"\nmetrics_address = \"127.0.0.1:{}\"\n\n[dataplane]\neal_args = [\"--no-pci\", \"--no-huge\", \"--no-shconf\", \"--no-telemetry\", \"-m\", \"512\", \"-l\", \"0-1\", \"--log-level=lib.eal:error\"]\n\n[[dataplane.port]]\nname = \"p\"\ndevice = \"net_null0,no-rx=1\"\nip = \"192.0.2.1/24\"\n",
             socket.display(),
             d.join("state").display(),
-            metrics_port()
+            port
         ),
     )
     .expect("write config");
 
-    let child = sluice_tests::dying_with_parent(env!("CARGO_BIN_EXE_sluice"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start daemon");
-    let mut daemon = Daemon { child };
-    wait_for(&socket, true);
+    let mut daemon = Daemon::start(&config);
+    daemon.await_condition("admin socket", |_| socket.exists());
     assert_eq!(
         std::fs::metadata(&socket)
             .expect("socket")
@@ -93,17 +179,19 @@ fn live_verbs_reloads_and_clean_stop() {
     assert!(err.contains("another sluice daemon answers"), "{err}");
 
     // The metrics endpoint answers with the per-core counters (after the cores' first second).
-    std::thread::sleep(std::time::Duration::from_millis(1100));
-    let scrape = http_get(metrics_port());
+    let want = [
+        "sluice_core_polls_total{core=\"0\",kind=\"idle\"}",
+        "sluice_core_drops_total{core=\"0\",reason=\"replayed\"} 0",
+    ];
+    let mut scrape = Err(std::io::Error::other("not scraped yet"));
+    daemon.await_condition("per-core counters on the metrics endpoint", |_| {
+        scrape = http_get(port);
+        scrape
+            .as_ref()
+            .is_ok_and(|s| want.iter().all(|w| s.contains(w)))
+    });
+    let scrape = scrape.expect("scrape");
     assert!(scrape.starts_with("HTTP/1.1 200 OK"), "{scrape}");
-    assert!(
-        scrape.contains("sluice_core_polls_total{core=\"0\",kind=\"idle\"}"),
-        "{scrape}"
-    );
-    assert!(
-        scrape.contains("sluice_core_drops_total{core=\"0\",reason=\"replayed\"} 0"),
-        "{scrape}"
-    );
 
     // `sluice top` draws a frame from two samples.
     let (code, out, err) = sluice(&config, &["top", "--once", "--interval", "0.2"]);
@@ -152,22 +240,20 @@ fn live_verbs_reloads_and_clean_stop() {
         "{err}"
     );
     signal(&daemon.child, rustix::process::Signal::HUP);
-    std::thread::sleep(Duration::from_millis(200));
+    // The file stays invalid until the daemon has handled the signal.
+    daemon.await_condition("refusal of the SIGHUP reload", |d| {
+        d.log().contains("reload (SIGHUP) refused")
+    });
     std::fs::write(&config, &good).expect("write");
     let (code, out, err) = sluice(&config, &["reload"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("reloaded"), "{out}");
 
     signal(&daemon.child, rustix::process::Signal::TERM);
-    let status = daemon.child.wait().expect("wait");
-    assert!(status.success(), "daemon exit: {status}");
+    let status = daemon.await_exit();
+    let log = daemon.log();
+    assert!(status.success(), "daemon exit: {status}\n{log}");
     wait_for(&socket, false);
-    let mut log = String::new();
-    if let Some(mut e) = daemon.child.stderr.take() {
-        use std::io::Read;
-        let _ = e.read_to_string(&mut log);
-    }
-    assert!(log.contains("reload (SIGHUP) refused"), "{log}");
     assert!(log.contains("stopping"), "{log}");
 
     // Without a daemon, verbs work on the file, and reload says there is none.
@@ -216,17 +302,28 @@ fn run_refuses_a_data_plane_that_cannot_start() {
     assert!(!d.join("admin.sock").exists(), "nothing left behind");
 }
 
-/// A port for this test run's metrics endpoint (loopback; unlikely to be taken).
-fn metrics_port() -> u16 {
-    20_000 + (std::process::id() % 20_000) as u16
+/// A loopback port that was free a moment ago (bound to port 0, then released) for the metrics
+/// endpoint. Another process could take it before the daemon binds it; the daemon then exits
+/// and the test fails showing its log, which names the address.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
 }
 
-fn http_get(port: u16) -> String {
+/// `GET /metrics`, with every step bounded.
+fn http_get(port: u16) -> std::io::Result<String> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to metrics");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .expect("request");
+    let timeout = Some(Duration::from_secs(5));
+    let mut s = std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(5),
+    )?;
+    s.set_read_timeout(timeout)?;
+    s.set_write_timeout(timeout)?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
     let mut out = String::new();
-    s.read_to_string(&mut out).expect("response");
-    out
+    s.read_to_string(&mut out)?;
+    Ok(out)
 }
