@@ -27,12 +27,50 @@ fn meminfo(key: &str) -> u64 {
         .unwrap()
 }
 
-struct RestoreHugepages(String);
+/// Puts `nr_hugepages` back to what it was: explicitly at the end of a passing run (a failure
+/// to restore fails the test), or when dropped on a failure (then a loud warning on stderr, the
+/// test already failing).
+struct RestoreHugepages {
+    before: u64,
+    done: bool,
+}
+
+impl RestoreHugepages {
+    /// Writes the old count back and reads it back: the kernel may keep pages it cannot free.
+    fn restore(&mut self) -> Result<(), String> {
+        self.done = true;
+        std::fs::write(NR, self.before.to_string())
+            .map_err(|e| format!("writing {} to {NR}: {e}", self.before))?;
+        let now = nr_hugepages();
+        if now == self.before {
+            Ok(())
+        } else {
+            Err(format!(
+                "{NR} is {now} after restoring it to {}: the kernel did not give the pages back \
+                 (HugePages_Total {}, HugePages_Free {})",
+                self.before,
+                meminfo("HugePages_Total:"),
+                meminfo("HugePages_Free:")
+            ))
+        }
+    }
+}
 
 impl Drop for RestoreHugepages {
     fn drop(&mut self) {
-        let _ = std::fs::write(NR, &self.0);
+        if !self.done {
+            if let Err(e) = self.restore() {
+                eprintln!("\n**** WARNING: hugepages not restored: {e} ****\n");
+            }
+        }
     }
+}
+
+fn nr_hugepages() -> u64 {
+    let text = std::fs::read_to_string(NR).unwrap();
+    text.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{NR} holds {text:?}: {e}"))
 }
 
 fn eal_args() -> Vec<String> {
@@ -120,8 +158,20 @@ fn main() {
         child();
     }
     require_root("the hugepages test (it sets vm.nr_hugepages)");
-    let before = std::fs::read_to_string(NR).unwrap();
-    let _restore = RestoreHugepages(before.trim().to_owned());
+    // Pages in use belong to another process (a running DPDK application, a VM): changing
+    // nr_hugepages under it is not this test's to do.
+    let (total, free) = (meminfo("HugePages_Total:"), meminfo("HugePages_Free:"));
+    assert_eq!(
+        free,
+        total,
+        "{} of {total} hugepages are in use by another process; the test would take them away \
+         (it sets {NR} to 0). Stop that process or run the test on another machine.",
+        total - free
+    );
+    let mut restore = RestoreHugepages {
+        before: nr_hugepages(),
+        done: false,
+    };
 
     // No hugepages: one clear refusal, quickly.
     std::fs::write(NR, "0").unwrap();
@@ -157,6 +207,9 @@ fn main() {
         .filter(|p| !before_files.contains(p))
         .collect();
     assert!(leftovers.is_empty(), "runtime files left: {leftovers:?}");
+    restore
+        .restore()
+        .unwrap_or_else(|e| panic!("hugepages not restored: {e}"));
     println!("dpdk_hugepages: ok ({total} pages reserved, all free afterwards, no runtime files)");
 }
 
