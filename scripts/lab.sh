@@ -14,6 +14,7 @@
 set -euo pipefail
 P=sl-lab
 NS=("$P-wan" "$P-app" "$P-client1" "$P-client2" "$P-vpc")
+WWW=/tmp/sl-lab-www   # the VPC host's web root (up makes it, down removes it)
 
 nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 
@@ -29,11 +30,14 @@ veth() { # ns_a if_a ns_b if_b
 down() {
   local ns
   for ns in "${NS[@]}"; do
-    if ip netns list | grep -qw "$ns"; then
-      for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
+    if [ -e "/run/netns/$ns" ]; then
+      for pid in $(ip netns pids "$ns"); do
+        kill -9 "$pid" 2>/dev/null || [ ! -e "/proc/$pid" ] || echo "warning: could not kill $pid in $ns" >&2
+      done
       ip netns del "$ns"
     fi
   done
+  rm -rf "$WWW"
 }
 
 up() {
@@ -60,9 +64,9 @@ up() {
   for a in 172.16.0.10/32 192.168.100.10/32 198.18.0.10/32; do
     nsx "$P-vpc" ip addr add "$a" dev lo
   done
-  mkdir -p /tmp/sl-lab-www
-  echo "hello from the VPC host 172.31.1.10" > /tmp/sl-lab-www/index.html
-  ( cd /tmp/sl-lab-www && exec ip netns exec "$P-vpc" python3 -m http.server 80 --bind 172.31.1.10 ) \
+  mkdir -p "$WWW"
+  echo "hello from the VPC host 172.31.1.10" > "$WWW/index.html"
+  ( cd "$WWW" && exec ip netns exec "$P-vpc" python3 -m http.server 80 --bind 172.31.1.10 ) \
     >/dev/null 2>&1 &
   echo "lab up: ${NS[*]}"
 }

@@ -402,12 +402,16 @@ fn lcores(eal: &Arc<Eal>) {
         i32::from(busy > 0)
     })
     .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // Until the worker has received (bounded); it is stopped either way before the verdict.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while dev.stats().ipackets < 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     stop.store(true, Ordering::Relaxed);
     dpdk::wait_all();
     assert!(
         dev.stats().ipackets >= 1,
-        "the worker lcore received from net_ring1"
+        "the worker lcore received from net_ring1 (within 10 s)"
     );
     drop(dev);
     assert_eq!(
