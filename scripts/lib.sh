@@ -46,11 +46,58 @@ sluice_install_packages() {
   return 1
 }
 
-# Makes sure cargo is on PATH (rustup installs it under ~/.cargo/bin).
+# How to get a Rust toolchain that builds sluice (rustup; Debian 12's rustc 1.63 is too old).
+SLUICE_RUSTUP_HINT="install Rust with rustup: curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --component rustfmt,clippy"
+
+# The workspace's minimum Rust version (rust-version in Cargo.toml; run from the repository root).
+sluice_rust_version() {
+  sed -n 's/^rust-version *= *"\([0-9.]*\)".*/\1/p' Cargo.toml | head -n 1
+}
+
+# Makes sure cargo is on PATH (rustup installs it under ~/.cargo/bin) and that rustc is at
+# least the workspace's rust-version; one clear error and a non-zero status otherwise.
 sluice_cargo_env() {
   if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
     # shellcheck disable=SC1091
     . "$HOME/.cargo/env"
   fi
-  command -v cargo >/dev/null 2>&1 || { echo "error: cargo not found" >&2; return 1; }
+  command -v cargo >/dev/null 2>&1 || { echo "error: cargo not found; $SLUICE_RUSTUP_HINT" >&2; return 1; }
+  local want have
+  want=$(sluice_rust_version)
+  have=$(rustc --version 2>/dev/null | awk '{print $2}')
+  if [ -z "$have" ]; then
+    echo "error: cargo is there but rustc does not run; $SLUICE_RUSTUP_HINT" >&2
+    return 1
+  fi
+  if [ -n "$want" ] && [ "$(printf '%s\n%s\n' "$want" "${have%%-*}" | sort -V | head -n 1)" != "$want" ]; then
+    echo "error: rustc $have is older than the workspace's rust-version $want; $SLUICE_RUSTUP_HINT (or rustup update)" >&2
+    return 1
+  fi
+}
+
+# The names of the rustfmt and clippy components that do not work (`cargo fmt`, `cargo clippy`).
+sluice_missing_components() {
+  local m=()
+  cargo fmt --version >/dev/null 2>&1 || m+=(rustfmt)
+  cargo clippy --version >/dev/null 2>&1 || m+=(clippy)
+  echo "${m[*]}"
+}
+
+# Makes sure `cargo fmt` and `cargo clippy` work. With rustup, tries `rustup component add` for
+# what is missing first; one clear error and a non-zero status if they still do not.
+sluice_rust_components() {
+  local missing
+  missing=$(sluice_missing_components)
+  [ -z "$missing" ] && return 0
+  if command -v rustup >/dev/null 2>&1; then
+    echo "==> rustup component add $missing"
+    # shellcheck disable=SC2086 # one word per component
+    rustup component add $missing || true
+    missing=$(sluice_missing_components)
+    [ -z "$missing" ] && return 0
+    echo "error: the Rust components $missing are missing (cargo fmt, cargo clippy) and rustup could not add them; run: rustup component add $missing" >&2
+  else
+    echo "error: the Rust components $missing are missing (cargo fmt, cargo clippy); $SLUICE_RUSTUP_HINT" >&2
+  fi
+  return 1
 }

@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
+sluice_cargo_env        # first: without Rust nothing below can work, so no apt-get before that is known
+sluice_rust_components
 sluice_install_packages
-sluice_cargo_env
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
