@@ -51,8 +51,8 @@ pub fn require_root(what: &str) {
 ///
 /// It runs `setpriv --pdeathsig KILL -- program` (util-linux, which scripts/lib.sh installs):
 /// setpriv sets `PR_SET_PDEATHSIG` and execs `program`, so the child keeps its pid and
-/// `Child::kill`/`wait` work as usual. (This crate's `rustix` lacks the `process` feature that
-/// would let `pre_exec` call `prctl` itself, and its manifest is not ours to change here.)
+/// `Child::kill`/`wait` work as usual. (`pre_exec` calling `prctl` itself would be `unsafe`
+/// code, which the project keeps to the DPDK modules and four small engine ones.)
 ///
 /// The signal follows the spawning *thread*: spawn from the thread that owns the child (the
 /// test's own thread), never from a short-lived helper thread, or the child dies with it.
