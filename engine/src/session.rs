@@ -87,9 +87,6 @@ pub struct Session {
     pub groups: GroupMask,
     /// Whether the core has reported the session idle (once; control then closes it).
     pub(crate) idle_reported: bool,
-    /// A float control has not heard of yet (its report found the queue full): the sweep
-    /// reports it again.
-    pub(crate) float_unreported: bool,
 }
 
 /// What both directions read of a session, kept once in each direction's lines: its peer-id
@@ -228,7 +225,6 @@ impl Session {
             previous: None,
             groups,
             idle_reported: false,
-            float_unreported: false,
         }
     }
 

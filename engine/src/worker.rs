@@ -34,6 +34,9 @@ use crate::wire::ethernet::Mac;
 /// Bytes of each received frame's headers requested at the start of a burst (outer Ethernet,
 /// IPv4, UDP and the P_DATA_V2 header; or Ethernet, IPv4 and TCP).
 const HEADER_BYTES: usize = 64;
+/// Sessions whose unreported float a core remembers (a report queue full for long enough to
+/// lose more is counted, `report_queue_full`, and control hears of them at their next float).
+const UNREPORTED_FLOATS: usize = 256;
 /// How many packets ahead of the one being processed its session's state is requested.
 const SESSION_AHEAD: usize = 4;
 /// Session slots the keepalive sweep visits in one poll at most (a busy core polls far more
@@ -256,6 +259,9 @@ pub struct Worker<P: Port> {
     pub(crate) trash: Vec<P::Buf>,
     pub(crate) decrypted: Vec<crate::pipeline::client::Decrypted<P::Buf>>,
     housekeeping: Vec<Housekeeping<P::Buf>>,
+    /// Sessions whose float control has not heard of (the report found its queue full): told
+    /// again once a second (`UNREPORTED_FLOATS` at most; preallocated).
+    pub(crate) unreported_floats: Vec<crate::wire::openvpn::PeerId>,
     epoch: Instant,
     pub(crate) stats: PollStats,
     pub(crate) now_secs: u32,
@@ -304,6 +310,7 @@ impl<P: Port> Worker<P> {
             trash: Vec::with_capacity(4 * crate::packet::BURST_SIZE),
             decrypted: Vec::with_capacity(crate::pipeline::client::DECRYPTED_MAX),
             housekeeping: Vec::with_capacity(64),
+            unreported_floats: Vec::with_capacity(UNREPORTED_FLOATS),
             rules: Arc::new(RuleTable::default()),
             rules_epoch: 1,
             drops: DropCounters::default(),
@@ -681,6 +688,7 @@ impl<P: Port> Worker<P> {
         if now != self.last_second {
             self.neighbours.poll(now, &mut hk);
             self.expire_fragments();
+            self.report_floats_again();
         }
         for h in hk.drain(..) {
             match h {
@@ -745,7 +753,6 @@ impl<P: Port> Worker<P> {
         let traffic = ((lap + u64::from(slot)) % TRAFFIC_LAPS == 0).then(|| s.traffic());
         let idle = restart > 0 && now.saturating_sub(s.last_rx) > restart && !s.idle_reported;
         let ping = ping > 0 && now.saturating_sub(s.last_tx()) >= ping && !idle && !s.idle_reported;
-        let float = s.float_unreported.then(|| s.id().remote());
         if let Some(traffic) = traffic {
             self.report(Report::Traffic { peer, traffic });
         }
@@ -756,15 +763,26 @@ impl<P: Port> Worker<P> {
                 s.idle_reported = true;
             }
         }
-        if let Some(remote) = float {
-            if self.report_kept(Report::Floated { peer, remote }) {
-                if let Some(s) = self.sessions.get_mut(slot) {
-                    s.float_unreported = false;
-                }
-            }
-        }
         if ping {
             self.send_ping(slot, peer);
+        }
+    }
+
+    /// Tells control again of the floats it has not heard of, while the report queue takes
+    /// them (each session's address as it is now).
+    fn report_floats_again(&mut self) {
+        while let Some(&peer) = self.unreported_floats.last() {
+            if let Some(remote) = self
+                .sessions
+                .index_of_peer(peer)
+                .and_then(|i| self.sessions.get_mut(i))
+                .map(|s| s.id().remote())
+            {
+                if !self.report_kept(Report::Floated { peer, remote }) {
+                    return;
+                }
+            }
+            self.unreported_floats.pop();
         }
     }
 

@@ -258,16 +258,18 @@ impl<P: Port> Worker<P> {
         self.decrypted = batch;
     }
 
-    /// Tells control that the session in slot `idx` floated; if the report queue has no room,
-    /// the sweep tells it later (`Session::float_unreported`): control would otherwise keep
-    /// the old address, and refuse the client's control packets from the new one.
+    /// Tells control that a session floated; if the report queue has no room, it is told
+    /// again a second later (`report_floats_again`): control would otherwise keep the old
+    /// address, and refuse the client's control packets from the new one.
     #[cold]
     #[inline(never)]
-    fn report_float(&mut self, idx: u32, r: Report) {
-        if self.mailbox.report(r).is_err() {
+    fn report_float(&mut self, r: Report) {
+        if let Err(Report::Floated { peer, .. }) = self.mailbox.report(r) {
             self.drops.bump(DropReason::ReportQueueFull);
-            if let Some(s) = self.sessions.get_mut(idx) {
-                s.float_unreported = true;
+            if self.unreported_floats.len() < self.unreported_floats.capacity()
+                && !self.unreported_floats.contains(&peer)
+            {
+                self.unreported_floats.push(peer);
             }
         }
     }
@@ -299,7 +301,7 @@ impl<P: Port> Worker<P> {
         });
         let (endpoint, client_ip) = (s.id().endpoint(), s.client_ip);
         if let Some(r) = floated {
-            self.report_float(idx, r);
+            self.report_float(r);
         }
         match classify_plaintext(buf.data()) {
             Plaintext::Ip => {}
