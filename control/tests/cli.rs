@@ -1002,3 +1002,22 @@ fn crl_import_export_and_client_configuration() {
         "{text}"
     );
 }
+
+/// `top --interval` takes a finite, positive number of seconds; anything else is a clear usage
+/// error, never a panic.
+#[test]
+fn top_refuses_an_interval_that_is_not_a_positive_number() {
+    let env = Env::new();
+    for bad in ["nan", "NaN", "inf", "-inf", "0", "-1", "soon"] {
+        let (code, out, err) = env.run(&["top", "--once", &format!("--interval={bad}")]);
+        assert_eq!(code, 2, "--interval {bad}: {out}{err}");
+        assert!(
+            err.contains("--interval") && !err.contains("panicked"),
+            "--interval {bad}: {err}"
+        );
+    }
+    // A good one gets past the argument check (and finds no daemon here).
+    let (code, _, err) = env.run(&["top", "--once", "--interval", "0.5"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no sluice daemon answers"), "{err}");
+}

@@ -89,12 +89,25 @@ pub enum Verb {
 /// `top`.
 #[derive(Debug, Args, Serialize)]
 pub struct TopArgs {
-    /// Seconds between refreshes.
-    #[arg(long, default_value_t = 1.0)]
+    /// Seconds between refreshes (a positive number; 0.1 at least, 3600 at most).
+    #[arg(long, default_value_t = 1.0, value_parser = positive_seconds)]
     pub interval: f64,
     /// Print one frame (after two samples, for the rates) and exit.
     #[arg(long)]
     pub once: bool,
+}
+
+/// A number of seconds that is finite and above zero (`nan`, `inf`, 0 and negatives are refused).
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("`{s}` is not a positive, finite number of seconds"))
+    }
 }
 
 /// `terminate-client-vpn-connections`.
