@@ -327,3 +327,136 @@ fn http_get(port: u16) -> std::io::Result<String> {
     s.read_to_string(&mut out)?;
     Ok(out)
 }
+
+/// A PKI made once per run of this test binary (easy-rsa takes a few seconds).
+fn pki() -> &'static Path {
+    static PKI: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PKI.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("daemon-pki");
+        let _ = std::fs::remove_dir_all(&dir);
+        let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/gen-pki.sh"))
+            .arg(&dir)
+            .output()
+            .expect("run gen-pki.sh");
+        assert!(
+            out.status.success(),
+            "gen-pki.sh failed (is easy-rsa installed?): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    })
+}
+
+/// A configuration without a data plane (so no DPDK), its socket and state under `dir`.
+fn plain_config(dir: &Path, name: &str, socket: &Path) -> PathBuf {
+    let config = dir.join(name);
+    std::fs::write(
+        &config,
+        format!(
+            "[appliance]\nadmin_socket = \"{}\"\nstate_dir = \"{}\"\nmetrics_address = \"\"\n",
+            socket.display(),
+            dir.join(format!("state-{name}")).display(),
+        ),
+    )
+    .expect("write config");
+    config
+}
+
+/// `sluice ARGS --config CONFIG` run in the working directory `cwd`.
+fn sluice_in(cwd: &Path, config: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .current_dir(cwd)
+        .output()
+        .expect("run sluice");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The arguments of a `create-client-vpn-endpoint` with the server certificate, key and client
+/// root CA at these paths (as given: relative ones stay relative).
+fn create_args(cert: &str, key: &str, ca: &str, log: &str) -> Vec<String> {
+    [
+        "create-client-vpn-endpoint",
+        "--client-cidr-block",
+        "10.200.0.0/20",
+        "--server-certificate-arn",
+        cert,
+        "--server-key",
+        key,
+        "--authentication-options",
+        &format!(
+            "Type=certificate-authentication,MutualAuthentication={{ClientRootCertificateChainArn={ca}}}"
+        ),
+        "--connection-log-options",
+        &format!("Enabled=true,LogPath={log}"),
+        "--dns-name",
+        "vpn.example.internal",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+fn endpoint_count(config: &Path) -> usize {
+    std::fs::read_to_string(config)
+        .expect("read config")
+        .matches("[[endpoint]]")
+        .count()
+}
+
+/// A request the daemon took but did not answer is an error, never applied again offline; only
+/// a socket with no daemon behind it sends the verb to the file.
+#[test]
+fn a_request_taken_but_not_answered_is_not_applied_again_offline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let socket = d.join("admin.sock");
+    let config = plain_config(d, "sluice.toml", &socket);
+    let pki = pki();
+    let create = create_args(
+        &pki.join("server.crt").to_string_lossy(),
+        &pki.join("server.key").to_string_lossy(),
+        &pki.join("ca.crt").to_string_lossy(),
+        &d.join("ep.log").to_string_lossy(),
+    );
+
+    // No socket: the verb works on the file.
+    let (code, out, err) = sluice_in(d, &config, &["describe-client-vpn-endpoints"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"ClientVpnEndpoints\": []"), "{out}");
+
+    // A listener that takes the request and closes without answering.
+    let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+    let taker = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let (s, _) = listener.accept().expect("accept");
+        let mut line = String::new();
+        std::io::BufReader::new(&s)
+            .read_line(&mut line)
+            .expect("read request");
+        line
+    });
+    let (code, _, err) = sluice_in(d, &config, &strs(&create));
+    let request = taker.join().expect("taker");
+    assert!(request.contains("create-client-vpn-endpoint"), "{request}");
+    assert_ne!(code, 0, "an unanswered request must fail: {err}");
+    assert!(
+        err.contains("the daemon did not answer; the change may or may not be in force"),
+        "{err}"
+    );
+    assert_eq!(endpoint_count(&config), 0, "applied again offline");
+
+    // A socket file nobody listens on any more: no daemon, so the file is worked on again.
+    let (code, _, err) = sluice_in(d, &config, &["describe-client-vpn-endpoints"]);
+    assert_eq!(code, 0, "{err}");
+}

@@ -1,7 +1,9 @@
 //! The `sluice` binary: argument parsing and wiring only.
 //!
 //! `sluice run` starts the daemon. Every other verb goes to the running daemon through its admin
-//! socket when one answers (so it is applied live), and works on the file directly otherwise.
+//! socket (so it is applied live), and works on the file directly only when no daemon is there
+//! (no socket, or nobody listening on it). A request the daemon took but did not answer is an
+//! error: it is never done again on the file.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -9,7 +11,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use sluice_control::admin::{self, audit::Caller, cli::Cli, cli::Verb};
 use sluice_control::config;
-use sluice_control::runtime::{admin_socket, Daemon};
+use sluice_control::runtime::admin_socket::{self, CallError};
+use sluice_control::runtime::Daemon;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -26,14 +29,28 @@ fn main() -> ExitCode {
             eprint!("{}", answer.stderr);
             ExitCode::from(u8::try_from(answer.exit).unwrap_or(1))
         }
-        Err(_) if matches!(cli.verb, Verb::Reload) => {
+        Err(CallError::NoDaemon(_)) if matches!(cli.verb, Verb::Reload) => {
             eprintln!(
                 "no sluice daemon answers on {}; start one with `sluice run`",
                 socket.display()
             );
             ExitCode::from(1)
         }
-        Err(_) => offline(&cli),
+        // Nothing was sent: no daemon is there, so the verb works on the file.
+        Err(CallError::NoDaemon(_)) => offline(&cli),
+        // The daemon took the request: doing it again on the file could do it twice.
+        Err(e @ CallError::NoAnswer(_)) => {
+            eprintln!(
+                "error: the daemon did not answer; the change may or may not be in force \
+                 (admin socket {}: {e}); look with a describe verb before trying again",
+                socket.display()
+            );
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("error: admin socket {}: {e}", socket.display());
+            ExitCode::from(1)
+        }
     }
 }
 

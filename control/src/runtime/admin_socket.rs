@@ -34,25 +34,68 @@ pub struct Response {
     pub stderr: String,
 }
 
+/// Why a call to the daemon got no answer.
+#[derive(Debug)]
+pub enum CallError {
+    /// No daemon is there (no socket file, or nobody listening on it): nothing was sent, and the
+    /// verb can work on the file instead.
+    NoDaemon(io::Error),
+    /// The socket is there but could not be reached (e.g. permissions): nothing was sent.
+    Connect(io::Error),
+    /// The request could not be sent whole. The daemon acts only on a whole line, so nothing
+    /// of it was done.
+    Send(io::Error),
+    /// The request was sent, but no well-formed answer came back: the daemon may or may not have
+    /// acted on it.
+    NoAnswer(String),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NoDaemon(e) => write!(f, "no daemon answers: {e}"),
+            Self::Connect(e) => write!(f, "cannot connect: {e}"),
+            Self::Send(e) => write!(f, "sending the request failed (nothing was done): {e}"),
+            Self::NoAnswer(why) => write!(f, "no answer: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for CallError {}
+
 /// Sends `args` to the daemon listening at `socket` and waits for its answer.
 ///
 /// # Errors
-/// Connection refused or missing socket (no daemon), or a broken exchange.
-pub fn call(socket: &Path, args: &[String]) -> io::Result<Response> {
-    let mut s = UnixStream::connect(socket)?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+/// `NoDaemon` when connecting finds no daemon (missing socket, connection refused); `Connect`
+/// when it fails otherwise; `Send` when the request could not be written; `NoAnswer` when it
+/// was written and the answer is missing, late (60 s) or broken.
+pub fn call(socket: &Path, args: &[String]) -> Result<Response, CallError> {
+    let mut s = UnixStream::connect(socket).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => CallError::NoDaemon(e),
+        _ => CallError::Connect(e),
+    })?;
     let mut line = serde_json::to_vec(&Request {
         args: args.to_vec(),
     })
-    .map_err(io::Error::other)?;
+    .map_err(|e| CallError::Send(io::Error::other(e)))?;
     line.push(b'\n');
-    s.write_all(&line)?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .map_err(CallError::Send)?;
+    s.write_all(&line).map_err(CallError::Send)?;
     let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
-    serde_json::from_slice(&buf).map_err(|e| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("bad answer from the daemon: {e}"),
-        )
-    })
+    if let Err(e) = s.read_to_end(&mut buf) {
+        return Err(CallError::NoAnswer(match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => "none within 60 s".to_owned(),
+            _ => format!("reading it failed: {e}"),
+        }));
+    }
+    if buf.is_empty() {
+        return Err(CallError::NoAnswer(
+            "the connection closed without one (the daemon refuses callers that are not root \
+             or its own user)"
+                .to_owned(),
+        ));
+    }
+    serde_json::from_slice(&buf)
+        .map_err(|e| CallError::NoAnswer(format!("a broken answer from the daemon: {e}")))
 }
