@@ -362,6 +362,21 @@ fn plain_config(dir: &Path, name: &str, socket: &Path) -> PathBuf {
     config
 }
 
+/// `sluice run` on `config` without a data plane, in the working directory `cwd`.
+fn start_plain(config: &Path, socket: &Path, cwd: &Path) -> Daemon {
+    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", "--config"])
+        .arg(config)
+        .current_dir(cwd)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start daemon");
+    let daemon = Daemon { child };
+    wait_for(socket, true);
+    daemon
+}
+
 /// `sluice ARGS --config CONFIG` run in the working directory `cwd`.
 fn sluice_in(cwd: &Path, config: &Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
@@ -459,4 +474,38 @@ fn a_request_taken_but_not_answered_is_not_applied_again_offline() {
     // A socket file nobody listens on any more: no daemon, so the file is worked on again.
     let (code, _, err) = sluice_in(d, &config, &["describe-client-vpn-endpoints"]);
     assert_eq!(code, 0, "{err}");
+}
+
+/// `sluice reload` against the running daemon is in the audit trail, allowed or refused.
+#[test]
+fn reload_over_the_socket_is_audited() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let socket = d.join("admin.sock");
+    let config = plain_config(d, "sluice.toml", &socket);
+    let _daemon = start_plain(&config, &socket, d);
+    let (code, out, err) = sluice_in(d, &config, &["reload"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("reloaded"), "{out}");
+    let good = std::fs::read_to_string(&config).expect("read");
+    std::fs::write(&config, format!("bogus = true\n{good}")).expect("write");
+    let (code, _, err) = sluice_in(d, &config, &["reload"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unknown field `bogus`"), "{err}");
+    let trail = std::fs::read_to_string(d.join("state-sluice.toml/audit.log")).expect("trail");
+    let reloads: Vec<serde_json::Value> = trail
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .filter(|e: &serde_json::Value| e["eventName"] == "Reload")
+        .collect();
+    assert_eq!(reloads.len(), 2, "{trail}");
+    assert_eq!(reloads[0]["userIdentity"]["type"], "AdminSocket");
+    assert!(reloads[0].get("errorCode").is_none(), "{}", reloads[0]);
+    assert!(
+        reloads[1]["errorMessage"]
+            .as_str()
+            .is_some_and(|m| m.contains("unknown field `bogus`")),
+        "{}",
+        reloads[1]
+    );
 }

@@ -90,10 +90,17 @@ pub fn trail_path(config_path: &Path) -> PathBuf {
         .ok()
         .and_then(|t| config::parse(config_path, &t).ok());
     let appliance = parsed.map(|c| c.appliance).unwrap_or_default();
+    trail_of(&base, &appliance)
+}
+
+/// Where the audit trail of a configuration with this `[appliance]` section, whose relative
+/// paths are resolved against `base`, goes.
+pub fn trail_of(base: &Path, appliance: &config::schema::Appliance) -> PathBuf {
     let path = appliance
         .audit_log
+        .clone()
         .unwrap_or_else(|| appliance.state_dir.join("audit.log"));
-    config::pki::resolve(&base, &path)
+    config::pki::resolve(base, &path)
 }
 
 /// The CloudTrail-style event name of the verb, e.g. `CreateClientVpnEndpoint`.

@@ -452,21 +452,39 @@ impl Daemon {
         conn.outbox.is_empty()
     }
 
-    fn handle_request(&mut self, req: &Request, caller: &Caller) -> Response {
-        if req.args.first().map(String::as_str) == Some("reload") {
-            return match self.reload("admin request") {
-                Ok(msg) => Response {
-                    exit: 0,
-                    stdout: format!("{msg}\n"),
-                    stderr: String::new(),
-                },
-                Err(msg) => Response {
-                    exit: 2,
-                    stdout: String::new(),
-                    stderr: format!("{msg}\n"),
-                },
-            };
+    /// `sluice reload` from the admin socket: re-reads the file, and records it in the audit
+    /// trail with its outcome, as every verb. The trail is the one of the configuration in force
+    /// (the file may be broken: that is why a reload is refused).
+    fn audited_reload(&mut self, cli: &Cli, caller: &Caller) -> Response {
+        let result = self.reload("admin request");
+        let trail =
+            crate::admin::audit::trail_of(&self.current.base_dir(), &self.current.config.appliance);
+        let outcome = result
+            .as_ref()
+            .map(|msg| serde_json::json!({ "Message": msg }))
+            .map_err(|msg| crate::admin::AdminError::request("ReloadRefused", msg.clone()));
+        let event = crate::admin::audit::event(cli, caller, SystemTime::now(), outcome.as_ref());
+        if let Err(e) = crate::admin::audit::append(&trail, &event) {
+            log(&format!(
+                "could not append to the audit trail {}: {e}",
+                trail.display()
+            ));
         }
+        match result {
+            Ok(msg) => Response {
+                exit: 0,
+                stdout: format!("{msg}\n"),
+                stderr: String::new(),
+            },
+            Err(msg) => Response {
+                exit: 2,
+                stdout: String::new(),
+                stderr: format!("{msg}\n"),
+            },
+        }
+    }
+
+    fn handle_request(&mut self, req: &Request, caller: &Caller) -> Response {
         let mut argv = vec!["sluice".to_owned()];
         argv.extend(req.args.iter().cloned());
         argv.push("--config".to_owned());
@@ -482,6 +500,7 @@ impl Daemon {
             }
         };
         let result = match &cli.verb {
+            crate::admin::cli::Verb::Reload => return self.audited_reload(&cli, caller),
             #[cfg(feature = "dpdk")]
             crate::admin::cli::Verb::DescribeClientVpnConnections(_)
             | crate::admin::cli::Verb::TerminateClientVpnConnections(_)
