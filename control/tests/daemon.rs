@@ -476,6 +476,58 @@ fn a_request_taken_but_not_answered_is_not_applied_again_offline() {
     assert_eq!(code, 0, "{err}");
 }
 
+/// A verb run with `--config OTHER` whose socket is the running daemon's is applied to OTHER,
+/// never to the daemon's own file.
+#[test]
+fn a_verb_for_another_file_leaves_the_daemons_file_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let socket = d.join("admin.sock");
+    let config = plain_config(d, "sluice.toml", &socket);
+    let scratch = plain_config(d, "scratch.toml", &socket);
+    let _daemon = start_plain(&config, &socket, d);
+    let before = std::fs::read_to_string(&config).expect("read");
+    let pki = pki();
+    let create = create_args(
+        &pki.join("server.crt").to_string_lossy(),
+        &pki.join("server.key").to_string_lossy(),
+        &pki.join("ca.crt").to_string_lossy(),
+        &d.join("ep.log").to_string_lossy(),
+    );
+    let (code, out, err) = sluice_in(d, &scratch, &strs(&create));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ClientVpnEndpointId"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(&config).expect("read"),
+        before,
+        "the daemon's file was changed by a verb for another file"
+    );
+    assert_eq!(
+        endpoint_count(&scratch),
+        1,
+        "the change goes to scratch.toml"
+    );
+    // The daemon's own file, named another way, is still served live.
+    let sub = d.join("sub");
+    std::fs::create_dir(&sub).expect("mkdir");
+    let (code, _, err) = sluice_in(&sub, Path::new("../sluice.toml"), &strs(&create));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(endpoint_count(&config), 1);
+    let trail = std::fs::read_to_string(d.join("state-sluice.toml/audit.log")).expect("trail");
+    assert!(
+        trail.contains("\"eventName\":\"CreateClientVpnEndpoint\"")
+            && trail.contains("\"type\":\"AdminSocket\""),
+        "{trail}"
+    );
+    // `reload` names the daemon's file only.
+    let (code, _, err) = sluice_in(d, &scratch, &["reload"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("runs on") && err.contains("not on") && err.contains("scratch.toml"),
+        "{err}"
+    );
+}
+
 /// `sluice reload` against the running daemon is in the audit trail, allowed or refused.
 #[test]
 fn reload_over_the_socket_is_audited() {

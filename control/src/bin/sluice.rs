@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use sluice_control::admin::{self, audit::Caller, cli::Cli, cli::Verb};
 use sluice_control::config;
-use sluice_control::runtime::admin_socket::{self, CallError};
+use sluice_control::runtime::admin_socket::{self, CallError, Request};
 use sluice_control::runtime::Daemon;
 
 fn main() -> ExitCode {
@@ -23,7 +23,21 @@ fn main() -> ExitCode {
         _ => {}
     }
     let socket = config::admin_socket_of(&cli.config);
-    match admin_socket::call(&socket, &forwarded_args()) {
+    let request = Request {
+        args: forwarded_args(),
+        config: Some(absolute_config(&cli.config)),
+    };
+    match admin_socket::call(&socket, &request) {
+        // The daemon there runs on another file: this one is not served, so the verb works on
+        // it directly (a reload has nothing to reload).
+        Ok(answer) if answer.not_its_file => {
+            if matches!(cli.verb, Verb::Reload) {
+                eprint!("{}", answer.stderr);
+                ExitCode::from(1)
+            } else {
+                offline(&cli)
+            }
+        }
         Ok(answer) => {
             print!("{}", answer.stdout);
             eprint!("{}", answer.stderr);
@@ -54,7 +68,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// The command line after `sluice`, without `--config` (the daemon uses its own file).
+/// `--config` as the daemon compares it with its own file: canonical where it exists, else
+/// absolute (the daemon then finds it is not its file).
+fn absolute_config(path: &std::path::Path) -> std::path::PathBuf {
+    std::fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// The command line after `sluice`, without `--config` (sent apart, in `Request::config`).
 fn forwarded_args() -> Vec<String> {
     let mut out = Vec::new();
     let mut args = std::env::args().skip(1);
@@ -99,7 +121,7 @@ fn top(cli: &Cli, interval: f64, once: bool) -> ExitCode {
     use sluice_control::admin::top::{render, Sample};
     let socket = config::admin_socket_of(&cli.config);
     let ask = |verb: &str| -> Result<serde_json::Value, String> {
-        let a = admin_socket::call(&socket, &[verb.to_owned()])
+        let a = admin_socket::call(&socket, &Request::own_file(vec![verb.to_owned()]))
             .map_err(|e| format!("no sluice daemon answers on {}: {e}", socket.display()))?;
         if a.exit != 0 {
             return Err(a.stderr.trim().to_owned());

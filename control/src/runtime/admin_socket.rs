@@ -1,13 +1,17 @@
 //! The admin socket protocol: one JSON request line, one JSON response line, then close.
 //!
-//! Request: `{"args": ["describe-client-vpn-endpoints", "--output", "table"]}` (the words after
-//! `sluice`, without `--config`: the daemon always uses its own file). Response:
+//! Request: `{"args": ["describe-client-vpn-endpoints", "--output", "table"], "config":
+//! "/etc/sluice/sluice.toml"}` (the words after `sluice`, without `--config`, and the caller's
+//! configuration file, canonical). The daemon serves a request only for its own file (or one
+//! without `config`: `sluice top`'s, and the probe of `sluice run`); for another file it answers
+//! `not_its_file`, and the CLI works on that file itself. Response:
 //! `{"exit": 0, "stdout": "...", "stderr": ""}`. Requests are bounded in size; a peer that is
-//! not root (or the daemon's own user) is refused before it can send anything.
+//! not root (or the daemon's own user) is refused before it can send anything. Fields added
+//! later are optional both ways, so a request or answer without them means what it did before.
 
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -21,6 +25,17 @@ pub const MAX_REQUEST: usize = 64 * 1024;
 pub struct Request {
     /// The verb and its flags, as typed after `sluice`.
     pub args: Vec<String>,
+    /// The caller's configuration file, absolute (canonical where it exists). The daemon serves
+    /// the request only when this is its own file; absent, its own file is meant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<PathBuf>,
+}
+
+impl Request {
+    /// A request for the verb and flags `args`, on the daemon's own file.
+    pub fn own_file(args: Vec<String>) -> Self {
+        Self { args, config: None }
+    }
 }
 
 /// The daemon's answer.
@@ -32,6 +47,10 @@ pub struct Response {
     pub stdout: String,
     /// What the CLI should print on stderr.
     pub stderr: String,
+    /// The daemon did not serve the request: the request's `config` is not the file it runs
+    /// on, so the verb is for a file no daemon serves here.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub not_its_file: bool,
 }
 
 /// Why a call to the daemon got no answer.
@@ -63,21 +82,18 @@ impl std::fmt::Display for CallError {
 
 impl std::error::Error for CallError {}
 
-/// Sends `args` to the daemon listening at `socket` and waits for its answer.
+/// Sends `request` to the daemon listening at `socket` and waits for its answer.
 ///
 /// # Errors
 /// `NoDaemon` when connecting finds no daemon (missing socket, connection refused); `Connect`
 /// when it fails otherwise; `Send` when the request could not be written; `NoAnswer` when it
 /// was written and the answer is missing, late (60 s) or broken.
-pub fn call(socket: &Path, args: &[String]) -> Result<Response, CallError> {
+pub fn call(socket: &Path, request: &Request) -> Result<Response, CallError> {
     let mut s = UnixStream::connect(socket).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => CallError::NoDaemon(e),
         _ => CallError::Connect(e),
     })?;
-    let mut line = serde_json::to_vec(&Request {
-        args: args.to_vec(),
-    })
-    .map_err(|e| CallError::Send(io::Error::other(e)))?;
+    let mut line = serde_json::to_vec(request).map_err(|e| CallError::Send(io::Error::other(e)))?;
     line.push(b'\n');
     s.set_read_timeout(Some(Duration::from_secs(60)))
         .map_err(CallError::Send)?;

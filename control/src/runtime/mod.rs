@@ -5,7 +5,9 @@
 //! SIGINT/SIGTERM stop the daemon cleanly (each connection ended first: its client told to
 //! restart, its last connection-log line written with its core's counters). Management verbs arriving on the socket run against
 //! the daemon's file exactly as offline verbs do (validate, persist atomically), are audited
-//! with the peer's Unix credentials, and then the result is applied.
+//! with the peer's Unix credentials, and then the result is applied. A verb whose caller names
+//! another configuration file is not served (`Response::not_its_file`): the CLI runs it on that
+//! file itself.
 //!
 //! This is one of the two places allowed to read the clock.
 
@@ -142,7 +144,12 @@ impl Daemon {
         if let Some(dir) = socket_path.parent() {
             std::fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
         }
-        if admin_socket::call(&socket_path, &["validate".to_owned()]).is_ok() {
+        if admin_socket::call(
+            &socket_path,
+            &Request::own_file(vec!["validate".to_owned()]),
+        )
+        .is_ok()
+        {
             return Err(RunError::Io {
                 what: format!("another sluice daemon answers on {}", socket_path.display()),
                 source: io::Error::from(io::ErrorKind::AddrInUse),
@@ -432,6 +439,7 @@ impl Daemon {
                 exit: 2,
                 stdout: String::new(),
                 stderr: format!("bad admin request: {e}\n"),
+                not_its_file: false,
             },
         };
         conn.outbox = serde_json::to_vec(&response).unwrap_or_default();
@@ -475,16 +483,57 @@ impl Daemon {
                 exit: 0,
                 stdout: format!("{msg}\n"),
                 stderr: String::new(),
+                not_its_file: false,
             },
             Err(msg) => Response {
                 exit: 2,
                 stdout: String::new(),
                 stderr: format!("{msg}\n"),
+                not_its_file: false,
             },
         }
     }
 
+    /// Whether `theirs`, a caller's configuration file, is the file this daemon runs on.
+    fn is_own_file(&self, theirs: &Path) -> bool {
+        match (
+            std::fs::canonicalize(&self.config_path),
+            std::fs::canonicalize(theirs),
+        ) {
+            (Ok(own), Ok(theirs)) => own == theirs,
+            _ => false,
+        }
+    }
+
     fn handle_request(&mut self, req: &Request, caller: &Caller) -> Response {
+        // A verb for another file that names this daemon's socket is not for this daemon: its
+        // file must not change. The caller works on its file itself.
+        if let Some(theirs) = &req.config {
+            if !theirs.is_absolute() {
+                return Response {
+                    exit: 2,
+                    stdout: String::new(),
+                    stderr: format!(
+                        "bad admin request: the configuration path {} is not absolute\n",
+                        theirs.display()
+                    ),
+                    not_its_file: false,
+                };
+            }
+            if !self.is_own_file(theirs) {
+                return Response {
+                    exit: 2,
+                    stdout: String::new(),
+                    stderr: format!(
+                        "the sluice daemon on {} runs on {}, not on {}\n",
+                        self.socket_path.display(),
+                        self.config_path.display(),
+                        theirs.display()
+                    ),
+                    not_its_file: true,
+                };
+            }
+        }
         let mut argv = vec!["sluice".to_owned()];
         argv.extend(req.args.iter().cloned());
         argv.push("--config".to_owned());
@@ -496,6 +545,7 @@ impl Daemon {
                     exit: 2,
                     stdout: String::new(),
                     stderr: e.to_string(),
+                    not_its_file: false,
                 }
             }
         };
@@ -538,6 +588,7 @@ impl Daemon {
                                     "error: the change is in {} but not in force: {e}\n",
                                     self.config_path.display()
                                 ),
+                                not_its_file: false,
                             }
                         }
                     }
@@ -546,12 +597,14 @@ impl Daemon {
                     exit: 0,
                     stdout,
                     stderr,
+                    not_its_file: false,
                 }
             }
             Err(e) => Response {
                 exit: e.exit_code(),
                 stdout: String::new(),
                 stderr: format!("{e}\n"),
+                not_its_file: false,
             },
         }
     }
