@@ -528,6 +528,99 @@ fn a_verb_for_another_file_leaves_the_daemons_file_alone() {
     );
 }
 
+/// Relative paths on the command line are the caller's, live as offline: the daemon (here in
+/// another working directory) resolves them against the caller's working directory.
+#[test]
+fn relative_paths_are_the_callers_live() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let elsewhere = d.join("elsewhere");
+    std::fs::create_dir(&elsewhere).expect("mkdir");
+    let socket = d.join("admin.sock");
+    let config = plain_config(d, "sluice.toml", &socket);
+    let _daemon = start_plain(&config, &socket, &elsewhere);
+    let pki = pki();
+    let create = create_args("server.crt", "server.key", "ca.crt", "logs/ep.log");
+    let (code, out, err) = sluice_in(pki, &config, &strs(&create));
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let id = v["ClientVpnEndpointId"].as_str().expect("id").to_owned();
+    let text = std::fs::read_to_string(&config).expect("read");
+    for (name, path) in [
+        ("server_certificate", pki.join("server.crt")),
+        ("server_key", pki.join("server.key")),
+        ("client_root_ca", pki.join("ca.crt")),
+        ("path", pki.join("logs/ep.log")),
+    ] {
+        assert!(
+            text.contains(&format!("{name} = \"{}\"", path.display())),
+            "{name} is not {} in\n{text}",
+            path.display()
+        );
+    }
+    let (code, _, err) = sluice_in(
+        pki,
+        &config,
+        &[
+            "modify-client-vpn-endpoint",
+            "--client-vpn-endpoint-id",
+            &id,
+            "--server-certificate-arn",
+            "server-ec.crt",
+            "--server-key",
+            "server-ec.key",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let text = std::fs::read_to_string(&config).expect("read");
+    assert!(
+        text.contains(&format!(
+            "server_certificate = \"{}\"",
+            pki.join("server-ec.crt").display()
+        )),
+        "{text}"
+    );
+    let (code, _, err) = sluice_in(
+        pki,
+        &config,
+        &[
+            "import-client-vpn-client-certificate-revocation-list",
+            "--client-vpn-endpoint-id",
+            &id,
+            "--certificate-revocation-list",
+            "file://crl.pem",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, text, err) = sluice_in(
+        pki,
+        &config,
+        &[
+            "export-client-vpn-client-configuration",
+            "--client-vpn-endpoint-id",
+            &id,
+            "--output",
+            "text",
+            "--client-certificate",
+            "client1.crt",
+            "--client-key",
+            "client1.key",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        text.contains("<cert>\n-----BEGIN CERTIFICATE-----"),
+        "{text}"
+    );
+    // Every one of them went through the daemon.
+    let trail = std::fs::read_to_string(d.join("state-sluice.toml/audit.log")).expect("trail");
+    assert_eq!(
+        trail.matches("\"type\":\"AdminSocket\"").count(),
+        4,
+        "{trail}"
+    );
+}
+
 /// `sluice reload` against the running daemon is in the audit trail, allowed or refused.
 #[test]
 fn reload_over_the_socket_is_audited() {

@@ -57,11 +57,23 @@ impl Response {
     }
 }
 
-/// Runs the verb `cli` names.
+/// Runs the verb `cli` names, with relative paths on its command line taken from this process's
+/// working directory.
 ///
 /// # Errors
 /// Refused requests, invalid configurations and I/O failures, each saying what is wrong.
 pub fn run(cli: &Cli) -> Result<Response, AdminError> {
+    run_in(cli, &std::env::current_dir().unwrap_or_default())
+}
+
+/// Runs the verb `cli` names for a caller whose working directory is `cwd`: relative paths on
+/// its command line (certificates, keys, users files, log paths, a CRL to import, a client
+/// certificate to embed) are resolved against `cwd`, never against this process's (the daemon's
+/// is not the caller's). With an empty or relative `cwd`, relative paths are refused.
+///
+/// # Errors
+/// As `run`.
+pub fn run_in(cli: &Cli, cwd: &Path) -> Result<Response, AdminError> {
     let path = cli.config.as_path();
     match &cli.verb {
         Verb::Run | Verb::Reload | Verb::Top(_) => Err(AdminError::request(
@@ -70,8 +82,8 @@ pub fn run(cli: &Cli) -> Result<Response, AdminError> {
         )),
         Verb::Validate => validate(path),
         Verb::HashPassword => hash_password(),
-        Verb::CreateClientVpnEndpoint(a) => create_endpoint(path, a),
-        Verb::ModifyClientVpnEndpoint(a) => modify_endpoint(path, a),
+        Verb::CreateClientVpnEndpoint(a) => create_endpoint(path, a, cwd),
+        Verb::ModifyClientVpnEndpoint(a) => modify_endpoint(path, a, cwd),
         Verb::DeleteClientVpnEndpoint(a) => delete_endpoint(path, a),
         Verb::DescribeClientVpnEndpoints(a) => describe_endpoints(path, a),
         Verb::AssociateClientVpnTargetNetwork(a) => associate(path, a),
@@ -86,9 +98,9 @@ pub fn run(cli: &Cli) -> Result<Response, AdminError> {
         Verb::CreateClientVpnRoute(a) => create_route(path, a),
         Verb::DeleteClientVpnRoute(a) => delete_route(path, a),
         Verb::DescribeClientVpnRoutes(a) => describe_list(path, a, List::Routes),
-        Verb::ImportClientVpnClientCertificateRevocationList(a) => import_crl(path, a),
+        Verb::ImportClientVpnClientCertificateRevocationList(a) => import_crl(path, a, cwd),
         Verb::ExportClientVpnClientCertificateRevocationList(a) => export_crl(path, a),
-        Verb::ExportClientVpnClientConfiguration(a) => export_configuration(path, a),
+        Verb::ExportClientVpnClientConfiguration(a) => export_configuration(path, a, cwd),
         Verb::DescribeClientVpnConnections(_)
         | Verb::TerminateClientVpnConnections(_)
         | Verb::DescribeDataPlane => Err(AdminError::request(
@@ -111,12 +123,27 @@ fn parse_ip(s: &str, what: &str) -> Result<std::net::Ipv4Addr, AdminError> {
         .map_err(|_| invalid(format!("{what}: `{s}` is not an IPv4 address")))
 }
 
-/// A path from the command line, made absolute so the file does not depend on the caller's
-/// working directory.
-fn absolute(p: &Path) -> Result<String, AdminError> {
-    std::path::absolute(p)
-        .map(|a| a.to_string_lossy().into_owned())
-        .map_err(|e| invalid(format!("{}: {e}", p.display())))
+/// A path from the command line, resolved against the caller's working directory `cwd`.
+fn callers(cwd: &Path, p: &Path) -> Result<PathBuf, AdminError> {
+    let joined = if p.is_absolute() {
+        p.to_path_buf()
+    } else if cwd.is_absolute() {
+        cwd.join(p)
+    } else {
+        return Err(invalid(format!(
+            "{}: a relative path, and the caller's working directory is not known; give an \
+             absolute path",
+            p.display()
+        )));
+    };
+    // Absolute already: this only tidies `.` components, and never reads this process's cwd.
+    std::path::absolute(&joined).map_err(|e| invalid(format!("{}: {e}", p.display())))
+}
+
+/// A path from the command line, made absolute (against the caller's working directory `cwd`)
+/// so the file does not depend on anyone's working directory.
+fn absolute(cwd: &Path, p: &Path) -> Result<String, AdminError> {
+    callers(cwd, p).map(|a| a.to_string_lossy().into_owned())
 }
 
 fn find<'a>(loaded: &'a Loaded, id: &str) -> Result<&'a Endpoint, AdminError> {
@@ -163,7 +190,11 @@ fn validate(path: &Path) -> Result<Response, AdminError> {
 }
 
 /// Authentication options from the AWS shorthand/JSON values.
-fn authentication_table(values: &[String], mfa: Option<&str>) -> Result<Table, AdminError> {
+fn authentication_table(
+    values: &[String],
+    mfa: Option<&str>,
+    cwd: &Path,
+) -> Result<Table, AdminError> {
     let mut auth = Table::new();
     for v in values {
         let parsed = shorthand::parse(v).map_err(invalid)?;
@@ -179,7 +210,7 @@ fn authentication_table(values: &[String], mfa: Option<&str>) -> Result<Table, A
                         .and_then(|m| field(m, "ClientRootCertificateChainArn").or_else(|| field(m, "ClientRootCertificateChain")))
                         .ok_or_else(|| invalid("certificate-authentication needs MutualAuthentication={ClientRootCertificateChainArn=PATH}"))?;
                     let mut t = InlineTable::new();
-                    t.insert("client_root_ca", absolute(Path::new(ca))?.into());
+                    t.insert("client_root_ca", absolute(cwd, Path::new(ca))?.into());
                     auth.insert("mutual", value(t));
                 }
                 Some("directory-service-authentication") => {
@@ -188,7 +219,7 @@ fn authentication_table(values: &[String], mfa: Option<&str>) -> Result<Table, A
                         .and_then(|d| field(d, "DirectoryId"))
                         .ok_or_else(|| invalid("directory-service-authentication needs ActiveDirectory={DirectoryId=USERS_FILE}"))?;
                     let mut t = InlineTable::new();
-                    t.insert("users_file", absolute(Path::new(users))?.into());
+                    t.insert("users_file", absolute(cwd, Path::new(users))?.into());
                     auth.insert("directory", value(t));
                 }
                 Some("federated-authentication") => {
@@ -208,14 +239,14 @@ fn authentication_table(values: &[String], mfa: Option<&str>) -> Result<Table, A
     Ok(auth)
 }
 
-fn connection_log_table(s: &str) -> Result<Table, AdminError> {
+fn connection_log_table(s: &str, cwd: &Path) -> Result<Table, AdminError> {
     let v = shorthand::parse(s).map_err(invalid)?;
     let enabled = flag(&v, "Enabled")
         .ok_or_else(|| invalid("connection log options need Enabled=true|false"))?;
     let mut t = Table::new();
     t.insert("enabled", value(enabled));
     if let Some(p) = field(&v, "LogPath").or_else(|| field(&v, "CloudwatchLogStream")) {
-        t.insert("path", value(absolute(Path::new(p))?));
+        t.insert("path", value(absolute(cwd, Path::new(p))?));
     }
     Ok(t)
 }
@@ -264,7 +295,7 @@ fn dns_servers(list: &[String]) -> Result<Vec<String>, AdminError> {
     Ok(out)
 }
 
-fn create_endpoint(path: &Path, a: &CreateEndpoint) -> Result<Response, AdminError> {
+fn create_endpoint(path: &Path, a: &CreateEndpoint, cwd: &Path) -> Result<Response, AdminError> {
     let mut ed = Editor::open(path)?;
     parse_cidr(&a.client_cidr_block, "client-cidr-block")?;
     // AWS's two values; validation refuses tcp with its reason (sluice serves UDP only).
@@ -290,9 +321,9 @@ fn create_endpoint(path: &Path, a: &CreateEndpoint) -> Result<Response, AdminErr
     t.insert("client_cidr_block", value(&a.client_cidr_block));
     t.insert(
         "server_certificate",
-        value(absolute(&a.server_certificate_arn)?),
+        value(absolute(cwd, &a.server_certificate_arn)?),
     );
-    t.insert("server_key", value(absolute(&a.server_key)?));
+    t.insert("server_key", value(absolute(cwd, &a.server_key)?));
     t.insert("transport_protocol", value(transport));
     t.insert("vpn_port", value(check_port(a.vpn_port)?));
     t.insert("dns_name", value(&a.dns_name));
@@ -315,10 +346,11 @@ fn create_endpoint(path: &Path, a: &CreateEndpoint) -> Result<Response, AdminErr
         Item::Table(authentication_table(
             &a.authentication_options,
             a.mfa.as_deref(),
+            cwd,
         )?),
     );
     if let Some(c) = &a.connection_log_options {
-        t.insert("connection_log", Item::Table(connection_log_table(c)?));
+        t.insert("connection_log", Item::Table(connection_log_table(c, cwd)?));
     }
     ed.endpoints_mut().push(t);
     ed.commit()?;
@@ -329,14 +361,14 @@ fn create_endpoint(path: &Path, a: &CreateEndpoint) -> Result<Response, AdminErr
     })))
 }
 
-fn modify_endpoint(path: &Path, a: &ModifyEndpoint) -> Result<Response, AdminError> {
+fn modify_endpoint(path: &Path, a: &ModifyEndpoint, cwd: &Path) -> Result<Response, AdminError> {
     let mut ed = Editor::open(path)?;
     let i = ed.endpoint_index(&a.client_vpn_endpoint_id)?;
     let servers = a.dns_servers.as_deref().map(dns_servers).transpose()?;
     let log = a
         .connection_log_options
         .as_deref()
-        .map(connection_log_table)
+        .map(|c| connection_log_table(c, cwd))
         .transpose()?;
     let banner = a
         .client_login_banner_options
@@ -348,9 +380,13 @@ fn modify_endpoint(path: &Path, a: &ModifyEndpoint) -> Result<Response, AdminErr
     let cert = a
         .server_certificate_arn
         .as_deref()
-        .map(absolute)
+        .map(|c| absolute(cwd, c))
         .transpose()?;
-    let key = a.server_key.as_deref().map(absolute).transpose()?;
+    let key = a
+        .server_key
+        .as_deref()
+        .map(|k| absolute(cwd, k))
+        .transpose()?;
     let t = ed.endpoint_mut(i)?;
     if let Some(c) = cert {
         t["server_certificate"] = value(c);
@@ -816,7 +852,7 @@ fn delete_route(path: &Path, a: &DeleteRoute) -> Result<Response, AdminError> {
     ))
 }
 
-fn import_crl(path: &Path, a: &ImportCrl) -> Result<Response, AdminError> {
+fn import_crl(path: &Path, a: &ImportCrl, cwd: &Path) -> Result<Response, AdminError> {
     let mut ed = Editor::open(path)?;
     let i = ed.endpoint_index(&a.client_vpn_endpoint_id)?;
     let arg = a.certificate_revocation_list.as_str();
@@ -824,7 +860,9 @@ fn import_crl(path: &Path, a: &ImportCrl) -> Result<Response, AdminError> {
         arg.as_bytes().to_vec()
     } else {
         let p = arg.strip_prefix("file://").unwrap_or(arg);
-        std::fs::read(p).map_err(|e| invalid(format!("cannot read CRL {p}: {e}")))?
+        let file = callers(cwd, Path::new(p))?;
+        std::fs::read(&file)
+            .map_err(|e| invalid(format!("cannot read CRL {}: {e}", file.display())))?
     };
     let base = ed.base_dir();
     let ep = &ed.old().config.endpoints[i];
@@ -865,17 +903,24 @@ fn export_crl(path: &Path, a: &EndpointIdArg) -> Result<Response, AdminError> {
     })
 }
 
-fn export_configuration(path: &Path, a: &ExportConfiguration) -> Result<Response, AdminError> {
+fn export_configuration(
+    path: &Path,
+    a: &ExportConfiguration,
+    cwd: &Path,
+) -> Result<Response, AdminError> {
     let loaded = config::load(path)?;
     let ep = find(&loaded, &a.client_vpn_endpoint_id)?;
     let ca = ca_for(ep, &loaded.base_dir())?;
     let identity = match (&a.client_certificate, &a.client_key) {
-        (Some(c), Some(k)) => Some(ClientIdentity {
-            certificate: std::fs::read_to_string(c)
-                .map_err(|e| invalid(format!("cannot read {}: {e}", c.display())))?,
-            key: std::fs::read_to_string(k)
-                .map_err(|e| invalid(format!("cannot read {}: {e}", k.display())))?,
-        }),
+        (Some(c), Some(k)) => {
+            let (c, k) = (callers(cwd, c)?, callers(cwd, k)?);
+            Some(ClientIdentity {
+                certificate: std::fs::read_to_string(&c)
+                    .map_err(|e| invalid(format!("cannot read {}: {e}", c.display())))?,
+                key: std::fs::read_to_string(&k)
+                    .map_err(|e| invalid(format!("cannot read {}: {e}", k.display())))?,
+            })
+        }
         _ => None,
     };
     let text = client_configuration(ep, &ca, identity.as_ref());
@@ -884,4 +929,51 @@ fn export_configuration(path: &Path, a: &ExportConfiguration) -> Result<Response
         table: text.clone(),
         text,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_paths_are_the_callers() {
+        let cwd = Path::new("/home/alice/pki");
+        assert_eq!(
+            absolute(cwd, Path::new("server.crt")).expect("relative"),
+            "/home/alice/pki/server.crt"
+        );
+        assert_eq!(
+            absolute(cwd, Path::new("./users/list.toml")).expect("dot"),
+            "/home/alice/pki/users/list.toml"
+        );
+        assert_eq!(
+            absolute(cwd, Path::new("/etc/sluice/ca.crt")).expect("absolute"),
+            "/etc/sluice/ca.crt"
+        );
+        // Without the caller's directory a relative path is refused, never taken from this
+        // process's own working directory.
+        for unknown in [Path::new(""), Path::new("relative/dir")] {
+            let e = absolute(unknown, Path::new("server.crt")).expect_err("refused");
+            assert!(e.to_string().contains("give an absolute path"), "{e}");
+            assert_eq!(
+                absolute(unknown, Path::new("/etc/sluice/ca.crt")).expect("absolute"),
+                "/etc/sluice/ca.crt"
+            );
+        }
+        let table = connection_log_table("Enabled=true,LogPath=logs/ep.log", cwd).expect("log");
+        assert_eq!(table["path"].as_str(), Some("/home/alice/pki/logs/ep.log"));
+        let auth = authentication_table(
+            &[
+                "Type=directory-service-authentication,ActiveDirectory={DirectoryId=users.toml}"
+                    .to_owned(),
+            ],
+            None,
+            cwd,
+        )
+        .expect("directory");
+        assert_eq!(
+            auth["directory"]["users_file"].as_str(),
+            Some("/home/alice/pki/users.toml")
+        );
+    }
 }

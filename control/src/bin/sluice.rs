@@ -26,6 +26,8 @@ fn main() -> ExitCode {
     let request = Request {
         args: forwarded_args(),
         config: Some(absolute_config(&cli.config)),
+        // Relative paths on the command line are resolved against it, live as offline.
+        cwd: std::env::current_dir().ok(),
     };
     match admin_socket::call(&socket, &request) {
         // The daemon there runs on another file: this one is not served, so the verb works on

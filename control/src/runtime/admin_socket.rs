@@ -1,8 +1,9 @@
 //! The admin socket protocol: one JSON request line, one JSON response line, then close.
 //!
 //! Request: `{"args": ["describe-client-vpn-endpoints", "--output", "table"], "config":
-//! "/etc/sluice/sluice.toml"}` (the words after `sluice`, without `--config`, and the caller's
-//! configuration file, canonical). The daemon serves a request only for its own file (or one
+//! "/etc/sluice/sluice.toml", "cwd": "/root"}` (the words after `sluice`, without `--config`;
+//! the caller's configuration file, canonical; the caller's working directory, against which
+//! relative paths in the words are resolved, as offline). The daemon serves a request only for its own file (or one
 //! without `config`: `sluice top`'s, and the probe of `sluice run`); for another file it answers
 //! `not_its_file`, and the CLI works on that file itself. Response:
 //! `{"exit": 0, "stdout": "...", "stderr": ""}`. Requests are bounded in size; a peer that is
@@ -29,12 +30,20 @@ pub struct Request {
     /// the request only when this is its own file; absent, its own file is meant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<PathBuf>,
+    /// The caller's working directory (absolute): relative paths in `args` are the caller's, and
+    /// are resolved against it. Absent, relative paths are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<PathBuf>,
 }
 
 impl Request {
     /// A request for the verb and flags `args`, on the daemon's own file.
     pub fn own_file(args: Vec<String>) -> Self {
-        Self { args, config: None }
+        Self {
+            args,
+            config: None,
+            cwd: None,
+        }
     }
 }
 

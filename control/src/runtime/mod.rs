@@ -560,7 +560,13 @@ impl Daemon {
                     live_connections(dp, cli)
                 })
             }
-            _ => crate::admin::execute(&cli, caller, SystemTime::now()),
+            // Relative paths in the request are the caller's, not this process's.
+            _ => crate::admin::execute_in(
+                &cli,
+                caller,
+                SystemTime::now(),
+                req.cwd.as_deref().unwrap_or(Path::new("")),
+            ),
         };
         match result {
             Ok(r) => {
