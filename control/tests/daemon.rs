@@ -24,12 +24,21 @@ struct Daemon {
 
 impl Daemon {
     fn start(config: &Path) -> Self {
-        let mut child = sluice_tests::dying_with_parent(env!("CARGO_BIN_EXE_sluice"))
+        Self::start_in(config, None)
+    }
+
+    /// `start`, in the working directory `cwd` if given.
+    fn start_in(config: &Path, cwd: Option<&Path>) -> Self {
+        let mut command = sluice_tests::dying_with_parent(env!("CARGO_BIN_EXE_sluice"));
+        command
             .args(["run", "--config"])
             .arg(config)
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start daemon");
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(cwd) = cwd {
+            command.current_dir(cwd);
+        }
+        let mut child = command.spawn().expect("start daemon");
         let log = Arc::new(Mutex::new(String::new()));
         let mut stderr = child.stderr.take().expect("piped stderr");
         let sink = Arc::clone(&log);
@@ -364,16 +373,8 @@ fn plain_config(dir: &Path, name: &str, socket: &Path) -> PathBuf {
 
 /// `sluice run` on `config` without a data plane, in the working directory `cwd`.
 fn start_plain(config: &Path, socket: &Path, cwd: &Path) -> Daemon {
-    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["run", "--config"])
-        .arg(config)
-        .current_dir(cwd)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start daemon");
-    let daemon = Daemon { child };
-    wait_for(socket, true);
+    let mut daemon = Daemon::start_in(config, Some(cwd));
+    daemon.await_condition("its admin socket", |_| socket.exists());
     daemon
 }
 
