@@ -655,3 +655,46 @@ fn reload_over_the_socket_is_audited() {
         reloads[1]
     );
 }
+
+/// The metrics endpoint is served off the control thread: peers of the metrics port that
+/// connect and send nothing do not hold up the admin socket (nor handshakes, timers or
+/// signals, which share the control thread with it).
+#[test]
+fn idle_metrics_peers_do_not_hold_up_the_admin_socket() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let socket = d.join("admin.sock");
+    let port = free_port();
+    let config = d.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[appliance]\nadmin_socket = \"{}\"\nstate_dir = \"{}\"\nmetrics_address = \"127.0.0.1:{port}\"\n",
+            socket.display(),
+            d.join("state").display(),
+        ),
+    )
+    .expect("write config");
+    let mut daemon = Daemon::start(&config);
+    daemon.await_condition("its admin socket", |_| socket.exists());
+
+    // Forty peers connect to the metrics port and say nothing. Served on the control thread,
+    // each held it for 200 ms (8 s in all) before it came back to the admin socket.
+    let idle: Vec<std::net::TcpStream> = (0..40)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    let (code, _, err) = sluice(&config, &["describe-client-vpn-endpoints"]);
+    let took = t.elapsed();
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        took < Duration::from_secs(4),
+        "an admin verb took {took:?} behind idle metrics peers"
+    );
+
+    // Scrapes are still answered, once the idle peers' time is up.
+    drop(idle);
+    let scrape = http_get(port).expect("a scrape");
+    assert!(scrape.starts_with("HTTP/1.1 200 OK"), "{scrape}");
+}

@@ -212,16 +212,8 @@ impl<B> NeighbourTable<B> {
                     tries,
                     last_request,
                     ..
-                } if now.saturating_sub(*last_request) >= 1 => {
-                    if *tries >= MAX_TRIES {
-                        give_up.push((port, ip));
-                    } else {
-                        *tries += 1;
-                        *last_request = now;
-                        out.push(Housekeeping::Request { port, ip });
-                    }
                 }
-                State::Probing {
+                | State::Probing {
                     tries,
                     last_request,
                     ..
