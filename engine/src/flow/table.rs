@@ -964,7 +964,91 @@ mod tests {
         listed.len() == held
     }
 
+    #[derive(Clone, Debug)]
+    enum Op2 {
+        Create(u16),
+        Remove(u16),
+        RemoveOwner(u32),
+        Advance(u32),
+        Expire(usize),
+    }
+
+    /// Flow `s` of the shared-port test: to one of three remotes, so that with fewer ports
+    /// than flows a port serves several remotes (`reuse_port`).
+    fn shared_key(s: u16) -> FlowKey {
+        FlowKey {
+            dst: 0x0808_0800 + u32::from(s % 3),
+            ..key(1, s)
+        }
+    }
+
     proptest! {
+        /// With fewer ports than flows (ports shared among remotes), through creates, removals
+        /// by slot (`remove`, as a flow whose route moved), by owner and by expiry: every live
+        /// flow is found both ways, by its own key and its own reverse key; no two share a
+        /// reverse key; and at the end, the table emptied, as many flows to one remote as there
+        /// are ports fit, and not one more.
+        #[test]
+        fn shared_ports_and_removals_keep_both_indexes(ops in proptest::collection::vec(prop_oneof![
+            (0u16..24).prop_map(Op2::Create), (0u16..24).prop_map(Op2::Remove),
+            (0u32..4).prop_map(Op2::RemoveOwner), (0u32..200).prop_map(Op2::Advance),
+            (0usize..40).prop_map(Op2::Expire)], 1..200)) {
+            let tm = Timeouts::default();
+            let mut t = FlowTable::new(16, PortRange { first: 5000, len: 6 }, tm);
+            let mut now = 0u32;
+            for op in ops {
+                match op {
+                    Op2::Create(s) => {
+                        if t.lookup(&shared_key(s), now).is_none() {
+                            let _ = t.create(shared_key(s), 9, 0, u32::from(s % 4), now);
+                        }
+                    }
+                    Op2::Remove(s) => {
+                        let k = shared_key(s);
+                        if let Some(slot) = t.find_forward(&k, t.hash_forward(&k)) {
+                            t.remove(slot);
+                            prop_assert!(t.find_forward(&k, t.hash_forward(&k)).is_none());
+                        }
+                    }
+                    Op2::RemoveOwner(o) => {
+                        t.remove_owner(o);
+                    }
+                    Op2::Advance(d) => now += d,
+                    Op2::Expire(b) => {
+                        t.expire(now, b);
+                    }
+                }
+                let mut reverse = std::collections::HashSet::new();
+                let mut live = 0;
+                for (i, e) in t.slab.iter().enumerate() {
+                    let Some(f) = &e.0 else { continue };
+                    live += 1;
+                    let (k, r) = (f.key, f.reverse());
+                    prop_assert_eq!(t.find_forward(&k, t.hash_forward(&k)), Some(i as u32));
+                    prop_assert_eq!(
+                        t.peek_reverse_hashed(&r, t.hash_reverse(&r)).map(|(s, _)| s),
+                        Some(i as u32)
+                    );
+                    prop_assert!(reverse.insert(r), "two flows share a reverse key");
+                }
+                prop_assert_eq!(t.len(), live);
+                prop_assert!(owner_lists_agree(&t));
+            }
+            for o in 0..4 {
+                t.remove_owner(o);
+            }
+            prop_assert!(t.is_empty());
+            // As many flows to one remote as there are ports (none can share a port with
+            // another to the same remote), then the shared ones.
+            for s in 0..6 {
+                prop_assert!(t.create(key(1, 100 + s), 9, 0, 0, now).is_ok(), "port {} lost", s);
+            }
+            prop_assert!(t.create(key(1, 106), 9, 0, 0, now).is_err(), "six ports, not more");
+            for s in 0..10 {
+                prop_assert!(t.create(shared_key(s), 9, 0, 0, now).is_ok(), "flow {} finds no port", s);
+            }
+        }
+
         /// Against a HashMap oracle: presence after creates, lookups (which refresh), expiry
         /// (eventually complete, never early) and removal by owner (flow `s` is owner `s % 4`'s);
         /// the owners' lists always hold exactly their flows.
