@@ -343,15 +343,7 @@ fn pki() -> &'static Path {
     PKI.get_or_init(|| {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("daemon-pki");
         let _ = std::fs::remove_dir_all(&dir);
-        let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/gen-pki.sh"))
-            .arg(&dir)
-            .output()
-            .expect("run gen-pki.sh");
-        assert!(
-            out.status.success(),
-            "gen-pki.sh failed (is easy-rsa installed?): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        sluice_tests::make_pki(&dir);
         dir
     })
 }

@@ -515,11 +515,13 @@ impl<P: Port> Worker<P> {
                             });
                         }
                     }
-                    Err(_) => self.report(Report::Removed {
-                        peer: info.peer,
-                        traffic: Traffic::default(),
-                        because: Removal::KeysRefused,
-                    }),
+                    Err(_) => {
+                        self.report(Report::Removed {
+                            peer: info.peer,
+                            traffic: Traffic::default(),
+                            because: Removal::KeysRefused,
+                        });
+                    }
                 },
                 Command::InstallKey { peer, key_id, keys } => {
                     if let (Some(i), Ok(k)) = (
@@ -665,17 +667,21 @@ impl<P: Port> Worker<P> {
         }
     }
 
-    /// Queues a report for control (`Mailbox::report`); one with no room is counted. Cold and
-    /// out of line: a data packet reports only when its session floats, ends or must
-    /// renegotiate.
+    /// Queues a report for control (`Mailbox::report`); one with no room is counted. Returns
+    /// whether it was queued. Cold and out of line: a data packet reports only when its
+    /// session floats, ends or must renegotiate.
     #[cold]
     #[inline(never)]
-    pub(crate) fn report(&mut self, r: Report) {
-        if let Err(r) = self.mailbox.report(r) {
-            self.drops.bump(match r {
-                Report::Punted { .. } => DropReason::PuntQueueFull,
-                _ => DropReason::ReportQueueFull,
-            });
+    pub(crate) fn report(&mut self, r: Report) -> bool {
+        match self.mailbox.report(r) {
+            Ok(()) => true,
+            Err(r) => {
+                self.drops.bump(match r {
+                    Report::Punted { .. } => DropReason::PuntQueueFull,
+                    _ => DropReason::ReportQueueFull,
+                });
+                false
+            }
         }
     }
 
@@ -758,7 +764,7 @@ impl<P: Port> Worker<P> {
         }
         // Reports control must get are marked sent only once queued: one that found the
         // queue full goes again at the next lap.
-        if idle && self.report_kept(Report::Idle { peer }) {
+        if idle && self.report(Report::Idle { peer }) {
             if let Some(s) = self.sessions.get_mut(slot) {
                 s.idle_reported = true;
             }
@@ -778,22 +784,11 @@ impl<P: Port> Worker<P> {
                 .and_then(|i| self.sessions.get_mut(i))
                 .map(|s| s.id().remote())
             {
-                if !self.report_kept(Report::Floated { peer, remote }) {
+                if !self.report(Report::Floated { peer, remote }) {
                     return;
                 }
             }
             self.unreported_floats.pop();
-        }
-    }
-
-    /// `report`, saying whether the report was queued.
-    fn report_kept(&mut self, r: Report) -> bool {
-        match self.mailbox.report(r) {
-            Ok(()) => true,
-            Err(_) => {
-                self.drops.bump(DropReason::ReportQueueFull);
-                false
-            }
         }
     }
 

@@ -143,18 +143,21 @@ mod tests {
         assert!(!push_reply(&legacy, None)[0].contains("tls-ekm"));
     }
 
+    /// `base()` with `n` split-tunnel routes, 10.i.0.0/16.
+    fn with_routes(n: u8) -> PushOptions {
+        PushOptions {
+            routes: Some(
+                (0..n)
+                    .map(|i| (Ipv4Addr::new(10, i, 0, 0), Ipv4Addr::new(255, 255, 0, 0)))
+                    .collect(),
+            ),
+            ..base()
+        }
+    }
+
     #[test]
     fn long_replies_are_continued() {
-        let routes = (0..100u8)
-            .map(|i| (Ipv4Addr::new(10, i, 0, 0), Ipv4Addr::new(255, 255, 0, 0)))
-            .collect();
-        let msgs = push_reply(
-            &PushOptions {
-                routes: Some(routes),
-                ..base()
-            },
-            None,
-        );
+        let msgs = push_reply(&with_routes(100), None);
         assert!(msgs.len() >= 3);
         for (i, m) in msgs.iter().enumerate() {
             assert!(
@@ -175,16 +178,7 @@ mod tests {
     fn the_auth_token_is_pushed_in_one_message_or_continued() {
         let token = "0123456789abcdef0123456789abcdef0123456789abcdef";
         for n in [0u8, 2, 30, 100] {
-            let routes = (0..n)
-                .map(|i| (Ipv4Addr::new(10, i, 0, 0), Ipv4Addr::new(255, 255, 0, 0)))
-                .collect();
-            let msgs = push_reply(
-                &PushOptions {
-                    routes: Some(routes),
-                    ..base()
-                },
-                Some(token),
-            );
+            let msgs = push_reply(&with_routes(n), Some(token));
             let with: Vec<_> = msgs
                 .iter()
                 .filter(|m| m.split(',').any(|o| o == format!("auth-token {token}")))

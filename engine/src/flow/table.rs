@@ -839,10 +839,10 @@ mod tests {
         assert_eq!(t.pool(9, protocol::UDP).free(), 4);
     }
 
-    #[test]
-    fn tcp_timeouts_follow_state() {
+    /// A small table with default timeouts, and the key of a TCP connection to `dst_port`.
+    fn tcp_table(dst_port: u16) -> (FlowTable, FlowKey, Timeouts) {
         let tm = Timeouts::default();
-        let mut t = FlowTable::new(
+        let t = FlowTable::new(
             4,
             PortRange {
                 first: 5000,
@@ -855,8 +855,14 @@ mod tests {
             proto: protocol::TCP,
             src_port: 1,
             dst: 2,
-            dst_port: 80,
+            dst_port,
         };
+        (t, k, tm)
+    }
+
+    #[test]
+    fn tcp_timeouts_follow_state() {
+        let (mut t, k, tm) = tcp_table(80);
         t.create(k, 9, 0, 0, 0).unwrap();
         assert_eq!(t.expire(tm.tcp_transitory, 4), 0);
         assert_eq!(
@@ -881,22 +887,7 @@ mod tests {
     /// is tracked as a new connection: once answered, established, not closing for good.
     #[test]
     fn a_reused_tuple_opens_anew() {
-        let tm = Timeouts::default();
-        let mut t = FlowTable::new(
-            4,
-            PortRange {
-                first: 5000,
-                len: 10,
-            },
-            tm,
-        );
-        let k = FlowKey {
-            client: 1,
-            proto: protocol::TCP,
-            src_port: 1,
-            dst: 2,
-            dst_port: 22,
-        };
+        let (mut t, k, tm) = tcp_table(22);
         let f = t.create(k, 9, 0, 0, 0).unwrap();
         FlowTable::observe_tcp(f, flags::SYN | flags::ACK, true);
         let f = t.lookup(&k, 10).unwrap();

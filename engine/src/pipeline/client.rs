@@ -263,14 +263,12 @@ impl<P: Port> Worker<P> {
     /// address, and refuse the client's control packets from the new one.
     #[cold]
     #[inline(never)]
-    fn report_float(&mut self, r: Report) {
-        if let Err(Report::Floated { peer, .. }) = self.mailbox.report(r) {
-            self.drops.bump(DropReason::ReportQueueFull);
-            if self.unreported_floats.len() < self.unreported_floats.capacity()
-                && !self.unreported_floats.contains(&peer)
-            {
-                self.unreported_floats.push(peer);
-            }
+    fn report_float(&mut self, peer: PeerId, remote: Remote) {
+        if !self.report(Report::Floated { peer, remote })
+            && self.unreported_floats.len() < self.unreported_floats.capacity()
+            && !self.unreported_floats.contains(&peer)
+        {
+            self.unreported_floats.push(peer);
         }
     }
 
@@ -295,13 +293,13 @@ impl<P: Port> Worker<P> {
         }
         // Authenticated: it may float to a new address (the reference §7.2).
         s.last_rx = now;
-        let floated = (s.id().remote() != from).then(|| {
+        let floated = s.id().remote() != from;
+        if floated {
             s.float_to(from);
-            Report::Floated { peer, remote: from }
-        });
+        }
         let (endpoint, client_ip) = (s.id().endpoint(), s.client_ip);
-        if let Some(r) = floated {
-            self.report_float(r);
+        if floated {
+            self.report_float(peer, from);
         }
         match classify_plaintext(buf.data()) {
             Plaintext::Ip => {}
