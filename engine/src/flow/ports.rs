@@ -139,6 +139,32 @@ impl PortPool {
 }
 
 #[cfg(test)]
+impl PortPool {
+    /// How many flows use each port of the range (by offset from its first port), once the
+    /// pool's other books are found to agree with these counts: a port is marked in use exactly
+    /// when a flow uses it, no mark lies past the range, and `free` counts the ports no flow
+    /// uses. `Err` names the first disagreement.
+    pub(crate) fn users(&self) -> Result<&[u32], String> {
+        for (w, &word) in self.used.iter().enumerate() {
+            for b in 0..64 {
+                let i = w * 64 + b;
+                let marked = word >> b & 1 == 1;
+                let used = self.users.get(i).is_some_and(|&u| u > 0);
+                if marked != used {
+                    let port = u32::from(self.range.first) + i as u32;
+                    return Err(format!("port {port}: marked {marked}, used {used}"));
+                }
+            }
+        }
+        let unused = self.users.iter().filter(|&&u| u == 0).count();
+        if unused != self.free {
+            return Err(format!("{} free counted, {unused} unused", self.free));
+        }
+        Ok(&self.users)
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -198,6 +224,9 @@ mod tests {
                     p.release(1000 + i as u16);
                 }
                 proptest::prop_assert_eq!(p.free(), used.iter().filter(|u| !**u).count());
+                let users = p.users().map_err(proptest::test_runner::TestCaseError::fail)?;
+                let counts: Vec<u32> = used.iter().map(|&u| u32::from(u)).collect();
+                proptest::prop_assert_eq!(users, &counts[..]);
             }
         }
     }

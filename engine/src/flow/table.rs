@@ -955,9 +955,42 @@ mod tests {
         listed.len() == held
     }
 
+    /// Each (ENI, protocol)'s port pool counts exactly the live flows on each of its ports: no
+    /// port held for a flow that is gone (a leak the reuse of ports would hide: it probes the
+    /// reverse index, not the pool), none freed while a flow still uses it (a double release),
+    /// and no live flow without its pool. `Err` names the first disagreement.
+    fn pools_agree(t: &FlowTable) -> Result<(), String> {
+        let len = usize::from(t.range.len);
+        let mut live: Oracle<(u32, u8), Vec<u32>> = Oracle::new();
+        for f in t.slab.iter().filter_map(|e| e.0.as_ref()) {
+            if !t.range.contains(f.nat_port) {
+                return Err(format!("{:?} translated outside the range", f.key));
+            }
+            let i = usize::from(f.nat_port - t.range.first);
+            live.entry((f.eni, f.key.proto))
+                .or_insert_with(|| vec![0; len])[i] += 1;
+        }
+        for (which, pool) in &t.pools {
+            let want = live.remove(which).unwrap_or_else(|| vec![0; len]);
+            let got = pool.users().map_err(|e| format!("pool {which:?}: {e}"))?;
+            if let Some(i) = (0..len).find(|&i| got[i] != want[i]) {
+                return Err(format!(
+                    "pool {which:?}: port {} counts {} users, {} live flows use it",
+                    usize::from(t.range.first) + i,
+                    got[i],
+                    want[i]
+                ));
+            }
+        }
+        match live.keys().next() {
+            Some(which) => Err(format!("live flows of {which:?} have no pool")),
+            None => Ok(()),
+        }
+    }
+
     #[derive(Clone, Debug)]
     enum Op2 {
-        Create(u16),
+        Create(u16, bool),
         Remove(u16),
         RemoveOwner(u32),
         Advance(u32),
@@ -977,11 +1010,12 @@ mod tests {
         /// With fewer ports than flows (ports shared among remotes), through creates, removals
         /// by slot (`remove`, as a flow whose route moved), by owner and by expiry: every live
         /// flow is found both ways, by its own key and its own reverse key; no two share a
-        /// reverse key; and at the end, the table emptied, as many flows to one remote as there
-        /// are ports fit, and not one more.
+        /// reverse key; the port pool counts exactly the live flows on each port
+        /// (`pools_agree`); and at the end, the table emptied, as many flows to one remote as
+        /// there are ports fit, and not one more.
         #[test]
         fn shared_ports_and_removals_keep_both_indexes(ops in proptest::collection::vec(prop_oneof![
-            (0u16..24).prop_map(Op2::Create), (0u16..24).prop_map(Op2::Remove),
+            (0u16..24).prop_map(|s| Op2::Create(s, false)), (0u16..24).prop_map(Op2::Remove),
             (0u32..4).prop_map(Op2::RemoveOwner), (0u32..200).prop_map(Op2::Advance),
             (0usize..40).prop_map(Op2::Expire)], 1..200)) {
             let tm = Timeouts::default();
@@ -989,9 +1023,10 @@ mod tests {
             let mut now = 0u32;
             for op in ops {
                 match op {
-                    Op2::Create(s) => {
+                    Op2::Create(s, other_eni) => {
                         if t.lookup(&shared_key(s), now).is_none() {
-                            let _ = t.create(shared_key(s), 9, 0, u32::from(s % 4), now);
+                            let eni = if other_eni { 10 } else { 9 };
+                            let _ = t.create(shared_key(s), eni, 0, u32::from(s % 4), now);
                         }
                     }
                     Op2::Remove(s) => {
@@ -1024,11 +1059,13 @@ mod tests {
                 }
                 prop_assert_eq!(t.len(), live);
                 prop_assert!(owner_lists_agree(&t));
+                pools_agree(&t).map_err(TestCaseError::fail)?;
             }
             for o in 0..4 {
                 t.remove_owner(o);
             }
             prop_assert!(t.is_empty());
+            pools_agree(&t).map_err(TestCaseError::fail)?;
             // As many flows to one remote as there are ports (none can share a port with
             // another to the same remote), then the shared ones.
             for s in 0..6 {
@@ -1037,6 +1074,57 @@ mod tests {
             prop_assert!(t.create(key(1, 106), 9, 0, 0, now).is_err(), "six ports, not more");
             for s in 0..10 {
                 prop_assert!(t.create(shared_key(s), 9, 0, 0, now).is_ok(), "flow {} finds no port", s);
+            }
+        }
+
+        /// Port accounting under pressure: three ports for each (ENI, protocol), flows of two
+        /// ENIs and two protocols toward four remotes, so that ports are shared by up to four
+        /// flows and run out; through creates (refused ones too), removals by slot, by owner
+        /// and by expiry, every pool counts exactly the live flows on each port
+        /// (`pools_agree`), and once every flow is gone every port is free.
+        #[test]
+        fn port_pools_count_exactly_the_live_flows(ops in proptest::collection::vec(prop_oneof![
+            4 => (0u16..48, any::<bool>()).prop_map(|(s, e)| Op2::Create(s, e)),
+            1 => (0u16..48).prop_map(Op2::Remove), 1 => (0u32..4).prop_map(Op2::RemoveOwner),
+            1 => (0u32..100).prop_map(Op2::Advance), 1 => (0usize..40).prop_map(Op2::Expire)],
+            1..300)) {
+            let mut t = FlowTable::new(32, PortRange { first: 5000, len: 3 }, Timeouts::default());
+            let flow = |s: u16| FlowKey {
+                proto: if s % 2 == 0 { protocol::UDP } else { protocol::TCP },
+                dst: 0x0808_0800 + u32::from(s / 2 % 4),
+                ..key(1, s)
+            };
+            let mut now = 0u32;
+            for op in ops {
+                match op {
+                    Op2::Create(s, other_eni) => {
+                        if t.lookup(&flow(s), now).is_none() {
+                            let eni = if other_eni { 10 } else { 9 };
+                            let _ = t.create(flow(s), eni, 0, u32::from(s % 4), now);
+                        }
+                    }
+                    Op2::Remove(s) => {
+                        if let Some(slot) = t.find_forward(&flow(s), t.hash_forward(&flow(s))) {
+                            t.remove(slot);
+                        }
+                    }
+                    Op2::RemoveOwner(o) => {
+                        t.remove_owner(o);
+                    }
+                    Op2::Advance(d) => now += d,
+                    Op2::Expire(b) => {
+                        t.expire(now, b);
+                    }
+                }
+                pools_agree(&t).map_err(TestCaseError::fail)?;
+            }
+            for o in 0..4 {
+                t.remove_owner(o);
+            }
+            prop_assert!(t.is_empty());
+            pools_agree(&t).map_err(TestCaseError::fail)?;
+            for (which, pool) in &t.pools {
+                prop_assert_eq!(pool.free(), 3, "pool {:?}", which);
             }
         }
 
@@ -1087,6 +1175,7 @@ mod tests {
                 }
                 prop_assert_eq!(t.len(), oracle.len());
                 prop_assert!(owner_lists_agree(&t));
+                pools_agree(&t).map_err(TestCaseError::fail)?;
             }
             // A full sweep removes everything idle.
             now += tm.udp + 1;
