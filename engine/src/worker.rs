@@ -935,6 +935,63 @@ mod tests {
         assert_eq!(w.drops().get(DropReason::NoRoute), 1);
     }
 
+    /// The lab client's UDP datagram to the lab host (port 9), carrying `payload`.
+    fn to_host(payload: &[u8]) -> Vec<u8> {
+        use testkit::{ip, lab};
+        testkit::ipv4_udp(ip(lab::CLIENT_VIP), 1000, ip(lab::HOST_IP), 9, payload)
+    }
+
+    /// The `Report::Removed`s in `mb`'s report queue: peer-id, packets from the client, why.
+    fn removals(mb: &Mailbox) -> Vec<(u32, u64, Removal)> {
+        std::iter::from_fn(|| mb.reports.pop())
+            .filter_map(|r| match r {
+                Report::Removed {
+                    peer,
+                    traffic,
+                    because,
+                } => Some((peer.0, traffic.ingress_packets, because)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A session whose keys the core refuses is never added: control hears it removed with
+    /// `KeysRefused` (and ends the connection), and the client's packets under those keys
+    /// find no session.
+    #[test]
+    #[allow(clippy::disallowed_methods)]
+    fn a_session_whose_keys_are_refused_is_reported_and_takes_no_traffic() {
+        use crate::wire::openvpn::{KeyId, PeerId};
+        let now = Instant::now();
+        let mb = Mailbox::new(16);
+        let mut w = testkit::lab_worker(
+            vec![MemPort::new(), MemPort::new()],
+            testkit::lab_config(16, 4),
+            mb.clone(),
+            now,
+        );
+        let (vip, cipher) = (
+            testkit::ip(testkit::lab::CLIENT_VIP),
+            crate::crypto::Cipher::Aes256Gcm,
+        );
+        crate::crypto::data_channel::refuse_keys(true);
+        let keys = testkit::queue_session(&mb, PeerId(5), vip, Default::default(), cipher, 7);
+        w.poll_once(now);
+        crate::crypto::data_channel::refuse_keys(false);
+        assert_eq!(removals(&mb), [(5, 0, Removal::KeysRefused)]);
+        assert!(w.sessions().index_of_peer(PeerId(5)).is_none());
+        assert_eq!(w.sessions().len(), 0);
+        let mut client = testkit::Client::new(PeerId(5), KeyId(0), &keys);
+        if let Some(p) = w.port_mut(0) {
+            p.inject(&client.frame(&to_host(b"a")));
+        }
+        w.poll_once(now);
+        let sent = w.port_mut(1).map(MemPort::take_sent).unwrap_or_default();
+        assert!(sent.is_empty(), "nothing reached the target network");
+        assert_eq!(w.drops().get(DropReason::UnknownPeer), 1);
+        assert_eq!(w.flow_count(), 0);
+    }
+
     /// A poll applies at most `COMMAND_BUDGET` of control's commands; the rest wait, in order,
     /// for the next polls.
     #[test]

@@ -58,6 +58,20 @@ impl fmt::Debug for KeyMaterial {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KeyError;
 
+#[cfg(test)]
+thread_local! {
+    /// Tests: whether `DataKey::new` refuses every key on this thread (`refuse_keys`).
+    static REFUSE_KEYS: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+}
+
+/// Tests: makes `DataKey::new` refuse every key on the calling thread (`on`), or stop. Ring
+/// refuses none of the key lengths `Cipher` uses, so what a core does with a refused key
+/// cannot be reached otherwise; a test's thread is its own, so other tests are not touched.
+#[cfg(test)]
+pub(crate) fn refuse_keys(on: bool) {
+    REFUSE_KEYS.with(|r| r.set(on));
+}
+
 /// What a successful seal asks of the caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SealOutcome {
@@ -151,6 +165,10 @@ impl DataKey {
     /// # Errors
     /// `KeyError` if ring refuses the key (never for the lengths used).
     pub fn new(key_id: KeyId, m: &KeyMaterial) -> Result<Self, KeyError> {
+        #[cfg(test)]
+        if REFUSE_KEYS.with(core::cell::Cell::get) {
+            return Err(KeyError);
+        }
         let alg = m.cipher.algorithm();
         let len = m.cipher.key_len();
         let seal = UnboundKey::new(alg, &m.encrypt_key[..len]).map_err(|_| KeyError)?;
