@@ -44,7 +44,10 @@ pub enum Command {
         /// Its material.
         keys: Box<KeyMaterial>,
     },
-    /// A renegotiation produced a new key; the current one is kept as the previous.
+    /// A renegotiation produced a new key; the current one is kept as the previous. A key the
+    /// core refuses ends the session (`Report::Removed`, `Removal::KeysRefused`): left on the
+    /// current key, it would fall silent when the client moves to the new one. A peer-id the
+    /// core holds no session of is counted (`key_for_unknown_peer`).
     InstallKey {
         /// The session.
         peer: PeerId,
@@ -92,7 +95,8 @@ pub enum Removal {
     Replaced,
     /// It was never added: the core's session table was full.
     TableFull,
-    /// It was never added: its data-channel keys were refused.
+    /// Its data-channel keys were refused: the first (`AddSession`; it was never added), or a
+    /// renegotiated one (`InstallKey`; it was removed with its flows).
     KeysRefused,
     /// It was never added: its peer-id is another core's (`SessionTable::core_of`).
     WrongCore,

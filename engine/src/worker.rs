@@ -524,12 +524,29 @@ impl<P: Port> Worker<P> {
                     }
                 },
                 Command::InstallKey { peer, key_id, keys } => {
-                    if let (Some(i), Ok(k)) = (
-                        self.sessions.index_of_peer(peer),
-                        DataKey::new(key_id, &keys),
-                    ) {
-                        if let Some(s) = self.sessions.get_mut(i) {
-                            s.install_key(k);
+                    let Some(i) = self.sessions.index_of_peer(peer) else {
+                        // Control hears (or heard) of the session's end in its `Removed`.
+                        self.drops.bump(DropReason::KeyForUnknownPeer);
+                        continue;
+                    };
+                    match DataKey::new(key_id, &keys) {
+                        Ok(k) => {
+                            if let Some(s) = self.sessions.get_mut(i) {
+                                s.install_key(k);
+                            }
+                        }
+                        Err(_) => {
+                            // Kept on its current key, the session would fall silent once the
+                            // client moves to the new one: it ends, with its flows, and control
+                            // ends the connection (the client starts over).
+                            if let Some((i, s)) = self.sessions.remove_peer(peer) {
+                                self.flows.remove_owner(i);
+                                self.report(Report::Removed {
+                                    peer,
+                                    traffic: s.traffic(),
+                                    because: Removal::KeysRefused,
+                                });
+                            }
                         }
                     }
                 }
@@ -990,6 +1007,66 @@ mod tests {
         assert!(sent.is_empty(), "nothing reached the target network");
         assert_eq!(w.drops().get(DropReason::UnknownPeer), 1);
         assert_eq!(w.flow_count(), 0);
+    }
+
+    /// A renegotiated key the core refuses ends the session rather than leave it on the key
+    /// the client is about to stop using: the session and its flows go, control hears it
+    /// removed with `KeysRefused` and its counters, and the client's packets find no session.
+    /// A key for a peer-id the core does not hold is counted, `key_for_unknown_peer`.
+    #[test]
+    #[allow(clippy::disallowed_methods)]
+    fn a_refused_renegotiated_key_ends_the_session() {
+        use crate::wire::openvpn::{KeyId, PeerId};
+        let now = Instant::now();
+        let mb = Mailbox::new(16);
+        let mut w = testkit::lab_worker(
+            vec![MemPort::new(), MemPort::new()],
+            testkit::lab_config(16, 4),
+            mb.clone(),
+            now,
+        );
+        let (vip, cipher) = (
+            testkit::ip(testkit::lab::CLIENT_VIP),
+            crate::crypto::Cipher::Aes256Gcm,
+        );
+        let keys = testkit::queue_session(&mb, PeerId(5), vip, Default::default(), cipher, 7);
+        let mut client = testkit::Client::new(PeerId(5), KeyId(0), &keys);
+        let send = |w: &mut Worker<MemPort>, c: &mut testkit::Client, payload: &[u8]| {
+            if let Some(p) = w.port_mut(0) {
+                p.inject(&c.frame(&to_host(payload)));
+            }
+            w.poll_once(now);
+            w.port_mut(1)
+                .map(MemPort::take_sent)
+                .unwrap_or_default()
+                .len()
+        };
+        assert_eq!(
+            send(&mut w, &mut client, b"a"),
+            1,
+            "the session carries traffic"
+        );
+        assert_eq!(w.flow_count(), 1);
+        let renegotiated = |peer: u32| Command::InstallKey {
+            peer: PeerId(peer),
+            key_id: KeyId(1),
+            keys: Box::new(testkit::key_pair(cipher, 8).0),
+        };
+        crate::crypto::data_channel::refuse_keys(true);
+        assert!(mb.commands.push(renegotiated(5)).is_ok());
+        w.poll_once(now);
+        crate::crypto::data_channel::refuse_keys(false);
+        assert_eq!(removals(&mb), [(5, 1, Removal::KeysRefused)]);
+        assert!(w.sessions().index_of_peer(PeerId(5)).is_none());
+        assert_eq!(w.flow_count(), 0, "its flows went with it");
+        assert_eq!(send(&mut w, &mut client, b"b"), 0);
+        assert_eq!(w.drops().get(DropReason::UnknownPeer), 1);
+        // Peer 5 is gone now: its key, accepted or not, is counted, and nothing else happens.
+        assert!(mb.commands.push(renegotiated(5)).is_ok());
+        w.poll_once(now);
+        assert_eq!(w.drops().get(DropReason::KeyForUnknownPeer), 1);
+        assert_eq!(removals(&mb), []);
+        assert_eq!(w.sessions().len(), 0);
     }
 
     /// A poll applies at most `COMMAND_BUDGET` of control's commands; the rest wait, in order,

@@ -103,11 +103,15 @@ pub enum DropReason {
     /// A report to control other than a punted datagram (a session's end, float or counters;
     /// a retired table) that found the report queue full (`Mailbox::report`).
     ReportQueueFull,
+    /// A renegotiated key (`Command::InstallKey`) for a peer-id the core holds no session of:
+    /// the core let the session go first (control hears of that in a `Report::Removed`), or
+    /// control sent the key to a core that never held it.
+    KeyForUnknownPeer,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [Self; 44] = [
+    pub const ALL: [Self; 45] = [
         Self::MalformedEthernet,
         Self::MalformedIpv4,
         Self::MalformedUdp,
@@ -152,6 +156,7 @@ impl DropReason {
         Self::ResetRateLimited,
         Self::UnknownControlPeer,
         Self::ReportQueueFull,
+        Self::KeyForUnknownPeer,
     ];
 
     /// The number of reasons.
@@ -204,6 +209,7 @@ impl DropReason {
             Self::ResetRateLimited => "reset_rate_limited",
             Self::UnknownControlPeer => "unknown_control_peer",
             Self::ReportQueueFull => "report_queue_full",
+            Self::KeyForUnknownPeer => "key_for_unknown_peer",
         }
     }
 }
