@@ -208,6 +208,17 @@ pub fn server_config(files: &TlsFiles<'_>) -> Result<ServerTls, String> {
     })
 }
 
+/// The subject common name of the certificate `der`: the last CN of the subject when it has
+/// several, as OpenVPN takes it (2.6's `extract_x509_field_ssl` walks the name to the last
+/// entry of the field), so that a client is known by the same name as under OpenVPN (its
+/// connection-log line, its auth-token, the name a renegotiation must keep). `None` without a
+/// CN, or when that last one is not a string.
+fn common_name(der: &[u8]) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = parsed.subject().iter_common_name().last()?;
+    cn.as_str().ok().map(str::to_owned)
+}
+
 /// One TLS session (one key_id) on the server side.
 pub struct TlsSession {
     conn: ServerConnection,
@@ -276,18 +287,10 @@ impl TlsSession {
         self.conn.is_handshaking()
     }
 
-    /// The client certificate's subject common name, if a certificate was presented.
+    /// The client certificate's subject common name, if a certificate was presented
+    /// (`common_name`).
     pub fn peer_common_name(&self) -> Option<String> {
-        let cert = self.conn.peer_certificates()?.first()?;
-        let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-        let cn = parsed
-            .subject()
-            .iter_common_name()
-            .next()?
-            .as_str()
-            .ok()?
-            .to_owned();
-        Some(cn)
+        common_name(self.conn.peer_certificates()?.first()?.as_ref())
     }
 
     /// Verifies the client's certificate chain again, with the client verifier of `tls` (CA,
@@ -327,5 +330,35 @@ impl TlsSession {
             .export_keying_material(out, label, None)
             .map(|_| ())
             .map_err(|e| TlsFailure::Protocol(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate whose subject is `CN=first.example, O=sluice test,
+    /// CN=second.example` (made with `openssl req -x509 -subj
+    /// "/CN=first.example/O=sluice test/CN=second.example"`).
+    const TWO_CNS: &str = "-----BEGIN CERTIFICATE-----
+MIIB5DCCAYugAwIBAgIUMsqv/NOANpytyI3OKRwXyDT4MKcwCgYIKoZIzj0EAwIw
+RzEWMBQGA1UEAwwNZmlyc3QuZXhhbXBsZTEUMBIGA1UECgwLc2x1aWNlIHRlc3Qx
+FzAVBgNVBAMMDnNlY29uZC5leGFtcGxlMCAXDTI2MTIwNTA2MjY1NVoYDzIxMjYx
+MTExMDYyNjU1WjBHMRYwFAYDVQQDDA1maXJzdC5leGFtcGxlMRQwEgYDVQQKDAtz
+bHVpY2UgdGVzdDEXMBUGA1UEAwwOc2Vjb25kLmV4YW1wbGUwWTATBgcqhkjOPQIB
+BggqhkjOPQMBBwNCAATGK/mJToRwYUV6ljVhBh2E8M2KaM6kskOaQ4Ic3OXSdSeh
+gKQ8LmT24gncHQ9fvAvdsGQLAiJvyvXuCyWqCD9fo1MwUTAdBgNVHQ4EFgQUWyXl
+PIakQnOe2IvBdflOiDH9O9AwHwYDVR0jBBgwFoAUWyXlPIakQnOe2IvBdflOiDH9
+O9AwDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNHADBEAiAX8Z5kXlVdHLbH
+nS+Jr95RAVYpWbWJM960XB7+OhemBQIgUf3PPTjLS85UzjiHAzzqxoEI9Q8rFSbT
+G/qXd/Nhc6g=
+-----END CERTIFICATE-----
+";
+
+    #[test]
+    fn the_common_name_is_the_last_cn_of_the_subject() {
+        let der = CertificateDer::from_pem_slice(TWO_CNS.as_bytes()).unwrap();
+        assert_eq!(common_name(der.as_ref()).as_deref(), Some("second.example"));
+        assert_eq!(common_name(b"not a certificate"), None);
     }
 }
