@@ -65,7 +65,7 @@ const CRL_EXPIRED: &str = "certificate revocation list expired at";
 #[derive(Debug)]
 struct CrlGuard {
     inner: Arc<dyn ClientCertVerifier>,
-    next_update: Option<(UnixTime, String)>,
+    next_update: NextUpdate,
 }
 
 impl ClientCertVerifier for CrlGuard {
@@ -119,6 +119,39 @@ impl ClientCertVerifier for CrlGuard {
     }
 }
 
+/// When a CRL expires, and the time as its refusal shows it.
+type NextUpdate = Option<(UnixTime, String)>;
+
+/// The CRLs of a PEM file, and the earliest of their nextUpdate times (with its text for the
+/// refusal): a file may hold several (the root CA's and an intermediate's), and once any of
+/// them is out of date, revocations it would list may be missing, so the first to expire
+/// governs.
+fn read_crls(
+    pem: &[u8],
+) -> Result<(Vec<CertificateRevocationListDer<'static>>, NextUpdate), String> {
+    let mut crls = Vec::new();
+    let mut next_update: NextUpdate = None;
+    for c in CertificateRevocationListDer::pem_slice_iter(pem) {
+        let der = c.map_err(|e| format!("CRL: {e}"))?;
+        if let Ok((_, parsed)) = x509_parser::parse_x509_crl(der.as_ref()) {
+            if let Some(n) = parsed.next_update() {
+                let secs = u64::try_from(n.timestamp()).unwrap_or(0);
+                if next_update
+                    .as_ref()
+                    .is_none_or(|(earliest, _)| secs < earliest.as_secs())
+                {
+                    next_update = Some((
+                        UnixTime::since_unix_epoch(Duration::from_secs(secs)),
+                        n.to_string(),
+                    ));
+                }
+            }
+        }
+        crls.push(der);
+    }
+    Ok((crls, next_update))
+}
+
 /// PEM inputs of an endpoint's TLS configuration.
 pub struct TlsFiles<'a> {
     /// Server chain, leaf first.
@@ -169,23 +202,10 @@ pub fn server_config(files: &TlsFiles<'_>) -> Result<ServerTls, String> {
                     .add(c.map_err(|e| format!("client CA: {e}"))?)
                     .map_err(|e| format!("client CA: {e}"))?;
             }
-            let mut crls = Vec::new();
-            let mut next_update = None;
-            if let Some(pem) = files.crl_pem {
-                for c in CertificateRevocationListDer::pem_slice_iter(pem) {
-                    let der = c.map_err(|e| format!("CRL: {e}"))?;
-                    if let Ok((_, parsed)) = x509_parser::parse_x509_crl(der.as_ref()) {
-                        if let Some(n) = parsed.next_update() {
-                            let secs = u64::try_from(n.timestamp()).unwrap_or(0);
-                            next_update = Some((
-                                UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs)),
-                                n.to_string(),
-                            ));
-                        }
-                    }
-                    crls.push(der);
-                }
-            }
+            let (crls, next_update) = match files.crl_pem {
+                Some(pem) => read_crls(pem)?,
+                None => (Vec::new(), None),
+            };
             let inner =
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
                     .with_crls(crls)
@@ -354,6 +374,72 @@ nS+Jr95RAVYpWbWJM960XB7+OhemBQIgUf3PPTjLS85UzjiHAzzqxoEI9Q8rFSbT
 G/qXd/Nhc6g=
 -----END CERTIFICATE-----
 ";
+
+    /// Two CRLs, each of its own CA (made with `openssl ca -gencrl -crl_nextupdate`): a root
+    /// CA's, next update 2035-01-01, and an intermediate CA's, next update 2030-01-01.
+    const ROOT_CRL_2035: &str = "-----BEGIN X509 CRL-----
+MIG1MF0CAQEwCgYIKoZIzj0EAwIwHjEcMBoGA1UEAwwTc2x1aWNlIHRlc3Qgcm9v
+dCBDQRcNMjUwMTAxMDAwMDAwWhcNMzUwMTAxMDAwMDAwWqAOMAwwCgYDVR0UBAMC
+AQEwCgYIKoZIzj0EAwIDSAAwRQIgByRNiwfmMzY9cghaqIwYS6vBpZ7k8iEH77xA
+V1Z0MKACIQCyiGO/vhUaRV9l5eNT5Hbirq86Fy8aZwR07dpFnF/law==
+-----END X509 CRL-----
+";
+    const INTERMEDIATE_CRL_2030: &str = "-----BEGIN X509 CRL-----
+MIG8MGUCAQEwCgYIKoZIzj0EAwIwJjEkMCIGA1UEAwwbc2x1aWNlIHRlc3QgaW50
+ZXJtZWRpYXRlIENBFw0yNTAxMDEwMDAwMDBaFw0zMDAxMDEwMDAwMDBaoA4wDDAK
+BgNVHRQEAwIBATAKBggqhkjOPQQDAgNHADBEAiBNIvwGxWTwyOje9tNSOACxUQJS
+hDWCCvhWZ4XQKBCWiwIgYWt9M8qHiE14bycB44AdUPhpg27GeuT+xWTPrIqF3l0=
+-----END X509 CRL-----
+";
+    /// 2030-01-01 00:00:00 UTC.
+    const IN_2030: u64 = 1_893_456_000;
+
+    /// With a root's and an intermediate's CRL in one file, in either order, the earlier
+    /// nextUpdate governs: every client certificate is refused once it has passed.
+    #[test]
+    fn the_earliest_next_update_of_several_crls_governs() {
+        for pem in [
+            format!("{ROOT_CRL_2035}{INTERMEDIATE_CRL_2030}"),
+            format!("{INTERMEDIATE_CRL_2030}{ROOT_CRL_2035}"),
+        ] {
+            let (crls, next_update) = read_crls(pem.as_bytes()).unwrap();
+            assert_eq!(crls.len(), 2);
+            let next_update = next_update.unwrap();
+            assert_eq!(next_update.0.as_secs(), IN_2030, "{}", next_update.1);
+            // Under it, webpki with any root: it refuses the certificate below for itself.
+            let mut roots = RootCertStore::empty();
+            roots
+                .add(CertificateDer::from_pem_slice(TWO_CNS.as_bytes()).unwrap())
+                .unwrap();
+            let guard = CrlGuard {
+                inner: WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    Arc::new(rustls::crypto::ring::default_provider()),
+                )
+                .build()
+                .unwrap(),
+                next_update: Some(next_update),
+            };
+            let anyone = CertificateDer::from(b"not checked".to_vec());
+            let at = |secs| UnixTime::since_unix_epoch(Duration::from_secs(secs));
+            let late = guard
+                .verify_client_cert(&anyone, &[], at(IN_2030 + 1))
+                .map(|_| ())
+                .map_err(|e| classify(&e));
+            assert!(
+                matches!(&late, Err(TlsFailure::CrlExpired(when)) if when.contains("2030")),
+                "{late:?}"
+            );
+            let before = guard
+                .verify_client_cert(&anyone, &[], at(IN_2030 - 1))
+                .map(|_| ())
+                .map_err(|e| classify(&e));
+            assert!(
+                matches!(before, Err(TlsFailure::BadCertificate(_))),
+                "{before:?}"
+            );
+        }
+    }
 
     #[test]
     fn the_common_name_is_the_last_cn_of_the_subject() {
