@@ -808,10 +808,12 @@ impl<A: Authenticator> Server<A> {
                 ));
             }
             if password_required {
-                let token_ok = s
-                    .auth_token
-                    .as_deref()
-                    .is_some_and(|t| msg.password.as_ref().is_some_and(|p| p.expose() == t));
+                // Compared in constant time (`TokenKey::same`): the token is a credential.
+                let token_ok = s.auth_token.as_deref().is_some_and(|t| {
+                    msg.password
+                        .as_ref()
+                        .is_some_and(|p| self.tokens.same(t, p.expose()))
+                });
                 if !token_ok {
                     self.auth.authenticate(
                         unix_now,

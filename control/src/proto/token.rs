@@ -79,6 +79,22 @@ impl TokenKey {
             && now < authenticated.saturating_add(lifetime);
         fresh.then_some(authenticated)
     }
+
+    /// Whether `presented` is the token `issued` (a session's own, which its client sends
+    /// instead of its password when it renegotiates), in a time that does not tell how much of
+    /// it matched: both are MAC'd under the key and the MACs compared by `hmac::verify`, so
+    /// the early exit of a byte-by-byte comparison never depends on the token's bytes.
+    pub fn same(&self, issued: &str, presented: &str) -> bool {
+        let tag = hmac::sign(&self.0, &compared(issued));
+        hmac::verify(&self.0, &compared(presented), tag.as_ref()).is_ok()
+    }
+}
+
+/// What `TokenKey::same` MACs of a token: apart from `message`'s by its first bytes.
+fn compared(token: &str) -> Vec<u8> {
+    let mut m = b"sluice auth-token comparison 1".to_vec();
+    m.extend_from_slice(token.as_bytes());
+    m
 }
 
 /// What a token's MAC covers: each field with its length, so that no two holders share one.
@@ -148,6 +164,23 @@ mod tests {
             None,
             "another server's"
         );
+    }
+
+    /// A renegotiation's token against the session's: the same one is taken; one that
+    /// differs in its last byte only, or is cut short or extended, is not.
+    #[test]
+    fn a_session_takes_back_its_own_token_only() {
+        let key = TokenKey::generate().unwrap();
+        let t = key.issue(ALICE, 1_000_000);
+        assert!(key.same(&t, &t.clone()));
+        let mut last = t.clone().into_bytes();
+        let end = last.len() - 1;
+        last[end] = if last[end] == b'0' { b'1' } else { b'0' };
+        let last = String::from_utf8(last).unwrap();
+        assert!(!key.same(&t, &last));
+        for other in [&t[..t.len() - 1], &format!("{t}0"), "", "pw"] {
+            assert!(!key.same(&t, other), "{other:?}");
+        }
     }
 
     #[test]
