@@ -1071,6 +1071,70 @@ fn a_renegotiation_at_the_retirement_of_the_previous_key_keeps_the_active_key() 
     assert!(rig.refusals().is_empty(), "{:?}", rig.refusals());
 }
 
+/// A client's soft reset starts a renegotiation only under the next key_id of the cycle
+/// (1 to 7 after 0, never 0 again; OpenVPN 2.6's ssl.c drops any other as "key IDs out of
+/// sync"): one under another key_id is ignored and counted, and the session goes on and takes
+/// the next one. A negotiation abandoned still used its key_id: the server's own next
+/// renegotiation comes under the one after, as an OpenVPN client, whose counter moved on too,
+/// expects.
+#[test]
+fn a_soft_reset_under_an_unexpected_key_id_is_ignored() {
+    let server = Server::new(
+        Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20)),
+        CertificateOnly,
+    );
+    let mut rig = Rig::new(server, certificate_client(3));
+    rig.connect();
+    rig.run_until(Duration::from_secs(1), |_| false);
+    let misbehaved = rig.server.counters().misbehaved;
+    rig.client.renegotiate(3).unwrap();
+    rig.run_until(Duration::from_secs(2), |_| false);
+    assert_eq!(
+        rig.keys(),
+        [(0, KeyPhase::Active)],
+        "no key state for key_id 3"
+    );
+    assert!(rig.server.counters().misbehaved > misbehaved, "counted");
+    assert!(rig.refusals().is_empty(), "{:?}", rig.refusals());
+    let closed = |r: &Rig<CertificateOnly>| {
+        r.events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::Closed { .. }))
+    };
+    assert!(!closed(&rig), "the session goes on");
+    // The client's renegotiation under key_id 1 is taken.
+    rig.renegotiate(1);
+    assert_eq!(rig.keys(), [(0, KeyPhase::Active), (1, KeyPhase::Active)]);
+    // The client's soft reset for key 2 is taken, then nothing more comes from it: the
+    // negotiation is abandoned at the handshake window.
+    rig.client.renegotiate(2).unwrap();
+    rig.step(Duration::from_millis(10));
+    assert_eq!(rig.keys().last(), Some(&(2, KeyPhase::Tls)));
+    rig.up = false;
+    rig.run_until(Duration::from_secs(70), |r| {
+        r.keys().last().is_some_and(|k| k.0 == 1)
+    });
+    assert_eq!(rig.keys().last(), Some(&(1, KeyPhase::Active)), "abandoned");
+    let peer = rig
+        .events
+        .iter()
+        .find_map(|(_, e)| match e {
+            Event::KeysReady { peer_id, .. } => Some(*peer_id),
+            _ => None,
+        })
+        .unwrap();
+    rig.sent.clear();
+    let now = rig.now;
+    assert!(rig.server.renegotiate(peer, now));
+    rig.deliver();
+    assert!(
+        rig.sent.contains(&(opcode::SOFT_RESET_V1, 3)),
+        "the server's soft reset: {:?}",
+        rig.sent
+    );
+    assert!(!closed(&rig), "the session goes on");
+}
+
 /// An administrator ends a session while the client's renegotiation is in its handshake:
 /// the RESTART goes out on the active key, where the client reads it, not on the key still
 /// being negotiated (which a closing session no longer feeds, so it would never complete).

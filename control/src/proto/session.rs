@@ -122,6 +122,11 @@ pub struct Session {
     /// The auth-token issued at the first authentication (accepted instead of the password
     /// on renegotiation, so one-time codes are not asked again).
     pub auth_token: Option<String>,
+    /// The key_id of the next renegotiation, whichever end starts it: one past the last key
+    /// state made, 1 to 7 after 0, never 0 again (OpenVPN 2.6's `session->key_id`, advanced
+    /// by `key_state_init` in ssl.c). It moves on for a negotiation that is then abandoned,
+    /// as both ends' counters do.
+    next_key_id: u8,
 }
 
 /// What processing asks of the server.
@@ -194,6 +199,7 @@ impl Session {
             peer_info: None,
             push: Vec::new(),
             auth_token: None,
+            next_key_id: 1,
         })
     }
 
@@ -208,7 +214,8 @@ impl Session {
     }
 
     /// Starts a renegotiation from our side (the reference §10: a soft reset under the next
-    /// key_id, 1 to 7 after 0, wrapping to 1); the client answers with its own soft reset and
+    /// key_id, 1 to 7 after 0, wrapping to 1, counted over every key state made, an abandoned
+    /// one too); the client answers with its own soft reset and
     /// a TLS handshake, as when it starts one. Only when the current key is active and none is
     /// being negotiated; returns whether one was started.
     pub fn renegotiate(&mut self, tls: &Arc<rustls::ServerConfig>, now: Instant) -> bool {
@@ -221,8 +228,7 @@ impl Session {
         if current.phase != KeyPhase::Active {
             return false;
         }
-        let key_id = current.key_id % 7 + 1;
-        self.push_renegotiation(key_id, tls, now)
+        self.push_renegotiation(self.next_key_id, tls, now)
     }
 
     /// A new key state for a renegotiation under `key_id`, our soft reset queued; the current
@@ -236,6 +242,7 @@ impl Session {
         let Ok(mut ks) = KeyState::new(key_id, tls, now) else {
             return false;
         };
+        self.next_key_id = key_id % 7 + 1;
         // A fresh queue always has room.
         let _ = ks.reliable.queue(opcode::SOFT_RESET_V1, Vec::new());
         self.keys.push(ks);
@@ -295,6 +302,13 @@ impl Session {
                 steps.push(Step::Misbehaved(
                     "soft reset before the current key is active",
                 ));
+                return steps;
+            }
+            // Only under the next key_id in the cycle (OpenVPN 2.6's server makes the new key
+            // state under its own next key_id, then drops a packet whose key_id differs as
+            // "key IDs out of sync"): any other is ignored and counted; the session goes on.
+            if p.key_id != self.next_key_id {
+                steps.push(Step::Misbehaved("soft reset under an unexpected key_id"));
                 return steps;
             }
             if !self.push_renegotiation(p.key_id, tls, now) {
