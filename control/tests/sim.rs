@@ -1135,6 +1135,50 @@ fn a_soft_reset_under_an_unexpected_key_id_is_ignored() {
     assert!(!closed(&rig), "the session goes on");
 }
 
+/// A client that exits says so on the data channel (OCC EXIT), and the data plane reports it:
+/// its session ends with nothing sent to it (the runtime passes no message), as OpenVPN 2.6's
+/// server closes such a client instance silently, rather than an empty control message the
+/// client is gone for, retransmitted until the session is forgotten.
+#[test]
+fn a_client_that_exits_is_sent_nothing() {
+    let server = Server::new(
+        Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20)),
+        CertificateOnly,
+    );
+    let mut rig = Rig::new(server, certificate_client(4));
+    rig.connect();
+    rig.run_until(Duration::from_secs(1), |_| false);
+    let peer = rig
+        .events
+        .iter()
+        .find_map(|(_, e)| match e {
+            Event::KeysReady { peer_id, .. } => Some(*peer_id),
+            _ => None,
+        })
+        .unwrap();
+    let told = rig.client.messages.len();
+    rig.sent.clear();
+    let now = rig.now;
+    assert!(rig.server.terminate(peer, "", CloseReason::ClientExit, now));
+    rig.run_until(Duration::from_secs(3), |_| false);
+    assert!(
+        rig.events.iter().any(|(_, e)| matches!(
+            e,
+            Event::Closed {
+                reason: CloseReason::ClientExit,
+                ..
+            }
+        )),
+        "the session ended"
+    );
+    assert_eq!(rig.client.messages[told..], [] as [String; 0]);
+    assert!(
+        !rig.sent.iter().any(|(op, _)| *op == opcode::CONTROL_V1),
+        "no control message: {:?}",
+        rig.sent
+    );
+}
+
 /// An administrator ends a session while the client's renegotiation is in its handshake:
 /// the RESTART goes out on the active key, where the client reads it, not on the key still
 /// being negotiated (which a closing session no longer feeds, so it would never complete).

@@ -1043,7 +1043,11 @@ impl<A: Authenticator> Server<A> {
     }
 
     /// Ends a session by peer-id with a message to the client (`HALT` keeps it from
-    /// reconnecting; `RESTART` makes it reconnect at once).
+    /// reconnecting; `RESTART` makes it reconnect at once), or none when `message` is empty:
+    /// a client that said it exits (OCC EXIT on the data channel) is told nothing, as OpenVPN
+    /// 2.6's server closes such an instance silently; an empty control message would reach no
+    /// one, or a client that logs it as unknown, and be retransmitted until the session is
+    /// forgotten.
     pub fn terminate(
         &mut self,
         peer_id: u32,
@@ -1054,7 +1058,11 @@ impl<A: Authenticator> Server<A> {
         let Some(&remote) = self.by_peer.get(&peer_id) else {
             return false;
         };
-        if let Some(s) = self.sessions.get_mut(&remote) {
+        if let Some(s) = self
+            .sessions
+            .get_mut(&remote)
+            .filter(|_| !message.is_empty())
+        {
             s.send_text(message);
         }
         self.end(remote, reason, now);
