@@ -39,6 +39,9 @@ pub enum FailureReason {
     MfaFailed,
     /// The endpoint is at its connection quota, or its client address pool is used up.
     SessionLimit,
+    /// The endpoint has no target network associated (`pending-associate`): it takes no
+    /// connection until one is (the guide: clients can no longer establish a VPN connection).
+    NoTargetNetwork,
     /// Every data core's session table is full (`[dataplane] sessions_per_core`).
     DataPlaneFull,
     /// The TLS handshake failed for another reason.
@@ -50,9 +53,17 @@ pub enum FailureReason {
 }
 
 impl FailureReason {
-    /// Whether the refusal is for want of room, which passes: the client is told to try again
-    /// later (`AUTH_FAILED,TEMP`) instead of to give up.
+    /// Whether the refusal passes (room, or a target network, may come): the client is told
+    /// to try again later (`AUTH_FAILED,TEMP`) instead of to give up.
     pub fn is_temporary(&self) -> bool {
+        matches!(
+            self,
+            Self::SessionLimit | Self::DataPlaneFull | Self::NoTargetNetwork
+        )
+    }
+
+    /// Whether the refusal is for want of room (a temporary one but `NoTargetNetwork`).
+    pub fn is_for_room(&self) -> bool {
         matches!(self, Self::SessionLimit | Self::DataPlaneFull)
     }
 
@@ -65,6 +76,7 @@ impl FailureReason {
             Self::BadPassword => "authentication failed: bad username or password".into(),
             Self::MfaFailed => "multi-factor authentication failed".into(),
             Self::SessionLimit => "connection limit reached".into(),
+            Self::NoTargetNetwork => "the endpoint has no target network associated".into(),
             Self::DataPlaneFull => {
                 "no room on the data cores (dataplane.sessions_per_core on every core)".into()
             }

@@ -670,6 +670,45 @@ fn the_connection_limit_refuses_and_follows_a_reload() {
     assert_eq!((counted.refused_for_room, counted.auth_failures), (4, 4));
 }
 
+/// An endpoint with no target network (`pending-associate`: the runtime gives it no
+/// connection at all) refuses a client with its own reason, in the connection log and to the
+/// client, not as one over the connection limit; the client is told to come back later, and
+/// once a network is associated (a reload raises the limit) the next one is taken.
+#[test]
+fn an_endpoint_without_target_network_refuses_with_its_own_reason() {
+    let mut settings = Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20));
+    settings.max_sessions = 0;
+    let mut server = Server::new(settings, CertificateOnly);
+    let (verdict, told) = handshake_told(&mut server, from(0x0a00_0001, 40000), 1);
+    let reason = verdict.unwrap_err();
+    assert_eq!(reason, FailureReason::NoTargetNetwork);
+    // What the connection log's connection-attempt-failure-reason says.
+    assert_eq!(
+        reason.text(),
+        "the endpoint has no target network associated"
+    );
+    assert!(
+        told.iter()
+            .any(|m| m == "AUTH_FAILED,TEMP[backoff 10]:the endpoint has no target network"),
+        "{told:?}"
+    );
+    assert!(
+        !told.iter().any(|m| m.contains("connection limit")),
+        "{told:?}"
+    );
+    let (verdict, told) = handshake_as(&mut server, from(0x0a00_0002, 40000), 2, 990 & !256);
+    assert_eq!(verdict.map(|_| ()), Err(FailureReason::NoTargetNetwork));
+    assert!(
+        told.iter()
+            .any(|m| m == "RESTART,the endpoint has no target network"),
+        "{told:?}"
+    );
+    let counted = server.counters();
+    assert_eq!((counted.refused_for_room, counted.auth_failures), (0, 2));
+    server.set_max_sessions(1);
+    assert_eq!(handshake(&mut server, from(0x0a00_0003, 40000), 3), Ok(()));
+}
+
 /// The data cores' room (`[dataplane] sessions_per_core`), shared by two endpoints' servers:
 /// each session is placed on a core with room (its peer-id names the core), the one past the
 /// last place is refused for now, and a place that frees is taken again.

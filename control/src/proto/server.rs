@@ -55,7 +55,10 @@ pub struct Settings {
     /// Renegotiate a session's key when it is this old (OpenVPN's server-side `reneg-sec`);
     /// `None`: only when the client or the data plane asks.
     pub reneg: Option<Duration>,
-    /// Connections at most (the quota).
+    /// Connections at most (the quota). 0: the endpoint takes none, as it has no target
+    /// network associated (`pending-associate`; the runtime's limit is a positive number per
+    /// target network): a client is refused with `FailureReason::NoTargetNetwork`, not as
+    /// over a limit.
     pub max_sessions: usize,
     /// Sessions in handshake at most.
     pub max_handshaking: usize,
@@ -91,6 +94,10 @@ pub const FULL_BACKOFF_SECS: u32 = 10;
 /// What a client refused for want of room is told (the precise reason is the operator's, in
 /// the connection log).
 const FULL_MESSAGE: &str = "connection limit reached";
+
+/// What a client of an endpoint with no target network is told (as the runtime tells a
+/// connected client when the endpoint's last target network goes).
+const NO_TARGET_MESSAGE: &str = "the endpoint has no target network";
 
 /// The largest peer-id: 24 bits, 0xffffff meaning "none" (the reference §7.1).
 pub const MAX_PEER_ID: u32 = 0x00ff_fffe;
@@ -314,7 +321,7 @@ pub struct Counters {
     pub misbehaved: u64,
     /// Authentication failures.
     pub auth_failures: u64,
-    /// Of those, clients refused for want of room (`FailureReason::is_temporary`): the
+    /// Of those, clients refused for want of room (`FailureReason::is_for_room`): the
     /// endpoint at its connection limit or out of client addresses, or no data core with room.
     pub refused_for_room: u64,
     /// Handshakes completed.
@@ -721,13 +728,18 @@ impl<A: Authenticator> Server<A> {
                 if !reason.is_temporary() {
                     s.send_text("AUTH_FAILED");
                 } else {
-                    self.counters.refused_for_room += 1;
+                    let told = if reason.is_for_room() {
+                        self.counters.refused_for_room += 1;
+                        FULL_MESSAGE
+                    } else {
+                        NO_TARGET_MESSAGE
+                    };
                     if creds.message.peer_info.has(PeerInfo::AUTH_FAIL_TEMP) {
                         s.send_text(&format!(
-                            "AUTH_FAILED,TEMP[backoff {FULL_BACKOFF_SECS}]:{FULL_MESSAGE}"
+                            "AUTH_FAILED,TEMP[backoff {FULL_BACKOFF_SECS}]:{told}"
                         ));
                     } else {
-                        s.send_text(&format!("RESTART,{FULL_MESSAGE}"));
+                        s.send_text(&format!("RESTART,{told}"));
                     }
                 }
                 self.refuse(remote, cn, user, reason, now);
@@ -850,6 +862,9 @@ impl<A: Authenticator> Server<A> {
                 msg.password.as_ref(),
             )?,
         };
+        if self.settings.max_sessions == 0 {
+            return Err(FailureReason::NoTargetNetwork);
+        }
         if self.established >= self.settings.max_sessions {
             return Err(FailureReason::SessionLimit);
         }
