@@ -1218,9 +1218,27 @@ fn a_client_that_exits_is_sent_nothing() {
     );
 }
 
-/// An administrator ends a session while the client's renegotiation is in its handshake:
-/// the RESTART goes out on the active key, where the client reads it, not on the key still
-/// being negotiated (which a closing session no longer feeds, so it would never complete).
+/// The peer-id of the rig's session (its first keys).
+fn peer_of(rig: &Rig<CertificateOnly>) -> u32 {
+    rig.events
+        .iter()
+        .find_map(|(_, e)| match e {
+            Event::KeysReady { peer_id, .. } => Some(*peer_id),
+            _ => None,
+        })
+        .unwrap()
+}
+
+/// Whether the client was told `message`.
+fn told(rig: &Rig<CertificateOnly>, message: &str) -> bool {
+    rig.client.messages.iter().any(|m| m == message)
+}
+
+/// An administrator ends a session while the client's renegotiation is in its handshake. The
+/// client (as OpenVPN 2.6's: `Client::handle`) made the new key its primary when it sent its
+/// soft reset, and drops what comes under the old key_id: the RESTART reaches it on the new
+/// key, whose exchange the closing session completes (without new keys for the data plane),
+/// and the session is forgotten soon after, not at the end of the handshake window.
 #[test]
 fn a_message_during_a_renegotiation_reaches_the_client() {
     let server = Server::new(
@@ -1229,14 +1247,7 @@ fn a_message_during_a_renegotiation_reaches_the_client() {
     );
     let mut rig = Rig::new(server, certificate_client(2));
     rig.connect();
-    let peer = rig
-        .events
-        .iter()
-        .find_map(|(_, e)| match e {
-            Event::KeysReady { peer_id, .. } => Some(*peer_id),
-            _ => None,
-        })
-        .unwrap();
+    let peer = peer_of(&rig);
     rig.run_until(Duration::from_secs(1), |_| false);
     // The client's soft reset reaches the server and our answer reaches the client; nothing
     // of the client's TLS handshake does.
@@ -1256,13 +1267,65 @@ fn a_message_during_a_renegotiation_reaches_the_client() {
     rig.up = true;
     rig.run_until(Duration::from_secs(3), |_| false);
     assert!(
-        rig.client
-            .messages
-            .iter()
-            .any(|m| m == "RESTART,terminated by an administrator"),
+        told(&rig, "RESTART,terminated by an administrator"),
         "{:?}",
         rig.client.messages
     );
+    assert_eq!(
+        rig.events
+            .iter()
+            .filter(|(_, e)| matches!(e, Event::KeysReady { .. }))
+            .count(),
+        1,
+        "no keys for the data plane from the exchange that carried the RESTART"
+    );
+    rig.run_until(Duration::from_secs(3), |_| false);
+    assert_eq!(
+        rig.server.sessions().count(),
+        0,
+        "forgotten once all is acknowledged"
+    );
+}
+
+/// The same when the server started the renegotiation: once its soft reset reached the client,
+/// the client reads the new key only, and the RESTART reaches it there; when the soft reset
+/// has not reached it yet, the client still reads the active key, and the RESTART reaches it
+/// there first.
+#[test]
+fn a_message_during_a_renegotiation_of_the_server_reaches_the_client() {
+    for soft_reset_reaches_the_client in [true, false] {
+        let server = Server::new(
+            Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20)),
+            CertificateOnly,
+        );
+        let mut rig = Rig::new(server, certificate_client(5));
+        rig.connect();
+        let peer = peer_of(&rig);
+        rig.run_until(Duration::from_secs(1), |_| false);
+        let now = rig.now;
+        rig.up = false;
+        rig.down = soft_reset_reaches_the_client;
+        assert!(rig.server.renegotiate(peer, now));
+        rig.step(Duration::from_millis(10));
+        assert_eq!(rig.keys(), [(0, KeyPhase::Active), (1, KeyPhase::Tls)]);
+        let now = rig.now;
+        assert!(rig.server.terminate(
+            peer,
+            "RESTART,terminated by an administrator",
+            CloseReason::Terminated("by an administrator".into()),
+            now,
+        ));
+        rig.deliver();
+        (rig.up, rig.down) = (true, true);
+        rig.run_until(Duration::from_secs(3), |r| {
+            told(r, "RESTART,terminated by an administrator")
+        });
+        assert!(
+            told(&rig, "RESTART,terminated by an administrator"),
+            "soft reset reached the client: {soft_reset_reaches_the_client}: {:?}",
+            rig.client.messages
+        );
+    }
 }
 
 /// The TOTP secret of the users file below (RFC 6238's "12345678901234567890").

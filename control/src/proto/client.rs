@@ -36,6 +36,9 @@ struct KeyState {
     reply_seen: bool,
     /// Our reset was acknowledged: TLS may go out.
     started: bool,
+    /// The server's key-method reply came and all we sent was acknowledged (OpenVPN's
+    /// `S_ACTIVE`, which the key keeps): its control messages are read.
+    active: bool,
 }
 
 /// The length of the server's key-method-2 reply at the start of `b`, once it is complete:
@@ -135,6 +138,7 @@ impl Client {
             sent_key_method: false,
             reply_seen: false,
             started: false,
+            active: false,
         });
         Ok(())
     }
@@ -176,6 +180,14 @@ impl Client {
 
     /// Takes a datagram from the server.
     ///
+    /// As an OpenVPN 2.6 client (ssl.c), it takes control packets of its primary key only: the
+    /// newest key state, which a renegotiation replaces from the moment the client sends or
+    /// takes a soft reset (`key_state_soft_reset` moves the old key aside at once), so a packet
+    /// of the previous key_id is dropped unacknowledged (`tls_pre_decrypt`: "local/remote key
+    /// IDs out of sync"); and it reads the control messages of that key only once the key is
+    /// active, the server's key-method reply in and its own messages acknowledged
+    /// (`tls_rec_payload` reads `get_key_scan(multi, 0)`, the primary key, from `S_ACTIVE`).
+    ///
     /// # Errors
     /// It does not parse, or TLS fails.
     pub fn handle(&mut self, d: &[u8]) -> Result<(), ClientError> {
@@ -190,26 +202,27 @@ impl Client {
                 self.keys.remove(0);
             }
         }
-        let Some(k) = self.keys.iter_mut().find(|k| k.key_id == p.key_id) else {
+        let Some(k) = self.keys.last_mut().filter(|k| k.key_id == p.key_id) else {
             return Ok(());
         };
         for a in &p.acks {
             k.rel.on_ack(*a);
         }
-        let Some(id) = p.msg_id else { return Ok(()) };
-        k.rel.on_message(id, p.payload);
-        let mut bytes = Vec::new();
-        k.rel.take_in_order(&mut bytes);
-        let mut rd = &bytes[..];
-        while !rd.is_empty() {
-            match k.tls.read_tls(&mut rd) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) => return Err(ClientError::Tls(e.to_string())),
+        if let Some(id) = p.msg_id {
+            k.rel.on_message(id, p.payload);
+            let mut bytes = Vec::new();
+            k.rel.take_in_order(&mut bytes);
+            let mut rd = &bytes[..];
+            while !rd.is_empty() {
+                match k.tls.read_tls(&mut rd) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) => return Err(ClientError::Tls(e.to_string())),
+                }
+                k.tls
+                    .process_new_packets()
+                    .map_err(|e| ClientError::Tls(e.to_string()))?;
             }
-            k.tls
-                .process_new_packets()
-                .map_err(|e| ClientError::Tls(e.to_string()))?;
         }
         if k.tls.is_handshaking() {
             return Ok(());
@@ -229,6 +242,10 @@ impl Client {
                 .export_keying_material(&mut kb, EKM_LABEL, None)
                 .map_err(|e| ClientError::Tls(e.to_string()))?;
             self.key_blocks.push((k.key_id, kb));
+        }
+        k.active |= k.reply_seen && k.rel.all_acked();
+        if !k.active {
+            return Ok(());
         }
         while let Some(end) = k.plain.iter().position(|b| *b == 0) {
             let m: Vec<u8> = k.plain.drain(..=end).collect();

@@ -969,7 +969,14 @@ impl<A: Authenticator> Server<A> {
         let was = s.phase.clone();
         let established = was == Phase::Established;
         let peer_id = s.peer_id;
-        s.close(now, LINGER);
+        // A last message waiting for a key exchange under way (`Session::send_final`) has the
+        // handshake window to get there.
+        let linger = if s.final_pending() {
+            self.settings.hand_window.max(LINGER)
+        } else {
+            LINGER
+        };
+        s.close(now, linger);
         if let Some(vip) = s.vip.take() {
             self.pool.release(vip);
         }
@@ -1078,7 +1085,7 @@ impl<A: Authenticator> Server<A> {
             .get_mut(&remote)
             .filter(|_| !message.is_empty())
         {
-            s.send_text(message);
+            s.send_final(message);
         }
         self.end(remote, reason, now);
         self.flush(remote, now);
@@ -1144,10 +1151,10 @@ impl<A: Authenticator> Server<A> {
                     at(*r);
                 }
             }
-            Phase::Closing { until } => {
+            Phase::Closing { since, until } => {
                 at(until);
-                if s.all_acked() {
-                    at(until - LINGER + Duration::from_secs(1));
+                if s.settled() {
+                    at(since + Duration::from_secs(1));
                 }
             }
         }
@@ -1226,9 +1233,8 @@ impl<A: Authenticator> Server<A> {
                 continue;
             };
             match s.phase {
-                Phase::Closing { until }
-                    if now >= until
-                        || (s.all_acked() && now >= until - LINGER + Duration::from_secs(1)) =>
+                Phase::Closing { since, until }
+                    if now >= until || (s.settled() && now >= since + Duration::from_secs(1)) =>
                 {
                     self.forget(remote);
                     continue;
@@ -1243,7 +1249,7 @@ impl<A: Authenticator> Server<A> {
                         >= s.created
                             + s.session_timeout.unwrap_or(self.settings.session_timeout) =>
                 {
-                    s.send_text("RESTART,session timeout");
+                    s.send_final("RESTART,session timeout");
                     self.end(remote, CloseReason::SessionTimeout, now);
                 }
                 Phase::Established => {

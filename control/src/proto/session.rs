@@ -3,7 +3,7 @@
 //!
 //! Each key state goes `Tls` (handshake) -> `Active` (key method exchanged, keys derived) or
 //! `Failed`. The session goes `Handshaking` -> `Established` -> `Closing` (messages flushed,
-//! then forgotten).
+//! a renegotiation under way completed to carry the last one, then forgotten).
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -44,6 +44,11 @@ pub struct KeyState {
     /// again at authorisation if the server's has been replaced since).
     tls_config: Arc<rustls::ServerConfig>,
     plain: Vec<u8>,
+    /// Messages to write once its key exchange completes, after our key-method reply: a
+    /// closing session's last words to a client that already reads this key (`send_final`).
+    after_exchange: Vec<Vec<u8>>,
+    /// A closing session's last message was written on it (`send_final`).
+    carried_final: bool,
     /// Where it is.
     pub phase: KeyPhase,
     /// When its negotiation started.
@@ -82,6 +87,8 @@ pub enum Phase {
     Established,
     /// Final messages going out; forgotten at the deadline.
     Closing {
+        /// When it began closing.
+        since: Instant,
         /// When to forget it.
         until: Instant,
     },
@@ -159,6 +166,8 @@ impl KeyState {
             tls: TlsSession::new(Arc::clone(config))?,
             tls_config: Arc::clone(config),
             plain: Vec::new(),
+            after_exchange: Vec::new(),
+            carried_final: false,
             phase: KeyPhase::Tls,
             started: now,
         })
@@ -283,7 +292,17 @@ impl Session {
             steps.push(Step::Misbehaved("acknowledgement for another session id"));
             return steps;
         }
-        if matches!(self.phase, Phase::Closing { .. }) {
+        let closing = matches!(self.phase, Phase::Closing { .. });
+        let carries_final = self.keys.iter().any(|k| {
+            k.key_id == p.key_id && k.phase == KeyPhase::Tls && !k.after_exchange.is_empty()
+        });
+        if closing && carries_final {
+            // The key exchange that carries our last message goes on to its end; nothing of it
+            // concerns the server any more (no authorisation, no keys, no refusal).
+            let _ = self.handle_key_packet(p, tls, now, true);
+            return steps;
+        }
+        if closing {
             // Still ack what arrives so the client's final messages settle.
             if let Some(k) = self.key_mut(p.key_id) {
                 for a in &p.acks {
@@ -295,6 +314,21 @@ impl Session {
             }
             return steps;
         }
+        self.handle_key_packet(p, tls, now, false)
+    }
+
+    /// `handle_packet` for a packet of a key state (a new one for a client's soft reset):
+    /// reliability, TLS, the key-method message, then text messages. `closing`: the session
+    /// is closing and this key carries its last message (`send_final`): its key exchange is
+    /// completed here, with no step for the server.
+    fn handle_key_packet(
+        &mut self,
+        p: &ControlPacket<'_>,
+        tls: &Arc<rustls::ServerConfig>,
+        now: Instant,
+        closing: bool,
+    ) -> Vec<Step> {
+        let mut steps = Vec::new();
         if p.opcode == opcode::SOFT_RESET_V1 && self.key_mut(p.key_id).is_none() {
             // A renegotiation the client started (§10.2): only once the current key is active.
             let current_active = self.current().is_some_and(|k| k.phase == KeyPhase::Active);
@@ -354,6 +388,10 @@ impl Session {
         k.tls.read_plaintext(&mut k.plain);
         if k.phase == KeyPhase::Tls {
             match ClientKeyMethod::parse(&k.plain) {
+                Ok(Some(_)) if closing => {
+                    let key_id = k.key_id;
+                    self.complete_for_final(key_id);
+                }
                 Ok(Some(_)) => steps.push(Step::Authenticate { key_id: k.key_id }),
                 Ok(None) => {}
                 Err(_) => {
@@ -379,6 +417,24 @@ impl Session {
             steps.push(Step::Misbehaved("unterminated control message"));
         }
         steps
+    }
+
+    /// Completes the key exchange of `key_id` for a closing session's last message only: our
+    /// key-method reply, then the message (`send_final`). The keys made are dropped, never
+    /// handed to the data plane, so the client gets nothing of it but the message.
+    fn complete_for_final(&mut self, key_id: u8) {
+        let Some(creds) = self.take_credentials(key_id) else {
+            return;
+        };
+        let (cipher, ekm) = self.cipher.unwrap_or((Cipher::Aes256Gcm, false));
+        if self
+            .complete_key_exchange(key_id, &creds, cipher, ekm, false)
+            .is_err()
+        {
+            if let Some(k) = self.key_mut(key_id) {
+                k.phase = KeyPhase::Failed;
+            }
+        }
     }
 
     /// Takes the parsed key-method message of key state `key_id` (after `Step::Authenticate`).
@@ -450,13 +506,18 @@ impl Session {
         let m = Box::new(key_method::server_keys(cipher, &kb));
         zeroize::Zeroize::zeroize(&mut kb);
         k.phase = KeyPhase::Active;
+        for msg in std::mem::take(&mut k.after_exchange) {
+            k.carried_final = true;
+            let _ = k.tls.write_message(&msg);
+        }
         Ok(m)
     }
 
     /// Writes a text control message (NUL-terminated, one TLS record) on the newest active key,
-    /// never on one still in handshake: a renegotiation under way may never complete (and a
-    /// closing session no longer feeds TLS), so what is written there would not reach the
-    /// client. Before the first key is active there is nowhere to write it.
+    /// never on one still in handshake: TLS would send it before our key-method reply, where
+    /// the client expects that reply. Before the first key is active there is nowhere to write
+    /// it. During a renegotiation the client may already read the new key only: a session's
+    /// last message goes by `send_final`.
     pub fn send_text(&mut self, text: &str) {
         let Some(k) = self
             .keys
@@ -469,6 +530,31 @@ impl Session {
         let mut m = text.as_bytes().to_vec();
         m.push(0);
         let _ = k.tls.write_message(&m);
+    }
+
+    /// Writes the last message of a session about to close (`RESTART`, `HALT`) where the client
+    /// reads it. That is the newest active key (`send_text`) unless a renegotiation is under
+    /// way: an OpenVPN 2.6 client takes control packets of its primary key only, which is the
+    /// new one from the moment it sends or takes the soft reset (ssl.c: `key_state_soft_reset`
+    /// moves the old key aside at once, `tls_pre_decrypt` drops packets of another key_id as
+    /// "key IDs out of sync"), and reads messages there once that key is active
+    /// (`tls_rec_payload`). Whether the client has switched is not known (our soft reset may
+    /// not have reached it), so the message goes on the active key now and on the key being
+    /// negotiated once its key exchange completes: the closing session finishes that exchange,
+    /// without authorising it or making keys for the data plane (`handle_packet`).
+    pub fn send_final(&mut self, text: &str) {
+        self.send_text(text);
+        let Some(active) = self.keys.iter().rposition(|k| k.phase == KeyPhase::Active) else {
+            return;
+        };
+        self.keys[active].carried_final = true;
+        let mut m = text.as_bytes().to_vec();
+        m.push(0);
+        for k in &mut self.keys[active + 1..] {
+            if k.phase == KeyPhase::Tls {
+                k.after_exchange.push(m.clone());
+            }
+        }
     }
 
     /// Moves TLS output into reliable CONTROL_V1 messages; false if the peer stopped acking.
@@ -548,8 +634,28 @@ impl Session {
     pub fn close(&mut self, now: Instant, linger: Duration) {
         if !matches!(self.phase, Phase::Closing { .. }) {
             self.phase = Phase::Closing {
+                since: now,
                 until: now + linger,
             };
         }
+    }
+
+    /// Whether a closing session has nothing more to deliver: its last message (`send_final`)
+    /// acknowledged on a key that carried it (the client read that key; the other one it may
+    /// never acknowledge, as it drops packets of a key it has moved on from), or else all of
+    /// its messages acknowledged and none waiting for a key exchange.
+    pub fn settled(&self) -> bool {
+        let delivered = self
+            .keys
+            .iter()
+            .any(|k| k.carried_final && k.reliable.all_acked());
+        delivered || (self.all_acked() && !self.final_pending())
+    }
+
+    /// Whether a final message waits for a key exchange still under way (`send_final`).
+    pub fn final_pending(&self) -> bool {
+        self.keys
+            .iter()
+            .any(|k| k.phase == KeyPhase::Tls && !k.after_exchange.is_empty())
     }
 }
