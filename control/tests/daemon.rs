@@ -690,3 +690,50 @@ fn idle_metrics_peers_do_not_hold_up_the_admin_socket() {
     let scrape = http_get(port).expect("a scrape");
     assert!(scrape.starts_with("HTTP/1.1 200 OK"), "{scrape}");
 }
+
+/// Sends `request` (one line) on a new connection to the admin socket, shuts down the writing
+/// side, as `socat` and `nc -N` do, and reads the answer (bounded).
+fn call_half_closed(socket: &Path, request: &[u8]) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket)?;
+    s.set_read_timeout(Some(PATIENCE))?;
+    s.write_all(request)?;
+    s.shutdown(std::net::Shutdown::Write)?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)?;
+    Ok(answer)
+}
+
+/// A client that writes its request and at once shuts down its writing side still gets its
+/// answer (the daemon used to see the end of file in the same read and close without one).
+#[test]
+fn a_request_followed_by_a_half_close_is_answered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let socket = d.join("admin.sock");
+    let config = plain_config(d, "sluice.toml", &socket);
+    let _daemon = start_plain(&config, &socket, d);
+    let answer = call_half_closed(
+        &socket,
+        b"{\"args\": [\"describe-client-vpn-endpoints\"]}\n",
+    )
+    .expect("an answer");
+    let v: serde_json::Value = serde_json::from_str(&answer).expect("one JSON answer");
+    assert_eq!(v["exit"], 0, "{answer}");
+    assert!(
+        v["stdout"]
+            .as_str()
+            .is_some_and(|s| s.contains("\"ClientVpnEndpoints\": []")),
+        "{answer}"
+    );
+    // Half a line, then the end: an error that says so, not silence.
+    let answer = call_half_closed(&socket, b"{\"args\": [\"describe-client").expect("an answer");
+    let v: serde_json::Value = serde_json::from_str(&answer).expect("one JSON answer");
+    assert_eq!(v["exit"], 2, "{answer}");
+    assert!(
+        v["stderr"]
+            .as_str()
+            .is_some_and(|s| s.contains("before the end of its line")),
+        "{answer}"
+    );
+}

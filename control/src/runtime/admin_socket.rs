@@ -1,4 +1,6 @@
-//! The admin socket protocol: one JSON request line, one JSON response line, then close.
+//! The admin socket protocol: one JSON request line, one JSON response line, then close. The
+//! caller may shut down its writing side once its line is sent (`socat`, `nc -N`): it is still
+//! answered.
 //!
 //! Request: `{"args": ["describe-client-vpn-endpoints", "--output", "table"], "config":
 //! "/etc/sluice/sluice.toml", "cwd": "/root"}` (the words after `sluice`, without `--config`;

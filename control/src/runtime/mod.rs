@@ -413,11 +413,19 @@ impl Daemon {
     }
 
     /// Reads what has arrived; on a full line, answers it. Returns whether to keep the conn.
+    ///
+    /// The end of the peer's writing side (a client that sends its request and shuts down its
+    /// side, as `socat` and `nc -N` do) is read with the request itself, often in the same
+    /// turn: the line before it is still answered, on the side that stays open.
     fn read_request(&mut self, conn: &mut Conn) -> bool {
         let mut buf = [0u8; 4096];
+        let mut ended = false;
         loop {
             match conn.stream.read(&mut buf) {
-                Ok(0) => return false,
+                Ok(0) => {
+                    ended = true;
+                    break;
+                }
                 Ok(n) => {
                     conn.inbox.extend_from_slice(&buf[..n]);
                     if conn.inbox.len() > MAX_REQUEST {
@@ -430,17 +438,19 @@ impl Daemon {
                 Err(_) => return false,
             }
         }
-        let Some(end) = conn.inbox.iter().position(|b| *b == b'\n') else {
-            return true;
-        };
-        let response = match serde_json::from_slice::<Request>(&conn.inbox[..end]) {
-            Ok(req) => self.handle_request(&req, &conn.caller),
-            Err(e) => Response {
-                exit: 2,
-                stdout: String::new(),
-                stderr: format!("bad admin request: {e}\n"),
-                not_its_file: false,
+        let response = match conn.inbox.iter().position(|b| *b == b'\n') {
+            Some(end) => match serde_json::from_slice::<Request>(&conn.inbox[..end]) {
+                Ok(req) => self.handle_request(&req, &conn.caller),
+                Err(e) => bad_request(&e.to_string()),
             },
+            None if !ended => return true,
+            // Nothing sent: nobody to answer.
+            None if conn.inbox.is_empty() => return false,
+            // Only a whole line is acted on (`admin_socket::CallError::Send`).
+            None => bad_request(
+                "the request ended before the end of its line (a request is one JSON line, \
+                 ending with a newline); nothing was done",
+            ),
         };
         conn.outbox = serde_json::to_vec(&response).unwrap_or_default();
         conn.outbox.push(b'\n');
@@ -613,6 +623,16 @@ impl Daemon {
                 not_its_file: false,
             },
         }
+    }
+}
+
+/// The answer to a request that could not be read.
+fn bad_request(why: &str) -> Response {
+    Response {
+        exit: 2,
+        stdout: String::new(),
+        stderr: format!("bad admin request: {why}\n"),
+        not_its_file: false,
     }
 }
 
