@@ -737,3 +737,74 @@ fn a_request_followed_by_a_half_close_is_answered() {
         "{answer}"
     );
 }
+
+/// The descriptors the process `pid` has open.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("/proc/PID/fd")
+        .count()
+}
+
+/// A peer of the admin socket that sends nothing (or half a request) delays no one, is dropped
+/// after a deadline of a few seconds with the reason in the log, and only so many are served at
+/// once (the rest wait in the listener's backlog, served as others end).
+#[test]
+fn silent_admin_peers_are_dropped_after_a_deadline_and_bounded() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let socket = d.join("admin.sock");
+    let config = plain_config(d, "sluice.toml", &socket);
+    let mut daemon = start_plain(&config, &socket, d);
+    let pid = daemon.child.id();
+    let baseline = open_fds(pid);
+
+    // One peer says nothing, another sends half a request; other requests are answered at once.
+    let connect = || {
+        let s = std::os::unix::net::UnixStream::connect(&socket).expect("connect");
+        s.set_read_timeout(Some(PATIENCE)).expect("timeout");
+        s
+    };
+    let since = Instant::now();
+    let mut silent = connect();
+    let mut halfway = connect();
+    halfway
+        .write_all(b"{\"args\": [\"describe-cl")
+        .expect("half a request");
+    let (code, _, err) = sluice(&config, &["describe-client-vpn-endpoints"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        since.elapsed() < Duration::from_secs(2),
+        "a request waited {:?} behind silent peers",
+        since.elapsed()
+    );
+    // Both are closed (end of file, no answer) after the deadline.
+    for peer in [&mut silent, &mut halfway] {
+        let mut rest = Vec::new();
+        let read = peer.read_to_end(&mut rest);
+        assert!(
+            read.is_ok() && rest.is_empty(),
+            "a silent peer was not closed within {PATIENCE:?}: {read:?}; the daemon's log:\n{}",
+            daemon.log()
+        );
+    }
+    let took = since.elapsed();
+    assert!(took >= Duration::from_secs(2), "closed after only {took:?}");
+    daemon.await_condition("the reason in the log", |d| {
+        d.log().matches("admin connection").count() >= 2
+            && d.log().contains("dropped: no whole request within")
+    });
+
+    // Forty silent peers: no more than 32 are held at once.
+    let crowd: Vec<_> = (0..40).map(|_| connect()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let held = open_fds(pid) - baseline;
+    assert!(
+        (1..=32).contains(&held),
+        "{held} admin connections held at once"
+    );
+    // A request behind them waits its turn and is answered.
+    let (code, _, err) = sluice(&config, &["describe-client-vpn-endpoints"]);
+    assert_eq!(code, 0, "{err}");
+    drop(crowd);
+}

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use clap::Parser;
 use mio::net::{UnixListener, UnixStream};
@@ -40,7 +40,17 @@ const LISTENER: Token = Token(1);
 const FIRST_CONN: usize = 2;
 /// How often the data plane's counters are copied into the metrics recorder, which the
 /// metrics thread renders (the cores publish theirs once a second).
-const METRICS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+const METRICS_EVERY: Duration = Duration::from_millis(250);
+/// How long an admin peer has to send its whole request from when it is accepted, and then to
+/// take each part of its answer: a peer that sends nothing, or half a line, or reads nothing,
+/// is dropped after it (with the reason in the log) rather than holding its descriptor and
+/// buffers for ever.
+const ADMIN_DEADLINE: Duration = Duration::from_secs(5);
+/// How many admin connections are served at once. More wait in the listener's backlog and are
+/// accepted as others end, so that peers that never finish cannot take every descriptor the
+/// process may open (which would fail the admin socket for everyone, and the files a reload
+/// opens).
+const MAX_ADMIN_CONNS: usize = 32;
 /// Introduces, in a reload's message, what of the file waits for `sluice run` to start again.
 const LATER: &str = "changed since the start, applied when `sluice run` starts again";
 
@@ -105,6 +115,19 @@ struct Conn {
     inbox: Vec<u8>,
     outbox: Vec<u8>,
     written: usize,
+    /// When it is dropped if it has not finished (`ADMIN_DEADLINE`): its whole request is due
+    /// by then, or, once it has its answer, the next part of it read.
+    until: Instant,
+}
+
+impl Conn {
+    /// Who is at the other end, for the log.
+    fn peer(&self) -> String {
+        match &self.caller {
+            Caller::Socket { uid, pid } => format!("uid {uid}, pid {pid}"),
+            Caller::Local { uid, .. } => format!("uid {uid}"),
+        }
+    }
 }
 
 /// The daemon's control-thread state.
@@ -123,7 +146,7 @@ pub struct Daemon {
     #[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
     metrics: bool,
     #[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
-    metrics_at: std::time::Instant,
+    metrics_at: Instant,
     #[cfg(feature = "dpdk")]
     dataplane: Option<dataplane::Dataplane>,
     /// The configuration the daemon started with: what a reload cannot change is compared
@@ -206,7 +229,7 @@ impl Daemon {
             next_token: FIRST_CONN,
             running: true,
             metrics,
-            metrics_at: std::time::Instant::now(),
+            metrics_at: Instant::now(),
             #[cfg(feature = "dpdk")]
             dataplane,
             started: current.config.clone(),
@@ -229,12 +252,18 @@ impl Daemon {
         while self.running {
             // With a data plane, come back every millisecond for punted packets and timers.
             #[cfg(feature = "dpdk")]
-            let wait = self
-                .dataplane
-                .as_ref()
-                .map(|_| std::time::Duration::from_millis(1));
+            let wait = self.dataplane.as_ref().map(|_| Duration::from_millis(1));
             #[cfg(not(feature = "dpdk"))]
-            let wait = None;
+            let wait: Option<Duration> = None;
+            // And by the first admin peer's deadline.
+            let first = self.conns.values().map(|c| c.until).min();
+            let wait = match (wait, first) {
+                (w, None) => w,
+                (w, Some(until)) => {
+                    let left = until.saturating_duration_since(Instant::now());
+                    Some(w.map_or(left, |w| w.min(left)))
+                }
+            };
             match self.poll.poll(&mut events, wait) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -252,11 +281,12 @@ impl Daemon {
                     t => self.serve(t),
                 }
             }
+            self.drop_overdue();
             #[cfg(feature = "dpdk")]
             if let Some(dp) = &mut self.dataplane {
                 dp.poll();
                 if self.metrics && self.metrics_at.elapsed() >= METRICS_EVERY {
-                    self.metrics_at = std::time::Instant::now();
+                    self.metrics_at = Instant::now();
                     dp.update_metrics();
                 }
             }
@@ -330,8 +360,12 @@ impl Daemon {
         }
     }
 
+    /// Accepts what waits on the admin socket while fewer than `MAX_ADMIN_CONNS` are served (the
+    /// listener does not signal again for what it already signalled: this is called again when
+    /// a connection ends).
+    #[allow(clippy::disallowed_methods)] // the runtime shell reads the clock
     fn accept(&mut self) {
-        loop {
+        while self.conns.len() < MAX_ADMIN_CONNS {
             let (mut stream, _) = match self.listener.accept() {
                 Ok(s) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -378,9 +412,48 @@ impl Daemon {
                     inbox: Vec::new(),
                     outbox: Vec::new(),
                     written: 0,
+                    until: Instant::now() + ADMIN_DEADLINE,
                 },
             );
+            if self.conns.len() == MAX_ADMIN_CONNS {
+                log(&format!(
+                    "{MAX_ADMIN_CONNS} admin connections open: more wait to be accepted until \
+                     one ends"
+                ));
+            }
         }
+    }
+
+    /// Drops the admin connections past their deadline, saying why, and takes in what waited
+    /// for their places.
+    #[allow(clippy::disallowed_methods)] // the runtime shell reads the clock
+    fn drop_overdue(&mut self) {
+        let now = Instant::now();
+        let overdue: Vec<Token> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.until <= now)
+            .map(|(t, _)| *t)
+            .collect();
+        if overdue.is_empty() {
+            return;
+        }
+        for token in overdue {
+            if let Some(mut conn) = self.conns.remove(&token) {
+                let what = if conn.outbox.is_empty() {
+                    "no whole request"
+                } else {
+                    "its answer not read"
+                };
+                log(&format!(
+                    "admin connection ({}) dropped: {what} within {} s",
+                    conn.peer(),
+                    ADMIN_DEADLINE.as_secs()
+                ));
+                let _ = self.poll.registry().deregister(&mut conn.stream);
+            }
+        }
+        self.accept();
     }
 
     fn serve(&mut self, token: Token) {
@@ -410,6 +483,9 @@ impl Daemon {
             }
         }
         let _ = self.poll.registry().deregister(&mut conn.stream);
+        drop(conn);
+        // Its place is free: what waits in the backlog is not signalled again.
+        self.accept();
     }
 
     /// Reads what has arrived; on a full line, answers it. Returns whether to keep the conn.
@@ -417,6 +493,7 @@ impl Daemon {
     /// The end of the peer's writing side (a client that sends its request and shuts down its
     /// side, as `socat` and `nc -N` do) is read with the request itself, often in the same
     /// turn: the line before it is still answered, on the side that stays open.
+    #[allow(clippy::disallowed_methods)] // the runtime shell reads the clock
     fn read_request(&mut self, conn: &mut Conn) -> bool {
         let mut buf = [0u8; 4096];
         let mut ended = false;
@@ -454,14 +531,21 @@ impl Daemon {
         };
         conn.outbox = serde_json::to_vec(&response).unwrap_or_default();
         conn.outbox.push(b'\n');
+        // The time the verb took is not the peer's.
+        conn.until = Instant::now() + ADMIN_DEADLINE;
         true
     }
 
-    /// Writes what it can; returns false once everything is written (close) or on error.
+    /// Writes what it can; returns false once everything is written (close) or on error. A
+    /// peer that takes part of its answer has `ADMIN_DEADLINE` again for the next.
+    #[allow(clippy::disallowed_methods)] // the runtime shell reads the clock
     fn flush(conn: &mut Conn) -> bool {
         while conn.written < conn.outbox.len() {
             match conn.stream.write(&conn.outbox[conn.written..]) {
-                Ok(n) => conn.written += n,
+                Ok(n) => {
+                    conn.written += n;
+                    conn.until = Instant::now() + ADMIN_DEADLINE;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return false,
@@ -719,7 +803,6 @@ fn serve_metrics(
     listener: &std::net::TcpListener,
     handle: &metrics_exporter_prometheus::PrometheusHandle,
 ) {
-    use std::time::Duration;
     for stream in listener.incoming() {
         let Ok(mut stream) = stream else {
             // Out of descriptors, say: try again shortly rather than spin.
