@@ -808,3 +808,101 @@ fn silent_admin_peers_are_dropped_after_a_deadline_and_bounded() {
     assert_eq!(code, 0, "{err}");
     drop(crowd);
 }
+
+/// The `Reload` events of the audit trail at `trail`.
+fn reload_events(trail: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(trail)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .filter(|e: &serde_json::Value| e["eventName"] == "Reload")
+        .collect()
+}
+
+/// Every reload leaves the same kind of record as one over the socket: a SIGHUP (with the
+/// sending process), and `sluice reload` refused by the CLI itself (no daemon there, or one that
+/// runs on another file).
+#[test]
+fn every_reload_is_audited() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let socket = d.join("admin.sock");
+    let config = plain_config(d, "sluice.toml", &socket);
+    let trail = d.join("state-sluice.toml/audit.log");
+
+    // No daemon: refused, and on record with the local user.
+    let (code, _, err) = sluice_in(d, &config, &["reload"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no sluice daemon answers"), "{err}");
+    let events = reload_events(&trail);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        events[0]["userIdentity"]["type"], "LocalUser",
+        "{}",
+        events[0]
+    );
+    assert_eq!(events[0]["errorCode"], "ReloadRefused", "{}", events[0]);
+    assert!(
+        events[0]["errorMessage"]
+            .as_str()
+            .is_some_and(|m| m.contains("no sluice daemon answers")),
+        "{}",
+        events[0]
+    );
+
+    // SIGHUP, applied then refused: on record with the signal and its sender.
+    let mut daemon = start_plain(&config, &socket, d);
+    signal(&daemon.child, rustix::process::Signal::HUP);
+    daemon.await_condition("the SIGHUP reload", |d| {
+        d.log().contains("(SIGHUP): 0 endpoint(s)")
+    });
+    let good = std::fs::read_to_string(&config).expect("read");
+    std::fs::write(&config, format!("bogus = true\n{good}")).expect("write");
+    signal(&daemon.child, rustix::process::Signal::HUP);
+    daemon.await_condition("the refused SIGHUP reload", |d| {
+        d.log().contains("reload (SIGHUP) refused")
+    });
+    let events = reload_events(&trail);
+    assert_eq!(events.len(), 3, "{events:?}");
+    for e in &events[1..] {
+        assert_eq!(e["userIdentity"]["type"], "Signal", "{e}");
+        assert_eq!(e["userIdentity"]["signal"], "SIGHUP", "{e}");
+        assert_eq!(e["userIdentity"]["pid"], std::process::id(), "{e}");
+    }
+    assert!(events[1].get("errorCode").is_none(), "{}", events[1]);
+    assert!(
+        events[1]["responseElements"]["Message"]
+            .as_str()
+            .is_some_and(|m| m.contains("reloaded")),
+        "{}",
+        events[1]
+    );
+    assert_eq!(events[2]["errorCode"], "ReloadRefused", "{}", events[2]);
+    assert!(
+        events[2]["errorMessage"]
+            .as_str()
+            .is_some_and(|m| m.contains("unknown field `bogus`")),
+        "{}",
+        events[2]
+    );
+    std::fs::write(&config, &good).expect("write");
+
+    // `reload` for another file: the daemon does not serve it, the CLI refuses it, on record in
+    // that file's trail.
+    let scratch = plain_config(d, "scratch.toml", &socket);
+    let (code, _, err) = sluice_in(d, &scratch, &["reload"]);
+    assert_eq!(code, 1, "{err}");
+    let events = reload_events(&d.join("state-scratch.toml/audit.log"));
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        events[0]["userIdentity"]["type"], "LocalUser",
+        "{}",
+        events[0]
+    );
+    assert_eq!(events[0]["errorCode"], "ReloadRefused", "{}", events[0]);
+    assert_eq!(
+        reload_events(&trail).len(),
+        3,
+        "nothing more in the daemon's trail"
+    );
+}

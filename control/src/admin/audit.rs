@@ -35,6 +35,16 @@ pub enum Caller {
         /// Peer process id.
         pid: i32,
     },
+    /// A signal to the daemon (SIGHUP: reload), with the process that sent it when the kernel
+    /// says (`kill`, `systemctl reload`).
+    Signal {
+        /// Its name, as `SIGHUP`.
+        signal: &'static str,
+        /// The sender's user id.
+        uid: Option<u32>,
+        /// The sender's process id.
+        pid: Option<i32>,
+    },
 }
 
 impl Caller {
@@ -66,6 +76,9 @@ impl Caller {
                 json!({ "type": "LocalUser", "uid": uid, "userName": name, "sudoUser": sudo_user })
             }
             Self::Socket { uid, pid } => json!({ "type": "AdminSocket", "uid": uid, "pid": pid }),
+            Self::Signal { signal, uid, pid } => {
+                json!({ "type": "Signal", "signal": signal, "uid": uid, "pid": pid })
+            }
         }
     }
 }

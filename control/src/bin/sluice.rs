@@ -6,12 +6,14 @@
 //! error: it is never done again on the file.
 
 use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
-use sluice_control::admin::{self, audit::Caller, cli::Cli, cli::Verb};
+
+use sluice_control::admin::{self, audit::Caller, cli::Cli, cli::Verb, AdminError};
 use sluice_control::config;
-use sluice_control::runtime::admin_socket::{self, CallError, Request};
+use sluice_control::runtime::admin_socket::{self, CallError, Request, Response};
 use sluice_control::runtime::Daemon;
 
 fn main() -> ExitCode {
@@ -29,45 +31,66 @@ fn main() -> ExitCode {
         // Relative paths on the command line are resolved against it, live as offline.
         cwd: std::env::current_dir().ok(),
     };
-    match admin_socket::call(&socket, &request) {
+    let answer = admin_socket::call(&socket, &request);
+    if matches!(cli.verb, Verb::Reload) {
+        return reload(&cli, &socket, answer);
+    }
+    match answer {
         // The daemon there runs on another file: this one is not served, so the verb works on
-        // it directly (a reload has nothing to reload).
-        Ok(answer) if answer.not_its_file => {
-            if matches!(cli.verb, Verb::Reload) {
-                eprint!("{}", answer.stderr);
-                ExitCode::from(1)
-            } else {
-                offline(&cli)
-            }
-        }
+        // it directly.
+        Ok(answer) if answer.not_its_file => offline(&cli),
         Ok(answer) => {
             print!("{}", answer.stdout);
             eprint!("{}", answer.stderr);
             ExitCode::from(u8::try_from(answer.exit).unwrap_or(1))
         }
-        Err(CallError::NoDaemon(_)) if matches!(cli.verb, Verb::Reload) => {
-            eprintln!(
-                "no sluice daemon answers on {}; start one with `sluice run`",
-                socket.display()
-            );
-            ExitCode::from(1)
-        }
         // Nothing was sent: no daemon is there, so the verb works on the file.
         Err(CallError::NoDaemon(_)) => offline(&cli),
-        // The daemon took the request: doing it again on the file could do it twice.
-        Err(e @ CallError::NoAnswer(_)) => {
-            eprintln!(
-                "error: the daemon did not answer; the change may or may not be in force \
-                 (admin socket {}: {e}); look with a describe verb before trying again",
-                socket.display()
-            );
-            ExitCode::from(1)
-        }
+        Err(e @ CallError::NoAnswer(_)) => no_answer(&socket, &e),
         Err(e) => {
             eprintln!("error: admin socket {}: {e}", socket.display());
             ExitCode::from(1)
         }
     }
+}
+
+/// The daemon took the request but did not answer: doing it again on the file could do it
+/// twice.
+fn no_answer(socket: &Path, e: &CallError) -> ExitCode {
+    eprintln!(
+        "error: the daemon did not answer; the change may or may not be in force \
+         (admin socket {}: {e}); look with a describe verb before trying again",
+        socket.display()
+    );
+    ExitCode::from(1)
+}
+
+/// `sluice reload`: the daemon's answer (it records the reload in the audit trail); or, when
+/// no daemon took the request (none there, one that runs on another file, a socket that could
+/// not be reached), a refusal, on record in the file's audit trail with the local user, as the
+/// daemon records the reloads it refuses.
+fn reload(cli: &Cli, socket: &Path, answer: Result<Response, CallError>) -> ExitCode {
+    let why = match answer {
+        Ok(answer) if !answer.not_its_file => {
+            print!("{}", answer.stdout);
+            eprint!("{}", answer.stderr);
+            return ExitCode::from(u8::try_from(answer.exit).unwrap_or(1));
+        }
+        // Its file is not this one: nothing to reload.
+        Ok(answer) => answer.stderr.trim_end().to_owned(),
+        Err(CallError::NoDaemon(_)) => format!(
+            "no sluice daemon answers on {}; start one with `sluice run`",
+            socket.display()
+        ),
+        // The daemon took it, and records it.
+        Err(e @ CallError::NoAnswer(_)) => return no_answer(socket, &e),
+        Err(e) => format!("error: admin socket {}: {e}", socket.display()),
+    };
+    let _ = admin::execute_with(cli, &Caller::local(), std::time::SystemTime::now(), |_| {
+        Err(AdminError::request("ReloadRefused", why.clone()))
+    });
+    eprintln!("{why}");
+    ExitCode::from(1)
 }
 
 /// `--config` as the daemon compares it with its own file: canonical where it exists, else

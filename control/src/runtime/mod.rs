@@ -1,7 +1,8 @@
 //! `sluice run`: the appliance daemon's control thread, a mio event loop.
 //!
 //! It owns the configuration in force, the admin socket (root only, mode 0600) and the signals:
-//! SIGHUP re-reads the file (an invalid file is refused and the running configuration stays),
+//! SIGHUP re-reads the file (an invalid file is refused and the running configuration stays;
+//! either way it is in the audit trail, with the process that sent the signal),
 //! SIGINT/SIGTERM stop the daemon cleanly (each connection ended first: its client told to
 //! restart, its last connection-log line written with its core's counters). Management verbs arriving on the socket run against
 //! the daemon's file exactly as offline verbs do (validate, persist atomically), are audited
@@ -27,7 +28,8 @@ use clap::Parser;
 use mio::net::{UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use signal_hook_mio::v1_0::Signals;
+use signal_hook::iterator::backend::SignalDelivery;
+use signal_hook::iterator::exfiltrator::WithOrigin;
 
 use self::admin_socket::{Request, Response, MAX_REQUEST};
 use crate::admin::audit::Caller;
@@ -126,6 +128,7 @@ impl Conn {
         match &self.caller {
             Caller::Socket { uid, pid } => format!("uid {uid}, pid {pid}"),
             Caller::Local { uid, .. } => format!("uid {uid}"),
+            Caller::Signal { signal, .. } => (*signal).to_owned(),
         }
     }
 }
@@ -137,7 +140,9 @@ pub struct Daemon {
     socket_path: PathBuf,
     poll: Poll,
     listener: UnixListener,
-    signals: Signals,
+    /// The signals, with the process that sent each (a SIGHUP's is in the audit trail).
+    /// (signal-hook-mio offers no origin, so its self-pipe is made here: the same mio pair.)
+    signals: SignalDelivery<UnixStream, WithOrigin>,
     conns: HashMap<Token, Conn>,
     next_token: usize,
     running: bool,
@@ -195,10 +200,16 @@ impl Daemon {
             io_err(format!("setting mode 0600 on {}", socket_path.display())),
         )?;
         let poll = Poll::new().map_err(io_err("creating the event loop"))?;
-        let mut signals = Signals::new([SIGHUP, SIGINT, SIGTERM])
-            .map_err(io_err("installing signal handlers"))?;
+        let (read, write) = UnixStream::pair().map_err(io_err("creating the signal pipe"))?;
+        let mut signals = SignalDelivery::with_pipe(
+            read,
+            write,
+            WithOrigin::default(),
+            [SIGHUP, SIGINT, SIGTERM],
+        )
+        .map_err(io_err("installing signal handlers"))?;
         poll.registry()
-            .register(&mut signals, SIGNALS, Interest::READABLE)
+            .register(signals.get_read_mut(), SIGNALS, Interest::READABLE)
             .map_err(io_err("registering signals"))?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
@@ -301,11 +312,22 @@ impl Daemon {
     }
 
     fn handle_signals(&mut self) {
-        let pending: Vec<i32> = self.signals.pending().collect();
+        let pending: Vec<_> = self.signals.pending().collect();
         for s in pending {
-            match s {
+            match s.signal {
                 SIGHUP => {
-                    let _ = self.reload("SIGHUP");
+                    // On record as a reload over the socket is, with who sent the signal.
+                    let caller = Caller::Signal {
+                        signal: "SIGHUP",
+                        uid: s.process.map(|p| p.uid),
+                        pid: s.process.map(|p| p.pid),
+                    };
+                    let cli = Cli {
+                        config: self.config_path.clone(),
+                        output: crate::admin::cli::Output::Json,
+                        verb: crate::admin::cli::Verb::Reload,
+                    };
+                    let _ = self.audited_reload(&cli, &caller, "SIGHUP");
                 }
                 _ => self.running = false,
             }
@@ -554,11 +576,12 @@ impl Daemon {
         conn.outbox.is_empty()
     }
 
-    /// `sluice reload` from the admin socket: re-reads the file, and records it in the audit
-    /// trail with its outcome, as every verb. The trail is the one of the configuration in force
-    /// (the file may be broken: that is why a reload is refused).
-    fn audited_reload(&mut self, cli: &Cli, caller: &Caller) -> Response {
-        let result = self.reload("admin request");
+    /// A reload `cli` asked for by `caller` (over the admin socket, or a SIGHUP; `why` in the
+    /// log): re-reads the file, and records it in the audit trail with its outcome, as every
+    /// verb. The trail is the one of the configuration in force (the file may be broken: that
+    /// is why a reload is refused).
+    fn audited_reload(&mut self, cli: &Cli, caller: &Caller, why: &str) -> Result<String, String> {
+        let result = self.reload(why);
         let trail =
             crate::admin::audit::trail_of(&self.current.base_dir(), &self.current.config.appliance);
         let outcome = result
@@ -572,7 +595,12 @@ impl Daemon {
                 trail.display()
             ));
         }
-        match result {
+        result
+    }
+
+    /// `sluice reload` from the admin socket (`audited_reload`), answered.
+    fn reload_request(&mut self, cli: &Cli, caller: &Caller) -> Response {
+        match self.audited_reload(cli, caller, "admin request") {
             Ok(msg) => Response {
                 exit: 0,
                 stdout: format!("{msg}\n"),
@@ -644,7 +672,7 @@ impl Daemon {
             }
         };
         let result = match &cli.verb {
-            crate::admin::cli::Verb::Reload => return self.audited_reload(&cli, caller),
+            crate::admin::cli::Verb::Reload => return self.reload_request(&cli, caller),
             #[cfg(feature = "dpdk")]
             crate::admin::cli::Verb::DescribeClientVpnConnections(_)
             | crate::admin::cli::Verb::TerminateClientVpnConnections(_)
