@@ -159,20 +159,20 @@ fn live_verbs_reloads_and_clean_stop() {
     let d = dir.path();
     let socket: PathBuf = d.join("run/admin.sock");
     let config = d.join("sluice.toml");
-    let port = free_port();
-    std::fs::write(
-        &config,
-        format!(
-            "[appliance]\nadmin_socket = \"{}\"\nstate_dir = \"{}\"\nmetrics_address = \"127.0.0.1:{}\"\n\n[dataplane]\neal_args = [\"--no-pci\", \"--no-huge\", \"--no-shconf\", \"--no-telemetry\", \"-m\", \"512\", \"-l\", \"0-1\", \"--log-level=lib.eal:error\"]\n\n[[dataplane.port]]\nname = \"p\"\ndevice = \"net_null0,no-rx=1\"\nip = \"192.0.2.1/24\"\n",
-            socket.display(),
-            d.join("state").display(),
-            port
-        ),
-    )
-    .expect("write config");
-
-    let mut daemon = Daemon::start(&config);
-    daemon.await_condition("admin socket", |_| socket.exists());
+    let write_config = |port: u16| {
+        std::fs::write(
+            &config,
+            format!(
+                "[appliance]\nadmin_socket = \"{}\"\nstate_dir = \"{}\"\nmetrics_address = \"127.0.0.1:{}\"\n\n[dataplane]\neal_args = [\"--no-pci\", \"--no-huge\", \"--no-shconf\", \"--no-telemetry\", \"-m\", \"512\", \"-l\", \"0-1\", \"--log-level=lib.eal:error\"]\n\n[[dataplane.port]]\nname = \"p\"\ndevice = \"net_null0,no-rx=1\"\nip = \"192.0.2.1/24\"\n",
+                socket.display(),
+                d.join("state").display(),
+                port
+            ),
+        )
+        .expect("write config");
+        config.clone()
+    };
+    let (mut daemon, port) = start_with_metrics(write_config, &socket, free_port);
     assert_eq!(
         std::fs::metadata(&socket)
             .expect("socket")
@@ -312,13 +312,90 @@ fn run_refuses_a_data_plane_that_cannot_start() {
 }
 
 /// A loopback port that was free a moment ago (bound to port 0, then released) for the metrics
-/// endpoint. Another process could take it before the daemon binds it; the daemon then exits
-/// and the test fails showing its log, which names the address.
+/// endpoint. Another process can take it before the daemon binds it: `start_with_metrics`
+/// starts the daemon again on another.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free loopback port")
         .port()
+}
+
+/// How many ports `start_with_metrics` tries.
+const METRICS_PORT_TRIES: usize = 5;
+
+/// `sluice run` on the configuration `write_config` writes for a metrics port `pick` chose,
+/// started when its admin socket is there (the daemon binds the metrics endpoint before it).
+/// A daemon that exits because another process took the port between its pick and the bind
+/// (its log names the address) is started again on the next port `pick` gives, a few times at
+/// most; any other exit fails the test with the log. Returns the daemon and its port.
+fn start_with_metrics(
+    write_config: impl Fn(u16) -> PathBuf,
+    socket: &Path,
+    mut pick: impl FnMut() -> u16,
+) -> (Daemon, u16) {
+    let mut taken = Vec::new();
+    for _ in 0..METRICS_PORT_TRIES {
+        let port = pick();
+        let mut daemon = Daemon::start(&write_config(port));
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if socket.exists() {
+                return (daemon, port);
+            }
+            if let Some(status) = daemon.child.try_wait().expect("try_wait") {
+                daemon.join_reader();
+                let log = daemon.log();
+                assert!(
+                    log.contains(&format!("binding the metrics endpoint 127.0.0.1:{port}: ")),
+                    "sluice run exited ({status}) before its admin socket was there:\n{log}"
+                );
+                taken.push(port);
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no admin socket within {PATIENCE:?}; the daemon's log:\n{}",
+                daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    panic!("the metrics ports {taken:?} were each taken before the daemon could bind them");
+}
+
+/// A metrics port another process takes between its pick and the daemon's bind costs a
+/// restart on another port, not the test (`start_with_metrics`).
+#[test]
+fn a_metrics_port_taken_before_the_bind_is_picked_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let socket = d.join("admin.sock");
+    let config = d.join("sluice.toml");
+    let write_config = |port: u16| {
+        std::fs::write(
+            &config,
+            format!(
+                "[appliance]\nadmin_socket = \"{}\"\nstate_dir = \"{}\"\nmetrics_address = \"127.0.0.1:{port}\"\n",
+                socket.display(),
+                d.join("state").display(),
+            ),
+        )
+        .expect("write config");
+        config.clone()
+    };
+    // The first port picked is taken by the time the daemon binds it.
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken = squatter.local_addr().expect("addr").port();
+    let mut picks = vec![taken, free_port()].into_iter();
+    let (daemon, port) = start_with_metrics(write_config, &socket, || {
+        picks.next().expect("a port to pick")
+    });
+    assert_ne!(port, taken);
+    let scrape = http_get(port).expect("a scrape");
+    assert!(scrape.starts_with("HTTP/1.1 200 OK"), "{scrape}");
+    drop(daemon);
+    drop(squatter);
 }
 
 /// `GET /metrics`, with every step bounded.
@@ -656,19 +733,20 @@ fn idle_metrics_peers_do_not_hold_up_the_admin_socket() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let socket = d.join("admin.sock");
-    let port = free_port();
     let config = d.join("sluice.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[appliance]\nadmin_socket = \"{}\"\nstate_dir = \"{}\"\nmetrics_address = \"127.0.0.1:{port}\"\n",
-            socket.display(),
-            d.join("state").display(),
-        ),
-    )
-    .expect("write config");
-    let mut daemon = Daemon::start(&config);
-    daemon.await_condition("its admin socket", |_| socket.exists());
+    let write_config = |port: u16| {
+        std::fs::write(
+            &config,
+            format!(
+                "[appliance]\nadmin_socket = \"{}\"\nstate_dir = \"{}\"\nmetrics_address = \"127.0.0.1:{port}\"\n",
+                socket.display(),
+                d.join("state").display(),
+            ),
+        )
+        .expect("write config");
+        config.clone()
+    };
+    let (_daemon, port) = start_with_metrics(write_config, &socket, free_port);
 
     // Forty peers connect to the metrics port and say nothing. Served on the control thread,
     // each held it for 200 ms (8 s in all) before it came back to the admin socket.
