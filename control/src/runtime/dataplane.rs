@@ -735,24 +735,93 @@ impl Dataplane {
     /// comes back as soon as the appliance does, not at its ping-restart), and each
     /// connection's last connection-log line carries its core's final counters (waited for
     /// `FINAL_COUNTERS_WAIT` at most).
+    ///
+    /// Connections are ended only as fast as core 0, which sends every control datagram, takes
+    /// them: a `Transmit` that finds its queue full is dropped, to be retransmitted, which no
+    /// longer happens. The reports served while waiting can complete a handshake: that
+    /// connection is ended too. The wait lasts until every core has taken every command (a
+    /// core stops between polls and applies in one poll what it takes), so the last `RESTART`s
+    /// leave before the cores stop.
     pub fn shutdown(&mut self) {
-        let now = Instant::now();
-        let peers: Vec<u32> = self.connections.keys().copied().collect();
-        self.end_each(
-            peers,
-            "RESTART,the server is shutting down",
-            "the appliance stopped",
-            now,
-        );
+        let mut paced = true;
+        let open: Vec<u32> = self.connections.keys().copied().collect();
+        for peer in open {
+            if paced && !self.await_room_on_core_0() {
+                log("core 0 has taken no command for 2 s: the remaining clients may not be told to restart");
+                paced = false;
+            }
+            self.end_for_shutdown(peer);
+        }
         let until = Instant::now() + FINAL_COUNTERS_WAIT;
-        while !self.closing.is_empty() && Instant::now() < until {
+        loop {
+            // Connections made since (handshakes completed by the reports served).
+            let open: Vec<u32> = self.connections.keys().copied().collect();
+            for peer in open {
+                if self.room_on_core_0() {
+                    self.end_for_shutdown(peer);
+                }
+            }
+            let settled = self.connections.is_empty()
+                && self.closing.is_empty()
+                && self.outbox.flush()
+                && self
+                    .outbox
+                    .mailboxes()
+                    .iter()
+                    .all(|m| m.commands.is_empty());
+            if settled || Instant::now() >= until {
+                break;
+            }
             self.poll();
             std::thread::sleep(Duration::from_millis(1));
+        }
+        // What is still open or waiting ends with the counters it has.
+        let open: Vec<u32> = self.connections.keys().copied().collect();
+        for peer in open {
+            self.end_for_shutdown(peer);
         }
         let rest: Vec<u32> = self.closing.keys().copied().collect();
         for peer in rest {
             self.finish_closing(peer, None);
         }
+    }
+
+    /// Ends `peer`'s connection because the appliance stops.
+    fn end_for_shutdown(&mut self, peer: u32) {
+        self.end(
+            peer,
+            "RESTART,the server is shutting down",
+            CloseReason::Terminated("the appliance stopped".into()),
+            Instant::now(),
+        );
+    }
+
+    /// Whether core 0's command queue has room for what ending one more connection sends it
+    /// (its `RESTART` and any other datagram its control channel has to send, bounded by the
+    /// reliable layer's window; its `RemoveSession`; the `ControlPeer` that forgets it), with
+    /// nothing waiting ahead of them.
+    fn room_on_core_0(&mut self) -> bool {
+        const ONE_END: usize = 64;
+        self.outbox.flush()
+            && self
+                .outbox
+                .mailboxes()
+                .first()
+                .is_none_or(|m| m.commands.capacity() - m.commands.len() >= ONE_END)
+    }
+
+    /// Serves the reports until core 0 has room (`room_on_core_0`); false if it took nothing
+    /// for `FINAL_COUNTERS_WAIT`.
+    fn await_room_on_core_0(&mut self) -> bool {
+        let until = Instant::now() + FINAL_COUNTERS_WAIT;
+        while !self.room_on_core_0() {
+            if Instant::now() >= until {
+                return false;
+            }
+            self.poll();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
     }
 
     /// An ended connection's last connection-log line, and its place among the recently ended.
@@ -1233,6 +1302,9 @@ fn open_log(loaded: &Loaded, ep: &Endpoint) -> Option<RotatingLog> {
         }
     }
 }
+
+#[cfg(test)]
+mod shutdown_tests;
 
 #[cfg(test)]
 mod tests {
