@@ -42,6 +42,7 @@ const LISTENER: Token = Token(1);
 const FIRST_CONN: usize = 2;
 /// How often the data plane's counters are copied into the metrics recorder, which the
 /// metrics thread renders (the cores publish theirs once a second).
+#[cfg(feature = "dpdk")]
 const METRICS_EVERY: Duration = Duration::from_millis(250);
 /// How long an admin peer has to send its whole request from when it is accepted, and then to
 /// take each part of its answer: a peer that sends nothing, or half a line, or reads nothing,
