@@ -437,6 +437,12 @@ fn client_reaches_the_vpc_through_the_dpdk_data_plane() {
         metric(&m, &format!("sluice_egress_packets_total{ep}")) >= 3.0,
         "{m}"
     );
+    // When the CRL in force expires (every client is refused from then on), for alerting.
+    assert_eq!(
+        metric(&m, &format!("sluice_crl_next_update_timestamp_seconds{ep}")),
+        crl_next_update(&pki.join("crl.pem")),
+        "{m}"
+    );
     assert!(
         metric(
             &m,
@@ -582,6 +588,11 @@ fn client_reaches_the_vpc_through_the_dpdk_data_plane() {
     assert!(
         metric(&m, &format!("sluice_authentication_failures_total{ep}")) >= 1.0,
         "the refused attempt is counted:\n{m}"
+    );
+    assert_eq!(
+        metric(&m, &format!("sluice_crl_next_update_timestamp_seconds{ep}")),
+        crl_next_update(&pki.join("crl-all.pem")),
+        "the imported CRL's expiry:\n{m}"
     );
 
     // The connection log (AWS's field names): a successful attempt, a reset with its end, and
@@ -1453,6 +1464,14 @@ fn scrape(app: &Netns) -> String {
         "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9180/metrics', timeout=5).read().decode())",
     ]);
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A PEM CRL's nextUpdate, seconds since the epoch.
+fn crl_next_update(path: &Path) -> f64 {
+    let pem = std::fs::read(path).unwrap();
+    let (_, der) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+    let (_, crl) = x509_parser::parse_x509_crl(&der.contents).unwrap();
+    crl.next_update().unwrap().timestamp() as f64
 }
 
 /// The sum of every sample of `name` with labels (all cores) in Prometheus text.

@@ -480,6 +480,11 @@ impl<A: Authenticator> Server<A> {
         self.counters
     }
 
+    /// When the CRL in force expires (`ServerTls::crl_next_update`), seconds since the epoch.
+    pub fn crl_next_update(&self) -> Option<u64> {
+        self.settings.tls.crl_next_update()
+    }
+
     /// The sessions, by peer-id.
     pub fn sessions(&self) -> impl Iterator<Item = &Session> {
         self.sessions.values()

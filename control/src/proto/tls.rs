@@ -173,6 +173,18 @@ pub struct ServerTls {
     /// The configuration handshakes run under.
     pub config: Arc<ServerConfig>,
     verifier: Arc<dyn ClientCertVerifier>,
+    /// The earliest nextUpdate of its CRLs, seconds since the Unix epoch (`crl_next_update`).
+    crl_next_update: Option<u64>,
+}
+
+impl ServerTls {
+    /// When its CRL expires (the earliest nextUpdate of the file's CRLs), in seconds since the
+    /// Unix epoch: from then every client certificate is refused until a newer CRL is
+    /// imported. `None` without a CRL, or with CRLs that give no nextUpdate.
+    #[must_use]
+    pub fn crl_next_update(&self) -> Option<u64> {
+        self.crl_next_update
+    }
 }
 
 impl fmt::Debug for ServerTls {
@@ -193,6 +205,7 @@ pub fn server_config(files: &TlsFiles<'_>) -> Result<ServerTls, String> {
             .map_err(|e| format!("server certificate: {e}"))?;
     let key = PrivateKeyDer::from_pem_slice(files.server_key_pem)
         .map_err(|e| format!("server key: {e}"))?;
+    let mut crl_next_update = None;
     let verifier: Arc<dyn ClientCertVerifier> = match files.client_ca_pem {
         None => WebPkiClientVerifier::no_client_auth(),
         Some(ca) => {
@@ -211,6 +224,7 @@ pub fn server_config(files: &TlsFiles<'_>) -> Result<ServerTls, String> {
                     .with_crls(crls)
                     .build()
                     .map_err(|e| format!("client verifier: {e}"))?;
+            crl_next_update = next_update.as_ref().map(|(t, _)| t.as_secs());
             Arc::new(CrlGuard { inner, next_update })
         }
     };
@@ -225,6 +239,7 @@ pub fn server_config(files: &TlsFiles<'_>) -> Result<ServerTls, String> {
     Ok(ServerTls {
         config: Arc::new(config),
         verifier,
+        crl_next_update,
     })
 }
 

@@ -964,6 +964,12 @@ impl Dataplane {
                     .absolute(c.handshakes);
                 metrics::counter!("sluice_connections_refused_for_room_total", "endpoint" => id.clone())
                     .absolute(c.refused_for_room);
+                // Set on every update, so that a reload that drops the CRL drops the gauge too
+                // (gauges not set for `GAUGE_IDLE` leave the scrape).
+                if let Some(t) = s.crl_next_update() {
+                    metrics::gauge!("sluice_crl_next_update_timestamp_seconds", "endpoint" => id.clone())
+                        .set(t as f64);
+                }
             }
             let mut t = Traffic::default();
             for s in &snaps {

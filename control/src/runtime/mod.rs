@@ -854,6 +854,11 @@ fn serve_metrics(
     }
 }
 
+/// How long a gauge stays in the scrape once nothing sets it: the data plane sets each of its
+/// gauges every `METRICS_EVERY`, so one that is no longer set describes something gone (a CRL
+/// a reload removed) and must not go on reading as current.
+const GAUGE_IDLE: Duration = Duration::from_secs(10);
+
 /// Installs the Prometheus recorder and binds its listener, unless turned off.
 fn start_metrics(
     address: &str,
@@ -874,6 +879,7 @@ fn start_metrics(
     let listener = std::net::TcpListener::bind(addr)
         .map_err(io_err(format!("binding the metrics endpoint {addr}")))?;
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .idle_timeout(metrics_util::MetricKindMask::GAUGE, Some(GAUGE_IDLE))
         .install_recorder()
         .map_err(|e| RunError::Io {
             what: format!("installing the metrics recorder: {e}"),
