@@ -1909,6 +1909,98 @@ fn unresolved_next_hop_waits_for_arp() {
     assert_eq!(w.drops().get(DropReason::ArpUnresolved), 1);
 }
 
+/// Two cores and one receive queue (as with a device that has fewer rx queues than cores, or
+/// a NIC's RSS, which sends every ARP frame to one queue): core 1's ARP request is answered
+/// to core 0, which passes what it learned to core 1; the packet core 1 held goes out, and
+/// the answer is not answered again.
+#[test]
+fn an_arp_reply_received_by_another_core_resolves_the_core_that_asked() {
+    let now = Instant::now();
+    let mut meshes = sluice_engine::worker::Handoff::mesh(2, 64).into_iter();
+    let mut workers: Vec<(Worker<MemPort>, Mailbox)> = (0..2)
+        .map(|core| {
+            let mb = Mailbox::new(64);
+            let mut cfg = testkit::lab_config(64, 8);
+            (cfg.core, cfg.cores) = (core, 2);
+            let mut w = Worker::new(
+                cfg,
+                vec![MemPort::new(), MemPort::new()],
+                mb.clone(),
+                meshes.next(),
+                now,
+            );
+            assert!(mb
+                .commands
+                .push(Command::InstallRules(Arc::new(testkit::lab_rules(1))))
+                .is_ok());
+            w.prime_neighbour(0, ip(lab::CLIENT_OUTER_IP), lab::CLIENT_MAC);
+            (w, mb)
+        })
+        .collect();
+    // Peer-id 5 belongs to core 1 (peer-id modulo the cores).
+    let (owner, mb) = &mut workers[1];
+    let mut client = add_session(
+        owner,
+        mb,
+        PeerId(5),
+        GroupMask::EMPTY,
+        Cipher::Aes256Gcm,
+        now,
+    );
+    let ping = testkit::ipv4_echo(ip(lab::CLIENT_VIP), ip(lab::HOST_IP), true, 1, 1, b"");
+    // Everything arrives at core 0, which hands the client's packet to its owner.
+    workers[0]
+        .0
+        .port_mut(0)
+        .unwrap()
+        .inject(&client.frame(&ping));
+    workers[0].0.poll_once(now);
+    workers[1].0.poll_once(now);
+    let asked = workers[1].0.port_mut(1).unwrap().take_sent();
+    assert_eq!(asked.len(), 1);
+    assert_eq!(&asked[0][12..14], &[0x08, 0x06], "core 1 asks for the host");
+    workers[0]
+        .0
+        .port_mut(1)
+        .unwrap()
+        .inject(&testkit::arp_reply(
+            lab::HOST_MAC,
+            ip(lab::HOST_IP),
+            lab::INSIDE_MAC,
+            ip(lab::INSIDE_IP),
+        ));
+    workers[0].0.poll_once(now);
+    assert!(workers[0].0.port_mut(1).unwrap().take_sent().is_empty());
+    workers[1].0.poll_once(now);
+    let out = workers[1].0.port_mut(1).unwrap().take_sent();
+    assert_eq!(out.len(), 1, "{:?}", nonzero_drops(&workers[1].0));
+    assert_eq!(&out[0][0..6], &lab::HOST_MAC, "the ping, to the host's MAC");
+    assert_eq!(ip_of(&out[0]).dst(), ip(lab::HOST_IP).to_be_bytes());
+    // A host's request for our address is answered once, by the core that received it; the
+    // other core learns the host from it without answering.
+    let other = ip("172.31.1.77");
+    workers[0]
+        .0
+        .port_mut(1)
+        .unwrap()
+        .inject(&testkit::arp_request(
+            [2, 0, 0, 0, 0, 0x77],
+            other,
+            ip(lab::INSIDE_IP),
+        ));
+    workers[0].0.poll_once(now);
+    assert_eq!(
+        workers[0].0.port_mut(1).unwrap().take_sent().len(),
+        1,
+        "one answer"
+    );
+    workers[1].0.poll_once(now);
+    assert!(workers[1].0.port_mut(1).unwrap().take_sent().is_empty());
+    for (w, _) in &workers {
+        assert_eq!(w.drops().total(), 0, "{:?}", nonzero_drops(w));
+    }
+}
+
 #[test]
 fn rule_swap_mid_stream_loses_nothing() {
     let mut lab = lab_with(GroupMask::EMPTY);

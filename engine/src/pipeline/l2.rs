@@ -13,12 +13,20 @@ use crate::wire::ipv4::{protocol, Ipv4Packet, Ipv4Repr, MIN_HEADER_LEN};
 use crate::wire::udp::Ipv4UdpHeaders;
 use crate::worker::Worker;
 
+/// Set on the port number of an ARP frame a core passes to the other cores (`share_arp`): the
+/// receiving core learns from it, and neither answers nor passes it on. Such a frame reaches
+/// `handle_arp` through the network side's dispatch (its port is not the outside port's).
+pub(crate) const SHARED_ARP: u16 = 0x8000;
+
 impl<P: Port> Worker<P> {
-    /// Handles an ARP packet received on `port` (the frame still has its Ethernet header).
-    /// Cold and out of line, as every path off the data packets'.
+    /// Handles an ARP packet received on `port` (the frame still has its Ethernet header), or
+    /// passed by another core (`SHARED_ARP`). Cold and out of line, as every path off the data
+    /// packets'.
     #[cold]
     #[inline(never)]
     pub(crate) fn handle_arp(&mut self, port: u16, mut buf: P::Buf) {
+        let shared = port & SHARED_ARP != 0;
+        let port = port & !SHARED_ARP;
         let Some(pc) = self.cfg.ports.get(usize::from(port)).copied() else {
             return self.drop_packet(buf, DropReason::NotForUs);
         };
@@ -29,7 +37,7 @@ impl<P: Port> Worker<P> {
         let target = u32::from_be_bytes(arp.target_ip);
         // Ours: the port's address, or an ENI address the rules translate to on this port
         // (packets leave from it, so hosts must resolve it for their replies).
-        let ours = self.is_port_address(port, target);
+        let ours = shared || self.is_port_address(port, target);
         // Learn on-link neighbours from ARP addressed to us (a request for our address, a
         // reply to ours); other ARP only refreshes neighbours already known (`refresh`).
         if pc.on_link(sender) && sender != pc.ip && arp.sender_mac != BROADCAST {
@@ -42,6 +50,12 @@ impl<P: Port> Worker<P> {
             for b in released {
                 self.send_to_mac(port, arp.sender_mac, b);
             }
+            if ours && !shared {
+                self.share_arp(port, &buf);
+            }
+        }
+        if shared {
+            return self.consume(buf);
         }
         if arp.operation != OP_REQUEST || !ours {
             return self.consume(buf);
@@ -59,6 +73,46 @@ impl<P: Port> Worker<P> {
         ethernet::write_header(d, arp.sender_mac, pc.mac, ethertype::ARP);
         reply.emit(&mut d[HEADER_LEN..]);
         self.enqueue_tx(port, buf);
+    }
+
+    /// Passes a copy of the ARP frame in `buf`, addressed to us and received on `port`, to
+    /// every other core, which learns its sender too. Each core has its own neighbour cache,
+    /// but ARP reaches one core only (a NIC's RSS has no addresses to hash in it and sends it
+    /// to one queue; a device with fewer receive queues than cores, to the cores that have
+    /// one): the reply to another core's request would otherwise never reach that core, whose
+    /// packets to the neighbour would wait and be dropped `arp_unresolved`, again and again.
+    /// A copy that finds no buffer is `no_room`; one that finds its ring full,
+    /// `handoff_ring_full`.
+    fn share_arp(&mut self, port: u16, buf: &P::Buf) {
+        let Some(frame) = buf.data().get(..HEADER_LEN + PACKET_LEN) else {
+            return;
+        };
+        let cores = self.handoff.as_ref().map_or(0, |h| h.to.len());
+        for core in 0..cores {
+            let Some(ring) = self
+                .handoff
+                .as_ref()
+                .and_then(|h| h.to.get(core))
+                .and_then(Option::as_ref)
+                .map(std::sync::Arc::clone)
+            else {
+                continue;
+            };
+            let Some(mut copy) = self.ports.get_mut(usize::from(port)).and_then(Port::alloc) else {
+                self.drops.bump(DropReason::NoRoom);
+                continue;
+            };
+            match copy.append(frame.len()) {
+                Ok(d) => d.copy_from_slice(frame),
+                Err(_) => {
+                    self.drop_packet(copy, DropReason::NoRoom);
+                    continue;
+                }
+            }
+            if let Err((_, b)) = ring.push((port | SHARED_ARP, copy)) {
+                self.drop_packet(b, DropReason::HandoffRingFull);
+            }
+        }
     }
 
     /// Sends an ARP request for `ip` out of `port`.
