@@ -4,8 +4,9 @@
 //! states): a busy next hop that never sends us ARP (a VPC router) loses no packets every five
 //! minutes.
 //!
-//! Bounded everywhere: a maximum number of neighbours, `QUEUE_LEN` packets per pending one,
-//! `MAX_TRIES` requests one second apart before giving up. Time is seconds passed in.
+//! Bounded everywhere: a maximum number of neighbours, `QUEUE_LEN` packets per pending one and
+//! `QUEUED_MAX` in all, `MAX_TRIES` requests one second apart before giving up. Time is seconds
+//! passed in.
 
 use arrayvec::ArrayVec;
 use hashbrown::HashMap;
@@ -14,6 +15,12 @@ use crate::wire::ethernet::Mac;
 
 /// Packets held per unresolved neighbour (Linux holds a few per neighbour too).
 pub const QUEUE_LEN: usize = 4;
+/// Packets held for all unresolved neighbours of a cache together. The packets are the port's
+/// buffers: `QUEUE_LEN` for each of thousands of neighbours (a client sweeping a large target
+/// subnet makes one per address) would hold more buffers than the appliance gives a core, or
+/// has at all, and receiving would stop for every client. Past it, a new neighbour is still
+/// asked for (within a second), but the packet is not held.
+pub const QUEUED_MAX: usize = 1024;
 /// ARP requests sent before a neighbour is declared unreachable.
 pub const MAX_TRIES: u8 = 3;
 /// How long a resolved entry is trusted without being refreshed, in seconds.
@@ -81,6 +88,8 @@ struct Memo {
 pub struct NeighbourTable<B> {
     entries: HashMap<(u16, u32), State<B>>,
     capacity: usize,
+    /// Packets held in the pending entries' queues.
+    queued: usize,
     memo: [Option<Memo>; MEMO_PORTS],
 }
 
@@ -90,6 +99,7 @@ impl<B> NeighbourTable<B> {
         Self {
             entries: HashMap::with_capacity(capacity),
             capacity: capacity.max(1),
+            queued: 0,
             memo: [None; MEMO_PORTS],
         }
     }
@@ -133,9 +143,14 @@ impl<B> NeighbourTable<B> {
         }
         self.forget(port, ip);
         let len = self.entries.len();
+        let room = self.queued < QUEUED_MAX;
         match self.entries.get_mut(&(port, ip)) {
+            Some(State::Pending { .. }) if !room => Resolve::Full(buf),
             Some(State::Pending { queue, .. }) => match queue.try_push(buf) {
-                Ok(()) => Resolve::Queued { request: false },
+                Ok(()) => {
+                    self.queued += 1;
+                    Resolve::Queued { request: false }
+                }
                 Err(e) => Resolve::Full(e.element()),
             },
             Some(state @ State::Resolved { .. }) => {
@@ -153,9 +168,22 @@ impl<B> NeighbourTable<B> {
             }
             Some(State::Probing { mac, .. }) => Resolve::Mac(*mac, buf),
             None if len >= self.capacity => Resolve::Full(buf),
+            None if !room => {
+                // Asked for at the next `poll` (within a second), the packet not held.
+                self.entries.insert(
+                    (port, ip),
+                    State::Pending {
+                        queue: ArrayVec::new(),
+                        tries: 0,
+                        last_request: now.saturating_sub(1),
+                    },
+                );
+                Resolve::Full(buf)
+            }
             None => {
                 let mut queue = ArrayVec::new();
                 queue.push(buf);
+                self.queued += 1;
                 self.entries.insert(
                     (port, ip),
                     State::Pending {
@@ -190,7 +218,10 @@ impl<B> NeighbourTable<B> {
             refreshed: now,
         };
         match self.entries.insert((port, ip), resolved) {
-            Some(State::Pending { queue, .. }) => queue,
+            Some(State::Pending { queue, .. }) => {
+                self.queued = self.queued.saturating_sub(queue.len());
+                queue
+            }
             _ => {
                 if self.entries.len() > self.capacity {
                     self.entries.remove(&(port, ip));
@@ -236,6 +267,7 @@ impl<B> NeighbourTable<B> {
         }
         for k in give_up {
             if let Some(State::Pending { queue, .. }) = self.entries.remove(&k) {
+                self.queued = self.queued.saturating_sub(queue.len());
                 out.push(Housekeeping::GiveUp(queue));
             }
         }
@@ -365,6 +397,55 @@ mod tests {
             t.resolve(0, 1, 5, later + 5),
             Resolve::Queued { request: true }
         ));
+    }
+
+    #[test]
+    fn packets_held_for_all_neighbours_are_bounded() {
+        // A sweep of a large subnet: every address a new neighbour, four packets each.
+        let mut t: NeighbourTable<u32> = NeighbourTable::new(8192);
+        let mut held = 0;
+        for ip in 0..2048u32 {
+            for n in 0..QUEUE_LEN as u32 {
+                match t.resolve(1, ip, ip * 8 + n, 0) {
+                    Resolve::Queued { .. } => held += 1,
+                    Resolve::Full(_) => {}
+                    Resolve::Mac(..) => panic!("nobody answered"),
+                }
+            }
+        }
+        assert_eq!(held, QUEUED_MAX, "held in all");
+        assert_eq!(t.queued, QUEUED_MAX);
+        // Every address is still asked for, the ones past the bound at the next poll.
+        assert_eq!(t.len(), 2048);
+        let mut out = Vec::new();
+        t.poll(1, &mut out);
+        let requests = |out: &[Housekeeping<u32>]| {
+            out.iter()
+                .filter(|h| matches!(h, Housekeeping::Request { .. }))
+                .count()
+        };
+        assert_eq!(requests(&out), 2048);
+        // An answer releases what waited and makes room again.
+        assert_eq!(t.learn(1, 0, MAC, 1).len(), QUEUE_LEN);
+        assert_eq!(t.queued, QUEUED_MAX - QUEUE_LEN);
+        assert!(matches!(
+            t.resolve(1, 5000, 1, 1),
+            Resolve::Queued { request: true }
+        ));
+        // Giving up frees the rest: nothing is counted held that is not.
+        out.clear();
+        for now in 2..=5 {
+            t.poll(now, &mut out);
+        }
+        let given_up: usize = out
+            .iter()
+            .map(|h| match h {
+                Housekeeping::GiveUp(q) => q.len(),
+                Housekeeping::Request { .. } => 0,
+            })
+            .sum();
+        assert_eq!(given_up, QUEUED_MAX - QUEUE_LEN + 1);
+        assert_eq!((t.queued, t.len()), (0, 1), "only the answered one stays");
     }
 
     #[test]
