@@ -2434,6 +2434,88 @@ fn the_tunnel_gateway_answers_pings() {
     assert_eq!(lab.drops(DropReason::NotForUs), 1);
 }
 
+/// What the core answers leaves from the port's own MAC, whatever the frame it answers was
+/// addressed to (a frame from ff:ff:ff:ff:ff:ff is not one any switch or host takes); a ping
+/// or a probe sent to a link-layer broadcast or multicast address is not answered (RFC 1122
+/// §3.3.6, RFC 1812 §4.3.2.7).
+#[test]
+fn answers_leave_from_the_ports_mac_and_link_broadcasts_get_none() {
+    let mut lab = lab_with(GroupMask::EMPTY);
+    let ping = testkit::ipv4_echo(ip(lab::HOST_IP), ip(lab::INSIDE_IP), true, 7, 1, b"x");
+    for group in [[0xff; 6], [0x01, 0x00, 0x5e, 0, 0, 1]] {
+        lab.w
+            .port_mut(1)
+            .unwrap()
+            .inject(&testkit::eth_ipv4(group, lab::HOST_MAC, &ping));
+        lab.w.poll_once(lab.now);
+        assert!(lab.inside_sent().is_empty(), "{group:02x?}");
+    }
+    assert_eq!(lab.drops(DropReason::NotForUs), 2);
+    // To another unicast MAC (a port in promiscuous mode sees such frames): answered, from ours.
+    lab.w.port_mut(1).unwrap().inject(&testkit::eth_ipv4(
+        [2, 0, 0, 0, 0, 0x42],
+        lab::HOST_MAC,
+        &ping,
+    ));
+    lab.w.poll_once(lab.now);
+    let out = lab.inside_sent();
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        (&out[0][0..6], &out[0][6..12]),
+        (&lab::HOST_MAC[..], &lab::INSIDE_MAC[..])
+    );
+    // A host's probe on a client's flow, its TTL ending here, in a broadcast frame: dropped
+    // without an error.
+    let udp = testkit::ipv4_udp(ip(lab::CLIENT_VIP), 5353, ip(lab::HOST_IP), 9000, b"hi");
+    lab.send_from_client(&udp);
+    let sent = lab.inside_sent();
+    let nat_port = UdpPacket::new_checked(ip_of(&sent[0]).payload())
+        .unwrap()
+        .src_port();
+    let probe = testkit::ipv4_udp(ip(lab::HOST_IP), 9000, ip(lab::INSIDE_IP), nat_port, b"p");
+    lab.w.port_mut(1).unwrap().inject(&testkit::eth_ipv4(
+        [0xff; 6],
+        lab::HOST_MAC,
+        &with_ttl(probe, 1),
+    ));
+    lab.w.poll_once(lab.now);
+    assert!(lab.inside_sent().is_empty() && lab.outside_sent().is_empty());
+    assert_eq!(lab.drops(DropReason::TtlExceeded), 1);
+}
+
+/// The stateless answer to a first reset leaves from the outside port's MAC, whatever the
+/// reset's frame was addressed to.
+#[test]
+fn a_first_reset_is_answered_from_the_ports_mac() {
+    let now = Instant::now();
+    let mut cfg = testkit::lab_config(64, 8);
+    cfg.cookies = Some(Arc::new(CookieKey::generate(60).unwrap()));
+    let mut w = testkit::lab_worker(
+        vec![MemPort::new(), MemPort::new()],
+        cfg,
+        Mailbox::new(64),
+        now,
+    );
+    let reset = [0x38, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0];
+    let udp = testkit::ipv4_udp(
+        ip(lab::CLIENT_OUTER_IP),
+        50_001,
+        ip(lab::OUTSIDE_IP),
+        lab::VPN_PORT,
+        &reset,
+    );
+    w.port_mut(0)
+        .unwrap()
+        .inject(&testkit::eth_ipv4([0xff; 6], lab::CLIENT_MAC, &udp));
+    w.poll_once(now);
+    let out = w.port_mut(0).unwrap().take_sent();
+    assert_eq!(out.len(), 1, "{:?}", nonzero_drops(&w));
+    assert_eq!(
+        (&out[0][0..6], &out[0][6..12]),
+        (&lab::CLIENT_MAC[..], &lab::OUTSIDE_MAC[..])
+    );
+}
+
 /// A traceroute from the VPC to a client: a host's packet on a client's flow whose TTL ends
 /// at the appliance gets a time exceeded from the ENI, back to the host's MAC, quoting the
 /// packet as it arrived; nothing reaches the client.

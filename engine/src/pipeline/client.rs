@@ -168,8 +168,9 @@ impl<P: Port> Worker<P> {
 
     /// Answers a client's first hard reset from no state (`cookie`): the frame becomes the
     /// 26-byte server reset under our stateless session id, back to where it came from (the
-    /// sender's MAC, as a ping is answered). A flood of spoofed resets costs a MAC and a frame
-    /// each and never reaches control; the echo of the id, when it comes, is punted.
+    /// sender's MAC, from the port's, as a ping is answered). A flood of spoofed resets costs
+    /// a MAC and a frame each and never reaches control; the echo of the id, when it comes,
+    /// is punted.
     fn answer_reset(&mut self, port: u16, mut buf: P::Buf, outer: &Outer) {
         let payload = &buf.data()[outer.payload_start..outer.payload_start + outer.payload_len];
         let Some(client) = crate::cookie::first_reset(payload) else {
@@ -182,10 +183,12 @@ impl<P: Port> Worker<P> {
             return self.drop_packet(buf, DropReason::MalformedOpenvpn);
         };
         let ours = key.session_id(u64::from(self.now_secs), outer.remote, outer.local, &client);
-        let Ok(eth) = EthernetFrame::new_checked(buf.data()) else {
+        let Ok(to) = EthernetFrame::new_checked(buf.data()).map(|e| e.src()) else {
             return self.drop_packet(buf, DropReason::MalformedEthernet);
         };
-        let (to, from) = (eth.src(), eth.dst());
+        let Some(from) = self.cfg.ports.get(usize::from(port)).map(|pc| pc.mac) else {
+            return self.drop_packet(buf, DropReason::NotForUs);
+        };
         const IP_AT: usize = HEADER_LEN;
         const ANSWER_AT: usize = IP_AT + udp::Ipv4UdpHeaders::LEN;
         const LEN: usize = ANSWER_AT + crate::cookie::ANSWER_LEN;

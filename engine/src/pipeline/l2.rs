@@ -155,9 +155,11 @@ impl<P: Port> Worker<P> {
 
     /// Answers an ICMP echo request addressed to the appliance on `port` (its address, an
     /// ENI address on it, or a listener's; frame with Ethernet header, IPv4 at `HEADER_LEN`),
-    /// in place. Returns the buffer if it is not one: a ping to any other address (another
-    /// host, a broadcast or multicast address, one routed elsewhere) is not ours to answer in
-    /// that address's name. Cold and out of line: data packets never come here.
+    /// in place, from the port's MAC. Returns the buffer if it is not one: a ping to any other
+    /// address (another host, a broadcast or multicast address, one routed elsewhere) is not
+    /// ours to answer in that address's name, and one sent to a link-layer broadcast or
+    /// multicast address is not answered (RFC 1122 §3.3.6: a unicast datagram received so is
+    /// discarded). Cold and out of line: data packets never come here.
     #[cold]
     #[inline(never)]
     pub(crate) fn answer_ping(&mut self, port: u16, mut buf: P::Buf) -> Option<P::Buf> {
@@ -166,6 +168,12 @@ impl<P: Port> Worker<P> {
         else {
             return Some(buf);
         };
+        let Some(our_mac) = self.cfg.ports.get(usize::from(port)).map(|pc| pc.mac) else {
+            return Some(buf);
+        };
+        if ethernet::is_group(dst_mac) {
+            return Some(buf);
+        }
         let ours = |dst: u32| {
             self.is_port_address(port, dst) || self.cfg.listeners.iter().any(|l| l.ip == dst)
         };
@@ -178,7 +186,7 @@ impl<P: Port> Worker<P> {
         }
         let d = buf.data_mut();
         d[0..6].copy_from_slice(&src_mac);
-        d[6..12].copy_from_slice(&dst_mac);
+        d[6..12].copy_from_slice(&our_mac);
         self.enqueue_tx(port, buf);
         None
     }

@@ -225,8 +225,9 @@ impl<P: Port> Worker<P> {
 
     /// A host's packet to a client whose TTL ends here (a traceroute from the VPC): answered
     /// with an ICMP time exceeded from the ENI it was sent to, quoting it as it arrived, back
-    /// to the MAC it came from (the host or its router), within the budget per address;
-    /// otherwise dropped `ttl_exceeded`.
+    /// to the MAC it came from (the host or its router) from the port's, within the budget
+    /// per address; otherwise dropped `ttl_exceeded`, as is one that came to a link-layer
+    /// broadcast or multicast address (RFC 1812 §4.3.2.7: no ICMP error about it).
     #[cold]
     #[inline(never)]
     fn time_exceeded_to_host(&mut self, port: u16, mut buf: P::Buf, eni: u32) {
@@ -234,8 +235,12 @@ impl<P: Port> Worker<P> {
             .data()
             .get(HEADER_LEN..)
             .and_then(super::l2::time_exceeded_about);
-        let macs = EthernetFrame::new_checked(buf.data()).map(|e| (e.src(), e.dst()));
-        let (Some((host, quoted)), Ok((to_mac, from_mac))) = (about, macs) else {
+        let macs = EthernetFrame::new_checked(buf.data())
+            .ok()
+            .filter(|e| !crate::wire::ethernet::is_group(e.dst()))
+            .map(|e| e.src());
+        let from_mac = self.cfg.ports.get(usize::from(port)).map(|pc| pc.mac);
+        let (Some((host, quoted)), Some(to_mac), Some(from_mac)) = (about, macs, from_mac) else {
             return self.drop_packet(buf, DropReason::TtlExceeded);
         };
         if !self.icmp_limiter.allow(host, 0, self.now_secs) {

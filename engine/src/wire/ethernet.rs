@@ -21,6 +21,11 @@ pub type Mac = [u8; 6];
 /// The broadcast address.
 pub const BROADCAST: Mac = [0xff; 6];
 
+/// Whether `mac` is a group address (broadcast or multicast: the I/G bit of its first byte).
+pub fn is_group(mac: Mac) -> bool {
+    mac[0] & 1 != 0
+}
+
 /// A view of an Ethernet II frame.
 #[derive(Debug)]
 pub struct EthernetFrame<T: AsRef<[u8]>> {
