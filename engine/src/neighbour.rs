@@ -210,25 +210,32 @@ impl<B> NeighbourTable<B> {
     }
 
     /// Records that `ip` on `port` is at `mac` (from ARP addressed to us); returns the
-    /// packets that were waiting for it.
+    /// packets that were waiting for it. A neighbour the cache does not hold yet is made only
+    /// while fewer than `learn_limit` are held: any on-link host can send us ARP in the name
+    /// of thousands of addresses, and the entries it makes stay for ten minutes; the rest of
+    /// the cache stays for the next hops the core asks for itself (`resolve`).
     pub fn learn(&mut self, port: u16, ip: u32, mac: Mac, now: u32) -> ArrayVec<B, QUEUE_LEN> {
         self.forget(port, ip);
+        let key = (port, ip);
+        if self.entries.len() >= self.learn_limit() && !self.entries.contains_key(&key) {
+            return ArrayVec::new();
+        }
         let resolved = State::Resolved {
             mac,
             refreshed: now,
         };
-        match self.entries.insert((port, ip), resolved) {
+        match self.entries.insert(key, resolved) {
             Some(State::Pending { queue, .. }) => {
                 self.queued = self.queued.saturating_sub(queue.len());
                 queue
             }
-            _ => {
-                if self.entries.len() > self.capacity {
-                    self.entries.remove(&(port, ip));
-                }
-                ArrayVec::new()
-            }
+            _ => ArrayVec::new(),
         }
+    }
+
+    /// Neighbours held at most for `learn` to make one more: three quarters of the capacity.
+    fn learn_limit(&self) -> usize {
+        self.capacity - self.capacity / 4
     }
 
     /// Retries pending resolutions once a second and gives up after `MAX_TRIES`; forgets
@@ -397,6 +404,34 @@ mod tests {
             t.resolve(0, 1, 5, later + 5),
             Resolve::Queued { request: true }
         ));
+    }
+
+    #[test]
+    fn arp_from_strangers_leaves_room_for_the_next_hops_we_ask_for() {
+        // ARP in the name of a hundred addresses (one spoofing host can send it): a quarter of
+        // the cache stays free.
+        let mut t: NeighbourTable<u32> = NeighbourTable::new(8);
+        for ip in 0..100 {
+            assert!(t.learn(1, ip, MAC, 0).is_empty());
+        }
+        assert_eq!(t.len(), 6);
+        assert_eq!(t.lookup(1, 99, 0), None, "not learned past the limit");
+        assert_eq!(t.lookup(1, 0, 0), Some(MAC));
+        // The next hops the core needs still resolve, up to the capacity, and their answers
+        // are taken.
+        for ip in [1000, 1001] {
+            assert!(matches!(
+                t.resolve(1, ip, ip, 0),
+                Resolve::Queued { request: true }
+            ));
+        }
+        assert!(matches!(t.resolve(1, 1002, 7, 0), Resolve::Full(7)));
+        assert_eq!(t.learn(1, 1000, MAC, 0).as_slice(), &[1000]);
+        assert_eq!(t.lookup(1, 1000, 0), Some(MAC));
+        // A known neighbour is always refreshed.
+        const OTHER: Mac = [2, 0, 0, 0, 0, 7];
+        let _ = t.learn(1, 0, OTHER, 1);
+        assert_eq!(t.lookup(1, 0, 1), Some(OTHER));
     }
 
     #[test]
