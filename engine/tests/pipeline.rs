@@ -2383,6 +2383,24 @@ fn a_probe_whose_ttl_ends_here_gets_a_time_exceeded_from_the_tunnel_gateway() {
     assert_eq!(lab.drops(DropReason::TtlExceeded), 1 + 15);
 }
 
+/// No time exceeded about a client's datagram to a multicast or broadcast address (RFC 1812
+/// §4.3.2.7): the LLMNR queries, IGMP reports and SSDP searches a client's system sends into
+/// the tunnel with a TTL of 1 or 2 are dropped `ttl_exceeded` with no answer.
+#[test]
+fn no_time_exceeded_about_a_datagram_to_a_group_or_broadcast() {
+    let mut lab = lab_with(GroupMask::EMPTY);
+    for (n, dst) in ["224.0.0.252", "239.255.255.250", "255.255.255.255"]
+        .into_iter()
+        .enumerate()
+    {
+        let query = testkit::ipv4_udp(ip(lab::CLIENT_VIP), 50_000, ip(dst), 5355, b"wpad");
+        lab.send_from_client(&with_ttl(query, 1));
+        assert!(lab.outside_sent().is_empty(), "{dst}");
+        assert_eq!(lab.drops(DropReason::TtlExceeded), n as u64 + 1);
+    }
+    assert_eq!(lab.w.poll_stats().icmp_errors_sent, 0);
+}
+
 /// A client pings the tunnel's gateway address (is the tunnel up?): the appliance answers
 /// itself, with no flow and nothing sent toward the VPC; anything else to that address is
 /// `not_for_us`.

@@ -336,13 +336,17 @@ pub(crate) fn echo_reply_in_place_if(ip: &mut [u8], ours: impl FnOnce(u32) -> bo
 }
 
 /// Whether an ICMP time exceeded may be sent about the IPv4 packet `ip` (RFC 1812 §4.3.2.7:
-/// not about an ICMP error, nor a fragment but the first): its source, and how much of it
-/// the error quotes (its header and first 8 bytes).
+/// not about an ICMP error, nor a fragment but the first, nor a datagram to a multicast or
+/// broadcast address, nor one whose source is not one host's): its source, and how much of
+/// it the error quotes (its header and first 8 bytes). A client's own LLMNR query, IGMP
+/// report or SSDP search leaves with a TTL of 1 or 2 toward a group: no error for it.
 pub(crate) fn time_exceeded_about(ip: &[u8]) -> Option<(u32, usize)> {
     let ip = Ipv4Packet::new_checked(ip).ok()?;
     let about_error = ip.protocol() == protocol::ICMP
         && IcmpPacket::new_checked(ip.payload()).map_or(true, |i| !i.is_echo());
-    (!about_error && ip.frag_offset() == 0).then(|| {
+    let one_host = |a: [u8; 4]| !matches!(a[0], 0 | 127 | 224..=255);
+    let unicast = one_host(ip.src()) && ip.dst()[0] < 224;
+    (!about_error && unicast && ip.frag_offset() == 0).then(|| {
         (
             u32::from_be_bytes(ip.src()),
             (ip.header_len() + 8).min(ip.total_len()),
@@ -376,4 +380,29 @@ pub(crate) fn write_time_exceeded(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::time_exceeded_about;
+    use crate::testkit::{ip, ipv4_udp};
+
+    #[test]
+    fn a_time_exceeded_is_only_about_one_hosts_datagram_to_another() {
+        let about = |src: &str, dst: &str| {
+            time_exceeded_about(&ipv4_udp(ip(src), 1000, ip(dst), 2000, b"probe"))
+        };
+        assert_eq!(about("10.0.0.2", "172.31.1.10"), Some((ip("10.0.0.2"), 28)));
+        for (src, dst) in [
+            ("10.0.0.2", "224.0.0.252"),
+            ("10.0.0.2", "255.255.255.255"),
+            ("10.0.0.2", "240.0.0.1"),
+            ("0.0.0.0", "172.31.1.10"),
+            ("127.0.0.1", "172.31.1.10"),
+            ("224.0.0.5", "172.31.1.10"),
+            ("255.255.255.255", "172.31.1.10"),
+        ] {
+            assert_eq!(about(src, dst), None, "{src} to {dst}");
+        }
+    }
 }
