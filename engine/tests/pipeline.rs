@@ -1886,6 +1886,25 @@ fn arp_and_ping_of_an_eni_other_than_the_ports_address() {
     );
 }
 
+/// ARP that gives a multicast MAC for a host's address teaches the core nothing: the
+/// client's packet to that host waits for the core's own request, and goes to the MAC the
+/// answer gives, not to every port of the switch.
+#[test]
+fn arp_naming_a_multicast_mac_is_not_learned() {
+    let (mut w, mut c, now) = one_neighbour_known(
+        (0, ip(lab::CLIENT_OUTER_IP), lab::CLIENT_MAC),
+        Cipher::Aes256Gcm,
+        4096,
+    );
+    let group = [0x01, 0x00, 0x5e, 0x00, 0x00, 0x01];
+    let mut req = testkit::arp_request(lab::HOST_MAC, ip(lab::HOST_IP), ip(lab::INSIDE_IP));
+    req[22..28].copy_from_slice(&group);
+    w.port_mut(1).unwrap().inject(&req);
+    w.poll_once(now);
+    let _answer = w.port_mut(1).unwrap().take_sent();
+    ping_host_through_arp(&mut w, &mut c, now);
+}
+
 #[test]
 fn unresolved_next_hop_waits_for_arp() {
     let (mut w, mut c, now) = one_neighbour_known(

@@ -39,8 +39,10 @@ impl<P: Port> Worker<P> {
         // (packets leave from it, so hosts must resolve it for their replies).
         let ours = shared || self.is_port_address(port, target);
         // Learn on-link neighbours from ARP addressed to us (a request for our address, a
-        // reply to ours); other ARP only refreshes neighbours already known (`refresh`).
-        if pc.on_link(sender) && sender != pc.ip && arp.sender_mac != BROADCAST {
+        // reply to ours); other ARP only refreshes neighbours already known (`refresh`). A
+        // host is at an individual MAC: one that names a broadcast or multicast one for its
+        // address is not believed (our packets to it would go to every port of the switch).
+        if pc.on_link(sender) && sender != pc.ip && !ethernet::is_group(arp.sender_mac) {
             let now = self.now_secs;
             let released = if ours {
                 self.neighbours.learn(port, sender, arp.sender_mac, now)
