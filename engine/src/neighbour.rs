@@ -21,6 +21,10 @@ pub const QUEUE_LEN: usize = 4;
 /// has at all, and receiving would stop for every client. Past it, a new neighbour is still
 /// asked for (within a second), but the packet is not held.
 pub const QUEUED_MAX: usize = 1024;
+/// ARP frames a core passes to the other cores in one second at most (`should_share`): far
+/// more than the replies their requests bring, and a bound on what a flood of ARP to one of
+/// our addresses costs the other cores and their handoff rings.
+pub const SHARED_PER_SEC: u32 = 256;
 /// ARP requests sent before a neighbour is declared unreachable.
 pub const MAX_TRIES: u8 = 3;
 /// How long a resolved entry is trusted without being refreshed, in seconds.
@@ -90,6 +94,9 @@ pub struct NeighbourTable<B> {
     capacity: usize,
     /// Packets held in the pending entries' queues.
     queued: usize,
+    /// The second of `shared`, and how many ARP frames were passed on in it.
+    shared_second: u32,
+    shared: u32,
     memo: [Option<Memo>; MEMO_PORTS],
 }
 
@@ -100,6 +107,8 @@ impl<B> NeighbourTable<B> {
             entries: HashMap::with_capacity(capacity),
             capacity: capacity.max(1),
             queued: 0,
+            shared_second: 0,
+            shared: 0,
             memo: [None; MEMO_PORTS],
         }
     }
@@ -231,6 +240,28 @@ impl<B> NeighbourTable<B> {
             }
             _ => ArrayVec::new(),
         }
+    }
+
+    /// Whether ARP saying that `ip` on `port` is at `mac`, received at second `now`, is to be
+    /// passed to the other cores (counted if so; call before `learn`): not when this cache
+    /// learned exactly that in the same second (a copy went then), and `SHARED_PER_SEC` a
+    /// second at most.
+    pub fn should_share(&mut self, port: u16, ip: u32, mac: Mac, now: u32) -> bool {
+        let repeated = matches!(
+            self.entries.get(&(port, ip)),
+            Some(State::Resolved { mac: m, refreshed }) if *m == mac && *refreshed == now
+        );
+        if repeated {
+            return false;
+        }
+        if self.shared_second != now {
+            (self.shared_second, self.shared) = (now, 0);
+        }
+        if self.shared >= SHARED_PER_SEC {
+            return false;
+        }
+        self.shared += 1;
+        true
     }
 
     /// Neighbours held at most for `learn` to make one more: three quarters of the capacity.
@@ -432,6 +463,24 @@ mod tests {
         const OTHER: Mac = [2, 0, 0, 0, 0, 7];
         let _ = t.learn(1, 0, OTHER, 1);
         assert_eq!(t.lookup(1, 0, 1), Some(OTHER));
+    }
+
+    #[test]
+    fn arp_is_shared_once_a_second_per_neighbour_and_within_a_budget() {
+        let mut t: NeighbourTable<u32> = NeighbourTable::new(8192);
+        assert!(t.should_share(1, 10, MAC, 5));
+        let _ = t.learn(1, 10, MAC, 5);
+        assert!(!t.should_share(1, 10, MAC, 5), "the same, the same second");
+        assert!(t.should_share(1, 10, [2, 0, 0, 0, 0, 7], 5), "a new MAC");
+        assert!(t.should_share(1, 10, MAC, 6), "the next second");
+        let shared = (100..1100)
+            .filter(|&ip| t.should_share(1, ip, MAC, 6))
+            .count();
+        assert_eq!(shared, SHARED_PER_SEC as usize - 1);
+        assert!(
+            t.should_share(1, 2000, MAC, 7),
+            "a new second, a new budget"
+        );
     }
 
     #[test]

@@ -2020,6 +2020,51 @@ fn an_arp_reply_received_by_another_core_resolves_the_core_that_asked() {
     }
 }
 
+/// A flood of ARP to one of our addresses, from a thousand senders and again and again from
+/// one: the core passes the other cores `SHARED_PER_SEC` copies a second at most, and one of
+/// a neighbour's repeats in a second.
+#[test]
+fn a_flood_of_arp_costs_the_other_cores_a_bounded_number_of_copies() {
+    let now = Instant::now();
+    let mut meshes = sluice_engine::worker::Handoff::mesh(2, 4096);
+    let to_core_1 = Arc::clone(&meshes[1].from);
+    let mut cfg = testkit::lab_config(64, 8);
+    (cfg.core, cfg.cores) = (0, 2);
+    cfg.ports[1].prefix_len = 16;
+    let mut w = Worker::new(
+        cfg,
+        vec![MemPort::new(), MemPort::new()],
+        Mailbox::new(64),
+        meshes.drain(..1).next(),
+        now,
+    );
+    let request = |from: u32| testkit::arp_request([2, 0, 0, 0, 0, 0x77], from, ip(lab::INSIDE_IP));
+    for _ in 0..50 {
+        w.port_mut(1).unwrap().inject(&request(ip("172.31.9.9")));
+    }
+    w.poll_once(now);
+    w.poll_once(now);
+    assert_eq!(to_core_1.len(), 1, "one copy for the neighbour's repeats");
+    for i in 0..1000u32 {
+        w.port_mut(1)
+            .unwrap()
+            .inject(&request(ip("172.31.10.0") + i));
+        if i % 32 == 31 {
+            w.poll_once(now);
+        }
+    }
+    w.poll_once(now);
+    assert_eq!(
+        to_core_1.len(),
+        sluice_engine::neighbour::SHARED_PER_SEC as usize
+    );
+    assert_eq!(
+        w.port_mut(1).unwrap().take_sent().len(),
+        1050,
+        "each answered"
+    );
+}
+
 #[test]
 fn rule_swap_mid_stream_loses_nothing() {
     let mut lab = lab_with(GroupMask::EMPTY);

@@ -44,6 +44,12 @@ impl<P: Port> Worker<P> {
         // address is not believed (our packets to it would go to every port of the switch).
         if pc.on_link(sender) && sender != pc.ip && !ethernet::is_group(arp.sender_mac) {
             let now = self.now_secs;
+            let share = ours
+                && !shared
+                && self.handoff.is_some()
+                && self
+                    .neighbours
+                    .should_share(port, sender, arp.sender_mac, now);
             let released = if ours {
                 self.neighbours.learn(port, sender, arp.sender_mac, now)
             } else {
@@ -52,7 +58,7 @@ impl<P: Port> Worker<P> {
             for b in released {
                 self.send_to_mac(port, arp.sender_mac, b);
             }
-            if ours && !shared {
+            if share {
                 self.share_arp(port, &buf);
             }
         }
@@ -83,7 +89,9 @@ impl<P: Port> Worker<P> {
     /// to one queue; a device with fewer receive queues than cores, to the cores that have
     /// one): the reply to another core's request would otherwise never reach that core, whose
     /// packets to the neighbour would wait and be dropped `arp_unresolved`, again and again.
-    /// A copy that finds no buffer is `no_room`; one that finds its ring full,
+    /// Within `NeighbourTable::should_share`'s bounds (once a second for what the cache just
+    /// learned, `SHARED_PER_SEC` a second), so a flood of ARP to us costs the other cores
+    /// little. A copy that finds no buffer is `no_room`; one that finds its ring full,
     /// `handoff_ring_full`.
     fn share_arp(&mut self, port: u16, buf: &P::Buf) {
         let Some(frame) = buf.data().get(..HEADER_LEN + PACKET_LEN) else {
