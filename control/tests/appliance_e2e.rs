@@ -1096,6 +1096,51 @@ fn two_endpoints_carry_their_clients_at_once() {
     );
 }
 
+/// Two worker cores (both on the machine's second CPU: lcores 1 and 2 on CPU 1), each with a
+/// client's session, on ports of two queue pairs the kernel fans frames out over by hash: a
+/// packet that arrives at a core that does not own its session or flow is handed to the one
+/// that does, and each core has its own neighbour cache while the VPC host's ARP replies (to
+/// the same address, from the same host) all reach one queue, so the other core learns the
+/// host's MAC only from what that one passes on. Both clients reach the VPC host.
+#[test]
+fn two_worker_cores_carry_a_client_each_through_one_receive_queue() {
+    let lab = TwoEndpoints::start_on("cores", "", Some("0@0,1@1,2@1"));
+    let (daemon_log, d) = (&lab.daemon_log, lab.start.dir.path());
+    assert!(
+        read(daemon_log).contains("2 worker core(s)"),
+        "{}",
+        read(daemon_log)
+    );
+    let ([first_ns, second_ns], [first_ovpn, second_ovpn]) = (&lab.clients, &lab.ovpn);
+    let (first_log, second_log) = (d.join("first.log"), d.join("second.log"));
+    let _first = start_client(first_ns, first_ovpn, &first_log, &[]);
+    let _second = start_client(second_ns, second_ovpn, &second_log, &[]);
+    for log in [&first_log, &second_log] {
+        wait_for("both clients to connect", Duration::from_secs(40), || {
+            read(log).contains("Initialization Sequence Completed")
+        });
+    }
+    // Placed on the core with the fewest sessions: one each.
+    let m = scrape(&lab.app);
+    for core in ["0", "1"] {
+        assert_eq!(
+            metric(&m, &format!("sluice_core_sessions{{core=\"{core}\"}}")),
+            1.0,
+            "a session on core {core}:\n{m}"
+        );
+    }
+    for (ns, log) in [(&first_ns, &first_log), (&second_ns, &second_log)] {
+        assert!(
+            reaches(ns, "172.31.1.10"),
+            "{} reaches the VPC host:\n{}\ndaemon log:\n{}\nmetrics:\n{}",
+            ns.name(),
+            read(log),
+            read(daemon_log),
+            scrape(&lab.app)
+        );
+    }
+}
+
 #[test]
 fn a_connection_no_core_has_room_for_waits_and_an_ended_one_keeps_its_last_counts() {
     // One worker core with room for one session; each endpoint would take 7000.
@@ -1352,6 +1397,11 @@ struct TwoEndpoints {
 
 impl TwoEndpoints {
     fn start(tag: &str, dataplane: &str) -> Self {
+        Self::start_on(tag, dataplane, None)
+    }
+
+    /// `start`, with EAL's `--lcores` map `lcores` in place of `-l 0-1` when given.
+    fn start_on(tag: &str, dataplane: &str, lcores: Option<&str>) -> Self {
         let start = Start::new();
         let Bridged {
             wan,
@@ -1364,6 +1414,20 @@ impl TwoEndpoints {
         let d = start.dir.path();
         let ifs = (start.out_if.as_str(), start.in_if.as_str());
         let config = two_endpoints_config(d, &start.pki, ifs, dataplane);
+        if let Some(map) = lcores {
+            let text = std::fs::read_to_string(&config).unwrap();
+            let one_worker = "\"-l\", \"0-1\"";
+            assert!(
+                text.contains(one_worker),
+                "the lab's EAL arguments:\n{text}"
+            );
+            // A queue pair per worker core on each af_packet port (the kernel fans the
+            // frames out over them by hash).
+            let text = text
+                .replacen(one_worker, &format!("\"--lcores\", \"{map}\""), 1)
+                .replace(",iface=", ",qpairs=2,iface=");
+            std::fs::write(&config, text).unwrap();
+        }
         let ovpn = [
             export_for(&config, ENDPOINT, &start.pki, &d.join("first.ovpn")),
             export_for(&config, SECOND, &start.pki, &d.join("second.ovpn")),
