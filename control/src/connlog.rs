@@ -243,6 +243,16 @@ impl RotatingLog {
         Ok(())
     }
 
+    /// Whether `path` still names the file the log has open: an operator (or another tool's
+    /// rotation) may have removed or renamed it, and lines written on would then be lost.
+    fn is_at_path(&self, file: &File) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::metadata(&self.path), file.metadata()) {
+            (Ok(at_path), Ok(open)) => at_path.dev() == open.dev() && at_path.ino() == open.ino(),
+            _ => false,
+        }
+    }
+
     fn rotate(&mut self) -> io::Result<()> {
         self.file = None;
         if self.keep == 0 {
@@ -264,6 +274,9 @@ impl RotatingLog {
     /// Any I/O error; the line is then lost but the log stays usable.
     pub fn append(&mut self, line: &str) -> io::Result<()> {
         let len = line.len() as u64 + 1;
+        if self.file.as_ref().is_some_and(|f| !self.is_at_path(f)) {
+            self.reopen()?;
+        }
         if self.size > 0 && self.size + len > self.max_bytes {
             self.rotate()?;
         }
@@ -369,5 +382,43 @@ mod tests {
         assert_eq!(size("ep.log.1"), Some(80));
         assert_eq!(size("ep.log.2"), Some(80));
         assert_eq!(size("ep.log.3"), None);
+    }
+
+    #[test]
+    fn a_removed_file_is_started_again_and_rotates() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ep.log");
+        let mut log = RotatingLog::open(&p, 100, 2).unwrap();
+        let line = |c: char| c.to_string().repeat(39); // 40 bytes with the newline
+        log.append(&line('a')).unwrap();
+        log.append(&line('b')).unwrap();
+        // An operator removes the file: the next lines go to a new one at the path, which
+        // rotates as the first would have.
+        std::fs::remove_file(&p).unwrap();
+        log.append(&line('c')).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            format!("{}\n", line('c'))
+        );
+        log.append(&line('d')).unwrap();
+        log.append(&line('e')).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            format!("{}\n", line('e'))
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("ep.log.1")).unwrap(),
+            format!("{}\n{}\n", line('c'), line('d'))
+        );
+        // Removed again just as it was due to rotate: nothing is lost and nothing shifts.
+        log.append(&line('f')).unwrap();
+        std::fs::remove_file(&p).unwrap();
+        log.append(&line('g')).unwrap();
+        log.append(&line('h')).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            format!("{}\n{}\n", line('g'), line('h'))
+        );
+        assert!(!dir.path().join("ep.log.2").exists());
     }
 }
