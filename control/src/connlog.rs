@@ -286,9 +286,17 @@ impl RotatingLog {
         let mut buf = Vec::with_capacity(line.len() + 1);
         buf.extend_from_slice(line.as_bytes());
         buf.push(b'\n');
-        match self.file.as_mut() {
-            Some(f) => f.write_all(&buf)?,
-            None => return Err(io::Error::other("connection log is not open")),
+        let Some(f) = self.file.as_mut() else {
+            return Err(io::Error::other("connection log is not open"));
+        };
+        if let Err(e) = f.write_all(&buf) {
+            // A write cut short (the disk full) leaves the start of the line: it is cut off,
+            // so that the next line does not continue it and every line stays one record.
+            // Where even that fails, the file is opened again (and its size read) next time.
+            if f.set_len(self.size).is_err() {
+                self.file = None;
+            }
+            return Err(e);
         }
         self.size += len;
         Ok(())
@@ -420,5 +428,66 @@ mod tests {
             format!("{}\n{}\n", line('g'), line('h'))
         );
         assert!(!dir.path().join("ep.log.2").exists());
+    }
+
+    /// A tmpfs of `size` bytes with room for `inodes` files (its root directory one of them),
+    /// mounted on a fresh directory and unmounted on drop; `None`, said, where this process
+    /// cannot mount one (not root).
+    struct SmallFs(tempfile::TempDir);
+
+    impl SmallFs {
+        fn mount(size: u32, inodes: u32) -> Option<Self> {
+            let dir = tempfile::tempdir().unwrap();
+            let ok = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o"])
+                .arg(format!("size={size},nr_inodes={inodes}"))
+                .arg("tmpfs")
+                .arg(dir.path())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                eprintln!("SKIPPED: mounting a small tmpfs needs root");
+                return None;
+            }
+            Some(Self(dir))
+        }
+
+        fn path(&self) -> &Path {
+            self.0.path()
+        }
+    }
+
+    impl Drop for SmallFs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg(self.0.path())
+                .status();
+        }
+    }
+
+    #[test]
+    fn a_full_disk_leaves_no_part_line() {
+        let Some(fs) = SmallFs::mount(8192, 8) else {
+            return;
+        };
+        let filler = fs.path().join("filler");
+        std::fs::write(&filler, [0u8; 4096]).unwrap();
+        let p = fs.path().join("ep.log");
+        let mut log = RotatingLog::open(&p, 1 << 20, 1).unwrap();
+        let line = "x".repeat(99); // 100 bytes with the newline; 4096 is no multiple of 100
+        let mut written = 0;
+        while log.append(&line).is_ok() {
+            written += 1;
+            assert!(written < 100, "the tmpfs never filled");
+        }
+        // Room again: the next line is a line of its own, after only whole lines.
+        std::fs::remove_file(&filler).unwrap();
+        log.append("last").unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(
+            text,
+            format!("{}last\n", format!("{line}\n").repeat(written))
+        );
     }
 }
