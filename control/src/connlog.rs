@@ -265,6 +265,9 @@ impl RotatingLog {
             }
             std::fs::rename(&self.path, name(1))?;
         }
+        // Rotated: if the new file cannot be made now (no inode left), the next line tries
+        // again to make it, not to rotate again (which would push the kept files along).
+        self.size = 0;
         self.reopen()
     }
 
@@ -488,6 +491,35 @@ mod tests {
         assert_eq!(
             text,
             format!("{}last\n", format!("{line}\n").repeat(written))
+        );
+    }
+
+    #[test]
+    fn a_rotation_that_cannot_make_the_new_file_keeps_the_old_one() {
+        // Three inodes: the root, the log and a filler; after the log is renamed aside at
+        // rotation there is none for the new file until the filler goes.
+        let Some(fs) = SmallFs::mount(1 << 20, 3) else {
+            return;
+        };
+        let p = fs.path().join("ep.log");
+        let mut log = RotatingLog::open(&p, 100, 1).unwrap();
+        let filler = fs.path().join("filler");
+        std::fs::write(&filler, b"").unwrap();
+        let line = |c: char| c.to_string().repeat(39); // 40 bytes with the newline
+        log.append(&line('a')).unwrap();
+        log.append(&line('b')).unwrap();
+        assert!(log.append(&line('c')).is_err(), "no inode for the new file");
+        assert!(log.append(&line('d')).is_err(), "still none");
+        std::fs::remove_file(&filler).unwrap();
+        log.append(&line('e')).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(fs.path().join("ep.log.1")).unwrap(),
+            format!("{}\n{}\n", line('a'), line('b')),
+            "the rotated file is kept"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            format!("{}\n", line('e'))
         );
     }
 }
