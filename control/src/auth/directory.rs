@@ -93,8 +93,9 @@ impl UsersFileDirectory {
                 let (l, c) = line_col(text, off);
                 format!("{l}:{c}: user {}: {msg}", u.name)
             };
-            PasswordHash::new(&u.password_hash)
+            let hash = PasswordHash::new(&u.password_hash)
                 .map_err(|e| at(format!("password_hash is not a PHC string: {e}")))?;
+            verifiable(&hash).map_err(at)?;
             let totp_secret = match &u.totp_secret {
                 Some(s) => Some(
                     super::totp::base32_decode(s)
@@ -155,6 +156,35 @@ impl Directory for UsersFileDirectory {
     }
 }
 
+/// Whether a password could ever match `hash`: an argon2 PHC string with its salt and hash
+/// and parameters Argon2 takes. Any other PHC string parses, but every password is then refused
+/// in silence, so the users file is refused instead. The check hashes at the lowest cost (the
+/// stored parameters are checked, not worked through), so loading stays quick.
+fn verifiable(hash: &PasswordHash<'_>) -> Result<(), String> {
+    argon2::Algorithm::try_from(hash.algorithm).map_err(|_| {
+        format!(
+            "password_hash is a `{}` hash; sluice verifies argon2 hashes (sluice hash-password \
+             makes one)",
+            hash.algorithm
+        )
+    })?;
+    let (Some(salt), Some(output)) = (hash.salt, hash.hash) else {
+        return Err("password_hash has no salt or no hash".into());
+    };
+    argon2::Params::try_from(hash).map_err(|e| format!("password_hash parameters: {e}"))?;
+    let cheapest = argon2::Params::new(
+        argon2::Params::MIN_M_COST,
+        argon2::Params::MIN_T_COST,
+        argon2::Params::MIN_P_COST,
+        Some(output.len()),
+    )
+    .map_err(|e| format!("password_hash: {e}"))?;
+    Argon2::default()
+        .hash_password_customized(b"", Some(hash.algorithm), hash.version, cheapest, salt)
+        .map(|_| ())
+        .map_err(|e| format!("password_hash cannot be verified: {e}"))
+}
+
 /// Hashes a password into an argon2id PHC string (for `sluice hash-password`).
 ///
 /// # Errors
@@ -211,5 +241,44 @@ mod tests {
         .err()
         .unwrap();
         assert!(e.contains("totp_secret"), "{e}");
+    }
+
+    #[test]
+    fn refuses_hashes_no_password_can_match() {
+        let refused = |hash: &str, why: &str| {
+            let e = UsersFileDirectory::parse(&format!(
+                "[[user]]\nname = \"x\"\npassword_hash = \"{hash}\"\n"
+            ))
+            .err()
+            .unwrap_or_else(|| panic!("{hash} was taken"));
+            assert!(e.starts_with("2:") && e.contains(why), "{hash}: {e}");
+        };
+        // Each is a well-formed PHC string, which the file used to take.
+        refused(
+            "$pbkdf2-sha256$i=1000$c29tZXNhbHRzb21lc2FsdA$aGFzaGhhc2hoYXNoaGFzaA",
+            "`pbkdf2-sha256` hash",
+        );
+        refused(
+            "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA",
+            "no salt or no hash",
+        );
+        refused(
+            "$argon2id$v=19$m=19456,t=2,p=1,x=3$c29tZXNhbHRzb21lc2FsdA$aGFzaGhhc2hoYXNoaGFzaA",
+            "parameters",
+        );
+        refused(
+            "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaGhhc2hoYXNoaGFzaA",
+            "cannot be verified",
+        );
+        refused(
+            "$argon2id$v=18$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$aGFzaGhhc2hoYXNoaGFzaA",
+            "cannot be verified",
+        );
+        let good = hash_password("p").unwrap();
+        let d = UsersFileDirectory::parse(&format!(
+            "[[user]]\nname = \"x\"\npassword_hash = \"{good}\"\n"
+        ))
+        .unwrap();
+        assert!(d.verify("x", "p").is_ok());
     }
 }
