@@ -20,13 +20,23 @@ use serde::Deserialize;
 use crate::config::error::line_col;
 use crate::connlog::FailureReason;
 
-/// A user as the directory knows them.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A user as the directory knows them. Its Debug output shows whether a TOTP secret is set,
+/// never the secret.
+#[derive(Clone, PartialEq, Eq)]
 pub struct User {
     /// Groups (for authorization rules).
     pub groups: Vec<String>,
     /// TOTP secret (decoded), if MFA is set up.
     pub totp_secret: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("groups", &self.groups)
+            .field("totp_secret", &self.totp_secret.as_ref().map(|_| ".."))
+            .finish()
+    }
 }
 
 /// Where users and passwords are checked.
@@ -222,6 +232,21 @@ mod tests {
             "unknown users look the same"
         );
         assert!(d.verify("bob", "correct horse").unwrap().groups.is_empty());
+    }
+
+    #[test]
+    fn debug_output_shows_no_totp_secret() {
+        let d = UsersFileDirectory::parse(&file()).unwrap();
+        let alice = format!("{:?}", d.verify("alice", "correct horse"));
+        // The secret decodes to the bytes of "12345678901234567890".
+        assert!(!alice.contains("49, 50, 51"), "{alice}");
+        assert!(!alice.contains("GEZDGNBV"), "{alice}");
+        assert_eq!(
+            alice,
+            r#"Ok(User { groups: ["engineering", "ops"], totp_secret: Some("..") })"#
+        );
+        let bob = format!("{:?}", d.user("bob"));
+        assert_eq!(bob, "Some(User { groups: [], totp_secret: None })");
     }
 
     #[test]
