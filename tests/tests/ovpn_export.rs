@@ -105,6 +105,28 @@ fn openvpn_client_accepts_exported_configuration() {
     // It went on to dial the endpoint: the name (with the random prefix) fails to resolve here.
     assert!(log.contains(".vpn.example.internal:443"), "{log}");
 
+    // An endpoint dialled by address: the client is given no random name label to ignore
+    // (it would warn at every connection) and dials the address itself.
+    let path = dir.path().join("address.toml");
+    let text = config(dir.path(), "server.crt", &mutual).replace(
+        "dns_name = \"vpn.example.internal\"",
+        "dns_name = \"192.0.2.7\"",
+    );
+    std::fs::write(&path, text).expect("write config");
+    let ovpn = export(
+        &path,
+        &[
+            "--client-certificate",
+            cert.to_str().expect("utf-8"),
+            "--client-key",
+            key.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(ovpn.contains("\nremote 192.0.2.7 443\n"), "{ovpn}");
+    let log = run_client(&ns, dir.path(), "address.ovpn", &ovpn);
+    assert!(!log.contains("WARNING"), "{log}");
+    assert!(log.contains("192.0.2.7:443"), "{log}");
+
     // Directory authentication with TOTP MFA: the client parses auth-user-pass and the static
     // challenge, then stops only because nobody is there to type a username.
     let users = dir.path().join("users.toml");

@@ -31,10 +31,18 @@ pub fn client_configuration(
     // Writing to a String cannot fail.
     let _ = write!(
         s,
-        "client\ndev tun\nproto {proto}\nremote {} {}\nremote-random-hostname\nresolv-retry infinite\n\
-         nobind\nremote-cert-tls server\ncipher AES-256-GCM\nverb 3\n",
+        "client\ndev tun\nproto {proto}\nremote {} {}\n",
         ep.dns_name,
         ep.vpn_port.get()
+    );
+    // The client puts a random label before the name (as AWS's endpoints, which answer every
+    // name under theirs). Before an address it cannot: the 2.6 client ignores the option for
+    // one, with a warning at every connection.
+    if ep.dns_name.parse::<std::net::Ipv4Addr>().is_err() {
+        s.push_str("remote-random-hostname\n");
+    }
+    s.push_str(
+        "resolv-retry infinite\nnobind\nremote-cert-tls server\ncipher AES-256-GCM\nverb 3\n",
     );
     let _ = write!(s, "<ca>\n{}\n</ca>\n", pem_only(ca_pem).trim_end());
     s.push_str("\nreneg-sec 0\n");
