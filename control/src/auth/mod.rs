@@ -79,7 +79,10 @@ impl Authenticator for EndpointAuth {
             return Err(FailureReason::MfaFailed);
         }
         if self.last_step.len() > 100_000 {
-            self.last_step.clear();
+            // Only steps from the skew window on can be accepted again: older entries block
+            // nothing and go. Newer ones stay, or their codes would be taken a second time.
+            let now = unix_now / totp::STEP;
+            self.last_step.retain(|_, s| s.saturating_add(1) >= now);
         }
         self.last_step.insert(user.to_owned(), step);
         Ok(u.groups)
@@ -199,5 +202,35 @@ mod tests {
             mfa.authenticate(now + 90, None, Some("alice"), Some(&scrv1("bad", &code))),
             Err(FailureReason::BadPassword)
         );
+    }
+
+    #[test]
+    fn a_used_code_stays_used_when_many_users_have_signed_in() {
+        let h = hash_password("pw").unwrap();
+        let user = |name: &str| {
+            format!("[[user]]\nname = \"{name}\"\npassword_hash = \"{h}\"\ntotp_secret = \"GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\"\n")
+        };
+        let text = format!("{}{}", user("alice"), user("bob"));
+        let dir = UsersFileDirectory::parse(&text).unwrap();
+        let mut mfa = EndpointAuth::new(false, Some(Box::new(dir)), true);
+        let now = 1_111_111_111;
+        let step = now / totp::STEP;
+        let code = |at: u64| format!("{:06}", totp::code_at(b"12345678901234567890", at, 6));
+        let alice = scrv1("pw", &code(step));
+        assert!(mfa
+            .authenticate(now, None, Some("alice"), Some(&alice))
+            .is_ok());
+        // More users signed in than the table keeps, long enough ago to be forgotten.
+        for i in 0..100_001 {
+            mfa.last_step.insert(format!("user{i}"), step - 10);
+        }
+        let bob = scrv1("pw", &code(step));
+        assert!(mfa.authenticate(now, None, Some("bob"), Some(&bob)).is_ok());
+        assert_eq!(
+            mfa.authenticate(now, None, Some("alice"), Some(&alice)),
+            Err(FailureReason::MfaFailed),
+            "alice's code, used a moment ago, is still used"
+        );
+        assert_eq!(mfa.last_step.len(), 2, "the old steps are forgotten");
     }
 }
