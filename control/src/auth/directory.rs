@@ -73,7 +73,9 @@ struct UserEntry {
 /// The embedded directory loaded from a users file.
 pub struct UsersFileDirectory {
     users: HashMap<String, (String, User)>,
-    /// A hash verified for unknown users, so timing does not tell which names exist.
+    /// A hash verified for unknown users, so timing does not tell which names exist: made
+    /// with the algorithm and cost of the file's first user (a file's hashes usually share
+    /// them), since verifying takes as long as the cost says.
     dummy: String,
 }
 
@@ -97,6 +99,10 @@ impl UsersFileDirectory {
             format!("{l}:{c}: {}", e.message())
         })?;
         let mut users = HashMap::new();
+        let dummy = match file.users.first() {
+            Some(u) => hash_like(&u.password_hash),
+            None => hash_password("not a password").ok(),
+        };
         for u in file.users {
             let at = |msg: String| {
                 let off = text.find(&format!("\"{}\"", u.name)).unwrap_or(0);
@@ -134,7 +140,7 @@ impl UsersFileDirectory {
         }
         Ok(Self {
             users,
-            dummy: hash_password("not a password").unwrap_or_default(),
+            dummy: dummy.unwrap_or_default(),
         })
     }
 
@@ -195,6 +201,24 @@ fn verifiable(hash: &PasswordHash<'_>) -> Result<(), String> {
         .map_err(|e| format!("password_hash cannot be verified: {e}"))
 }
 
+/// A hash of a password no one has, with the algorithm, version and parameters of `like`;
+/// `None` if `like` is no argon2 hash (the file is then refused anyway).
+fn hash_like(like: &str) -> Option<String> {
+    let like = PasswordHash::new(like).ok()?;
+    let argon2 = Argon2::new(
+        argon2::Algorithm::try_from(like.algorithm).ok()?,
+        like.version
+            .map_or(Ok(argon2::Version::default()), argon2::Version::try_from)
+            .ok()?,
+        argon2::Params::try_from(&like).ok()?,
+    );
+    let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+    argon2
+        .hash_password(b"not a password", &salt)
+        .map(|h| h.to_string())
+        .ok()
+}
+
 /// Hashes a password into an argon2id PHC string (for `sluice hash-password`).
 ///
 /// # Errors
@@ -232,6 +256,29 @@ mod tests {
             "unknown users look the same"
         );
         assert!(d.verify("bob", "correct horse").unwrap().groups.is_empty());
+    }
+
+    #[test]
+    fn unknown_users_are_checked_at_the_cost_of_known_ones() {
+        // A hash made elsewhere, at a cost other than hash-password's.
+        let params = argon2::Params::new(4096, 3, 1, None).unwrap();
+        let argon2 = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+        let h = argon2.hash_password(b"pw", &salt).unwrap().to_string();
+        let d = UsersFileDirectory::parse(&format!(
+            "[[user]]\nname = \"alice\"\npassword_hash = \"{h}\"\n"
+        ))
+        .unwrap();
+        let known = PasswordHash::new(&h).unwrap();
+        let dummy = PasswordHash::new(&d.dummy).unwrap();
+        assert_eq!(
+            (dummy.algorithm, dummy.version, dummy.params.to_string()),
+            (known.algorithm, known.version, known.params.to_string()),
+            "an unknown name must cost what a known one costs"
+        );
+        assert_ne!(dummy.salt, known.salt);
+        assert_eq!(d.verify("mallory", "pw"), Err(FailureReason::BadPassword));
+        assert!(d.verify("alice", "pw").is_ok());
     }
 
     #[test]
