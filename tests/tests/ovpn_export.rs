@@ -102,6 +102,8 @@ fn openvpn_client_accepts_exported_configuration() {
         ],
     );
     let log = run_client(&ns, dir.path(), "mutual.ovpn", &ovpn);
+    // It will tell the appliance when it quits (2.6's default is not to).
+    assert!(log.contains("explicit_exit_notification = 1"), "{log}");
     // It went on to dial the endpoint: the name (with the random prefix) fails to resolve here.
     assert!(log.contains(".vpn.example.internal:443"), "{log}");
 

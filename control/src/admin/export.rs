@@ -41,9 +41,15 @@ pub fn client_configuration(
     if ep.dns_name.parse::<std::net::Ipv4Addr>().is_err() {
         s.push_str("remote-random-hostname\n");
     }
-    s.push_str(
-        "resolv-retry infinite\nnobind\nremote-cert-tls server\ncipher AES-256-GCM\nverb 3\n",
-    );
+    s.push_str("resolv-retry infinite\nnobind\n");
+    // A client that quits says so (by default a 2.6 client does not): the appliance then ends
+    // the connection at once, its address and place under the limit free and its log line's
+    // end time right, instead of waiting out ping-restart. (UDP only: over TCP the closed
+    // connection says it, and 2.6 ignores the option there with a notice.)
+    if ep.transport_protocol == Transport::Udp {
+        s.push_str("explicit-exit-notify\n");
+    }
+    s.push_str("remote-cert-tls server\ncipher AES-256-GCM\nverb 3\n");
     let _ = write!(s, "<ca>\n{}\n</ca>\n", pem_only(ca_pem).trim_end());
     s.push_str("\nreneg-sec 0\n");
     if ep.authentication.directory.is_some() {
