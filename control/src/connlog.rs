@@ -37,6 +37,9 @@ pub enum FailureReason {
     BadPassword,
     /// MFA was required and the code was wrong, missing or reused.
     MfaFailed,
+    /// MFA was required and the user gave too many wrong codes in a row: codes are not
+    /// checked for a while.
+    MfaLocked,
     /// The endpoint is at its connection quota, or its client address pool is used up.
     SessionLimit,
     /// The endpoint has no target network associated (`pending-associate`): it takes no
@@ -75,6 +78,11 @@ impl FailureReason {
             Self::CrlExpired => "certificate revocation list expired".into(),
             Self::BadPassword => "authentication failed: bad username or password".into(),
             Self::MfaFailed => "multi-factor authentication failed".into(),
+            Self::MfaLocked => {
+                "multi-factor authentication failed: too many wrong codes in a row, codes are \
+                 refused for 5 minutes"
+                    .into()
+            }
             Self::SessionLimit => "connection limit reached".into(),
             Self::NoTargetNetwork => "the endpoint has no target network associated".into(),
             Self::DataPlaneFull => {

@@ -35,7 +35,16 @@ pub struct EndpointAuth {
     pub mfa: bool,
     /// Last accepted TOTP step per user, so a code is not accepted twice.
     last_step: HashMap<String, u64>,
+    /// Wrong codes in a row per user (given with the right password) and, once there have
+    /// been `CODE_TRIES`, the step before which that user's codes are not checked.
+    wrong_codes: HashMap<String, (u32, u64)>,
 }
+
+/// Wrong one-time codes in a row a user may give before codes are refused unchecked...
+const CODE_TRIES: u32 = 5;
+/// ... for this many steps (5 minutes); then one code may be tried each time (RFC 4226 §7.3:
+/// throttling, without which a million codes, three good at a time, can simply be tried).
+const CODE_LOCK_STEPS: u64 = 10;
 
 impl EndpointAuth {
     /// A policy.
@@ -45,6 +54,7 @@ impl EndpointAuth {
             directory,
             mfa,
             last_step: HashMap::new(),
+            wrong_codes: HashMap::new(),
         }
     }
 }
@@ -74,14 +84,29 @@ impl Authenticator for EndpointAuth {
         };
         let u = dir.verify(user, pw.expose())?;
         let secret = u.totp_secret.as_deref().ok_or(FailureReason::MfaFailed)?;
-        let step = totp::verify(secret, code.expose(), unix_now).ok_or(FailureReason::MfaFailed)?;
+        let now = unix_now / totp::STEP;
+        if self
+            .wrong_codes
+            .get(user)
+            .is_some_and(|(n, until)| *n >= CODE_TRIES && now < *until)
+        {
+            return Err(FailureReason::MfaLocked);
+        }
+        let Some(step) = totp::verify(secret, code.expose(), unix_now) else {
+            let (n, until) = self.wrong_codes.entry(user.to_owned()).or_insert((0, 0));
+            *n = n.saturating_add(1);
+            if *n >= CODE_TRIES {
+                *until = now + CODE_LOCK_STEPS;
+            }
+            return Err(FailureReason::MfaFailed);
+        };
+        self.wrong_codes.remove(user);
         if self.last_step.get(user).is_some_and(|s| *s >= step) {
             return Err(FailureReason::MfaFailed);
         }
         if self.last_step.len() > 100_000 {
             // Only steps from the skew window on can be accepted again: older entries block
             // nothing and go. Newer ones stay, or their codes would be taken a second time.
-            let now = unix_now / totp::STEP;
             self.last_step.retain(|_, s| s.saturating_add(1) >= now);
         }
         self.last_step.insert(user.to_owned(), step);
@@ -107,9 +132,10 @@ impl Authenticator for EndpointAuth {
     }
 
     /// The one-time-code steps already used carry over a reload, so a code accepted just
-    /// before it is not accepted again after it.
+    /// before it is not accepted again after it; so do wrong codes counted against a user.
     fn take_over(&mut self, previous: &mut Self) {
         self.last_step = std::mem::take(&mut previous.last_step);
+        self.wrong_codes = std::mem::take(&mut previous.wrong_codes);
     }
 }
 
@@ -202,6 +228,73 @@ mod tests {
             mfa.authenticate(now + 90, None, Some("alice"), Some(&scrv1("bad", &code))),
             Err(FailureReason::BadPassword)
         );
+    }
+
+    #[test]
+    fn wrong_codes_in_a_row_stop_codes_being_checked_for_a_while() {
+        let mut mfa = EndpointAuth::new(false, Some(dir()), true);
+        let now = 1_111_111_111;
+        let code = |at: u64| {
+            format!(
+                "{:06}",
+                totp::code_at(b"12345678901234567890", at / totp::STEP, 6)
+            )
+        };
+        let wrong = |at: u64| {
+            let c: u32 = code(at).parse().unwrap();
+            format!("{:06}", (c + 500_000) % 1_000_000)
+        };
+        let try_code = |mfa: &mut EndpointAuth, at: u64, c: &str| {
+            mfa.authenticate(at, None, Some("alice"), Some(&scrv1("pw", c)))
+        };
+        for _ in 0..CODE_TRIES {
+            assert_eq!(
+                try_code(&mut mfa, now, &wrong(now)),
+                Err(FailureReason::MfaFailed)
+            );
+        }
+        // The right code, now, is not even checked: guessing stops here for five minutes.
+        assert_eq!(
+            try_code(&mut mfa, now, &code(now)),
+            Err(FailureReason::MfaLocked)
+        );
+        let later = now + CODE_LOCK_STEPS * totp::STEP;
+        assert_eq!(
+            try_code(&mut mfa, later - totp::STEP, &code(later - totp::STEP)),
+            Err(FailureReason::MfaLocked)
+        );
+        // Then one try at a time: a wrong one locks again, a right one clears the count.
+        assert_eq!(
+            try_code(&mut mfa, later, &wrong(later)),
+            Err(FailureReason::MfaFailed)
+        );
+        assert_eq!(
+            try_code(&mut mfa, later, &code(later)),
+            Err(FailureReason::MfaLocked)
+        );
+        let after = later + CODE_LOCK_STEPS * totp::STEP;
+        assert_eq!(
+            try_code(&mut mfa, after, &code(after)),
+            Ok(vec!["g".to_owned()])
+        );
+        assert_eq!(
+            try_code(&mut mfa, after + totp::STEP, &wrong(after + totp::STEP)),
+            Err(FailureReason::MfaFailed),
+            "counted from nothing again"
+        );
+        let next = after + 2 * totp::STEP;
+        assert_eq!(
+            try_code(&mut mfa, next, &code(next)),
+            Ok(vec!["g".to_owned()])
+        );
+        // A wrong password is not a wrong code.
+        for _ in 0..CODE_TRIES {
+            assert_eq!(
+                mfa.authenticate(now, None, Some("alice"), Some(&scrv1("no", "000000"))),
+                Err(FailureReason::BadPassword)
+            );
+        }
+        assert!(!mfa.wrong_codes.contains_key("alice"));
     }
 
     #[test]
