@@ -442,26 +442,23 @@ mod tests {
     }
 
     /// A tmpfs of `size` bytes with room for `inodes` files (its root directory one of them),
-    /// mounted on a fresh directory and unmounted on drop; `None`, said, where this process
-    /// cannot mount one (not root).
+    /// mounted on a fresh directory and unmounted on drop. Mounting one needs root: without
+    /// it the test fails, saying so (it does not pass untried).
     struct SmallFs(tempfile::TempDir);
 
     impl SmallFs {
-        fn mount(size: u32, inodes: u32) -> Option<Self> {
+        fn mount(size: u32, inodes: u32) -> Self {
+            sluice_tests::require_root("mounting a small tmpfs");
             let dir = tempfile::tempdir().unwrap();
             let ok = std::process::Command::new("mount")
                 .args(["-t", "tmpfs", "-o"])
                 .arg(format!("size={size},nr_inodes={inodes}"))
                 .arg("tmpfs")
                 .arg(dir.path())
-                .stderr(std::process::Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success());
-            if !ok {
-                eprintln!("SKIPPED: mounting a small tmpfs needs root");
-                return None;
-            }
-            Some(Self(dir))
+            assert!(ok, "mounting a tmpfs on {}", dir.path().display());
+            Self(dir)
         }
 
         fn path(&self) -> &Path {
@@ -479,9 +476,7 @@ mod tests {
 
     #[test]
     fn a_full_disk_leaves_no_part_line() {
-        let Some(fs) = SmallFs::mount(8192, 8) else {
-            return;
-        };
+        let fs = SmallFs::mount(8192, 8);
         let filler = fs.path().join("filler");
         std::fs::write(&filler, [0u8; 4096]).unwrap();
         let p = fs.path().join("ep.log");
@@ -506,9 +501,7 @@ mod tests {
     fn a_rotation_that_cannot_make_the_new_file_keeps_the_old_one() {
         // Three inodes: the root, the log and a filler; after the log is renamed aside at
         // rotation there is none for the new file until the filler goes.
-        let Some(fs) = SmallFs::mount(1 << 20, 3) else {
-            return;
-        };
+        let fs = SmallFs::mount(1 << 20, 3);
         let p = fs.path().join("ep.log");
         let mut log = RotatingLog::open(&p, 100, 1).unwrap();
         let filler = fs.path().join("filler");
