@@ -225,6 +225,17 @@ impl RotatingLog {
     /// # Errors
     /// Any I/O error creating the directory or the file.
     pub fn open(path: &Path, max_bytes: u64, keep: u32) -> io::Result<Self> {
+        match Self::open_or_later(path, max_bytes, keep) {
+            (log, None) => Ok(log),
+            (_, Some(err)) => Err(err),
+        }
+    }
+
+    /// The log at `path`, opened now if it can be, otherwise at its first line that can
+    /// (`append` opens a log that is not open): a directory not yet mounted or writable at
+    /// start does not leave the endpoint without a log until a reload. The error is why it
+    /// could not be opened now.
+    pub fn open_or_later(path: &Path, max_bytes: u64, keep: u32) -> (Self, Option<io::Error>) {
         let mut log = Self {
             path: path.to_path_buf(),
             max_bytes: max_bytes.max(1),
@@ -232,8 +243,8 @@ impl RotatingLog {
             file: None,
             size: 0,
         };
-        log.reopen()?;
-        Ok(log)
+        let err = log.reopen().err();
+        (log, err)
     }
 
     fn reopen(&mut self) -> io::Result<()> {
@@ -439,6 +450,22 @@ mod tests {
             format!("{}\n{}\n", line('g'), line('h'))
         );
         assert!(!dir.path().join("ep.log.2").exists());
+    }
+
+    /// A log that cannot be opened at first is opened at its first line that can be written.
+    #[test]
+    fn a_log_that_cannot_be_opened_yet_is_opened_at_a_later_line() {
+        let dir = tempfile::tempdir().unwrap();
+        // Its directory's place is taken by a file: nothing can be made there.
+        let blocker = dir.path().join("logs");
+        std::fs::write(&blocker, b"").unwrap();
+        let p = blocker.join("ep.log");
+        let (mut log, err) = RotatingLog::open_or_later(&p, 1 << 20, 1);
+        assert!(err.is_some());
+        assert!(log.append("lost").is_err());
+        std::fs::remove_file(&blocker).unwrap();
+        log.append("kept").unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "kept\n");
     }
 
     /// A tmpfs of `size` bytes with room for `inodes` files (its root directory one of them),

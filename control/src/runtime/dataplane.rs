@@ -1279,8 +1279,8 @@ fn open_logs(loaded: &Loaded) -> Vec<Option<RotatingLog>> {
         .collect()
 }
 
-/// The connection log of `ep`, if it keeps one (a log that cannot be opened is said, and the
-/// endpoint logs nothing).
+/// The connection log of `ep`, if it keeps one (a log that cannot be opened now is said, and
+/// opened at its first line that can be written).
 fn open_log(loaded: &Loaded, ep: &Endpoint) -> Option<RotatingLog> {
     if !ep.connection_log.enabled {
         return None;
@@ -1296,17 +1296,15 @@ fn open_log(loaded: &Loaded, ep: &Endpoint) -> Option<RotatingLog> {
                 .join(format!("{}.log", ep.id)),
         ),
     };
-    match RotatingLog::open(&path, 10 << 20, 5) {
-        Ok(l) => Some(l),
-        Err(err) => {
-            log(&format!(
-                "connection log {} cannot be opened: {err}; endpoint {} logs nothing",
-                path.display(),
-                ep.id
-            ));
-            None
-        }
+    let (file, err) = RotatingLog::open_or_later(&path, 10 << 20, 5);
+    if let Some(err) = err {
+        log(&format!(
+            "connection log {} cannot be opened: {err}; endpoint {} tries again at each line",
+            path.display(),
+            ep.id
+        ));
     }
+    Some(file)
 }
 
 #[cfg(test)]
