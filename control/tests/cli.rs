@@ -609,6 +609,30 @@ fn modify_and_fixed_fields() {
     assert_eq!(e["VpnPort"], 1194);
     assert_eq!(e["SessionTimeoutHours"], 12);
     assert_eq!(e["ClientLoginBannerOptions"]["BannerText"], "Hello");
+    // modify-client-vpn-endpoint's --dns-servers is a structure, in the AWS shorthand or JSON;
+    // Enabled=false deletes the servers.
+    let dns = |arg: &str| {
+        env.ok(&[
+            "modify-client-vpn-endpoint",
+            "--client-vpn-endpoint-id",
+            &id,
+            "--dns-servers",
+            arg,
+        ]);
+        env.ok(&["describe-client-vpn-endpoints"])["ClientVpnEndpoints"][0]["DnsServers"].clone()
+    };
+    assert_eq!(
+        dns(r#"{"CustomDnsServers": ["172.31.0.4"], "Enabled": true}"#),
+        serde_json::json!(["172.31.0.4"])
+    );
+    assert_eq!(
+        dns("CustomDnsServers=172.31.0.2,172.31.0.3,Enabled=true"),
+        serde_json::json!(["172.31.0.2", "172.31.0.3"])
+    );
+    assert_eq!(
+        dns("CustomDnsServers=172.31.0.2,Enabled=false"),
+        serde_json::json!([])
+    );
     env.refused(
         &[
             "modify-client-vpn-endpoint",

@@ -225,7 +225,8 @@ pub struct ModifyEndpoint {
     /// Connection logging.
     #[arg(long)]
     pub connection_log_options: Option<String>,
-    /// DNS servers, shorthand `CustomDnsServers=a,b,Enabled=true` or a plain list.
+    /// DNS servers: `CustomDnsServers=a,b,Enabled=true` (shorthand or JSON; `Enabled=false`
+    /// deletes them) or a plain list.
     #[arg(long, num_args = 1..)]
     pub dns_servers: Option<Vec<String>>,
     /// 443 or 1194.

@@ -280,19 +280,75 @@ fn check_timeout(h: u8) -> Result<i64, AdminError> {
         .map_err(invalid)
 }
 
+/// The DNS servers of `--dns-servers`: a plain list (`a b`, as create-client-vpn-endpoint takes
+/// them), or modify-client-vpn-endpoint's structure in shorthand
+/// (`CustomDnsServers=a,b,Enabled=true`) or JSON (`{"CustomDnsServers": ["a"], "Enabled": true}`).
+/// `Enabled=false` deletes the servers (AWS: "Specify False to delete the existing DNS servers").
 fn dns_servers(list: &[String]) -> Result<Vec<String>, AdminError> {
-    // Accept both a plain list and the AWS shorthand `CustomDnsServers=a,b,Enabled=true`.
-    let mut out = Vec::new();
+    let mut given: Vec<String> = Vec::new();
+    let mut enabled = None;
     for item in list {
-        for part in item.split(',') {
-            let part = part.trim().trim_start_matches("CustomDnsServers=");
-            if part.is_empty() || part.starts_with("Enabled=") {
-                continue;
+        let item = item.trim();
+        if item.starts_with('{') {
+            let v = shorthand::parse(item).map_err(|e| invalid(format!("dns-servers: {e}")))?;
+            let Value::Object(fields) = v else {
+                return Err(invalid(format!(
+                    "dns-servers: `{item}` is not a JSON object"
+                )));
+            };
+            for (key, v) in &fields {
+                match (key.as_str(), v) {
+                    ("CustomDnsServers", Value::Array(ips)) => {
+                        for ip in ips {
+                            let ip = ip.as_str().ok_or_else(|| {
+                                invalid(format!("dns-servers: {ip} is not an address string"))
+                            })?;
+                            given.push(ip.to_owned());
+                        }
+                    }
+                    ("Enabled", v) => enabled = Some(enabled_flag(v)?),
+                    _ => return Err(invalid(format!("dns-servers: unexpected `{key}: {v}`; give CustomDnsServers (a list of addresses) and Enabled"))),
+                }
             }
-            out.push(parse_ip(part, "dns-servers")?.to_string());
+            continue;
+        }
+        for part in item.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part.split_once('=') {
+                Some(("CustomDnsServers", ip)) => given.push(ip.trim().to_owned()),
+                Some(("Enabled", b)) => {
+                    enabled = Some(enabled_flag(&Value::String(b.trim().to_owned()))?);
+                }
+                Some((key, _)) => {
+                    return Err(invalid(format!(
+                        "dns-servers: unknown key `{key}`; give CustomDnsServers=ADDRESS,...,Enabled=true|false"
+                    )))
+                }
+                None => given.push(part.to_owned()),
+            }
         }
     }
-    Ok(out)
+    let mut out = Vec::with_capacity(given.len());
+    for ip in &given {
+        out.push(parse_ip(ip, "dns-servers")?.to_string());
+    }
+    match enabled {
+        Some(false) => Ok(Vec::new()),
+        Some(true) if out.is_empty() => Err(invalid(
+            "dns-servers: Enabled=true needs CustomDnsServers=ADDRESS[,ADDRESS]",
+        )),
+        _ => Ok(out),
+    }
+}
+
+/// The `Enabled` of a `--dns-servers` structure (a JSON boolean, or `true`/`false` as text).
+fn enabled_flag(v: &Value) -> Result<bool, AdminError> {
+    match v {
+        Value::Bool(b) => Ok(*b),
+        Value::String(s) if s == "true" || s == "false" => Ok(s == "true"),
+        _ => Err(invalid(format!(
+            "dns-servers: Enabled must be true or false, not {v}"
+        ))),
+    }
 }
 
 fn create_endpoint(path: &Path, a: &CreateEndpoint, cwd: &Path) -> Result<Response, AdminError> {
