@@ -40,8 +40,9 @@ pub fn needs_restart(started: &Config, new: &Config) -> Vec<String> {
     out
 }
 
-/// Checks that `new` may replace `old`: an endpoint keeps its client CIDR, authentication and
-/// transport, and an endpoint with associated target networks cannot disappear.
+/// Checks that `new` may replace `old`: an endpoint keeps its client CIDR, authentication
+/// methods (MFA may be turned on or off) and transport, and an endpoint with associated target
+/// networks cannot disappear.
 pub fn check_change(old: &Config, new: &Config) -> Vec<Finding> {
     let mut out = Vec::new();
     let eps = FieldPath::root().key("endpoint");
@@ -76,7 +77,11 @@ pub fn check_change(old: &Config, new: &Config) -> Vec<Finding> {
         if after.client_cidr_block != before.client_cidr_block {
             out.push((p.key("client_cidr_block"), fixed("client CIDR")));
         }
-        if after.authentication != before.authentication {
+        // MFA is the directory's, which may turn it on or off later (the guide: "if you enable
+        // multi-factor authentication (MFA) on your directory after you distribute the client
+        // configuration file, you must download a new file"); the methods themselves are fixed.
+        let methods = |a: &super::schema::Authentication| (a.mutual.clone(), a.directory.clone());
+        if methods(&after.authentication) != methods(&before.authentication) {
             out.push((p.key("authentication"), fixed("authentication options")));
         }
         if after.transport_protocol != before.transport_protocol {

@@ -335,7 +335,8 @@ pub struct Endpoint {
     /// PEM certificate revocation list for client certificates.
     #[serde(default)]
     pub crl: Option<PathBuf>,
-    /// How clients authenticate; fixed at creation.
+    /// How clients authenticate; fixed at creation but for `mfa`, which the directory may turn
+    /// on or off later.
     pub authentication: Authentication,
     /// The connection log.
     #[serde(default)]

@@ -582,6 +582,28 @@ fn fixed_fields_cannot_change() {
     assert!(change::check_change(&old, &changed)[0]
         .1
         .contains("authentication options"));
+    // MFA is the directory's and may be turned on (or off) after creation; the directory
+    // itself may not change.
+    let mutual = "mutual = { client_root_ca = \"ca.crt\" }";
+    let directory = |users: &str, mfa: &str| {
+        parse(
+            path,
+            &with(
+                mutual,
+                &format!("{mutual}\ndirectory = {{ users_file = \"{users}\" }}{mfa}"),
+            ),
+        )
+        .unwrap()
+    };
+    let without = directory("users.toml", "");
+    let with_mfa = directory("users.toml", "\nmfa = \"totp\"");
+    assert!(validate::validate(&with_mfa).is_empty());
+    assert_eq!(change::check_change(&without, &with_mfa), vec![]);
+    assert_eq!(change::check_change(&with_mfa, &without), vec![]);
+    let moved = directory("other.toml", "\nmfa = \"totp\"");
+    assert!(change::check_change(&with_mfa, &moved)[0]
+        .1
+        .contains("authentication options"));
     let gone = parse(path, BASE.split("[[endpoint]]").next().unwrap_or("")).unwrap();
     assert!(change::check_change(&old, &gone)[0]
         .1
