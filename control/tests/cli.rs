@@ -493,7 +493,7 @@ destination_cidr = "0.0.0.0/0"
     let v: Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{err}"));
     let id = v["ClientVpnEndpointId"].as_str().expect("id").to_owned();
     // The first association gets the VPC's default group (none written: allow all).
-    associate(&env, &id);
+    let first = associate(&env, &id);
     let t = env.ok(&[
         "describe-client-vpn-target-networks",
         "--client-vpn-endpoint-id",
@@ -551,6 +551,28 @@ destination_cidr = "0.0.0.0/0"
     for n in nets {
         assert_eq!(n["SecurityGroups"], serde_json::json!(["sg-web"]), "{t}");
     }
+    // --association-ids narrows the list, as in the AWS CLI; an unknown one is an error.
+    let one = env.ok(&[
+        "describe-client-vpn-target-networks",
+        "--client-vpn-endpoint-id",
+        &id,
+        "--association-ids",
+        &first,
+    ]);
+    let one = one["ClientVpnTargetNetworks"].as_array().expect("list");
+    assert_eq!(one.len(), 1, "{one:?}");
+    assert_eq!(one[0]["AssociationId"], first.as_str());
+    assert_eq!(one[0]["TargetNetworkId"], "subnet-a");
+    env.refused(
+        &[
+            "describe-client-vpn-target-networks",
+            "--client-vpn-endpoint-id",
+            &id,
+            "--association-ids",
+            "cvpn-assoc-00000000000000000",
+        ],
+        "InvalidClientVpnAssociationId.NotFound",
+    );
     let d = env.ok(&["describe-client-vpn-endpoints"]);
     assert_eq!(
         d["ClientVpnEndpoints"][0]["SecurityGroupIds"],

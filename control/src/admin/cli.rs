@@ -59,7 +59,7 @@ pub enum Verb {
     /// Disassociate a subnet and remove the route its association added.
     DisassociateClientVpnTargetNetwork(Disassociate),
     /// Describe target networks.
-    DescribeClientVpnTargetNetworks(OptionalEndpointId),
+    DescribeClientVpnTargetNetworks(DescribeTargetNetworks),
     /// Apply security groups to the endpoint's target networks in a VPC.
     ApplySecurityGroupsToClientVpnTargetNetwork(ApplySecurityGroups),
     /// Add an authorization rule.
@@ -145,6 +145,18 @@ pub struct OptionalEndpointId {
     /// The endpoint (default: every endpoint).
     #[arg(long)]
     pub client_vpn_endpoint_id: Option<String>,
+}
+
+/// `describe-client-vpn-target-networks`.
+#[derive(Debug, Args, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DescribeTargetNetworks {
+    /// The endpoint (default: every endpoint).
+    #[arg(long)]
+    pub client_vpn_endpoint_id: Option<String>,
+    /// Only these associations.
+    #[arg(long, num_args = 1..)]
+    pub association_ids: Vec<String>,
 }
 
 /// `describe-client-vpn-endpoints`.

@@ -7,8 +7,8 @@ use toml_edit::{value, Array, InlineTable, Item, Table};
 
 use super::cli::{
     ApplySecurityGroups, Associate, Authorize, Cli, CreateEndpoint, CreateRoute, DeleteRoute,
-    DescribeEndpoints, Disassociate, EndpointIdArg, ExportConfiguration, ImportCrl, ModifyEndpoint,
-    OptionalEndpointId, Output, Revoke, Verb,
+    DescribeEndpoints, DescribeTargetNetworks, Disassociate, EndpointIdArg, ExportConfiguration,
+    ImportCrl, ModifyEndpoint, OptionalEndpointId, Output, Revoke, Verb,
 };
 use super::editor::Editor;
 use super::export::{ca_for, client_configuration, ClientIdentity};
@@ -88,7 +88,7 @@ pub fn run_in(cli: &Cli, cwd: &Path) -> Result<Response, AdminError> {
         Verb::DescribeClientVpnEndpoints(a) => describe_endpoints(path, a),
         Verb::AssociateClientVpnTargetNetwork(a) => associate(path, a),
         Verb::DisassociateClientVpnTargetNetwork(a) => disassociate(path, a),
-        Verb::DescribeClientVpnTargetNetworks(a) => describe_list(path, a, List::TargetNetworks),
+        Verb::DescribeClientVpnTargetNetworks(a) => describe_target_networks(path, a),
         Verb::ApplySecurityGroupsToClientVpnTargetNetwork(a) => apply_security_groups(path, a),
         Verb::AuthorizeClientVpnIngress(a) => authorize(path, a),
         Verb::RevokeClientVpnIngress(a) => revoke(path, a),
@@ -544,11 +544,76 @@ enum List {
     Routes,
 }
 
-fn describe_list(path: &Path, a: &OptionalEndpointId, list: List) -> Result<Response, AdminError> {
-    use super::describe;
+/// describe-client-vpn-target-networks: `describe_list`, narrowed to `--association-ids` when
+/// given (each must exist on the endpoints described).
+fn describe_target_networks(
+    path: &Path,
+    a: &DescribeTargetNetworks,
+) -> Result<Response, AdminError> {
+    let endpoint = OptionalEndpointId {
+        client_vpn_endpoint_id: a.client_vpn_endpoint_id.clone(),
+    };
     let loaded = config::load(path)?;
+    let all = describe_list_of(&loaded, &endpoint, List::TargetNetworks)?;
+    if a.association_ids.is_empty() {
+        return Ok(all);
+    }
+    let key = "ClientVpnTargetNetworks";
+    let listed = all.json[key].as_array().cloned().unwrap_or_default();
+    for id in &a.association_ids {
+        if !listed.iter().any(|t| t["AssociationId"] == id.as_str()) {
+            return Err(AdminError::request(
+                "InvalidClientVpnAssociationId.NotFound",
+                format!("the association {id} does not exist"),
+            ));
+        }
+    }
+    let items: Vec<Value> = listed
+        .into_iter()
+        .filter(|t| {
+            a.association_ids
+                .iter()
+                .any(|id| t["AssociationId"] == id.as_str())
+        })
+        .collect();
+    Ok(list_response(key, items, TARGET_NETWORK_COLUMNS))
+}
+
+const TARGET_NETWORK_COLUMNS: &[Column] = &[
+    ("ClientVpnEndpointId", "/ClientVpnEndpointId"),
+    ("AssociationId", "/AssociationId"),
+    ("TargetNetworkId", "/TargetNetworkId"),
+    ("VpcId", "/VpcId"),
+    ("Cidr", "/Cidr"),
+    ("AvailabilityZone", "/AvailabilityZone"),
+    ("Port", "/Port"),
+    ("EniIp", "/EniIp"),
+    ("SecurityGroups", "/SecurityGroups"),
+    ("Status", "/Status/Code"),
+];
+
+/// A describe verb's answer: `items` under `key`, and their table.
+fn list_response(key: &str, items: Vec<Value>, columns: &[Column]) -> Response {
+    let table = table::render(key, &items, columns);
+    Response {
+        json: json!({ key: items }),
+        text: table.clone(),
+        table,
+    }
+}
+
+fn describe_list(path: &Path, a: &OptionalEndpointId, list: List) -> Result<Response, AdminError> {
+    describe_list_of(&config::load(path)?, a, list)
+}
+
+fn describe_list_of(
+    loaded: &Loaded,
+    a: &OptionalEndpointId,
+    list: List,
+) -> Result<Response, AdminError> {
+    use super::describe;
     if let Some(id) = &a.client_vpn_endpoint_id {
-        find(&loaded, id)?;
+        find(loaded, id)?;
     }
     let endpoints = loaded.config.endpoints.iter().filter(|e| {
         a.client_vpn_endpoint_id
@@ -558,18 +623,7 @@ fn describe_list(path: &Path, a: &OptionalEndpointId, list: List) -> Result<Resp
     let (key, columns, f): (&str, &[Column], ItemsOf) = match list {
         List::TargetNetworks => (
             "ClientVpnTargetNetworks",
-            &[
-                ("ClientVpnEndpointId", "/ClientVpnEndpointId"),
-                ("AssociationId", "/AssociationId"),
-                ("TargetNetworkId", "/TargetNetworkId"),
-                ("VpcId", "/VpcId"),
-                ("Cidr", "/Cidr"),
-                ("AvailabilityZone", "/AvailabilityZone"),
-                ("Port", "/Port"),
-                ("EniIp", "/EniIp"),
-                ("SecurityGroups", "/SecurityGroups"),
-                ("Status", "/Status/Code"),
-            ],
+            TARGET_NETWORK_COLUMNS,
             describe::target_networks,
         ),
         List::AuthorizationRules => (
@@ -599,12 +653,7 @@ fn describe_list(path: &Path, a: &OptionalEndpointId, list: List) -> Result<Resp
         ),
     };
     let items: Vec<Value> = endpoints.flat_map(f).collect();
-    let table = table::render(key, &items, columns);
-    Ok(Response {
-        json: json!({ key: items }),
-        text: table.clone(),
-        table,
-    })
+    Ok(list_response(key, items, columns))
 }
 
 fn associate(path: &Path, a: &Associate) -> Result<Response, AdminError> {
