@@ -264,6 +264,59 @@ access_group_id = "Group 2"
         assert!(table.is_authorized(&groups.mask(["Group 1", "Group 2"]), ip("172.131.0.1")));
     }
 
+    /// The guide's example as a table, its rules given in its order (Rule 1, Rule 2 for each
+    /// of its three groups, Rule 3), then with Rules 1 and 3 removed: "If you remove Rules 1
+    /// and 3, all three groups have access to all networks." A user in no group named reaches
+    /// nothing either way.
+    #[test]
+    fn guide_example_and_with_rules_1_and_3_removed() {
+        let rule = |cidr: &str, group: &str| {
+            format!(
+                "[[endpoint.authorization_rule]]\ndestination_cidr = \"{cidr}\"\naccess_group_id = \"{group}\"\n"
+            )
+        };
+        let rule_1 = rule("10.1.0.0/16", "Group 1");
+        let rule_2 = ["Group 1", "Group 2", "Group 3"]
+            .map(|g| rule("0.0.0.0/0", g))
+            .concat();
+        let rule_3 = rule("172.131.0.0/16", "Group 2");
+        let table_of = |rules: &str| {
+            let text = crate::config::endpoint_toml(
+                "cvpn-endpoint-0123456789abcdef0",
+                "10.200.0.0/20",
+                443,
+                rules,
+            );
+            let config = crate::config::parse(Path::new("t.toml"), &text).unwrap();
+            authorization(&config.endpoints[0]).unwrap()
+        };
+        let ip = |s: &str| u32::from(s.parse::<std::net::Ipv4Addr>().unwrap());
+        let destinations = ["10.1.0.1", "172.131.0.1", "8.8.8.8"];
+        // (rules, group, whether it reaches each of `destinations`)
+        let all_three = format!("{rule_1}{rule_2}{rule_3}");
+        let cases: &[(&str, &str, [bool; 3])] = &[
+            (&all_three, "Group 1", [true, false, true]),
+            (&all_three, "Group 2", [false, true, true]),
+            (&all_three, "Group 3", [false, false, true]),
+            (&all_three, "Group 4", [false, false, false]),
+            (&rule_2, "Group 1", [true, true, true]),
+            (&rule_2, "Group 2", [true, true, true]),
+            (&rule_2, "Group 3", [true, true, true]),
+            (&rule_2, "Group 4", [false, false, false]),
+        ];
+        for (rules, group, want) in cases {
+            let (table, groups) = table_of(rules);
+            for (dst, want) in destinations.iter().zip(want) {
+                assert_eq!(
+                    table.is_authorized(&groups.mask([*group]), ip(dst)),
+                    *want,
+                    "{group} to {dst} under {} rules",
+                    rules.matches("[[").count()
+                );
+            }
+        }
+    }
+
     /// A reload keeps the numbers of the groups still named, so a connected user's mask means
     /// the same groups under the new table; a revoked group's number goes to the next new
     /// group, and its members' masks must change with the table (their old mask would now
