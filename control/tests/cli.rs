@@ -968,14 +968,17 @@ fn crl_import_export_and_client_configuration() {
     let (_, out, err) = create(&env, "server.crt", "server.key");
     let v: Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{err}"));
     let id = v["ClientVpnEndpointId"].as_str().expect("id").to_owned();
-    let crl = format!("file://{}", p("crl.pem"));
-    env.ok(&[
-        "import-client-vpn-client-certificate-revocation-list",
-        "--client-vpn-endpoint-id",
-        &id,
-        "--certificate-revocation-list",
-        &crl,
-    ]);
+    // The AWS CLI's fileb:// and the guide's `file:path_to_CRL_file` are read as file:// is.
+    for prefix in ["fileb://", "file:", "file://"] {
+        let crl = format!("{prefix}{}", p("crl.pem"));
+        env.ok(&[
+            "import-client-vpn-client-certificate-revocation-list",
+            "--client-vpn-endpoint-id",
+            &id,
+            "--certificate-revocation-list",
+            &crl,
+        ]);
+    }
     let e = env.ok(&[
         "export-client-vpn-client-certificate-revocation-list",
         "--client-vpn-endpoint-id",

@@ -411,7 +411,8 @@ pub struct ImportCrl {
     /// The endpoint.
     #[arg(long)]
     pub client_vpn_endpoint_id: String,
-    /// The PEM CRL: `file://PATH`, a path, or the PEM text itself.
+    /// The PEM CRL: `file://PATH` (or `fileb://PATH`, or `file:PATH` as the guide writes it), a
+    /// path, or the PEM text itself.
     #[arg(long)]
     pub certificate_revocation_list: String,
 }

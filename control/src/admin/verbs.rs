@@ -964,7 +964,12 @@ fn import_crl(path: &Path, a: &ImportCrl, cwd: &Path) -> Result<Response, AdminE
     let pem = if arg.contains("-----BEGIN") {
         arg.as_bytes().to_vec()
     } else {
-        let p = arg.strip_prefix("file://").unwrap_or(arg);
+        // The AWS CLI's `file://` and `fileb://`, and `file:` as the guide writes it
+        // ("--certificate-revocation-list file:path_to_CRL_file").
+        let p = ["fileb://", "file://", "file:"]
+            .iter()
+            .find_map(|prefix| arg.strip_prefix(prefix))
+            .unwrap_or(arg);
         let file = callers(cwd, Path::new(p))?;
         std::fs::read(&file)
             .map_err(|e| invalid(format!("cannot read CRL {}: {e}", file.display())))?
