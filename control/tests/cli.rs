@@ -998,6 +998,24 @@ fn crl_import_export_and_client_configuration() {
         ],
         "no PEM X509 CRL block",
     );
+    // Every CRL in the file is checked, not only the first: the TLS layer takes them all.
+    let two = env.config.with_file_name("two-crls.pem");
+    let valid = std::fs::read_to_string(p("crl.pem")).expect("crl");
+    std::fs::write(
+        &two,
+        format!("{valid}-----BEGIN X509 CRL-----\nMIIBAAAA\n-----END X509 CRL-----\n"),
+    )
+    .expect("write");
+    env.refused(
+        &[
+            "import-client-vpn-client-certificate-revocation-list",
+            "--client-vpn-endpoint-id",
+            &id,
+            "--certificate-revocation-list",
+            &format!("file://{}", two.display()),
+        ],
+        "(number 2 in the file) that does not parse",
+    );
 
     let c = env.ok(&[
         "export-client-vpn-client-configuration",

@@ -237,26 +237,45 @@ fn check_crl(path: &Path, ca_subjects: &[Vec<u8>]) -> Result<(), String> {
 }
 
 /// Checks CRL text (PEM) the way `check_files` checks a CRL file; `path` names it in messages.
+/// Every CRL in it is checked, as the TLS layer takes every one (the earliest nextUpdate of
+/// them governs whether clients are let in).
 ///
 /// # Errors
 /// What is wrong with it, in plain words.
 pub fn check_crl_pem(data: &[u8], path: &Path, ca_subjects: &[Vec<u8>]) -> Result<(), String> {
-    let blocks = pem_blocks(data, "X509 CRL");
-    let der = blocks
-        .first()
-        .ok_or_else(|| format!("{} holds no PEM X509 CRL block", path.display()))?;
-    let (_, crl) = x509_parser::parse_x509_crl(der)
-        .map_err(|e| format!("{} holds a CRL that does not parse: {e}", path.display()))?;
-    if !ca_subjects.is_empty()
-        && !ca_subjects
-            .iter()
-            .any(|s| s.as_slice() == crl.issuer().as_raw())
-    {
-        return Err(format!(
-            "the CRL {} was issued by {}, not by the endpoint's client root CA",
-            path.display(),
-            crl.issuer()
-        ));
+    let mut count = 0;
+    for block in Pem::iter_from_buffer(data) {
+        let block = block.map_err(|e| {
+            format!(
+                "{} holds a PEM block that does not decode: {e}",
+                path.display()
+            )
+        })?;
+        if block.label != "X509 CRL" {
+            continue;
+        }
+        count += 1;
+        let (_, crl) = x509_parser::parse_x509_crl(&block.contents).map_err(|e| {
+            format!(
+                "{} holds a CRL (number {count} in the file) that does not parse: {e}",
+                path.display()
+            )
+        })?;
+        if !ca_subjects.is_empty()
+            && !ca_subjects
+                .iter()
+                .any(|s| s.as_slice() == crl.issuer().as_raw())
+        {
+            return Err(format!(
+                "the CRL {} (number {count} in the file) was issued by {}, not by the endpoint's \
+                 client root CA",
+                path.display(),
+                crl.issuer()
+            ));
+        }
+    }
+    if count == 0 {
+        return Err(format!("{} holds no PEM X509 CRL block", path.display()));
     }
     Ok(())
 }
