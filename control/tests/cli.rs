@@ -957,6 +957,26 @@ fn certificates_are_checked() {
         err.contains("does not match the server certificate"),
         "{err}"
     );
+    // A PEM block that does not decode is refused here, as the TLS layer would refuse it.
+    let broken = env.config.with_file_name("broken-ca.crt");
+    let ca = std::fs::read_to_string(p("ca.crt")).expect("ca");
+    std::fs::write(
+        &broken,
+        format!("{ca}-----BEGIN CERTIFICATE-----\n@@@@\n-----END CERTIFICATE-----\n"),
+    )
+    .expect("write");
+    let (code, _, err) = create_with(
+        &env,
+        &p("server.crt"),
+        &p("server.key"),
+        &broken.to_string_lossy(),
+        &[],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("client_root_ca") && err.contains("PEM block that does not decode"),
+        "{err}"
+    );
     let (code, _, err) = create(&env, "server-ec.crt", "server-ec.key");
     assert_eq!(code, 0, "ECDSA P-384 must be accepted: {err}");
     assert!(!env.text().contains("weak.crt"));

@@ -80,13 +80,22 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))
 }
 
-/// Every PEM block labelled `label` in `data`, as DER.
-fn pem_blocks(data: &[u8], label: &str) -> Vec<Vec<u8>> {
-    Pem::iter_from_buffer(data)
-        .filter_map(Result::ok)
-        .filter(|p| p.label == label)
-        .map(|p| p.contents)
-        .collect()
+/// Every PEM block labelled `label` in `data`, as DER; a block that does not decode is an
+/// error, as it is to the TLS layer, which reads every block of the file.
+fn pem_blocks(data: &[u8], label: &str, path: &Path) -> Result<Vec<Vec<u8>>, String> {
+    let mut out = Vec::new();
+    for block in Pem::iter_from_buffer(data) {
+        let block = block.map_err(|e| {
+            format!(
+                "{} holds a PEM block that does not decode: {e}",
+                path.display()
+            )
+        })?;
+        if block.label == label {
+            out.push(block.contents);
+        }
+    }
+    Ok(out)
 }
 
 fn parse_cert<'a>(der: &'a [u8], path: &Path) -> Result<X509Certificate<'a>, String> {
@@ -103,7 +112,7 @@ fn parse_cert<'a>(der: &'a [u8], path: &Path) -> Result<X509Certificate<'a>, Str
 /// Checks the leaf of the server chain; returns its SubjectPublicKeyInfo DER.
 fn check_server_certificate(path: &Path) -> Result<Vec<u8>, String> {
     let data = read(path, "server certificate")?;
-    let blocks = pem_blocks(&data, "CERTIFICATE");
+    let blocks = pem_blocks(&data, "CERTIFICATE", path)?;
     let leaf = blocks
         .first()
         .ok_or_else(|| format!("{} holds no PEM CERTIFICATE block", path.display()))?;
@@ -211,7 +220,7 @@ fn check_server_key(path: &Path, cert_spki: Option<&[u8]>) -> Result<(), String>
 /// What is wrong with it, in plain words.
 pub fn check_ca(path: &Path) -> Result<Vec<Vec<u8>>, String> {
     let data = read(path, "client root CA")?;
-    let blocks = pem_blocks(&data, "CERTIFICATE");
+    let blocks = pem_blocks(&data, "CERTIFICATE", path)?;
     if blocks.is_empty() {
         return Err(format!("{} holds no PEM CERTIFICATE block", path.display()));
     }
@@ -244,18 +253,9 @@ fn check_crl(path: &Path, ca_subjects: &[Vec<u8>]) -> Result<(), String> {
 /// What is wrong with it, in plain words.
 pub fn check_crl_pem(data: &[u8], path: &Path, ca_subjects: &[Vec<u8>]) -> Result<(), String> {
     let mut count = 0;
-    for block in Pem::iter_from_buffer(data) {
-        let block = block.map_err(|e| {
-            format!(
-                "{} holds a PEM block that does not decode: {e}",
-                path.display()
-            )
-        })?;
-        if block.label != "X509 CRL" {
-            continue;
-        }
+    for der in pem_blocks(data, "X509 CRL", path)? {
         count += 1;
-        let (_, crl) = x509_parser::parse_x509_crl(&block.contents).map_err(|e| {
+        let (_, crl) = x509_parser::parse_x509_crl(&der).map_err(|e| {
             format!(
                 "{} holds a CRL (number {count} in the file) that does not parse: {e}",
                 path.display()
