@@ -939,6 +939,48 @@ fn exported_ca_completes_a_chain_with_an_intermediate() {
     assert!(err.contains("sluice test intermediate"), "{err}");
 }
 
+/// A self-signed P-256 server certificate `NAME.crt` (and key) beside the test's configuration,
+/// with serverAuth and the extra extension lines `ext` (none by default: no keyUsage).
+fn self_signed_server(env: &Env, name: &str, ext: &str) -> (String, String) {
+    let dir = env.config.with_file_name("");
+    let cnf = dir.join(format!("{name}.cnf"));
+    std::fs::write(
+        &cnf,
+        format!(
+            "[req]\ndistinguished_name = dn\nx509_extensions = ext\nprompt = no\n[dn]\nCN = {name}.example\n[ext]\nbasicConstraints = critical,CA:FALSE\nextendedKeyUsage = serverAuth\n{ext}"
+        ),
+    )
+    .expect("write");
+    let (crt, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-config"])
+        .arg(&cnf)
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl")
+        .success();
+    assert!(ok, "openssl req for {name}");
+    (
+        crt.to_string_lossy().into_owned(),
+        key.to_string_lossy().into_owned(),
+    )
+}
+
 #[test]
 fn certificates_are_checked() {
     let env = Env::new();
@@ -951,6 +993,15 @@ fn certificates_are_checked() {
     let (code, _, err) = create(&env, "noeku.crt", "client1.key");
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("lacks extendedKeyUsage serverAuth"), "{err}");
+    // serverAuth but no keyUsage: a 2.6 client's `remote-cert-tls server` refuses it.
+    let (noku_crt, noku_key) = self_signed_server(&env, "noku", "");
+    let (code, _, err) = create_with(&env, &noku_crt, &noku_key, &p("ca.crt"), &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("has no keyUsage extension"), "{err}");
+    let (ku_crt, ku_key) = self_signed_server(&env, "ku", "keyUsage = keyEncipherment\n");
+    let (code, _, err) = create_with(&env, &ku_crt, &ku_key, &p("ca.crt"), &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("lacks digitalSignature"), "{err}");
     let (code, _, err) = create(&env, "server.crt", "client1.key");
     assert_eq!(code, 2, "{err}");
     assert!(
@@ -980,6 +1031,10 @@ fn certificates_are_checked() {
     let (code, _, err) = create(&env, "server-ec.crt", "server-ec.key");
     assert_eq!(code, 0, "ECDSA P-384 must be accepted: {err}");
     assert!(!env.text().contains("weak.crt"));
+    let env = Env::new();
+    let (ok_crt, ok_key) = self_signed_server(&env, "ok", "keyUsage = digitalSignature\n");
+    let (code, _, err) = create_with(&env, &ok_crt, &ok_key, &p("ca.crt"), &[]);
+    assert_eq!(code, 0, "serverAuth and digitalSignature are enough: {err}");
 }
 
 #[test]

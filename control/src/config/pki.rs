@@ -127,6 +127,30 @@ fn check_server_certificate(path: &Path) -> Result<Vec<u8>, String> {
             path.display()
         ));
     }
+    // `remote-cert-tls server` also requires a keyUsage extension (OpenVPN 2.6:
+    // `--remote-cert-ku` without values, "Certificate does not have key usage extension"),
+    // whose value the client's TLS library then checks: the server signs every handshake.
+    let ku = cert
+        .key_usage()
+        .map_err(|e| format!("{}: bad keyUsage extension: {e}", path.display()))?;
+    match ku {
+        None => {
+            return Err(format!(
+                "the server certificate {} has no keyUsage extension; OpenVPN clients with \
+                 `remote-cert-tls server` refuse it (easy-rsa's build-server-full adds \
+                 digitalSignature, keyEncipherment)",
+                path.display()
+            ))
+        }
+        Some(ku) if !ku.value.digital_signature() => {
+            return Err(format!(
+                "the server certificate {}'s keyUsage lacks digitalSignature, with which the \
+                 server signs its handshakes",
+                path.display()
+            ))
+        }
+        Some(_) => {}
+    }
     check_key_kind(&cert, path)?;
     if !cert.validity().is_valid() {
         return Err(format!(
