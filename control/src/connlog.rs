@@ -468,42 +468,10 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "kept\n");
     }
 
-    /// A tmpfs of `size` bytes with room for `inodes` files (its root directory one of them),
-    /// mounted on a fresh directory and unmounted on drop. Mounting one needs root: without
-    /// it the test fails, saying so (it does not pass untried).
-    struct SmallFs(tempfile::TempDir);
-
-    impl SmallFs {
-        fn mount(size: u32, inodes: u32) -> Self {
-            sluice_tests::require_root("mounting a small tmpfs");
-            let dir = tempfile::tempdir().unwrap();
-            let ok = std::process::Command::new("mount")
-                .args(["-t", "tmpfs", "-o"])
-                .arg(format!("size={size},nr_inodes={inodes}"))
-                .arg("tmpfs")
-                .arg(dir.path())
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(ok, "mounting a tmpfs on {}", dir.path().display());
-            Self(dir)
-        }
-
-        fn path(&self) -> &Path {
-            self.0.path()
-        }
-    }
-
-    impl Drop for SmallFs {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg(self.0.path())
-                .status();
-        }
-    }
-
     #[test]
     fn a_full_disk_leaves_no_part_line() {
-        let fs = SmallFs::mount(8192, 8);
+        let tmp = tempfile::tempdir().unwrap();
+        let fs = sluice_tests::SmallTmpfs::mount(tmp.path(), 8192, 8);
         let filler = fs.path().join("filler");
         std::fs::write(&filler, [0u8; 4096]).unwrap();
         let p = fs.path().join("ep.log");
@@ -528,7 +496,8 @@ mod tests {
     fn a_rotation_that_cannot_make_the_new_file_keeps_the_old_one() {
         // Three inodes: the root, the log and a filler; after the log is renamed aside at
         // rotation there is none for the new file until the filler goes.
-        let fs = SmallFs::mount(1 << 20, 3);
+        let tmp = tempfile::tempdir().unwrap();
+        let fs = sluice_tests::SmallTmpfs::mount(tmp.path(), 1 << 20, 3);
         let p = fs.path().join("ep.log");
         let mut log = RotatingLog::open(&p, 100, 1).unwrap();
         let filler = fs.path().join("filler");

@@ -45,6 +45,41 @@ pub fn require_root(what: &str) {
     );
 }
 
+/// A tmpfs of `size` bytes with room for `inodes` files (its root directory one of them),
+/// mounted on `dir` (an empty directory the caller removes after this is dropped) and
+/// unmounted on drop: for what a full disk, or one out of inodes, does to a file's writer.
+///
+/// # Panics
+/// Without root, or if the mount fails: the test cannot run, and says so.
+pub struct SmallTmpfs(PathBuf);
+
+impl SmallTmpfs {
+    /// Mounts it.
+    pub fn mount(dir: &Path, size: u32, inodes: u32) -> Self {
+        require_root("mounting a small tmpfs");
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={size},nr_inodes={inodes}"))
+            .arg("tmpfs")
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "mounting a tmpfs on {}", dir.display());
+        Self(dir.to_path_buf())
+    }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
 /// A command for `program` that gets SIGKILL when the thread that spawns it exits, so nothing it
 /// runs (a `sluice run` whose DPDK worker busy-polls a core, an `openvpn`) outlives a test
 /// process that is killed (CI timeout, OOM killer, `kill -9`) before its `Drop`s run.

@@ -186,5 +186,38 @@ pub fn append(path: &Path, event: &Value) -> std::io::Result<()> {
         .append(true)
         .mode(0o600)
         .open(path)?;
-    f.write_all(line.as_bytes())
+    let before = f.metadata()?.len();
+    f.write_all(line.as_bytes()).inspect_err(|_| {
+        // A write cut short (the disk full) would leave the start of the line, and the next
+        // event would continue it: the trail keeps whole lines only.
+        let _ = f.set_len(before);
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    /// An event the full disk cuts short leaves no part of it: the next one starts its own
+    /// line, after whole lines only.
+    #[test]
+    fn a_full_disk_leaves_no_part_event() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let fs = sluice_tests::SmallTmpfs::mount(tmp.path(), 8192, 8);
+        let filler = fs.path().join("filler");
+        std::fs::write(&filler, [0u8; 4096]).expect("filler");
+        let trail = fs.path().join("audit.log");
+        let event = serde_json::json!({ "eventName": "x".repeat(80) });
+        let mut written = 0;
+        while super::append(&trail, &event).is_ok() {
+            written += 1;
+            assert!(written < 100, "the tmpfs never filled");
+        }
+        std::fs::remove_file(&filler).expect("room again");
+        super::append(&trail, &serde_json::json!({ "eventName": "last" })).expect("append");
+        let text = std::fs::read_to_string(&trail).expect("read");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), written + 1, "{text}");
+        for l in &lines {
+            serde_json::from_str::<serde_json::Value>(l).expect("each line is one event");
+        }
+    }
 }
