@@ -1035,6 +1035,32 @@ fn certificates_are_checked() {
     let (ok_crt, ok_key) = self_signed_server(&env, "ok", "keyUsage = digitalSignature\n");
     let (code, _, err) = create_with(&env, &ok_crt, &ok_key, &p("ca.crt"), &[]);
     assert_eq!(code, 0, "serverAuth and digitalSignature are enough: {err}");
+
+    // The guide lets the server certificate stand for the client root CA: the server's chain
+    // (leaf, then its CA) is taken, the leaf alone is not (no CA to trust).
+    let env = Env::new();
+    let (code, _, err) = create_with(
+        &env,
+        &p("server.crt"),
+        &p("server.key"),
+        &p("server.crt"),
+        &[],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("holds no CA certificate"), "{err}");
+    let chain = env.config.with_file_name("server-chain.crt");
+    std::fs::write(
+        &chain,
+        [
+            std::fs::read(p("server.crt")).expect("crt"),
+            std::fs::read(p("ca.crt")).expect("ca"),
+        ]
+        .concat(),
+    )
+    .expect("write");
+    let chain = chain.to_string_lossy().into_owned();
+    let (code, _, err) = create_with(&env, &chain, &p("server.key"), &chain, &[]);
+    assert_eq!(code, 0, "the server's chain as client root CA: {err}");
 }
 
 #[test]

@@ -1648,3 +1648,94 @@ fn a_client_connecting_again_with_its_auth_token_needs_no_new_code() {
         "alice was removed"
     );
 }
+
+/// A rustls client presenting `cert_pem` with `key_pem` (the server verified against ca.crt).
+fn client_config_with(cert_pem: &[u8], key_pem: &[u8]) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(&read("ca.crt")) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_slice(key_pem).unwrap();
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .unwrap(),
+    )
+}
+
+/// The guide lets the server certificate stand for the client root CA when one CA issued both:
+/// a client root CA file that is the server's chain (its leaf, then the CA) lets the CA's
+/// clients in, and does not make the server's leaf an issuer of client certificates (a
+/// certificate signed with the server's key is refused).
+#[test]
+fn the_servers_chain_as_client_root_ca_trusts_its_ca_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain_as_ca = [read("server.crt"), read("ca.crt")].concat();
+    let tls = server_config(&TlsFiles {
+        server_chain_pem: &read("server.crt"),
+        server_key_pem: &read("server.key"),
+        client_ca_pem: Some(&chain_as_ca),
+        // No CRL: with one, webpki refuses a certificate whose issuer published none anyway.
+        crl_pem: None,
+    })
+    .unwrap();
+    // A client certificate whose issuer is the server's leaf, signed with the server's key.
+    let ext = dir.path().join("ext.cnf");
+    std::fs::write(
+        &ext,
+        "extendedKeyUsage = clientAuth\nkeyUsage = digitalSignature\n",
+    )
+    .unwrap();
+    let (csr, forged) = (dir.path().join("f.csr"), dir.path().join("f.crt"));
+    let ok = Command::new("openssl")
+        .args(["req", "-new", "-subj", "/CN=forged", "-key"])
+        .arg(pki().join("client1.key"))
+        .arg("-out")
+        .arg(&csr)
+        .status()
+        .unwrap()
+        .success()
+        && Command::new("openssl")
+            .args(["x509", "-req", "-days", "2", "-in"])
+            .arg(&csr)
+            .arg("-CA")
+            .arg(pki().join("server.crt"))
+            .arg("-CAkey")
+            .arg(pki().join("server.key"))
+            .arg("-extfile")
+            .arg(&ext)
+            .arg("-out")
+            .arg(&forged)
+            .status()
+            .unwrap()
+            .success();
+    assert!(ok, "openssl made the forged certificate");
+    let forged_client = client_config_with(&std::fs::read(&forged).unwrap(), &read("client1.key"));
+    for (client, admitted) in [(client_config(), true), (forged_client, false)] {
+        let server = Server::new(
+            Settings::new(0, tls.clone(), ("10.200.0.0".parse().unwrap(), 20)),
+            CertificateOnly,
+        );
+        let mut rig = Rig::new(server, Client::new(client, "server", [7; 8], None).unwrap());
+        rig.run_until(Duration::from_secs(10), |r| {
+            r.keys_ready(0).is_some() || !r.refusals().is_empty()
+        });
+        if admitted {
+            assert!(rig.refusals().is_empty(), "{:?}", rig.refusals());
+            assert!(rig.keys_ready(0).is_some(), "the CA's client is let in");
+        } else {
+            assert_eq!(rig.refusals(), [FailureReason::BadCertificate]);
+            assert!(
+                rig.keys_ready(0).is_none(),
+                "the server's leaf issues nothing"
+            );
+        }
+    }
+}

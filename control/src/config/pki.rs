@@ -238,7 +238,11 @@ fn check_server_key(path: &Path, cert_spki: Option<&[u8]>) -> Result<(), String>
     Ok(())
 }
 
-/// Checks a CA bundle; returns the raw subject names of its certificates.
+/// Checks a CA bundle; returns the raw subject names of its CA certificates. As the guide
+/// allows ("you can continue to use the server certificate ARN for the client certificate
+/// ARN" when one CA issued both), it may be the server's chain: certificates that are not CAs
+/// are passed over (the TLS layer does not trust them as issuers), but one CA at least must
+/// be there.
 ///
 /// # Errors
 /// What is wrong with it, in plain words.
@@ -251,14 +255,16 @@ pub fn check_ca(path: &Path) -> Result<Vec<Vec<u8>>, String> {
     let mut subjects = Vec::new();
     for der in &blocks {
         let cert = parse_cert(der, path)?;
-        if !cert.is_ca() {
-            return Err(format!(
-                "{} holds a certificate that is not a CA (basicConstraints CA:TRUE missing): {}",
-                path.display(),
-                cert.subject()
-            ));
+        if cert.is_ca() {
+            subjects.push(cert.subject().as_raw().to_vec());
         }
-        subjects.push(cert.subject().as_raw().to_vec());
+    }
+    if subjects.is_empty() {
+        return Err(format!(
+            "{} holds no CA certificate (basicConstraints CA:TRUE): a server certificate file \
+             serves as client root CA only with its CA in it (append the CA certificate)",
+            path.display()
+        ));
     }
     Ok(subjects)
 }

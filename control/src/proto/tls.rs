@@ -193,6 +193,12 @@ impl fmt::Debug for ServerTls {
     }
 }
 
+/// Whether `cert` is a CA certificate (basicConstraints CA:TRUE); one that does not parse is
+/// not.
+fn is_ca(cert: &CertificateDer<'_>) -> bool {
+    x509_parser::parse_x509_certificate(cert.as_ref()).is_ok_and(|(_, c)| c.is_ca())
+}
+
 /// Builds an endpoint's rustls server configuration.
 ///
 /// # Errors
@@ -209,11 +215,18 @@ pub fn server_config(files: &TlsFiles<'_>) -> Result<ServerTls, String> {
     let verifier: Arc<dyn ClientCertVerifier> = match files.client_ca_pem {
         None => WebPkiClientVerifier::no_client_auth(),
         Some(ca) => {
+            // The CA certificates of the file only: as the guide allows, it may be the server's
+            // chain (its leaf issued by the clients' CA), whose leaf must not become an issuer
+            // of client certificates (webpki takes any trust anchor as one).
             let mut roots = RootCertStore::empty();
             for c in CertificateDer::pem_slice_iter(ca) {
-                roots
-                    .add(c.map_err(|e| format!("client CA: {e}"))?)
-                    .map_err(|e| format!("client CA: {e}"))?;
+                let c = c.map_err(|e| format!("client CA: {e}"))?;
+                if is_ca(&c) {
+                    roots.add(c).map_err(|e| format!("client CA: {e}"))?;
+                }
+            }
+            if roots.is_empty() {
+                return Err("client CA: the file holds no CA certificate".into());
             }
             let (crls, next_update) = match files.crl_pem {
                 Some(pem) => read_crls(pem)?,
