@@ -1113,7 +1113,7 @@ fn two_worker_cores_carry_a_client_each_through_one_receive_queue() {
     );
     let ([first_ns, second_ns], [first_ovpn, second_ovpn]) = (&lab.clients, &lab.ovpn);
     let (first_log, second_log) = (d.join("first.log"), d.join("second.log"));
-    let _first = start_client(first_ns, first_ovpn, &first_log, &[]);
+    let first = start_client(first_ns, first_ovpn, &first_log, &[]);
     let _second = start_client(second_ns, second_ovpn, &second_log, &[]);
     for log in [&first_log, &second_log] {
         wait_for("both clients to connect", Duration::from_secs(40), || {
@@ -1139,6 +1139,20 @@ fn two_worker_cores_carry_a_client_each_through_one_receive_queue() {
             scrape(&lab.app)
         );
     }
+    // A client that quits says so (the exported file's explicit-exit-notify), on the data
+    // channel, whichever core has its session: its connection ends at once, not at its
+    // ping-restart a minute later.
+    let _ = Command::new("kill")
+        .args(["-TERM", &first.0.id().to_string()])
+        .status();
+    wait_for(
+        "the quitting client's connection to end",
+        Duration::from_secs(10),
+        || {
+            let (_, out, _) = sluice(&lab.config, &["describe-client-vpn-connections"]);
+            out.contains("the client disconnected")
+        },
+    );
 }
 
 #[test]
