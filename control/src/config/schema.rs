@@ -162,9 +162,10 @@ pub struct Dataplane {
     #[serde(default = "Budget::icmp_errors")]
     pub icmp_errors: Budget,
     /// Client sessions each worker core holds at most (its table, about 2 KiB a session, is
-    /// allocated at start); 1..=`Dataplane::MAX_SESSIONS_PER_CORE`. A connection its core
-    /// has no room for is ended at once ("its core's session table is full") and its client
-    /// told to start over.
+    /// allocated at start); 1..=`Dataplane::MAX_SESSIONS_PER_CORE`. A client no core has
+    /// room for is refused before it connects, as a temporary failure (it retries after its
+    /// backoff); one that loses the race for the last place is ended ("its core's session
+    /// table is full") and told to start over.
     #[serde(default = "default_sessions_per_core")]
     pub sessions_per_core: u32,
 }

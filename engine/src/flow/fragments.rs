@@ -4,8 +4,9 @@
 //! the flow table. When a core translates a first fragment it remembers, under the datagram's
 //! identity (RFC 791: source, destination, protocol, identification), what the translation
 //! was; the later fragments are translated by that (the address only: they have no ports)
-//! without being reassembled, as NATs do ("virtual reassembly"). A later fragment whose first
-//! was not seen (not yet, or too long ago) has nowhere to go and is dropped.
+//! without being reassembled, as NATs do ("virtual reassembly"). A later fragment that arrives
+//! before its first is held a moment for it (`pipeline::fragment`, `EARLY_MAX` a core, for
+//! `EARLY_HOLD_SECS`); one whose first was seen too long ago has nowhere to go and is dropped.
 //!
 //! A small fixed table (no allocation after start): sets of `WAYS` entries under a randomly
 //! seeded hash; an entry lives `TTL_SECS`; a full set gives up its oldest entry.
