@@ -47,6 +47,9 @@ pub enum FailureReason {
     NoTargetNetwork,
     /// Every data core's session table is full (`[dataplane] sessions_per_core`).
     DataPlaneFull,
+    /// As many password checks as the endpoint takes at once are under way
+    /// (`proto::server::MAX_VERIFYING`): the client is asked to try again shortly.
+    VerifierBusy,
     /// The TLS handshake failed for another reason.
     TlsError(String),
     /// The handshake did not complete within the deadline.
@@ -56,12 +59,12 @@ pub enum FailureReason {
 }
 
 impl FailureReason {
-    /// Whether the refusal passes (room, or a target network, may come): the client is told
-    /// to try again later (`AUTH_FAILED,TEMP`) instead of to give up.
+    /// Whether the refusal passes (room, a target network, or a free password checker may
+    /// come): the client is told to try again later (`AUTH_FAILED,TEMP`) instead of to give up.
     pub fn is_temporary(&self) -> bool {
         matches!(
             self,
-            Self::SessionLimit | Self::DataPlaneFull | Self::NoTargetNetwork
+            Self::SessionLimit | Self::DataPlaneFull | Self::NoTargetNetwork | Self::VerifierBusy
         )
     }
 
@@ -88,6 +91,7 @@ impl FailureReason {
             Self::DataPlaneFull => {
                 "no room on the data cores (dataplane.sessions_per_core on every core)".into()
             }
+            Self::VerifierBusy => "too many password checks under way at once".into(),
             Self::TlsError(s) => format!("TLS error: {s}"),
             Self::HandshakeTimeout => "TLS handshake timed out".into(),
             Self::Other(s) => s.clone(),

@@ -17,7 +17,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use sluice_control::auth::directory::{hash_password, UsersFileDirectory};
+use sluice_control::auth::directory::{hash_matches, hash_password, UsersFileDirectory};
 use sluice_control::auth::{totp, EndpointAuth};
 use sluice_control::connlog::FailureReason;
 use sluice_control::proto::client::Client;
@@ -26,9 +26,11 @@ use sluice_control::proto::packet::{opcode, ControlPacket};
 use sluice_control::proto::room::CoreRoom;
 use sluice_control::proto::server::{
     peer_id_range, Authenticator, CertificateOnly, CloseReason, Event, Server, Settings,
+    MAX_VERIFYING,
 };
 use sluice_control::proto::session::{KeyPhase, Phase};
 use sluice_control::proto::tls::{server_config, ServerTls, TlsFiles};
+use sluice_control::proto::verify::{Verdict, Verification};
 use sluice_control::proto::Remote;
 
 fn pki() -> &'static Path {
@@ -1738,4 +1740,217 @@ fn the_servers_chain_as_client_root_ca_trusts_its_ca_only() {
             );
         }
     }
+}
+
+/// The password checks the server handed out so far (`set_verify_elsewhere`).
+fn take_checks(rig: &mut Rig<EndpointAuth>) -> Vec<Verification> {
+    std::iter::from_fn(|| rig.server.poll_verification()).collect()
+}
+
+/// Runs check `v` as the runtime's checkers do, and gives the server its verdict.
+fn answer(rig: &mut Rig<EndpointAuth>, v: &Verification) {
+    let verdict = if hash_matches(&v.check.hash, v.check.password.expose()) {
+        Verdict::Matches
+    } else {
+        Verdict::DoesNotMatch
+    };
+    let unix = rig.unix();
+    rig.server.verified(rig.now, unix, v.id, verdict);
+    rig.deliver();
+}
+
+/// A client of alice's or bob's at address number `n`, with `password`.
+fn password_client(who: &str, password: &str, n: u8) -> (Client, Remote) {
+    let client = Client::new(
+        client_config(),
+        "server",
+        [n; 8],
+        Some((who.to_owned(), password.to_owned())),
+    )
+    .unwrap();
+    (client, from(0x0a01_0000 + u32::from(n), 40000))
+}
+
+/// With password checks handed out (the daemon runs them on threads of their own, since each
+/// takes tens of milliseconds of argon2 and the control thread serves every client): the
+/// authentication waits for the verdict, the client's retransmissions meanwhile answered by
+/// the reliability layer, and completes as before once it comes; a wrong password is refused;
+/// a verdict for a session that went away (timeout, a restart at the same address) is
+/// ignored, and one on a hash of an authenticator replaced since is not used; past
+/// `MAX_VERIFYING` checks out, a client is refused for now, told to come back.
+#[test]
+fn password_checks_are_handed_out_and_their_verdicts_complete_the_authentication() {
+    let mut settings = Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20));
+    settings.password_required = true;
+    let mut server = Server::new(settings, users(&["alice", "bob"], false));
+    server.set_verify_elsewhere(true);
+    let (client, addr) = password_client("alice", "pw", 1);
+    let mut rig = Rig::new(server, client);
+    rig.addr = addr;
+    // The key-method message is in: a check is handed out, and nothing is decided before its
+    // verdict, however long it takes.
+    assert!(
+        rig.run_until(Duration::from_secs(10), |r| r.server.verifications_out()
+            == 1)
+    );
+    let checks = take_checks(&mut rig);
+    assert_eq!(checks.len(), 1);
+    rig.run_until(Duration::from_secs(5), |_| false);
+    assert!(rig.keys_ready(0).is_none() && rig.refusals().is_empty());
+    assert!(!rig.client.connected());
+    assert!(
+        take_checks(&mut rig).is_empty(),
+        "retransmissions ask for nothing new"
+    );
+    answer(&mut rig, &checks[0]);
+    assert!(rig.keys_ready(0).is_some(), "completed at the verdict");
+    rig.connect();
+    assert!(rig.pushed().contains("auth-token "), "{}", rig.pushed());
+    let groups = rig.events.iter().find_map(|(_, e)| match e {
+        Event::KeysReady { client, .. } => Some(client.identity.groups.clone()),
+        _ => None,
+    });
+    assert_eq!(groups, Some(vec!["g".to_owned()]));
+    assert_eq!(rig.server.verifications_out(), 0);
+
+    // A renegotiation with the password (no auth-token) waits for its check too. One whose
+    // verdict comes after its handshake window is abandoned: the late verdict neither
+    // completes it nor ends the session, which goes on with its key; the next completes.
+    rig.client.forget_auth_token();
+    rig.client.renegotiate(1).unwrap();
+    assert!(
+        rig.run_until(Duration::from_secs(10), |r| r.server.verifications_out()
+            == 1)
+    );
+    let reneg = take_checks(&mut rig);
+    rig.run_until(Duration::from_secs(61), |_| false);
+    answer(&mut rig, &reneg[0]);
+    assert!(rig.keys_ready(1).is_none());
+    assert_eq!(rig.server.counters().stale_verdicts, 1);
+    assert_eq!(rig.keys(), vec![(0, KeyPhase::Active)]);
+    assert!(rig.refusals().is_empty(), "{:?}", rig.refusals());
+    rig.client.renegotiate(2).unwrap();
+    assert!(
+        rig.run_until(Duration::from_secs(10), |r| r.server.verifications_out()
+            == 1)
+    );
+    let reneg = take_checks(&mut rig);
+    answer(&mut rig, &reneg[0]);
+    assert!(rig.keys_ready(2).is_some());
+
+    // A wrong password: refused at its verdict.
+    let (client, addr) = password_client("bob", "not pw", 2);
+    rig.next_client(client, addr);
+    assert!(
+        rig.run_until(Duration::from_secs(10), |r| r.server.verifications_out()
+            == 1)
+    );
+    let checks = take_checks(&mut rig);
+    assert!(rig.refusals().is_empty());
+    answer(&mut rig, &checks[0]);
+    assert_eq!(rig.refusals(), vec![FailureReason::BadPassword]);
+    rig.run_until(Duration::from_secs(1), |_| false);
+    assert!(rig.client.messages.iter().any(|m| m == "AUTH_FAILED"));
+
+    // The session goes away while its check runs (its handshake window passes): the verdict,
+    // a match, completes nothing.
+    let (client, addr) = password_client("bob", "pw", 3);
+    rig.next_client(client, addr);
+    assert!(
+        rig.run_until(Duration::from_secs(10), |r| r.server.verifications_out()
+            == 1)
+    );
+    let late = take_checks(&mut rig);
+    rig.up = false;
+    rig.run_until(Duration::from_secs(61), |r| r.refusals().len() == 2);
+    assert_eq!(rig.refusals()[1], FailureReason::HandshakeTimeout);
+    let handshakes = rig.server.counters().handshakes;
+    answer(&mut rig, &late[0]);
+    assert_eq!(rig.server.counters().handshakes, handshakes);
+    assert_eq!(rig.server.counters().stale_verdicts, 2);
+    rig.up = true;
+
+    // The client at an address starts over while the check of its first session runs: that
+    // verdict does not complete the new session, which waits for its own.
+    let (client, addr) = password_client("bob", "pw", 4);
+    rig.next_client(client, addr);
+    assert!(
+        rig.run_until(Duration::from_secs(10), |r| r.server.verifications_out()
+            == 1)
+    );
+    let first = take_checks(&mut rig);
+    let (client, _) = password_client("bob", "pw", 5);
+    rig.next_client(client, addr);
+    assert!(
+        rig.run_until(Duration::from_secs(10), |r| r.server.verifications_out()
+            == 2)
+    );
+    let second = take_checks(&mut rig);
+    answer(&mut rig, &first[0]);
+    assert_eq!(rig.server.counters().stale_verdicts, 3);
+    assert_eq!(rig.server.counters().handshakes, handshakes);
+    answer(&mut rig, &second[0]);
+    assert_eq!(rig.server.counters().handshakes, handshakes + 1);
+    rig.connect();
+
+    // A reload while a check runs: bob is no longer in the users file. The verdict on his old
+    // hash is not used; his credentials are checked again, under the new file, and refused.
+    let (client, addr) = password_client("bob", "pw", 6);
+    rig.next_client(client, addr);
+    assert!(
+        rig.run_until(Duration::from_secs(10), |r| r.server.verifications_out()
+            == 1)
+    );
+    let before_reload = take_checks(&mut rig);
+    rig.server.set_authenticator(users(&["alice"], false));
+    answer(&mut rig, &before_reload[0]);
+    let again = take_checks(&mut rig);
+    assert_eq!(
+        again.len(),
+        1,
+        "checked again, an unknown name costing a check too"
+    );
+    assert_eq!(rig.server.counters().handshakes, handshakes + 1);
+    answer(&mut rig, &again[0]);
+    assert_eq!(rig.refusals().last(), Some(&FailureReason::BadPassword));
+
+    // At most MAX_VERIFYING checks out: the next client is refused for now, told to come
+    // back (a 2.6 client understands AUTH_FAILED,TEMP); so is one whose check could not be
+    // run. Once a verdict is back there is room again.
+    let mut waiting = Vec::new();
+    for n in 0..=MAX_VERIFYING {
+        let n = u8::try_from(n).unwrap();
+        let (client, addr) = password_client("alice", "pw", 100 + n);
+        rig.next_client(client, addr);
+        let refused = rig.refusals().len();
+        assert!(rig.run_until(Duration::from_secs(10), |r| {
+            r.server.verifications_out() > waiting.len() || r.refusals().len() > refused
+        }));
+        waiting.extend(take_checks(&mut rig));
+    }
+    assert_eq!(waiting.len(), MAX_VERIFYING);
+    assert_eq!(rig.refusals().last(), Some(&FailureReason::VerifierBusy));
+    assert_eq!(rig.server.counters().verifier_busy, 1);
+    rig.run_until(Duration::from_secs(1), |_| false);
+    assert!(
+        rig.client
+            .messages
+            .iter()
+            .any(|m| m.starts_with("AUTH_FAILED,TEMP[backoff ")),
+        "{:?}",
+        rig.client.messages
+    );
+    let unix = rig.unix();
+    rig.server
+        .verified(rig.now, unix, waiting[0].id, Verdict::Unchecked);
+    assert_eq!(rig.refusals().last(), Some(&FailureReason::VerifierBusy));
+    let (client, addr) = password_client("alice", "pw", 200);
+    rig.next_client(client, addr);
+    assert!(rig.run_until(Duration::from_secs(10), |r| {
+        r.server.verifications_out() == MAX_VERIFYING
+    }));
+    let last = take_checks(&mut rig);
+    answer(&mut rig, &last[0]);
+    rig.connect();
+    assert_eq!(rig.server.counters().verifier_busy, 2);
 }

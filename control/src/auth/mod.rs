@@ -12,6 +12,7 @@ use base64::Engine;
 use crate::connlog::FailureReason;
 use crate::proto::key_method::Secret;
 use crate::proto::server::Authenticator;
+use crate::proto::verify::PasswordCheck;
 use directory::Directory;
 
 /// Parses OpenVPN's static-challenge password `SCRV1:<base64 password>:<base64 response>`
@@ -60,12 +61,61 @@ impl EndpointAuth {
 }
 
 impl Authenticator for EndpointAuth {
+    /// Checks the password here and now (`password_check`, then `authenticate_checked`).
     fn authenticate(
         &mut self,
         unix_now: u64,
         common_name: Option<&str>,
         username: Option<&str>,
         password: Option<&Secret>,
+    ) -> Result<Vec<String>, FailureReason> {
+        let matches = match self.password_check(common_name, username, password)? {
+            Some(c) => directory::hash_matches(&c.hash, c.password.expose()),
+            None => true,
+        };
+        self.authenticate_checked(unix_now, common_name, username, password, matches)
+    }
+
+    /// The user's stored hash (or the directory's dummy for an unknown name) and the password
+    /// given (without its one-time code), once the certificate is as the policy wants and the
+    /// credentials are in the form it wants; `None` without a directory.
+    fn password_check(
+        &mut self,
+        common_name: Option<&str>,
+        username: Option<&str>,
+        password: Option<&Secret>,
+    ) -> Result<Option<PasswordCheck>, FailureReason> {
+        if self.mutual && common_name.is_none() {
+            return Err(FailureReason::BadCertificate);
+        }
+        let Some(dir) = &self.directory else {
+            return Ok(None);
+        };
+        let (Some(user), Some(pass)) = (username, password) else {
+            return Err(FailureReason::BadPassword);
+        };
+        let password = if self.mfa {
+            parse_static_challenge(pass.expose())
+                .ok_or(FailureReason::MfaFailed)?
+                .0
+        } else {
+            pass.clone()
+        };
+        Ok(Some(PasswordCheck {
+            hash: dir.password_hash(user),
+            password,
+        }))
+    }
+
+    /// The rest of `authenticate` once the password was checked (`matches`): the user's
+    /// groups, and with MFA the one-time code (its throttling and the steps already used).
+    fn authenticate_checked(
+        &mut self,
+        unix_now: u64,
+        common_name: Option<&str>,
+        username: Option<&str>,
+        password: Option<&Secret>,
+        matches: bool,
     ) -> Result<Vec<String>, FailureReason> {
         if self.mutual && common_name.is_none() {
             return Err(FailureReason::BadCertificate);
@@ -76,13 +126,16 @@ impl Authenticator for EndpointAuth {
         let (Some(user), Some(pass)) = (username, password) else {
             return Err(FailureReason::BadPassword);
         };
+        let u = match dir.user(user) {
+            Some(u) if matches => u,
+            _ => return Err(FailureReason::BadPassword),
+        };
         if !self.mfa {
-            return dir.verify(user, pass.expose()).map(|u| u.groups);
+            return Ok(u.groups);
         }
-        let Some((pw, code)) = parse_static_challenge(pass.expose()) else {
+        let Some((_, code)) = parse_static_challenge(pass.expose()) else {
             return Err(FailureReason::MfaFailed);
         };
-        let u = dir.verify(user, pw.expose())?;
         let secret = u.totp_secret.as_deref().ok_or(FailureReason::MfaFailed)?;
         let now = unix_now / totp::STEP;
         if self

@@ -151,6 +151,12 @@ impl Client {
         self.start_key(key_id, opcode::SOFT_RESET_V1)
     }
 
+    /// Forgets the `auth-token` the server pushed: its next key exchange sends the password
+    /// again (as a client that kept no token, or whose server pushed none).
+    pub fn forget_auth_token(&mut self) {
+        self.auth_token = None;
+    }
+
     /// Whether the first key is up and the server's PUSH_REPLY arrived.
     pub fn connected(&self) -> bool {
         !self.key_blocks.is_empty() && self.messages.iter().any(|m| m.starts_with("PUSH_REPLY"))

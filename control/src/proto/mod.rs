@@ -6,7 +6,8 @@
 //! (rustls, the only file that touches it), `key_method` (key exchange, key derivation),
 //! `push` (PUSH_REPLY), `ippool` (client addresses), `room` (the data cores' room for
 //! sessions), `session` (one client), `admission` (the stateless first exchange, on
-//! `sluice_engine::cookie`), `server` (demultiplexing, limits, authentication).
+//! `sluice_engine::cookie`), `server` (demultiplexing, limits, authentication), `verify` (the
+//! password checks the server hands out, run off its thread).
 
 pub mod admission;
 pub mod client;
@@ -20,6 +21,7 @@ pub mod server;
 pub mod session;
 pub mod tls;
 pub mod token;
+pub mod verify;
 
 /// A UDP address (IPv4 address and port), as the data plane has it.
 pub use sluice_engine::session::Remote;

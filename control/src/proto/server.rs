@@ -23,9 +23,10 @@ use super::key_method::{negotiate_cipher, PeerInfo, Secret};
 use super::packet::{opcode, ControlPacket};
 use super::push::{push_reply, PushOptions};
 use super::room::{CoreRoom, Place};
-use super::session::{Credentials, Identity, Phase, Session, Step};
+use super::session::{Credentials, Identity, KeyPhase, Phase, Session, Step};
 use super::tls::{ServerTls, TlsFailure};
 use super::token::{Holder, TokenKey};
+use super::verify::{PasswordCheck, Verdict, Verification};
 use super::Remote;
 use crate::connlog::FailureReason;
 
@@ -99,6 +100,15 @@ const FULL_MESSAGE: &str = "connection limit reached";
 /// connected client when the endpoint's last target network goes).
 const NO_TARGET_MESSAGE: &str = "the endpoint has no target network";
 
+/// What a client refused while the password checks are all taken is told.
+const BUSY_MESSAGE: &str = "too many sign-ins at once";
+
+/// Password checks a server has out at most (`Server::set_verify_elsewhere`): handed out and
+/// not yet answered, including those whose session has gone since. A client whose password
+/// would be one more is refused for now (`FailureReason::VerifierBusy`, `AUTH_FAILED,TEMP`),
+/// so that a flood of password attempts costs a bounded queue, not an unbounded one.
+pub const MAX_VERIFYING: usize = 64;
+
 /// The largest peer-id: 24 bits, 0xffffff meaning "none" (the reference §7.1).
 pub const MAX_PEER_ID: u32 = 0x00ff_fffe;
 
@@ -150,6 +160,41 @@ pub trait Authenticator {
         username: Option<&str>,
         password: Option<&Secret>,
     ) -> Result<Vec<String>, FailureReason>;
+
+    /// The slow part of `authenticate`, to be run elsewhere (`Server::set_verify_elsewhere`):
+    /// the password of these credentials and the hash to check it against, or `None` when
+    /// there is none to check (`authenticate` then decides at once).
+    ///
+    /// # Errors
+    /// A refusal that needs no password check (no certificate where one is required, no
+    /// username or password, no one-time code in the password). None by default.
+    fn password_check(
+        &mut self,
+        common_name: Option<&str>,
+        username: Option<&str>,
+        password: Option<&Secret>,
+    ) -> Result<Option<PasswordCheck>, FailureReason> {
+        let _ = (common_name, username, password);
+        Ok(None)
+    }
+
+    /// `authenticate`, with the password already checked against the hash `password_check`
+    /// gave (`matches`). By default `authenticate` (for an authenticator that asks for no
+    /// check).
+    ///
+    /// # Errors
+    /// As `authenticate`.
+    fn authenticate_checked(
+        &mut self,
+        unix_now: u64,
+        common_name: Option<&str>,
+        username: Option<&str>,
+        password: Option<&Secret>,
+        matches: bool,
+    ) -> Result<Vec<String>, FailureReason> {
+        let _ = matches;
+        self.authenticate(unix_now, common_name, username, password)
+    }
 
     /// The groups of `username` (with the client certificate's `common_name`), who presents a
     /// valid auth-token instead of a password (`token`): the user must still be in the
@@ -326,6 +371,14 @@ pub struct Counters {
     pub refused_for_room: u64,
     /// Handshakes completed.
     pub handshakes: u64,
+    /// Password checks handed out (`Server::poll_verification`).
+    pub verifications: u64,
+    /// Clients refused for now because `MAX_VERIFYING` checks were out
+    /// (`FailureReason::VerifierBusy`), or because the checkers had no room (`Verdict::Unchecked`).
+    pub verifier_busy: u64,
+    /// Verdicts that came back for a session gone or restarted since, or no longer waiting
+    /// for them: ignored.
+    pub stale_verdicts: u64,
 }
 
 /// How long a closing session stays to get its last messages acknowledged.
@@ -366,6 +419,46 @@ pub struct Server<A: Authenticator> {
     counters: Counters,
     /// The key of the auth-tokens this server pushes and takes back (`token`).
     tokens: TokenKey,
+    /// Whether password checks are handed out (`set_verify_elsewhere`) rather than run here.
+    verify_elsewhere: bool,
+    /// The checks handed out and not yet answered, by job id, with the authentication each
+    /// one's verdict completes if its session still waits for it (`Session::verifying`); each
+    /// counts against `MAX_VERIFYING` until it comes back, its session gone or not.
+    verifying: HashMap<u64, Parked>,
+    /// Checks to be taken by the runtime (`poll_verification`).
+    to_verify: VecDeque<Verification>,
+    next_job: u64,
+    /// Counted up at every `set_authenticator`: a verdict on a hash of the one replaced is not
+    /// used, the credentials are checked again under the new one.
+    auth_generation: u64,
+}
+
+/// An authentication waiting for its password check (`Server::verified`).
+struct Parked {
+    /// The session (followed through a float), which must still wait for this job
+    /// (`Session::verifying`).
+    peer_id: u32,
+    key_id: u8,
+    creds: Credentials,
+    first: bool,
+    /// The authenticator the hash came from (`Server::auth_generation`).
+    auth_generation: u64,
+}
+
+/// How far `Server::check` came.
+enum Checked {
+    /// Authorised: the data cipher and whether keys come from the exporter.
+    Ready(Cipher, bool),
+    /// The password must be checked first (`Server::verify_elsewhere`).
+    Verify(PasswordCheck),
+}
+
+/// What the authenticator said of a password.
+enum Authn {
+    /// Authenticated, with these groups.
+    Groups(Vec<String>),
+    /// Not yet: this check first.
+    Verify(PasswordCheck),
 }
 
 impl<A: Authenticator> Server<A> {
@@ -410,7 +503,70 @@ impl<A: Authenticator> Server<A> {
             events: VecDeque::new(),
             outbox: VecDeque::new(),
             counters: Counters::default(),
+            verify_elsewhere: false,
+            verifying: HashMap::new(),
+            to_verify: VecDeque::new(),
+            next_job: 0,
+            auth_generation: 0,
         }
+    }
+
+    /// Hands password checks out (`poll_verification`, `verified`) instead of running them in
+    /// `handle_datagram` (the default, for tests and simulations): a runtime whose thread
+    /// serves many clients runs them elsewhere, since each takes tens of milliseconds.
+    pub fn set_verify_elsewhere(&mut self, on: bool) {
+        self.verify_elsewhere = on;
+    }
+
+    /// The next password check to run (only with `set_verify_elsewhere`). Its verdict must
+    /// come back (`verified`), `Verdict::Unchecked` if it cannot be run: until then it counts
+    /// against `MAX_VERIFYING`.
+    pub fn poll_verification(&mut self) -> Option<Verification> {
+        self.to_verify.pop_front()
+    }
+
+    /// Checks handed out (or to be) whose verdict has not come back.
+    pub fn verifications_out(&self) -> usize {
+        self.verifying.len()
+    }
+
+    /// The verdict of password check `id`: the authentication that waits for it completes
+    /// as it would have with the password checked in `handle_datagram` (the one-time code,
+    /// the groups, the limits, the key exchange and push, or the refusal). A verdict for a
+    /// session that has ended, restarted or moved on since is ignored (`stale_verdicts`); one
+    /// on a hash of an authenticator replaced since is not used: the credentials are checked
+    /// again under the current one.
+    pub fn verified(&mut self, now: Instant, unix_now: u64, id: u64, verdict: Verdict) {
+        let Some(p) = self.verifying.remove(&id) else {
+            self.counters.stale_verdicts += 1;
+            return;
+        };
+        // The session must still wait for this check: not ended, not started over at its
+        // address, its key exchange not abandoned (a renegotiation past its handshake window).
+        let remote = self.by_peer.get(&p.peer_id).copied();
+        let waiting = remote.and_then(|r| self.sessions.get_mut(&r)).filter(|s| {
+            s.verifying == Some(id)
+                && !matches!(s.phase, Phase::Closing { .. })
+                && s.keys
+                    .iter()
+                    .any(|k| k.key_id == p.key_id && k.phase == KeyPhase::Tls)
+        });
+        let (Some(remote), Some(s)) = (remote, waiting) else {
+            self.counters.stale_verdicts += 1;
+            return;
+        };
+        s.verifying = None;
+        let checked = if p.auth_generation != self.auth_generation {
+            None
+        } else {
+            match verdict {
+                Verdict::Matches => Some(Ok(true)),
+                Verdict::DoesNotMatch => Some(Ok(false)),
+                Verdict::Unchecked => Some(Err(FailureReason::VerifierBusy)),
+            }
+        };
+        self.decide(remote, p.key_id, p.creds, p.first, checked, now, unix_now);
+        self.flush(remote, now);
     }
 
     /// Replaces the TLS configuration (a new certificate or CRL). New handshakes run under it;
@@ -450,9 +606,12 @@ impl<A: Authenticator> Server<A> {
     /// identity and groups, and its auth-token stays good for its renegotiations: ending the
     /// sessions of a user removed is the caller's (`terminate`). What the old authenticator
     /// must pass on (the one-time codes already used) is taken over (`Authenticator::take_over`).
+    /// A password check out for the old one is not used when it comes back: those credentials
+    /// are checked again under the new one (`verified`).
     pub fn set_authenticator(&mut self, mut auth: A) {
         auth.take_over(&mut self.auth);
         self.auth = auth;
+        self.auth_generation += 1;
     }
 
     /// Replaces the DNS servers pushed (`Settings::dns`) for future connections; a session
@@ -711,45 +870,61 @@ impl<A: Authenticator> Server<A> {
             return;
         };
         let first = s.phase == Phase::Handshaking;
-        let cn = creds.common_name.clone();
-        let user = creds.message.username.clone();
-        // A handshake begun before the TLS configuration was replaced (a reload with a new
-        // CRL) verified the certificate under the old one: it is checked under the current one.
-        let verdict = match s.verify_certificate_under(key_id, &self.settings.tls, unix_now) {
-            Ok(()) => self.check(remote, &creds, first, unix_now),
-            Err(e) => Err(failure_of(e)),
-        };
+        self.decide(remote, key_id, creds, first, None, now, unix_now);
+    }
+
+    /// Authorises the key exchange `key_id` of the session at `remote` with `creds`, or refuses
+    /// it, or hands out the check of its password and waits (`verified`). `checked`: the
+    /// verdict of that check, once back (`Err`: it could not be run).
+    #[allow(clippy::too_many_arguments)]
+    fn decide(
+        &mut self,
+        remote: Remote,
+        key_id: u8,
+        creds: Credentials,
+        first: bool,
+        checked: Option<Result<bool, FailureReason>>,
+        now: Instant,
+        unix_now: u64,
+    ) {
         let Some(s) = self.sessions.get_mut(&remote) else {
             return;
         };
+        let cn = creds.common_name.clone();
+        let user = creds.message.username.clone();
+        // A handshake begun before the TLS configuration was replaced (a reload with a new
+        // CRL) verified the certificate under the old one: it is checked under the current one
+        // (after a password check too: a reload may have come meanwhile).
+        let verdict = match (
+            s.verify_certificate_under(key_id, &self.settings.tls, unix_now),
+            checked,
+        ) {
+            (Err(e), _) => Err(failure_of(e)),
+            (Ok(()), Some(Err(reason))) => Err(reason),
+            (Ok(()), checked) => self.check(
+                remote,
+                &creds,
+                first,
+                checked.and_then(Result::ok),
+                unix_now,
+            ),
+        };
         let (cipher, ekm) = match verdict {
-            Ok(c) => c,
-            Err(reason) => {
-                // Complete the exchange as OpenVPN does, then say AUTH_FAILED (§5.2, §8.6). A
-                // refusal for want of room is temporary: a client that understands that (2.6)
-                // tries again after the backoff; an older one is told to restart, since a plain
-                // AUTH_FAILED would make it give up.
-                let _ = s.complete_key_exchange(key_id, &creds, Cipher::Aes256Gcm, false, false);
-                if !reason.is_temporary() {
-                    s.send_text("AUTH_FAILED");
-                } else {
-                    let told = if reason.is_for_room() {
-                        self.counters.refused_for_room += 1;
-                        FULL_MESSAGE
-                    } else {
-                        NO_TARGET_MESSAGE
-                    };
-                    if creds.message.peer_info.has(PeerInfo::AUTH_FAIL_TEMP) {
-                        s.send_text(&format!(
-                            "AUTH_FAILED,TEMP[backoff {FULL_BACKOFF_SECS}]:{told}"
-                        ));
-                    } else {
-                        s.send_text(&format!("RESTART,{told}"));
-                    }
-                }
-                self.refuse(remote, cn, user, reason, now);
-                return;
+            Ok(Checked::Ready(cipher, ekm)) => (cipher, ekm),
+            Ok(Checked::Verify(_)) if self.verifying.len() >= MAX_VERIFYING => {
+                return self.refuse_exchange(
+                    remote,
+                    key_id,
+                    &creds,
+                    FailureReason::VerifierBusy,
+                    now,
+                );
             }
+            Ok(Checked::Verify(check)) => return self.park(remote, key_id, creds, first, check),
+            Err(reason) => return self.refuse_exchange(remote, key_id, &creds, reason, now),
+        };
+        let Some(s) = self.sessions.get_mut(&remote) else {
+            return;
         };
         let keys = match s.complete_key_exchange(key_id, &creds, cipher, ekm, false) {
             Ok(k) => k,
@@ -798,14 +973,117 @@ impl<A: Authenticator> Server<A> {
         }
     }
 
+    /// Parks the key exchange `key_id` of the session at `remote` until the verdict of
+    /// `check`, which is handed out (`poll_verification`).
+    fn park(
+        &mut self,
+        remote: Remote,
+        key_id: u8,
+        creds: Credentials,
+        first: bool,
+        check: PasswordCheck,
+    ) {
+        let Some(s) = self.sessions.get_mut(&remote) else {
+            return;
+        };
+        let id = self.next_job;
+        self.next_job += 1;
+        s.verifying = Some(id);
+        self.verifying.insert(
+            id,
+            Parked {
+                peer_id: s.peer_id,
+                key_id,
+                creds,
+                first,
+                auth_generation: self.auth_generation,
+            },
+        );
+        self.to_verify.push_back(Verification { id, check });
+        self.counters.verifications += 1;
+    }
+
+    /// Refuses the key exchange `key_id` of the session at `remote`: completes it as OpenVPN
+    /// does, then says AUTH_FAILED (§5.2, §8.6), and ends the session. A temporary refusal
+    /// (room, a target network, a password checker) is said so: a client that understands
+    /// that (2.6) tries again after the backoff; an older one is told to restart, since a
+    /// plain AUTH_FAILED would make it give up.
+    fn refuse_exchange(
+        &mut self,
+        remote: Remote,
+        key_id: u8,
+        creds: &Credentials,
+        reason: FailureReason,
+        now: Instant,
+    ) {
+        let cn = creds.common_name.clone();
+        let user = creds.message.username.clone();
+        let Some(s) = self.sessions.get_mut(&remote) else {
+            return;
+        };
+        let _ = s.complete_key_exchange(key_id, creds, Cipher::Aes256Gcm, false, false);
+        if !reason.is_temporary() {
+            s.send_text("AUTH_FAILED");
+        } else {
+            let told = if reason.is_for_room() {
+                self.counters.refused_for_room += 1;
+                FULL_MESSAGE
+            } else if reason == FailureReason::VerifierBusy {
+                self.counters.verifier_busy += 1;
+                BUSY_MESSAGE
+            } else {
+                NO_TARGET_MESSAGE
+            };
+            if creds.message.peer_info.has(PeerInfo::AUTH_FAIL_TEMP) {
+                s.send_text(&format!(
+                    "AUTH_FAILED,TEMP[backoff {FULL_BACKOFF_SECS}]:{told}"
+                ));
+            } else {
+                s.send_text(&format!("RESTART,{told}"));
+            }
+        }
+        self.refuse(remote, cn, user, reason, now);
+    }
+
+    /// The authenticator's word on the password of `creds`: at once, or (with
+    /// `verify_elsewhere`, before the check is back) the check to hand out. `checked`: whether
+    /// the password matched, once checked.
+    fn password(
+        &mut self,
+        creds: &Credentials,
+        checked: Option<bool>,
+        unix_now: u64,
+    ) -> Result<Authn, FailureReason> {
+        let cn = creds.common_name.as_deref();
+        let user = creds.message.username.as_deref();
+        let pass = creds.message.password.as_ref();
+        if let Some(matches) = checked {
+            return self
+                .auth
+                .authenticate_checked(unix_now, cn, user, pass, matches)
+                .map(Authn::Groups);
+        }
+        if self.verify_elsewhere {
+            if let Some(check) = self.auth.password_check(cn, user, pass)? {
+                return Ok(Authn::Verify(check));
+            }
+        }
+        self.auth
+            .authenticate(unix_now, cn, user, pass)
+            .map(Authn::Groups)
+    }
+
     /// Authentication, cipher and address for a key exchange; sets the session's identity.
+    /// Or, before its password is checked (`checked`, whether it matched) when checks are
+    /// handed out, the check.
     fn check(
         &mut self,
         remote: Remote,
         creds: &Credentials,
         first: bool,
+        checked: Option<bool>,
         unix_now: u64,
-    ) -> Result<(Cipher, bool), FailureReason> {
+    ) -> Result<Checked, FailureReason> {
         let password_required = self.settings.password_required;
         let Some(s) = self.sessions.get(&remote) else {
             return Err(FailureReason::Other("session vanished".into()));
@@ -832,15 +1110,16 @@ impl<A: Authenticator> Server<A> {
                         .is_some_and(|p| self.tokens.same(t, p.expose()))
                 });
                 if !token_ok {
-                    self.auth.authenticate(
-                        unix_now,
-                        creds.common_name.as_deref(),
-                        msg.username.as_deref(),
-                        msg.password.as_ref(),
-                    )?;
+                    if let Authn::Verify(check) = self.password(creds, checked, unix_now)? {
+                        return Ok(Checked::Verify(check));
+                    }
                 }
             }
-            return s.cipher.ok_or(FailureReason::Other("no cipher".into()));
+            let s = self.sessions.get(&remote);
+            let (cipher, ekm) = s
+                .and_then(|s| s.cipher)
+                .ok_or(FailureReason::Other("no cipher".into()))?;
+            return Ok(Checked::Ready(cipher, ekm));
         }
         if password_required && (msg.username.is_none() || msg.password.is_none()) {
             return Err(FailureReason::BadPassword);
@@ -860,12 +1139,10 @@ impl<A: Authenticator> Server<A> {
         };
         let groups = match (by_token, holder) {
             (Some(_), Some(h)) => self.auth.groups_of(h.common_name, h.username)?,
-            _ => self.auth.authenticate(
-                unix_now,
-                creds.common_name.as_deref(),
-                msg.username.as_deref(),
-                msg.password.as_ref(),
-            )?,
+            _ => match self.password(creds, checked, unix_now)? {
+                Authn::Groups(g) => g,
+                Authn::Verify(check) => return Ok(Checked::Verify(check)),
+            },
         };
         if self.settings.max_sessions == 0 {
             return Err(FailureReason::NoTargetNetwork);
@@ -927,7 +1204,7 @@ impl<A: Authenticator> Server<A> {
         s.peer_info = Some(info);
         s.push = push;
         s.auth_token = token;
-        Ok((cipher, ekm))
+        Ok(Checked::Ready(cipher, ekm))
     }
 
     /// Refuses a session in handshake: event, counter, closing.
@@ -982,6 +1259,8 @@ impl<A: Authenticator> Server<A> {
             LINGER
         };
         s.close(now, linger);
+        // A password check out for it is answered to no one (`verified`).
+        s.verifying = None;
         if let Some(vip) = s.vip.take() {
             self.pool.release(vip);
         }
@@ -1145,7 +1424,7 @@ impl<A: Authenticator> Server<A> {
             Phase::Established => {
                 at(s.created + self.session_timeout(s));
                 if let Some(k) = s.keys.last() {
-                    if k.phase != super::session::KeyPhase::Active {
+                    if k.phase != KeyPhase::Active {
                         // A renegotiation under way: abandoned at the handshake window.
                         at(k.started + self.settings.hand_window);
                     } else if let Some(r) = self.settings.reneg {

@@ -134,6 +134,8 @@ pub struct Session {
     /// by `key_state_init` in ssl.c). It moves on for a negotiation that is then abandoned,
     /// as both ends' counters do.
     next_key_id: u8,
+    /// The password check (`Server::verified`, by job id) a key exchange of it waits for.
+    pub verifying: Option<u64>,
 }
 
 /// What processing asks of the server.
@@ -209,6 +211,7 @@ impl Session {
             push: Vec::new(),
             auth_token: None,
             next_key_id: 1,
+            verifying: None,
         })
     }
 
