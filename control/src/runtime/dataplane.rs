@@ -7,6 +7,8 @@
 //! - Keys, virtual IPs and groups go to the core that owns the session (peer-id modulo the
 //!   core count); closes, terminations, idle sessions and client exits remove it there.
 //! - The compiled `RuleTable` goes to every core; reloads push a new generation.
+//! - Password checks the servers hand out run on the checker threads (`verifier`); their
+//!   verdicts are fed back each turn of the loop.
 //!
 //! A runtime shell: it reads the clock.
 
@@ -28,6 +30,7 @@ use sluice_engine::wire::openvpn::{KeyId, PeerId};
 use sluice_engine::worker::{Handoff, Listener, PortConfig, Worker, WorkerConfig};
 
 use super::endpoint;
+use super::verifier::{self, Verifier};
 use super::{log, shown};
 use crate::auth::EndpointAuth;
 use crate::compile::{self, GroupIndex};
@@ -35,7 +38,7 @@ use crate::config::schema::{Endpoint, DEFAULT_MTU};
 use crate::config::Loaded;
 use crate::connlog::{self, FailureReason, LogType, RotatingLog};
 use crate::proto::room::CoreRoom;
-use crate::proto::server::{CloseReason, Event, Server};
+use crate::proto::server::{CloseReason, Event, Server, MAX_VERIFYING};
 use crate::timefmt::rfc3339;
 
 /// One client connection, as `describe-client-vpn-connections` shows it.
@@ -112,6 +115,8 @@ pub struct Dataplane {
     /// The cores' mailboxes, with what waits for room in their command queues.
     outbox: Outbox,
     servers: Vec<Server<EndpointAuth>>,
+    /// The threads the servers' password checks run on (none runs on the control thread).
+    verifier: Verifier,
     groups: Vec<GroupIndex>,
     pushed: Vec<Option<Vec<(Ipv4Addr, Ipv4Addr)>>>,
     logs: Vec<Option<RotatingLog>>,
@@ -290,8 +295,18 @@ impl Dataplane {
             };
             settings.cookies = Some((key, epoch));
             settings.room = Some(Arc::clone(&core_room));
-            servers.push(Server::new(settings, endpoint::authenticator(loaded, i)?));
+            let mut server = Server::new(settings, endpoint::authenticator(loaded, i)?);
+            server.set_verify_elsewhere(true);
+            servers.push(server);
         }
+        // Each server has at most MAX_VERIFYING checks out, so the queue always has room.
+        let verifier = Verifier::start(
+            verifier::THREADS,
+            MAX_VERIFYING * servers.len(),
+            verifier::argon2_check,
+            None,
+        )
+        .map_err(|e| format!("starting the password checkers: {e}"))?;
         let stop = Arc::new(AtomicBool::new(false));
         let mut mailboxes = Vec::with_capacity(cores);
         let stats: Vec<Arc<CoreStats>> = (0..cores)
@@ -353,6 +368,7 @@ impl Dataplane {
             stop,
             outbox: Outbox::new(mailboxes),
             servers,
+            verifier,
             groups: compiled.groups,
             pushed: config
                 .endpoints
@@ -399,6 +415,13 @@ impl Dataplane {
                     break;
                 };
                 self.report(r, now, unix);
+            }
+        }
+        // The password checks done since the last turn complete their authentications.
+        let verdicts: Vec<_> = self.verifier.verdicts().collect();
+        for (e, id, verdict) in verdicts {
+            if let Some(s) = self.servers.get_mut(e) {
+                s.verified(now, unix, id, verdict);
             }
         }
         for i in 0..self.servers.len() {
@@ -536,6 +559,14 @@ impl Dataplane {
     }
 
     fn drain(&mut self, e: usize) {
+        // The password checks it asks for go to the checker threads (one they have no room
+        // for is refused for now, its events then drained with the rest).
+        if let Some(s) = self.servers.get_mut(e) {
+            let unix = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |t| t.as_secs());
+            self.verifier.serve(e, s, Instant::now(), unix);
+        }
         // Events first: a new control peer is known to the cores before our answer to its
         // packet leaves (its next packets need it).
         while let Some(ev) = self.servers.get_mut(e).and_then(Server::poll_event) {
@@ -964,6 +995,10 @@ impl Dataplane {
                     .absolute(c.handshakes);
                 metrics::counter!("sluice_connections_refused_for_room_total", "endpoint" => id.clone())
                     .absolute(c.refused_for_room);
+                metrics::counter!("sluice_password_checks_total", "endpoint" => id.clone())
+                    .absolute(c.verifications);
+                metrics::counter!("sluice_password_checks_refused_total", "endpoint" => id.clone())
+                    .absolute(c.verifier_busy);
                 // Set on every update, so that a reload that drops the CRL drops the gauge too
                 // (gauges not set for `GAUGE_IDLE` leave the scrape).
                 if let Some(t) = s.crl_next_update() {

@@ -17,6 +17,7 @@ pub mod admin_socket;
 pub mod dataplane;
 pub mod endpoint;
 pub mod udp;
+pub mod verifier;
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};

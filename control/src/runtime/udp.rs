@@ -2,6 +2,7 @@
 //! data channel's keepalives (pings decrypted with the derived keys, and sent every `ping`
 //! seconds). It does not forward tunnel traffic: in the appliance the DPDK engine does; this
 //! driver serves development, tests, and checking the control channel against real clients.
+//! Password checks run on the checker threads (`verifier`), as in the daemon.
 //!
 //! A runtime shell: it reads the clock.
 
@@ -19,10 +20,12 @@ use sluice_engine::crypto::{classify_plaintext, DataKey, Plaintext};
 use sluice_engine::packet::{HeapBuf, PacketBuf};
 use sluice_engine::wire::openvpn::{DataPacket, KeyId, Opcode, PeerId};
 
-use crate::proto::server::{Authenticator, Event, Server};
+use super::verifier::{self, CheckFn, Verifier};
+use crate::proto::server::{Authenticator, Event, Server, MAX_VERIFYING};
 use crate::proto::Remote;
 
 const SOCKET: Token = Token(0);
+const VERDICTS: Token = Token(1);
 
 /// A data-channel session as this driver keeps it.
 struct DataSession {
@@ -52,6 +55,7 @@ pub struct UdpDriver<A: Authenticator> {
     local: Remote,
     poll: Poll,
     server: Server<A>,
+    verifier: Verifier,
     data: HashMap<u32, DataSession>,
     ping: Duration,
     /// Events seen, for the caller (tests, logs).
@@ -71,11 +75,25 @@ fn remote_of(a: SocketAddr) -> Option<Remote> {
 }
 
 impl<A: Authenticator> UdpDriver<A> {
-    /// Wraps a bound socket (IPv4) and a server.
+    /// Wraps a bound socket (IPv4) and a server; its password checks run on checker threads
+    /// (`verifier::argon2_check`).
     ///
     /// # Errors
-    /// The socket cannot be registered with the event loop.
+    /// The socket cannot be registered with the event loop, or the threads cannot start.
     pub fn new(socket: std::net::UdpSocket, server: Server<A>, ping: Duration) -> io::Result<Self> {
+        Self::with_check(socket, server, ping, verifier::argon2_check)
+    }
+
+    /// `new`, the password checks run by `check` (a test's, e.g. one that takes its time).
+    ///
+    /// # Errors
+    /// As `new`.
+    pub fn with_check(
+        socket: std::net::UdpSocket,
+        mut server: Server<A>,
+        ping: Duration,
+        check: CheckFn,
+    ) -> io::Result<Self> {
         socket.set_nonblocking(true)?;
         let local = match socket.local_addr()? {
             SocketAddr::V4(a) => Remote {
@@ -88,11 +106,15 @@ impl<A: Authenticator> UdpDriver<A> {
         let poll = Poll::new()?;
         poll.registry()
             .register(&mut socket, SOCKET, Interest::READABLE)?;
+        let waker = std::sync::Arc::new(mio::Waker::new(poll.registry(), VERDICTS)?);
+        let verifier = Verifier::start(verifier::THREADS, MAX_VERIFYING, check, Some(waker))?;
+        server.set_verify_elsewhere(true);
         Ok(Self {
             socket,
             local,
             poll,
             server,
+            verifier,
             data: HashMap::new(),
             ping,
             events: Vec::new(),
@@ -144,6 +166,11 @@ impl<A: Authenticator> UdpDriver<A> {
                 }
             }
             let now = Instant::now();
+            let unix = unix_seconds();
+            let verdicts: Vec<_> = self.verifier.verdicts().collect();
+            for (_, id, verdict) in verdicts {
+                self.server.verified(now, unix, id, verdict);
+            }
             self.server.handle_timeout(now);
             self.drain();
             self.send_pings(now);
@@ -156,11 +183,8 @@ impl<A: Authenticator> UdpDriver<A> {
             self.handle_data(remote, d);
             return;
         }
-        let unix = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |t| t.as_secs());
         self.server
-            .handle_datagram(Instant::now(), unix, remote, self.local, d);
+            .handle_datagram(Instant::now(), unix_seconds(), remote, self.local, d);
         self.drain();
     }
 
@@ -215,6 +239,8 @@ impl<A: Authenticator> UdpDriver<A> {
     }
 
     fn drain(&mut self) {
+        self.verifier
+            .serve(0, &mut self.server, Instant::now(), unix_seconds());
         while let Some(t) = self.server.poll_transmit() {
             self.send(t.remote, &t.payload);
         }
@@ -274,4 +300,10 @@ impl<A: Authenticator> UdpDriver<A> {
             self.events.push(e);
         }
     }
+}
+
+fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |t| t.as_secs())
 }
