@@ -28,6 +28,14 @@ pub mod opcode {
 /// The most acks one packet may carry.
 pub const MAX_ACKS: usize = 8;
 
+/// The longest payload (TLS bytes, or a reset's) a packet may carry. OpenVPN 2.6 cuts its TLS
+/// output to fit `tls-mtu` (1250 bytes with the IP and UDP headers, §3.4) and drops a control
+/// packet that does not fit its receive buffer ("Incoming control channel packet too big");
+/// 2048 is above both. The bound is what keeps a peer's out-of-order messages, which the
+/// reliability layer holds until the gap before them fills, from costing a datagram's 64 KiB
+/// each.
+pub const MAX_PAYLOAD: usize = 2048;
+
 /// Why a datagram is not a control packet sluice accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PacketError {
@@ -39,6 +47,8 @@ pub enum PacketError {
     TooManyAcks,
     /// An all-zero session id.
     ZeroSessionId,
+    /// A payload longer than `MAX_PAYLOAD`.
+    TooBig,
 }
 
 /// A parsed control packet borrowing its payload.
@@ -118,6 +128,9 @@ impl<'a> ControlPacket<'a> {
         };
         if op == opcode::ACK_V1 && n == 0 {
             return Err(PacketError::Truncated);
+        }
+        if has_msg && b.len() > MAX_PAYLOAD {
+            return Err(PacketError::TooBig);
         }
         Ok(Self {
             opcode: op,
@@ -259,6 +272,44 @@ mod tests {
             ControlPacket::parse(&hex("20 0102030405060708 01 00000001 01020304")),
             Err(PacketError::Truncated)
         );
+    }
+
+    /// A packet with more payload than any OpenVPN peer sends is refused, so that the
+    /// reliability layer never holds it; one at the limit, and a 2.6 client's largest (1222
+    /// bytes in all, §3.4), pass.
+    #[test]
+    fn oversized_payloads_are_refused() {
+        let packet = |payload_len: usize| {
+            let p = ControlPacket {
+                opcode: opcode::CONTROL_V1,
+                key_id: 0,
+                session_id: [1; 8],
+                acks: [0u32].into_iter().collect(),
+                remote_session_id: Some([2; 8]),
+                msg_id: Some(5),
+                payload: &vec![0x17; payload_len],
+            };
+            let mut out = Vec::new();
+            p.encode(&mut out);
+            out
+        };
+        let largest_of_a_client = packet(1222 - 26);
+        assert_eq!(largest_of_a_client.len(), 1222);
+        assert!(ControlPacket::parse(&largest_of_a_client).is_ok());
+        assert_eq!(
+            ControlPacket::parse(&packet(MAX_PAYLOAD))
+                .unwrap()
+                .payload
+                .len(),
+            MAX_PAYLOAD
+        );
+        for len in [MAX_PAYLOAD + 1, 65_000] {
+            assert_eq!(
+                ControlPacket::parse(&packet(len)),
+                Err(PacketError::TooBig),
+                "{len}"
+            );
+        }
     }
 
     proptest::proptest! {
