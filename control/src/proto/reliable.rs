@@ -108,12 +108,14 @@ impl Reliable {
         self.next_recv = 1;
     }
 
-    /// Records an ack from the peer (unknown or repeated ids are ignored).
+    /// Records an ack from the peer (unknown or repeated ids are ignored, and so are ids of
+    /// messages queued but never sent: the peer cannot have received them, and taking its
+    /// word would drop them unsent and count toward a fast retransmit of earlier ones).
     pub fn on_ack(&mut self, id: u32) {
         let Some(pos) = self.sending.iter().position(|o| o.id == id) else {
             return;
         };
-        if self.sending[pos].acked {
+        if self.sending[pos].acked || self.sending[pos].due.is_none() {
             return;
         }
         self.sending[pos].acked = true;
@@ -293,6 +295,12 @@ mod tests {
         for id in 1..8 {
             r.on_ack(id);
         }
+        assert_eq!(
+            r.poll_transmit(t0 + INITIAL_RTO).map(|o| o.id),
+            Some(7),
+            "7 was never sent: its early ack did not count"
+        );
+        r.on_ack(7);
         assert!(r.all_acked());
     }
 
@@ -310,6 +318,36 @@ mod tests {
         assert!(r.poll_transmit(t0).is_none());
         r.on_ack(3);
         assert_eq!(r.poll_transmit(t0).map(|o| o.id), Some(0));
+    }
+
+    /// A peer that acknowledges msg-pids queued but not yet sent (beyond the window) is not
+    /// believed: they still go out once the window reaches them, and their acks count for no
+    /// fast retransmit of the messages before them.
+    #[test]
+    fn acks_for_messages_never_sent_are_ignored() {
+        #[allow(clippy::disallowed_methods)]
+        let t0 = Instant::now();
+        let mut r = Reliable::default();
+        for i in 0..8u8 {
+            r.queue(4, vec![i]).unwrap();
+        }
+        while r.poll_transmit(t0).is_some() {}
+        r.on_ack(6);
+        r.on_ack(7);
+        r.on_ack(5);
+        assert!(
+            r.poll_transmit(t0).is_none(),
+            "one real later ack is no reason to retransmit 0..4"
+        );
+        for id in 0..5 {
+            r.on_ack(id);
+        }
+        assert!(!r.all_acked());
+        let sent: Vec<u32> = std::iter::from_fn(|| r.poll_transmit(t0).map(|o| o.id)).collect();
+        assert_eq!(sent, vec![6, 7], "sent once the window slid");
+        r.on_ack(6);
+        r.on_ack(7);
+        assert!(r.all_acked());
     }
 
     #[test]
