@@ -1954,3 +1954,37 @@ fn password_checks_are_handed_out_and_their_verdicts_complete_the_authentication
     rig.connect();
     assert_eq!(rig.server.counters().verifier_busy, 2);
 }
+
+/// A client that repeats its PUSH_REQUEST (or sends a hundred in a datagram) is pushed once
+/// in 30 s, as by an OpenVPN server, not once for each; after 30 s it is answered again.
+#[test]
+fn repeated_push_requests_within_30_s_are_not_answered_again() {
+    let server = Server::new(
+        Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20)),
+        CertificateOnly,
+    );
+    let mut rig = Rig::new(server, certificate_client(9));
+    rig.connect();
+    let replies = |r: &Rig<CertificateOnly>| {
+        r.client
+            .messages
+            .iter()
+            .filter(|m| m.starts_with("PUSH_REPLY"))
+            .count()
+    };
+    // The unasked push at establishment, then the first request answered.
+    let pushed = replies(&rig);
+    assert!(pushed >= 1);
+    rig.client.send_message("PUSH_REQUEST").unwrap();
+    rig.run_until(Duration::from_secs(3), |_| false);
+    assert_eq!(replies(&rig), 2 * pushed, "the first request is answered");
+    for _ in 0..20 {
+        rig.client.send_message("PUSH_REQUEST").unwrap();
+    }
+    rig.run_until(Duration::from_secs(3), |_| false);
+    assert_eq!(replies(&rig), 2 * pushed, "no push again within 30 s");
+    rig.run_until(Duration::from_secs(30), |_| false);
+    rig.client.send_message("PUSH_REQUEST").unwrap();
+    rig.run_until(Duration::from_secs(3), |_| false);
+    assert_eq!(replies(&rig), 3 * pushed, "answered again after 30 s");
+}

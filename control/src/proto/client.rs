@@ -151,6 +151,26 @@ impl Client {
         self.start_key(key_id, opcode::SOFT_RESET_V1)
     }
 
+    /// Writes `text` (a control message, NUL-terminated here) on the newest active key, as
+    /// a client's own messages go (`PUSH_REQUEST` again, say); sent at the next `poll`.
+    ///
+    /// # Errors
+    /// No key is active, or TLS refuses the write.
+    pub fn send_message(&mut self, text: &str) -> Result<(), ClientError> {
+        let k = self
+            .keys
+            .iter_mut()
+            .rev()
+            .find(|k| k.active)
+            .ok_or_else(|| ClientError::Tls("no active key".into()))?;
+        let mut m = text.as_bytes().to_vec();
+        m.push(0);
+        k.tls
+            .writer()
+            .write_all(&m)
+            .map_err(|e| ClientError::Tls(e.to_string()))
+    }
+
     /// Forgets the `auth-token` the server pushed: its next key exchange sends the password
     /// again (as a client that kept no token, or whose server pushed none).
     pub fn forget_auth_token(&mut self) {

@@ -23,7 +23,7 @@ use super::key_method::{negotiate_cipher, PeerInfo, Secret};
 use super::packet::{opcode, ControlPacket};
 use super::push::{push_reply, PushOptions};
 use super::room::{CoreRoom, Place};
-use super::session::{Credentials, Identity, KeyPhase, Phase, Session, Step};
+use super::session::{Credentials, Identity, KeyPhase, Phase, Session, Step, PUSH_AGAIN_AFTER};
 use super::tls::{ServerTls, TlsFailure};
 use super::token::{Holder, TokenKey};
 use super::verify::{PasswordCheck, Verdict, Verification};
@@ -836,10 +836,19 @@ impl<A: Authenticator> Server<A> {
             Step::ClientExit => self.end(remote, CloseReason::ClientExit, now),
             Step::PushRequest => {
                 if let Some(s) = self.sessions.get_mut(&remote) {
-                    if s.phase == Phase::Established {
+                    // Answered within the last 30 s: not again, as an OpenVPN server; a client
+                    // that repeats its request (or sends a hundred in a datagram) gets no
+                    // hundred pushes to encrypt and queue. The unasked push at establishment
+                    // does not count: the first request is answered, as before (a client that
+                    // does not take unasked pushes has asked for it).
+                    let recent = s
+                        .pushed_at
+                        .is_some_and(|t| now.saturating_duration_since(t) < PUSH_AGAIN_AFTER);
+                    if s.phase == Phase::Established && !recent {
                         for m in s.push.clone() {
                             s.send_text(&m);
                         }
+                        s.pushed_at = Some(now);
                     }
                 }
             }

@@ -136,7 +136,14 @@ pub struct Session {
     next_key_id: u8,
     /// The password check (`Server::verified`, by job id) a key exchange of it waits for.
     pub verifying: Option<u64>,
+    /// When a `PUSH_REQUEST` was last answered with the push (`push`): one within
+    /// `PUSH_AGAIN_AFTER` of it is not answered again.
+    pub pushed_at: Option<Instant>,
 }
+
+/// How long after a push a client's further `PUSH_REQUEST`s are not answered again (as
+/// OpenVPN 2.6's server does: `push.c`, its `sent_push_reply_expiry` of 30 s).
+pub const PUSH_AGAIN_AFTER: Duration = Duration::from_secs(30);
 
 /// What processing asks of the server.
 #[derive(Debug)]
@@ -212,6 +219,7 @@ impl Session {
             auth_token: None,
             next_key_id: 1,
             verifying: None,
+            pushed_at: None,
         })
     }
 
