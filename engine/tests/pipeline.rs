@@ -1163,6 +1163,48 @@ fn replies_follow_a_floated_client() {
     assert!(lab.client.open(&out[0]).is_some());
 }
 
+/// Datagrams to a client leave with DF clear, so a path with a smaller MTU fragments them:
+/// each has an identification of its own (RFC 6864 §4.1), or the client's kernel, holding the
+/// fragments of two at once, reassembles pieces of both into one.
+#[test]
+fn datagrams_to_a_client_carry_identifications_of_their_own() {
+    let mut lab = lab_with(GroupMask::EMPTY);
+    lab.send_from_client(&testkit::ipv4_echo(
+        ip(lab::CLIENT_VIP),
+        ip(lab::HOST_IP),
+        true,
+        3,
+        1,
+        b"",
+    ));
+    let sent = lab.inside_sent();
+    assert_eq!(sent.len(), 1);
+    let nat_id = IcmpPacket::new_checked(ip_of(&sent[0]).payload())
+        .unwrap()
+        .echo_id();
+    let mut idents = Vec::new();
+    for seq in 1..=3 {
+        let reply = testkit::ipv4_echo(
+            ip(lab::HOST_IP),
+            ip(lab::INSIDE_IP),
+            false,
+            nat_id,
+            seq,
+            b"",
+        );
+        let out = lab.reply_from_host(&reply);
+        assert_eq!(out.len(), 1);
+        let outer = ip_of(&out[0]);
+        assert!(outer.verify_checksum());
+        assert!(!outer.dont_fragment());
+        assert!(lab.client.open(&out[0]).is_some());
+        idents.push(outer.ident());
+    }
+    idents.sort_unstable();
+    idents.dedup();
+    assert_eq!(idents.len(), 3, "one identification each: {idents:?}");
+}
+
 /// The way back waits for ARP too: a reply toward a client whose outer address is not
 /// resolved yet goes out after the client's ARP reply, to its MAC, and opens with its key.
 #[test]

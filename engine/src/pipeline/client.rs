@@ -192,6 +192,7 @@ impl<P: Port> Worker<P> {
         const IP_AT: usize = HEADER_LEN;
         const ANSWER_AT: usize = IP_AT + udp::Ipv4UdpHeaders::LEN;
         const LEN: usize = ANSWER_AT + crate::cookie::ANSWER_LEN;
+        let ident = self.take_ident();
         let have = buf.len();
         if have < LEN && buf.append(LEN - have).is_err() {
             return self.drop_packet(buf, DropReason::NoRoom);
@@ -209,7 +210,7 @@ impl<P: Port> Worker<P> {
                 (outer.local.ip, outer.local.port),
                 (outer.remote.ip, outer.remote.port),
             )
-            .write(h, crate::cookie::ANSWER_LEN);
+            .write(h, crate::cookie::ANSWER_LEN, ident);
             crate::cookie::write_answer(a, &ours, &client);
         }
         self.stats.resets_answered += 1;

@@ -253,10 +253,11 @@ impl<P: Port> Worker<P> {
         taken
     }
 
-    /// An identification for a datagram this core sends in fragments, or translates from
-    /// fragments: the cores take turns (core `c` of `n` uses `c`, `c + n`, ...), so no two
+    /// An identification for a datagram this core sends to a client (whole, DF clear: a path
+    /// may fragment it, or in fragments), or translates from fragments: the cores take turns (core `c` of `n` uses `c`, `c + n`, ...), so no two
     /// datagrams leaving one address at once share one (RFC 6864: a source must not reuse an
     /// identification within a datagram's lifetime).
+    #[inline]
     pub(crate) fn take_ident(&mut self) -> u16 {
         let ident = self.next_ident;
         self.next_ident = ident.wrapping_add(self.cfg.cores as u16);
@@ -311,7 +312,8 @@ impl<P: Port> Worker<P> {
     ) {
         let len = buf.len();
         let mut template = [0u8; Ipv4UdpHeaders::LEN];
-        headers.write(&mut template, len);
+        // The identification is the fragments' own, written by `fragment_header`.
+        headers.write(&mut template, len, 0);
         // IPv4 payload bytes a fragment carries (but the last): a multiple of 8.
         let per = usize::from(self.cfg.outside_mtu).saturating_sub(MIN_HEADER_LEN) / 8 * 8;
         let datagram = udp::HEADER_LEN + len;

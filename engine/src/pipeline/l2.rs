@@ -292,8 +292,9 @@ impl<P: Port> Worker<P> {
             return self.send_fragments_to_client(buf, headers, hop);
         }
         let outside = self.cfg.outside;
+        let ident = self.take_ident();
         self.output_under(outside, hop, buf, |h: &mut [u8; Ipv4UdpHeaders::LEN]| {
-            headers.write(h, len);
+            headers.write(h, len, ident);
         });
     }
 

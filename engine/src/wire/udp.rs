@@ -152,12 +152,14 @@ pub fn write_header(b: &mut [u8], src_port: u16, dst_port: u16, payload_len: usi
 }
 
 /// The IPv4 and UDP headers of datagrams between two fixed endpoints (a session's listener
-/// and its client), prepared once: per datagram only the two lengths and the IPv4 checksum
-/// are filled in. Option-less IPv4, ident 0, TTL 64, UDP checksum 0 (optional over IPv4), as
-/// `Ipv4Repr::emit` and `write_header` write them, but with DF clear: a router on a client's
-/// path with a smaller MTU (PPPoE's 1492) fragments a full-size datagram instead of dropping
-/// it with an ICMP "fragmentation needed" the appliance does not act on (what a kernel's UDP
-/// socket does after PMTU discovery, sluice leaves to the path).
+/// and its client), prepared once: per datagram only the two lengths, the identification and
+/// the IPv4 checksum are filled in. Option-less IPv4, TTL 64, UDP checksum 0 (optional over
+/// IPv4), as `Ipv4Repr::emit` and `write_header` write them, but with DF clear: a router on a
+/// client's path with a smaller MTU (PPPoE's 1492) fragments a full-size datagram instead of
+/// dropping it with an ICMP "fragmentation needed" the appliance does not act on (what a
+/// kernel's UDP socket does after PMTU discovery, sluice leaves to the path). A datagram that
+/// may be fragmented needs an identification of its own (RFC 6864 §4.1): with one for all, the
+/// client's kernel reassembled the fragments of two datagrams into one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ipv4UdpHeaders {
     bytes: [u8; Self::LEN],
@@ -198,9 +200,10 @@ impl Ipv4UdpHeaders {
             && b[22..24] == dst.1.to_be_bytes()
     }
 
-    /// Writes the headers for a UDP payload of `payload_len` bytes into `out`.
+    /// Writes the headers for a UDP payload of `payload_len` bytes, with identification
+    /// `ident`, into `out`.
     #[inline]
-    pub fn write(&self, out: &mut [u8; Self::LEN], payload_len: usize) {
+    pub fn write(&self, out: &mut [u8; Self::LEN], payload_len: usize, ident: u16) {
         // In halves at 0 and 16, as a copy of these headers is stored: the pipeline copies a
         // session's headers to the stack (two 16-byte stores) right before this reads them, and
         // a 28-byte copy read them as 16 bytes at 0 and 16 at 12, a load across both stores that
@@ -211,7 +214,9 @@ impl Ipv4UdpHeaders {
         let udp_len = (HEADER_LEN + payload_len) as u16;
         let total = udp_len.wrapping_add(super::ipv4::MIN_HEADER_LEN as u16);
         out[2..4].copy_from_slice(&total.to_be_bytes());
-        let c = !checksum::fold(self.sum + u32::from(total));
+        out[4..6].copy_from_slice(&ident.to_be_bytes());
+        // The prepared sum has the identification as 0.
+        let c = !checksum::fold(self.sum + u32::from(total) + u32::from(ident));
         out[10..12].copy_from_slice(&c.to_be_bytes());
         out[24..26].copy_from_slice(&udp_len.to_be_bytes());
     }
@@ -223,12 +228,12 @@ mod tests {
 
     proptest::proptest! {
         /// The prepared headers are byte for byte what `Ipv4Repr::emit` and `write_header`
-        /// write for the same datagram, DF cleared.
+        /// write for the same datagram, DF cleared and the identification set.
         #[test]
-        fn prepared_headers_match_emitted(src: (u32, u16), dst: (u32, u16), len in 0usize..65000, other: (u32, u16)) {
+        fn prepared_headers_match_emitted(src: (u32, u16), dst: (u32, u16), len in 0usize..65000, other: (u32, u16), ident: u16) {
             let t = Ipv4UdpHeaders::new(src, dst);
             let mut fast = [0u8; Ipv4UdpHeaders::LEN];
-            t.write(&mut fast, len);
+            t.write(&mut fast, len, ident);
             let mut slow = [0u8; Ipv4UdpHeaders::LEN];
             crate::wire::ipv4::Ipv4Repr {
                 src: src.0.to_be_bytes(),
@@ -238,6 +243,7 @@ mod tests {
                 ttl: 64,
             }
             .emit(&mut slow);
+            slow[4..6].copy_from_slice(&ident.to_be_bytes());
             slow[6] = 0;
             slow[10..12].copy_from_slice(&[0, 0]);
             let c = checksum::checksum(&slow[..20]);
