@@ -99,11 +99,72 @@ fn vip(i: usize) -> u32 {
     0x0a40_0000 + i as u32
 }
 
+/// The payload bytes of client-to-network and of network-to-client packets.
+const TO_NET_FILL: u8 = 0x5a;
+const TO_CLIENT_FILL: u8 = 0xa5;
+
+/// A packet's UDP payload length at inner packet size `size`.
+fn payload_len(size: usize) -> usize {
+    size.saturating_sub(28).max(1)
+}
+
+/// The client's source port of `flow`.
+fn client_port(flow: usize, shape: Shape) -> u16 {
+    1024 + (flow / shape.sessions) as u16
+}
+
 fn inner(flow: usize, shape: Shape, size: usize) -> Vec<u8> {
     let s = flow % shape.sessions;
-    let sport = 1024 + (flow / shape.sessions) as u16;
-    let payload = vec![0x5a; size.saturating_sub(28).max(1)];
-    testkit::ipv4_udp(vip(s), sport, ip(lab::HOST_IP), remote_port(flow), &payload)
+    let payload = vec![TO_NET_FILL; payload_len(size)];
+    testkit::ipv4_udp(
+        vip(s),
+        client_port(flow, shape),
+        ip(lab::HOST_IP),
+        remote_port(flow),
+        &payload,
+    )
+}
+
+/// What an IPv4 packet the core sent must be: UDP from `src`:`sport` to `dst`:`dport`,
+/// carrying `len` bytes of `fill`, with both checksums right.
+#[derive(Clone, Copy, Debug)]
+struct Expected {
+    src: u32,
+    sport: u16,
+    dst: u32,
+    dport: u16,
+    fill: u8,
+    len: usize,
+}
+
+/// Checks the IPv4 packet `p` against `e`.
+fn check_packet(p: &[u8], e: &Expected) -> Result<(), String> {
+    let ipp = Ipv4Packet::new_checked(p).map_err(|_| "not an IPv4 packet".to_owned())?;
+    if !ipp.verify_checksum() {
+        return Err("IPv4 header checksum wrong".into());
+    }
+    let (src, dst) = (u32::from_be_bytes(ipp.src()), u32::from_be_bytes(ipp.dst()));
+    let u = UdpPacket::new_checked(ipp.payload()).map_err(|_| "not a UDP datagram".to_owned())?;
+    if !u.verify_checksum(ipp.src(), ipp.dst()) {
+        return Err("UDP checksum wrong".into());
+    }
+    let got = (src, u.src_port(), dst, u.dst_port());
+    if got != (e.src, e.sport, e.dst, e.dport) {
+        return Err(format!(
+            "{got:x?} (source, port, destination, port) instead of {:x?}",
+            (e.src, e.sport, e.dst, e.dport)
+        ));
+    }
+    let payload = u.payload();
+    if payload.len() != e.len || payload.iter().any(|&b| b != e.fill) {
+        return Err(format!(
+            "a payload of {} bytes not all {:#x} (expected {})",
+            payload.len(),
+            e.fill,
+            e.len
+        ));
+    }
+    Ok(())
 }
 
 /// Flows spread over 61 services of the VPC host: a NAT tells return traffic apart by the
@@ -161,15 +222,18 @@ impl<P: BenchPort> Bench<P> {
         self.clients[flow % shape.sessions].frame(&p)
     }
 
-    /// Loads `frames` onto port `port` (untimed).
-    fn load(&mut self, port: usize, frames: impl IntoIterator<Item = Vec<u8>>) {
+    /// Loads `frames` onto port `port` (untimed); returns how many it loaded.
+    fn load(&mut self, port: usize, frames: impl IntoIterator<Item = Vec<u8>>) -> u64 {
+        let mut n = 0;
         if let Some(p) = self.w.port_mut(port) {
             for f in frames {
                 if !p.load(&f) {
                     break;
                 }
+                n += 1;
             }
         }
+        n
     }
 
     /// Runs the core until port `port` has nothing loaded left; returns the time it took.
@@ -267,26 +331,48 @@ struct Case<P: BenchPort> {
     shape: Shape,
     size: usize,
     b: Bench<P>,
+    /// Each flow's (nat port, remote port), by flow.
     nat_ports: Vec<(u16, u16)>,
     /// The next flow each direction's chunk starts at.
     next: [usize; 2],
+    /// Frames fed to the core in each direction's timed chunks.
+    fed: [u64; 2],
     windows: [BestWindow; 2],
     stages: [StageBest; 2],
 }
 
 impl<P: BenchPort> Case<P> {
-    fn new(shape: Shape, size: usize, per_case: Duration, ports: Vec<P>) -> Self {
+    /// Sets the core up and sends every flow once; fails unless every flow came through, each
+    /// with a translation of its own (so that the table really holds `shape.flows` flows).
+    fn new(shape: Shape, size: usize, per_case: Duration, ports: Vec<P>) -> Result<Self, String> {
         let mut b = setup(shape, ports);
         let nat_ports = b.warm_up(shape, size);
-        Self {
+        let label = format!("{}x{} at {size} B", shape.sessions, shape.flows);
+        if nat_ports.len() != shape.flows {
+            return Err(format!(
+                "{label}: {} of the {} flows came through the warm-up",
+                nat_ports.len(),
+                shape.flows
+            ));
+        }
+        let distinct: std::collections::HashSet<&(u16, u16)> = nat_ports.iter().collect();
+        if distinct.len() != shape.flows {
+            return Err(format!(
+                "{label}: the {} flows share {} translations",
+                shape.flows,
+                distinct.len()
+            ));
+        }
+        Ok(Self {
             shape,
             size,
             b,
             nat_ports,
             next: [0, 0],
+            fed: [0, 0],
             windows: [BestWindow::new(per_case), BestWindow::new(per_case)],
             stages: [StageBest::default(), StageBest::default()],
-        }
+        })
     }
 
     /// Runs direction `dir` until `dur` more of it has been timed (one `BestWindow` window
@@ -294,32 +380,27 @@ impl<P: BenchPort> Case<P> {
     fn window(&mut self, dir: usize, dur: Duration) {
         let until = self.windows[dir].elapsed() + dur;
         while self.windows[dir].elapsed() < until {
-            if !self.chunk(dir) {
-                return;
-            }
+            self.chunk(dir);
         }
     }
 
-    /// Loads one chunk of frames for direction `dir` and times the core through it; `false`
-    /// when the direction has nothing to send (no flow came through the warm-up).
-    fn chunk(&mut self, dir: usize) -> bool {
+    /// The next chunk's frames for direction `dir`, with the flow of each, round all flows
+    /// (and so all sessions).
+    fn frames(&mut self, dir: usize) -> (Vec<Vec<u8>>, Vec<usize>) {
         let (shape, size) = (self.shape, self.size);
-        let frames: Vec<Vec<u8>> = if dir == TO_NET {
-            // Client to network: fresh sealed frames, round all flows (and so all sessions).
-            let next = self.next[dir];
-            (0..CHUNK)
-                .map(|i| self.b.seal((next + i) % shape.flows, shape, size))
-                .collect()
+        let next = self.next[dir];
+        self.next[dir] = (next + CHUNK) % shape.flows;
+        let flows: Vec<usize> = (0..CHUNK).map(|i| (next + i) % shape.flows).collect();
+        let frames = if dir == TO_NET {
+            // Client to network: fresh sealed frames.
+            flows.iter().map(|&f| self.b.seal(f, shape, size)).collect()
         } else {
-            // Network to client: replies to the translated ports, round all flows.
-            if self.nat_ports.is_empty() {
-                return false;
-            }
-            let payload = vec![0xa5; size.saturating_sub(28).max(1)];
-            let next = self.next[dir];
-            (0..CHUNK)
-                .map(|i| {
-                    let (nat, remote) = self.nat_ports[(next + i) % self.nat_ports.len()];
+            // Network to client: replies to the translated ports.
+            let payload = vec![TO_CLIENT_FILL; payload_len(size)];
+            flows
+                .iter()
+                .map(|&f| {
+                    let (nat, remote) = self.nat_ports[f];
                     testkit::eth_ipv4(
                         lab::INSIDE_MAC,
                         lab::HOST_MAC,
@@ -334,40 +415,127 @@ impl<P: BenchPort> Case<P> {
                 })
                 .collect()
         };
-        let round = if dir == TO_NET {
-            shape.flows
-        } else {
-            self.nat_ports.len()
-        };
-        self.next[dir] = (self.next[dir] + CHUNK) % round;
+        (frames, flows)
+    }
+
+    /// Loads one chunk of frames for direction `dir` and times the core through it.
+    fn chunk(&mut self, dir: usize) {
+        let (frames, _) = self.frames(dir);
         let (inp, out) = if dir == TO_NET { (0, 1) } else { (1, 0) };
-        self.b.load(inp, frames);
+        self.fed[dir] += self.b.load(inp, frames);
         let before = (port_sent(&mut self.b.w, out), self.b.w.stage_cycles());
         let t = self.b.drain(inp);
         self.windows[dir].add(port_sent(&mut self.b.w, out) - before.0, t);
         self.stages[dir].keep(self.b.w.stage_cycles().since(&before.1));
-        true
     }
 
-    /// Reports the stage ticks (with `stage-cycles`) and returns what was measured.
-    fn finish(self, dirs: Directions) -> Measured {
+    /// After the measurement, untimed: one more chunk of direction `dir` whose frames the
+    /// output port keeps, each checked to be the packet its input frame must become
+    /// (client to network: translated to the ENI address and the flow's nat port, payload
+    /// intact; network to client: opened by the flow's client, translated back to its
+    /// address and port, payload intact).
+    fn verify(&mut self, dir: usize) -> Result<(), String> {
+        let (shape, size) = (self.shape, self.size);
+        let (frames, flows) = self.frames(dir);
+        let (inp, out) = if dir == TO_NET { (0, 1) } else { (1, 0) };
+        if let Some(p) = self.b.w.port_mut(out) {
+            p.keep_sent(Some(Vec::with_capacity(CHUNK)));
+        }
+        let loaded = self.b.load(inp, frames);
+        self.b.drain(inp);
+        self.b.w.poll_once(self.b.now);
+        let sent = self
+            .b
+            .w
+            .port_mut(out)
+            .and_then(|p| p.keep_sent(None))
+            .unwrap_or_default();
+        if sent.len() as u64 != loaded || loaded != CHUNK as u64 {
+            return Err(format!(
+                "{} frames came out of {loaded} loaded ({CHUNK} made)",
+                sent.len()
+            ));
+        }
+        for (frame, &flow) in sent.iter().zip(&flows) {
+            let s = flow % shape.sessions;
+            let (nat, remote) = self.nat_ports[flow];
+            let checked = if dir == TO_NET {
+                check_packet(
+                    frame.get(14..).unwrap_or_default(),
+                    &Expected {
+                        src: ip(lab::INSIDE_IP),
+                        sport: nat,
+                        dst: ip(lab::HOST_IP),
+                        dport: remote,
+                        fill: TO_NET_FILL,
+                        len: payload_len(size),
+                    },
+                )
+            } else {
+                match self.b.clients[s].open(frame) {
+                    Some(inner) => check_packet(
+                        &inner,
+                        &Expected {
+                            src: ip(lab::HOST_IP),
+                            sport: remote,
+                            dst: vip(s),
+                            dport: client_port(flow, shape),
+                            fill: TO_CLIENT_FILL,
+                            len: payload_len(size),
+                        },
+                    ),
+                    None => Err(format!("session {s}'s client cannot open it")),
+                }
+            };
+            checked.map_err(|e| format!("the frame of flow {flow}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Checks what the core did (every frame fed in the timed chunks came out, nothing was
+    /// dropped, a last chunk of each direction measured is what it must be), reports the
+    /// stage ticks (with `stage-cycles`) and returns what was measured.
+    fn finish(mut self, dirs: Directions) -> Result<Measured, String> {
+        let label = format!(
+            "{}x{} at {} B",
+            self.shape.sessions, self.shape.flows, self.size
+        );
+        for (dir, name, on) in [
+            (TO_NET, "client->net", dirs.to_net),
+            (TO_CLIENT, "net->client", dirs.to_client),
+        ] {
+            if !on {
+                continue;
+            }
+            let (fed, out) = (self.fed[dir], self.windows[dir].ops());
+            if fed != out {
+                return Err(format!(
+                    "{label} {name}: {out} frames came out of the {fed} fed in the timed chunks"
+                ));
+            }
+            self.verify(dir).map_err(|e| {
+                format!("{label} {name}, checking a chunk after the measurement: {e}")
+            })?;
+        }
         for (dir, best) in ["client->net", "net->client"].iter().zip(&self.stages) {
             best.report(dir, self.shape, self.size);
         }
         let drops = self.b.w.drops().total();
-        if drops > 0 && std::env::var_os("SLUICE_BENCH_DEBUG").is_some() {
+        if drops > 0 {
             let nonzero: Vec<(&str, u64)> =
                 self.b.w.drops().iter().filter(|(_, n)| *n > 0).collect();
-            eprintln!("    drops: {nonzero:?}");
+            return Err(format!(
+                "{label}: the core dropped {drops} packets of valid traffic: {nonzero:?}"
+            ));
         }
         let [c2n, n2c] = self.windows;
-        (
+        Ok((
             // A direction asked for and not measured reads 0 (the run then fails as insane).
             dirs.to_net.then(|| c2n.rate()),
             dirs.to_client.then(|| n2c.rate()),
             c2n.ops() + n2c.ops(),
             drops,
-        )
+        ))
     }
 }
 
@@ -389,7 +557,8 @@ pub(crate) enum Order {
     Interleaved,
 }
 
-/// Runs the engine suite on ports from `ports` (named `suite` in the results); `records` are
+/// Runs the engine suite on ports from `ports` (named `suite` in the results); fails when the
+/// core did not turn every frame into the packet it must be (`Case::finish`). `records` are
 /// the run's records so far, whose AEAD ceiling figures are raised in place where measuring
 /// the yardstick again finds it higher. The ratios returned are to the highest yardstick of
 /// the run; the ones printed as the run goes are to the highest so far. With more than one
@@ -404,7 +573,7 @@ pub(crate) fn run<P: BenchPort>(
     order: Order,
     records: &mut [Record],
     mut ports: impl FnMut() -> Vec<P>,
-) -> Vec<Record> {
+) -> Result<Vec<Record>, String> {
     let mut out = Vec::new();
     let window = per_case / ROUNDS;
     // The yardstick is measured again as long in total as before each case of a sequential
@@ -420,7 +589,7 @@ pub(crate) fn run<P: BenchPort>(
                 let mut cases: Vec<Case<P>> = shapes
                     .iter()
                     .map(|&shape| Case::new(shape, size, per_case, ports()))
-                    .collect();
+                    .collect::<Result<_, _>>()?;
                 for _ in 0..ROUNDS {
                     crate::ceiling::remeasure(records, size, again / ROUNDS);
                     for &dir in &directions {
@@ -431,22 +600,22 @@ pub(crate) fn run<P: BenchPort>(
                 }
                 cases
                     .into_iter()
-                    .map(|c| (c.shape, c.finish(dirs)))
-                    .collect()
+                    .map(|c| Ok((c.shape, c.finish(dirs)?)))
+                    .collect::<Result<_, String>>()?
             }
             Order::Sequential => shapes
                 .iter()
                 .map(|&shape| {
                     crate::ceiling::remeasure(records, size, per_case / 4);
-                    let mut c = Case::new(shape, size, per_case, ports());
+                    let mut c = Case::new(shape, size, per_case, ports())?;
                     for &dir in &directions {
                         for _ in 0..ROUNDS {
                             c.window(dir, window);
                         }
                     }
-                    (shape, c.finish(dirs))
+                    Ok((shape, c.finish(dirs)?))
                 })
-                .collect(),
+                .collect::<Result<_, String>>()?,
         };
         let mut first: [Option<f64>; 2] = [None, None];
         for (k, (shape, (c2n, n2c, ops, drops))) in measured.into_iter().enumerate() {
@@ -495,7 +664,7 @@ pub(crate) fn run<P: BenchPort>(
     // yardstick raise the ceiling the engine suite's ratios were taken against).
     rerate(records);
     rerate_against(&mut out, records);
-    out
+    Ok(out)
 }
 
 /// Takes the ratio of every engine and dpdk record in `records` again, against the yardstick
@@ -669,7 +838,8 @@ mod tests {
             Order::Sequential,
             &mut records,
             memory_ports,
-        );
+        )
+        .unwrap();
         records.extend(first);
         // The second run measures the yardstick afresh, from below (on a shared machine its
         // figures differ from the first run's in any case).
@@ -685,7 +855,8 @@ mod tests {
             Order::Sequential,
             &mut records,
             memory_ports,
-        );
+        )
+        .unwrap();
         records.extend(second);
         let yardstick = |open: bool| {
             let case = crate::ceiling::yardstick(open);
@@ -712,5 +883,54 @@ mod tests {
                 r.pps / against
             );
         }
+    }
+
+    fn tiny_case(dirs: Directions) -> Case<ReplayPort> {
+        let mut c = Case::new(TINY, 64, Duration::from_millis(8), memory_ports()).unwrap();
+        for dir in [TO_NET, TO_CLIENT] {
+            if (dir == TO_NET && dirs.to_net) || (dir == TO_CLIENT && dirs.to_client) {
+                c.window(dir, Duration::from_millis(1));
+            }
+        }
+        c
+    }
+
+    const TO_CLIENT_ONLY: Directions = Directions {
+        to_net: false,
+        to_client: true,
+    };
+
+    /// A case whose core did its work passes its checks, in both directions.
+    #[test]
+    fn a_case_whose_frames_came_out_right_checks_out() {
+        let c = tiny_case(Directions::BOTH);
+        let (c2n, n2c, _, drops) = c.finish(Directions::BOTH).unwrap();
+        assert!(c2n.is_some_and(|r| r > 0.0) && n2c.is_some_and(|r| r > 0.0));
+        assert_eq!(drops, 0);
+    }
+
+    /// Replies to flow 0 sent to flow 1's translation reach flow 1's client, as they must;
+    /// the check after the measurement expects flow 0's and fails the case, so a core that
+    /// delivered frames to the wrong session (or produced anything else than the packet each
+    /// frame must become) could not pass for a fast one.
+    #[test]
+    fn a_frame_delivered_to_another_flow_fails_the_case() {
+        let mut c = tiny_case(TO_CLIENT_ONLY);
+        c.nat_ports.swap(0, 1);
+        c.next[TO_CLIENT] = 0;
+        let e = c.finish(TO_CLIENT_ONLY).err().unwrap_or_default();
+        assert!(e.contains("the frame of flow 0"), "{e}");
+    }
+
+    /// Replies to a translation the core does not have are dropped: the timed chunks then
+    /// fed more frames than came out, and the case fails instead of reporting the rate of
+    /// the frames that did.
+    #[test]
+    fn frames_dropped_in_the_timed_chunks_fail_the_case() {
+        let mut c = Case::new(TINY, 64, Duration::from_millis(8), memory_ports()).unwrap();
+        c.nat_ports[3].0 = c.nat_ports[3].0.wrapping_add(7777);
+        c.window(TO_CLIENT, Duration::from_millis(1));
+        let e = c.finish(TO_CLIENT_ONLY).err().unwrap_or_default();
+        assert!(e.contains("came out of the"), "{e}");
     }
 }

@@ -201,7 +201,8 @@ fn run() -> Result<()> {
                     engine::Order::Interleaved,
                     &mut records,
                     engine::memory_ports,
-                );
+                )
+                .map_err(anyhow::Error::msg)?;
                 records.extend(out);
             }
             "control" => {
@@ -247,7 +248,8 @@ fn run() -> Result<()> {
                     engine::Order::Sequential,
                     &mut records,
                     || rig.ports(),
-                );
+                )
+                .map_err(anyhow::Error::msg)?;
                 records.extend(out);
             }
             _ => {}
