@@ -314,9 +314,12 @@ impl StageBest {
     }
 }
 
-/// What a case measured: the rate of each direction (`None` when not asked for), packets
-/// counted, drops.
-type Measured = (Option<f64>, Option<f64>, u64, u64);
+/// What a case measured in each direction (`None` when not asked for): the rate, the packets
+/// counted and the seconds timed in that direction alone; and the drops.
+type Measured = (Option<Direction>, Option<Direction>, u64);
+
+/// One direction's measurement: (best rate, packets counted, seconds timed).
+type Direction = (f64, u64, f64);
 
 /// Windows a case's measurement is cut into per direction (`BestWindow` keeps the best).
 const ROUNDS: u32 = 8;
@@ -528,12 +531,12 @@ impl<P: BenchPort> Case<P> {
                 "{label}: the core dropped {drops} packets of valid traffic: {nonzero:?}"
             ));
         }
+        let measured = |w: &BestWindow| (w.rate(), w.ops(), w.elapsed().as_secs_f64());
         let [c2n, n2c] = self.windows;
         Ok((
             // A direction asked for and not measured reads 0 (the run then fails as insane).
-            dirs.to_net.then(|| c2n.rate()),
-            dirs.to_client.then(|| n2c.rate()),
-            c2n.ops() + n2c.ops(),
+            dirs.to_net.then(|| measured(&c2n)),
+            dirs.to_client.then(|| measured(&n2c)),
             drops,
         ))
     }
@@ -618,13 +621,13 @@ pub(crate) fn run<P: BenchPort>(
                 .collect::<Result<_, String>>()?,
         };
         let mut first: [Option<f64>; 2] = [None, None];
-        for (k, (shape, (c2n, n2c, ops, drops))) in measured.into_iter().enumerate() {
+        for (k, (shape, (c2n, n2c, drops))) in measured.into_iter().enumerate() {
             let label = format!("{}s/{}f", human(shape.sessions), human(shape.flows));
             let measured = [("client->net", c2n, true), ("net->client", n2c, false)];
-            for (d, (dir, pps, open)) in measured
+            for (d, (dir, (pps, ops, seconds), open)) in measured
                 .into_iter()
                 .enumerate()
-                .filter_map(|(d, (dir, pps, open))| Some((d, (dir, pps?, open))))
+                .filter_map(|(d, (dir, m, open))| Some((d, (dir, m?, open))))
             {
                 let ratio = crate::ceiling::ratio(records, open, size, pps);
                 if k == 0 {
@@ -652,7 +655,7 @@ pub(crate) fn run<P: BenchPort>(
                     gbps: pps * size as f64 * 8.0 / 1e9,
                     ratio_to_ceiling: ratio,
                     ops,
-                    seconds: per_case.as_secs_f64(),
+                    seconds,
                     drops,
                 });
             }
@@ -904,8 +907,8 @@ mod tests {
     #[test]
     fn a_case_whose_frames_came_out_right_checks_out() {
         let c = tiny_case(Directions::BOTH);
-        let (c2n, n2c, _, drops) = c.finish(Directions::BOTH).unwrap();
-        assert!(c2n.is_some_and(|r| r > 0.0) && n2c.is_some_and(|r| r > 0.0));
+        let (c2n, n2c, drops) = c.finish(Directions::BOTH).unwrap();
+        assert!(c2n.is_some_and(|r| r.0 > 0.0) && n2c.is_some_and(|r| r.0 > 0.0));
         assert_eq!(drops, 0);
     }
 
@@ -932,5 +935,37 @@ mod tests {
         c.window(TO_CLIENT, Duration::from_millis(1));
         let e = c.finish(TO_CLIENT_ONLY).err().unwrap_or_default();
         assert!(e.contains("came out of the"), "{e}");
+    }
+
+    /// A record's packets and seconds are its own direction's, so that ops / seconds is its
+    /// direction's average rate, near the best window's (equal when no window completed; a
+    /// busy test machine can complete one). Each record carried the packets of both
+    /// directions over the nominal case time: twice its rate or more.
+    #[test]
+    fn a_records_packets_and_seconds_are_its_directions() {
+        let mut records = Vec::new();
+        let out = run(
+            "engine",
+            &[64],
+            &[TINY],
+            Duration::from_millis(16),
+            Directions::BOTH,
+            Order::Sequential,
+            &mut records,
+            memory_ports,
+        )
+        .unwrap();
+        assert_eq!(out.len(), 2);
+        for r in &out {
+            let rate = r.ops as f64 / r.seconds;
+            assert!(
+                rate < r.pps * 1.5 && rate > r.pps / 1.5,
+                "{}: {} packets in {} s is {rate} pps, the record says {}",
+                r.case,
+                r.ops,
+                r.seconds,
+                r.pps
+            );
+        }
     }
 }
