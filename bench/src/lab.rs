@@ -158,6 +158,21 @@ fn connect(ns: &Netns, config: &Arc<rustls::ClientConfig>, i: u8, port: u16) -> 
     })
 }
 
+/// Calls `round` (one packet from each session; it returns how many were sent) until `secs`
+/// seconds have passed, reading the clock every 32 rounds whatever was sent; returns the
+/// packets sent.
+fn send_for(secs: f64, mut round: impl FnMut() -> Result<u64>) -> Result<u64> {
+    let start = Instant::now();
+    let mut sent = 0u64;
+    for r in 1u64.. {
+        sent += round()?;
+        if r % 32 == 0 && start.elapsed().as_secs_f64() >= secs {
+            break;
+        }
+    }
+    Ok(sent)
+}
+
 /// Sends for `secs` seconds from every session in turn; the host counts. Returns
 /// (packets sent, packets received, bytes received).
 fn blast(
@@ -187,10 +202,9 @@ fn blast(
         .iter()
         .map(|s| testkit::ipv4_udp(s.vip, 40_000, testkit::ip(HOST), 9, &payload))
         .collect();
-    let start = Instant::now();
-    let mut sent = 0u64;
     let mut b = HeapBuf::with_capacity(HeapBuf::DEFAULT_CAPACITY, HeapBuf::DEFAULT_HEADROOM);
-    'outer: loop {
+    let sent = send_for(secs, || {
+        let mut sent = 0;
         for (s, p) in sessions.iter_mut().zip(&inner) {
             b.set(p);
             if s.key.seal(&mut b, s.peer).is_err() {
@@ -200,10 +214,8 @@ fn blast(
                 sent += 1;
             }
         }
-        if sent % 256 == 0 && start.elapsed().as_secs_f64() >= secs {
-            break 'outer;
-        }
-    }
+        Ok(sent)
+    })?;
     // Let the last packets land.
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
@@ -432,4 +444,31 @@ pub(crate) fn run(sessions: u8, size: usize, secs: f64) -> Result<Vec<Record>> {
         drop(l);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A send that fails (a full socket buffer, an ICMP error on the connected socket) does
+    /// not keep the sender going: it stops when the time is up. (It read the clock only when
+    /// the packets sent were a multiple of 256, which one failed send in a round of 8
+    /// sessions put out of reach for good.)
+    #[test]
+    fn a_failed_send_does_not_keep_the_sender_going() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut rounds = 0u64;
+            let sent = send_for(0.05, || {
+                rounds += 1;
+                // Eight sessions; the first round's first send fails.
+                Ok(if rounds == 1 { 7 } else { 8 })
+            });
+            let _ = tx.send(sent.ok());
+        });
+        let sent = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the sender stopped within 10 s of its 50 ms");
+        assert!(sent.is_some_and(|n| n % 8 == 7), "{sent:?}");
+    }
 }
