@@ -101,3 +101,41 @@ sluice_rust_components() {
   fi
   return 1
 }
+
+# Deletes the test namespaces (tests/src/lib.rs Netns: sl-<tag>-<pid>) whose process is gone,
+# killing what still runs in them: a test process killed before its Drops ran (Ctrl-C, a CI
+# timeout) leaves its namespaces behind. Namespaces of live processes are left alone.
+sluice_remove_stale_namespaces() {
+  local ns name rest pid p
+  for ns in /run/netns/sl-*; do
+    [ -e "$ns" ] || continue
+    name=${ns##*/}
+    rest=${name#sl-}
+    case "$rest" in ?*-?*) ;; *) continue ;; esac   # a tag and a pid
+    pid=${rest##*-}
+    case "$pid" in 0* | *[!0-9]*) continue ;; esac
+    [ -e "/proc/$pid" ] && continue
+    echo "==> removing namespace $name, left by process $pid, which is gone" >&2
+    for p in $(ip netns pids "$name" 2>/dev/null); do
+      kill -9 "$p" 2>/dev/null || [ ! -e "/proc/$p" ] || echo "warning: could not kill $p in $name" >&2
+    done
+    ip netns del "$name" || echo "warning: could not delete namespace $name" >&2
+  done
+}
+
+# Puts vm.nr_hugepages back to $1 if it differs and no hugepage is in use (the hugepages test
+# restores it itself, unless it is killed first).
+sluice_restore_hugepages() {
+  local want=$1 nr=/proc/sys/vm/nr_hugepages now total free
+  [ -n "$want" ] && [ -w "$nr" ] || return 0
+  now=$(cat "$nr")
+  [ "$now" = "$want" ] && return 0
+  total=$(awk '/^HugePages_Total:/ {print $2}' /proc/meminfo)
+  free=$(awk '/^HugePages_Free:/ {print $2}' /proc/meminfo)
+  if [ "$total" != "$free" ]; then
+    echo "warning: vm.nr_hugepages is $now (was $want) and $((total - free)) pages are in use; left as it is" >&2
+    return 0
+  fi
+  echo "==> vm.nr_hugepages back to $want (was $now)" >&2
+  echo "$want" > "$nr" || echo "warning: could not set vm.nr_hugepages back to $want" >&2
+}

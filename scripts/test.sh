@@ -5,6 +5,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
+# On any exit (a failure, Ctrl-C, a CI timeout's SIGTERM): what a test process killed before
+# its Drops ran leaves behind is removed: its namespaces (with what runs in them) and the
+# hugepages the hugepages test reserved.
+hugepages_before=$(cat /proc/sys/vm/nr_hugepages 2>/dev/null || true)
+cleanup() {
+  if [ "$(id -u)" -eq 0 ]; then
+    sluice_remove_stale_namespaces
+    sluice_restore_hugepages "$hugepages_before"
+  fi
+}
+trap cleanup EXIT   # bash runs it on SIGINT and SIGTERM too
+
 sluice_cargo_env        # first: without Rust nothing below can work, so no apt-get before that is known
 sluice_rust_components
 sluice_install_packages
