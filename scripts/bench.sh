@@ -6,6 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
+# On any exit (Ctrl-C included): the lab suite's namespaces, left if sluice-bench is killed
+# before its Drops run, are removed with what runs in them.
+trap '[ "$(id -u)" -ne 0 ] || sluice_remove_stale_namespaces' EXIT
 sluice_install_packages
 sluice_cargo_env
 stamp=$(date -u +%Y-%m-%d)
