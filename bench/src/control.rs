@@ -84,6 +84,11 @@ pub(crate) fn run(n: usize) -> Result<Vec<Record>> {
         compile_secs * 1e3
     );
     let (frames, lost, drops, polls) = crate::engine::push_under_load(Arc::new(compiled.table), 9);
+    let Some(polls) = polls else {
+        bail!(
+            "the rule push: the core never returned its old table (the new one was not swapped in)"
+        );
+    };
     eprintln!(
         "  control push to a core under load: {lost} packets lost, {drops} dropped of {frames}; the core swapped within {polls} poll(s)"
     );
