@@ -57,7 +57,13 @@ sluice_rust_version() {
 # Makes sure cargo is on PATH (rustup installs it under ~/.cargo/bin) and that rustc is at
 # least the workspace's rust-version; one clear error and a non-zero status otherwise.
 sluice_cargo_env() {
-  if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
+  # HOME may be unset (a systemd unit, cron, `env -i`): the user's home from the passwd entry,
+  # for rustup's env file and for cargo and rustup themselves.
+  if [ -z "${HOME:-}" ]; then
+    HOME=$(getent passwd "$(id -u)" | cut -d: -f6)
+    export HOME
+  fi
+  if ! command -v cargo >/dev/null 2>&1 && [ -n "$HOME" ] && [ -f "$HOME/.cargo/env" ]; then
     # shellcheck disable=SC1091
     . "$HOME/.cargo/env"
   fi
