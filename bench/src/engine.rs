@@ -328,6 +328,38 @@ const ROUNDS: u32 = 8;
 const TO_NET: usize = 0;
 const TO_CLIENT: usize = 1;
 
+/// Checks a core after the warm-up (`nat_ports` the translations the flows got): it holds
+/// exactly `shape.sessions` sessions (setup drops the reports of sessions a full table
+/// refused) and `shape.flows` flows, every flow came through with a translation of its own.
+fn check_warm<P: BenchPort>(
+    b: &Bench<P>,
+    shape: Shape,
+    nat_ports: &[(u16, u16)],
+) -> Result<(), String> {
+    let (sessions, flows) = (b.w.sessions().len(), b.w.flow_count());
+    if (sessions, flows) != (shape.sessions, shape.flows) {
+        return Err(format!(
+            "the core holds {sessions} sessions and {flows} flows after the warm-up"
+        ));
+    }
+    if nat_ports.len() != shape.flows {
+        return Err(format!(
+            "{} of the {} flows came through the warm-up",
+            nat_ports.len(),
+            shape.flows
+        ));
+    }
+    let distinct: std::collections::HashSet<&(u16, u16)> = nat_ports.iter().collect();
+    if distinct.len() != shape.flows {
+        return Err(format!(
+            "the {} flows share {} translations",
+            shape.flows,
+            distinct.len()
+        ));
+    }
+    Ok(())
+}
+
 /// One shape at one size: a core set up with its sessions and flows, measured a window at a
 /// time in each direction, so that windows of several shapes can alternate.
 struct Case<P: BenchPort> {
@@ -345,27 +377,13 @@ struct Case<P: BenchPort> {
 }
 
 impl<P: BenchPort> Case<P> {
-    /// Sets the core up and sends every flow once; fails unless every flow came through, each
-    /// with a translation of its own (so that the table really holds `shape.flows` flows).
+    /// Sets the core up and sends every flow once; fails unless the core is the shape
+    /// (`check_warm`).
     fn new(shape: Shape, size: usize, per_case: Duration, ports: Vec<P>) -> Result<Self, String> {
         let mut b = setup(shape, ports);
         let nat_ports = b.warm_up(shape, size);
-        let label = format!("{}x{} at {size} B", shape.sessions, shape.flows);
-        if nat_ports.len() != shape.flows {
-            return Err(format!(
-                "{label}: {} of the {} flows came through the warm-up",
-                nat_ports.len(),
-                shape.flows
-            ));
-        }
-        let distinct: std::collections::HashSet<&(u16, u16)> = nat_ports.iter().collect();
-        if distinct.len() != shape.flows {
-            return Err(format!(
-                "{label}: the {} flows share {} translations",
-                shape.flows,
-                distinct.len()
-            ));
-        }
+        check_warm(&b, shape, &nat_ports)
+            .map_err(|e| format!("{}x{} at {size} B: {e}", shape.sessions, shape.flows))?;
         Ok(Self {
             shape,
             size,
@@ -981,5 +999,20 @@ mod tests {
         assert_eq!(fed, 3 * CHUNK as u64);
         assert_eq!((lost, drops), (0, 0));
         assert!(swapped.is_some_and(|p| p >= 1), "{swapped:?}");
+    }
+
+    /// A core holding fewer sessions than the shape says (a session table that refused some:
+    /// setup drops the refusals) is not that shape: the case fails.
+    #[test]
+    fn a_core_missing_a_session_is_not_the_shape() {
+        let mut b = setup(TINY, memory_ports());
+        let nat_ports = b.warm_up(TINY, 64);
+        assert_eq!(check_warm(&b, TINY, &nat_ports), Ok(()));
+        let _ =
+            b.mb.commands
+                .push(Command::RemoveSession { peer: PeerId(3) });
+        testkit::apply_commands(&mut b.w, &b.mb, b.now);
+        let e = check_warm(&b, TINY, &nat_ports).err().unwrap_or_default();
+        assert!(e.contains("holds 3 sessions"), "{e}");
     }
 }
