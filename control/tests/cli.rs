@@ -8,26 +8,11 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 /// A PKI made once per run of this test binary (easy-rsa takes a few seconds).
 fn pki() -> &'static Path {
     static PKI: OnceLock<PathBuf> = OnceLock::new();
-    PKI.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-pki");
-        let _ = std::fs::remove_dir_all(&dir);
-        let out = Command::new(repo().join("scripts/gen-pki.sh"))
-            .arg(&dir)
-            .output()
-            .expect("run gen-pki.sh");
-        assert!(
-            out.status.success(),
-            "gen-pki.sh failed (is easy-rsa installed?): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        dir
+    sluice_tests::pki_once(&PKI, || {
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-pki")
     })
 }
 

@@ -417,11 +417,8 @@ fn http_get(port: u16) -> std::io::Result<String> {
 /// A PKI made once per run of this test binary (easy-rsa takes a few seconds).
 fn pki() -> &'static Path {
     static PKI: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    PKI.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("daemon-pki");
-        let _ = std::fs::remove_dir_all(&dir);
-        sluice_tests::make_pki(&dir);
-        dir
+    sluice_tests::pki_once(&PKI, || {
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("daemon-pki")
     })
 }
 

@@ -15,8 +15,6 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sluice_control::auth::directory::{hash_matches, hash_password, UsersFileDirectory};
 use sluice_control::auth::{totp, EndpointAuth};
 use sluice_control::connlog::FailureReason;
@@ -35,19 +33,8 @@ use sluice_control::proto::Remote;
 
 fn pki() -> &'static Path {
     static PKI: OnceLock<PathBuf> = OnceLock::new();
-    PKI.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sim-pki");
-        let _ = std::fs::remove_dir_all(&dir);
-        let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/gen-pki.sh"))
-            .arg(&dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "gen-pki.sh: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        dir
+    sluice_tests::pki_once(&PKI, || {
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("sim-pki")
     })
 }
 
@@ -56,23 +43,7 @@ fn read(f: &str) -> Vec<u8> {
 }
 
 fn client_config() -> Arc<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(&read("ca.crt")) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read("client1.crt"))
-        .map(Result::unwrap)
-        .collect();
-    let key = PrivateKeyDer::from_pem_slice(&read("client1.key")).unwrap();
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)
-            .unwrap(),
-    )
+    sluice_tests::tls_client(&read("ca.crt"), &read("client1.crt"), &read("client1.key"))
 }
 
 /// A link that loses, duplicates and reorders.
@@ -1651,27 +1622,6 @@ fn a_client_connecting_again_with_its_auth_token_needs_no_new_code() {
     );
 }
 
-/// A rustls client presenting `cert_pem` with `key_pem` (the server verified against ca.crt).
-fn client_config_with(cert_pem: &[u8], key_pem: &[u8]) -> Arc<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(&read("ca.crt")) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
-        .map(Result::unwrap)
-        .collect();
-    let key = PrivateKeyDer::from_pem_slice(key_pem).unwrap();
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)
-            .unwrap(),
-    )
-}
-
 /// The guide lets the server certificate stand for the client root CA when one CA issued both:
 /// a client root CA file that is the server's chain (its leaf, then the CA) lets the CA's
 /// clients in, and does not make the server's leaf an issuer of client certificates (a
@@ -1719,7 +1669,11 @@ fn the_servers_chain_as_client_root_ca_trusts_its_ca_only() {
             .unwrap()
             .success();
     assert!(ok, "openssl made the forged certificate");
-    let forged_client = client_config_with(&std::fs::read(&forged).unwrap(), &read("client1.key"));
+    let forged_client = sluice_tests::tls_client(
+        &read("ca.crt"),
+        &std::fs::read(&forged).unwrap(),
+        &read("client1.key"),
+    );
     for (client, admitted) in [(client_config(), true), (forged_client, false)] {
         let server = Server::new(
             Settings::new(0, tls.clone(), ("10.200.0.0".parse().unwrap(), 20)),

@@ -7,13 +7,10 @@
 
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sluice_control::auth::directory::{hash_password, UsersFileDirectory};
 use sluice_control::auth::EndpointAuth;
 use sluice_control::proto::client::Client;
@@ -25,19 +22,8 @@ use sluice_control::runtime::verifier::argon2_check;
 
 fn pki() -> &'static Path {
     static PKI: OnceLock<PathBuf> = OnceLock::new();
-    PKI.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("udp-driver-pki");
-        let _ = std::fs::remove_dir_all(&dir);
-        let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/gen-pki.sh"))
-            .arg(&dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "gen-pki.sh: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        dir
+    sluice_tests::pki_once(&PKI, || {
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("udp-driver-pki")
     })
 }
 
@@ -46,23 +32,7 @@ fn read(f: &str) -> Vec<u8> {
 }
 
 fn client_config() -> Arc<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(&read("ca.crt")) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read("client1.crt"))
-        .map(Result::unwrap)
-        .collect();
-    let key = PrivateKeyDer::from_pem_slice(&read("client1.key")).unwrap();
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)
-            .unwrap(),
-    )
+    sluice_tests::tls_client(&read("ca.crt"), &read("client1.crt"), &read("client1.key"))
 }
 
 /// How long the check of the password `slow` takes (a directory that answers slowly, or a

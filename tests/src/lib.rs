@@ -28,6 +28,52 @@ pub fn make_pki(dir: &Path) {
     );
 }
 
+/// The PKI of a test binary, made once (`make_pki`; easy-rsa takes a few seconds) in the
+/// directory `dir` gives, emptied first: `static PKI: OnceLock<PathBuf>` in the caller, and
+/// `dir` under its `CARGO_TARGET_TMPDIR`.
+pub fn pki_once(
+    cell: &'static std::sync::OnceLock<PathBuf>,
+    dir: impl FnOnce() -> PathBuf,
+) -> &'static Path {
+    cell.get_or_init(|| {
+        let dir = dir();
+        let _ = std::fs::remove_dir_all(&dir);
+        make_pki(&dir);
+        dir
+    })
+}
+
+/// A rustls client (ring) that trusts the CA certificates of `ca_pem` and presents the chain
+/// `cert_pem` with the key `key_pem`.
+///
+/// # Panics
+/// If a PEM input does not parse or rustls refuses them.
+pub fn tls_client(
+    ca_pem: &[u8],
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(c.expect("CA PEM")).expect("CA certificate");
+    }
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .map(|c| c.expect("certificate PEM"))
+        .collect();
+    let key = PrivateKeyDer::from_pem_slice(key_pem).expect("key PEM");
+    std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .expect("client certificate and key"),
+    )
+}
+
 /// Panics with a clear message unless the test runs as root: namespace tests must fail loudly,
 /// never pass silently, where they cannot run.
 pub fn require_root(what: &str) {
