@@ -972,6 +972,20 @@ mod tests {
             .collect()
     }
 
+    /// The lab's core on two in-memory ports, its mailbox, and the time it started.
+    #[allow(clippy::disallowed_methods)]
+    fn lab_core() -> (Instant, Mailbox, Worker<MemPort>) {
+        let now = Instant::now();
+        let mb = Mailbox::new(16);
+        let w = testkit::lab_worker(
+            vec![MemPort::new(), MemPort::new()],
+            testkit::lab_config(16, 4),
+            mb.clone(),
+            now,
+        );
+        (now, mb, w)
+    }
+
     /// A session whose keys the core refuses is never added: control hears it removed with
     /// `KeysRefused` (and ends the connection), and the client's packets under those keys
     /// find no session.
@@ -979,14 +993,7 @@ mod tests {
     #[allow(clippy::disallowed_methods)]
     fn a_session_whose_keys_are_refused_is_reported_and_takes_no_traffic() {
         use crate::wire::openvpn::{KeyId, PeerId};
-        let now = Instant::now();
-        let mb = Mailbox::new(16);
-        let mut w = testkit::lab_worker(
-            vec![MemPort::new(), MemPort::new()],
-            testkit::lab_config(16, 4),
-            mb.clone(),
-            now,
-        );
+        let (now, mb, mut w) = lab_core();
         let (vip, cipher) = (
             testkit::ip(testkit::lab::CLIENT_VIP),
             crate::crypto::Cipher::Aes256Gcm,
@@ -1017,14 +1024,7 @@ mod tests {
     #[allow(clippy::disallowed_methods)]
     fn a_refused_renegotiated_key_ends_the_session() {
         use crate::wire::openvpn::{KeyId, PeerId};
-        let now = Instant::now();
-        let mb = Mailbox::new(16);
-        let mut w = testkit::lab_worker(
-            vec![MemPort::new(), MemPort::new()],
-            testkit::lab_config(16, 4),
-            mb.clone(),
-            now,
-        );
+        let (now, mb, mut w) = lab_core();
         let (vip, cipher) = (
             testkit::ip(testkit::lab::CLIENT_VIP),
             crate::crypto::Cipher::Aes256Gcm,
