@@ -364,6 +364,21 @@ fn start_with_metrics(
     panic!("the metrics ports {taken:?} were each taken before the daemon could bind them");
 }
 
+/// Writes `config`: a daemon with no data plane whose metrics endpoint is 127.0.0.1:`port`;
+/// returns its path (for `start_with_metrics`).
+fn metrics_only_config(config: &Path, socket: &Path, state: &Path, port: u16) -> PathBuf {
+    std::fs::write(
+        config,
+        format!(
+            "[appliance]\nadmin_socket = \"{}\"\nstate_dir = \"{}\"\nmetrics_address = \"127.0.0.1:{port}\"\n",
+            socket.display(),
+            state.display(),
+        ),
+    )
+    .expect("write config");
+    config.to_path_buf()
+}
+
 /// A metrics port another process takes between its pick and the daemon's bind costs a
 /// restart on another port, not the test (`start_with_metrics`).
 #[test]
@@ -372,18 +387,7 @@ fn a_metrics_port_taken_before_the_bind_is_picked_again() {
     let d = dir.path();
     let socket = d.join("admin.sock");
     let config = d.join("sluice.toml");
-    let write_config = |port: u16| {
-        std::fs::write(
-            &config,
-            format!(
-                "[appliance]\nadmin_socket = \"{}\"\nstate_dir = \"{}\"\nmetrics_address = \"127.0.0.1:{port}\"\n",
-                socket.display(),
-                d.join("state").display(),
-            ),
-        )
-        .expect("write config");
-        config.clone()
-    };
+    let write_config = |port: u16| metrics_only_config(&config, &socket, &d.join("state"), port);
     // The first port picked is taken by the time the daemon binds it.
     let squatter = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let taken = squatter.local_addr().expect("addr").port();
@@ -731,18 +735,7 @@ fn idle_metrics_peers_do_not_hold_up_the_admin_socket() {
     let d = dir.path();
     let socket = d.join("admin.sock");
     let config = d.join("sluice.toml");
-    let write_config = |port: u16| {
-        std::fs::write(
-            &config,
-            format!(
-                "[appliance]\nadmin_socket = \"{}\"\nstate_dir = \"{}\"\nmetrics_address = \"127.0.0.1:{port}\"\n",
-                socket.display(),
-                d.join("state").display(),
-            ),
-        )
-        .expect("write config");
-        config.clone()
-    };
+    let write_config = |port: u16| metrics_only_config(&config, &socket, &d.join("state"), port);
     let (_daemon, port) = start_with_metrics(write_config, &socket, free_port);
 
     // Forty peers connect to the metrics port and say nothing. Served on the control thread,
