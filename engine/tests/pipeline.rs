@@ -898,6 +898,33 @@ fn clients_fragments_leave_with_identifications_of_their_own() {
     assert_eq!(payloads, [0x11, 0x22]);
 }
 
+/// The lab's two cores (core 0 and 1 of 2, meshed for handoffs), each with its mailbox, made
+/// by `make` from its configuration, two in-memory ports, mailbox and handoff.
+fn two_cores(
+    make: impl Fn(
+        sluice_engine::worker::WorkerConfig,
+        Vec<MemPort>,
+        &Mailbox,
+        Option<sluice_engine::worker::Handoff<<MemPort as sluice_engine::port::Port>::Buf>>,
+    ) -> Worker<MemPort>,
+) -> Vec<(Worker<MemPort>, Mailbox)> {
+    let mut meshes = sluice_engine::worker::Handoff::mesh(2, 64).into_iter();
+    (0..2)
+        .map(|core| {
+            let mb = Mailbox::new(64);
+            let mut cfg = testkit::lab_config(64, 8);
+            (cfg.core, cfg.cores) = (core, 2);
+            let w = make(
+                cfg,
+                vec![MemPort::new(), MemPort::new()],
+                &mb,
+                meshes.next(),
+            );
+            (w, mb)
+        })
+        .collect()
+}
+
 /// Two cores: a reply in fragments reaches the core that does not own its flow (as a NIC's
 /// RSS would send it there: fragments are hashed on their addresses). The first fragment's
 /// port names the owning core, so it is handed over; the later ones, with no port, follow it
@@ -905,22 +932,9 @@ fn clients_fragments_leave_with_identifications_of_their_own() {
 #[test]
 fn later_fragments_follow_their_first_to_the_owning_core() {
     let now = Instant::now();
-    let mut meshes = sluice_engine::worker::Handoff::mesh(2, 64).into_iter();
-    let mut workers: Vec<(Worker<MemPort>, Mailbox)> = (0..2)
-        .map(|core| {
-            let mb = Mailbox::new(64);
-            let mut cfg = testkit::lab_config(64, 8);
-            (cfg.core, cfg.cores) = (core, 2);
-            let w = testkit::lab_worker_with(
-                vec![MemPort::new(), MemPort::new()],
-                cfg,
-                mb.clone(),
-                meshes.next(),
-                now,
-            );
-            (w, mb)
-        })
-        .collect();
+    let mut workers = two_cores(|cfg, ports, mb, handoff| {
+        testkit::lab_worker_with(ports, cfg, mb.clone(), handoff, now)
+    });
     // Peer-id 5 belongs to core 1 (peer-id modulo the cores).
     let (owner, mb) = &mut workers[1];
     let mut client = add_session(
@@ -1977,27 +1991,16 @@ fn unresolved_next_hop_waits_for_arp() {
 #[test]
 fn an_arp_reply_received_by_another_core_resolves_the_core_that_asked() {
     let now = Instant::now();
-    let mut meshes = sluice_engine::worker::Handoff::mesh(2, 64).into_iter();
-    let mut workers: Vec<(Worker<MemPort>, Mailbox)> = (0..2)
-        .map(|core| {
-            let mb = Mailbox::new(64);
-            let mut cfg = testkit::lab_config(64, 8);
-            (cfg.core, cfg.cores) = (core, 2);
-            let mut w = Worker::new(
-                cfg,
-                vec![MemPort::new(), MemPort::new()],
-                mb.clone(),
-                meshes.next(),
-                now,
-            );
-            assert!(mb
-                .commands
-                .push(Command::InstallRules(Arc::new(testkit::lab_rules(1))))
-                .is_ok());
-            w.prime_neighbour(0, ip(lab::CLIENT_OUTER_IP), lab::CLIENT_MAC);
-            (w, mb)
-        })
-        .collect();
+    // The host is not primed: the cores resolve it.
+    let mut workers = two_cores(|cfg, ports, mb, handoff| {
+        let mut w = Worker::new(cfg, ports, mb.clone(), handoff, now);
+        assert!(mb
+            .commands
+            .push(Command::InstallRules(Arc::new(testkit::lab_rules(1))))
+            .is_ok());
+        w.prime_neighbour(0, ip(lab::CLIENT_OUTER_IP), lab::CLIENT_MAC);
+        w
+    });
     // Peer-id 5 belongs to core 1 (peer-id modulo the cores).
     let (owner, mb) = &mut workers[1];
     let mut client = add_session(
