@@ -1017,6 +1017,16 @@ fn certificate_client(sid: u8) -> Client {
     Client::new(client_config(), "server", [sid; 8], None).unwrap()
 }
 
+/// A server of the lab's TLS for certificates only, and a certificate client of session id
+/// `sid`, on a clean link.
+fn certificate_rig(sid: u8) -> Rig<CertificateOnly> {
+    let server = Server::new(
+        Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20)),
+        CertificateOnly,
+    );
+    Rig::new(server, certificate_client(sid))
+}
+
 /// OpenVPN 2.6 clients renegotiate every hour (`reneg-sec 3600`), and the previous key is
 /// retired an hour (the transition window) after a renegotiation completes: a client's soft
 /// reset lands just before the retirement as a matter of course. The retirement takes the
@@ -1025,11 +1035,7 @@ fn certificate_client(sid: u8) -> Client {
 /// and the client's next renegotiation is taken.
 #[test]
 fn a_renegotiation_at_the_retirement_of_the_previous_key_keeps_the_active_key() {
-    let server = Server::new(
-        Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20)),
-        CertificateOnly,
-    );
-    let mut rig = Rig::new(server, certificate_client(1));
+    let mut rig = certificate_rig(1);
     rig.connect();
     rig.now += Duration::from_secs(3590);
     let t1 = rig.renegotiate(1);
@@ -1091,11 +1097,7 @@ fn a_renegotiation_at_the_retirement_of_the_previous_key_keeps_the_active_key() 
 /// expects.
 #[test]
 fn a_soft_reset_under_an_unexpected_key_id_is_ignored() {
-    let server = Server::new(
-        Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20)),
-        CertificateOnly,
-    );
-    let mut rig = Rig::new(server, certificate_client(3));
+    let mut rig = certificate_rig(3);
     rig.connect();
     rig.run_until(Duration::from_secs(1), |_| false);
     let misbehaved = rig.server.counters().misbehaved;
@@ -1153,11 +1155,7 @@ fn a_soft_reset_under_an_unexpected_key_id_is_ignored() {
 /// client is gone for, retransmitted until the session is forgotten.
 #[test]
 fn a_client_that_exits_is_sent_nothing() {
-    let server = Server::new(
-        Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20)),
-        CertificateOnly,
-    );
-    let mut rig = Rig::new(server, certificate_client(4));
+    let mut rig = certificate_rig(4);
     rig.connect();
     rig.run_until(Duration::from_secs(1), |_| false);
     let peer = rig
@@ -1214,11 +1212,7 @@ fn told(rig: &Rig<CertificateOnly>, message: &str) -> bool {
 /// and the session is forgotten soon after, not at the end of the handshake window.
 #[test]
 fn a_message_during_a_renegotiation_reaches_the_client() {
-    let server = Server::new(
-        Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20)),
-        CertificateOnly,
-    );
-    let mut rig = Rig::new(server, certificate_client(2));
+    let mut rig = certificate_rig(2);
     rig.connect();
     let peer = peer_of(&rig);
     rig.run_until(Duration::from_secs(1), |_| false);
@@ -1267,11 +1261,7 @@ fn a_message_during_a_renegotiation_reaches_the_client() {
 #[test]
 fn a_message_during_a_renegotiation_of_the_server_reaches_the_client() {
     for soft_reset_reaches_the_client in [true, false] {
-        let server = Server::new(
-            Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20)),
-            CertificateOnly,
-        );
-        let mut rig = Rig::new(server, certificate_client(5));
+        let mut rig = certificate_rig(5);
         rig.connect();
         let peer = peer_of(&rig);
         rig.run_until(Duration::from_secs(1), |_| false);
@@ -1386,11 +1376,7 @@ fn a_crl_loaded_during_a_handshake_applies_to_it() {
         ("crl-all.pem", Some(FailureReason::CertificateRevoked)),
         ("crl.pem", None),
     ] {
-        let server = Server::new(
-            Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20)),
-            CertificateOnly,
-        );
-        let mut rig = Rig::new(server, certificate_client(4));
+        let mut rig = certificate_rig(4);
         assert!(rig.run_until(Duration::from_secs(5), |r| r
             .sent
             .contains(&(opcode::CONTROL_V1, 0))));
@@ -1913,11 +1899,7 @@ fn password_checks_are_handed_out_and_their_verdicts_complete_the_authentication
 /// in 30 s, as by an OpenVPN server, not once for each; after 30 s it is answered again.
 #[test]
 fn repeated_push_requests_within_30_s_are_not_answered_again() {
-    let server = Server::new(
-        Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20)),
-        CertificateOnly,
-    );
-    let mut rig = Rig::new(server, certificate_client(9));
+    let mut rig = certificate_rig(9);
     rig.connect();
     let replies = |r: &Rig<CertificateOnly>| {
         r.client
