@@ -562,10 +562,12 @@ impl Dataplane {
         // The password checks it asks for go to the checker threads (one they have no room
         // for is refused for now, its events then drained with the rest).
         if let Some(s) = self.servers.get_mut(e) {
-            let unix = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |t| t.as_secs());
-            self.verifier.serve(e, s, Instant::now(), unix);
+            self.verifier.serve(e, s, || {
+                let unix = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |t| t.as_secs());
+                (Instant::now(), unix)
+            });
         }
         // Events first: a new control peer is known to the cores before our answer to its
         // packet leaves (its next packets need it).

@@ -240,7 +240,7 @@ impl<A: Authenticator> UdpDriver<A> {
 
     fn drain(&mut self) {
         self.verifier
-            .serve(0, &mut self.server, Instant::now(), unix_seconds());
+            .serve(0, &mut self.server, || (Instant::now(), unix_seconds()));
         while let Some(t) = self.server.poll_transmit() {
             self.send(t.remote, &t.payload);
         }

@@ -114,13 +114,13 @@ impl Verifier {
     }
 
     /// Hands the checks server number `index` asks for to the threads; one there is no room
-    /// for is answered at once, `Verdict::Unchecked` (its client refused for now).
+    /// for is answered at once, `Verdict::Unchecked` (its client refused for now), at the
+    /// time `clock` gives (monotonic, Unix seconds), read only then.
     pub fn serve<A: Authenticator>(
         &self,
         index: usize,
         server: &mut Server<A>,
-        now: std::time::Instant,
-        unix_now: u64,
+        clock: impl Fn() -> (std::time::Instant, u64),
     ) {
         while let Some(verification) = server.poll_verification() {
             let Some(jobs) = &self.jobs else { return };
@@ -131,6 +131,7 @@ impl Verifier {
             match jobs.try_send(job) {
                 Ok(()) => {}
                 Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
+                    let (now, unix_now) = clock();
                     server.verified(now, unix_now, job.verification.id, Verdict::Unchecked);
                 }
             }
