@@ -454,12 +454,14 @@ pub fn lab_config(flow_capacity: usize, session_capacity: usize) -> WorkerConfig
             ip: ip(lab::OUTSIDE_IP),
             prefix_len: 24,
             gateway: None,
+            mtu: 1500,
         },
         PortConfig {
             mac: lab::INSIDE_MAC,
             ip: ip(lab::INSIDE_IP),
             prefix_len: 24,
             gateway: Some(ip(lab::ROUTER_IP)),
+            mtu: 1500,
         },
     ];
     let listeners = vec![Listener {

@@ -61,6 +61,11 @@ pub struct PortConfig {
     pub prefix_len: u8,
     /// The default next hop out of it, if any.
     pub gateway: Option<u32>,
+    /// Its MTU: the longest IPv4 packet it sends whole. An inner packet from a client that is
+    /// longer leaves in fragments, or is answered with an ICMP fragmentation needed if it may
+    /// not be fragmented (`pipeline::fragment`). The outside port's datagrams to clients go by
+    /// `WorkerConfig::outside_mtu`.
+    pub mtu: u16,
 }
 
 impl PortConfig {
@@ -126,8 +131,9 @@ pub struct WorkerConfig {
     pub cookies: Option<Arc<CookieKey>>,
     /// Answers to first hard resets per source address: a burst, and this many more a second.
     pub answer_budget: (u32, u32),
-    /// ICMP errors (time exceeded) the core sends each client address: a burst, and this many
-    /// more a second (RFC 1812 §4.3.2.8: a router limits the errors it originates).
+    /// ICMP errors (time exceeded, fragmentation needed) the core sends each address: a burst,
+    /// and this many more a second (RFC 1812 §4.3.2.8: a router limits the errors it
+    /// originates).
     pub icmp_error_budget: (u32, u32),
     /// Control-channel sessions (of all endpoints) the core can know the addresses of; past
     /// it, the core stops filtering control packets by address (`punt::ControlPeers`).
@@ -172,6 +178,10 @@ impl WorkerConfig {
 pub const DEFAULT_PUNT_BUDGET: (u32, u32) = (64, 32);
 /// `WorkerConfig::answer_budget` unless configured.
 pub const DEFAULT_ANSWER_BUDGET: (u32, u32) = (32, 8);
+/// The tunnel's MTU: the `tun-mtu` control pushes to clients. An inner packet to a client that
+/// is longer is sent in fragments, each sealed on its own, or answered with an ICMP
+/// fragmentation needed if it may not be fragmented (`pipeline::fragment`).
+pub const TUNNEL_MTU: u16 = 1500;
 /// `WorkerConfig::icmp_error_budget` unless configured.
 pub const DEFAULT_ICMP_ERROR_BUDGET: (u32, u32) = (16, 8);
 
@@ -187,7 +197,8 @@ pub struct PollStats {
     pub idle: u64,
     /// Clients' first hard resets answered without state (`cookie`).
     pub resets_answered: u64,
-    /// ICMP errors the core originated (time exceeded toward clients).
+    /// ICMP errors the core originated (time exceeded, fragmentation needed; to clients and to
+    /// hosts).
     pub icmp_errors_sent: u64,
 }
 
@@ -901,7 +912,7 @@ mod tests {
         ) {
             // Half the cases share a random-length prefix with the port's address.
             let other = if near { ip ^ (other >> (other % 33).min(31)) } else { other };
-            let pc = PortConfig { mac: [2, 0, 0, 0, 0, 1], ip, prefix_len, gateway: None };
+            let pc = PortConfig { mac: [2, 0, 0, 0, 0, 1], ip, prefix_len, gateway: None, mtu: 1500 };
             let oracle = crate::rules::Ipv4Cidr::new_truncating(ip, prefix_len).contains(other);
             prop_assert_eq!(pc.on_link(other), oracle);
         }

@@ -2681,3 +2681,229 @@ fn a_hosts_probe_whose_ttl_ends_here_gets_a_time_exceeded_from_the_eni() {
     assert_eq!(icmp.data(), &probe[..28]);
     assert_eq!(lab.drops(DropReason::TtlExceeded), 0);
 }
+
+/// The lab with the inside port's MTU at `mtu` (the configuration allows 1500 to 2000).
+fn lab_with_inside_mtu(mtu: u16) -> Lab {
+    let now = Instant::now();
+    let mb = Mailbox::new(1024);
+    let mut cfg = testkit::lab_config(1024, 64);
+    cfg.ports[1].mtu = mtu;
+    let mut w = testkit::lab_worker(vec![MemPort::new(), MemPort::new()], cfg, mb.clone(), now);
+    let client = add_session(
+        &mut w,
+        &mb,
+        PeerId(5),
+        GroupMask::EMPTY,
+        Cipher::Aes256Gcm,
+        now,
+    );
+    Lab { w, mb, client, now }
+}
+
+/// `packet` (an option-less IPv4 header first) with DF clear.
+fn without_df(mut packet: Vec<u8>) -> Vec<u8> {
+    packet[6] &= !0x40;
+    packet[10..12].fill(0);
+    let c = checksum::checksum(&packet[..20]);
+    packet[10..12].copy_from_slice(&c.to_be_bytes());
+    packet
+}
+
+/// Checks the fragments of one datagram, in the order sent (IPv4 frames): each at most `mtu`
+/// bytes with its header checksum right and DF clear, one identification, offsets that follow
+/// on from each other from 0, every payload but the last a multiple of 8, MF on all but the
+/// last.
+fn check_fragments(frames: &[Vec<u8>], mtu: usize) {
+    assert!(frames.len() >= 2, "{} fragments", frames.len());
+    let headers: Vec<_> = frames.iter().map(|f| ip_of(f)).collect();
+    let mut offset = 0;
+    for (n, h) in headers.iter().enumerate() {
+        let last = n + 1 == headers.len();
+        assert!(
+            h.total_len() <= mtu,
+            "fragment {n}: {} bytes",
+            h.total_len()
+        );
+        assert!(h.verify_checksum(), "fragment {n}: header checksum");
+        assert!(!h.dont_fragment(), "fragment {n}: DF");
+        assert_eq!(h.ident(), headers[0].ident(), "fragment {n}");
+        assert_eq!(h.frag_offset(), offset, "fragment {n}");
+        assert_eq!(h.more_fragments(), !last, "fragment {n}: MF");
+        if !last {
+            assert_eq!(h.payload().len() % 8, 0, "fragment {n}: a multiple of 8");
+        }
+        offset += h.payload().len();
+    }
+}
+
+/// A client with a tun-mtu of 1900 sends a 5000-byte datagram in three fragments: each, the
+/// first and the later ones, is cut again to at most the inside port's MTU, the offsets
+/// following on from its own and MF kept on all but the datagram's last, so that the host
+/// reassembles the whole translated datagram.
+#[test]
+fn a_clients_fragments_longer_than_the_inside_mtu_are_cut_again() {
+    let mut lab = lab_with_inside_mtu(1500);
+    let (vip, host) = (ip(lab::CLIENT_VIP), ip(lab::HOST_IP));
+    let data: Vec<u8> = (0..5000 - 28).map(|i| (i * 11) as u8).collect();
+    let datagram = testkit::ipv4_udp(vip, 40_004, host, 9000, &data);
+    let frames = testkit::fragment(&testkit::eth_ipv4([0; 6], [0; 6], &datagram), 1900);
+    assert_eq!(frames.len(), 3);
+    for f in &frames {
+        lab.send_from_client(&f[14..]);
+    }
+    let sent = lab.inside_sent();
+    assert_eq!(sent.len(), 5, "{:?}", nonzero_drops(&lab.w));
+    check_fragments(&sent, 1500);
+    let whole = testkit::reassemble(&sent);
+    let p = ip_of(&whole[0]);
+    assert_eq!(
+        (p.total_len(), p.src()),
+        (5000, ip(lab::INSIDE_IP).to_be_bytes())
+    );
+    let u = UdpPacket::new_checked(p.payload()).unwrap();
+    assert!(u.verify_checksum(p.src(), p.dst()));
+    assert_eq!(u.payload(), &data[..]);
+    assert!(
+        nonzero_drops(&lab.w).is_empty(),
+        "{:?}",
+        nonzero_drops(&lab.w)
+    );
+}
+
+/// A client that raised its tun-mtu sends a packet longer than the inside port's MTU, DF set:
+/// nothing goes toward the VPC; the client gets an ICMP fragmentation needed (type 3, code 4)
+/// from the tunnel's gateway address carrying the port's MTU, quoting the packet's header and
+/// first 8 bytes as the client sent them (its own addresses and port, not the translation),
+/// within its ICMP budget (past it, `too_big`). A packet of exactly the MTU passes whole.
+#[test]
+fn a_clients_packet_longer_than_the_inside_mtu_with_df_gets_fragmentation_needed() {
+    let mut lab = lab_with_inside_mtu(1600);
+    let (vip, host) = (ip(lab::CLIENT_VIP), ip(lab::HOST_IP));
+    let exact = testkit::ipv4_udp(vip, 40_000, host, 9000, &[0x33; 1600 - 28]);
+    lab.send_from_client(&exact);
+    let sent = lab.inside_sent();
+    assert_eq!(sent.len(), 1, "{:?}", nonzero_drops(&lab.w));
+    let p = ip_of(&sent[0]);
+    assert_eq!((p.total_len(), p.is_fragment()), (1600, false));
+    assert!(p.dont_fragment() && p.verify_checksum());
+    assert!(lab.outside_sent().is_empty());
+
+    let long = testkit::ipv4_udp(vip, 40_000, host, 9000, &[0x44; 1601 - 28]);
+    lab.send_from_client(&long);
+    assert!(lab.inside_sent().is_empty(), "nothing toward the VPC");
+    let out = lab.outside_sent();
+    assert_eq!(out.len(), 1, "one answer: {:?}", nonzero_drops(&lab.w));
+    let answer = lab.client.open(&out[0]).expect("sealed for the client");
+    let a = Ipv4Packet::new_checked(&answer[..]).unwrap();
+    assert!(a.verify_checksum());
+    assert_eq!(
+        (a.src(), a.dst(), a.protocol()),
+        (
+            ip("10.200.0.1").to_be_bytes(),
+            vip.to_be_bytes(),
+            protocol::ICMP
+        )
+    );
+    let icmp = IcmpPacket::new_checked(a.payload()).unwrap();
+    assert!(icmp.verify_checksum());
+    assert_eq!((icmp.kind(), icmp.code()), (kind::DEST_UNREACHABLE, 4));
+    assert_eq!(&a.payload()[4..6], &[0, 0], "unused");
+    assert_eq!(icmp.next_hop_mtu(), 1600);
+    assert_eq!(icmp.data(), &long[..28], "the header and 8 bytes as sent");
+    assert_eq!(checksum::checksum(&icmp.data()[..20]), 0);
+    assert_eq!(lab.w.poll_stats().icmp_errors_sent, 1);
+    assert_eq!(lab.drops(DropReason::TooBig), 0);
+    // A flood of them: the budget's burst of answers, then drops.
+    for _ in 0..30 {
+        lab.send_from_client(&long);
+    }
+    assert_eq!(lab.outside_sent().len(), 15, "the burst of 16, one spent");
+    assert_eq!(lab.drops(DropReason::TooBig), 15);
+    assert!(lab.inside_sent().is_empty());
+}
+
+/// A client's packet longer than the inside port's MTU, DF clear: it leaves translated in
+/// fragments of at most the MTU (offsets, flags and header checksums right), which
+/// reassemble into the translated packet, its UDP checksum right; no ICMP error.
+#[test]
+fn a_clients_packet_longer_than_the_inside_mtu_without_df_leaves_in_fragments() {
+    let mut lab = lab_with_inside_mtu(1500);
+    let (vip, host) = (ip(lab::CLIENT_VIP), ip(lab::HOST_IP));
+    let data: Vec<u8> = (0..1900 - 28).map(|i| i as u8).collect();
+    let long = without_df(testkit::ipv4_udp(vip, 40_001, host, 9000, &data));
+    lab.send_from_client(&long);
+    let sent = lab.inside_sent();
+    assert_eq!(sent.len(), 2, "{:?}", nonzero_drops(&lab.w));
+    check_fragments(&sent, 1500);
+    assert_eq!(
+        ip_of(&sent[0]).total_len(),
+        1500,
+        "as long as the MTU allows"
+    );
+    for f in &sent {
+        let p = ip_of(f);
+        assert_eq!(
+            (p.src(), p.dst(), p.ttl()),
+            (ip(lab::INSIDE_IP).to_be_bytes(), host.to_be_bytes(), 63)
+        );
+        assert_eq!(
+            (&f[0..6], &f[6..12]),
+            (&lab::HOST_MAC[..], &lab::INSIDE_MAC[..])
+        );
+    }
+    let whole = testkit::reassemble(&sent);
+    let p = ip_of(&whole[0]);
+    assert_eq!(p.total_len(), 1900);
+    let u = UdpPacket::new_checked(p.payload()).unwrap();
+    assert!(u.verify_checksum(p.src(), p.dst()));
+    assert_eq!((u.dst_port(), u.payload()), (9000, &data[..]));
+    assert!(lab.outside_sent().is_empty());
+    assert_eq!(lab.w.poll_stats().icmp_errors_sent, 0);
+    assert!(
+        nonzero_drops(&lab.w).is_empty(),
+        "{:?}",
+        nonzero_drops(&lab.w)
+    );
+}
+
+/// A client's packet with IPv4 options, longer than the inside port's MTU, DF clear: the first
+/// fragment keeps every option, the later ones only those whose copy bit is set (RFC 791
+/// §3.1: the router alert, not the record route), each header's length and checksum right,
+/// and the fragments reassemble into the translated packet.
+#[test]
+fn a_clients_fragmented_packet_copies_only_the_options_to_copy() {
+    let mut lab = lab_with_inside_mtu(1500);
+    let (vip, host) = (ip(lab::CLIENT_VIP), ip(lab::HOST_IP));
+    let data: Vec<u8> = (0..3000 - 28 - 12).map(|i| (i / 3) as u8).collect();
+    let plain = testkit::ipv4_udp(vip, 40_003, host, 9000, &data);
+    // Router alert (copied), record route with one slot (not copied), a no-operation.
+    let options = [0x94, 4, 0, 0, 7, 7, 4, 0, 0, 0, 0, 1];
+    let mut long = plain[..20].to_vec();
+    long.extend_from_slice(&options);
+    long.extend_from_slice(&plain[20..]);
+    long[0] = 0x48;
+    let total = long.len() as u16;
+    long[2..4].copy_from_slice(&total.to_be_bytes());
+    long[6] = 0;
+    long[10..12].fill(0);
+    let c = checksum::checksum(&long[..32]);
+    long[10..12].copy_from_slice(&c.to_be_bytes());
+    lab.send_from_client(&long);
+    let sent = lab.inside_sent();
+    assert_eq!(sent.len(), 3, "{:?}", nonzero_drops(&lab.w));
+    check_fragments(&sent, 1500);
+    let first = ip_of(&sent[0]);
+    assert_eq!(first.header_len(), 32);
+    assert_eq!(&sent[0][14 + 20..14 + 32], &options[..]);
+    for later in &sent[1..] {
+        let p = ip_of(later);
+        assert_eq!(p.header_len(), 24);
+        assert_eq!(&later[14 + 20..14 + 24], &[0x94, 4, 0, 0]);
+    }
+    let whole = testkit::reassemble(&sent);
+    let p = ip_of(&whole[0]);
+    assert_eq!(p.total_len(), 3000);
+    let u = UdpPacket::new_checked(p.payload()).unwrap();
+    assert!(u.verify_checksum(p.src(), p.dst()));
+    assert_eq!(u.payload(), &data[..]);
+}

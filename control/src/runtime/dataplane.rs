@@ -258,6 +258,7 @@ impl Dataplane {
                 ip: u32::from(p.ip.addr),
                 prefix_len: p.ip.network.prefix_len(),
                 gateway: p.gateway.map(u32::from),
+                mtu: p.mtu,
             })
             .collect();
         let outside_ip = ports[outside].ip;

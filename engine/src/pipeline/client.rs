@@ -8,6 +8,7 @@ use crate::flow::{FlowKey, FlowTable};
 use crate::mailbox::Report;
 use crate::packet::BURST_SIZE;
 use crate::packet::{DropReason, PacketBuf};
+use crate::pipeline::l2::IcmpError;
 use crate::pipeline::{nat, Hint};
 use crate::port::Port;
 use crate::rules::GroupMask;
@@ -388,7 +389,7 @@ impl<P: Port> Worker<P> {
             // Its ICMP checksum fails: dropped, not repaired (RFC 5508 REQ-3).
             return self.drop_packet(buf, DropReason::MalformedIcmp);
         }
-        self.output(port, next_hop, buf);
+        self.output_fitting(port, next_hop, buf);
     }
 
     /// The first fragment of a client's datagram, translated: it leaves with an identification
@@ -418,15 +419,14 @@ impl<P: Port> Worker<P> {
     }
 
     /// A client's packet whose TTL ends here (a traceroute's first probe): answered, as a
-    /// router does, with an ICMP time exceeded from the tunnel's gateway address quoting its
-    /// header and first 8 bytes (RFC 792, RFC 1812 §4.3.2), within a budget per client
-    /// address; never about an ICMP error or a later fragment. Otherwise the drop stays
-    /// `ttl_exceeded`. A packet to the tunnel's gateway address itself is not forwarded, so
-    /// its TTL does not matter (RFC 1812 §5.3.1): it goes where any other packet to that
-    /// address goes (`for_tunnel_gateway`). Checked only here, off the path every packet takes.
+    /// router does, with an ICMP time exceeded from the tunnel's gateway address
+    /// (`icmp_error_to_client`). Otherwise the drop stays `ttl_exceeded`. A packet to the
+    /// tunnel's gateway address itself is not forwarded, so its TTL does not matter (RFC 1812
+    /// §5.3.1): it goes where any other packet to that address goes (`for_tunnel_gateway`).
+    /// Checked only here, off the path every packet takes.
     #[cold]
     #[inline(never)]
-    fn time_exceeded(&mut self, mut buf: P::Buf, owner: u32, endpoint: u16) {
+    fn time_exceeded(&mut self, buf: P::Buf, owner: u32, endpoint: u16) {
         let gateway = self.tunnel_gateway(endpoint);
         let dst = buf
             .data()
@@ -435,16 +435,35 @@ impl<P: Port> Worker<P> {
         if gateway.is_some() && dst == gateway {
             return self.for_tunnel_gateway(buf, owner);
         }
+        let error = IcmpError::TIME_EXCEEDED;
+        self.icmp_error_to_client(buf, owner, endpoint, error, DropReason::TtlExceeded);
+    }
+
+    /// Answers a client's packet (decrypted, of the session in slot `owner`, a client of
+    /// `endpoint`) with the ICMP `error` from the tunnel's gateway address, quoting its header
+    /// and first 8 bytes as the client sent them (RFC 792, RFC 1812 §4.3.2), sealed for the
+    /// client, within a budget per client address; never about an ICMP error or a later
+    /// fragment. The packet is dropped under `refused` when no error may be sent.
+    #[cold]
+    #[inline(never)]
+    fn icmp_error_to_client(
+        &mut self,
+        mut buf: P::Buf,
+        owner: u32,
+        endpoint: u16,
+        error: IcmpError,
+        refused: DropReason,
+    ) {
         let (Some((client, quoted)), Some(gateway)) = (
-            super::l2::time_exceeded_about(buf.data()),
+            super::l2::icmp_error_about(buf.data()),
             self.tunnel_gateway(endpoint),
         ) else {
-            return self.drop_packet(buf, DropReason::TtlExceeded);
+            return self.drop_packet(buf, refused);
         };
         if !self.icmp_limiter.allow(client, 0, self.now_secs) {
-            return self.drop_packet(buf, DropReason::TtlExceeded);
+            return self.drop_packet(buf, refused);
         }
-        if super::l2::write_time_exceeded(&mut buf, quoted, gateway, client).is_err() {
+        if super::l2::write_icmp_error(&mut buf, error, quoted, gateway, client).is_err() {
             return self.drop_packet(buf, DropReason::NoRoom);
         }
         self.stats.icmp_errors_sent += 1;
@@ -560,7 +579,7 @@ impl<P: Port> Worker<P> {
     }
 
     /// Translates a client's packet to `eni` and `nat_port` and sends it on `port` toward
-    /// `next_hop`.
+    /// `next_hop`. One longer than the port's MTU takes `send_translated_too_long`.
     #[inline(always)]
     fn send_translated(
         &mut self,
@@ -570,6 +589,63 @@ impl<P: Port> Worker<P> {
         port: u16,
         next_hop: u32,
     ) {
+        if d.buf.len() > self.port_mtu(port) {
+            return self.send_translated_too_long(d, eni, nat_port, port, next_hop);
+        }
+        let (buf, datagram) = self.translate(d, eni, nat_port, port, next_hop);
+        self.output(port, next_hop, buf);
+        // Its later fragments that came before it follow it (in this branch, after the send,
+        // interleaved ticks read 5-13 a packet fewer at 64 B than releasing them with the
+        // entry, as the target-subnet side does).
+        if let Some(id) = datagram {
+            self.release_early(true, id);
+        }
+    }
+
+    /// `send_translated` for a packet longer than the MTU of `port` (a client that raised its
+    /// `tun-mtu`, an inside port's MTU below the tunnel's): with DF set, it is answered with an
+    /// ICMP fragmentation needed carrying the port's MTU (RFC 1191, RFC 1812 §5.2.6), within
+    /// the client's ICMP budget (over it, or about an ICMP error, it is dropped `too_big`);
+    /// with DF clear, it is translated and leaves in fragments (`output_in_fragments`).
+    #[cold]
+    #[inline(never)]
+    fn send_translated_too_long(
+        &mut self,
+        d: Decrypted<P::Buf>,
+        eni: u32,
+        nat_port: u16,
+        port: u16,
+        next_hop: u32,
+    ) {
+        let mtu = self.port_mtu(port);
+        let df = Ipv4Packet::new_checked(d.buf.data()).is_ok_and(|ip| ip.dont_fragment());
+        if df {
+            let owner = d.owner;
+            let Some((endpoint, _)) = self.endpoint_and_groups(owner) else {
+                return self.drop_packet(d.buf, DropReason::UnknownPeer);
+            };
+            let error = IcmpError::fragmentation_needed(mtu as u16);
+            return self.icmp_error_to_client(d.buf, owner, endpoint, error, DropReason::TooBig);
+        }
+        let (buf, datagram) = self.translate(d, eni, nat_port, port, next_hop);
+        self.output_in_fragments(port, next_hop, buf, mtu);
+        if let Some(id) = datagram {
+            self.release_early(true, id);
+        }
+    }
+
+    /// Translates a client's packet to `eni` and `nat_port`, toward `next_hop` on `port`; the
+    /// first fragment of a datagram also leaves what its later fragments need, and its datagram
+    /// is returned (its later fragments held for it go after it).
+    #[inline(always)]
+    fn translate(
+        &mut self,
+        d: Decrypted<P::Buf>,
+        eni: u32,
+        nat_port: u16,
+        port: u16,
+        next_hop: u32,
+    ) -> (P::Buf, Option<crate::wire::ipv4::DatagramId>) {
         let Decrypted {
             mut buf,
             key,
@@ -577,16 +653,11 @@ impl<P: Port> Worker<P> {
             ..
         } = d;
         nat::rewrite_source(buf.data_mut(), eni, nat_port, self.cfg.mss_clamp);
-        if let Some(ident) = first_fragment {
-            self.first_fragment_out(&mut buf, key.datagram(ident), (eni, port, next_hop));
+        let datagram = first_fragment.map(|ident| key.datagram(ident));
+        if let Some(id) = datagram {
+            self.first_fragment_out(&mut buf, id, (eni, port, next_hop));
         }
-        self.output(port, next_hop, buf);
-        // Its later fragments that came before it follow it (in this branch, after the send,
-        // interleaved ticks read 5-13 a packet fewer at 64 B than releasing them with the
-        // entry, as the target-subnet side does).
-        if let Some(ident) = first_fragment {
-            self.release_early(true, key.datagram(ident));
-        }
+        (buf, datagram)
     }
 }
 

@@ -23,6 +23,13 @@
 //! be reassembled there into one corrupt datagram. From a target subnet, the core that
 //! received a first fragment but handed it to its flow's core also hands the later ones
 //! there.
+//!
+//! An inner packet longer than the link it leaves on is treated as a router treats it (RFC
+//! 791, RFC 1191, RFC 1812 §5.2.6): a client's, longer than the inside port's MTU (a client
+//! that raised its `tun-mtu` sends up to about 1,980 bytes): with DF set it is answered with
+//! an ICMP fragmentation needed carrying the port's MTU, sealed for the client; with DF clear
+//! it leaves in fragments (`output_in_fragments`, `split_ipv4`). Only such packets pay for it:
+//! the usual path makes one comparison.
 
 use crate::packet::{DropReason, PacketBuf};
 use crate::port::Port;
@@ -161,7 +168,7 @@ impl<P: Port> Worker<P> {
             ip.set_ident(ident);
             ip.decrement_ttl();
         }
-        self.output(port, hop, buf);
+        self.output_fitting(port, hop, buf);
     }
 
     /// A later fragment of an inner datagram from a target subnet (a frame received on
@@ -282,21 +289,140 @@ impl<P: Port> Worker<P> {
         }
     }
 
+    /// A fresh buffer of `port` holding `len` bytes, to be written (`None` when there is no
+    /// buffer or it is too small).
+    fn fresh(&mut self, port: u16, len: usize) -> Option<P::Buf> {
+        let mut t = self
+            .ports
+            .get_mut(usize::from(port))
+            .and_then(Port::alloc)?;
+        if t.append(len).is_err() {
+            self.consume(t);
+            return None;
+        }
+        Some(t)
+    }
+
     /// A fresh buffer of the outside port holding a copy of `bytes` (`None` when there is no
     /// buffer or it is too small).
     fn copied_to_outside(&mut self, bytes: &[u8]) -> Option<P::Buf> {
-        let mut t = self
-            .ports
-            .get_mut(usize::from(self.cfg.outside))
-            .and_then(Port::alloc)?;
-        match t.append(bytes.len()) {
-            Ok(d) => d.copy_from_slice(bytes),
-            Err(_) => {
-                self.consume(t);
-                return None;
-            }
-        }
+        let mut t = self.fresh(self.cfg.outside, bytes.len())?;
+        t.data_mut().copy_from_slice(bytes);
         Some(t)
+    }
+
+    /// The MTU of `port`: the longest IPv4 packet it sends whole (no limit for a port that
+    /// does not exist: sending there drops it `no_route`).
+    #[inline(always)]
+    pub(crate) fn port_mtu(&self, port: u16) -> usize {
+        self.cfg
+            .ports
+            .get(usize::from(port))
+            .map_or(usize::MAX, |pc| usize::from(pc.mtu))
+    }
+
+    /// Sends an inner IPv4 packet (translated) out of `port` toward `hop`, in fragments if it
+    /// is longer than the port's MTU; one that is and has DF set is dropped `too_big`. For the
+    /// paths that answer no ICMP error about what they send (later fragments, ICMP errors).
+    pub(crate) fn output_fitting(&mut self, port: u16, hop: u32, buf: P::Buf) {
+        let mtu = self.port_mtu(port);
+        if buf.len() <= mtu {
+            return self.output(port, hop, buf);
+        }
+        if Ipv4Packet::new_checked(buf.data()).is_ok_and(|ip| ip.dont_fragment()) {
+            return self.drop_packet(buf, DropReason::TooBig);
+        }
+        self.output_in_fragments(port, hop, buf, mtu);
+    }
+
+    /// Sends an inner IPv4 packet (translated, DF clear) out of `port` toward `hop` in
+    /// fragments of at most `mtu` bytes (`split_ipv4`), each resolved and queued like any
+    /// packet.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn output_in_fragments(&mut self, port: u16, hop: u32, buf: P::Buf, mtu: usize) {
+        match self.split_ipv4(port, buf, mtu) {
+            Ok(pieces) => {
+                for p in pieces {
+                    self.output(port, hop, p);
+                }
+            }
+            Err((buf, reason)) => self.drop_packet(buf, reason),
+        }
+    }
+
+    /// Cuts the IPv4 packet in `buf` (DF clear, its header checksum right; whole, or itself a
+    /// fragment) into fragments of at most `mtu` bytes, as RFC 791 has a router do: the first
+    /// in `buf` itself, with the whole header; each later one in a fresh buffer of `port`,
+    /// with only the options whose copy bit is set (RFC 791 §3.1). Every fragment's payload
+    /// but the last is a multiple of 8 bytes; offsets count from the packet's own; every
+    /// fragment has MF set but the last, which has it if the packet had; the identification
+    /// and everything else of the header is the packet's, and each header checksum is made
+    /// right. Refused: `too_big` when the header leaves no room for 8 bytes or it would take
+    /// more than `SEND_FRAGMENTS_MAX` fragments; `malformed_ipv4` for options that do not
+    /// parse; `no_room` when there is no buffer.
+    #[allow(clippy::type_complexity)]
+    fn split_ipv4(
+        &mut self,
+        port: u16,
+        mut buf: P::Buf,
+        mtu: usize,
+    ) -> Result<arrayvec::ArrayVec<P::Buf, SEND_FRAGMENTS_MAX>, (P::Buf, DropReason)> {
+        let Some((hl, total, offset, more, ident)) = Ipv4Packet::new_checked(buf.data())
+            .ok()
+            .map(|ip| {
+                let f = (ip.frag_offset(), ip.more_fragments(), ip.ident());
+                (ip.header_len(), ip.total_len(), f.0, f.1, f.2)
+            })
+            .filter(|&(_, total, ..)| total <= buf.len())
+        else {
+            return Err((buf, DropReason::MalformedIpv4));
+        };
+        // The header of the later fragments: the fixed part and the options to copy.
+        let mut later = [0u8; 60];
+        later[..MIN_HEADER_LEN].copy_from_slice(&buf.data()[..MIN_HEADER_LEN]);
+        let Some(copied) = copied_options(&buf.data()[MIN_HEADER_LEN..hl], &mut later[20..]) else {
+            return Err((buf, DropReason::MalformedIpv4));
+        };
+        let later_hl = MIN_HEADER_LEN + copied;
+        later[0] = 0x40 | (later_hl / 4) as u8;
+        let first = mtu.saturating_sub(hl) / 8 * 8;
+        let per = mtu.saturating_sub(later_hl) / 8 * 8;
+        let payload = total - hl;
+        if first == 0
+            || per == 0
+            || 1 + payload.saturating_sub(first).div_ceil(per) > SEND_FRAGMENTS_MAX
+        {
+            return Err((buf, DropReason::TooBig));
+        }
+        let mut pieces = arrayvec::ArrayVec::<P::Buf, SEND_FRAGMENTS_MAX>::new();
+        for at in (first..payload).step_by(per) {
+            let chunk = per.min(payload - at);
+            let Some(mut t) = self.fresh(port, later_hl + chunk) else {
+                for t in pieces {
+                    self.consume(t);
+                }
+                return Err((buf, DropReason::NoRoom));
+            };
+            let (h, data) = t.data_mut().split_at_mut(later_hl);
+            h.copy_from_slice(&later[..later_hl]);
+            data.copy_from_slice(&buf.data()[hl + at..hl + at + chunk]);
+            let last = at + chunk == payload;
+            fragment_header(h, chunk, offset + at, more || !last, ident);
+            // At most SEND_FRAGMENTS_MAX - 1 of them, as checked above.
+            pieces.push(t);
+        }
+        let first = first.min(payload);
+        buf.truncate(hl + first);
+        fragment_header(
+            &mut buf.data_mut()[..hl],
+            first,
+            offset,
+            more || first < payload,
+            ident,
+        );
+        pieces.insert(0, buf);
+        Ok(pieces)
     }
 
     /// Sends the OpenVPN packet in `buf` to a client (via `hop`) in IPv4 fragments of at most
@@ -361,17 +487,45 @@ fn later_fragment(data: &[u8]) -> Option<(crate::wire::ipv4::DatagramId, usize, 
     Some((ip.datagram_id(), ip.total_len(), ip.ttl(), ip.frag_offset()))
 }
 
-/// Writes a fragment's length, identification, flags (DF clear) and offset into an option-less
-/// IPv4 header, and its checksum.
+/// Writes a fragment's length, identification, flags (DF clear) and offset into the IPv4
+/// header `h` (all of it, options included), and its checksum.
 fn fragment_header(h: &mut [u8], payload: usize, offset: usize, more: bool, ident: u16) {
-    let total = (MIN_HEADER_LEN + payload) as u16;
+    let total = (h.len() + payload) as u16;
     h[2..4].copy_from_slice(&total.to_be_bytes());
     h[4..6].copy_from_slice(&ident.to_be_bytes());
     let flags = if more { 0x2000 } else { 0 } | (offset / 8) as u16;
     h[6..8].copy_from_slice(&flags.to_be_bytes());
     h[10..12].copy_from_slice(&[0, 0]);
-    let c = checksum::checksum(&h[..MIN_HEADER_LEN]);
+    let c = checksum::checksum(h);
     h[10..12].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Copies into `out` the IPv4 options of `options` whose copy bit is set (those every fragment
+/// carries, RFC 791 §3.1), padded with end-of-options to a multiple of 4 bytes; returns their
+/// length. `None` if the options do not parse (a length past their end, or below 2).
+fn copied_options(options: &[u8], out: &mut [u8]) -> Option<usize> {
+    const END: u8 = 0;
+    const NO_OPERATION: u8 = 1;
+    const COPIED: u8 = 0x80;
+    let (mut at, mut n) = (0, 0);
+    while let Some(&kind) = options.get(at) {
+        match kind {
+            END => break,
+            NO_OPERATION => at += 1,
+            _ => {
+                let len = usize::from(*options.get(at + 1)?);
+                let option = options.get(at..at + len).filter(|_| len >= 2)?;
+                if kind & COPIED != 0 {
+                    out.get_mut(n..n + len)?.copy_from_slice(option);
+                    n += len;
+                }
+                at += len;
+            }
+        }
+    }
+    let padded = n.div_ceil(4) * 4;
+    out.get_mut(n..padded)?.fill(END);
+    Some(padded)
 }
 
 /// Writes the datagram of complete `fragments` (Ethernet and IPv4 header of the first, then
@@ -416,4 +570,23 @@ fn rebuild<B: PacketBuf>(fragments: &Fragments<B>, whole: &mut B) -> Result<(), 
     let mut ip = Ipv4Packet::new_checked(ip).map_err(|_| DropReason::MalformedIpv4)?;
     ip.fill_checksum();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::copied_options;
+
+    #[test]
+    fn only_the_options_with_the_copy_bit_are_copied_and_bad_ones_refused() {
+        let mut out = [0xaa; 40];
+        // Router alert (copied), a no-operation, a loose source route (copied), record route.
+        let options = [0x94, 4, 0, 0, 1, 0x83, 7, 4, 1, 2, 3, 4, 7, 3, 4, 0];
+        assert_eq!(copied_options(&options, &mut out), Some(12));
+        assert_eq!(&out[..12], &[0x94, 4, 0, 0, 0x83, 7, 4, 1, 2, 3, 4, 0]);
+        // Nothing after the end of the options is read.
+        assert_eq!(copied_options(&[0, 0x94, 4, 0, 0], &mut out), Some(0));
+        for bad in [&[0x94, 5, 0, 0][..], &[0x94, 1, 0, 0], &[0x94], &[7, 0]] {
+            assert_eq!(copied_options(bad, &mut out), None, "{bad:?}");
+        }
+    }
 }

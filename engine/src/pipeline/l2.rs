@@ -346,12 +346,40 @@ pub(crate) fn echo_reply_in_place_if(ip: &mut [u8], ours: impl FnOnce(u32) -> bo
     true
 }
 
-/// Whether an ICMP time exceeded may be sent about the IPv4 packet `ip` (RFC 1812 §4.3.2.7:
-/// not about an ICMP error, nor a fragment but the first, nor a datagram to a multicast or
-/// broadcast address, nor one whose source is not one host's): its source, and how much of
-/// it the error quotes (its header and first 8 bytes). A client's own LLMNR query, IGMP
-/// report or SSDP search leaves with a TTL of 1 or 2 toward a group: no error for it.
-pub(crate) fn time_exceeded_about(ip: &[u8]) -> Option<(u32, usize)> {
+/// An ICMP error the core originates: its type, code and the rest of its header (RFC 792).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct IcmpError {
+    kind: u8,
+    code: u8,
+    rest: [u8; 4],
+}
+
+impl IcmpError {
+    /// Time exceeded in transit (type 11, code 0).
+    pub(crate) const TIME_EXCEEDED: Self = Self {
+        kind: kind::TIME_EXCEEDED,
+        code: 0,
+        rest: [0; 4],
+    };
+
+    /// Destination unreachable, fragmentation needed and DF set (type 3, code 4), with the
+    /// next hop's `mtu` in the low half of the rest of the header (RFC 1191).
+    pub(crate) fn fragmentation_needed(mtu: u16) -> Self {
+        let [hi, lo] = mtu.to_be_bytes();
+        Self {
+            kind: kind::DEST_UNREACHABLE,
+            code: crate::wire::icmp::code::FRAGMENTATION_NEEDED,
+            rest: [0, 0, hi, lo],
+        }
+    }
+}
+
+/// Whether an ICMP error may be sent about the IPv4 packet `ip` (RFC 1812 §4.3.2.7: not about
+/// an ICMP error, nor a fragment but the first, nor a datagram to a multicast or broadcast
+/// address, nor one whose source is not one host's): its source, and how much of it the error
+/// quotes (its header and first 8 bytes). A client's own LLMNR query, IGMP report or SSDP
+/// search leaves with a TTL of 1 or 2 toward a group: no error for it.
+pub(crate) fn icmp_error_about(ip: &[u8]) -> Option<(u32, usize)> {
     let ip = Ipv4Packet::new_checked(ip).ok()?;
     let about_error = ip.protocol() == protocol::ICMP
         && IcmpPacket::new_checked(ip.payload()).map_or(true, |i| !i.is_echo());
@@ -365,10 +393,11 @@ pub(crate) fn time_exceeded_about(ip: &[u8]) -> Option<(u32, usize)> {
     })
 }
 
-/// Turns the IPv4 packet at the front of `buf` into an ICMP time exceeded (type 11, code 0)
-/// from `from` to `to`, quoting its first `quoted` bytes (`time_exceeded_about`).
-pub(crate) fn write_time_exceeded(
+/// Turns the IPv4 packet at the front of `buf` into the ICMP `error` from `from` to `to`,
+/// quoting its first `quoted` bytes (`icmp_error_about`).
+pub(crate) fn write_icmp_error(
     buf: &mut impl PacketBuf,
+    error: IcmpError,
     quoted: usize,
     from: u32,
     to: u32,
@@ -384,7 +413,8 @@ pub(crate) fn write_time_exceeded(
         ttl: 64,
     }
     .emit(h);
-    h[MIN_HEADER_LEN..].copy_from_slice(&[kind::TIME_EXCEEDED, 0, 0, 0, 0, 0, 0, 0]);
+    let [r0, r1, r2, r3] = error.rest;
+    h[MIN_HEADER_LEN..].copy_from_slice(&[error.kind, error.code, 0, 0, r0, r1, r2, r3]);
     if let Ok(mut ip) = Ipv4Packet::new_checked(buf.data_mut()) {
         if let Ok(mut icmp) = IcmpPacket::new_checked(ip.payload_mut()) {
             icmp.fill_checksum();
@@ -395,13 +425,13 @@ pub(crate) fn write_time_exceeded(
 
 #[cfg(test)]
 mod tests {
-    use super::time_exceeded_about;
+    use super::icmp_error_about;
     use crate::testkit::{ip, ipv4_udp};
 
     #[test]
-    fn a_time_exceeded_is_only_about_one_hosts_datagram_to_another() {
+    fn an_icmp_error_is_only_about_one_hosts_datagram_to_another() {
         let about = |src: &str, dst: &str| {
-            time_exceeded_about(&ipv4_udp(ip(src), 1000, ip(dst), 2000, b"probe"))
+            icmp_error_about(&ipv4_udp(ip(src), 1000, ip(dst), 2000, b"probe"))
         };
         assert_eq!(about("10.0.0.2", "172.31.1.10"), Some((ip("10.0.0.2"), 28)));
         for (src, dst) in [

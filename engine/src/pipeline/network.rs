@@ -7,6 +7,7 @@ use crate::flow::{core_for_port, Flow, FlowTable, ReverseKey};
 use crate::mailbox::Report;
 use crate::packet::{DropReason, PacketBuf, BURST_SIZE};
 use crate::pipeline::fragment::FragmentsIn;
+use crate::pipeline::l2::IcmpError;
 use crate::pipeline::Hint;
 use crate::port::Port;
 use crate::wire::ethernet::{ethertype, EthernetFrame, HEADER_LEN};
@@ -139,7 +140,10 @@ impl<P: Port> Worker<P> {
         }
         if ttl <= 1 {
             return match rewrite {
-                Rewrite::Plain => self.time_exceeded_to_host(port, buf, rkey.eni),
+                Rewrite::Plain => {
+                    let error = IcmpError::TIME_EXCEEDED;
+                    self.icmp_error_to_host(port, buf, rkey.eni, error, DropReason::TtlExceeded)
+                }
                 Rewrite::IcmpError => self.drop_packet(buf, DropReason::TtlExceeded),
             };
         }
@@ -223,31 +227,39 @@ impl<P: Port> Worker<P> {
         // burst waited for one DRAM round trip at a million flows.
     }
 
-    /// A host's packet to a client whose TTL ends here (a traceroute from the VPC): answered
-    /// with an ICMP time exceeded from the ENI it was sent to, quoting it as it arrived, back
-    /// to the MAC it came from (the host or its router) from the port's, within the budget
-    /// per address; otherwise dropped `ttl_exceeded`, as is one that came to a link-layer
-    /// broadcast or multicast address (RFC 1812 §4.3.2.7: no ICMP error about it).
+    /// A host's packet (a frame received on `port`, sent to the ENI `eni`) answered with the
+    /// ICMP `error` from that ENI, quoting the packet as it arrived, back to the MAC it came
+    /// from (the host or its router) from the port's, within the budget per address (a
+    /// traceroute from the VPC: time exceeded). Dropped under `refused` when no error may be
+    /// sent, as when it came to a link-layer broadcast or multicast address (RFC 1812
+    /// §4.3.2.7: no ICMP error about it).
     #[cold]
     #[inline(never)]
-    fn time_exceeded_to_host(&mut self, port: u16, mut buf: P::Buf, eni: u32) {
+    fn icmp_error_to_host(
+        &mut self,
+        port: u16,
+        mut buf: P::Buf,
+        eni: u32,
+        error: IcmpError,
+        refused: DropReason,
+    ) {
         let about = buf
             .data()
             .get(HEADER_LEN..)
-            .and_then(super::l2::time_exceeded_about);
+            .and_then(super::l2::icmp_error_about);
         let macs = EthernetFrame::new_checked(buf.data())
             .ok()
             .filter(|e| !crate::wire::ethernet::is_group(e.dst()))
             .map(|e| e.src());
         let from_mac = self.cfg.ports.get(usize::from(port)).map(|pc| pc.mac);
         let (Some((host, quoted)), Some(to_mac), Some(from_mac)) = (about, macs, from_mac) else {
-            return self.drop_packet(buf, DropReason::TtlExceeded);
+            return self.drop_packet(buf, refused);
         };
         if !self.icmp_limiter.allow(host, 0, self.now_secs) {
-            return self.drop_packet(buf, DropReason::TtlExceeded);
+            return self.drop_packet(buf, refused);
         }
         buf.trim_front(HEADER_LEN);
-        if super::l2::write_time_exceeded(&mut buf, quoted, eni, host).is_err() {
+        if super::l2::write_icmp_error(&mut buf, error, quoted, eni, host).is_err() {
             return self.drop_packet(buf, DropReason::NoRoom);
         }
         let Ok(h) = buf.prepend(HEADER_LEN) else {

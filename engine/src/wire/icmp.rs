@@ -21,6 +21,12 @@ pub mod kind {
     pub const PARAMETER_PROBLEM: u8 = 12;
 }
 
+/// Codes of destination unreachable (type 3) sluice sends.
+pub mod code {
+    /// Fragmentation needed and DF set (RFC 792), with the next hop's MTU (RFC 1191).
+    pub const FRAGMENTATION_NEEDED: u8 = 4;
+}
+
 /// A view of an ICMP message.
 #[derive(Debug)]
 pub struct IcmpPacket<T: AsRef<[u8]>> {
@@ -96,6 +102,14 @@ impl<T: AsRef<[u8]>> IcmpPacket<T> {
         u16::from_be_bytes([b[6], b[7]])
     }
 
+    /// The next hop's MTU of a fragmentation needed (RFC 1191: the low 16 bits of the rest of
+    /// the header).
+    #[inline]
+    pub fn next_hop_mtu(&self) -> u16 {
+        let b = self.h();
+        u16::from_be_bytes([b[6], b[7]])
+    }
+
     /// The data after the header (for errors: the embedded IPv4 header and 8 bytes).
     #[inline]
     pub fn data(&self) -> &[u8] {
@@ -158,5 +172,18 @@ mod tests {
         assert!(e.is_error());
         assert_eq!(e.data(), &[0x45]);
         assert!(IcmpPacket::new_checked(&err[..7]).is_err());
+        let too_big = [
+            kind::DEST_UNREACHABLE,
+            code::FRAGMENTATION_NEEDED,
+            0,
+            0,
+            0,
+            0,
+            5,
+            0xdc,
+        ];
+        let e = IcmpPacket::new_checked(&too_big[..]).unwrap();
+        assert!(e.is_error());
+        assert_eq!(e.next_hop_mtu(), 1500);
     }
 }
