@@ -2907,3 +2907,156 @@ fn a_clients_fragmented_packet_copies_only_the_options_to_copy() {
     assert!(u.verify_checksum(p.src(), p.dst()));
     assert_eq!(u.payload(), &data[..]);
 }
+/// The NAT port of a flow the lab's client opens to the lab's host, UDP port 9000.
+fn open_flow(lab: &mut Lab, src_port: u16) -> u16 {
+    let out = testkit::ipv4_udp(ip(lab::CLIENT_VIP), src_port, ip(lab::HOST_IP), 9000, b"hi");
+    lab.send_from_client(&out);
+    let sent = lab.inside_sent();
+    assert_eq!(sent.len(), 1);
+    UdpPacket::new_checked(ip_of(&sent[0]).payload())
+        .unwrap()
+        .src_port()
+}
+
+/// A host's packet to a client longer than the tunnel's MTU (1500, the pushed tun-mtu), DF
+/// set: nothing reaches the client; the host gets an ICMP fragmentation needed carrying 1500
+/// from the ENI, back to its MAC, quoting the packet as it arrived. A packet of exactly 1500
+/// bytes reaches the client whole.
+#[test]
+fn a_hosts_packet_longer_than_the_tunnel_mtu_with_df_gets_fragmentation_needed() {
+    let mut lab = lab_with_inside_mtu(2000);
+    let nat_port = open_flow(&mut lab, 5353);
+    let (eni, host) = (ip(lab::INSIDE_IP), ip(lab::HOST_IP));
+    let exact = testkit::ipv4_udp(host, 9000, eni, nat_port, &[0x55; 1500 - 28]);
+    let sent = lab.reply_from_host(&exact);
+    let whole = testkit::reassemble(&sent);
+    assert_eq!(whole.len(), 1, "{:?}", nonzero_drops(&lab.w));
+    let inner = lab.client.open(&whole[0]).expect("sealed for the client");
+    let p = Ipv4Packet::new_checked(&inner[..]).unwrap();
+    assert_eq!((p.total_len(), p.is_fragment()), (1500, false));
+    assert_eq!(p.dst(), ip(lab::CLIENT_VIP).to_be_bytes());
+
+    let long = testkit::ipv4_udp(host, 9000, eni, nat_port, &[0x66; 1501 - 28]);
+    assert!(
+        lab.reply_from_host(&long).is_empty(),
+        "nothing to the client"
+    );
+    let back = lab.inside_sent();
+    assert_eq!(back.len(), 1, "{:?}", nonzero_drops(&lab.w));
+    assert_eq!(
+        (&back[0][0..6], &back[0][6..12]),
+        (&lab::HOST_MAC[..], &lab::INSIDE_MAC[..])
+    );
+    let p = ip_of(&back[0]);
+    assert!(p.verify_checksum());
+    assert_eq!(
+        (p.src(), p.dst(), p.protocol()),
+        (eni.to_be_bytes(), host.to_be_bytes(), protocol::ICMP)
+    );
+    let icmp = IcmpPacket::new_checked(p.payload()).unwrap();
+    assert!(icmp.verify_checksum());
+    assert_eq!((icmp.kind(), icmp.code()), (kind::DEST_UNREACHABLE, 4));
+    assert_eq!(&p.payload()[4..6], &[0, 0], "unused");
+    assert_eq!(icmp.next_hop_mtu(), 1500);
+    assert_eq!(
+        icmp.data(),
+        &long[..28],
+        "the header and 8 bytes as they came"
+    );
+    assert_eq!(lab.w.poll_stats().icmp_errors_sent, 1);
+    assert_eq!(lab.drops(DropReason::TooBig), 0);
+}
+
+/// A host's packet to a client longer than the tunnel's MTU, DF clear: it reaches the client
+/// in fragments of at most 1500 bytes, each sealed on its own (offsets, flags and header
+/// checksums right), which reassemble into the packet translated to the client, its UDP
+/// checksum right.
+#[test]
+fn a_hosts_packet_longer_than_the_tunnel_mtu_without_df_reaches_the_client_in_fragments() {
+    let mut lab = lab_with_inside_mtu(2000);
+    let nat_port = open_flow(&mut lab, 5354);
+    let (eni, host) = (ip(lab::INSIDE_IP), ip(lab::HOST_IP));
+    let data: Vec<u8> = (0..2000 - 28).map(|i| (i * 7) as u8).collect();
+    let long = without_df(testkit::ipv4_udp(host, 9000, eni, nat_port, &data));
+    let sent = lab.reply_from_host(&long);
+    let datagrams = testkit::reassemble(&sent);
+    assert_eq!(datagrams.len(), 2, "{:?}", nonzero_drops(&lab.w));
+    let mut inner: Vec<Vec<u8>> = datagrams
+        .iter()
+        .map(|d| {
+            let i = lab.client.open(d).expect("each sealed for the client");
+            testkit::eth_ipv4(lab::OUTSIDE_MAC, lab::CLIENT_MAC, &i)
+        })
+        .collect();
+    inner.sort_by_key(|f| ip_of(f).frag_offset());
+    check_fragments(&inner, 1500);
+    assert_eq!(
+        ip_of(&inner[0]).total_len(),
+        1500,
+        "as long as the tunnel allows"
+    );
+    for f in &inner {
+        let p = ip_of(f);
+        assert_eq!((p.dst(), p.ttl()), (ip(lab::CLIENT_VIP).to_be_bytes(), 63));
+    }
+    let whole = testkit::reassemble(&inner);
+    let p = ip_of(&whole[0]);
+    assert_eq!(p.total_len(), 2000);
+    let u = UdpPacket::new_checked(p.payload()).unwrap();
+    assert!(u.verify_checksum(p.src(), p.dst()));
+    assert_eq!((u.dst_port(), u.payload()), (5354, &data[..]));
+    assert!(lab.inside_sent().is_empty());
+    assert_eq!(lab.w.poll_stats().icmp_errors_sent, 0);
+    assert!(
+        nonzero_drops(&lab.w).is_empty(),
+        "{:?}",
+        nonzero_drops(&lab.w)
+    );
+}
+
+/// A host's datagram that comes in fragments of 2000 bytes (an inside port's MTU of 2000):
+/// each fragment, the first and the later ones, is cut again to at most the tunnel's MTU, the
+/// offsets following on from its own and MF kept on all but the datagram's last, so that
+/// the client reassembles the whole datagram.
+#[test]
+fn a_hosts_fragments_longer_than_the_tunnel_mtu_are_cut_again() {
+    let mut lab = lab_with_inside_mtu(2000);
+    let nat_port = open_flow(&mut lab, 5355);
+    let (eni, host) = (ip(lab::INSIDE_IP), ip(lab::HOST_IP));
+    let data: Vec<u8> = (0..5000 - 28).map(|i| (i * 13) as u8).collect();
+    let datagram = testkit::ipv4_udp(host, 9000, eni, nat_port, &data);
+    let frames = testkit::fragment(
+        &testkit::eth_ipv4(lab::INSIDE_MAC, lab::HOST_MAC, &datagram),
+        2000,
+    );
+    assert_eq!(frames.len(), 3);
+    for f in &frames {
+        lab.w.port_mut(1).unwrap().inject(f);
+    }
+    lab.w.poll_once(lab.now);
+    let sent = lab.outside_sent();
+    let mut inner: Vec<Vec<u8>> = testkit::reassemble(&sent)
+        .iter()
+        .map(|d| {
+            let i = lab.client.open(d).expect("each sealed for the client");
+            testkit::eth_ipv4(lab::OUTSIDE_MAC, lab::CLIENT_MAC, &i)
+        })
+        .collect();
+    assert_eq!(inner.len(), 5, "{:?}", nonzero_drops(&lab.w));
+    inner.sort_by_key(|f| ip_of(f).frag_offset());
+    check_fragments(&inner, 1500);
+    let whole = testkit::reassemble(&inner);
+    let p = ip_of(&whole[0]);
+    assert_eq!(
+        (p.total_len(), p.dst()),
+        (5000, ip(lab::CLIENT_VIP).to_be_bytes())
+    );
+    let u = UdpPacket::new_checked(p.payload()).unwrap();
+    assert!(u.verify_checksum(p.src(), p.dst()));
+    assert_eq!((u.dst_port(), u.payload()), (5355, &data[..]));
+    assert!(
+        nonzero_drops(&lab.w).is_empty(),
+        "{:?}",
+        nonzero_drops(&lab.w)
+    );
+}

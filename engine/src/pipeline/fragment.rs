@@ -28,8 +28,11 @@
 //! 791, RFC 1191, RFC 1812 §5.2.6): a client's, longer than the inside port's MTU (a client
 //! that raised its `tun-mtu` sends up to about 1,980 bytes): with DF set it is answered with
 //! an ICMP fragmentation needed carrying the port's MTU, sealed for the client; with DF clear
-//! it leaves in fragments (`output_in_fragments`, `split_ipv4`). Only such packets pay for it:
-//! the usual path makes one comparison.
+//! it leaves in fragments (`output_in_fragments`, `split_ipv4`). A host's, longer than the
+//! tunnel's MTU (`TUNNEL_MTU`, the pushed `tun-mtu`; an inside port's may be up to 2000): with
+//! DF set it is answered with an ICMP fragmentation needed carrying 1500, back to the host;
+//! with DF clear it is sealed for the client in fragments, each its own data-channel packet
+//! (`seal_in_fragments`). Only such packets pay for it: the usual paths make one comparison.
 
 use crate::packet::{DropReason, PacketBuf};
 use crate::port::Port;
@@ -38,7 +41,7 @@ use crate::wire::checksum;
 use crate::wire::ethernet::HEADER_LEN;
 use crate::wire::ipv4::{protocol, DatagramId, Ipv4Packet, MIN_HEADER_LEN};
 use crate::wire::udp::{self, Ipv4UdpHeaders};
-use crate::worker::Worker;
+use crate::worker::{Worker, TUNNEL_MTU};
 
 /// Payload bytes a reassembled datagram may have at most: what a 2,048-byte buffer holds
 /// after an Ethernet header and the longest IPv4 header (DPDK's default mbuf and `HeapBuf`
@@ -199,7 +202,7 @@ impl<P: Port> Worker<P> {
             ip.set_dst(client.to_be_bytes());
             ip.decrement_ttl();
         }
-        self.encrypt_to_client(buf, owner);
+        self.seal_fitting(buf, owner);
     }
 
     /// Holds a later fragment whose first has not been seen (`Early`); dropped
@@ -345,6 +348,36 @@ impl<P: Port> Worker<P> {
             Ok(pieces) => {
                 for p in pieces {
                     self.output(port, hop, p);
+                }
+            }
+            Err((buf, reason)) => self.drop_packet(buf, reason),
+        }
+    }
+
+    /// Seals an inner packet (translated) for the session in slot `owner`, in fragments if it
+    /// is longer than the tunnel's MTU; one that is and has DF set is dropped `too_big`. For
+    /// the paths that answer no ICMP error about what they send (later fragments).
+    pub(crate) fn seal_fitting(&mut self, buf: P::Buf, owner: u32) {
+        if buf.len() <= usize::from(TUNNEL_MTU) {
+            return self.encrypt_to_client(buf, owner);
+        }
+        if Ipv4Packet::new_checked(buf.data()).is_ok_and(|ip| ip.dont_fragment()) {
+            return self.drop_packet(buf, DropReason::TooBig);
+        }
+        self.seal_in_fragments(buf, owner);
+    }
+
+    /// Seals an inner packet (translated, DF clear) for the session in slot `owner` in
+    /// fragments of at most the tunnel's MTU (`split_ipv4`, the later ones in buffers of the
+    /// outside port), each its own data-channel packet.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn seal_in_fragments(&mut self, buf: P::Buf, owner: u32) {
+        let outside = self.cfg.outside;
+        match self.split_ipv4(outside, buf, usize::from(TUNNEL_MTU)) {
+            Ok(pieces) => {
+                for p in pieces {
+                    self.encrypt_to_client(p, owner);
                 }
             }
             Err((buf, reason)) => self.drop_packet(buf, reason),

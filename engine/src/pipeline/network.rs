@@ -15,7 +15,7 @@ use crate::wire::icmp::IcmpPacket;
 use crate::wire::ipv4::{protocol, Ipv4Packet};
 use crate::wire::tcp::TcpPacket;
 use crate::wire::udp::UdpPacket;
-use crate::worker::Worker;
+use crate::worker::{Worker, TUNNEL_MTU};
 
 /// How far in front of a frame from a target subnet its reply to the client starts: the
 /// prepared outer IPv4 and UDP headers and the P_DATA_V2 header and tag (the reply's Ethernet
@@ -147,24 +147,55 @@ impl<P: Port> Worker<P> {
                 Rewrite::IcmpError => self.drop_packet(buf, DropReason::TtlExceeded),
             };
         }
+        if total > usize::from(TUNNEL_MTU) {
+            let to = (client, client_port, owner);
+            return self.too_long_for_tunnel(port, buf, rkey.eni, rewrite, to, total);
+        }
         let mut buf = buf;
         buf.trim_front(HEADER_LEN);
         buf.truncate(total);
-        match rewrite {
-            Rewrite::Plain => super::nat::rewrite_destination(
-                buf.data_mut(),
-                client,
-                client_port,
-                self.cfg.mss_clamp,
-            ),
-            Rewrite::IcmpError => {
-                if !super::nat::translate_icmp_error(buf.data_mut(), true, client, client_port) {
-                    // Its ICMP checksum fails: dropped, not repaired (RFC 5508 REQ-3).
-                    return self.drop_packet(buf, DropReason::MalformedIcmp);
-                }
-            }
+        let mss = self.cfg.mss_clamp;
+        if let Err(reason) = to_client(buf.data_mut(), rewrite, client, client_port, mss) {
+            return self.drop_packet(buf, reason);
         }
         self.encrypt_to_client(buf, owner);
+    }
+
+    /// A host's packet to a client (a frame received on `port`, sent to the ENI `eni`; `to`:
+    /// the client's address and port or id, and its session's slot) longer than the tunnel's
+    /// MTU (`TUNNEL_MTU`, the `tun-mtu` pushed to clients; an inside port's may be up to
+    /// 2000), as a router treats it (RFC 1812 §5.2.6, RFC 1191): with DF set, it is answered
+    /// with an ICMP fragmentation needed carrying the tunnel's MTU, from the ENI
+    /// (`icmp_error_to_host`; over the budget, or about an ICMP error, it is dropped
+    /// `too_big`); with DF clear, it is translated and sealed for the client in fragments,
+    /// each its own data-channel packet (`seal_in_fragments`).
+    #[cold]
+    #[inline(never)]
+    fn too_long_for_tunnel(
+        &mut self,
+        port: u16,
+        mut buf: P::Buf,
+        eni: u32,
+        rewrite: Rewrite,
+        (client, client_port, owner): (u32, u16, u32),
+        total: usize,
+    ) {
+        let df = buf
+            .data()
+            .get(HEADER_LEN..)
+            .and_then(|d| Ipv4Packet::new_checked(d).ok())
+            .is_some_and(|ip| ip.dont_fragment());
+        if df {
+            let error = IcmpError::fragmentation_needed(TUNNEL_MTU);
+            return self.icmp_error_to_host(port, buf, eni, error, DropReason::TooBig);
+        }
+        buf.trim_front(HEADER_LEN);
+        buf.truncate(total);
+        let mss = self.cfg.mss_clamp;
+        if let Err(reason) = to_client(buf.data_mut(), rewrite, client, client_port, mss) {
+            return self.drop_packet(buf, reason);
+        }
+        self.seal_in_fragments(buf, owner);
     }
 
     /// The flow in `slot`, whose return traffic arrived after a rule-table swap, decided again
@@ -300,6 +331,28 @@ impl<P: Port> Worker<P> {
         }
         self.send_to_client(buf, &headers, remote.ip);
     }
+}
+
+/// Rewrites a return packet (IPv4, from its header on) to the client's address `client` and
+/// port or id `port`, as `rewrite` says; an ICMP error whose checksum fails is
+/// `malformed_icmp`: dropped, not repaired (RFC 5508 REQ-3).
+#[inline(always)]
+fn to_client(
+    data: &mut [u8],
+    rewrite: Rewrite,
+    client: u32,
+    port: u16,
+    mss: u16,
+) -> Result<(), DropReason> {
+    match rewrite {
+        Rewrite::Plain => super::nat::rewrite_destination(data, client, port, mss),
+        Rewrite::IcmpError => {
+            if !super::nat::translate_icmp_error(data, true, client, port) {
+                return Err(DropReason::MalformedIcmp);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Packets between two reports of a session past the renegotiation threshold: control is asked
