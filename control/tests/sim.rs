@@ -555,18 +555,19 @@ fn handshake_told(
     addr: Remote,
     sid: u8,
 ) -> (Result<u32, FailureReason>, Vec<String>) {
-    handshake_as(server, addr, sid, 990)
+    handshake_as(server, addr, sid, |_| {})
 }
 
-/// `handshake_told` with a client that announces `iv_proto` (990: OpenVPN 2.6.14's).
+/// `handshake_told` with a client that `setup` changed (say, the IV_PROTO bits it announces;
+/// it starts as OpenVPN 2.6.14's).
 fn handshake_as(
     server: &mut Server<CertificateOnly>,
     addr: Remote,
     sid: u8,
-    iv_proto: u32,
+    setup: impl FnOnce(&mut Client),
 ) -> (Result<u32, FailureReason>, Vec<String>) {
     let mut client = Client::new(client_config(), "server", [sid; 8], None).unwrap();
-    client.iv_proto = iv_proto;
+    setup(&mut client);
     let start = Instant::now();
     let mut now = start;
     let mut decided: Option<(Result<u32, FailureReason>, Instant)> = None;
@@ -632,7 +633,9 @@ fn the_connection_limit_refuses_and_follows_a_reload() {
     );
     // A client without IV_PROTO bit 8 (before 2.6) would give up on any AUTH_FAILED: it is
     // told to restart instead, and comes back by itself.
-    let (verdict, told) = handshake_as(&mut server, from(0x0a00_0006, 40000), 6, 990 & !256);
+    let (verdict, told) = handshake_as(&mut server, from(0x0a00_0006, 40000), 6, |c| {
+        c.iv_proto = 990 & !256;
+    });
     assert_eq!(verdict.map(|_| ()), limit);
     assert!(
         told.iter().any(|m| m == "RESTART,connection limit reached")
@@ -669,7 +672,9 @@ fn an_endpoint_without_target_network_refuses_with_its_own_reason() {
         !told.iter().any(|m| m.contains("connection limit")),
         "{told:?}"
     );
-    let (verdict, told) = handshake_as(&mut server, from(0x0a00_0002, 40000), 2, 990 & !256);
+    let (verdict, told) = handshake_as(&mut server, from(0x0a00_0002, 40000), 2, |c| {
+        c.iv_proto = 990 & !256;
+    });
     assert_eq!(verdict.map(|_| ()), Err(FailureReason::NoTargetNetwork));
     assert!(
         told.iter()
@@ -680,6 +685,33 @@ fn an_endpoint_without_target_network_refuses_with_its_own_reason() {
     assert_eq!((counted.refused_for_room, counted.auth_failures), (0, 2));
     server.set_max_sessions(1);
     assert_eq!(handshake(&mut server, from(0x0a00_0003, 40000), 3), Ok(()));
+}
+
+/// As OpenVPN 2.6's server (push.c): `tun-mtu` is pushed only to a client that announced
+/// IV_MTU; a client before 2.6 announces none and would take the option as an error.
+#[test]
+fn tun_mtu_is_pushed_only_to_a_client_that_announced_iv_mtu() {
+    let mut server = Server::new(
+        Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20)),
+        CertificateOnly,
+    );
+    let push = |told: &[String]| {
+        told.iter()
+            .find(|m| m.starts_with("PUSH_REPLY,"))
+            .cloned()
+            .unwrap_or_else(|| panic!("no PUSH_REPLY: {told:?}"))
+    };
+    let (verdict, told) = handshake_told(&mut server, from(0x0a00_0001, 40000), 1);
+    assert!(verdict.is_ok());
+    assert!(
+        push(&told).split(',').any(|o| o == "tun-mtu 1500"),
+        "{told:?}"
+    );
+    let (verdict, told) = handshake_as(&mut server, from(0x0a00_0002, 40000), 2, |c| {
+        c.iv_mtu = None;
+    });
+    assert!(verdict.is_ok());
+    assert!(!push(&told).contains("tun-mtu"), "{told:?}");
 }
 
 /// The data cores' room (`[dataplane] sessions_per_core`), shared by two endpoints' servers:

@@ -81,6 +81,9 @@ pub struct Client {
     /// The IV_PROTO bits announced in the key exchange (an OpenVPN 2.6.14 client's, 990,
     /// unless changed before the TLS handshake completes).
     pub iv_proto: u32,
+    /// The largest tun MTU announced as IV_MTU (an OpenVPN 2.6 client's is at least 1600;
+    /// `None` for a client before 2.6, which sends none).
+    pub iv_mtu: Option<u32>,
 }
 
 fn string(t: &str) -> Vec<u8> {
@@ -119,6 +122,7 @@ impl Client {
             push_requested: false,
             auth_token: None,
             iv_proto: 990,
+            iv_mtu: Some(1600),
         };
         c.start_key(0, opcode::HARD_RESET_CLIENT_V2)?;
         Ok(c)
@@ -197,10 +201,14 @@ impl Client {
             }
             None => m.extend([0, 0, 0, 0]),
         }
-        m.extend(string(&format!(
+        let mut info = format!(
             "IV_VER=2.6.14\nIV_PLAT=linux\nIV_CIPHERS=AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305\nIV_PROTO={}\n",
             self.iv_proto
-        )));
+        );
+        if let Some(mtu) = self.iv_mtu {
+            info.push_str(&format!("IV_MTU={mtu}\n"));
+        }
+        m.extend(string(&info));
         m
     }
 

@@ -30,7 +30,14 @@ pub struct PushOptions {
     pub tls_ekm: bool,
     /// The client supports control-channel EXIT and protocol-flags.
     pub cc_exit: bool,
+    /// The client announced the largest tun MTU it takes (`IV_MTU`, OpenVPN 2.6 and later), so
+    /// it accepts a pushed `tun-mtu`; an older client refuses the option (an options error).
+    pub pushable_mtu: bool,
 }
+
+/// The tun MTU pushed to a client that takes one: the size of the largest inner packet the data
+/// plane carries (a 2.6 client announces at least 1600, so it never needs to clamp it).
+pub const TUN_MTU: u32 = 1500;
 
 /// The longest PUSH_REPLY message (OpenVPN splits at about 1024 bytes).
 pub const MAX_MESSAGE: usize = 1024;
@@ -64,7 +71,10 @@ pub fn push_reply(o: &PushOptions, auth_token: Option<&str>) -> Vec<String> {
         (false, true) => opts.push("key-derivation tls-ekm".to_owned()),
         (false, false) => {}
     }
-    opts.push("tun-mtu 1500".to_owned());
+    // As OpenVPN 2.6's server: `tun-mtu` goes only to a client that said (IV_MTU) it can take it.
+    if o.pushable_mtu {
+        opts.push(format!("tun-mtu {TUN_MTU}"));
+    }
     if let Some(t) = auth_token {
         opts.push(format!("auth-token {t}"));
     }
@@ -117,6 +127,7 @@ mod tests {
             cipher: Cipher::Aes256Gcm,
             tls_ekm: true,
             cc_exit: true,
+            pushable_mtu: true,
         }
     }
 
@@ -141,6 +152,19 @@ mod tests {
             ..base()
         };
         assert!(!push_reply(&legacy, None)[0].contains("tls-ekm"));
+    }
+
+    #[test]
+    fn tun_mtu_is_pushed_only_to_a_client_that_announced_iv_mtu() {
+        let old = PushOptions {
+            pushable_mtu: false,
+            ..base()
+        };
+        assert_eq!(
+            push_reply(&old, None),
+            vec!["PUSH_REPLY,topology subnet,route-gateway 10.100.0.1,route 192.168.50.0 255.255.255.0,route 10.20.0.0 255.255.0.0,dhcp-option DNS 10.100.0.1,ping 10,ping-restart 60,ifconfig 10.100.0.6 255.255.252.0,peer-id 3,cipher AES-256-GCM,protocol-flags cc-exit tls-ekm"]
+        );
+        assert!(push_reply(&base(), None)[0].ends_with(",tun-mtu 1500"));
     }
 
     /// `base()` with `n` split-tunnel routes, 10.i.0.0/16.

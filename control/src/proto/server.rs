@@ -1197,6 +1197,7 @@ impl<A: Authenticator> Server<A> {
                 cipher,
                 tls_ekm: ekm,
                 cc_exit: info.has(PeerInfo::CC_EXIT_NOTIFY),
+                pushable_mtu: info.mtu.is_some(),
             },
             token.as_deref(),
         );
