@@ -6,6 +6,8 @@ pub mod directory;
 pub mod totp;
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 
 use base64::Engine;
 
@@ -34,11 +36,53 @@ pub struct EndpointAuth {
     pub directory: Option<Box<dyn Directory>>,
     /// A TOTP code required through the static challenge.
     pub mfa: bool,
+    /// The one-time codes the directory's users have spent: this endpoint's own, or shared
+    /// with every endpoint that reads the same users file (`share_codes_of`).
+    codes: Arc<Mutex<CodeRecord>>,
+}
+
+/// What a users file's users did with their one-time codes, kept for every endpoint that
+/// reads the file: a code is a credential of the user, not of the endpoint, so one accepted
+/// by one endpoint must not be taken again by another within its window, and wrong codes
+/// count towards the throttle wherever they are tried.
+#[derive(Clone, Default)]
+pub struct CodeRecord {
     /// Last accepted TOTP step per user, so a code is not accepted twice.
     last_step: HashMap<String, u64>,
     /// Wrong codes in a row per user (given with the right password) and, once there have
     /// been `CODE_TRIES`, the step before which that user's codes are not checked.
     wrong_codes: HashMap<String, (u32, u64)>,
+}
+
+impl CodeRecord {
+    /// Adds what `other` recorded: the later step used, the longer run of wrong codes.
+    fn absorb(&mut self, other: Self) {
+        for (user, step) in other.last_step {
+            let s = self.last_step.entry(user).or_insert(step);
+            *s = (*s).max(step);
+        }
+        for (user, (n, until)) in other.wrong_codes {
+            let w = self.wrong_codes.entry(user).or_insert((n, until));
+            *w = (w.0.max(n), w.1.max(until));
+        }
+    }
+}
+
+/// The records of the users files in use, by canonical path: one per file for the whole
+/// process (the file, not an endpoint or a load of the configuration, is what the codes
+/// belong to). A record lives while an authenticator holds it, so a reload, which builds the
+/// new authenticators while the old ones still serve, finds the same record.
+fn records() -> MutexGuard<'static, HashMap<PathBuf, Weak<Mutex<CodeRecord>>>> {
+    static RECORDS: OnceLock<Mutex<HashMap<PathBuf, Weak<Mutex<CodeRecord>>>>> = OnceLock::new();
+    RECORDS
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The record of `codes`, whatever a panic elsewhere left it in (it holds only counts).
+fn lock(codes: &Mutex<CodeRecord>) -> MutexGuard<'_, CodeRecord> {
+    codes.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Wrong one-time codes in a row a user may give before codes are refused unchecked...
@@ -54,9 +98,25 @@ impl EndpointAuth {
             mutual,
             directory,
             mfa,
-            last_step: HashMap::new(),
-            wrong_codes: HashMap::new(),
+            codes: Arc::default(),
         }
+    }
+
+    /// Keeps the one-time codes spent in the record of the users file at `path`, which every
+    /// authenticator given the same file (by its canonical path) shares.
+    pub fn share_codes_of(mut self, path: &Path) -> Self {
+        let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let mut records = records();
+        records.retain(|_, r| r.strong_count() > 0);
+        self.codes = match records.get(&key).and_then(Weak::upgrade) {
+            Some(shared) => shared,
+            None => {
+                let shared = Arc::default();
+                records.insert(key, Arc::downgrade(&shared));
+                shared
+            }
+        };
+        self
     }
 }
 
@@ -138,7 +198,8 @@ impl Authenticator for EndpointAuth {
         };
         let secret = u.totp_secret.as_deref().ok_or(FailureReason::MfaFailed)?;
         let now = unix_now / totp::STEP;
-        if self
+        let mut codes = lock(&self.codes);
+        if codes
             .wrong_codes
             .get(user)
             .is_some_and(|(n, until)| *n >= CODE_TRIES && now < *until)
@@ -146,23 +207,23 @@ impl Authenticator for EndpointAuth {
             return Err(FailureReason::MfaLocked);
         }
         let Some(step) = totp::verify(secret, code.expose(), unix_now) else {
-            let (n, until) = self.wrong_codes.entry(user.to_owned()).or_insert((0, 0));
+            let (n, until) = codes.wrong_codes.entry(user.to_owned()).or_insert((0, 0));
             *n = n.saturating_add(1);
             if *n >= CODE_TRIES {
                 *until = now + CODE_LOCK_STEPS;
             }
             return Err(FailureReason::MfaFailed);
         };
-        self.wrong_codes.remove(user);
-        if self.last_step.get(user).is_some_and(|s| *s >= step) {
+        codes.wrong_codes.remove(user);
+        if codes.last_step.get(user).is_some_and(|s| *s >= step) {
             return Err(FailureReason::MfaFailed);
         }
-        if self.last_step.len() > 100_000 {
+        if codes.last_step.len() > 100_000 {
             // Only steps from the skew window on can be accepted again: older entries block
             // nothing and go. Newer ones stay, or their codes would be taken a second time.
-            self.last_step.retain(|_, s| s.saturating_add(1) >= now);
+            codes.last_step.retain(|_, s| s.saturating_add(1) >= now);
         }
-        self.last_step.insert(user.to_owned(), step);
+        codes.last_step.insert(user.to_owned(), step);
         Ok(u.groups)
     }
 
@@ -186,9 +247,14 @@ impl Authenticator for EndpointAuth {
 
     /// The one-time-code steps already used carry over a reload, so a code accepted just
     /// before it is not accepted again after it; so do wrong codes counted against a user.
+    /// With the same users file the record is already the same; else (another file, or none
+    /// shared) what the previous one recorded is added to this one's.
     fn take_over(&mut self, previous: &mut Self) {
-        self.last_step = std::mem::take(&mut previous.last_step);
-        self.wrong_codes = std::mem::take(&mut previous.wrong_codes);
+        if !Arc::ptr_eq(&self.codes, &previous.codes) {
+            // A copy: the previous record may still be another endpoint's (its file's).
+            let old = lock(&previous.codes).clone();
+            lock(&self.codes).absorb(old);
+        }
     }
 }
 
@@ -347,7 +413,7 @@ mod tests {
                 Err(FailureReason::BadPassword)
             );
         }
-        assert!(!mfa.wrong_codes.contains_key("alice"));
+        assert!(!lock(&mfa.codes).wrong_codes.contains_key("alice"));
     }
 
     #[test]
@@ -368,7 +434,9 @@ mod tests {
             .is_ok());
         // More users signed in than the table keeps, long enough ago to be forgotten.
         for i in 0..100_001 {
-            mfa.last_step.insert(format!("user{i}"), step - 10);
+            lock(&mfa.codes)
+                .last_step
+                .insert(format!("user{i}"), step - 10);
         }
         let bob = scrv1("pw", &code(step));
         assert!(mfa.authenticate(now, None, Some("bob"), Some(&bob)).is_ok());
@@ -377,6 +445,10 @@ mod tests {
             Err(FailureReason::MfaFailed),
             "alice's code, used a moment ago, is still used"
         );
-        assert_eq!(mfa.last_step.len(), 2, "the old steps are forgotten");
+        assert_eq!(
+            lock(&mfa.codes).last_step.len(),
+            2,
+            "the old steps are forgotten"
+        );
     }
 }

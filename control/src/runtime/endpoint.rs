@@ -138,7 +138,8 @@ pub fn reneg(loaded: &Loaded) -> Option<Duration> {
     (r > 0).then(|| Duration::from_secs(u64::from(r)))
 }
 
-/// The authenticator of endpoint number `index`.
+/// The authenticator of endpoint number `index`. Endpoints that read the same users file
+/// share one record of the one-time codes spent (`EndpointAuth::share_codes_of`).
 ///
 /// # Errors
 /// The users file cannot be read or parsed.
@@ -149,25 +150,23 @@ pub fn authenticator(loaded: &Loaded, index: usize) -> Result<EndpointAuth, Stri
         .get(index)
         .ok_or_else(|| format!("no endpoint number {index}"))?;
     let a = &ep.authentication;
-    let directory = match &a.directory {
-        Some(d) => {
-            let path = resolve(&loaded.base_dir(), &d.users_file);
-            let dir = UsersFileDirectory::load(&path)
-                .map_err(|e| format!("users file {}: {e}", path.display()))?;
-            Some(Box::new(dir) as Box<dyn crate::auth::directory::Directory>)
-        }
-        None => None,
+    let Some(d) = &a.directory else {
+        return Ok(EndpointAuth::new(a.mutual.is_some(), None, a.mfa.is_some()));
     };
-    Ok(EndpointAuth::new(
-        a.mutual.is_some(),
-        directory,
-        a.mfa.is_some(),
-    ))
+    let path = resolve(&loaded.base_dir(), &d.users_file);
+    let dir = UsersFileDirectory::load(&path)
+        .map_err(|e| format!("users file {}: {e}", path.display()))?;
+    // The one-time codes spent are the file's users', whichever endpoint took them.
+    Ok(
+        EndpointAuth::new(a.mutual.is_some(), Some(Box::new(dir)), a.mfa.is_some())
+            .share_codes_of(&path),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connlog::FailureReason;
 
     #[test]
     fn split_tunnel_pushes_each_route_once_as_network_and_mask() {
@@ -243,5 +242,87 @@ gateway = "172.31.1.1"
         ep.target_networks.clear();
         assert_eq!(ep.status(), "pending-associate");
         assert_eq!(max_connections(&loaded, &ep), 0);
+    }
+
+    /// Two endpoints that read one users file (one through a symbolic link) take a one-time
+    /// code once between them, and still so after a reload.
+    #[test]
+    fn endpoints_sharing_a_users_file_take_a_code_once_between_them() {
+        use crate::auth::{directory::hash_password, totp};
+        use crate::proto::key_method::Secret;
+        use crate::proto::server::Authenticator;
+        use base64::Engine;
+
+        let d = tempfile::tempdir().expect("temporary directory");
+        let hash = hash_password("pw").expect("hash");
+        std::fs::write(
+            d.path().join("users.toml"),
+            format!("[[user]]\nname = \"alice\"\npassword_hash = \"{hash}\"\ntotp_secret = \"GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\"\n"),
+        )
+        .expect("users file");
+        std::os::unix::fs::symlink("users.toml", d.path().join("link.toml")).expect("link");
+        let endpoint = |n: u8, users: &str| {
+            format!(
+                r#"
+[[endpoint]]
+id = "cvpn-endpoint-0123456789abcdef{n}"
+client_cidr_block = "10.{n}.0.0/20"
+server_certificate = "s.crt"
+server_key = "s.key"
+dns_name = "vpn.example.internal"
+authentication = {{ directory = {{ users_file = "{users}" }}, mfa = "totp" }}
+"#
+            )
+        };
+        let text = endpoint(1, "users.toml") + &endpoint(2, "link.toml");
+        let loaded = Loaded {
+            path: d.path().join("sluice.toml"),
+            config: toml::from_str(&text).expect("parses"),
+            text,
+        };
+        let now = 1_111_111_111;
+        let sign_in = |auth: &mut EndpointAuth, at: u64| {
+            let code = totp::code_at(b"12345678901234567890", at / totp::STEP, 6);
+            let b = base64::engine::general_purpose::STANDARD;
+            let password = format!(
+                "SCRV1:{}:{}",
+                b.encode("pw"),
+                b.encode(format!("{code:06}"))
+            );
+            auth.authenticate(at, None, Some("alice"), Some(&Secret::new(password)))
+        };
+        let mut a = authenticator(&loaded, 0).expect("endpoint 1");
+        let mut b = authenticator(&loaded, 1).expect("endpoint 2");
+        assert!(sign_in(&mut a, now).is_ok());
+        assert_eq!(
+            sign_in(&mut b, now),
+            Err(FailureReason::MfaFailed),
+            "the code endpoint 1 took is refused by endpoint 2"
+        );
+        // A reload: new authenticators take over from the old ones, endpoint by endpoint.
+        let later = now + totp::STEP;
+        let mut b2 = authenticator(&loaded, 1).expect("endpoint 2");
+        b2.take_over(&mut b);
+        assert!(sign_in(&mut b2, later).is_ok());
+        let mut a2 = authenticator(&loaded, 0).expect("endpoint 1");
+        a2.take_over(&mut a);
+        assert_eq!(sign_in(&mut a2, later), Err(FailureReason::MfaFailed));
+        assert_eq!(sign_in(&mut a2, now), Err(FailureReason::MfaFailed));
+        // A reload that gives endpoint 1 another users file: it brings the codes used along,
+        // and endpoint 2, still on the first file, keeps them too. As the runtime does, every
+        // new authenticator is made before any takes over.
+        std::fs::copy(d.path().join("users.toml"), d.path().join("other.toml")).expect("copy");
+        let text = endpoint(1, "other.toml") + &endpoint(2, "link.toml");
+        let moved = Loaded {
+            path: d.path().join("sluice.toml"),
+            config: toml::from_str(&text).expect("parses"),
+            text,
+        };
+        let mut a3 = authenticator(&moved, 0).expect("endpoint 1");
+        let mut b3 = authenticator(&moved, 1).expect("endpoint 2");
+        a3.take_over(&mut a2);
+        b3.take_over(&mut b2);
+        assert_eq!(sign_in(&mut a3, later), Err(FailureReason::MfaFailed));
+        assert_eq!(sign_in(&mut b3, later), Err(FailureReason::MfaFailed));
     }
 }
