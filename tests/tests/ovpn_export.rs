@@ -134,6 +134,9 @@ fn openvpn_client_accepts_exported_configuration() {
     let users = dir.path().join("users.toml");
     let hash = sluice_control::auth::directory::hash_password("pw").expect("hash");
     std::fs::write(&users, format!("[[user]]\nname = \"alice\"\npassword_hash = \"{hash}\"\ntotp_secret = \"GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\"\n")).expect("write users file");
+    // Its TOTP secrets are for the appliance alone: a file others may read is refused.
+    std::fs::set_permissions(&users, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod users file");
     let directory = format!(
         "[endpoint.authentication]\ndirectory = {{ users_file = \"{}\" }}\nmfa = \"totp\"\n",
         users.display()

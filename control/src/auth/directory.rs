@@ -9,8 +9,14 @@
 //! groups = ["engineering"]
 //! totp_secret = "JBSWY3DPEHPK3PXP"                         # base32, optional
 //! ```
+//!
+//! As sshd's StrictModes does for its key files, a users file is refused when users other than
+//! its owner and group may write it (they could add themselves), or read it while it holds TOTP
+//! secrets (kept in plain text, unlike the password hashes).
 
 use std::collections::HashMap;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -102,13 +108,39 @@ pub struct UsersFileDirectory {
 }
 
 impl UsersFileDirectory {
-    /// Loads and checks a users file.
+    /// Loads and checks a users file, its permissions included (the module's doc).
     ///
     /// # Errors
-    /// `file:line:column: message` for the first problem.
+    /// `file:line:column: message` for the first problem in the text; `file: message` when it
+    /// cannot be read, or others than its owner and group may write it, or read it and it
+    /// holds TOTP secrets.
     pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| format!("{}:{e}", path.display()))
+        let at = |e: String| format!("{}: {e}", path.display());
+        let mut file = std::fs::File::open(path).map_err(|e| at(e.to_string()))?;
+        // The mode of the file read, not of whatever the name points to a moment later.
+        let mode = file
+            .metadata()
+            .map_err(|e| at(e.to_string()))?
+            .permissions()
+            .mode()
+            & 0o7777;
+        if mode & 0o002 != 0 {
+            return Err(at(format!(
+                "mode {mode:04o} lets any user write it (and add themselves); \
+                 chmod 600 (or 640 for a group of readers) it"
+            )));
+        }
+        let mut text = String::new();
+        file.read_to_string(&mut text)
+            .map_err(|e| at(e.to_string()))?;
+        let dir = Self::parse(&text).map_err(|e| format!("{}:{e}", path.display()))?;
+        if mode & 0o004 != 0 && dir.users.values().any(|(_, u)| u.totp_secret.is_some()) {
+            return Err(at(format!(
+                "mode {mode:04o} lets any user read the TOTP secrets it holds; \
+                 chmod 600 (or 640 for a group of readers) it"
+            )));
+        }
+        Ok(dir)
     }
 
     /// Parses users-file text.
@@ -365,5 +397,40 @@ mod tests {
         ))
         .unwrap();
         assert!(d.verify("x", "p").is_ok());
+    }
+
+    /// A users file others may write is refused, and one others may read when it holds TOTP
+    /// secrets; the owner's and the group's modes are the administrator's choice.
+    #[test]
+    fn refuses_files_others_may_write_or_read_secrets_in() {
+        let d = tempfile::tempdir().expect("temporary directory");
+        let h = hash_password("pw").expect("hash");
+        let plain = format!("[[user]]\nname = \"alice\"\npassword_hash = \"{h}\"\n");
+        let secret = format!("{plain}totp_secret = \"GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\"\n");
+        let load = |text: &str, mode: u32| {
+            let path = d.path().join(format!("users-{mode:o}-{}.toml", text.len()));
+            std::fs::write(&path, text).expect("write");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            UsersFileDirectory::load(&path).map(|_| ()).map_err(|e| {
+                assert!(e.starts_with(&path.display().to_string()), "{e}");
+                e
+            })
+        };
+        for text in [&plain, &secret] {
+            let e = load(text, 0o646).expect_err("others may write it");
+            assert!(
+                e.contains("mode 0646 lets any user write it") && e.contains("chmod 600"),
+                "{e}"
+            );
+            assert!(load(text, 0o600).is_ok());
+            assert!(load(text, 0o640).is_ok());
+            assert!(load(text, 0o660).is_ok(), "the group may write it");
+        }
+        let e = load(&secret, 0o644).expect_err("others may read its secrets");
+        assert!(
+            e.contains("mode 0644 lets any user read the TOTP secrets") && e.contains("chmod 600"),
+            "{e}"
+        );
+        assert!(load(&plain, 0o644).is_ok(), "hashes alone may be read");
     }
 }

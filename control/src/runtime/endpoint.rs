@@ -260,6 +260,11 @@ gateway = "172.31.1.1"
             format!("[[user]]\nname = \"alice\"\npassword_hash = \"{hash}\"\ntotp_secret = \"GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\"\n"),
         )
         .expect("users file");
+        std::fs::set_permissions(
+            d.path().join("users.toml"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .expect("chmod");
         std::os::unix::fs::symlink("users.toml", d.path().join("link.toml")).expect("link");
         let endpoint = |n: u8, users: &str| {
             format!(
