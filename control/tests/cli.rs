@@ -1174,3 +1174,31 @@ fn top_refuses_an_interval_that_is_not_a_positive_number() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("no sluice daemon answers"), "{err}");
 }
+
+/// A verb given a configuration file that cannot be read records nothing: the default trail
+/// (/var/lib/sluice/audit.log) is no trail of that file, and the file names none. Run in a
+/// mount namespace of its own with a tmpfs on /var/lib, so the real one is never touched.
+#[test]
+fn a_verb_on_an_unreadable_file_writes_no_audit_trail() {
+    sluice_tests::require_root("a mount namespace with a tmpfs on /var/lib");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("missing.toml");
+    let (bin, config) = (env!("CARGO_BIN_EXE_sluice"), missing.display());
+    // The exit statuses say which step went wrong; the output is what /var/lib then holds.
+    let script = format!(
+        "mount -t tmpfs sluice-test /var/lib || exit 90
+         echo pw | '{bin}' hash-password --config '{config}' >/dev/null || exit 91
+         '{bin}' validate --config '{config}' 2>/dev/null && exit 92
+         ls -A /var/lib"
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .expect("run unshare");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert_eq!(stdout, "", "written under /var/lib: {stdout}");
+}

@@ -96,14 +96,16 @@ fn user_name(uid: u32) -> Option<String> {
 
 /// Where the audit trail of the configuration at `config_path` goes: `[appliance] audit_log`,
 /// else `audit.log` in the state directory. Works on files that fail validation, so refused
-/// actions are recorded too.
-pub fn trail_path(config_path: &Path) -> PathBuf {
-    let base = config::base_dir(config_path);
-    let parsed = std::fs::read_to_string(config_path)
-        .ok()
-        .and_then(|t| config::parse(config_path, &t).ok());
-    let appliance = parsed.map(|c| c.appliance).unwrap_or_default();
-    trail_of(&base, &appliance)
+/// actions are recorded too: only the `[appliance]` table need parse (as when the admin socket
+/// is looked for). `None` when the file cannot be read: it names no trail, and every verb that
+/// needs it is refused before it did anything (a default trail would get lines about a file
+/// that is not its own).
+pub fn trail_path(config_path: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(config_path).ok()?;
+    Some(trail_of(
+        &config::base_dir(config_path),
+        &config::appliance_in(&text),
+    ))
 }
 
 /// Where the audit trail of a configuration with this `[appliance]` section, whose relative
@@ -196,6 +198,33 @@ pub fn append(path: &Path, event: &Value) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
+    /// The trail is the one the file names, when the rest of the file does not parse too;
+    /// a file that cannot be read names none.
+    #[test]
+    fn the_trail_is_the_files_or_none() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let config = tmp.path().join("sluice.toml");
+        assert_eq!(super::trail_path(&config), None, "no such file");
+        assert_eq!(super::trail_path(tmp.path()), None, "a directory");
+        std::fs::write(
+            &config,
+            "[appliance]\naudit_log = \"trail.log\"\n\n[[endpoint]]\nno_such_field = 1\n",
+        )
+        .expect("write");
+        assert_eq!(
+            super::trail_path(&config),
+            Some(tmp.path().join("trail.log")),
+            "an endpoint the schema refuses"
+        );
+        std::fs::write(&config, "[appliance]\nstate_dir = \"state\"\n").expect("write");
+        assert_eq!(
+            super::trail_path(&config).as_deref(),
+            Some(Path::new(&tmp.path().join("state/audit.log")))
+        );
+    }
+
     /// An event the full disk cuts short leaves no part of it: the next one starts its own
     /// line, after whole lines only.
     #[test]

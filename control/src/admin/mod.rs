@@ -22,7 +22,9 @@ use std::time::SystemTime;
 use crate::config::ConfigError;
 
 /// Runs the verb `cli` names for `caller`, and records it in the audit trail, allowed or refused.
-/// A failure to write the trail is reported on stderr and does not undo the action.
+/// A failure to write the trail is reported on stderr and does not undo the action. With a
+/// configuration file that cannot be read there is no trail, and nothing is recorded: every verb
+/// that needs the file was refused before it did anything (`audit::trail_path`).
 ///
 /// # Errors
 /// As `verbs::run`.
@@ -60,8 +62,10 @@ pub fn execute_with(
     run: impl FnOnce(&cli::Cli) -> Result<verbs::Response, AdminError>,
 ) -> Result<verbs::Response, AdminError> {
     let result = run(cli);
+    let Some(trail) = audit::trail_path(&cli.config) else {
+        return result;
+    };
     let event = audit::event(cli, caller, now, result.as_ref().map(|r| &r.json));
-    let trail = audit::trail_path(&cli.config);
     if let Err(e) = audit::append(&trail, &event) {
         eprintln!(
             "warning: could not append to the audit trail {}: {e}",

@@ -53,7 +53,11 @@ pub fn base_dir(path: &Path) -> PathBuf {
 /// The `[appliance]` section of the file at `path`, as far as it parses (defaults otherwise):
 /// enough to find the admin socket and the audit trail even when the file fails validation.
 pub fn appliance_of(path: &Path) -> schema::Appliance {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    appliance_in(&std::fs::read_to_string(path).unwrap_or_default())
+}
+
+/// The `[appliance]` section of configuration `text`, as far as it parses (`appliance_of`).
+pub fn appliance_in(text: &str) -> schema::Appliance {
     // Only the [appliance] table: the rest of the file may be broken.
     text.parse::<toml::Table>()
         .ok()
