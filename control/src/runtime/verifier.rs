@@ -10,7 +10,9 @@
 //! checks run at once. They do not make checks cheaper: on a machine whose one core beside the
 //! data core is shared with the control thread, the checks of a thousand users reconnecting
 //! still take their 15-30 s of that core's time, but the kernel's scheduler shares it with the
-//! control thread instead of the control thread stopping for them.
+//! control thread instead of the control thread stopping for them; and since each thread
+//! lowers its own priority (`NICE`), the scheduler gives the control thread, which carries
+//! every handshake and keepalive, the core first when both want it.
 //!
 //! A runtime shell: it runs threads and may block (the threads do, the control thread never).
 
@@ -28,12 +30,30 @@ use crate::proto::verify::{PasswordCheck, Verdict, Verification};
 /// The checker threads the runtime starts.
 pub const THREADS: usize = 2;
 
+/// How many nice steps below the thread that starts them the checker threads run (Linux
+/// keeps a nice value per thread): a flood of checks then takes what the control thread
+/// leaves of the core, not half of it.
+pub const NICE: i32 = 10;
+
+/// Lowers the calling thread's priority by `NICE` (to 19 at most, the lowest).
+fn lower_priority() -> io::Result<()> {
+    let me = rustix::thread::gettid();
+    let nice = rustix::process::getpriority_process(Some(me))?;
+    rustix::process::setpriority_process(Some(me), (nice + NICE).min(19))?;
+    Ok(())
+}
+
 /// Runs a check: whether the password matches the hash.
 pub type CheckFn = fn(&PasswordCheck) -> bool;
 
 /// The check the daemon runs: argon2 (`directory::hash_matches`).
 pub fn argon2_check(check: &PasswordCheck) -> bool {
     hash_matches(&check.hash, check.password.expose())
+}
+
+/// The name of checker thread number `n` (at most 15 bytes: the kernel's thread name).
+fn name(n: usize) -> String {
+    format!("sluice-verify-{n}")
 }
 
 /// A check of server number `server`.
@@ -71,29 +91,31 @@ impl Verifier {
         for n in 0..threads.max(1) {
             let (queue, verdicts_in, stop) = (queue.clone(), verdicts_in.clone(), stop.clone());
             let waker = waker.clone();
-            let handle = std::thread::Builder::new()
-                .name(format!("sluice-verify-{n}"))
-                .spawn(move || {
-                    while let Ok(job) = queue.recv() {
-                        if stop.load(Ordering::Relaxed) {
-                            return;
-                        }
-                        let verdict = if check(&job.verification.check) {
-                            Verdict::Matches
-                        } else {
-                            Verdict::DoesNotMatch
-                        };
-                        if verdicts_in
-                            .send((job.server, job.verification.id, verdict))
-                            .is_err()
-                        {
-                            return;
-                        }
-                        if let Some(w) = &waker {
-                            let _ = w.wake();
-                        }
+            let handle = std::thread::Builder::new().name(name(n)).spawn(move || {
+                if let Err(e) = lower_priority() {
+                    // It checks all the same, at the control thread's priority.
+                    super::log(&format!("{}: cannot lower its priority: {e}", name(n)));
+                }
+                while let Ok(job) = queue.recv() {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
                     }
-                });
+                    let verdict = if check(&job.verification.check) {
+                        Verdict::Matches
+                    } else {
+                        Verdict::DoesNotMatch
+                    };
+                    if verdicts_in
+                        .send((job.server, job.verification.id, verdict))
+                        .is_err()
+                    {
+                        return;
+                    }
+                    if let Some(w) = &waker {
+                        let _ = w.wake();
+                    }
+                }
+            });
             match handle {
                 Ok(h) => handles.push(h),
                 Err(e) => {
@@ -153,5 +175,62 @@ impl Drop for Verifier {
         for h in self.threads.drain(..) {
             let _ = h.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicI32, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::proto::key_method::Secret;
+
+    /// The nice value (field 19) of thread `tid` of this process.
+    fn nice_of(tid: i32) -> i32 {
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).expect("stat");
+        // The name, in parentheses, may hold spaces: fields are counted after it, from 3.
+        let after = &stat[stat.rfind(')').expect("name") + 1..];
+        after
+            .split_whitespace()
+            .nth(19 - 3)
+            .and_then(|f| f.parse().ok())
+            .expect("nice field")
+    }
+
+    /// The thread id of the checker that ran `record`.
+    static CHECKER: AtomicI32 = AtomicI32::new(0);
+
+    fn record(_: &PasswordCheck) -> bool {
+        CHECKER.store(
+            rustix::thread::gettid().as_raw_nonzero().get(),
+            Ordering::SeqCst,
+        );
+        true
+    }
+
+    #[test]
+    fn the_checker_threads_run_below_the_control_threads_priority() {
+        let verifier = Verifier::start(1, 1, record, None).expect("start");
+        let check = PasswordCheck {
+            hash: String::new(),
+            password: Secret::new("pw".into()),
+        };
+        let jobs = verifier.jobs.as_ref().expect("running");
+        jobs.send(Job {
+            server: 0,
+            verification: Verification { id: 7, check },
+        })
+        .expect("queued");
+        let verdict = verifier
+            .verdicts
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a verdict");
+        assert_eq!(verdict, (0, 7, Verdict::Matches));
+        // The checker waits for its next job meanwhile: its task is still there to read.
+        let me = rustix::thread::gettid().as_raw_nonzero().get();
+        let checker = CHECKER.load(Ordering::SeqCst);
+        assert_ne!(checker, me);
+        assert_eq!(nice_of(checker), (nice_of(me) + NICE).min(19));
     }
 }
