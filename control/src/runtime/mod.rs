@@ -16,6 +16,7 @@ pub mod admin_socket;
 #[cfg(feature = "dpdk")]
 pub mod dataplane;
 pub mod endpoint;
+pub mod metrics;
 pub mod udp;
 pub mod verifier;
 
@@ -217,10 +218,10 @@ impl Daemon {
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(io_err("registering the admin socket"))?;
         let metrics = match metrics {
-            Some((listener, handle)) => {
+            Some(server) => {
                 std::thread::Builder::new()
                     .name("sluice-metrics".into())
-                    .spawn(move || serve_metrics(&listener, &handle))
+                    .spawn(move || server.run())
                     .map_err(io_err("starting the metrics thread"))?;
                 true
             }
@@ -824,52 +825,14 @@ fn live_connections(
     }
 }
 
-/// Answers scrapes, on a thread of its own: any request gets the Prometheus text, one exchange
-/// a connection, each bounded in time, so that a peer of the metrics port that sends nothing
-/// or reads nothing delays only other scrapes, never the control thread (admin verbs,
-/// handshakes, timers, signals).
-#[allow(clippy::disallowed_methods)] // a shell's thread: it waits
-fn serve_metrics(
-    listener: &std::net::TcpListener,
-    handle: &metrics_exporter_prometheus::PrometheusHandle,
-) {
-    for stream in listener.incoming() {
-        let Ok(mut stream) = stream else {
-            // Out of descriptors, say: try again shortly rather than spin.
-            std::thread::sleep(Duration::from_millis(100));
-            continue;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-        let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
-        // A scraper sends its request at once; its content does not matter.
-        let mut req = [0u8; 2048];
-        let _ = stream.read(&mut req);
-        let body = handle.render();
-        let head = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        let _ = stream
-            .write_all(head.as_bytes())
-            .and_then(|()| stream.write_all(body.as_bytes()));
-    }
-}
-
 /// How long a gauge stays in the scrape once nothing sets it: the data plane sets each of its
 /// gauges every `METRICS_EVERY`, so one that is no longer set describes something gone (a CRL
 /// a reload removed) and must not go on reading as current.
 const GAUGE_IDLE: Duration = Duration::from_secs(10);
 
-/// Installs the Prometheus recorder and binds its listener, unless turned off.
-fn start_metrics(
-    address: &str,
-) -> Result<
-    Option<(
-        std::net::TcpListener,
-        metrics_exporter_prometheus::PrometheusHandle,
-    )>,
-    RunError,
-> {
+/// Installs the Prometheus recorder and binds its listener, unless turned off: the endpoint,
+/// served once its thread runs it (`metrics::MetricsServer::run`).
+fn start_metrics(address: &str) -> Result<Option<metrics::MetricsServer>, RunError> {
     if address.is_empty() {
         return Ok(None);
     }
@@ -886,7 +849,9 @@ fn start_metrics(
             what: format!("installing the metrics recorder: {e}"),
             source: io::Error::other("recorder"),
         })?;
-    Ok(Some((listener, handle)))
+    let server = metrics::MetricsServer::new(listener, handle, metrics::DEADLINE)
+        .map_err(io_err("starting the metrics endpoint"))?;
+    Ok(Some(server))
 }
 
 #[cfg(test)]

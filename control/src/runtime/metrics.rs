@@ -1,0 +1,331 @@
+//! The Prometheus metrics endpoint: a thread of its own with a small mio loop that answers any
+//! HTTP request with the recorder's text, one exchange a connection.
+//!
+//! Several scrapers are served at once (`MAX_PEERS`; more wait in the listener's backlog and
+//! are taken as others end), each with `DEADLINE` to send its request and again to take each
+//! part of the answer, as the admin socket's peers: a peer that connects and sends nothing, or
+//! reads nothing, is dropped then, and meanwhile delays no other scrape. Nothing here touches
+//! the control thread (admin verbs, handshakes, timers, signals), which only updates the
+//! recorder.
+//!
+//! A runtime shell: it reads the clock and blocks in `poll`.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+
+use super::log;
+
+/// How long a scraper has to send its request from when it is accepted, and then to take each
+/// part of the answer (the admin socket's `ADMIN_DEADLINE`).
+pub const DEADLINE: Duration = Duration::from_secs(5);
+/// How many scrapers are served at once; more wait to be accepted, so that peers that never
+/// finish cannot take every descriptor the process may open.
+pub const MAX_PEERS: usize = 16;
+/// The longest request head read: a scraper's is a few hundred bytes.
+const MAX_REQUEST: usize = 8192;
+/// How soon to try accepting again after the listener failed (out of descriptors, say).
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+const LISTENER: Token = Token(usize::MAX);
+
+/// A scraper being served.
+struct Peer {
+    stream: TcpStream,
+    inbox: Vec<u8>,
+    /// The answer, once the request is in.
+    outbox: Vec<u8>,
+    written: usize,
+    /// When it is dropped if it has not finished (`deadline` from its acceptance, from its
+    /// answer, and from each part of it taken).
+    until: Instant,
+}
+
+/// The endpoint's listener, recorder handle and the scrapers being served.
+pub struct MetricsServer {
+    poll: Poll,
+    listener: TcpListener,
+    handle: PrometheusHandle,
+    peers: Vec<Option<Peer>>,
+    deadline: Duration,
+    /// When to try accepting again after a failure, if one is pending.
+    accept_at: Option<Instant>,
+}
+
+impl MetricsServer {
+    /// Serves `handle`'s text on `listener` once `run`, each peer having `deadline`.
+    ///
+    /// # Errors
+    /// The listener cannot be made non-blocking, or the event loop cannot be made.
+    pub fn new(
+        listener: std::net::TcpListener,
+        handle: PrometheusHandle,
+        deadline: Duration,
+    ) -> io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        let mut listener = TcpListener::from_std(listener);
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        Ok(Self {
+            poll,
+            listener,
+            handle,
+            peers: (0..MAX_PEERS).map(|_| None).collect(),
+            deadline,
+            accept_at: None,
+        })
+    }
+
+    /// The address it listens on.
+    ///
+    /// # Errors
+    /// As `getsockname`.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves scrapers until the event loop fails (it is logged); the process's end ends it.
+    #[allow(clippy::disallowed_methods)] // a shell's thread: it reads the clock
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(64);
+        loop {
+            let now = Instant::now();
+            let next = self
+                .peers
+                .iter()
+                .flatten()
+                .map(|p| p.until)
+                .chain(self.accept_at)
+                .min();
+            let timeout = next.map(|t| t.saturating_duration_since(now));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                log(&format!("metrics endpoint stopped: {e}"));
+                return;
+            }
+            for event in &events {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    Token(slot) => self.serve(slot),
+                }
+            }
+            self.drop_overdue();
+        }
+    }
+
+    /// Accepts what waits while a place is free (the listener does not signal again for what
+    /// it already signalled: this is called again when a peer ends, and after a failure).
+    #[allow(clippy::disallowed_methods)] // a shell's thread: it reads the clock
+    fn accept(&mut self) {
+        self.accept_at = None;
+        while let Some(slot) = self.peers.iter().position(Option::is_none) {
+            let mut stream = match self.listener.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
+                Err(_) => {
+                    // Out of descriptors, say: the peer stays in the backlog; try again shortly
+                    // rather than spin.
+                    self.accept_at = Some(Instant::now() + ACCEPT_RETRY);
+                    return;
+                }
+            };
+            if self
+                .poll
+                .registry()
+                .register(&mut stream, Token(slot), Interest::READABLE)
+                .is_err()
+            {
+                continue;
+            }
+            self.peers[slot] = Some(Peer {
+                stream,
+                inbox: Vec::new(),
+                outbox: Vec::new(),
+                written: 0,
+                until: Instant::now() + self.deadline,
+            });
+        }
+    }
+
+    /// Drops the peers past their deadline, takes in what waited for their places, and tries
+    /// the listener again when a failure asked for it.
+    #[allow(clippy::disallowed_methods)] // a shell's thread: it reads the clock
+    fn drop_overdue(&mut self) {
+        let now = Instant::now();
+        let mut freed = false;
+        for place in &mut self.peers {
+            if place.as_ref().is_some_and(|p| p.until <= now) {
+                if let Some(mut peer) = place.take() {
+                    let _ = self.poll.registry().deregister(&mut peer.stream);
+                }
+                freed = true;
+            }
+        }
+        if freed || self.accept_at.is_some_and(|t| t <= now) {
+            self.accept();
+        }
+    }
+
+    fn serve(&mut self, slot: usize) {
+        let Some(mut peer) = self.peers.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
+        let keep =
+            (!peer.outbox.is_empty() || self.read_request(&mut peer)) && self.flush(&mut peer);
+        if keep {
+            let interest = if peer.outbox.is_empty() {
+                Interest::READABLE
+            } else {
+                Interest::WRITABLE
+            };
+            if self
+                .poll
+                .registry()
+                .reregister(&mut peer.stream, Token(slot), interest)
+                .is_ok()
+            {
+                self.peers[slot] = Some(peer);
+                return;
+            }
+        }
+        let _ = self.poll.registry().deregister(&mut peer.stream);
+        drop(peer);
+        // Its place is free: what waits in the backlog is not signalled again.
+        self.accept();
+    }
+
+    /// Reads what has arrived; once the request's head is in (or the peer ended its side after
+    /// sending something), makes the answer. Returns whether to keep the peer.
+    #[allow(clippy::disallowed_methods)] // a shell's thread: it reads the clock
+    fn read_request(&self, peer: &mut Peer) -> bool {
+        let mut buf = [0u8; 2048];
+        let mut ended = false;
+        loop {
+            match peer.stream.read(&mut buf) {
+                Ok(0) => {
+                    ended = true;
+                    break;
+                }
+                Ok(n) => {
+                    peer.inbox.extend_from_slice(&buf[..n]);
+                    if peer.inbox.len() > MAX_REQUEST {
+                        return false;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return false,
+            }
+        }
+        let head_in = peer.inbox.windows(4).any(|w| w == b"\r\n\r\n")
+            || peer.inbox.windows(2).any(|w| w == b"\n\n");
+        // A head cut short by the end of the peer's side is answered too.
+        let asked = head_in || (ended && !peer.inbox.is_empty());
+        if !asked {
+            // Nothing sent and gone: nobody to answer.
+            return !ended;
+        }
+        // Any request gets the text; its content does not matter.
+        let body = self.handle.render();
+        peer.outbox = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes();
+        peer.until = Instant::now() + self.deadline;
+        true
+    }
+
+    /// Writes what it can; returns false once everything is written (close) or on error. A
+    /// peer that takes part of its answer has the deadline again for the next.
+    #[allow(clippy::disallowed_methods)] // a shell's thread: it reads the clock
+    fn flush(&self, peer: &mut Peer) -> bool {
+        while peer.written < peer.outbox.len() {
+            match peer.stream.write(&peer.outbox[peer.written..]) {
+                Ok(n) => {
+                    peer.written += n;
+                    peer.until = Instant::now() + self.deadline;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        peer.outbox.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A server with its own recorder (the process-wide one is not installed), on a loopback
+    /// port of its own, each peer having `deadline`; running on a thread that ends with the
+    /// test process.
+    fn started(deadline: Duration) -> SocketAddr {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let server = MetricsServer::new(listener, recorder.handle(), deadline).expect("server");
+        let addr = server.local_addr().expect("address");
+        std::thread::spawn(move || server.run());
+        addr
+    }
+
+    /// A peer that connects and sends nothing.
+    fn stalled(addr: SocketAddr) -> TcpStream {
+        let s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        s
+    }
+
+    /// `GET /metrics`, each step bounded by `within`.
+    fn scrape(addr: SocketAddr, within: Duration) -> io::Result<String> {
+        let mut s = TcpStream::connect_timeout(&addr, within)?;
+        s.set_read_timeout(Some(within))?;
+        s.set_write_timeout(Some(within))?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    }
+
+    /// Peers that connect and never send hold no other scrape: a scraper is answered while
+    /// they wait (one place short of all taken), at once rather than after their time.
+    #[test]
+    fn stalled_peers_do_not_hold_up_a_scrape() {
+        let addr = started(DEADLINE);
+        let quiet: Vec<TcpStream> = (1..MAX_PEERS).map(|_| stalled(addr)).collect();
+        let answer = scrape(addr, Duration::from_secs(3)).expect("answered while they stall");
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        assert!(answer.contains("Connection: close\r\n"), "{answer}");
+        drop(quiet);
+    }
+
+    /// A peer that sends nothing is dropped at its deadline; with every place taken by such
+    /// peers, a scraper waits in the backlog for a place, and is then answered.
+    #[test]
+    fn a_stalled_peer_is_dropped_at_its_deadline_and_its_place_taken() {
+        let addr = started(Duration::from_millis(300));
+        let mut quiet: Vec<TcpStream> = (0..MAX_PEERS).map(|_| stalled(addr)).collect();
+        let answer = scrape(addr, Duration::from_secs(10)).expect("answered once a place frees");
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        let mut buf = [0u8; 16];
+        for q in &mut quiet {
+            assert_eq!(q.read(&mut buf).expect("closed, not timed out"), 0);
+        }
+    }
+}
