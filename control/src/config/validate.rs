@@ -232,7 +232,7 @@ fn dataplane(config: &Config, out: &mut Vec<Finding>) {
             let why = if outside {
                 "the outside port's MTU"
             } else {
-                "an inside port's MTU (clients send packets of up to 1500 bytes, which are not fragmented toward target networks)"
+                "an inside port's MTU (at least the tunnel's 1500, so that clients' full-size packets leave whole, not in fragments)"
             };
             out.push((
                 pp.key("mtu"),
