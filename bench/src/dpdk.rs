@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use sluice_engine::dpdk::{DpdkQueue, Eal, EthDev, EthOptions, Mbuf, Mempool};
-use sluice_engine::packet::{Burst, PacketBuf};
+use sluice_engine::packet::{Burst, DropCounters, PacketBuf};
 use sluice_engine::port::Port;
 
 use crate::engine::BenchPort;
@@ -81,7 +81,7 @@ impl Rig {
                     keep: None,
                 };
                 let mut b = Burst::new();
-                while p.ring.recv(&mut b) > 0 {
+                while p.ring.recv(&mut b, &mut DropCounters::default()) > 0 {
                     b.drain().for_each(drop);
                 }
                 p
@@ -105,7 +105,7 @@ pub(crate) struct DpdkBenchPort {
 impl Port for DpdkBenchPort {
     type Buf = Mbuf;
 
-    fn recv(&mut self, burst: &mut Burst<Mbuf>) -> usize {
+    fn recv(&mut self, burst: &mut Burst<Mbuf>, drops: &mut DropCounters) -> usize {
         if !self.loaded.is_empty() {
             let mut feed = Burst::new();
             while feed.spare() > 0 {
@@ -123,7 +123,7 @@ impl Port for DpdkBenchPort {
                 self.loaded.push_front(m);
             }
         }
-        let n = self.ring.recv(burst);
+        let n = self.ring.recv(burst, drops);
         self.in_ring = self.in_ring.saturating_sub(n);
         n
     }

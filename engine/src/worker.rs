@@ -354,7 +354,7 @@ impl<P: Port> Worker<P> {
         let mut rx = Burst::new();
         for p in 0..self.ports.len() {
             let port = p as u16;
-            let received = self.ports[p].recv(&mut rx);
+            let received = self.ports[p].recv(&mut rx, &mut self.drops);
             lap.lap(&mut self.stage_cycles, Stage::Receive);
             if received == 0 {
                 continue;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice_engine::dpdk::{mbuf_from, Eal, EthDev, EthOptions, Mempool};
-use sluice_engine::packet::{Burst, PacketBuf};
+use sluice_engine::packet::{Burst, DropCounters, PacketBuf};
 use sluice_engine::port::Port;
 use sluice_tests::require_root;
 
@@ -112,7 +112,7 @@ fn child() -> ! {
     }
     assert_eq!(q.send(&mut b), 16);
     let mut rx = Burst::new();
-    assert_eq!(q.recv(&mut rx), 16);
+    assert_eq!(q.recv(&mut rx, &mut DropCounters::default()), 16);
     assert!(rx
         .as_slice()
         .iter()

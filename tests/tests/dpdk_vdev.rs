@@ -13,7 +13,9 @@
 //! - software steering: two workers (the main lcore and a worker lcore) share ports with one
 //!   rx queue; a client packet of a session core 1 owns arrives at core 0, is handed to core 1,
 //!   and leaves SNATed on core 1's tx queue; the reply to core 1's port range arrives at core 0
-//!   too and leaves encrypted on core 1's tx queue.
+//!   too and leaves encrypted on core 1's tx queue;
+//! - chains: a frame `net_pcap` delivers as a chain of mbufs is counted (`multi_segment`) and
+//!   every segment of it freed.
 
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
@@ -27,7 +29,7 @@ use sluice_engine::crypto::Cipher;
 use sluice_engine::dpdk::{self, mbuf_from, Eal, EthDev, EthOptions, Mempool};
 use sluice_engine::flow::PortRange;
 use sluice_engine::mailbox::{Command as Cmd, Mailbox};
-use sluice_engine::packet::{Burst, DropReason, PacketBuf};
+use sluice_engine::packet::{Burst, DropCounters, DropReason, PacketBuf};
 use sluice_engine::port::{MemPort, Port};
 use sluice_engine::rules::GroupMask;
 use sluice_engine::testkit::{self, ip, lab};
@@ -150,6 +152,7 @@ fn ring_loopback(eal: &Arc<Eal>) {
         })
         .collect();
     let mut got = Vec::new();
+    let mut drops = DropCounters::default();
     for chunk in frames.chunks(20) {
         let mut burst = Burst::new();
         for f in chunk {
@@ -157,7 +160,7 @@ fn ring_loopback(eal: &Arc<Eal>) {
         }
         assert_eq!(q.send(&mut burst), chunk.len());
         let mut rx = Burst::new();
-        q.recv(&mut rx);
+        q.recv(&mut rx, &mut drops);
         got.extend(rx.drain().map(|m| m.data().to_vec()));
     }
     assert_eq!(got, frames, "net_ring returns what was sent, byte for byte");
@@ -184,6 +187,61 @@ fn ring_loopback(eal: &Arc<Eal>) {
     q.free_bulk(&mut bufs);
     assert_eq!(pool.available(), full, "no mbuf leaked");
     println!("  net_ring loopback: 100 frames, stats and pool balanced");
+}
+
+/// A frame larger than one mbuf's data room comes from `net_pcap` as a chain of mbufs: the
+/// port counts it (`multi_segment`) and frees every segment of it, and the frames around it
+/// come through.
+fn chains(eal: &Arc<Eal>) {
+    // 2048 bytes of data room after the 128 of headroom: the 5000-byte frame takes three.
+    let pool = Arc::new(Mempool::new(eal, "chain_pool", 1023, 2176, -1).unwrap());
+    let full = pool.available();
+    let id = eal.port_by_name("net_pcap4").unwrap();
+    let dev = EthDev::start(id, Arc::clone(&pool), EthOptions::default()).unwrap();
+    let mut q = dev.queue(0);
+    let mut drops = DropCounters::default();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.len() < 2 || drops.total() < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "net_pcap4 gave {} frames and {:?} in 10 s",
+            got.len(),
+            drops.iter().filter(|(_, n)| *n > 0).collect::<Vec<_>>()
+        );
+        let mut rx = Burst::new();
+        q.recv(&mut rx, &mut drops);
+        got.extend(rx.drain().map(|m| m.data().to_vec()));
+    }
+    assert_eq!(
+        got,
+        chain_frames()[..1]
+            .iter()
+            .chain(&chain_frames()[2..])
+            .cloned()
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        drops.get(DropReason::MultiSegment),
+        1,
+        "the chained frame is counted"
+    );
+    assert_eq!(drops.total(), 1);
+    assert_eq!(dev.stats().ipackets, 3, "the device delivered all three");
+    assert_eq!(
+        pool.available(),
+        full,
+        "every segment of the chain went back to the pool"
+    );
+    println!("  net_pcap chain: counted as multi_segment, all three segments freed");
+}
+
+/// A small frame, one of 5000 bytes (three mbufs of 2048 bytes), a small frame.
+fn chain_frames() -> Vec<Vec<u8>> {
+    [100usize, 5000, 200]
+        .iter()
+        .map(|&n| (0..n).map(|i| (i % 251) as u8).collect())
+        .collect()
 }
 
 struct Traffic {
@@ -436,9 +494,9 @@ struct Shared<P> {
 impl<P: Port> Port for Shared<P> {
     type Buf = P::Buf;
 
-    fn recv(&mut self, burst: &mut Burst<P::Buf>) -> usize {
+    fn recv(&mut self, burst: &mut Burst<P::Buf>, drops: &mut DropCounters) -> usize {
         if self.open.load(Ordering::Acquire) {
-            self.inner.recv(burst)
+            self.inner.recv(burst, drops)
         } else {
             0
         }
@@ -603,6 +661,7 @@ fn main() {
     pcap::write(&dir.path().join("outside-rx.pcap"), &t.outside).unwrap();
     pcap::write(&dir.path().join("inside-rx.pcap"), &t.inside).unwrap();
     steering_captures(dir.path());
+    pcap::write(&dir.path().join("chain-rx.pcap"), &chain_frames()).unwrap();
     let d = dir.path().display();
     let mut args = base_args();
     args.extend([
@@ -620,6 +679,8 @@ fn main() {
         format!("net_pcap2,rx_pcap={d}/steer-out-rx.pcap,tx_pcap={d}/steer-out-tx0.pcap,tx_pcap={d}/steer-out-tx1.pcap"),
         "--vdev".to_owned(),
         format!("net_pcap3,rx_pcap={d}/steer-in-rx.pcap,tx_pcap={d}/steer-in-tx0.pcap,tx_pcap={d}/steer-in-tx1.pcap"),
+        "--vdev".to_owned(),
+        format!("net_pcap4,rx_pcap={d}/chain-rx.pcap,tx_pcap={d}/chain-tx.pcap"),
     ]);
     let eal = Eal::init(&args).unwrap();
     println!("  ports: {}", eal.port_names().join(", "));
@@ -627,6 +688,7 @@ fn main() {
     pcap_golden(&eal, dir.path());
     lcores(&eal);
     steering(&eal, dir.path());
+    chains(&eal);
     drop(eal);
     println!("dpdk_vdev: ok");
 }

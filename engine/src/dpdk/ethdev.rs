@@ -8,7 +8,7 @@ use dpdk_sys::rte_mbuf;
 
 use super::eal::EalError;
 use super::mbuf::{Mbuf, Mempool};
-use crate::packet::{Burst, PacketBuf, BURST_SIZE};
+use crate::packet::{Burst, DropCounters, DropReason, PacketBuf, BURST_SIZE};
 use crate::port::Port;
 use crate::wire::ethernet::Mac;
 
@@ -399,7 +399,7 @@ impl DpdkQueue {
 impl Port for DpdkQueue {
     type Buf = Mbuf;
 
-    fn recv(&mut self, burst: &mut Burst<Mbuf>) -> usize {
+    fn recv(&mut self, burst: &mut Burst<Mbuf>, drops: &mut DropCounters) -> usize {
         let Some(q) = self.rxq else { return 0 };
         let room = burst.spare().min(BURST_SIZE);
         if room == 0 {
@@ -414,13 +414,16 @@ impl Port for DpdkQueue {
         let mut taken = 0;
         for p in &raw[..n] {
             let Some(p) = NonNull::new(*p) else { continue };
-            // SAFETY: rx_burst hands us ownership of each returned mbuf.
-            let m = unsafe { Mbuf::from_raw(p) };
-            if m.segments() != 1 {
-                // Scatter is never enabled, so chains do not occur; never parse half a packet.
-                drop(m);
+            // SAFETY: `p` came from rx_burst, which hands us ownership of each returned mbuf;
+            // nothing else refers to it.
+            if unsafe { p.as_ref() }.nb_segs != 1 {
+                // Scatter is never asked for, but a driver may still chain a frame larger than
+                // one buffer (net_pcap does): never parse half a packet.
+                drop_chain(p, drops);
                 continue;
             }
+            // SAFETY: as above, and it is a single segment.
+            let m = unsafe { Mbuf::from_raw(p) };
             if burst.push(m).is_ok() {
                 taken += 1;
             }
@@ -463,6 +466,18 @@ impl Port for DpdkQueue {
             unsafe { dpdk_sys::shim_pktmbuf_free_bulk(raw.as_mut_ptr(), k as u32) }
         }
     }
+}
+
+/// Counts (`MultiSegment`) and frees a received mbuf chain, every segment of it
+/// (`rte_pktmbuf_free` follows `next` to the last). Out of line: no frame on the common path
+/// is chained.
+#[cold]
+#[inline(never)]
+fn drop_chain(m: NonNull<rte_mbuf>, drops: &mut DropCounters) {
+    drops.bump(DropReason::MultiSegment);
+    // SAFETY: we own the chain (rx_burst handed it over) and nothing else refers to it or to
+    // any of its segments.
+    unsafe { dpdk_sys::shim_pktmbuf_free(m.as_ptr()) }
 }
 
 /// Writes `frame` into a fresh mbuf (for tests and generated packets).

@@ -107,11 +107,15 @@ pub enum DropReason {
     /// the core let the session go first (control hears of that in a `Report::Removed`), or
     /// control sent the key to a core that never held it.
     KeyForUnknownPeer,
+    /// A received frame the device delivered as a chain of mbufs (a frame larger than one
+    /// buffer's data room, scattered over several): the pipeline parses single-segment frames
+    /// only, so the whole chain is freed unread.
+    MultiSegment,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [Self; 45] = [
+    pub const ALL: [Self; 46] = [
         Self::MalformedEthernet,
         Self::MalformedIpv4,
         Self::MalformedUdp,
@@ -157,6 +161,7 @@ impl DropReason {
         Self::UnknownControlPeer,
         Self::ReportQueueFull,
         Self::KeyForUnknownPeer,
+        Self::MultiSegment,
     ];
 
     /// The number of reasons.
@@ -210,6 +215,7 @@ impl DropReason {
             Self::UnknownControlPeer => "unknown_control_peer",
             Self::ReportQueueFull => "report_queue_full",
             Self::KeyForUnknownPeer => "key_for_unknown_peer",
+            Self::MultiSegment => "multi_segment",
         }
     }
 }

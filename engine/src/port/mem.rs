@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 
 use super::Port;
-use crate::packet::{Burst, HeapBuf, PacketBuf};
+use crate::packet::{Burst, DropCounters, HeapBuf, PacketBuf};
 
 /// An in-memory port.
 #[derive(Debug, Default)]
@@ -40,7 +40,7 @@ impl MemPort {
 impl Port for MemPort {
     type Buf = HeapBuf;
 
-    fn recv(&mut self, burst: &mut Burst<HeapBuf>) -> usize {
+    fn recv(&mut self, burst: &mut Burst<HeapBuf>, _drops: &mut DropCounters) -> usize {
         let mut n = 0;
         while burst.spare() > 0 {
             let Some(b) = self.rx.pop_front() else { break };

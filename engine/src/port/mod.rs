@@ -5,7 +5,7 @@
 pub mod mem;
 pub mod replay;
 
-use crate::packet::{Burst, PacketBuf};
+use crate::packet::{Burst, DropCounters, PacketBuf};
 
 pub use mem::MemPort;
 pub use replay::{BufPool, ReplayPort};
@@ -15,8 +15,10 @@ pub trait Port {
     /// The packet buffer type (mbuf or heap buffer).
     type Buf: PacketBuf;
 
-    /// Appends received packets to `burst` (up to its spare room); returns how many.
-    fn recv(&mut self, burst: &mut Burst<Self::Buf>) -> usize;
+    /// Appends received packets to `burst` (up to its spare room); returns how many. A frame
+    /// the port itself discards (one the pipeline cannot take, such as a DPDK mbuf chain) is
+    /// counted in `drops` under its reason, never freed silently.
+    fn recv(&mut self, burst: &mut Burst<Self::Buf>, drops: &mut DropCounters) -> usize;
 
     /// Sends from the front of `burst`; packets the NIC refused stay in `burst`. Returns how
     /// many were sent.

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 use super::Port;
-use crate::packet::{Burst, HeapBuf, PacketBuf};
+use crate::packet::{Burst, DropCounters, HeapBuf, PacketBuf};
 
 /// Buffers shared by the ports of one core (single-threaded, like a per-lcore mempool cache).
 #[derive(Clone, Debug, Default)]
@@ -107,7 +107,7 @@ impl ReplayPort {
 impl Port for ReplayPort {
     type Buf = HeapBuf;
 
-    fn recv(&mut self, burst: &mut Burst<HeapBuf>) -> usize {
+    fn recv(&mut self, burst: &mut Burst<HeapBuf>, _drops: &mut DropCounters) -> usize {
         // Loaded frames first, as many as fit: no push can be refused.
         let mut n = burst.spare().min(self.loaded.len());
         for b in self.loaded.drain(..n) {
