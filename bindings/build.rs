@@ -77,7 +77,7 @@ fn regenerate(cflags: &[String]) {
         .allowlist_function("rte_socket_id")
         .allowlist_function("rte_strerror")
         .allowlist_function("rte_version")
-        .allowlist_function("rte_eth_(dev_count_avail|dev_configure|dev_info_get|dev_start|dev_stop|dev_close|dev_set_mtu|dev_get_mtu|dev_get_port_by_name|dev_get_name_by_port|dev_socket_id|dev_is_valid_port|rx_queue_setup|tx_queue_setup|macaddr_get|link_get_nowait|stats_get|stats_reset|promiscuous_enable|allmulticast_enable|find_next_owned_by|dev_rss_hash_update)")
+        .allowlist_function("rte_eth_(dev_count_avail|dev_configure|dev_info_get|dev_start|dev_stop|dev_close|dev_set_mtu|dev_get_mtu|dev_get_port_by_name|dev_get_name_by_port|dev_socket_id|dev_is_valid_port|rx_queue_setup|tx_queue_setup|macaddr_get|link_get_nowait|stats_get|stats_reset|promiscuous_enable|allmulticast_enable|find_next_owned_by|dev_rss_hash_update|dev_adjust_nb_rx_tx_desc)")
         .allowlist_function("rte_pktmbuf_pool_create")
         .allowlist_function("rte_mempool_(free|lookup)")
         .allowlist_function("rte_ring_(create|free|lookup)")

@@ -3326,6 +3326,13 @@ unsafe extern "C" {
     ) -> ::std::os::raw::c_int;
 }
 unsafe extern "C" {
+    pub fn rte_eth_dev_adjust_nb_rx_tx_desc(
+        port_id: u16,
+        nb_rx_desc: *mut u16,
+        nb_tx_desc: *mut u16,
+    ) -> ::std::os::raw::c_int;
+}
+unsafe extern "C" {
     pub fn rte_version() -> *const ::std::os::raw::c_char;
 }
 unsafe extern "C" {

@@ -15,7 +15,8 @@
 //!   and leaves SNATed on core 1's tx queue; the reply to core 1's port range arrives at core 0
 //!   too and leaves encrypted on core 1's tx queue;
 //! - chains: a frame `net_pcap` delivers as a chain of mbufs is counted (`multi_segment`) and
-//!   every segment of it freed.
+//!   every segment of it freed;
+//! - descriptors: the counts asked for are fitted as DPDK's own adjustment fits them.
 
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
@@ -187,6 +188,45 @@ fn ring_loopback(eal: &Arc<Eal>) {
     q.free_bulk(&mut bufs);
     assert_eq!(pool.available(), full, "no mbuf leaked");
     println!("  net_ring loopback: 100 frames, stats and pool balanced");
+}
+
+/// Descriptor counts are fitted to the device's limits as DPDK's own
+/// `rte_eth_dev_adjust_nb_rx_tx_desc` fits them, and the port is set up with the fitted counts.
+/// (No virtual device of DPDK 22.11 states limits tighter than DPDK's defaults, so the fitting
+/// against tight limits is the unit test `descriptor_counts_are_fitted_to_the_device_limits`.)
+fn descriptors(eal: &Arc<Eal>) {
+    let id = eal.port_by_name("net_null0").unwrap();
+    let info = EthDev::info(id).unwrap();
+    for want in [1u16, 100, 1000, 1024, 4096, u16::MAX] {
+        let (mut rx, mut tx) = (want, want);
+        // SAFETY: a probed port id and two valid in/out pointers.
+        let rc = unsafe { dpdk_sys::rte_eth_dev_adjust_nb_rx_tx_desc(id, &mut rx, &mut tx) };
+        assert_eq!(rc, 0);
+        assert_eq!(
+            (info.rx_desc_lim.fit(want), info.tx_desc_lim.fit(want)),
+            (rx, tx),
+            "{want} descriptors under {:?} / {:?}",
+            info.rx_desc_lim,
+            info.tx_desc_lim
+        );
+    }
+    let pool = Arc::new(Mempool::new(eal, "desc_pool", 2047, 2176, -1).unwrap());
+    let opts = EthOptions {
+        rx_descriptors: 1000,
+        tx_descriptors: 512,
+        ..EthOptions::default()
+    };
+    let dev = EthDev::start(id, Arc::clone(&pool), opts).unwrap();
+    assert_eq!(
+        (dev.rx_descriptors(), dev.tx_descriptors()),
+        (info.rx_desc_lim.fit(1000), info.tx_desc_lim.fit(512))
+    );
+    println!(
+        "  descriptors: fitted as DPDK fits them ({} rx, {} tx on {})",
+        dev.rx_descriptors(),
+        dev.tx_descriptors(),
+        info.driver
+    );
 }
 
 /// A frame larger than one mbuf's data room comes from `net_pcap` as a chain of mbufs: the
@@ -681,6 +721,8 @@ fn main() {
         format!("net_pcap3,rx_pcap={d}/steer-in-rx.pcap,tx_pcap={d}/steer-in-tx0.pcap,tx_pcap={d}/steer-in-tx1.pcap"),
         "--vdev".to_owned(),
         format!("net_pcap4,rx_pcap={d}/chain-rx.pcap,tx_pcap={d}/chain-tx.pcap"),
+        "--vdev".to_owned(),
+        "net_null0".to_owned(),
     ]);
     let eal = Eal::init(&args).unwrap();
     println!("  ports: {}", eal.port_names().join(", "));
@@ -689,6 +731,7 @@ fn main() {
     lcores(&eal);
     steering(&eal, dir.path());
     chains(&eal);
+    descriptors(&eal);
     drop(eal);
     println!("dpdk_vdev: ok");
 }

@@ -227,9 +227,16 @@ impl Dataplane {
         let cores = lcores.len();
         let names: Vec<&str> = dp.ports.iter().map(|p| port_name(&p.device)).collect();
         let ids = eal.require_ports(&names).map_err(|e| e.to_string())?;
-        let descriptors = 1024u32;
-        let want =
-            dp.ports.len() as u32 * cores as u32 * 2 * descriptors + cores as u32 * 4096 + 8192;
+        // Each queue's ring holds as many mbufs as it has descriptors: the counts asked for,
+        // fitted to each device's limits (as `EthDev::start` fits them).
+        let asked = EthOptions::default();
+        let mut descriptors = 0u32;
+        for id in &ids {
+            let info = EthDev::info(*id).map_err(|e| e.to_string())?;
+            descriptors += u32::from(info.rx_desc_lim.fit(asked.rx_descriptors))
+                + u32::from(info.tx_desc_lim.fit(asked.tx_descriptors));
+        }
+        let want = cores as u32 * descriptors + cores as u32 * 4096 + 8192;
         let count = want.next_power_of_two() - 1;
         let pool = Arc::new(
             Mempool::new(&eal, "sluice_mbufs", count, 2176, -1).map_err(|e| e.to_string())?,
@@ -244,10 +251,17 @@ impl Dataplane {
                     // The device's own default is left alone (virtual devices may refuse any
                     // change).
                     mtu: (p.mtu != DEFAULT_MTU).then_some(p.mtu),
-                    ..EthOptions::default()
+                    ..asked
                 },
             )
             .map_err(|e| format!("port {} ({}): {e}", p.name, p.device))?;
+            let fitted = (dev.rx_descriptors(), dev.tx_descriptors());
+            if fitted != (asked.rx_descriptors, asked.tx_descriptors) {
+                log(&format!(
+                    "port {} ({}): {} rx and {} tx descriptors a queue, what the device takes (asked for {} and {})",
+                    p.name, p.device, fitted.0, fitted.1, asked.rx_descriptors, asked.tx_descriptors
+                ));
+            }
             devs.push(dev);
         }
         let ports: Vec<PortConfig> = devs

@@ -18,9 +18,10 @@ pub struct EthOptions {
     /// Worker cores that use the port: one tx queue each, and one rx queue each as far as the
     /// device allows (the rest is steered in software through the handoff rings).
     pub queues: u16,
-    /// Receive descriptors per queue.
+    /// Receive descriptors per queue wanted: fitted to the device's limits
+    /// (`DescLimits::fit`); `EthDev::rx_descriptors` says what was set up.
     pub rx_descriptors: u16,
-    /// Transmit descriptors per queue.
+    /// Transmit descriptors per queue wanted, fitted likewise (`EthDev::tx_descriptors`).
     pub tx_descriptors: u16,
     /// IP MTU, if the device lets it be set.
     pub mtu: Option<u16>,
@@ -55,6 +56,50 @@ pub struct DevInfo {
     pub rx_offloads: u64,
     /// Transmit offloads offered (`RTE_ETH_TX_OFFLOAD_*`).
     pub tx_offloads: u64,
+    /// What an rx queue's descriptor count must satisfy.
+    pub rx_desc_lim: DescLimits,
+    /// What a tx queue's descriptor count must satisfy.
+    pub tx_desc_lim: DescLimits,
+}
+
+/// A device's limits on the descriptor count of one queue (`rte_eth_desc_lim`): a queue set up
+/// with a count outside them is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DescLimits {
+    /// At most this many (0: no maximum given).
+    pub max: u16,
+    /// At least this many.
+    pub min: u16,
+    /// A multiple of this (0 or 1: any count).
+    pub align: u16,
+}
+
+impl DescLimits {
+    /// `want` descriptors fitted to the limits, as DPDK's `rte_eth_dev_adjust_nb_rx_tx_desc`
+    /// fits them: rounded up to a multiple of `align`, then at most `max`, then at least
+    /// `min`. A `max` that is not itself a multiple of `align` is rounded down to one first
+    /// (DPDK would return `max`, which the device then refuses as unaligned).
+    pub fn fit(self, want: u16) -> u16 {
+        let align = u32::from(self.align.max(1));
+        let mut n = u32::from(want).div_ceil(align) * align;
+        if self.max != 0 {
+            n = n.min(u32::from(self.max) / align * align);
+        }
+        n = n.max(u32::from(self.min));
+        // At most `max` (a u16) or `min` (a u16) unless `max` is 0, and then `want` rounded
+        // up: only the rounding of a `want` near 65535 with no maximum can pass u16::MAX.
+        u16::try_from(n).unwrap_or(u16::MAX / self.align.max(1) * self.align.max(1))
+    }
+}
+
+impl From<dpdk_sys::rte_eth_desc_lim> for DescLimits {
+    fn from(l: dpdk_sys::rte_eth_desc_lim) -> Self {
+        Self {
+            max: l.nb_max,
+            min: l.nb_min,
+            align: l.nb_align,
+        }
+    }
 }
 
 /// Link state.
@@ -97,6 +142,8 @@ pub struct EthDev {
     rss: bool,
     rx_offloads: u64,
     tx_offloads: u64,
+    rx_descriptors: u16,
+    tx_descriptors: u16,
     started: bool,
 }
 
@@ -139,12 +186,16 @@ impl EthDev {
             rss_offloads: info.flow_type_rss_offloads,
             rx_offloads: info.rx_offload_capa,
             tx_offloads: info.tx_offload_capa,
+            rx_desc_lim: info.rx_desc_lim.into(),
+            tx_desc_lim: info.tx_desc_lim.into(),
         })
     }
 
     /// Configures port `id` with queues for `opts.queues` cores and starts it. Ports that
     /// pass mbufs to each other must share `pool`: transmit asks for mbuf fast free where the
-    /// driver offers it (`tx_offloads`), which returns sent mbufs to one pool.
+    /// driver offers it (`tx_offloads`), which returns sent mbufs to one pool. The descriptor
+    /// counts asked for are fitted to the device's limits (`DescLimits::fit`): see
+    /// `rx_descriptors` and `tx_descriptors` for what was set up.
     ///
     /// # Errors
     /// The device refused a step; the message names the port and the step.
@@ -161,6 +212,10 @@ impl EthDev {
         }
         let tx_queues = want;
         let rx_queues = want.min(info.max_rx_queues.max(1));
+        // A count outside the device's limits fails queue setup (a NIC with fewer than 1024
+        // descriptors a ring, or a larger minimum or another alignment, would not start).
+        let rx_descriptors = info.rx_desc_lim.fit(opts.rx_descriptors);
+        let tx_descriptors = info.tx_desc_lim.fit(opts.tx_descriptors);
         // SAFETY: the shim returns constants.
         let wanted_rss = unsafe {
             dpdk_sys::shim_eth_rss_ip()
@@ -198,6 +253,8 @@ impl EthDev {
             rss,
             rx_offloads,
             tx_offloads,
+            rx_descriptors,
+            tx_descriptors,
             started: false,
         };
         if let Some(mtu) = opts.mtu {
@@ -219,7 +276,7 @@ impl EthDev {
                     dpdk_sys::rte_eth_rx_queue_setup(
                         id,
                         q,
-                        opts.rx_descriptors,
+                        rx_descriptors,
                         socket,
                         std::ptr::null(),
                         dev.pool.as_ptr(),
@@ -236,7 +293,7 @@ impl EthDev {
                     dpdk_sys::rte_eth_tx_queue_setup(
                         id,
                         q,
-                        opts.tx_descriptors,
+                        tx_descriptors,
                         socket,
                         std::ptr::null(),
                     )
@@ -268,6 +325,16 @@ impl EthDev {
     /// Transmit queues configured.
     pub fn tx_queues(&self) -> u16 {
         self.tx_queues
+    }
+
+    /// Descriptors of each rx queue: the count asked for, fitted to the device's limits.
+    pub fn rx_descriptors(&self) -> u16 {
+        self.rx_descriptors
+    }
+
+    /// Descriptors of each tx queue: the count asked for, fitted to the device's limits.
+    pub fn tx_descriptors(&self) -> u16 {
+        self.tx_descriptors
     }
 
     /// Whether the device spreads flows over the rx queues by RSS.
@@ -505,5 +572,31 @@ mod tests {
         assert_eq!(tx_offloads(0), 0);
         assert_eq!(tx_offloads(ipv4 | udp), 0);
         assert_eq!(tx_offloads(fast | ipv4 | udp), fast);
+    }
+
+    #[test]
+    fn descriptor_counts_are_fitted_to_the_device_limits() {
+        let lim = |max, min, align| DescLimits { max, min, align };
+        // DPDK's defaults for a device that states none: anything goes.
+        let any = lim(u16::MAX, 0, 1);
+        for n in [0, 1, 1000, 1024, 4096, u16::MAX] {
+            assert_eq!(any.fit(n), n);
+        }
+        // A smaller ring (ENA's tx queue with large LLQ headers: 512).
+        assert_eq!(lim(512, 0, 1).fit(1024), 512);
+        // A larger minimum.
+        assert_eq!(lim(4096, 2048, 1).fit(1024), 2048);
+        // An alignment 1024 does not satisfy: rounded up.
+        assert_eq!(lim(4096, 64, 1000).fit(1024), 2000);
+        assert_eq!(lim(4096, 64, 32).fit(1000), 1024);
+        assert_eq!(lim(4096, 64, 32).fit(1024), 1024);
+        // Rounded up past the maximum: the largest aligned count under it.
+        assert_eq!(lim(4090, 32, 8).fit(u16::MAX), 4088);
+        assert_eq!(lim(1000, 0, 64).fit(1024), 960);
+        // Below the minimum after everything else.
+        assert_eq!(lim(4096, 64, 32).fit(1), 64);
+        // No maximum stated and the rounding passes 65535: the largest aligned u16.
+        assert_eq!(lim(0, 0, 32).fit(u16::MAX), 65504);
+        assert_eq!(lim(0, 0, 0).fit(7), 7);
     }
 }

@@ -14,7 +14,9 @@ mod lcore;
 mod mbuf;
 
 pub use eal::{Eal, EalError};
-pub use ethdev::{mbuf_from, DevInfo, DpdkQueue, EthDev, EthOptions, LinkStatus, PortStats};
+pub use ethdev::{
+    mbuf_from, DescLimits, DevInfo, DpdkQueue, EthDev, EthOptions, LinkStatus, PortStats,
+};
 pub use lcore::{launch, wait_all, LaunchError};
 pub use mbuf::{Mbuf, Mempool};
 
