@@ -72,8 +72,12 @@ impl Rig {
         (0..2)
             .map(|i| {
                 let mut p = DpdkBenchPort {
-                    ring: self.rings[i].queue(0),
-                    sink: self.sinks[i].queue(0),
+                    ring: self.rings[i]
+                        .queue(0)
+                        .expect("one measurement's ports at a time"),
+                    sink: self.sinks[i]
+                        .queue(0)
+                        .expect("one measurement's ports at a time"),
                     pool: Arc::clone(&self.pool),
                     loaded: VecDeque::new(),
                     in_ring: 0,

@@ -94,7 +94,7 @@ fn main() {
             keys: Box::new(server_keys),
         })
         .unwrap();
-    let queues = devs.iter().map(|d| d.queue(0)).collect();
+    let queues = devs.iter().map(|d| d.queue(0).unwrap()).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = Arc::clone(&stop);
     let mb2 = mb.clone();

@@ -105,7 +105,7 @@ fn child() -> ! {
     assert!(used > 0, "the EAL's memory comes from hugepages");
     let id = eal.require_ports(&["net_ring0"]).unwrap();
     let dev = EthDev::start(id[0], Arc::clone(&pool), EthOptions::default()).unwrap();
-    let mut q = dev.queue(0);
+    let mut q = dev.queue(0).unwrap();
     let mut b = Burst::new();
     for i in 0..16u8 {
         b.push(mbuf_from(&pool, &[i; 200]).unwrap()).unwrap();

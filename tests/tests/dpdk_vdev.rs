@@ -4,7 +4,7 @@
 //! - refusals: a missing device, a bad core list and a second EAL start each give one clear
 //!   error and a non-zero exit, quickly (run as child processes of this binary);
 //! - `net_ring`: frames sent on the loopback port come back byte for byte, and every mbuf
-//!   returns to its pool;
+//!   returns to its pool; a queue pair is handed out once at a time;
 //! - `net_pcap` golden test: a capture of a client's traffic replayed through the pipeline on
 //!   DPDK ports gives exactly, byte for byte, the frames the same pipeline gives on in-memory
 //!   ports, and those frames are the right ones (ARP and ping answered, the client's packet
@@ -144,7 +144,7 @@ fn ring_loopback(eal: &Arc<Eal>) {
     let id = eal.port_by_name("net_ring0").unwrap();
     let dev = EthDev::start(id, Arc::clone(&pool), EthOptions::default()).unwrap();
     assert!(dev.link().up, "net_ring links are up");
-    let mut q = dev.queue(0);
+    let mut q = dev.queue(0).unwrap();
     let frames: Vec<Vec<u8>> = (0..100u8)
         .map(|i| {
             (0..(60 + usize::from(i) * 13))
@@ -187,7 +187,15 @@ fn ring_loopback(eal: &Arc<Eal>) {
     let mut bufs: Vec<_> = (0..100).map(|_| pool.alloc().unwrap()).collect();
     q.free_bulk(&mut bufs);
     assert_eq!(pool.available(), full, "no mbuf leaked");
-    println!("  net_ring loopback: 100 frames, stats and pool balanced");
+    // One handle per queue pair: asking again is refused while it is out, not a second handle
+    // for another core to poll the same queues with.
+    let again = dev.queue(0).unwrap_err();
+    assert!(again.0.contains("already out"), "{again}");
+    assert!(dev.queue(1).is_err(), "the port has one core's queues");
+    drop(q);
+    let q = dev.queue(0).expect("the pair is given back when its handle drops");
+    drop(q);
+    println!("  net_ring loopback: 100 frames, stats and pool balanced, one handle per queue");
 }
 
 /// Descriptor counts are fitted to the device's limits as DPDK's own
@@ -238,7 +246,7 @@ fn chains(eal: &Arc<Eal>) {
     let full = pool.available();
     let id = eal.port_by_name("net_pcap4").unwrap();
     let dev = EthDev::start(id, Arc::clone(&pool), EthOptions::default()).unwrap();
-    let mut q = dev.queue(0);
+    let mut q = dev.queue(0).unwrap();
     let mut drops = DropCounters::default();
     let mut got = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -402,7 +410,7 @@ fn pcap_golden(eal: &Arc<Eal>, dir: &Path) {
         .iter()
         .map(|id| EthDev::start(*id, Arc::clone(&pool), EthOptions::default()).unwrap())
         .collect();
-    let queues = devs.iter().map(|d| d.queue(0)).collect();
+    let queues = devs.iter().map(|d| d.queue(0).unwrap()).collect();
     let expected = t.outside.len() as u64 + t.inside.len() as u64;
     let w = run_lab(queues, &t, |w| {
         let seen: u64 = devs.iter().map(|d| d.stats().ipackets).sum();
@@ -467,7 +475,7 @@ fn lcores(eal: &Arc<Eal>) {
     let pool = Arc::new(Mempool::new(eal, "lcore_pool", 2047, 2176, -1).unwrap());
     let id = eal.port_by_name("net_ring1").unwrap();
     let dev = EthDev::start(id, Arc::clone(&pool), EthOptions::default()).unwrap();
-    let q = dev.queue(0);
+    let q = dev.queue(0).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = Arc::clone(&stop);
     let t = traffic();
@@ -599,7 +607,7 @@ fn steering(eal: &Arc<Eal>, dir: &Path) {
             .iter()
             .zip(&gates)
             .map(|(d, g)| Shared {
-                inner: d.queue(core),
+                inner: d.queue(core).unwrap(),
                 open: Arc::clone(g),
             })
             .collect();

@@ -342,23 +342,26 @@ impl Dataplane {
             cfg.session_capacity = dp.sessions_per_core as usize;
             apply_file_settings(&mut cfg, dp, outside);
             cfg.cookies = cookies.clone();
-            let queues: Vec<_> = devs.iter().map(|d| d.queue(core as u16)).collect();
+            let queues: Result<Vec<_>, _> = devs.iter().map(|d| d.queue(core as u16)).collect();
             let (mb, worker_stop) = (mailbox.clone(), Arc::clone(&stop));
             let published = Arc::clone(&stats[core]);
-            let launched = dpdk::launch(*lcore, move || {
-                let mut w = Worker::new(cfg, queues, mb, Some(handoff), epoch);
-                w.publish_stats(published);
-                while !worker_stop.load(Ordering::Relaxed) {
-                    w.poll_once(Instant::now());
-                }
-                0
+            let launched = queues.map_err(|e| e.to_string()).and_then(|queues| {
+                dpdk::launch(*lcore, move || {
+                    let mut w = Worker::new(cfg, queues, mb, Some(handoff), epoch);
+                    w.publish_stats(published);
+                    while !worker_stop.load(Ordering::Relaxed) {
+                        w.poll_once(Instant::now());
+                    }
+                    0
+                })
+                .map_err(|e| e.to_string())
             });
             if let Err(e) = launched {
                 // The cores already running stop before the ports they poll are closed (the
                 // devices drop on the way out).
                 stop.store(true, Ordering::Relaxed);
                 dpdk::wait_all();
-                return Err(e.to_string());
+                return Err(e);
             }
             mailboxes.push(mailbox);
         }

@@ -2,7 +2,7 @@
 //! link and statistics; and `DpdkQueue`, one rx/tx queue pair as a `Port`.
 
 use std::ptr::NonNull;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use dpdk_sys::rte_mbuf;
 
@@ -139,12 +139,30 @@ pub struct EthDev {
     rx_queues: u16,
     tx_queues: u16,
     pool: Arc<Mempool>,
+    /// Which queue pairs are out as `DpdkQueue`s, shared with them.
+    out: Arc<QueuesOut>,
     rss: bool,
     rx_offloads: u64,
     tx_offloads: u64,
     rx_descriptors: u16,
     tx_descriptors: u16,
     started: bool,
+}
+
+/// Which of a port's queue pairs (one per core) are out as `DpdkQueue`s: `EthDev::queue` marks
+/// one, the `DpdkQueue`'s drop clears it. Locked only to hand a queue out and to take it back.
+#[derive(Debug)]
+struct QueuesOut(Mutex<Vec<bool>>);
+
+impl QueuesOut {
+    fn new(queues: u16) -> Self {
+        Self(Mutex::new(vec![false; usize::from(queues)]))
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Vec<bool>) -> T) -> T {
+        // A panic while the lock was held left nothing half-done (one bool is written).
+        f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
 }
 
 fn check(rc: i32, what: &str, port: u16) -> Result<(), EalError> {
@@ -250,6 +268,7 @@ impl EthDev {
             rx_queues,
             tx_queues,
             pool,
+            out: Arc::new(QueuesOut::new(tx_queues)),
             rss,
             rx_offloads,
             tx_offloads,
@@ -393,24 +412,37 @@ impl EthDev {
 
     /// The queue pair of worker `core`: it receives on rx queue `core` when the device has that
     /// many (else nothing: its traffic arrives through the handoff rings) and sends on tx
-    /// queue `core`, its own.
+    /// queue `core`, its own. Each queue pair is handed out once: until the `DpdkQueue` is
+    /// dropped, asking for it again is refused (two cores polling one queue would race in the
+    /// driver, which does not lock).
     ///
-    /// # Panics
-    /// If `core` is not below the worker count the port was started for (a wiring bug: two
-    /// cores on one tx queue would race).
-    pub fn queue(&self, core: u16) -> DpdkQueue {
-        assert!(
-            core < self.tx_queues,
-            "port {} was started for {} cores, not core {core}",
-            self.id,
-            self.tx_queues
-        );
-        DpdkQueue {
+    /// # Errors
+    /// `core` is not below the worker count the port was started for, or its queue pair is
+    /// already out.
+    pub fn queue(&self, core: u16) -> Result<DpdkQueue, EalError> {
+        if core >= self.tx_queues {
+            return Err(EalError(format!(
+                "port {} was started for {} cores, not core {core}",
+                self.id, self.tx_queues
+            )));
+        }
+        let taken = self.out.with(|out| {
+            let slot = &mut out[usize::from(core)];
+            std::mem::replace(slot, true)
+        });
+        if taken {
+            return Err(EalError(format!(
+                "port {}: the queue pair of core {core} is already out (one core polls a queue)",
+                self.id
+            )));
+        }
+        Ok(DpdkQueue {
             port: self.id,
             rxq: (core < self.rx_queues).then_some(core),
             txq: core,
             pool: Arc::clone(&self.pool),
-        }
+            out: Arc::clone(&self.out),
+        })
     }
 
     /// Stops the port (its queues must no longer be polled).
@@ -442,13 +474,21 @@ fn tx_offloads(offered: u64) -> u64 {
     offered & unsafe { dpdk_sys::shim_eth_tx_offload_mbuf_fast_free() }
 }
 
-/// One core's rx/tx queue pair of a port.
+/// One core's rx/tx queue pair of a port, the only handle of it (`EthDev::queue`): dropping it
+/// gives the pair back.
 #[derive(Debug)]
 pub struct DpdkQueue {
     port: u16,
     rxq: Option<u16>,
     txq: u16,
     pool: Arc<Mempool>,
+    out: Arc<QueuesOut>,
+}
+
+impl Drop for DpdkQueue {
+    fn drop(&mut self) {
+        self.out.with(|out| out[usize::from(self.txq)] = false);
+    }
 }
 
 impl DpdkQueue {
@@ -473,8 +513,9 @@ impl Port for DpdkQueue {
             return 0;
         }
         let mut raw = [std::ptr::null_mut::<rte_mbuf>(); BURST_SIZE];
-        // SAFETY: `raw` has room for `room` pointers; the queue is set up and owned by this
-        // core only.
+        // SAFETY: `raw` has room for `room` pointers; rx queue `q` is set up, and this
+        // `DpdkQueue` is its only handle (`EthDev::queue` hands each pair out once) and is
+        // borrowed mutably, so no other thread polls the queue meanwhile.
         let n = usize::from(unsafe {
             dpdk_sys::shim_rx_burst(self.port, q, raw.as_mut_ptr(), room as u16)
         });
@@ -508,7 +549,8 @@ impl Port for DpdkQueue {
             *r = m.as_ptr();
         }
         // SAFETY: `raw` holds `n` valid mbufs we own; the driver takes ownership of the first
-        // `sent` of them, which we then forget.
+        // `sent` of them, which we then forget. Tx queue `txq` is this handle's alone, as in
+        // `recv`.
         let sent = usize::from(unsafe {
             dpdk_sys::shim_tx_burst(self.port, self.txq, raw.as_mut_ptr(), n as u16)
         });
