@@ -16,7 +16,8 @@
 //!   too and leaves encrypted on core 1's tx queue;
 //! - chains: a frame `net_pcap` delivers as a chain of mbufs is counted (`multi_segment`) and
 //!   every segment of it freed;
-//! - descriptors: the counts asked for are fitted as DPDK's own adjustment fits them.
+//! - descriptors: the counts asked for are fitted as DPDK's own adjustment fits them;
+//! - held open: a port is neither stopped nor closed while a queue of it is out.
 
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
@@ -193,7 +194,9 @@ fn ring_loopback(eal: &Arc<Eal>) {
     assert!(again.0.contains("already out"), "{again}");
     assert!(dev.queue(1).is_err(), "the port has one core's queues");
     drop(q);
-    let q = dev.queue(0).expect("the pair is given back when its handle drops");
+    let q = dev
+        .queue(0)
+        .expect("the pair is given back when its handle drops");
     drop(q);
     println!("  net_ring loopback: 100 frames, stats and pool balanced, one handle per queue");
 }
@@ -235,6 +238,53 @@ fn descriptors(eal: &Arc<Eal>) {
         dev.tx_descriptors(),
         info.driver
     );
+}
+
+/// A port is not stopped or closed under a core that still has its queue: `stop` is refused
+/// while a queue pair is out, and a dropped `EthDev` leaves the port open (and its queue
+/// working) until the last queue is dropped, which closes it.
+fn held_open(eal: &Arc<Eal>) {
+    let pool = Arc::new(Mempool::new(eal, "held_pool", 255, 2176, -1).unwrap());
+    let id = eal.port_by_name("net_ring2").unwrap();
+    let mut dev = EthDev::start(id, Arc::clone(&pool), EthOptions::default()).unwrap();
+    let mut q = dev.queue(0).unwrap();
+    let refused = dev.stop().unwrap_err();
+    assert!(refused.0.contains("still out"), "{refused}");
+    drop(dev);
+    assert_eq!(
+        eal.port_by_name("net_ring2"),
+        Some(id),
+        "the port stays open while its queue lives"
+    );
+    let mut b = Burst::new();
+    b.push(mbuf_from(&pool, &[7u8; 64]).unwrap()).unwrap();
+    assert_eq!(q.send(&mut b), 1, "the queue still sends");
+    let mut rx = Burst::new();
+    assert_eq!(
+        q.recv(&mut rx, &mut DropCounters::default()),
+        1,
+        "and receives"
+    );
+    assert_eq!(
+        rx.drain().map(|m| m.data().to_vec()).collect::<Vec<_>>(),
+        vec![vec![7u8; 64]]
+    );
+    drop(q);
+    assert_eq!(
+        eal.port_by_name("net_ring2"),
+        None,
+        "closed (and so released) when its last queue went"
+    );
+    assert_eq!(pool.available(), 255, "every mbuf back");
+    // With its queues back, the port stops, and hands out no queue any more.
+    let id = eal.port_by_name("net_null1").unwrap();
+    let mut dev = EthDev::start(id, Arc::clone(&pool), EthOptions::default()).unwrap();
+    drop(dev.queue(0).unwrap());
+    dev.stop().unwrap();
+    assert!(dev.queue(0).unwrap_err().0.contains("stopped"));
+    drop(dev);
+    assert_eq!(eal.port_by_name("net_null1"), None, "closed on drop");
+    println!("  held open: stop refused and close put off while a queue is out");
 }
 
 /// A frame larger than one mbuf's data room comes from `net_pcap` as a chain of mbufs: the
@@ -731,6 +781,10 @@ fn main() {
         format!("net_pcap4,rx_pcap={d}/chain-rx.pcap,tx_pcap={d}/chain-tx.pcap"),
         "--vdev".to_owned(),
         "net_null0".to_owned(),
+        "--vdev".to_owned(),
+        "net_ring2".to_owned(),
+        "--vdev".to_owned(),
+        "net_null1".to_owned(),
     ]);
     let eal = Eal::init(&args).unwrap();
     println!("  ports: {}", eal.port_names().join(", "));
@@ -740,6 +794,7 @@ fn main() {
     steering(&eal, dir.path());
     chains(&eal);
     descriptors(&eal);
+    held_open(&eal);
     drop(eal);
     println!("dpdk_vdev: ok");
 }

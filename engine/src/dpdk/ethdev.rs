@@ -132,36 +132,58 @@ pub struct PortStats {
     pub rx_nombuf: u64,
 }
 
-/// A configured ethdev port. Stopped and closed on drop.
+/// A configured ethdev port. Stopped and closed when it and every `DpdkQueue` it handed out
+/// are dropped, whichever goes last: no core can poll a closed port.
 #[derive(Debug)]
 pub struct EthDev {
     id: u16,
     rx_queues: u16,
     tx_queues: u16,
-    pool: Arc<Mempool>,
-    /// Which queue pairs are out as `DpdkQueue`s, shared with them.
-    out: Arc<QueuesOut>,
+    /// The port's open state and queues out, shared with its `DpdkQueue`s.
+    hold: Arc<PortHold>,
     rss: bool,
     rx_offloads: u64,
     tx_offloads: u64,
     rx_descriptors: u16,
     tx_descriptors: u16,
+}
+
+/// What a port and the queue pairs it handed out share: the pool its rx queues fill from, and
+/// which pairs are out as `DpdkQueue`s (`EthDev::queue` marks one, the `DpdkQueue`'s drop clears
+/// it) and whether the port is started, behind a mutex taken only to hand a pair out, take it
+/// back, or stop the port. The port is closed when the last holder (the `EthDev` or a
+/// `DpdkQueue`) drops this.
+#[derive(Debug)]
+struct PortHold {
+    id: u16,
+    pool: Arc<Mempool>,
+    state: Mutex<HoldState>,
+}
+
+#[derive(Debug)]
+struct HoldState {
+    out: Vec<bool>,
     started: bool,
 }
 
-/// Which of a port's queue pairs (one per core) are out as `DpdkQueue`s: `EthDev::queue` marks
-/// one, the `DpdkQueue`'s drop clears it. Locked only to hand a queue out and to take it back.
-#[derive(Debug)]
-struct QueuesOut(Mutex<Vec<bool>>);
-
-impl QueuesOut {
-    fn new(queues: u16) -> Self {
-        Self(Mutex::new(vec![false; usize::from(queues)]))
+impl PortHold {
+    fn with<T>(&self, f: impl FnOnce(&mut HoldState) -> T) -> T {
+        // A panic while the lock was held left nothing half-done (a bool is written, or the
+        // port stopped and then marked so).
+        f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner))
     }
+}
 
-    fn with<T>(&self, f: impl FnOnce(&mut Vec<bool>) -> T) -> T {
-        // A panic while the lock was held left nothing half-done (one bool is written).
-        f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner))
+impl Drop for PortHold {
+    fn drop(&mut self) {
+        let started = self.with(|s| s.started);
+        if started {
+            // SAFETY: no `DpdkQueue` of the port is left (each holds this), so no core polls it.
+            let _ = unsafe { dpdk_sys::rte_eth_dev_stop(self.id) };
+        }
+        // SAFETY: the port is stopped and no core polls it; closing releases its queues (their
+        // mbufs go back to the pool, which is still alive: we hold it).
+        let _ = unsafe { dpdk_sys::rte_eth_dev_close(self.id) };
     }
 }
 
@@ -263,18 +285,24 @@ impl EthDev {
             "configure",
             id,
         )?;
-        let mut dev = Self {
+        // From here on, dropping `dev` (a later step failing) closes the port.
+        let dev = Self {
             id,
             rx_queues,
             tx_queues,
-            pool,
-            out: Arc::new(QueuesOut::new(tx_queues)),
+            hold: Arc::new(PortHold {
+                id,
+                pool,
+                state: Mutex::new(HoldState {
+                    out: vec![false; usize::from(tx_queues)],
+                    started: false,
+                }),
+            }),
             rss,
             rx_offloads,
             tx_offloads,
             rx_descriptors,
             tx_descriptors,
-            started: false,
         };
         if let Some(mtu) = opts.mtu {
             // SAFETY: plain call on a configured port.
@@ -298,7 +326,7 @@ impl EthDev {
                         rx_descriptors,
                         socket,
                         std::ptr::null(),
-                        dev.pool.as_ptr(),
+                        dev.hold.pool.as_ptr(),
                     )
                 },
                 "rx queue setup",
@@ -323,7 +351,7 @@ impl EthDev {
         }
         // SAFETY: plain call on a configured port.
         check(unsafe { dpdk_sys::rte_eth_dev_start(id) }, "start", id)?;
-        dev.started = true;
+        dev.hold.with(|s| s.started = true);
         if opts.promiscuous {
             // SAFETY: plain call on a started port; failure is harmless (not offered).
             let _ = unsafe { dpdk_sys::rte_eth_promiscuous_enable(id) };
@@ -417,8 +445,8 @@ impl EthDev {
     /// driver, which does not lock).
     ///
     /// # Errors
-    /// `core` is not below the worker count the port was started for, or its queue pair is
-    /// already out.
+    /// `core` is not below the worker count the port was started for, its queue pair is
+    /// already out, or the port was stopped.
     pub fn queue(&self, core: u16) -> Result<DpdkQueue, EalError> {
         if core >= self.tx_queues {
             return Err(EalError(format!(
@@ -426,41 +454,48 @@ impl EthDev {
                 self.id, self.tx_queues
             )));
         }
-        let taken = self.out.with(|out| {
-            let slot = &mut out[usize::from(core)];
-            std::mem::replace(slot, true)
-        });
-        if taken {
-            return Err(EalError(format!(
-                "port {}: the queue pair of core {core} is already out (one core polls a queue)",
-                self.id
-            )));
-        }
+        self.hold.with(|s| {
+            if !s.started {
+                return Err(EalError(format!("port {} is stopped", self.id)));
+            }
+            if std::mem::replace(&mut s.out[usize::from(core)], true) {
+                return Err(EalError(format!(
+                    "port {}: the queue pair of core {core} is already out (one core polls a queue)",
+                    self.id
+                )));
+            }
+            Ok(())
+        })?;
         Ok(DpdkQueue {
             port: self.id,
             rxq: (core < self.rx_queues).then_some(core),
             txq: core,
-            pool: Arc::clone(&self.pool),
-            out: Arc::clone(&self.out),
+            hold: Arc::clone(&self.hold),
         })
     }
 
-    /// Stops the port (its queues must no longer be polled).
-    pub fn stop(&mut self) {
-        if self.started {
-            // SAFETY: plain call; no core polls the port any more (the caller's contract).
-            let _ = unsafe { dpdk_sys::rte_eth_dev_stop(self.id) };
-            self.started = false;
-        }
-    }
-}
-
-impl Drop for EthDev {
-    fn drop(&mut self) {
-        self.stop();
-        // SAFETY: the port is stopped; closing releases its queues (their mbufs go back to the
-        // pool, which is still alive: we hold it).
-        let _ = unsafe { dpdk_sys::rte_eth_dev_close(self.id) };
+    /// Stops the port, once every queue pair it handed out is back (dropped): stopping a port
+    /// a core still polls races with that core's bursts in the driver.
+    ///
+    /// # Errors
+    /// A queue pair is still out; the port is left running.
+    pub fn stop(&mut self) -> Result<(), EalError> {
+        self.hold.with(|s| {
+            let out = s.out.iter().filter(|o| **o).count();
+            if out > 0 {
+                return Err(EalError(format!(
+                    "port {}: not stopped, {out} queue pair(s) still out (a core may poll them)",
+                    self.id
+                )));
+            }
+            if s.started {
+                // SAFETY: no `DpdkQueue` of the port is out (checked under the lock, which
+                // `queue` takes to hand one out), so no core polls it.
+                let _ = unsafe { dpdk_sys::rte_eth_dev_stop(self.id) };
+                s.started = false;
+            }
+            Ok(())
+        })
     }
 }
 
@@ -481,13 +516,14 @@ pub struct DpdkQueue {
     port: u16,
     rxq: Option<u16>,
     txq: u16,
-    pool: Arc<Mempool>,
-    out: Arc<QueuesOut>,
+    /// Keeps the port open while this handle lives; its pool gives generated packets their
+    /// mbufs.
+    hold: Arc<PortHold>,
 }
 
 impl Drop for DpdkQueue {
     fn drop(&mut self) {
-        self.out.with(|out| out[usize::from(self.txq)] = false);
+        self.hold.with(|s| s.out[usize::from(self.txq)] = false);
     }
 }
 
@@ -513,9 +549,10 @@ impl Port for DpdkQueue {
             return 0;
         }
         let mut raw = [std::ptr::null_mut::<rte_mbuf>(); BURST_SIZE];
-        // SAFETY: `raw` has room for `room` pointers; rx queue `q` is set up, and this
-        // `DpdkQueue` is its only handle (`EthDev::queue` hands each pair out once) and is
-        // borrowed mutably, so no other thread polls the queue meanwhile.
+        // SAFETY: `raw` has room for `room` pointers; rx queue `q` is set up and its port open
+        // (it closes only once this handle's `hold` is dropped), and this `DpdkQueue` is the
+        // queue's only handle (`EthDev::queue` hands each pair out once) and is borrowed
+        // mutably, so no other thread polls the queue meanwhile.
         let n = usize::from(unsafe {
             dpdk_sys::shim_rx_burst(self.port, q, raw.as_mut_ptr(), room as u16)
         });
@@ -561,7 +598,7 @@ impl Port for DpdkQueue {
     }
 
     fn alloc(&mut self) -> Option<Mbuf> {
-        self.pool.alloc()
+        self.hold.pool.alloc()
     }
 
     fn free_bulk(&mut self, bufs: &mut Vec<Mbuf>) {

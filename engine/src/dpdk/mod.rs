@@ -4,7 +4,9 @@
 //!
 //! Ownership: `Eal` must outlive everything else here; a `Mempool` outlives the ports and mbufs
 //! that draw from it (ports hold it in an `Arc`); an `EthDev` is configured and started by the
-//! main thread, then each worker core owns one `DpdkQueue` (an rx/tx queue pair) of it.
+//! main thread, then each worker core owns one `DpdkQueue` (an rx/tx queue pair) of it, handed
+//! out once; the port is stopped and closed only when the `EthDev` and every `DpdkQueue` of it
+//! are gone.
 
 #![allow(unsafe_code)]
 
