@@ -17,7 +17,8 @@
 //! - chains: a frame `net_pcap` delivers as a chain of mbufs is counted (`multi_segment`) and
 //!   every segment of it freed;
 //! - descriptors: the counts asked for are fitted as DPDK's own adjustment fits them;
-//! - held open: a port is neither stopped nor closed while a queue of it is out.
+//! - held open: a port is neither stopped nor closed while a queue of it is out;
+//! - pool outlived: a mempool is not freed while one of its mbufs is out.
 
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
@@ -285,6 +286,29 @@ fn held_open(eal: &Arc<Eal>) {
     drop(dev);
     assert_eq!(eal.port_by_name("net_null1"), None, "closed on drop");
     println!("  held open: stop refused and close put off while a queue is out");
+}
+
+/// A pool dropped while one of its mbufs is out is not freed under it (the mbuf's data stays
+/// readable and it can still be freed); a pool with every mbuf back is freed.
+fn pool_outlived(eal: &Arc<Eal>) {
+    let exists = |name: &str| {
+        let c = std::ffi::CString::new(name).unwrap();
+        // SAFETY: `c` is a valid C string; the call only searches the pool list.
+        !unsafe { dpdk_sys::rte_mempool_lookup(c.as_ptr()) }.is_null()
+    };
+    let pool = Mempool::new(eal, "outlived_pool", 63, 2176, -1).unwrap();
+    let m = mbuf_from(&pool, b"still here").unwrap();
+    assert_eq!(pool.in_use(), 1);
+    drop(pool);
+    assert!(exists("outlived_pool"), "not freed while an mbuf is out");
+    assert_eq!(m.data(), b"still here");
+    drop(m);
+    let pool = Mempool::new(eal, "freed_pool", 63, 2176, -1).unwrap();
+    drop(mbuf_from(&pool, b"back").unwrap());
+    assert_eq!(pool.in_use(), 0);
+    drop(pool);
+    assert!(!exists("freed_pool"), "freed with every mbuf back");
+    println!("  pool outlived: kept while an mbuf was out, freed when all were back");
 }
 
 /// A frame larger than one mbuf's data room comes from `net_pcap` as a chain of mbufs: the
@@ -795,6 +819,8 @@ fn main() {
     chains(&eal);
     descriptors(&eal);
     held_open(&eal);
+    // Last: the pool it leaves keeps the EAL to the end of the process.
+    pool_outlived(&eal);
     drop(eal);
     println!("dpdk_vdev: ok");
 }

@@ -158,8 +158,10 @@ impl Eal {
 
 impl Drop for Eal {
     fn drop(&mut self) {
-        // SAFETY: EAL was initialised by us, and this is its last owner: every mempool (and so
-        // every port and mbuf) is gone. Lcore jobs are waited for by their launcher.
+        // SAFETY: EAL was initialised by us, and this is its last owner: every mempool is gone
+        // (and so every port: ports hold their pool), and freed with every mbuf back in it (a
+        // pool dropped with mbufs out keeps the EAL forever). Lcore jobs are waited for by
+        // their launcher.
         unsafe {
             dpdk_sys::rte_eal_cleanup();
         }

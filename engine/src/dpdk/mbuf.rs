@@ -10,12 +10,16 @@ use dpdk_sys::{rte_mbuf, rte_mempool};
 use super::eal::{Eal, EalError};
 use crate::packet::{NoRoom, PacketBuf};
 
-/// A pool of packet buffers. Freed on drop; ports hold it in an `Arc`, and it holds the EAL.
-/// Mbufs must be dropped before their pool (ports and workers own both, in that order).
+/// A pool of packet buffers; ports hold it in an `Arc`, and it holds the EAL. Freed on drop
+/// if every mbuf is back in it; otherwise left allocated, with the EAL, until the process
+/// exits: an `Mbuf` (or a driver's or ring's mbuf) still out points into the pool's memory, and
+/// freeing that under it would make its every use a use after free.
 #[derive(Debug)]
 pub struct Mempool {
     raw: NonNull<rte_mempool>,
-    _eal: Arc<Eal>,
+    /// Mbufs in the pool when all are back.
+    count: u32,
+    eal: Arc<Eal>,
 }
 
 // SAFETY: an rte_mempool is designed for concurrent use from many lcores (per-lcore caches and
@@ -43,7 +47,7 @@ impl Mempool {
         let raw = unsafe {
             dpdk_sys::rte_pktmbuf_pool_create(c.as_ptr(), count, cache, 0, data_room, socket)
         };
-        NonNull::new(raw).map(|raw| Self { raw, _eal: Arc::clone(eal) }).ok_or_else(|| {
+        NonNull::new(raw).map(|raw| Self { raw, count, eal: Arc::clone(eal) }).ok_or_else(|| {
             EalError(format!(
                 "cannot create mbuf pool {name} ({count} x {data_room} bytes): {} (raise -m or reserve more hugepages)",
                 super::last_error()
@@ -69,14 +73,31 @@ impl Mempool {
     }
 }
 
+impl Mempool {
+    /// Mbufs out of the pool: held by an `Mbuf`, a driver's ring or a software ring.
+    pub fn in_use(&self) -> u32 {
+        self.count.saturating_sub(self.available())
+    }
+}
+
 impl Drop for Mempool {
     fn drop(&mut self) {
-        // SAFETY: no port or mbuf uses the pool any more (the ownership rule of this module).
+        if self.in_use() > 0 {
+            // Left for the process's exit, and the EAL (whose memory the pool is) with it:
+            // the mbufs still out stay valid. An mbuf on its way back as this is read only
+            // makes the pool stay too.
+            std::mem::forget(Arc::clone(&self.eal));
+            return;
+        }
+        // SAFETY: every mbuf is back in the pool (counted above, caches included), so none
+        // refers into it any more; no port uses it (ports hold it), and an mbuf cannot come out
+        // again (allocating needs `&self`, and this is the last owner).
         unsafe { dpdk_sys::rte_mempool_free(self.raw.as_ptr()) }
     }
 }
 
-/// One mbuf, owned: dropping it returns it to its pool.
+/// One mbuf, owned: dropping it returns it to its pool. Its pointer stays valid for as long
+/// as it lives: a `Mempool` is never freed while one of its mbufs is out (see `Mempool`).
 #[derive(Debug)]
 pub struct Mbuf(NonNull<rte_mbuf>);
 
@@ -88,7 +109,8 @@ impl Mbuf {
     /// Takes ownership of a raw mbuf.
     ///
     /// # Safety
-    /// `m` is a valid single-segment mbuf that nothing else owns or frees.
+    /// `m` is a valid single-segment mbuf of a pool a `Mempool` owns (so its memory stays
+    /// valid while it is out), that nothing else owns or frees.
     pub unsafe fn from_raw(m: NonNull<rte_mbuf>) -> Self {
         Self(m)
     }

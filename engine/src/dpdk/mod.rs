@@ -3,7 +3,8 @@
 //! production.
 //!
 //! Ownership: `Eal` must outlive everything else here; a `Mempool` outlives the ports and mbufs
-//! that draw from it (ports hold it in an `Arc`); an `EthDev` is configured and started by the
+//! that draw from it (ports hold it in an `Arc`; dropped with mbufs out, it is not freed, and
+//! keeps the EAL); an `EthDev` is configured and started by the
 //! main thread, then each worker core owns one `DpdkQueue` (an rx/tx queue pair) of it, handed
 //! out once; the port is stopped and closed only when the `EthDev` and every `DpdkQueue` of it
 //! are gone.
