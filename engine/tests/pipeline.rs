@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use sluice_engine::cookie::CookieKey;
 use sluice_engine::crypto::Cipher;
+use sluice_engine::flow::Timeouts;
 use sluice_engine::mailbox::{Command, Mailbox, Removal, Report};
 use sluice_engine::packet::DropReason;
 use sluice_engine::port::MemPort;
@@ -3059,4 +3060,120 @@ fn a_hosts_fragments_longer_than_the_tunnel_mtu_are_cut_again() {
         "{:?}",
         nonzero_drops(&lab.w)
     );
+}
+
+/// A TCP segment (testkit's, without options or data) with these sequence and acknowledgment
+/// numbers and window, its checksum made again.
+fn tcp_segment(
+    (src, sport): (u32, u16),
+    (dst, dport): (u32, u16),
+    tcp_flags: u8,
+    seq: u32,
+    ack: u32,
+    window: u16,
+) -> Vec<u8> {
+    let mut p = testkit::ipv4_tcp(src, sport, dst, dport, tcp_flags, None, b"");
+    p[24..28].copy_from_slice(&seq.to_be_bytes());
+    p[28..32].copy_from_slice(&ack.to_be_bytes());
+    p[34..36].copy_from_slice(&window.to_be_bytes());
+    TcpPacket::new_checked(&mut p[20..])
+        .unwrap()
+        .fill_checksum(src.to_be_bytes(), dst.to_be_bytes());
+    p
+}
+
+/// The TCP state of a translated flow moves only for the remote's segments that belong to the
+/// connection, through the whole path: a blind RST (its sequence number half the space from
+/// the client's window) reaches the client but leaves the idle connection its established
+/// timeout; a RST in the window closes it (transitory timeout); a spoofed ACK to a flow whose
+/// SYN is unanswered does not give it the established timeout.
+#[test]
+fn only_segments_of_the_connection_move_a_tcp_flows_state() {
+    const CLIENT_ISN: u32 = 7_000;
+    const REMOTE_ISN: u32 = 4_000_000_000;
+    let mut lab = lab_with(GroupMask::EMPTY);
+    let (vip, remote) = (ip(lab::CLIENT_VIP), ip("172.31.7.7"));
+    let from_client = |lab: &mut Lab, sport: u16, tcp_flags: u8, seq: u32, ack: u32| {
+        let s = tcp_segment((vip, sport), (remote, 22), tcp_flags, seq, ack, 1000);
+        lab.send_from_client(&s);
+        let sent = lab.inside_sent();
+        assert_eq!(sent.len(), 1);
+        TcpPacket::new_checked(ip_of(&sent[0]).payload())
+            .unwrap()
+            .src_port()
+    };
+    // The remote's segment to translated port `nat_port`; returns the flags of what reached
+    // the client (not its keepalive pings).
+    let from_remote = |lab: &mut Lab, nat_port: u16, tcp_flags: u8, seq: u32, ack: u32| {
+        let s = tcp_segment(
+            (remote, 22),
+            (ip(lab::INSIDE_IP), nat_port),
+            tcp_flags,
+            seq,
+            ack,
+            1000,
+        );
+        lab.w
+            .port_mut(1)
+            .unwrap()
+            .inject(&testkit::eth_ipv4(lab::INSIDE_MAC, lab::ROUTER_MAC, &s));
+        lab.w.poll_once(lab.now);
+        let out = lab.outside_sent();
+        out.iter()
+            .filter_map(|f| lab.client.open(f))
+            .filter(|p| p.len() >= 40 && p[12..16] == remote.to_be_bytes())
+            .map(|p| p[33])
+            .collect::<Vec<u8>>()
+    };
+    // The expiry sweep visits a bounded number of slots a poll: enough polls to see them all.
+    let later = |lab: &mut Lab, secs: u64| {
+        lab.now += Duration::from_secs(secs);
+        for _ in 0..64 {
+            lab.w.poll_once(lab.now);
+        }
+        lab.outside_sent();
+    };
+    let transitory = u64::from(Timeouts::default().tcp_transitory);
+
+    // An SSH connection, its handshake done.
+    let ssh = from_client(&mut lab, 40_000, flags::SYN, CLIENT_ISN, 0);
+    let synack = flags::SYN | flags::ACK;
+    assert_eq!(
+        from_remote(&mut lab, ssh, synack, REMOTE_ISN, CLIENT_ISN + 1),
+        [synack]
+    );
+    from_client(&mut lab, 40_000, flags::ACK, CLIENT_ISN + 1, REMOTE_ISN + 1);
+    // A connection attempt the remote has not answered; a spoofed ACK of it.
+    let half_open = from_client(&mut lab, 40_001, flags::SYN, CLIENT_ISN, 0);
+    let spoofed = from_remote(&mut lab, half_open, flags::ACK, 1, CLIENT_ISN + 1);
+    assert_eq!(spoofed, [flags::ACK], "forwarded: the client's TCP decides");
+    // A blind RST toward the SSH connection, far from its window.
+    let blind = REMOTE_ISN.wrapping_add(1 + (1 << 31));
+    assert_eq!(
+        from_remote(&mut lab, ssh, flags::RST, blind, 0),
+        [flags::RST],
+        "forwarded: the client's TCP decides"
+    );
+    assert_eq!(lab.w.flow_count(), 2);
+
+    later(&mut lab, transitory + 1);
+    assert_eq!(
+        lab.w.flow_count(),
+        1,
+        "the half-open flow expired, spoofed ACK or not"
+    );
+    assert!(from_remote(&mut lab, half_open, flags::ACK, 1, CLIENT_ISN + 1).is_empty());
+    assert_eq!(
+        from_remote(&mut lab, ssh, flags::ACK, REMOTE_ISN + 1, CLIENT_ISN + 1),
+        [flags::ACK],
+        "the idle SSH connection is still established after the blind RST"
+    );
+
+    // A RST in the window closes it: gone after the transitory timeout.
+    assert_eq!(
+        from_remote(&mut lab, ssh, flags::RST, REMOTE_ISN + 1, 0),
+        [flags::RST]
+    );
+    later(&mut lab, transitory + 1);
+    assert_eq!(lab.w.flow_count(), 0, "{:?}", nonzero_drops(&lab.w));
 }

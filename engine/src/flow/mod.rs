@@ -8,4 +8,4 @@ pub mod ports;
 pub mod table;
 
 pub use ports::{core_for_port, PortPool, PortRange};
-pub use table::{Flow, FlowId, FlowKey, FlowTable, ReverseKey, Timeouts};
+pub use table::{Flow, FlowId, FlowKey, FlowTable, ReverseKey, TcpSeen, Timeouts};

@@ -17,8 +17,8 @@ use super::index::Index;
 use super::ports::{PortPool, PortRange};
 use crate::packet::prefetch::prefetch_line;
 use crate::packet::DropReason;
-use crate::wire::ipv4::{protocol, DatagramId};
-use crate::wire::tcp::flags;
+use crate::wire::ipv4::{protocol, DatagramId, Ipv4Packet};
+use crate::wire::tcp::{flags, TcpPacket};
 
 /// Idle timeouts in seconds (RFC 5382 REQ-5 for established TCP, at least 2 h 4 min; RFC 4787
 /// REQ-5 for UDP, at least 2 min, 5 recommended; ICMP as Linux conntrack).
@@ -26,7 +26,8 @@ use crate::wire::tcp::flags;
 pub struct Timeouts {
     /// TCP after the handshake completed.
     pub tcp_established: u32,
-    /// TCP before the handshake completed or after FIN/RST.
+    /// TCP before the handshake completed or after a FIN or RST (the remote's only within the
+    /// client's window: `FlowTable::observe_remote_tcp`).
     pub tcp_transitory: u32,
     /// UDP.
     pub udp: u32,
@@ -123,6 +124,18 @@ pub struct Flow {
     pub decided: u32,
     established: bool,
     closing: bool,
+    /// What `client_ack` holds (TCP).
+    track: Track,
+    /// The client's window scale (RFC 7323): its SYN's option (0 without one, or once the
+    /// remote's SYN-ACK shows none); `WSCALE_UNKNOWN` for a flow picked up without its SYN.
+    wscale: u8,
+    /// `Track::Acked`: the window field of the client's last segment, unscaled;
+    /// `Track::SynSent`: the length of the data its SYN carried (TCP Fast Open, RFC 7413),
+    /// which the answer may acknowledge too.
+    client_window: u16,
+    /// `Track::SynSent`: the client's ISN + 1; `Track::Acked`: the acknowledgment number of
+    /// the client's last segment (the left edge of its receive window).
+    client_ack: u32,
     last_seen: u32,
     /// The owner's other flows (slots; `NIL` at either end): `remove_owner` visits only the
     /// flows of the session that ended.
@@ -132,6 +145,51 @@ pub struct Flow {
 
 /// No slot (the ends of an owner's list of flows).
 const NIL: u32 = u32::MAX;
+
+/// How far a TCP flow follows the client's side of its connection: what the remote's
+/// segments are checked against before they may move the flow's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Track {
+    /// Nothing yet (a flow just made, before its first segment is seen; a SYN whose header
+    /// could not be read): the remote's segments change nothing.
+    Nothing,
+    /// The client sent its SYN and no ACK since: only a segment acknowledging that SYN (ACK
+    /// = ISN + 1) answers it.
+    SynSent,
+    /// The client has sent a segment past its SYN (with ACK, unless its TCP is broken): the
+    /// remote's segments must fall within its window.
+    Acked,
+}
+
+/// The window scale assumed for a flow whose SYN was not seen (a table restart, a route that
+/// moved): the largest allowed (RFC 7323 §2.3), so that a connection picked up mid-stream is
+/// never refused its in-window segments; the check is looser for such flows only.
+const WSCALE_UNKNOWN: u8 = 14;
+
+/// What flow tracking reads of a TCP segment's header: its flags, and the acknowledgment
+/// number and window it carries (a client's, the receiving side's view the remote's
+/// segments are checked against). Zero for other protocols.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpSeen {
+    /// The flag bits.
+    pub flags: u8,
+    /// The acknowledgment number (meaningful with ACK).
+    pub ack: u32,
+    /// The window field, unscaled.
+    pub window: u16,
+}
+
+impl TcpSeen {
+    /// The fields of `t`.
+    #[inline(always)]
+    pub fn of<T: AsRef<[u8]>>(t: &TcpPacket<T>) -> Self {
+        Self {
+            flags: t.flags(),
+            ack: t.ack(),
+            window: t.window(),
+        }
+    }
+}
 
 impl Flow {
     fn reverse(&self) -> ReverseKey {
@@ -185,6 +243,10 @@ fn mix(seed: [u64; 2], a: u64, b: u64) -> u64 {
 #[derive(Clone, Copy, Default)]
 #[repr(align(64))]
 struct Entry(Option<Flow>);
+
+// A flow must stay within its line: a lookup touches one slab line, and the client->net path's
+// updates (`touch`, the TCP tracking) write only that line.
+const _: () = assert!(core::mem::size_of::<Entry>() == 64);
 
 /// The flow table of one core.
 pub struct FlowTable {
@@ -467,6 +529,10 @@ impl FlowTable {
             decided: 0,
             established: false,
             closing: false,
+            track: Track::Nothing,
+            wscale: WSCALE_UNKNOWN,
+            client_window: 0,
+            client_ack: 0,
             last_seen: now,
             owner_prev: NIL,
             owner_next: NIL,
@@ -567,18 +633,117 @@ impl FlowTable {
         Err(DropReason::SnatPortExhausted)
     }
 
-    /// Updates a TCP flow's state from the flags of a segment; `from_remote` for replies. A
-    /// client's SYN (without ACK) opens the tuple anew: a connection that reuses the tuple of
-    /// one that closed (within its transitory timeout) is tracked as new, not as closing for
-    /// the rest of its life (RFC 5382 wants two hours of idle for an established one).
-    pub fn observe_tcp(flow: &mut Flow, tcp_flags: u8, from_remote: bool) {
+    /// Updates a TCP flow from a client's segment, the common case, inlined: the segment's
+    /// acknowledgment number and window become the client's (three stores into the flow's own
+    /// line, which the caller has just refreshed). Unconditional, so that a mix of TCP and UDP
+    /// flows mispredicts nothing: a UDP or ICMP flow's fields take zeros it never reads, and a
+    /// TCP segment without ACK leaves a meaningless number there, which the client's next ACK
+    /// replaces (a SYN's is replaced at once by `client_control`; a segment with neither, RFC
+    /// 9293 §3.10.7.4 has the remote drop: the client can only blur its own flow's tracking).
+    /// True if the segment has SYN, FIN or RST: the caller then hands it with its IPv4 packet
+    /// to `client_control`, out of line.
+    #[inline(always)]
+    #[must_use]
+    pub fn observe_client_tcp(flow: &mut Flow, seen: TcpSeen) -> bool {
+        flow.client_ack = seen.ack;
+        flow.client_window = seen.window;
+        flow.track = Track::Acked;
+        seen.flags & (flags::SYN | flags::FIN | flags::RST) != 0
+    }
+
+    /// A client's SYN, FIN or RST. Its FIN or RST closes the flow (its own connection: the
+    /// client is authenticated). Its SYN (without ACK) opens the tuple anew: a connection that
+    /// reuses the tuple of one that closed (within its transitory timeout) is tracked as new,
+    /// not as closing for the rest of its life (RFC 5382 wants two hours of idle for an
+    /// established one); the SYN's sequence number and window scale are kept for the answer.
+    #[cold]
+    #[inline(never)]
+    pub fn client_control(flow: &mut Flow, tcp_flags: u8, ip: &[u8]) {
         if tcp_flags & (flags::FIN | flags::RST) != 0 {
             flow.closing = true;
-        } else if !from_remote && tcp_flags & (flags::SYN | flags::ACK) == flags::SYN {
+        } else if tcp_flags & (flags::SYN | flags::ACK) == flags::SYN {
             flow.closing = false;
             flow.established = false;
-        } else if from_remote && tcp_flags & flags::ACK != 0 {
-            flow.established = true;
+            flow.track = Track::Nothing;
+            let Some(t) = tcp_of(ip) else {
+                return;
+            };
+            flow.track = Track::SynSent;
+            flow.client_ack = t.seq().wrapping_add(1);
+            flow.client_window = t.payload_len().try_into().unwrap_or(u16::MAX);
+            flow.wscale = t.window_scale().map_or(0, |s| s.min(14));
+        }
+    }
+
+    /// Whether a remote's segment with `tcp_flags` may change the flow (`observe_remote_tcp`
+    /// must see it): one with SYN, FIN or RST, or, before the flow is established, with ACK.
+    /// A data segment or ACK of an established flow (nearly all) does not. A mask, no branch.
+    #[inline(always)]
+    pub fn remote_tcp_matters(flow: &Flow, tcp_flags: u8) -> bool {
+        let watched =
+            flags::SYN | flags::FIN | flags::RST | (u8::from(!flow.established) * flags::ACK);
+        tcp_flags & watched != 0
+    }
+
+    /// Updates a TCP flow from a remote's segment that `remote_tcp_matters`; `ip` is the
+    /// remote's IPv4 packet. Only a segment that belongs to the connection counts (anyone can
+    /// send one with the remote's address and the translated port):
+    ///
+    /// - while the client's SYN is unanswered, one that acknowledges it (ACK = ISN + 1, or
+    ///   up to the end of the data of a Fast Open SYN): a SYN-ACK establishes the flow, a RST
+    ///   closes it. That is what the client's TCP accepts in SYN-SENT (RFC 9293 §3.10.7.3: an
+    ///   ACK in (ISS, SND.NXT]; a RST without ACK is ignored). Linux conntrack is looser here
+    ///   (a RST without ACK passes as if it had one), but a RST taken for the flow's would
+    ///   leave it closing, and so transitory, after its real SYN-ACK, for the connection's
+    ///   life: a blind RST without ACK must not do that. Anything else is left to the client.
+    /// - once the client has acknowledged, one whose sequence number is within the client's
+    ///   receive window, [ACK − window, ACK + window) (serial arithmetic, so across the wrap):
+    ///   its RST or FIN closes the flow (RFC 5961 §3 accepts a RST only in the window), its
+    ///   ACK (a flow picked up mid-connection) establishes it. A window's worth below the
+    ///   client's ACK is allowed, as conntrack allows below the highest sequence number seen:
+    ///   a keepalive probe (SND.NXT − 1), a FIN retransmitted because its ACK was lost, a RST
+    ///   answering an older client segment all fall there, legitimately; it doubles the space
+    ///   a blind attacker must hit, no more.
+    ///
+    /// A segment that fails is still forwarded (the client's TCP decides, and sends an RFC
+    /// 5961 challenge ACK if it wants); it only leaves the flow's state as it was, so that a
+    /// spoofed RST cannot cut an idle connection's timeout to the transitory one, nor a
+    /// spoofed ACK give a half-open flow the established one.
+    #[cold]
+    #[inline(never)]
+    pub fn observe_remote_tcp(flow: &mut Flow, tcp_flags: u8, ip: &[u8]) {
+        let Some(t) = tcp_of(ip) else {
+            return;
+        };
+        match flow.track {
+            Track::Nothing => {}
+            Track::SynSent => {
+                // ACK = ISN + 1, or up to the end of the SYN's data if it carried some.
+                let acks_syn =
+                    t.ack().wrapping_sub(flow.client_ack) <= u32::from(flow.client_window);
+                if tcp_flags & flags::ACK == 0 || !acks_syn {
+                    return;
+                }
+                if tcp_flags & flags::RST != 0 {
+                    flow.closing = true;
+                } else if tcp_flags & flags::SYN != 0 {
+                    flow.established = true;
+                    // Scaling is on only if both sides offered it (RFC 7323 §2.2).
+                    if t.window_scale().is_none() {
+                        flow.wscale = 0;
+                    }
+                }
+            }
+            Track::Acked => {
+                if !in_client_window(flow, t.seq()) {
+                    return;
+                }
+                if tcp_flags & (flags::FIN | flags::RST) != 0 {
+                    flow.closing = true;
+                } else if tcp_flags & flags::ACK != 0 {
+                    flow.established = true;
+                }
+            }
         }
     }
 
@@ -641,6 +806,24 @@ impl FlowTable {
         }
         removed
     }
+}
+
+/// The TCP header of IPv4 packet `ip`, if it has a whole one.
+fn tcp_of(ip: &[u8]) -> Option<TcpPacket<&[u8]>> {
+    let p = Ipv4Packet::new_checked(ip).ok()?;
+    if p.protocol() != protocol::TCP {
+        return None;
+    }
+    TcpPacket::new_checked(ip.get(p.header_len()..p.total_len())?).ok()
+}
+
+/// Whether sequence number `seq` of a remote's segment lies within [ACK − window, ACK +
+/// window) of the client's last ACK and scaled window (at least 1, so that a zero window
+/// still takes a segment at its edge), in serial arithmetic (RFC 1982): the offset from the
+/// low end, modulo 2^32, is below twice the window (at most 2^31, the scale being at most 14).
+fn in_client_window(flow: &Flow, seq: u32) -> bool {
+    let window = (u32::from(flow.client_window) << flow.wscale.min(14)).max(1);
+    seq.wrapping_sub(flow.client_ack.wrapping_sub(window)) < 2 * window
 }
 
 #[cfg(test)]
@@ -860,6 +1043,73 @@ mod tests {
         (t, k, tm)
     }
 
+    /// An IPv4 packet carrying a TCP segment with these fields and, with `wscale`, a window
+    /// scale option (no checksums: tracking reads none).
+    fn segment(tcp_flags: u8, seq: u32, ack: u32, window: u16, wscale: Option<u8>) -> Vec<u8> {
+        let opt = if wscale.is_some() { 4 } else { 0 };
+        let total = 40 + opt;
+        let mut p = vec![0u8; total];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        p[9] = protocol::TCP;
+        let t = &mut p[20..];
+        t[4..8].copy_from_slice(&seq.to_be_bytes());
+        t[8..12].copy_from_slice(&ack.to_be_bytes());
+        t[12] = ((20 + opt) as u8 / 4) << 4;
+        t[13] = tcp_flags;
+        t[14..16].copy_from_slice(&window.to_be_bytes());
+        if let Some(s) = wscale {
+            t[20..24].copy_from_slice(&[1, 3, 3, s]);
+        }
+        p
+    }
+
+    /// A client's segment through the tracking, as the client->net path takes it.
+    fn client_sends(
+        f: &mut Flow,
+        tcp_flags: u8,
+        (seq, ack, window): (u32, u32, u16),
+        wscale: Option<u8>,
+    ) {
+        let ip = segment(tcp_flags, seq, ack, window, wscale);
+        let t = tcp_of(&ip).unwrap();
+        if FlowTable::observe_client_tcp(f, TcpSeen::of(&t)) {
+            FlowTable::client_control(f, tcp_flags, &ip);
+        }
+    }
+
+    /// A remote's segment through the tracking, as the net->client path takes it.
+    fn remote_sends(f: &mut Flow, tcp_flags: u8, seq: u32, ack: u32, wscale: Option<u8>) {
+        let ip = segment(tcp_flags, seq, ack, 1000, wscale);
+        if FlowTable::remote_tcp_matters(f, tcp_flags) {
+            FlowTable::observe_remote_tcp(f, tcp_flags, &ip);
+        }
+    }
+
+    const SYN: u8 = flags::SYN;
+    const ACK: u8 = flags::ACK;
+    const FIN_ACK: u8 = flags::FIN | flags::ACK;
+    const RST: u8 = flags::RST;
+
+    /// The client's ISN and the remote's, and the client's window in the tests below.
+    const CLIENT_ISN: u32 = 1000;
+    const REMOTE_ISN: u32 = 3_000_000_000;
+    const WINDOW: u16 = 1000;
+
+    /// Flow `k` opened at `now` and its handshake done: the client's SYN (window scale 7,
+    /// if `scaled`), the remote's SYN-ACK (with window scale 7 too), the client's ACK of it
+    /// with a window of `WINDOW`. The client's next byte to receive is `REMOTE_ISN + 1`.
+    fn handshake(t: &mut FlowTable, k: FlowKey, now: u32, scaled: bool) {
+        let f = match t.lookup(&k, now) {
+            Some(f) => f,
+            None => t.create(k, 9, 0, 0, now).unwrap(),
+        };
+        let ws = scaled.then_some(7);
+        client_sends(f, SYN, (CLIENT_ISN, 0, 64240), ws);
+        remote_sends(f, SYN | ACK, REMOTE_ISN, CLIENT_ISN + 1, Some(7));
+        client_sends(f, ACK, (CLIENT_ISN + 1, REMOTE_ISN + 1, WINDOW), None);
+    }
+
     #[test]
     fn tcp_timeouts_follow_state() {
         let (mut t, k, tm) = tcp_table(80);
@@ -870,15 +1120,15 @@ mod tests {
             1,
             "an unanswered SYN is transitory"
         );
-        let f = t.create(k, 9, 0, 0, 100).unwrap();
-        FlowTable::observe_tcp(f, flags::SYN | flags::ACK, true);
+        t.create(k, 9, 0, 0, 100).unwrap();
+        handshake(&mut t, k, 100, false);
         assert_eq!(
             t.expire(100 + tm.tcp_transitory + 1, 4),
             0,
             "established lives longer"
         );
         let f = t.lookup(&k, 200).unwrap();
-        FlowTable::observe_tcp(f, flags::FIN | flags::ACK, false);
+        remote_sends(f, FIN_ACK, REMOTE_ISN + 1, CLIENT_ISN + 1, None);
         assert_eq!(t.expire(200 + tm.tcp_transitory + 1, 4), 1);
         assert!(t.is_empty());
     }
@@ -888,24 +1138,199 @@ mod tests {
     #[test]
     fn a_reused_tuple_opens_anew() {
         let (mut t, k, tm) = tcp_table(22);
-        let f = t.create(k, 9, 0, 0, 0).unwrap();
-        FlowTable::observe_tcp(f, flags::SYN | flags::ACK, true);
+        handshake(&mut t, k, 0, true);
         let f = t.lookup(&k, 10).unwrap();
-        FlowTable::observe_tcp(f, flags::FIN | flags::ACK, false);
+        client_sends(f, FIN_ACK, (CLIENT_ISN + 1, REMOTE_ISN + 1, WINDOW), None);
         // The same tuple again, 100 s later: SYN, SYN-ACK, ACK.
-        let f = t.lookup(&k, 110).unwrap();
-        FlowTable::observe_tcp(f, flags::SYN, false);
-        let r = f.reverse();
-        let f = t.lookup_reverse(&r, 110).unwrap();
-        FlowTable::observe_tcp(f, flags::SYN | flags::ACK, true);
-        let f = t.lookup(&k, 110).unwrap();
-        FlowTable::observe_tcp(f, flags::ACK, false);
+        handshake(&mut t, k, 110, true);
         assert_eq!(
             t.expire(110 + tm.tcp_transitory + 60, 4),
             0,
             "the new connection is established, not closing"
         );
         assert_eq!(t.expire(110 + tm.tcp_established + 1, 4), 1);
+    }
+
+    /// A remote's RST closes an established flow only with a sequence number in the client's
+    /// window, [ACK − window, ACK + window) scaled (here 1000 << 7): a blind RST elsewhere is
+    /// forwarded but leaves the flow its established timeout.
+    #[test]
+    fn only_a_remote_rst_in_the_clients_window_closes() {
+        let (mut t, k, tm) = tcp_table(22);
+        handshake(&mut t, k, 0, true);
+        let next = REMOTE_ISN + 1;
+        let window = u32::from(WINDOW) << 7;
+        for blind in [
+            next.wrapping_add(1 << 31),
+            next + window,
+            next - window - 1,
+            0,
+            u32::MAX,
+        ] {
+            remote_sends(t.lookup(&k, 0).unwrap(), RST, blind, 0, None);
+            remote_sends(t.lookup(&k, 0).unwrap(), FIN_ACK, blind, 0, None);
+        }
+        assert!(!t.lookup(&k, 0).unwrap().closing);
+        assert_eq!(
+            t.expire(tm.tcp_transitory + 1, 4),
+            0,
+            "out-of-window RSTs and FINs leave the flow established"
+        );
+        // Either edge of the window, and the middle: each closes.
+        for seq in [next, next + window - 1, next - window] {
+            let (mut t, k, tm) = tcp_table(22);
+            handshake(&mut t, k, 0, true);
+            remote_sends(t.lookup(&k, 0).unwrap(), RST, seq, 0, None);
+            assert!(t.lookup(&k, 0).unwrap().closing, "{seq}");
+            assert_eq!(t.expire(tm.tcp_transitory + 1, 4), 1, "{seq}");
+        }
+    }
+
+    /// Without the remote's agreement (no window scale option in its SYN-ACK) the client's
+    /// window is not scaled (RFC 7323 §2.2): a RST past the unscaled window changes nothing.
+    #[test]
+    fn the_window_is_scaled_only_if_both_sides_offered_it() {
+        let (mut t, k, _) = tcp_table(22);
+        let f = t.create(k, 9, 0, 0, 0).unwrap();
+        client_sends(f, SYN, (CLIENT_ISN, 0, 64240), Some(7));
+        remote_sends(f, SYN | ACK, REMOTE_ISN, CLIENT_ISN + 1, None);
+        client_sends(f, ACK, (CLIENT_ISN + 1, REMOTE_ISN + 1, WINDOW), None);
+        remote_sends(f, RST, REMOTE_ISN + 1 + u32::from(WINDOW), 0, None);
+        assert!(f.established && !f.closing);
+        remote_sends(f, RST, REMOTE_ISN + u32::from(WINDOW), 0, None);
+        assert!(f.closing);
+    }
+
+    /// Before the client has acknowledged anything, only a segment acknowledging its SYN
+    /// answers it: a SYN-ACK with ACK = ISN + 1 establishes the flow, a RST with that ACK
+    /// closes it; a bare ACK, a SYN-ACK or RST with another ACK, a RST without ACK (RFC 9293
+    /// §3.10.7.3: the client ignores it) change nothing, and the flow stays transitory.
+    #[test]
+    fn a_syn_only_flow_is_established_only_by_its_answer() {
+        let (mut t, k, tm) = tcp_table(22);
+        let f = t.create(k, 9, 0, 0, 0).unwrap();
+        client_sends(f, SYN, (CLIENT_ISN, 0, 64240), None);
+        for ack in [
+            0,
+            CLIENT_ISN,
+            CLIENT_ISN + 2,
+            CLIENT_ISN.wrapping_add(1 << 31),
+        ] {
+            remote_sends(f, ACK, REMOTE_ISN, ack, None);
+            remote_sends(f, SYN | ACK, REMOTE_ISN, ack, None);
+            remote_sends(f, RST | ACK, 0, ack, None);
+        }
+        remote_sends(f, ACK, REMOTE_ISN, CLIENT_ISN + 1, None);
+        remote_sends(f, RST, 0, CLIENT_ISN + 1, None);
+        remote_sends(f, FIN_ACK, REMOTE_ISN, CLIENT_ISN + 1, None);
+        assert!(!f.established && !f.closing);
+        assert_eq!(
+            t.expire(tm.tcp_transitory + 1, 4),
+            1,
+            "spoofed ACKs do not give a half-open flow the established timeout"
+        );
+
+        let f = t.create(k, 9, 0, 0, 0).unwrap();
+        client_sends(f, SYN, (CLIENT_ISN, 0, 64240), None);
+        remote_sends(f, RST | ACK, 0, CLIENT_ISN + 1, None);
+        assert!(f.closing, "the RST answering the SYN");
+        let f = t.lookup(&k, 0).unwrap();
+        client_sends(f, SYN, (CLIENT_ISN, 0, 64240), None);
+        remote_sends(f, SYN | ACK, REMOTE_ISN, CLIENT_ISN + 1, None);
+        assert!(f.established && !f.closing, "the SYN-ACK answering it");
+    }
+
+    /// A SYN carrying data (TCP Fast Open, RFC 7413) is answered by a SYN-ACK acknowledging
+    /// its data or only the SYN (data refused): either establishes the flow; an ACK beyond
+    /// the data does not.
+    #[test]
+    fn a_fast_open_syn_is_answered_up_to_the_end_of_its_data() {
+        let (mut t, k, _) = tcp_table(443);
+        for (ack, answers) in [(1001, true), (1101, true), (1102, false), (1000, false)] {
+            let f = match t.lookup(&k, 0) {
+                Some(f) => f,
+                None => t.create(k, 9, 0, 0, 0).unwrap(),
+            };
+            let mut syn = segment(SYN, CLIENT_ISN, 0, 64240, None);
+            syn.extend_from_slice(&[0; 100]);
+            syn[2..4].copy_from_slice(&140u16.to_be_bytes());
+            if FlowTable::observe_client_tcp(f, TcpSeen::of(&tcp_of(&syn).unwrap())) {
+                FlowTable::client_control(f, SYN, &syn);
+            }
+            remote_sends(f, SYN | ACK, REMOTE_ISN, ack, None);
+            assert_eq!(f.established, answers, "ACK {ack}");
+        }
+    }
+
+    /// A flow picked up mid-connection (no SYN seen: a table restart, a route that moved) is
+    /// established by a remote's ACK in the client's window, not by one outside it.
+    #[test]
+    fn a_flow_picked_up_mid_connection_is_established_by_an_ack_in_the_window() {
+        let (mut t, k, tm) = tcp_table(22);
+        let f = t.create(k, 9, 0, 0, 0).unwrap();
+        remote_sends(f, ACK, 5000, 0, None);
+        assert!(!f.established, "nothing seen of the client yet");
+        client_sends(f, ACK, (1, 5000, 10), None);
+        // Its scale unknown, the window is taken at the largest scale: 10 << 14.
+        remote_sends(
+            f,
+            ACK,
+            5000u32.wrapping_sub(10 << 14).wrapping_sub(1),
+            0,
+            None,
+        );
+        remote_sends(f, ACK, 5000 + (10 << 14), 0, None);
+        assert!(!f.established);
+        assert_eq!(t.expire(tm.tcp_transitory + 1, 4), 1);
+
+        let f = t.create(k, 9, 0, 0, 0).unwrap();
+        client_sends(f, ACK, (1, 5000, 10), None);
+        remote_sends(f, ACK, 4999, 0, None);
+        assert!(f.established, "a keepalive probe (SND.NXT - 1)");
+        assert_eq!(t.expire(tm.tcp_transitory + 1, 4), 0);
+    }
+
+    /// The window check across the wrap of sequence numbers: a client whose ACK is just below
+    /// 2^32, a RST just past it (in the window) closes, one half the space away does not.
+    #[test]
+    fn the_window_wraps_around() {
+        let (mut t, k, _) = tcp_table(22);
+        let f = t.create(k, 9, 0, 0, 0).unwrap();
+        client_sends(f, SYN, (u32::MAX, 0, 64240), None);
+        // The ISN + 1 wraps too: the SYN-ACK acknowledging it is ACK 0.
+        remote_sends(f, SYN | ACK, u32::MAX - 100, 0, None);
+        assert!(f.established);
+        client_sends(f, ACK, (0, u32::MAX - 99, 4096), None);
+        for seq in [1u32 << 31, u32::MAX - 99 - 4097, 4096 - 100] {
+            remote_sends(f, RST, seq, 0, None);
+            assert!(!f.closing, "{seq:#x}");
+        }
+        remote_sends(f, RST, 50, 0, None);
+        assert!(f.closing, "ACK 0xffffff9d + 150 wraps to 50, within 4096");
+    }
+
+    proptest! {
+        /// `in_client_window` against the definition: `seq` is within the window if it is
+        /// `ack + d` modulo 2^32 for some d in [−window, window).
+        #[test]
+        fn the_window_check_is_serial_arithmetic(
+            ack in any::<u32>(), window in any::<u16>(), wscale in 0u8..16,
+            d in -(1i64 << 31)..(1i64 << 31), near in any::<bool>(),
+        ) {
+            let f = Flow {
+                client_ack: ack,
+                client_window: window,
+                wscale,
+                ..*FlowTable::new(1, PortRange { first: 1, len: 1 }, Timeouts::default())
+                    .create(key(1, 1), 9, 0, 0, 0)
+                    .unwrap()
+            };
+            let w = i64::from((u32::from(window) << wscale.min(14)).max(1));
+            // Half the cases near the edges, where a mistake would show.
+            let d = if near { d % (w + 2) } else { d };
+            let seq = (i64::from(ack) + d).rem_euclid(1 << 32) as u32;
+            prop_assert_eq!(in_client_window(&f, seq), -w <= d && d < w);
+        }
     }
 
     #[test]

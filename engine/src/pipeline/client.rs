@@ -4,7 +4,7 @@
 //! Control-channel packets are punted to the control thread.
 
 use crate::crypto::{classify_plaintext, Plaintext};
-use crate::flow::{FlowKey, FlowTable};
+use crate::flow::{FlowKey, FlowTable, TcpSeen};
 use crate::mailbox::Report;
 use crate::packet::BURST_SIZE;
 use crate::packet::{DropReason, PacketBuf};
@@ -352,7 +352,7 @@ impl<P: Port> Worker<P> {
             buf,
             owner: idx,
             key: inner.key,
-            tcp_flags: inner.tcp_flags,
+            tcp: inner.tcp,
             first_fragment: inner.first_fragment,
             hash,
             slot: None,
@@ -497,7 +497,9 @@ impl<P: Port> Worker<P> {
         let Some(flow) = decided.and_then(|slot| self.flows.refresh(slot, now)) else {
             return self.forward_deciding(d, found.map(|(slot, _)| slot));
         };
-        FlowTable::observe_tcp(flow, d.tcp_flags, false);
+        if FlowTable::observe_client_tcp(flow, d.tcp) {
+            FlowTable::client_control(flow, d.tcp.flags, d.buf.data());
+        }
         let (eni, nat_port, port, next_hop) = (flow.eni, flow.nat_port, flow.port, flow.next_hop);
         self.send_translated(d, eni, nat_port, port, next_hop);
     }
@@ -542,7 +544,9 @@ impl<P: Port> Worker<P> {
         flow.port = target_port;
         flow.next_hop = next_hop;
         flow.decided = epoch;
-        FlowTable::observe_tcp(flow, d.tcp_flags, false);
+        if FlowTable::observe_client_tcp(flow, d.tcp) {
+            FlowTable::client_control(flow, d.tcp.flags, d.buf.data());
+        }
         let nat_port = flow.nat_port;
         self.send_translated(d, eni, nat_port, target_port, next_hop);
     }
@@ -784,19 +788,20 @@ fn data_v2_peer_hint(frame: &[u8]) -> Option<PeerId> {
     (Opcode::of(op) == Opcode::DATA_V2).then_some(PeerId(u32::from_be_bytes([0, a, b, c])))
 }
 
-/// Source port (or echo id), destination port and TCP flags of an inner packet (inlined into
+/// Source port (or echo id), destination port and what flow tracking reads of a TCP header
+/// (flags, ACK, window; zero for other protocols) of an inner packet (inlined into
 /// `checked_inner`, though the first-fragment path calls it too).
 #[inline(always)]
-fn l4_of<T: AsRef<[u8]>>(ip: &Ipv4Packet<T>) -> Result<(u16, u16, u8), DropReason> {
+fn l4_of<T: AsRef<[u8]>>(ip: &Ipv4Packet<T>) -> Result<(u16, u16, TcpSeen), DropReason> {
     match ip.protocol() {
         protocol::TCP => TcpPacket::new_checked(ip.payload())
-            .map(|t| (t.src_port(), t.dst_port(), t.flags()))
+            .map(|t| (t.src_port(), t.dst_port(), TcpSeen::of(&t)))
             .map_err(|_| DropReason::MalformedTcp),
         protocol::UDP => UdpPacket::new_checked(ip.payload())
-            .map(|u| (u.src_port(), u.dst_port(), 0))
+            .map(|u| (u.src_port(), u.dst_port(), TcpSeen::default()))
             .map_err(|_| DropReason::MalformedUdp),
         protocol::ICMP => match IcmpPacket::new_checked(ip.payload()) {
-            Ok(i) if i.is_echo() => Ok((i.echo_id(), 0, 0)),
+            Ok(i) if i.is_echo() => Ok((i.echo_id(), 0, TcpSeen::default())),
             Ok(_) => Err(DropReason::UnsupportedProtocol),
             Err(_) => Err(DropReason::MalformedIcmp),
         },
@@ -807,7 +812,7 @@ fn l4_of<T: AsRef<[u8]>>(ip: &Ipv4Packet<T>) -> Result<(u16, u16, u8), DropReaso
 /// What forwarding needs of a decrypted inner packet.
 struct Inner {
     key: FlowKey,
-    tcp_flags: u8,
+    tcp: TcpSeen,
     /// The first fragment of a datagram: its identification.
     first_fragment: Option<u16>,
     /// The IPv4 total length (the plaintext may carry padding after it).
@@ -847,7 +852,7 @@ fn checked_inner(data: &[u8], client_ip: u32) -> Result<Inner, DropReason> {
     if ip.ttl() <= 1 {
         return Err(DropReason::TtlExceeded);
     }
-    let (src_port, dst_port, tcp_flags) = match first_fragment {
+    let (src_port, dst_port, tcp) = match first_fragment {
         None => l4_of(&ip)?,
         Some(_) => l4_of_first_fragment(&ip)?,
     };
@@ -859,7 +864,7 @@ fn checked_inner(data: &[u8], client_ip: u32) -> Result<Inner, DropReason> {
             dst: u32::from_be_bytes(ip.dst()),
             dst_port,
         },
-        tcp_flags,
+        tcp,
         first_fragment,
         total: ip.total_len(),
     })
@@ -918,11 +923,15 @@ fn client_icmp_error(data: &[u8], client_ip: u32) -> Result<(FlowKey, usize), Dr
 /// `l4_of` for the first fragment of a datagram: the same header, but a UDP length (the whole
 /// datagram's) longer than the fragment.
 #[cold]
-fn l4_of_first_fragment<T: AsRef<[u8]>>(ip: &Ipv4Packet<T>) -> Result<(u16, u16, u8), DropReason> {
+fn l4_of_first_fragment<T: AsRef<[u8]>>(
+    ip: &Ipv4Packet<T>,
+) -> Result<(u16, u16, TcpSeen), DropReason> {
     let l4 = ip.payload();
     let word = |at: usize| u16::from_be_bytes([l4[at], l4[at + 1]]);
     match ip.protocol() {
-        protocol::UDP if l4.len() >= udp::HEADER_LEN && word(4) >= 8 => Ok((word(0), word(2), 0)),
+        protocol::UDP if l4.len() >= udp::HEADER_LEN && word(4) >= 8 => {
+            Ok((word(0), word(2), TcpSeen::default()))
+        }
         protocol::UDP => Err(DropReason::MalformedUdp),
         _ => l4_of(ip),
     }
@@ -934,7 +943,7 @@ pub(crate) struct Decrypted<B> {
     buf: B,
     owner: u32,
     key: FlowKey,
-    tcp_flags: u8,
+    tcp: TcpSeen,
     first_fragment: Option<u16>,
     /// `key`'s forward hash (its index line has been requested).
     hash: u64,

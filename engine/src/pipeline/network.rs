@@ -126,7 +126,10 @@ impl<P: Port> Worker<P> {
             }
         };
         if let Rewrite::Plain = rewrite {
-            FlowTable::observe_tcp(flow, tcp_flags, true);
+            if FlowTable::remote_tcp_matters(flow, tcp_flags) {
+                let ip = buf.data().get(HEADER_LEN..).unwrap_or_default();
+                FlowTable::observe_remote_tcp(flow, tcp_flags, ip);
+            }
         }
         let (client, client_port, owner) = (flow.key.client, flow.key.src_port, flow.owner);
         if let Some(ident) = fragment {

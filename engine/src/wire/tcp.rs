@@ -1,4 +1,5 @@
-//! TCP headers (RFC 9293): ports, flags, and the MSS option SNAT clamps.
+//! TCP headers (RFC 9293): ports, sequence and acknowledgment numbers, window, flags, the MSS
+//! option SNAT clamps and the window scale option (RFC 7323) flow tracking reads.
 
 use super::checksum;
 use super::Malformed;
@@ -67,10 +68,36 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
         u16::from_be_bytes([self.h()[2], self.h()[3]])
     }
 
+    /// Sequence number.
+    #[inline]
+    pub fn seq(&self) -> u32 {
+        let h = self.h();
+        u32::from_be_bytes([h[4], h[5], h[6], h[7]])
+    }
+
+    /// Acknowledgment number (meaningful with the ACK flag).
+    #[inline]
+    pub fn ack(&self) -> u32 {
+        let h = self.h();
+        u32::from_be_bytes([h[8], h[9], h[10], h[11]])
+    }
+
+    /// The window field, unscaled.
+    #[inline]
+    pub fn window(&self) -> u16 {
+        u16::from_be_bytes([self.h()[14], self.h()[15]])
+    }
+
     /// Header length with options.
     #[inline]
     pub fn header_len(&self) -> usize {
         usize::from(self.h()[12] >> 4) * 4
+    }
+
+    /// The length of the data after the header.
+    #[inline]
+    pub fn payload_len(&self) -> usize {
+        self.b().len().saturating_sub(self.header_len())
     }
 
     /// The flag bits (FIN, SYN, RST, PSH, ACK, URG, ECE, CWR).
@@ -93,9 +120,10 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
         checksum::fold(checksum::sum(acc, self.b())) == 0xffff
     }
 
-    /// The offset of the MSS option's value within the segment, if present.
+    /// The offset of the value of option `want` (whose length, kind and length bytes
+    /// included, is `want_len`) within the segment, if present.
     #[inline]
-    fn mss_offset(&self) -> Option<usize> {
+    fn option_offset(&self, want: u8, want_len: usize) -> Option<usize> {
         let b = self.b();
         let mut i = MIN_HEADER_LEN;
         let end = self.header_len();
@@ -108,7 +136,7 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
                     if len < 2 || i + len > end {
                         return None;
                     }
-                    if kind == 2 && len == 4 {
+                    if kind == want && len == want_len {
                         return Some(i + 2);
                     }
                     i += len;
@@ -116,6 +144,19 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
             }
         }
         None
+    }
+
+    /// The offset of the MSS option's value within the segment, if present.
+    #[inline]
+    fn mss_offset(&self) -> Option<usize> {
+        self.option_offset(2, 4)
+    }
+
+    /// The window scale option's shift count (RFC 7323 §2.2; a SYN's only), if present, as
+    /// sent (the receiver treats more than 14 as 14).
+    #[inline]
+    pub fn window_scale(&self) -> Option<u8> {
+        self.option_offset(3, 3).map(|o| self.b()[o])
     }
 
     /// The MSS option's value, if present.
@@ -263,6 +304,13 @@ mod tests {
             (50000, 80, 40)
         );
         assert_eq!(t.mss(), Some(1460));
+        assert_eq!((t.seq(), t.ack(), t.window()), (1, 0, 0xfaf0));
+        assert_eq!(t.payload_len(), 0);
+        assert_eq!(
+            t.window_scale(),
+            Some(7),
+            "after SACK-permitted, timestamps and a NOP"
+        );
         assert!(t.verify_checksum([10, 200, 0, 2], [172, 31, 1, 10]));
         assert!(t.clamp_mss(1328));
         assert_eq!(t.mss(), Some(1328));
@@ -321,6 +369,11 @@ mod tests {
         b[21] = 0; // option length 0
         let t = TcpPacket::new_checked(&b[..]).unwrap();
         assert_eq!(t.mss(), None);
+        assert_eq!(
+            t.window_scale(),
+            None,
+            "the walk stops at the broken option"
+        );
         assert!(TcpPacket::new_checked(&b[..19]).is_err());
         let mut big = syn();
         big[12] = 0xf0; // 60-byte header in a 40-byte segment
