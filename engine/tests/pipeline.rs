@@ -2867,6 +2867,63 @@ fn a_clients_packet_longer_than_the_inside_mtu_without_df_leaves_in_fragments() 
     );
 }
 
+/// Two clients behind one ENI address each send the host a whole packet longer than the
+/// inside port's MTU, DF clear, with the same identification (each client's kernel picks its
+/// own): the core cuts them with identifications of its own, one per datagram and the same on
+/// all of its fragments, so the host reassembles two intact datagrams instead of one corrupt
+/// one.
+#[test]
+fn whole_packets_cut_for_the_inside_mtu_leave_with_identifications_of_the_cores() {
+    let mut lab = lab_with_inside_mtu(1500);
+    let second_vip = ip(lab::CLIENT_VIP) + 1;
+    let keys = testkit::queue_session(
+        &lab.mb,
+        PeerId(6),
+        second_vip,
+        GroupMask::EMPTY,
+        Cipher::Aes256Gcm,
+        8,
+    );
+    lab.w.poll_once(lab.now);
+    let mut second = Client::new(PeerId(6), KeyId(0), &keys);
+    let host = ip(lab::HOST_IP);
+    let first = testkit::ipv4_udp(ip(lab::CLIENT_VIP), 5000, host, 53, &[0x11; 1800]);
+    let other = testkit::ipv4_udp(second_vip, 5000, host, 53, &[0x22; 1800]);
+    let (first, other) = (without_df(first), without_df(other));
+    assert_eq!(ip_of_packet(&first).ident(), ip_of_packet(&other).ident());
+    let f = lab.client.frame(&first);
+    lab.w.port_mut(0).unwrap().inject(&f);
+    let f = second.frame(&other);
+    lab.w.port_mut(0).unwrap().inject(&f);
+    lab.w.poll_once(lab.now);
+    let out = lab.inside_sent();
+    assert_eq!(out.len(), 4, "{:?}", nonzero_drops(&lab.w));
+    let idents: Vec<u16> = out.iter().map(|f| ip_of(f).ident()).collect();
+    assert!(out.iter().all(|f| ip_of(f).verify_checksum()));
+    assert_eq!((idents[0], idents[2]), (idents[1], idents[3]), "{idents:?}");
+    assert_ne!(idents[0], idents[2], "{idents:?}");
+    let whole = testkit::reassemble(&out);
+    assert_eq!(whole.len(), 2);
+    let mut payloads: Vec<u8> = whole
+        .iter()
+        .map(|w| {
+            let p = ip_of(w);
+            let u = UdpPacket::new_checked(p.payload()).unwrap();
+            assert!(u.verify_checksum(p.src(), p.dst()), "intact at the host");
+            assert_eq!(u.payload().len(), 1800);
+            assert!(u.payload().iter().all(|&x| x == u.payload()[0]));
+            u.payload()[0]
+        })
+        .collect();
+    payloads.sort_unstable();
+    assert_eq!(payloads, [0x11, 0x22]);
+}
+
+/// The IPv4 header of `packet` (no Ethernet header).
+fn ip_of_packet(packet: &[u8]) -> Ipv4Packet<&[u8]> {
+    Ipv4Packet::new_checked(packet).unwrap()
+}
+
 /// A client's packet with IPv4 options, longer than the inside port's MTU, DF clear: the first
 /// fragment keeps every option, the later ones only those whose copy bit is set (RFC 791
 /// §3.1: the router alert, not the record route), each header's length and checksum right,

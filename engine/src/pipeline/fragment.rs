@@ -340,10 +340,19 @@ impl<P: Port> Worker<P> {
 
     /// Sends an inner IPv4 packet (translated, DF clear) out of `port` toward `hop` in
     /// fragments of at most `mtu` bytes (`split_ipv4`), each resolved and queued like any
-    /// packet.
+    /// packet. A whole packet's fragments carry an identification of the core's
+    /// (`take_ident`), not the client's: after the translation, every client behind the ENI
+    /// sends from its address, and two clients' datagrams cut with one identification would
+    /// be reassembled by the host into one corrupt datagram (RFC 6864). A fragment's already
+    /// is the core's (`first_fragment_out`, `forward_later_fragment`).
     #[cold]
     #[inline(never)]
-    pub(crate) fn output_in_fragments(&mut self, port: u16, hop: u32, buf: P::Buf, mtu: usize) {
+    pub(crate) fn output_in_fragments(&mut self, port: u16, hop: u32, mut buf: P::Buf, mtu: usize) {
+        if let Ok(mut ip) = Ipv4Packet::new_checked(buf.data_mut()) {
+            if !ip.is_fragment() {
+                ip.set_ident(self.take_ident());
+            }
+        }
         match self.split_ipv4(port, buf, mtu) {
             Ok(pieces) => {
                 for p in pieces {
