@@ -2924,6 +2924,43 @@ fn ip_of_packet(packet: &[u8]) -> Ipv4Packet<&[u8]> {
     Ipv4Packet::new_checked(packet).unwrap()
 }
 
+/// A client sends the first fragment of a TCP SYN, then a later fragment at offset 64,064
+/// with 1,504 bytes (a datagram past 65,535 bytes: a "ping of death"), longer than the inside
+/// port's MTU: it is dropped `malformed_ipv4`, not cut into a piece whose offset, past the 13
+/// bits of its field, would spill into the flags and leave with MF set at offset 8, over the
+/// TCP header the first fragment showed (what RFC 1858 has a filter refuse).
+#[test]
+fn a_clients_fragment_ending_past_65535_bytes_is_not_cut_into_one_at_its_start() {
+    let mut lab = lab_with_inside_mtu(1500);
+    let (vip, host) = (ip(lab::CLIENT_VIP), ip(lab::HOST_IP));
+    let syn = testkit::ipv4_tcp(vip, 40_005, host, 80, flags::SYN, Some(1460), &[]);
+    let mut head = syn.clone();
+    head[4..6].copy_from_slice(&9u16.to_be_bytes());
+    head[6..8].copy_from_slice(&0x2000u16.to_be_bytes()); // MF, offset 0
+    let mut tail = syn[..20].to_vec();
+    tail.extend_from_slice(&[0x77; 1504]);
+    let len = tail.len() as u16;
+    tail[2..4].copy_from_slice(&len.to_be_bytes());
+    tail[4..6].copy_from_slice(&9u16.to_be_bytes());
+    tail[6..8].copy_from_slice(&(64_064u16 / 8).to_be_bytes()); // last, DF clear
+    for p in [&mut head, &mut tail] {
+        Ipv4Packet::new_checked(&mut p[..]).unwrap().fill_checksum();
+        lab.send_from_client(p);
+    }
+    let sent = lab.inside_sent();
+    for f in &sent[1..] {
+        let p = ip_of(f);
+        assert!(
+            p.frag_offset() >= 64_064,
+            "a piece at offset {} (MF {})",
+            p.frag_offset(),
+            p.more_fragments()
+        );
+    }
+    assert_eq!(sent.len(), 1, "the first fragment only");
+    assert_eq!(lab.drops(DropReason::MalformedIpv4), 1);
+}
+
 /// A client's packet with IPv4 options, longer than the inside port's MTU, DF clear: the first
 /// fragment keeps every option, the later ones only those whose copy bit is set (RFC 791
 /// §3.1: the router alert, not the record route), each header's length and checksum right,

@@ -402,7 +402,7 @@ impl<P: Port> Worker<P> {
     /// and everything else of the header is the packet's, and each header checksum is made
     /// right. Refused: `too_big` when the header leaves no room for 8 bytes or it would take
     /// more than `SEND_FRAGMENTS_MAX` fragments; `malformed_ipv4` for options that do not
-    /// parse; `no_room` when there is no buffer.
+    /// parse or a fragment that ends past 65,535 bytes; `no_room` when there is no buffer.
     #[allow(clippy::type_complexity)]
     fn split_ipv4(
         &mut self,
@@ -431,6 +431,13 @@ impl<P: Port> Worker<P> {
         let first = mtu.saturating_sub(hl) / 8 * 8;
         let per = mtu.saturating_sub(later_hl) / 8 * 8;
         let payload = total - hl;
+        // A fragment that would end past the 65,535 bytes a datagram holds (a "ping of
+        // death"): the offset of a piece cut from it could pass the 13 bits of its field, and
+        // spill into the flags (MF set, offset wrapped to the datagram's start, over the
+        // header its first fragment showed).
+        if offset + payload > usize::from(u16::MAX) - MIN_HEADER_LEN {
+            return Err((buf, DropReason::MalformedIpv4));
+        }
         if first == 0
             || per == 0
             || 1 + payload.saturating_sub(first).div_ceil(per) > SEND_FRAGMENTS_MAX
