@@ -639,3 +639,121 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod split {
+    use crate::mailbox::Mailbox;
+    use crate::packet::{DropReason, PacketBuf};
+    use crate::port::{MemPort, Port};
+    use crate::wire::ipv4::Ipv4Packet;
+    use proptest::prelude::*;
+
+    /// Options to pick from: (bytes, whether their copy bit is set).
+    const OPTIONS: [(&[u8], bool); 5] = [
+        (&[1], false),                         // no-operation
+        (&[0x94, 4, 0, 0], true),              // router alert
+        (&[7, 7, 4, 0, 0, 0, 0], false),       // record route, one slot
+        (&[0x83, 7, 4, 10, 0, 0, 9], true),    // loose source route
+        (&[0x44, 8, 5, 0, 0, 0, 0, 0], false), // timestamp
+    ];
+
+    /// The options of `picks` that fit in 40 bytes, padded to 4 with end-of-options; and the
+    /// same for only those with the copy bit set (what a later fragment carries).
+    fn options(picks: &[usize]) -> (Vec<u8>, Vec<u8>) {
+        let (mut all, mut copied) = (Vec::new(), Vec::new());
+        for &i in picks {
+            let (bytes, copy) = OPTIONS[i % OPTIONS.len()];
+            if all.len() + bytes.len() > 40 {
+                break;
+            }
+            all.extend_from_slice(bytes);
+            if copy {
+                copied.extend_from_slice(bytes);
+            }
+        }
+        for o in [&mut all, &mut copied] {
+            o.resize(o.len().div_ceil(4) * 4, 0);
+        }
+        (all, copied)
+    }
+
+    proptest! {
+        /// Any packet, whole or itself a fragment, with any options, cut for any MTU: every
+        /// piece fits the MTU with its header checksum right and DF clear; the first keeps the
+        /// packet's header, the later ones its fixed part and only the options to copy; the
+        /// offsets follow on from the packet's own, every payload but the last is a multiple of
+        /// 8, MF is on all but the last, which has the packet's; and the payloads put back
+        /// together are the packet's. A fragment ending past 65,535 bytes is refused.
+        #[test]
+        fn cut_pieces_put_back_together_are_the_packet(
+            picks in proptest::collection::vec(0usize..5, 0..8),
+            len in 1usize..1900, units in 0usize..8192, more in any::<bool>(),
+            mtu in 576usize..2000, ident in any::<u16>(), tos in any::<u8>(), ttl in 2u8..,
+        ) {
+            let (opts, copied) = options(&picks);
+            let hl = 20 + opts.len();
+            // A fragment with MF has a payload that is a multiple of 8.
+            let len = if more { (len / 8 * 8).max(8) } else { len };
+            let offset = units * 8;
+            let total = hl + len;
+            let mut p = vec![0u8; total];
+            p[0] = 0x40 | (hl / 4) as u8;
+            p[1] = tos;
+            p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+            p[4..6].copy_from_slice(&ident.to_be_bytes());
+            let frag = u16::from(more) << 13 | units as u16;
+            p[6..8].copy_from_slice(&frag.to_be_bytes());
+            p[8] = ttl;
+            p[9] = 17;
+            p[12..20].copy_from_slice(&[10, 200, 0, 2, 172, 31, 1, 10]);
+            p[20..hl].copy_from_slice(&opts);
+            for (i, b) in p[hl..].iter_mut().enumerate() {
+                *b = (i * 7 + i / 251) as u8;
+            }
+            Ipv4Packet::new_checked(&mut p[..]).unwrap().fill_checksum();
+
+            let cfg = crate::testkit::lab_config(16, 4);
+            let ports = vec![MemPort::new(), MemPort::new()];
+            // A test stands in for the worker shell, which owns the clock.
+            #[allow(clippy::disallowed_methods)]
+            let now = std::time::Instant::now();
+            let mut w = crate::testkit::lab_worker(ports, cfg, Mailbox::new(16), now);
+            let mut buf = w.ports[1].alloc().unwrap();
+            buf.append(total).unwrap().copy_from_slice(&p);
+            let pieces = match w.split_ipv4(1, buf, mtu) {
+                Ok(pieces) => pieces,
+                Err((_, reason)) => {
+                    prop_assert_eq!(reason, DropReason::MalformedIpv4);
+                    prop_assert!(offset + len > 65_535 - 20, "refused at {} + {}", offset, len);
+                    return Ok(());
+                }
+            };
+            prop_assert!(offset + len <= 65_535 - 20, "cut at {} + {}", offset, len);
+            let (mut at, mut payload) = (offset, Vec::new());
+            for (n, piece) in pieces.iter().enumerate() {
+                let last = n + 1 == pieces.len();
+                let ip = Ipv4Packet::new_checked(piece.data()).unwrap();
+                prop_assert_eq!(ip.total_len(), piece.len());
+                prop_assert!(piece.len() <= mtu, "piece {}: {} bytes", n, piece.len());
+                prop_assert!(ip.verify_checksum());
+                prop_assert!(!ip.dont_fragment());
+                prop_assert_eq!(ip.frag_offset(), at, "piece {}", n);
+                prop_assert_eq!(ip.more_fragments(), more || !last, "piece {}", n);
+                let h = &piece.data()[..ip.header_len()];
+                prop_assert_eq!((h[1], ip.ident(), h[8], h[9]), (tos, ident, ttl, 17));
+                prop_assert_eq!(&h[12..20], &p[12..20]);
+                let want: &[u8] = if n == 0 { &opts } else { &copied };
+                prop_assert_eq!(&h[20..], want, "piece {}", n);
+                if !last {
+                    prop_assert_eq!(ip.payload().len() % 8, 0, "piece {}", n);
+                }
+                at += ip.payload().len();
+                payload.extend_from_slice(ip.payload());
+            }
+            prop_assert_eq!(&payload[..], &p[hl..]);
+            for piece in pieces {
+                w.consume(piece);
+            }
+        }
+    }
+}
