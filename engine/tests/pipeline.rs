@@ -2511,6 +2511,35 @@ fn no_time_exceeded_about_a_datagram_to_a_group_or_broadcast() {
     assert_eq!(lab.w.poll_stats().icmp_errors_sent, 0);
 }
 
+/// Nor about one to a subnet's broadcast address, which only the endpoint's tables tell from a
+/// host's: a target subnet's (172.31.1.255, or the all-zeros 172.31.1.0) or the client CIDR's
+/// (10.200.15.255, where a client's NetBIOS broadcasts go). A host next to them (172.31.1.254)
+/// still gets its answer.
+#[test]
+fn no_time_exceeded_about_a_datagram_to_a_subnets_broadcast_address() {
+    let mut lab = lab_with(GroupMask::EMPTY);
+    for (n, dst) in ["172.31.1.255", "172.31.1.0", "10.200.15.255"]
+        .into_iter()
+        .enumerate()
+    {
+        let query = testkit::ipv4_udp(ip(lab::CLIENT_VIP), 50_000, ip(dst), 137, b"nbns");
+        lab.send_from_client(&with_ttl(query, 1));
+        assert!(lab.outside_sent().is_empty(), "{dst}");
+        assert_eq!(lab.drops(DropReason::TtlExceeded), n as u64 + 1);
+    }
+    assert_eq!(lab.w.poll_stats().icmp_errors_sent, 0);
+    let query = testkit::ipv4_udp(
+        ip(lab::CLIENT_VIP),
+        50_000,
+        ip("172.31.1.254"),
+        137,
+        b"nbns",
+    );
+    lab.send_from_client(&with_ttl(query, 1));
+    assert_eq!(lab.outside_sent().len(), 1, "a host's is answered");
+    assert_eq!(lab.w.poll_stats().icmp_errors_sent, 1);
+}
+
 /// A client pings the tunnel's gateway address (is the tunnel up?): the appliance answers
 /// itself, with no flow and nothing sent toward the VPC; anything else to that address is
 /// `not_for_us`.

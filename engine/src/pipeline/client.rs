@@ -442,8 +442,9 @@ impl<P: Port> Worker<P> {
     /// Answers a client's packet (decrypted, of the session in slot `owner`, a client of
     /// `endpoint`) with the ICMP `error` from the tunnel's gateway address, quoting its header
     /// and first 8 bytes as the client sent them (RFC 792, RFC 1812 §4.3.2), sealed for the
-    /// client, within a budget per client address; never about an ICMP error or a later
-    /// fragment. The packet is dropped under `refused` when no error may be sent.
+    /// client, within a budget per client address; never about an ICMP error, a later fragment
+    /// or a packet to a broadcast address. The packet is dropped under `refused` when no error
+    /// may be sent.
     #[cold]
     #[inline(never)]
     fn icmp_error_to_client(
@@ -460,6 +461,15 @@ impl<P: Port> Worker<P> {
         ) else {
             return self.drop_packet(buf, refused);
         };
+        // Nor about one to a subnet's broadcast address (RFC 1812 §4.3.2.7), which only the
+        // endpoint's tables tell apart from a host's.
+        let dst = buf.data().get(16..20).and_then(|d| d.first_chunk::<4>());
+        if dst.is_some_and(|d| {
+            self.rules
+                .is_broadcast_for(usize::from(endpoint), u32::from_be_bytes(*d))
+        }) {
+            return self.drop_packet(buf, refused);
+        }
         if !self.icmp_limiter.allow(client, 0, self.now_secs) {
             return self.drop_packet(buf, refused);
         }

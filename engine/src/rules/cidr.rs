@@ -51,6 +51,15 @@ impl Ipv4Cidr {
         self.len == 0
     }
 
+    /// Whether `ip` is a broadcast address of this network, as a host in it would take it: the
+    /// last address, or the first (the all-zeros form of older hosts, which RFC 1812 still has
+    /// routers recognise); networks of /31 and /32 have none (RFC 3021).
+    pub fn is_broadcast(self, ip: u32) -> bool {
+        self.len <= 30
+            && self.contains(ip)
+            && (ip == self.addr || ip == self.addr | !Self::mask_of(self.len))
+    }
+
     /// Whether `ip` is in the network.
     pub fn contains(self, ip: u32) -> bool {
         ip & Self::mask_of(self.len) == self.addr
@@ -67,6 +76,21 @@ impl fmt::Display for Ipv4Cidr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn broadcast_addresses() {
+        let ip = |s: &str| u32::from(s.parse::<std::net::Ipv4Addr>().unwrap());
+        let net = |s: &str, len| Ipv4Cidr::new(ip(s), len).unwrap();
+        let a = net("172.31.1.0", 24);
+        assert!(a.is_broadcast(ip("172.31.1.255")) && a.is_broadcast(ip("172.31.1.0")));
+        assert!(!a.is_broadcast(ip("172.31.1.254")) && !a.is_broadcast(ip("172.31.2.255")));
+        let b = net("10.200.0.0", 20);
+        assert!(b.is_broadcast(ip("10.200.15.255")) && !b.is_broadcast(ip("10.200.0.255")));
+        // /31 and /32 have no broadcast address (RFC 3021).
+        assert!(!net("10.0.0.0", 31).is_broadcast(ip("10.0.0.1")));
+        assert!(!net("10.0.0.7", 32).is_broadcast(ip("10.0.0.7")));
+        assert!(net("10.0.0.0", 30).is_broadcast(ip("10.0.0.3")));
+    }
 
     #[test]
     fn construction_and_membership() {

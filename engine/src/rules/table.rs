@@ -169,6 +169,15 @@ impl RuleTable {
         self.endpoints.len()
     }
 
+    /// Whether `ip` is a broadcast address (`Ipv4Cidr::is_broadcast`) of endpoint `ep`'s client
+    /// CIDR or of one of its target networks: no ICMP error is sent about a packet to it (RFC
+    /// 1812 §4.3.2.7). A walk over the targets: for cold paths only.
+    pub fn is_broadcast_for(&self, ep: usize, ip: u32) -> bool {
+        self.endpoints.get(ep).is_some_and(|e| {
+            e.client_cidr.is_broadcast(ip) || e.targets.iter().any(|t| t.subnet.is_broadcast(ip))
+        })
+    }
+
     /// Whether some endpoint's target network on data-plane `port` translates to `ip` (its
     /// ENI address): an address of the appliance on that port. A walk over the targets: for
     /// ARP and pings, not for the data path.
