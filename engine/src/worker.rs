@@ -173,6 +173,14 @@ impl WorkerConfig {
     }
 }
 
+/// IPv4 identifications.
+const IDENTS: u32 = 1 << 16;
+
+/// The cores that share the identifications out (`Worker::ident_period`).
+fn cores_sharing_idents(cfg: &WorkerConfig) -> u32 {
+    u32::try_from(cfg.cores).unwrap_or(IDENTS).clamp(1, IDENTS)
+}
+
 /// `WorkerConfig::punt_budget` unless configured: a handshake's worth of control packets per
 /// source at once, 32 a second after.
 pub const DEFAULT_PUNT_BUDGET: (u32, u32) = (64, 32);
@@ -251,9 +259,13 @@ pub struct Worker<P: Port> {
     pub(crate) early: Vec<crate::pipeline::fragment::Early<P::Buf>>,
     /// A datagram just reassembled, with its port (`process` receives it at once).
     pub(crate) reassembled: Option<(u16, P::Buf)>,
-    /// The IPv4 identification of the next datagram sent in fragments; steps by the number of
-    /// cores from this core's index, so cores sending to one address never reuse each other's.
+    /// The IPv4 identification of the next datagram sent to a client or cut into fragments;
+    /// steps by the number of cores from this core's index and wraps at `ident_period`, so
+    /// cores sending from one address never take each other's (`take_ident`).
     pub(crate) next_ident: u16,
+    /// The identifications the cores share out: the largest multiple of the number of cores
+    /// up to 65,536, so that a core's sequence wraps back onto its own numbers.
+    pub(crate) ident_period: u32,
     /// Per-source budgets of control-channel packets punted to control.
     pub(crate) punt_limiter: PuntLimiter,
     /// Per-address budgets of stateless answers to first hard resets.
@@ -317,6 +329,7 @@ impl<P: Port> Worker<P> {
             icmp_limiter: PuntLimiter::new(4096, cfg.icmp_error_budget.0, cfg.icmp_error_budget.1),
             control_peers: crate::punt::ControlPeers::new(cfg.control_peer_capacity),
             next_ident: cfg.core as u16,
+            ident_period: IDENTS / cores_sharing_idents(&cfg) * cores_sharing_idents(&cfg),
             tx: ports.iter().map(|_| Burst::new()).collect(),
             trash: Vec::with_capacity(4 * crate::packet::BURST_SIZE),
             decrypted: Vec::with_capacity(crate::pipeline::client::DECRYPTED_MAX),

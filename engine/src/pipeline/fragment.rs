@@ -264,13 +264,21 @@ impl<P: Port> Worker<P> {
     }
 
     /// An identification for a datagram this core sends to a client (whole, DF clear: a path
-    /// may fragment it, or in fragments), or translates from fragments: the cores take turns (core `c` of `n` uses `c`, `c + n`, ...), so no two
+    /// may fragment it, or in fragments), or translates from fragments: the cores take turns
+    /// (core `c` of `n` uses `c`, `c + n`, ... below `ident_period`, then `c` again), so no two
     /// datagrams leaving one address at once share one (RFC 6864: a source must not reuse an
-    /// identification within a datagram's lifetime).
+    /// identification within a datagram's lifetime). With a number of cores that does not
+    /// divide 65,536, wrapping at 65,536 would move a core onto another's numbers.
     #[inline]
     pub(crate) fn take_ident(&mut self) -> u16 {
         let ident = self.next_ident;
-        self.next_ident = ident.wrapping_add(self.cfg.cores as u16);
+        let next = u32::from(ident) + (self.cfg.cores as u32);
+        let next = if next >= self.ident_period {
+            next - self.ident_period
+        } else {
+            next
+        };
+        self.next_ident = next as u16;
         ident
     }
 
@@ -624,6 +632,35 @@ fn rebuild<B: PacketBuf>(fragments: &Fragments<B>, whole: &mut B) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::copied_options;
+
+    /// Three cores (65,536 is no multiple of 3): each keeps to its own numbers through
+    /// several wraps, and takes each of them once a period.
+    #[test]
+    fn cores_keep_their_own_identifications_across_the_wrap() {
+        let cores = 3;
+        let mut seen = vec![None::<usize>; 1 << 16];
+        for core in 0..cores {
+            let mut cfg = crate::testkit::lab_config(16, 16);
+            cfg.core = core;
+            cfg.cores = cores;
+            let mb = crate::mailbox::Mailbox::new(16);
+            let ports = vec![crate::port::MemPort::new(), crate::port::MemPort::new()];
+            // A clock read in a test: the worker never reads it for identifications.
+            #[allow(clippy::disallowed_methods)]
+            let now = std::time::Instant::now();
+            let mut w = crate::testkit::lab_worker(ports, cfg, mb, now);
+            let period = (1 << 16) / cores * cores;
+            for n in 0..3 * period {
+                let ident = usize::from(w.take_ident());
+                assert_eq!(ident % cores, core, "core {core}, take {n}");
+                assert!(ident < period);
+                match seen[ident] {
+                    None => seen[ident] = Some(core),
+                    Some(c) => assert_eq!(c, core, "{ident} taken by cores {c} and {core}"),
+                }
+            }
+        }
+    }
 
     #[test]
     fn only_the_options_with_the_copy_bit_are_copied_and_bad_ones_refused() {
