@@ -88,6 +88,7 @@ pub(crate) fn run(sizes: &[usize], per_case: Duration) -> Vec<Record> {
                         ops,
                         seconds: secs,
                         drops: 0,
+                        proto: None,
                     });
                 }
             }

@@ -105,5 +105,6 @@ pub(crate) fn run(n: usize) -> Result<Vec<Record>> {
         ops: 1,
         seconds: compile_secs,
         drops: drops + lost,
+        proto: None,
     }])
 }

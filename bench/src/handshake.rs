@@ -175,6 +175,7 @@ pub(crate) fn run(n: usize, reconnect: usize) -> Result<Vec<Record>> {
             ops: n as u64,
             seconds: server_s,
             drops: 0,
+            proto: None,
         });
     }
     let (server_s, wall_s, mut server) = connect(&dir, "server-p256", reconnect)?;
@@ -197,6 +198,7 @@ pub(crate) fn run(n: usize, reconnect: usize) -> Result<Vec<Record>> {
         ops: 2000,
         seconds: turn.as_secs_f64() * 2000.0,
         drops: 0,
+        proto: None,
     });
     out.push(Record {
         suite: "control".into(),
@@ -208,6 +210,7 @@ pub(crate) fn run(n: usize, reconnect: usize) -> Result<Vec<Record>> {
         ops: reconnect as u64,
         seconds: server_s,
         drops: 0,
+        proto: None,
     });
     Ok(out)
 }

@@ -438,6 +438,7 @@ pub(crate) fn run(sessions: u8, size: usize, secs: f64) -> Result<Vec<Record>> {
             ops: got,
             seconds: secs,
             drops: sent.saturating_sub(got),
+            proto: None,
         });
         drop(s);
         drop(server);

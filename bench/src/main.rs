@@ -4,7 +4,8 @@
 //! `cargo run -p sluice-bench --release -- all [--quick] [--json PATH]`
 //!
 //! Suites: `ceiling` (ring's raw AEAD per core), `engine` (the pipeline per core on in-memory
-//! ports, both directions, by size, sessions and flows, as a ratio to the ceiling). Progress goes to stderr, a table to stdout, and
+//! ports, both directions, by size, sessions and flows, as a ratio to the ceiling; UDP inner
+//! packets, or with `--proto tcp` the segments of established TCP connections). Progress goes to stderr, a table to stdout, and
 //! the records to a JSON file. `--quick` runs every suite briefly to prove the harness works; it
 //! asserts only that the figures are sane and non-zero, never a speed.
 
@@ -36,6 +37,8 @@ struct Options {
     shapes: Option<Vec<engine::Shape>>,
     chart: Option<PathBuf>,
     directions: engine::Directions,
+    /// The inner packets' transport in the engine and dpdk suites.
+    proto: engine::Proto,
 }
 
 fn parse_args() -> Result<Options> {
@@ -48,6 +51,7 @@ fn parse_args() -> Result<Options> {
     let mut sizes = None;
     let mut shapes = None;
     let mut directions = engine::Directions::BOTH;
+    let mut proto = engine::Proto::Udp;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -92,6 +96,13 @@ fn parse_args() -> Result<Options> {
                     _ => bail!("--direction needs client-net, net-client or both"),
                 }
             }
+            "--proto" => {
+                proto = match args.next().as_deref() {
+                    Some("udp") => engine::Proto::Udp,
+                    Some("tcp") => engine::Proto::Tcp,
+                    _ => bail!("--proto needs udp or tcp"),
+                }
+            }
             "--chart" => {
                 chart = Some(PathBuf::from(args.next().context("--chart needs a path")?));
             }
@@ -113,7 +124,7 @@ fn parse_args() -> Result<Options> {
             ]),
             "ceiling" | "engine" | "dpdk" | "control" | "lab" => suites.push(a),
             "-h" | "--help" => {
-                println!("usage: sluice-bench [all|ceiling|engine|dpdk|control|lab]... [--quick] [--seconds S] [--sizes 64,512,1400] [--shapes SxF,...] [--direction client-net|net-client|both] [--hugepages] [--json PATH] [--chart SVG]");
+                println!("usage: sluice-bench [all|ceiling|engine|dpdk|control|lab]... [--quick] [--seconds S] [--sizes 64,512,1400] [--shapes SxF,...] [--direction client-net|net-client|both] [--proto udp|tcp] [--hugepages] [--json PATH] [--chart SVG]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument `{other}` (try --help)"),
@@ -132,6 +143,7 @@ fn parse_args() -> Result<Options> {
         sizes,
         shapes,
         directions,
+        proto,
     })
 }
 
@@ -198,6 +210,7 @@ fn run() -> Result<()> {
                     &shapes,
                     per_case,
                     opts.directions,
+                    opts.proto,
                     engine::Order::Interleaved,
                     &mut records,
                     engine::memory_ports,
@@ -234,6 +247,7 @@ fn run() -> Result<()> {
                     ops: answers,
                     seconds: per_case.as_secs_f64(),
                     drops: missing,
+                    proto: None,
                 });
             }
             "lab" => records.extend(lab::run(8, 1400, if opts.quick { 2.0 } else { 10.0 })?),
@@ -245,6 +259,7 @@ fn run() -> Result<()> {
                     &shapes,
                     per_case,
                     opts.directions,
+                    opts.proto,
                     engine::Order::Sequential,
                     &mut records,
                     || rig.ports(),

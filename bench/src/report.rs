@@ -23,6 +23,10 @@ pub(crate) struct Record {
     pub(crate) seconds: f64,
     /// Packets the pipeline dropped during the case (must be 0: the traffic is all valid).
     pub(crate) drops: u64,
+    /// The inner packets' transport (`udp`, `tcp`), where the suite chooses it (`engine`,
+    /// `dpdk`: `--proto`); left out of the JSON for the others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) proto: Option<&'static str>,
 }
 
 /// Prints `records` as an aligned table.

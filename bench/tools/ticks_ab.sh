@@ -8,6 +8,8 @@
 #   cp target/release/sluice-bench /tmp/new     # and an older build as /tmp/old
 #   bench/tools/ticks_ab.sh 5 /tmp/old /tmp/new
 # SIZES and SHAPES (environment) narrow the cases; defaults: 64,1400 and the four shapes.
+# EXTRA (environment) is appended to every run's options, e.g. EXTRA='--proto tcp' to compare
+# TCP segments instead of UDP datagrams (the table's heading then says so).
 # With --features aead-cycles each line also splits ring's AEAD calls from the rest; that split
 # charges the calls' tail to the rest unless the builds also have aead-fenced (engine::stages).
 set -euo pipefail
@@ -16,6 +18,7 @@ shift
 [ $# -ge 1 ] || { echo "usage: ticks_ab.sh ROUNDS BINARY..." >&2; exit 1; }
 sizes=${SIZES:-64,1400}
 shapes=${SHAPES:-1000x1000,100000x1000,1000x1000000,100000x1000000}
+read -r -a extra <<< "${EXTRA:-}"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 for r in $(seq "$rounds"); do
@@ -23,11 +26,12 @@ for r in $(seq "$rounds"); do
   for b in "$@"; do
     i=$((i + 1))
     "$b" engine --seconds 0.25 --sizes "$sizes" --shapes "$shapes" --json "$out/run.json" \
-      2> "$out/$i.$r.txt" >/dev/null
+      ${extra[@]+"${extra[@]}"} 2> "$out/$i.$r.txt" >/dev/null
     grep -q 'ticks/packet' "$out/$i.$r.txt" ||
       { echo "error: $b printed no ticks (build it with --features stage-cycles)" >&2; exit 1; }
   done
 done
+[ -z "${EXTRA:-}" ] || echo "options: ${EXTRA}"
 python3 - "$out" "$@" <<'PY'
 import collections, glob, os, re, statistics, sys
 out, bins = sys.argv[1], sys.argv[2:]
