@@ -1356,9 +1356,11 @@ mod tests {
     }
 
     /// A record's packets and seconds are its own direction's, so that ops / seconds is its
-    /// direction's average rate, near the best window's (equal when no window completed; a
-    /// busy test machine can complete one). Each record carried the packets of both
-    /// directions over the nominal case time: twice its rate or more.
+    /// direction's average rate: at most the best window's (equal when no window completed),
+    /// and the test asserts only that bound, with room, since how far below the best window
+    /// the average falls depends on what else the machine runs (a lower bound of two thirds
+    /// failed on a busy machine). Each record carried the packets of both directions over the
+    /// nominal case time: twice its rate or more, which the bound refuses.
     #[test]
     fn a_records_packets_and_seconds_are_its_directions() {
         let mut records = Vec::new();
@@ -1378,7 +1380,7 @@ mod tests {
         for r in &out {
             let rate = r.ops as f64 / r.seconds;
             assert!(
-                rate < r.pps * 1.5 && rate > r.pps / 1.5,
+                rate > 0.0 && rate < r.pps * 1.5,
                 "{}: {} packets in {} s is {rate} pps, the record says {}",
                 r.case,
                 r.ops,
