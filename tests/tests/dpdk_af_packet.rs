@@ -73,15 +73,15 @@ fn main() {
     println!(
         "dpdk_af_packet: outside {} {:02x?}, inside {} {:02x?}",
         EthDev::info(ids[0]).unwrap().driver,
-        devs[0].mac(),
+        devs[0].mac().expect("mac"),
         EthDev::info(ids[1]).unwrap().driver,
-        devs[1].mac()
+        devs[1].mac().expect("mac")
     );
 
     // The lab worker with the devices' real MACs and nothing primed.
     let mut cfg = testkit::lab_config(4096, 64);
-    cfg.ports[0].mac = devs[0].mac();
-    cfg.ports[1].mac = devs[1].mac();
+    cfg.ports[0].mac = devs[0].mac().expect("mac");
+    cfg.ports[1].mac = devs[1].mac().expect("mac");
     let (server_keys, client_keys) = testkit::key_pair(Cipher::Aes256Gcm, 3);
     let mb = Mailbox::new(64);
     mb.commands
@@ -202,7 +202,7 @@ fn main() {
     let w = worker.join().unwrap();
     let drops: Vec<_> = w.drops().iter().filter(|(_, n)| *n > 0).collect();
     println!("  engine drops: {drops:?}");
-    let stats: Vec<_> = devs.iter().map(EthDev::stats).collect();
+    let stats: Vec<_> = devs.iter().map(|d| d.stats().expect("stats")).collect();
     println!("  port stats: {stats:?}");
     drop(w);
     drop(devs);

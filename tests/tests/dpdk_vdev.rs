@@ -145,7 +145,7 @@ fn ring_loopback(eal: &Arc<Eal>) {
     let full = pool.available();
     let id = eal.port_by_name("net_ring0").unwrap();
     let dev = EthDev::start(id, Arc::clone(&pool), EthOptions::default()).unwrap();
-    assert!(dev.link().up, "net_ring links are up");
+    assert!(dev.link().expect("link").up, "net_ring links are up");
     let mut q = dev.queue(0).unwrap();
     let frames: Vec<Vec<u8>> = (0..100u8)
         .map(|i| {
@@ -183,7 +183,7 @@ fn ring_loopback(eal: &Arc<Eal>) {
     // SAFETY: as above.
     unsafe { (*m.as_ptr()).ol_flags = 0 };
     drop(m);
-    let s = dev.stats();
+    let s = dev.stats().expect("stats");
     assert_eq!((s.ipackets, s.opackets), (100, 100), "{s:?}");
     // Bulk free: every mbuf goes home.
     let mut bufs: Vec<_> = (0..100).map(|_| pool.alloc().unwrap()).collect();
@@ -349,7 +349,11 @@ fn chains(eal: &Arc<Eal>) {
         "the chained frame is counted"
     );
     assert_eq!(drops.total(), 1);
-    assert_eq!(dev.stats().ipackets, 3, "the device delivered all three");
+    assert_eq!(
+        dev.stats().expect("stats").ipackets,
+        3,
+        "the device delivered all three"
+    );
     assert_eq!(
         pool.available(),
         full,
@@ -487,7 +491,10 @@ fn pcap_golden(eal: &Arc<Eal>, dir: &Path) {
     let queues = devs.iter().map(|d| d.queue(0).unwrap()).collect();
     let expected = t.outside.len() as u64 + t.inside.len() as u64;
     let w = run_lab(queues, &t, |w| {
-        let seen: u64 = devs.iter().map(|d| d.stats().ipackets).sum();
+        let seen: u64 = devs
+            .iter()
+            .map(|d| d.stats().expect("stats").ipackets)
+            .sum();
         seen >= expected && w.poll_stats().idle > 10
     });
     let drops = w.drops().clone();
@@ -584,13 +591,13 @@ fn lcores(eal: &Arc<Eal>) {
     .unwrap();
     // Until the worker has received (bounded); it is stopped either way before the verdict.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while dev.stats().ipackets < 1 && Instant::now() < deadline {
+    while dev.stats().expect("stats").ipackets < 1 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
     stop.store(true, Ordering::Relaxed);
     dpdk::wait_all();
     assert!(
-        dev.stats().ipackets >= 1,
+        dev.stats().expect("stats").ipackets >= 1,
         "the worker lcore received from net_ring1 (within 10 s)"
     );
     drop(dev);
@@ -704,12 +711,12 @@ fn steering(eal: &Arc<Eal>, dir: &Path) {
     // The client's packet first; the reply only once the flow exists.
     gates[0].store(true, Ordering::Release);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while devs[1].stats().opackets < 1 {
+    while devs[1].stats().expect("stats").opackets < 1 {
         assert!(Instant::now() < deadline, "nothing left on the inside");
         w0.poll_once(epoch);
     }
     gates[1].store(true, Ordering::Release);
-    while devs[0].stats().opackets < 1 {
+    while devs[0].stats().expect("stats").opackets < 1 {
         assert!(Instant::now() < deadline, "nothing left on the outside");
         w0.poll_once(epoch);
     }

@@ -264,17 +264,22 @@ impl Dataplane {
             }
             devs.push(dev);
         }
+        // A port whose MAC cannot be read cannot answer ARP as itself: it does not start.
         let ports: Vec<PortConfig> = devs
             .iter()
             .zip(&dp.ports)
-            .map(|(d, p)| PortConfig {
-                mac: d.mac(),
-                ip: u32::from(p.ip.addr),
-                prefix_len: p.ip.network.prefix_len(),
-                gateway: p.gateway.map(u32::from),
-                mtu: p.mtu,
+            .map(|(d, p)| {
+                Ok(PortConfig {
+                    mac: d
+                        .mac()
+                        .map_err(|e| format!("port {} ({}): {e}", p.name, p.device))?,
+                    ip: u32::from(p.ip.addr),
+                    prefix_len: p.ip.network.prefix_len(),
+                    gateway: p.gateway.map(u32::from),
+                    mtu: p.mtu,
+                })
             })
-            .collect();
+            .collect::<Result<_, String>>()?;
         let outside_ip = ports[outside].ip;
         let listeners: Vec<Listener> = config
             .endpoints

@@ -403,39 +403,29 @@ impl EthDev {
     }
 
     /// The port's MAC address.
-    pub fn mac(&self) -> Mac {
-        let mut a = dpdk_sys::rte_ether_addr::default();
-        // SAFETY: `a` is a valid out-pointer.
-        let _ = unsafe { dpdk_sys::rte_eth_macaddr_get(self.id, &mut a) };
-        a.addr_bytes
+    ///
+    /// # Errors
+    /// The device did not give it (DPDK's reason, with the port): the appliance cannot answer
+    /// ARP or address frames as this port without it.
+    pub fn mac(&self) -> Result<Mac, EalError> {
+        mac_of(self.id)
     }
 
     /// Link state, without waiting.
-    pub fn link(&self) -> LinkStatus {
-        let mut l = dpdk_sys::rte_eth_link::default();
-        // SAFETY: `l` is a valid out-pointer.
-        let _ = unsafe { dpdk_sys::rte_eth_link_get_nowait(self.id, &mut l) };
-        LinkStatus {
-            up: l.link_status() != 0,
-            speed_mbps: l.link_speed,
-        }
+    ///
+    /// # Errors
+    /// The device did not say (DPDK's reason, with the port); "down" would be a guess.
+    pub fn link(&self) -> Result<LinkStatus, EalError> {
+        link_of(self.id)
     }
 
     /// The device's counters.
-    pub fn stats(&self) -> PortStats {
-        let mut s = dpdk_sys::rte_eth_stats::default();
-        // SAFETY: `s` is a valid out-pointer.
-        let _ = unsafe { dpdk_sys::rte_eth_stats_get(self.id, &mut s) };
-        PortStats {
-            ipackets: s.ipackets,
-            opackets: s.opackets,
-            ibytes: s.ibytes,
-            obytes: s.obytes,
-            imissed: s.imissed,
-            ierrors: s.ierrors,
-            oerrors: s.oerrors,
-            rx_nombuf: s.rx_nombuf,
-        }
+    ///
+    /// # Errors
+    /// The device did not give them (DPDK's reason, with the port); zeros would read as
+    /// counters that went back.
+    pub fn stats(&self) -> Result<PortStats, EalError> {
+        stats_of(self.id)
     }
 
     /// The queue pair of worker `core`: it receives on rx queue `core` when the device has that
@@ -497,6 +487,54 @@ impl EthDev {
             Ok(())
         })
     }
+}
+
+/// The MAC address of port `id` (`EthDev::mac`).
+fn mac_of(id: u16) -> Result<Mac, EalError> {
+    let mut a = dpdk_sys::rte_ether_addr::default();
+    check(
+        // SAFETY: `a` is a valid out-pointer; an unknown port is refused by DPDK (-ENODEV).
+        unsafe { dpdk_sys::rte_eth_macaddr_get(id, &mut a) },
+        "reading the MAC address",
+        id,
+    )?;
+    Ok(a.addr_bytes)
+}
+
+/// The link state of port `id`, without waiting (`EthDev::link`).
+fn link_of(id: u16) -> Result<LinkStatus, EalError> {
+    let mut l = dpdk_sys::rte_eth_link::default();
+    check(
+        // SAFETY: `l` is a valid out-pointer; an unknown port is refused by DPDK (-ENODEV).
+        unsafe { dpdk_sys::rte_eth_link_get_nowait(id, &mut l) },
+        "reading the link state",
+        id,
+    )?;
+    Ok(LinkStatus {
+        up: l.link_status() != 0,
+        speed_mbps: l.link_speed,
+    })
+}
+
+/// The counters of port `id` (`EthDev::stats`).
+fn stats_of(id: u16) -> Result<PortStats, EalError> {
+    let mut s = dpdk_sys::rte_eth_stats::default();
+    check(
+        // SAFETY: `s` is a valid out-pointer; an unknown port is refused by DPDK (-ENODEV).
+        unsafe { dpdk_sys::rte_eth_stats_get(id, &mut s) },
+        "reading the counters",
+        id,
+    )?;
+    Ok(PortStats {
+        ipackets: s.ipackets,
+        opackets: s.opackets,
+        ibytes: s.ibytes,
+        obytes: s.obytes,
+        imissed: s.imissed,
+        ierrors: s.ierrors,
+        oerrors: s.oerrors,
+        rx_nombuf: s.rx_nombuf,
+    })
 }
 
 /// The transmit offloads to ask of a device that offers `offered`: mbuf fast free where offered
@@ -651,6 +689,29 @@ mod tests {
         assert_eq!(tx_offloads(0), 0);
         assert_eq!(tx_offloads(ipv4 | udp), 0);
         assert_eq!(tx_offloads(fast | ipv4 | udp), fast);
+    }
+
+    /// A port DPDK cannot read gives an error naming the port and what failed, not a MAC of
+    /// zeros, a link down or counters of zero.
+    #[test]
+    fn a_port_that_cannot_be_read_is_an_error() {
+        // No port has this id (far above RTE_MAX_ETHPORTS): DPDK refuses every read of it
+        // (-ENODEV), with or without an EAL.
+        let id = u16::MAX;
+        let errors = [
+            mac_of(id).err().map(|e| e.0),
+            link_of(id).err().map(|e| e.0),
+            stats_of(id).err().map(|e| e.0),
+        ];
+        for (e, what) in errors.iter().zip(["MAC address", "link state", "counters"]) {
+            let e = e
+                .as_deref()
+                .unwrap_or_else(|| panic!("reading the {what} succeeded"));
+            assert!(
+                e.starts_with("port 65535: reading the ") && e.contains(what),
+                "{e}"
+            );
+        }
     }
 
     #[test]
