@@ -542,6 +542,25 @@ fn a_request_taken_but_not_answered_is_not_applied_again_offline() {
     );
     assert_eq!(endpoint_count(&config), 0, "applied again offline");
 
+    // The listener is closed here, but a process another test is starting at this moment may
+    // still hold a copy of it (a child has the parent's descriptors from its fork until its
+    // exec): a connection then waits in that copy's backlog and is reset when the copy goes,
+    // which the CLI rightly takes for a daemon that took the request and did not answer. Wait
+    // until no copy is left, so that nobody listens at all.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match std::os::unix::net::UnixStream::connect(&socket) {
+            Ok(_) => assert!(
+                Instant::now() < deadline,
+                "a copy of the listener outlived it"
+            ),
+            Err(e) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     // A socket file nobody listens on any more: no daemon, so the file is worked on again.
     let (code, _, err) = sluice_in(d, &config, &["describe-client-vpn-endpoints"]);
     assert_eq!(code, 0, "{err}");
