@@ -906,6 +906,44 @@ fn reload_events(trail: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// A SIGHUP that comes while the daemon is still starting (here while it asks whoever holds
+/// its admin socket's path whether a daemon answers there) is a reload once it runs: it does
+/// not end the daemon (SIGHUP's default action), nor is it lost.
+#[test]
+fn a_sighup_while_starting_is_a_reload_once_running() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let socket = d.join("admin.sock");
+    let config = plain_config(d, "sluice.toml", &socket);
+    // Something at the socket's path takes the daemon's question and holds it unanswered: the
+    // daemon waits in its start until the connection closes.
+    let holder = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+    holder.set_nonblocking(true).expect("nonblocking");
+    let mut daemon = Daemon::start_in(&config, Some(d));
+    let deadline = Instant::now() + PATIENCE;
+    let question = loop {
+        match holder.accept() {
+            Ok((s, _)) => break s,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(
+                    Instant::now() < deadline,
+                    "no question from the daemon within {PATIENCE:?}; its log:\n{}",
+                    daemon.log()
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    };
+    signal(&daemon.child, rustix::process::Signal::HUP);
+    // Unanswered: no daemon there after all, and it goes on starting.
+    drop(question);
+    drop(holder);
+    daemon.await_condition("the SIGHUP reload", |d| {
+        d.log().contains("(SIGHUP): 0 endpoint(s)")
+    });
+}
+
 /// Every reload leaves the same kind of record as one over the socket: a SIGHUP (with the
 /// sending process), and `sluice reload` refused by the CLI itself (no daemon there, or one that
 /// runs on another file).

@@ -169,6 +169,17 @@ impl Daemon {
     /// An invalid configuration, or a socket that cannot be created (one clear message).
     #[allow(clippy::disallowed_methods)] // the runtime shell reads the clock
     pub fn start(config_path: &Path) -> Result<Self, RunError> {
+        // The signals first: one sent while the daemon starts (the data plane can take
+        // seconds; a supervisor may reload as soon as the admin socket is there) waits for the
+        // loop, instead of taking its default action, which for SIGHUP ends the process.
+        let (read, write) = UnixStream::pair().map_err(io_err("creating the signal pipe"))?;
+        let mut signals = SignalDelivery::with_pipe(
+            read,
+            write,
+            WithOrigin::default(),
+            [SIGHUP, SIGINT, SIGTERM],
+        )
+        .map_err(io_err("installing signal handlers"))?;
         let current = config::load(config_path)?;
         let socket_path =
             config::pki::resolve(&current.base_dir(), &current.config.appliance.admin_socket);
@@ -203,14 +214,6 @@ impl Daemon {
             io_err(format!("setting mode 0600 on {}", socket_path.display())),
         )?;
         let poll = Poll::new().map_err(io_err("creating the event loop"))?;
-        let (read, write) = UnixStream::pair().map_err(io_err("creating the signal pipe"))?;
-        let mut signals = SignalDelivery::with_pipe(
-            read,
-            write,
-            WithOrigin::default(),
-            [SIGHUP, SIGINT, SIGTERM],
-        )
-        .map_err(io_err("installing signal handlers"))?;
         poll.registry()
             .register(signals.get_read_mut(), SIGNALS, Interest::READABLE)
             .map_err(io_err("registering signals"))?;
