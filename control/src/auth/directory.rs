@@ -10,13 +10,14 @@
 //! totp_secret = "JBSWY3DPEHPK3PXP"                         # base32, optional
 //! ```
 //!
-//! As sshd's StrictModes does for its key files, a users file is refused when users other than
-//! its owner and group may write it (they could add themselves), or read it while it holds TOTP
-//! secrets (kept in plain text, unlike the password hashes).
+//! As sshd's StrictModes does for its key files, a users file is refused when it is owned by
+//! a user other than root and the one the process runs as (its owner may change it whatever the
+//! mode), when users other than its owner and group may write it (they could add themselves),
+//! or read it while it holds TOTP secrets (kept in plain text, unlike the password hashes).
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -112,18 +113,23 @@ impl UsersFileDirectory {
     ///
     /// # Errors
     /// `file:line:column: message` for the first problem in the text; `file: message` when it
-    /// cannot be read, or others than its owner and group may write it, or read it and it
-    /// holds TOTP secrets.
+    /// cannot be read, is owned by a user other than root and this process's, or others than
+    /// its owner and group may write it, or read it and it holds TOTP secrets.
     pub fn load(path: &Path) -> Result<Self, String> {
         let at = |e: String| format!("{}: {e}", path.display());
         let mut file = std::fs::File::open(path).map_err(|e| at(e.to_string()))?;
-        // The mode of the file read, not of whatever the name points to a moment later.
-        let mode = file
-            .metadata()
-            .map_err(|e| at(e.to_string()))?
-            .permissions()
-            .mode()
-            & 0o7777;
+        // The owner and mode of the file read, not of whatever the name points to a moment
+        // later.
+        let meta = file.metadata().map_err(|e| at(e.to_string()))?;
+        let mode = meta.permissions().mode() & 0o7777;
+        let me = rustix::process::geteuid().as_raw();
+        if meta.uid() != 0 && meta.uid() != me {
+            return Err(at(format!(
+                "owned by uid {}, neither root nor this process's user (uid {me}): its owner \
+                 may rewrite it whatever its mode (and add themselves); chown root it",
+                meta.uid()
+            )));
+        }
         if mode & 0o002 != 0 {
             return Err(at(format!(
                 "mode {mode:04o} lets any user write it (and add themselves); \
@@ -397,6 +403,43 @@ mod tests {
         ))
         .unwrap();
         assert!(d.verify("x", "p").is_ok());
+    }
+
+    /// A users file owned by another user than root and the process's is refused, whatever
+    /// its mode: that user could rewrite it.
+    #[test]
+    fn refuses_a_file_another_user_owns() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("SKIPPED refuses_a_file_another_user_owns: giving a file away needs root");
+            return;
+        }
+        let d = tempfile::tempdir().expect("temporary directory");
+        let h = hash_password("pw").expect("hash");
+        let path = d.path().join("users.toml");
+        std::fs::write(
+            &path,
+            format!("[[user]]\nname = \"alice\"\npassword_hash = \"{h}\"\n"),
+        )
+        .expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert!(UsersFileDirectory::load(&path).is_ok(), "root's own file");
+        // nobody's: 65534.
+        std::os::unix::fs::chown(&path, Some(65534), None).expect("chown");
+        let e = UsersFileDirectory::load(&path)
+            .map(|_| ())
+            .expect_err("another user's file");
+        assert!(
+            e.starts_with(&path.display().to_string())
+                && e.contains("owned by uid 65534, neither root nor this process's user (uid 0)")
+                && e.contains("chown root"),
+            "{e}"
+        );
+        // Its group may be anyone's: the group's write bit is the administrator's choice.
+        std::os::unix::fs::chown(&path, Some(0), Some(65534)).expect("chown");
+        assert!(
+            UsersFileDirectory::load(&path).is_ok(),
+            "root's, another group's"
+        );
     }
 
     /// A users file others may write is refused, and one others may read when it holds TOTP
