@@ -441,10 +441,15 @@ fn plain_config(dir: &Path, name: &str, socket: &Path) -> PathBuf {
     config
 }
 
-/// `sluice run` on `config` without a data plane, in the working directory `cwd`.
+/// `sluice run` on `config` without a data plane, in the working directory `cwd`, once it has
+/// started: its admin socket is there and it said so. (The socket appears before the daemon
+/// has made its event loop: a test that counts the daemon's descriptors, or signals it, from
+/// the socket's appearance alone would race the last steps of its start.)
 fn start_plain(config: &Path, socket: &Path, cwd: &Path) -> Daemon {
     let mut daemon = Daemon::start_in(config, Some(cwd));
-    daemon.await_condition("its admin socket", |_| socket.exists());
+    daemon.await_condition("its start", |d| {
+        socket.exists() && d.log().contains(" sluice: started with ")
+    });
     daemon
 }
 
