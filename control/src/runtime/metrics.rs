@@ -1,5 +1,6 @@
 //! The Prometheus metrics endpoint: a thread of its own with a small mio loop that answers any
-//! HTTP request with the recorder's text, one exchange a connection.
+//! HTTP request with the recorder's text (a HEAD with its head alone), one exchange a
+//! connection.
 //!
 //! Several scrapers are served at once (`MAX_PEERS`; more wait in the listener's backlog and
 //! are taken as others end), each with `DEADLINE` to send its request and again to take each
@@ -234,13 +235,17 @@ impl MetricsServer {
             // Nothing sent and gone: nobody to answer.
             return !ended;
         }
-        // Any request gets the text; its content does not matter.
+        // Any request gets the text, whatever its path; a HEAD gets only the head the text
+        // would have (RFC 9110 §9.3.2: no content in answer to HEAD).
         let body = self.handle.render();
-        peer.outbox = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        let mut answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             body.len()
-        )
-        .into_bytes();
+        );
+        if !peer.inbox.starts_with(b"HEAD ") {
+            answer.push_str(&body);
+        }
+        peer.outbox = answer.into_bytes();
         peer.until = Instant::now() + self.deadline;
         true
     }
@@ -301,6 +306,39 @@ mod tests {
         let mut out = String::new();
         s.read_to_string(&mut out)?;
         Ok(out)
+    }
+
+    /// A HEAD is answered with the head a GET gets, its Content-Length included, and no
+    /// content after it.
+    #[test]
+    fn a_head_request_gets_the_head_alone() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        ::metrics::with_local_recorder(&recorder, || {
+            ::metrics::counter!("sluice_test_total").increment(1);
+        });
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let server = MetricsServer::new(listener, handle.clone(), DEADLINE).expect("server");
+        let addr = server.local_addr().expect("address");
+        std::thread::spawn(move || server.run());
+        let body = handle.render();
+        assert!(!body.is_empty());
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        s.write_all(b"HEAD /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .expect("request");
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).expect("answer");
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        assert!(
+            answer.contains(&format!("Content-Length: {}\r\n", body.len())),
+            "{answer}"
+        );
+        assert!(
+            answer.ends_with("\r\n\r\n"),
+            "content after the head: {answer}"
+        );
     }
 
     /// Peers that connect and never send hold no other scrape: a scraper is answered while
