@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -113,14 +113,25 @@ impl UsersFileDirectory {
     ///
     /// # Errors
     /// `file:line:column: message` for the first problem in the text; `file: message` when it
-    /// cannot be read, is owned by a user other than root and this process's, or others than
-    /// its owner and group may write it, or read it and it holds TOTP secrets.
+    /// cannot be read or is not a regular file, is owned by a user other than root and this
+    /// process's, or others than its owner and group may write it, or read it and it holds
+    /// TOTP secrets.
     pub fn load(path: &Path) -> Result<Self, String> {
         let at = |e: String| format!("{}: {e}", path.display());
-        let mut file = std::fs::File::open(path).map_err(|e| at(e.to_string()))?;
+        // Without waiting: opening a FIFO for reading would wait for a writer, the control
+        // thread with it (a reload). Reads of a regular file do not heed the flag.
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(path)
+            .map_err(|e| at(e.to_string()))?;
         // The owner and mode of the file read, not of whatever the name points to a moment
         // later.
         let meta = file.metadata().map_err(|e| at(e.to_string()))?;
+        if !meta.is_file() {
+            // A FIFO or a device (/dev/zero) could hold the control thread or fill the memory.
+            return Err(at("not a regular file".to_owned()));
+        }
         let mode = meta.permissions().mode() & 0o7777;
         let me = rustix::process::geteuid().as_raw();
         if meta.uid() != 0 && meta.uid() != me {
@@ -403,6 +414,31 @@ mod tests {
         ))
         .unwrap();
         assert!(d.verify("x", "p").is_ok());
+    }
+
+    /// A users file that is a FIFO or a device is refused at once, not waited on or read
+    /// without end.
+    #[test]
+    fn refuses_what_is_not_a_regular_file() {
+        let d = tempfile::tempdir().expect("temporary directory");
+        let fifo = d.path().join("users.fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo");
+        assert!(made.success());
+        for path in [fifo, std::path::PathBuf::from("/dev/zero")] {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let p = path.clone();
+            std::thread::spawn(move || {
+                let _ = tx.send(UsersFileDirectory::load(&p).map(|_| ()));
+            });
+            let e = rx
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("loading {} did not end", path.display()))
+                .expect_err("not a users file");
+            assert_eq!(e, format!("{}: not a regular file", path.display()));
+        }
     }
 
     /// A users file owned by another user than root and the process's is refused, whatever
