@@ -2784,15 +2784,8 @@ fn a_clients_fragments_longer_than_the_inside_mtu_are_cut_again() {
     let sent = lab.inside_sent();
     assert_eq!(sent.len(), 5, "{:?}", nonzero_drops(&lab.w));
     check_fragments(&sent, 1500);
-    let whole = testkit::reassemble(&sent);
-    let p = ip_of(&whole[0]);
-    assert_eq!(
-        (p.total_len(), p.src()),
-        (5000, ip(lab::INSIDE_IP).to_be_bytes())
-    );
-    let u = UdpPacket::new_checked(p.payload()).unwrap();
-    assert!(u.verify_checksum(p.src(), p.dst()));
-    assert_eq!(u.payload(), &data[..]);
+    let (whole, _) = whole_udp(&sent, 5000, &data);
+    assert_eq!(ip_of(&whole).src(), ip(lab::INSIDE_IP).to_be_bytes());
     assert!(
         nonzero_drops(&lab.w).is_empty(),
         "{:?}",
@@ -2881,12 +2874,7 @@ fn a_clients_packet_longer_than_the_inside_mtu_without_df_leaves_in_fragments() 
             (&lab::HOST_MAC[..], &lab::INSIDE_MAC[..])
         );
     }
-    let whole = testkit::reassemble(&sent);
-    let p = ip_of(&whole[0]);
-    assert_eq!(p.total_len(), 1900);
-    let u = UdpPacket::new_checked(p.payload()).unwrap();
-    assert!(u.verify_checksum(p.src(), p.dst()));
-    assert_eq!((u.dst_port(), u.payload()), (9000, &data[..]));
+    assert_eq!(whole_udp(&sent, 1900, &data).1, 9000);
     assert!(lab.outside_sent().is_empty());
     assert_eq!(lab.w.poll_stats().icmp_errors_sent, 0);
     assert!(
@@ -2946,6 +2934,22 @@ fn whole_packets_cut_for_the_inside_mtu_leave_with_identifications_of_the_cores(
         .collect();
     payloads.sort_unstable();
     assert_eq!(payloads, [0x11, 0x22]);
+}
+
+/// The one datagram `frames` reassemble into (a frame): `total` bytes of IPv4, UDP with its
+/// checksum right, carrying `data`; returned with its UDP destination port for the caller's
+/// other checks.
+fn whole_udp(frames: &[Vec<u8>], total: usize, data: &[u8]) -> (Vec<u8>, u16) {
+    let mut whole = testkit::reassemble(frames);
+    assert_eq!(whole.len(), 1, "one datagram");
+    let frame = whole.remove(0);
+    let p = ip_of(&frame);
+    assert_eq!(p.total_len(), total);
+    let u = UdpPacket::new_checked(p.payload()).unwrap();
+    assert!(u.verify_checksum(p.src(), p.dst()));
+    assert_eq!(u.payload(), data);
+    let port = u.dst_port();
+    (frame, port)
 }
 
 /// The IPv4 header of `packet` (no Ethernet header).
@@ -3024,12 +3028,7 @@ fn a_clients_fragmented_packet_copies_only_the_options_to_copy() {
         assert_eq!(p.header_len(), 24);
         assert_eq!(&later[14 + 20..14 + 24], &[0x94, 4, 0, 0]);
     }
-    let whole = testkit::reassemble(&sent);
-    let p = ip_of(&whole[0]);
-    assert_eq!(p.total_len(), 3000);
-    let u = UdpPacket::new_checked(p.payload()).unwrap();
-    assert!(u.verify_checksum(p.src(), p.dst()));
-    assert_eq!(u.payload(), &data[..]);
+    whole_udp(&sent, 3000, &data);
 }
 /// The NAT port of a flow the lab's client opens to the lab's host, UDP port 9000.
 fn open_flow(lab: &mut Lab, src_port: u16) -> u16 {
@@ -3123,12 +3122,7 @@ fn a_hosts_packet_longer_than_the_tunnel_mtu_without_df_reaches_the_client_in_fr
         let p = ip_of(f);
         assert_eq!((p.dst(), p.ttl()), (ip(lab::CLIENT_VIP).to_be_bytes(), 63));
     }
-    let whole = testkit::reassemble(&inner);
-    let p = ip_of(&whole[0]);
-    assert_eq!(p.total_len(), 2000);
-    let u = UdpPacket::new_checked(p.payload()).unwrap();
-    assert!(u.verify_checksum(p.src(), p.dst()));
-    assert_eq!((u.dst_port(), u.payload()), (5354, &data[..]));
+    assert_eq!(whole_udp(&inner, 2000, &data).1, 5354);
     assert!(lab.inside_sent().is_empty());
     assert_eq!(lab.w.poll_stats().icmp_errors_sent, 0);
     assert!(
@@ -3169,15 +3163,11 @@ fn a_hosts_fragments_longer_than_the_tunnel_mtu_are_cut_again() {
     assert_eq!(inner.len(), 5, "{:?}", nonzero_drops(&lab.w));
     inner.sort_by_key(|f| ip_of(f).frag_offset());
     check_fragments(&inner, 1500);
-    let whole = testkit::reassemble(&inner);
-    let p = ip_of(&whole[0]);
+    let (whole, port) = whole_udp(&inner, 5000, &data);
     assert_eq!(
-        (p.total_len(), p.dst()),
-        (5000, ip(lab::CLIENT_VIP).to_be_bytes())
+        (ip_of(&whole).dst(), port),
+        (ip(lab::CLIENT_VIP).to_be_bytes(), 5355)
     );
-    let u = UdpPacket::new_checked(p.payload()).unwrap();
-    assert!(u.verify_checksum(p.src(), p.dst()));
-    assert_eq!((u.dst_port(), u.payload()), (5355, &data[..]));
     assert!(
         nonzero_drops(&lab.w).is_empty(),
         "{:?}",
