@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -118,20 +118,10 @@ impl UsersFileDirectory {
     /// TOTP secrets.
     pub fn load(path: &Path) -> Result<Self, String> {
         let at = |e: String| format!("{}: {e}", path.display());
-        // Without waiting: opening a FIFO for reading would wait for a writer, the control
-        // thread with it (a reload). Reads of a regular file do not heed the flag.
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
-            .open(path)
-            .map_err(|e| at(e.to_string()))?;
-        // The owner and mode of the file read, not of whatever the name points to a moment
-        // later.
-        let meta = file.metadata().map_err(|e| at(e.to_string()))?;
-        if !meta.is_file() {
-            // A FIFO or a device (/dev/zero) could hold the control thread or fill the memory.
-            return Err(at("not a regular file".to_owned()));
-        }
+        // Without waiting, and only a regular file: a FIFO would hold the control thread (a
+        // reload), a device (/dev/zero) fill the memory. The owner and mode are those of the
+        // file read, not of whatever the name points to a moment later.
+        let (mut file, meta) = crate::config::files::open_regular(path).map_err(at)?;
         let mode = meta.permissions().mode() & 0o7777;
         let me = rustix::process::geteuid().as_raw();
         if meta.uid() != 0 && meta.uid() != me {

@@ -7,6 +7,7 @@
 
 pub mod change;
 pub mod error;
+pub mod files;
 pub mod locate;
 pub mod pki;
 pub mod schema;

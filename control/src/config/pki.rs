@@ -11,6 +11,7 @@ use x509_parser::pem::Pem;
 use x509_parser::public_key::PublicKey;
 
 use super::error::FieldPath;
+use super::files::{CRL_LIMIT, PKI_LIMIT};
 use super::schema::Config;
 use super::validate::Finding;
 
@@ -76,8 +77,9 @@ pub fn check_files(config: &Config, base: &Path) -> Vec<Finding> {
     out
 }
 
-fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))
+fn read(path: &Path, what: &str, limit: u64) -> Result<Vec<u8>, String> {
+    super::files::read_regular(path, limit)
+        .map_err(|e| format!("cannot read {what} {}: {e}", path.display()))
 }
 
 /// Every PEM block labelled `label` in `data`, as DER; a block that does not decode is an
@@ -111,7 +113,7 @@ fn parse_cert<'a>(der: &'a [u8], path: &Path) -> Result<X509Certificate<'a>, Str
 
 /// Checks the leaf of the server chain; returns its SubjectPublicKeyInfo DER.
 fn check_server_certificate(path: &Path) -> Result<Vec<u8>, String> {
-    let data = read(path, "server certificate")?;
+    let data = read(path, "server certificate", PKI_LIMIT)?;
     let blocks = pem_blocks(&data, "CERTIFICATE", path)?;
     let leaf = blocks
         .first()
@@ -214,7 +216,7 @@ fn check_key_kind(cert: &X509Certificate<'_>, path: &Path) -> Result<(), String>
 fn check_server_key(path: &Path, cert_spki: Option<&[u8]>) -> Result<(), String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::PrivateKeyDer;
-    let data = read(path, "server key")?;
+    let data = read(path, "server key", PKI_LIMIT)?;
     let key = PrivateKeyDer::from_pem_slice(&data).map_err(|_| {
         format!(
             "{} holds no PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC)",
@@ -247,7 +249,7 @@ fn check_server_key(path: &Path, cert_spki: Option<&[u8]>) -> Result<(), String>
 /// # Errors
 /// What is wrong with it, in plain words.
 pub fn check_ca(path: &Path) -> Result<Vec<Vec<u8>>, String> {
-    let data = read(path, "client root CA")?;
+    let data = read(path, "client root CA", PKI_LIMIT)?;
     let blocks = pem_blocks(&data, "CERTIFICATE", path)?;
     if blocks.is_empty() {
         return Err(format!("{} holds no PEM CERTIFICATE block", path.display()));
@@ -271,7 +273,7 @@ pub fn check_ca(path: &Path) -> Result<Vec<Vec<u8>>, String> {
 
 /// Checks a CRL parses and, when the CA is known, that the CA issued it.
 fn check_crl(path: &Path, ca_subjects: &[Vec<u8>]) -> Result<(), String> {
-    let data = read(path, "certificate revocation list")?;
+    let data = read(path, "certificate revocation list", CRL_LIMIT)?;
     check_crl_pem(&data, path, ca_subjects)
 }
 

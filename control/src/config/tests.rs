@@ -774,3 +774,56 @@ fn what_a_reload_cannot_change() {
         ["appliance.metrics_address"]
     );
 }
+
+/// The validation of the files an endpoint names refuses, at once and naming it, a server
+/// certificate or a CRL that is a FIFO or a device, or too large, rather than wait on it or
+/// read it whole.
+#[test]
+fn named_files_not_regular_or_too_large_are_refused_at_once() {
+    use files::tests::{fifo_in, huge_in, within};
+    use files::{CRL_LIMIT, PKI_LIMIT};
+
+    let d = tempfile::tempdir().expect("temporary directory");
+    let fifo = fifo_in(d.path());
+    let huge = huge_in(d.path());
+    let zero = std::path::PathBuf::from("/dev/zero");
+    for (named, why) in [
+        (&fifo, "not a regular file".to_owned()),
+        (&zero, "not a regular file".to_owned()),
+        (&huge, format!("larger than {PKI_LIMIT} bytes (the limit)")),
+    ] {
+        let crl_why = if named == &huge {
+            format!("larger than {CRL_LIMIT} bytes (the limit)")
+        } else {
+            why.clone()
+        };
+        let n = format!("{:?}", named.display().to_string());
+        let text = with(
+            "server_certificate = \"server.crt\"",
+            &format!("server_certificate = {n}\ncrl = {n}"),
+        );
+        let config = parse(Path::new("t.toml"), &text).expect("parses");
+        let base = d.path().to_path_buf();
+        let findings = within(&format!("checking {}", named.display()), move || {
+            pki::check_files(&config, &base)
+        });
+        let said = |field: &str| {
+            findings
+                .iter()
+                .find(|(f, _)| f.to_string() == field)
+                .map(|(_, m)| m.clone())
+                .unwrap_or_else(|| panic!("no finding on {field}: {findings:?}"))
+        };
+        assert_eq!(
+            said("endpoint[0].server_certificate"),
+            format!("cannot read server certificate {}: {why}", named.display())
+        );
+        assert_eq!(
+            said("endpoint[0].crl"),
+            format!(
+                "cannot read certificate revocation list {}: {crl_why}",
+                named.display()
+            )
+        );
+    }
+}

@@ -9,15 +9,16 @@ use std::time::Duration;
 
 use crate::auth::directory::UsersFileDirectory;
 use crate::auth::EndpointAuth;
+use crate::config::files::{read_regular, CRL_LIMIT, PKI_LIMIT};
 use crate::config::pki::resolve;
 use crate::config::schema::Endpoint;
 use crate::config::Loaded;
 use crate::proto::server::{peer_id_range, Settings};
 use crate::proto::tls::{server_config, ServerTls, TlsFiles};
 
-fn read(base: &Path, p: &Path, what: &str) -> Result<Vec<u8>, String> {
+fn read(base: &Path, p: &Path, what: &str, limit: u64) -> Result<Vec<u8>, String> {
     let path = resolve(base, p);
-    std::fs::read(&path).map_err(|e| format!("{what} {}: {e}", path.display()))
+    read_regular(&path, limit).map_err(|e| format!("{what} {}: {e}", path.display()))
 }
 
 /// The TLS configuration of endpoint `ep`: its chain and key, its client root CA (mutual
@@ -27,14 +28,19 @@ fn read(base: &Path, p: &Path, what: &str) -> Result<Vec<u8>, String> {
 /// A file cannot be read or does not parse.
 pub fn tls(loaded: &Loaded, ep: &Endpoint) -> Result<ServerTls, String> {
     let base = loaded.base_dir();
-    let chain = read(&base, &ep.server_certificate, "server certificate")?;
-    let key = read(&base, &ep.server_key, "server key")?;
+    let chain = read(
+        &base,
+        &ep.server_certificate,
+        "server certificate",
+        PKI_LIMIT,
+    )?;
+    let key = read(&base, &ep.server_key, "server key", PKI_LIMIT)?;
     let ca = match &ep.authentication.mutual {
-        Some(m) => Some(read(&base, &m.client_root_ca, "client root CA")?),
+        Some(m) => Some(read(&base, &m.client_root_ca, "client root CA", PKI_LIMIT)?),
         None => None,
     };
     let crl = match &ep.crl {
-        Some(c) => Some(read(&base, c, "CRL")?),
+        Some(c) => Some(read(&base, c, "CRL", CRL_LIMIT)?),
         None => None,
     };
     server_config(&TlsFiles {
@@ -54,7 +60,7 @@ pub fn revoked_serials(loaded: &Loaded, ep: &Endpoint) -> Result<Vec<Vec<u8>>, S
     let Some(path) = &ep.crl else {
         return Ok(Vec::new());
     };
-    let pem = read(&loaded.base_dir(), path, "CRL")?;
+    let pem = read(&loaded.base_dir(), path, "CRL", CRL_LIMIT)?;
     let mut out = Vec::new();
     use rustls::pki_types::pem::PemObject;
     for der in rustls::pki_types::CertificateRevocationListDer::pem_slice_iter(&pem) {
@@ -242,6 +248,65 @@ gateway = "172.31.1.1"
         ep.target_networks.clear();
         assert_eq!(ep.status(), "pending-associate");
         assert_eq!(max_connections(&loaded, &ep), 0);
+    }
+
+    /// A server certificate that is a FIFO or a device, and a CRL that is a sparse 2 GiB file,
+    /// are refused at once with an error naming them, not waited on or read whole.
+    #[test]
+    fn files_not_regular_or_too_large_are_refused_at_once() {
+        use crate::config::files::tests::{fifo_in, huge_in, within};
+        use crate::config::files::{CRL_LIMIT, PKI_LIMIT};
+
+        let d = tempfile::tempdir().expect("temporary directory");
+        let fifo = fifo_in(d.path());
+        let huge = huge_in(d.path());
+        let loaded_with = |cert: &std::path::Path, crl: &std::path::Path| {
+            let text = crate::config::endpoint_toml(
+                "cvpn-endpoint-0123456789abcdef0",
+                "10.200.0.0/20",
+                443,
+                &format!("crl = {:?}\n", crl.display().to_string()),
+            )
+            .replace("\"s.crt\"", &format!("{:?}", cert.display().to_string()));
+            let config: crate::config::schema::Config = toml::from_str(&text).expect("parses");
+            Loaded {
+                path: d.path().join("sluice.toml"),
+                text,
+                config,
+            }
+        };
+        for cert in [
+            fifo.clone(),
+            std::path::PathBuf::from("/dev/zero"),
+            huge.clone(),
+        ] {
+            let loaded = loaded_with(&cert, &huge);
+            let e = within(&format!("reading {}", cert.display()), move || {
+                let ep = &loaded.config.endpoints[0];
+                tls(&loaded, ep).map(|_| ())
+            })
+            .expect_err("refused");
+            let why = if cert == huge {
+                format!("larger than {PKI_LIMIT} bytes (the limit)")
+            } else {
+                "not a regular file".to_owned()
+            };
+            assert_eq!(e, format!("server certificate {}: {why}", cert.display()));
+        }
+        for crl in [fifo, std::path::PathBuf::from("/dev/zero"), huge.clone()] {
+            let loaded = loaded_with(&huge, &crl);
+            let e = within(&format!("reading {}", crl.display()), move || {
+                let ep = &loaded.config.endpoints[0];
+                revoked_serials(&loaded, ep)
+            })
+            .expect_err("refused");
+            let why = if crl == huge {
+                format!("larger than {CRL_LIMIT} bytes (the limit)")
+            } else {
+                "not a regular file".to_owned()
+            };
+            assert_eq!(e, format!("CRL {}: {why}", crl.display()));
+        }
     }
 
     /// Two endpoints that read one users file (one through a symbolic link) take a one-time
