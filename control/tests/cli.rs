@@ -1202,3 +1202,103 @@ fn a_verb_on_an_unreadable_file_writes_no_audit_trail() {
     assert!(out.status.success(), "{:?}: {stderr}", out.status);
     assert_eq!(stdout, "", "written under /var/lib: {stdout}");
 }
+
+/// Runs `sluice args --config ...`, killed after 20 s: returns its exit code and stderr, or
+/// `None` when it had to be killed.
+#[allow(clippy::disallowed_methods)] // a test waits for the process it ran
+fn run_within(env: &Env, args: &[&str]) -> Option<(i32, String)> {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .arg("--config")
+        .arg(&env.config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run sluice");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            return Some((status.code().unwrap_or(-1), err));
+        }
+        if std::time::Instant::now() > until {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A file given to a verb (a CRL to import, a client certificate or key to embed) that is a
+/// FIFO, a device or a sparse 2 GiB file is refused at once with an error naming it, not
+/// waited on or read whole.
+#[test]
+fn files_given_to_verbs_must_be_regular_and_not_too_large() {
+    let env = Env::new();
+    let (_, out, err) = create(&env, "server.crt", "server.key");
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{err}"));
+    let id = v["ClientVpnEndpointId"].as_str().expect("id").to_owned();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("a.fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo")
+        .success());
+    let huge = dir.path().join("huge.pem");
+    std::fs::File::create(&huge)
+        .expect("create")
+        .set_len(2 << 30)
+        .expect("set_len");
+    let fifo = fifo.to_string_lossy().into_owned();
+    let huge = huge.to_string_lossy().into_owned();
+    let before = std::fs::read(&env.config).expect("read");
+    for (file, why) in [
+        (fifo.as_str(), "not a regular file"),
+        ("/dev/zero", "not a regular file"),
+        (huge.as_str(), "larger than 67108864 bytes (the limit)"),
+    ] {
+        let crl = format!("file://{file}");
+        let args = [
+            "import-client-vpn-client-certificate-revocation-list",
+            "--client-vpn-endpoint-id",
+            &id,
+            "--certificate-revocation-list",
+            &crl,
+        ];
+        let (code, err) = run_within(&env, &args).unwrap_or_else(|| panic!("{args:?} did not end"));
+        assert_eq!(code, 2, "{args:?}: {err}");
+        let says = format!("cannot read CRL {file}: {why}");
+        assert!(err.contains(&says), "{args:?}: {err:?} lacks {says:?}");
+    }
+    for (file, why) in [
+        (fifo.as_str(), "not a regular file"),
+        ("/dev/zero", "not a regular file"),
+        (huge.as_str(), "larger than 1048576 bytes (the limit)"),
+    ] {
+        let cert = p("client1.crt");
+        let key = p("client1.key");
+        for (c, k) in [(file, key.as_str()), (cert.as_str(), file)] {
+            let args = [
+                "export-client-vpn-client-configuration",
+                "--client-vpn-endpoint-id",
+                &id,
+                "--client-certificate",
+                c,
+                "--client-key",
+                k,
+            ];
+            let (code, err) =
+                run_within(&env, &args).unwrap_or_else(|| panic!("{args:?} did not end"));
+            assert_eq!(code, 2, "{args:?}: {err}");
+            let says = format!("cannot read {file}: {why}");
+            assert!(err.contains(&says), "{args:?}: {err:?} lacks {says:?}");
+        }
+    }
+    assert_eq!(std::fs::read(&env.config).expect("read"), before);
+}

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use super::AdminError;
+use crate::config::files::{read_regular_text, PKI_LIMIT};
 use crate::config::schema::Endpoint;
 use crate::config::types::Transport;
 
@@ -173,7 +174,7 @@ fn certificates(text: &str, path: &Path) -> Result<Vec<Certificate>, String> {
 }
 
 fn read_certificates(path: &Path, what: &str) -> Result<Vec<Certificate>, AdminError> {
-    let text = std::fs::read_to_string(path)
+    let text = read_regular_text(path, PKI_LIMIT)
         .map_err(|e| AdminError::Io(format!("reading {what} {}: {e}", path.display())))?;
     certificates(&text, path).map_err(|m| AdminError::request("InvalidParameterValue", m))
 }

@@ -16,6 +16,7 @@ use super::persist::write_atomic;
 use super::shorthand::{self, field, flag};
 use super::table::{self, Column};
 use super::AdminError;
+use crate::config::files::{read_regular, read_regular_text, CRL_LIMIT, PKI_LIMIT};
 use crate::config::pki::{check_ca, check_crl_pem, resolve};
 use crate::config::schema::{Endpoint, Grantee, RouteOrigin};
 use crate::config::types::{AssociationId, Cidr, EndpointId, SessionTimeoutHours, VpnPort};
@@ -971,7 +972,7 @@ fn import_crl(path: &Path, a: &ImportCrl, cwd: &Path) -> Result<Response, AdminE
             .find_map(|prefix| arg.strip_prefix(prefix))
             .unwrap_or(arg);
         let file = callers(cwd, Path::new(p))?;
-        std::fs::read(&file)
+        read_regular(&file, CRL_LIMIT)
             .map_err(|e| invalid(format!("cannot read CRL {}: {e}", file.display())))?
     };
     let base = ed.base_dir();
@@ -999,7 +1000,7 @@ fn export_crl(path: &Path, a: &EndpointIdArg) -> Result<Response, AdminError> {
     let (crl, status) = match &ep.crl {
         Some(p) => {
             let p = resolve(&loaded.base_dir(), p);
-            let text = std::fs::read_to_string(&p)
+            let text = read_regular_text(&p, CRL_LIMIT)
                 .map_err(|e| AdminError::Io(format!("reading {}: {e}", p.display())))?;
             (Some(text), "active")
         }
@@ -1025,9 +1026,9 @@ fn export_configuration(
         (Some(c), Some(k)) => {
             let (c, k) = (callers(cwd, c)?, callers(cwd, k)?);
             Some(ClientIdentity {
-                certificate: std::fs::read_to_string(&c)
+                certificate: read_regular_text(&c, PKI_LIMIT)
                     .map_err(|e| invalid(format!("cannot read {}: {e}", c.display())))?,
-                key: std::fs::read_to_string(&k)
+                key: read_regular_text(&k, PKI_LIMIT)
                     .map_err(|e| invalid(format!("cannot read {}: {e}", k.display())))?,
             })
         }
