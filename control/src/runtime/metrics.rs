@@ -4,8 +4,9 @@
 //!
 //! Several scrapers are served at once (`MAX_PEERS`; more wait in the listener's backlog and
 //! are taken as others end), each with `DEADLINE` to send its request and again to take each
-//! part of the answer, as the admin socket's peers: a peer that connects and sends nothing, or
-//! reads nothing, is dropped then, and meanwhile delays no other scrape. Nothing here touches
+//! part of the answer, as the admin socket's peers, and `LIFETIME` from its acceptance for the
+//! whole exchange: a peer that connects and sends nothing, or reads nothing, is dropped then,
+//! one that reads ever so slowly at its `LIFETIME`, and meanwhile none delays another scrape. Nothing here touches
 //! the control thread (admin verbs, handshakes, timers, signals), which only updates the
 //! recorder.
 //!
@@ -24,6 +25,10 @@ use super::log;
 /// How long a scraper has to send its request from when it is accepted, and then to take each
 /// part of the answer (the admin socket's `ADMIN_DEADLINE`).
 pub const DEADLINE: Duration = Duration::from_secs(5);
+/// How long a scraper has from when it is accepted for its request and the whole answer, however
+/// steadily it takes parts of it: else a few peers that each take a byte now and then would
+/// keep every place for as long as they like.
+pub const LIFETIME: Duration = Duration::from_secs(10);
 /// How many scrapers are served at once; more wait to be accepted, so that peers that never
 /// finish cannot take every descriptor the process may open.
 pub const MAX_PEERS: usize = 16;
@@ -42,8 +47,10 @@ struct Peer {
     outbox: Vec<u8>,
     written: usize,
     /// When it is dropped if it has not finished (`deadline` from its acceptance, from its
-    /// answer, and from each part of it taken).
+    /// answer, and from each part of it taken; never after `ends`).
     until: Instant,
+    /// When it is dropped whatever it does (`lifetime` from its acceptance).
+    ends: Instant,
 }
 
 /// The endpoint's listener, recorder handle and the scrapers being served.
@@ -53,12 +60,15 @@ pub struct MetricsServer {
     handle: PrometheusHandle,
     peers: Vec<Option<Peer>>,
     deadline: Duration,
+    /// Each peer's time for its whole exchange.
+    lifetime: Duration,
     /// When to try accepting again after a failure, if one is pending.
     accept_at: Option<Instant>,
 }
 
 impl MetricsServer {
-    /// Serves `handle`'s text on `listener` once `run`, each peer having `deadline`.
+    /// Serves `handle`'s text on `listener` once `run`, each peer having `deadline` for each
+    /// step and `LIFETIME` for the whole exchange (`with_lifetime`).
     ///
     /// # Errors
     /// The listener cannot be made non-blocking, or the event loop cannot be made.
@@ -78,8 +88,16 @@ impl MetricsServer {
             handle,
             peers: (0..MAX_PEERS).map(|_| None).collect(),
             deadline,
+            lifetime: LIFETIME,
             accept_at: None,
         })
+    }
+
+    /// Gives each peer `lifetime` from its acceptance for the whole exchange instead.
+    #[must_use]
+    pub fn with_lifetime(mut self, lifetime: Duration) -> Self {
+        self.lifetime = lifetime;
+        self
     }
 
     /// The address it listens on.
@@ -147,12 +165,15 @@ impl MetricsServer {
             {
                 continue;
             }
+            let now = Instant::now();
+            let ends = now + self.lifetime;
             self.peers[slot] = Some(Peer {
                 stream,
                 inbox: Vec::new(),
                 outbox: Vec::new(),
                 written: 0,
-                until: Instant::now() + self.deadline,
+                until: (now + self.deadline).min(ends),
+                ends,
             });
         }
     }
@@ -246,19 +267,20 @@ impl MetricsServer {
             answer.push_str(&body);
         }
         peer.outbox = answer.into_bytes();
-        peer.until = Instant::now() + self.deadline;
+        peer.until = (Instant::now() + self.deadline).min(peer.ends);
         true
     }
 
     /// Writes what it can; returns false once everything is written (close) or on error. A
-    /// peer that takes part of its answer has the deadline again for the next.
+    /// peer that takes part of its answer has the deadline again for the next, within its
+    /// lifetime.
     #[allow(clippy::disallowed_methods)] // a shell's thread: it reads the clock
     fn flush(&self, peer: &mut Peer) -> bool {
         while peer.written < peer.outbox.len() {
             match peer.stream.write(&peer.outbox[peer.written..]) {
                 Ok(n) => {
                     peer.written += n;
-                    peer.until = Instant::now() + self.deadline;
+                    peer.until = (Instant::now() + self.deadline).min(peer.ends);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -364,6 +386,85 @@ mod tests {
         let mut buf = [0u8; 16];
         for q in &mut quiet {
             assert_eq!(q.read(&mut buf).expect("closed, not timed out"), 0);
+        }
+    }
+
+    /// Peers that take their answer ever so slowly, a part now and then, are dropped at their
+    /// lifetime however steadily they read: with every place taken by such peers, a scraper
+    /// waiting in the backlog is answered once their lifetime is up. The answer is made large
+    /// (long label values) and the sockets' buffers small, so that the answer is taken in many
+    /// parts.
+    #[test]
+    #[allow(clippy::disallowed_methods)] // a test's peers wait and read the clock
+    fn slow_readers_are_dropped_at_their_lifetime() {
+        use std::os::fd::AsFd;
+
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let pad = "x".repeat(10_000);
+        ::metrics::with_local_recorder(&recorder, || {
+            for i in 0..100 {
+                ::metrics::counter!("sluice_test_total", "i" => i.to_string(), "pad" => pad.clone())
+                    .increment(1);
+            }
+        });
+        let size = handle.render().len();
+        assert!(size > 1_000_000, "{size}");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        // The accepted sockets take the listener's send buffer: small, the answer goes in
+        // parts.
+        rustix::net::sockopt::set_socket_send_buffer_size(listener.as_fd(), 4096)
+            .expect("SO_SNDBUF");
+        let server = MetricsServer::new(listener, handle, Duration::from_secs(2))
+            .expect("server")
+            .with_lifetime(Duration::from_secs(4));
+        let addr = server.local_addr().expect("address");
+        std::thread::spawn(move || server.run());
+
+        // Past their lifetime they take what was already sent, and then see the end.
+        let give_up = std::time::Instant::now() + Duration::from_secs(30);
+        let readers: Vec<_> = (0..MAX_PEERS)
+            .map(|_| {
+                let fd = rustix::net::socket(
+                    rustix::net::AddressFamily::INET,
+                    rustix::net::SocketType::STREAM,
+                    None,
+                )
+                .expect("socket");
+                rustix::net::sockopt::set_socket_recv_buffer_size(&fd, 4096).expect("SO_RCVBUF");
+                rustix::net::connect(&fd, &addr).expect("connect");
+                let mut s = TcpStream::from(fd);
+                s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                    .expect("request");
+                // A kilobyte every 200 ms: a part taken well within each deadline.
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 1024];
+                    let mut got = 0;
+                    while std::time::Instant::now() < give_up {
+                        std::thread::sleep(Duration::from_millis(200));
+                        match s.read(&mut buf) {
+                            Ok(0) | Err(_) => return (got, true),
+                            Ok(n) => got += n,
+                        }
+                    }
+                    (got, false)
+                })
+            })
+            .collect();
+        // Let them take every place first.
+        std::thread::sleep(Duration::from_millis(500));
+        let answer = scrape(addr, Duration::from_secs(15));
+        let answer = answer.expect("answered once the slow readers' lifetime is up");
+        assert!(
+            answer.starts_with("HTTP/1.1 200 OK\r\n"),
+            "{}",
+            &answer[..100]
+        );
+        assert!(answer.len() > size, "{}", answer.len());
+        for r in readers {
+            let (got, ended) = r.join().expect("reader");
+            assert!(ended, "a slow reader was not dropped (took {got} bytes)");
+            assert!(got < size, "a slow reader took the whole answer");
         }
     }
 }
