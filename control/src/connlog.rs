@@ -5,7 +5,7 @@
 //! It records who connected from where and how much traffic flowed, never credentials: the
 //! record type has no field that could hold a password, key or TOTP code.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -252,15 +252,12 @@ impl RotatingLog {
     }
 
     fn reopen(&mut self) -> io::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&self.path)?;
+        // Only a regular file: a FIFO would hold the control thread, a device (/dev/null) be
+        // renamed away at the first rotation.
+        let f = crate::config::files::open_append_regular(&self.path, 0o600)?;
         self.size = f.metadata()?.len();
         self.file = Some(f);
         Ok(())
@@ -454,6 +451,45 @@ mod tests {
             format!("{}\n{}\n", line('g'), line('h'))
         );
         assert!(!dir.path().join("ep.log.2").exists());
+    }
+
+    /// A log path that names a FIFO is refused at once, not waited on (for a reader, the control
+    /// thread with it); one that names a device (a node like /dev/null, made in the temporary
+    /// directory) is refused, its lines not written, and it is never rotated (renamed away).
+    #[test]
+    fn a_log_that_is_not_a_regular_file_is_refused_and_never_rotated() {
+        use crate::config::files::tests::{fifo_in, within};
+        use std::os::unix::fs::FileTypeExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = fifo_in(dir.path());
+        let p = fifo.clone();
+        let e = within("opening a FIFO as the log", move || {
+            RotatingLog::open(&p, 100, 2).err()
+        })
+        .expect("refused");
+        assert_eq!(e.to_string(), "not a regular file");
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("SKIPPED the device part: making a device node needs root");
+            return;
+        }
+        let null = dir.path().join("null");
+        let made = std::process::Command::new("mknod")
+            .arg(&null)
+            .args(["c", "1", "3"])
+            .status()
+            .unwrap();
+        assert!(made.success(), "mknod");
+        let (mut log, err) = RotatingLog::open_or_later(&null, 100, 2);
+        assert_eq!(err.unwrap().to_string(), "not a regular file");
+        for _ in 0..5 {
+            assert!(log.append(&"x".repeat(39)).is_err());
+        }
+        assert!(std::fs::metadata(&null)
+            .unwrap()
+            .file_type()
+            .is_char_device());
+        assert!(!dir.path().join("null.1").exists());
     }
 
     /// A log that cannot be opened at first is opened at its first line that can be written.

@@ -177,17 +177,14 @@ pub fn is_read_only(cli: &Cli) -> bool {
 /// # Errors
 /// Any I/O error.
 pub fn append(path: &Path, event: &Value) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let mut line = serde_json::to_string(event).map_err(std::io::Error::other)?;
     line.push('\n');
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)?;
+    // Only a regular file: a FIFO without a reader would hold the verb (the daemon's control
+    // thread with it).
+    let mut f = crate::config::files::open_append_regular(path, 0o600)?;
     let before = f.metadata()?.len();
     f.write_all(line.as_bytes()).inspect_err(|_| {
         // A write cut short (the disk full) would leave the start of the line, and the next
@@ -248,5 +245,19 @@ mod tests {
         for l in &lines {
             serde_json::from_str::<serde_json::Value>(l).expect("each line is one event");
         }
+    }
+
+    /// A trail that is a FIFO is refused at once, not waited on (for a reader: the verb, and the
+    /// daemon's control thread with it, would wait for good).
+    #[test]
+    fn a_trail_that_is_a_fifo_is_refused_at_once() {
+        use crate::config::files::tests::{fifo_in, within};
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let fifo = fifo_in(tmp.path());
+        let e = within("appending to a FIFO", move || {
+            super::append(&fifo, &serde_json::json!({ "eventName": "x" })).err()
+        })
+        .expect("refused");
+        assert_eq!(e.to_string(), "not a regular file");
     }
 }

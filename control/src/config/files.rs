@@ -1,13 +1,15 @@
-//! Opening and reading the files the configuration names (certificates, keys, CRLs, the users
-//! file, the configuration itself) and those an admin verb is given: only regular files, and
-//! no more than a bound.
+//! Opening the files the configuration names (certificates, keys, CRLs, the users file, the
+//! connection log and the audit trail) and those an admin verb is given: only regular files,
+//! and no more read than a bound.
 //!
-//! A FIFO opened for reading waits for a writer, and the control thread with it (at start, at a
-//! reload, in a verb), for good; a device such as `/dev/zero` is read until the memory runs out,
-//! as is a sparse file of some GiB. Each is refused at once here with an error that says why.
+//! A FIFO opened for reading waits for a writer, for writing for a reader, and the control
+//! thread with it (at start, at a reload, in a verb), for good; a device such as `/dev/zero` is
+//! read until the memory runs out, as is a sparse file of some GiB; a log that is a device
+//! (`/dev/null`) would be rotated, renamed away. Each is refused at once here with an error
+//! that says why.
 
 use std::fs::{File, Metadata, OpenOptions};
-use std::io::Read;
+use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -70,6 +72,34 @@ pub fn read_regular_text(path: &Path, limit: u64) -> Result<String, String> {
         .map_err(|_| "stream did not contain valid UTF-8".to_owned())
 }
 
+/// Opens the regular file at `path` to append to it, creating it with `mode` if it is not
+/// there, without waiting (a FIFO without a reader would hold the caller).
+///
+/// # Errors
+/// The open fails; `path` names something other than a regular file: an error whose text is
+/// "not a regular file". The message does not name the file: callers do.
+pub fn open_append_regular(path: &Path, mode: u32) -> io::Result<File> {
+    let not_regular = || io::Error::other("not a regular file");
+    let file = match OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(mode)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+    {
+        Ok(f) => f,
+        // ENXIO: a FIFO without a reader.
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NXIO.raw_os_error()) => {
+            return Err(not_regular())
+        }
+        Err(e) => return Err(e),
+    };
+    if !file.metadata()?.is_file() {
+        return Err(not_regular());
+    }
+    Ok(file)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use std::path::{Path, PathBuf};
@@ -118,7 +148,7 @@ pub(crate) mod tests {
         let fifo = fifo_in(d.path());
         let huge = huge_in(d.path());
         for (path, says) in [
-            (fifo, "not a regular file".to_owned()),
+            (fifo.clone(), "not a regular file".to_owned()),
             (PathBuf::from("/dev/zero"), "not a regular file".to_owned()),
             (d.path().to_path_buf(), "not a regular file".to_owned()),
             (huge, format!("larger than {PKI_LIMIT} bytes (the limit)")),
@@ -130,6 +160,22 @@ pub(crate) mod tests {
             .expect_err("refused");
             assert_eq!(e, says, "{}", path.display());
         }
+        for path in [fifo, PathBuf::from("/dev/null")] {
+            let p = path.clone();
+            let e = within(&format!("opening {}", path.display()), move || {
+                open_append_regular(&p, 0o600)
+            })
+            .expect_err("refused");
+            assert_eq!(e.to_string(), "not a regular file", "{}", path.display());
+        }
+        let log = d.path().join("a.log");
+        std::fs::write(&log, "kept\n").expect("write");
+        std::io::Write::write_all(
+            &mut open_append_regular(&log, 0o600).expect("open"),
+            b"more\n",
+        )
+        .expect("append");
+        assert_eq!(std::fs::read_to_string(&log).expect("read"), "kept\nmore\n");
         let small = d.path().join("small.pem");
         std::fs::write(&small, "x".repeat(10)).expect("write");
         assert_eq!(read_regular(&small, 10).expect("read").len(), 10);
