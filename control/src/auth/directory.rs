@@ -16,7 +16,6 @@
 //! or read it while it holds TOTP secrets (kept in plain text, unlike the password hashes).
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
@@ -25,6 +24,7 @@ use argon2::Argon2;
 use serde::Deserialize;
 
 use crate::config::error::line_col;
+use crate::config::files::USERS_LIMIT;
 use crate::connlog::FailureReason;
 
 /// A user as the directory knows them. Its Debug output shows whether a TOTP secret is set,
@@ -121,7 +121,7 @@ impl UsersFileDirectory {
         // Without waiting, and only a regular file: a FIFO would hold the control thread (a
         // reload), a device (/dev/zero) fill the memory. The owner and mode are those of the
         // file read, not of whatever the name points to a moment later.
-        let (mut file, meta) = crate::config::files::open_regular(path).map_err(at)?;
+        let (file, meta) = crate::config::files::open_regular(path).map_err(at)?;
         let mode = meta.permissions().mode() & 0o7777;
         let me = rustix::process::geteuid().as_raw();
         if meta.uid() != 0 && meta.uid() != me {
@@ -137,9 +137,9 @@ impl UsersFileDirectory {
                  chmod 600 (or 640 for a group of readers) it"
             )));
         }
-        let mut text = String::new();
-        file.read_to_string(&mut text)
-            .map_err(|e| at(e.to_string()))?;
+        let text = crate::config::files::read_opened(file, &meta, USERS_LIMIT).map_err(at)?;
+        let text = String::from_utf8(text)
+            .map_err(|_| at("stream did not contain valid UTF-8".to_owned()))?;
         let dir = Self::parse(&text).map_err(|e| format!("{}:{e}", path.display()))?;
         if mode & 0o004 != 0 && dir.users.values().any(|(_, u)| u.totp_secret.is_some()) {
             return Err(at(format!(
@@ -429,6 +429,27 @@ mod tests {
                 .expect_err("not a users file");
             assert_eq!(e, format!("{}: not a regular file", path.display()));
         }
+    }
+
+    /// A users file larger than USERS_LIMIT (a sparse 2 GiB file) is refused at once, not read
+    /// whole.
+    #[test]
+    fn refuses_a_file_too_large() {
+        use crate::config::files::tests::{huge_in, within};
+        let d = tempfile::tempdir().expect("temporary directory");
+        let huge = huge_in(d.path());
+        let p = huge.clone();
+        let e = within("loading a 2 GiB users file", move || {
+            UsersFileDirectory::load(&p).map(|_| ())
+        })
+        .expect_err("too large");
+        assert_eq!(
+            e,
+            format!(
+                "{}: larger than {USERS_LIMIT} bytes (the limit)",
+                huge.display()
+            )
+        );
     }
 
     /// A users file owned by another user than root and the process's is refused, whatever

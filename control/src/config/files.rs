@@ -18,8 +18,9 @@ use std::path::Path;
 pub const PKI_LIMIT: u64 = 1 << 20;
 /// The largest CRL file read: a CRL of a million serial numbers is some tens of MiB.
 pub const CRL_LIMIT: u64 = 64 << 20;
-/// The largest configuration file read.
-pub const CONFIG_LIMIT: u64 = 16 << 20;
+/// The largest users file read: a hundred thousand users with their hashes and TOTP secrets
+/// are some tens of MiB.
+pub const USERS_LIMIT: u64 = 64 << 20;
 
 /// Opens `path` for reading without waiting (O_NONBLOCK, which reads of a regular file do not
 /// heed) and returns it with its metadata (of the file opened, not of whatever the name points
@@ -48,6 +49,15 @@ pub fn open_regular(path: &Path) -> Result<(File, Metadata), String> {
 /// does not name the file: callers do.
 pub fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
     let (file, meta) = open_regular(path)?;
+    read_opened(file, &meta, limit)
+}
+
+/// Reads `file` (opened by `open_regular`, `meta` its metadata) whole, if it holds at most
+/// `limit` bytes.
+///
+/// # Errors
+/// As `read_regular`.
+pub fn read_opened(file: File, meta: &Metadata, limit: u64) -> Result<Vec<u8>, String> {
     let too_large = || format!("larger than {limit} bytes (the limit)");
     if meta.len() > limit {
         return Err(too_large());
