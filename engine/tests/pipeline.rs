@@ -882,21 +882,7 @@ fn clients_fragments_leave_with_identifications_of_their_own() {
     assert!(out.iter().all(|f| ip_of(f).verify_checksum()));
     assert_eq!((idents[0], idents[1]), (idents[2], idents[3]), "{idents:?}");
     assert_ne!(idents[0], idents[1], "{idents:?}");
-    let whole = testkit::reassemble(&out);
-    assert_eq!(whole.len(), 2);
-    let mut payloads: Vec<u8> = whole
-        .iter()
-        .map(|w| {
-            let p = ip_of(w);
-            let u = UdpPacket::new_checked(p.payload()).unwrap();
-            assert!(u.verify_checksum(p.src(), p.dst()), "intact at the host");
-            assert_eq!(u.payload().len(), 1800);
-            assert!(u.payload().iter().all(|&x| x == u.payload()[0]));
-            u.payload()[0]
-        })
-        .collect();
-    payloads.sort_unstable();
-    assert_eq!(payloads, [0x11, 0x22]);
+    two_intact_datagrams(&out);
 }
 
 /// The lab's two cores (core 0 and 1 of 2, meshed for handoffs), each with its mailbox, made
@@ -2919,7 +2905,14 @@ fn whole_packets_cut_for_the_inside_mtu_leave_with_identifications_of_the_cores(
     assert!(out.iter().all(|f| ip_of(f).verify_checksum()));
     assert_eq!((idents[0], idents[2]), (idents[1], idents[3]), "{idents:?}");
     assert_ne!(idents[0], idents[2], "{idents:?}");
-    let whole = testkit::reassemble(&out);
+    two_intact_datagrams(&out);
+}
+
+/// What two clients sent the host, 1800 bytes of UDP payload each (all 0x11 from one, all 0x22
+/// from the other), in the fragments `out`: they reassemble into exactly two intact datagrams,
+/// one of each, not into one made of both.
+fn two_intact_datagrams(out: &[Vec<u8>]) {
+    let whole = testkit::reassemble(out);
     assert_eq!(whole.len(), 2);
     let mut payloads: Vec<u8> = whole
         .iter()
