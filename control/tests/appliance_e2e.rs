@@ -11,8 +11,9 @@
 //! The client connects, pings the VPC host through the tunnel, its UDP datagram reaches the
 //! host from the ENI address (SNAT), the connection is listed live with its traffic, a denied
 //! destination gets nothing, and terminating the connection disconnects the client. The
-//! daemon then stops cleanly on SIGTERM. Also: groups through a full tunnel, and two
-//! endpoints with a client each at once. Namespaces and processes go away even on failure.
+//! daemon then stops cleanly on SIGTERM. Also: groups through a full tunnel, two endpoints
+//! with a client each at once, and path MTU discovery through the appliance both ways.
+//! Namespaces and processes go away even on failure.
 
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
@@ -803,6 +804,250 @@ fn reaches(ns: &Netns, dst: &str) -> bool {
     ns.exec(&["ping", "-c", "2", "-i", "0.3", "-W", "2", dst])
         .status
         .success()
+}
+
+/// The first lab's three namespaces (client, appliance, VPC host at 172.31.1.10) with its
+/// configuration, the inside port's `mtu` and the VPC host's link at `inside_mtu`, the daemon
+/// running and the client connected with `client_args` besides its `.ovpn`. Dropped, the
+/// client and the daemon stop before the namespaces and the directory go.
+///
+/// DPDK 22.11's af_packet PMD takes no MTU over 1500 (its largest frame is 1518 bytes: the
+/// port does not start), nor does its TAP PMD (1522), so an inside port with a wider MTU is a
+/// pcap PMD port on the same veth instead; it takes frames of any length, and fragments as
+/// they come (no socket fanout reassembles them first, as af_packet's does).
+struct OneClient {
+    _client: Proc,
+    _daemon: Proc,
+    client_log: PathBuf,
+    daemon_log: PathBuf,
+    cli: Netns,
+    vpc: Netns,
+    _app: Netns,
+    _start: Start,
+}
+
+impl OneClient {
+    fn start(tag: &str, inside_mtu: u16, client_args: &[&str]) -> Self {
+        let start = Start::new();
+        let (pid, d) = (start.pid, start.dir.path());
+        let app = Netns::new(&format!("{tag}-app"));
+        let cli = Netns::new(&format!("{tag}-cli"));
+        let vpc = Netns::new(&format!("{tag}-vpc"));
+        let vpc_if = format!("vi{pid}");
+        app.veth_to(&start.out_if, &cli, &format!("co{pid}"), "192.168.50.2/24");
+        app.veth_to(&start.in_if, &vpc, &vpc_if, "172.31.1.10/24");
+        let mtu = inside_mtu.to_string();
+        app.exec_ok(&["ip", "link", "set", &start.in_if, "mtu", &mtu]);
+        vpc.exec_ok(&["ip", "link", "set", &vpc_if, "mtu", &mtu]);
+        let config = write_config(d, &start.pki, &start.out_if, &start.in_if);
+        let text = read(&config);
+        let inside = "ip = \"172.31.1.5/24\"";
+        assert!(text.contains(inside), "the lab's inside port:\n{text}");
+        let mut text = text.replacen(inside, &format!("{inside}\nmtu = {inside_mtu}"), 1);
+        if inside_mtu > 1500 {
+            let af_packet = format!("net_af_packet1,iface={}", start.in_if);
+            assert!(text.contains(&af_packet), "the lab's inside port:\n{text}");
+            text = text.replacen(&af_packet, &format!("net_pcap0,iface={}", start.in_if), 1);
+        }
+        std::fs::write(&config, text).unwrap();
+        let ovpn = validate_and_export(&config, &start.pki, &d.join("client1.ovpn"));
+        let daemon_log = d.join("sluice.log");
+        let daemon = start_daemon(&app, &config, &daemon_log);
+        let client_log = d.join("client.log");
+        let client = start_client(&cli, &ovpn, &client_log, client_args);
+        wait_for("the client to connect", Duration::from_secs(40), || {
+            read(&client_log).contains("Initialization Sequence Completed")
+        });
+        Self {
+            _client: client,
+            _daemon: daemon,
+            client_log,
+            daemon_log,
+            cli,
+            vpc,
+            _app: app,
+            _start: start,
+        }
+    }
+
+    /// The client's and the daemon's logs, for a failure's message.
+    fn logs(&self) -> String {
+        format!(
+            "client log:\n{}\ndaemon log:\n{}",
+            read(&self.client_log),
+            read(&self.daemon_log)
+        )
+    }
+}
+
+/// What `ip route get <dst>` says in `ns` (with the PMTU the kernel has cached for `dst`, if
+/// any, on its `cache` line).
+fn route_to(ns: &Netns, dst: &str) -> String {
+    String::from_utf8_lossy(&ns.exec_ok(&["ip", "route", "get", dst]).stdout).into_owned()
+}
+
+/// Path MTU discovery through the appliance, as a VPC host's kernel and the client's see it,
+/// with the inside link wider than the tunnel (inside port `mtu = 2000`, the host's link too;
+/// the tunnel's is the pushed tun-mtu 1500). A host cannot send to a client's tunnel address
+/// unasked (clients are SNATed to the ENI, as on AWS), so what the host sends are replies to
+/// the client's traffic, addressed to the ENI.
+///
+/// DF clear: the client's `ping -M dont -s 1800` leaves it in inner fragments, the host puts
+/// them together and answers with one 1828-byte echo reply (a kernel's ICMP replies do not
+/// set DF), which the appliance cuts into fragments sealed each on its own, and the client's
+/// kernel reassembles. DF set: the host answers the client's datagram with 1800 bytes from a
+/// plain UDP socket (the kernel sets DF on what fits its PMTU); the appliance answers with a
+/// fragmentation needed carrying 1500, and the host's kernel caches PMTU 1500 for the ENI;
+/// the same datagram sent again leaves the host in fragments and reaches the client.
+///
+/// The other way (client to network, against an inside port's MTU) needs a client packet
+/// longer than the inside MTU, at least 1500 in the configuration, so a client at the pushed
+/// tun-mtu 1500 never sends one; `a_client_with_a_wider_tunnel_learns_the_inside_mtu` raises
+/// the client's own tun-mtu for that.
+#[test]
+fn a_vpc_host_on_a_wider_link_learns_the_tunnels_mtu_and_its_long_replies_reach_the_client() {
+    let lab = OneClient::start("pmtu", 2000, &[]);
+    let (cli, vpc) = (&lab.cli, &lab.vpc);
+
+    let ping = cli.exec(&[
+        "ping",
+        "-M",
+        "dont",
+        "-s",
+        "1800",
+        "-c",
+        "2",
+        "-i",
+        "0.3",
+        "-W",
+        "2",
+        "172.31.1.10",
+    ]);
+    let said = String::from_utf8_lossy(&ping.stdout);
+    assert!(
+        ping.status.success() && said.contains("1808 bytes from 172.31.1.10"),
+        "an 1828-byte echo through the tunnel, DF clear:\n{said}\n{}",
+        lab.logs()
+    );
+
+    let host = vpc.bind_udp("172.31.1.10:7777");
+    host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let client = cli
+        .command(&[
+            "python3",
+            "-c",
+            "import socket\n\
+             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             s.settimeout(5)\n\
+             s.sendto(b'hello', ('172.31.1.10', 7777))\n\
+             got = []\n\
+             try:\n\
+             \x20   while not got or got[-1] < 1800:\n\
+             \x20       got.append(len(s.recv(4096)))\n\
+             except socket.timeout:\n\
+             \x20   pass\n\
+             print(got)",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let (n, eni) = host
+        .recv_from(&mut buf)
+        .expect("the client's datagram reached the VPC host");
+    assert_eq!(
+        (&buf[..n], eni.ip().to_string()),
+        (&b"hello"[..], "172.31.1.5".to_owned())
+    );
+    assert!(
+        !route_to(vpc, "172.31.1.5").contains("mtu"),
+        "no PMTU cached before:\n{}",
+        route_to(vpc, "172.31.1.5")
+    );
+    let reply = [b'r'; 1800];
+    host.send_to(&reply, eni).unwrap();
+    let mut cached = route_to(vpc, "172.31.1.5");
+    for _ in 0..50 {
+        if cached.contains("mtu 1500") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        cached = route_to(vpc, "172.31.1.5");
+    }
+    assert!(
+        cached.contains("mtu 1500"),
+        "the host's kernel learns the tunnel's MTU from the appliance's answer:\n{cached}\n{}",
+        lab.logs()
+    );
+    host.send_to(&reply, eni).unwrap();
+    let out = client.wait_with_output().unwrap();
+    let got = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        got.trim(),
+        "[1800]",
+        "what reached the client: the first 1800 bytes were answered, the second reached it in \
+         fragments:\n{}\nhost's route: {cached}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        lab.logs()
+    );
+}
+
+/// Path MTU discovery through the appliance the other way, as the client's kernel sees it: a
+/// client that set its own tun-mtu 1600 (ignoring the pushed 1500) sends packets longer than
+/// the inside port's MTU (1500). DF clear: its `ping -M dont -s 1572` leaves the appliance for
+/// the host in fragments, and the host's 1600-byte reply, which its kernel sends in fragments,
+/// reaches the client cut to the tunnel's MTU. DF set: its `ping -M do` gets a fragmentation
+/// needed carrying 1500 from the tunnel's gateway, and the client's kernel caches PMTU 1500
+/// for the host.
+#[test]
+fn a_client_with_a_wider_tunnel_learns_the_inside_mtu() {
+    let wider = ["--tun-mtu", "1600", "--pull-filter", "ignore", "tun-mtu"];
+    let lab = OneClient::start("pmtuc", 1500, &wider);
+    let cli = &lab.cli;
+    assert!(
+        read(&lab.client_log).contains("mtu 1600 for tun0"),
+        "the client's own tun-mtu:\n{}",
+        lab.logs()
+    );
+    let ping = |df: &str, count: &str| {
+        let out = cli.exec(&[
+            "ping",
+            "-M",
+            df,
+            "-s",
+            "1572",
+            "-c",
+            count,
+            "-i",
+            "0.3",
+            "-W",
+            "2",
+            "172.31.1.10",
+        ]);
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.success(), said)
+    };
+    let (ok, said) = ping("dont", "2");
+    assert!(
+        ok && said.contains("1580 bytes from 172.31.1.10"),
+        "a 1600-byte echo through the tunnel, DF clear:\n{said}\n{}",
+        lab.logs()
+    );
+    assert!(
+        !route_to(cli, "172.31.1.10").contains("mtu"),
+        "no PMTU cached before:\n{}",
+        route_to(cli, "172.31.1.10")
+    );
+    let (ok, said) = ping("do", "1");
+    let cached = route_to(cli, "172.31.1.10");
+    assert!(
+        !ok && said.contains("From 10.200.0.1")
+            && said.contains("mtu = 1500")
+            && cached.contains("mtu 1500"),
+        "a 1600-byte echo with DF set:\n{said}\nthe client's route: {cached}\n{}",
+        lab.logs()
+    );
 }
 
 /// The guide's scenarios with groups: a VPC, a peered VPC (route plus rule for engineering),
