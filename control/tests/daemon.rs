@@ -1036,3 +1036,99 @@ fn every_reload_is_audited() {
         "nothing more in the daemon's trail"
     );
 }
+
+/// A peer of the admin socket that takes a large answer slowly, each part well within the
+/// deadline, is cut off at its lifetime (30 s from its acceptance) with the reason in the log,
+/// rather than served for as long as it likes: it sees the end of the answer before all of it.
+#[test]
+fn a_slow_reader_of_a_large_answer_is_cut_off_at_its_lifetime() {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let socket = d.join("admin.sock");
+    let config = plain_config(d, "sluice.toml", &socket);
+    let pki = pki();
+    let create = create_args("server.crt", "server.key", "ca.crt", "logs/ep.log");
+    let (code, out, err) = sluice_in(pki, &config, &strs(&create));
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let id = v["ClientVpnEndpointId"].as_str().expect("id").to_owned();
+    // A hundred rules with long descriptions make the answer to
+    // describe-client-vpn-authorization-rules some MiB: at the pace below it takes about a
+    // minute to read whole.
+    let mut text = std::fs::read_to_string(&config).expect("read");
+    let description = "x".repeat(50_000);
+    for i in 0..100 {
+        text.push_str(&format!(
+            "\n[[endpoint.authorization_rule]]\ndestination_cidr = \"10.{i}.0.0/16\"\n\
+             authorize_all_groups = true\ndescription = \"{description}\"\n"
+        ));
+    }
+    std::fs::write(&config, text).expect("write");
+    let size = 100 * description.len();
+    let mut daemon = start_plain(&config, &socket, d);
+
+    let since = Instant::now();
+    let mut peer = std::os::unix::net::UnixStream::connect(&socket).expect("connect");
+    peer.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    let request = serde_json::json!({
+        "args": ["describe-client-vpn-authorization-rules", "--client-vpn-endpoint-id", id],
+    });
+    peer.write_all(format!("{request}\n").as_bytes())
+        .expect("request");
+    let cut = Arc::new(AtomicBool::new(false));
+    let told = Arc::clone(&cut);
+    // 32 KiB every 300 ms (about 100 KiB/s): the daemon's send buffer drains, and the daemon
+    // writes the next part, every second or two, well within each 5 s deadline. Once the
+    // daemon said it cut the peer off, the rest already sent is read at once, to the end.
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 32 << 10];
+        let mut got = 0;
+        while !told.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(300));
+            match peer.read(&mut buf) {
+                Ok(0) => return (got, Ok(())),
+                Ok(n) => got += n,
+                Err(e) => return (got, Err(e)),
+            }
+        }
+        let mut rest = Vec::new();
+        let ended = peer.read_to_end(&mut rest).map(|_| ());
+        (got + rest.len(), ended)
+    });
+    // The lifetime, and time to spare; the whole answer takes longer at this pace.
+    let give_up = since + Duration::from_secs(45);
+    while !daemon
+        .log()
+        .contains("dropped: its answer not all read within its 30 s")
+    {
+        if Instant::now() >= give_up {
+            cut.store(true, Ordering::Relaxed);
+            let _ = reader.join();
+            panic!(
+                "a slow reader was not cut off within {:?}; the daemon's log:\n{}",
+                since.elapsed(),
+                daemon.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let took = since.elapsed();
+    cut.store(true, Ordering::Relaxed);
+    let (got, ended) = reader.join().expect("reader");
+    assert!(
+        took >= Duration::from_secs(30),
+        "cut off after only {took:?}"
+    );
+    assert!(ended.is_ok(), "no end of the answer: {ended:?}");
+    assert!(
+        got < size,
+        "the slow reader took the whole answer ({got} bytes)"
+    );
+    assert!(got > 1 << 20, "only {got} bytes were read before the cut");
+    // Others are served meanwhile and after.
+    let (code, _, err) = sluice(&config, &["describe-client-vpn-endpoints"]);
+    assert_eq!(code, 0, "{err}");
+    daemon.await_condition("still running", |_| true);
+}

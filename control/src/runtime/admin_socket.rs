@@ -9,7 +9,8 @@
 //! without `config`: `sluice top`'s, and the probe of `sluice run`); for another file it answers
 //! `not_its_file`, and the CLI works on that file itself. Response:
 //! `{"exit": 0, "stdout": "...", "stderr": ""}`. Requests are bounded in size, and peers in
-//! time (a few seconds to send the request, and to take each part of the answer) and in number
+//! time (a few seconds to send the request, and to take each part of the answer; half a
+//! minute, the verb's own time aside, for the whole exchange) and in number
 //! (the rest wait to be accepted); a peer that is not root (or the daemon's own user) is refused
 //! before it can send anything. Fields added later are optional both ways, so a request or
 //! answer without them means what it did before.

@@ -51,6 +51,12 @@ const METRICS_EVERY: Duration = Duration::from_millis(250);
 /// is dropped after it (with the reason in the log) rather than holding its descriptor and
 /// buffers for ever.
 const ADMIN_DEADLINE: Duration = Duration::from_secs(5);
+/// How long an admin peer has from when it is accepted for its request and its whole answer,
+/// the time its verb took aside (that is not the peer's), however steadily it takes parts of
+/// the answer: else a peer that takes a byte now and then of a large answer
+/// (`describe-client-vpn-connections` with many clients) keeps its place for as long as it
+/// likes. A verb's answer of some MiB is taken in well under a second.
+const ADMIN_LIFETIME: Duration = Duration::from_secs(30);
 /// How many admin connections are served at once. More wait in the listener's backlog and are
 /// accepted as others end, so that peers that never finish cannot take every descriptor the
 /// process may open (which would fail the admin socket for everyone, and the files a reload
@@ -121,8 +127,11 @@ struct Conn {
     outbox: Vec<u8>,
     written: usize,
     /// When it is dropped if it has not finished (`ADMIN_DEADLINE`): its whole request is due
-    /// by then, or, once it has its answer, the next part of it read.
+    /// by then, or, once it has its answer, the next part of it read; never after `ends`.
     until: Instant,
+    /// When it is dropped whatever it does (`ADMIN_LIFETIME` from its acceptance, and the time
+    /// its verb took).
+    ends: Instant,
 }
 
 impl Conn {
@@ -432,6 +441,8 @@ impl Daemon {
                 uid,
                 pid: cred.pid.as_raw_nonzero().get(),
             };
+            let now = Instant::now();
+            let ends = now + ADMIN_LIFETIME;
             self.conns.insert(
                 token,
                 Conn {
@@ -440,7 +451,8 @@ impl Daemon {
                     inbox: Vec::new(),
                     outbox: Vec::new(),
                     written: 0,
-                    until: Instant::now() + ADMIN_DEADLINE,
+                    until: (now + ADMIN_DEADLINE).min(ends),
+                    ends,
                 },
             );
             if self.conns.len() == MAX_ADMIN_CONNS {
@@ -469,14 +481,21 @@ impl Daemon {
         for token in overdue {
             if let Some(mut conn) = self.conns.remove(&token) {
                 let what = if conn.outbox.is_empty() {
-                    "no whole request"
+                    format!("no whole request within {} s", ADMIN_DEADLINE.as_secs())
+                } else if conn.ends <= now {
+                    format!(
+                        "its answer not all read within its {} s",
+                        ADMIN_LIFETIME.as_secs()
+                    )
                 } else {
-                    "its answer not read"
+                    format!(
+                        "the next part of its answer not read within {} s",
+                        ADMIN_DEADLINE.as_secs()
+                    )
                 };
                 log(&format!(
-                    "admin connection ({}) dropped: {what} within {} s",
-                    conn.peer(),
-                    ADMIN_DEADLINE.as_secs()
+                    "admin connection ({}) dropped: {what}",
+                    conn.peer()
                 ));
                 let _ = self.poll.registry().deregister(&mut conn.stream);
             }
@@ -543,6 +562,7 @@ impl Daemon {
                 Err(_) => return false,
             }
         }
+        let asked = Instant::now();
         let response = match conn.inbox.iter().position(|b| *b == b'\n') {
             Some(end) => match serde_json::from_slice::<Request>(&conn.inbox[..end]) {
                 Ok(req) => self.handle_request(&req, &conn.caller),
@@ -560,19 +580,22 @@ impl Daemon {
         conn.outbox = serde_json::to_vec(&response).unwrap_or_default();
         conn.outbox.push(b'\n');
         // The time the verb took is not the peer's.
-        conn.until = Instant::now() + ADMIN_DEADLINE;
+        let now = Instant::now();
+        conn.ends += now.saturating_duration_since(asked);
+        conn.until = (now + ADMIN_DEADLINE).min(conn.ends);
         true
     }
 
     /// Writes what it can; returns false once everything is written (close) or on error. A
-    /// peer that takes part of its answer has `ADMIN_DEADLINE` again for the next.
+    /// peer that takes part of its answer has `ADMIN_DEADLINE` again for the next, within its
+    /// lifetime.
     #[allow(clippy::disallowed_methods)] // the runtime shell reads the clock
     fn flush(conn: &mut Conn) -> bool {
         while conn.written < conn.outbox.len() {
             match conn.stream.write(&conn.outbox[conn.written..]) {
                 Ok(n) => {
                     conn.written += n;
-                    conn.until = Instant::now() + ADMIN_DEADLINE;
+                    conn.until = (Instant::now() + ADMIN_DEADLINE).min(conn.ends);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
