@@ -12,7 +12,7 @@
 //!
 //! A runtime shell: it reads the clock and blocks in `poll`.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
-use super::log;
+use super::{log, read_available};
 
 /// How long a scraper has to send its request from when it is accepted, and then to take each
 /// part of the answer (the admin socket's `ADMIN_DEADLINE`).
@@ -229,25 +229,9 @@ impl MetricsServer {
     /// sending something), makes the answer. Returns whether to keep the peer.
     #[allow(clippy::disallowed_methods)] // a shell's thread: it reads the clock
     fn read_request(&self, peer: &mut Peer) -> bool {
-        let mut buf = [0u8; 2048];
-        let mut ended = false;
-        loop {
-            match peer.stream.read(&mut buf) {
-                Ok(0) => {
-                    ended = true;
-                    break;
-                }
-                Ok(n) => {
-                    peer.inbox.extend_from_slice(&buf[..n]);
-                    if peer.inbox.len() > MAX_REQUEST {
-                        return false;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return false,
-            }
-        }
+        let Ok(ended) = read_available(&mut peer.stream, &mut peer.inbox, MAX_REQUEST) else {
+            return false;
+        };
         let head_in = peer.inbox.windows(4).any(|w| w == b"\r\n\r\n")
             || peer.inbox.windows(2).any(|w| w == b"\n\n");
         // A head cut short by the end of the peer's side is answered too.

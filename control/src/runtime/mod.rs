@@ -542,26 +542,14 @@ impl Daemon {
     /// turn: the line before it is still answered, on the side that stays open.
     #[allow(clippy::disallowed_methods)] // the runtime shell reads the clock
     fn read_request(&mut self, conn: &mut Conn) -> bool {
-        let mut buf = [0u8; 4096];
-        let mut ended = false;
-        loop {
-            match conn.stream.read(&mut buf) {
-                Ok(0) => {
-                    ended = true;
-                    break;
-                }
-                Ok(n) => {
-                    conn.inbox.extend_from_slice(&buf[..n]);
-                    if conn.inbox.len() > MAX_REQUEST {
-                        log("admin request over the size limit dropped");
-                        return false;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return false,
+        let ended = match read_available(&mut conn.stream, &mut conn.inbox, MAX_REQUEST) {
+            Ok(ended) => ended,
+            Err(Unread::TooLong) => {
+                log("admin request over the size limit dropped");
+                return false;
             }
-        }
+            Err(Unread::Failed) => return false,
+        };
         let asked = Instant::now();
         let response = match conn.inbox.iter().position(|b| *b == b'\n') {
             Some(end) => match serde_json::from_slice::<Request>(&conn.inbox[..end]) {
@@ -767,6 +755,39 @@ impl Daemon {
     }
 }
 
+/// Why a peer's request is not read on (`read_available`): the peer is dropped.
+#[derive(Debug, PartialEq, Eq)]
+enum Unread {
+    /// It is longer than the most accepted.
+    TooLong,
+    /// The read failed (the peer reset the connection, say).
+    Failed,
+}
+
+/// Reads what the non-blocking `stream` (an admin or a metrics peer) has until it would block,
+/// appending it to `inbox`, which may hold at most `max` bytes. Returns whether the peer ended
+/// its writing side: what it sent before is in `inbox` all the same.
+///
+/// # Errors
+/// `inbox` would hold more than `max` bytes, or a read failed.
+fn read_available(stream: &mut impl Read, inbox: &mut Vec<u8>, max: usize) -> Result<bool, Unread> {
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return Ok(true),
+            Ok(n) => {
+                inbox.extend_from_slice(&buf[..n]);
+                if inbox.len() > max {
+                    return Err(Unread::TooLong);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(Unread::Failed),
+        }
+    }
+}
+
 /// The answer to a request that could not be read.
 fn bad_request(why: &str) -> Response {
     Response {
@@ -882,7 +903,74 @@ fn start_metrics(address: &str) -> Result<Option<metrics::MetricsServer>, RunErr
 
 #[cfg(test)]
 mod tests {
-    use super::shown;
+    use std::collections::VecDeque;
+    use std::io::{self, Read};
+
+    use super::{read_available, shown, Unread};
+
+    /// A peer's side as reads see it: each step a part of what it sent, or an error; past the
+    /// steps, the end of its writing side.
+    struct Peer(VecDeque<io::Result<Vec<u8>>>);
+
+    impl Read for Peer {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            match self.0.pop_front() {
+                None => Ok(0),
+                Some(Ok(part)) => {
+                    let n = part.len().min(buf.len());
+                    buf[..n].copy_from_slice(&part[..n]);
+                    if n < part.len() {
+                        self.0.push_front(Ok(part[n..].to_vec()));
+                    }
+                    Ok(n)
+                }
+                Some(Err(e)) => Err(e),
+            }
+        }
+    }
+
+    fn peer(steps: Vec<io::Result<&[u8]>>) -> Peer {
+        Peer(steps.into_iter().map(|s| s.map(<[u8]>::to_vec)).collect())
+    }
+
+    fn would_block() -> io::Result<&'static [u8]> {
+        Err(io::ErrorKind::WouldBlock.into())
+    }
+
+    /// What has arrived is read until the peer would block (an interrupted read is tried
+    /// again), or to its end (what came before it is kept); more than the most accepted, or a
+    /// failed read, is refused.
+    #[test]
+    fn a_request_is_read_until_it_would_block_or_ends() {
+        let mut inbox = b"{".to_vec();
+        let mut p = peer(vec![
+            Ok(b"\"args\""),
+            Err(io::ErrorKind::Interrupted.into()),
+            Ok(b": []"),
+            would_block(),
+            Ok(b"}\n"),
+        ]);
+        assert_eq!(read_available(&mut p, &mut inbox, 64), Ok(false));
+        assert_eq!(inbox, b"{\"args\": []");
+        assert_eq!(read_available(&mut p, &mut inbox, 64), Ok(true));
+        assert_eq!(inbox, b"{\"args\": []}\n");
+
+        let long = vec![b'x'; 10_000];
+        let mut inbox = Vec::new();
+        let mut p = peer(vec![Ok(&long[..]), would_block()]);
+        assert_eq!(
+            read_available(&mut p, &mut inbox, 9_999),
+            Err(Unread::TooLong)
+        );
+        let mut inbox = Vec::new();
+        let mut p = peer(vec![Ok(&long[..]), would_block()]);
+        assert_eq!(read_available(&mut p, &mut inbox, 10_000), Ok(false));
+        assert_eq!(inbox.len(), 10_000);
+
+        let mut inbox = Vec::new();
+        let mut p = peer(vec![Ok(b"GET"), Err(io::ErrorKind::ConnectionReset.into())]);
+        assert_eq!(read_available(&mut p, &mut inbox, 64), Err(Unread::Failed));
+    }
 
     /// A name a client chose cannot end a log line or forge another, nor run on for pages.
     #[test]
