@@ -1302,3 +1302,80 @@ fn files_given_to_verbs_must_be_regular_and_not_too_large() {
     }
     assert_eq!(std::fs::read(&env.config).expect("read"), before);
 }
+
+/// Runs `sluice args --config config` with `stdin` on its standard input, in a shell that
+/// limits it to 512 MiB of address space (a regression that reads without end fails at once
+/// instead of taking the machine's memory), killed after 20 s: its exit code, stdout and
+/// stderr, or `None` when it had to be killed.
+#[allow(clippy::disallowed_methods)] // a test waits for the process it ran
+fn run_limited(config: &str, args: &[&str], stdin: &[u8]) -> Option<(i32, String, String)> {
+    use std::io::{Read, Write};
+    use std::process::Stdio;
+    let mut child = Command::new("sh")
+        .args(["-c", "ulimit -v 524288 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .args(["--config", config])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run sluice");
+    let mut input = child.stdin.take().expect("stdin");
+    let stdin = stdin.to_vec();
+    // It may end without reading all (a refusal): the error of the write is no matter.
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let read = |r: Option<&mut dyn Read>| {
+        let mut s = String::new();
+        if let Some(r) = r {
+            let _ = r.read_to_string(&mut s);
+        }
+        s
+    };
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let _ = writer.join();
+            let out = read(child.stdout.as_mut().map(|s| s as &mut dyn Read));
+            let err = read(child.stderr.as_mut().map(|s| s as &mut dyn Read));
+            return Some((status.code().unwrap_or(-1), out, err));
+        }
+        if std::time::Instant::now() > until {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A configuration file is read no further than 16 MiB: `/dev/zero` or a sparse 2 GiB file
+/// named as one is refused at once with an error that says why, not read until the memory runs
+/// out; a pipe (`--config <(...)`, here standard input) is still read.
+#[test]
+fn a_configuration_past_the_limit_is_refused_and_a_pipe_is_read() {
+    let env = Env::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let huge = dir.path().join("huge.toml");
+    std::fs::File::create(&huge)
+        .expect("create")
+        .set_len(2 << 30)
+        .expect("set_len");
+    let huge = huge.to_string_lossy().into_owned();
+    for config in ["/dev/zero", huge.as_str()] {
+        let (code, _, err) = run_limited(config, &["validate"], b"")
+            .unwrap_or_else(|| panic!("validate {config} did not end"));
+        assert_eq!(code, 2, "{config}: {err}");
+        let says = "cannot read the configuration: larger than 16777216 bytes (the limit): \
+                    a configuration with thousands of endpoints and rules is a few MiB";
+        assert!(err.contains(says), "{config}: {err:?} lacks {says:?}");
+    }
+    let text = std::fs::read(&env.config).expect("read");
+    let (code, out, err) = run_limited("/dev/stdin", &["validate"], &text)
+        .unwrap_or_else(|| panic!("validate from a pipe did not end"));
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["Valid"], true, "{out}");
+}

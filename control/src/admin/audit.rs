@@ -101,7 +101,7 @@ fn user_name(uid: u32) -> Option<String> {
 /// needs it is refused before it did anything (a default trail would get lines about a file
 /// that is not its own).
 pub fn trail_path(config_path: &Path) -> Option<PathBuf> {
-    let text = std::fs::read_to_string(config_path).ok()?;
+    let text = config::read_text(config_path).ok()?;
     Some(trail_of(
         &config::base_dir(config_path),
         &config::appliance_in(&text),

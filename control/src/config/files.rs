@@ -1,6 +1,7 @@
 //! Opening the files the configuration names (certificates, keys, CRLs, the users file, the
 //! connection log and the audit trail) and those an admin verb is given: only regular files,
-//! and no more read than a bound.
+//! and no more read than a bound. The configuration file itself, named on the command line,
+//! may be a pipe (`--config <(...)`), but it too is read no further than a bound.
 //!
 //! A FIFO opened for reading waits for a writer, for writing for a reader, and the control
 //! thread with it (at start, at a reload, in a verb), for good; a device such as `/dev/zero` is
@@ -21,6 +22,11 @@ pub const CRL_LIMIT: u64 = 64 << 20;
 /// The largest users file read: a hundred thousand users with their hashes and TOTP secrets
 /// are some tens of MiB.
 pub const USERS_LIMIT: u64 = 64 << 20;
+
+/// The largest configuration file read: one with thousands of endpoints, rules and routes is a
+/// few MiB. Anything larger is not a configuration (a device such as `/dev/zero`, a runaway
+/// generator), and reading it whole would take the memory first.
+pub const CONFIG_LIMIT: u64 = 16 << 20;
 
 /// Opens `path` for reading without waiting (O_NONBLOCK, which reads of a regular file do not
 /// heed) and returns it with its metadata (of the file opened, not of whatever the name points
@@ -58,7 +64,7 @@ pub fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
 /// # Errors
 /// As `read_regular`.
 pub fn read_opened(file: File, meta: &Metadata, limit: u64) -> Result<Vec<u8>, String> {
-    let too_large = || format!("larger than {limit} bytes (the limit)");
+    let too_large = || too_large(limit);
     if meta.len() > limit {
         return Err(too_large());
     }
@@ -71,6 +77,26 @@ pub fn read_opened(file: File, meta: &Metadata, limit: u64) -> Result<Vec<u8>, S
         return Err(too_large());
     }
     Ok(out)
+}
+
+/// The error of the readers here for a file larger than `limit` bytes.
+pub fn too_large(limit: u64) -> String {
+    format!("larger than {limit} bytes (the limit)")
+}
+
+/// Reads the file at `path`, whatever it is, whole if it holds at most `limit` bytes, as UTF-8
+/// text: for a file named on the command line, which may be a pipe (`--config <(...)`: the
+/// open waits for a writer as the user meant it to). A device or a pipe is read no further than
+/// the limit; a larger regular file is refused without reading.
+///
+/// # Errors
+/// The open or a read fails; more than `limit` bytes: `too_large`; text that is not UTF-8. The
+/// message does not name the file: callers do.
+pub fn read_named_text(path: &Path, limit: u64) -> Result<String, String> {
+    let file = File::open(path).map_err(|e| e.to_string())?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    String::from_utf8(read_opened(file, &meta, limit)?)
+        .map_err(|_| "stream did not contain valid UTF-8".to_owned())
 }
 
 /// `read_regular`, as UTF-8 text.

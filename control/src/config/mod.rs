@@ -54,7 +54,26 @@ pub fn base_dir(path: &Path) -> PathBuf {
 /// The `[appliance]` section of the file at `path`, as far as it parses (defaults otherwise):
 /// enough to find the admin socket and the audit trail even when the file fails validation.
 pub fn appliance_of(path: &Path) -> schema::Appliance {
-    appliance_in(&std::fs::read_to_string(path).unwrap_or_default())
+    appliance_in(&read_text(path).unwrap_or_default())
+}
+
+/// The text of the configuration file at `path`, which may be a pipe, read no further than
+/// `files::CONFIG_LIMIT`.
+///
+/// # Errors
+/// The file cannot be read, is larger than the limit (the message says why there is one), or
+/// is not UTF-8. The message does not name the file: callers do.
+pub fn read_text(path: &Path) -> Result<String, String> {
+    files::read_named_text(path, files::CONFIG_LIMIT).map_err(|e| {
+        if e == files::too_large(files::CONFIG_LIMIT) {
+            format!(
+                "{e}: a configuration with thousands of endpoints and rules is a few MiB, so \
+                 this is not one, and it is not read whole"
+            )
+        } else {
+            e
+        }
+    })
 }
 
 /// The `[appliance]` section of configuration `text`, as far as it parses (`appliance_of`).
@@ -77,7 +96,7 @@ pub fn admin_socket_of(path: &Path) -> PathBuf {
 /// # Errors
 /// Every problem found, each with its position, field and message.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = read_text(path).map_err(|e| {
         ConfigError::whole_file(path, format!("cannot read the configuration: {e}"))
     })?;
     check_text(path, text, None)

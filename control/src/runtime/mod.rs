@@ -352,7 +352,7 @@ impl Daemon {
     /// Re-reads the file; applies it if valid and allowed as a change, else keeps the running one.
     /// What waits for a restart follows `LATER` in the message.
     fn reload(&mut self, why: &str) -> Result<String, String> {
-        let text = std::fs::read_to_string(&self.config_path).map_err(|e| {
+        let text = config::read_text(&self.config_path).map_err(|e| {
             format!(
                 "reload ({why}) refused: cannot read {}: {e}",
                 self.config_path.display()
