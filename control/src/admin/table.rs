@@ -30,9 +30,15 @@ pub fn render(title: &str, items: &[Value], columns: &[Column]) -> String {
         .collect();
     let mut out = format!("{title} ({})\n", items.len());
     let line = |row: &mut String, values: &mut dyn Iterator<Item = String>| {
+        // Padded by hand: `format!`'s width takes at most 65,535, and a description may be
+        // longer (it panicked, and the daemon with it).
         let parts: Vec<String> = values
             .zip(&widths)
-            .map(|(v, w)| format!("{v:<w$}"))
+            .map(|(mut v, w)| {
+                let pad = w.saturating_sub(v.chars().count());
+                v.extend(std::iter::repeat_n(' ', pad));
+                v
+            })
             .collect();
         row.push_str(parts.join("  ").trim_end());
         row.push('\n');
@@ -91,5 +97,25 @@ mod tests {
         ];
         let t = render("T", &items, &[("A", "/A"), ("C", "/B/C")]);
         assert_eq!(t, "T (2)\nA       C\n------  -\nx       1\nlonger  -\n");
+    }
+
+    /// A cell wider than `format!`'s largest width (65,535) is rendered, not a panic: a
+    /// description can be that long, and the table is built for every describe.
+    #[test]
+    fn a_cell_wider_than_a_format_width_is_rendered() {
+        let long = "d".repeat(70_000);
+        let items = vec![
+            json!({ "Id": "a", "Description": long }),
+            json!({ "Id": "bb", "Description": "short" }),
+        ];
+        let out = render(
+            "T",
+            &items,
+            &[("Description", "/Description"), ("Id", "/Id")],
+        );
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 5);
+        assert_eq!(lines[3], format!("{long}  a"));
+        assert_eq!(lines[4], format!("short{}  bb", " ".repeat(70_000 - 5)));
     }
 }
