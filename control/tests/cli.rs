@@ -1379,3 +1379,34 @@ fn a_configuration_past_the_limit_is_refused_and_a_pipe_is_read() {
     let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(v["Valid"], true, "{out}");
 }
+
+/// A named FIFO as the configuration: the verb reads it once and ends. The audit trail is not
+/// looked for in it afterwards (opening it again waited for a writer for good, so `validate`
+/// never ended); a configuration that is not a regular file names no trail, and its
+/// `[appliance]` trail gets no line.
+#[test]
+fn a_fifo_as_the_configuration_is_read_once() {
+    let env = Env::new();
+    let fifo = env.config.parent().expect("dir").join("config.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let text = std::fs::read(&env.config).expect("read");
+    let path = fifo.clone();
+    // One writer, once: as a shell's `cat config > fifo`.
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open the FIFO");
+        f.write_all(&text).expect("write");
+    });
+    let (code, out, err) = run_limited(&fifo.to_string_lossy(), &["validate"], b"")
+        .unwrap_or_else(|| panic!("validate on a FIFO did not end"));
+    writer.join().expect("writer");
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["Valid"], true, "{out}");
+    let trail = env.config.parent().expect("dir").join("state/audit.log");
+    assert!(!trail.exists(), "no trail line for a FIFO's verb");
+}

@@ -99,9 +99,14 @@ fn user_name(uid: u32) -> Option<String> {
 /// actions are recorded too: only the `[appliance]` table need parse (as when the admin socket
 /// is looked for). `None` when the file cannot be read: it names no trail, and every verb that
 /// needs it is refused before it did anything (a default trail would get lines about a file
-/// that is not its own).
+/// that is not its own); `None` too for a configuration that is not a regular file (a pipe,
+/// a FIFO: the verb read it, and nothing can change it, so only read-only verbs ran).
 pub fn trail_path(config_path: &Path) -> Option<PathBuf> {
-    let text = config::read_text(config_path).ok()?;
+    // Read again after the verb, so only a regular file: a pipe (`--config <(...)`) or a FIFO
+    // was drained by the verb, and opening a FIFO again would wait for a writer for good.
+    let text =
+        crate::config::files::read_regular_text(config_path, crate::config::files::CONFIG_LIMIT)
+            .ok()?;
     Some(trail_of(
         &config::base_dir(config_path),
         &config::appliance_in(&text),
