@@ -1203,35 +1203,10 @@ fn a_verb_on_an_unreadable_file_writes_no_audit_trail() {
     assert_eq!(stdout, "", "written under /var/lib: {stdout}");
 }
 
-/// Runs `sluice args --config ...`, killed after 20 s: returns its exit code and stderr, or
-/// `None` when it had to be killed.
-#[allow(clippy::disallowed_methods)] // a test waits for the process it ran
+/// Runs `sluice args --config ...` as `run_limited` does: returns its exit code and stderr,
+/// or `None` when it had to be killed.
 fn run_within(env: &Env, args: &[&str]) -> Option<(i32, String)> {
-    use std::io::Read;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .arg("--config")
-        .arg(&env.config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run sluice");
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                let _ = e.read_to_string(&mut err);
-            }
-            return Some((status.code().unwrap_or(-1), err));
-        }
-        if std::time::Instant::now() > until {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    run_limited(&env.config.to_string_lossy(), args, b"").map(|(code, _, err)| (code, err))
 }
 
 /// A file given to a verb (a CRL to import, a client certificate or key to embed) that is a
