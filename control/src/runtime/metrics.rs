@@ -12,7 +12,7 @@
 //!
 //! A runtime shell: it reads the clock and blocks in `poll`.
 
-use std::io::{self, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
-use super::{log, read_available};
+use super::{log, read_available, write_pending};
 
 /// How long a scraper has to send its request from when it is accepted, and then to take each
 /// part of the answer (the admin socket's `ADMIN_DEADLINE`).
@@ -258,20 +258,9 @@ impl MetricsServer {
     /// Writes what it can; returns false once everything is written (close) or on error. A
     /// peer that takes part of its answer has the deadline again for the next, within its
     /// lifetime.
-    #[allow(clippy::disallowed_methods)] // a shell's thread: it reads the clock
     fn flush(&self, peer: &mut Peer) -> bool {
-        while peer.written < peer.outbox.len() {
-            match peer.stream.write(&peer.outbox[peer.written..]) {
-                Ok(n) => {
-                    peer.written += n;
-                    peer.until = (Instant::now() + self.deadline).min(peer.ends);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return false,
-            }
-        }
-        peer.outbox.is_empty()
+        let due = (&mut peer.until, peer.ends, self.deadline);
+        write_pending(&mut peer.stream, &peer.outbox, &mut peer.written, due)
     }
 }
 

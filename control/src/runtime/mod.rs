@@ -577,20 +577,9 @@ impl Daemon {
     /// Writes what it can; returns false once everything is written (close) or on error. A
     /// peer that takes part of its answer has `ADMIN_DEADLINE` again for the next, within its
     /// lifetime.
-    #[allow(clippy::disallowed_methods)] // the runtime shell reads the clock
     fn flush(conn: &mut Conn) -> bool {
-        while conn.written < conn.outbox.len() {
-            match conn.stream.write(&conn.outbox[conn.written..]) {
-                Ok(n) => {
-                    conn.written += n;
-                    conn.until = (Instant::now() + ADMIN_DEADLINE).min(conn.ends);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return false,
-            }
-        }
-        conn.outbox.is_empty()
+        let due = (&mut conn.until, conn.ends, ADMIN_DEADLINE);
+        write_pending(&mut conn.stream, &conn.outbox, &mut conn.written, due)
     }
 
     /// A reload `cli` asked for by `caller` (over the admin socket, or a SIGHUP; `why` in the
@@ -786,6 +775,32 @@ fn read_available(stream: &mut impl Read, inbox: &mut Vec<u8>, max: usize) -> Re
             Err(_) => return Err(Unread::Failed),
         }
     }
+}
+
+/// Writes to the non-blocking `stream` (an admin or a metrics peer) what of `outbox` is past
+/// `written`, until it would block. Each part the peer takes gives it `deadline` more in `until`
+/// (`due`), never past `ends`, its lifetime. Returns whether to keep the peer: true while part
+/// of the answer waits, or before there is one (`outbox` empty); false once all of it is
+/// written (close) or on error.
+#[allow(clippy::disallowed_methods)] // the runtime shells read the clock
+fn write_pending(
+    stream: &mut impl Write,
+    outbox: &[u8],
+    written: &mut usize,
+    (until, ends, deadline): (&mut Instant, Instant, Duration),
+) -> bool {
+    while *written < outbox.len() {
+        match stream.write(&outbox[*written..]) {
+            Ok(n) => {
+                *written += n;
+                *until = (Instant::now() + deadline).min(ends);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    outbox.is_empty()
 }
 
 /// The answer to a request that could not be read.
