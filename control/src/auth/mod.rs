@@ -120,6 +120,29 @@ impl EndpointAuth {
     }
 }
 
+impl EndpointAuth {
+    /// What both halves of a check start from: the directory, user and password, once the
+    /// certificate is as the policy wants and both credentials were given; `None` without a
+    /// directory (the certificate alone decides).
+    fn credentials<'a>(
+        &'a self,
+        common_name: Option<&str>,
+        username: Option<&'a str>,
+        password: Option<&'a Secret>,
+    ) -> Result<Option<(&'a dyn Directory, &'a str, &'a Secret)>, FailureReason> {
+        if self.mutual && common_name.is_none() {
+            return Err(FailureReason::BadCertificate);
+        }
+        let Some(dir) = &self.directory else {
+            return Ok(None);
+        };
+        let (Some(user), Some(pass)) = (username, password) else {
+            return Err(FailureReason::BadPassword);
+        };
+        Ok(Some((dir.as_ref(), user, pass)))
+    }
+}
+
 impl Authenticator for EndpointAuth {
     /// Checks the password here and now (`password_check`, then `authenticate_checked`).
     fn authenticate(
@@ -145,14 +168,8 @@ impl Authenticator for EndpointAuth {
         username: Option<&str>,
         password: Option<&Secret>,
     ) -> Result<Option<PasswordCheck>, FailureReason> {
-        if self.mutual && common_name.is_none() {
-            return Err(FailureReason::BadCertificate);
-        }
-        let Some(dir) = &self.directory else {
+        let Some((dir, user, pass)) = self.credentials(common_name, username, password)? else {
             return Ok(None);
-        };
-        let (Some(user), Some(pass)) = (username, password) else {
-            return Err(FailureReason::BadPassword);
         };
         let password = if self.mfa {
             parse_static_challenge(pass.expose())
@@ -177,14 +194,8 @@ impl Authenticator for EndpointAuth {
         password: Option<&Secret>,
         matches: bool,
     ) -> Result<Vec<String>, FailureReason> {
-        if self.mutual && common_name.is_none() {
-            return Err(FailureReason::BadCertificate);
-        }
-        let Some(dir) = &self.directory else {
+        let Some((dir, user, pass)) = self.credentials(common_name, username, password)? else {
             return Ok(Vec::new());
-        };
-        let (Some(user), Some(pass)) = (username, password) else {
-            return Err(FailureReason::BadPassword);
         };
         let u = match dir.user(user) {
             Some(u) if matches => u,
