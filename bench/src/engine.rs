@@ -1233,37 +1233,14 @@ mod tests {
             record("ceiling", &crate::ceiling::yardstick(false), 64, 1.0),
         ];
         let per_case = Duration::from_millis(8);
-        let dirs = Directions::BOTH;
-        let first = run(
-            "engine",
-            &[64],
-            &[TINY],
-            per_case,
-            dirs,
-            Proto::Udp,
-            Order::Sequential,
-            &mut records,
-            memory_ports,
-        )
-        .unwrap();
+        let first = run_tiny("engine", &[64], per_case, Proto::Udp, &mut records).unwrap();
         records.extend(first);
         // The second run measures the yardstick afresh, from below (on a shared machine its
         // figures differ from the first run's in any case).
         for r in records.iter_mut().filter(|r| r.suite == "ceiling") {
             r.pps = 1.0;
         }
-        let second = run(
-            "dpdk",
-            &[64],
-            &[TINY],
-            per_case,
-            dirs,
-            Proto::Udp,
-            Order::Sequential,
-            &mut records,
-            memory_ports,
-        )
-        .unwrap();
+        let second = run_tiny("dpdk", &[64], per_case, Proto::Udp, &mut records).unwrap();
         records.extend(second);
         let yardstick = |open: bool| {
             let case = crate::ceiling::yardstick(open);
@@ -1290,6 +1267,27 @@ mod tests {
                 r.pps / against
             );
         }
+    }
+
+    /// `run` of the TINY shape, both directions in sequence, on in-memory ports.
+    fn run_tiny(
+        suite: &str,
+        sizes: &[usize],
+        per_case: Duration,
+        proto: Proto,
+        records: &mut [Record],
+    ) -> Result<Vec<Record>, String> {
+        run(
+            suite,
+            sizes,
+            &[TINY],
+            per_case,
+            Directions::BOTH,
+            proto,
+            Order::Sequential,
+            records,
+            memory_ports,
+        )
     }
 
     fn tiny_case(dirs: Directions) -> Case<ReplayPort> {
@@ -1364,16 +1362,12 @@ mod tests {
     #[test]
     fn a_records_packets_and_seconds_are_its_directions() {
         let mut records = Vec::new();
-        let out = run(
+        let out = run_tiny(
             "engine",
             &[64],
-            &[TINY],
             Duration::from_millis(16),
-            Directions::BOTH,
             Proto::Udp,
-            Order::Sequential,
             &mut records,
-            memory_ports,
         )
         .unwrap();
         assert_eq!(out.len(), 2);
@@ -1447,16 +1441,12 @@ mod tests {
             (Proto::Udp, "udp", "client->net 4s/8f"),
         ] {
             let mut records = Vec::new();
-            let out = run(
+            let out = run_tiny(
                 "engine",
                 &[64, 1400],
-                &[TINY],
                 Duration::from_millis(16),
-                Directions::BOTH,
                 proto,
-                Order::Sequential,
                 &mut records,
-                memory_ports,
             )
             .unwrap();
             assert_eq!(out.len(), 4);
