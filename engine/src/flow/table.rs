@@ -129,10 +129,15 @@ pub struct Flow {
     /// The client's window scale (RFC 7323): its SYN's option (0 without one, or once the
     /// remote's SYN-ACK shows none); `WSCALE_UNKNOWN` for a flow picked up without its SYN.
     wscale: u8,
-    /// `Track::Acked`: the window field of the client's last segment, unscaled;
-    /// `Track::SynSent`: the length of the data its SYN carried (TCP Fast Open, RFC 7413),
-    /// which the answer may acknowledge too.
-    client_window: u16,
+    /// `Track::Acked`: the largest window field the client's segments carried since its SYN
+    /// (or since the flow was picked up), unscaled (the scale is fixed by then). The remote's
+    /// segments are checked against it, as conntrack checks against the largest window seen
+    /// (`td_maxwin`): a client that shrinks its window does not make the remote's data or RST
+    /// sent into the larger one out of window.
+    client_max_window: u16,
+    /// `Track::SynSent`: the length of the data the client's SYN carried (TCP Fast Open, RFC
+    /// 7413), which the answer may acknowledge too.
+    syn_data: u16,
     /// `Track::SynSent`: the client's ISN + 1; `Track::Acked`: the acknowledgment number of
     /// the client's last segment (the left edge of its receive window).
     client_ack: u32,
@@ -531,7 +536,8 @@ impl FlowTable {
             closing: false,
             track: Track::Nothing,
             wscale: WSCALE_UNKNOWN,
-            client_window: 0,
+            client_max_window: 0,
+            syn_data: 0,
             client_ack: 0,
             last_seen: now,
             owner_prev: NIL,
@@ -634,8 +640,9 @@ impl FlowTable {
     }
 
     /// Updates a TCP flow from a client's segment, the common case, inlined: the segment's
-    /// acknowledgment number and window become the client's (three stores into the flow's own
-    /// line, which the caller has just refreshed). Unconditional, so that a mix of TCP and UDP
+    /// acknowledgment number becomes the client's and its window raises the client's largest
+    /// (three stores, one after a compare, into the flow's own line, which the caller has just
+    /// refreshed). Unconditional, so that a mix of TCP and UDP
     /// flows mispredicts nothing: a UDP or ICMP flow's fields take zeros it never reads, and a
     /// TCP segment without ACK leaves a meaningless number there, which the client's next ACK
     /// replaces (a SYN's is replaced at once by `client_control`; a segment with neither, RFC
@@ -646,7 +653,7 @@ impl FlowTable {
     #[must_use]
     pub fn observe_client_tcp(flow: &mut Flow, seen: TcpSeen) -> bool {
         flow.client_ack = seen.ack;
-        flow.client_window = seen.window;
+        flow.client_max_window = flow.client_max_window.max(seen.window);
         flow.track = Track::Acked;
         seen.flags & (flags::SYN | flags::FIN | flags::RST) != 0
     }
@@ -665,12 +672,15 @@ impl FlowTable {
             flow.closing = false;
             flow.established = false;
             flow.track = Track::Nothing;
+            // The SYN's own window is never scaled (RFC 7323 §2.2): the largest starts again
+            // with the client's next segment.
+            flow.client_max_window = 0;
             let Some(t) = tcp_of(ip) else {
                 return;
             };
             flow.track = Track::SynSent;
             flow.client_ack = t.seq().wrapping_add(1);
-            flow.client_window = t.payload_len().try_into().unwrap_or(u16::MAX);
+            flow.syn_data = t.payload_len().try_into().unwrap_or(u16::MAX);
             flow.wscale = t.window_scale().map_or(0, |s| s.min(14));
         }
     }
@@ -697,7 +707,8 @@ impl FlowTable {
     ///   leave it closing, and so transitory, after its real SYN-ACK, for the connection's
     ///   life: a blind RST without ACK must not do that. Anything else is left to the client.
     /// - once the client has acknowledged, one whose sequence number is within the client's
-    ///   receive window, [ACK − window, ACK + window) (serial arithmetic, so across the wrap):
+    ///   receive window, [ACK − window, ACK + window) with the largest window the client
+    ///   advertised (serial arithmetic, so across the wrap):
     ///   its RST or FIN closes the flow (RFC 5961 §3 accepts a RST only in the window), its
     ///   ACK (a flow picked up mid-connection) establishes it. A window's worth below the
     ///   client's ACK is allowed, as conntrack allows below the highest sequence number seen:
@@ -719,8 +730,7 @@ impl FlowTable {
             Track::Nothing => {}
             Track::SynSent => {
                 // ACK = ISN + 1, or up to the end of the SYN's data if it carried some.
-                let acks_syn =
-                    t.ack().wrapping_sub(flow.client_ack) <= u32::from(flow.client_window);
+                let acks_syn = t.ack().wrapping_sub(flow.client_ack) <= u32::from(flow.syn_data);
                 if tcp_flags & flags::ACK == 0 || !acks_syn {
                     return;
                 }
@@ -818,11 +828,12 @@ fn tcp_of(ip: &[u8]) -> Option<TcpPacket<&[u8]>> {
 }
 
 /// Whether sequence number `seq` of a remote's segment lies within [ACK − window, ACK +
-/// window) of the client's last ACK and scaled window (at least 1, so that a zero window
-/// still takes a segment at its edge), in serial arithmetic (RFC 1982): the offset from the
-/// low end, modulo 2^32, is below twice the window (at most 2^31, the scale being at most 14).
+/// window) of the client's last ACK and largest scaled window (at least 1, so that a zero
+/// window still takes a segment at its edge), in serial arithmetic (RFC 1982): the offset from
+/// the low end, modulo 2^32, is below twice the window (at most 2^31, the scale being at most
+/// 14).
 fn in_client_window(flow: &Flow, seq: u32) -> bool {
-    let window = (u32::from(flow.client_window) << flow.wscale.min(14)).max(1);
+    let window = (u32::from(flow.client_max_window) << flow.wscale.min(14)).max(1);
     seq.wrapping_sub(flow.client_ack.wrapping_sub(window)) < 2 * window
 }
 
@@ -1186,6 +1197,38 @@ mod tests {
         }
     }
 
+    /// A client that shrinks its window (here from 1000 to 10, scaled by 2^7) does not make
+    /// the remote's segments sent into the larger window out of window: a RST within the
+    /// largest window the client advertised closes the flow, as conntrack's `td_maxwin` has
+    /// it; one beyond it still does not. A new SYN on the tuple starts the largest again.
+    #[test]
+    fn a_remote_rst_within_the_clients_largest_window_closes() {
+        let (mut t, k, tm) = tcp_table(22);
+        handshake(&mut t, k, 0, true);
+        let next = REMOTE_ISN + 1;
+        let largest = u32::from(WINDOW) << 7;
+        let f = t.lookup(&k, 0).unwrap();
+        client_sends(f, ACK, (CLIENT_ISN + 1, next, 10), None);
+        remote_sends(f, RST, next + largest, 0, None);
+        remote_sends(f, RST, next - largest - 1, 0, None);
+        assert!(!f.closing, "beyond the largest window");
+        remote_sends(f, RST, next + largest / 2, 0, None);
+        assert!(f.closing, "within the largest window, beyond the latest");
+        assert_eq!(t.expire(tm.tcp_transitory + 1, 4), 1);
+
+        // The tuple reused: the old connection's window is not the new one's.
+        handshake(&mut t, k, 0, true);
+        let f = t.lookup(&k, 0).unwrap();
+        client_sends(f, ACK, (CLIENT_ISN + 1, next, 10), None);
+        client_sends(f, SYN, (CLIENT_ISN, 0, 64240), Some(7));
+        remote_sends(f, SYN | ACK, REMOTE_ISN, CLIENT_ISN + 1, Some(7));
+        client_sends(f, ACK, (CLIENT_ISN + 1, next, 10), None);
+        remote_sends(f, RST, next + (10 << 7), 0, None);
+        assert!(!f.closing, "the new connection's window is 10 << 7");
+        remote_sends(f, RST, next + (10 << 7) - 1, 0, None);
+        assert!(f.closing);
+    }
+
     /// Without the remote's agreement (no window scale option in its SYN-ACK) the client's
     /// window is not scaled (RFC 7323 §2.2): a RST past the unscaled window changes nothing.
     #[test]
@@ -1319,7 +1362,7 @@ mod tests {
         ) {
             let f = Flow {
                 client_ack: ack,
-                client_window: window,
+                client_max_window: window,
                 wscale,
                 ..*FlowTable::new(1, PortRange { first: 1, len: 1 }, Timeouts::default())
                     .create(key(1, 1), 9, 0, 0, 0)
