@@ -2952,7 +2952,7 @@ fn ip_of_packet(packet: &[u8]) -> Ipv4Packet<&[u8]> {
 
 /// A client sends the first fragment of a TCP SYN, then a later fragment at offset 64,064
 /// with 1,504 bytes (a datagram past 65,535 bytes: a "ping of death"), longer than the inside
-/// port's MTU: it is dropped `malformed_ipv4`, not cut into a piece whose offset, past the 13
+/// port's MTU: it is dropped `fragment_too_long`, not cut into a piece whose offset, past the 13
 /// bits of its field, would spill into the flags and leave with MF set at offset 8, over the
 /// TCP header the first fragment showed (what RFC 1858 has a filter refuse).
 #[test]
@@ -2984,7 +2984,70 @@ fn a_clients_fragment_ending_past_65535_bytes_is_not_cut_into_one_at_its_start()
         );
     }
     assert_eq!(sent.len(), 1, "the first fragment only");
-    assert_eq!(lab.drops(DropReason::MalformedIpv4), 1);
+    assert_eq!(lab.drops(DropReason::FragmentTooLong), 1);
+}
+
+/// The later fragment of `first` (an IPv4 packet with its identification) at `offset` with
+/// `len` bytes of payload, the last (MF clear), its header checksum right.
+fn later_piece(first: &[u8], offset: usize, len: usize) -> Vec<u8> {
+    let mut p = first[..20].to_vec();
+    p.resize(20 + len, 0x33);
+    p[2..4].copy_from_slice(&((20 + len) as u16).to_be_bytes());
+    p[6..8].copy_from_slice(&((offset / 8) as u16).to_be_bytes());
+    Ipv4Packet::new_checked(&mut p[..]).unwrap().fill_checksum();
+    p
+}
+
+/// Later fragments short enough for any link but ending past the 65,535 bytes a datagram
+/// holds (offset 65,000, 600 bytes: a "ping of death" that needs no cutting), after a first
+/// fragment that was translated: from a client, not sent to the host; from the host, not
+/// sealed for the client; each dropped `fragment_too_long`. One ending at 65,512 bytes (the
+/// most a datagram with a 20-byte header holds, to a multiple of 8) passes either way.
+#[test]
+fn later_fragments_ending_past_65535_bytes_are_dropped_both_ways() {
+    let mut lab = lab_with(GroupMask::EMPTY);
+    let (vip, host, eni) = (ip(lab::CLIENT_VIP), ip(lab::HOST_IP), ip(lab::INSIDE_IP));
+    let mut head = testkit::ipv4_udp(vip, 40_006, host, 9, &[0x11; 64]);
+    head[4..6].copy_from_slice(&21u16.to_be_bytes());
+    head[6..8].copy_from_slice(&0x2000u16.to_be_bytes()); // MF, offset 0
+    Ipv4Packet::new_checked(&mut head[..])
+        .unwrap()
+        .fill_checksum();
+    lab.send_from_client(&head);
+    let sent = lab.inside_sent();
+    assert_eq!(sent.len(), 1, "{:?}", nonzero_drops(&lab.w));
+    let nat_port = UdpPacket::new_checked(ip_of(&sent[0]).payload())
+        .unwrap()
+        .src_port();
+    lab.send_from_client(&later_piece(&head, 65_000, 600));
+    assert!(
+        lab.inside_sent().is_empty(),
+        "past the limit, from the client"
+    );
+    assert_eq!(lab.drops(DropReason::FragmentTooLong), 1);
+    lab.send_from_client(&later_piece(&head, 64_912, 600));
+    assert_eq!(lab.inside_sent().len(), 1, "at the limit, from the client");
+
+    let mut answer = testkit::ipv4_udp(host, 9, eni, nat_port, &[0x22; 64]);
+    answer[4..6].copy_from_slice(&22u16.to_be_bytes());
+    answer[6..8].copy_from_slice(&0x2000u16.to_be_bytes());
+    Ipv4Packet::new_checked(&mut answer[..])
+        .unwrap()
+        .fill_checksum();
+    assert_eq!(lab.reply_from_host(&answer).len(), 1, "the first, sealed");
+    assert!(
+        lab.reply_from_host(&later_piece(&answer, 65_000, 600))
+            .is_empty(),
+        "past the limit, from the host"
+    );
+    assert_eq!(lab.drops(DropReason::FragmentTooLong), 2);
+    assert_eq!(
+        lab.reply_from_host(&later_piece(&answer, 64_912, 600))
+            .len(),
+        1,
+        "at the limit, from the host"
+    );
+    assert_eq!(lab.drops(DropReason::FragmentTooLong), 2);
 }
 
 /// A client's packet with IPv4 options, longer than the inside port's MTU, DF clear: the first

@@ -111,11 +111,15 @@ pub enum DropReason {
     /// buffer's data room, scattered over several): the pipeline parses single-segment frames
     /// only, so the whole chain is freed unread.
     MultiSegment,
+    /// An IPv4 fragment that ends past the 65,535 bytes a datagram holds (its offset and
+    /// payload after the shortest header; RFC 791, the "ping of death"): it belongs to no valid
+    /// datagram, whichever way it goes.
+    FragmentTooLong,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [Self; 46] = [
+    pub const ALL: [Self; 47] = [
         Self::MalformedEthernet,
         Self::MalformedIpv4,
         Self::MalformedUdp,
@@ -162,6 +166,7 @@ impl DropReason {
         Self::ReportQueueFull,
         Self::KeyForUnknownPeer,
         Self::MultiSegment,
+        Self::FragmentTooLong,
     ];
 
     /// The number of reasons.
@@ -216,6 +221,7 @@ impl DropReason {
             Self::ReportQueueFull => "report_queue_full",
             Self::KeyForUnknownPeer => "key_for_unknown_peer",
             Self::MultiSegment => "multi_segment",
+            Self::FragmentTooLong => "fragment_too_long",
         }
     }
 }

@@ -150,8 +150,9 @@ impl<P: Port> Worker<P> {
     #[cold]
     #[inline(never)]
     pub(crate) fn forward_later_fragment(&mut self, mut buf: P::Buf) {
-        let Some((id, total, ttl, offset)) = later_fragment(buf.data()) else {
-            return self.drop_packet(buf, DropReason::MalformedIpv4);
+        let (id, total, ttl, offset) = match later_fragment(buf.data()) {
+            Ok(f) => f,
+            Err(reason) => return self.drop_packet(buf, reason),
         };
         // A TCP fragment at offset 8 can only serve to overwrite, in the receiver's
         // reassembly, the flags and options of the header its first fragment showed us
@@ -180,9 +181,10 @@ impl<P: Port> Worker<P> {
     #[cold]
     #[inline(never)]
     pub(crate) fn forward_later_fragment_in(&mut self, port: u16, mut buf: P::Buf) {
-        let Some((id, total, ttl, _)) = buf.data().get(HEADER_LEN..).and_then(later_fragment)
-        else {
-            return self.drop_packet(buf, DropReason::MalformedIpv4);
+        let ip = buf.data().get(HEADER_LEN..).unwrap_or_default();
+        let (id, total, ttl, _) = match later_fragment(ip) {
+            Ok(f) => f,
+            Err(reason) => return self.drop_packet(buf, reason),
         };
         let (client, owner) = match self.fragments_in.get(&id, self.now_secs) {
             Some(FragmentsIn::Here { client, owner }) => (client, owner),
@@ -410,7 +412,8 @@ impl<P: Port> Worker<P> {
     /// and everything else of the header is the packet's, and each header checksum is made
     /// right. Refused: `too_big` when the header leaves no room for 8 bytes or it would take
     /// more than `SEND_FRAGMENTS_MAX` fragments; `malformed_ipv4` for options that do not
-    /// parse or a fragment that ends past 65,535 bytes; `no_room` when there is no buffer.
+    /// parse; `fragment_too_long` for a fragment that ends past 65,535 bytes; `no_room` when
+    /// there is no buffer.
     #[allow(clippy::type_complexity)]
     fn split_ipv4(
         &mut self,
@@ -440,11 +443,12 @@ impl<P: Port> Worker<P> {
         let per = mtu.saturating_sub(later_hl) / 8 * 8;
         let payload = total - hl;
         // A fragment that would end past the 65,535 bytes a datagram holds (a "ping of
-        // death"): the offset of a piece cut from it could pass the 13 bits of its field, and
-        // spill into the flags (MF set, offset wrapped to the datagram's start, over the
-        // header its first fragment showed).
-        if offset + payload > usize::from(u16::MAX) - MIN_HEADER_LEN {
-            return Err((buf, DropReason::MalformedIpv4));
+        // death"; the later-fragment paths drop it before it comes here): the offset of a
+        // piece cut from it could pass the 13 bits of its field, and spill into the flags (MF
+        // set, offset wrapped to the datagram's start, over the header its first fragment
+        // showed).
+        if past_datagram_limit(offset, payload) {
+            return Err((buf, DropReason::FragmentTooLong));
         }
         if first == 0
             || per == 0
@@ -538,10 +542,22 @@ impl<P: Port> Worker<P> {
 }
 
 /// The identity, total length, TTL and fragment offset of the IPv4 packet at the start of
-/// `data`.
-fn later_fragment(data: &[u8]) -> Option<(crate::wire::ipv4::DatagramId, usize, u8, usize)> {
-    let ip = Ipv4Packet::new_checked(data).ok()?;
-    Some((ip.datagram_id(), ip.total_len(), ip.ttl(), ip.frag_offset()))
+/// `data`: `malformed_ipv4` if its header does not parse, `fragment_too_long` if it ends past
+/// 65,535 bytes (checked before it is held, translated or handed to another core).
+fn later_fragment(data: &[u8]) -> Result<(DatagramId, usize, u8, usize), DropReason> {
+    let ip = Ipv4Packet::new_checked(data).map_err(|_| DropReason::MalformedIpv4)?;
+    let (total, offset) = (ip.total_len(), ip.frag_offset());
+    if past_datagram_limit(offset, total - ip.header_len()) {
+        return Err(DropReason::FragmentTooLong);
+    }
+    Ok((ip.datagram_id(), total, ip.ttl(), offset))
+}
+
+/// Whether a fragment at `offset` with `payload` bytes ends past the 65,535 bytes an IPv4
+/// datagram holds with the shortest header (RFC 791): no valid datagram has it (the "ping of
+/// death"), and the offset of a piece cut from it could pass the 13 bits of its field.
+fn past_datagram_limit(offset: usize, payload: usize) -> bool {
+    offset + payload > usize::from(u16::MAX) - MIN_HEADER_LEN
 }
 
 /// Writes a fragment's length, identification, flags (DF clear) and offset into the IPv4
@@ -760,7 +776,7 @@ mod split {
             let pieces = match w.split_ipv4(1, buf, mtu) {
                 Ok(pieces) => pieces,
                 Err((_, reason)) => {
-                    prop_assert_eq!(reason, DropReason::MalformedIpv4);
+                    prop_assert_eq!(reason, DropReason::FragmentTooLong);
                     prop_assert!(offset + len > 65_535 - 20, "refused at {} + {}", offset, len);
                     return Ok(());
                 }
