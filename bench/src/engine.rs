@@ -97,6 +97,36 @@ pub(crate) struct Shape {
     pub(crate) flows: usize,
 }
 
+/// The first source port of a client's flows (`client_port`), and how many there are: each
+/// flow of a session has its own, so a session has at most this many flows.
+const FIRST_CLIENT_PORT: u16 = 1024;
+const CLIENT_PORTS: usize = 65_536 - FIRST_CLIENT_PORT as usize;
+
+impl Shape {
+    /// Whether the bench can make this shape: at least one session and one flow, and no more
+    /// flows in a session (flow `f` is session `f % sessions`'s) than a client has source
+    /// ports, so that every flow is its own 5-tuple.
+    fn check(self) -> Result<(), String> {
+        let name = format!("shape {}x{}", self.sessions, self.flows);
+        if self.sessions == 0 || self.flows == 0 {
+            return Err(format!(
+                "{name}: a shape needs at least one session and one flow"
+            ));
+        }
+        let per_session = self.flows.div_ceil(self.sessions);
+        if per_session > CLIENT_PORTS {
+            return Err(format!(
+                "{name}: {per_session} flows per session, more than the {CLIENT_PORTS} source \
+                 ports ({FIRST_CLIENT_PORT} to 65535) that keep each of a client's flows apart; \
+                 use at least {} sessions for {} flows",
+                self.flows.div_ceil(CLIENT_PORTS),
+                self.flows
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// What the suite needs of a port besides `Port`: frames loaded in advance, counted frames out.
 pub(crate) trait BenchPort: Port {
     /// Writes `frame` into a port buffer, to be received after those loaded before; `false`
@@ -158,9 +188,10 @@ fn payload_len(proto: Proto, size: usize) -> usize {
     size.saturating_sub(headers).max(1)
 }
 
-/// The client's source port of `flow`.
+/// The client's source port of `flow`: its place among its session's flows, from
+/// `FIRST_CLIENT_PORT` (`Shape::check` keeps it within 65535).
 fn client_port(flow: usize, shape: Shape) -> u16 {
-    1024 + (flow / shape.sessions) as u16
+    FIRST_CLIENT_PORT + (flow / shape.sessions) as u16
 }
 
 /// The flag bits of the client's data segments and of the remote's.
@@ -749,6 +780,7 @@ impl<P: BenchPort> Case<P> {
         per_case: Duration,
         ports: Vec<P>,
     ) -> Result<Self, String> {
+        shape.check()?;
         let mut b = setup(shape, proto, ports);
         let at = |e: String| {
             format!(
@@ -968,6 +1000,10 @@ pub(crate) fn run<P: BenchPort>(
     records: &mut [Record],
     mut ports: impl FnMut() -> Vec<P>,
 ) -> Result<Vec<Record>, String> {
+    // Every shape is checked before any is measured.
+    for shape in shapes {
+        shape.check()?;
+    }
     let mut out = Vec::new();
     let window = per_case / ROUNDS;
     // The yardstick is measured again as long in total as before each case of a sequential
@@ -1267,6 +1303,73 @@ mod tests {
                 r.pps / against
             );
         }
+    }
+
+    /// A shape with more flows in a session than a client has source ports (1024 to 65535)
+    /// is refused with an error naming the limit, before the run measures anything: its
+    /// ports would have passed 65535 (an overflow, or flows sharing a 5-tuple). So are shapes
+    /// without sessions or flows. A session at the limit has a port for each flow.
+    #[test]
+    fn a_shape_with_more_flows_per_session_than_ports_is_refused() {
+        let over = Shape {
+            sessions: 1,
+            flows: 64_513,
+        };
+        let Err(e) = Case::new(
+            over,
+            64,
+            Proto::Udp,
+            Duration::from_millis(8),
+            memory_ports(),
+        ) else {
+            panic!("a 1x64513 case was made");
+        };
+        assert!(
+            e.contains("64513 flows per session") && e.contains("64512"),
+            "{e}"
+        );
+        let mut records = Vec::new();
+        let shapes = [TINY, over];
+        let e = run(
+            "engine",
+            &[64],
+            &shapes,
+            Duration::from_millis(8),
+            Directions::BOTH,
+            Proto::Udp,
+            Order::Sequential,
+            &mut records,
+            memory_ports,
+        )
+        .expect_err("refused");
+        assert!(e.contains("shape 1x64513"), "{e}");
+        for empty in [(0, 8), (4, 0)] {
+            let shape = Shape {
+                sessions: empty.0,
+                flows: empty.1,
+            };
+            let e = run(
+                "engine",
+                &[64],
+                &[shape],
+                Duration::from_millis(8),
+                Directions::BOTH,
+                Proto::Udp,
+                Order::Sequential,
+                &mut records,
+                memory_ports,
+            )
+            .expect_err("refused");
+            assert!(e.contains("at least one session and one flow"), "{e}");
+        }
+        let at_limit = Shape {
+            sessions: 3,
+            flows: 3 * 64_512,
+        };
+        assert!(at_limit.check().is_ok());
+        let last = client_port(at_limit.flows - 1, at_limit);
+        assert_eq!(last, 65_535);
+        assert_ne!(client_port(at_limit.flows - 4, at_limit), last);
     }
 
     /// `run` of the TINY shape, both directions in sequence, on in-memory ports.
