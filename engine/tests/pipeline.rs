@@ -1869,6 +1869,52 @@ fn the_subnet_port_answers_pings_to_its_own_address_only() {
     assert_eq!(ip_of(&out[0]).src(), ip(lab::INSIDE_IP).to_be_bytes());
 }
 
+/// A ping to the port's own address from no single host (RFC 1122 §3.2.1.3: "this network",
+/// loopback, multicast, the limited broadcast, the subnet's broadcast or network address), or
+/// in a frame from a group MAC, is not answered: the answer would go to a broadcast or group
+/// address, to every host of the link. Each is dropped `not_for_us`. From the host, in a frame
+/// from its own MAC, it still is.
+#[test]
+fn pings_from_no_single_host_are_not_answered() {
+    let mut lab = lab_with(GroupMask::EMPTY);
+    let to = ip(lab::INSIDE_IP);
+    let froms = [
+        ("0.0.0.0", lab::HOST_MAC),
+        ("127.0.0.1", lab::HOST_MAC),
+        ("224.0.0.1", lab::HOST_MAC),
+        ("255.255.255.255", lab::HOST_MAC),
+        ("172.31.1.255", lab::HOST_MAC),
+        ("172.31.1.0", lab::HOST_MAC),
+        (lab::HOST_IP, [0xff; 6]),
+        (lab::HOST_IP, [0x01, 0, 0x5e, 0, 0, 1]),
+    ];
+    for (seq, (from, mac)) in froms.iter().enumerate() {
+        let ping = testkit::ipv4_echo(ip(from), to, true, 7, seq as u16, b"x");
+        lab.w
+            .port_mut(1)
+            .unwrap()
+            .inject(&testkit::eth_ipv4(lab::INSIDE_MAC, *mac, &ping));
+        lab.w.poll_once(lab.now);
+        let out = lab.inside_sent();
+        assert!(out.is_empty(), "answered {from} from {mac:?}");
+    }
+    assert_eq!(
+        lab.drops(DropReason::NotForUs),
+        froms.len() as u64,
+        "{:?}",
+        nonzero_drops(&lab.w)
+    );
+    let ping = testkit::ipv4_echo(ip(lab::HOST_IP), to, true, 7, 99, b"x");
+    lab.w
+        .port_mut(1)
+        .unwrap()
+        .inject(&testkit::eth_ipv4(lab::INSIDE_MAC, lab::HOST_MAC, &ping));
+    lab.w.poll_once(lab.now);
+    let out = lab.inside_sent();
+    assert_eq!(out.len(), 1);
+    assert_eq!(&out[0][..6], &lab::HOST_MAC[..]);
+}
+
 /// A target network whose ENI address (172.31.1.6) is not the port's own (172.31.1.5): the
 /// port answers ARP for it with its MAC, and pings to it from it; ARP for an address that is
 /// neither is not answered.

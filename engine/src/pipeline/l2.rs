@@ -169,7 +169,11 @@ impl<P: Port> Worker<P> {
     /// address (another host, a broadcast or multicast address, one routed elsewhere) is not
     /// ours to answer in that address's name, and one sent to a link-layer broadcast or
     /// multicast address is not answered (RFC 1122 §3.3.6: a unicast datagram received so is
-    /// discarded). Cold and out of line: data packets never come here.
+    /// discarded). Nor is one whose source is no single host (RFC 1122 §3.2.1.3 has a host
+    /// discard it: 0/8, 127/8, a multicast, the limited broadcast or the port's subnet's
+    /// broadcast address), or whose link-layer source is a group address: the answer would go
+    /// to every host of the link (a reflection anyone on it could aim). Cold and out of line:
+    /// data packets never come here.
     #[cold]
     #[inline(never)]
     pub(crate) fn answer_ping(&mut self, port: u16, mut buf: P::Buf) -> Option<P::Buf> {
@@ -178,25 +182,29 @@ impl<P: Port> Worker<P> {
         else {
             return Some(buf);
         };
-        let Some(our_mac) = self.cfg.ports.get(usize::from(port)).map(|pc| pc.mac) else {
+        let Some(pc) = self.cfg.ports.get(usize::from(port)).copied() else {
             return Some(buf);
         };
-        if ethernet::is_group(dst_mac) {
+        if ethernet::is_group(dst_mac) || ethernet::is_group(src_mac) {
             return Some(buf);
         }
-        let ours = |dst: u32| {
-            self.is_port_address(port, dst) || self.cfg.listeners.iter().any(|l| l.ip == dst)
+        let subnet = crate::rules::Ipv4Cidr::new_truncating(pc.ip, pc.prefix_len);
+        let answerable = |src: u32, dst: u32| {
+            is_one_host(src)
+                && !subnet.is_broadcast(src)
+                && (self.is_port_address(port, dst)
+                    || self.cfg.listeners.iter().any(|l| l.ip == dst))
         };
         if !buf
             .data_mut()
             .get_mut(HEADER_LEN..)
-            .is_some_and(|ip| echo_reply_in_place_if(ip, ours))
+            .is_some_and(|ip| echo_reply_in_place_if(ip, answerable))
         {
             return Some(buf);
         }
         let d = buf.data_mut();
         d[0..6].copy_from_slice(&src_mac);
-        d[6..12].copy_from_slice(&our_mac);
+        d[6..12].copy_from_slice(&pc.mac);
         self.enqueue_tx(port, buf);
         None
     }
@@ -318,19 +326,22 @@ impl<P: Port> Worker<P> {
 /// its reply, in place: addresses swapped and the type changed, both checksums updated
 /// incrementally. False, and `ip` untouched, if it is anything else.
 pub(crate) fn echo_reply_in_place(ip: &mut [u8]) -> bool {
-    echo_reply_in_place_if(ip, |_| true)
+    echo_reply_in_place_if(ip, |_, _| true)
 }
 
-/// `echo_reply_in_place` for a request whose destination is `ours` only (asked only of an
-/// echo request).
-pub(crate) fn echo_reply_in_place_if(ip: &mut [u8], ours: impl FnOnce(u32) -> bool) -> bool {
+/// `echo_reply_in_place` for a request whose source and destination are `answerable` only
+/// (asked only of an echo request).
+pub(crate) fn echo_reply_in_place_if(
+    ip: &mut [u8],
+    answerable: impl FnOnce(u32, u32) -> bool,
+) -> bool {
     let Ok(mut ip) = Ipv4Packet::new_checked(ip) else {
         return false;
     };
     let is_request = ip.protocol() == protocol::ICMP
         && !ip.is_fragment()
         && IcmpPacket::new_checked(ip.payload()).is_ok_and(|i| i.kind() == kind::ECHO_REQUEST);
-    if !is_request || !ours(u32::from_be_bytes(ip.dst())) {
+    if !is_request || !answerable(u32::from_be_bytes(ip.src()), u32::from_be_bytes(ip.dst())) {
         return false;
     }
     let (src, dst) = (ip.src(), ip.dst());
@@ -383,14 +394,20 @@ pub(crate) fn icmp_error_about(ip: &[u8]) -> Option<(u32, usize)> {
     let ip = Ipv4Packet::new_checked(ip).ok()?;
     let about_error = ip.protocol() == protocol::ICMP
         && IcmpPacket::new_checked(ip.payload()).map_or(true, |i| !i.is_echo());
-    let one_host = |a: [u8; 4]| !matches!(a[0], 0 | 127 | 224..=255);
-    let unicast = one_host(ip.src()) && ip.dst()[0] < 224;
+    let unicast = is_one_host(u32::from_be_bytes(ip.src())) && ip.dst()[0] < 224;
     (!about_error && unicast && ip.frag_offset() == 0).then(|| {
         (
             u32::from_be_bytes(ip.src()),
             (ip.header_len() + 8).min(ip.total_len()),
         )
     })
+}
+
+/// Whether `ip` can be one host's address, as a source (RFC 1122 §3.2.1.3): not in 0/8
+/// ("this network"), 127/8 (loopback), nor multicast, reserved or the limited broadcast
+/// (224/3).
+fn is_one_host(ip: u32) -> bool {
+    !matches!(ip >> 24, 0 | 127 | 224..=255)
 }
 
 /// Turns the IPv4 packet at the front of `buf` into the ICMP `error` from `from` to `to`,
