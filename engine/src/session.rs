@@ -87,6 +87,8 @@ pub struct Session {
     pub groups: GroupMask,
     /// Whether the core has reported the session idle (once; control then closes it).
     pub(crate) idle_reported: bool,
+    /// Whether the core has reported the client's OCC exit (once; control then closes it).
+    pub(crate) exit_reported: bool,
 }
 
 /// What both directions read of a session, kept once in each direction's lines: its peer-id
@@ -225,6 +227,7 @@ impl Session {
             previous: None,
             groups,
             idle_reported: false,
+            exit_reported: false,
         }
     }
 

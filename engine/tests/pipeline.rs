@@ -1549,6 +1549,41 @@ fn keepalive_exit_and_control_packets() {
     assert_eq!(u, vec![0x40, 9, 9]);
 }
 
+/// A client that sends its OCC exit again and again (each a fresh packet-id, so each opens)
+/// is reported to control once: the rest are only counted, and leave the report queue's room
+/// to the reports of other sessions. One whose report found the queue full is reported with
+/// the next exit.
+#[test]
+fn a_clients_repeated_exits_are_reported_once() {
+    let mut lab = lab_with(GroupMask::EMPTY);
+    for _ in 0..50 {
+        lab.send_exit();
+    }
+    assert_eq!(lab.drops(DropReason::OccExit), 50);
+    let reports: Vec<Report> = std::iter::from_fn(|| lab.mb.reports.pop()).collect();
+    let exits = reports
+        .iter()
+        .filter(|r| matches!(r, Report::ClientExited { peer } if peer.0 == 5))
+        .count();
+    assert_eq!(exits, 1, "{reports:?}");
+
+    let mut lab = lab_with(GroupMask::EMPTY);
+    while lab
+        .mb
+        .reports
+        .push(Report::Idle { peer: PeerId(9) })
+        .is_ok()
+    {}
+    lab.send_exit();
+    assert_eq!(lab.drops(DropReason::ReportQueueFull), 1);
+    while lab.mb.reports.pop().is_some() {}
+    lab.send_exit();
+    lab.send_exit();
+    let reports: Vec<Report> = std::iter::from_fn(|| lab.mb.reports.pop()).collect();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert!(matches!(reports[0], Report::ClientExited { peer } if peer.0 == 5));
+}
+
 /// A control thread that stops reading (a storm of handshakes) lets the report queue fill with
 /// punts only up to three quarters: a session's end still reaches it, and the punts past that
 /// are counted.

@@ -277,6 +277,23 @@ impl<P: Port> Worker<P> {
         }
     }
 
+    /// Tells control that the client of the session in slot `idx` said goodbye, once: every
+    /// OCC exit it sends after that (a client may repeat it; one that floods them, each with a
+    /// fresh packet-id, would otherwise fill the report queue, room kept for the reports
+    /// control cannot lose: other sessions' ends and floats) is only counted `occ_exit`. Told
+    /// again if the report found no room.
+    #[cold]
+    #[inline(never)]
+    fn client_exited(&mut self, idx: u32, peer: PeerId) {
+        if self.sessions.get_mut(idx).is_none_or(|s| s.exit_reported) {
+            return;
+        }
+        let reported = self.report(Report::ClientExited { peer });
+        if let Some(s) = self.sessions.get_mut(idx) {
+            s.exit_reported = reported;
+        }
+    }
+
     /// A P_DATA_V2 packet (outer headers removed) of a session this core owns.
     fn client_data(&mut self, mut buf: P::Buf, peer: PeerId, from: Remote) {
         let Some(idx) = self.sessions.index_of_peer(peer) else {
@@ -310,7 +327,7 @@ impl<P: Port> Worker<P> {
             Plaintext::Ip => {}
             Plaintext::Keepalive => return self.drop_packet(buf, DropReason::Keepalive),
             Plaintext::OccExit => {
-                self.report(Report::ClientExited { peer });
+                self.client_exited(idx, peer);
                 return self.drop_packet(buf, DropReason::OccExit);
             }
             Plaintext::OtherOcc => return self.drop_packet(buf, DropReason::OccOther),
