@@ -89,6 +89,9 @@ pub struct Session {
     pub(crate) idle_reported: bool,
     /// Whether the core has reported the client's OCC exit (once; control then closes it).
     pub(crate) exit_reported: bool,
+    /// The second (caller's clock) the core last reported a float of the session in: one
+    /// report a second at most, a later float that second told at the next.
+    pub(crate) float_reported: Option<u32>,
 }
 
 /// What both directions read of a session, kept once in each direction's lines: its peer-id
@@ -228,6 +231,7 @@ impl Session {
             groups,
             idle_reported: false,
             exit_reported: false,
+            float_reported: None,
         }
     }
 

@@ -1164,6 +1164,52 @@ fn replies_follow_a_floated_client() {
     assert!(lab.client.open(&out[0]).is_some());
 }
 
+/// A client that floats with every packet (ten source ports in one second) is reported to
+/// control once that second, at its first new address, and once at the next, at the address
+/// it then has: not once a packet, which would fill the report queue's room for the reports
+/// control cannot lose. Replies follow it at once all the same.
+#[test]
+fn a_client_floating_with_every_packet_is_reported_once_a_second() {
+    let mut lab = lab_with(GroupMask::EMPTY);
+    let floats = |lab: &mut Lab| {
+        std::iter::from_fn(|| lab.mb.reports.pop())
+            .filter_map(|r| match r {
+                Report::Floated { remote, .. } => Some(remote.port),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    for (seq, port) in (40_000..40_010u16).enumerate() {
+        let echo = testkit::ipv4_echo(
+            ip(lab::CLIENT_VIP),
+            ip(lab::HOST_IP),
+            true,
+            3,
+            seq as u16,
+            b"",
+        );
+        let mut f = lab.client.frame(&echo);
+        f[34..36].copy_from_slice(&port.to_be_bytes());
+        f[40..42].copy_from_slice(&[0, 0]);
+        lab.w.port_mut(0).unwrap().inject(&f);
+        lab.w.poll_once(lab.now);
+    }
+    assert_eq!(lab.inside_sent().len(), 10);
+    assert_eq!(floats(&mut lab), [40_000]);
+    lab.w.poll_once(lab.now + Duration::from_secs(1));
+    assert_eq!(floats(&mut lab), [40_009]);
+    lab.w.poll_once(lab.now + Duration::from_secs(2));
+    assert!(floats(&mut lab).is_empty(), "told once");
+    // The next second, a float is reported at once again.
+    let echo = testkit::ipv4_echo(ip(lab::CLIENT_VIP), ip(lab::HOST_IP), true, 3, 99, b"");
+    let mut f = lab.client.frame(&echo);
+    f[34..36].copy_from_slice(&41_000u16.to_be_bytes());
+    f[40..42].copy_from_slice(&[0, 0]);
+    lab.w.port_mut(0).unwrap().inject(&f);
+    lab.w.poll_once(lab.now + Duration::from_secs(2));
+    assert_eq!(floats(&mut lab), [41_000]);
+}
+
 /// Datagrams to a client leave with DF clear, so a path with a smaller MTU fragments them:
 /// each has an identification of its own (RFC 6864 §4.1), or the client's kernel, holding the
 /// fragments of two at once, reassembles pieces of both into one.

@@ -263,14 +263,28 @@ impl<P: Port> Worker<P> {
         self.decrypted = batch;
     }
 
-    /// Tells control that a session floated; if the report queue has no room, it is told
-    /// again a second later (`report_floats_again`): control would otherwise keep the old
-    /// address, and refuse the client's control packets from the new one.
+    /// Tells control that the session in slot `idx` floated to `remote`, once a second at
+    /// most: a float in a second that already had one, or whose report found no room, is
+    /// told a second later (`report_floats_again`, with the address the session then has).
+    /// Control would otherwise keep the old address, and refuse the client's control packets
+    /// from the new one. A float report cannot be lost, so the queue keeps room for it; a
+    /// client that changes its source port with every packet (authenticated, so any user can)
+    /// would otherwise fill that room with one report a packet.
     #[cold]
     #[inline(never)]
-    fn report_float(&mut self, peer: PeerId, remote: Remote) {
-        if !self.report(Report::Floated { peer, remote })
-            && self.unreported_floats.len() < self.unreported_floats.capacity()
+    fn report_float(&mut self, idx: u32, peer: PeerId, remote: Remote) {
+        let now = self.now_secs;
+        let this_second = self
+            .sessions
+            .get_mut(idx)
+            .is_some_and(|s| s.float_reported == Some(now));
+        if !this_second && self.report(Report::Floated { peer, remote }) {
+            if let Some(s) = self.sessions.get_mut(idx) {
+                s.float_reported = Some(now);
+            }
+            return;
+        }
+        if self.unreported_floats.len() < self.unreported_floats.capacity()
             && !self.unreported_floats.contains(&peer)
         {
             self.unreported_floats.push(peer);
@@ -321,7 +335,7 @@ impl<P: Port> Worker<P> {
         }
         let (endpoint, client_ip) = (s.id().endpoint(), s.client_ip);
         if floated {
-            self.report_float(peer, from);
+            self.report_float(idx, peer, from);
         }
         match classify_plaintext(buf.data()) {
             Plaintext::Ip => {}
