@@ -2056,6 +2056,49 @@ fn arp_and_ping_of_an_eni_other_than_the_ports_address() {
     );
 }
 
+/// ARP from a host of the subnet that claims an ENI address of the port (172.31.1.6, not the
+/// port's own) teaches the core nothing: a client's packet to that address is not sent to the
+/// claimant's MAC (the core asks for the address itself, and nobody else answers).
+#[test]
+fn arp_claiming_an_eni_address_is_not_learned() {
+    let mut lab = lab_with(GroupMask::EMPTY);
+    let eni = ip("172.31.1.6");
+    lab.mb
+        .commands
+        .push(Command::InstallRules(Arc::new(testkit::lab_rules_via_eni(
+            2, eni,
+        ))))
+        .map_err(|_| ())
+        .unwrap();
+    lab.w.poll_once(lab.now);
+    let claimant = [2, 0, 0, 0, 2, 99];
+    for target in [ip(lab::INSIDE_IP), eni] {
+        lab.w
+            .port_mut(1)
+            .unwrap()
+            .inject(&testkit::arp_request(claimant, eni, target));
+        lab.w.poll_once(lab.now);
+    }
+    let _answers = lab.inside_sent();
+    lab.send_from_client(&testkit::ipv4_echo(
+        ip(lab::CLIENT_VIP),
+        eni,
+        true,
+        3,
+        1,
+        b"",
+    ));
+    let out = lab.inside_sent();
+    assert!(
+        out.iter().all(|f| f[0..6] != claimant),
+        "sent to the claimant: {:?}",
+        nonzero_drops(&lab.w)
+    );
+    assert_eq!(out.len(), 1);
+    let asked = sluice_engine::wire::arp::ArpRepr::parse(&out[0][14..]).unwrap();
+    assert_eq!((asked.operation, asked.target_ip), (1, eni.to_be_bytes()));
+}
+
 /// ARP that gives a multicast MAC for a host's address teaches the core nothing: the
 /// client's packet to that host waits for the core's own request, and goes to the MAC the
 /// answer gives, not to every port of the switch.

@@ -42,7 +42,13 @@ impl<P: Port> Worker<P> {
         // reply to ours); other ARP only refreshes neighbours already known (`refresh`). A
         // host is at an individual MAC: one that names a broadcast or multicast one for its
         // address is not believed (our packets to it would go to every port of the switch).
-        if pc.on_link(sender) && sender != pc.ip && !ethernet::is_group(arp.sender_mac) {
+        // Nor is a host that claims one of our own addresses on the port (its address or an
+        // ENI address on it): what the core sends to that address (a client's packet to the
+        // ENI) would go to that host.
+        if pc.on_link(sender)
+            && !self.is_port_address(port, sender)
+            && !ethernet::is_group(arp.sender_mac)
+        {
             let now = self.now_secs;
             let share = ours
                 && !shared
