@@ -23,7 +23,7 @@ use sluice_control::proto::key_method;
 use sluice_control::proto::packet::{opcode, ControlPacket};
 use sluice_control::proto::room::CoreRoom;
 use sluice_control::proto::server::{
-    peer_id_range, Authenticator, CertificateOnly, CloseReason, Event, Server, Settings,
+    peer_id_range, Authenticator, CertificateOnly, CloseReason, Event, Float, Server, Settings,
     MAX_VERIFYING,
 };
 use sluice_control::proto::session::{KeyPhase, Phase};
@@ -221,7 +221,7 @@ fn simulate_with(seed: u64, mut up: Link, scenario: Scenario) {
             renegotiated = true;
             if float {
                 c_addr.port += 1;
-                assert!(server.float(peer, c_addr, now));
+                assert_eq!(server.float(peer, c_addr, now), Float::Moved);
             }
         }
         if server_keys.len() == 2 && client.key_blocks.len() == 2 {
@@ -360,6 +360,62 @@ fn the_control_channel_follows_a_float() {
     };
     simulate_with(11, Link::new(11, 0.0, 0.0), float);
     simulate_with(12, Link::new(12, 0.2, 0.1), float);
+}
+
+/// OpenVPN 2.6's float rule (`multi_process_float`): a session whose packets come from an
+/// address another client's session holds (here alice's, forging bob's address, which any
+/// user can: her packets are authenticated by her own key) does not take it. Bob's session
+/// stays, alice's ends (the core has already moved hers). A session of the same client there
+/// (the same user, connected again) is the one that ends, as before.
+#[test]
+fn a_float_onto_another_clients_address_ends_the_floater_not_the_other() {
+    let mut settings = Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20));
+    settings.password_required = true;
+    let server = Server::new(settings, users(&["alice", "bob"], false));
+    let (client, alice) = password_client("alice", "pw", 1);
+    let mut rig = Rig::new(server, client);
+    rig.addr = alice;
+    rig.connect();
+    let (client, bob) = password_client("bob", "pw", 2);
+    rig.next_client(client, bob);
+    rig.connect();
+    let peer_at = |rig: &Rig<EndpointAuth>, addr: Remote| {
+        let s = rig.server.sessions().find(|s| s.remote == addr);
+        s.map(|s| (s.peer_id, s.phase.clone()))
+    };
+    let (Some((a, _)), Some((b, _))) = (peer_at(&rig, alice), peer_at(&rig, bob)) else {
+        panic!("two sessions");
+    };
+    let now = rig.now;
+    assert_eq!(rig.server.float(a, bob, now), Float::Refused);
+    assert_eq!(peer_at(&rig, bob), Some((b, Phase::Established)));
+    assert!(matches!(peer_at(&rig, alice), Some((p, Phase::Closing { .. })) if p == a));
+    let closed: Vec<_> = std::iter::from_fn(|| rig.server.poll_event())
+        .filter_map(|e| match e {
+            Event::Closed {
+                peer_id, reason, ..
+            } => Some((peer_id, reason)),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        matches!(&closed[..], [(p, CloseReason::Terminated(_))] if *p == a),
+        "{closed:?}"
+    );
+    assert_eq!(rig.server.counters().floats_refused, 1);
+
+    // Bob connects again from another address: his session there floats onto his old one's.
+    let (client, again) = password_client("bob", "pw", 3);
+    rig.next_client(client, again);
+    rig.connect();
+    let Some((b2, _)) = peer_at(&rig, again) else {
+        panic!("bob's second session");
+    };
+    let now = rig.now;
+    assert_eq!(rig.server.float(b2, bob, now), Float::Moved);
+    assert_eq!(peer_at(&rig, bob), Some((b2, Phase::Established)));
+    assert!(rig.server.sessions().all(|s| s.peer_id != b));
+    assert_eq!(rig.server.counters().floats_refused, 1);
 }
 
 /// The server renegotiates a key once it is 30 s old (`Settings::reneg`, as OpenVPN's

@@ -258,6 +258,17 @@ pub struct ClientInfo {
     pub endpoint: u16,
 }
 
+/// What `Server::float` did with a session's float.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Float {
+    /// The session's control channel is at the new address now.
+    Moved,
+    /// Another client's session holds the address: the session that floated was ended.
+    Refused,
+    /// Nothing: no such session, or already there.
+    Unchanged,
+}
+
 /// Why a session ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CloseReason {
@@ -364,6 +375,9 @@ pub struct Counters {
     pub handshake_cap: u64,
     /// Protocol violations by established peers.
     pub misbehaved: u64,
+    /// Sessions ended for floating onto an address another client's session holds
+    /// (`Server::float`).
+    pub floats_refused: u64,
     /// Authentication failures.
     pub auth_failures: u64,
     /// Of those, clients refused for want of room (`FailureReason::is_for_room`): the
@@ -1325,22 +1339,51 @@ impl<A: Authenticator> Server<A> {
 
     /// The data plane saw the session `peer_id` float to `remote` (an authenticated data packet
     /// from there, the reference's float): its control channel moves too, so the client's
-    /// renegotiations and messages from the new address reach it and ours go there. A session
-    /// of another client still at that address ends (the address is no longer its). Returns
-    /// whether the session was moved.
-    pub fn float(&mut self, peer_id: u32, remote: Remote, now: Instant) -> bool {
+    /// renegotiations and messages from the new address reach it and ours go there.
+    ///
+    /// If another session is at `remote`, OpenVPN 2.6's rule (`multi_process_float`) decides:
+    /// one of the same client (the same certificate, the same user) is ended, the address being
+    /// no longer its; one of another client keeps it, and the float is refused. A core has
+    /// already moved the session by then (it cannot see other cores' sessions), so a refused
+    /// float ends the session that floated, whose packets come from an address another client
+    /// holds: a client that forges another's address (any user can, its packets being
+    /// authenticated by its own key) ends its own session, not the other's, and has its return
+    /// traffic sent there no longer. A session still in its handshake at `remote` is no client
+    /// yet, and gives way.
+    pub fn float(&mut self, peer_id: u32, remote: Remote, now: Instant) -> Float {
         let Some(&old) = self.by_peer.get(&peer_id) else {
-            return false;
+            return Float::Unchanged;
         };
         if old == remote {
-            return false;
+            return Float::Unchanged;
         }
-        if self.sessions.contains_key(&remote) {
+        if let Some(there) = self.sessions.get(&remote) {
+            let same_client = match (&there.identity, self.sessions.get(&old)) {
+                (Some(theirs), Some(s)) => {
+                    s.identity.as_ref().is_some_and(|i| i.same_client(theirs))
+                }
+                _ => true,
+            };
+            let other_client = there.identity.is_some()
+                && !same_client
+                && !matches!(there.phase, Phase::Closing { .. });
+            if other_client {
+                self.counters.floats_refused += 1;
+                self.end(
+                    old,
+                    CloseReason::Terminated(
+                        "its packets came from an address another client's session holds".into(),
+                    ),
+                    now,
+                );
+                self.flush(old, now);
+                return Float::Refused;
+            }
             self.end(remote, CloseReason::Restarted, now);
             self.forget(remote);
         }
         let Some(mut s) = self.sessions.remove(&old) else {
-            return false;
+            return Float::Unchanged;
         };
         s.remote = remote;
         self.sessions.insert(remote, s);
@@ -1355,7 +1398,7 @@ impl<A: Authenticator> Server<A> {
             remote,
             present: true,
         });
-        true
+        Float::Moved
     }
 
     /// Ends a session by peer-id with a message to the client (`HALT` keeps it from

@@ -78,6 +78,17 @@ pub struct Identity {
     pub certificate_serial: Option<Vec<u8>>,
 }
 
+impl Identity {
+    /// Whether `other` is the same client (OpenVPN compares the certificates' hashes): the same
+    /// certificate (common name and serial number) and the same directory user, whatever
+    /// their groups.
+    pub fn same_client(&self, other: &Self) -> bool {
+        self.common_name == other.common_name
+            && self.certificate_serial == other.certificate_serial
+            && self.username == other.username
+    }
+}
+
 /// Where the session is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Phase {

@@ -38,7 +38,7 @@ use crate::config::schema::{Endpoint, DEFAULT_MTU};
 use crate::config::Loaded;
 use crate::connlog::{self, FailureReason, LogType, RotatingLog};
 use crate::proto::room::CoreRoom;
-use crate::proto::server::{CloseReason, Event, Server, MAX_VERIFYING};
+use crate::proto::server::{CloseReason, Event, Float, Server, MAX_VERIFYING};
 use crate::timefmt::rfc3339;
 
 /// One client connection, as `describe-client-vpn-connections` shows it.
@@ -506,13 +506,22 @@ impl Dataplane {
                     Ipv4Addr::from(remote.ip),
                     remote.port
                 ));
-                // The control channel follows (renegotiations come from the new address).
+                // The control channel follows (renegotiations come from the new address),
+                // unless another client's session is there: then the session that floated ends.
+                let mut moved = false;
                 for e in 0..self.servers.len() {
-                    if self.servers[e].float(peer.0, remote, now) {
-                        self.drain(e);
+                    match self.servers[e].float(peer.0, remote, now) {
+                        Float::Moved => moved = true,
+                        Float::Refused => log(&format!(
+                            "peer {} floated to an address another client's session holds: \
+                             ending it",
+                            peer.0
+                        )),
+                        Float::Unchanged => continue,
                     }
+                    self.drain(e);
                 }
-                if let Some(c) = self.connections.get_mut(&peer.0) {
+                if let Some(c) = self.connections.get_mut(&peer.0).filter(|_| moved) {
                     c.device_ip = format!("{}:{}", Ipv4Addr::from(remote.ip), remote.port);
                     c.remote = remote;
                 }
