@@ -32,6 +32,7 @@ use sluice_engine::worker::{Handoff, Listener, PortConfig, Worker, WorkerConfig}
 use super::endpoint;
 use super::verifier::{self, Verifier};
 use super::{log, shown};
+use crate::auth::directory::Directory;
 use crate::auth::EndpointAuth;
 use crate::compile::{self, GroupIndex};
 use crate::config::schema::{Endpoint, DEFAULT_MTU};
@@ -165,29 +166,107 @@ fn served_endpoints(
         .unzip()
 }
 
-/// For each of `cores` cores, the sessions (peer-id, endpoint number, the user's groups) whose
-/// group set differs between the `old` and `new` group numbering, with their new sets.
+/// For each of `cores` cores, the sessions (peer-id, endpoint number, the user's groups before
+/// and after the reload) whose group set differs between the `old` numbering of the groups
+/// before and the `new` numbering of the groups after, with their new sets.
 fn regroup<'a>(
     cores: usize,
-    sessions: impl Iterator<Item = (u32, usize, &'a [String])>,
+    sessions: impl Iterator<Item = (u32, usize, &'a [String], &'a [String])>,
     old: &[GroupIndex],
     new: &[GroupIndex],
     core_of: impl Fn(u32) -> usize,
 ) -> Vec<Vec<(PeerId, GroupMask)>> {
     let mut out = vec![Vec::new(); cores];
-    for (peer, e, groups) in sessions {
+    for (peer, e, before, after) in sessions {
         let (Some(old), Some(new)) = (old.get(e), new.get(e)) else {
             continue;
         };
-        let names = || groups.iter().map(String::as_str);
-        let mask = new.mask(names());
-        if mask != old.mask(names()) {
+        let names = |groups: &'a [String]| groups.iter().map(String::as_str);
+        let mask = new.mask(names(after));
+        if mask != old.mask(names(before)) {
             if let Some(list) = out.get_mut(core_of(peer)) {
                 list.push((PeerId(peer), mask));
             }
         }
     }
     out
+}
+
+/// What a reload means for a connection already made, beyond the new rule table.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// It goes on as it is.
+    Stays,
+    /// It goes on, with the groups the users file now gives its user.
+    Regroup(Vec<String>),
+    /// It ends: its client is told `message` (a `RESTART`), and `why` goes on record.
+    Ends {
+        message: &'static str,
+        why: &'static str,
+    },
+}
+
+/// What a reload changed for an endpoint, as `verdict` weighs it for its connections.
+struct Reloaded<'a> {
+    /// The serials its CRL now revokes.
+    revoked: &'a [Vec<u8>],
+    /// Its directory as the users file now reads (`None`: it authenticates no user, or was
+    /// deleted).
+    directory: Option<&'a dyn Directory>,
+    /// It has no target network left.
+    unassociated: bool,
+    /// Its pushed routes changed, and `reconnect_on_route_change` asks its clients to
+    /// reconnect for them.
+    reconnect_for_routes: bool,
+}
+
+/// What the reload described by `r` does to connection `c` of that endpoint: a revoked
+/// certificate or a user no longer in the users file ends it (the guide: blacklisting a
+/// client "revokes their access", not only its next connection), as does an endpoint left
+/// without target networks or, on request, new routes; a user whose groups changed in the
+/// users file keeps the connection under the new groups, so a group the user left grants
+/// nothing more.
+fn verdict(c: &Connection, r: &Reloaded<'_>) -> Verdict {
+    if c.serial.as_ref().is_some_and(|s| r.revoked.contains(s)) {
+        return Verdict::Ends {
+            message: "RESTART,certificate revoked",
+            why: "the client certificate was revoked by the CRL",
+        };
+    }
+    let groups = match (r.directory, c.username.as_deref()) {
+        (Some(d), Some(name)) => match d.user(name) {
+            Some(u) => Some(u.groups),
+            None => {
+                return Verdict::Ends {
+                    message: "RESTART,user removed",
+                    why: "the user was removed from the users file",
+                }
+            }
+        },
+        _ => None,
+    };
+    if r.unassociated {
+        // The guide: "clients can no longer establish a VPN connection"; those connected are
+        // told to reconnect, and are refused for now until a target network is associated.
+        return Verdict::Ends {
+            message: "RESTART,the endpoint has no target network",
+            why: "the endpoint has no target network associated",
+        };
+    }
+    if r.reconnect_for_routes {
+        return Verdict::Ends {
+            message: "RESTART,the endpoint's routes changed",
+            why: "asked to reconnect for new routes",
+        };
+    }
+    // The same groups listed in another order are no change.
+    fn set(g: &[String]) -> std::collections::BTreeSet<&str> {
+        g.iter().map(String::as_str).collect()
+    }
+    match groups {
+        Some(g) if set(&g) != set(&c.groups) => Verdict::Regroup(g),
+        _ => Verdict::Stays,
+    }
 }
 
 fn is_vdev(device: &str) -> bool {
@@ -1087,7 +1166,10 @@ impl Dataplane {
     /// sessions' group sets under its group numbering in the same step; new TLS settings
     /// (certificate, CRL: a handshake under way is checked against the new one too), users
     /// file, connection limits, pushed routes and DNS servers and session timeout for new
-    /// connections; connection logs reopened where their settings changed.
+    /// connections; connection logs reopened where their settings changed. Connections made
+    /// follow it as `verdict` says: one whose certificate the CRL now revokes or whose user the
+    /// users file no longer has ends, one whose user's groups changed there has its new group
+    /// set put in force with the table.
     ///
     /// The endpoints served are those the data plane started with, matched by ID wherever
     /// they are in the file. One created since is served after a restart; one deleted since
@@ -1119,14 +1201,45 @@ impl Dataplane {
                 revoked.push(endpoint::revoked_serials(&view, ep)?);
             }
         }
+        // What the reload does to each connection made: its certificate revoked or its user
+        // removed ends it, a user's new groups are put in force with the table.
+        let reloaded: Vec<Reloaded<'_>> = config
+            .endpoints
+            .iter()
+            .enumerate()
+            .map(|(e, ep)| Reloaded {
+                revoked: revoked.get(e).map_or(&[], Vec::as_slice),
+                directory: files
+                    .get(e)
+                    .and_then(Option::as_ref)
+                    .and_then(|(_, auth)| auth.directory.as_deref()),
+                unassociated: ep.target_networks.is_empty(),
+                reconnect_for_routes: config.appliance.reconnect_on_route_change
+                    && self.pushed.get(e) != Some(&endpoint::pushed_routes(ep)),
+            })
+            .collect();
+        let verdicts: HashMap<u32, Verdict> = self
+            .connections
+            .iter()
+            .filter_map(|(p, c)| {
+                let v = verdict(c, reloaded.get(usize::from(c.endpoint))?);
+                (v != Verdict::Stays).then_some((*p, v))
+            })
+            .collect();
+        drop(reloaded);
         self.version += 1;
         // Each session's groups under the new numbering, with the table: a core never decides
-        // a packet under one and the other's old self.
+        // a packet under one and the other's old self. A connection about to end has none.
         let regroup = regroup(
             self.outbox.mailboxes().len(),
-            self.connections
-                .iter()
-                .map(|(p, c)| (*p, usize::from(c.endpoint), c.groups.as_slice())),
+            self.connections.iter().map(|(p, c)| {
+                let after = match verdicts.get(p) {
+                    Some(Verdict::Regroup(g)) => g.as_slice(),
+                    Some(Verdict::Ends { .. }) => &[],
+                    _ => c.groups.as_slice(),
+                };
+                (*p, usize::from(c.endpoint), c.groups.as_slice(), after)
+            }),
             &self.groups,
             &compiled.groups,
             |peer| self.core_room.core_of(peer),
@@ -1144,7 +1257,24 @@ impl Dataplane {
             );
         }
         self.groups = compiled.groups;
-        let mut routes_changed = Vec::new();
+        let mut ends = Vec::new();
+        for (peer, v) in verdicts {
+            match v {
+                Verdict::Regroup(groups) => {
+                    if let Some(c) = self.connections.get_mut(&peer) {
+                        log(&format!(
+                            "connection {}: the users file now gives {} the groups [{}]",
+                            c.connection_id,
+                            shown(c.username.as_deref()),
+                            groups.join(", ")
+                        ));
+                        c.groups = groups;
+                    }
+                }
+                Verdict::Ends { message, why } => ends.push((peer, message, why)),
+                Verdict::Stays => {}
+            }
+        }
         for (e, ((s, f), ep)) in self
             .servers
             .iter_mut()
@@ -1153,7 +1283,7 @@ impl Dataplane {
             .enumerate()
         {
             // The users file too: a user removed or changed there is checked so at the next
-            // authentication (connections made stay until they end or are terminated).
+            // authentication (and, connected, was weighed above).
             if let Some((tls, auth)) = f {
                 s.set_tls(tls);
                 s.set_authenticator(auth);
@@ -1168,68 +1298,18 @@ impl Dataplane {
             s.set_reneg(endpoint::reneg(&view), Instant::now());
             // A target network associated or disassociated changes the endpoint's limit.
             s.set_max_sessions(endpoint::max_connections(&view, ep));
-            let routes = endpoint::pushed_routes(ep);
-            if self.pushed.get(e) != Some(&routes) {
-                routes_changed.push(e);
-            }
-            s.set_routes(routes);
+            s.set_routes(endpoint::pushed_routes(ep));
         }
         self.pushed = config
             .endpoints
             .iter()
             .map(endpoint::pushed_routes)
             .collect();
+        // New routes reach clients at their next connection; on request, right away (above).
         let now = Instant::now();
-        // An endpoint left without target networks takes no client (the guide: "clients can
-        // no longer establish a VPN connection"); those connected are told to reconnect, and
-        // are refused for now until a target network is associated again.
-        let unassociated: Vec<u32> = self
-            .connections
-            .iter()
-            .filter(|(_, c)| {
-                config
-                    .endpoints
-                    .get(usize::from(c.endpoint))
-                    .is_some_and(|ep| ep.target_networks.is_empty())
-            })
-            .map(|(p, _)| *p)
-            .collect();
-        self.end_each(
-            unassociated,
-            "RESTART,the endpoint has no target network",
-            "the endpoint has no target network associated",
-            now,
-        );
-        // New routes reach clients at their next connection; on request, right away.
-        if config.appliance.reconnect_on_route_change {
-            let hits: Vec<u32> = self
-                .connections
-                .iter()
-                .filter(|(_, c)| routes_changed.contains(&usize::from(c.endpoint)))
-                .map(|(p, _)| *p)
-                .collect();
-            self.end_each(
-                hits,
-                "RESTART,the endpoint's routes changed",
-                "asked to reconnect for new routes",
-                now,
-            );
-        }
-        // A new CRL also ends the connections of certificates it revokes, at once.
-        for (e, revoked) in revoked.iter().enumerate() {
-            let hits: Vec<u32> = self
-                .connections
-                .iter()
-                .filter(|(_, c)| usize::from(c.endpoint) == e)
-                .filter(|(_, c)| c.serial.as_ref().is_some_and(|s| revoked.contains(s)))
-                .map(|(p, _)| *p)
-                .collect();
-            self.end_each(
-                hits,
-                "RESTART,certificate revoked",
-                "the client certificate was revoked by the CRL",
-                now,
-            );
+        ends.sort_unstable_by_key(|(peer, ..)| *peer);
+        for (peer, message, why) in ends {
+            self.end(peer, message, CloseReason::Terminated(why.into()), now);
         }
         self.running = view.config.endpoints;
         Ok(())
@@ -1505,11 +1585,11 @@ access_group_id = "finance""#,
             g(&[]),
         );
         let sessions = [
-            (1u32, 0usize, contractor.as_slice()),
-            (2, 0, accountant.as_slice()),
-            (3, 0, both.as_slice()),
-            (4, 0, nobody.as_slice()),
-            (5, 1, contractor.as_slice()),
+            (1u32, 0usize, contractor.as_slice(), contractor.as_slice()),
+            (2, 0, accountant.as_slice(), accountant.as_slice()),
+            (3, 0, both.as_slice(), both.as_slice()),
+            (4, 0, nobody.as_slice(), nobody.as_slice()),
+            (5, 1, contractor.as_slice(), contractor.as_slice()),
         ];
         let out = regroup(2, sessions.into_iter(), &old, &new, |peer| {
             peer as usize % 2
@@ -1522,5 +1602,119 @@ access_group_id = "finance""#,
             ]
         );
         assert!(out[0].is_empty(), "{:?}", out[0]);
+    }
+
+    /// A users file as a directory: names and groups (passwords are not checked here).
+    struct Users(Vec<(&'static str, &'static [&'static str])>);
+
+    impl Directory for Users {
+        fn password_hash(&self, _: &str) -> String {
+            String::new()
+        }
+
+        fn user(&self, username: &str) -> Option<crate::auth::directory::User> {
+            let (_, groups) = self.0.iter().find(|(n, _)| *n == username)?;
+            Some(crate::auth::directory::User {
+                groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+                totp_secret: None,
+            })
+        }
+    }
+
+    /// A connection of endpoint 0 made by `username` (none: a certificate only) with
+    /// `groups`, with a certificate of serial `serial`.
+    fn made(username: Option<&str>, groups: &[&str], serial: u8) -> Connection {
+        Connection {
+            client_vpn_endpoint_id: "cvpn-endpoint-0123456789abcdef0".into(),
+            connection_id: connlog::connection_id(),
+            common_name: Some("client1".into()),
+            username: username.map(str::to_owned),
+            client_ip: Ipv4Addr::new(10, 200, 0, 2),
+            device_ip: "192.0.2.10:40000".into(),
+            connection_established_time: String::new(),
+            ingress_bytes: 0,
+            egress_bytes: 0,
+            ingress_packets: 0,
+            egress_packets: 0,
+            status: ConnectionStatus {
+                code: "active".into(),
+                message: None,
+            },
+            endpoint: 0,
+            serial: Some(vec![serial]),
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+            started: SystemTime::now(),
+            remote: sluice_engine::session::Remote {
+                ip: 0xc000_020a,
+                port: 40_000,
+            },
+            last_logged: None,
+        }
+    }
+
+    /// The users file governs the connections made, not only the next ones: a user no longer
+    /// in it is ended (and told to reconnect, which the new file refuses), a user moved to
+    /// other groups keeps the connection under the new groups only, and their session on its
+    /// core gets the new set with the table although the groups' numbering did not change.
+    #[test]
+    fn a_reload_ends_a_removed_users_connection_and_regroups_a_moved_one() {
+        let users = Users(vec![("alice", &["finance"]), ("carol", &["contractors"])]);
+        let revoked = [vec![9u8]];
+        let r = Reloaded {
+            revoked: &revoked,
+            directory: Some(&users),
+            unassociated: false,
+            reconnect_for_routes: false,
+        };
+        let alice = made(Some("alice"), &["contractors"], 1);
+        let g = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        assert_eq!(verdict(&alice, &r), Verdict::Regroup(g(&["finance"])));
+        assert_eq!(
+            verdict(&made(Some("bob"), &["finance"], 2), &r),
+            Verdict::Ends {
+                message: "RESTART,user removed",
+                why: "the user was removed from the users file",
+            }
+        );
+        assert_eq!(
+            verdict(&made(Some("carol"), &["contractors"], 3), &r),
+            Verdict::Stays
+        );
+        let dave = Users(vec![("dave", &["finance", "contractors"])]);
+        let r_dave = Reloaded {
+            directory: Some(&dave),
+            ..r
+        };
+        assert_eq!(
+            verdict(&made(Some("dave"), &["contractors", "finance"], 5), &r_dave),
+            Verdict::Stays
+        );
+        // A certificate alone names no user: nothing in the users file bears on it.
+        assert_eq!(verdict(&made(None, &[], 4), &r), Verdict::Stays);
+        // A revoked certificate is the reason on record, whatever else changed.
+        assert_eq!(
+            verdict(&made(Some("bob"), &[], 9), &r),
+            Verdict::Ends {
+                message: "RESTART,certificate revoked",
+                why: "the client certificate was revoked by the CRL",
+            }
+        );
+
+        // Alice's session leaves contractors for finance on its core, under an unchanged
+        // numbering.
+        let config = crate::config::parse(std::path::Path::new("t.toml"), &two()).expect("parses");
+        let numbering = compile::compile(&config, 1).expect("compiles").groups;
+        let new = compile::compile_numbered(&config, 2, &numbering)
+            .expect("compiles")
+            .groups;
+        let (before, after) = (g(&["contractors"]), g(&["finance"]));
+        let out = regroup(
+            1,
+            [(7u32, 0usize, before.as_slice(), after.as_slice())].into_iter(),
+            &numbering,
+            &new,
+            |_| 0,
+        );
+        assert_eq!(out[0], [(PeerId(7), new[0].mask(["finance"]))]);
     }
 }
