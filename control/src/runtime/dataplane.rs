@@ -215,6 +215,8 @@ struct Reloaded<'a> {
     directory: Option<&'a dyn Directory>,
     /// It has no target network left.
     unassociated: bool,
+    /// Its DNS servers changed.
+    dns_changed: bool,
     /// Its pushed routes changed, and `reconnect_on_route_change` asks its clients to
     /// reconnect for them.
     reconnect_for_routes: bool,
@@ -223,7 +225,8 @@ struct Reloaded<'a> {
 /// What the reload described by `r` does to connection `c` of that endpoint: a revoked
 /// certificate or a user no longer in the users file ends it (the guide: blacklisting a
 /// client "revokes their access", not only its next connection), as does an endpoint left
-/// without target networks or, on request, new routes; a user whose groups changed in the
+/// without target networks, new DNS servers (as AWS resets connections then) or, on request,
+/// new routes; a user whose groups changed in the
 /// users file keeps the connection under the new groups, so a group the user left grants
 /// nothing more.
 fn verdict(c: &Connection, r: &Reloaded<'_>) -> Verdict {
@@ -251,6 +254,14 @@ fn verdict(c: &Connection, r: &Reloaded<'_>) -> Verdict {
         return Verdict::Ends {
             message: "RESTART,the endpoint has no target network",
             why: "the endpoint has no target network associated",
+        };
+    }
+    if r.dns_changed {
+        // AWS: "Modifying the DNS server resets existing client connections"; a client keeps
+        // the servers it was pushed (perhaps ones being retired) until it connects again.
+        return Verdict::Ends {
+            message: "RESTART,the endpoint's DNS servers changed",
+            why: "the endpoint's DNS servers changed",
         };
     }
     if r.reconnect_for_routes {
@@ -1167,9 +1178,9 @@ impl Dataplane {
     /// (certificate, CRL: a handshake under way is checked against the new one too), users
     /// file, connection limits, pushed routes and DNS servers and session timeout for new
     /// connections; connection logs reopened where their settings changed. Connections made
-    /// follow it as `verdict` says: one whose certificate the CRL now revokes or whose user the
-    /// users file no longer has ends, one whose user's groups changed there has its new group
-    /// set put in force with the table.
+    /// follow it as `verdict` says: one whose certificate the CRL now revokes, whose user the
+    /// users file no longer has or whose endpoint's DNS servers changed ends, one whose user's
+    /// groups changed there has its new group set put in force with the table.
     ///
     /// The endpoints served are those the data plane started with, matched by ID wherever
     /// they are in the file. One created since is served after a restart; one deleted since
@@ -1214,6 +1225,10 @@ impl Dataplane {
                     .and_then(Option::as_ref)
                     .and_then(|(_, auth)| auth.directory.as_deref()),
                 unassociated: ep.target_networks.is_empty(),
+                dns_changed: self
+                    .running
+                    .get(e)
+                    .is_some_and(|r| r.dns_servers != ep.dns_servers),
                 reconnect_for_routes: config.appliance.reconnect_on_route_change
                     && self.pushed.get(e) != Some(&endpoint::pushed_routes(ep)),
             })
@@ -1664,6 +1679,7 @@ access_group_id = "finance""#,
             revoked: &revoked,
             directory: Some(&users),
             unassociated: false,
+            dns_changed: false,
             reconnect_for_routes: false,
         };
         let alice = made(Some("alice"), &["contractors"], 1);
@@ -1716,5 +1732,30 @@ access_group_id = "finance""#,
             |_| 0,
         );
         assert_eq!(out[0], [(PeerId(7), new[0].mask(["finance"]))]);
+    }
+
+    /// New DNS servers reset the endpoint's connections, as AWS's do ("Modifying the DNS
+    /// server resets existing client connections"): each client is told to reconnect and is
+    /// pushed the new servers; a reload that leaves them be keeps every connection.
+    #[test]
+    fn new_dns_servers_reset_the_endpoints_connections() {
+        let users = Users(vec![("alice", &["finance"])]);
+        let reload = |dns_changed| Reloaded {
+            revoked: &[],
+            directory: Some(&users),
+            unassociated: false,
+            dns_changed,
+            reconnect_for_routes: false,
+        };
+        for c in [made(Some("alice"), &["finance"], 1), made(None, &[], 2)] {
+            assert_eq!(
+                verdict(&c, &reload(true)),
+                Verdict::Ends {
+                    message: "RESTART,the endpoint's DNS servers changed",
+                    why: "the endpoint's DNS servers changed",
+                }
+            );
+            assert_eq!(verdict(&c, &reload(false)), Verdict::Stays);
+        }
     }
 }
