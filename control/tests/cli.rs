@@ -1385,3 +1385,75 @@ fn a_fifo_as_the_configuration_is_read_once() {
     let trail = env.config.parent().expect("dir").join("state/audit.log");
     assert!(!trail.exists(), "no trail line for a FIFO's verb");
 }
+
+/// Verbs started at once change the file one after the other: while another change holds the
+/// file a verb waits for it, and every rule the verbs add is there at the end (each read the
+/// same file and the last to write undid the others' changes, all having said they succeeded).
+#[test]
+#[allow(clippy::disallowed_methods)] // a test waits for the processes it ran
+fn verbs_started_at_once_each_keep_their_change() {
+    let env = Env::new();
+    let (code, out, err) = create(&env, "server.crt", "server.key");
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).expect("json");
+    let id = v["ClientVpnEndpointId"].as_str().expect("id").to_owned();
+    associate(&env, &id);
+
+    // Another change holds the file.
+    let held = std::fs::File::open(&env.config).expect("open");
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).expect("lock");
+    let cidrs: Vec<String> = (0..6).map(|k| format!("10.{}.0.0/16", 60 + k)).collect();
+    let mut verbs: Vec<std::process::Child> = cidrs
+        .iter()
+        .map(|cidr| {
+            Command::new(env!("CARGO_BIN_EXE_sluice"))
+                .args([
+                    "authorize-client-vpn-ingress",
+                    "--client-vpn-endpoint-id",
+                    &id,
+                    "--target-network-cidr",
+                    cidr,
+                    "--authorize-all-groups",
+                    "--config",
+                ])
+                .arg(&env.config)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("run sluice")
+        })
+        .collect();
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(2) {
+        for v in &mut verbs {
+            assert!(
+                v.try_wait().expect("wait").is_none(),
+                "a verb changed the file while another change held it"
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    drop(held);
+    for v in verbs {
+        let out = v.wait_with_output().expect("wait");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let rules = env.ok(&[
+        "describe-client-vpn-authorization-rules",
+        "--client-vpn-endpoint-id",
+        &id,
+    ]);
+    let got: Vec<&str> = rules["AuthorizationRules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .filter_map(|r| r["DestinationCidr"].as_str())
+        .collect();
+    for cidr in &cidrs {
+        assert!(got.contains(&cidr.as_str()), "{cidr} lost: {got:?}");
+    }
+}

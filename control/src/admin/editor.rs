@@ -1,7 +1,10 @@
 //! Edits the configuration file in place with `toml_edit`, so comments and layout of what a verb
 //! did not touch survive, then validates the result against every rule and against the file it
 //! replaces, and only then writes it atomically. A refused change leaves the file byte-identical.
+//! One verb at a time changes a file: the next waits until the change is written (or refused).
 
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use toml_edit::{ArrayOfTables, DocumentMut, Item, Table};
@@ -15,6 +18,33 @@ pub struct Editor {
     path: PathBuf,
     old: Loaded,
     doc: DocumentMut,
+    /// The file, locked for this change (`lock`); released when the editor goes.
+    _lock: File,
+}
+
+/// Locks the configuration file at `path` for one change (`flock`, exclusive), waiting for a
+/// change under way to be written or refused: verbs run at once (a script starting them in
+/// the background) would otherwise each read the same file, and the last to write would
+/// undo the others' changes, each having said it succeeded. A change is written by renaming a
+/// new file over the old one, so a lock taken on a file since replaced is taken again on the
+/// file now there.
+///
+/// # Errors
+/// The file cannot be opened or locked.
+fn lock(path: &Path) -> Result<File, AdminError> {
+    let failed = |e: String| AdminError::Io(format!("locking {}: {e}", path.display()));
+    loop {
+        let (file, _) = config::files::open_regular(path).map_err(failed)?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| failed(e.to_string()))?;
+        let (held, now) = (
+            file.metadata().map_err(|e| failed(e.to_string()))?,
+            std::fs::metadata(path).map_err(|e| failed(e.to_string()))?,
+        );
+        if (held.dev(), held.ino()) == (now.dev(), now.ino()) {
+            return Ok(file);
+        }
+    }
 }
 
 impl Editor {
@@ -23,7 +53,10 @@ impl Editor {
     /// # Errors
     /// The file's validation errors, or an unreadable file.
     pub fn open(path: &Path) -> Result<Self, AdminError> {
+        // A file that cannot be locked cannot be loaded either: the load says why.
+        let lock = lock(path);
         let old = config::load(path)?;
+        let lock = lock?;
         let doc: DocumentMut = old
             .text
             .parse()
@@ -32,6 +65,7 @@ impl Editor {
             path: path.to_path_buf(),
             old,
             doc,
+            _lock: lock,
         })
     }
 
