@@ -2,12 +2,13 @@
 //! and what cannot be removed while something depends on it.
 
 use super::error::FieldPath;
-use super::schema::Config;
+use super::schema::{Config, Endpoint};
 use super::validate::Finding;
 
 /// What of `new` differs from `started` (the configuration the daemon started with) and takes
 /// effect only when `sluice run` starts again: the data plane's ports, cores and MTUs, the
-/// sockets the daemon listens on, the endpoints created or deleted since, and an endpoint's
+/// sockets the daemon listens on, the endpoints created or deleted since (or deleted and
+/// created again with another client CIDR, authentication or transport), and an endpoint's
 /// port. A reload applies everything else.
 pub fn needs_restart(started: &Config, new: &Config) -> Vec<String> {
     let mut out = Vec::new();
@@ -26,10 +27,22 @@ pub fn needs_restart(started: &Config, new: &Config) -> Vec<String> {
                 "endpoint {} deleted (its listener stays open, taking no connection)",
                 before.id
             )),
-            Some(after) if after.vpn_port != before.vpn_port => {
-                out.push(format!("endpoint {} vpn_port", before.id));
+            Some(after) => {
+                // Deleted and created again with the same ID in a later reload (a change in one
+                // is refused): what is fixed at creation is served so after a restart, and the
+                // endpoint takes no connection meanwhile (`runtime::dataplane`).
+                let fixed = fixed_changes(before, after);
+                if !fixed.is_empty() {
+                    let what: Vec<&str> = fixed.iter().map(|(_, what)| *what).collect();
+                    out.push(format!(
+                        "endpoint {} recreated with another {} (it takes no connection meanwhile)",
+                        before.id,
+                        what.join(", ")
+                    ));
+                } else if after.vpn_port != before.vpn_port {
+                    out.push(format!("endpoint {} vpn_port", before.id));
+                }
             }
-            Some(_) => {}
         }
     }
     for after in &new.endpoints {
@@ -67,26 +80,36 @@ pub fn check_change(old: &Config, new: &Config) -> Vec<Finding> {
             continue;
         };
         let p = eps.index(e);
-        let fixed = |field: &str| {
-            format!(
-                "the {field} of endpoint {} cannot change after creation; delete and recreate the \
-                 endpoint",
-                before.id
-            )
-        };
-        if after.client_cidr_block != before.client_cidr_block {
-            out.push((p.key("client_cidr_block"), fixed("client CIDR")));
+        for (key, field) in fixed_changes(before, after) {
+            out.push((
+                p.key(key),
+                format!(
+                    "the {field} of endpoint {} cannot change after creation; delete and recreate \
+                     the endpoint",
+                    before.id
+                ),
+            ));
         }
-        // MFA is the directory's, which may turn it on or off later (the guide: "if you enable
-        // multi-factor authentication (MFA) on your directory after you distribute the client
-        // configuration file, you must download a new file"); the methods themselves are fixed.
-        let methods = |a: &super::schema::Authentication| (a.mutual.clone(), a.directory.clone());
-        if methods(&after.authentication) != methods(&before.authentication) {
-            out.push((p.key("authentication"), fixed("authentication options")));
-        }
-        if after.transport_protocol != before.transport_protocol {
-            out.push((p.key("transport_protocol"), fixed("transport protocol")));
-        }
+    }
+    out
+}
+
+/// What of `after` differs from `before` (the same endpoint) that AWS fixes at creation: the
+/// client CIDR, the authentication methods and the transport, as (key, what it is).
+pub fn fixed_changes(before: &Endpoint, after: &Endpoint) -> Vec<(&'static str, &'static str)> {
+    let mut out = Vec::new();
+    if after.client_cidr_block != before.client_cidr_block {
+        out.push(("client_cidr_block", "client CIDR"));
+    }
+    // MFA is the directory's, which may turn it on or off later (the guide: "if you enable
+    // multi-factor authentication (MFA) on your directory after you distribute the client
+    // configuration file, you must download a new file"); the methods themselves are fixed.
+    let methods = |a: &super::schema::Authentication| (a.mutual.clone(), a.directory.clone());
+    if methods(&after.authentication) != methods(&before.authentication) {
+        out.push(("authentication", "authentication options"));
+    }
+    if after.transport_protocol != before.transport_protocol {
+        out.push(("transport_protocol", "transport protocol"));
     }
     out
 }
@@ -124,6 +147,30 @@ mod tests {
         assert_eq!(
             needs_restart(&config(&[(A, 443)]), &config(&[(A, 1194)])),
             [format!("endpoint {A} vpn_port")]
+        );
+    }
+
+    /// An endpoint deleted in one reload and written again with the same ID but another
+    /// client CIDR in a later one (each reload on its own allowed: the first deletes an
+    /// endpoint without target networks, the second finds no endpoint of that ID to keep
+    /// fixed) is named for a restart: the daemon serves it with what it started with.
+    #[test]
+    fn an_endpoint_recreated_with_another_client_cidr_waits_for_a_restart() {
+        const A: &str = "cvpn-endpoint-0123456789abcdef0";
+        let started = config(&[(A, 443)]);
+        let mut recreated = started.clone();
+        recreated.endpoints[0].client_cidr_block = "10.210.0.0/20".parse().expect("cidr");
+        assert!(check_change(&config(&[]), &recreated).is_empty());
+        assert_eq!(
+            needs_restart(&started, &recreated),
+            [format!(
+                "endpoint {A} recreated with another client CIDR (it takes no connection \
+                 meanwhile)"
+            )]
+        );
+        assert_eq!(
+            fixed_changes(&started.endpoints[0], &recreated.endpoints[0]),
+            [("client_cidr_block", "client CIDR")]
         );
     }
 }

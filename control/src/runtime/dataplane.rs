@@ -143,7 +143,9 @@ pub struct Dataplane {
 /// The endpoints a reload puts in force, in the servers' order (`ids`, the endpoints the data
 /// plane started with), found by ID in `file` wherever they are; with whether each was deleted
 /// since. A deleted one (it had no target network: `check_change`) stays as it ran, with no
-/// target network, route or rule, so it takes no connection.
+/// target network, route or rule, so it takes no connection; so does one deleted and written
+/// again since with another client CIDR, authentication or transport, which its server (its
+/// address pool, its TLS) cannot take until a restart (`change::needs_restart` names it).
 fn served_endpoints(
     ids: &[String],
     running: &[Endpoint],
@@ -153,8 +155,10 @@ fn served_endpoints(
         .zip(running)
         .map(
             |(id, ran)| match file.iter().find(|n| n.id.to_string() == *id) {
-                Some(ep) => (ep.clone(), false),
-                None => {
+                Some(ep) if crate::config::change::fixed_changes(ran, ep).is_empty() => {
+                    (ep.clone(), false)
+                }
+                _ => {
                     let mut ep = ran.clone();
                     ep.target_networks.clear();
                     ep.routes.clear();
@@ -1570,6 +1574,16 @@ access_group_id = "finance""#,
         assert_eq!(served[0].id, running[0].id);
         assert!(served[0].authorization_rules.is_empty() && served[0].target_networks.is_empty());
         assert_eq!(served[1].client_cidr_block, running[1].client_cidr_block);
+
+        // The first written again with its ID but another client CIDR (it was deleted in an
+        // earlier reload): it stays as it ran, taking no connection, until a restart.
+        let mut again = running[0].clone();
+        again.client_cidr_block = "10.230.0.0/20".parse().expect("cidr");
+        let file = vec![again, running[1].clone()];
+        let (served, gone) = served_endpoints(&ids, &running, &file);
+        assert_eq!(gone, [true, false]);
+        assert_eq!(served[0].client_cidr_block, running[0].client_cidr_block);
+        assert!(served[0].target_networks.is_empty() && served[0].routes.is_empty());
     }
 
     /// Only the sessions whose groups gained or lost a number get a new set, on their own
