@@ -5,7 +5,7 @@
 // A process-level test waits on real time.
 #![allow(clippy::disallowed_methods)]
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -1131,4 +1131,54 @@ fn a_slow_reader_of_a_large_answer_is_cut_off_at_its_lifetime() {
     let (code, _, err) = sluice(&config, &["describe-client-vpn-endpoints"]);
     assert_eq!(code, 0, "{err}");
     daemon.await_condition("still running", |_| true);
+}
+
+/// `sluice run` on a FIFO is refused at once, saying why: the daemon reads its file again at
+/// every reload, and a FIFO, drained at the start, held the control thread at the first SIGHUP
+/// until someone wrote to it again (no verb, no stop answered meanwhile). Nothing is left
+/// behind.
+#[test]
+fn run_refuses_a_configuration_that_is_not_a_regular_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let socket = d.join("admin.sock");
+    let plain = plain_config(d, "plain.toml", &socket);
+    let text = std::fs::read(&plain).expect("read");
+    let fifo = d.join("sluice.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    // One writer, once, as a shell's `cat plain.toml > sluice.fifo`: before the fix the daemon
+    // started on what it wrote.
+    let path = fifo.clone();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(&path) {
+            let _ = f.write_all(&text);
+        }
+    });
+    let mut daemon = Daemon::start_in(&fifo, Some(d));
+    let status = daemon.await_exit();
+    assert_eq!(status.code(), Some(2), "{}", daemon.log());
+    let log = daemon.log();
+    let line = log
+        .lines()
+        .find(|l| l.starts_with("sluice run: "))
+        .unwrap_or("");
+    assert!(
+        line.contains(&fifo.display().to_string()) && line.contains("not a regular file"),
+        "{log}"
+    );
+    assert!(!socket.exists(), "nothing left behind");
+    // The writer still waits for a reader: this one lets it end.
+    let _reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc_nonblock())
+        .open(&fifo)
+        .expect("open the FIFO to release the writer");
+    writer.join().expect("writer");
+}
+
+/// O_NONBLOCK, for opening a FIFO without waiting for its other end.
+fn libc_nonblock() -> i32 {
+    rustix::fs::OFlags::NONBLOCK.bits() as i32
 }

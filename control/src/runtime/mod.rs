@@ -189,7 +189,15 @@ impl Daemon {
             [SIGHUP, SIGINT, SIGTERM],
         )
         .map_err(io_err("installing signal handlers"))?;
-        let current = config::load(config_path)?;
+        // Only a regular file, opened without waiting: the daemon reads it again at every
+        // reload, and a FIFO would hold the control thread there until someone wrote to it.
+        let text = read_own_config(config_path).map_err(|e| {
+            config::ConfigError::whole_file(
+                config_path,
+                format!("cannot read the configuration: {e}"),
+            )
+        })?;
+        let current = config::check_text(config_path, text, None)?;
         let socket_path =
             config::pki::resolve(&current.base_dir(), &current.config.appliance.admin_socket);
         if let Some(dir) = socket_path.parent() {
@@ -352,7 +360,7 @@ impl Daemon {
     /// Re-reads the file; applies it if valid and allowed as a change, else keeps the running one.
     /// What waits for a restart follows `LATER` in the message.
     fn reload(&mut self, why: &str) -> Result<String, String> {
-        let text = config::read_text(&self.config_path).map_err(|e| {
+        let text = read_own_config(&self.config_path).map_err(|e| {
             format!(
                 "reload ({why}) refused: cannot read {}: {e}",
                 self.config_path.display()
@@ -662,6 +670,19 @@ impl Daemon {
                 };
             }
         }
+        // The verbs read the file as they read one named on the command line, which may be a
+        // pipe: one put in place of the daemon's file since its start would hold this thread.
+        if std::fs::metadata(&self.config_path).is_ok_and(|m| !m.is_file()) {
+            return Response {
+                exit: 2,
+                stdout: String::new(),
+                stderr: format!(
+                    "{} is no longer a regular file: the daemon serves no verb on it\n",
+                    self.config_path.display()
+                ),
+                not_its_file: false,
+            };
+        }
         let mut argv = vec!["sluice".to_owned()];
         argv.extend(req.args.iter().cloned());
         argv.push("--config".to_owned());
@@ -742,6 +763,35 @@ impl Daemon {
             },
         }
     }
+}
+
+/// The text of the daemon's configuration file at `path`: a regular file only, opened without
+/// waiting, read no further than `files::CONFIG_LIMIT`. The daemon reads it at its start and
+/// again at every reload (SIGHUP, `sluice reload`, a verb that changed it); a FIFO (`--config
+/// <(...)`) would be drained at the start and hold the control thread at the next reload until
+/// a writer came, and a device gives no file to edit. The verbs run on their own
+/// (`sluice validate --config <(...)`) still read pipes (`config::read_text`).
+///
+/// # Errors
+/// The open or the read fails; not a regular file, or larger than the limit (each saying why);
+/// not UTF-8. The message does not name the file: callers do.
+fn read_own_config(path: &Path) -> Result<String, String> {
+    use crate::config::files::{self, CONFIG_LIMIT};
+    files::read_regular_text(path, CONFIG_LIMIT).map_err(|e| {
+        if e == "not a regular file" {
+            "not a regular file: the daemon reads its configuration again at every reload \
+             (SIGHUP, `sluice reload`, a verb that changes it), which a FIFO or a device cannot \
+             give; `sluice run` takes a regular file"
+                .to_owned()
+        } else if e == files::too_large(CONFIG_LIMIT) {
+            format!(
+                "{e}: a configuration with thousands of endpoints and rules is a few MiB, so \
+                 this is not one, and it is not read whole"
+            )
+        } else {
+            e
+        }
+    })
 }
 
 /// Why a peer's request is not read on (`read_available`): the peer is dropped.
