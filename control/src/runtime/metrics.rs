@@ -36,12 +36,17 @@ pub const MAX_PEERS: usize = 16;
 const MAX_REQUEST: usize = 8192;
 /// How soon to try accepting again after the listener failed (out of descriptors, say).
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// After a line about a peer dropped at a limit, how long the next ones are only counted: a
+/// flood of stalled peers costs a line per this time at most, with how many there were.
+pub const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
 
 const LISTENER: Token = Token(usize::MAX);
 
 /// A scraper being served.
 struct Peer {
     stream: TcpStream,
+    /// Where it connected from, for the log line if it is dropped.
+    addr: SocketAddr,
     inbox: Vec<u8>,
     /// The answer, once the request is in.
     outbox: Vec<u8>,
@@ -64,6 +69,81 @@ pub struct MetricsServer {
     lifetime: Duration,
     /// When to try accepting again after a failure, if one is pending.
     accept_at: Option<Instant>,
+    /// The lines about peers dropped at a limit, rate-limited.
+    drops: DropLog,
+    /// Where log lines go (the daemon's log; a test's own sink).
+    log: Box<dyn FnMut(&str) + Send>,
+}
+
+/// The log lines about peers dropped at a limit: the first at once, those that follow within
+/// `every` of it only counted, and summed up in one line when that time is up (with the last
+/// peer and its limit), after which the next is again logged at once. So each drop is in the
+/// log, one by one or in a count, and a flood of stalled peers costs a line per `every`.
+struct DropLog {
+    every: Duration,
+    /// Until when drops are only counted.
+    quiet_until: Option<Instant>,
+    /// How many were counted since the last line, and the last of them.
+    held: usize,
+    last: String,
+}
+
+impl DropLog {
+    fn new(every: Duration) -> Self {
+        Self {
+            every,
+            quiet_until: None,
+            held: 0,
+            last: String::new(),
+        }
+    }
+
+    /// A peer dropped at `now` (`what`: its address and the limit): the line to log now, if
+    /// any.
+    fn dropped(&mut self, now: Instant, what: String) -> Option<String> {
+        if self.quiet_until.is_some_and(|t| now < t) {
+            self.held += 1;
+            self.last = what;
+            return None;
+        }
+        // A count still held (its time came before the loop woke for it) goes first.
+        let before = self.summary();
+        self.quiet_until = Some(now + self.every);
+        let line = format!("metrics peer {what}");
+        Some(match before {
+            Some(b) => format!("{b}; then {line}"),
+            None => line,
+        })
+    }
+
+    /// When the count held is due to be logged, if one is.
+    fn due(&self) -> Option<Instant> {
+        self.quiet_until.filter(|_| self.held > 0)
+    }
+
+    /// The line summing up the drops counted, if its time has come at `now`.
+    fn flush(&mut self, now: Instant) -> Option<String> {
+        if self.due().is_some_and(|t| t <= now) {
+            self.quiet_until = Some(now + self.every);
+            self.summary()
+        } else {
+            None
+        }
+    }
+
+    fn summary(&mut self) -> Option<String> {
+        if self.held == 0 {
+            return None;
+        }
+        let line = format!(
+            "{} more metrics peer(s) dropped within {} s, not logged one by one; the last {}",
+            self.held,
+            self.every.as_secs_f64(),
+            self.last
+        );
+        self.held = 0;
+        Some(line)
+    }
 }
 
 impl MetricsServer {
@@ -90,7 +170,18 @@ impl MetricsServer {
             deadline,
             lifetime: LIFETIME,
             accept_at: None,
+            drops: DropLog::new(DROP_LOG_EVERY),
+            log: Box::new(log),
         })
+    }
+
+    /// Sends its log lines to `sink`, and counts the drops that follow a logged one for
+    /// `every` (`DROP_LOG_EVERY`) instead.
+    #[must_use]
+    pub fn with_log(mut self, sink: impl FnMut(&str) + Send + 'static, every: Duration) -> Self {
+        self.log = Box::new(sink);
+        self.drops = DropLog::new(every);
+        self
     }
 
     /// Gives each peer `lifetime` from its acceptance for the whole exchange instead.
@@ -120,13 +211,14 @@ impl MetricsServer {
                 .flatten()
                 .map(|p| p.until)
                 .chain(self.accept_at)
+                .chain(self.drops.due())
                 .min();
             let timeout = next.map(|t| t.saturating_duration_since(now));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                log(&format!("metrics endpoint stopped: {e}"));
+                (self.log)(&format!("metrics endpoint stopped: {e}"));
                 return;
             }
             for event in &events {
@@ -145,8 +237,8 @@ impl MetricsServer {
     fn accept(&mut self) {
         self.accept_at = None;
         while let Some(slot) = self.peers.iter().position(Option::is_none) {
-            let mut stream = match self.listener.accept() {
-                Ok((s, _)) => s,
+            let (mut stream, addr) = match self.listener.accept() {
+                Ok(s) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
@@ -169,6 +261,7 @@ impl MetricsServer {
             let ends = now + self.lifetime;
             self.peers[slot] = Some(Peer {
                 stream,
+                addr,
                 inbox: Vec::new(),
                 outbox: Vec::new(),
                 written: 0,
@@ -178,8 +271,8 @@ impl MetricsServer {
         }
     }
 
-    /// Drops the peers past their deadline, takes in what waited for their places, and tries
-    /// the listener again when a failure asked for it.
+    /// Drops the peers past their deadline, saying why (`DropLog`), takes in what waited for
+    /// their places, and tries the listener again when a failure asked for it.
     #[allow(clippy::disallowed_methods)] // a shell's thread: it reads the clock
     fn drop_overdue(&mut self) {
         let now = Instant::now();
@@ -188,9 +281,28 @@ impl MetricsServer {
             if place.as_ref().is_some_and(|p| p.until <= now) {
                 if let Some(mut peer) = place.take() {
                     let _ = self.poll.registry().deregister(&mut peer.stream);
+                    let what = if peer.outbox.is_empty() {
+                        format!("no whole request within {:?}", self.deadline)
+                    } else if peer.ends <= now {
+                        format!("its answer not all read within its {:?}", self.lifetime)
+                    } else {
+                        format!(
+                            "the next part of its answer not read within {:?}",
+                            self.deadline
+                        )
+                    };
+                    let line = self
+                        .drops
+                        .dropped(now, format!("{} dropped: {what}", peer.addr));
+                    if let Some(line) = line {
+                        (self.log)(&line);
+                    }
                 }
                 freed = true;
             }
+        }
+        if let Some(line) = self.drops.flush(now) {
+            (self.log)(&line);
         }
         if freed || self.accept_at.is_some_and(|t| t <= now) {
             self.accept();
@@ -360,6 +472,55 @@ mod tests {
         for q in &mut quiet {
             assert_eq!(q.read(&mut buf).expect("closed, not timed out"), 0);
         }
+    }
+
+    /// A peer dropped at its deadline is in the log with its address and the limit; a flood of
+    /// them costs one line, and one more with how many followed it within the log's quiet time.
+    #[test]
+    #[allow(clippy::disallowed_methods)] // a test waits and reads the clock
+    fn stalled_peers_dropped_are_logged_without_flooding_the_log() {
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let sink = std::sync::Arc::clone(&lines);
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let server = MetricsServer::new(listener, recorder.handle(), Duration::from_millis(300))
+            .expect("server")
+            .with_log(
+                move |l: &str| sink.lock().expect("lock").push(l.to_owned()),
+                Duration::from_secs(3),
+            );
+        let addr = server.local_addr().expect("address");
+        std::thread::spawn(move || server.run());
+        // More than there are places: those in the backlog are dropped in their turn.
+        let mut quiet: Vec<TcpStream> = (0..MAX_PEERS + 4).map(|_| stalled(addr)).collect();
+        let first = quiet[0].local_addr().expect("address");
+        let mut buf = [0u8; 16];
+        for q in &mut quiet {
+            assert_eq!(q.read(&mut buf).expect("closed, not timed out"), 0);
+        }
+        // Within the quiet time, one line: the first peer dropped, at its limit.
+        let logged = lines.lock().expect("lock").clone();
+        assert_eq!(logged.len(), 1, "{logged:#?}");
+        assert!(
+            logged[0].starts_with("metrics peer ")
+                && logged[0].contains(&format!("{first} dropped: no whole request within 300ms")),
+            "{logged:#?}"
+        );
+        // Then the others, counted, in one line.
+        let give_up = std::time::Instant::now() + Duration::from_secs(10);
+        while lines.lock().expect("lock").len() < 2 && std::time::Instant::now() < give_up {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let logged = lines.lock().expect("lock").clone();
+        assert_eq!(logged.len(), 2, "{logged:#?}");
+        assert!(
+            logged[1].starts_with(&format!(
+                "{} more metrics peer(s) dropped within 3 s, not logged one by one; the last \
+                 127.0.0.1:",
+                MAX_PEERS + 3
+            )) && logged[1].ends_with(" dropped: no whole request within 300ms"),
+            "{logged:#?}"
+        );
     }
 
     /// Peers that take their answer ever so slowly, a part now and then, are dropped at their
