@@ -14,6 +14,12 @@
 //! a user other than root and the one the process runs as (its owner may change it whatever the
 //! mode), when users other than its owner and group may write it (they could add themselves),
 //! or read it while it holds TOTP secrets (kept in plain text, unlike the password hashes).
+//! As sshd's `safe_path` does, the directories on its real path (symbolic links resolved), up to
+//! `/`, are checked as well: each must be owned by root or the process's user, and writable by
+//! no one else (group and others), since whoever may write a directory may put another file in
+//! place of what it holds. A directory with the sticky bit (`/tmp`) is the exception sshd does
+//! not make: there only an entry's owner may rename or remove it, and the entry is checked in
+//! turn.
 
 use std::collections::HashMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -137,6 +143,7 @@ impl UsersFileDirectory {
                  chmod 600 (or 640 for a group of readers) it"
             )));
         }
+        safe_directories(path, me).map_err(at)?;
         let text = crate::config::files::read_opened(file, &meta, USERS_LIMIT).map_err(at)?;
         let text = String::from_utf8(text)
             .map_err(|_| at("stream did not contain valid UTF-8".to_owned()))?;
@@ -228,6 +235,40 @@ impl Directory for UsersFileDirectory {
 /// and parameters Argon2 takes. Any other PHC string parses, but every password is then refused
 /// in silence, so the users file is refused instead. The check hashes at the lowest cost (the
 /// stored parameters are checked, not worked through), so loading stays quick.
+/// Checks the directories on the real path of the file at `path` (the module's doc), from its
+/// own up to `/`; `me` is the process's user.
+///
+/// # Errors
+/// The path cannot be resolved, a directory cannot be looked at, is owned by a user other than
+/// root and `me`, or may be written by its group or others without the sticky bit: the message
+/// names the directory.
+fn safe_directories(path: &Path, me: u32) -> Result<(), String> {
+    let real = std::fs::canonicalize(path).map_err(|e| format!("resolving its path: {e}"))?;
+    let mut dir = real.parent();
+    while let Some(d) = dir {
+        let meta =
+            std::fs::metadata(d).map_err(|e| format!("its directory {}: {e}", d.display()))?;
+        let mode = meta.permissions().mode() & 0o7777;
+        if meta.uid() != 0 && meta.uid() != me {
+            return Err(format!(
+                "its directory {} is owned by uid {}, neither root nor this process's user \
+                 (uid {me}): its owner may put another users file in its place; chown root it",
+                d.display(),
+                meta.uid()
+            ));
+        }
+        if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+            return Err(format!(
+                "its directory {} has mode {mode:04o}: users other than its owner may put \
+                 another users file in its place; chmod go-w it",
+                d.display()
+            ));
+        }
+        dir = d.parent();
+    }
+    Ok(())
+}
+
 fn verifiable(hash: &PasswordHash<'_>) -> Result<(), String> {
     argon2::Algorithm::try_from(hash.algorithm).map_err(|_| {
         format!(
@@ -486,6 +527,79 @@ mod tests {
         assert!(
             UsersFileDirectory::load(&path).is_ok(),
             "root's, another group's"
+        );
+    }
+
+    /// A users file in a directory, or under one, that another user could put another file in
+    /// (writable by its group or others without the sticky bit, or owned by another user than
+    /// root and the process's) is refused, naming that directory: the file's own modes do not
+    /// keep it from being replaced. A sticky directory others may write (`/tmp`) is not.
+    #[test]
+    fn refuses_a_file_in_a_directory_others_may_write() {
+        let d = tempfile::tempdir().expect("temporary directory");
+        let h = hash_password("pw").expect("hash");
+        let outer = d.path().join("outer");
+        let inner = outer.join("inner");
+        std::fs::create_dir_all(&inner).expect("mkdir");
+        let path = inner.join("users.toml");
+        std::fs::write(
+            &path,
+            format!("[[user]]\nname = \"alice\"\npassword_hash = \"{h}\"\n"),
+        )
+        .expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let chmod = |dir: &Path, mode: u32| {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        };
+        chmod(&outer, 0o755);
+        chmod(&inner, 0o755);
+        assert!(UsersFileDirectory::load(&path).is_ok(), "0755 directories");
+        let refused = |dir: &Path, says: &str| {
+            let e = UsersFileDirectory::load(&path)
+                .map(|_| ())
+                .expect_err("refused");
+            assert!(
+                e.starts_with(&format!(
+                    "{}: its directory {} ",
+                    path.display(),
+                    dir.display()
+                )) && e.contains(says),
+                "{e}"
+            );
+        };
+        // Its own directory, then one further up, writable by others, then by the group.
+        chmod(&inner, 0o757);
+        refused(&inner, "has mode 0757: users other than its owner may put");
+        chmod(&inner, 0o755);
+        chmod(&outer, 0o777);
+        refused(&outer, "has mode 0777");
+        chmod(&outer, 0o775);
+        refused(&outer, "has mode 0775");
+        // Sticky, as /tmp: only an entry's owner may rename or remove it.
+        chmod(&outer, 0o1777);
+        assert!(
+            UsersFileDirectory::load(&path).is_ok(),
+            "a sticky directory"
+        );
+        chmod(&outer, 0o755);
+        // Through a symbolic link, the real path's directories are the ones checked.
+        let link = d.path().join("link.toml");
+        std::os::unix::fs::symlink(&path, &link).expect("symlink");
+        chmod(&inner, 0o777);
+        let e = UsersFileDirectory::load(&link)
+            .map(|_| ())
+            .expect_err("refused through a link");
+        assert!(
+            e.contains(&format!("its directory {} has mode 0777", inner.display())),
+            "{e}"
+        );
+        chmod(&inner, 0o755);
+        // A directory another user owns: that user may replace what it holds. (Giving it away
+        // needs root, as the crate's lib tests do already for DPDK.)
+        std::os::unix::fs::chown(&outer, Some(65534), None).expect("chown (needs root)");
+        refused(
+            &outer,
+            "is owned by uid 65534, neither root nor this process's user (uid 0)",
         );
     }
 
