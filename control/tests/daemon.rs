@@ -949,6 +949,63 @@ fn a_sighup_while_starting_is_a_reload_once_running() {
     });
 }
 
+/// A SIGTERM or SIGINT that comes while the daemon is still starting, here while whatever holds
+/// its admin socket's path keeps its question unanswered, ends the start at once, cleanly
+/// (status 0, saying so): it used to take effect only once the start was over, a minute later
+/// when the question timed out. Nothing of the start is left: the path is still the holder's.
+#[test]
+fn a_stop_signal_while_starting_ends_the_start_at_once() {
+    for (sig, name) in [
+        (rustix::process::Signal::TERM, "SIGTERM"),
+        (rustix::process::Signal::INT, "SIGINT"),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let socket = d.join("admin.sock");
+        let config = plain_config(d, "sluice.toml", &socket);
+        let holder = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+        holder.set_nonblocking(true).expect("nonblocking");
+        let mut daemon = Daemon::start_in(&config, Some(d));
+        let deadline = Instant::now() + PATIENCE;
+        let question = loop {
+            match holder.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "no question from the daemon within {PATIENCE:?}; its log:\n{}",
+                        daemon.log()
+                    );
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        };
+        let sent = Instant::now();
+        signal(&daemon.child, sig);
+        // The question stays unanswered all along.
+        let status = daemon.await_exit();
+        let took = sent.elapsed();
+        let log = daemon.log();
+        assert_eq!(status.code(), Some(0), "{name}: {log}");
+        assert!(
+            took < Duration::from_secs(5),
+            "{name}: the daemon took {took:?} to stop; its log:\n{log}"
+        );
+        assert!(
+            log.contains(&format!(" sluice: stopped while starting ({name})")),
+            "{name}: {log}"
+        );
+        assert!(!log.contains(" sluice: started with "), "{name}: {log}");
+        assert!(
+            std::fs::symlink_metadata(&socket).is_ok(),
+            "{name}: the holder's socket was removed"
+        );
+        drop(question);
+        drop(holder);
+    }
+}
+
 /// Every reload leaves the same kind of record as one over the socket: a SIGHUP (with the
 /// sending process), and `sluice reload` refused by the CLI itself (no daemon there, or one that
 /// runs on another file).

@@ -14,7 +14,7 @@ use clap::Parser;
 use sluice_control::admin::{self, audit::Caller, cli::Cli, cli::Verb, AdminError};
 use sluice_control::config;
 use sluice_control::runtime::admin_socket::{self, CallError, Request, Response};
-use sluice_control::runtime::Daemon;
+use sluice_control::runtime::{Daemon, RunError};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -133,6 +133,11 @@ fn offline(cli: &Cli) -> ExitCode {
 fn run(cli: &Cli) -> ExitCode {
     match Daemon::start(&cli.config).and_then(Daemon::run) {
         Ok(()) => ExitCode::SUCCESS,
+        // Asked to: a clean end, nothing of the start left.
+        Err(e @ RunError::Stopped(_)) => {
+            sluice_control::runtime::log(&e.to_string());
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("sluice run: {e}");
             ExitCode::from(2)

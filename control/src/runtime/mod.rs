@@ -4,7 +4,9 @@
 //! SIGHUP re-reads the file (an invalid file is refused and the running configuration stays;
 //! either way it is in the audit trail, with the process that sent the signal),
 //! SIGINT/SIGTERM stop the daemon cleanly (each connection ended first: its client told to
-//! restart, its last connection-log line written with its core's counters). Management verbs arriving on the socket run against
+//! restart, its last connection-log line written with its core's counters; during the start,
+//! the start ends at its next step, at once while it asks whether a daemon is already there,
+//! with nothing of it left). Management verbs arriving on the socket run against
 //! the daemon's file exactly as offline verbs do (validate, persist atomically), are audited
 //! with the peer's Unix credentials, and then the result is applied. A verb whose caller names
 //! another configuration file is not served (`Response::not_its_file`): the CLI runs it on that
@@ -42,6 +44,8 @@ use crate::timefmt::rfc3339;
 const SIGNALS: Token = Token(0);
 const LISTENER: Token = Token(1);
 const FIRST_CONN: usize = 2;
+/// The start's question to whoever holds the admin socket's path has its answer.
+const PROBED: Token = Token(usize::MAX);
 /// How often the data plane's counters are copied into the metrics recorder, which the
 /// metrics thread renders (the cores publish theirs once a second).
 #[cfg(feature = "dpdk")]
@@ -74,6 +78,10 @@ pub enum RunError {
     /// The data plane could not start (EAL, a port, lcores, an endpoint's files).
     #[error("{0}")]
     Dataplane(String),
+    /// A SIGINT or SIGTERM (named) came while the daemon was starting: it stopped there, with
+    /// nothing of it left (no admin socket, no data plane).
+    #[error("stopped while starting ({0})")]
+    Stopped(&'static str),
     /// The admin socket, the event loop or the signals could not be set up.
     #[error("{what}: {source}")]
     Io {
@@ -169,6 +177,79 @@ pub struct Daemon {
     /// The configuration the daemon started with: what a reload cannot change is compared
     /// with it (`config::change::needs_restart`).
     started: config::schema::Config,
+    /// The SIGHUPs that came while the daemon started, reloads once it runs.
+    hups: Vec<Caller>,
+}
+
+/// The signals as the daemon starts: a SIGHUP waits for the loop, a SIGINT or SIGTERM ends the
+/// start where it is.
+type Signals = SignalDelivery<UnixStream, WithOrigin>;
+
+/// Takes the signals that came while the daemon starts: each SIGHUP is kept in `hups` for the
+/// loop.
+///
+/// # Errors
+/// A SIGINT or SIGTERM came: `RunError::Stopped`.
+fn stop_while_starting(signals: &mut Signals, hups: &mut Vec<Caller>) -> Result<(), RunError> {
+    let mut stop = None;
+    for s in signals.pending() {
+        match s.signal {
+            SIGHUP => hups.push(sighup_caller(&s)),
+            SIGINT => stop = stop.or(Some("SIGINT")),
+            _ => stop = stop.or(Some("SIGTERM")),
+        }
+    }
+    stop.map_or(Ok(()), |sig| Err(RunError::Stopped(sig)))
+}
+
+/// A SIGHUP as the audit trail records it, with the process that sent it.
+fn sighup_caller(s: &signal_hook::low_level::siginfo::Origin) -> Caller {
+    Caller::Signal {
+        signal: "SIGHUP",
+        uid: s.process.map(|p| p.uid),
+        pid: s.process.map(|p| p.pid),
+    }
+}
+
+/// Whether a daemon answers on `socket`, asked as any verb asks (`admin_socket::call`, which
+/// waits up to a minute for an answer), on a thread of its own while this one waits on the
+/// signals too: a SIGINT or SIGTERM ends the start at once, not after whatever holds the
+/// socket's path lets the question go. (That thread, left waiting, ends with the process.)
+///
+/// # Errors
+/// A stop signal (`RunError::Stopped`); the thread or its waker cannot be made.
+fn daemon_answers(
+    socket: &Path,
+    poll: &mut Poll,
+    signals: &mut Signals,
+    hups: &mut Vec<Caller>,
+) -> Result<bool, RunError> {
+    let waker = std::sync::Arc::new(
+        mio::Waker::new(poll.registry(), PROBED).map_err(io_err("making the start's waker"))?,
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = socket.to_path_buf();
+    let wake = std::sync::Arc::clone(&waker);
+    std::thread::Builder::new()
+        .name("sluice-probe".into())
+        .spawn(move || {
+            let request = Request::own_file(vec!["validate".to_owned()]);
+            let _ = tx.send(admin_socket::call(&path, &request).is_ok());
+            let _ = wake.wake();
+        })
+        .map_err(io_err("starting the thread that asks for a daemon"))?;
+    let mut events = Events::with_capacity(8);
+    loop {
+        stop_while_starting(signals, hups)?;
+        if let Ok(answered) = rx.try_recv() {
+            return Ok(answered);
+        }
+        match poll.poll(&mut events, None) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_err("waiting for the answer of a daemon")(e)),
+        }
+    }
 }
 
 impl Daemon {
@@ -179,8 +260,10 @@ impl Daemon {
     #[allow(clippy::disallowed_methods)] // the runtime shell reads the clock
     pub fn start(config_path: &Path) -> Result<Self, RunError> {
         // The signals first: one sent while the daemon starts (the data plane can take
-        // seconds; a supervisor may reload as soon as the admin socket is there) waits for the
-        // loop, instead of taking its default action, which for SIGHUP ends the process.
+        // seconds; a supervisor may reload as soon as the admin socket is there) does not take
+        // its default action, which for SIGHUP ends the process: a SIGHUP waits for the loop,
+        // a SIGINT or SIGTERM ends the start at the next step, or at once while it waits for
+        // an answer on the admin socket, with nothing of it left.
         let (read, write) = UnixStream::pair().map_err(io_err("creating the signal pipe"))?;
         let mut signals = SignalDelivery::with_pipe(
             read,
@@ -189,6 +272,11 @@ impl Daemon {
             [SIGHUP, SIGINT, SIGTERM],
         )
         .map_err(io_err("installing signal handlers"))?;
+        let mut poll = Poll::new().map_err(io_err("creating the event loop"))?;
+        poll.registry()
+            .register(signals.get_read_mut(), SIGNALS, Interest::READABLE)
+            .map_err(io_err("registering signals"))?;
+        let mut hups = Vec::new();
         // Only a regular file, opened without waiting: the daemon reads it again at every
         // reload, and a FIFO would hold the control thread there until someone wrote to it.
         let text = read_own_config(config_path).map_err(|e| {
@@ -203,18 +291,15 @@ impl Daemon {
         if let Some(dir) = socket_path.parent() {
             std::fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
         }
-        if admin_socket::call(
-            &socket_path,
-            &Request::own_file(vec!["validate".to_owned()]),
-        )
-        .is_ok()
-        {
+        if daemon_answers(&socket_path, &mut poll, &mut signals, &mut hups)? {
             return Err(RunError::Io {
                 what: format!("another sluice daemon answers on {}", socket_path.display()),
                 source: io::Error::from(io::ErrorKind::AddrInUse),
             });
         }
-        // The data plane first: if it cannot start, nothing is left behind.
+        stop_while_starting(&mut signals, &mut hups)?;
+        // The data plane first: if it cannot start, nothing is left behind. (Dropped, as on
+        // a stop signal below, it stops its cores and ports.)
         #[cfg(feature = "dpdk")]
         let dataplane = if current.config.dataplane.ports.is_empty() {
             None
@@ -222,6 +307,8 @@ impl Daemon {
             Some(dataplane::Dataplane::start(&current).map_err(RunError::Dataplane)?)
         };
         let metrics = start_metrics(&current.config.appliance.metrics_address)?;
+        // A stop that came meanwhile ends the start before the admin socket is made.
+        stop_while_starting(&mut signals, &mut hups)?;
         let _ = std::fs::remove_file(&socket_path);
         let mut listener = UnixListener::bind(&socket_path).map_err(io_err(format!(
             "binding the admin socket {}",
@@ -230,10 +317,6 @@ impl Daemon {
         std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600)).map_err(
             io_err(format!("setting mode 0600 on {}", socket_path.display())),
         )?;
-        let poll = Poll::new().map_err(io_err("creating the event loop"))?;
-        poll.registry()
-            .register(signals.get_read_mut(), SIGNALS, Interest::READABLE)
-            .map_err(io_err("registering signals"))?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(io_err("registering the admin socket"))?;
@@ -268,6 +351,7 @@ impl Daemon {
             dataplane,
             started: current.config.clone(),
             current,
+            hups,
         })
     }
 
@@ -282,6 +366,10 @@ impl Daemon {
     /// A failure of the event loop itself.
     #[allow(clippy::disallowed_methods)] // the runtime shell reads the clock
     pub fn run(mut self) -> Result<(), RunError> {
+        // The SIGHUPs of the start, in the order they came.
+        for caller in std::mem::take(&mut self.hups) {
+            let _ = self.audited_reload(&self.reload_cli(), &caller, "SIGHUP");
+        }
         let mut events = Events::with_capacity(64);
         while self.running {
             // With a data plane, come back every millisecond for punted packets and timers.
@@ -340,20 +428,19 @@ impl Daemon {
             match s.signal {
                 SIGHUP => {
                     // On record as a reload over the socket is, with who sent the signal.
-                    let caller = Caller::Signal {
-                        signal: "SIGHUP",
-                        uid: s.process.map(|p| p.uid),
-                        pid: s.process.map(|p| p.pid),
-                    };
-                    let cli = Cli {
-                        config: self.config_path.clone(),
-                        output: crate::admin::cli::Output::Json,
-                        verb: crate::admin::cli::Verb::Reload,
-                    };
-                    let _ = self.audited_reload(&cli, &caller, "SIGHUP");
+                    let _ = self.audited_reload(&self.reload_cli(), &sighup_caller(&s), "SIGHUP");
                 }
                 _ => self.running = false,
             }
+        }
+    }
+
+    /// A SIGHUP's reload, as the audit trail records it.
+    fn reload_cli(&self) -> Cli {
+        Cli {
+            config: self.config_path.clone(),
+            output: crate::admin::cli::Output::Json,
+            verb: crate::admin::cli::Verb::Reload,
         }
     }
 
