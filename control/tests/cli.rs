@@ -1203,6 +1203,41 @@ fn a_verb_on_an_unreadable_file_writes_no_audit_trail() {
     assert_eq!(stdout, "", "written under /var/lib: {stdout}");
 }
 
+/// A verb given a configuration file that is not TOML (or whose `[appliance]` table does not
+/// parse) records nothing either, as one given a file it cannot read: such a file names no
+/// trail, and the default one (/var/lib/sluice/audit.log) got the line before. Run as
+/// `a_verb_on_an_unreadable_file_writes_no_audit_trail`, with a tmpfs on /var/lib.
+#[test]
+fn a_verb_on_a_file_that_is_not_toml_writes_no_audit_trail() {
+    sluice_tests::require_root("a mount namespace with a tmpfs on /var/lib");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let not_toml = dir.path().join("not.toml");
+    std::fs::write(&not_toml, "this is = not = TOML\n").expect("write");
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, "[appliance]\nstate_dir = 5\n").expect("write");
+    let bin = env!("CARGO_BIN_EXE_sluice");
+    let (a, b) = (not_toml.display(), broken.display());
+    let script = format!(
+        "mount -t tmpfs sluice-test /var/lib || exit 90
+         for c in '{a}' '{b}'; do
+           '{bin}' validate --config \"$c\" 2>/dev/null && exit 91
+           '{bin}' delete-client-vpn-endpoint --client-vpn-endpoint-id cvpn-endpoint-0 \\
+             --config \"$c\" 2>/dev/null && exit 92
+         done
+         ls -A /var/lib"
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .expect("run unshare");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert_eq!(stdout, "", "written under /var/lib: {stdout}");
+}
+
 /// Runs `sluice args --config ...` as `run_limited` does: returns its exit code and stderr,
 /// or `None` when it had to be killed.
 fn run_within(env: &Env, args: &[&str]) -> Option<(i32, String)> {

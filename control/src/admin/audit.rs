@@ -100,17 +100,22 @@ fn user_name(uid: u32) -> Option<String> {
 /// is looked for). `None` when the file cannot be read: it names no trail, and every verb that
 /// needs it is refused before it did anything (a default trail would get lines about a file
 /// that is not its own); `None` too for a configuration that is not a regular file (a pipe,
-/// a FIFO: the verb read it, and nothing can change it, so only read-only verbs ran).
+/// a FIFO: the verb read it, and nothing can change it, so only read-only verbs ran); `None`
+/// as well for a file that is not TOML, or whose `[appliance]` table does not parse: it names
+/// no trail either, which the defaults would make up (every verb that needs the file is
+/// refused then too). A TOML file without `[appliance]` names the default trail.
 pub fn trail_path(config_path: &Path) -> Option<PathBuf> {
     // Read again after the verb, so only a regular file: a pipe (`--config <(...)`) or a FIFO
     // was drained by the verb, and opening a FIFO again would wait for a writer for good.
     let text =
         crate::config::files::read_regular_text(config_path, crate::config::files::CONFIG_LIMIT)
             .ok()?;
-    Some(trail_of(
-        &config::base_dir(config_path),
-        &config::appliance_in(&text),
-    ))
+    let mut table = text.parse::<toml::Table>().ok()?;
+    let appliance = match table.remove("appliance") {
+        Some(a) => a.try_into::<config::schema::Appliance>().ok()?,
+        None => config::schema::Appliance::default(),
+    };
+    Some(trail_of(&config::base_dir(config_path), &appliance))
 }
 
 /// Where the audit trail of a configuration with this `[appliance]` section, whose relative
@@ -220,6 +225,11 @@ mod tests {
             Some(tmp.path().join("trail.log")),
             "an endpoint the schema refuses"
         );
+        // Not TOML, or an [appliance] table that does not parse: no trail, not the default.
+        std::fs::write(&config, "not = toml = at all\n").expect("write");
+        assert_eq!(super::trail_path(&config), None, "not TOML");
+        std::fs::write(&config, "[appliance]\nstate_dir = 5\n").expect("write");
+        assert_eq!(super::trail_path(&config), None, "a broken [appliance]");
         std::fs::write(&config, "[appliance]\nstate_dir = \"state\"\n").expect("write");
         assert_eq!(
             super::trail_path(&config).as_deref(),
