@@ -1282,6 +1282,45 @@ authentication = {{ mutual = {{ client_root_ca = "{p}/ca.crt" }}, directory = {{
         read(&d.join("bob.log")).contains("server-pushed-connection-reset")
     });
     assert!(reaches(&alice_ns, "172.31.1.10"), "alice stays connected");
+
+    // A reload with a new users file, bob removed and alice moved from engineering to
+    // operations: the connections made follow at once. Bob (back after the terminate) is
+    // ended and refused when he tries again; alice keeps her connection, with the access of
+    // her new group only.
+    wait_for("bob to connect again", Duration::from_secs(40), || {
+        read(&d.join("bob.log"))
+            .matches("Initialization Sequence Completed")
+            .count()
+            >= 2
+    });
+    std::fs::write(
+        &users,
+        format!(
+            "[[user]]\nname = \"alice\"\npassword_hash = \"{}\"\ngroups = [\"operations\"]\n",
+            hash("alice-secret")
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = sluice(&config, &["reload"]);
+    assert_eq!(code, 0, "{err}");
+    wait_for("bob to be refused", Duration::from_secs(60), || {
+        read(&d.join("bob.log")).contains("AUTH_FAILED")
+    });
+    let (code, out, err) = sluice(&config, &["describe-client-vpn-connections"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("the user was removed from the users file"),
+        "{out}"
+    );
+    assert!(
+        reaches(&alice_ns, "192.168.100.10"),
+        "alice, now in operations, reaches on-premises\ndaemon log:\n{}",
+        read(&daemon_log)
+    );
+    assert!(
+        !reaches(&alice_ns, "172.16.0.10"),
+        "and no longer the peered VPC, engineering's"
+    );
 }
 
 /// Two endpoints on one appliance, each with a connected client at the same time: both reach
