@@ -1493,7 +1493,8 @@ fn a_crl_loaded_during_a_handshake_applies_to_it() {
 
 /// A reload gives the server new DNS servers and a new maximum session duration: a client
 /// connecting afterwards is pushed the new DNS servers and gets the new duration; a session
-/// connected before keeps what it had.
+/// connected before keeps what it had, as far as the `Server` goes (the runtime then ends the
+/// connections of an endpoint whose DNS servers changed, as AWS resets them: `verdict`).
 #[test]
 fn new_dns_and_session_timeout_apply_to_the_next_connection() {
     let mut settings = Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20));
