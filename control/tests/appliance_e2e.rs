@@ -540,6 +540,23 @@ fn client_reaches_the_vpc_through_the_dpdk_data_plane() {
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(&id));
+    assert!(
+        !out.contains("Username"),
+        "named by its ID, not by user:\n{out}"
+    );
+    // One no longer active, on an endpoint that exists: AWS's error for the connection.
+    let (code, _, err) = sluice(
+        &config,
+        &[
+            "terminate-client-vpn-connections",
+            "--client-vpn-endpoint-id",
+            ENDPOINT,
+            "--connection-id",
+            &id,
+        ],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("InvalidClientVpnConnection.NotFound"), "{err}");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !read(&client_log).contains("server-pushed-connection-reset") {
         assert!(
@@ -1267,7 +1284,7 @@ authentication = {{ mutual = {{ client_root_ca = "{p}/ca.crt" }}, directory = {{
     );
 
     // Terminate by user name.
-    let (code, _, err) = sluice(
+    let (code, out, err) = sluice(
         &config,
         &[
             "terminate-client-vpn-connections",
@@ -1278,6 +1295,7 @@ authentication = {{ mutual = {{ client_root_ca = "{p}/ca.crt" }}, directory = {{
         ],
     );
     assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"Username\": \"bob\""), "{out}");
     wait_for("bob to be disconnected", Duration::from_secs(10), || {
         read(&d.join("bob.log")).contains("server-pushed-connection-reset")
     });

@@ -214,23 +214,34 @@ fn live_verbs_reloads_and_clean_stop() {
         "core 0 is shown:\n{out}"
     );
 
-    // The data plane is up: connections are listed live (none yet); terminating an unknown
-    // one is refused with AWS's error code.
+    // The data plane is up: connections are listed live (none yet); those of an endpoint
+    // that does not exist are neither listed nor terminated, with AWS's error code.
     let (code, out, err) = sluice(&config, &["describe-client-vpn-connections"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("\"Connections\": []"), "{out}");
+    let unknown = "cvpn-endpoint-0123456789abcdef0";
+    let (code, _, err) = sluice(
+        &config,
+        &[
+            "describe-client-vpn-connections",
+            "--client-vpn-endpoint-id",
+            unknown,
+        ],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("InvalidClientVpnEndpointId.NotFound"), "{err}");
     let (code, _, err) = sluice(
         &config,
         &[
             "terminate-client-vpn-connections",
             "--client-vpn-endpoint-id",
-            "cvpn-endpoint-0123456789abcdef0",
+            unknown,
             "--connection-id",
             "cvpn-connection-0123456789abcdef0",
         ],
     );
-    assert_ne!(code, 0);
-    assert!(err.contains("InvalidClientVpnConnection.NotFound"), "{err}");
+    assert_eq!(code, 2);
+    assert!(err.contains("InvalidClientVpnEndpointId.NotFound"), "{err}");
 
     // Verbs go through the daemon and are audited with the socket peer's identity.
     let (code, out, err) = sluice(&config, &["describe-client-vpn-endpoints"]);

@@ -1334,6 +1334,14 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Whether an endpoint of ID `id` exists: one the data plane serves (it started with it; a
+    /// deleted one is served too, taking no connection, until a restart) or one the running
+    /// configuration has (created since, served after a restart).
+    pub fn knows(&self, id: &str) -> bool {
+        self.endpoint_ids.iter().any(|e| e == id)
+            || self.running.iter().any(|e| e.id.to_string() == id)
+    }
+
     /// The connections of `endpoint` (all when `None`): active ones, then recently ended ones.
     pub fn connections(&self, endpoint: Option<&str>) -> Vec<Connection> {
         let mut v: Vec<Connection> = self

@@ -967,6 +967,11 @@ fn live_connections(
     };
     match &cli.verb {
         Verb::DescribeClientVpnConnections(a) => {
+            if let Some(id) = a.client_vpn_endpoint_id.as_deref() {
+                if !dp.knows(id) {
+                    return Err(AdminError::endpoint_not_found(id));
+                }
+            }
             let list = dp.connections(a.client_vpn_endpoint_id.as_deref());
             let json = serde_json::json!({ "Connections": list });
             let items = json["Connections"].as_array().cloned().unwrap_or_default();
@@ -992,6 +997,9 @@ fn live_connections(
             Ok(r)
         }
         Verb::TerminateClientVpnConnections(a) => {
+            if !dp.knows(&a.client_vpn_endpoint_id) {
+                return Err(AdminError::endpoint_not_found(&a.client_vpn_endpoint_id));
+            }
             let ended = dp.terminate(
                 &a.client_vpn_endpoint_id,
                 a.connection_id.as_deref(),
@@ -1013,11 +1021,15 @@ fn live_connections(
                     })
                 })
                 .collect();
-            Ok(Response::object(serde_json::json!({
+            // As AWS's answer: the user name only when the connections were named by it.
+            let mut answer = serde_json::json!({
                 "ClientVpnEndpointId": a.client_vpn_endpoint_id,
-                "Username": a.username,
                 "ConnectionStatuses": statuses,
-            })))
+            });
+            if let Some(u) = &a.username {
+                answer["Username"] = serde_json::json!(u);
+            }
+            Ok(Response::object(answer))
         }
         Verb::DescribeDataPlane => Ok(Response::object(dp.describe())),
         _ => Err(AdminError::Internal("not a connection verb".into())),
