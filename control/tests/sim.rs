@@ -2013,3 +2013,38 @@ fn repeated_push_requests_within_30_s_are_not_answered_again() {
     rig.run_until(Duration::from_secs(3), |_| false);
     assert_eq!(replies(&rig), 3 * pushed, "answered again after 30 s");
 }
+
+/// A client that sends more key-method messages on its key state while its password is being
+/// checked gets no more checks: OpenVPN reads one key-method message per key state, and so does
+/// the server. Before, each further message (one per datagram) handed out a check of its own
+/// (an argon2 run, and a password guess that cost no new handshake), until `MAX_VERIFYING`
+/// were out and every other client was refused for now. The client connects at the verdict of
+/// its one check.
+#[test]
+fn a_key_state_takes_one_key_method_message_and_hands_out_one_check() {
+    let mut settings = Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20));
+    settings.password_required = true;
+    let mut server = Server::new(settings, users(&["alice"], false));
+    server.set_verify_elsewhere(true);
+    let (client, addr) = password_client("alice", "pw", 1);
+    let mut rig = Rig::new(server, client);
+    rig.addr = addr;
+    assert!(
+        rig.run_until(Duration::from_secs(10), |r| r.server.verifications_out()
+            == 1)
+    );
+    assert!(rig.client.sent_key_method());
+    for _ in 0..3 {
+        let again = rig.client.key_method_message();
+        rig.client.send_raw(&again).unwrap();
+        rig.run_until(Duration::from_secs(1), |_| false);
+    }
+    let checks = take_checks(&mut rig);
+    assert_eq!(checks.len(), 1, "one check for the key state");
+    assert_eq!(rig.server.verifications_out(), 1);
+    assert!(rig.refusals().is_empty(), "{:?}", rig.refusals());
+    answer(&mut rig, &checks[0]);
+    assert!(rig.keys_ready(0).is_some(), "completed at the verdict");
+    rig.connect();
+    assert_eq!(rig.server.verifications_out(), 0);
+}

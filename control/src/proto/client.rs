@@ -175,6 +175,34 @@ impl Client {
             .map_err(|e| ClientError::Tls(e.to_string()))
     }
 
+    /// Writes `bytes` as they are on the newest key's TLS session, whether or not its key
+    /// exchange is done: what a misbehaving client sends, for tests of the server. Sent at the
+    /// next `poll` once TLS is up.
+    ///
+    /// # Errors
+    /// There is no key state, or TLS refuses the write.
+    pub fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        let k = self
+            .keys
+            .last_mut()
+            .ok_or_else(|| ClientError::Tls("no key state".into()))?;
+        k.tls
+            .writer()
+            .write_all(bytes)
+            .map_err(|e| ClientError::Tls(e.to_string()))
+    }
+
+    /// A key-method-2 message as this client sends it (fresh randoms, its credentials or
+    /// auth-token, its peer-info), for `send_raw`.
+    pub fn key_method_message(&self) -> Vec<u8> {
+        self.key_method()
+    }
+
+    /// Whether the newest key state sent its key-method message.
+    pub fn sent_key_method(&self) -> bool {
+        self.keys.last().is_some_and(|k| k.sent_key_method)
+    }
+
     /// Forgets the `auth-token` the server pushed: its next key exchange sends the password
     /// again (as a client that kept no token, or whose server pushed none).
     pub fn forget_auth_token(&mut self) {

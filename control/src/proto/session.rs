@@ -19,6 +19,10 @@ use super::room::Place;
 use super::tls::{ServerTls, TlsFailure, TlsSession};
 use super::Remote;
 
+/// The most bytes of a key's control messages kept unread: an unterminated message, or what a
+/// client sent after its key-method message before the key is active.
+const MAX_UNREAD: usize = 8192;
+
 /// The largest TLS chunk per CONTROL_V1 so the UDP payload stays within 1222 bytes (§3.4).
 pub const MAX_TLS_CHUNK: usize = 1222 - (1 + 8 + 1 + 4 * ACKS_PER_CONTROL + 8 + 4);
 
@@ -49,6 +53,9 @@ pub struct KeyState {
     after_exchange: Vec<Vec<u8>>,
     /// A closing session's last message was written on it (`send_final`).
     carried_final: bool,
+    /// Its key-method message was taken (`take_credentials`): OpenVPN reads one per key state,
+    /// and what follows it waits, unread, for the key to be active.
+    credentials_taken: bool,
     /// Where it is.
     pub phase: KeyPhase,
     /// When its negotiation started.
@@ -188,6 +195,7 @@ impl KeyState {
             plain: Vec::new(),
             after_exchange: Vec::new(),
             carried_final: false,
+            credentials_taken: false,
             phase: KeyPhase::Tls,
             started: now,
         })
@@ -408,6 +416,17 @@ impl Session {
             return steps;
         }
         k.tls.read_plaintext(&mut k.plain);
+        if k.phase == KeyPhase::Tls && k.credentials_taken {
+            // Its key-method message is being authenticated (a password check may be out):
+            // another is not read as one, so one key state costs one check. What came after it
+            // is read as messages once the key is active, within the same bound.
+            if k.plain.len() > MAX_UNREAD {
+                k.plain.clear();
+                k.phase = KeyPhase::Failed;
+                steps.push(Step::Misbehaved("unterminated control message"));
+            }
+            return steps;
+        }
         if k.phase == KeyPhase::Tls {
             match ClientKeyMethod::parse(&k.plain) {
                 Ok(Some(_)) if closing => {
@@ -434,7 +453,7 @@ impl Session {
                 steps.push(Step::PushRequest);
             }
         }
-        if k.plain.len() > 8192 {
+        if k.plain.len() > MAX_UNREAD {
             k.plain.clear();
             steps.push(Step::Misbehaved("unterminated control message"));
         }
@@ -464,6 +483,7 @@ impl Session {
         let k = self.key_mut(key_id)?;
         let (message, used) = ClientKeyMethod::parse(&k.plain).ok()??;
         k.plain.drain(..used);
+        k.credentials_taken = true;
         let common_name = k.tls.peer_common_name();
         let serial = k.tls.peer_serial();
         Some(Credentials {
