@@ -2048,3 +2048,51 @@ fn a_key_state_takes_one_key_method_message_and_hands_out_one_check() {
     rig.connect();
     assert_eq!(rig.server.verifications_out(), 0);
 }
+
+/// A client of an endpoint that checks no password (mutual authentication only) may still send
+/// a username: nothing verifies it, so it is not the session's (the connection list, the
+/// connection log and a termination by username would take it for one), as OpenVPN keeps only
+/// a username its auth-user-pass verification accepted.
+#[test]
+fn an_unchecked_username_is_not_the_sessions() {
+    let server = Server::new(
+        Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20)),
+        CertificateOnly,
+    );
+    let client = Client::new(
+        client_config(),
+        "server",
+        [4; 8],
+        Some(("alice".to_owned(), "anything".to_owned())),
+    )
+    .unwrap();
+    let mut rig = Rig::new(server, client);
+    rig.connect();
+    let identity = rig.events.iter().find_map(|(_, e)| match e {
+        Event::KeysReady { client, .. } => Some(client.identity.clone()),
+        _ => None,
+    });
+    let identity = identity.unwrap();
+    assert_eq!(identity.username, None);
+    assert_eq!(identity.common_name.as_deref(), Some("client1.domain.tld"));
+    // Its renegotiation, with the same unchecked username, is taken as before.
+    rig.renegotiate(1);
+    // Nor does a refusal name it (here: the endpoint at its connection limit).
+    rig.server.set_max_sessions(1);
+    let client = Client::new(
+        client_config(),
+        "server",
+        [5; 8],
+        Some(("mallory".to_owned(), "anything".to_owned())),
+    )
+    .unwrap();
+    rig.next_client(client, from(0x0a00_0002, 40000));
+    rig.run_until(Duration::from_secs(10), |r| !r.refusals().is_empty());
+    let refused = rig.events.iter().find_map(|(_, e)| match e {
+        Event::AuthFailed {
+            reason, username, ..
+        } => Some((reason.clone(), username.clone())),
+        _ => None,
+    });
+    assert_eq!(refused, Some((FailureReason::SessionLimit, None)));
+}

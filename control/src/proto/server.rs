@@ -910,11 +910,11 @@ impl<A: Authenticator> Server<A> {
         now: Instant,
         unix_now: u64,
     ) {
+        let cn = creds.common_name.clone();
+        let user = self.claimed_username(&creds);
         let Some(s) = self.sessions.get_mut(&remote) else {
             return;
         };
-        let cn = creds.common_name.clone();
-        let user = creds.message.username.clone();
         // A handshake begun before the TLS configuration was replaced (a reload with a new
         // CRL) verified the certificate under the old one: it is checked under the current one
         // (after a password check too: a reload may have come meanwhile).
@@ -996,6 +996,17 @@ impl<A: Authenticator> Server<A> {
         }
     }
 
+    /// The username of `creds` as a refusal names it: the one the client gave where the
+    /// endpoint checks passwords (the attempt was made under that name), none where nothing
+    /// reads the field.
+    fn claimed_username(&self, creds: &Credentials) -> Option<String> {
+        creds
+            .message
+            .username
+            .clone()
+            .filter(|_| self.settings.password_required)
+    }
+
     /// Parks the key exchange `key_id` of the session at `remote` until the verdict of
     /// `check`, which is handed out (`poll_verification`).
     fn park(
@@ -1040,7 +1051,7 @@ impl<A: Authenticator> Server<A> {
         now: Instant,
     ) {
         let cn = creds.common_name.clone();
-        let user = creds.message.username.clone();
+        let user = self.claimed_username(creds);
         let Some(s) = self.sessions.get_mut(&remote) else {
             return;
         };
@@ -1217,7 +1228,9 @@ impl<A: Authenticator> Server<A> {
         );
         s.identity = Some(Identity {
             common_name: creds.common_name.clone(),
-            username: msg.username.clone(),
+            // Only a username the directory checked is the session's: without one, nothing
+            // verified what the client wrote there.
+            username: msg.username.clone().filter(|_| password_required),
             groups,
             certificate_serial: creds.serial.clone(),
         });
