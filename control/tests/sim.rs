@@ -2096,3 +2096,143 @@ fn an_unchecked_username_is_not_the_sessions() {
     });
     assert_eq!(refused, Some((FailureReason::SessionLimit, None)));
 }
+
+/// A client certificate of the lab's CA (CN short.domain.tld, EC P-256) that expires `valid`
+/// from now, made with `openssl ca`: its chain and key, PEM, and when it expires.
+fn short_lived_certificate(valid: Duration) -> (Vec<u8>, Vec<u8>, std::time::SystemTime) {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sim-short-lived");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("ca.cnf"),
+        "[ca]\ndefault_ca = short\n[short]\ndatabase = index.txt\nnew_certs_dir = .\n\
+         serial = serial\ndefault_md = sha256\npolicy = any\nunique_subject = no\n\
+         x509_extensions = ext\n[any]\ncommonName = supplied\n[ext]\n\
+         basicConstraints = CA:FALSE\nextendedKeyUsage = clientAuth\n\
+         keyUsage = digitalSignature\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("index.txt"), "").unwrap();
+    std::fs::write(dir.join("serial"), "1000\n").unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "short.key",
+        "-subj",
+        "/CN=short.domain.tld",
+        "-out",
+        "short.csr",
+    ]);
+    // openssl ca's dates: YYMMDDHHMMSSZ, UTC.
+    let at = |t: std::time::SystemTime| {
+        let secs = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let out = Command::new("date")
+            .args(["-u", "-d", &format!("@{secs}"), "+%y%m%d%H%M%SZ"])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let (ca, ca_key) = (pki().join("ca.crt"), pki().join("ca.key"));
+    let now = std::time::SystemTime::now();
+    run(&[
+        "ca",
+        "-batch",
+        "-config",
+        "ca.cnf",
+        "-cert",
+        ca.to_str().unwrap(),
+        "-keyfile",
+        ca_key.to_str().unwrap(),
+        "-in",
+        "short.csr",
+        "-out",
+        "short.crt",
+        "-notext",
+        "-startdate",
+        &at(now - Duration::from_secs(60)),
+        "-enddate",
+        &at(now + valid),
+    ]);
+    (
+        std::fs::read(dir.join("short.crt")).unwrap(),
+        std::fs::read(dir.join("short.key")).unwrap(),
+        now + valid,
+    )
+}
+
+/// Every key state's TLS handshake verifies the client's certificate. A TLS 1.2 client could
+/// resume an earlier session of its own instead (rustls's default server session cache, which
+/// OpenVPN 2.6 clients never use), and the server then took the certificate chain of that
+/// session as verified then: a certificate past its notAfter (or past the CRL's nextUpdate)
+/// still let its holder in, on a new connection or a renegotiation. Shown with a certificate
+/// that expires a few seconds after its first connection: the second, from the same client
+/// configuration (which offers to resume), is refused.
+#[test]
+fn an_expired_certificate_cannot_resume_its_way_in() {
+    let valid = Duration::from_secs(6);
+    let (chain, key, expires) = short_lived_certificate(valid);
+    // TLS 1.2 only: the version whose session ids the server could resume.
+    let config = {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(&read("ca.crt")) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let chain = CertificateDer::pem_slice_iter(&chain)
+            .map(Result::unwrap)
+            .collect();
+        let key = PrivateKeyDer::from_pem_slice(&key).unwrap();
+        Arc::new(
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .unwrap(),
+        )
+    };
+    let mut rig = Rig::new(
+        Server::new(
+            Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20)),
+            CertificateOnly,
+        ),
+        Client::new(Arc::clone(&config), "server", [5; 8], None).unwrap(),
+    );
+    rig.connect();
+    assert!(
+        std::time::SystemTime::now() < expires,
+        "connected before the certificate expired"
+    );
+    // Past its notAfter (whole seconds), the same client configuration connects again.
+    while std::time::SystemTime::now() < expires + Duration::from_millis(1500) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let again = Client::new(Arc::clone(&config), "server", [6; 8], None).unwrap();
+    rig.next_client(again, from(0x0a00_0002, 40000));
+    rig.run_until(Duration::from_secs(10), |r| {
+        r.client.connected() || !r.refusals().is_empty()
+    });
+    assert_eq!(rig.refusals(), [FailureReason::BadCertificate]);
+    assert!(!rig.client.connected());
+}

@@ -249,6 +249,10 @@ pub fn server_config(files: &TlsFiles<'_>) -> Result<ServerTls, String> {
         .map_err(|e| format!("server certificate and key: {e}"))?;
     // Spec §4.4: 2.6 never resumes; tickets only add control-channel bytes.
     config.send_tls13_tickets = 0;
+    // Nor is a TLS 1.2 session id kept to resume: a resumed session takes the client
+    // certificate chain of the session it resumes as verified then, with no check of its
+    // validity period or of the CRL now.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     Ok(ServerTls {
         config: Arc::new(config),
         verifier,
