@@ -1996,13 +1996,10 @@ fn pings_from_no_single_host_are_not_answered() {
     assert_eq!(&out[0][..6], &lab::HOST_MAC[..]);
 }
 
-/// A target network whose ENI address (172.31.1.6) is not the port's own (172.31.1.5): the
-/// port answers ARP for it with its MAC, and pings to it from it; ARP for an address that is
-/// neither is not answered.
-#[test]
-fn arp_and_ping_of_an_eni_other_than_the_ports_address() {
+/// The lab with its target network reached through ENI address `eni` on the inside port
+/// (`testkit::lab_rules_via_eni`), not the port's own address.
+fn lab_via_eni(eni: u32) -> Lab {
     let mut lab = lab_with(GroupMask::EMPTY);
-    let eni = ip("172.31.1.6");
     lab.mb
         .commands
         .push(Command::InstallRules(Arc::new(testkit::lab_rules_via_eni(
@@ -2011,6 +2008,16 @@ fn arp_and_ping_of_an_eni_other_than_the_ports_address() {
         .map_err(|_| ())
         .unwrap();
     lab.w.poll_once(lab.now);
+    lab
+}
+
+/// A target network whose ENI address (172.31.1.6) is not the port's own (172.31.1.5): the
+/// port answers ARP for it with its MAC, and pings to it from it; ARP for an address that is
+/// neither is not answered.
+#[test]
+fn arp_and_ping_of_an_eni_other_than_the_ports_address() {
+    let eni = ip("172.31.1.6");
+    let mut lab = lab_via_eni(eni);
     let ask = |lab: &mut Lab, target: u32| {
         lab.w.port_mut(1).unwrap().inject(&testkit::arp_request(
             lab::HOST_MAC,
@@ -2061,16 +2068,8 @@ fn arp_and_ping_of_an_eni_other_than_the_ports_address() {
 /// claimant's MAC (the core asks for the address itself, and nobody else answers).
 #[test]
 fn arp_claiming_an_eni_address_is_not_learned() {
-    let mut lab = lab_with(GroupMask::EMPTY);
     let eni = ip("172.31.1.6");
-    lab.mb
-        .commands
-        .push(Command::InstallRules(Arc::new(testkit::lab_rules_via_eni(
-            2, eni,
-        ))))
-        .map_err(|_| ())
-        .unwrap();
-    lab.w.poll_once(lab.now);
+    let mut lab = lab_via_eni(eni);
     let claimant = [2, 0, 0, 0, 2, 99];
     for target in [ip(lab::INSIDE_IP), eni] {
         lab.w
