@@ -922,6 +922,29 @@ fn reload_events(trail: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The question `daemon`, starting, asks whoever holds its admin socket's path (`holder`,
+/// non-blocking), taken and left unanswered: the daemon waits in its start until it closes.
+fn question_held(
+    holder: &std::os::unix::net::UnixListener,
+    daemon: &Daemon,
+) -> std::os::unix::net::UnixStream {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match holder.accept() {
+            Ok((s, _)) => return s,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(
+                    Instant::now() < deadline,
+                    "no question from the daemon within {PATIENCE:?}; its log:\n{}",
+                    daemon.log()
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+}
+
 /// A SIGHUP that comes while the daemon is still starting (here while it asks whoever holds
 /// its admin socket's path whether a daemon answers there) is a reload once it runs: it does
 /// not end the daemon (SIGHUP's default action), nor is it lost.
@@ -936,21 +959,7 @@ fn a_sighup_while_starting_is_a_reload_once_running() {
     let holder = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
     holder.set_nonblocking(true).expect("nonblocking");
     let mut daemon = Daemon::start_in(&config, Some(d));
-    let deadline = Instant::now() + PATIENCE;
-    let question = loop {
-        match holder.accept() {
-            Ok((s, _)) => break s,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                assert!(
-                    Instant::now() < deadline,
-                    "no question from the daemon within {PATIENCE:?}; its log:\n{}",
-                    daemon.log()
-                );
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Err(e) => panic!("accept: {e}"),
-        }
-    };
+    let question = question_held(&holder, &daemon);
     signal(&daemon.child, rustix::process::Signal::HUP);
     // Unanswered: no daemon there after all, and it goes on starting.
     drop(question);
@@ -977,21 +986,7 @@ fn a_stop_signal_while_starting_ends_the_start_at_once() {
         let holder = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
         holder.set_nonblocking(true).expect("nonblocking");
         let mut daemon = Daemon::start_in(&config, Some(d));
-        let deadline = Instant::now() + PATIENCE;
-        let question = loop {
-            match holder.accept() {
-                Ok((s, _)) => break s,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    assert!(
-                        Instant::now() < deadline,
-                        "no question from the daemon within {PATIENCE:?}; its log:\n{}",
-                        daemon.log()
-                    );
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Err(e) => panic!("accept: {e}"),
-            }
-        };
+        let question = question_held(&holder, &daemon);
         let sent = Instant::now();
         signal(&daemon.child, sig);
         // The question stays unanswered all along.
