@@ -1191,16 +1191,7 @@ fn a_verb_on_an_unreadable_file_writes_no_audit_trail() {
          '{bin}' validate --config '{config}' 2>/dev/null && exit 92
          ls -A /var/lib"
     );
-    let out = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
-        .output()
-        .expect("run unshare");
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(out.status.success(), "{:?}: {stderr}", out.status);
-    assert_eq!(stdout, "", "written under /var/lib: {stdout}");
+    nothing_under_var_lib(&script);
 }
 
 /// A verb given a configuration file that is not TOML (or whose `[appliance]` table does not
@@ -1226,16 +1217,7 @@ fn a_verb_on_a_file_that_is_not_toml_writes_no_audit_trail() {
          done
          ls -A /var/lib"
     );
-    let out = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
-        .output()
-        .expect("run unshare");
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(out.status.success(), "{:?}: {stderr}", out.status);
-    assert_eq!(stdout, "", "written under /var/lib: {stdout}");
+    nothing_under_var_lib(&script);
 }
 
 /// Runs `sluice args --config ...` as `run_limited` does: returns its exit code and stderr,
@@ -1491,4 +1473,20 @@ fn verbs_started_at_once_each_keep_their_change() {
     for cidr in &cidrs {
         assert!(got.contains(&cidr.as_str()), "{cidr} lost: {got:?}");
     }
+}
+
+/// Runs `script` with `sh` in a mount namespace of its own (which it gives a tmpfs on
+/// /var/lib, exiting 90 if it cannot): it must succeed and print nothing, its last command
+/// listing what /var/lib then holds.
+fn nothing_under_var_lib(script: &str) {
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", script])
+        .output()
+        .expect("run unshare");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert_eq!(stdout, "", "written under /var/lib: {stdout}");
 }
