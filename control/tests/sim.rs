@@ -369,12 +369,8 @@ fn the_control_channel_follows_a_float() {
 /// (the same user, connected again) is the one that ends, as before.
 #[test]
 fn a_float_onto_another_clients_address_ends_the_floater_not_the_other() {
-    let mut settings = Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20));
-    settings.password_required = true;
-    let server = Server::new(settings, users(&["alice", "bob"], false));
-    let (client, alice) = password_client("alice", "pw", 1);
-    let mut rig = Rig::new(server, client);
-    rig.addr = alice;
+    let mut rig = password_rig(&["alice", "bob"], false);
+    let alice = rig.addr;
     rig.connect();
     let (client, bob) = password_client("bob", "pw", 2);
     rig.next_client(client, bob);
@@ -1800,6 +1796,20 @@ fn password_client(who: &str, password: &str, n: u8) -> (Client, Remote) {
     (client, from(0x0a01_0000 + u32::from(n), 40000))
 }
 
+/// A server that asks users of `names` (all with password "pw", no one-time code) for their
+/// password, its checks handed out if `elsewhere` (as the daemon runs them), and alice
+/// (`password_client` 1) at its link.
+fn password_rig(names: &[&str], elsewhere: bool) -> Rig<EndpointAuth> {
+    let mut settings = Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20));
+    settings.password_required = true;
+    let mut server = Server::new(settings, users(names, false));
+    server.set_verify_elsewhere(elsewhere);
+    let (client, addr) = password_client("alice", "pw", 1);
+    let mut rig = Rig::new(server, client);
+    rig.addr = addr;
+    rig
+}
+
 /// With password checks handed out (the daemon runs them on threads of their own, since each
 /// takes tens of milliseconds of argon2 and the control thread serves every client): the
 /// authentication waits for the verdict, the client's retransmissions meanwhile answered by
@@ -1809,13 +1819,7 @@ fn password_client(who: &str, password: &str, n: u8) -> (Client, Remote) {
 /// `MAX_VERIFYING` checks out, a client is refused for now, told to come back.
 #[test]
 fn password_checks_are_handed_out_and_their_verdicts_complete_the_authentication() {
-    let mut settings = Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20));
-    settings.password_required = true;
-    let mut server = Server::new(settings, users(&["alice", "bob"], false));
-    server.set_verify_elsewhere(true);
-    let (client, addr) = password_client("alice", "pw", 1);
-    let mut rig = Rig::new(server, client);
-    rig.addr = addr;
+    let mut rig = password_rig(&["alice", "bob"], true);
     // The key-method message is in: a check is handed out, and nothing is decided before its
     // verdict, however long it takes.
     assert!(
@@ -2022,13 +2026,7 @@ fn repeated_push_requests_within_30_s_are_not_answered_again() {
 /// its one check.
 #[test]
 fn a_key_state_takes_one_key_method_message_and_hands_out_one_check() {
-    let mut settings = Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20));
-    settings.password_required = true;
-    let mut server = Server::new(settings, users(&["alice"], false));
-    server.set_verify_elsewhere(true);
-    let (client, addr) = password_client("alice", "pw", 1);
-    let mut rig = Rig::new(server, client);
-    rig.addr = addr;
+    let mut rig = password_rig(&["alice"], true);
     assert!(
         rig.run_until(Duration::from_secs(10), |r| r.server.verifications_out()
             == 1)
