@@ -1328,30 +1328,14 @@ mod tests {
             e.contains("64513 flows per session") && e.contains("64512"),
             "{e}"
         );
+        // Refused before measuring: one bad shape among good ones, each shape without
+        // sessions or flows.
         let mut records = Vec::new();
-        let shapes = [TINY, over];
-        let e = run(
-            "engine",
-            &[64],
-            &shapes,
-            Duration::from_millis(8),
-            Directions::BOTH,
-            Proto::Udp,
-            Order::Sequential,
-            &mut records,
-            memory_ports,
-        )
-        .expect_err("refused");
-        assert!(e.contains("shape 1x64513"), "{e}");
-        for empty in [(0, 8), (4, 0)] {
-            let shape = Shape {
-                sessions: empty.0,
-                flows: empty.1,
-            };
-            let e = run(
+        let mut refused = |shapes: &[Shape]| {
+            run(
                 "engine",
                 &[64],
-                &[shape],
+                shapes,
                 Duration::from_millis(8),
                 Directions::BOTH,
                 Proto::Udp,
@@ -1359,7 +1343,12 @@ mod tests {
                 &mut records,
                 memory_ports,
             )
-            .expect_err("refused");
+            .expect_err("refused")
+        };
+        let e = refused(&[TINY, over]);
+        assert!(e.contains("shape 1x64513"), "{e}");
+        for (sessions, flows) in [(0, 8), (4, 0)] {
+            let e = refused(&[Shape { sessions, flows }]);
             assert!(e.contains("at least one session and one flow"), "{e}");
         }
         let at_limit = Shape {
