@@ -1473,6 +1473,31 @@ fn verbs_started_at_once_each_keep_their_change() {
     for cidr in &cidrs {
         assert!(got.contains(&cidr.as_str()), "{cidr} lost: {got:?}");
     }
+
+    // A lock held far longer than a change takes (not a verb's: any process that can open the
+    // file can take it) is not waited on for ever: the verb is refused after 10 s, saying so,
+    // and the file is left as it was.
+    let before = std::fs::read(&env.config).expect("read");
+    let held = std::fs::File::open(&env.config).expect("open");
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).expect("lock");
+    let start = std::time::Instant::now();
+    let (code, _, err) = env.run(&[
+        "authorize-client-vpn-ingress",
+        "--client-vpn-endpoint-id",
+        &id,
+        "--target-network-cidr",
+        "10.99.0.0/16",
+        "--authorize-all-groups",
+    ]);
+    let waited = start.elapsed();
+    assert_ne!(code, 0);
+    assert!(err.contains("held its lock for 10 s"), "{err}");
+    assert!(
+        waited >= std::time::Duration::from_secs(10) && waited < std::time::Duration::from_secs(30),
+        "{waited:?}"
+    );
+    assert_eq!(std::fs::read(&env.config).expect("read"), before);
+    drop(held);
 }
 
 /// Runs `script` with `sh` in a mount namespace of its own (which it gives a tmpfs on

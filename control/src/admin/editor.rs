@@ -22,6 +22,11 @@ pub struct Editor {
     _lock: File,
 }
 
+/// How long a change waits for the one under way (which holds the lock for milliseconds): a
+/// lock held longer is not a verb's, and the change is refused rather than wait on it (the
+/// daemon runs verbs on its control thread).
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Locks the configuration file at `path` for one change (`flock`, exclusive), waiting for a
 /// change under way to be written or refused: verbs run at once (a script starting them in
 /// the background) would otherwise each read the same file, and the last to write would
@@ -30,13 +35,26 @@ pub struct Editor {
 /// file now there.
 ///
 /// # Errors
-/// The file cannot be opened or locked.
+/// The file cannot be opened or locked, or its lock stayed held for `LOCK_PATIENCE`.
+#[allow(clippy::disallowed_methods)] // a shell around a file lock: it reads the clock and waits
 fn lock(path: &Path) -> Result<File, AdminError> {
     let failed = |e: String| AdminError::Io(format!("locking {}: {e}", path.display()));
+    let deadline = std::time::Instant::now() + LOCK_PATIENCE;
     loop {
         let (file, _) = config::files::open_regular(path).map_err(failed)?;
-        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| failed(e.to_string()))?;
+        let exclusive = rustix::fs::FlockOperation::NonBlockingLockExclusive;
+        while let Err(e) = rustix::fs::flock(&file, exclusive) {
+            if e != rustix::io::Errno::WOULDBLOCK {
+                return Err(failed(e.to_string()));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(failed(format!(
+                    "another process has held its lock for {} s, longer than a change takes",
+                    LOCK_PATIENCE.as_secs()
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let (held, now) = (
             file.metadata().map_err(|e| failed(e.to_string()))?,
             std::fs::metadata(path).map_err(|e| failed(e.to_string()))?,
