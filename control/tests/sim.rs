@@ -2234,3 +2234,108 @@ fn an_expired_certificate_cannot_resume_its_way_in() {
     assert_eq!(rig.refusals(), [FailureReason::BadCertificate]);
     assert!(!rig.client.connected());
 }
+
+/// A new connection of `user` with `password` from address number `n` to the rig's server,
+/// `after` from its clock: the rig on it, with its refusals, pushes and events.
+fn connect_anew(
+    rig: Rig<EndpointAuth>,
+    user: &str,
+    password: &str,
+    n: u8,
+    after: Duration,
+) -> Rig<EndpointAuth> {
+    let client = Client::new(
+        client_config(),
+        "server",
+        [n; 8],
+        Some((user.to_owned(), password.to_owned())),
+    )
+    .unwrap();
+    let mut next = Rig::new(rig.server, client);
+    next.addr = from(0x0a02_0000 + u32::from(n), 40000);
+    next.start = rig.start;
+    next.now = rig.now + after;
+    next.run_until(Duration::from_secs(30), |r| {
+        r.client.connected() || !r.refusals().is_empty()
+    });
+    next
+}
+
+/// The auth-token pushed to the rig's client, and its session's peer-id.
+fn token_and_peer(rig: &Rig<EndpointAuth>) -> (String, u32) {
+    let token = rig
+        .pushed()
+        .split(',')
+        .find_map(|o| o.strip_prefix("auth-token "))
+        .expect("an auth-token pushed")
+        .to_owned();
+    let peer = rig
+        .events
+        .iter()
+        .find_map(|(_, e)| match e {
+            Event::KeysReady { peer_id, .. } => Some(*peer_id),
+            _ => None,
+        })
+        .unwrap();
+    (token, peer)
+}
+
+/// An administrator terminates one of alice's two connections (two devices, which signed in
+/// at different times): that connection's auth-token is refused from then on, so its client
+/// must give its password and one-time code again (a 2.6 client refused with a token drops it
+/// and asks); her other device's token still reconnects.
+#[test]
+fn an_administrators_termination_revokes_that_connections_auth_token_only() {
+    let mut settings = Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20));
+    settings.password_required = true;
+    let server = Server::new(settings, users(&["alice"], true));
+    let client = Client::new(
+        client_config(),
+        "server",
+        [1; 8],
+        Some(("alice".to_owned(), scrv1("pw", UNIX))),
+    )
+    .unwrap();
+    let mut laptop = Rig::new(server, client);
+    laptop.connect();
+    let (laptop_token, laptop_peer) = token_and_peer(&laptop);
+    // Her phone signs in a minute later (the next one-time code).
+    let mut phone = connect_anew(
+        laptop,
+        "alice",
+        &scrv1("pw", UNIX + 60),
+        2,
+        Duration::from_secs(60),
+    );
+    assert!(phone.client.connected(), "{:?}", phone.refusals());
+    let (phone_token, _) = token_and_peer(&phone);
+    assert_ne!(laptop_token, phone_token);
+
+    let unix = phone.unix();
+    assert!(phone.server.revoke_token(laptop_peer, unix));
+    let now = phone.now;
+    assert!(phone.server.terminate(
+        laptop_peer,
+        "RESTART,terminated by the administrator",
+        CloseReason::Terminated("terminated by the administrator".into()),
+        now,
+    ));
+    // The laptop reconnects at once with its token: refused, told AUTH_FAILED.
+    let laptop = connect_anew(phone, "alice", &laptop_token, 3, Duration::from_secs(1));
+    assert_eq!(laptop.refusals(), [FailureReason::BadPassword]);
+    assert!(!laptop.client.connected());
+    let mut laptop = laptop;
+    laptop.run_until(Duration::from_secs(1), |_| false);
+    assert!(laptop.client.messages.iter().any(|m| m == "AUTH_FAILED"));
+    // And later too, within the token's lifetime.
+    let laptop = connect_anew(laptop, "alice", &laptop_token, 4, Duration::from_secs(3600));
+    assert_eq!(laptop.refusals(), [FailureReason::BadPassword]);
+    // The phone's token is still good; the laptop gets in with its password and a new code.
+    let phone = connect_anew(laptop, "alice", &phone_token, 5, Duration::from_secs(1));
+    assert!(phone.client.connected(), "{:?}", phone.refusals());
+    let code = scrv1("pw", phone.unix() + 30);
+    let laptop = connect_anew(phone, "alice", &code, 6, Duration::from_secs(30));
+    assert!(laptop.client.connected(), "{:?}", laptop.refusals());
+    let (new_token, _) = token_and_peer(&laptop);
+    assert_ne!(new_token, laptop_token);
+}

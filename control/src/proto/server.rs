@@ -25,7 +25,7 @@ use super::push::{push_reply, PushOptions};
 use super::room::{CoreRoom, Place};
 use super::session::{Credentials, Identity, KeyPhase, Phase, Session, Step, PUSH_AGAIN_AFTER};
 use super::tls::{ServerTls, TlsFailure};
-use super::token::{Holder, TokenKey};
+use super::token::{Holder, Revoked, TokenKey};
 use super::verify::{PasswordCheck, Verdict, Verification};
 use super::Remote;
 use crate::connlog::FailureReason;
@@ -433,6 +433,12 @@ pub struct Server<A: Authenticator> {
     counters: Counters,
     /// The key of the auth-tokens this server pushes and takes back (`token`).
     tokens: TokenKey,
+    /// The tokens of connections an administrator terminated (`revoke_token`), refused until
+    /// they expire.
+    revoked: Revoked,
+    /// The longest token lifetime (session timeout) this server has had: a revoked token is
+    /// kept until then, a later, longer timeout making it good again otherwise.
+    longest_lifetime: u64,
     /// Whether password checks are handed out (`set_verify_elsewhere`) rather than run here.
     verify_elsewhere: bool,
     /// The checks handed out and not yet answered, by job id, with the authentication each
@@ -495,10 +501,13 @@ impl<A: Authenticator> Server<A> {
             ),
         };
         let tokens = TokenKey::generate().expect("system random generator");
+        let longest_lifetime = settings.session_timeout.as_secs();
         Self {
             settings,
             auth,
             tokens,
+            revoked: Revoked::default(),
+            longest_lifetime,
             sessions: HashMap::new(),
             by_peer: HashMap::new(),
             peer_ids: BTreeSet::new(),
@@ -640,6 +649,7 @@ impl<A: Authenticator> Server<A> {
     /// (a shorter one does not end established sessions all at once).
     pub fn set_session_timeout(&mut self, timeout: Duration) {
         self.settings.session_timeout = timeout;
+        self.longest_lifetime = self.longest_lifetime.max(timeout.as_secs());
     }
 
     /// Replaces the connection limit (`Settings::max_sessions`) for future connections; those
@@ -1171,6 +1181,17 @@ impl<A: Authenticator> Server<A> {
             (true, Some(h), Some(p)) => self.tokens.verify(p.expose(), h, unix_now, lifetime),
             _ => None,
         };
+        if by_token.is_some()
+            && msg
+                .password
+                .as_ref()
+                .is_some_and(|p| self.revoked.is_revoked(p.expose()))
+        {
+            // The token of a connection an administrator terminated: its client must give
+            // its password again (an OpenVPN 2.6 client, refused with a token, drops it and
+            // asks for its credentials).
+            return Err(FailureReason::BadPassword);
+        }
         let groups = match (by_token, holder) {
             (Some(_), Some(h)) => self.auth.groups_of(h.common_name, h.username)?,
             _ => match self.password(creds, checked, unix_now)? {
@@ -1439,6 +1460,24 @@ impl<A: Authenticator> Server<A> {
         }
         self.end(remote, reason, now);
         self.flush(remote, now);
+        true
+    }
+
+    /// Revokes the auth-token of session `peer_id` (an administrator terminates it): a client
+    /// that presents it from now on is refused, and must authenticate again with its password
+    /// (and one-time code). The tokens of the user's other sessions stay good. Returns whether
+    /// the session had a token.
+    pub fn revoke_token(&mut self, peer_id: u32, unix_now: u64) -> bool {
+        let token = self
+            .by_peer
+            .get(&peer_id)
+            .and_then(|r| self.sessions.get(r))
+            .and_then(|s| s.auth_token.as_deref());
+        let Some((token, at)) = token.and_then(|t| Some((t, TokenKey::issued_at(t)?))) else {
+            return false;
+        };
+        self.revoked
+            .revoke(token, at, unix_now, self.longest_lifetime);
         true
     }
 

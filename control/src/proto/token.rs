@@ -12,7 +12,16 @@
 //! endpoint's session timeout); a restart of the appliance makes a new key, and the clients'
 //! next reconnection asks for their credentials again. A token is a credential: it never
 //! appears in logs or Debug output.
+//!
+//! A token can be revoked before it expires (`Revoked`): an administrator's termination of a
+//! connection revokes the token that connection holds, so its client must authenticate again
+//! with its password (and one-time code). Only that token: the same user's other connections
+//! (other devices, which authenticated at other times, so with other tokens) keep theirs. The
+//! server keeps a digest of each revoked token until the token would have expired anyway.
 
+use std::collections::HashMap;
+
+use ring::digest;
 use ring::hmac;
 use ring::rand::SystemRandom;
 
@@ -80,6 +89,13 @@ impl TokenKey {
         fresh.then_some(authenticated)
     }
 
+    /// When the holder of `token` authenticated with a password, as the token says (its MAC
+    /// not checked: for a token the server issued itself).
+    pub fn issued_at(token: &str) -> Option<u64> {
+        let time = token.strip_prefix(PREFIX)?.get(..16)?;
+        u64::from_str_radix(time, 16).ok()
+    }
+
     /// Whether `presented` is the token `issued` (a session's own, which its client sends
     /// instead of its password when it renegotiates), in a time that does not tell how much of
     /// it matched: both are MAC'd under the key and the MACs compared by `hmac::verify`, so
@@ -88,6 +104,59 @@ impl TokenKey {
         let tag = hmac::sign(&self.0, &compared(issued));
         hmac::verify(&self.0, &compared(presented), tag.as_ref()).is_ok()
     }
+}
+
+/// Tokens revoked before their time, each kept (as a SHA-256 digest, not the token) with the
+/// time its holder authenticated with a password, until the token would have expired: at most
+/// one entry per connection an administrator terminated within a token lifetime.
+#[derive(Default)]
+pub struct Revoked {
+    /// Digest of the token -> when its holder authenticated (Unix seconds).
+    tokens: HashMap<[u8; 32], u64>,
+    /// The size at which the expired entries are next swept out (twice the size after the
+    /// last sweep, so that sweeping costs a constant per revocation).
+    sweep_at: usize,
+}
+
+impl std::fmt::Debug for Revoked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Revoked({} tokens)", self.tokens.len())
+    }
+}
+
+impl Revoked {
+    /// Revokes `token`, whose holder authenticated at `authenticated`: refused
+    /// (`is_revoked`) until it expires. Entries of tokens expired by `now` under `lifetime`
+    /// (the longest a token has been good for on this server) go at the same time, in sweeps.
+    pub fn revoke(&mut self, token: &str, authenticated: u64, now: u64, lifetime: u64) {
+        if self.tokens.len() >= self.sweep_at {
+            self.tokens
+                .retain(|_, at| now < at.saturating_add(lifetime));
+            self.sweep_at = (self.tokens.len() * 2).max(64);
+        }
+        self.tokens.insert(token_digest(token), authenticated);
+    }
+
+    /// Whether `token` was revoked (and has not been swept out since, as expired).
+    pub fn is_revoked(&self, token: &str) -> bool {
+        !self.tokens.is_empty() && self.tokens.contains_key(&token_digest(token))
+    }
+
+    /// Tokens kept.
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Whether none is kept.
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+}
+
+fn token_digest(token: &str) -> [u8; 32] {
+    let mut out = [0; 32];
+    out.copy_from_slice(digest::digest(&digest::SHA256, token.as_bytes()).as_ref());
+    out
 }
 
 /// What `TokenKey::same` MACs of a token: apart from `message`'s by its first bytes.
@@ -181,6 +250,31 @@ mod tests {
         for other in [&t[..t.len() - 1], &format!("{t}0"), "", "pw"] {
             assert!(!key.same(&t, other), "{other:?}");
         }
+    }
+
+    /// A revoked token is refused until it would have expired, and then swept out: the set
+    /// holds no more than the tokens revoked within a lifetime.
+    #[test]
+    fn a_revoked_token_is_kept_until_it_expires() {
+        let key = TokenKey::generate().unwrap();
+        let t = key.issue(ALICE, 1_000_000);
+        let other = key.issue(ALICE, 1_000_001);
+        let mut revoked = Revoked::default();
+        assert!(!revoked.is_revoked(&t));
+        revoked.revoke(&t, 1_000_000, 1_000_100, 3600);
+        assert!(revoked.is_revoked(&t));
+        assert!(!revoked.is_revoked(&other), "another session's token");
+        // A sweep past t's expiry drops it; those still good stay.
+        for i in 0..200u64 {
+            revoked.revoke(&format!("t{i}"), 1_002_000 + i, 1_003_700, 3600);
+        }
+        assert!(!revoked.is_revoked(&t), "expired, swept out");
+        assert!(revoked.is_revoked("t0") && revoked.is_revoked("t199"));
+        for i in 0..1000u64 {
+            revoked.revoke(&format!("u{i}"), 1_010_000, 1_010_000 + i, 3600);
+        }
+        assert_eq!(revoked.len(), 1000, "the t's expired and went");
+        assert!(!format!("{revoked:?}").contains("u1"));
     }
 
     #[test]

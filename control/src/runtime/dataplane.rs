@@ -1377,6 +1377,17 @@ impl Dataplane {
             })
             .map(|(p, c)| (*p, c.clone()))
             .collect();
+        // The administrator wants the user to authenticate again: each connection's
+        // auth-token is refused from now on (its client, refused with it at its reconnection,
+        // asks for its password), the user's other connections keeping theirs.
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |t| t.as_secs());
+        for (peer, c) in &hits {
+            if let Some(s) = self.servers.get_mut(usize::from(c.endpoint)) {
+                s.revoke_token(*peer, unix);
+            }
+        }
         let peers = hits.iter().map(|(p, _)| *p).collect();
         self.end_each(
             peers,
