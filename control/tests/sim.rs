@@ -1688,8 +1688,8 @@ fn a_client_connecting_again_with_its_auth_token_needs_no_new_code() {
     rig = again(rig, "alice", &token, Duration::ZERO);
     assert_eq!(
         rig.refusals(),
-        [FailureReason::BadPassword],
-        "alice was removed"
+        [FailureReason::MfaFailed],
+        "alice was removed: her token, bound to her hash, is a (bad) password"
     );
 }
 
@@ -2338,4 +2338,48 @@ fn an_administrators_termination_revokes_that_connections_auth_token_only() {
     assert!(laptop.client.connected(), "{:?}", laptop.refusals());
     let (new_token, _) = token_and_peer(&laptop);
     assert_ne!(new_token, laptop_token);
+}
+
+/// A directory authenticator of a users file with alice alone, of password hash `hash` (group
+/// `g`, the TOTP secret above), asking for a one-time code.
+fn alice_with_hash(hash: &str) -> EndpointAuth {
+    let text = format!(
+        "[[user]]\nname = \"alice\"\npassword_hash = \"{hash}\"\ngroups = [\"g\"]\ntotp_secret = \"GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\"\n"
+    );
+    let dir = UsersFileDirectory::parse(&text).unwrap();
+    EndpointAuth::new(false, Some(Box::new(dir)), true)
+}
+
+/// A user's auth-token is bound to the password hash in force when it was issued: a reload of
+/// the same users file leaves it good, one that changes her password refuses it (whoever got a
+/// token with the old password keeps no access), and the new password gets her in.
+#[test]
+fn a_changed_password_refuses_the_auth_tokens_issued_before() {
+    let old_hash = hash_password("pw").unwrap();
+    let mut settings = Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20));
+    settings.password_required = true;
+    let server = Server::new(settings, alice_with_hash(&old_hash));
+    let client = Client::new(
+        client_config(),
+        "server",
+        [1; 8],
+        Some(("alice".to_owned(), scrv1("pw", UNIX))),
+    )
+    .unwrap();
+    let mut rig = Rig::new(server, client);
+    rig.connect();
+    let (token, _) = token_and_peer(&rig);
+    // The same file again: the token still reconnects.
+    rig.server.set_authenticator(alice_with_hash(&old_hash));
+    let mut rig = connect_anew(rig, "alice", &token, 2, Duration::from_secs(60));
+    assert!(rig.client.connected(), "{:?}", rig.refusals());
+    // Her password changed: the token is refused.
+    rig.server
+        .set_authenticator(alice_with_hash(&hash_password("new pw").unwrap()));
+    let rig = connect_anew(rig, "alice", &token, 3, Duration::from_secs(60));
+    assert_eq!(rig.refusals(), [FailureReason::MfaFailed]);
+    assert!(!rig.client.connected());
+    let code = scrv1("new pw", rig.unix() + 60);
+    let rig = connect_anew(rig, "alice", &code, 4, Duration::from_secs(60));
+    assert!(rig.client.connected(), "{:?}", rig.refusals());
 }

@@ -256,6 +256,13 @@ impl Authenticator for EndpointAuth {
             .ok_or(FailureReason::BadPassword)
     }
 
+    /// The user's stored hash, which the user's auth-tokens are bound to; `None` without a
+    /// directory (for a name the directory does not have, its dummy: `groups_of` refuses such
+    /// a user anyway).
+    fn password_hash(&mut self, username: &str) -> Option<String> {
+        self.directory.as_ref().map(|d| d.password_hash(username))
+    }
+
     /// The one-time-code steps already used carry over a reload, so a code accepted just
     /// before it is not accepted again after it; so do wrong codes counted against a user.
     /// With the same users file the record is already the same; else (another file, or none

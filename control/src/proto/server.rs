@@ -212,6 +212,14 @@ pub trait Authenticator {
         Err(FailureReason::BadPassword)
     }
 
+    /// The stored password hash of `username`, which the user's auth-tokens are bound to
+    /// (`token::Holder`): once it changes (a new password in a reloaded users file), the
+    /// tokens issued under the old one are refused. `None` by default (no such hash).
+    fn password_hash(&mut self, username: &str) -> Option<String> {
+        let _ = username;
+        None
+    }
+
     /// Takes over from `previous`, the authenticator this one replaces at a reload
     /// (`Server::set_authenticator`), what must outlast it: e.g. the one-time-code steps
     /// already used, so that a code accepted just before the reload is not accepted again
@@ -627,7 +635,9 @@ impl<A: Authenticator> Server<A> {
     /// connections, and renegotiations that check a password again (those whose client does
     /// not present the session's auth-token). A session authenticated before keeps its
     /// identity and groups, and its auth-token stays good for its renegotiations: ending the
-    /// sessions of a user removed is the caller's (`terminate`). What the old authenticator
+    /// sessions of a user removed is the caller's (`terminate`). An auth-token presented at a
+    /// new connection is checked against the user's password hash now (`token::Holder`): one
+    /// issued before the user's password changed is refused. What the old authenticator
     /// must pass on (the one-time codes already used) is taken over (`Authenticator::take_over`).
     /// A password check out for the old one is not used when it comes back: those credentials
     /// are checked again under the new one (`verified`).
@@ -1172,10 +1182,17 @@ impl<A: Authenticator> Server<A> {
         // keeps it across restarts of its connection): no password or one-time code, until the
         // token's lifetime from the last authentication with them.
         let lifetime = self.settings.session_timeout.as_secs();
+        // Tokens are bound to the user's password hash in force (a changed password refuses
+        // those issued before).
+        let bound = match (password_required, msg.username.as_deref()) {
+            (true, Some(u)) => self.auth.password_hash(u),
+            _ => None,
+        };
         let holder = msg.username.as_deref().map(|username| Holder {
             endpoint: self.settings.endpoint,
             username,
             common_name: creds.common_name.as_deref(),
+            password_hash: bound.as_deref(),
         });
         let by_token = match (password_required, holder, msg.password.as_ref()) {
             (true, Some(h), Some(p)) => self.tokens.verify(p.expose(), h, unix_now, lifetime),

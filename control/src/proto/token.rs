@@ -7,9 +7,11 @@
 //!
 //! Stateless, as OpenVPN's own `auth-gen-token`: the token carries the time its user last
 //! authenticated with a password, and a MAC (HMAC-SHA256 under a key the server makes at start)
-//! over that time, the endpoint, the username and the certificate's common name. It is good on
-//! this server for the same user and certificate until that time plus the lifetime (the
-//! endpoint's session timeout); a restart of the appliance makes a new key, and the clients'
+//! over that time, the endpoint, the username, the certificate's common name and the user's
+//! stored password hash. It is good on this server for the same user and certificate, while the
+//! user's password hash is the one it was issued under (a password changed in the users file
+//! refuses the tokens issued before, which whoever held the old password may have got), until
+//! that time plus the lifetime (the endpoint's session timeout); a restart of the appliance makes a new key, and the clients'
 //! next reconnection asks for their credentials again. A token is a credential: it never
 //! appears in logs or Debug output.
 //!
@@ -48,6 +50,9 @@ pub struct Holder<'a> {
     pub username: &'a str,
     /// The client certificate's common name, if any.
     pub common_name: Option<&'a str>,
+    /// The user's stored password hash (a PHC string), if the directory has one: the token
+    /// is bound to it, so a new password refuses it.
+    pub password_hash: Option<&'a str>,
 }
 
 impl TokenKey {
@@ -168,10 +173,14 @@ fn compared(token: &str) -> Vec<u8> {
 
 /// What a token's MAC covers: each field with its length, so that no two holders share one.
 fn message(holder: Holder<'_>, authenticated: u64) -> Vec<u8> {
-    let mut m = b"sluice auth-token 1".to_vec();
+    let mut m = b"sluice auth-token 2".to_vec();
     m.extend_from_slice(&holder.endpoint.to_be_bytes());
     m.extend_from_slice(&authenticated.to_be_bytes());
-    for field in [Some(holder.username), holder.common_name] {
+    for field in [
+        Some(holder.username),
+        holder.common_name,
+        holder.password_hash,
+    ] {
         match field {
             Some(f) => {
                 m.push(1);
@@ -192,6 +201,7 @@ mod tests {
         endpoint: 0,
         username: "alice",
         common_name: Some("laptop-1"),
+        password_hash: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA"),
     };
 
     #[test]
@@ -222,6 +232,14 @@ mod tests {
             },
             Holder {
                 common_name: None,
+                ..ALICE
+            },
+            Holder {
+                password_hash: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$b3RoZXI"),
+                ..ALICE
+            },
+            Holder {
+                password_hash: None,
                 ..ALICE
             },
         ] {
