@@ -2383,3 +2383,110 @@ fn a_changed_password_refuses_the_auth_tokens_issued_before() {
     let rig = connect_anew(rig, "alice", &code, 4, Duration::from_secs(60));
     assert!(rig.client.connected(), "{:?}", rig.refusals());
 }
+
+/// A renegotiation that needs a password check while `MAX_VERIFYING` checks are out (a flood
+/// of sign-ins), or whose check the checkers had no room for, is refused for now, not the
+/// session: its new key fails, the session goes on with its active key, and the client's next
+/// renegotiation is taken once there is room.
+#[test]
+fn a_busy_verifier_refuses_a_renegotiations_key_not_the_session() {
+    let mut settings = Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20));
+    settings.password_required = true;
+    let mut server = Server::new(settings, users(&["alice", "bob"], false));
+    server.set_verify_elsewhere(true);
+    let (client, addr) = password_client("alice", "pw", 1);
+    let mut rig = Rig::new(server, client);
+    rig.addr = addr;
+    assert!(
+        rig.run_until(Duration::from_secs(10), |r| r.server.verifications_out()
+            == 1)
+    );
+    let checks = take_checks(&mut rig);
+    answer(&mut rig, &checks[0]);
+    rig.connect();
+    // Alice's client renegotiates with her password (a client that kept no token).
+    rig.client.forget_auth_token();
+    let alice_addr = addr;
+    let alice = (
+        addr,
+        std::mem::replace(&mut rig.client, certificate_client(0)),
+    );
+    let keys_at = |rig: &Rig<EndpointAuth>, addr: Remote| -> Vec<(u8, KeyPhase)> {
+        let s = rig.server.sessions().find(|s| s.remote == addr).unwrap();
+        s.keys.iter().map(|k| (k.key_id, k.phase)).collect()
+    };
+
+    // Bob's sign-ins take every check.
+    let mut waiting = Vec::new();
+    for n in 0..MAX_VERIFYING {
+        let n = u8::try_from(n).unwrap();
+        let (client, addr) = password_client("bob", "pw", 100 + n);
+        rig.next_client(client, addr);
+        assert!(rig.run_until(Duration::from_secs(10), |r| {
+            r.server.verifications_out() > waiting.len()
+        }));
+        waiting.extend(take_checks(&mut rig));
+    }
+    assert_eq!(rig.server.verifications_out(), MAX_VERIFYING);
+    let events = rig.events.len();
+    rig.next_client(alice.1, alice.0);
+    rig.client.renegotiate(1).unwrap();
+    let busy = rig.server.counters().verifier_busy;
+    assert!(rig.run_until(Duration::from_secs(10), |r| {
+        r.server.counters().verifier_busy > busy
+    }));
+    rig.run_until(Duration::from_secs(2), |_| false);
+    assert!(rig.keys_ready(1).is_none());
+    let ended = rig.events[events..]
+        .iter()
+        .any(|(_, e)| matches!(e, Event::Closed { .. } | Event::AuthFailed { .. }));
+    assert!(!ended, "the session goes on");
+    assert_eq!(
+        keys_at(&rig, alice_addr),
+        vec![(0, KeyPhase::Active), (1, KeyPhase::Failed)]
+    );
+    assert!(
+        !rig.client
+            .messages
+            .iter()
+            .any(|m| m.starts_with("AUTH_FAILED") || m.starts_with("RESTART")),
+        "{:?}",
+        rig.client.messages
+    );
+
+    // Room again: the client's next renegotiation hands out its check, which comes back
+    // unchecked (the checkers had no room): refused for now too, and the session goes on.
+    answer(&mut rig, &waiting[0]);
+    take_checks(&mut rig);
+    rig.client.renegotiate(2).unwrap();
+    assert!(rig.run_until(Duration::from_secs(10), |r| {
+        r.server.verifications_out() == MAX_VERIFYING
+    }));
+    let reneg = take_checks(&mut rig);
+    assert_eq!(reneg.len(), 1);
+    let unix = rig.unix();
+    rig.server
+        .verified(rig.now, unix, reneg[0].id, Verdict::Unchecked);
+    rig.deliver();
+    assert_eq!(rig.server.counters().verifier_busy, busy + 2);
+    assert_eq!(
+        keys_at(&rig, alice_addr),
+        vec![(0, KeyPhase::Active), (2, KeyPhase::Failed)]
+    );
+    // The next one is checked and completes.
+    rig.client.renegotiate(3).unwrap();
+    assert!(rig.run_until(Duration::from_secs(10), |r| {
+        r.server.verifications_out() == MAX_VERIFYING
+    }));
+    let reneg = take_checks(&mut rig);
+    answer(&mut rig, &reneg[0]);
+    assert!(rig.run_until(Duration::from_secs(10), |r| r.keys_ready(3).is_some()));
+    assert_eq!(
+        keys_at(&rig, alice_addr),
+        vec![(0, KeyPhase::Active), (3, KeyPhase::Active)]
+    );
+    let ended = rig.events[events..]
+        .iter()
+        .any(|(_, e)| matches!(e, Event::Closed { .. } | Event::AuthFailed { .. }));
+    assert!(!ended, "the session goes on");
+}

@@ -106,7 +106,9 @@ const BUSY_MESSAGE: &str = "too many sign-ins at once";
 /// Password checks a server has out at most (`Server::set_verify_elsewhere`): handed out and
 /// not yet answered, including those whose session has gone since. A client whose password
 /// would be one more is refused for now (`FailureReason::VerifierBusy`, `AUTH_FAILED,TEMP`),
-/// so that a flood of password attempts costs a bounded queue, not an unbounded one.
+/// so that a flood of password attempts costs a bounded queue, not an unbounded one; a
+/// renegotiation that would be one more has its new key fail, the session going on with its
+/// active key.
 pub const MAX_VERIFYING: usize = 64;
 
 /// The largest peer-id: 24 bits, 0xffffff meaning "none" (the reference §7.1).
@@ -396,7 +398,8 @@ pub struct Counters {
     /// Password checks handed out (`Server::poll_verification`).
     pub verifications: u64,
     /// Clients refused for now because `MAX_VERIFYING` checks were out
-    /// (`FailureReason::VerifierBusy`), or because the checkers had no room (`Verdict::Unchecked`).
+    /// (`FailureReason::VerifierBusy`), or because the checkers had no room (`Verdict::Unchecked`);
+    /// and renegotiations refused so (their new key fails, the session goes on).
     pub verifier_busy: u64,
     /// Verdicts that came back for a session gone or restarted since, or no longer waiting
     /// for them: ignored.
@@ -954,6 +957,12 @@ impl<A: Authenticator> Server<A> {
         };
         let (cipher, ekm) = match verdict {
             Ok(Checked::Ready(cipher, ekm)) => (cipher, ekm),
+            Ok(Checked::Verify(_)) if self.verifying.len() >= MAX_VERIFYING && !first => {
+                return self.refuse_key_for_now(remote, key_id);
+            }
+            Err(FailureReason::VerifierBusy) if !first => {
+                return self.refuse_key_for_now(remote, key_id);
+            }
             Ok(Checked::Verify(_)) if self.verifying.len() >= MAX_VERIFYING => {
                 return self.refuse_exchange(
                     remote,
@@ -1055,6 +1064,19 @@ impl<A: Authenticator> Server<A> {
         );
         self.to_verify.push_back(Verification { id, check });
         self.counters.verifications += 1;
+    }
+
+    /// Refuses for now the renegotiation `key_id` of the established session at `remote`,
+    /// whose password could not be checked (`MAX_VERIFYING` checks out, or the checkers had no
+    /// room): that key state fails (`Session::fail_key`), as one whose handshake window passed
+    /// is abandoned, and the session goes on with its active key; the client's next
+    /// renegotiation is taken. Not the session's end: a flood of other clients' sign-ins must
+    /// not cut the connected ones off.
+    fn refuse_key_for_now(&mut self, remote: Remote, key_id: u8) {
+        self.counters.verifier_busy += 1;
+        if let Some(s) = self.sessions.get_mut(&remote) {
+            s.fail_key(key_id);
+        }
     }
 
     /// Refuses the key exchange `key_id` of the session at `remote`: completes it as OpenVPN

@@ -33,7 +33,8 @@ pub enum KeyPhase {
     Tls,
     /// Keys derived and installed.
     Active,
-    /// Failed; the session is closing.
+    /// Failed: in the handshake, the session is closing; in a renegotiation, it makes no keys
+    /// and the session goes on with its active key until it is abandoned.
     Failed,
 }
 
@@ -310,6 +311,15 @@ impl Session {
         self.keys.iter().any(|k| k.phase == KeyPhase::Active)
     }
 
+    /// Fails the negotiation of `key_id` (not an active key): it makes no keys, its client's
+    /// retransmissions are still acknowledged, and it is abandoned at its handshake window
+    /// (`abandon_stale_negotiations`), or when the client starts another.
+    pub fn fail_key(&mut self, key_id: u8) {
+        if let Some(k) = self.key_mut(key_id).filter(|k| k.phase == KeyPhase::Tls) {
+            k.phase = KeyPhase::Failed;
+        }
+    }
+
     /// Handles a packet of this session; returns what the server must do next.
     pub fn handle_packet(
         &mut self,
@@ -360,6 +370,14 @@ impl Session {
     ) -> Vec<Step> {
         let mut steps = Vec::new();
         if p.opcode == opcode::SOFT_RESET_V1 && self.key_mut(p.key_id).is_none() {
+            // A renegotiation that failed on an established session (`fail_key`) gives way to
+            // the client's next one: the active key beneath it is current again.
+            if self.phase == Phase::Established
+                && self.current().is_some_and(|k| k.phase == KeyPhase::Failed)
+                && self.keys.iter().any(|k| k.phase == KeyPhase::Active)
+            {
+                self.keys.retain(|k| k.phase != KeyPhase::Failed);
+            }
             // A renegotiation the client started (§10.2): only once the current key is active.
             let current_active = self.current().is_some_and(|k| k.phase == KeyPhase::Active);
             if !current_active {

@@ -42,7 +42,8 @@ pub enum Verdict {
     /// It does not (or the hash cannot be read).
     DoesNotMatch,
     /// The check was not run (the checkers had no room for it): the client is refused for
-    /// now (`FailureReason::VerifierBusy`), as neither answer is known.
+    /// now (`FailureReason::VerifierBusy`), as neither answer is known; a renegotiation's new
+    /// key fails, and the session goes on with its active key.
     Unchecked,
 }
 
