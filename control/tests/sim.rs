@@ -24,7 +24,7 @@ use sluice_control::proto::packet::{opcode, ControlPacket};
 use sluice_control::proto::room::CoreRoom;
 use sluice_control::proto::server::{
     peer_id_range, Authenticator, CertificateOnly, CloseReason, Event, Float, Server, Settings,
-    MAX_VERIFYING,
+    MAX_HANDSHAKING_PER_SOURCE, MAX_VERIFYING,
 };
 use sluice_control::proto::session::{KeyPhase, Phase};
 use sluice_control::proto::tls::{server_config, ServerTls, TlsFiles};
@@ -2489,4 +2489,64 @@ fn a_busy_verifier_refuses_a_renegotiations_key_not_the_session() {
         .iter()
         .any(|(_, e)| matches!(e, Event::Closed { .. } | Event::AuthFailed { .. }));
     assert!(!ended, "the session goes on");
+}
+
+/// One source address holds at most `MAX_HANDSHAKING_PER_SOURCE` sessions in handshake: at
+/// its full per-source rate (32, then 4 a second) over a handshake window it would otherwise
+/// hold 272 of the 1,024 slots, and four addresses all of them. Those over the cap are
+/// refused and counted; other addresses still get in, and so does the first once its
+/// handshakes are over.
+#[test]
+fn one_source_cannot_take_more_than_its_share_of_the_handshake_slots() {
+    let mut server = Server::new(
+        Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20)),
+        CertificateOnly,
+    );
+    let start = Instant::now();
+    let connect = |server: &mut Server<CertificateOnly>, at: Instant, who: Remote| {
+        let sid = who.port as u8;
+        server.handle_datagram(at, UNIX, who, LOCAL, &hard_reset(sid));
+        if let [(_, ours)] = answers(server)[..] {
+            server.handle_datagram(at, UNIX, who, LOCAL, &echo(sid, ours));
+        }
+        server.check_timers().unwrap();
+    };
+    let from_source = |server: &Server<CertificateOnly>, ip: u32| {
+        server
+            .sessions()
+            .filter(|s| s.remote.ip == ip && s.phase == Phase::Handshaking)
+            .count()
+    };
+    // Two addresses, each a new session every 100 ms for 59 s, none completing.
+    for i in 0..590u16 {
+        let at = start + Duration::from_millis(100 * u64::from(i));
+        connect(&mut server, at, from(0x0a00_0001, 1000 + i));
+        connect(&mut server, at, from(0x0a00_0002, 1000 + i));
+    }
+    let c = server.counters();
+    assert_eq!(
+        from_source(&server, 0x0a00_0001),
+        MAX_HANDSHAKING_PER_SOURCE
+    );
+    assert_eq!(
+        from_source(&server, 0x0a00_0002),
+        MAX_HANDSHAKING_PER_SOURCE
+    );
+    assert!(c.source_handshake_cap > 300, "{c:?}");
+    assert_eq!(c.handshake_cap, 0);
+    // A third address still gets in.
+    let at = start + Duration::from_secs(59);
+    connect(&mut server, at, from(0x0a00_0003, 1));
+    assert_eq!(from_source(&server, 0x0a00_0003), 1);
+    // Once the first sessions' handshake window passed, the first address gets in again.
+    let later = start + Duration::from_secs(61);
+    server.handle_timeout(later);
+    server.check_timers().unwrap();
+    assert!(from_source(&server, 0x0a00_0001) < MAX_HANDSHAKING_PER_SOURCE);
+    let before = server.counters().source_handshake_cap;
+    connect(&mut server, later, from(0x0a00_0001, 9));
+    assert_eq!(server.counters().source_handshake_cap, before);
+    assert!(server
+        .sessions()
+        .any(|s| s.remote == from(0x0a00_0001, 9) && s.phase == Phase::Handshaking));
 }

@@ -63,6 +63,9 @@ pub struct Settings {
     pub max_sessions: usize,
     /// Sessions in handshake at most.
     pub max_handshaking: usize,
+    /// Sessions in handshake at most from one source address (`MAX_HANDSHAKING_PER_SOURCE`),
+    /// so that a few addresses cannot take every handshake slot.
+    pub max_handshaking_per_source: usize,
     /// New sessions per source address: a burst, and this many more a second. Counted when a
     /// client completes the stateless first exchange, so only from addresses that receive
     /// what we send.
@@ -111,6 +114,13 @@ const BUSY_MESSAGE: &str = "too many sign-ins at once";
 /// active key.
 pub const MAX_VERIFYING: usize = 64;
 
+/// Sessions in handshake from one source address at most, by default
+/// (`Settings::max_handshaking_per_source`). The per-source rate alone let one address hold
+/// 32 + 4/s over a 60 s handshake window, 272 of the 1,024 slots, so four addresses filled
+/// them; this cap makes that sixteen. A big NAT is not hindered: its clients complete their
+/// handshakes in about a second, so even at its full rate it has a handful under way.
+pub const MAX_HANDSHAKING_PER_SOURCE: usize = 64;
+
 /// The largest peer-id: 24 bits, 0xffffff meaning "none" (the reference §7.1).
 pub const MAX_PEER_ID: u32 = 0x00ff_fffe;
 
@@ -139,6 +149,7 @@ impl Settings {
             reneg: None,
             max_sessions: 7000,
             max_handshaking: 1024,
+            max_handshaking_per_source: MAX_HANDSHAKING_PER_SOURCE,
             per_source: (32, 4),
             answers_per_source: (32, 8),
             cookies: None,
@@ -383,6 +394,9 @@ pub struct Counters {
     pub rate_limited: u64,
     /// New sessions refused because too many sessions are in handshake.
     pub handshake_cap: u64,
+    /// New sessions refused because too many sessions from their source address are in
+    /// handshake (`Settings::max_handshaking_per_source`).
+    pub source_handshake_cap: u64,
     /// Protocol violations by established peers.
     pub misbehaved: u64,
     /// Sessions ended for floating onto an address another client's session holds
@@ -437,6 +451,8 @@ pub struct Server<A: Authenticator> {
     /// admitted and a first key authorised against these, without a scan).
     handshaking: usize,
     established: usize,
+    /// Sessions in handshake by source address (only addresses with some).
+    handshaking_from: HashMap<u32, usize>,
     /// When `set_reneg` last changed the interval.
     reneg_from: Option<Instant>,
     events: VecDeque<Event>,
@@ -533,6 +549,7 @@ impl<A: Authenticator> Server<A> {
             scheduled: HashMap::new(),
             handshaking: 0,
             established: 0,
+            handshaking_from: HashMap::new(),
             reneg_from: None,
             events: VecDeque::new(),
             outbox: VecDeque::new(),
@@ -829,6 +846,18 @@ impl<A: Authenticator> Server<A> {
             self.counters.handshake_cap += 1;
             return false;
         }
+        // The session this one replaces (same address) is not counted against it.
+        let from_source = self.handshaking_from.get(&remote.ip).copied().unwrap_or(0);
+        let replaced = self
+            .sessions
+            .get(&remote)
+            .is_some_and(|s| s.phase == Phase::Handshaking);
+        if from_source.saturating_sub(usize::from(replaced))
+            >= self.settings.max_handshaking_per_source
+        {
+            self.counters.source_handshake_cap += 1;
+            return false;
+        }
         if replaces {
             // The client at this address started over: its old session ends.
             self.end(remote, CloseReason::Restarted, now);
@@ -850,6 +879,7 @@ impl<A: Authenticator> Server<A> {
                 self.by_peer.insert(peer_id, remote);
                 self.sessions.insert(remote, s);
                 self.handshaking += 1;
+                *self.handshaking_from.entry(remote.ip).or_insert(0) += 1;
                 self.events.push_back(Event::ControlPeer {
                     remote,
                     present: true,
@@ -1014,11 +1044,11 @@ impl<A: Authenticator> Server<A> {
         });
         if first {
             s.phase = Phase::Established;
-            self.handshaking = self.handshaking.saturating_sub(1);
-            self.established += 1;
             for m in s.push.clone() {
                 s.send_text(&m);
             }
+            self.established += 1;
+            self.handshake_over(remote.ip);
         } else {
             self.retire_at
                 .insert(s.peer_id, now + self.settings.transition_window);
@@ -1363,7 +1393,7 @@ impl<A: Authenticator> Server<A> {
         }
         // Out of its core's room: the data plane is told to forget it now.
         s.place = None;
-        self.count_out(&was);
+        self.count_out(&was, remote.ip);
         self.retire_at.remove(&peer_id);
         if established || reason != CloseReason::AuthFailed {
             self.events.push_back(Event::Closed {
@@ -1378,7 +1408,7 @@ impl<A: Authenticator> Server<A> {
     /// Removes a session's state entirely.
     fn forget(&mut self, remote: Remote) {
         if let Some(s) = self.sessions.remove(&remote) {
-            self.count_out(&s.phase);
+            self.count_out(&s.phase, remote.ip);
             self.schedule(remote);
             self.events.push_back(Event::ControlPeer {
                 remote,
@@ -1458,6 +1488,12 @@ impl<A: Authenticator> Server<A> {
         let Some(mut s) = self.sessions.remove(&old) else {
             return Float::Unchanged;
         };
+        if s.phase == Phase::Handshaking {
+            // Counted at its new address now.
+            self.handshake_over(old.ip);
+            self.handshaking += 1;
+            *self.handshaking_from.entry(remote.ip).or_insert(0) += 1;
+        }
         s.remote = remote;
         self.sessions.insert(remote, s);
         self.schedule(old);
@@ -1548,12 +1584,24 @@ impl<A: Authenticator> Server<A> {
         self.schedule(remote);
     }
 
-    /// A session leaves the phase it was counted in (closing or forgotten).
-    fn count_out(&mut self, phase: &Phase) {
+    /// A session leaves the phase it was counted in (closing or forgotten); `ip` is its
+    /// source address.
+    fn count_out(&mut self, phase: &Phase, ip: u32) {
         match phase {
-            Phase::Handshaking => self.handshaking = self.handshaking.saturating_sub(1),
+            Phase::Handshaking => self.handshake_over(ip),
             Phase::Established => self.established = self.established.saturating_sub(1),
             Phase::Closing { .. } => {}
+        }
+    }
+
+    /// A session from `ip` is no longer in handshake.
+    fn handshake_over(&mut self, ip: u32) {
+        self.handshaking = self.handshaking.saturating_sub(1);
+        if let Some(n) = self.handshaking_from.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.handshaking_from.remove(&ip);
+            }
         }
     }
 
@@ -1643,6 +1691,18 @@ impl<A: Authenticator> Server<A> {
             return Err(format!(
                 "phases {phases:?}, counted {:?}",
                 (self.handshaking, self.established)
+            ));
+        }
+        let mut from: HashMap<u32, usize> = HashMap::new();
+        for (remote, s) in &self.sessions {
+            if s.phase == Phase::Handshaking {
+                *from.entry(remote.ip).or_insert(0) += 1;
+            }
+        }
+        if from != self.handshaking_from {
+            return Err(format!(
+                "handshaking by source {from:?}, counted {:?}",
+                self.handshaking_from
             ));
         }
         Ok(())
