@@ -1305,12 +1305,29 @@ authentication = {{ mutual = {{ client_root_ca = "{p}/ca.crt" }}, directory = {{
     // operations: the connections made follow at once. Bob (back after the terminate) is
     // ended and refused when he tries again; alice keeps her connection, with the access of
     // her new group only.
+    // His auth-token went with the terminated connection: the client comes back with it, is
+    // refused, and signs in again with his password (from its file here; a person is asked).
     wait_for("bob to connect again", Duration::from_secs(40), || {
         read(&d.join("bob.log"))
             .matches("Initialization Sequence Completed")
             .count()
             >= 2
     });
+    let bob_log = read(&d.join("bob.log"));
+    let after_terminate = bob_log
+        .split("server-pushed-connection-reset")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        after_terminate.contains("auth-failure (auth-token)")
+            && after_terminate
+                .split("AUTH_FAILED")
+                .nth(1)
+                .is_some_and(|rest| rest.contains("Initialization Sequence Completed")),
+        "the token refused, then the password taken:\n{bob_log}"
+    );
+    let refusals = |log: &str| log.matches("AUTH_FAILED").count();
+    let refused_before = refusals(&bob_log);
     std::fs::write(
         &users,
         format!(
@@ -1322,7 +1339,7 @@ authentication = {{ mutual = {{ client_root_ca = "{p}/ca.crt" }}, directory = {{
     let (code, _, err) = sluice(&config, &["reload"]);
     assert_eq!(code, 0, "{err}");
     wait_for("bob to be refused", Duration::from_secs(60), || {
-        read(&d.join("bob.log")).contains("AUTH_FAILED")
+        refusals(&read(&d.join("bob.log"))) > refused_before
     });
     let (code, out, err) = sluice(&config, &["describe-client-vpn-connections"]);
     assert_eq!(code, 0, "{err}");
