@@ -4,9 +4,9 @@
 //! states): a busy next hop that never sends us ARP (a VPC router) loses no packets every five
 //! minutes.
 //!
-//! Bounded everywhere: a maximum number of neighbours, `QUEUE_LEN` packets per pending one and
-//! `QUEUED_MAX` in all, `MAX_TRIES` requests one second apart before giving up. Time is seconds
-//! passed in.
+//! Bounded everywhere: a maximum number of neighbours, `QUEUE_LEN` packets per pending one (the
+//! latest: a newer packet takes the oldest one's place) and `QUEUED_MAX` in all, `MAX_TRIES`
+//! requests one second apart before giving up. Time is seconds passed in.
 
 use arrayvec::ArrayVec;
 use hashbrown::HashMap;
@@ -58,7 +58,9 @@ pub enum Resolve<B> {
         /// Whether to send an ARP request for it now.
         request: bool,
     },
-    /// The packet could not be queued (queue or table full); the caller drops it.
+    /// A packet to drop (counted `arp_queue_full`): this one, if it could not be queued (table
+    /// full, or the cache's bound on packets held reached before its neighbour held any), or
+    /// the oldest one waiting for the neighbour, which made way for this one (its queue full).
     Full(B),
 }
 
@@ -154,14 +156,12 @@ impl<B> NeighbourTable<B> {
         let len = self.entries.len();
         let room = self.queued < QUEUED_MAX;
         match self.entries.get_mut(&(port, ip)) {
-            Some(State::Pending { .. }) if !room => Resolve::Full(buf),
-            Some(State::Pending { queue, .. }) => match queue.try_push(buf) {
-                Ok(()) => {
-                    self.queued += 1;
-                    Resolve::Queued { request: false }
-                }
-                Err(e) => Resolve::Full(e.element()),
-            },
+            Some(State::Pending { queue, .. }) if room && !queue.is_full() => {
+                queue.push(buf);
+                self.queued += 1;
+                Resolve::Queued { request: false }
+            }
+            Some(State::Pending { queue, .. }) => Self::displace_oldest(queue, buf),
             Some(state @ State::Resolved { .. }) => {
                 // Stale and in use: keep sending to its MAC while asking again (the first
                 // request at the next `poll`, within a second).
@@ -204,6 +204,22 @@ impl<B> NeighbourTable<B> {
                 Resolve::Queued { request: true }
             }
         }
+    }
+
+    /// Queues `buf` in the full `queue` (or one that may hold no more, the cache's bound
+    /// reached) in place of its oldest packet, handed back to drop: RFC 1122 §2.3.2.2 has the
+    /// latest packet kept, and the latest are what a sender retransmitting or a stream going on
+    /// needs once the neighbour answers. `buf` itself is handed back if the queue is empty (the
+    /// bound was reached before the entry held any). No allocation: the queue moves up by one.
+    #[cold]
+    #[inline(never)]
+    fn displace_oldest(queue: &mut ArrayVec<B, QUEUE_LEN>, buf: B) -> Resolve<B> {
+        if queue.is_empty() {
+            return Resolve::Full(buf);
+        }
+        let oldest = queue.remove(0);
+        queue.push(buf);
+        Resolve::Full(oldest)
     }
 
     /// Records that `ip` on `port` is at `mac` if the cache already has an entry for it
@@ -343,12 +359,19 @@ mod tests {
             assert!(matches!(t.resolve(1, 10, p, 0), Resolve::Queued { .. }));
         }
         assert!(
-            matches!(t.resolve(1, 10, 104, 0), Resolve::Full(104)),
-            "bounded queue"
+            matches!(t.resolve(1, 10, 104, 0), Resolve::Full(100)),
+            "bounded queue: the oldest makes way (RFC 1122 §2.3.2.2)"
         );
+        assert!(matches!(t.resolve(1, 10, 105, 0), Resolve::Full(101)));
+        assert_eq!(t.queued, QUEUE_LEN, "a packet for a packet");
         let released = t.learn(1, 10, MAC, 0);
-        assert_eq!(released.as_slice(), &[100, 101, 102, 103]);
-        assert!(matches!(t.resolve(1, 10, 105, 1), Resolve::Mac(MAC, 105)));
+        assert_eq!(
+            released.as_slice(),
+            &[102, 103, 104, 105],
+            "the latest, in order"
+        );
+        assert_eq!(t.queued, 0);
+        assert!(matches!(t.resolve(1, 10, 106, 1), Resolve::Mac(MAC, 106)));
         assert_eq!(t.lookup(2, 10, 1), None, "per port");
     }
 
@@ -498,6 +521,11 @@ mod tests {
             }
         }
         assert_eq!(held, QUEUED_MAX, "held in all");
+        assert_eq!(t.queued, QUEUED_MAX);
+        // At the bound, a newer packet for a neighbour that holds some takes its oldest one's
+        // place; one for a neighbour that holds none is not held.
+        assert!(matches!(t.resolve(1, 0, 9000, 0), Resolve::Full(0)));
+        assert!(matches!(t.resolve(1, 2000, 9001, 0), Resolve::Full(9001)));
         assert_eq!(t.queued, QUEUED_MAX);
         // Every address is still asked for, the ones past the bound at the next poll.
         assert_eq!(t.len(), 2048);

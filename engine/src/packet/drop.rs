@@ -66,7 +66,9 @@ pub enum DropReason {
     NoFlow,
     /// Return traffic for a client address no session holds.
     NoSessionForDestination,
-    /// Waiting for ARP resolution, and the queue for that neighbour is full.
+    /// Waiting for ARP resolution, and the queue for that neighbour is full (its oldest packet
+    /// makes way for the newest, RFC 1122 §2.3.2.2), or the cache holds as many packets or
+    /// neighbours as it may.
     ArpQueueFull,
     /// ARP resolution failed.
     ArpUnresolved,
