@@ -2098,6 +2098,42 @@ fn arp_claiming_an_eni_address_is_not_learned() {
     assert_eq!((asked.operation, asked.target_ip), (1, eni.to_be_bytes()));
 }
 
+/// ARP whose sender is the subnet's broadcast (172.31.1.255) or network (172.31.1.0) address,
+/// a request for the port's address or a reply to it, comes from no host: it is neither
+/// answered nor learned, and each is dropped `arp_sender_not_host`. The host's own request is
+/// still answered.
+#[test]
+fn arp_from_the_subnets_broadcast_or_network_address_is_dropped() {
+    let mut lab = lab_with(GroupMask::EMPTY);
+    let claimant = [2, 0, 0, 0, 2, 99];
+    for sender in ["172.31.1.255", "172.31.1.0"] {
+        let frames = [
+            testkit::arp_request(claimant, ip(sender), ip(lab::INSIDE_IP)),
+            testkit::arp_reply(claimant, ip(sender), lab::INSIDE_MAC, ip(lab::INSIDE_IP)),
+        ];
+        for f in frames {
+            lab.w.port_mut(1).unwrap().inject(&f);
+            lab.w.poll_once(lab.now);
+            let out = lab.inside_sent();
+            assert!(out.is_empty(), "answered {sender}: {out:?}");
+        }
+    }
+    assert_eq!(
+        lab.drops(DropReason::ArpSenderNotHost),
+        4,
+        "{:?}",
+        nonzero_drops(&lab.w)
+    );
+    lab.w.port_mut(1).unwrap().inject(&testkit::arp_request(
+        lab::HOST_MAC,
+        ip(lab::HOST_IP),
+        ip(lab::INSIDE_IP),
+    ));
+    lab.w.poll_once(lab.now);
+    assert_eq!(lab.inside_sent().len(), 1);
+    assert_eq!(lab.drops(DropReason::ArpSenderNotHost), 4);
+}
+
 /// ARP that gives a multicast MAC for a host's address teaches the core nothing: the
 /// client's packet to that host waits for the core's own request, and goes to the MAC the
 /// answer gives, not to every port of the switch.

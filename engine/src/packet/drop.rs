@@ -117,11 +117,14 @@ pub enum DropReason {
     /// payload after the shortest header; RFC 791, the "ping of death"): it belongs to no valid
     /// datagram, whichever way it goes.
     FragmentTooLong,
+    /// ARP whose sender address is its subnet's broadcast or network address (the port's
+    /// subnet, /30 and wider): no host has it, so nothing is learned from it nor answered.
+    ArpSenderNotHost,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [Self; 47] = [
+    pub const ALL: [Self; 48] = [
         Self::MalformedEthernet,
         Self::MalformedIpv4,
         Self::MalformedUdp,
@@ -169,6 +172,7 @@ impl DropReason {
         Self::KeyForUnknownPeer,
         Self::MultiSegment,
         Self::FragmentTooLong,
+        Self::ArpSenderNotHost,
     ];
 
     /// The number of reasons.
@@ -224,6 +228,7 @@ impl DropReason {
             Self::KeyForUnknownPeer => "key_for_unknown_peer",
             Self::MultiSegment => "multi_segment",
             Self::FragmentTooLong => "fragment_too_long",
+            Self::ArpSenderNotHost => "arp_sender_not_host",
         }
     }
 }

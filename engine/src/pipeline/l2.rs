@@ -35,6 +35,12 @@ impl<P: Port> Worker<P> {
         };
         let sender = u32::from_be_bytes(arp.sender_ip);
         let target = u32::from_be_bytes(arp.target_ip);
+        // A sender at the port's subnet's broadcast or network address is no host (RFC 1122
+        // §3.2.1.3; RFC 3021: a /31 or /32 has neither): learned, the core's packets to the
+        // subnet's broadcast address would go to whoever sent it; nor is it answered.
+        if crate::rules::Ipv4Cidr::new_truncating(pc.ip, pc.prefix_len).is_broadcast(sender) {
+            return self.drop_packet(buf, DropReason::ArpSenderNotHost);
+        }
         // Ours: the port's address, or an ENI address the rules translate to on this port
         // (packets leave from it, so hosts must resolve it for their replies).
         let ours = shared || self.is_port_address(port, target);
