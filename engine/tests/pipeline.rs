@@ -2864,6 +2864,55 @@ fn a_first_reset_is_answered_from_the_ports_mac() {
     );
 }
 
+/// A first reset from no single host is not answered on the core: from 0.0.0.0, 127.0.0.1,
+/// 224.0.0.1, 255.255.255.255, the outside subnet's broadcast or network address, or in a
+/// frame whose source MAC is a group address. The answer would go to that address or MAC,
+/// every host of the link, at the sender's choice. Each is dropped `not_for_us`; a client's
+/// own reset is still answered.
+#[test]
+fn a_first_reset_from_no_single_host_is_not_answered() {
+    let now = Instant::now();
+    let mut cfg = testkit::lab_config(64, 8);
+    cfg.cookies = Some(Arc::new(CookieKey::generate(60).unwrap()));
+    let mb = Mailbox::new(64);
+    let mut w = testkit::lab_worker(vec![MemPort::new(), MemPort::new()], cfg, mb.clone(), now);
+    let reset = [0x38, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0];
+    let frame = |from: &str, mac: [u8; 6]| {
+        let udp = testkit::ipv4_udp(ip(from), 50_001, ip(lab::OUTSIDE_IP), lab::VPN_PORT, &reset);
+        testkit::eth_ipv4(lab::OUTSIDE_MAC, mac, &udp)
+    };
+    let froms = [
+        ("0.0.0.0", lab::CLIENT_MAC),
+        ("127.0.0.1", lab::CLIENT_MAC),
+        ("224.0.0.1", lab::CLIENT_MAC),
+        ("255.255.255.255", lab::CLIENT_MAC),
+        ("192.168.50.255", lab::CLIENT_MAC),
+        ("192.168.50.0", lab::CLIENT_MAC),
+        (lab::CLIENT_OUTER_IP, [0xff; 6]),
+        (lab::CLIENT_OUTER_IP, [0x01, 0, 0x5e, 0, 0, 1]),
+    ];
+    for (from, mac) in froms {
+        w.port_mut(0).unwrap().inject(&frame(from, mac));
+        w.poll_once(now);
+        let out = w.port_mut(0).unwrap().take_sent();
+        assert!(out.is_empty(), "answered {from} from {mac:?}");
+    }
+    assert_eq!(
+        w.drops().get(DropReason::NotForUs),
+        froms.len() as u64,
+        "{:?}",
+        nonzero_drops(&w)
+    );
+    assert!(mb.reports.pop().is_none(), "nothing punted");
+    w.port_mut(0)
+        .unwrap()
+        .inject(&frame(lab::CLIENT_OUTER_IP, lab::CLIENT_MAC));
+    w.poll_once(now);
+    let out = w.port_mut(0).unwrap().take_sent();
+    assert_eq!(out.len(), 1, "{:?}", nonzero_drops(&w));
+    assert_eq!(&out[0][0..6], &lab::CLIENT_MAC[..]);
+}
+
 /// A traceroute from the VPC to a client: a host's packet on a client's flow whose TTL ends
 /// at the appliance gets a time exceeded from the ENI, back to the host's MAC, quoting the
 /// packet as it arrived; nothing reaches the client.

@@ -171,25 +171,38 @@ impl<P: Port> Worker<P> {
     /// 26-byte server reset under our stateless session id, back to where it came from (the
     /// sender's MAC, from the port's, as a ping is answered). A flood of spoofed resets costs
     /// a MAC and a frame each and never reaches control; the echo of the id, when it comes,
-    /// is punted.
+    /// is punted. A reset from no single host (its source MAC or address) is not answered,
+    /// `not_for_us`.
     fn answer_reset(&mut self, port: u16, mut buf: P::Buf, outer: &Outer) {
         let payload = &buf.data()[outer.payload_start..outer.payload_start + outer.payload_len];
         let Some(client) = crate::cookie::first_reset(payload) else {
             return self.drop_packet(buf, DropReason::MalformedOpenvpn);
         };
-        if !self.answer_limiter.allow(outer.remote.ip, 0, self.now_secs) {
-            return self.drop_packet(buf, DropReason::ResetRateLimited);
-        }
         let Some(key) = self.cfg.cookies.as_deref() else {
             return self.drop_packet(buf, DropReason::MalformedOpenvpn);
         };
-        let ours = key.session_id(u64::from(self.now_secs), outer.remote, outer.local, &client);
         let Ok(to) = EthernetFrame::new_checked(buf.data()).map(|e| e.src()) else {
             return self.drop_packet(buf, DropReason::MalformedEthernet);
         };
-        let Some(from) = self.cfg.ports.get(usize::from(port)).map(|pc| pc.mac) else {
+        let Some(pc) = self.cfg.ports.get(usize::from(port)).copied() else {
             return self.drop_packet(buf, DropReason::NotForUs);
         };
+        // The answer goes to the frame's source MAC and the datagram's source address: not
+        // when either is no single host's (a group MAC; RFC 1122 §3.2.1.3: 0/8, 127/8, 224/3,
+        // or the port's subnet's broadcast or network address), as a ping is not answered
+        // (`answer_ping`): every host of the link would receive it, at the sender's choice.
+        let subnet = crate::rules::Ipv4Cidr::new_truncating(pc.ip, pc.prefix_len);
+        if crate::wire::ethernet::is_group(to)
+            || !super::l2::is_one_host(outer.remote.ip)
+            || subnet.is_broadcast(outer.remote.ip)
+        {
+            return self.drop_packet(buf, DropReason::NotForUs);
+        }
+        let from = pc.mac;
+        if !self.answer_limiter.allow(outer.remote.ip, 0, self.now_secs) {
+            return self.drop_packet(buf, DropReason::ResetRateLimited);
+        }
+        let ours = key.session_id(u64::from(self.now_secs), outer.remote, outer.local, &client);
         const IP_AT: usize = HEADER_LEN;
         const ANSWER_AT: usize = IP_AT + udp::Ipv4UdpHeaders::LEN;
         const LEN: usize = ANSWER_AT + crate::cookie::ANSWER_LEN;

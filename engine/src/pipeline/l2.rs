@@ -418,7 +418,7 @@ pub(crate) fn icmp_error_about(ip: &[u8]) -> Option<(u32, usize)> {
 /// Whether `ip` can be one host's address, as a source (RFC 1122 §3.2.1.3): not in 0/8
 /// ("this network"), 127/8 (loopback), nor multicast, reserved or the limited broadcast
 /// (224/3).
-fn is_one_host(ip: u32) -> bool {
+pub(crate) fn is_one_host(ip: u32) -> bool {
     !matches!(ip >> 24, 0 | 127 | 224..=255)
 }
 
