@@ -313,8 +313,7 @@ impl EthDev {
             }
         }
         // SAFETY: plain call.
-        let socket = unsafe { dpdk_sys::rte_eth_dev_socket_id(id) };
-        let socket = u32::try_from(socket).unwrap_or(0);
+        let socket = queue_socket(unsafe { dpdk_sys::rte_eth_dev_socket_id(id) });
         for q in 0..rx_queues {
             check(
                 // SAFETY: the port is configured with `rx_queues` queues; a null rxconf means
@@ -487,6 +486,15 @@ impl EthDev {
             Ok(())
         })
     }
+}
+
+/// The NUMA socket to set a port's queues up on, from `rte_eth_dev_socket_id`: the device's
+/// own, or `SOCKET_ID_ANY` when DPDK does not know it (-1: a virtual device, or a PCI device
+/// whose firmware names no node, as in many VMs). Socket 0 in its place would fail the queue
+/// setup on a machine with no hugepages on node 0 (`--socket-mem 0,1024`), where the pool
+/// (made on any socket) was allocated fine.
+fn queue_socket(socket: i32) -> u32 {
+    u32::try_from(socket).unwrap_or(dpdk_sys::SOCKET_ID_ANY as u32)
 }
 
 /// The MAC address of port `id` (`EthDev::mac`).
@@ -712,6 +720,16 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    /// A device whose NUMA node DPDK does not know has its queues set up on any socket
+    /// (`SOCKET_ID_ANY`, as its pool is), not on socket 0; a known node is kept.
+    #[test]
+    fn queues_of_a_device_on_no_known_socket_go_on_any() {
+        assert_eq!(queue_socket(dpdk_sys::SOCKET_ID_ANY), u32::MAX);
+        assert_eq!(queue_socket(-1), dpdk_sys::SOCKET_ID_ANY as u32);
+        assert_eq!(queue_socket(0), 0);
+        assert_eq!(queue_socket(1), 1);
     }
 
     #[test]
