@@ -438,6 +438,18 @@ fn client_reaches_the_vpc_through_the_dpdk_data_plane() {
         metric(&m, &format!("sluice_egress_packets_total{ep}")) >= 3.0,
         "{m}"
     );
+    // What the control channel refused, by reason: nothing here, but every reason is there to
+    // alert on.
+    for reason in [
+        "malformed",
+        "rate_limited",
+        "handshake_cap",
+        "source_handshake_cap",
+    ] {
+        let series =
+            format!("sluice_control_refused_total{{endpoint=\"{ENDPOINT}\",reason=\"{reason}\"}}");
+        assert_eq!(metric(&m, &series), 0.0, "{series}:\n{m}");
+    }
     // When the CRL in force expires (every client is refused from then on), for alerting.
     assert_eq!(
         metric(&m, &format!("sluice_crl_next_update_timestamp_seconds{ep}")),

@@ -420,6 +420,25 @@ pub struct Counters {
     pub stale_verdicts: u64,
 }
 
+impl Counters {
+    /// What the server refused or ignored, by reason (the metrics' `reason` label): datagrams
+    /// and sessions an attacker's flood would show in.
+    pub const fn refusals(&self) -> [(&'static str, u64); 10] {
+        [
+            ("malformed", self.malformed),
+            ("unknown_session", self.unknown_session),
+            ("answers_limited", self.answers_limited),
+            ("bad_session_id", self.bad_session_id),
+            ("rate_limited", self.rate_limited),
+            ("handshake_cap", self.handshake_cap),
+            ("source_handshake_cap", self.source_handshake_cap),
+            ("misbehaved", self.misbehaved),
+            ("floats_refused", self.floats_refused),
+            ("stale_verdicts", self.stale_verdicts),
+        ]
+    }
+}
+
 /// How long a closing session stays to get its last messages acknowledged.
 const LINGER: Duration = Duration::from_secs(5);
 /// Source addresses the per-source budgets keep at least (four-way sets; a fifth address in a

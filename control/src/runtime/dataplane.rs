@@ -1127,6 +1127,10 @@ impl Dataplane {
                     .absolute(c.verifications);
                 metrics::counter!("sluice_password_checks_refused_total", "endpoint" => id.clone())
                     .absolute(c.verifier_busy);
+                for (reason, n) in c.refusals() {
+                    metrics::counter!("sluice_control_refused_total", "endpoint" => id.clone(), "reason" => reason)
+                        .absolute(n);
+                }
                 // Set on every update, so that a reload that drops the CRL drops the gauge too
                 // (gauges not set for `GAUGE_IDLE` leave the scrape).
                 if let Some(t) = s.crl_next_update() {
