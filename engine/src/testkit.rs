@@ -471,6 +471,7 @@ pub fn lab_config(flow_capacity: usize, session_capacity: usize) -> WorkerConfig
     }];
     let mut cfg = WorkerConfig::new(0, 1, 0, ports, listeners);
     cfg.flow_capacity = flow_capacity;
+    cfg.flows_per_session = crate::flow::default_flows_per_session(flow_capacity);
     cfg.session_capacity = session_capacity;
     cfg
 }

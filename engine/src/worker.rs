@@ -106,6 +106,10 @@ pub struct WorkerConfig {
     pub session_capacity: usize,
     /// Flows this core can hold.
     pub flow_capacity: usize,
+    /// Flows one session may hold on this core (`flow::default_flows_per_session` of
+    /// `flow_capacity` unless configured; set it again after changing `flow_capacity`): past
+    /// it the session's new flows are dropped, `session_flows_full`.
+    pub flows_per_session: usize,
     /// Neighbours this core can hold.
     pub neighbour_capacity: usize,
     /// TCP MSS clamp for SYNs in both directions (the guide's `mssfix 1328`).
@@ -157,6 +161,7 @@ impl WorkerConfig {
             listeners,
             session_capacity: 16_384,
             flow_capacity: 262_144,
+            flows_per_session: crate::flow::default_flows_per_session(262_144),
             neighbour_capacity: 4096,
             mss_clamp: 1328,
             timeouts: Timeouts::default(),
@@ -310,6 +315,7 @@ impl<P: Port> Worker<P> {
     ) -> Self {
         let range = PortRange::for_core(cfg.core, cfg.cores);
         let mut flows = FlowTable::new(cfg.flow_capacity, range, cfg.timeouts);
+        flows.set_flows_per_owner(cfg.flows_per_session);
         // Flows are owned by session slots, `0..session_capacity`.
         flows.reserve_owners(cfg.session_capacity.max(1));
         Self {

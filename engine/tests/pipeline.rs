@@ -1545,6 +1545,66 @@ fn a_session_displaced_by_another_with_its_address_takes_its_flows_with_it() {
     assert_eq!(lab.drops(DropReason::NotAuthorized), 1);
 }
 
+/// A client at its limit of flows on the core has its new flows dropped,
+/// `session_flows_full`, while its existing flows go on and another client on the same core
+/// still makes flows of its own (the table is far from full).
+#[test]
+fn a_client_past_its_flow_limit_is_dropped_while_another_still_makes_flows() {
+    const LIMIT: usize = 4;
+    let now = Instant::now();
+    let mb = Mailbox::new(64);
+    let mut cfg = testkit::lab_config(1024, 8);
+    cfg.flows_per_session = LIMIT;
+    let mut w = testkit::lab_worker(vec![MemPort::new(), MemPort::new()], cfg, mb.clone(), now);
+    let mut busy = add_session(
+        &mut w,
+        &mb,
+        PeerId(5),
+        GroupMask::EMPTY,
+        Cipher::Aes256Gcm,
+        now,
+    );
+    let other_vip = ip("10.200.0.3");
+    let keys = testkit::queue_session(
+        &mb,
+        PeerId(6),
+        other_vip,
+        GroupMask::EMPTY,
+        Cipher::Aes256Gcm,
+        8,
+    );
+    w.poll_once(now);
+    let mut other = Client::new(PeerId(6), KeyId(0), &keys);
+    let send = |w: &mut Worker<MemPort>, c: &mut Client, vip: u32, sport: u16| {
+        let udp = testkit::ipv4_udp(vip, sport, ip(lab::HOST_IP), 9, b"x");
+        w.port_mut(0).unwrap().inject(&c.frame(&udp));
+        w.poll_once(now);
+        w.port_mut(1).unwrap().take_sent().len()
+    };
+    let vip = ip(lab::CLIENT_VIP);
+    let sent: Vec<usize> = (0..LIMIT as u16 + 3)
+        .map(|i| send(&mut w, &mut busy, vip, 1000 + i))
+        .collect();
+    assert_eq!(
+        sent,
+        [1, 1, 1, 1, 0, 0, 0],
+        "the first {LIMIT} flows, no more"
+    );
+    assert_eq!(w.drops().get(DropReason::SessionFlowsFull), 3);
+    assert_eq!(w.flow_count(), LIMIT);
+    assert_eq!(
+        send(&mut w, &mut busy, vip, 1000),
+        1,
+        "an existing flow goes on"
+    );
+    for i in 0..LIMIT as u16 {
+        assert_eq!(send(&mut w, &mut other, other_vip, 2000 + i), 1, "flow {i}");
+    }
+    assert_eq!(w.flow_count(), 2 * LIMIT);
+    assert_eq!(w.drops().get(DropReason::SessionFlowsFull), 3);
+    assert_eq!(w.drops().get(DropReason::FlowTableFull), 0);
+}
+
 #[test]
 fn keepalive_exit_and_control_packets() {
     let mut lab = lab_with(GroupMask::EMPTY);

@@ -1403,7 +1403,8 @@ impl Dataplane {
     }
 }
 
-/// What `[dataplane]` sets on each core: the outside port's MTU and the per-source budgets.
+/// What `[dataplane]` sets on each core: the outside port's MTU and the per-source budgets;
+/// and the flows one session may hold (the default, from the core's flow capacity).
 fn apply_file_settings(
     cfg: &mut WorkerConfig,
     dp: &crate::config::schema::Dataplane,
@@ -1415,6 +1416,8 @@ fn apply_file_settings(
     cfg.punt_budget = dp.control_packets.pair();
     cfg.answer_budget = dp.reset_answers.pair();
     cfg.icmp_error_budget = dp.icmp_errors.pair();
+    // No setting of its own yet: the default share of the core's flow table.
+    cfg.flows_per_session = sluice_engine::flow::default_flows_per_session(cfg.flow_capacity);
 }
 
 impl Drop for Dataplane {
@@ -1542,6 +1545,11 @@ mod tests {
             sluice_engine::worker::DEFAULT_ANSWER_BUDGET
         );
         assert_eq!(cfg.outside_mtu, DEFAULT_MTU);
+        // A session's share of the core's flows follows the flow table's capacity.
+        assert_eq!(cfg.flows_per_session, 32_768);
+        cfg.flow_capacity = 1 << 20;
+        apply_file_settings(&mut cfg, &crate::config::schema::Dataplane::default(), 0);
+        assert_eq!(cfg.flows_per_session, 1 << 17);
     }
 
     fn endpoints(text: &str) -> Vec<Endpoint> {

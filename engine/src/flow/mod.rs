@@ -8,4 +8,6 @@ pub mod ports;
 pub mod table;
 
 pub use ports::{core_for_port, PortPool, PortRange};
-pub use table::{Flow, FlowId, FlowKey, FlowTable, ReverseKey, TcpSeen, Timeouts};
+pub use table::{
+    default_flows_per_session, Flow, FlowId, FlowKey, FlowTable, ReverseKey, TcpSeen, Timeouts,
+};

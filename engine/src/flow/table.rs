@@ -268,6 +268,23 @@ pub struct FlowTable {
     /// The first flow (slot) of each owner, `NIL` if none; indexed by owner, grown to the
     /// largest owner seen (`reserve_owners` sizes it up front, off the packet path).
     owner_heads: Vec<u32>,
+    /// How many flows each owner holds, indexed and sized as `owner_heads`: read and written
+    /// only when a flow is made or removed, never for a packet of an existing flow.
+    owner_counts: Vec<u32>,
+    /// The most flows one owner may hold (`set_flows_per_owner`).
+    per_owner: u32,
+}
+
+/// The most flows one session may hold on a core whose table holds `capacity`, unless
+/// configured: an eighth of the table, so that it takes eight clients each at its limit to fill
+/// it, and one client (a compromised host, a runaway program) leaves seven eighths to the
+/// others; but never fewer than 1,024 (or the whole of a smaller table), so that a small table
+/// does not refuse a heavy legitimate client. With the default 262,144 that is 32,768: a
+/// browser holds a few hundred connections and a port scan of the common ports a thousand or
+/// two, both far below it; only tens of thousands of flows at once (a scan of every port of a
+/// host, a load generator) reach it, and are refused new flows until their own expire.
+pub fn default_flows_per_session(capacity: usize) -> usize {
+    (capacity / 8).max(capacity.min(1024)).max(1)
 }
 
 impl FlowTable {
@@ -292,7 +309,22 @@ impl FlowTable {
             hand: 0,
             len: 0,
             owner_heads: Vec::new(),
+            owner_counts: Vec::new(),
+            per_owner: u32::try_from(default_flows_per_session(capacity)).unwrap_or(u32::MAX),
         }
+    }
+
+    /// Sets the most flows one owner (a session) may hold; past it `create` refuses its new
+    /// flows with `SessionFlowsFull` (the default: `default_flows_per_session`).
+    pub fn set_flows_per_owner(&mut self, limit: usize) {
+        self.per_owner = u32::try_from(limit.max(1)).unwrap_or(u32::MAX);
+    }
+
+    /// How many flows `owner` holds.
+    pub fn owner_len(&self, owner: u32) -> usize {
+        self.owner_counts
+            .get(owner as usize)
+            .map_or(0, |&n| n as usize)
     }
 
     /// Makes room for owners `0..owners` (a core's session slots) now, so that the first flow
@@ -300,6 +332,7 @@ impl FlowTable {
     pub fn reserve_owners(&mut self, owners: usize) {
         if owners > self.owner_heads.len() {
             self.owner_heads.resize(owners, NIL);
+            self.owner_counts.resize(owners, 0);
         }
     }
 
@@ -508,7 +541,8 @@ impl FlowTable {
     /// Creates the flow of `key`, translated to `eni` and a free port of this core.
     ///
     /// # Errors
-    /// `FlowTableFull` or `SnatPortExhausted`.
+    /// `FlowTableFull`, `SessionFlowsFull` (`owner` holds as many flows as one may) or
+    /// `SnatPortExhausted`.
     pub fn create(
         &mut self,
         key: FlowKey,
@@ -519,6 +553,9 @@ impl FlowTable {
     ) -> Result<&mut Flow, DropReason> {
         if self.free_slots.is_empty() {
             return Err(DropReason::FlowTableFull);
+        }
+        if self.owner_len(owner) >= self.per_owner as usize {
+            return Err(DropReason::SessionFlowsFull);
         }
         let nat_port = match self.pool(eni, key.proto).alloc() {
             Some(p) => p,
@@ -576,7 +613,9 @@ impl FlowTable {
         if o >= self.owner_heads.len() {
             // Only for an owner beyond `reserve_owners` (tests; a worker reserves its sessions).
             self.owner_heads.resize(o + 1, NIL);
+            self.owner_counts.resize(o + 1, 0);
         }
+        self.owner_counts[o] += 1;
         let next = self.owner_heads[o];
         if let Some(f) = self.flow_at_mut(next) {
             f.owner_prev = slot;
@@ -590,6 +629,9 @@ impl FlowTable {
 
     /// Takes `flow` (just removed from its slot) out of its owner's list.
     fn unlink_owner(&mut self, flow: &Flow) {
+        if let Some(n) = self.owner_counts.get_mut(flow.owner as usize) {
+            *n = n.saturating_sub(1);
+        }
         let (prev, next) = (flow.owner_prev, flow.owner_next);
         if let Some(f) = self.flow_at_mut(next) {
             f.owner_prev = prev;
@@ -1395,6 +1437,58 @@ mod tests {
         );
     }
 
+    /// A session at its limit is refused new flows, `session_flows_full`, without a port
+    /// taken, while another session of the core still makes its own; one of its flows gone
+    /// (removed or expired), it may make one again, and its count follows every way out.
+    #[test]
+    fn one_owner_holds_at_most_its_limit() {
+        let mut t = FlowTable::new(
+            64,
+            PortRange {
+                first: 5000,
+                len: 64,
+            },
+            Timeouts::default(),
+        );
+        assert_eq!(t.per_owner, 64, "a small table: the floor, the whole table");
+        t.set_flows_per_owner(3);
+        for s in 0..3 {
+            t.create(key(1, s), 9, 0, 7, 0).unwrap();
+        }
+        assert_eq!(t.owner_len(7), 3);
+        let free = t.pool(9, protocol::UDP).free();
+        assert_eq!(
+            t.create(key(1, 3), 9, 0, 7, 0).map(|_| ()),
+            Err(DropReason::SessionFlowsFull)
+        );
+        assert_eq!(t.pool(9, protocol::UDP).free(), free, "no port taken");
+        assert_eq!(t.len(), 3);
+        // Another session of the core is not held back.
+        for s in 0..3 {
+            t.create(key(2, s), 9, 0, 8, 0).unwrap();
+        }
+        // One of owner 7's flows removed, one expired: room for as many again.
+        let k = key(1, 0);
+        let slot = t.find_forward(&k, t.hash_forward(&k)).unwrap();
+        t.remove(slot);
+        assert_eq!(t.owner_len(7), 2);
+        t.create(key(1, 3), 9, 0, 7, 0).unwrap();
+        t.lookup(&key(1, 1), 1000).unwrap();
+        t.lookup(&key(1, 3), 1000).unwrap();
+        t.expire(1000, 64);
+        assert_eq!((t.owner_len(7), t.owner_len(8)), (2, 0));
+        t.create(key(1, 4), 9, 0, 7, 1000).unwrap();
+        assert!(t.create(key(1, 5), 9, 0, 7, 1000).is_err());
+        assert_eq!(t.remove_owner(7), 3);
+        assert_eq!(t.owner_len(7), 0);
+        t.create(key(1, 5), 9, 0, 7, 1000).unwrap();
+        // The default: an eighth of a large table, at least 1,024 (or all of a small one).
+        assert_eq!(default_flows_per_session(262_144), 32_768);
+        assert_eq!(default_flows_per_session(4096), 1024);
+        assert_eq!(default_flows_per_session(100), 100);
+        assert_eq!(default_flows_per_session(0), 1);
+    }
+
     #[derive(Clone, Debug)]
     enum Op {
         Create(u16),
@@ -1416,6 +1510,15 @@ mod tests {
                 (prev, s) = (s, f.owner_next);
             }
             if s != NIL {
+                return false;
+            }
+            let counted = t.owner_counts.get(o).copied().unwrap_or(0) as usize;
+            if counted
+                != listed
+                    .iter()
+                    .filter(|&&s| t.owner_at(s) == Some(o as u32))
+                    .count()
+            {
                 return false;
             }
         }

@@ -120,11 +120,15 @@ pub enum DropReason {
     /// ARP whose sender address is its subnet's broadcast or network address (the port's
     /// subnet, /30 and wider): no host has it, so nothing is learned from it nor answered.
     ArpSenderNotHost,
+    /// A new flow of a session that already holds as many flows on the core as one session
+    /// may (`WorkerConfig::flows_per_session`): one client cannot take the whole flow table
+    /// from the others on its core. Its existing flows go on.
+    SessionFlowsFull,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [Self; 48] = [
+    pub const ALL: [Self; 49] = [
         Self::MalformedEthernet,
         Self::MalformedIpv4,
         Self::MalformedUdp,
@@ -173,6 +177,7 @@ impl DropReason {
         Self::MultiSegment,
         Self::FragmentTooLong,
         Self::ArpSenderNotHost,
+        Self::SessionFlowsFull,
     ];
 
     /// The number of reasons.
@@ -229,6 +234,7 @@ impl DropReason {
             Self::MultiSegment => "multi_segment",
             Self::FragmentTooLong => "fragment_too_long",
             Self::ArpSenderNotHost => "arp_sender_not_host",
+            Self::SessionFlowsFull => "session_flows_full",
         }
     }
 }
