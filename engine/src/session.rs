@@ -313,6 +313,10 @@ pub struct SessionTable {
     /// one): the per-packet division becomes a shift.
     stride_shift: Option<u32>,
     live: usize,
+    /// Empty slots not given out again yet (`hold`): a caller's state by slot (the worker's
+    /// flows) is still being cleared.
+    held: Vec<bool>,
+    held_count: usize,
     by_ip: HashMap<u32, u32>,
     /// Where a session sits inside its `Option` slot (one offset for the type), learnt at the
     /// first insert; lets the look-ahead compute a slot's field addresses without reading it.
@@ -348,6 +352,8 @@ impl SessionTable {
             stride,
             stride_shift: stride.is_power_of_two().then(|| stride.trailing_zeros()),
             live: 0,
+            held: vec![false; capacity],
+            held_count: 0,
             by_ip: HashMap::with_capacity(capacity),
             payload: None,
         }
@@ -422,6 +428,37 @@ impl SessionTable {
         self.free.push(i);
         self.live -= 1;
         Some(s)
+    }
+
+    /// Keeps empty slot `i` (a session's just removed) from new sessions until `release`:
+    /// what a caller keeps by slot for the old session is not cleared yet. A slot that is not
+    /// free is left as it is.
+    pub fn hold(&mut self, i: SessionIndex) {
+        // The slot just removed is the last one freed: found at once.
+        if let Some(at) = self.free.iter().rposition(|&f| f == i) {
+            self.free.remove(at);
+            self.held[i as usize] = true;
+            self.held_count += 1;
+        }
+    }
+
+    /// Gives held slot `i` (`hold`) back to new sessions; any other slot is left as it is.
+    pub fn release(&mut self, i: SessionIndex) {
+        if let Some(h) = self.held.get_mut(i as usize).filter(|h| **h) {
+            *h = false;
+            self.held_count -= 1;
+            self.free.push(i);
+        }
+    }
+
+    /// Slots held empty (`hold`).
+    pub fn held(&self) -> usize {
+        self.held_count
+    }
+
+    /// Whether a new session would find a free slot.
+    pub fn has_room(&self) -> bool {
+        !self.free.is_empty()
     }
 
     /// Removes the session of a peer-id; returns its slot and state.

@@ -118,6 +118,9 @@ pub struct WorkerConfig {
     pub timeouts: Timeouts,
     /// Flow slots examined per poll for expiry.
     pub expiry_budget: usize,
+    /// Flows of ended sessions removed per poll at most (`FlowTable::remove_retired`): a
+    /// session's end never walks all its flows in one poll.
+    pub removal_budget: usize,
     /// Data-channel keepalive: send a ping to a session after this many seconds without
     /// sending it anything, and report it idle after this many seconds without hearing from it
     /// (OpenVPN's `ping` and `ping-restart` as pushed to clients); `None`: off.
@@ -166,6 +169,7 @@ impl WorkerConfig {
             mss_clamp: 1328,
             timeouts: Timeouts::default(),
             expiry_budget: 64,
+            removal_budget: 64,
             keepalive: Some((10, 60)),
             outside_mtu: 1500,
             reassembly_capacity: 64,
@@ -519,8 +523,10 @@ impl<P: Port> Worker<P> {
                         // may take over a slot, which the flows name as owner), and control
                         // hears of them.
                         let replaced = self.sessions.remove_replaced(info.peer, info.client_ip);
+                        let mut freed = None;
                         for (i, old) in replaced.into_iter().flatten() {
-                            self.flows.remove_owner(i);
+                            self.retire_slot(i);
+                            freed = Some(i);
                             let peer = old.id().peer();
                             self.report(Report::Removed {
                                 peer,
@@ -532,7 +538,15 @@ impl<P: Port> Worker<P> {
                                 },
                             });
                         }
-                        let full = self.sessions.len() >= self.sessions.capacity();
+                        if let (Some(i), false) = (freed, self.sessions.has_room()) {
+                            // A full table, the other slots held or taken: the new session
+                            // takes a replaced one's slot now, as before slots were held, its
+                            // flows removed at once (at most `flows_per_session` of them).
+                            self.flows.remove_owner(i);
+                            self.sessions.release(i);
+                        }
+                        // (Slots held for ended sessions' flows count as taken.)
+                        let full = !self.sessions.has_room();
                         if let Err(s) = self.sessions.insert(Session::new(info, k, self.now_secs)) {
                             self.report(Report::Removed {
                                 peer: s.id().peer(),
@@ -570,7 +584,7 @@ impl<P: Port> Worker<P> {
                             // client moves to the new one: it ends, with its flows, and control
                             // ends the connection (the client starts over).
                             if let Some((i, s)) = self.sessions.remove_peer(peer) {
-                                self.flows.remove_owner(i);
+                                self.retire_slot(i);
                                 self.report(Report::Removed {
                                     peer,
                                     traffic: s.traffic(),
@@ -591,7 +605,7 @@ impl<P: Port> Worker<P> {
                 }
                 Command::RemoveSession { peer } => {
                     if let Some((i, s)) = self.sessions.remove_peer(peer) {
-                        self.flows.remove_owner(i);
+                        self.retire_slot(i);
                         self.report(Report::Removed {
                             peer,
                             traffic: s.traffic(),
@@ -610,6 +624,15 @@ impl<P: Port> Worker<P> {
             }
         }
         any
+    }
+
+    /// The flows of the session just removed from slot `i` go, a bounded number a poll
+    /// (`housekeep`); until the last is gone the slot is held from new sessions, so that
+    /// none takes over (or loses with them) flows that name the slot as their owner.
+    fn retire_slot(&mut self, i: crate::session::SessionIndex) {
+        if self.flows.retire_owner(i) {
+            self.sessions.hold(i);
+        }
     }
 
     fn take_handoffs(&mut self) -> bool {
@@ -735,6 +758,11 @@ impl<P: Port> Worker<P> {
     fn housekeep(&mut self) {
         let now = self.now_secs;
         self.flows.expire(now, self.cfg.expiry_budget);
+        if self.flows.retiring() {
+            let sessions = &mut self.sessions;
+            self.flows
+                .remove_retired(self.cfg.removal_budget, |i| sessions.release(i));
+        }
         let mut hk = std::mem::take(&mut self.housekeeping);
         // Neighbour timers are whole seconds and a first request goes out when an entry is
         // made, so the cache (thousands of slots) is walked once per second, not per poll.

@@ -1518,8 +1518,8 @@ fn a_session_displaced_by_another_with_its_address_takes_its_flows_with_it() {
     assert_eq!(lab.inside_sent().len(), 1, "group 0 may reach 10.99/16");
     assert_eq!(lab.w.flow_count(), 1);
     // A new session with the same virtual address and no groups replaces peer 5 (the table
-    // holds one session an address). Peer 5's flow, and the decision made for it, go with it,
-    // though the new session takes over its slot; control hears that peer 5 is gone.
+    // holds one session an address). Peer 5's flow, and the decision made for it, go with it
+    // (within the poll: fewer than a poll's removals), and control hears that peer 5 is gone.
     let mut other = add_session(
         &mut lab.w,
         &lab.mb,
@@ -1603,6 +1603,229 @@ fn a_client_past_its_flow_limit_is_dropped_while_another_still_makes_flows() {
     assert_eq!(w.flow_count(), 2 * LIMIT);
     assert_eq!(w.drops().get(DropReason::SessionFlowsFull), 3);
     assert_eq!(w.drops().get(DropReason::FlowTableFull), 0);
+}
+
+/// A session that ends with many flows has them removed a bounded number a poll, not all in
+/// the poll of its end; its slot is held until the last is gone, so a new session with its
+/// address (a client reconnecting) neither takes over its flows nor loses its own with them,
+/// and the session that gets the slot afterwards starts with none.
+#[test]
+fn an_ended_sessions_flows_go_over_several_polls_and_its_slot_waits_for_them() {
+    const BUDGET: usize = 8;
+    const FLOWS: u16 = 100;
+    let now = Instant::now();
+    let mb = Mailbox::new(64);
+    let mut cfg = testkit::lab_config(1024, 8);
+    cfg.removal_budget = BUDGET;
+    let mut w = testkit::lab_worker(vec![MemPort::new(), MemPort::new()], cfg, mb.clone(), now);
+    let vip = ip(lab::CLIENT_VIP);
+    let mut old = add_session(
+        &mut w,
+        &mb,
+        PeerId(5),
+        GroupMask::EMPTY,
+        Cipher::Aes256Gcm,
+        now,
+    );
+    let udp =
+        |sport: u16, payload: &[u8]| testkit::ipv4_udp(vip, sport, ip(lab::HOST_IP), 9, payload);
+    for batch in [0..FLOWS / 2, FLOWS / 2..FLOWS] {
+        for sport in batch {
+            let f = old.frame(&udp(1000 + sport, b"old"));
+            w.port_mut(0).unwrap().inject(&f);
+        }
+        w.poll_once(now);
+    }
+    assert_eq!(w.port_mut(1).unwrap().take_sent().len(), usize::from(FLOWS));
+    assert_eq!(w.flow_count(), usize::from(FLOWS));
+    let old_slot = w.sessions().index_of_peer(PeerId(5)).unwrap();
+
+    // The session ends: one poll removes BUDGET of its flows, no more.
+    assert!(mb
+        .commands
+        .push(Command::RemoveSession { peer: PeerId(5) })
+        .is_ok());
+    w.poll_once(now);
+    assert_eq!(w.flow_count(), usize::from(FLOWS) - BUDGET);
+    // The client comes back at once, under a new peer-id, with the same address: it gets
+    // another slot, and a flow of its own for a tuple an old flow still has.
+    let keys = testkit::queue_session(&mb, PeerId(6), vip, GroupMask::EMPTY, Cipher::Aes256Gcm, 9);
+    w.poll_once(now);
+    let mut back = Client::new(PeerId(6), KeyId(0), &keys);
+    let new_slot = w.sessions().index_of_peer(PeerId(6)).unwrap();
+    assert_ne!(
+        new_slot, old_slot,
+        "the slot is held while its flows remain"
+    );
+    // (The most recent flows go first: the oldest, 1000's, is there till the end.)
+    w.port_mut(0)
+        .unwrap()
+        .inject(&back.frame(&udp(1000, b"new")));
+    w.poll_once(now);
+    let sent = w.port_mut(1).unwrap().take_sent();
+    assert_eq!(sent.len(), 1);
+    let nat_port = UdpPacket::new_checked(ip_of(&sent[0]).payload())
+        .unwrap()
+        .src_port();
+    let reply = |w: &mut Worker<MemPort>| {
+        let r = testkit::ipv4_udp(ip(lab::HOST_IP), 9, ip(lab::INSIDE_IP), nat_port, b"reply");
+        let f = testkit::eth_ipv4(lab::INSIDE_MAC, lab::HOST_MAC, &r);
+        w.port_mut(1).unwrap().inject(&f);
+        w.poll_once(now);
+        w.port_mut(0).unwrap().take_sent()
+    };
+    let got = reply(&mut w);
+    assert_eq!(
+        got.len(),
+        1,
+        "the reply goes to the session that made the flow"
+    );
+    assert!(back.open(&got[0]).is_some());
+
+    // Each poll removes at most BUDGET more; the old flows are all gone in the end, the new
+    // session's stays, and the slot is free again.
+    let mut polls = 0;
+    while w.flow_count() > 1 {
+        let before = w.flow_count();
+        w.poll_once(now);
+        assert!(
+            before - w.flow_count() <= BUDGET,
+            "{before} -> {}",
+            w.flow_count()
+        );
+        polls += 1;
+        assert!(polls <= usize::from(FLOWS), "the old flows never all went");
+    }
+    assert!(polls >= usize::from(FLOWS) / BUDGET - 3, "{polls} polls");
+    w.poll_once(now);
+    assert_eq!(w.flow_count(), 1, "the new session's flow stays");
+    let got = reply(&mut w);
+    assert_eq!(got.len(), 1);
+    assert!(back.open(&got[0]).is_some());
+    let keys = testkit::queue_session(
+        &mb,
+        PeerId(7),
+        ip("10.200.0.3"),
+        GroupMask::EMPTY,
+        Cipher::Aes256Gcm,
+        10,
+    );
+    w.poll_once(now);
+    assert_eq!(
+        w.sessions().index_of_peer(PeerId(7)),
+        Some(old_slot),
+        "the slot is free again"
+    );
+    let mut next = Client::new(PeerId(7), KeyId(0), &keys);
+    let f = next.frame(&testkit::ipv4_udp(
+        ip("10.200.0.3"),
+        1000,
+        ip(lab::HOST_IP),
+        9,
+        b"x",
+    ));
+    w.port_mut(0).unwrap().inject(&f);
+    w.poll_once(now);
+    assert_eq!(w.port_mut(1).unwrap().take_sent().len(), 1);
+    assert_eq!(w.flow_count(), 2);
+    assert_eq!(w.drops().get(DropReason::FlowTableFull), 0);
+}
+
+/// On a core whose session table is full, a slot held for an ended session's flows counts as
+/// taken (a new session is refused `TableFull`, not `WrongCore`), but a session that replaces
+/// one of the core's own (a client reconnecting with its address) still gets in: it takes the
+/// replaced session's slot, whose flows then go at once, as before slots were held.
+#[test]
+fn a_full_core_still_takes_a_session_that_replaces_one_of_its_own() {
+    let now = Instant::now();
+    let mb = Mailbox::new(64);
+    let mut cfg = testkit::lab_config(1024, 1);
+    cfg.removal_budget = 1;
+    let mut w = testkit::lab_worker(vec![MemPort::new(), MemPort::new()], cfg, mb.clone(), now);
+    let vip = ip(lab::CLIENT_VIP);
+    let mut c = add_session(
+        &mut w,
+        &mb,
+        PeerId(5),
+        GroupMask::EMPTY,
+        Cipher::Aes256Gcm,
+        now,
+    );
+    for sport in 0..10 {
+        let f = c.frame(&testkit::ipv4_udp(
+            vip,
+            1000 + sport,
+            ip(lab::HOST_IP),
+            9,
+            b"x",
+        ));
+        w.port_mut(0).unwrap().inject(&f);
+    }
+    w.poll_once(now);
+    assert_eq!(w.flow_count(), 10);
+    let removals = |mb: &Mailbox| {
+        std::iter::from_fn(|| mb.reports.pop())
+            .filter_map(|r| match r {
+                Report::Removed { peer, because, .. } => Some((peer.0, because)),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    // Reconnecting under a new peer-id with its address, the client replaces its session.
+    let keys = testkit::queue_session(&mb, PeerId(6), vip, GroupMask::EMPTY, Cipher::Aes256Gcm, 3);
+    w.poll_once(now);
+    assert_eq!(removals(&mb), [(5, Removal::Replaced)]);
+    assert_eq!(w.sessions().len(), 1);
+    assert_eq!(
+        w.flow_count(),
+        0,
+        "the replaced session's flows went at once"
+    );
+    let mut c = Client::new(PeerId(6), KeyId(0), &keys);
+    for sport in 0..10 {
+        let f = c.frame(&testkit::ipv4_udp(
+            vip,
+            1000 + sport,
+            ip(lab::HOST_IP),
+            9,
+            b"x",
+        ));
+        w.port_mut(0).unwrap().inject(&f);
+    }
+    w.poll_once(now);
+    assert_eq!(w.flow_count(), 10);
+    // Ended, its flows going one a poll: its slot is held, and the core is full till then.
+    assert!(mb
+        .commands
+        .push(Command::RemoveSession { peer: PeerId(6) })
+        .is_ok());
+    w.poll_once(now);
+    assert_eq!(removals(&mb), [(6, Removal::Asked)]);
+    testkit::queue_session(
+        &mb,
+        PeerId(7),
+        ip("10.200.0.3"),
+        GroupMask::EMPTY,
+        Cipher::Aes256Gcm,
+        4,
+    );
+    w.poll_once(now);
+    assert_eq!(removals(&mb), [(7, Removal::TableFull)]);
+    while w.flow_count() > 0 {
+        w.poll_once(now);
+    }
+    w.poll_once(now);
+    testkit::queue_session(
+        &mb,
+        PeerId(7),
+        ip("10.200.0.3"),
+        GroupMask::EMPTY,
+        Cipher::Aes256Gcm,
+        4,
+    );
+    w.poll_once(now);
+    assert_eq!(removals(&mb), []);
+    assert!(w.sessions().index_of_peer(PeerId(7)).is_some());
 }
 
 #[test]

@@ -273,6 +273,11 @@ pub struct FlowTable {
     owner_counts: Vec<u32>,
     /// The most flows one owner may hold (`set_flows_per_owner`).
     per_owner: u32,
+    /// Owners whose flows are being removed (`retire_owner`), a bounded number a call of
+    /// `remove_retired`; room for every owner is reserved with `owner_heads`.
+    retiring: Vec<u32>,
+    /// Whether each owner is in `retiring` (indexed as `owner_heads`).
+    is_retiring: Vec<bool>,
 }
 
 /// The most flows one session may hold on a core whose table holds `capacity`, unless
@@ -310,6 +315,8 @@ impl FlowTable {
             len: 0,
             owner_heads: Vec::new(),
             owner_counts: Vec::new(),
+            retiring: Vec::new(),
+            is_retiring: Vec::new(),
             per_owner: u32::try_from(default_flows_per_session(capacity)).unwrap_or(u32::MAX),
         }
     }
@@ -333,6 +340,8 @@ impl FlowTable {
         if owners > self.owner_heads.len() {
             self.owner_heads.resize(owners, NIL);
             self.owner_counts.resize(owners, 0);
+            self.is_retiring.resize(owners, false);
+            self.retiring.reserve(owners - self.retiring.len());
         }
     }
 
@@ -614,6 +623,7 @@ impl FlowTable {
             // Only for an owner beyond `reserve_owners` (tests; a worker reserves its sessions).
             self.owner_heads.resize(o + 1, NIL);
             self.owner_counts.resize(o + 1, 0);
+            self.is_retiring.resize(o + 1, false);
         }
         self.owner_counts[o] += 1;
         let next = self.owner_heads[o];
@@ -844,11 +854,20 @@ impl FlowTable {
         removed
     }
 
-    /// Removes every flow of `owner` (a session that ended): a walk of that owner's list, so
-    /// the core pauses for the session's own flows, not for the whole table (a full scan of a
-    /// million-flow table took milliseconds, enough to overflow a receive ring at every
-    /// disconnect).
+    /// Removes every flow of `owner` at once: a walk of that owner's list, so the call costs
+    /// the owner's own flows, not the whole table (a full scan of a million-flow table took
+    /// milliseconds, enough to overflow a receive ring at every disconnect). A core uses
+    /// `retire_owner` instead, which spreads even that over its polls; an owner retired and
+    /// not done yet is done by this call.
     pub fn remove_owner(&mut self, owner: u32) -> usize {
+        // Retired, its removal is done now: `remove_retired` must not take the flows of
+        // whoever has the number next.
+        if let Some(r) = self.is_retiring.get_mut(owner as usize).filter(|r| **r) {
+            *r = false;
+            if let Some(at) = self.retiring.iter().position(|&o| o == owner) {
+                self.retiring.swap_remove(at);
+            }
+        }
         let mut removed = 0;
         let mut s = self.owner_heads.get(owner as usize).copied().unwrap_or(NIL);
         while let Some(next) = self.flow_at(s).map(|f| f.owner_next) {
@@ -857,6 +876,56 @@ impl FlowTable {
             s = next;
         }
         removed
+    }
+}
+
+impl FlowTable {
+    /// Starts removing the flows of `owner` (a session that ended), to be done by
+    /// `remove_retired` a bounded number at a time, so that no single call walks all of a
+    /// session's flows (up to `set_flows_per_owner`'s limit, tens of thousands). True if it
+    /// holds flows: the owner's number (a session slot) must then not be given to a new owner
+    /// until `remove_retired` reports it done, or the new owner would take over the old
+    /// one's flows and lose them with it. False: nothing to remove, the number is free now.
+    pub fn retire_owner(&mut self, owner: u32) -> bool {
+        let o = owner as usize;
+        if self.owner_heads.get(o).is_none_or(|&h| h == NIL) {
+            return false;
+        }
+        if let Some(r) = self.is_retiring.get_mut(o).filter(|r| !**r) {
+            *r = true;
+            self.retiring.push(owner);
+        }
+        true
+    }
+
+    /// Removes at most `budget` flows of retired owners (`retire_owner`), and calls `done`
+    /// with each owner whose flows are all gone (its number may be given out again); returns
+    /// how many flows were removed. A flow that expired or was removed meanwhile is simply
+    /// no longer on its owner's list.
+    pub fn remove_retired(&mut self, budget: usize, mut done: impl FnMut(u32)) -> usize {
+        let mut removed = 0;
+        while let Some(&owner) = self.retiring.last() {
+            let head = self.owner_heads.get(owner as usize).copied().unwrap_or(NIL);
+            if self.flow_at(head).is_some() {
+                if removed == budget {
+                    break;
+                }
+                self.remove_slot(head as usize);
+                removed += 1;
+                continue;
+            }
+            self.retiring.pop();
+            if let Some(r) = self.is_retiring.get_mut(owner as usize) {
+                *r = false;
+            }
+            done(owner);
+        }
+        removed
+    }
+
+    /// Whether flows of retired owners remain to be removed.
+    pub fn retiring(&self) -> bool {
+        !self.retiring.is_empty()
     }
 }
 
@@ -1489,6 +1558,70 @@ mod tests {
         assert_eq!(default_flows_per_session(0), 1);
     }
 
+    /// A retired owner's flows go at most `budget` a call, from several owners in turn; an
+    /// owner is reported done once, when its last flow is gone (however it went), and not
+    /// before; an owner without flows is not retired at all; `remove_owner` finishes a
+    /// retired owner at once, so that its number's next owner keeps its flows.
+    #[test]
+    fn retired_owners_go_a_budget_at_a_time() {
+        let mut t = FlowTable::new(
+            64,
+            PortRange {
+                first: 5000,
+                len: 64,
+            },
+            Timeouts::default(),
+        );
+        t.reserve_owners(8);
+        for s in 0..10 {
+            t.create(key(1, s), 9, 0, 1, 0).unwrap();
+        }
+        for s in 0..3 {
+            t.create(key(2, s), 9, 0, 2, 0).unwrap();
+            t.create(key(3, s), 9, 0, 3, 0).unwrap();
+        }
+        assert!(!t.retire_owner(4), "no flows: nothing to wait for");
+        assert!(t.retire_owner(1));
+        assert!(t.retire_owner(1), "twice is once");
+        assert!(t.retire_owner(2));
+        let mut done = Vec::new();
+        assert_eq!(t.remove_retired(4, |o| done.push(o)), 4);
+        // The last retired first: owner 2's three, then one of owner 1's.
+        assert_eq!(
+            (t.len(), t.owner_len(1), done.as_slice()),
+            (12, 9, &[2][..])
+        );
+        // One of owner 1's flows expires meanwhile (the others are refreshed).
+        for s in 0..10 {
+            if s != 5 {
+                let _ = t.lookup(&key(1, s), 500);
+            }
+        }
+        for s in 0..3 {
+            t.lookup(&key(3, s), 500).unwrap();
+        }
+        t.expire(500, 64);
+        let before = t.len();
+        assert_eq!((before, t.owner_len(1)), (11, 8));
+        assert_eq!(t.remove_retired(4, |o| done.push(o)), 4);
+        assert_eq!(t.len(), before - 4);
+        while t.retiring() {
+            assert!(t.remove_retired(4, |o| done.push(o)) <= 4);
+        }
+        done.sort_unstable();
+        assert_eq!(done, [1, 2]);
+        assert_eq!((t.len(), t.owner_len(3)), (3, 3), "owner 3 keeps its flows");
+        assert_eq!(pools_agree(&t), Ok(()));
+        // Retired, then finished at once: a later call does not take its next owner's flows.
+        assert!(t.retire_owner(3));
+        assert_eq!(t.remove_owner(3), 3);
+        t.create(key(4, 0), 9, 0, 3, 0).unwrap();
+        let mut done = Vec::new();
+        assert_eq!(t.remove_retired(64, |o| done.push(o)), 0);
+        assert!(done.is_empty() && !t.retiring());
+        assert_eq!(t.owner_len(3), 1);
+    }
+
     #[derive(Clone, Debug)]
     enum Op {
         Create(u16),
@@ -1566,6 +1699,8 @@ mod tests {
         RemoveOwner(u32),
         Advance(u32),
         Expire(usize),
+        Retire(u32),
+        RemoveRetired(usize),
     }
 
     /// Flow `s` of the shared-port test: to one of three remotes, so that with fewer ports
@@ -1588,7 +1723,8 @@ mod tests {
         fn shared_ports_and_removals_keep_both_indexes(ops in proptest::collection::vec(prop_oneof![
             (0u16..24).prop_map(|s| Op2::Create(s, false)), (0u16..24).prop_map(Op2::Remove),
             (0u32..4).prop_map(Op2::RemoveOwner), (0u32..200).prop_map(Op2::Advance),
-            (0usize..40).prop_map(Op2::Expire)], 1..200)) {
+            (0usize..40).prop_map(Op2::Expire), (0u32..4).prop_map(Op2::Retire),
+            (0usize..6).prop_map(Op2::RemoveRetired)], 1..200)) {
             let tm = Timeouts::default();
             let mut t = FlowTable::new(16, PortRange { first: 5000, len: 6 }, tm);
             let mut now = 0u32;
@@ -1613,6 +1749,12 @@ mod tests {
                     Op2::Advance(d) => now += d,
                     Op2::Expire(b) => {
                         t.expire(now, b);
+                    }
+                    Op2::Retire(o) => {
+                        t.retire_owner(o);
+                    }
+                    Op2::RemoveRetired(b) => {
+                        t.remove_retired(b, |_| {});
                     }
                 }
                 let mut reverse = std::collections::HashSet::new();
@@ -1657,9 +1799,11 @@ mod tests {
         fn port_pools_count_exactly_the_live_flows(ops in proptest::collection::vec(prop_oneof![
             4 => (0u16..48, any::<bool>()).prop_map(|(s, e)| Op2::Create(s, e)),
             1 => (0u16..48).prop_map(Op2::Remove), 1 => (0u32..4).prop_map(Op2::RemoveOwner),
-            1 => (0u32..100).prop_map(Op2::Advance), 1 => (0usize..40).prop_map(Op2::Expire)],
+            1 => (0u32..100).prop_map(Op2::Advance), 1 => (0usize..40).prop_map(Op2::Expire),
+            1 => (0u32..4).prop_map(Op2::Retire), 1 => (0usize..6).prop_map(Op2::RemoveRetired)],
             1..300)) {
             let mut t = FlowTable::new(32, PortRange { first: 5000, len: 3 }, Timeouts::default());
+            let mut retired = [false; 4];
             let flow = |s: u16| FlowKey {
                 proto: if s % 2 == 0 { protocol::UDP } else { protocol::TCP },
                 dst: 0x0808_0800 + u32::from(s / 2 % 4),
@@ -1681,14 +1825,35 @@ mod tests {
                     }
                     Op2::RemoveOwner(o) => {
                         t.remove_owner(o);
+                        // Done at once, retired or not.
+                        retired[o as usize] = false;
                     }
                     Op2::Advance(d) => now += d,
                     Op2::Expire(b) => {
                         t.expire(now, b);
                     }
+                    Op2::Retire(o) => {
+                        retired[o as usize] |= t.retire_owner(o);
+                    }
+                    Op2::RemoveRetired(b) => {
+                        let before = t.len();
+                        let mut done = Vec::new();
+                        let removed = t.remove_retired(b, |o| done.push(o));
+                        prop_assert!(removed <= b);
+                        prop_assert_eq!(before - t.len(), removed);
+                        for o in done {
+                            prop_assert!(retired[o as usize], "owner {} done unretired", o);
+                            prop_assert_eq!(t.owner_len(o), 0);
+                            retired[o as usize] = false;
+                        }
+                    }
                 }
                 pools_agree(&t).map_err(TestCaseError::fail)?;
             }
+            while t.retiring() {
+                t.remove_retired(1, |o| retired[o as usize] = false);
+            }
+            prop_assert!(retired.iter().all(|r| !r), "a retired owner never reported done");
             for o in 0..4 {
                 t.remove_owner(o);
             }

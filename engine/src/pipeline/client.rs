@@ -583,8 +583,14 @@ impl<P: Port> Worker<P> {
         };
         // A flow whose route moved to another ENI (a reload) has a stale translation: it makes
         // way for a new one (its port and reverse entry go with it; return traffic to the old
-        // translation is no_flow from now on).
-        let kept = found.filter(|&slot| self.flows.get(slot).is_some_and(|f| f.eni == eni));
+        // translation is no_flow from now on). So does a flow of another session: one that
+        // ended, its flows not all removed yet (`FlowTable::retire_owner`), whose address
+        // this session now has; its replies would go to the ended session's slot.
+        let kept = found.filter(|&slot| {
+            self.flows
+                .get(slot)
+                .is_some_and(|f| f.eni == eni && f.owner == owner)
+        });
         if let (Some(stale), None) = (found, kept) {
             self.flows.remove(stale);
         }
