@@ -353,6 +353,9 @@ fn setup<P: BenchPort>(shape: Shape, proto: Proto, ports: Vec<P>) -> Bench<P> {
     let mb = Mailbox::new(shape.sessions + 1024);
     let mut cfg = testkit::lab_config(flow_capacity(shape), shape.sessions + 16);
     cfg.expiry_budget = EXPIRY_BUDGET;
+    // A shape's sessions may each hold all their flows (one session with 64,512 of them):
+    // the benchmark measures the pipeline, not the per-session limit.
+    cfg.flows_per_session = flow_capacity(shape);
     let timeouts = cfg.timeouts;
     let mut w = testkit::lab_worker(ports, cfg, mb.clone(), now);
     let mut clients = Vec::with_capacity(shape.sessions);
@@ -1359,6 +1362,30 @@ mod tests {
         let last = client_port(at_limit.flows - 1, at_limit);
         assert_eq!(last, 65_535);
         assert_ne!(client_port(at_limit.flows - 4, at_limit), last);
+    }
+
+    /// A shape whose session holds more flows than the engine's default share of a core's
+    /// table (an eighth, at least 1,024) runs whole: the suite measures the pipeline, and its
+    /// frame-by-frame check would fail on a flow refused `session_flows_full`.
+    #[test]
+    fn a_session_with_more_flows_than_the_default_share_runs_whole() {
+        let mut records = Vec::new();
+        let one_busy = Shape {
+            sessions: 1,
+            flows: 2_000,
+        };
+        run(
+            "engine",
+            &[64],
+            &[one_busy],
+            Duration::from_millis(8),
+            Directions::BOTH,
+            Proto::Udp,
+            Order::Sequential,
+            &mut records,
+            memory_ports,
+        )
+        .expect("runs");
     }
 
     /// `run` of the TINY shape, both directions in sequence, on in-memory ports.
