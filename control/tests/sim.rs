@@ -1470,7 +1470,8 @@ fn a_crl_loaded_during_a_handshake_applies_to_it() {
                 .all(|s| s.phase == Phase::Handshaking && s.identity.is_none()),
             "the client's certificate has not come yet"
         );
-        rig.server.set_tls(tls_with_crl(crl));
+        let (now, unix) = (rig.now, rig.unix());
+        rig.server.set_tls(tls_with_crl(crl), now, unix);
         rig.run_until(Duration::from_secs(10), |r| {
             r.keys_ready(0).is_some() || !r.refusals().is_empty()
         });
@@ -2549,4 +2550,244 @@ fn one_source_cannot_take_more_than_its_share_of_the_handshake_slots() {
     assert!(server
         .sessions()
         .any(|s| s.remote == from(0x0a00_0001, 9) && s.phase == Phase::Handshaking));
+}
+
+/// Another CA (CN "sluice other CA", EC P-256, made with openssl) and a client certificate it
+/// issued (CN other.domain.tld): the CA, the client's chain and key, PEM.
+fn other_ca() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sim-other-ca");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("client.ext"),
+        "basicConstraints = CA:FALSE\nextendedKeyUsage = clientAuth\n\
+         keyUsage = digitalSignature\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-subj",
+            "/CN=sluice other CA",
+            "-days",
+            "30",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-out",
+            "ca.crt",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req", "-new"][..],
+        &ec,
+        &[
+            "-keyout",
+            "client.key",
+            "-subj",
+            "/CN=other.domain.tld",
+            "-out",
+            "client.csr",
+        ],
+    ]
+    .concat());
+    run(&[
+        "x509",
+        "-req",
+        "-days",
+        "2",
+        "-in",
+        "client.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-extfile",
+        "client.ext",
+        "-out",
+        "client.crt",
+    ]);
+    let f = |n: &str| std::fs::read(dir.join(n)).unwrap();
+    (f("ca.crt"), f("client.crt"), f("client.key"))
+}
+
+/// The lab's server certificate, with the client root CAs of `client_ca` and no CRL (webpki
+/// would refuse the other CA's clients for want of one of theirs).
+fn tls_trusting(client_ca: &[u8]) -> ServerTls {
+    server_config(&TlsFiles {
+        server_chain_pem: &read("server.crt"),
+        server_key_pem: &read("server.key"),
+        client_ca_pem: Some(client_ca),
+        crl_pem: None,
+    })
+    .unwrap()
+}
+
+/// The wall clock, in seconds since the Unix epoch (certificates expire on it).
+fn wall_clock() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Why the session at `addr` closed, if it did with a reason on record.
+fn closed_why<A: Authenticator>(rig: &Rig<A>, addr: Remote) -> Option<String> {
+    rig.events.iter().find_map(|(_, e)| match e {
+        Event::Closed {
+            remote,
+            reason: CloseReason::Terminated(why),
+            ..
+        } if *remote == addr => Some(why.clone()),
+        _ => None,
+    })
+}
+
+/// Whether the session at `addr` is established.
+fn established_at<A: Authenticator>(rig: &Rig<A>, addr: Remote) -> bool {
+    rig.server
+        .sessions()
+        .any(|s| s.remote == addr && s.phase == Phase::Established)
+}
+
+/// An operator replaces the client root CA (after its compromise, say): a reload's TLS
+/// settings verify every connected client's certificate chain again, and end the connections
+/// of the certificates the new CA did not issue, each client told to reconnect (where the new
+/// settings refuse it) and the reason on record; a client of the CA kept stays. Before, such
+/// clients stayed connected until their session timeout (up to 24 hours: nothing renegotiates
+/// by default).
+#[test]
+fn a_reload_that_replaces_the_client_ca_ends_the_connections_it_no_longer_trusts() {
+    let (other_ca, other_chain, other_key) = other_ca();
+    let both = [read("ca.crt"), other_ca.clone()].concat();
+    let server = Server::new(
+        Settings::new(0, tls_trusting(&both), ("10.200.0.0".parse().unwrap(), 20)),
+        CertificateOnly,
+    );
+    let other = sluice_tests::tls_client(&read("ca.crt"), &other_chain, &other_key);
+    let mut rig = Rig::new(server, Client::new(other, "server", [8; 8], None).unwrap());
+    rig.connect();
+    let (kept, ended) = (rig.addr, from(0x0a00_0002, 40000));
+    rig.next_client(certificate_client(9), ended);
+    rig.connect();
+
+    // Only the other CA from now on: the lab CA's client1 goes, the other CA's client stays.
+    let (now, unix) = (rig.now, wall_clock());
+    assert_eq!(rig.server.set_tls(tls_trusting(&other_ca), now, unix), 1);
+    rig.run_until(Duration::from_secs(1), |r| {
+        r.client.messages.iter().any(|m| m.starts_with("RESTART"))
+    });
+    assert!(
+        rig.client
+            .messages
+            .iter()
+            .any(|m| m == "RESTART,certificate no longer accepted"),
+        "{:?}",
+        rig.client.messages
+    );
+    let why = closed_why(&rig, ended).expect("client1's session closed with its reason");
+    assert!(why.contains("unknown issuer"), "{why}");
+    assert!(!established_at(&rig, ended));
+    assert!(established_at(&rig, kept), "the other CA's client stays");
+    assert_eq!(closed_why(&rig, kept), None);
+
+    // Client1 comes back and is refused by the new settings.
+    rig.next_client(certificate_client(10), from(0x0a00_0003, 40000));
+    rig.run_until(Duration::from_secs(10), |r| {
+        r.client.connected() || !r.refusals().is_empty()
+    });
+    assert_eq!(rig.refusals(), [FailureReason::BadCertificate]);
+}
+
+/// A reload verifies the connected clients' certificates at the time it happens: one that
+/// expired since its handshake ends ("expired" on record), one still valid stays; and a new
+/// CRL that revokes a connected client's certificate ends that connection with the revocation
+/// as the reason (the same check, no longer a match of serial numbers alone). Without a
+/// reload nothing is checked again during a session, as with OpenVPN 2.6.
+#[test]
+fn a_reload_ends_the_connections_of_certificates_expired_or_revoked_since() {
+    let (chain, key, expires) = short_lived_certificate(Duration::from_secs(3600));
+    let mut rig = certificate_rig(11);
+    rig.connect();
+    let client1 = rig.addr;
+    let short = sluice_tests::tls_client(&read("ca.crt"), &chain, &key);
+    let short_addr = from(0x0a00_0002, 40000);
+    let first = std::mem::replace(
+        &mut rig.client,
+        Client::new(short, "server", [12; 8], None).unwrap(),
+    );
+    rig.addr = short_addr;
+    rig.connect();
+
+    // The same settings, reloaded an hour and a minute later on the wall clock (the
+    // virtual one does not move certificates): the short-lived certificate has expired.
+    let later = expires
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 60;
+    let now = rig.now;
+    assert_eq!(rig.server.set_tls(tls(), now, later), 1);
+    rig.run_until(Duration::from_secs(1), |r| {
+        r.client.messages.iter().any(|m| m.starts_with("RESTART"))
+    });
+    assert!(
+        rig.client
+            .messages
+            .iter()
+            .any(|m| m == "RESTART,certificate no longer accepted"),
+        "{:?}",
+        rig.client.messages
+    );
+    let why = closed_why(&rig, short_addr).expect("the expired certificate's session closed");
+    assert!(why.contains("expired"), "{why}");
+    assert!(
+        established_at(&rig, client1),
+        "client1's certificate is valid"
+    );
+
+    // A CRL that revokes client1.
+    rig.next_client(first, client1);
+    let (now, unix) = (rig.now, wall_clock());
+    assert_eq!(
+        rig.server.set_tls(tls_with_crl("crl-all.pem"), now, unix),
+        1
+    );
+    rig.run_until(Duration::from_secs(1), |r| {
+        r.client.messages.iter().any(|m| m.starts_with("RESTART"))
+    });
+    assert!(
+        told(&rig, "RESTART,certificate revoked"),
+        "{:?}",
+        rig.client.messages
+    );
+    assert_eq!(
+        closed_why(&rig, client1).as_deref(),
+        Some("the client certificate was revoked by the CRL")
+    );
+    assert!(!established_at(&rig, client1));
 }

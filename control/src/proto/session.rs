@@ -534,6 +534,24 @@ impl Session {
         k.tls.verify_peer_under(current, unix_now)
     }
 
+    /// Whether the client certificate of its newest active key still verifies under `current`
+    /// at `unix_now` (`TlsSession::still_verifies_under`): a reload replaced the server's TLS
+    /// settings (another client CA, a new CRL) or the certificate has expired since its
+    /// handshake. A session with no active key has nothing to check.
+    ///
+    /// # Errors
+    /// The chain no longer verifies.
+    pub fn still_verifies_under(
+        &self,
+        current: &ServerTls,
+        unix_now: u64,
+    ) -> Result<(), TlsFailure> {
+        match self.keys.iter().rev().find(|k| k.phase == KeyPhase::Active) {
+            Some(k) => k.tls.still_verifies_under(current, unix_now),
+            None => Ok(()),
+        }
+    }
+
     /// Completes the key exchange of `key_id`: writes our key-method reply and derives the
     /// server's key material. `ekm` selects the exporter, else the legacy PRF.
     ///

@@ -50,11 +50,23 @@ fn classify(e: &rustls::Error) -> TlsFailure {
         Error::General(msg) if msg.starts_with(CRL_EXPIRED) => {
             TlsFailure::CrlExpired(msg[CRL_EXPIRED.len()..].trim().to_owned())
         }
-        Error::InvalidCertificate(c) => TlsFailure::BadCertificate(format!("{c:?}")),
+        Error::InvalidCertificate(c) => TlsFailure::BadCertificate(certificate_problem(c)),
         Error::NoCertificatesPresented => {
             TlsFailure::BadCertificate("no client certificate presented".into())
         }
         other => TlsFailure::Protocol(other.to_string()),
+    }
+}
+
+/// What is wrong with a client certificate, in plain words for the common cases (the status
+/// message of a connection a reload ends, a refusal's detail), else as rustls names it.
+fn certificate_problem(c: &rustls::CertificateError) -> String {
+    use rustls::CertificateError as E;
+    match c {
+        E::UnknownIssuer => "not issued by a client root CA (unknown issuer)".into(),
+        E::Expired | E::ExpiredContext { .. } => "expired".into(),
+        E::NotValidYet | E::NotValidYetContext { .. } => "not valid yet".into(),
+        other => format!("{other:?}"),
     }
 }
 
@@ -173,6 +185,9 @@ pub struct ServerTls {
     /// The configuration handshakes run under.
     pub config: Arc<ServerConfig>,
     verifier: Arc<dyn ClientCertVerifier>,
+    /// The same without the CRL's nextUpdate guard (webpki alone: CA, validity, the CRL's
+    /// serials), for the sessions already established (`TlsSession::still_verifies_under`).
+    webpki: Arc<dyn ClientCertVerifier>,
     /// The earliest nextUpdate of its CRLs, seconds since the Unix epoch (`crl_next_update`).
     crl_next_update: Option<u64>,
 }
@@ -212,8 +227,11 @@ pub fn server_config(files: &TlsFiles<'_>) -> Result<ServerTls, String> {
     let key = PrivateKeyDer::from_pem_slice(files.server_key_pem)
         .map_err(|e| format!("server key: {e}"))?;
     let mut crl_next_update = None;
-    let verifier: Arc<dyn ClientCertVerifier> = match files.client_ca_pem {
-        None => WebPkiClientVerifier::no_client_auth(),
+    let (verifier, webpki): (Arc<dyn ClientCertVerifier>, _) = match files.client_ca_pem {
+        None => {
+            let none = WebPkiClientVerifier::no_client_auth();
+            (Arc::clone(&none), none)
+        }
         Some(ca) => {
             // The CA certificates of the file only: as the guide allows, it may be the server's
             // chain (its leaf issued by the clients' CA), whose leaf must not become an issuer
@@ -238,7 +256,8 @@ pub fn server_config(files: &TlsFiles<'_>) -> Result<ServerTls, String> {
                     .build()
                     .map_err(|e| format!("client verifier: {e}"))?;
             crl_next_update = next_update.as_ref().map(|(t, _)| t.as_secs());
-            Arc::new(CrlGuard { inner, next_update })
+            let webpki = Arc::clone(&inner);
+            (Arc::new(CrlGuard { inner, next_update }), webpki)
         }
     };
     let mut config = ServerConfig::builder_with_provider(provider)
@@ -256,6 +275,7 @@ pub fn server_config(files: &TlsFiles<'_>) -> Result<ServerTls, String> {
     Ok(ServerTls {
         config: Arc::new(config),
         verifier,
+        webpki,
         crl_next_update,
     })
 }
@@ -352,7 +372,27 @@ impl TlsSession {
     /// # Errors
     /// The chain does not verify under `tls` (`Revoked` for a certificate its CRL lists).
     pub fn verify_peer_under(&self, tls: &ServerTls, unix_now: u64) -> Result<(), TlsFailure> {
-        let verifier = &tls.verifier;
+        self.verify_peer_with(&tls.verifier, unix_now)
+    }
+
+    /// Whether the client's certificate chain, verified at its handshake, still verifies under
+    /// `tls` at `unix_now` (a reload replaced the client CA or the CRL, or the certificate
+    /// expired since): webpki's verdict (issuer, validity period, the CRL's serials). Not the
+    /// CRL's own nextUpdate: an out-of-date CRL refuses new clients (`verify_peer_under`),
+    /// since it may miss revocations, but says nothing against one already verified, so a
+    /// reload while it is out of date does not end every connection.
+    ///
+    /// # Errors
+    /// The chain no longer verifies (`Revoked` for a certificate the CRL lists).
+    pub fn still_verifies_under(&self, tls: &ServerTls, unix_now: u64) -> Result<(), TlsFailure> {
+        self.verify_peer_with(&tls.webpki, unix_now)
+    }
+
+    fn verify_peer_with(
+        &self,
+        verifier: &Arc<dyn ClientCertVerifier>,
+        unix_now: u64,
+    ) -> Result<(), TlsFailure> {
         let now = UnixTime::since_unix_epoch(Duration::from_secs(unix_now));
         match self.conn.peer_certificates() {
             Some([end_entity, intermediates @ ..]) => verifier
@@ -471,6 +511,80 @@ hDWCCvhWZ4XQKBCWiwIgYWt9M8qHiE14bycB44AdUPhpg27GeuT+xWTPrIqF3l0=
                 "{before:?}"
             );
         }
+    }
+
+    /// A server session of the lab's `server_tls` whose handshake with a client presenting
+    /// `chain` and `key` (PEM files of the lab PKI in `pki`) has completed.
+    fn handshaken(pki: &std::path::Path, tls: &ServerTls, chain: &str, key: &str) -> TlsSession {
+        let read = |f: &str| std::fs::read(pki.join(f)).unwrap();
+        let client_config = sluice_tests::tls_client(&read("ca.crt"), &read(chain), &read(key));
+        let mut client =
+            rustls::ClientConnection::new(client_config, "server".try_into().unwrap()).unwrap();
+        let mut server = TlsSession::new(Arc::clone(&tls.config)).unwrap();
+        for _ in 0..10 {
+            let mut up = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut up).unwrap();
+            }
+            server.feed(&up).unwrap();
+            let mut down = Vec::new();
+            server.take_outgoing(&mut down);
+            let mut down = down.as_slice();
+            while !down.is_empty() {
+                client.read_tls(&mut down).unwrap();
+                client.process_new_packets().unwrap();
+            }
+            if !server.is_handshaking() && !client.is_handshaking() {
+                return server;
+            }
+        }
+        panic!("the handshake did not complete");
+    }
+
+    /// What verifying every established session again costs a reload (`Server::set_tls`, on
+    /// the control thread): a loop over one session's chain (the lab's RSA-2048 CA and client
+    /// certificate, with its CRL), the time it took printed per chain and for 100 000
+    /// sessions (`--nocapture`; a rough figure of this build, not a benchmark). Also: under
+    /// the lab CA's settings a valid certificate still verifies, one the CRL revokes does not.
+    #[test]
+    #[allow(clippy::disallowed_methods)] // it times its loop
+    fn reverify_cost() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = dir.path().join("pki");
+        sluice_tests::make_pki(&pki);
+        let read = |f: &str| std::fs::read(pki.join(f)).unwrap();
+        let (chain, key, ca) = (read("server.crt"), read("server.key"), read("ca.crt"));
+        let with_crl = |crl: &str| {
+            let crl = read(crl);
+            server_config(&TlsFiles {
+                server_chain_pem: &chain,
+                server_key_pem: &key,
+                client_ca_pem: Some(&ca),
+                crl_pem: Some(&crl),
+            })
+            .unwrap()
+        };
+        let tls = with_crl("crl.pem");
+        let session = handshaken(&pki, &tls, "client1.crt", "client1.key");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert_eq!(session.still_verifies_under(&tls, now), Ok(()));
+        assert_eq!(
+            session.still_verifies_under(&with_crl("crl-all.pem"), now),
+            Err(TlsFailure::Revoked)
+        );
+        const N: u32 = 2000;
+        let start = std::time::Instant::now();
+        for _ in 0..N {
+            assert_eq!(session.still_verifies_under(&tls, now), Ok(()));
+        }
+        let each = start.elapsed() / N;
+        println!(
+            "re-verifying one client chain: {each:?}; 100 000 sessions: {:?}",
+            each * 100_000
+        );
     }
 
     #[test]

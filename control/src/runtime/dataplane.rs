@@ -73,8 +73,6 @@ pub struct Connection {
     pub status: ConnectionStatus,
     #[serde(skip)]
     endpoint: u16,
-    #[serde(skip)]
-    serial: Option<Vec<u8>>,
     /// The user's groups, for the session's group set under each rule generation.
     #[serde(skip)]
     groups: Vec<String>,
@@ -212,8 +210,6 @@ enum Verdict {
 
 /// What a reload changed for an endpoint, as `verdict` weighs it for its connections.
 struct Reloaded<'a> {
-    /// The serials its CRL now revokes.
-    revoked: &'a [Vec<u8>],
     /// Its directory as the users file now reads (`None`: it authenticates no user, or was
     /// deleted).
     directory: Option<&'a dyn Directory>,
@@ -226,20 +222,15 @@ struct Reloaded<'a> {
     reconnect_for_routes: bool,
 }
 
-/// What the reload described by `r` does to connection `c` of that endpoint: a revoked
-/// certificate or a user no longer in the users file ends it (the guide: blacklisting a
+/// What the reload described by `r` does to connection `c` of that endpoint (its client
+/// certificate was verified again under the new TLS settings before: `Server::set_tls`): a
+/// user no longer in the users file ends it (the guide: blacklisting a
 /// client "revokes their access", not only its next connection), as does an endpoint left
 /// without target networks, new DNS servers (as AWS resets connections then) or, on request,
 /// new routes; a user whose groups changed in the
 /// users file keeps the connection under the new groups, so a group the user left grants
 /// nothing more.
 fn verdict(c: &Connection, r: &Reloaded<'_>) -> Verdict {
-    if c.serial.as_ref().is_some_and(|s| r.revoked.contains(s)) {
-        return Verdict::Ends {
-            message: "RESTART,certificate revoked",
-            why: "the client certificate was revoked by the CRL",
-        };
-    }
     let groups = match (r.directory, c.username.as_deref()) {
         (Some(d), Some(name)) => match d.user(name) {
             Some(u) => Some(u.groups),
@@ -768,7 +759,6 @@ impl Dataplane {
                             message: None,
                         },
                         endpoint: e as u16,
-                        serial: client.identity.certificate_serial.clone(),
                         groups: client.identity.groups.clone(),
                         started: SystemTime::now(),
                         remote: client.remote,
@@ -872,7 +862,6 @@ impl Dataplane {
                         message: Some(detail.clone()),
                     },
                     endpoint: e as u16,
-                    serial: None,
                     groups: Vec::new(),
                     started: SystemTime::now(),
                     remote,
@@ -1186,9 +1175,11 @@ impl Dataplane {
     /// (certificate, CRL: a handshake under way is checked against the new one too), users
     /// file, connection limits, pushed routes and DNS servers and session timeout for new
     /// connections; connection logs reopened where their settings changed. Connections made
-    /// follow it as `verdict` says: one whose certificate the CRL now revokes, whose user the
-    /// users file no longer has or whose endpoint's DNS servers changed ends, one whose user's
-    /// groups changed there has its new group set put in force with the table.
+    /// follow it: one whose client certificate the new TLS settings no longer accept (another
+    /// client CA, revoked by the CRL, expired since) ends (`Server::set_tls`); of the others,
+    /// as `verdict` says, one whose user the users file no longer has or whose endpoint's DNS
+    /// servers changed ends, one whose user's groups changed there has its new group set put
+    /// in force with the table.
     ///
     /// The endpoints served are those the data plane started with, matched by ID wherever
     /// they are in the file. One created since is served after a restart; one deleted since
@@ -1207,27 +1198,43 @@ impl Dataplane {
             .map_err(|e| e.to_string())?;
         // Everything read from files first: a reload that cannot be read changes nothing.
         let mut files = Vec::new();
-        let mut revoked = Vec::new();
         for (e, (ep, gone)) in config.endpoints.iter().zip(&gone).enumerate() {
             if *gone {
                 files.push(None);
-                revoked.push(Vec::new());
             } else {
                 files.push(Some((
                     endpoint::tls(&view, ep)?,
                     endpoint::authenticator(&view, e)?,
                 )));
-                revoked.push(endpoint::revoked_serials(&view, ep)?);
             }
         }
-        // What the reload does to each connection made: its certificate revoked or its user
-        // removed ends it, a user's new groups are put in force with the table.
+        // The new TLS settings first: each server verifies its established sessions' client
+        // chains again under them, and ends those they no longer accept (another client CA,
+        // revoked by the CRL, expired since), the reason on record (`Server::set_tls`). Their
+        // ends are taken in now, so the rest of the reload weighs the connections left.
+        let now = Instant::now();
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |t| t.as_secs());
+        for (e, f) in files.iter().enumerate() {
+            if let (Some((tls, _)), Some(s)) = (f, self.servers.get_mut(e)) {
+                let ended = s.set_tls(tls.clone(), now, unix);
+                if ended > 0 {
+                    log(&format!(
+                        "endpoint {}: {ended} connections ended, their client certificates no longer accepted",
+                        self.endpoint_ids.get(e).map_or("?", String::as_str)
+                    ));
+                }
+            }
+            self.drain(e);
+        }
+        // What the reload does to each connection left: its user removed ends it, a user's
+        // new groups are put in force with the table.
         let reloaded: Vec<Reloaded<'_>> = config
             .endpoints
             .iter()
             .enumerate()
             .map(|(e, ep)| Reloaded {
-                revoked: revoked.get(e).map_or(&[], Vec::as_slice),
                 directory: files
                     .get(e)
                     .and_then(Option::as_ref)
@@ -1307,8 +1314,7 @@ impl Dataplane {
         {
             // The users file too: a user removed or changed there is checked so at the next
             // authentication (and, connected, was weighed above).
-            if let Some((tls, auth)) = f {
-                s.set_tls(tls);
+            if let Some((_, auth)) = f {
                 s.set_authenticator(auth);
             }
             s.set_dns(ep.dns_servers.clone());
@@ -1682,8 +1688,8 @@ access_group_id = "finance""#,
     }
 
     /// A connection of endpoint 0 made by `username` (none: a certificate only) with
-    /// `groups`, with a certificate of serial `serial`.
-    fn made(username: Option<&str>, groups: &[&str], serial: u8) -> Connection {
+    /// `groups`.
+    fn made(username: Option<&str>, groups: &[&str]) -> Connection {
         Connection {
             client_vpn_endpoint_id: "cvpn-endpoint-0123456789abcdef0".into(),
             connection_id: connlog::connection_id(),
@@ -1701,7 +1707,6 @@ access_group_id = "finance""#,
                 message: None,
             },
             endpoint: 0,
-            serial: Some(vec![serial]),
             groups: groups.iter().map(|g| (*g).to_owned()).collect(),
             started: SystemTime::now(),
             remote: sluice_engine::session::Remote {
@@ -1719,26 +1724,24 @@ access_group_id = "finance""#,
     #[test]
     fn a_reload_ends_a_removed_users_connection_and_regroups_a_moved_one() {
         let users = Users(vec![("alice", &["finance"]), ("carol", &["contractors"])]);
-        let revoked = [vec![9u8]];
         let r = Reloaded {
-            revoked: &revoked,
             directory: Some(&users),
             unassociated: false,
             dns_changed: false,
             reconnect_for_routes: false,
         };
-        let alice = made(Some("alice"), &["contractors"], 1);
+        let alice = made(Some("alice"), &["contractors"]);
         let g = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
         assert_eq!(verdict(&alice, &r), Verdict::Regroup(g(&["finance"])));
         assert_eq!(
-            verdict(&made(Some("bob"), &["finance"], 2), &r),
+            verdict(&made(Some("bob"), &["finance"]), &r),
             Verdict::Ends {
                 message: "RESTART,user removed",
                 why: "the user was removed from the users file",
             }
         );
         assert_eq!(
-            verdict(&made(Some("carol"), &["contractors"], 3), &r),
+            verdict(&made(Some("carol"), &["contractors"]), &r),
             Verdict::Stays
         );
         let dave = Users(vec![("dave", &["finance", "contractors"])]);
@@ -1747,19 +1750,11 @@ access_group_id = "finance""#,
             ..r
         };
         assert_eq!(
-            verdict(&made(Some("dave"), &["contractors", "finance"], 5), &r_dave),
+            verdict(&made(Some("dave"), &["contractors", "finance"]), &r_dave),
             Verdict::Stays
         );
         // A certificate alone names no user: nothing in the users file bears on it.
-        assert_eq!(verdict(&made(None, &[], 4), &r), Verdict::Stays);
-        // A revoked certificate is the reason on record, whatever else changed.
-        assert_eq!(
-            verdict(&made(Some("bob"), &[], 9), &r),
-            Verdict::Ends {
-                message: "RESTART,certificate revoked",
-                why: "the client certificate was revoked by the CRL",
-            }
-        );
+        assert_eq!(verdict(&made(None, &[]), &r), Verdict::Stays);
 
         // Alice's session leaves contractors for finance on its core, under an unchanged
         // numbering.
@@ -1786,13 +1781,12 @@ access_group_id = "finance""#,
     fn new_dns_servers_reset_the_endpoints_connections() {
         let users = Users(vec![("alice", &["finance"])]);
         let reload = |dns_changed| Reloaded {
-            revoked: &[],
             directory: Some(&users),
             unassociated: false,
             dns_changed,
             reconnect_for_routes: false,
         };
-        for c in [made(Some("alice"), &["finance"], 1), made(None, &[], 2)] {
+        for c in [made(Some("alice"), &["finance"]), made(None, &[])] {
             assert_eq!(
                 verdict(&c, &reload(true)),
                 Verdict::Ends {
