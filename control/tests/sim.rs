@@ -2697,7 +2697,7 @@ fn a_reload_that_replaces_the_client_ca_ends_the_connections_it_no_longer_trusts
 
     // Only the other CA from now on: the lab CA's client1 goes, the other CA's client stays.
     let (now, unix) = (rig.now, wall_clock());
-    assert_eq!(rig.server.set_tls(tls_trusting(&other_ca), now, unix), 1);
+    rig.server.set_tls(tls_trusting(&other_ca), now, unix);
     rig.run_until(Duration::from_secs(1), |r| {
         r.client.messages.iter().any(|m| m.starts_with("RESTART"))
     });
@@ -2751,7 +2751,7 @@ fn a_reload_ends_the_connections_of_certificates_expired_or_revoked_since() {
         .as_secs()
         + 60;
     let now = rig.now;
-    assert_eq!(rig.server.set_tls(tls(), now, later), 1);
+    rig.server.set_tls(tls(), now, later);
     rig.run_until(Duration::from_secs(1), |r| {
         r.client.messages.iter().any(|m| m.starts_with("RESTART"))
     });
@@ -2773,10 +2773,7 @@ fn a_reload_ends_the_connections_of_certificates_expired_or_revoked_since() {
     // A CRL that revokes client1.
     rig.next_client(first, client1);
     let (now, unix) = (rig.now, wall_clock());
-    assert_eq!(
-        rig.server.set_tls(tls_with_crl("crl-all.pem"), now, unix),
-        1
-    );
+    rig.server.set_tls(tls_with_crl("crl-all.pem"), now, unix);
     rig.run_until(Duration::from_secs(1), |r| {
         r.client.messages.iter().any(|m| m.starts_with("RESTART"))
     });
@@ -2790,4 +2787,62 @@ fn a_reload_ends_the_connections_of_certificates_expired_or_revoked_since() {
         Some("the client certificate was revoked by the CRL")
     );
     assert!(!established_at(&rig, client1));
+}
+
+/// A reload's re-verification of the connected clients' certificates goes a batch a turn
+/// (`Settings::reverify_batch`), so that an endpoint of 100 000 sessions does not hold the
+/// control thread for seconds (each chain costs a signature check or more): with a batch of
+/// one, three sessions whose CA the reload replaced end one a turn, the server due at once
+/// (`poll_timeout`) until the last has been checked, and not after.
+#[test]
+fn a_reloads_re_verification_goes_a_batch_a_turn() {
+    let (other_ca, _, _) = other_ca();
+    let mut settings = Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20));
+    settings.reverify_batch = 1;
+    let mut rig = Rig::new(
+        Server::new(settings, CertificateOnly),
+        certificate_client(13),
+    );
+    rig.connect();
+    for n in 2..=3u8 {
+        rig.next_client(
+            certificate_client(13 + n),
+            from(0x0a00_0000 + u32::from(n), 40000),
+        );
+        rig.connect();
+    }
+    let closed = |rig: &mut Rig<CertificateOnly>| {
+        rig.deliver();
+        rig.events
+            .iter()
+            .filter(|(_, e)| matches!(e, Event::Closed { .. }))
+            .count()
+    };
+    assert_eq!(closed(&mut rig), 0);
+    let now = rig.now;
+    rig.server
+        .set_tls(tls_trusting(&other_ca), now, wall_clock());
+    assert_eq!(closed(&mut rig), 1, "the first batch at once");
+    assert_eq!(rig.server.reverifying(), 2);
+    for n in 2..=3 {
+        assert!(
+            rig.server.poll_timeout().is_some_and(|t| t <= now),
+            "due at once"
+        );
+        rig.server.handle_timeout(now);
+        assert_eq!(closed(&mut rig), n);
+        rig.server.check_timers().unwrap();
+    }
+    assert_eq!(rig.server.reverifying(), 0);
+    let (closing, established) = rig
+        .server
+        .sessions()
+        .fold((0, 0), |(c, e), s| match s.phase {
+            Phase::Closing { .. } => (c + 1, e),
+            Phase::Established => (c, e + 1),
+            Phase::Handshaking => (c, e),
+        });
+    assert_eq!((closing, established), (3, 0));
+    // Nothing more to check: the next deadline is the closing sessions' own.
+    assert!(rig.server.poll_timeout().is_some_and(|t| t > now));
 }

@@ -88,7 +88,18 @@ pub struct Settings {
     /// (`FailureReason::DataPlaneFull`) when no core has any. `None`: no such limit (a data
     /// plane that takes every session).
     pub room: Option<Arc<CoreRoom>>,
+    /// Established sessions whose client chain one turn verifies again after `Server::set_tls`
+    /// (`REVERIFY_BATCH` by default): the rest wait for the next turns (`handle_timeout`), so
+    /// a reload does not hold the control thread for the whole of a big endpoint.
+    pub reverify_batch: usize,
 }
+
+/// Client chains verified again a turn after a reload (`Settings::reverify_batch`): a chain
+/// costs one signature check or more (about 140 µs for the lab's RSA-2048 chain in a debug
+/// build, `tls::tests::reverify_cost`, a fraction of that optimised), so a turn takes
+/// milliseconds, and 100 000 sessions are gone through over a few hundred turns, not in one
+/// that holds every other client's control channel for seconds.
+pub const REVERIFY_BATCH: usize = 128;
 
 /// How long a client refused for want of room waits before it tries again
 /// (`AUTH_FAILED,TEMP[backoff N]`): long enough not to come back before anything can have
@@ -156,6 +167,7 @@ impl Settings {
             password_required: false,
             peer_ids: 0..MAX_PEER_ID + 1,
             room: None,
+            reverify_batch: REVERIFY_BATCH,
         }
     }
 }
@@ -497,6 +509,13 @@ pub struct Server<A: Authenticator> {
     /// Counted up at every `set_authenticator`: a verdict on a hash of the one replaced is not
     /// used, the credentials are checked again under the new one.
     auth_generation: u64,
+    /// The established sessions (by peer-id, the last first) whose client chain is still to
+    /// be verified under the TLS settings `set_tls` put in force, a batch a turn.
+    reverify: Vec<u32>,
+    /// When `set_tls` put them in force, on the monotonic and the wall clock (the chains are
+    /// verified at the wall-clock time of their turn), and the turn at which the next batch is
+    /// due (`poll_timeout`).
+    reverify_clock: Option<(Instant, u64, Instant)>,
 }
 
 /// An authentication waiting for its password check (`Server::verified`).
@@ -578,6 +597,8 @@ impl<A: Authenticator> Server<A> {
             to_verify: VecDeque::new(),
             next_job: 0,
             auth_generation: 0,
+            reverify: Vec::new(),
+            reverify_clock: None,
         }
     }
 
@@ -649,31 +670,62 @@ impl<A: Authenticator> Server<A> {
     /// (`Session::still_verifies_under`): one the new settings no longer accept (not issued by
     /// the new client CA, revoked by the new CRL, expired since its handshake) ends, its
     /// client told `RESTART` (`reverify_ends`), the reason on record in its `Closed` event
-    /// (`CloseReason::Terminated`). Returns how many ended. Between reloads a certificate that
-    /// expires mid-session is not checked again (nor does OpenVPN 2.6, which verifies a chain
-    /// at each TLS handshake only, a renegotiation's too).
-    ///
-    /// One signature check (or more, for a chain) per established session, on the caller's
-    /// thread: in a debug build about 140 µs for the lab's RSA-2048 chain (`reverify_cost`),
-    /// so 100 000 sessions hold the control thread for seconds.
-    pub fn set_tls(&mut self, tls: ServerTls, now: Instant, unix_now: u64) -> usize {
-        let mut ended: Vec<(u32, TlsFailure)> = self
+    /// (`CloseReason::Terminated`). The first `Settings::reverify_batch` sessions (by peer-id)
+    /// are checked now, the others over the next turns (`poll_timeout` is then due at once,
+    /// `handle_timeout` checks the next batch), each at the wall-clock time of its turn; a
+    /// session that ended or left the established phase meanwhile is skipped, one established
+    /// since was verified under these settings at its handshake. Another `set_tls` starts
+    /// over. Between reloads a certificate that expires mid-session is not checked again (nor
+    /// does OpenVPN 2.6, which verifies a chain at each TLS handshake only).
+    pub fn set_tls(&mut self, tls: ServerTls, now: Instant, unix_now: u64) {
+        self.settings.tls = tls;
+        self.reverify = self
             .sessions
             .values()
             .filter(|s| s.phase == Phase::Established)
-            .filter_map(|s| {
-                s.still_verifies_under(&tls, unix_now)
-                    .err()
-                    .map(|f| (s.peer_id, f))
-            })
+            .map(|s| s.peer_id)
             .collect();
-        self.settings.tls = tls;
-        ended.sort_unstable_by_key(|(peer, _)| *peer);
+        self.reverify.sort_unstable_by(|a, b| b.cmp(a));
+        self.reverify_clock = Some((now, unix_now, now));
+        self.reverify_some(now);
+    }
+
+    /// How many established sessions' client chains wait to be verified again after `set_tls`.
+    pub fn reverifying(&self) -> usize {
+        self.reverify.len()
+    }
+
+    /// Verifies the next batch of established sessions' client chains under the TLS settings
+    /// in force (`set_tls`), and ends those that fail.
+    fn reverify_some(&mut self, now: Instant) {
+        let Some((since, unix_since, _)) = self.reverify_clock else {
+            return;
+        };
+        let unix_now = unix_since + now.saturating_duration_since(since).as_secs();
+        let mut ended = Vec::new();
+        for _ in 0..self.settings.reverify_batch.max(1) {
+            let Some(peer) = self.reverify.pop() else {
+                break;
+            };
+            let Some(s) = self.by_peer.get(&peer).and_then(|r| self.sessions.get(r)) else {
+                continue;
+            };
+            if s.phase != Phase::Established {
+                continue;
+            }
+            if let Err(f) = s.still_verifies_under(&self.settings.tls, unix_now) {
+                ended.push((peer, f));
+            }
+        }
         for (peer, failure) in &ended {
             let (message, why) = reverify_ends(failure);
             self.terminate(*peer, message, CloseReason::Terminated(why), now);
         }
-        ended.len()
+        self.reverify_clock = if self.reverify.is_empty() {
+            None
+        } else {
+            Some((since, unix_since, now))
+        };
     }
 
     /// Replaces the server-side renegotiation interval (`Settings::reneg`) at `now`. A key
@@ -1755,8 +1807,12 @@ impl<A: Authenticator> Server<A> {
         Ok(())
     }
 
-    /// Runs the timers due at `now` (only the sessions whose deadline came).
+    /// Runs the timers due at `now` (only the sessions whose deadline came), and the next batch
+    /// of client chains to verify again after a `set_tls`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.reverify_clock.is_some_and(|(_, _, next)| next <= now) {
+            self.reverify_some(now);
+        }
         let due: Vec<Remote> = self
             .timers
             .iter()
@@ -1831,9 +1887,12 @@ impl<A: Authenticator> Server<A> {
         self.events.pop_front()
     }
 
-    /// When `handle_timeout` must run next.
+    /// When `handle_timeout` must run next: at once while client chains wait to be verified
+    /// again after a `set_tls`.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.first().map(|&(t, _)| t)
+        let timers = self.timers.first().map(|&(t, _)| t);
+        let reverify = self.reverify_clock.map(|(_, _, next)| next);
+        timers.into_iter().chain(reverify).min()
     }
 }
 

@@ -1210,21 +1210,16 @@ impl Dataplane {
         }
         // The new TLS settings first: each server verifies its established sessions' client
         // chains again under them, and ends those they no longer accept (another client CA,
-        // revoked by the CRL, expired since), the reason on record (`Server::set_tls`). Their
-        // ends are taken in now, so the rest of the reload weighs the connections left.
+        // revoked by the CRL, expired since), the reason on record (`Server::set_tls`): a
+        // batch now, whose ends are taken in before the rest of the reload weighs the
+        // connections left, the others over the next turns.
         let now = Instant::now();
         let unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |t| t.as_secs());
         for (e, f) in files.iter().enumerate() {
             if let (Some((tls, _)), Some(s)) = (f, self.servers.get_mut(e)) {
-                let ended = s.set_tls(tls.clone(), now, unix);
-                if ended > 0 {
-                    log(&format!(
-                        "endpoint {}: {ended} connections ended, their client certificates no longer accepted",
-                        self.endpoint_ids.get(e).map_or("?", String::as_str)
-                    ));
-                }
+                s.set_tls(tls.clone(), now, unix);
             }
             self.drain(e);
         }
