@@ -1898,3 +1898,85 @@ fn metric(text: &str, series: &str) -> f64 {
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or(-1.0)
 }
+
+/// A second CA, made with easy-rsa as the lab's (`scripts/gen-pki.sh`) in `dir`/ca2: its
+/// certificate and its CRL (empty), PEM files.
+fn second_ca(dir: &Path) -> (PathBuf, PathBuf) {
+    let work = dir.join("ca2");
+    std::fs::create_dir_all(&work).unwrap();
+    let ok = Command::new("cp")
+        .args(["-r", "/usr/share/easy-rsa/."])
+        .arg(&work)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "copy easy-rsa");
+    for args in [
+        &["init-pki"][..],
+        &["--req-cn=sluice second CA", "build-ca", "nopass"],
+        &["gen-crl"],
+    ] {
+        let out = Command::new(work.join("easyrsa"))
+            .args(args)
+            .current_dir(&work)
+            .env("EASYRSA_BATCH", "1")
+            .env("EASYRSA_ALGO", "rsa")
+            .env("EASYRSA_KEY_SIZE", "2048")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "easyrsa {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    (work.join("pki/ca.crt"), work.join("pki/crl.pem"))
+}
+
+/// An operator replaces the endpoint's client root CA (after the old one's compromise, say)
+/// with another, and its CRL with that CA's, writing the new files over the old ones (the
+/// file's path is part of the authentication options, which cannot change), and reloads: the
+/// OpenVPN 2.6 client of the old CA, connected (its profile has `reneg-sec 0`, and the server
+/// renegotiates only on request, so no handshake would check its certificate again for up to
+/// the 24-hour session timeout), is told to reconnect at once, describe gives the reason, and
+/// its next attempt is refused.
+#[test]
+fn a_reload_that_replaces_the_client_root_ca_ends_the_old_cas_connection() {
+    let lab = OneClient::start("newca", 1500, &[]);
+    let d = lab._start.dir.path();
+    let config = d.join("sluice.toml");
+    let (ca2, crl2) = second_ca(d);
+    let pki = &lab._start.pki;
+    assert!(
+        read(&config).contains(&format!("client_root_ca = \"{}/ca.crt\"", pki.display())),
+        "the lab's client root CA:\n{}",
+        read(&config)
+    );
+    std::fs::copy(&ca2, pki.join("ca.crt")).unwrap();
+    std::fs::copy(&crl2, pki.join("crl.pem")).unwrap();
+    let (code, _, err) = sluice(&config, &["reload"]);
+    assert_eq!(code, 0, "{err}\n{}", lab.logs());
+    wait_for(
+        "the old CA's client to be told to reconnect",
+        Duration::from_secs(15),
+        || read(&lab.client_log).contains("server-pushed-connection-reset"),
+    );
+    let (code, out, err) = sluice(&config, &["describe-client-vpn-connections"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(
+            "the reloaded TLS settings no longer accept the client certificate: \
+             not issued by a client root CA (unknown issuer)"
+        ),
+        "{out}"
+    );
+    wait_for(
+        "its next attempt to be refused",
+        Duration::from_secs(30),
+        || {
+            read(&lab.daemon_log).contains(
+                "refused: client certificate verification failed: not issued by a client root CA",
+            )
+        },
+    );
+}
