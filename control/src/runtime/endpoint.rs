@@ -52,29 +52,6 @@ pub fn tls(loaded: &Loaded, ep: &Endpoint) -> Result<ServerTls, String> {
     .map_err(|e| format!("endpoint {}: {e}", ep.id))
 }
 
-/// The serial numbers the endpoint's CRL revokes (empty without a CRL).
-///
-/// # Errors
-/// The CRL cannot be read or does not parse.
-pub fn revoked_serials(loaded: &Loaded, ep: &Endpoint) -> Result<Vec<Vec<u8>>, String> {
-    let Some(path) = &ep.crl else {
-        return Ok(Vec::new());
-    };
-    let pem = read(&loaded.base_dir(), path, "CRL", CRL_LIMIT)?;
-    let mut out = Vec::new();
-    use rustls::pki_types::pem::PemObject;
-    for der in rustls::pki_types::CertificateRevocationListDer::pem_slice_iter(&pem) {
-        let der = der.map_err(|e| format!("CRL: {e}"))?;
-        let (_, crl) =
-            x509_parser::parse_x509_crl(der.as_ref()).map_err(|e| format!("CRL: {e}"))?;
-        out.extend(
-            crl.iter_revoked_certificates()
-                .map(|r| r.raw_serial().to_vec()),
-        );
-    }
-    Ok(out)
-}
-
 /// The routes pushed to split-tunnel clients (`None`: full tunnel, `redirect-gateway`).
 pub fn pushed_routes(ep: &Endpoint) -> Option<Vec<(Ipv4Addr, Ipv4Addr)>> {
     if !ep.split_tunnel {
@@ -293,11 +270,15 @@ gateway = "172.31.1.1"
             };
             assert_eq!(e, format!("server certificate {}: {why}", cert.display()));
         }
+        // The other files read (their content is not looked at before the CRL is read).
+        for f in ["s.crt", "s.key", "ca.crt"] {
+            std::fs::write(d.path().join(f), "x").expect("write");
+        }
         for crl in [fifo, std::path::PathBuf::from("/dev/zero"), huge.clone()] {
-            let loaded = loaded_with(&huge, &crl);
+            let loaded = loaded_with(&d.path().join("s.crt"), &crl);
             let e = within(&format!("reading {}", crl.display()), move || {
                 let ep = &loaded.config.endpoints[0];
-                revoked_serials(&loaded, ep)
+                tls(&loaded, ep).map(|_| ())
             })
             .expect_err("refused");
             let why = if crl == huge {
