@@ -2696,16 +2696,9 @@ fn a_reload_that_replaces_the_client_ca_ends_the_connections_it_no_longer_trusts
     rig.connect();
 
     // Only the other CA from now on: the lab CA's client1 goes, the other CA's client stays.
-    let (now, unix) = (rig.now, wall_clock());
-    rig.server.set_tls(tls_trusting(&other_ca), now, unix);
-    rig.run_until(Duration::from_secs(1), |r| {
-        r.client.messages.iter().any(|m| m.starts_with("RESTART"))
-    });
+    reload_tls(&mut rig, tls_trusting(&other_ca), wall_clock());
     assert!(
-        rig.client
-            .messages
-            .iter()
-            .any(|m| m == "RESTART,certificate no longer accepted"),
+        told(&rig, "RESTART,certificate no longer accepted"),
         "{:?}",
         rig.client.messages
     );
@@ -2721,6 +2714,16 @@ fn a_reload_that_replaces_the_client_ca_ends_the_connections_it_no_longer_trusts
         r.client.connected() || !r.refusals().is_empty()
     });
     assert_eq!(rig.refusals(), [FailureReason::BadCertificate]);
+}
+
+/// A reload's new TLS settings, `unix` the wall clock then; the rig runs until its client is
+/// told to restart (a second at most).
+fn reload_tls(rig: &mut Rig<CertificateOnly>, tls: ServerTls, unix: u64) {
+    let now = rig.now;
+    rig.server.set_tls(tls, now, unix);
+    rig.run_until(Duration::from_secs(1), |r| {
+        r.client.messages.iter().any(|m| m.starts_with("RESTART"))
+    });
 }
 
 /// A reload verifies the connected clients' certificates at the time it happens: one that
@@ -2750,16 +2753,9 @@ fn a_reload_ends_the_connections_of_certificates_expired_or_revoked_since() {
         .unwrap()
         .as_secs()
         + 60;
-    let now = rig.now;
-    rig.server.set_tls(tls(), now, later);
-    rig.run_until(Duration::from_secs(1), |r| {
-        r.client.messages.iter().any(|m| m.starts_with("RESTART"))
-    });
+    reload_tls(&mut rig, tls(), later);
     assert!(
-        rig.client
-            .messages
-            .iter()
-            .any(|m| m == "RESTART,certificate no longer accepted"),
+        told(&rig, "RESTART,certificate no longer accepted"),
         "{:?}",
         rig.client.messages
     );
@@ -2772,11 +2768,7 @@ fn a_reload_ends_the_connections_of_certificates_expired_or_revoked_since() {
 
     // A CRL that revokes client1.
     rig.next_client(first, client1);
-    let (now, unix) = (rig.now, wall_clock());
-    rig.server.set_tls(tls_with_crl("crl-all.pem"), now, unix);
-    rig.run_until(Duration::from_secs(1), |r| {
-        r.client.messages.iter().any(|m| m.starts_with("RESTART"))
-    });
+    reload_tls(&mut rig, tls_with_crl("crl-all.pem"), wall_clock());
     assert!(
         told(&rig, "RESTART,certificate revoked"),
         "{:?}",
