@@ -1731,6 +1731,21 @@ fn an_ended_sessions_flows_go_over_several_polls_and_its_slot_waits_for_them() {
     assert_eq!(w.drops().get(DropReason::FlowTableFull), 0);
 }
 
+/// Queues ten datagrams of client `c` (virtual address `vip`) from source ports 1000 to 1009
+/// to the host on the outside port: ten flows at the next poll.
+fn open_ten_flows(w: &mut Worker<MemPort>, c: &mut Client, vip: u32) {
+    for sport in 0..10 {
+        let f = c.frame(&testkit::ipv4_udp(
+            vip,
+            1000 + sport,
+            ip(lab::HOST_IP),
+            9,
+            b"x",
+        ));
+        w.port_mut(0).unwrap().inject(&f);
+    }
+}
+
 /// On a core whose session table is full, a slot held for an ended session's flows counts as
 /// taken (a new session is refused `TableFull`, not `WrongCore`), but a session that replaces
 /// one of the core's own (a client reconnecting with its address) still gets in: it takes the
@@ -1751,16 +1766,7 @@ fn a_full_core_still_takes_a_session_that_replaces_one_of_its_own() {
         Cipher::Aes256Gcm,
         now,
     );
-    for sport in 0..10 {
-        let f = c.frame(&testkit::ipv4_udp(
-            vip,
-            1000 + sport,
-            ip(lab::HOST_IP),
-            9,
-            b"x",
-        ));
-        w.port_mut(0).unwrap().inject(&f);
-    }
+    open_ten_flows(&mut w, &mut c, vip);
     w.poll_once(now);
     assert_eq!(w.flow_count(), 10);
     let removals = |mb: &Mailbox| {
@@ -1782,16 +1788,7 @@ fn a_full_core_still_takes_a_session_that_replaces_one_of_its_own() {
         "the replaced session's flows went at once"
     );
     let mut c = Client::new(PeerId(6), KeyId(0), &keys);
-    for sport in 0..10 {
-        let f = c.frame(&testkit::ipv4_udp(
-            vip,
-            1000 + sport,
-            ip(lab::HOST_IP),
-            9,
-            b"x",
-        ));
-        w.port_mut(0).unwrap().inject(&f);
-    }
+    open_ten_flows(&mut w, &mut c, vip);
     w.poll_once(now);
     assert_eq!(w.flow_count(), 10);
     // Ended, its flows going one a poll: its slot is held, and the core is full till then.
