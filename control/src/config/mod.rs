@@ -203,6 +203,8 @@ fn field_at(text: &str, offset: usize) -> String {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
 
 /// For tests across the crate: an `[[endpoint]]` with mutual authentication, `id`, the client

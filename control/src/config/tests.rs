@@ -6,7 +6,7 @@ use std::path::Path;
 use super::*;
 
 /// A small valid configuration; tests break one thing at a time with `with`.
-const BASE: &str = r#"
+pub(super) const BASE: &str = r#"
 [dataplane]
 [[dataplane.port]]
 name = "outside"
