@@ -7,7 +7,7 @@ use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use toml_edit::{ArrayOfTables, DocumentMut, Item, Table};
+use toml_edit::{ArrayOfTables, DocumentMut, Item, Table, Value};
 
 use super::persist::write_atomic;
 use super::AdminError;
@@ -111,7 +111,11 @@ impl Editor {
     }
 
     /// The `[[endpoint]]` array, created if absent.
-    pub fn endpoints_mut(&mut self) -> &mut ArrayOfTables {
+    ///
+    /// # Errors
+    /// Internal error if the document holds something else under `endpoint` (cannot happen
+    /// for a document that parsed into a configuration).
+    pub fn endpoints_mut(&mut self) -> Result<&mut ArrayOfTables, AdminError> {
         aot_mut(self.doc.as_table_mut(), "endpoint")
     }
 
@@ -121,7 +125,7 @@ impl Editor {
     /// Internal error if the document and the parsed config disagree (cannot happen for a
     /// document that parsed into that config).
     pub fn endpoint_mut(&mut self, index: usize) -> Result<&mut Table, AdminError> {
-        self.endpoints_mut().get_mut(index).ok_or_else(|| {
+        self.endpoints_mut()?.get_mut(index).ok_or_else(|| {
             AdminError::Internal(format!("endpoint[{index}] missing from the document"))
         })
     }
@@ -135,7 +139,7 @@ impl Editor {
         index: usize,
         name: &str,
     ) -> Result<&mut ArrayOfTables, AdminError> {
-        Ok(aot_mut(self.endpoint_mut(index)?, name))
+        aot_mut(self.endpoint_mut(index)?, name)
     }
 
     /// The text the change would write.
@@ -156,17 +160,56 @@ impl Editor {
     }
 }
 
-/// The array of tables `key` in `table`, created (and a non-array replaced) if needed.
-fn aot_mut<'a>(table: &'a mut Table, key: &str) -> &'a mut ArrayOfTables {
+/// The array of tables `key` in `table`, created if absent. An inline array of tables
+/// (`route = [{ ... }, { ... }]`, which TOML allows and validation accepts) is made an array of
+/// tables with the same entries, so a verb adds to it or removes from it as from any other.
+///
+/// # Errors
+/// Internal error for anything else under `key` (no configuration that parsed has one).
+fn aot_mut<'a>(table: &'a mut Table, key: &str) -> Result<&'a mut ArrayOfTables, AdminError> {
     let item = table
         .entry(key)
         .or_insert(Item::ArrayOfTables(ArrayOfTables::new()));
     if !item.is_array_of_tables() {
-        *item = Item::ArrayOfTables(ArrayOfTables::new());
+        *item = match std::mem::take(item).into_array_of_tables() {
+            Ok(tables) => Item::ArrayOfTables(tables),
+            // Nothing in it: nothing to keep.
+            Err(Item::Value(Value::Array(a))) if a.is_empty() => {
+                Item::ArrayOfTables(ArrayOfTables::new())
+            }
+            Err(other) => {
+                *item = other;
+                return Err(not_tables(key));
+            }
+        };
+        // The spacing around the key of `key = [...]` (a blank line before it) would land
+        // inside each `[[key]]` header, and break it.
+        if let Some(mut k) = table.key_mut(key) {
+            k.leaf_decor_mut().clear();
+        }
     }
-    match item {
-        Item::ArrayOfTables(a) => a,
-        // The branch above made it an array of tables.
-        _ => unreachable!("item was just set to an array of tables"),
+    match table.get_mut(key) {
+        Some(Item::ArrayOfTables(a)) => Ok(a),
+        _ => Err(not_tables(key)),
     }
+}
+
+/// Removes the table at `index` of `tables`, the index of an entry of the parsed configuration.
+///
+/// # Errors
+/// Internal error if the document has no such table (it and the configuration it parsed into
+/// disagree), instead of `ArrayOfTables::remove`'s panic.
+pub fn remove_at(tables: &mut ArrayOfTables, index: usize) -> Result<(), AdminError> {
+    if index >= tables.len() {
+        return Err(AdminError::Internal(format!(
+            "entry {index} of {} missing from the document",
+            tables.len()
+        )));
+    }
+    tables.remove(index);
+    Ok(())
+}
+
+fn not_tables(key: &str) -> AdminError {
+    AdminError::Internal(format!("`{key}` is not an array of tables in the document"))
 }

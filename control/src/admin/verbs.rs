@@ -10,7 +10,7 @@ use super::cli::{
     DescribeEndpoints, DescribeTargetNetworks, Disassociate, EndpointIdArg, ExportConfiguration,
     ImportCrl, ModifyEndpoint, OptionalEndpointId, Output, Revoke, Verb,
 };
-use super::editor::Editor;
+use super::editor::{remove_at, Editor};
 use super::export::{ca_for, client_configuration, ClientIdentity};
 use super::persist::write_atomic;
 use super::shorthand::{self, field, flag};
@@ -409,7 +409,7 @@ fn create_endpoint(path: &Path, a: &CreateEndpoint, cwd: &Path) -> Result<Respon
     if let Some(c) = &a.connection_log_options {
         t.insert("connection_log", Item::Table(connection_log_table(c, cwd)?));
     }
-    ed.endpoints_mut().push(t);
+    ed.endpoints_mut()?.push(t);
     ed.commit()?;
     Ok(Response::object(json!({
         "ClientVpnEndpointId": id.as_str(),
@@ -496,7 +496,7 @@ fn delete_endpoint(path: &Path, a: &EndpointIdArg) -> Result<Response, AdminErro
             ),
         ));
     }
-    ed.endpoints_mut().remove(i);
+    remove_at(ed.endpoints_mut()?, i)?;
     ed.commit()?;
     Ok(Response::object(json!({ "Status": { "Code": "deleted" } })))
 }
@@ -766,9 +766,9 @@ fn disassociate(path: &Path, a: &Disassociate) -> Result<Response, AdminError> {
         .collect();
     let routes = ed.endpoint_array_mut(i, "route")?;
     for k in local.into_iter().rev() {
-        routes.remove(k);
+        remove_at(routes, k)?;
     }
-    ed.endpoint_array_mut(i, "target_network")?.remove(t);
+    remove_at(ed.endpoint_array_mut(i, "target_network")?, t)?;
     ed.commit()?;
     Ok(Response::object(
         json!({ "AssociationId": a.association_id, "Status": { "Code": "disassociated" } }),
@@ -862,7 +862,7 @@ fn revoke(path: &Path, a: &Revoke) -> Result<Response, AdminError> {
                 format!("no authorization rule for {dst} and this group"),
             )
         })?;
-    ed.endpoint_array_mut(i, "authorization_rule")?.remove(k);
+    remove_at(ed.endpoint_array_mut(i, "authorization_rule")?, k)?;
     ed.commit()?;
     Ok(Response::object(
         json!({ "Status": { "Code": "revoking" } }),
@@ -951,7 +951,7 @@ fn delete_route(path: &Path, a: &DeleteRoute) -> Result<Response, AdminError> {
             ),
         ));
     }
-    ed.endpoint_array_mut(i, "route")?.remove(k);
+    remove_at(ed.endpoint_array_mut(i, "route")?, k)?;
     ed.commit()?;
     Ok(Response::object(
         json!({ "Status": { "Code": "deleting" } }),
