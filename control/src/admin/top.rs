@@ -4,6 +4,8 @@
 
 use serde_json::Value;
 
+use super::table::printable;
+
 /// One sample of the daemon's state.
 #[derive(Clone, Debug)]
 pub struct Sample {
@@ -81,12 +83,13 @@ pub fn render(prev: Option<&Sample>, cur: &Sample, clock: &str) -> String {
             .as_str()
             .or_else(|| c["CommonName"].as_str())
             .unwrap_or("-");
+        let shown = |v: Option<&str>| printable(v.unwrap_or("-")).into_owned();
         out.push_str(&format!(
             "{:<34} {:<24} {:<15} {:<21} {:>9} {:>9} {:>10} {:>10}\n",
-            c["ConnectionId"].as_str().unwrap_or("-"),
-            who,
-            c["ClientIp"].as_str().unwrap_or("-"),
-            c["DeviceIp"].as_str().unwrap_or("-"),
+            shown(c["ConnectionId"].as_str()),
+            shown(Some(who)),
+            shown(c["ClientIp"].as_str()),
+            shown(c["DeviceIp"].as_str()),
             si(rate(field("IngressPackets"), pf("IngressPackets"), dt)),
             si(rate(field("EgressPackets"), pf("EgressPackets"), dt)),
             si(8.0 * rate(field("IngressBytes"), pf("IngressBytes"), dt)),
@@ -194,6 +197,32 @@ mod tests {
         assert!(
             core.contains("50.0%") && core.contains("not_authorized 3/s (10)"),
             "{core}"
+        );
+    }
+
+    /// A common name (from a client certificate) with a newline or an escape sequence is shown
+    /// escaped in its row, not as a row of its own or an order to the terminal.
+    #[test]
+    fn a_name_with_control_characters_stays_in_its_row() {
+        let conns = json!({"Connections": [{"ConnectionId": "cvpn-connection-1",
+            "CommonName": "mallory\ncvpn-connection-2 forged\u{1b}[2J",
+            "Status": {"Code": "active"}}]});
+        let s = Sample {
+            at: 1.0,
+            connections: conns,
+            data_plane: json!({"Cores": []}),
+        };
+        let f = render(None, &s, "now");
+        assert!(!f.chars().any(|c| c.is_control() && c != '\n'), "{f:?}");
+        let rows: Vec<&str> = f
+            .lines()
+            .filter(|l| l.starts_with("cvpn-connection-"))
+            .collect();
+        assert_eq!(rows.len(), 1, "{f}");
+        assert!(
+            rows[0].contains("mallory\\ncvpn-connection-2 forged\\u{1b}[2J"),
+            "{}",
+            rows[0]
         );
     }
 }
