@@ -395,6 +395,64 @@ mod tests {
         assert_eq!(v["connection-attempt-status"], "NA");
     }
 
+    /// Strings a client or its certificate controls: quotes, backslashes, control
+    /// characters, line and paragraph separators, anything.
+    fn hostile() -> impl proptest::strategy::Strategy<Value = String> {
+        proptest::string::string_regex(
+            "([\"\\\\\\x00-\\x1f\\x7f\\u{85}\\u{2028}\\u{2029}\\u{feff}]|.)*",
+        )
+        .expect("regex")
+    }
+
+    proptest::proptest! {
+        /// Whatever the common name, user name and failure text, a record is one line of one
+        /// JSON object with the 19 fields, the names in it exactly as given; appended, it is
+        /// one line of the file.
+        #[test]
+        fn a_record_is_one_json_line_whatever_the_names(
+            common_name in proptest::option::of(hostile()),
+            username in proptest::option::of(hostile()),
+            detail in hostile(),
+            failed in proptest::bool::ANY,
+        ) {
+            let mut c = conn();
+            c.common_name = common_name.clone();
+            c.username = username.clone();
+            let reason = FailureReason::TlsError(detail.clone());
+            let failure = failed.then_some(&reason);
+            let line = format_line(LogType::Attempt, &c, failure, c.start, None);
+            proptest::prop_assert!(!line.contains(['\n', '\r']), "{:?}", line);
+            let v: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+            proptest::prop_assert_eq!(v.as_object().map(|o| o.len()), Some(19));
+            proptest::prop_assert_eq!(
+                v["common-name"].as_str(),
+                Some(common_name.as_deref().unwrap_or("NA"))
+            );
+            proptest::prop_assert_eq!(
+                v["username"].as_str(),
+                Some(username.as_deref().unwrap_or("NA"))
+            );
+            if failed {
+                let want = format!("TLS error: {detail}");
+                proptest::prop_assert_eq!(
+                    v["connection-attempt-failure-reason"].as_str(),
+                    Some(want.as_str())
+                );
+            }
+
+            let dir = tempfile::tempdir().expect("tempdir");
+            let p = dir.path().join("ep.log");
+            let mut log = RotatingLog::open(&p, 1 << 20, 1).expect("open");
+            log.append(&line).expect("append");
+            log.append(&line).expect("append");
+            let text = std::fs::read_to_string(&p).expect("read");
+            proptest::prop_assert_eq!(text.lines().count(), 2);
+            for l in text.lines() {
+                proptest::prop_assert!(serde_json::from_str::<serde_json::Value>(l).is_ok());
+            }
+        }
+    }
+
     #[test]
     fn rotates_by_size_and_keeps_n() {
         let dir = tempfile::tempdir().unwrap();
