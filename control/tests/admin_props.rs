@@ -850,3 +850,147 @@ fn a_verb_changes_an_inline_array_of_tables_and_keeps_its_other_entries() {
         }
     }
 }
+
+/// `pem` with the DER of its first block changed by `edit`, written back as PEM.
+fn with_der(pem: &str, edit: impl FnOnce(&mut Vec<u8>)) -> String {
+    use base64::Engine as _;
+    let engine = base64::engine::general_purpose::STANDARD;
+    let lines: Vec<&str> = pem.lines().collect();
+    let begin = lines
+        .iter()
+        .position(|l| l.starts_with("-----BEGIN"))
+        .expect("BEGIN");
+    let end = lines
+        .iter()
+        .position(|l| l.starts_with("-----END"))
+        .expect("END");
+    let mut der = engine
+        .decode(lines[begin + 1..end].concat())
+        .expect("base64");
+    edit(&mut der);
+    let body = engine.encode(&der);
+    let wrapped: Vec<&str> = body
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).expect("ASCII"))
+        .collect();
+    format!("{}\n{}\n{}\n", lines[begin], wrapped.join("\n"), lines[end])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 200,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// A CRL with a byte of its DER changed, or cut short: validation (what
+    /// import-client-vpn-client-certificate-revocation-list and every load check) refuses it,
+    /// or the daemon takes it, building the endpoint's TLS and reading its revoked serials.
+    #[test]
+    fn a_crl_validation_accepts_is_one_the_daemon_loads(
+        at in any::<proptest::sample::Index>(),
+        byte in any::<u8>(),
+        cut in proptest::bool::weighted(0.1),
+    ) {
+        let setup = Setup::new(TABLES);
+        let pem = std::fs::read_to_string(pki().join("crl.pem")).expect("crl.pem");
+        let mutated = with_der(&pem, |der| {
+            let i = at.index(der.len());
+            if cut {
+                der.truncate(i);
+            } else {
+                der[i] = byte;
+            }
+        });
+        let crl = setup.dir.path().join("mutated-crl.pem");
+        std::fs::write(&crl, &mutated).expect("write");
+        let text = std::fs::read_to_string(&setup.config).expect("read");
+        let text = text.replacen(
+            "dns_servers = [\"172.31.0.2\"]",
+            &format!("dns_servers = [\"172.31.0.2\"]\ncrl = {:?}", crl.to_string_lossy()),
+            1,
+        );
+        std::fs::write(&setup.config, text).expect("write");
+        if let Ok(loaded) = config::load(&setup.config) {
+            let ep = &loaded.config.endpoints[0];
+            prop_assert!(ep.crl.is_some());
+            let tls = sluice_control::runtime::endpoint::tls(&loaded, ep);
+            prop_assert!(tls.is_ok(), "validation accepted a CRL the daemon refuses: {:?}", tls.err());
+            let serials = sluice_control::runtime::endpoint::revoked_serials(&loaded, ep);
+            prop_assert!(serials.is_ok(), "{:?}", serials.err());
+        }
+    }
+}
+
+/// The case the property above found, as webpki names it: a CRL whose signature algorithm
+/// inside (tbsCertList) differs from the one outside. x509-parser reads it, so validation
+/// took it, and webpki refuses it (`SignatureAlgorithmMismatch`), so the daemon could not
+/// build the endpoint's TLS: import-client-vpn-client-certificate-revocation-list wrote the
+/// file and its commit passed, and the reload then refused the configuration (at a start, the
+/// daemon did not start). Now validation builds the TLS as the daemon does and refuses it, and
+/// the import refuses it before it replaces the CRL in force.
+#[test]
+fn a_crl_with_mismatched_signature_algorithms_is_refused_before_it_is_written() {
+    const SHA256_WITH_RSA: &[u8] = &[
+        0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b,
+    ];
+    let pem = std::fs::read_to_string(pki().join("crl.pem")).expect("crl.pem");
+    let mismatched = with_der(&pem, |der| {
+        let at = der
+            .windows(SHA256_WITH_RSA.len())
+            .position(|w| w == SHA256_WITH_RSA)
+            .expect("the CRL is signed with sha256WithRSAEncryption");
+        // sha384WithRSAEncryption inside, sha256WithRSAEncryption outside.
+        der[at + SHA256_WITH_RSA.len() - 1] = 0x0c;
+    });
+
+    // Named by the configuration: refused, on the endpoint's crl.
+    let setup = Setup::new(TABLES);
+    let crl = setup.dir.path().join("mismatched-crl.pem");
+    std::fs::write(&crl, &mismatched).expect("write");
+    let good = std::fs::read_to_string(&setup.config).expect("read");
+    let text = good.replacen(
+        "dns_servers = [\"172.31.0.2\"]",
+        &format!(
+            "dns_servers = [\"172.31.0.2\"]\ncrl = {:?}",
+            crl.to_string_lossy()
+        ),
+        1,
+    );
+    std::fs::write(&setup.config, &text).expect("write");
+    let e = config::load(&setup.config).expect_err("refused");
+    let d = &e.diagnostics[0];
+    assert_eq!(d.field, "endpoint[0].crl", "{e}");
+    assert!(
+        d.message.contains("the TLS layer refuses")
+            && d.message.contains("SignatureAlgorithmMismatch"),
+        "{e}"
+    );
+
+    // Imported over a CRL in force: refused, and neither the file nor the CRL changes.
+    std::fs::write(&setup.config, &good).expect("write");
+    let import = |crl: &str| {
+        setup.run(&[
+            "import-client-vpn-client-certificate-revocation-list".to_owned(),
+            "--client-vpn-endpoint-id".to_owned(),
+            A.to_owned(),
+            // The PEM text itself, which starts with dashes: given with `=`.
+            format!("--certificate-revocation-list={crl}"),
+        ])
+    };
+    import(&pem)
+        .expect("parses")
+        .expect("a good CRL is imported");
+    let config_before = std::fs::read(&setup.config).expect("read");
+    let in_force = config::load(&setup.config).expect("valid").config.endpoints[0]
+        .crl
+        .clone()
+        .expect("a CRL");
+    let e = import(&mismatched).expect("parses").expect_err("refused");
+    assert!(e.contains("SignatureAlgorithmMismatch"), "{e}");
+    assert_eq!(std::fs::read(&setup.config).expect("read"), config_before);
+    assert_eq!(std::fs::read_to_string(&in_force).expect("read"), pem);
+    let loaded = config::load(&setup.config).expect("still valid");
+    assert!(sluice_control::runtime::endpoint::tls(&loaded, &loaded.config.endpoints[0]).is_ok());
+}

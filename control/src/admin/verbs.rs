@@ -17,7 +17,7 @@ use super::shorthand::{self, field, flag};
 use super::table::{self, Column};
 use super::AdminError;
 use crate::config::files::{read_regular, read_regular_text, CRL_LIMIT, PKI_LIMIT};
-use crate::config::pki::{check_ca, check_crl_pem, resolve};
+use crate::config::pki::{check_ca, check_crl_pem, check_tls_loads, resolve};
 use crate::config::schema::{Endpoint, Grantee, RouteOrigin};
 use crate::config::types::{AssociationId, Cidr, EndpointId, SessionTimeoutHours, VpnPort};
 use crate::config::{self, Loaded};
@@ -982,6 +982,9 @@ fn import_crl(path: &Path, a: &ImportCrl, cwd: &Path) -> Result<Response, AdminE
         None => Vec::new(),
     };
     check_crl_pem(&pem, Path::new("the imported CRL"), &subjects).map_err(invalid)?;
+    // Before it replaces the CRL in force: one the TLS layer refuses would be found only by
+    // the commit, after the file was written.
+    check_tls_loads(ep, &base, Some(&pem)).map_err(invalid)?;
     let state = resolve(&base, &ed.old().config.appliance.state_dir);
     let dir = state.join(ep.id.as_str());
     std::fs::create_dir_all(&dir)

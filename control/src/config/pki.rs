@@ -28,6 +28,7 @@ pub fn resolve(base: &Path, p: &Path) -> PathBuf {
 pub fn check_files(config: &Config, base: &Path) -> Vec<Finding> {
     let mut out = Vec::new();
     for (e, ep) in config.endpoints.iter().enumerate() {
+        let found = out.len();
         let p = FieldPath::root().key("endpoint").index(e);
         let cert = check_server_certificate(&resolve(base, &ep.server_certificate));
         let cert_spki = match cert {
@@ -73,8 +74,66 @@ pub fn check_files(config: &Config, base: &Path) -> Vec<Finding> {
                 out.push((p.key("crl"), m));
             }
         }
+        // Each file passed: the TLS layer must take them together too.
+        if out.len() == found {
+            if let Err(m) = check_tls_loads(ep, base, None) {
+                let field = if ep.crl.is_some() && m.contains("CRL") {
+                    "crl"
+                } else {
+                    "server_certificate"
+                };
+                out.push((p.key(field), m));
+            }
+        }
     }
     out
+}
+
+/// Builds `ep`'s TLS configuration from its files (`crl_pem` in place of its CRL file, when
+/// given) as the daemon does at its start and at every reload (`proto::tls::server_config`).
+/// The checks of each file parse it with x509-parser, and the TLS layer with webpki, which
+/// refuses some of what x509-parser reads (a CRL whose two signature algorithm fields differ):
+/// such a file is refused here, where a verb or a reload can say so, not by the daemon after a
+/// verb wrote it.
+///
+/// # Errors
+/// What the TLS layer says, naming the endpoint's file it refused.
+pub fn check_tls_loads(
+    ep: &super::schema::Endpoint,
+    base: &Path,
+    crl_pem: Option<&[u8]>,
+) -> Result<(), String> {
+    let chain = read(
+        &resolve(base, &ep.server_certificate),
+        "server certificate",
+        PKI_LIMIT,
+    )?;
+    let key = read(&resolve(base, &ep.server_key), "server key", PKI_LIMIT)?;
+    let ca = match &ep.authentication.mutual {
+        Some(m) => Some(read(
+            &resolve(base, &m.client_root_ca),
+            "client root CA",
+            PKI_LIMIT,
+        )?),
+        None => None,
+    };
+    let crl = match (crl_pem, &ep.crl) {
+        (Some(pem), _) => Some(pem.to_vec()),
+        (None, Some(c)) => Some(read(
+            &resolve(base, c),
+            "certificate revocation list",
+            CRL_LIMIT,
+        )?),
+        (None, None) => None,
+    };
+    crate::proto::tls::server_config(&crate::proto::tls::TlsFiles {
+        server_chain_pem: &chain,
+        server_key_pem: &key,
+        client_ca_pem: ca.as_deref(),
+        crl_pem: crl.as_deref(),
+    })
+    .map(|_| ())
+    .map_err(|e| format!("the TLS layer refuses the endpoint's files: {e}"))
 }
 
 fn read(path: &Path, what: &str, limit: u64) -> Result<Vec<u8>, String> {
