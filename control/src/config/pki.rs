@@ -53,7 +53,8 @@ pub fn check_files(config: &Config, base: &Path) -> Vec<Finding> {
         }
         if let Some(d) = &ep.authentication.directory {
             let f = resolve(base, &d.users_file);
-            match crate::auth::directory::UsersFileDirectory::load(&f) {
+            let costs = check_password_costs(&f);
+            match costs.and_then(|()| crate::auth::directory::UsersFileDirectory::load(&f)) {
                 Err(e) => out.push((
                     p.key("authentication").key("directory").key("users_file"),
                     format!("users file {e}"),
@@ -134,6 +135,61 @@ pub fn check_tls_loads(
     })
     .map(|_| ())
     .map_err(|e| format!("the TLS layer refuses the endpoint's files: {e}"))
+}
+
+/// The most memory an argon2 password hash of a users file may ask for, in KiB: 256 MiB, 13
+/// times what `sluice hash-password` uses (19 MiB).
+pub const MAX_HASH_MEMORY_KIB: u32 = 256 << 10;
+/// The most work one may ask for, memory times passes (KiB): 64 times `sluice hash-password`'s
+/// (19,456 KiB, 2 passes), about a second.
+pub const MAX_HASH_WORK: u64 = 64 * 19_456 * 2;
+
+/// Refuses a users file whose argon2 hashes cost more than the appliance can pay. Loading the
+/// file hashes a password with the first user's parameters (the cost an unknown name's check
+/// must match), on the thread that validates, and every login pays its user's: `m=4294967295`
+/// asked for 4 TiB (the allocation failed, which aborts the process: a reload, or any verb),
+/// and `t=4294967295` hashed for hours. A file that does not parse, or a hash that is not
+/// argon2, is left to the directory's own load to refuse.
+///
+/// # Errors
+/// The user and the parameters, in plain words.
+fn check_password_costs(path: &Path) -> Result<(), String> {
+    use argon2::password_hash::PasswordHash;
+    let Ok(text) = super::files::read_regular(path, super::files::USERS_LIMIT) else {
+        return Ok(());
+    };
+    let Some(users) = std::str::from_utf8(&text)
+        .ok()
+        .and_then(|t| t.parse::<toml::Table>().ok())
+        .and_then(|mut t| t.remove("user"))
+    else {
+        return Ok(());
+    };
+    for user in users.as_array().into_iter().flatten() {
+        let Some(hash) = user.get("password_hash").and_then(toml::Value::as_str) else {
+            continue;
+        };
+        let Some(params) = PasswordHash::new(hash)
+            .ok()
+            .and_then(|h| argon2::Params::try_from(&h).ok())
+        else {
+            continue;
+        };
+        let (m, t) = (params.m_cost(), params.t_cost());
+        if m > MAX_HASH_MEMORY_KIB || u64::from(m) * u64::from(t) > MAX_HASH_WORK {
+            let name = user
+                .get("name")
+                .and_then(toml::Value::as_str)
+                .unwrap_or("?");
+            return Err(format!(
+                "{}: user {name}: password_hash asks for {m} KiB and {t} passes; sluice takes at \
+                 most {MAX_HASH_MEMORY_KIB} KiB, and {MAX_HASH_WORK} KiB-passes in all (its \
+                 checks run on the appliance at every login; sluice hash-password makes one)",
+                path.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn read(path: &Path, what: &str, limit: u64) -> Result<Vec<u8>, String> {
@@ -369,4 +425,71 @@ pub fn check_crl_pem(data: &[u8], path: &Path, ca_subjects: &[Vec<u8>]) -> Resul
         return Err(format!("{} holds no PEM X509 CRL block", path.display()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A users file holding one user whose hash has the parameters `params`, in a directory of
+    /// its own (root's, mode 0600, as the directory's load insists).
+    fn users_file(dir: &Path, params: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join("users.toml");
+        let text = format!(
+            "[[user]]\nname = \"mallory\"\npassword_hash = \
+             \"$argon2id$v=19${params}$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA\"\n"
+        );
+        std::fs::write(&path, text).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        path
+    }
+
+    /// Found by reading the load: a users file's first hash sets the cost of the dummy hash
+    /// its load computes, on the validating thread. With `m=4294967295` that asked for 4 TiB,
+    /// and the failed allocation aborted the process (`sluice validate`, any verb, the
+    /// daemon's reload); with `t=4294967295` it hashed for hours. Both are refused before the
+    /// load, naming the user and the limits; the parameters sluice hash-password uses pass.
+    #[test]
+    fn a_users_file_with_costly_hash_parameters_is_refused_before_it_is_hashed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for params in [
+            "m=4294967295,t=1,p=1",
+            "m=8,t=4294967295,p=1",
+            "m=262145,t=1,p=1",
+            "m=262144,t=10,p=4",
+        ] {
+            let path = users_file(dir.path(), params);
+            let e = check_password_costs(&path).expect_err(params);
+            assert!(
+                e.contains("user mallory: password_hash asks for")
+                    && e.contains("sluice takes at most 262144 KiB"),
+                "{e}"
+            );
+            // Through the checks a load runs: the finding, not an abort.
+            let text = crate::config::endpoint_toml(
+                "cvpn-endpoint-0123456789abcdef0",
+                "10.200.0.0/20",
+                443,
+                "",
+            )
+            .replace(
+                "authentication = { mutual = { client_root_ca = \"ca.crt\" } }",
+                &format!(
+                    "authentication = {{ directory = {{ users_file = {:?} }} }}",
+                    path.to_string_lossy()
+                ),
+            );
+            let config = crate::config::parse(Path::new("t.toml"), &text).expect("parses");
+            let findings = check_files(&config, dir.path());
+            assert!(
+                findings.iter().any(|(f, m)| f.to_string()
+                    == "endpoint[0].authentication.directory.users_file"
+                    && m.contains("password_hash asks for")),
+                "{findings:?}"
+            );
+        }
+        let path = users_file(dir.path(), "m=19456,t=2,p=1");
+        check_password_costs(&path).expect("sluice hash-password's parameters");
+    }
 }
