@@ -412,8 +412,8 @@ pub struct ImportCrl {
     #[arg(long)]
     pub client_vpn_endpoint_id: String,
     /// The PEM CRL: `file://PATH` (or `fileb://PATH`, or `file:PATH` as the guide writes it), a
-    /// path, or the PEM text itself.
-    #[arg(long)]
+    /// path, or the PEM text itself (which starts with dashes: taken as the value, not as a flag).
+    #[arg(long, allow_hyphen_values = true)]
     pub certificate_revocation_list: String,
 }
 
@@ -430,4 +430,31 @@ pub struct ExportConfiguration {
     /// Its private key.
     #[arg(long, requires = "client_certificate")]
     pub client_key: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found writing a property test: the PEM text itself, as `--certificate-revocation-list
+    /// "$(cat crl.pem)"` gives it, starts with dashes, and clap took it for a flag and refused
+    /// the command ("unexpected argument '-----BEGIN X509 CRL-----...'"), though it is one of
+    /// the three forms the flag documents.
+    #[test]
+    fn a_crl_given_as_its_pem_text_is_the_flags_value() {
+        let pem = "-----BEGIN X509 CRL-----\nMIIB\n-----END X509 CRL-----\n";
+        let cli = Cli::try_parse_from([
+            "sluice",
+            "import-client-vpn-client-certificate-revocation-list",
+            "--client-vpn-endpoint-id",
+            "cvpn-endpoint-0123456789abcdef0",
+            "--certificate-revocation-list",
+            pem,
+        ])
+        .expect("parses");
+        let Verb::ImportClientVpnClientCertificateRevocationList(a) = cli.verb else {
+            panic!("another verb: {:?}", cli.verb);
+        };
+        assert_eq!(a.certificate_revocation_list, pem);
+    }
 }
