@@ -64,10 +64,16 @@ impl Response {
 /// # Errors
 /// Refused requests, invalid configurations and I/O failures, each saying what is wrong.
 pub fn run(cli: &Cli) -> Result<Response, AdminError> {
+    // The password is read from this process's standard input, which is the administrator's
+    // only in the process they run.
+    if matches!(cli.verb, Verb::HashPassword) {
+        return hash_password();
+    }
     run_in(cli, &std::env::current_dir().unwrap_or_default())
 }
 
-/// Runs the verb `cli` names for a caller whose working directory is `cwd`: relative paths on
+/// Runs the verb `cli` names for a caller whose working directory is `cwd` (hash-password
+/// aside, which only `run` runs: it reads this process's standard input): relative paths on
 /// its command line (certificates, keys, users files, log paths, a CRL to import, a client
 /// certificate to embed) are resolved against `cwd`, never against this process's (the daemon's
 /// is not the caller's). With an empty or relative `cwd`, relative paths are refused.
@@ -82,7 +88,13 @@ pub fn run_in(cli: &Cli, cwd: &Path) -> Result<Response, AdminError> {
             "`run`, `reload` and `top` concern the daemon; the sluice binary handles them itself",
         )),
         Verb::Validate => validate(path),
-        Verb::HashPassword => hash_password(),
+        // For a caller elsewhere (the daemon's admin socket), reading this process's standard
+        // input would wait on the daemon's terminal, its control thread with it.
+        Verb::HashPassword => Err(AdminError::request(
+            "OperationNotPermitted",
+            "hash-password reads the password from the standard input of the process that runs \
+             it: run `sluice hash-password` itself, not through the admin socket",
+        )),
         Verb::CreateClientVpnEndpoint(a) => create_endpoint(path, a, cwd),
         Verb::ModifyClientVpnEndpoint(a) => modify_endpoint(path, a, cwd),
         Verb::DeleteClientVpnEndpoint(a) => delete_endpoint(path, a),
@@ -1048,6 +1060,30 @@ fn export_configuration(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found reading the daemon's request handling: hash-password sent to the admin socket
+    /// (`{"args": ["hash-password"]}`) read the daemon's standard input, so a daemon started in
+    /// a terminal held its control thread until someone typed a line there. For another
+    /// caller it is refused at once, without reading anything.
+    #[test]
+    fn hash_password_for_another_caller_is_refused_without_reading_stdin() {
+        use clap::Parser;
+        let cli = Cli::try_parse_from(["sluice", "hash-password", "--config", "/nonexistent"])
+            .expect("parses");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(run_in(&cli, Path::new("/")).map(|r| r.json));
+        });
+        let e = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("answered at once, not waiting on standard input")
+            .expect_err("refused");
+        assert!(
+            e.to_string().contains("OperationNotPermitted")
+                && e.to_string().contains("not through the admin socket"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn command_line_paths_are_the_callers() {
