@@ -167,10 +167,8 @@ impl UsersFileDirectory {
             format!("{l}:{c}: {}", e.message())
         })?;
         let mut users = HashMap::new();
-        let dummy = match file.users.first() {
-            Some(u) => hash_like(&u.password_hash),
-            None => hash_password("not a password").ok(),
-        };
+        // Hashed with once every user's hash is known to be affordable (`verifiable`).
+        let first_hash = file.users.first().map(|u| u.password_hash.clone());
         for u in file.users {
             let at = |msg: String| {
                 let off = text.find(&format!("\"{}\"", u.name)).unwrap_or(0);
@@ -206,6 +204,10 @@ impl UsersFileDirectory {
                 return Err(at("defined twice".into()));
             }
         }
+        let dummy = match first_hash {
+            Some(h) => hash_like(&h),
+            None => hash_password("not a password").ok(),
+        };
         Ok(Self {
             users,
             dummy: dummy.unwrap_or_default(),
@@ -269,6 +271,18 @@ fn safe_directories(path: &Path, me: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// The most memory an argon2 password hash of a users file may ask for, in KiB: 256 MiB, 13
+/// times what `sluice hash-password` uses (19 MiB).
+pub const MAX_HASH_MEMORY_KIB: u32 = 256 << 10;
+/// The most work one may ask for, memory times passes (KiB): 64 times `sluice hash-password`'s
+/// (19,456 KiB, 2 passes), about a second.
+pub const MAX_HASH_WORK: u64 = 64 * 19_456 * 2;
+
+/// Whether `hash` is an argon2 hash the appliance can check, at a cost it can pay: loading a
+/// users file hashes a password with its first user's parameters (the cost an unknown name's
+/// check must match), on the thread that loads it (`sluice validate`, any verb, the daemon's
+/// reload), and every login pays its user's. `m=4294967295` asked for 4 TiB (the failed
+/// allocation aborts the process), `t=4294967295` hashed for hours.
 fn verifiable(hash: &PasswordHash<'_>) -> Result<(), String> {
     argon2::Algorithm::try_from(hash.algorithm).map_err(|_| {
         format!(
@@ -280,7 +294,16 @@ fn verifiable(hash: &PasswordHash<'_>) -> Result<(), String> {
     let (Some(salt), Some(output)) = (hash.salt, hash.hash) else {
         return Err("password_hash has no salt or no hash".into());
     };
-    argon2::Params::try_from(hash).map_err(|e| format!("password_hash parameters: {e}"))?;
+    let params =
+        argon2::Params::try_from(hash).map_err(|e| format!("password_hash parameters: {e}"))?;
+    let (m, t) = (params.m_cost(), params.t_cost());
+    if m > MAX_HASH_MEMORY_KIB || u64::from(m) * u64::from(t) > MAX_HASH_WORK {
+        return Err(format!(
+            "password_hash asks for {m} KiB and {t} passes; sluice takes at most \
+             {MAX_HASH_MEMORY_KIB} KiB, and {MAX_HASH_WORK} KiB-passes in all (its checks run on \
+             the appliance at every login; sluice hash-password makes one)"
+        ));
+    }
     let cheapest = argon2::Params::new(
         argon2::Params::MIN_M_COST,
         argon2::Params::MIN_T_COST,

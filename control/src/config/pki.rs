@@ -53,8 +53,7 @@ pub fn check_files(config: &Config, base: &Path) -> Vec<Finding> {
         }
         if let Some(d) = &ep.authentication.directory {
             let f = resolve(base, &d.users_file);
-            let costs = check_password_costs(&f);
-            match costs.and_then(|()| crate::auth::directory::UsersFileDirectory::load(&f)) {
+            match crate::auth::directory::UsersFileDirectory::load(&f) {
                 Err(e) => out.push((
                     p.key("authentication").key("directory").key("users_file"),
                     format!("users file {e}"),
@@ -135,61 +134,6 @@ pub fn check_tls_loads(
     })
     .map(|_| ())
     .map_err(|e| format!("the TLS layer refuses the endpoint's files: {e}"))
-}
-
-/// The most memory an argon2 password hash of a users file may ask for, in KiB: 256 MiB, 13
-/// times what `sluice hash-password` uses (19 MiB).
-pub const MAX_HASH_MEMORY_KIB: u32 = 256 << 10;
-/// The most work one may ask for, memory times passes (KiB): 64 times `sluice hash-password`'s
-/// (19,456 KiB, 2 passes), about a second.
-pub const MAX_HASH_WORK: u64 = 64 * 19_456 * 2;
-
-/// Refuses a users file whose argon2 hashes cost more than the appliance can pay. Loading the
-/// file hashes a password with the first user's parameters (the cost an unknown name's check
-/// must match), on the thread that validates, and every login pays its user's: `m=4294967295`
-/// asked for 4 TiB (the allocation failed, which aborts the process: a reload, or any verb),
-/// and `t=4294967295` hashed for hours. A file that does not parse, or a hash that is not
-/// argon2, is left to the directory's own load to refuse.
-///
-/// # Errors
-/// The user and the parameters, in plain words.
-fn check_password_costs(path: &Path) -> Result<(), String> {
-    use argon2::password_hash::PasswordHash;
-    let Ok(text) = super::files::read_regular(path, super::files::USERS_LIMIT) else {
-        return Ok(());
-    };
-    let Some(users) = std::str::from_utf8(&text)
-        .ok()
-        .and_then(|t| t.parse::<toml::Table>().ok())
-        .and_then(|mut t| t.remove("user"))
-    else {
-        return Ok(());
-    };
-    for user in users.as_array().into_iter().flatten() {
-        let Some(hash) = user.get("password_hash").and_then(toml::Value::as_str) else {
-            continue;
-        };
-        let Some(params) = PasswordHash::new(hash)
-            .ok()
-            .and_then(|h| argon2::Params::try_from(&h).ok())
-        else {
-            continue;
-        };
-        let (m, t) = (params.m_cost(), params.t_cost());
-        if m > MAX_HASH_MEMORY_KIB || u64::from(m) * u64::from(t) > MAX_HASH_WORK {
-            let name = user
-                .get("name")
-                .and_then(toml::Value::as_str)
-                .unwrap_or("?");
-            return Err(format!(
-                "{}: user {name}: password_hash asks for {m} KiB and {t} passes; sluice takes at \
-                 most {MAX_HASH_MEMORY_KIB} KiB, and {MAX_HASH_WORK} KiB-passes in all (its \
-                 checks run on the appliance at every login; sluice hash-password makes one)",
-                path.display()
-            ));
-        }
-    }
-    Ok(())
 }
 
 fn read(path: &Path, what: &str, limit: u64) -> Result<Vec<u8>, String> {
@@ -460,7 +404,9 @@ mod tests {
             "m=262144,t=10,p=4",
         ] {
             let path = users_file(dir.path(), params);
-            let e = check_password_costs(&path).expect_err(params);
+            let e = crate::auth::directory::UsersFileDirectory::load(&path)
+                .map(|_| ())
+                .expect_err(params);
             assert!(
                 e.contains("user mallory: password_hash asks for")
                     && e.contains("sluice takes at most 262144 KiB"),
@@ -490,6 +436,7 @@ mod tests {
             );
         }
         let path = users_file(dir.path(), "m=19456,t=2,p=1");
-        check_password_costs(&path).expect("sluice hash-password's parameters");
+        crate::auth::directory::UsersFileDirectory::load(&path)
+            .expect("sluice hash-password's parameters");
     }
 }
