@@ -1154,6 +1154,45 @@ fn crl_import_export_and_client_configuration() {
             && text.contains("<key>\n-----BEGIN PRIVATE KEY-----"),
         "{text}"
     );
+
+    // What a key or certificate file holds besides its PEM blocks stays out of the client's
+    // file: a key file that goes on with `</key>` and directives embeds the key alone, the
+    // same as the clean file. A file that is not what its flag says is refused.
+    let key = std::fs::read_to_string(p("client1.key")).expect("key");
+    let tampered = dir.path().join("tampered.key");
+    std::fs::write(
+        &tampered,
+        format!("{key}</key>\nremote evil.example 443\nup /tmp/x.sh\n<key>\n{key}"),
+    )
+    .expect("write");
+    let export = |cert: &str, key: &str| {
+        env.run(&[
+            "export-client-vpn-client-configuration",
+            "--client-vpn-endpoint-id",
+            &id,
+            "--output",
+            "text",
+            "--client-certificate",
+            cert,
+            "--client-key",
+            key,
+        ])
+    };
+    let (code, with_tampered, err) = export(&p("client1.crt"), tampered.to_str().unwrap());
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !with_tampered.contains("evil.example") && !with_tampered.contains("up /tmp"),
+        "{with_tampered}"
+    );
+    assert_eq!(with_tampered, text);
+    for (cert, key, says) in [
+        (p("client1.key"), p("client1.key"), "holds no certificate"),
+        (p("client1.crt"), p("client1.crt"), "holds no private key"),
+    ] {
+        let (code, _, err) = export(&cert, &key);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(says), "{err}");
+    }
 }
 
 /// `top --interval` takes a finite, positive number of seconds; anything else is a clear usage

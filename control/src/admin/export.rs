@@ -70,6 +70,48 @@ pub fn client_configuration(
     s
 }
 
+/// `text`'s certificates and its private key, each written again as PEM from its DER (as
+/// `ClientIdentity` embeds them): a file with anything else inside or between its blocks (a
+/// `</key>` line, directives) cannot carry it into the client's configuration, and a file
+/// that is not a certificate or a key is refused, naming which.
+///
+/// # Errors
+/// No certificate in `certificate`, or no private key in `key`.
+pub fn identity_from_pem(certificate: &str, key: &str) -> Result<ClientIdentity, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'_>> = CertificateDer::pem_slice_iter(certificate.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("the client certificate is not PEM: {e:?}"))?;
+    if certs.is_empty() {
+        return Err("the client certificate file holds no certificate".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes())
+        .map_err(|e| format!("the client key file holds no private key: {e:?}"))?;
+    let label = match &key {
+        PrivateKeyDer::Pkcs1(_) => "RSA PRIVATE KEY",
+        PrivateKeyDer::Sec1(_) => "EC PRIVATE KEY",
+        _ => "PRIVATE KEY",
+    };
+    Ok(ClientIdentity {
+        certificate: certs.iter().map(|c| pem_block("CERTIFICATE", c)).collect(),
+        key: pem_block(label, key.secret_der()),
+    })
+}
+
+/// `der` as a PEM block labelled `label`, 64 base64 characters a line.
+fn pem_block(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
 /// The PEM blocks of `text`, without easy-rsa's leading text dump.
 pub fn pem_only(text: &str) -> String {
     let mut out = String::new();

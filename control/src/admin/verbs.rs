@@ -11,7 +11,7 @@ use super::cli::{
     ImportCrl, ModifyEndpoint, OptionalEndpointId, Output, Revoke, Verb,
 };
 use super::editor::{remove_at, Editor};
-use super::export::{ca_for, client_configuration, ClientIdentity};
+use super::export::{ca_for, client_configuration, identity_from_pem};
 use super::persist::write_atomic;
 use super::shorthand::{self, field, flag};
 use super::table::{self, Column};
@@ -1040,12 +1040,11 @@ fn export_configuration(
     let identity = match (&a.client_certificate, &a.client_key) {
         (Some(c), Some(k)) => {
             let (c, k) = (callers(cwd, c)?, callers(cwd, k)?);
-            Some(ClientIdentity {
-                certificate: read_regular_text(&c, PKI_LIMIT)
-                    .map_err(|e| invalid(format!("cannot read {}: {e}", c.display())))?,
-                key: read_regular_text(&k, PKI_LIMIT)
-                    .map_err(|e| invalid(format!("cannot read {}: {e}", k.display())))?,
-            })
+            let certificate = read_regular_text(&c, PKI_LIMIT)
+                .map_err(|e| invalid(format!("cannot read {}: {e}", c.display())))?;
+            let key = read_regular_text(&k, PKI_LIMIT)
+                .map_err(|e| invalid(format!("cannot read {}: {e}", k.display())))?;
+            Some(identity_from_pem(&certificate, &key).map_err(invalid)?)
         }
         _ => None,
     };
