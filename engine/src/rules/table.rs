@@ -115,14 +115,20 @@ impl EndpointTables {
         targets: Vec<TargetNetwork>,
         client_cidr: Ipv4Cidr,
     ) -> Result<Self, LpmError> {
+        // Grouped by destination in the order given, found by a map (a linear search per
+        // route made compiling quadratic in the routes, on the control thread at each reload).
         let mut grouped: Vec<(Ipv4Cidr, Vec<u16>)> = Vec::new();
+        let mut at: hashbrown::HashMap<Ipv4Cidr, usize> = hashbrown::HashMap::new();
         for (dst, t) in routes {
             if usize::from(*t) >= targets.len() {
                 continue;
             }
-            match grouped.iter_mut().find(|(d, _)| d == dst) {
+            match at.get(dst).and_then(|&i| grouped.get_mut(i)) {
                 Some((_, v)) => v.push(*t),
-                None => grouped.push((*dst, vec![*t])),
+                None => {
+                    at.insert(*dst, grouped.len());
+                    grouped.push((*dst, vec![*t]));
+                }
             }
         }
         Ok(Self {
