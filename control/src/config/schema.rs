@@ -168,11 +168,20 @@ pub struct Dataplane {
     /// table is full") and told to start over.
     #[serde(default = "default_sessions_per_core")]
     pub sessions_per_core: u32,
+    /// Flows (translated connections) one client session may hold on its core, so that one
+    /// client cannot take the core's table (262,144 flows) from the others; past it its new
+    /// connections are dropped, `session_flows_full`. 1..=`Dataplane::MAX_FLOWS_PER_SESSION`;
+    /// unset: an eighth of the table (32,768), a browser needing hundreds and a scan of the
+    /// common ports a few thousand.
+    #[serde(default)]
+    pub flows_per_session: Option<u32>,
 }
 
 impl Dataplane {
     /// The largest `sessions_per_core` accepted (about 2 GiB of sessions a core).
     pub const MAX_SESSIONS_PER_CORE: u32 = 1 << 20;
+    /// The largest `flows_per_session` accepted: a core's whole flow table.
+    pub const MAX_FLOWS_PER_SESSION: u32 = 262_144;
 }
 
 fn default_sessions_per_core() -> u32 {
@@ -190,6 +199,7 @@ impl Default for Dataplane {
             reset_answers: Budget::reset_answers(),
             icmp_errors: Budget::icmp_errors(),
             sessions_per_core: default_sessions_per_core(),
+            flows_per_session: None,
         }
     }
 }

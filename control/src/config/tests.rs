@@ -735,6 +735,26 @@ fn sessions_per_core_range() {
 }
 
 #[test]
+fn flows_per_session_range() {
+    let parsed = |t: &str| parse(Path::new("t.toml"), t).expect("parses");
+    assert_eq!(parsed(BASE).dataplane.flows_per_session, None);
+    let set = |line: &str| with("[dataplane]", &format!("[dataplane]\n{line}"));
+    for ok in [1, 100_000, 262_144] {
+        let text = set(&format!("flows_per_session = {ok}"));
+        assert_eq!(check(&text), vec![]);
+        assert_eq!(parsed(&text).dataplane.flows_per_session, Some(ok));
+    }
+    for bad in [0, 262_145] {
+        refused(
+            &set(&format!("flows_per_session = {bad}")),
+            "dataplane.flows_per_session",
+            "flows_per_session",
+            &format!("{bad} is outside 1..=262144"),
+        );
+    }
+}
+
+#[test]
 fn reneg_seconds_range() {
     let at = |r: u32| {
         with(

@@ -205,6 +205,15 @@ fn dataplane(config: &Config, out: &mut Vec<Finding>) {
             ),
         ));
     }
+    let most = super::schema::Dataplane::MAX_FLOWS_PER_SESSION;
+    if let Some(n) = config.dataplane.flows_per_session {
+        if !(1..=most).contains(&n) {
+            out.push((
+                p.key("flows_per_session"),
+                format!("{n} is outside 1..={most}"),
+            ));
+        }
+    }
     let mut names = HashSet::new();
     for (i, port) in config.dataplane.ports.iter().enumerate() {
         let pp = p.key("port").index(i);

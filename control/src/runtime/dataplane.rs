@@ -1417,8 +1417,11 @@ fn apply_file_settings(
     cfg.punt_budget = dp.control_packets.pair();
     cfg.answer_budget = dp.reset_answers.pair();
     cfg.icmp_error_budget = dp.icmp_errors.pair();
-    // No setting of its own yet: the default share of the core's flow table.
-    cfg.flows_per_session = sluice_engine::flow::default_flows_per_session(cfg.flow_capacity);
+    // Unset: the default share of the core's flow table.
+    cfg.flows_per_session = dp.flows_per_session.map_or_else(
+        || sluice_engine::flow::default_flows_per_session(cfg.flow_capacity),
+        |n| (n as usize).min(cfg.flow_capacity),
+    );
 }
 
 impl Drop for Dataplane {
@@ -1551,6 +1554,13 @@ mod tests {
         cfg.flow_capacity = 1 << 20;
         apply_file_settings(&mut cfg, &crate::config::schema::Dataplane::default(), 0);
         assert_eq!(cfg.flows_per_session, 1 << 17);
+        // Or the file's `flows_per_session`.
+        let dp = crate::config::schema::Dataplane {
+            flows_per_session: Some(100_000),
+            ..crate::config::schema::Dataplane::default()
+        };
+        apply_file_settings(&mut cfg, &dp, 0);
+        assert_eq!(cfg.flows_per_session, 100_000);
     }
 
     fn endpoints(text: &str) -> Vec<Endpoint> {
