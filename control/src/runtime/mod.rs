@@ -109,18 +109,8 @@ pub fn shown(name: Option<&str>) -> String {
     let Some(name) = name else {
         return "-".into();
     };
-    let mut out: String = name
-        .chars()
-        .take(128)
-        .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
-            escaped
-        })
-        .collect();
+    let first: String = name.chars().take(128).collect();
+    let mut out = crate::admin::table::printable(&first).into_owned();
     if name.chars().nth(128).is_some() {
         out.push_str("...");
     }
