@@ -206,6 +206,12 @@ fn nonzero_drops(w: &Worker<MemPort>) -> Vec<(&'static str, u64)> {
     w.drops().iter().filter(|(_, n)| *n > 0).collect()
 }
 
+/// Checks that `w` dropped nothing, naming what it dropped if it did.
+fn assert_no_drops(w: &Worker<MemPort>) {
+    let drops = nonzero_drops(w);
+    assert!(drops.is_empty(), "{drops:?}");
+}
+
 /// Checks a translated ICMP error: its outer (source, destination) and TTL 63, (kind, code),
 /// every checksum, the quoted header's (source, destination), and the quoted port or echo id
 /// (`(true, p)`: the source port is `p`; `(false, p)`: the destination port; an echo's id is
@@ -3306,11 +3312,7 @@ fn a_clients_fragments_longer_than_the_inside_mtu_are_cut_again() {
     check_fragments(&sent, 1500);
     let (whole, _) = whole_udp(&sent, 5000, &data);
     assert_eq!(ip_of(&whole).src(), ip(lab::INSIDE_IP).to_be_bytes());
-    assert!(
-        nonzero_drops(&lab.w).is_empty(),
-        "{:?}",
-        nonzero_drops(&lab.w)
-    );
+    assert_no_drops(&lab.w);
 }
 
 /// A client that raised its tun-mtu sends a packet longer than the inside port's MTU, DF set:
@@ -3397,11 +3399,7 @@ fn a_clients_packet_longer_than_the_inside_mtu_without_df_leaves_in_fragments() 
     assert_eq!(whole_udp(&sent, 1900, &data).1, 9000);
     assert!(lab.outside_sent().is_empty());
     assert_eq!(lab.w.poll_stats().icmp_errors_sent, 0);
-    assert!(
-        nonzero_drops(&lab.w).is_empty(),
-        "{:?}",
-        nonzero_drops(&lab.w)
-    );
+    assert_no_drops(&lab.w);
 }
 
 /// Two clients behind one ENI address each send the host a whole packet longer than the
@@ -3715,11 +3713,7 @@ fn a_hosts_packet_longer_than_the_tunnel_mtu_without_df_reaches_the_client_in_fr
     assert_eq!(whole_udp(&inner, 2000, &data).1, 5354);
     assert!(lab.inside_sent().is_empty());
     assert_eq!(lab.w.poll_stats().icmp_errors_sent, 0);
-    assert!(
-        nonzero_drops(&lab.w).is_empty(),
-        "{:?}",
-        nonzero_drops(&lab.w)
-    );
+    assert_no_drops(&lab.w);
 }
 
 /// A host's datagram that comes in fragments of 2000 bytes (an inside port's MTU of 2000):
@@ -3758,11 +3752,7 @@ fn a_hosts_fragments_longer_than_the_tunnel_mtu_are_cut_again() {
         (ip_of(&whole).dst(), port),
         (ip(lab::CLIENT_VIP).to_be_bytes(), 5355)
     );
-    assert!(
-        nonzero_drops(&lab.w).is_empty(),
-        "{:?}",
-        nonzero_drops(&lab.w)
-    );
+    assert_no_drops(&lab.w);
 }
 
 /// A TCP segment (testkit's, without options or data) with these sequence and acknowledgment
