@@ -2096,6 +2096,20 @@ fn an_unchecked_username_is_not_the_sessions() {
     assert_eq!(refused, Some((FailureReason::SessionLimit, None)));
 }
 
+/// Runs `openssl args` in `dir`, which must succeed.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A client certificate of the lab's CA (CN short.domain.tld, EC P-256) that expires `valid`
 /// from now, made with `openssl ca`: its chain and key, PEM, and when it expires.
 fn short_lived_certificate(valid: Duration) -> (Vec<u8>, Vec<u8>, std::time::SystemTime) {
@@ -2113,18 +2127,7 @@ fn short_lived_certificate(valid: Duration) -> (Vec<u8>, Vec<u8>, std::time::Sys
     .unwrap();
     std::fs::write(dir.join("index.txt"), "").unwrap();
     std::fs::write(dir.join("serial"), "1000\n").unwrap();
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(&dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let run = |args: &[&str]| openssl(&dir, args);
     run(&[
         "req",
         "-new",
@@ -2564,18 +2567,7 @@ fn other_ca() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
          keyUsage = digitalSignature\n",
     )
     .unwrap();
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(&dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let run = |args: &[&str]| openssl(&dir, args);
     let ec = [
         "-newkey",
         "ec",
