@@ -1409,15 +1409,20 @@ mod tests {
         )
     }
 
-    fn tiny_case(dirs: Directions) -> Case<ReplayPort> {
-        let mut c = Case::new(
+    /// A case of the TINY shape, 64-byte UDP, on in-memory ports, nothing measured yet.
+    fn tiny_udp_case() -> Case<ReplayPort> {
+        Case::new(
             TINY,
             64,
             Proto::Udp,
             Duration::from_millis(8),
             memory_ports(),
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    fn tiny_case(dirs: Directions) -> Case<ReplayPort> {
+        let mut c = tiny_udp_case();
         for dir in [TO_NET, TO_CLIENT] {
             if (dir == TO_NET && dirs.to_net) || (dir == TO_CLIENT && dirs.to_client) {
                 c.window(dir, Duration::from_millis(1));
@@ -1458,14 +1463,7 @@ mod tests {
     /// the frames that did.
     #[test]
     fn frames_dropped_in_the_timed_chunks_fail_the_case() {
-        let mut c = Case::new(
-            TINY,
-            64,
-            Proto::Udp,
-            Duration::from_millis(8),
-            memory_ports(),
-        )
-        .unwrap();
+        let mut c = tiny_udp_case();
         c.nat_ports[3].0 = c.nat_ports[3].0.wrapping_add(7777);
         c.window(TO_CLIENT, Duration::from_millis(1));
         let e = c.finish(TO_CLIENT_ONLY).err().unwrap_or_default();
