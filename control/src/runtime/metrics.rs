@@ -20,7 +20,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
-use super::{log, read_available, write_pending};
+use super::{log, read_available, rearm, write_pending};
 
 /// How long a scraper has to send its request from when it is accepted, and then to take each
 /// part of the answer (the admin socket's `ADMIN_DEADLINE`).
@@ -315,23 +315,17 @@ impl MetricsServer {
         };
         let keep =
             (!peer.outbox.is_empty() || self.read_request(&mut peer)) && self.flush(&mut peer);
-        if keep {
-            let interest = if peer.outbox.is_empty() {
-                Interest::READABLE
-            } else {
-                Interest::WRITABLE
-            };
-            if self
-                .poll
-                .registry()
-                .reregister(&mut peer.stream, Token(slot), interest)
-                .is_ok()
-            {
-                self.peers[slot] = Some(peer);
-                return;
-            }
+        let writing = !peer.outbox.is_empty();
+        if rearm(
+            self.poll.registry(),
+            &mut peer.stream,
+            Token(slot),
+            keep,
+            writing,
+        ) {
+            self.peers[slot] = Some(peer);
+            return;
         }
-        let _ = self.poll.registry().deregister(&mut peer.stream);
         drop(peer);
         // Its place is free: what waits in the backlog is not signalled again.
         self.accept();

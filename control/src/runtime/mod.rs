@@ -598,23 +598,11 @@ impl Daemon {
             true
         };
         let keep = keep && Self::flush(&mut conn);
-        if keep {
-            let interest = if conn.outbox.is_empty() {
-                Interest::READABLE
-            } else {
-                Interest::WRITABLE
-            };
-            if self
-                .poll
-                .registry()
-                .reregister(&mut conn.stream, token, interest)
-                .is_ok()
-            {
-                self.conns.insert(token, conn);
-                return;
-            }
+        let writing = !conn.outbox.is_empty();
+        if rearm(self.poll.registry(), &mut conn.stream, token, keep, writing) {
+            self.conns.insert(token, conn);
+            return;
         }
-        let _ = self.poll.registry().deregister(&mut conn.stream);
         drop(conn);
         // Its place is free: what waits in the backlog is not signalled again.
         self.accept();
@@ -902,6 +890,30 @@ fn read_available(stream: &mut impl Read, inbox: &mut Vec<u8>, max: usize) -> Re
             Err(_) => return Err(Unread::Failed),
         }
     }
+}
+
+/// After a turn of serving an admin or a metrics peer: one to keep (`keep`) waits for what it
+/// needs next, to write the rest of its answer (`writing`) or to send more of its request.
+/// Returns whether it is registered so; if not (or not kept) it is deregistered, to be dropped.
+fn rearm(
+    registry: &mio::Registry,
+    stream: &mut impl mio::event::Source,
+    token: Token,
+    keep: bool,
+    writing: bool,
+) -> bool {
+    if keep {
+        let interest = if writing {
+            Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        if registry.reregister(stream, token, interest).is_ok() {
+            return true;
+        }
+    }
+    let _ = registry.deregister(stream);
+    false
 }
 
 /// Writes to the non-blocking `stream` (an admin or a metrics peer) what of `outbox` is past
