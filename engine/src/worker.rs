@@ -76,6 +76,19 @@ impl PortConfig {
         // network (a /0 shifts all 32 out; in 64 bits the shift is always defined).
         u64::from(ip ^ self.ip) >> (32 - u32::from(self.prefix_len.min(32))) == 0
     }
+
+    /// Whether `ip` is the port's subnet's broadcast or network address (none on a /31 or
+    /// /32, RFC 3021): no host's.
+    pub fn is_subnet_broadcast(&self, ip: u32) -> bool {
+        crate::rules::Ipv4Cidr::new_truncating(self.ip, self.prefix_len).is_broadcast(ip)
+    }
+
+    /// Whether `ip` can be one host's address as seen from this port: `l2::is_one_host`, and
+    /// not the subnet's broadcast or network address. What the appliance answers (a ping, a
+    /// first reset) goes only to such a source.
+    pub fn is_one_host(&self, ip: u32) -> bool {
+        crate::pipeline::l2::is_one_host(ip) && !self.is_subnet_broadcast(ip)
+    }
 }
 
 /// An OpenVPN UDP listener: clients of `endpoint` reach it at `ip:port` on the outside port.

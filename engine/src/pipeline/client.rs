@@ -191,11 +191,7 @@ impl<P: Port> Worker<P> {
         // when either is no single host's (a group MAC; RFC 1122 §3.2.1.3: 0/8, 127/8, 224/3,
         // or the port's subnet's broadcast or network address), as a ping is not answered
         // (`answer_ping`): every host of the link would receive it, at the sender's choice.
-        let subnet = crate::rules::Ipv4Cidr::new_truncating(pc.ip, pc.prefix_len);
-        if crate::wire::ethernet::is_group(to)
-            || !super::l2::is_one_host(outer.remote.ip)
-            || subnet.is_broadcast(outer.remote.ip)
-        {
+        if crate::wire::ethernet::is_group(to) || !pc.is_one_host(outer.remote.ip) {
             return self.drop_packet(buf, DropReason::NotForUs);
         }
         let from = pc.mac;

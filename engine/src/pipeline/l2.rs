@@ -38,7 +38,7 @@ impl<P: Port> Worker<P> {
         // A sender at the port's subnet's broadcast or network address is no host (RFC 1122
         // §3.2.1.3; RFC 3021: a /31 or /32 has neither): learned, the core's packets to the
         // subnet's broadcast address would go to whoever sent it; nor is it answered.
-        if crate::rules::Ipv4Cidr::new_truncating(pc.ip, pc.prefix_len).is_broadcast(sender) {
+        if pc.is_subnet_broadcast(sender) {
             return self.drop_packet(buf, DropReason::ArpSenderNotHost);
         }
         // Ours: the port's address, or an ENI address the rules translate to on this port
@@ -200,10 +200,8 @@ impl<P: Port> Worker<P> {
         if ethernet::is_group(dst_mac) || ethernet::is_group(src_mac) {
             return Some(buf);
         }
-        let subnet = crate::rules::Ipv4Cidr::new_truncating(pc.ip, pc.prefix_len);
         let answerable = |src: u32, dst: u32| {
-            is_one_host(src)
-                && !subnet.is_broadcast(src)
+            pc.is_one_host(src)
                 && (self.is_port_address(port, dst)
                     || self.cfg.listeners.iter().any(|l| l.ip == dst))
         };
