@@ -1223,6 +1223,12 @@ impl Dataplane {
             }
             self.drain(e);
         }
+        // The routes each endpoint pushes from now on.
+        let pushed: Vec<_> = config
+            .endpoints
+            .iter()
+            .map(endpoint::pushed_routes)
+            .collect();
         // What the reload does to each connection left: its user removed ends it, a user's
         // new groups are put in force with the table.
         let reloaded: Vec<Reloaded<'_>> = config
@@ -1240,7 +1246,7 @@ impl Dataplane {
                     .get(e)
                     .is_some_and(|r| r.dns_servers != ep.dns_servers),
                 reconnect_for_routes: config.appliance.reconnect_on_route_change
-                    && self.pushed.get(e) != Some(&endpoint::pushed_routes(ep)),
+                    && self.pushed.get(e) != pushed.get(e),
             })
             .collect();
         let verdicts: HashMap<u32, Verdict> = self
@@ -1322,13 +1328,9 @@ impl Dataplane {
             s.set_reneg(endpoint::reneg(&view), Instant::now());
             // A target network associated or disassociated changes the endpoint's limit.
             s.set_max_sessions(endpoint::max_connections(&view, ep));
-            s.set_routes(endpoint::pushed_routes(ep));
+            s.set_routes(pushed.get(e).cloned().flatten());
         }
-        self.pushed = config
-            .endpoints
-            .iter()
-            .map(endpoint::pushed_routes)
-            .collect();
+        self.pushed = pushed;
         // New routes reach clients at their next connection; on request, right away (above).
         let now = Instant::now();
         ends.sort_unstable_by_key(|(peer, ..)| *peer);
