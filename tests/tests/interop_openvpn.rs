@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use sluice_control::auth::directory::{hash_password, UsersFileDirectory};
 use sluice_control::auth::{totp, EndpointAuth};
 use sluice_control::connlog::FailureReason;
+use sluice_control::proto::push;
 use sluice_control::proto::server::{Authenticator, CertificateOnly, Event, Server, Settings};
 use sluice_control::proto::tls::{server_config, TlsFiles};
 use sluice_control::runtime::udp::{Stats, UdpDriver};
@@ -236,8 +237,11 @@ fn certificate_split_and_full_tunnel_revocation_and_expired_crl() {
         .any(|e| matches!(e, Event::KeysReady { client, first: true, .. }
         if client.identity.common_name.as_deref() == Some("client1.domain.tld"))));
 
-    // Full tunnel: redirect-gateway def1.
-    let settings = lab.settings(Some(&crl), None);
+    // Full tunnel: redirect-gateway def1. With a client login banner, which the client takes
+    // as `echo` options (an option it refused would stop it short of connecting) and logs.
+    let mut settings = lab.settings(Some(&crl), None);
+    settings.banner =
+        push::banner_options("Corp VPN", "Authorised use only, 100% logged.\n\nCafé: 2").into();
     let (_, _, log) = run(
         &lab,
         settings,
@@ -248,6 +252,20 @@ fn certificate_split_and_full_tunnel_revocation_and_expired_crl() {
     );
     assert!(connected(&log), "{log}");
     assert!(log.contains("redirect-gateway def1"), "{log}");
+    let echoes: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split_once("ECHO-PULL:").map(|(_, e)| e))
+        .collect();
+    assert_eq!(
+        echoes,
+        [
+            "msg Authorised%20use%20only%2C%20100%25%20logged.",
+            "msg",
+            "msg Caf%C3%A9:%202",
+            "msg-window Corp%20VPN"
+        ],
+        "{log}"
+    );
 
     // (b) a revoked certificate is refused, and the refusal names the reason.
     let revoked = lab.client_config("client2", "");

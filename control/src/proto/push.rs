@@ -2,6 +2,7 @@
 //! at most 1024 bytes with `push-continuation`.
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use sluice_engine::crypto::Cipher;
 
@@ -33,6 +34,9 @@ pub struct PushOptions {
     /// The client announced the largest tun MTU it takes (`IV_MTU`, OpenVPN 2.6 and later), so
     /// it accepts a pushed `tun-mtu`; an older client refuses the option (an options error).
     pub pushable_mtu: bool,
+    /// The endpoint's client login banner as `echo` options (`banner_options`); empty for
+    /// none.
+    pub banner: Arc<[String]>,
 }
 
 /// The tun MTU pushed to a client that takes one: the size of the largest inner packet the data
@@ -75,6 +79,7 @@ pub fn push_reply(o: &PushOptions, auth_token: Option<&str>) -> Vec<String> {
     if o.pushable_mtu {
         opts.push(format!("tun-mtu {TUN_MTU}"));
     }
+    opts.extend(o.banner.iter().cloned());
     if let Some(t) = auth_token {
         opts.push(format!("auth-token {t}"));
     }
@@ -104,6 +109,76 @@ pub fn push_reply(o: &PushOptions, auth_token: Option<&str>) -> Vec<String> {
     msgs
 }
 
+/// The longest option a client takes from a PUSH_REPLY: OpenVPN reads each into a buffer of
+/// 256 bytes (`OPTION_PARM_SIZE`), its NUL included, and cuts a longer one short.
+pub const MAX_OPTION: usize = 255;
+
+/// The client login banner `text` as the `echo` options OpenVPN GUI shows in a window titled
+/// `title`: each line as `echo msg <line>` (a long line in pieces, `echo msg-n` but for the
+/// last), then `echo msg-window <title>`. The client applies `echo` from a push (OpenVPN 2.x
+/// logs each as `ECHO-PULL:msg ...` and hands it to its management interface, where the GUI
+/// shows the text), and the GUI percent-decodes it. So every byte a push option could not
+/// carry as it is (a comma ends the option, white space splits it, quotes, backslashes and a
+/// leading `#` or `;` are the option parser's), every `%`, and everything outside printable
+/// ASCII (UTF-8 included, decoded by the GUI back to the same bytes) is written `%XX`; a
+/// piece ends on a character boundary, never inside an escape or a character, and no option
+/// is longer than `MAX_OPTION`. No text (or only white space): no options.
+pub fn banner_options(title: &str, text: &str) -> Vec<String> {
+    if text.trim().is_empty() {
+        return Vec::new();
+    }
+    let mut opts = Vec::new();
+    for line in text.trim_end().split('\n') {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        let mut pieces = pieces(line, MAX_OPTION - "echo msg-n ".len()).peekable();
+        if pieces.peek().is_none() {
+            opts.push("echo msg".to_owned());
+        }
+        while let Some(p) = pieces.next() {
+            let verb = if pieces.peek().is_some() {
+                "msg-n"
+            } else {
+                "msg"
+            };
+            opts.push(format!("echo {verb} {p}"));
+        }
+    }
+    let title = pieces(title, MAX_OPTION - "echo msg-window ".len())
+        .next()
+        .unwrap_or_default();
+    opts.push(format!("echo msg-window {title}"));
+    opts
+}
+
+/// `s` percent-encoded (`banner_options`) in pieces of at most `room` bytes each, cut between
+/// characters.
+fn pieces(s: &str, room: usize) -> impl Iterator<Item = String> + '_ {
+    let mut chars = s.chars().peekable();
+    std::iter::from_fn(move || {
+        chars.peek()?;
+        let mut piece = String::new();
+        while let Some(&c) = chars.peek() {
+            let mut utf8 = [0u8; 4];
+            let bytes = c.encode_utf8(&mut utf8).as_bytes();
+            let kept =
+                matches!(c, '!'..='~') && !matches!(c, '%' | ',' | '"' | '\'' | '\\' | '#' | ';');
+            let len = if kept { 1 } else { 3 * bytes.len() };
+            if piece.len() + len > room && !piece.is_empty() {
+                break;
+            }
+            if kept {
+                piece.push(c);
+            } else {
+                for b in bytes {
+                    piece.push_str(&format!("%{b:02X}"));
+                }
+            }
+            chars.next();
+        }
+        Some(piece)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +203,7 @@ mod tests {
             tls_ekm: true,
             cc_exit: true,
             pushable_mtu: true,
+            banner: Arc::from([]),
         }
     }
 
@@ -211,6 +287,105 @@ mod tests {
             assert!(msgs.iter().all(|m| m.len() <= MAX_MESSAGE), "{n} routes");
             assert_eq!(msgs.join(",").matches(",route 10.").count(), usize::from(n));
             assert_eq!(msgs.len() > 1, n >= 30, "{n} routes: {msgs:?}");
+        }
+    }
+
+    /// What OpenVPN GUI shows for the `echo` options of `msgs` (`echo.c`): each option taken
+    /// as the client's parser would (the push split at commas, then at white space), then
+    /// percent-decoded; `msg` appends its text and a line end, `msg-n` its text alone. With
+    /// the window's title.
+    fn shown(msgs: &[String]) -> (String, Option<String>) {
+        let mut text = Vec::new();
+        let mut title = None;
+        for m in msgs {
+            for opt in m.split(',').skip(1) {
+                assert!(opt.len() <= MAX_OPTION, "{opt}");
+                let p: Vec<&str> = opt.split_whitespace().collect();
+                if p.first() != Some(&"echo") {
+                    continue;
+                }
+                assert!(p.len() <= 3, "one parameter: {opt}");
+                let arg = decode(p.get(2).copied().unwrap_or_default());
+                match p[1] {
+                    "msg" => {
+                        text.extend_from_slice(&arg);
+                        text.extend_from_slice(b"\r\n");
+                    }
+                    "msg-n" => text.extend_from_slice(&arg),
+                    "msg-window" => title = Some(String::from_utf8(arg).expect("UTF-8")),
+                    other => panic!("echo {other}"),
+                }
+            }
+        }
+        (String::from_utf8(text).expect("UTF-8"), title)
+    }
+
+    fn decode(s: &str) -> Vec<u8> {
+        let b = s.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'%' {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).expect("hex");
+                out.push(u8::from_str_radix(hex, 16).expect("hex"));
+                i += 3;
+            } else {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+        out
+    }
+
+    fn with_banner(title: &str, text: &str) -> Vec<String> {
+        let o = PushOptions {
+            banner: banner_options(title, text).into(),
+            ..base()
+        };
+        push_reply(&o, Some("tok"))
+    }
+
+    #[test]
+    fn the_banner_is_pushed_as_echo_options_the_gui_shows_as_written() {
+        let (text, title) = shown(&with_banner(
+            "Corp VPN, \"prod\"",
+            "Authorised use only; 100% logged.\n\n#1: café, \\\\share\\x  'quoted'\r\nlast",
+        ));
+        assert_eq!(
+            text,
+            "Authorised use only; 100% logged.\r\n\r\n#1: café, \\\\share\\x  'quoted'\r\nlast\r\n"
+        );
+        assert_eq!(title.as_deref(), Some("Corp VPN, \"prod\""));
+        // The longest banner AWS takes, of 4-byte characters: many options, many messages,
+        // each within the client's limits, cut between characters.
+        let long: String = "𝄞".repeat(1400);
+        let msgs = with_banner("t", &long);
+        assert!(msgs.iter().all(|m| m.len() <= MAX_MESSAGE));
+        assert_eq!(shown(&msgs).0, format!("{long}\r\n"));
+        assert!(msgs.iter().any(|m| m.contains(",auth-token tok")));
+        // No banner: no echo, and nothing else moves.
+        assert_eq!(banner_options("t", " \n "), Vec::<String>::new());
+        assert_eq!(with_banner("t", ""), push_reply(&base(), Some("tok")));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_banner_reads_back_whole(text in "(?s).{0,300}", title in ".{0,300}") {
+            let msgs = with_banner(&title, &text);
+            let (shown_text, shown_title) = shown(&msgs);
+            let want: String = if text.trim().is_empty() {
+                String::new()
+            } else {
+                text.trim_end()
+                    .split('\n')
+                    .map(|l| format!("{}\r\n", l.strip_suffix('\r').unwrap_or(l)))
+                    .collect()
+            };
+            proptest::prop_assert_eq!(shown_text, want);
+            if !text.trim().is_empty() {
+                let t = shown_title.expect("a title");
+                proptest::prop_assert!(title.starts_with(&t));
+            }
         }
     }
 }

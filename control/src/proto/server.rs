@@ -43,6 +43,8 @@ pub struct Settings {
     pub routes: Option<Vec<(Ipv4Addr, Ipv4Addr)>>,
     /// DNS servers pushed.
     pub dns: Vec<Ipv4Addr>,
+    /// The client login banner, as the `echo` options pushed (`push::banner_options`).
+    pub banner: Arc<[String]>,
     /// Pushed `ping`.
     pub ping: u32,
     /// Pushed `ping-restart`.
@@ -152,6 +154,7 @@ impl Settings {
             pool,
             routes: None,
             dns: Vec::new(),
+            banner: Arc::from([]),
             ping: 10,
             ping_restart: 60,
             hand_window: Duration::from_secs(60),
@@ -771,6 +774,11 @@ impl<A: Authenticator> Server<A> {
     /// PUSH_REQUEST) until it reconnects.
     pub fn set_dns(&mut self, dns: Vec<Ipv4Addr>) {
         self.settings.dns = dns;
+    }
+
+    /// Replaces the client login banner (`Settings::banner`) for future connections.
+    pub fn set_banner(&mut self, banner: Arc<[String]>) {
+        self.settings.banner = banner;
     }
 
     /// Replaces the maximum session duration (`Settings::session_timeout`) for sessions
@@ -1412,6 +1420,7 @@ impl<A: Authenticator> Server<A> {
                 tls_ekm: ekm,
                 cc_exit: info.has(PeerInfo::CC_EXIT_NOTIFY),
                 pushable_mtu: info.mtu.is_some(),
+                banner: settings.banner.clone(),
             },
             token.as_deref(),
         );

@@ -1319,6 +1319,7 @@ impl Dataplane {
                 s.set_authenticator(auth);
             }
             s.set_dns(ep.dns_servers.clone());
+            s.set_banner(endpoint::banner(ep));
             s.set_session_timeout(endpoint::session_timeout(ep));
             if self.running.get(e).map(|r| &r.connection_log) != Some(&ep.connection_log) {
                 if let Some(l) = self.logs.get_mut(e) {

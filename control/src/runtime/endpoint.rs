@@ -5,6 +5,7 @@
 
 use std::net::Ipv4Addr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::directory::UsersFileDirectory;
@@ -13,6 +14,7 @@ use crate::config::files::{read_regular, CRL_LIMIT, PKI_LIMIT};
 use crate::config::pki::resolve;
 use crate::config::schema::Endpoint;
 use crate::config::Loaded;
+use crate::proto::push;
 use crate::proto::server::{peer_id_range, Settings};
 use crate::proto::tls::{server_config, ServerTls, TlsFiles};
 
@@ -94,12 +96,27 @@ pub fn settings(loaded: &Loaded, index: usize) -> Result<Settings, String> {
     );
     s.routes = pushed_routes(ep);
     s.dns = ep.dns_servers.clone();
+    s.banner = banner(ep);
     s.session_timeout = session_timeout(ep);
     s.reneg = reneg(loaded);
     s.max_sessions = max_connections(loaded, ep);
     s.password_required = ep.authentication.directory.is_some();
     s.peer_ids = peer_id_range(index, loaded.config.endpoints.len());
     Ok(s)
+}
+
+/// `ep`'s client login banner as the options pushed (none when it has none), in a window
+/// titled with its description, or its ID without one.
+pub fn banner(ep: &Endpoint) -> Arc<[String]> {
+    let Some(text) = &ep.client_login_banner else {
+        return Arc::from([]);
+    };
+    let title = if ep.description.trim().is_empty() {
+        ep.id.to_string()
+    } else {
+        ep.description.clone()
+    };
+    push::banner_options(&title, text).into()
 }
 
 /// How long a connection of `ep` lasts at most (`session_timeout_hours`).
@@ -375,5 +392,33 @@ authentication = {{ directory = {{ users_file = "{users}" }}, mfa = "totp" }}
         b3.take_over(&mut b2);
         assert_eq!(sign_in(&mut a3, later), Err(FailureReason::MfaFailed));
         assert_eq!(sign_in(&mut b3, later), Err(FailureReason::MfaFailed));
+    }
+
+    /// The banner goes out as `echo` options titled with the description, or the ID when the
+    /// description is blank; no banner, no options.
+    #[test]
+    fn the_banner_is_titled_with_the_description_or_the_id() {
+        let text = crate::config::endpoint_toml(
+            "cvpn-endpoint-0123456789abcdef0",
+            "10.200.0.0/20",
+            443,
+            "",
+        );
+        let config: crate::config::schema::Config = toml::from_str(&text).expect("parses");
+        let mut ep = config.endpoints[0].clone();
+        assert!(banner(&ep).is_empty());
+        ep.client_login_banner = Some("Hello, world".into());
+        assert_eq!(
+            &*banner(&ep),
+            [
+                "echo msg Hello%2C%20world",
+                "echo msg-window cvpn-endpoint-0123456789abcdef0"
+            ]
+        );
+        ep.description = "Corp VPN".into();
+        assert_eq!(
+            banner(&ep).last().map(String::as_str),
+            Some("echo msg-window Corp%20VPN")
+        );
     }
 }
