@@ -2004,6 +2004,103 @@ fn control_packets_are_punted_within_a_budget_per_source() {
     assert_eq!(lab.drops(DropReason::PuntRateLimited), 45);
 }
 
+/// A control packet is punted only if its UDP checksum verifies (or it has none): an ack
+/// whose acked packet-id was corrupted on the way, its checksum left as sent, is dropped
+/// `bad_udp_checksum` and never reaches control, whole or reassembled from fragments; the same
+/// ack unharmed is punted, and so is a corrupted one sent without a checksum (nothing to
+/// check it by). With the cookie key, a corrupted first reset is not answered on the core.
+#[test]
+fn a_control_packet_with_a_bad_udp_checksum_is_not_punted() {
+    let mut lab = lab_with(GroupMask::EMPTY);
+    // P_ACK_V1: session id, one ack (packet-id 7), the remote session id.
+    let mut ack = vec![5 << 3, 1, 2, 3, 4, 5, 6, 7, 8, 1, 0, 0, 0, 7];
+    ack.extend_from_slice(&[9; 8]);
+    // Padded past one fragment's room, for the fragmented copy.
+    ack.resize(200, 0);
+    let good = testkit::eth_ipv4(
+        lab::OUTSIDE_MAC,
+        lab::CLIENT_MAC,
+        &testkit::ipv4_udp(
+            ip(lab::CLIENT_OUTER_IP),
+            50_001,
+            ip(lab::OUTSIDE_IP),
+            lab::VPN_PORT,
+            &ack,
+        ),
+    );
+    let payload_at = 14 + 20 + 8;
+    let mut corrupted = good.clone();
+    corrupted[payload_at + 13] ^= 0x04;
+    let mut unchecked = corrupted.clone();
+    unchecked[payload_at - 2..payload_at].copy_from_slice(&[0, 0]);
+    let punted = |lab: &mut Lab| -> Vec<Vec<u8>> {
+        std::iter::from_fn(|| lab.mb.reports.pop())
+            .filter_map(|r| match r {
+                Report::Punted { payload, .. } => Some(payload),
+                _ => None,
+            })
+            .collect()
+    };
+
+    lab.w.port_mut(0).unwrap().inject(&corrupted);
+    lab.w.poll_once(lab.now);
+    assert_eq!(punted(&mut lab), Vec::<Vec<u8>>::new());
+    assert_eq!(lab.drops(DropReason::BadUdpChecksum), 1);
+
+    for f in testkit::fragment(&corrupted, 100) {
+        lab.w.port_mut(0).unwrap().inject(&f);
+    }
+    lab.w.poll_once(lab.now);
+    assert_eq!(punted(&mut lab), Vec::<Vec<u8>>::new());
+    assert_eq!(lab.drops(DropReason::BadUdpChecksum), 2);
+
+    lab.w.port_mut(0).unwrap().inject(&good);
+    for f in testkit::fragment(&good, 100) {
+        lab.w.port_mut(0).unwrap().inject(&f);
+    }
+    lab.w.port_mut(0).unwrap().inject(&unchecked);
+    lab.w.poll_once(lab.now);
+    let mut changed = ack.clone();
+    changed[13] ^= 0x04;
+    assert_eq!(punted(&mut lab), vec![ack.clone(), ack, changed]);
+    assert_eq!(lab.drops(DropReason::BadUdpChecksum), 2);
+    assert_eq!(nonzero_drops(&lab.w), vec![("bad_udp_checksum", 2)]);
+
+    // With the cookie key, a first reset with a changed byte is not answered on the core
+    // either; the reset unharmed is.
+    let now = Instant::now();
+    let mut cfg = testkit::lab_config(64, 8);
+    cfg.cookies = Some(Arc::new(CookieKey::generate(60).unwrap()));
+    let mut w = testkit::lab_worker(
+        vec![MemPort::new(), MemPort::new()],
+        cfg,
+        Mailbox::new(64),
+        now,
+    );
+    let reset = [0x38, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0];
+    let good = testkit::eth_ipv4(
+        lab::OUTSIDE_MAC,
+        lab::CLIENT_MAC,
+        &testkit::ipv4_udp(
+            ip(lab::CLIENT_OUTER_IP),
+            50_001,
+            ip(lab::OUTSIDE_IP),
+            lab::VPN_PORT,
+            &reset,
+        ),
+    );
+    let mut corrupted = good.clone();
+    corrupted[payload_at + 3] ^= 0x10;
+    w.port_mut(0).unwrap().inject(&corrupted);
+    w.poll_once(now);
+    assert!(w.port_mut(0).unwrap().take_sent().is_empty());
+    assert_eq!(nonzero_drops(&w), vec![("bad_udp_checksum", 1)]);
+    w.port_mut(0).unwrap().inject(&good);
+    w.poll_once(now);
+    assert_eq!(w.port_mut(0).unwrap().take_sent().len(), 1);
+    assert_eq!(nonzero_drops(&w), vec![("bad_udp_checksum", 1)]);
+}
+
 /// With the servers' cookie key (`WorkerConfig::cookies`), the core answers a client's first
 /// hard reset itself: the 26-byte server reset under a session id that verifies with the key,
 /// back to the sender, nothing punted. A spray of spoofed resets is all answered and reaches

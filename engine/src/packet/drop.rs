@@ -124,11 +124,17 @@ pub enum DropReason {
     /// may (`WorkerConfig::flows_per_session`): one client cannot take the whole flow table
     /// from the others on its core. Its existing flows go on.
     SessionFlowsFull,
+    /// A datagram to a listener that is no data packet (a control-channel packet, punted to
+    /// control or answered on the core) whose UDP checksum, where present, does not verify:
+    /// the reliability layer's header it carries (session ids, acks, packet ids) is covered by
+    /// nothing else without tls-auth or tls-crypt, so a corrupted one is dropped, as a kernel's
+    /// UDP stack drops it. Data packets are left to their AEAD tag (`bad_aead_tag`).
+    BadUdpChecksum,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [Self; 49] = [
+    pub const ALL: [Self; 50] = [
         Self::MalformedEthernet,
         Self::MalformedIpv4,
         Self::MalformedUdp,
@@ -178,6 +184,7 @@ impl DropReason {
         Self::FragmentTooLong,
         Self::ArpSenderNotHost,
         Self::SessionFlowsFull,
+        Self::BadUdpChecksum,
     ];
 
     /// The number of reasons.
@@ -235,6 +242,7 @@ impl DropReason {
             Self::FragmentTooLong => "fragment_too_long",
             Self::ArpSenderNotHost => "arp_sender_not_host",
             Self::SessionFlowsFull => "session_flows_full",
+            Self::BadUdpChecksum => "bad_udp_checksum",
         }
     }
 }

@@ -132,6 +132,13 @@ impl<P: Port> Worker<P> {
         if !crate::punt::is_client_control(payload) {
             return self.drop_packet(buf, DropReason::MalformedOpenvpn);
         }
+        // Only the AEAD covers a data packet; a control packet's reliability header (session
+        // ids, acks, packet ids) is covered by nothing without tls-auth or tls-crypt, so its
+        // UDP checksum is checked here, as a kernel's UDP stack would, before anything acts on
+        // it (the usual parse reads the outer headers at fixed offsets and checks no more).
+        if !udp_checksum_ok(buf.data(), outer) {
+            return self.drop_packet(buf, DropReason::BadUdpChecksum);
+        }
         if let Some(key) = self.cfg.cookies.as_deref() {
             // Control keeps no state before the echo of our session id: a first reset is
             // answered here, and only an address with a session, or a valid echo, reaches
@@ -775,6 +782,20 @@ fn usual_outer(frame: &[u8], hw_checked: bool, listeners: &[Listener]) -> Option
         },
         endpoint: l.endpoint,
     })
+}
+
+/// Whether the UDP checksum of the datagram `outer` was read from (the frame `frame`) verifies,
+/// or is absent (0: optional over IPv4, RFC 768).
+fn udp_checksum_ok(frame: &[u8], outer: &Outer) -> bool {
+    let Some(start) = outer.payload_start.checked_sub(udp::HEADER_LEN) else {
+        return false;
+    };
+    frame
+        .get(start..outer.payload_start + outer.payload_len)
+        .and_then(|d| UdpPacket::new_checked(d).ok())
+        .is_some_and(|u| {
+            u.verify_checksum(outer.remote.ip.to_be_bytes(), outer.local.ip.to_be_bytes())
+        })
 }
 
 /// Checks Ethernet (as IPv4), IPv4 and UDP of any form and finds the listener; `Ok(None)` for

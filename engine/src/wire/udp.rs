@@ -255,6 +255,56 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// A datagram's filled checksum verifies; any one byte changed (header or payload, of
+        /// an even or odd length) or another address in the pseudo-header does not, unless the
+        /// checksum field is 0 (none). A sum that comes to 0 is sent, and verifies, as 0xffff.
+        #[test]
+        fn a_changed_byte_fails_the_checksum(
+            payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            at: proptest::sample::Index,
+            flip in 1u8..=255,
+            src: [u8; 4],
+            dst: [u8; 4],
+        ) {
+            let mut b = vec![0u8; HEADER_LEN + payload.len()];
+            write_header(&mut b, 40_000, 1194, payload.len());
+            b[HEADER_LEN..].copy_from_slice(&payload);
+            UdpPacket::new_checked(&mut b[..]).unwrap().fill_checksum(src, dst);
+            let u = UdpPacket::new_checked(&b[..]).unwrap();
+            proptest::prop_assert_ne!(u.checksum(), 0);
+            proptest::prop_assert!(u.verify_checksum(src, dst));
+            let mut other = dst;
+            other[3] ^= flip;
+            proptest::prop_assert!(!u.verify_checksum(src, other));
+            // Any byte but the length field (a changed length is another datagram's view).
+            let i = at.index(b.len() - 2);
+            let i = if i >= 4 { i + 2 } else { i };
+            let mut bad = b.clone();
+            bad[i] ^= flip;
+            let u = UdpPacket::new_checked(&bad[..]).unwrap();
+            let bad_sum_is_zero = (6..8).contains(&i) && u.checksum() == 0;
+            proptest::prop_assert_eq!(u.verify_checksum(src, dst), bad_sum_is_zero);
+            bad[6..8].copy_from_slice(&[0, 0]);
+            proptest::prop_assert!(UdpPacket::new_checked(&bad[..]).unwrap().verify_checksum(src, dst));
+        }
+    }
+
+    #[test]
+    fn a_sum_of_zero_is_sent_and_verified_as_all_ones() {
+        // Ports and payload chosen so that the checksum computes to 0: the pseudo-header of
+        // 0.0.0.0 to 0.0.0.0 sums to 17 + 10, the header to 1 + 0 + 10, the payload word to
+        // 0xffff - 17 - 10 - 1 - 10 = 0xffd9; the ones' complement of 0xffff is 0.
+        let mut b = [0u8; 10];
+        write_header(&mut b, 1, 0, 2);
+        b[8..].copy_from_slice(&0xffd9u16.to_be_bytes());
+        let mut u = UdpPacket::new_checked(&mut b[..]).unwrap();
+        u.fill_checksum([0; 4], [0; 4]);
+        assert_eq!(u.checksum(), 0xffff);
+        assert!(u.verify_checksum([0; 4], [0; 4]));
+        assert!(!u.verify_checksum([0; 4], [0, 0, 0, 1]));
+    }
+
     #[test]
     fn construct_parse_checksum() {
         let mut b = [0u8; 12];
