@@ -451,6 +451,11 @@ impl SessionTable {
         }
     }
 
+    /// Whether slot `i` is held empty (`hold`) for what an ended session left.
+    pub fn is_held(&self, i: SessionIndex) -> bool {
+        self.held.get(i as usize).is_some_and(|h| *h)
+    }
+
     /// Slots held empty (`hold`).
     pub fn held(&self) -> usize {
         self.held_count

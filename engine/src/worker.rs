@@ -687,6 +687,20 @@ impl<P: Port> Worker<P> {
         self.trash.push(buf);
     }
 
+    /// Why a packet of a flow owned by slot `owner`, which holds no session, goes no further:
+    /// `no_flow` when the slot is held for an ended session's flows (`retire_slot`), as the
+    /// flow is one of them, left for `remove_retired` and gone a few polls later; otherwise
+    /// `no_session_for_destination`.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn ownerless_reason(&self, owner: u32) -> DropReason {
+        if self.sessions.is_held(owner) {
+            DropReason::NoFlow
+        } else {
+            DropReason::NoSessionForDestination
+        }
+    }
+
     /// Discards a packet that was consumed (punted, answered in place elsewhere).
     #[inline]
     pub(crate) fn consume(&mut self, buf: P::Buf) {

@@ -1737,6 +1737,83 @@ fn an_ended_sessions_flows_go_over_several_polls_and_its_slot_waits_for_them() {
     assert_eq!(w.drops().get(DropReason::FlowTableFull), 0);
 }
 
+/// Return traffic of an ended session's flows, kept until housekeeping removes them a budget
+/// a poll, is dropped `no_flow`, as it is once they are gone (a few polls later), not
+/// `no_session_for_destination`, which says no session holds the client's address: when the
+/// flow's decision stands, for the later fragments of a datagram whose first went to the
+/// client before the end, and when a rule-table swap has the flow decided again.
+#[test]
+fn return_traffic_of_an_ended_sessions_retired_flows_is_dropped_no_flow() {
+    let now = Instant::now();
+    let mb = Mailbox::new(64);
+    let mut cfg = testkit::lab_config(1024, 8);
+    cfg.removal_budget = 1;
+    let mut w = testkit::lab_worker(vec![MemPort::new(), MemPort::new()], cfg, mb.clone(), now);
+    let vip = ip(lab::CLIENT_VIP);
+    let mut c = add_session(
+        &mut w,
+        &mb,
+        PeerId(5),
+        GroupMask::EMPTY,
+        Cipher::Aes256Gcm,
+        now,
+    );
+    open_ten_flows(&mut w, &mut c, vip);
+    w.poll_once(now);
+    let sent = w.port_mut(1).unwrap().take_sent();
+    assert_eq!(sent.len(), 10);
+    // The oldest flow (source port 1000) is the last of them to go.
+    let nat_port = UdpPacket::new_checked(ip_of(&sent[0]).payload())
+        .unwrap()
+        .src_port();
+    let reply = |w: &mut Worker<MemPort>| {
+        let r = testkit::ipv4_udp(ip(lab::HOST_IP), 9, ip(lab::INSIDE_IP), nat_port, b"reply");
+        let f = testkit::eth_ipv4(lab::INSIDE_MAC, lab::HOST_MAC, &r);
+        w.port_mut(1).unwrap().inject(&f);
+        w.poll_once(now);
+        w.port_mut(0).unwrap().take_sent()
+    };
+    assert_eq!(
+        reply(&mut w).len(),
+        1,
+        "the flow's reply reaches its client"
+    );
+    // A reply in fragments whose first goes to the client before the session ends.
+    let big = testkit::ipv4_udp(ip(lab::HOST_IP), 9, ip(lab::INSIDE_IP), nat_port, &[7; 300]);
+    let fragments = testkit::fragment(
+        &testkit::eth_ipv4(lab::INSIDE_MAC, lab::HOST_MAC, &big),
+        124,
+    );
+    assert_eq!(fragments.len(), 3);
+    w.port_mut(1).unwrap().inject(&fragments[0]);
+    w.poll_once(now);
+    assert_eq!(w.port_mut(0).unwrap().take_sent().len(), 1);
+
+    assert!(mb
+        .commands
+        .push(Command::RemoveSession { peer: PeerId(5) })
+        .is_ok());
+    w.poll_once(now);
+    assert!(w.flow_count() >= 8, "{} flows left", w.flow_count());
+    assert!(reply(&mut w).is_empty());
+    assert_eq!(nonzero_drops(&w), vec![("no_flow", 1)]);
+    // Its later fragments, which follow the first's translation, not the flow.
+    for f in &fragments[1..] {
+        w.port_mut(1).unwrap().inject(f);
+    }
+    w.poll_once(now);
+    assert!(w.port_mut(0).unwrap().take_sent().is_empty());
+    assert_eq!(nonzero_drops(&w), vec![("no_flow", 3)]);
+
+    assert!(mb
+        .commands
+        .push(Command::InstallRules(Arc::new(testkit::lab_rules(2))))
+        .is_ok());
+    assert!(reply(&mut w).is_empty());
+    assert!(w.flow_count() >= 5, "{} flows left", w.flow_count());
+    assert_eq!(nonzero_drops(&w), vec![("no_flow", 4)]);
+}
+
 /// Queues ten datagrams of client `c` (virtual address `vip`) from source ports 1000 to 1009
 /// to the host on the outside port: ten flows at the next poll.
 fn open_ten_flows(w: &mut Worker<MemPort>, c: &mut Client, vip: u32) {

@@ -62,7 +62,8 @@ pub enum DropReason {
     SnatPortExhausted,
     /// The flow table is full.
     FlowTableFull,
-    /// Return traffic that matches no flow.
+    /// Return traffic that matches no flow, or only a flow of a session that ended (retired,
+    /// waiting for its removal a bounded number a poll).
     NoFlow,
     /// Return traffic for a client address no session holds.
     NoSessionForDestination,

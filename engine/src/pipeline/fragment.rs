@@ -196,7 +196,8 @@ impl<P: Port> Worker<P> {
         }
         // The session in that slot must still be the one the first fragment went to.
         if self.sessions.get_mut(owner).map(|s| s.client_ip) != Some(client) {
-            return self.drop_packet(buf, DropReason::NoSessionForDestination);
+            let reason = self.ownerless_reason(owner);
+            return self.drop_packet(buf, reason);
         }
         buf.trim_front(HEADER_LEN);
         buf.truncate(total);

@@ -217,7 +217,7 @@ impl<P: Port> Worker<P> {
             .ok_or(DropReason::NoFlow)?;
         let (endpoint, groups) = self
             .endpoint_and_groups(owner)
-            .ok_or(DropReason::NoSessionForDestination)?;
+            .ok_or_else(|| self.ownerless_reason(owner))?;
         let (port, next_hop, decided_eni) = self.decide_flow(endpoint, &groups, &key)?;
         if decided_eni != eni {
             return Err(DropReason::NoFlow);
@@ -311,7 +311,8 @@ impl<P: Port> Worker<P> {
         let now = self.now_secs;
         let len = buf.len() as u64;
         let Some(s) = self.sessions.get_mut(owner).map(|s| s.sender()) else {
-            return self.drop_packet(buf, DropReason::NoSessionForDestination);
+            let reason = self.ownerless_reason(owner);
+            return self.drop_packet(buf, reason);
         };
         let peer = s.id().peer();
         let t = crate::stages::stamp();
