@@ -982,6 +982,61 @@ fn later_fragments_follow_their_first_to_the_owning_core() {
     assert_eq!(i.echo_id(), 0x42);
 }
 
+/// Two cores each tracking a datagram from one host with one identification, each naming the
+/// other as the owner of its flow (here: both first fragments handed over and dropped there,
+/// `no_flow`, for flows that do not exist): a later fragment is handed over once and dropped
+/// `ipv4_fragment` by the core that would hand it back, not passed back and forth between
+/// them until the entries expire.
+#[test]
+fn a_later_fragment_handed_over_is_not_handed_back() {
+    let now = Instant::now();
+    let mut workers = two_cores(|cfg, ports, mb, handoff| {
+        testkit::lab_worker_with(ports, cfg, mb.clone(), handoff, now)
+    });
+    let (host, eni) = (ip(lab::HOST_IP), ip(lab::INSIDE_IP));
+    let owned_by = |core| {
+        (sluice_engine::flow::ports::FIRST_PORT..)
+            .find(|&p| sluice_engine::flow::core_for_port(p, 2) == Some(core))
+            .unwrap()
+    };
+    // Echo replies to an id of each core's range, one identification for both.
+    let pieces = |nat_id: u16| {
+        let mut reply = testkit::ipv4_echo(host, eni, false, nat_id, 1, &[0x3c; 2972]);
+        reply[4..6].copy_from_slice(&7u16.to_be_bytes());
+        Ipv4Packet::new_checked(&mut reply[..])
+            .unwrap()
+            .fill_checksum();
+        testkit::fragment(
+            &testkit::eth_ipv4(lab::INSIDE_MAC, lab::HOST_MAC, &reply),
+            1500,
+        )
+    };
+    let (to_core_1, to_core_0) = (pieces(owned_by(1)), pieces(owned_by(0)));
+    let poll = |w: &mut Worker<MemPort>| {
+        w.poll_once(now);
+        assert!(w.port_mut(0).unwrap().take_sent().is_empty());
+    };
+    workers[0].0.port_mut(1).unwrap().inject(&to_core_1[0]);
+    poll(&mut workers[0].0);
+    workers[1].0.port_mut(1).unwrap().inject(&to_core_0[0]);
+    poll(&mut workers[1].0);
+    poll(&mut workers[0].0);
+    for (w, _) in &workers {
+        assert_eq!(nonzero_drops(w), vec![("no_flow", 1)]);
+    }
+
+    workers[0].0.port_mut(1).unwrap().inject(&to_core_1[1]);
+    for _ in 0..4 {
+        poll(&mut workers[0].0);
+        poll(&mut workers[1].0);
+    }
+    assert_eq!(nonzero_drops(&workers[0].0), vec![("no_flow", 1)]);
+    assert_eq!(
+        nonzero_drops(&workers[1].0),
+        vec![("ipv4_fragment", 1), ("no_flow", 1)]
+    );
+}
+
 #[test]
 fn denied_replayed_spoofed_and_unknown_are_counted() {
     let mut lab = lab_with(GroupMask::EMPTY);

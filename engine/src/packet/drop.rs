@@ -24,7 +24,9 @@ pub enum DropReason {
     MalformedOpenvpn,
     /// An IPv4 fragment that cannot go on: a later fragment of an inner datagram whose first
     /// fragment did not come within two seconds (or with 64 such already waiting on the
-    /// core), an ICMP error in fragments, an outer fragment other than UDP to the appliance.
+    /// core), an ICMP error in fragments, an outer fragment other than UDP to the appliance; a
+    /// later fragment from a target subnet that another core handed over and this core would
+    /// hand on again (two datagrams with one identification, each core naming the other).
     Ipv4Fragment,
     /// TTL reached zero.
     TtlExceeded,

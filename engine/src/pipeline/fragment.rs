@@ -60,6 +60,17 @@ pub(crate) enum FragmentsIn {
     Core(usize),
 }
 
+/// Set on the port number of a later fragment one core hands another
+/// (`forward_later_fragment_in`, its first fragment having gone there): the receiving core
+/// forwards it, holds it for its first, or drops it (`ipv4_fragment`), but never hands it on.
+/// Two datagrams from one host with one identification can be tracked on two cores each
+/// naming the other (both first fragments handed over and refused there, a ring full, a
+/// flow gone): without the mark, a later fragment went back and forth between them, a ring
+/// slot at each pass, until the entries expired two or three seconds later. Such a fragment
+/// reaches `forward_later_fragment_in` through the network side's dispatch, as `SHARED_ARP`
+/// reaches `handle_arp`.
+pub(crate) const HANDED_FRAGMENT: u16 = 0x4000;
+
 /// Later fragments held at most, per core, while their first fragment is awaited.
 pub(crate) const EARLY_MAX: usize = 64;
 
@@ -186,9 +197,13 @@ impl<P: Port> Worker<P> {
             Ok(f) => f,
             Err(reason) => return self.drop_packet(buf, reason),
         };
+        // (Held for its first, it keeps the mark: released, it is not handed on either.)
         let (client, owner) = match self.fragments_in.get(&id, self.now_secs) {
             Some(FragmentsIn::Here { client, owner }) => (client, owner),
-            Some(FragmentsIn::Core(c)) => return self.hand_off(c, port, buf),
+            Some(FragmentsIn::Core(_)) if port & HANDED_FRAGMENT != 0 => {
+                return self.drop_packet(buf, DropReason::Ipv4Fragment);
+            }
+            Some(FragmentsIn::Core(c)) => return self.hand_off(c, port | HANDED_FRAGMENT, buf),
             None => return self.hold_early(false, id, port, buf),
         };
         if ttl <= 1 {
