@@ -62,6 +62,45 @@ pub struct DevInfo {
     pub tx_desc_lim: DescLimits,
 }
 
+impl DevInfo {
+    /// The rx and tx queues `EthDev::start` sets up on the device for `cores` worker cores: a
+    /// tx queue each (start refuses a device with fewer), and an rx queue each as far as the
+    /// device offers them (at least one).
+    pub fn queues_for(&self, cores: u16) -> (u16, u16) {
+        let want = cores.max(1);
+        (want.min(self.max_rx_queues.max(1)), want)
+    }
+
+    /// The mbufs the device's rings hold when `EthDev::start` sets it up with `opts`: each
+    /// queue's ring as many as it has descriptors, the counts fitted to the device's limits,
+    /// over the queues it actually sets up (`queues_for`).
+    pub fn ring_mbufs(&self, opts: &EthOptions) -> u64 {
+        let (rx, tx) = self.queues_for(opts.queues);
+        u64::from(rx) * u64::from(self.rx_desc_lim.fit(opts.rx_descriptors))
+            + u64::from(tx) * u64::from(self.tx_desc_lim.fit(opts.tx_descriptors))
+    }
+}
+
+/// Mbufs a worker core holds outside the devices' rings at most, as the pool is sized: its
+/// share of the pool's per-lcore cache, its bursts, the handoff ring it is handed, packets
+/// waiting for ARP, fragments held or being reassembled.
+pub const POOL_MBUFS_PER_CORE: u64 = 4096;
+
+/// Mbufs of the pool beyond the rings and the cores' share (control's transmits, slack).
+pub const POOL_MBUFS_SPARE: u64 = 8192;
+
+/// The size of the one mbuf pool of `devices` (each set up by `EthDev::start` with `opts`,
+/// `opts.queues` the worker cores): what their rings hold (`DevInfo::ring_mbufs`, over the
+/// queues each device actually gets: a device with fewer rx queues than cores does not fill
+/// an rx ring per core), `POOL_MBUFS_PER_CORE` a core and `POOL_MBUFS_SPARE`, rounded up to
+/// a power of two less one (the size a DPDK mempool's ring uses best); at most `u32::MAX`.
+pub fn pool_size(devices: &[DevInfo], opts: &EthOptions) -> u32 {
+    let rings: u64 = devices.iter().map(|d| d.ring_mbufs(opts)).sum();
+    let cores = u64::from(opts.queues.max(1));
+    let want = rings + cores * POOL_MBUFS_PER_CORE + POOL_MBUFS_SPARE;
+    u32::try_from(want.next_power_of_two() - 1).unwrap_or(u32::MAX)
+}
+
 /// A device's limits on the descriptor count of one queue (`rte_eth_desc_lim`): a queue set up
 /// with a count outside them is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -241,17 +280,15 @@ impl EthDev {
     /// The device refused a step; the message names the port and the step.
     pub fn start(id: u16, pool: Arc<Mempool>, opts: EthOptions) -> Result<Self, EalError> {
         let info = Self::info(id)?;
-        let want = opts.queues.max(1);
         // Every core needs a tx queue of its own (tx bursts are not thread-safe); rx queues
-        // may be fewer (the rest is steered in software).
-        if info.max_tx_queues < want {
+        // may be fewer (the rest is steered in software). `pool_size` counts the same queues.
+        let (rx_queues, tx_queues) = info.queues_for(opts.queues);
+        if info.max_tx_queues < tx_queues {
             return Err(EalError(format!(
-                "port {id} ({}) offers {} tx queues, {want} worker cores need one each",
+                "port {id} ({}) offers {} tx queues, {tx_queues} worker cores need one each",
                 info.driver, info.max_tx_queues
             )));
         }
-        let tx_queues = want;
-        let rx_queues = want.min(info.max_rx_queues.max(1));
         // A count outside the device's limits fails queue setup (a NIC with fewer than 1024
         // descriptors a ring, or a larger minimum or another alignment, would not start).
         let rx_descriptors = info.rx_desc_lim.fit(opts.rx_descriptors);
@@ -730,6 +767,81 @@ mod tests {
         assert_eq!(queue_socket(-1), dpdk_sys::SOCKET_ID_ANY as u32);
         assert_eq!(queue_socket(0), 0);
         assert_eq!(queue_socket(1), 1);
+    }
+
+    fn dev(max_rx_queues: u16, rx: DescLimits, tx: DescLimits) -> DevInfo {
+        DevInfo {
+            driver: "test".into(),
+            max_rx_queues,
+            max_tx_queues: 64,
+            rss_offloads: 0,
+            rx_offloads: 0,
+            tx_offloads: 0,
+            rx_desc_lim: rx,
+            tx_desc_lim: tx,
+        }
+    }
+
+    /// The pool holds the rings of the queues each device is set up with: a device with one
+    /// rx queue (af_packet, a VF) fills one rx ring whatever the cores, not one a core, and
+    /// the fitted descriptor counts are those counted; then the cores' share and the spare.
+    #[test]
+    fn the_pool_is_sized_from_the_queues_set_up() {
+        let any = DescLimits {
+            max: u16::MAX,
+            min: 0,
+            align: 1,
+        };
+        let opts = |cores| EthOptions {
+            queues: cores,
+            ..EthOptions::default()
+        };
+        let single = dev(1, any, any);
+        let rss = dev(16, any, any);
+        assert_eq!(single.queues_for(4), (1, 4));
+        assert_eq!(rss.queues_for(4), (4, 4));
+        assert_eq!(rss.queues_for(0), (1, 1));
+        assert_eq!(single.ring_mbufs(&opts(4)), 1024 + 4 * 1024);
+        assert_eq!(rss.ring_mbufs(&opts(4)), 4 * 1024 + 4 * 1024);
+        // Two single-queue ports, four cores: 2 x 5,120 in the rings, 16,384 for the cores,
+        // 8,192 spare: 34,816, in a pool of 65,535. Counting an rx ring a core (8,192 a
+        // port) came to 49,152, the same pool; with six cores the two differ.
+        let spare = POOL_MBUFS_SPARE;
+        let share = |cores: u64| cores * POOL_MBUFS_PER_CORE;
+        assert_eq!(2 * single.ring_mbufs(&opts(4)) + share(4) + spare, 34_816);
+        assert_eq!(
+            pool_size(&[single.clone(), single.clone()], &opts(4)),
+            65_535
+        );
+        // Eight cores: 2 x 9,216 + 32,768 + 8,192 = 59,392, a pool of 65,535; an rx ring a
+        // core would have been 2 x 16,384 + 40,960 = 73,728, a pool of 131,071.
+        assert_eq!(
+            pool_size(&[single.clone(), single.clone()], &opts(8)),
+            65_535
+        );
+        assert_eq!(pool_size(&[rss.clone(), rss.clone()], &opts(8)), 131_071);
+        // Fitted counts: a tx ring of at most 512 holds 512.
+        let small_tx = dev(
+            16,
+            any,
+            DescLimits {
+                max: 512,
+                min: 0,
+                align: 1,
+            },
+        );
+        assert_eq!(small_tx.ring_mbufs(&opts(2)), 2 * 1024 + 2 * 512);
+        // No device: the cores' share and the spare, 12,288, in a pool of 16,383.
+        assert_eq!(pool_size(&[], &opts(1)), 16_383);
+        // Past u32: the largest count a pool takes.
+        let huge = dev(u16::MAX, any, any);
+        let max = EthOptions {
+            queues: u16::MAX,
+            rx_descriptors: u16::MAX,
+            tx_descriptors: u16::MAX,
+            ..EthOptions::default()
+        };
+        assert_eq!(pool_size(&[huge], &max), u32::MAX);
     }
 
     #[test]

@@ -18,7 +18,8 @@ mod mbuf;
 
 pub use eal::{Eal, EalError};
 pub use ethdev::{
-    mbuf_from, DescLimits, DevInfo, DpdkQueue, EthDev, EthOptions, LinkStatus, PortStats,
+    mbuf_from, pool_size, DescLimits, DevInfo, DpdkQueue, EthDev, EthOptions, LinkStatus,
+    PortStats, POOL_MBUFS_PER_CORE, POOL_MBUFS_SPARE,
 };
 pub use lcore::{launch, wait_all, LaunchError};
 pub use mbuf::{Mbuf, Mempool};
