@@ -313,16 +313,19 @@ impl Dataplane {
         let names: Vec<&str> = dp.ports.iter().map(|p| port_name(&p.device)).collect();
         let ids = eal.require_ports(&names).map_err(|e| e.to_string())?;
         // Each queue's ring holds as many mbufs as it has descriptors: the counts asked for,
-        // fitted to each device's limits (as `EthDev::start` fits them).
-        let asked = EthOptions::default();
-        let mut descriptors = 0u32;
-        for id in &ids {
-            let info = EthDev::info(*id).map_err(|e| e.to_string())?;
-            descriptors += u32::from(info.rx_desc_lim.fit(asked.rx_descriptors))
-                + u32::from(info.tx_desc_lim.fit(asked.tx_descriptors));
-        }
-        let want = cores as u32 * descriptors + cores as u32 * 4096 + 8192;
-        let count = want.next_power_of_two() - 1;
+        // fitted to each device's limits, over the queues each device is set up with (as
+        // `EthDev::start` sets them up: a device with fewer rx queues than cores has fewer
+        // rx rings), and a share for each core (`pool_size`).
+        let asked = EthOptions {
+            queues: cores as u16,
+            ..EthOptions::default()
+        };
+        let infos = ids
+            .iter()
+            .map(|id| EthDev::info(*id))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        let count = sluice_engine::dpdk::pool_size(&infos, &asked);
         let pool = Arc::new(
             Mempool::new(&eal, "sluice_mbufs", count, 2176, -1).map_err(|e| e.to_string())?,
         );
@@ -332,7 +335,6 @@ impl Dataplane {
                 *id,
                 Arc::clone(&pool),
                 EthOptions {
-                    queues: cores as u16,
                     // The device's own default is left alone (virtual devices may refuse any
                     // change).
                     mtu: (p.mtu != DEFAULT_MTU).then_some(p.mtu),
