@@ -9,7 +9,7 @@ use crate::session::Remote;
 use crate::wire::arp::{ArpRepr, OP_REPLY, OP_REQUEST, PACKET_LEN};
 use crate::wire::ethernet::{self, ethertype, BROADCAST, HEADER_LEN};
 use crate::wire::icmp::{kind, IcmpPacket};
-use crate::wire::ipv4::{protocol, Ipv4Packet, Ipv4Repr, MIN_HEADER_LEN};
+use crate::wire::ipv4::{protocol, source_routed, Ipv4Packet, Ipv4Repr, MIN_HEADER_LEN};
 use crate::wire::udp::Ipv4UdpHeaders;
 use crate::worker::Worker;
 
@@ -340,11 +340,17 @@ pub(crate) fn echo_reply_in_place(ip: &mut [u8]) -> bool {
 }
 
 /// `echo_reply_in_place` for a request whose source and destination are `answerable` only
-/// (asked only of an echo request).
+/// (asked only of an echo request). A request that asks for source routing is not answered:
+/// the reply would carry the route unreversed, where RFC 1122 (3.2.2.6) wants it reversed,
+/// and RFC 7126 has routers drop such packets anyway.
 pub(crate) fn echo_reply_in_place_if(
     ip: &mut [u8],
     answerable: impl FnOnce(u32, u32) -> bool,
 ) -> bool {
+    let header_len = ip.first().map_or(0, |b| usize::from(b & 0x0f) * 4);
+    if header_len > MIN_HEADER_LEN && ip.get(..header_len).is_none_or(source_routed) {
+        return false;
+    }
     let Ok(mut ip) = Ipv4Packet::new_checked(ip) else {
         return false;
     };
@@ -452,8 +458,52 @@ pub(crate) fn write_icmp_error(
 
 #[cfg(test)]
 mod tests {
-    use super::icmp_error_about;
-    use crate::testkit::{ip, ipv4_udp};
+    use super::{echo_reply_in_place, icmp_error_about};
+    use crate::testkit::{ip, ipv4_echo, ipv4_udp};
+    use crate::wire::checksum;
+
+    /// An echo request from 10.0.0.2 to 10.0.0.1 with `options` in its header (a multiple of
+    /// four bytes), its header checksum right.
+    fn echo_with_options(options: &[u8]) -> Vec<u8> {
+        let plain = ipv4_echo(ip("10.0.0.2"), ip("10.0.0.1"), true, 7, 1, b"ping");
+        let mut p = plain[..20].to_vec();
+        p.extend_from_slice(options);
+        p.extend_from_slice(&plain[20..]);
+        p[0] = 0x40 | (u8::try_from(p.len() - plain.len() + 20).expect("short") / 4);
+        let total = u16::try_from(p.len()).expect("short");
+        p[2..4].copy_from_slice(&total.to_be_bytes());
+        p[10..12].copy_from_slice(&[0, 0]);
+        let hl = usize::from(p[0] & 0x0f) * 4;
+        let sum = !checksum::fold(checksum::sum(0, &p[..hl]));
+        p[10..12].copy_from_slice(&sum.to_be_bytes());
+        p
+    }
+
+    /// RFC 1122 3.2.2.6: a source route in an echo request MUST be reversed in the reply;
+    /// the appliance does not answer such a request (nor one whose options do not parse),
+    /// and answers one with Record Route, the option carried back as it came.
+    #[test]
+    fn a_ping_asking_for_a_source_route_is_not_answered() {
+        let route = [10, 0, 0, 9, 172, 31, 1, 10];
+        for kind in [131u8, 137] {
+            let mut opts = vec![1, kind, 11, 4];
+            opts.extend_from_slice(&route);
+            let mut p = echo_with_options(&opts);
+            let before = p.clone();
+            assert!(!echo_reply_in_place(&mut p), "option {kind}");
+            assert_eq!(p, before, "untouched");
+        }
+        // Record Route (7), then end of options: answered.
+        let mut rr = vec![7, 11, 4];
+        rr.extend_from_slice(&[0; 8]);
+        rr.push(0);
+        let mut p = echo_with_options(&rr);
+        assert!(echo_reply_in_place(&mut p));
+        assert_eq!(&p[20..32], &rr[..]);
+        // An option whose length runs past the header: not answered.
+        let mut p = echo_with_options(&[7, 40, 4, 0]);
+        assert!(!echo_reply_in_place(&mut p));
+    }
 
     #[test]
     fn an_icmp_error_is_only_about_one_hosts_datagram_to_another() {

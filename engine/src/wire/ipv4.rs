@@ -23,6 +23,33 @@ fn options_checksum_ok(header: &[u8]) -> bool {
     checksum::fold(checksum::sum(0, header)) == 0xffff
 }
 
+/// Whether the IPv4 `header` (its options included) asks for source routing: a Loose or
+/// Strict Source and Record Route option (RFC 791: types 131 and 137). Options that do not
+/// parse (a length under 2 or past the header) count as yes: a packet whose options cannot
+/// be read is not answered as if it had none. Rare: out of line.
+#[cold]
+#[inline(never)]
+pub fn source_routed(header: &[u8]) -> bool {
+    // End of options list, no operation, loose and strict source route.
+    const EOL: u8 = 0;
+    const NOP: u8 = 1;
+    const LSRR: u8 = 131;
+    const SSRR: u8 = 137;
+    let mut opts = header.get(MIN_HEADER_LEN..).unwrap_or_default();
+    while let Some(&kind) = opts.first() {
+        match kind {
+            EOL => return false,
+            NOP => opts = &opts[1..],
+            LSRR | SSRR => return true,
+            _ => match opts.get(1).map(|&l| usize::from(l)) {
+                Some(len) if len >= 2 && len <= opts.len() => opts = &opts[len..],
+                _ => return true,
+            },
+        }
+    }
+    false
+}
+
 /// IP protocol numbers sluice handles.
 pub mod protocol {
     /// ICMP.
