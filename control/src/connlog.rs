@@ -50,6 +50,8 @@ pub enum FailureReason {
     /// As many password checks as the endpoint takes at once are under way
     /// (`proto::server::MAX_VERIFYING`): the client is asked to try again shortly.
     VerifierBusy,
+    /// The client offered no data cipher the server has (`IV_CIPHERS`: only CBC ones, say).
+    NoSharedCipher,
     /// The TLS handshake failed for another reason.
     TlsError(String),
     /// The handshake did not complete within the deadline.
@@ -92,6 +94,7 @@ impl FailureReason {
                 "no room on the data cores (dataplane.sessions_per_core on every core)".into()
             }
             Self::VerifierBusy => "too many password checks under way at once".into(),
+            Self::NoSharedCipher => "no common data cipher in IV_CIPHERS".into(),
             Self::TlsError(s) => format!("TLS error: {s}"),
             Self::HandshakeTimeout => "TLS handshake timed out".into(),
             Self::Other(s) => s.clone(),

@@ -119,6 +119,12 @@ const NO_TARGET_MESSAGE: &str = "the endpoint has no target network";
 /// What a client refused while the password checks are all taken is told.
 const BUSY_MESSAGE: &str = "too many sign-ins at once";
 
+/// What a client that offered no data cipher of ours is told: OpenVPN 2.6's server's words, so
+/// that its user sees the cause (its own settings) where a plain AUTH_FAILED reads as a
+/// refused certificate or password.
+const NO_CIPHER_MESSAGE: &str =
+    "AUTH_FAILED,Data channel cipher negotiation failed (no shared cipher)";
+
 /// Password checks a server has out at most (`Server::set_verify_elsewhere`): handed out and
 /// not yet answered, including those whose session has gone since. A client whose password
 /// would be one more is refused for now (`FailureReason::VerifierBusy`, `AUTH_FAILED,TEMP`),
@@ -1235,7 +1241,9 @@ impl<A: Authenticator> Server<A> {
             return;
         };
         let _ = s.complete_key_exchange(key_id, creds, Cipher::Aes256Gcm, false, false);
-        if !reason.is_temporary() {
+        if reason == FailureReason::NoSharedCipher {
+            s.send_text(NO_CIPHER_MESSAGE);
+        } else if !reason.is_temporary() {
             s.send_text("AUTH_FAILED");
         } else {
             let told = if reason.is_for_room() {
@@ -1382,9 +1390,7 @@ impl<A: Authenticator> Server<A> {
             return Err(FailureReason::SessionLimit);
         }
         let info: PeerInfo = msg.peer_info.clone();
-        let cipher = negotiate_cipher(&info).ok_or(FailureReason::Other(
-            "no common data cipher in IV_CIPHERS".into(),
-        ))?;
+        let cipher = negotiate_cipher(&info).ok_or(FailureReason::NoSharedCipher)?;
         let ekm = info.has(PeerInfo::TLS_KEY_EXPORT);
         let vip = self.pool.allocate().ok_or(FailureReason::SessionLimit)?;
         let place = match self.place(remote) {
