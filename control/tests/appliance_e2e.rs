@@ -12,7 +12,8 @@
 //! host from the ENI address (SNAT), the connection is listed live with its traffic, a denied
 //! destination gets nothing, and terminating the connection disconnects the client. The
 //! daemon then stops cleanly on SIGTERM. Also: groups through a full tunnel, two endpoints
-//! with a client each at once, and path MTU discovery through the appliance both ways.
+//! with a client each at once, path MTU discovery through the appliance both ways, clients on
+//! the other data ciphers through renegotiations and a float, and a CBC-only one refused.
 //! Namespaces and processes go away even on failure.
 
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
@@ -1735,7 +1736,7 @@ struct TwoEndpoints {
     ovpn: [PathBuf; 2],
     clients: [Netns; 2],
     app: Netns,
-    _vpc: Netns,
+    vpc: Netns,
     _wan: Netns,
     start: Start,
 }
@@ -1786,7 +1787,7 @@ impl TwoEndpoints {
             ovpn,
             clients,
             app,
-            _vpc: vpc,
+            vpc,
             _wan: wan,
             start,
         }
@@ -1980,3 +1981,365 @@ fn a_reload_that_replaces_the_client_root_ca_ends_the_old_cas_connection() {
         },
     );
 }
+
+/// Real OpenVPN 2.6 clients on the data ciphers other than the default, on one daemon: one
+/// with only AES-128-GCM (client A), one with only CHACHA20-POLY1305 (client B), each
+/// renegotiating every 10 s (`--reneg-sec 10`), and one with only AES-256-CBC (client C).
+///
+/// A and B connect on their cipher, ping the VPC host without a loss through a renegotiation,
+/// and move 4 MiB each way over TCP (the host echoes what it gets; the client checks the
+/// bytes), the two at once. C is refused: no AEAD cipher in common (the connection log's
+/// reason), its client told so in its `AUTH_FAILED`, and the others go on.
+///
+/// Then A floats: while it pings, its namespace's address changes from 192.168.50.2 to
+/// 192.168.50.12 (the old address goes, so nothing reaches A there), and its client, whose
+/// UDP socket is bound to no address, sends from the new one. The core follows the
+/// authenticated packets' new source, the return traffic goes there, control moves the
+/// connection (describe's `DeviceIp`, the connection log's `device-ip`) and A's control
+/// channel (its next renegotiation comes from the new address), and A never restarts.
+///
+/// No core counts a drop that these clients' traffic should never cause.
+#[test]
+fn clients_on_each_data_cipher_renegotiate_under_traffic_float_and_a_cbc_only_one_is_refused() {
+    let lab = TwoEndpoints::start("ciph", "");
+    let (config, daemon_log) = (&lab.config, &lab.daemon_log);
+    let [a_ns, b_ns] = &lab.clients;
+    let d = lab.start.dir.path();
+    let pid = lab.start.pid;
+    let ovpn = &lab.ovpn[0];
+    let (a_log, b_log, c_log) = (
+        d.join("aes128.log"),
+        d.join("chacha.log"),
+        d.join("cbc.log"),
+    );
+    let conn_log = d.join("connections-1.log");
+    let logs = || {
+        format!(
+            "AES-128-GCM client:\n{}\nCHACHA20-POLY1305 client:\n{}\ndaemon log:\n{}",
+            read(&a_log),
+            read(&b_log),
+            read(daemon_log)
+        )
+    };
+    let a_client = start_client(
+        a_ns,
+        ovpn,
+        &a_log,
+        &["--data-ciphers", "AES-128-GCM", "--reneg-sec", "10"],
+    );
+    let _b_client = start_client(
+        b_ns,
+        ovpn,
+        &b_log,
+        &["--data-ciphers", "CHACHA20-POLY1305", "--reneg-sec", "10"],
+    );
+    let _c_client = start_client(b_ns, ovpn, &c_log, &["--data-ciphers", "AES-256-CBC"]);
+    wait_for(
+        "the AEAD clients to connect",
+        Duration::from_secs(40),
+        || {
+            read(&a_log).contains("Initialization Sequence Completed")
+                && read(&b_log).contains("Initialization Sequence Completed")
+        },
+    );
+    // The keys each client made (once at the start, again at each renegotiation).
+    let keys = |log: &Path, cipher: &str, bits: u32| {
+        read(log)
+            .matches(&format!(
+                "Outgoing Data Channel: Cipher '{cipher}' initialized with {bits} bit key"
+            ))
+            .count()
+    };
+    for (log, cipher, bits) in [
+        (&a_log, "AES-128-GCM", 128),
+        (&b_log, "CHACHA20-POLY1305", 256),
+    ] {
+        let text = read(log);
+        assert!(
+            text.contains(&format!("Data Channel: cipher '{cipher}'"))
+                && keys(log, cipher, bits) == 1,
+            "{cipher}:\n{}",
+            logs()
+        );
+    }
+
+    // The CBC-only client is refused, as OpenVPN 2.6's server refuses it.
+    wait_for(
+        "the CBC-only client to be refused",
+        Duration::from_secs(30),
+        || read(&c_log).contains("AUTH_FAILED"),
+    );
+    let told = read(&c_log);
+    assert!(
+        told.contains("AUTH_FAILED,Data channel cipher negotiation failed (no shared cipher)")
+            && !told.contains("Initialization Sequence Completed"),
+        "the CBC-only client:\n{told}"
+    );
+    let attempts = read(&conn_log);
+    assert!(
+        attempts.lines().any(|l| {
+            let l: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+            l["connection-attempt-status"] == "failed"
+                && l["connection-attempt-failure-reason"] == "no common data cipher in IV_CIPHERS"
+        }),
+        "{attempts}"
+    );
+
+    // Pings and a TCP transfer each way on both ciphers, through a renegotiation of both.
+    let pinging = |ns: &Netns, count: &str| {
+        ns.command(&["ping", "-i", "0.2", "-c", count, "-W", "2", "172.31.1.10"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // A ping's replies, of `sent`, at most `lost` of them lost.
+    let replied = |ping: Child, sent: u32, lost: u32, what: &str| {
+        let out = ping.wait_with_output().unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        let received = said
+            .split_once(" received")
+            .and_then(|(before, _)| before.rsplit(' ').next()?.parse::<u32>().ok());
+        assert!(
+            received.is_some_and(|r| r + lost >= sent),
+            "{what}:\n{said}\n{}",
+            logs()
+        );
+    };
+    let _echo = Proc(
+        lab.vpc
+            .command(&["python3", "-c", ECHO_SERVER])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(
+        "the VPC host's echo server",
+        Duration::from_secs(10),
+        || {
+            String::from_utf8_lossy(&lab.vpc.exec_ok(&["ss", "-ltn"]).stdout)
+                .contains("172.31.1.10:9000")
+        },
+    );
+    let (a_ping, b_ping) = (pinging(a_ns, "70"), pinging(b_ns, "70"));
+    let transfer = |ns: &Netns| {
+        ns.command(&["python3", "-c", ECHO_CLIENT])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a_tcp, b_tcp) = (transfer(a_ns), transfer(b_ns));
+    for (t, cipher) in [(a_tcp, "AES-128-GCM"), (b_tcp, "CHACHA20-POLY1305")] {
+        let out = t.wait_with_output().unwrap();
+        assert!(
+            out.status.success()
+                && String::from_utf8_lossy(&out.stdout).trim() == "4194304 bytes back as sent",
+            "4 MiB each way on {cipher}: {}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            logs()
+        );
+    }
+    // The pings took 14 s, the renegotiations came 10 s after the connections.
+    replied(a_ping, 70, 0, "AES-128-GCM pings through a renegotiation");
+    replied(
+        b_ping,
+        70,
+        0,
+        "CHACHA20-POLY1305 pings through a renegotiation",
+    );
+    assert!(
+        keys(&a_log, "AES-128-GCM", 128) >= 2 && keys(&b_log, "CHACHA20-POLY1305", 256) >= 2,
+        "both clients renegotiated under the pings:\n{}",
+        logs()
+    );
+    // The CBC-only client gave up (an AUTH_FAILED without TEMP): nothing of it is left.
+    let described = sluice(config, &["describe-client-vpn-connections"]).1;
+    let v: serde_json::Value = serde_json::from_str(&described).unwrap();
+    let active: Vec<&serde_json::Value> = v["Connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["Status"]["Code"] == "active")
+        .collect();
+    assert_eq!(active.len(), 2, "{described}");
+
+    // A floats to 192.168.50.12 while it pings.
+    let a_if = format!("ca{pid}");
+    let a_conn = |config: &Path| -> serde_json::Value {
+        let (_, out, _) = sluice(config, &["describe-client-vpn-connections"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["Connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| {
+                c["Status"]["Code"] == "active"
+                    && c["DeviceIp"].as_str().is_some_and(|ip| {
+                        ip.starts_with("192.168.50.2:") || ip.starts_with("192.168.50.12:")
+                    })
+            })
+            .cloned()
+            .unwrap_or_else(|| panic!("no active connection of client A:\n{out}"))
+    };
+    let before = a_conn(config);
+    let device = before["DeviceIp"].as_str().unwrap().to_owned();
+    let port = device
+        .strip_prefix("192.168.50.2:")
+        .unwrap_or_else(|| panic!("{before}"))
+        .to_owned();
+    let keys_before = keys(&a_log, "AES-128-GCM", 128);
+    let a_ping = pinging(a_ns, "50");
+    std::thread::sleep(Duration::from_secs(1));
+    // The old address goes and the new one takes its place (its subnet route with it).
+    a_ns.exec_ok(&[
+        "sysctl",
+        "-q",
+        "-w",
+        &format!("net.ipv4.conf.{a_if}.promote_secondaries=1"),
+    ]);
+    a_ns.exec_ok(&["ip", "addr", "add", "192.168.50.12/24", "dev", &a_if]);
+    a_ns.exec_ok(&["ip", "addr", "del", "192.168.50.2/24", "dev", &a_if]);
+    let moved = format!("192.168.50.12:{port}");
+    wait_for(
+        "the connection to follow the float",
+        Duration::from_secs(10),
+        || a_conn(config)["DeviceIp"] == moved.as_str(),
+    );
+    assert!(
+        read(daemon_log).contains(&format!("floated to {moved}")),
+        "{}",
+        logs()
+    );
+    // Its control channel moved too: a renegotiation from the new address completes.
+    wait_for(
+        "client A to renegotiate after the float",
+        Duration::from_secs(30),
+        || keys(&a_log, "AES-128-GCM", 128) > keys_before,
+    );
+    // One reply may be lost: on its way to the old address as it went.
+    replied(
+        a_ping,
+        50,
+        1,
+        "client A's pings through its float and a renegotiation",
+    );
+    assert!(reaches(a_ns, "172.31.1.10"), "{}", logs());
+    let after = a_conn(config);
+    // The same connection, with the same tunnel address (AWS's ClientIp); only the device's
+    // address moved.
+    assert!(
+        after["ConnectionId"] == before["ConnectionId"] && after["ClientIp"] == before["ClientIp"],
+        "before the float: {before}\nafter: {after}"
+    );
+    let text = read(&a_log);
+    assert!(
+        text.matches("Initialization Sequence Completed").count() == 1
+            && !text.contains("SIGUSR1")
+            && !text.contains("Restart pause"),
+        "client A never restarted:\n{}",
+        logs()
+    );
+    assert!(reaches(b_ns, "172.31.1.10"), "{}", logs());
+
+    // No core counted a drop that none of this should cause.
+    let m = scrape(&lab.app);
+    for reason in [
+        "malformed_openvpn",
+        "unknown_peer",
+        "peer_address_mismatch",
+        "unknown_key_id",
+        "bad_aead_tag",
+        "replayed",
+        "too_old",
+        "source_spoofed",
+        "no_route",
+        "not_authorized",
+        "snat_port_exhausted",
+        "flow_table_full",
+        "no_session_for_destination",
+        "handoff_ring_full",
+        "tx_ring_full",
+        "punt_queue_full",
+        "no_room",
+        "too_big",
+        "packet_id_exhausted",
+        "unknown_control_peer",
+        "report_queue_full",
+        "key_for_unknown_peer",
+        "multi_segment",
+        "session_flows_full",
+    ] {
+        let counted: f64 = m
+            .lines()
+            .filter(|l| {
+                l.starts_with("sluice_core_drops_total{")
+                    && l.contains(&format!("reason=\"{reason}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert_eq!(counted, 0.0, "{reason} drops:\n{m}");
+    }
+
+    // The connection log has A's end at its new address once it quits.
+    let _ = Command::new("kill")
+        .args(["-TERM", &a_client.0.id().to_string()])
+        .status();
+    wait_for(
+        "client A's connection to end",
+        Duration::from_secs(15),
+        || {
+            read(&conn_log).lines().any(|l| {
+                let l: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+                l["connection-id"] == before["ConnectionId"]
+                    && l["connection-log-type"] == "connection-reset"
+                    && l["connection-end-time"] != "NA"
+            })
+        },
+    );
+    let lines = read(&conn_log);
+    let end = lines
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .rfind(|l| l["connection-id"] == before["ConnectionId"])
+        .unwrap();
+    assert_eq!(end["device-ip"], "192.168.50.12", "{lines}");
+}
+
+/// The VPC host's TCP echo on 172.31.1.10:9000: for each connection, everything it reads until
+/// the client's end, then all of it back.
+const ECHO_SERVER: &str = "import socket, threading
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('172.31.1.10', 9000))
+s.listen(8)
+def serve(c):
+    got = bytearray()
+    while True:
+        b = c.recv(65536)
+        if not b:
+            break
+        got += b
+    c.sendall(got)
+    c.close()
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+";
+
+/// A client of `ECHO_SERVER`: 4 MiB of pseudo-random bytes there and back, compared.
+const ECHO_CLIENT: &str = "import random, socket
+data = random.Random(7).randbytes(4 << 20)
+c = socket.create_connection(('172.31.1.10', 9000), timeout=30)
+c.sendall(data)
+c.shutdown(socket.SHUT_WR)
+got = bytearray()
+while True:
+    b = c.recv(65536)
+    if not b:
+        break
+    got += b
+print(f'{len(got)} bytes back as sent' if got == data else f'{len(got)} bytes back, not as sent')
+";
