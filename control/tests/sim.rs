@@ -2830,3 +2830,35 @@ fn a_reloads_re_verification_goes_a_batch_a_turn() {
     // Nothing more to check: the next deadline is the closing sessions' own.
     assert!(rig.server.poll_timeout().is_some_and(|t| t > now));
 }
+
+/// A client that offers no data cipher of ours is told so (`AUTH_FAILED` with OpenVPN 2.6's
+/// words), also where a refusal for now would apply: an endpoint full or without a target
+/// network would otherwise tell it to come back later, and it would, again and again.
+#[test]
+fn a_client_without_a_shared_cipher_is_told_so_before_any_refusal_for_now() {
+    for (max_sessions, filled) in [(0, 0), (1, 1), (4, 0)] {
+        let mut settings = Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20));
+        settings.max_sessions = max_sessions;
+        let mut server = Server::new(settings, CertificateOnly);
+        for i in 0..filled {
+            assert_eq!(
+                handshake(&mut server, from(0x0a00_0100 + i, 40000), 9),
+                Ok(())
+            );
+        }
+        let (verdict, told) = handshake_as(&mut server, from(0x0a00_0001, 40000), 1, |c| {
+            c.iv_ciphers = "AES-256-CBC".into();
+        });
+        assert_eq!(
+            verdict.map(|_| ()),
+            Err(FailureReason::NoSharedCipher),
+            "limit {max_sessions}"
+        );
+        assert!(
+            told.iter().any(|m| m.starts_with("AUTH_FAILED,")
+                && m.contains("cipher")
+                && !m.contains("TEMP")),
+            "limit {max_sessions}: {told:?}"
+        );
+    }
+}

@@ -84,6 +84,9 @@ pub struct Client {
     /// The largest tun MTU announced as IV_MTU (an OpenVPN 2.6 client's is at least 1600;
     /// `None` for a client before 2.6, which sends none).
     pub iv_mtu: Option<u32>,
+    /// The data ciphers announced as IV_CIPHERS (an OpenVPN 2.6 client's default list unless
+    /// changed before the TLS handshake completes).
+    pub iv_ciphers: String,
 }
 
 fn string(t: &str) -> Vec<u8> {
@@ -123,6 +126,7 @@ impl Client {
             auth_token: None,
             iv_proto: 990,
             iv_mtu: Some(1600),
+            iv_ciphers: "AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305".to_owned(),
         };
         c.start_key(0, opcode::HARD_RESET_CLIENT_V2)?;
         Ok(c)
@@ -230,8 +234,8 @@ impl Client {
             None => m.extend([0, 0, 0, 0]),
         }
         let mut info = format!(
-            "IV_VER=2.6.14\nIV_PLAT=linux\nIV_CIPHERS=AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305\nIV_PROTO={}\n",
-            self.iv_proto
+            "IV_VER=2.6.14\nIV_PLAT=linux\nIV_CIPHERS={}\nIV_PROTO={}\n",
+            self.iv_ciphers, self.iv_proto
         );
         if let Some(mtu) = self.iv_mtu {
             info.push_str(&format!("IV_MTU={mtu}\n"));

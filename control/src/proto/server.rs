@@ -1383,14 +1383,16 @@ impl<A: Authenticator> Server<A> {
                 Authn::Verify(check) => return Ok(Checked::Verify(check)),
             },
         };
+        // A client we could never serve is told so before any refusal for now, which would
+        // have it come back again and again.
+        let info: PeerInfo = msg.peer_info.clone();
+        let cipher = negotiate_cipher(&info).ok_or(FailureReason::NoSharedCipher)?;
         if self.settings.max_sessions == 0 {
             return Err(FailureReason::NoTargetNetwork);
         }
         if self.established >= self.settings.max_sessions {
             return Err(FailureReason::SessionLimit);
         }
-        let info: PeerInfo = msg.peer_info.clone();
-        let cipher = negotiate_cipher(&info).ok_or(FailureReason::NoSharedCipher)?;
         let ekm = info.has(PeerInfo::TLS_KEY_EXPORT);
         let vip = self.pool.allocate().ok_or(FailureReason::SessionLimit)?;
         let place = match self.place(remote) {
