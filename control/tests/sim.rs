@@ -2859,6 +2859,118 @@ fn a_client_without_a_shared_cipher_is_told_so_before_any_refusal_for_now() {
                 && m.contains("cipher")
                 && !m.contains("TEMP")),
             "limit {max_sessions}: {told:?}"
+
+/// An established session renegotiates with its password (a client that kept no auth-token),
+/// and the password check is out when the session ends: an administrator terminates it, or
+/// its session timeout passes; or the check came back unrun (the new key refused for now,
+/// `Verdict::Unchecked`) and then an administrator terminates it. The client (as OpenVPN
+/// 2.6's) reads the new key only, whose key-method message the server has taken and answers
+/// nothing to before the verdict: the closing session completes that exchange at once, the
+/// RESTART right after our reply, and the client has it within a second, not at its
+/// hand-window. No keys reach the data plane, a late verdict is ignored, and the session is
+/// forgotten once the RESTART is acknowledged.
+#[test]
+fn a_session_ended_while_its_renegotiation_waits_for_a_password_check_tells_its_client() {
+    for (timeout, refused_for_now) in [(false, false), (true, false), (false, true)] {
+        let mut settings = Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20));
+        settings.password_required = true;
+        settings.session_timeout = Duration::from_secs(30);
+        let mut server = Server::new(settings, users(&["alice"], false));
+        server.set_verify_elsewhere(true);
+        let (client, addr) = password_client("alice", "pw", 1);
+        let mut rig = Rig::new(server, client);
+        rig.addr = addr;
+        assert!(
+            rig.run_until(Duration::from_secs(10), |r| r.server.verifications_out()
+                == 1)
+        );
+        let first = take_checks(&mut rig);
+        answer(&mut rig, &first[0]);
+        rig.connect();
+        let peer = rig
+            .events
+            .iter()
+            .find_map(|(_, e)| match e {
+                Event::KeysReady { peer_id, .. } => Some(*peer_id),
+                _ => None,
+            })
+            .unwrap();
+        if timeout {
+            // A renegotiation just before the session timeout (at 30 s).
+            rig.run_until(Duration::from_secs(60), |r| {
+                r.now >= r.start + Duration::from_secs(29)
+            });
+        }
+        rig.client.forget_auth_token();
+        rig.client.renegotiate(1).unwrap();
+        assert!(
+            rig.run_until(Duration::from_secs(10), |r| r.server.verifications_out()
+                == 1)
+        );
+        let parked = take_checks(&mut rig);
+        assert_eq!(rig.keys(), [(0, KeyPhase::Active), (1, KeyPhase::Tls)]);
+        if refused_for_now {
+            let unix = rig.unix();
+            rig.server
+                .verified(rig.now, unix, parked[0].id, Verdict::Unchecked);
+            rig.deliver();
+            assert_eq!(rig.keys(), [(0, KeyPhase::Active), (1, KeyPhase::Failed)]);
+        }
+        let ended_at = if timeout {
+            rig.start + Duration::from_secs(30)
+        } else {
+            let now = rig.now;
+            assert!(rig.server.terminate(
+                peer,
+                "RESTART,terminated by the administrator",
+                CloseReason::Terminated("terminated by the administrator".into()),
+                now,
+            ));
+            rig.deliver();
+            now
+        };
+        let restart =
+            |r: &Rig<EndpointAuth>| r.client.messages.iter().any(|m| m.starts_with("RESTART,"));
+        rig.run_until(Duration::from_secs(5), |r| {
+            restart(r) && r.now >= ended_at + Duration::from_secs(1)
+        });
+        let told = rig
+            .client
+            .messages
+            .iter()
+            .find(|m| m.starts_with("RESTART,"))
+            .cloned();
+        let want = if timeout {
+            "RESTART,session timeout"
+        } else {
+            "RESTART,terminated by the administrator"
+        };
+        assert_eq!(
+            told.as_deref(),
+            Some(want),
+            "session timeout: {timeout}, refused for now: {refused_for_now}: {:?}",
+            rig.client.messages
+        );
+        let closed_at = rig.events.iter().find_map(|(at, e)| match e {
+            Event::Closed { .. } => Some(*at),
+            _ => None,
+        });
+        assert!(
+            closed_at.is_some_and(|at| at >= ended_at && at < ended_at + Duration::from_secs(1)),
+            "ended at its time: {closed_at:?}"
+        );
+        if !refused_for_now {
+            // The verdict comes back: ignored.
+            let stale = rig.server.counters().stale_verdicts;
+            answer(&mut rig, &parked[0]);
+            assert_eq!(rig.server.counters().stale_verdicts, stale + 1);
+        }
+        assert!(rig.keys_ready(1).is_none(), "no keys from that exchange");
+        rig.run_until(Duration::from_secs(3), |_| false);
+        assert_eq!(
+            rig.server.sessions().count(),
+            0,
+            "forgotten once the RESTART is acknowledged, not at the handshake window"
         );
     }
 }

@@ -479,20 +479,31 @@ impl Session {
     }
 
     /// Completes the key exchange of `key_id` for a closing session's last message only: our
-    /// key-method reply, then the message (`send_final`). The keys made are dropped, never
-    /// handed to the data plane, so the client gets nothing of it but the message.
+    /// key-method reply, then the message (`send_final`). No keys are derived: nothing of this
+    /// exchange reaches the data plane, so the client gets nothing of it but the message. The
+    /// client's key-method message must be in (read here if it was not yet, its credentials
+    /// unused: a closing session authorises nothing).
     fn complete_for_final(&mut self, key_id: u8) {
-        let Some(creds) = self.take_credentials(key_id) else {
+        let unread = self.key_mut(key_id).is_some_and(|k| !k.credentials_taken);
+        if unread && self.take_credentials(key_id).is_none() {
+            return;
+        }
+        let Some(k) = self.key_mut(key_id) else {
             return;
         };
-        let (cipher, ekm) = self.cipher.unwrap_or((Cipher::Aes256Gcm, false));
-        if self
-            .complete_key_exchange(key_id, &creds, cipher, ekm, false)
-            .is_err()
-        {
-            if let Some(k) = self.key_mut(key_id) {
-                k.phase = KeyPhase::Failed;
-            }
+        let mut r1 = [0u8; 32];
+        let mut r2 = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut r1);
+        rand::thread_rng().fill_bytes(&mut r2);
+        let reply = key_method::server_reply(&key_method::server_options(false), r1, r2);
+        if k.tls.write_message(&reply).is_err() {
+            k.phase = KeyPhase::Failed;
+            return;
+        }
+        k.phase = KeyPhase::Active;
+        for msg in std::mem::take(&mut k.after_exchange) {
+            k.carried_final = true;
+            let _ = k.tls.write_message(&msg);
         }
     }
 
@@ -619,7 +630,10 @@ impl Session {
     /// (`tls_rec_payload`). Whether the client has switched is not known (our soft reset may
     /// not have reached it), so the message goes on the active key now and on the key being
     /// negotiated once its key exchange completes: the closing session finishes that exchange,
-    /// without authorising it or making keys for the data plane (`handle_packet`).
+    /// without authorising it or making keys for the data plane (`handle_packet`). A key whose
+    /// key-method message is already in (its authentication waiting for a password check,
+    /// `Server::verified`, or refused for now, `fail_key`) gets no more from its client, which
+    /// waits for our reply: that exchange is completed so now, the message right after it.
     pub fn send_final(&mut self, text: &str) {
         self.send_text(text);
         let Some(active) = self.keys.iter().rposition(|k| k.phase == KeyPhase::Active) else {
@@ -628,10 +642,18 @@ impl Session {
         self.keys[active].carried_final = true;
         let mut m = text.as_bytes().to_vec();
         m.push(0);
+        let mut answered = Vec::new();
         for k in &mut self.keys[active + 1..] {
-            if k.phase == KeyPhase::Tls {
+            let read = k.credentials_taken && k.phase != KeyPhase::Active;
+            if k.phase == KeyPhase::Tls || read {
                 k.after_exchange.push(m.clone());
             }
+            if read {
+                answered.push(k.key_id);
+            }
+        }
+        for key_id in answered {
+            self.complete_for_final(key_id);
         }
     }
 
