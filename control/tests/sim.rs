@@ -24,7 +24,7 @@ use sluice_control::proto::packet::{opcode, ControlPacket};
 use sluice_control::proto::room::CoreRoom;
 use sluice_control::proto::server::{
     peer_id_range, Authenticator, CertificateOnly, CloseReason, Event, Float, Server, Settings,
-    MAX_HANDSHAKING_PER_SOURCE, MAX_VERIFYING,
+    MAX_HANDSHAKING_PER_SOURCE, MAX_VERIFYING, STOP_LINGER,
 };
 use sluice_control::proto::session::{KeyPhase, Phase};
 use sluice_control::proto::tls::{server_config, ServerTls, TlsFiles};
@@ -2972,5 +2972,59 @@ fn a_session_ended_while_its_renegotiation_waits_for_a_password_check_tells_its_
             0,
             "forgotten once the RESTART is acknowledged, not at the handshake window"
         );
+    }
+}
+
+/// What a stopping runtime waits for (`Server::is_delivering`): a session ended with a
+/// `RESTART` is delivering until its client acknowledges it. The first copy lost, the
+/// retransmission reaches the client within `STOP_LINGER`; a client in the middle of a
+/// renegotiation has it once the key exchange that carries it completes, within
+/// `STOP_LINGER` too. A client that never answers leaves the session delivering until its
+/// linger ends (the runtime waits `STOP_LINGER` at most).
+#[test]
+fn a_stopping_server_is_delivering_until_each_restart_is_acknowledged() {
+    for case in ["restart lost", "renegotiating", "client gone"] {
+        let mut rig = certificate_rig(21);
+        rig.connect();
+        let peer = peer_of(&rig);
+        rig.run_until(Duration::from_secs(1), |_| false);
+        assert!(!rig.server.is_delivering(rig.now));
+        if case == "renegotiating" {
+            rig.client.renegotiate(1).unwrap();
+            rig.step(Duration::from_millis(10));
+            assert_eq!(rig.keys(), [(0, KeyPhase::Active), (1, KeyPhase::Tls)]);
+            rig.up = false;
+        } else {
+            rig.down = false;
+        }
+        let now = rig.now;
+        assert!(rig.server.terminate(
+            peer,
+            "RESTART,the server is shutting down",
+            CloseReason::Terminated("the appliance stopped".into()),
+            now,
+        ));
+        rig.deliver();
+        assert!(rig.server.is_delivering(now), "{case}");
+        if case == "client gone" {
+            rig.up = false;
+            rig.run_until(Duration::from_secs(4), |_| false);
+            assert!(
+                rig.server.is_delivering(rig.now),
+                "{case}: within its linger"
+            );
+            rig.run_until(Duration::from_secs(2), |_| false);
+            assert!(
+                !rig.server.is_delivering(rig.now),
+                "{case}: its linger over"
+            );
+            continue;
+        }
+        (rig.up, rig.down) = (true, true);
+        assert!(
+            rig.run_until(STOP_LINGER, |r| !r.server.is_delivering(r.now)),
+            "{case}: still delivering after {STOP_LINGER:?}"
+        );
+        assert!(told(&rig, "RESTART,the server is shutting down"), "{case}");
     }
 }

@@ -462,6 +462,16 @@ impl Counters {
 
 /// How long a closing session stays to get its last messages acknowledged.
 const LINGER: Duration = Duration::from_secs(5);
+
+/// How long a stopping appliance serves its control channels at most, once every session is
+/// ended, for the clients' final messages (`Server::is_delivering`): the first retransmission
+/// of a lost `RESTART` goes 2 s after it (`reliable::INITIAL_RTO`), and a client in the middle
+/// of a renegotiation needs its key exchange finished first (its own retransmissions are due
+/// at 2 s too); 4 s leaves those and their round trips room. The next retransmission, at 6 s,
+/// would not be waited for: a stop must stay well within what a service manager allows it
+/// (the unit's `TimeoutStopSec` is 15 s, for the pacing of the ends, the cores' final
+/// counters and the ports' teardown as well).
+pub const STOP_LINGER: Duration = Duration::from_secs(4);
 /// Source addresses the per-source budgets keep at least (four-way sets; a fifth address in a
 /// set takes the stalest one's place).
 const SOURCES: usize = 4096;
@@ -1892,6 +1902,20 @@ impl<A: Authenticator> Server<A> {
             }
             self.flush(remote, now);
         }
+    }
+
+    /// Whether a closing session still has its last messages to get acknowledged at `now`
+    /// (not `Session::settled`, its linger not over): its `RESTART` or `HALT` not yet
+    /// acknowledged, or waiting for the key exchange that carries it. A stopping runtime
+    /// serves the control channels while it is so (`STOP_LINGER` at most), so that a client
+    /// whose `RESTART` was lost gets its retransmission before the process exits, rather than
+    /// reconnecting only at its ping-restart. It stops at the first such session, so a wait
+    /// costs a pass over all sessions only when there is none.
+    pub fn is_delivering(&self, now: Instant) -> bool {
+        self.sessions.values().any(|s| match s.phase {
+            Phase::Closing { until, .. } => now < until && !s.settled(),
+            _ => false,
+        })
     }
 
     /// The next datagram to send.

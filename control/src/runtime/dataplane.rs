@@ -39,7 +39,7 @@ use crate::config::schema::{Endpoint, DEFAULT_MTU};
 use crate::config::Loaded;
 use crate::connlog::{self, FailureReason, LogType, RotatingLog};
 use crate::proto::room::CoreRoom;
-use crate::proto::server::{CloseReason, Event, Float, Server, MAX_VERIFYING};
+use crate::proto::server::{CloseReason, Event, Float, Server, MAX_VERIFYING, STOP_LINGER};
 use crate::timefmt::rfc3339;
 
 /// One client connection, as `describe-client-vpn-connections` shows it.
@@ -891,19 +891,34 @@ impl Dataplane {
     /// longer happens. The reports served while waiting can complete a handshake: that
     /// connection is ended too. The wait lasts until every core has taken every command (a
     /// core stops between polls and applies in one poll what it takes), so the last `RESTART`s
-    /// leave before the cores stop.
-    pub fn shutdown(&mut self) {
+    /// leave before the cores stop; and until every client has acknowledged its `RESTART`
+    /// (`Server::is_delivering`), `STOP_LINGER` at most, the control channels served
+    /// meanwhile: a client whose `RESTART` was lost gets its retransmission, one in the middle
+    /// of a renegotiation the key exchange that carries it.
+    ///
+    /// `interrupted` is asked while it waits (the daemon: whether a second SIGTERM or SIGINT
+    /// came): once it says so, the waits end at once, and what is still open or waiting ends
+    /// with the counters it has.
+    pub fn shutdown(&mut self, mut interrupted: impl FnMut() -> bool) {
         let mut paced = true;
+        let mut hurried = false;
         let open: Vec<u32> = self.connections.keys().copied().collect();
         for peer in open {
-            if paced && !self.await_room_on_core_0() {
-                log("core 0 has taken no command for 2 s: the remaining clients may not be told to restart");
-                paced = false;
+            if paced && !hurried {
+                match self.await_room_on_core_0(&mut interrupted) {
+                    Some(true) => {}
+                    Some(false) => {
+                        log("core 0 has taken no command for 2 s: the remaining clients may not be told to restart");
+                        paced = false;
+                    }
+                    None => hurried = true,
+                }
             }
             self.end_for_shutdown(peer);
         }
-        let until = Instant::now() + FINAL_COUNTERS_WAIT;
-        loop {
+        let now = Instant::now();
+        let (counters_until, until) = (now + FINAL_COUNTERS_WAIT, now + STOP_LINGER);
+        while !hurried {
             // Connections made since (handshakes completed by the reports served).
             let open: Vec<u32> = self.connections.keys().copied().collect();
             for peer in open {
@@ -911,6 +926,7 @@ impl Dataplane {
                     self.end_for_shutdown(peer);
                 }
             }
+            let now = Instant::now();
             let settled = self.connections.is_empty()
                 && self.closing.is_empty()
                 && self.outbox.flush()
@@ -919,11 +935,26 @@ impl Dataplane {
                     .mailboxes()
                     .iter()
                     .all(|m| m.commands.is_empty());
-            if settled || Instant::now() >= until {
+            let delivering = self.servers.iter().any(|s| s.is_delivering(now));
+            if (settled || now >= counters_until) && !delivering {
+                break;
+            }
+            if now >= until {
+                log(&format!(
+                    "some clients had not acknowledged their RESTART within {} s: stopping",
+                    STOP_LINGER.as_secs()
+                ));
+                break;
+            }
+            if interrupted() {
+                hurried = true;
                 break;
             }
             self.poll();
             std::thread::sleep(Duration::from_millis(1));
+        }
+        if hurried {
+            log("a second stop signal: stopping at once");
         }
         // What is still open or waiting ends with the counters it has.
         let open: Vec<u32> = self.connections.keys().copied().collect();
@@ -960,18 +991,22 @@ impl Dataplane {
                 .is_none_or(|m| m.commands.capacity() - m.commands.len() >= ONE_END)
     }
 
-    /// Serves the reports until core 0 has room (`room_on_core_0`); false if it took nothing
-    /// for `FINAL_COUNTERS_WAIT`.
-    fn await_room_on_core_0(&mut self) -> bool {
+    /// Serves the reports until core 0 has room (`room_on_core_0`): `Some(true)` then,
+    /// `Some(false)` if it took nothing for `FINAL_COUNTERS_WAIT`, `None` if `interrupted`
+    /// said so first.
+    fn await_room_on_core_0(&mut self, interrupted: &mut impl FnMut() -> bool) -> Option<bool> {
         let until = Instant::now() + FINAL_COUNTERS_WAIT;
         while !self.room_on_core_0() {
+            if interrupted() {
+                return None;
+            }
             if Instant::now() >= until {
-                return false;
+                return Some(false);
             }
             self.poll();
             std::thread::sleep(Duration::from_millis(1));
         }
-        true
+        Some(true)
     }
 
     /// An ended connection's last connection-log line, and its place among the recently ended.

@@ -4,7 +4,9 @@
 //! SIGHUP re-reads the file (an invalid file is refused and the running configuration stays;
 //! either way it is in the audit trail, with the process that sent the signal),
 //! SIGINT/SIGTERM stop the daemon cleanly (each connection ended first: its client told to
-//! restart, its last connection-log line written with its core's counters; during the start,
+//! restart, which it is given `proto::server::STOP_LINGER` to acknowledge, its last
+//! connection-log line written with its core's counters; a second SIGINT or SIGTERM stops it
+//! at once, without waiting for the acknowledgements; during the start,
 //! the start ends at its next step, at once while it asks whether a daemon is already there,
 //! with nothing of it left). Management verbs arriving on the socket run against
 //! the daemon's file exactly as offline verbs do (validate, persist atomically), are audited
@@ -405,7 +407,9 @@ impl Daemon {
         }
         #[cfg(feature = "dpdk")]
         if let Some(mut dp) = self.dataplane.take() {
-            dp.shutdown();
+            // A second SIGINT or SIGTERM ends the wait for the clients' acknowledgements.
+            let signals = &mut self.signals;
+            dp.shutdown(|| signals.pending().any(|s| s.signal != SIGHUP));
         }
         log("stopping");
         let _ = std::fs::remove_file(&self.socket_path);

@@ -21,6 +21,7 @@ use sluice_engine::wire::openvpn::PeerId;
 use super::Dataplane;
 use crate::proto::client::Client;
 use crate::proto::packet::{opcode, ControlPacket};
+use crate::proto::server::STOP_LINGER;
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const VPN_PORT: u16 = 1194;
@@ -233,6 +234,9 @@ fn lines_of<'a>(log: &'a str, kind: &str) -> Vec<&'a str> {
 /// connection-log line, including one whose handshake completes while the shutdown waits for
 /// the cores; and no `RESTART` is lost to a full command queue on core 0 (which sends every
 /// control datagram) when that core is held up meanwhile (preempted, or behind on its work).
+/// The shutdown waits for the clients to acknowledge their `RESTART`s, serving the control
+/// channels: one whose first `RESTART` was lost gets it again; and a second stop signal ends
+/// the wait at once.
 #[test]
 fn a_shutdown_ends_every_connection_and_loses_no_restart() {
     sluice_tests::require_root("the in-process data plane (DPDK)");
@@ -293,13 +297,26 @@ fn a_shutdown_ends_every_connection_and_loses_no_restart() {
             .unwrap();
     }
 
-    dp.shutdown();
+    // No client acknowledges its RESTART: the shutdown waits, serving retransmissions, until
+    // a second stop signal comes, 3 s in (before `STOP_LINGER` from the last end).
+    let stopping = Instant::now();
+    let second_signal = stopping + Duration::from_secs(3);
+    dp.shutdown(|| Instant::now() >= second_signal);
+    let took = stopping.elapsed();
     let _ = hog.wait();
     drop(dp);
+    assert!(
+        took >= Duration::from_secs(3) && took < STOP_LINGER,
+        "the second signal ends the wait at once: {took:?}"
+    );
 
-    // A's client read its RESTART off the wire.
-    for d in udp_to(&read_pcap(&d.join("out.pcap")), a) {
-        let _ = client_a.handle(&d);
+    // A's client read its RESTART off the wire, the first copy lost: the retransmission sent
+    // while the shutdown waited for its acknowledgement.
+    let to_a = udp_to(&read_pcap(&d.join("out.pcap")), a);
+    let control = |d: &[u8]| ControlPacket::parse(d).is_ok_and(|p| p.opcode == opcode::CONTROL_V1);
+    let first = to_a.iter().position(|d| control(d)).unwrap();
+    for d in to_a.iter().skip(first + 1) {
+        let _ = client_a.handle(d);
     }
     assert!(
         client_a
