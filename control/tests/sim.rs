@@ -1587,17 +1587,20 @@ fn a_new_authenticator_refuses_a_removed_user_at_the_next_connection() {
     let server = Server::new(settings, users(&["alice", "bob"], false));
     let mut rig = Rig::new(server, certificate_client(7));
     assert_eq!(connect(&mut rig, "bob", "pw".into(), 1), Some(Ok(())));
-    rig.server.set_authenticator(users(&["alice"], false));
+    rig.server
+        .set_authenticator(users(&["alice"], false), rig.unix());
     assert_eq!(
         connect(&mut rig, "bob", "pw".into(), 2),
         Some(Err(FailureReason::BadPassword))
     );
     assert_eq!(connect(&mut rig, "alice", "pw".into(), 3), Some(Ok(())));
     // With one-time codes: the code alice used is refused after the reload as before it.
-    rig.server.set_authenticator(users(&["alice"], true));
+    rig.server
+        .set_authenticator(users(&["alice"], true), rig.unix());
     let code = scrv1("pw", rig.unix());
     assert_eq!(connect(&mut rig, "alice", code.clone(), 4), Some(Ok(())));
-    rig.server.set_authenticator(users(&["alice"], true));
+    rig.server
+        .set_authenticator(users(&["alice"], true), rig.unix());
     assert_eq!(
         connect(&mut rig, "alice", code, 5),
         Some(Err(FailureReason::MfaFailed))
@@ -1684,7 +1687,8 @@ fn a_client_connecting_again_with_its_auth_token_needs_no_new_code() {
         [FailureReason::MfaFailed],
         "past the session timeout the token is a (bad) password"
     );
-    rig.server.set_authenticator(users(&["bob"], true));
+    rig.server
+        .set_authenticator(users(&["bob"], true), rig.unix());
     rig.now = rig.start + Duration::from_secs(120);
     rig = again(rig, "alice", &token, Duration::ZERO);
     assert_eq!(
@@ -1936,7 +1940,8 @@ fn password_checks_are_handed_out_and_their_verdicts_complete_the_authentication
             == 1)
     );
     let before_reload = take_checks(&mut rig);
-    rig.server.set_authenticator(users(&["alice"], false));
+    rig.server
+        .set_authenticator(users(&["alice"], false), rig.unix());
     answer(&mut rig, &before_reload[0]);
     let again = take_checks(&mut rig);
     assert_eq!(
@@ -2374,12 +2379,15 @@ fn a_changed_password_refuses_the_auth_tokens_issued_before() {
     rig.connect();
     let (token, _) = token_and_peer(&rig);
     // The same file again: the token still reconnects.
-    rig.server.set_authenticator(alice_with_hash(&old_hash));
+    rig.server
+        .set_authenticator(alice_with_hash(&old_hash), rig.unix());
     let mut rig = connect_anew(rig, "alice", &token, 2, Duration::from_secs(60));
     assert!(rig.client.connected(), "{:?}", rig.refusals());
     // Her password changed: the token is refused.
-    rig.server
-        .set_authenticator(alice_with_hash(&hash_password("new pw").unwrap()));
+    rig.server.set_authenticator(
+        alice_with_hash(&hash_password("new pw").unwrap()),
+        rig.unix(),
+    );
     let rig = connect_anew(rig, "alice", &token, 3, Duration::from_secs(60));
     assert_eq!(rig.refusals(), [FailureReason::MfaFailed]);
     assert!(!rig.client.connected());
@@ -3027,4 +3035,54 @@ fn a_stopping_server_is_delivering_until_each_restart_is_acknowledged() {
         );
         assert!(told(&rig, "RESTART,the server is shutting down"), "{case}");
     }
+}
+
+/// A user removed from the users file loses the auth-tokens issued before, even when the same
+/// user line (the same password hash) comes back within their lifetime: the administrator who
+/// removed her meant every token of hers dead. The reload that puts her back lets her in with
+/// her password and code, and the token of that new sign-in is good.
+#[test]
+fn a_user_removed_and_put_back_does_not_get_her_old_tokens_back() {
+    let hash = hash_password("pw").unwrap();
+    let mut settings = Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20));
+    settings.password_required = true;
+    let server = Server::new(settings, alice_with_hash(&hash));
+    let client = Client::new(
+        client_config(),
+        "server",
+        [1; 8],
+        Some(("alice".to_owned(), scrv1("pw", UNIX))),
+    )
+    .unwrap();
+    let mut rig = Rig::new(server, client);
+    rig.connect();
+    let (token, _) = token_and_peer(&rig);
+    // Removed (another user stays), then put back with the same line.
+    rig.now += Duration::from_secs(60);
+    let bob_only = format!(
+        "[[user]]\nname = \"bob\"\npassword_hash = \"{hash}\"\ngroups = [\"g\"]\ntotp_secret = \"GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\"\n"
+    );
+    let bob_only = EndpointAuth::new(
+        false,
+        Some(Box::new(UsersFileDirectory::parse(&bob_only).unwrap())),
+        true,
+    );
+    rig.server.set_authenticator(bob_only, rig.unix());
+    rig.now += Duration::from_secs(60);
+    rig.server
+        .set_authenticator(alice_with_hash(&hash), rig.unix());
+    let rig = connect_anew(rig, "alice", &token, 2, Duration::from_secs(60));
+    assert_eq!(rig.refusals(), [FailureReason::BadPassword]);
+    assert!(!rig.client.connected());
+    // Her password and a new code get her in; that sign-in's token reconnects.
+    let code = scrv1("pw", rig.unix() + 60);
+    let rig = connect_anew(rig, "alice", &code, 3, Duration::from_secs(60));
+    assert!(rig.client.connected(), "{:?}", rig.refusals());
+    let (new_token, _) = token_and_peer(&rig);
+    assert_ne!(new_token, token);
+    let rig = connect_anew(rig, "alice", &new_token, 4, Duration::from_secs(60));
+    assert!(rig.client.connected(), "{:?}", rig.refusals());
+    // The old token stays refused, until it would have expired anyway.
+    let rig = connect_anew(rig, "alice", &token, 5, Duration::from_secs(3600));
+    assert_eq!(rig.refusals(), [FailureReason::BadPassword]);
 }

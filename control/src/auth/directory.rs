@@ -64,6 +64,10 @@ pub trait Directory: Send {
     /// that proved itself with an auth-token, or whose password was checked).
     fn user(&self, username: &str) -> Option<User>;
 
+    /// The names of all its users (a reload compares them, to revoke the auth-tokens of the
+    /// users removed: `proto::server::Server::set_authenticator`).
+    fn usernames(&self) -> Vec<String>;
+
     /// Checks a password, here and now (tens of milliseconds); returns the user.
     ///
     /// # Errors
@@ -230,6 +234,10 @@ impl Directory for UsersFileDirectory {
             Some((h, _)) => h.clone(),
             None => self.dummy.clone(),
         }
+    }
+
+    fn usernames(&self) -> Vec<String> {
+        self.users.keys().cloned().collect()
     }
 }
 

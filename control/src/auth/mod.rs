@@ -263,6 +263,14 @@ impl Authenticator for EndpointAuth {
         self.directory.as_ref().map(|d| d.password_hash(username))
     }
 
+    /// The directory's users; none without one.
+    fn usernames(&mut self) -> Vec<String> {
+        self.directory
+            .as_ref()
+            .map(|d| d.usernames())
+            .unwrap_or_default()
+    }
+
     /// The one-time-code steps already used carry over a reload, so a code accepted just
     /// before it is not accepted again after it; so do wrong codes counted against a user.
     /// With the same users file the record is already the same; else (another file, or none

@@ -7,7 +7,7 @@
 //! `poll_transmit()`, `poll_timeout()`, `poll_event()`. Wall-clock time (for certificate and
 //! one-time-code checks) is passed in as Unix seconds.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::Ipv4Addr;
 use std::ops::Range;
 use std::sync::Arc;
@@ -252,6 +252,13 @@ pub trait Authenticator {
     fn password_hash(&mut self, username: &str) -> Option<String> {
         let _ = username;
         None
+    }
+
+    /// The names of the users it knows (its directory's), so that a reload can revoke the
+    /// auth-tokens of those the next authenticator no longer has (`Server::set_authenticator`).
+    /// None by default (an authenticator with no users, which no auth-token is issued for).
+    fn usernames(&mut self) -> Vec<String> {
+        Vec::new()
     }
 
     /// Takes over from `previous`, the authenticator this one replaces at a reload
@@ -769,17 +776,27 @@ impl<A: Authenticator> Server<A> {
     }
 
     /// Replaces the authenticator (a reload: a new users file, with its users, passwords,
-    /// groups and one-time-code secrets) for every authentication from now on: new
-    /// connections, and renegotiations that check a password again (those whose client does
-    /// not present the session's auth-token). A session authenticated before keeps its
+    /// groups and one-time-code secrets) at `unix_now` for every authentication from now on:
+    /// new connections, and renegotiations that check a password again (those whose client
+    /// does not present the session's auth-token). A session authenticated before keeps its
     /// identity and groups, and its auth-token stays good for its renegotiations: ending the
     /// sessions of a user removed is the caller's (`terminate`). An auth-token presented at a
     /// new connection is checked against the user's password hash now (`token::Holder`): one
-    /// issued before the user's password changed is refused. What the old authenticator
+    /// issued before the user's password changed is refused. A user the old authenticator
+    /// has and the new one does not (`Authenticator::usernames`) loses every token issued up
+    /// to now (`Revoked::revoke_user`), so that the same user line put back later, its
+    /// password hash unchanged, does not make them good again. What the old authenticator
     /// must pass on (the one-time codes already used) is taken over (`Authenticator::take_over`).
     /// A password check out for the old one is not used when it comes back: those credentials
     /// are checked again under the new one (`verified`).
-    pub fn set_authenticator(&mut self, mut auth: A) {
+    pub fn set_authenticator(&mut self, mut auth: A, unix_now: u64) {
+        let kept: HashSet<String> = auth.usernames().into_iter().collect();
+        for gone in self.auth.usernames() {
+            if !kept.contains(&gone) {
+                self.revoked
+                    .revoke_user(&gone, unix_now, self.longest_lifetime);
+            }
+        }
         auth.take_over(&mut self.auth);
         self.auth = auth;
         self.auth_generation += 1;
@@ -1375,15 +1392,20 @@ impl<A: Authenticator> Server<A> {
             (true, Some(h), Some(p)) => self.tokens.verify(p.expose(), h, unix_now, lifetime),
             _ => None,
         };
-        if by_token.is_some()
-            && msg
-                .password
-                .as_ref()
-                .is_some_and(|p| self.revoked.is_revoked(p.expose()))
-        {
-            // The token of a connection an administrator terminated: its client must give
-            // its password again (an OpenVPN 2.6 client, refused with a token, drops it and
-            // asks for its credentials).
+        let revoked = match (by_token, holder) {
+            (Some(at), Some(h)) => {
+                self.revoked.is_revoked_for(h.username, at)
+                    || msg
+                        .password
+                        .as_ref()
+                        .is_some_and(|p| self.revoked.is_revoked(p.expose()))
+            }
+            _ => false,
+        };
+        if revoked {
+            // The token of a connection an administrator terminated, or of a user removed
+            // since (and put back): its client must give its password again (an OpenVPN 2.6
+            // client, refused with a token, drops it and asks for its credentials).
             return Err(FailureReason::BadPassword);
         }
         let groups = match (by_token, holder) {

@@ -20,6 +20,10 @@
 //! with its password (and one-time code). Only that token: the same user's other connections
 //! (other devices, which authenticated at other times, so with other tokens) keep theirs. The
 //! server keeps a digest of each revoked token until the token would have expired anyway.
+//! A user removed from the users file loses every token issued before (`Revoked::revoke_user`):
+//! should the same user line come back within a token lifetime, its password hash unchanged,
+//! the old tokens stay refused. The server keeps the name and the time of the removal until
+//! every token issued before it would have expired.
 
 use std::collections::HashMap;
 
@@ -113,7 +117,10 @@ impl TokenKey {
 
 /// Tokens revoked before their time, each kept (as a SHA-256 digest, not the token) with the
 /// time its holder authenticated with a password, until the token would have expired: at most
-/// one entry per connection an administrator terminated within a token lifetime.
+/// one entry per connection an administrator terminated within a token lifetime. And the
+/// users whose every token issued until a time is revoked (removed from the users file), each
+/// kept until those tokens would have expired: at most one entry per user removed within a
+/// token lifetime.
 #[derive(Default)]
 pub struct Revoked {
     /// Digest of the token -> when its holder authenticated (Unix seconds).
@@ -121,11 +128,21 @@ pub struct Revoked {
     /// The size at which the expired entries are next swept out (twice the size after the
     /// last sweep, so that sweeping costs a constant per revocation).
     sweep_at: usize,
+    /// Username -> the time (Unix seconds) up to which its tokens are revoked: those of a
+    /// password authentication then or before.
+    users: HashMap<String, u64>,
+    /// As `sweep_at`, for `users`.
+    users_sweep_at: usize,
 }
 
 impl std::fmt::Debug for Revoked {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Revoked({} tokens)", self.tokens.len())
+        write!(
+            f,
+            "Revoked({} tokens, {} users)",
+            self.tokens.len(),
+            self.users.len()
+        )
     }
 }
 
@@ -147,9 +164,36 @@ impl Revoked {
         !self.tokens.is_empty() && self.tokens.contains_key(&token_digest(token))
     }
 
-    /// Tokens kept.
+    /// Revokes every token of `username` whose holder authenticated with a password at `now`
+    /// or before (the user was removed): `is_revoked_for` refuses them until they expire, the
+    /// tokens of a later authentication (the user added back, signing in again) being good.
+    /// A later revocation of the same user moves the time on. Entries whose tokens have all
+    /// expired by `now` under `lifetime` go at the same time, in sweeps.
+    pub fn revoke_user(&mut self, username: &str, now: u64, lifetime: u64) {
+        if self.users.len() >= self.users_sweep_at {
+            self.users.retain(|_, at| now < at.saturating_add(lifetime));
+            self.users_sweep_at = (self.users.len() * 2).max(64);
+        }
+        let at = self.users.entry(username.to_owned()).or_insert(now);
+        *at = (*at).max(now);
+    }
+
+    /// Whether a token of `username`, whose holder authenticated with a password at
+    /// `authenticated`, was revoked with the user (`revoke_user`).
+    pub fn is_revoked_for(&self, username: &str, authenticated: u64) -> bool {
+        self.users
+            .get(username)
+            .is_some_and(|at| authenticated <= *at)
+    }
+
+    /// Tokens kept (revoked one by one; not the users').
     pub fn len(&self) -> usize {
         self.tokens.len()
+    }
+
+    /// Users kept (`revoke_user`).
+    pub fn users(&self) -> usize {
+        self.users.len()
     }
 
     /// Whether none is kept.
@@ -293,6 +337,36 @@ mod tests {
         }
         assert_eq!(revoked.len(), 1000, "the t's expired and went");
         assert!(!format!("{revoked:?}").contains("u1"));
+    }
+
+    /// A user revoked at a time loses the tokens of authentications then and before, not those
+    /// of later ones nor other users'; the entry goes once those tokens have all expired.
+    #[test]
+    fn a_users_revocation_takes_its_earlier_tokens_until_they_expire() {
+        let mut revoked = Revoked::default();
+        revoked.revoke_user("alice", 1_000_000, 1_000_100);
+        assert!(revoked.is_revoked_for("alice", 999_000));
+        assert!(
+            revoked.is_revoked_for("alice", 1_000_000),
+            "the same second"
+        );
+        assert!(
+            !revoked.is_revoked_for("alice", 1_000_001),
+            "signed in again since"
+        );
+        assert!(!revoked.is_revoked_for("bob", 999_000));
+        // Removed again later: the time moves on, never back.
+        revoked.revoke_user("alice", 1_000_050, 1_000_100);
+        revoked.revoke_user("alice", 1_000_020, 1_000_100);
+        assert!(revoked.is_revoked_for("alice", 1_000_040));
+        // Sweeps drop the users whose tokens have all expired, and keep the others.
+        for i in 0..200u64 {
+            revoked.revoke_user(&format!("u{i}"), 2_100_000 + i, 1_000_100);
+        }
+        assert!(!revoked.is_revoked_for("alice", 999_000), "swept out");
+        assert!(revoked.is_revoked_for("u0", 2_000_000));
+        assert!(revoked.users() <= 200, "{revoked:?}");
+        assert!(!format!("{revoked:?}").contains("u1"), "no names in Debug");
     }
 
     #[test]

@@ -1353,7 +1353,7 @@ impl Dataplane {
             // The users file too: a user removed or changed there is checked so at the next
             // authentication (and, connected, was weighed above).
             if let Some((_, auth)) = f {
-                s.set_authenticator(auth);
+                s.set_authenticator(auth, unix);
             }
             s.set_dns(ep.dns_servers.clone());
             s.set_banner(endpoint::banner(ep));
@@ -1729,6 +1729,10 @@ access_group_id = "finance""#,
                 groups: groups.iter().map(|g| (*g).to_owned()).collect(),
                 totp_secret: None,
             })
+        }
+
+        fn usernames(&self) -> Vec<String> {
+            self.0.iter().map(|(n, _)| (*n).to_owned()).collect()
         }
     }
 
