@@ -2867,6 +2867,9 @@ fn a_client_without_a_shared_cipher_is_told_so_before_any_refusal_for_now() {
                 && m.contains("cipher")
                 && !m.contains("TEMP")),
             "limit {max_sessions}: {told:?}"
+        );
+    }
+}
 
 /// An established session renegotiates with its password (a client that kept no auth-token),
 /// and the password check is out when the session ends: an administrator terminates it, or
