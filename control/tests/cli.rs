@@ -328,16 +328,6 @@ fn round_trip() {
     );
     env.refused(
         &[
-            "disassociate-client-vpn-target-network",
-            "--client-vpn-endpoint-id",
-            &id,
-            "--association-id",
-            &assoc,
-        ],
-        "delete them",
-    );
-    env.refused(
-        &[
             "describe-client-vpn-routes",
             "--client-vpn-endpoint-id",
             "cvpn-endpoint-00000000000000000",
@@ -1553,4 +1543,142 @@ fn nothing_under_var_lib(script: &str) {
     );
     assert!(out.status.success(), "{:?}: {stderr}", out.status);
     assert_eq!(stdout, "", "written under /var/lib: {stdout}");
+}
+
+/// AWS's guide ("Disassociate a target network from an AWS Client VPN endpoint"): the routes
+/// added by hand through a target network are deleted with it, as is its association's route.
+/// Before, disassociating was refused while a manual route went through the subnet. Routes
+/// through the other associated subnet and the authorization rules stay.
+#[test]
+fn disassociating_removes_the_routes_through_that_subnet_only() {
+    let env = Env::new();
+    let mut text = env.text();
+    text.push_str(
+        r#"
+[[dataplane.port]]
+name = "inside-b"
+device = "net_null2"
+ip = "172.31.2.5/24"
+"#,
+    );
+    std::fs::write(&env.config, text).expect("write config");
+    let (_, out, err) = create(&env, "server.crt", "server.key");
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{err}"));
+    let id = v["ClientVpnEndpointId"].as_str().expect("id").to_owned();
+    let a = associate(&env, &id);
+    let b = env.ok(&[
+        "associate-client-vpn-target-network",
+        "--client-vpn-endpoint-id",
+        &id,
+        "--subnet-id",
+        "subnet-b",
+        "--vpc-id",
+        "vpc-1",
+        "--vpc-cidr",
+        "172.31.0.0/16",
+        "--cidr",
+        "172.31.2.0/24",
+        "--availability-zone",
+        "az-b",
+        "--port",
+        "inside-b",
+        "--eni-ip",
+        "172.31.2.5",
+        "--gateway",
+        "172.31.2.1",
+    ])["AssociationId"]
+        .as_str()
+        .expect("association id")
+        .to_owned();
+    for (dst, subnet) in [
+        ("10.50.0.0/16", "subnet-a"),
+        ("10.60.0.0/16", "subnet-a"),
+        ("10.50.0.0/16", "subnet-b"),
+        ("10.70.0.0/16", "subnet-b"),
+    ] {
+        env.ok(&[
+            "create-client-vpn-route",
+            "--client-vpn-endpoint-id",
+            &id,
+            "--destination-cidr-block",
+            dst,
+            "--target-vpc-subnet-id",
+            subnet,
+        ]);
+    }
+    env.ok(&[
+        "authorize-client-vpn-ingress",
+        "--client-vpn-endpoint-id",
+        &id,
+        "--target-network-cidr",
+        "10.60.0.0/16",
+        "--authorize-all-groups",
+    ]);
+    let routes = |env: &Env| -> Vec<(String, String, String)> {
+        let r = env.ok(&[
+            "describe-client-vpn-routes",
+            "--client-vpn-endpoint-id",
+            &id,
+        ]);
+        let mut out: Vec<_> = r["Routes"]
+            .as_array()
+            .expect("routes")
+            .iter()
+            .map(|r| {
+                let s = |k: &str| r[k].as_str().expect("string").to_owned();
+                (s("DestinationCidr"), s("TargetSubnet"), s("Origin"))
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    assert_eq!(routes(&env).len(), 6);
+    let d = env.ok(&[
+        "disassociate-client-vpn-target-network",
+        "--client-vpn-endpoint-id",
+        &id,
+        "--association-id",
+        &a,
+    ]);
+    assert_eq!(d["Status"]["Code"], "disassociated");
+    let r = |d: &str, s: &str, o: &str| (d.to_owned(), s.to_owned(), o.to_owned());
+    assert_eq!(
+        routes(&env),
+        vec![
+            r("10.50.0.0/16", "subnet-b", "add-route"),
+            r("10.70.0.0/16", "subnet-b", "add-route"),
+            r("172.31.0.0/16", "subnet-b", "associate"),
+        ]
+    );
+    let rules = env.ok(&[
+        "describe-client-vpn-authorization-rules",
+        "--client-vpn-endpoint-id",
+        &id,
+    ]);
+    assert_eq!(
+        rules["AuthorizationRules"].as_array().map(Vec::len),
+        Some(1)
+    );
+    let t = env.ok(&[
+        "describe-client-vpn-target-networks",
+        "--client-vpn-endpoint-id",
+        &id,
+    ]);
+    let nets = t["ClientVpnTargetNetworks"].as_array().expect("list");
+    assert_eq!(nets.len(), 1, "{t}");
+    assert_eq!(nets[0]["AssociationId"], b.as_str());
+    // The last one goes with its manual routes too, and the endpoint waits for an association.
+    env.ok(&[
+        "disassociate-client-vpn-target-network",
+        "--client-vpn-endpoint-id",
+        &id,
+        "--association-id",
+        &b,
+    ]);
+    assert!(routes(&env).is_empty());
+    let e = env.ok(&["describe-client-vpn-endpoints"]);
+    assert_eq!(
+        e["ClientVpnEndpoints"][0]["Status"]["Code"],
+        "pending-associate"
+    );
 }

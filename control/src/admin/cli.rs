@@ -56,7 +56,7 @@ pub enum Verb {
     DescribeClientVpnEndpoints(DescribeEndpoints),
     /// Associate a subnet; the first association makes the endpoint available and adds the VPC route.
     AssociateClientVpnTargetNetwork(Associate),
-    /// Disassociate a subnet and remove the route its association added.
+    /// Disassociate a subnet, with the routes through it (its association's and those added).
     DisassociateClientVpnTargetNetwork(Disassociate),
     /// Describe target networks.
     DescribeClientVpnTargetNetworks(DescribeTargetNetworks),

@@ -753,31 +753,20 @@ fn disassociate(path: &Path, a: &Disassociate) -> Result<Response, AdminError> {
                 ),
             )
         })?;
-    let subnet = ep.target_networks[t].subnet_id.clone();
-    let manual: Vec<String> = ep
-        .routes
-        .iter()
-        .filter(|r| r.target_subnet == subnet && r.origin == RouteOrigin::AddRoute)
-        .map(|r| r.destination_cidr.to_string())
-        .collect();
-    if !manual.is_empty() {
-        return Err(AdminError::request(
-            "IncorrectState",
-            format!(
-                "routes to {} go through subnet {subnet}; delete them (delete-client-vpn-route) before disassociating it",
-                manual.join(", ")
-            ),
-        ));
-    }
-    let local: Vec<usize> = ep
+    // AWS ("Disassociate a target network from an AWS Client VPN endpoint"): the routes
+    // added by hand through the target network go with it, as does the route its
+    // association created. Routes through another associated subnet stay; authorization rules
+    // name destinations, not subnets, and stay too.
+    let subnet = &ep.target_networks[t].subnet_id;
+    let through: Vec<usize> = ep
         .routes
         .iter()
         .enumerate()
-        .filter(|(_, r)| r.target_subnet == subnet && r.origin == RouteOrigin::Associate)
+        .filter(|(_, r)| &r.target_subnet == subnet)
         .map(|(k, _)| k)
         .collect();
     let routes = ed.endpoint_array_mut(i, "route")?;
-    for k in local.into_iter().rev() {
+    for k in through.into_iter().rev() {
         remove_at(routes, k)?;
     }
     remove_at(ed.endpoint_array_mut(i, "target_network")?, t)?;
