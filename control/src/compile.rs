@@ -124,7 +124,8 @@ pub struct Compiled {
 /// (impossible in a validated configuration) are left out, and so are routes through them.
 ///
 /// # Errors
-/// Only for rule sets far past any quota.
+/// Only for rule sets far past any quota, or an endpoint with more target networks than a
+/// 16-bit index names (`validate::MAX_TARGET_NETWORKS`).
 pub fn compile(config: &Config, version: u64) -> Result<Compiled, LpmError> {
     compile_numbered(config, version, &[])
 }
@@ -134,7 +135,7 @@ pub fn compile(config: &Config, version: u64) -> Result<Compiled, LpmError> {
 /// still name.
 ///
 /// # Errors
-/// Only for rule sets far past any quota.
+/// As `compile`.
 pub fn compile_numbered(
     config: &Config,
     version: u64,
@@ -181,7 +182,10 @@ pub fn compile_numbered(
                         .collect(),
                 )
             };
-            subnet_target.insert(tn.subnet_id.as_str(), targets.len() as u16);
+            // Routes name a target network by a 16-bit index: past it, a wrapped index would
+            // send them through another target network (validation refuses so many).
+            let index = u16::try_from(targets.len()).map_err(|_| LpmError::TooLarge)?;
+            subnet_target.insert(tn.subnet_id.as_str(), index);
             targets.push(TargetNetwork {
                 port,
                 subnet: cidr(tn.cidr),
@@ -414,6 +418,77 @@ access_group_id = "Group 2"
             t.decide(0, &everyone, ip("198.51.100.1"), protocol::UDP, 53, 0)
                 .map(|d| d.next_hop),
             Ok(ip("172.31.1.1"))
+        );
+    }
+
+    /// An endpoint with `n` target networks: subnet-a on port inside-a, then subnets on
+    /// inside-b, and a route to 10.99.0.0/16 through the last one.
+    fn with_target_networks(n: usize) -> Config {
+        let tn = |subnet: &str, port: &str| {
+            format!(
+                "[[endpoint.target_network]]\nassociation_id = \"cvpn-assoc-0123456789abcdef1\"\n\
+                 subnet_id = \"{subnet}\"\nvpc_id = \"vpc-1\"\nvpc_cidr = \"172.31.0.0/16\"\n\
+                 cidr = \"172.31.1.0/24\"\navailability_zone = \"{subnet}\"\nport = \"{port}\"\n\
+                 eni_ip = \"172.31.1.5\"\ngateway = \"172.31.1.1\"\n"
+            )
+        };
+        let mut text = String::from(
+            "[[dataplane.port]]\nname = \"outside\"\ndevice = \"net_null0\"\nip = \"192.168.50.1/24\"\n\
+             [[dataplane.port]]\nname = \"inside-a\"\ndevice = \"net_null1\"\nip = \"172.31.1.5/24\"\n\
+             [[dataplane.port]]\nname = \"inside-b\"\ndevice = \"net_null2\"\nip = \"172.31.1.6/24\"\n",
+        );
+        let rules = format!(
+            "{}{}[[endpoint.authorization_rule]]\ndestination_cidr = \"0.0.0.0/0\"\n\
+             authorize_all_groups = true\n",
+            tn("subnet-a", "inside-a"),
+            tn("subnet-b", "inside-b"),
+        );
+        text.push_str(&crate::config::endpoint_toml(
+            "cvpn-endpoint-0123456789abcdef0",
+            "10.200.0.0/20",
+            443,
+            &rules,
+        ));
+        let mut config = crate::config::parse(Path::new("t.toml"), &text).unwrap();
+        let ep = &mut config.endpoints[0];
+        let template = ep.target_networks[1].clone();
+        for k in 2..n {
+            let mut t = template.clone();
+            t.subnet_id = format!("subnet-{k}");
+            t.availability_zone = t.subnet_id.clone();
+            ep.target_networks.push(t);
+        }
+        let last = ep.target_networks.last().unwrap().subnet_id.clone();
+        ep.routes.push(crate::config::schema::Route {
+            destination_cidr: "10.99.0.0/16".parse().unwrap(),
+            target_subnet: last,
+            description: String::new(),
+            origin: crate::config::schema::RouteOrigin::AddRoute,
+        });
+        config
+    }
+
+    /// An endpoint's target networks are numbered with 16 bits. The index of the 65,537th
+    /// was `targets.len() as u16`, 0: its routes went out through the first target network
+    /// (another port, another subnet). Such an endpoint is now refused (validation says so
+    /// first: `MAX_TARGET_NETWORKS`); 65,536 still compile, the last one routed to.
+    #[test]
+    fn a_target_network_past_a_16_bit_index_is_refused_not_wrapped() {
+        let ip = |s: &str| u32::from(s.parse::<std::net::Ipv4Addr>().unwrap());
+        let fits = compile(&with_target_networks(65_536), 1).unwrap();
+        let t = &fits.table;
+        let d = t
+            .decide(0, &GroupMask::EMPTY, ip("10.99.0.1"), protocol::UDP, 53, 0)
+            .unwrap();
+        assert_eq!((d.target_index, d.target.port), (u16::MAX, 2));
+        let past = compile(&with_target_networks(65_537), 1).map(|c| {
+            c.table
+                .decide(0, &GroupMask::EMPTY, ip("10.99.0.1"), protocol::UDP, 53, 0)
+                .map(|d| (d.target_index, d.target.port))
+        });
+        assert!(
+            matches!(past, Err(LpmError::TooLarge)),
+            "compiled, the route through the last target network going to {past:?}"
         );
     }
 }

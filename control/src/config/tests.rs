@@ -847,3 +847,36 @@ fn named_files_not_regular_or_too_large_are_refused_at_once() {
         );
     }
 }
+
+/// An endpoint's target networks are numbered with 16 bits in the data plane (compile): one
+/// past `MAX_TARGET_NETWORKS` is refused on the first that does not fit, not numbered from 0
+/// again; as many as fit pass this rule.
+#[test]
+fn more_target_networks_than_16_bits_number_are_refused() {
+    let with = |n: usize| {
+        let mut config = parse(Path::new("t.toml"), BASE).expect("parses");
+        let ep = &mut config.endpoints[0];
+        let template = ep.target_networks[0].clone();
+        for k in 1..n {
+            let mut t = template.clone();
+            t.subnet_id = format!("subnet-{k}");
+            t.availability_zone = format!("az-{k}");
+            ep.target_networks.push(t);
+        }
+        validate::validate(&config)
+            .into_iter()
+            .filter(|(_, m)| m.contains("16 bits"))
+            .map(|(f, m)| (f.to_string(), m))
+            .collect::<Vec<_>>()
+    };
+    assert!(with(validate::MAX_TARGET_NETWORKS).is_empty());
+    assert_eq!(
+        with(validate::MAX_TARGET_NETWORKS + 1),
+        vec![(
+            "endpoint[0].target_network[65536]".to_owned(),
+            "65537 target networks; an endpoint has at most 65536 (the data plane numbers them \
+             with 16 bits)"
+                .to_owned()
+        )]
+    );
+}

@@ -28,6 +28,11 @@ pub const MIN_FREE_ADDRESSES: u64 = 8;
 /// The longest client login banner AWS accepts, in characters.
 pub const MAX_BANNER_CHARS: usize = 1400;
 
+/// The most target networks an endpoint may have: the data plane numbers an endpoint's
+/// target networks, and its routes name them, with 16 bits (`rules::EndpointTables`). AWS
+/// allows one per availability zone, far fewer.
+pub const MAX_TARGET_NETWORKS: usize = u16::MAX as usize + 1;
+
 /// Checks every cross-field rule; returns the findings in document order.
 pub fn validate(config: &Config) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -403,6 +408,16 @@ fn target_networks(config: &Config, ep: &Endpoint, p: &FieldPath, out: &mut Vec<
     let Some(first) = ep.target_networks.first() else {
         return;
     };
+    if ep.target_networks.len() > MAX_TARGET_NETWORKS {
+        out.push((
+            p.key("target_network").index(MAX_TARGET_NETWORKS),
+            format!(
+                "{} target networks; an endpoint has at most {MAX_TARGET_NETWORKS} (the data \
+                 plane numbers them with 16 bits)",
+                ep.target_networks.len()
+            ),
+        ));
+    }
     let mut zones = HashMap::new();
     let mut subnets = HashMap::new();
     let sg_ids: HashSet<&str> = config
