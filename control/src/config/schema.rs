@@ -102,9 +102,31 @@ pub struct Limits {
     /// Routes per associated target network.
     #[serde(default = "default_routes")]
     pub routes_per_target_network: u32,
-    /// Concurrent connections per endpoint, for each associated target network.
-    #[serde(default = "default_connections")]
-    pub connections_per_target_network: u32,
+    /// Concurrent connections per endpoint, for each associated target network. Unset, an
+    /// endpoint takes AWS's quota for its number of target networks
+    /// (`AWS_CONNECTIONS_BY_TARGET_NETWORKS`), which does not grow in proportion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections_per_target_network: Option<u32>,
+}
+
+/// AWS's default quota of concurrent client connections per endpoint for one to five
+/// associated subnets ("AWS Client VPN quotas": 7,000, 36,500, 66,500, 96,500, 126,000). AWS
+/// gives no figure past five; more target networks keep the last.
+pub const AWS_CONNECTIONS_BY_TARGET_NETWORKS: [u32; 5] = [7_000, 36_500, 66_500, 96_500, 126_000];
+
+impl Limits {
+    /// The connections an endpoint with `target_networks` associated takes at most: with
+    /// `connections_per_target_network` set, that many for each target network; unset, AWS's
+    /// quota for that many subnets. None before a target network is associated.
+    pub fn connections(&self, target_networks: usize) -> usize {
+        match self.connections_per_target_network {
+            Some(per) => (per as usize).saturating_mul(target_networks),
+            None => target_networks.checked_sub(1).map_or(0, |i| {
+                let last = AWS_CONNECTIONS_BY_TARGET_NETWORKS.len() - 1;
+                AWS_CONNECTIONS_BY_TARGET_NETWORKS[i.min(last)] as usize
+            }),
+        }
+    }
 }
 
 impl Default for Limits {
@@ -113,7 +135,7 @@ impl Default for Limits {
             endpoints: default_endpoints(),
             authorization_rules_per_endpoint: default_rules(),
             routes_per_target_network: default_routes(),
-            connections_per_target_network: default_connections(),
+            connections_per_target_network: None,
         }
     }
 }
@@ -126,9 +148,6 @@ fn default_rules() -> u32 {
 }
 fn default_routes() -> u32 {
     100
-}
-fn default_connections() -> u32 {
-    7000
 }
 
 /// `[dataplane]`.

@@ -107,18 +107,21 @@ fn limits(config: &Config, out: &mut Vec<Finding>) {
     let p = FieldPath::root().key("limits");
     let l = &config.limits;
     for (name, v) in [
-        ("endpoints", l.endpoints),
+        ("endpoints", Some(l.endpoints)),
         (
             "authorization_rules_per_endpoint",
-            l.authorization_rules_per_endpoint,
+            Some(l.authorization_rules_per_endpoint),
         ),
-        ("routes_per_target_network", l.routes_per_target_network),
+        (
+            "routes_per_target_network",
+            Some(l.routes_per_target_network),
+        ),
         (
             "connections_per_target_network",
             l.connections_per_target_network,
         ),
     ] {
-        if v == 0 {
+        if v == Some(0) {
             out.push((p.key(name), format!("{name} must be at least 1")));
         }
     }

@@ -125,11 +125,11 @@ pub fn session_timeout(ep: &Endpoint) -> Duration {
 }
 
 /// The connections `ep` takes at most: `[limits] connections_per_target_network` for each of
-/// its target networks; none before one is associated (`pending-associate`: the guide's
-/// "clients can no longer establish a VPN connection" once all are disassociated).
+/// its target networks when set, else AWS's quota for as many subnets (`Limits::connections`);
+/// none before one is associated (`pending-associate`: the guide's "clients can no longer
+/// establish a VPN connection" once all are disassociated).
 pub fn max_connections(loaded: &Loaded, ep: &Endpoint) -> usize {
-    let per_target = loaded.config.limits.connections_per_target_network as usize;
-    per_target.saturating_mul(ep.target_networks.len())
+    loaded.config.limits.connections(ep.target_networks.len())
 }
 
 /// Server-side renegotiation (`[appliance] reneg_seconds`; 0: none).
@@ -420,5 +420,54 @@ authentication = {{ directory = {{ users_file = "{users}" }}, mfa = "totp" }}
             banner(&ep).last().map(String::as_str),
             Some("echo msg-window Corp%20VPN")
         );
+    }
+
+    /// Without `[limits] connections_per_target_network`, an endpoint takes AWS's quota for
+    /// its number of associated subnets ("AWS Client VPN quotas": 7,000 for one, 36,500 for
+    /// two, ... 126,000 for five), not 7,000 times their number (14,000 for two); past five,
+    /// AWS's last figure. Set, the figure is per target network, as before.
+    #[test]
+    fn connections_follow_aws_steps_unless_set_per_target_network() {
+        const TARGET_NETWORK: &str = r#"
+[[endpoint.target_network]]
+association_id = "cvpn-assoc-0123456789abcdef1"
+subnet_id = "subnet-0a0000000000000a1"
+vpc_id = "vpc-0c0000000000000c1"
+vpc_cidr = "172.31.0.0/16"
+cidr = "172.31.1.0/24"
+availability_zone = "lab-1a"
+port = "inside-a"
+eni_ip = "172.31.1.5"
+gateway = "172.31.1.1"
+"#;
+        let loaded = |limits: &str| {
+            let text = limits.to_owned()
+                + &crate::config::endpoint_toml(
+                    "cvpn-endpoint-0123456789abcdef0",
+                    "10.200.0.0/20",
+                    443,
+                    TARGET_NETWORK,
+                );
+            Loaded {
+                path: "t.toml".into(),
+                config: toml::from_str(&text).expect("parses"),
+                text,
+            }
+        };
+        let with = |loaded: &Loaded, n: usize| {
+            let mut ep = loaded.config.endpoints[0].clone();
+            let t = ep.target_networks[0].clone();
+            ep.target_networks = vec![t; n];
+            max_connections(loaded, &ep)
+        };
+        let aws = loaded("");
+        let by_count: Vec<usize> = (0..=6).map(|n| with(&aws, n)).collect();
+        assert_eq!(
+            by_count,
+            [0, 7_000, 36_500, 66_500, 96_500, 126_000, 126_000]
+        );
+        let set = loaded("[limits]\nconnections_per_target_network = 7000\n");
+        let by_count: Vec<usize> = (0..=3).map(|n| with(&set, n)).collect();
+        assert_eq!(by_count, [0, 7_000, 14_000, 21_000]);
     }
 }
