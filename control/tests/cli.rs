@@ -1682,3 +1682,53 @@ ip = "172.31.2.5/24"
         "pending-associate"
     );
 }
+
+/// An endpoint without mutual authentication takes no client certificate, and the daemon's TLS
+/// leaves a CRL out there: importing one is refused before anything is written, as validation
+/// refuses the file that names one.
+#[test]
+fn a_crl_for_an_endpoint_without_client_certificates_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let users = env.config.with_file_name("users.toml");
+    std::fs::write(
+        &users,
+        "[[user]]\nname = \"alice\"\npassword_hash = \
+         \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA\"\n",
+    )
+    .expect("write users");
+    std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let auth = format!(
+        "Type=directory-service-authentication,ActiveDirectory={{DirectoryId={}}}",
+        users.display()
+    );
+    let v = env.ok(&[
+        "create-client-vpn-endpoint",
+        "--client-cidr-block",
+        "10.200.0.0/20",
+        "--server-certificate-arn",
+        &p("server.crt"),
+        "--server-key",
+        &p("server.key"),
+        "--authentication-options",
+        &auth,
+        "--dns-name",
+        "vpn.example.internal",
+    ]);
+    let id = v["ClientVpnEndpointId"].as_str().expect("id").to_owned();
+    env.refused(
+        &[
+            "import-client-vpn-client-certificate-revocation-list",
+            "--client-vpn-endpoint-id",
+            &id,
+            "--certificate-revocation-list",
+            &format!("file://{}", p("crl.pem")),
+        ],
+        "OperationNotPermitted",
+    );
+    let state = env.config.with_file_name("state").join(&id);
+    assert!(
+        !state.join("crl.pem").exists(),
+        "the refused CRL was written under the state directory"
+    );
+}

@@ -978,10 +978,18 @@ fn import_crl(path: &Path, a: &ImportCrl, cwd: &Path) -> Result<Response, AdminE
     };
     let base = ed.base_dir();
     let ep = &ed.old().config.endpoints[i];
-    let subjects = match &ep.authentication.mutual {
-        Some(m) => check_ca(&resolve(&base, &m.client_root_ca)).map_err(invalid)?,
-        None => Vec::new(),
+    // Refused before the file is written, as validation would refuse it after.
+    let Some(mutual) = &ep.authentication.mutual else {
+        return Err(AdminError::request(
+            "OperationNotPermitted",
+            format!(
+                "endpoint {} authenticates no client certificate (no mutual authentication): a \
+                 certificate revocation list would revoke nothing",
+                a.client_vpn_endpoint_id
+            ),
+        ));
     };
+    let subjects = check_ca(&resolve(&base, &mutual.client_root_ca)).map_err(invalid)?;
     check_crl_pem(&pem, Path::new("the imported CRL"), &subjects).map_err(invalid)?;
     // Before it replaces the CRL in force: one the TLS layer refuses would be found only by
     // the commit, after the file was written.

@@ -880,3 +880,37 @@ fn more_target_networks_than_16_bits_number_are_refused() {
         )]
     );
 }
+
+/// Without mutual authentication the TLS layer requests no client certificate and leaves the
+/// CRL out (`proto::tls::server_config`), and validation parsed the CRL only: a CRL on a
+/// users-only endpoint passed and revoked nothing in the daemon. It is refused, on `crl`.
+#[test]
+fn a_crl_without_mutual_authentication_is_refused() {
+    let users_only = with(
+        "mutual = { client_root_ca = \"ca.crt\" }",
+        "directory = { users_file = \"users.toml\" }",
+    );
+    let text = users_only.replacen(
+        "dns_servers = [\"172.31.0.2\"]",
+        "dns_servers = [\"172.31.0.2\"]\ncrl = \"crl.pem\"",
+        1,
+    );
+    refused(
+        &text,
+        "endpoint[0].crl",
+        "crl = ",
+        "revokes client certificates, and this endpoint takes none",
+    );
+    assert_eq!(check(&users_only), vec![]);
+    // With mutual authentication, as with both, a CRL is the TLS layer's (checked with it).
+    let both = with(
+        "mutual = { client_root_ca = \"ca.crt\" }",
+        "mutual = { client_root_ca = \"ca.crt\" }\ndirectory = { users_file = \"users.toml\" }",
+    )
+    .replacen(
+        "dns_servers = [\"172.31.0.2\"]",
+        "dns_servers = [\"172.31.0.2\"]\ncrl = \"crl.pem\"",
+        1,
+    );
+    assert_eq!(check(&both), vec![]);
+}

@@ -380,6 +380,17 @@ fn endpoint(config: &Config, ep: &Endpoint, p: &FieldPath, out: &mut Vec<Finding
             "MFA needs directory authentication (it asks for a code after the password)".into(),
         ));
     }
+    if ep.crl.is_some() && auth.mutual.is_none() {
+        // Without mutual authentication the TLS layer asks no client for a certificate
+        // (`proto::tls::server_config` leaves the CRL out): the CRL would pass here and revoke
+        // nothing in the daemon.
+        out.push((
+            p.key("crl"),
+            "a certificate revocation list revokes client certificates, and this endpoint takes \
+             none (no mutual authentication): the daemon would ignore it; remove `crl`"
+                .into(),
+        ));
+    }
     if ep.connection_log.enabled && ep.connection_log.path.is_none() {
         out.push((
             p.key("connection_log").key("path"),
