@@ -992,3 +992,139 @@ fn a_crl_with_mismatched_signature_algorithms_is_refused_before_it_is_written() 
     let loaded = config::load(&setup.config).expect("still valid");
     assert!(sluice_control::runtime::endpoint::tls(&loaded, &loaded.config.endpoints[0]).is_ok());
 }
+
+/// describe-client-vpn-endpoints as the daemon that serves the file would run it
+/// (`verbs::run_served`, with the configuration it started with): an endpoint created since
+/// it started keeps AWS's `Status.Code` and says in `Status.Message` that it is served after a
+/// restart; one written again with another client CIDR, or moved to another port, says so too;
+/// the endpoints served as written have no message. Offline (`run_in`) none has one.
+#[test]
+fn describe_says_which_endpoints_the_daemon_serves_after_a_restart() {
+    let setup = Setup::new(TABLES);
+    let started = config::load(&setup.config).expect("valid").config;
+    let describe = |served: bool| {
+        let argv = [
+            "sluice",
+            "describe-client-vpn-endpoints",
+            "--config",
+            &setup.config.to_string_lossy(),
+        ];
+        let cli = Cli::try_parse_from(argv).expect("parses");
+        let r = if served {
+            verbs::run_served(&cli, setup.dir.path(), &started)
+        } else {
+            verbs::run_in(&cli, setup.dir.path())
+        }
+        .expect("described");
+        let items = r.json["ClientVpnEndpoints"]
+            .as_array()
+            .cloned()
+            .expect("list");
+        let by_id: BTreeMap<String, Value> = items
+            .into_iter()
+            .map(|e| {
+                (
+                    e["ClientVpnEndpointId"].as_str().expect("id").to_owned(),
+                    e["Status"].clone(),
+                )
+            })
+            .collect();
+        (by_id, r.table)
+    };
+    let (now, table) = describe(true);
+    assert!(now.values().all(|s| s.get("Message").is_none()), "{now:?}");
+    assert!(!table.contains("StatusMessage"), "{table}");
+
+    // B deleted, and C created on its port (1194), as verbs on the daemon do.
+    setup
+        .run(&[
+            "delete-client-vpn-endpoint".to_owned(),
+            "--client-vpn-endpoint-id".to_owned(),
+            B.to_owned(),
+        ])
+        .expect("parses")
+        .expect("deleted");
+    let created = setup
+        .run(&[
+            "create-client-vpn-endpoint".to_owned(),
+            "--client-cidr-block".to_owned(),
+            "10.220.0.0/20".to_owned(),
+            "--server-certificate-arn".to_owned(),
+            pki().join("server.crt").to_string_lossy().into_owned(),
+            "--server-key".to_owned(),
+            pki().join("server.key").to_string_lossy().into_owned(),
+            "--authentication-options".to_owned(),
+            format!(
+                "Type=certificate-authentication,MutualAuthentication={{ClientRootCertificateChainArn={}}}",
+                pki().join("ca.crt").display()
+            ),
+            "--dns-name".to_owned(),
+            "vpn3.example.internal".to_owned(),
+            "--vpn-port".to_owned(),
+            "1194".to_owned(),
+        ])
+        .expect("parses")
+        .expect("created");
+    let c = created.json["ClientVpnEndpointId"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let (now, table) = describe(true);
+    assert_eq!(now.len(), 2, "{now:?}");
+    assert!(now[A].get("Message").is_none(), "{now:?}");
+    assert_eq!(
+        now[&c],
+        serde_json::json!({
+            "Code": "pending-associate",
+            "Message": "created since the daemon started; served after a restart",
+        })
+    );
+    assert!(
+        table.contains("StatusMessage") && table.contains("served after a restart"),
+        "{table}"
+    );
+    let (offline, _) = describe(false);
+    assert!(
+        offline.values().all(|s| s.get("Message").is_none()),
+        "{offline:?}"
+    );
+
+    // C written again as B, with another client CIDR than B started with.
+    let text = std::fs::read_to_string(&setup.config)
+        .expect("read")
+        .replace(&c, B);
+    std::fs::write(&setup.config, text).expect("write");
+    let (now, _) = describe(true);
+    assert_eq!(
+        now[B],
+        serde_json::json!({
+            "Code": "pending-associate",
+            "Message": "created again since the daemon started, with another client CIDR; takes \
+                        no connection until a restart",
+        })
+    );
+
+    // A and B as they started, but each on the other's port.
+    let swapped = TABLES
+        .replace("vpn_port = 1194", "vpn_port = 443")
+        .replace(
+            "dns_servers = [\"172.31.0.2\"]",
+            "dns_servers = [\"172.31.0.2\"]\nvpn_port = 1194",
+        )
+        .replace("STATE", &setup.dir.path().join("state").to_string_lossy())
+        .replace("PKI", &pki().to_string_lossy());
+    std::fs::write(&setup.config, swapped).expect("write");
+    let (now, _) = describe(true);
+    assert_eq!(
+        now[A],
+        serde_json::json!({
+            "Code": "available",
+            "Message": "vpn_port changed since the daemon started; served on port 443 until a \
+                        restart",
+        })
+    );
+    assert_eq!(
+        now[B]["Message"],
+        "vpn_port changed since the daemon started; served on port 1194 until a restart"
+    );
+}

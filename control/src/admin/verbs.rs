@@ -98,7 +98,7 @@ pub fn run_in(cli: &Cli, cwd: &Path) -> Result<Response, AdminError> {
         Verb::CreateClientVpnEndpoint(a) => create_endpoint(path, a, cwd),
         Verb::ModifyClientVpnEndpoint(a) => modify_endpoint(path, a, cwd),
         Verb::DeleteClientVpnEndpoint(a) => delete_endpoint(path, a),
-        Verb::DescribeClientVpnEndpoints(a) => describe_endpoints(path, a),
+        Verb::DescribeClientVpnEndpoints(a) => describe_endpoints(path, a, None),
         Verb::AssociateClientVpnTargetNetwork(a) => associate(path, a),
         Verb::DisassociateClientVpnTargetNetwork(a) => disassociate(path, a),
         Verb::DescribeClientVpnTargetNetworks(a) => describe_target_networks(path, a),
@@ -120,6 +120,25 @@ pub fn run_in(cli: &Cli, cwd: &Path) -> Result<Response, AdminError> {
             "OperationNotPermitted",
             "connections exist only in the running appliance: start it with `sluice run`",
         )),
+    }
+}
+
+/// `run_in` for the daemon that started with `started` and serves the file `cli` names:
+/// describe-client-vpn-endpoints says, in the `Status.Message` of an endpoint the daemon does
+/// not serve as the file has it, why and until when (`config::change::not_served_as_written`:
+/// created since it started, served after a restart), its `Status.Code` as AWS has it. Every
+/// other verb is `run_in`'s.
+///
+/// # Errors
+/// As `run_in`.
+pub fn run_served(
+    cli: &Cli,
+    cwd: &Path,
+    started: &config::schema::Config,
+) -> Result<Response, AdminError> {
+    match &cli.verb {
+        Verb::DescribeClientVpnEndpoints(a) => describe_endpoints(&cli.config, a, Some(started)),
+        _ => run_in(cli, cwd),
     }
 }
 
@@ -513,7 +532,13 @@ fn delete_endpoint(path: &Path, a: &EndpointIdArg) -> Result<Response, AdminErro
     Ok(Response::object(json!({ "Status": { "Code": "deleted" } })))
 }
 
-fn describe_endpoints(path: &Path, a: &DescribeEndpoints) -> Result<Response, AdminError> {
+/// describe-client-vpn-endpoints; with `started`, the configuration the daemon serving the file
+/// started with, each endpoint it does not serve as written says so (`run_served`).
+fn describe_endpoints(
+    path: &Path,
+    a: &DescribeEndpoints,
+    started: Option<&config::schema::Config>,
+) -> Result<Response, AdminError> {
     let loaded = config::load(path)?;
     for id in &a.client_vpn_endpoint_ids {
         find(&loaded, id)?;
@@ -526,7 +551,13 @@ fn describe_endpoints(path: &Path, a: &DescribeEndpoints) -> Result<Response, Ad
             a.client_vpn_endpoint_ids.is_empty()
                 || a.client_vpn_endpoint_ids.iter().any(|i| i == e.id.as_str())
         })
-        .map(super::describe::endpoint)
+        .map(|e| {
+            let mut item = super::describe::endpoint(e);
+            if let Some(why) = started.and_then(|s| config::change::not_served_as_written(s, e)) {
+                item["Status"]["Message"] = Value::String(why);
+            }
+            item
+        })
         .collect();
     const COLUMNS: &[Column] = &[
         ("ClientVpnEndpointId", "/ClientVpnEndpointId"),
@@ -539,7 +570,13 @@ fn describe_endpoints(path: &Path, a: &DescribeEndpoints) -> Result<Response, Ad
         ("VpcId", "/VpcId"),
         ("Description", "/Description"),
     ];
-    let table = table::render("ClientVpnEndpoints", &items, COLUMNS);
+    // The message's column, after the status, only when an endpoint has one: the table is as
+    // before otherwise.
+    let mut columns = COLUMNS.to_vec();
+    if items.iter().any(|i| i.pointer("/Status/Message").is_some()) {
+        columns.insert(2, ("StatusMessage", "/Status/Message"));
+    }
+    let table = table::render("ClientVpnEndpoints", &items, &columns);
     Ok(Response {
         json: json!({ "ClientVpnEndpoints": items }),
         text: table.clone(),

@@ -53,6 +53,33 @@ pub fn needs_restart(started: &Config, new: &Config) -> Vec<String> {
     out
 }
 
+/// Why the daemon that started with `started` does not serve `ep`, an endpoint of the file now,
+/// as the file has it, until it starts again (`None`: it does): created since it started (a
+/// reload serves the endpoints it started with), deleted and created again since with another
+/// client CIDR, authentication or transport (it takes no connection meanwhile), or moved to
+/// another `vpn_port` (served on the old one meanwhile). As `needs_restart` names them, for
+/// one endpoint and in the words of a `Status.Message`.
+pub fn not_served_as_written(started: &Config, ep: &Endpoint) -> Option<String> {
+    let Some(before) = started.endpoints.iter().find(|b| b.id == ep.id) else {
+        return Some("created since the daemon started; served after a restart".to_owned());
+    };
+    let fixed = fixed_changes(before, ep);
+    if !fixed.is_empty() {
+        let what: Vec<&str> = fixed.iter().map(|(_, what)| *what).collect();
+        return Some(format!(
+            "created again since the daemon started, with another {}; takes no connection until \
+             a restart",
+            what.join(", ")
+        ));
+    }
+    (ep.vpn_port != before.vpn_port).then(|| {
+        format!(
+            "vpn_port changed since the daemon started; served on port {} until a restart",
+            before.vpn_port.get()
+        )
+    })
+}
+
 /// Checks that `new` may replace `old`: an endpoint keeps its client CIDR, authentication
 /// methods (MFA may be turned on or off) and transport, and an endpoint with associated target
 /// networks cannot disappear.
