@@ -651,6 +651,16 @@ fn relative_paths_are_the_callers_live() {
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).expect("json");
     let id = v["ClientVpnEndpointId"].as_str().expect("id").to_owned();
+    // Described through the daemon, which started without it: served after a restart.
+    let (code, out, err) = sluice_in(pki, &config, &["describe-client-vpn-endpoints"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let status = &v["ClientVpnEndpoints"][0]["Status"];
+    assert_eq!(status["Code"], "pending-associate", "{out}");
+    assert_eq!(
+        status["Message"], "created since the daemon started; served after a restart",
+        "{out}"
+    );
     let text = std::fs::read_to_string(&config).expect("read");
     for (name, path) in [
         ("server_certificate", pki.join("server.crt")),
@@ -722,7 +732,7 @@ fn relative_paths_are_the_callers_live() {
     let trail = std::fs::read_to_string(d.join("state-sluice.toml/audit.log")).expect("trail");
     assert_eq!(
         trail.matches("\"type\":\"AdminSocket\"").count(),
-        4,
+        5,
         "{trail}"
     );
 }

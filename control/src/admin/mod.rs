@@ -36,20 +36,6 @@ pub fn execute(
     execute_with(cli, caller, now, verbs::run)
 }
 
-/// `execute` for a caller whose working directory is `cwd` (a verb arriving on the admin
-/// socket): relative paths on its command line are the caller's (`verbs::run_in`).
-///
-/// # Errors
-/// As `verbs::run_in`.
-pub fn execute_in(
-    cli: &cli::Cli,
-    caller: &audit::Caller,
-    now: SystemTime,
-    cwd: &std::path::Path,
-) -> Result<verbs::Response, AdminError> {
-    execute_with(cli, caller, now, |cli| verbs::run_in(cli, cwd))
-}
-
 /// `execute` with another implementation of the verb (the running daemon's live verbs), audited
 /// the same way.
 ///

@@ -778,13 +778,15 @@ impl Daemon {
                     live_connections(dp, cli)
                 })
             }
-            // Relative paths in the request are the caller's, not this process's.
-            _ => crate::admin::execute_in(
-                &cli,
-                caller,
-                SystemTime::now(),
-                req.cwd.as_deref().unwrap_or(Path::new("")),
-            ),
+            // Relative paths in the request are the caller's, not this process's. Describing
+            // endpoints says which of the file's this daemon serves only after a restart.
+            _ => {
+                let cwd = req.cwd.as_deref().unwrap_or(Path::new(""));
+                let started = &self.started;
+                crate::admin::execute_with(&cli, caller, SystemTime::now(), |cli| {
+                    crate::admin::verbs::run_served(cli, cwd, started)
+                })
+            }
         };
         match result {
             Ok(r) => {
