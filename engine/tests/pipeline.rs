@@ -1800,21 +1800,7 @@ fn an_ended_sessions_flows_go_over_several_polls_and_its_slot_waits_for_them() {
 #[test]
 fn return_traffic_of_an_ended_sessions_retired_flows_is_dropped_no_flow() {
     let now = Instant::now();
-    let mb = Mailbox::new(64);
-    let mut cfg = testkit::lab_config(1024, 8);
-    cfg.removal_budget = 1;
-    let mut w = testkit::lab_worker(vec![MemPort::new(), MemPort::new()], cfg, mb.clone(), now);
-    let vip = ip(lab::CLIENT_VIP);
-    let mut c = add_session(
-        &mut w,
-        &mb,
-        PeerId(5),
-        GroupMask::EMPTY,
-        Cipher::Aes256Gcm,
-        now,
-    );
-    open_ten_flows(&mut w, &mut c, vip);
-    w.poll_once(now);
+    let (mut w, mb, _, _) = ten_flows_removed_one_a_poll(8, now);
     let sent = w.port_mut(1).unwrap().take_sent();
     assert_eq!(sent.len(), 10);
     // The oldest flow (source port 1000) is the last of them to go.
@@ -1869,6 +1855,31 @@ fn return_traffic_of_an_ended_sessions_retired_flows_is_dropped_no_flow() {
     assert_eq!(nonzero_drops(&w), vec![("no_flow", 4)]);
 }
 
+/// A core of `sessions` session slots that removes one flow of an ended session a poll, with
+/// client 5 (its virtual address last) and its ten flows (`open_ten_flows`), made.
+fn ten_flows_removed_one_a_poll(
+    sessions: usize,
+    now: Instant,
+) -> (Worker<MemPort>, Mailbox, Client, u32) {
+    let mb = Mailbox::new(64);
+    let mut cfg = testkit::lab_config(1024, sessions);
+    cfg.removal_budget = 1;
+    let mut w = testkit::lab_worker(vec![MemPort::new(), MemPort::new()], cfg, mb.clone(), now);
+    let vip = ip(lab::CLIENT_VIP);
+    let mut c = add_session(
+        &mut w,
+        &mb,
+        PeerId(5),
+        GroupMask::EMPTY,
+        Cipher::Aes256Gcm,
+        now,
+    );
+    open_ten_flows(&mut w, &mut c, vip);
+    w.poll_once(now);
+    assert_eq!(w.flow_count(), 10);
+    (w, mb, c, vip)
+}
+
 /// Queues ten datagrams of client `c` (virtual address `vip`) from source ports 1000 to 1009
 /// to the host on the outside port: ten flows at the next poll.
 fn open_ten_flows(w: &mut Worker<MemPort>, c: &mut Client, vip: u32) {
@@ -1891,22 +1902,7 @@ fn open_ten_flows(w: &mut Worker<MemPort>, c: &mut Client, vip: u32) {
 #[test]
 fn a_full_core_still_takes_a_session_that_replaces_one_of_its_own() {
     let now = Instant::now();
-    let mb = Mailbox::new(64);
-    let mut cfg = testkit::lab_config(1024, 1);
-    cfg.removal_budget = 1;
-    let mut w = testkit::lab_worker(vec![MemPort::new(), MemPort::new()], cfg, mb.clone(), now);
-    let vip = ip(lab::CLIENT_VIP);
-    let mut c = add_session(
-        &mut w,
-        &mb,
-        PeerId(5),
-        GroupMask::EMPTY,
-        Cipher::Aes256Gcm,
-        now,
-    );
-    open_ten_flows(&mut w, &mut c, vip);
-    w.poll_once(now);
-    assert_eq!(w.flow_count(), 10);
+    let (mut w, mb, _, vip) = ten_flows_removed_one_a_poll(1, now);
     let removals = |mb: &Mailbox| {
         std::iter::from_fn(|| mb.reports.pop())
             .filter_map(|r| match r {
