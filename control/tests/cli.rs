@@ -139,26 +139,39 @@ fn create_with(
 }
 
 fn associate(env: &Env, id: &str) -> String {
+    associate_subnet(env, id, 'a', 1)
+}
+
+/// Associates subnet-`name`, 172.31.`third`.0/24 of vpc-1 (ENI .5, gateway .1) through port
+/// inside-`name`; its association ID.
+fn associate_subnet(env: &Env, id: &str, name: char, third: u8) -> String {
+    let (subnet, cidr, zone, port) = (
+        format!("subnet-{name}"),
+        format!("172.31.{third}.0/24"),
+        format!("az-{name}"),
+        format!("inside-{name}"),
+    );
+    let (eni, gateway) = (format!("172.31.{third}.5"), format!("172.31.{third}.1"));
     let v = env.ok(&[
         "associate-client-vpn-target-network",
         "--client-vpn-endpoint-id",
         id,
         "--subnet-id",
-        "subnet-a",
+        &subnet,
         "--vpc-id",
         "vpc-1",
         "--vpc-cidr",
         "172.31.0.0/16",
         "--cidr",
-        "172.31.1.0/24",
+        &cidr,
         "--availability-zone",
-        "az-a",
+        &zone,
         "--port",
-        "inside-a",
+        &port,
         "--eni-ip",
-        "172.31.1.5",
+        &eni,
         "--gateway",
-        "172.31.1.1",
+        &gateway,
     ]);
     assert_eq!(v["Status"]["Code"], "associated");
     v["AssociationId"]
@@ -495,27 +508,7 @@ destination_cidr = "0.0.0.0/0"
         "--security-group-ids",
         "sg-web",
     ]);
-    env.ok(&[
-        "associate-client-vpn-target-network",
-        "--client-vpn-endpoint-id",
-        &id,
-        "--subnet-id",
-        "subnet-b",
-        "--vpc-id",
-        "vpc-1",
-        "--vpc-cidr",
-        "172.31.0.0/16",
-        "--cidr",
-        "172.31.2.0/24",
-        "--availability-zone",
-        "az-b",
-        "--port",
-        "inside-b",
-        "--eni-ip",
-        "172.31.2.5",
-        "--gateway",
-        "172.31.2.1",
-    ]);
+    associate_subnet(&env, &id, 'b', 2);
     let t = env.ok(&[
         "describe-client-vpn-target-networks",
         "--client-vpn-endpoint-id",
@@ -1566,30 +1559,7 @@ ip = "172.31.2.5/24"
     let v: Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{err}"));
     let id = v["ClientVpnEndpointId"].as_str().expect("id").to_owned();
     let a = associate(&env, &id);
-    let b = env.ok(&[
-        "associate-client-vpn-target-network",
-        "--client-vpn-endpoint-id",
-        &id,
-        "--subnet-id",
-        "subnet-b",
-        "--vpc-id",
-        "vpc-1",
-        "--vpc-cidr",
-        "172.31.0.0/16",
-        "--cidr",
-        "172.31.2.0/24",
-        "--availability-zone",
-        "az-b",
-        "--port",
-        "inside-b",
-        "--eni-ip",
-        "172.31.2.5",
-        "--gateway",
-        "172.31.2.1",
-    ])["AssociationId"]
-        .as_str()
-        .expect("association id")
-        .to_owned();
+    let b = associate_subnet(&env, &id, 'b', 2);
     for (dst, subnet) in [
         ("10.50.0.0/16", "subnet-a"),
         ("10.60.0.0/16", "subnet-a"),
