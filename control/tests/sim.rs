@@ -3089,3 +3089,104 @@ fn a_user_removed_and_put_back_does_not_get_her_old_tokens_back() {
     let rig = connect_anew(rig, "alice", &token, 5, Duration::from_secs(3600));
     assert_eq!(rig.refusals(), [FailureReason::BadPassword]);
 }
+
+/// A session timeout raised by a reload makes no auth-token good past the expiry it was issued
+/// with: not a token of a user removed (whose entry the server drops once it would have
+/// expired), nor one an administrator revoked, nor one never revoked but past its issue-time
+/// lifetime. A password sign-in after the raise gets a token of the new lifetime.
+#[test]
+fn a_raised_session_timeout_makes_no_auth_token_good_again() {
+    let mut settings = Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20));
+    settings.password_required = true;
+    settings.session_timeout = Duration::from_secs(3600);
+    // 64 others, removed with bob, fill the server's record of removals to its first sweep.
+    // Every user keeps one password hash throughout (a new hash would refuse the tokens).
+    let others: Vec<String> = (0..64).map(|i| format!("u{i}")).collect();
+    let hash = hash_password("pw").unwrap();
+    let with = |names: &[&str], others: &[String]| {
+        let text: String = names
+            .iter()
+            .copied()
+            .chain(others.iter().map(String::as_str))
+            .map(|n| {
+                format!(
+                    "[[user]]\nname = \"{n}\"\npassword_hash = \"{hash}\"\ngroups = [\"g\"]\ntotp_secret = \"GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\"\n"
+                )
+            })
+            .collect();
+        EndpointAuth::new(
+            false,
+            Some(Box::new(UsersFileDirectory::parse(&text).unwrap())),
+            true,
+        )
+    };
+    let server = Server::new(settings, with(&["alice", "bob"], &others));
+    let client = Client::new(
+        client_config(),
+        "server",
+        [1; 8],
+        Some(("alice".to_owned(), scrv1("pw", UNIX))),
+    )
+    .unwrap();
+    let mut laptop = Rig::new(server, client);
+    laptop.connect();
+    let (laptop_token, laptop_peer) = token_and_peer(&laptop);
+    let code = scrv1("pw", laptop.unix() + 60);
+    let bob = connect_anew(laptop, "bob", &code, 2, Duration::from_secs(60));
+    assert!(bob.client.connected(), "{:?}", bob.refusals());
+    let (bob_token, _) = token_and_peer(&bob);
+    let code = scrv1("pw", bob.unix() + 60);
+    let mut phone = connect_anew(bob, "alice", &code, 3, Duration::from_secs(60));
+    assert!(phone.client.connected(), "{:?}", phone.refusals());
+    let (phone_token, _) = token_and_peer(&phone);
+
+    // The laptop's connection is terminated, its token revoked; bob is removed, with all but
+    // one of the others.
+    let unix = phone.unix();
+    assert!(phone.server.revoke_token(laptop_peer, unix));
+    let now = phone.now;
+    assert!(phone.server.terminate(
+        laptop_peer,
+        "RESTART,terminated by the administrator",
+        CloseReason::Terminated("terminated by the administrator".into()),
+        now,
+    ));
+    phone
+        .server
+        .set_authenticator(with(&["alice"], &others[63..]), unix);
+    // Two hours on, past every token's lifetime, the last one goes (the record is swept),
+    // then a reload raises the session timeout to a day and puts bob back.
+    let mut rig = phone;
+    rig.now += Duration::from_secs(2 * 3600);
+    rig.server
+        .set_authenticator(with(&["alice"], &[]), rig.unix());
+    rig.server
+        .set_session_timeout(Duration::from_secs(24 * 3600));
+    rig.server
+        .set_authenticator(with(&["alice", "bob"], &[]), rig.unix());
+
+    for (n, (user, token, what)) in [
+        ("bob", &bob_token, "a removed user's"),
+        ("alice", &laptop_token, "a terminated connection's"),
+        ("alice", &phone_token, "an unrevoked one past its lifetime"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let n = 4 + u8::try_from(n).unwrap();
+        rig = connect_anew(rig, user, token, n, Duration::ZERO);
+        assert!(!rig.client.connected(), "{what} token taken");
+        assert_eq!(
+            rig.refusals(),
+            [FailureReason::MfaFailed],
+            "{what} token is expired, a (bad) password"
+        );
+    }
+    // Her password and a code: a token good for the day.
+    let code = scrv1("pw", rig.unix() + 60);
+    let rig = connect_anew(rig, "alice", &code, 7, Duration::from_secs(60));
+    assert!(rig.client.connected(), "{:?}", rig.refusals());
+    let (token, _) = token_and_peer(&rig);
+    let rig = connect_anew(rig, "alice", &token, 8, Duration::from_secs(3 * 3600));
+    assert!(rig.client.connected(), "{:?}", rig.refusals());
+}

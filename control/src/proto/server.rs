@@ -25,7 +25,7 @@ use super::push::{push_reply, PushOptions};
 use super::room::{CoreRoom, Place};
 use super::session::{Credentials, Identity, KeyPhase, Phase, Session, Step, PUSH_AGAIN_AFTER};
 use super::tls::{ServerTls, TlsFailure};
-use super::token::{Holder, Revoked, TokenKey};
+use super::token::{Holder, Revoked, TokenKey, Validity};
 use super::verify::{PasswordCheck, Verdict, Verification};
 use super::Remote;
 use crate::connlog::FailureReason;
@@ -520,9 +520,10 @@ pub struct Server<A: Authenticator> {
     /// The tokens of connections an administrator terminated (`revoke_token`), refused until
     /// they expire.
     revoked: Revoked,
-    /// The longest token lifetime (session timeout) this server has had: a revoked token is
-    /// kept until then, a later, longer timeout making it good again otherwise.
-    longest_lifetime: u64,
+    /// The latest expiry (Unix seconds) of the tokens this server has issued: a user removed
+    /// is kept in `revoked` until then, when every token issued before has expired (each
+    /// carries its expiry, which a later, longer session timeout does not move).
+    tokens_expire: u64,
     /// Whether password checks are handed out (`set_verify_elsewhere`) rather than run here.
     verify_elsewhere: bool,
     /// The checks handed out and not yet answered, by job id, with the authentication each
@@ -592,13 +593,12 @@ impl<A: Authenticator> Server<A> {
             ),
         };
         let tokens = TokenKey::generate().expect("system random generator");
-        let longest_lifetime = settings.session_timeout.as_secs();
         Self {
             settings,
             auth,
             tokens,
             revoked: Revoked::default(),
-            longest_lifetime,
+            tokens_expire: 0,
             sessions: HashMap::new(),
             by_peer: HashMap::new(),
             peer_ids: BTreeSet::new(),
@@ -794,7 +794,7 @@ impl<A: Authenticator> Server<A> {
         for gone in self.auth.usernames() {
             if !kept.contains(&gone) {
                 self.revoked
-                    .revoke_user(&gone, unix_now, self.longest_lifetime);
+                    .revoke_user(&gone, unix_now, self.tokens_expire);
             }
         }
         auth.take_over(&mut self.auth);
@@ -819,7 +819,6 @@ impl<A: Authenticator> Server<A> {
     /// (a shorter one does not end established sessions all at once).
     pub fn set_session_timeout(&mut self, timeout: Duration) {
         self.settings.session_timeout = timeout;
-        self.longest_lifetime = self.longest_lifetime.max(timeout.as_secs());
     }
 
     /// Replaces the connection limit (`Settings::max_sessions`) for future connections; those
@@ -1374,7 +1373,8 @@ impl<A: Authenticator> Server<A> {
         }
         // A client connecting again with the auth-token of an earlier connection (OpenVPN 2.6
         // keeps it across restarts of its connection): no password or one-time code, until the
-        // token's lifetime from the last authentication with them.
+        // token expires (the session timeout in force when it was issued, or now if shorter,
+        // from the last authentication with them).
         let lifetime = self.settings.session_timeout.as_secs();
         // Tokens are bound to the user's password hash in force (a changed password refuses
         // those issued before).
@@ -1393,8 +1393,8 @@ impl<A: Authenticator> Server<A> {
             _ => None,
         };
         let revoked = match (by_token, holder) {
-            (Some(at), Some(h)) => {
-                self.revoked.is_revoked_for(h.username, at)
+            (Some(v), Some(h)) => {
+                self.revoked.is_revoked_for(h.username, v.authenticated)
                     || msg
                         .password
                         .as_ref()
@@ -1441,8 +1441,17 @@ impl<A: Authenticator> Server<A> {
             self.pool.release(vip);
             return Err(FailureReason::Other("session vanished".into()));
         };
+        // A token taken is issued again as it was (or expiring sooner, under a shorter
+        // session timeout since); a password's is good for the session timeout now.
         let token = match (password_required, holder) {
-            (true, Some(h)) => Some(self.tokens.issue(h, by_token.unwrap_or(unix_now))),
+            (true, Some(h)) => {
+                let validity = by_token.unwrap_or(Validity {
+                    authenticated: unix_now,
+                    expires: unix_now.saturating_add(settings.session_timeout.as_secs()),
+                });
+                self.tokens_expire = self.tokens_expire.max(validity.expires);
+                Some(self.tokens.issue(h, validity))
+            }
             _ => None,
         };
         // The token is a credential for this session: it stays out of the logs.
@@ -1696,11 +1705,10 @@ impl<A: Authenticator> Server<A> {
             .get(&peer_id)
             .and_then(|r| self.sessions.get(r))
             .and_then(|s| s.auth_token.as_deref());
-        let Some((token, at)) = token.and_then(|t| Some((t, TokenKey::issued_at(t)?))) else {
+        let Some((token, validity)) = token.and_then(|t| Some((t, TokenKey::validity(t)?))) else {
             return false;
         };
-        self.revoked
-            .revoke(token, at, unix_now, self.longest_lifetime);
+        self.revoked.revoke(token, validity.expires, unix_now);
         true
     }
 

@@ -6,24 +6,27 @@
 //! and a user with MFA is refused and the client exits.
 //!
 //! Stateless, as OpenVPN's own `auth-gen-token`: the token carries the time its user last
-//! authenticated with a password, and a MAC (HMAC-SHA256 under a key the server makes at start)
-//! over that time, the endpoint, the username, the certificate's common name and the user's
-//! stored password hash. It is good on this server for the same user and certificate, while the
-//! user's password hash is the one it was issued under (a password changed in the users file
-//! refuses the tokens issued before, which whoever held the old password may have got), until
-//! that time plus the lifetime (the endpoint's session timeout); a restart of the appliance makes a new key, and the clients'
-//! next reconnection asks for their credentials again. A token is a credential: it never
-//! appears in logs or Debug output.
+//! authenticated with a password, the time it expires (that time plus the endpoint's session
+//! timeout in force when it was issued), and a MAC (HMAC-SHA256 under a key the server makes at
+//! start) over both times, the endpoint, the username, the certificate's common name and the
+//! user's stored password hash. It is good on this server for the same user and certificate,
+//! while the user's password hash is the one it was issued under (a password changed in the
+//! users file refuses the tokens issued before, which whoever held the old password may have
+//! got), until it expires, or sooner if the session timeout in force now is shorter: a session
+//! timeout raised later never makes a token good past the expiry it was issued with. A
+//! restart of the appliance makes a new key, and the clients' next reconnection asks for their
+//! credentials again. A token is a credential: it never appears in logs or Debug output.
 //!
 //! A token can be revoked before it expires (`Revoked`): an administrator's termination of a
 //! connection revokes the token that connection holds, so its client must authenticate again
 //! with its password (and one-time code). Only that token: the same user's other connections
 //! (other devices, which authenticated at other times, so with other tokens) keep theirs. The
-//! server keeps a digest of each revoked token until the token would have expired anyway.
-//! A user removed from the users file loses every token issued before (`Revoked::revoke_user`):
-//! should the same user line come back within a token lifetime, its password hash unchanged,
-//! the old tokens stay refused. The server keeps the name and the time of the removal until
-//! every token issued before it would have expired.
+//! server keeps a digest of each revoked token until the expiry the token carries, past which
+//! it is refused anyway. A user removed from the users file loses every token issued before
+//! (`Revoked::revoke_user`): should the same user line come back within a token lifetime, its
+//! password hash unchanged, the old tokens stay refused. The server keeps the name and the
+//! time of the removal until every token issued before it has expired (the latest expiry of
+//! a token the server issued until then).
 
 use std::collections::HashMap;
 
@@ -31,8 +34,13 @@ use ring::digest;
 use ring::hmac;
 use ring::rand::SystemRandom;
 
-/// What every token starts with (the format's version).
-const PREFIX: &str = "sluice1-";
+/// What every token starts with (the format's version: 2 carries its expiry; a token of
+/// another version is refused, as any string that is not this server's token). A token is
+/// 104 characters: an OpenVPN client built without PKCS#11 keeps a password (and so a token)
+/// of 127 at most (`USER_PASS_LEN`).
+const PREFIX: &str = "sluice2-";
+/// Hex digits of each time in a token.
+const TIME: usize = 16;
 /// Seconds a token's time may be ahead of the server's clock.
 const SKEW: u64 = 60;
 
@@ -59,6 +67,15 @@ pub struct Holder<'a> {
     pub password_hash: Option<&'a str>,
 }
 
+/// The times a token carries (Unix seconds), both covered by its MAC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Validity {
+    /// When its holder last authenticated with a password.
+    pub authenticated: u64,
+    /// When it expires: `authenticated` plus the session timeout in force when it was issued.
+    pub expires: u64,
+}
+
 impl TokenKey {
     /// A new random key.
     ///
@@ -68,41 +85,67 @@ impl TokenKey {
         hmac::Key::generate(hmac::HMAC_SHA256, &SystemRandom::new()).map(Self)
     }
 
-    /// The token of `holder`, who authenticated with a password at `authenticated` (Unix
-    /// seconds).
-    pub fn issue(&self, holder: Holder<'_>, authenticated: u64) -> String {
-        let tag = hmac::sign(&self.0, &message(holder, authenticated));
-        let mut t = format!("{PREFIX}{authenticated:016x}");
+    /// The token of `holder`, good for `validity`: who authenticated with a password at
+    /// `validity.authenticated`, until `validity.expires` (Unix seconds).
+    pub fn issue(&self, holder: Holder<'_>, validity: Validity) -> String {
+        let tag = hmac::sign(&self.0, &message(holder, validity));
+        let mut t = format!(
+            "{PREFIX}{:016x}{:016x}",
+            validity.authenticated, validity.expires
+        );
         for b in tag.as_ref() {
             t.push_str(&format!("{b:02x}"));
         }
         t
     }
 
-    /// When the holder of `token` last authenticated with a password, if `token` is this key's
-    /// token for `holder` and that was at most `lifetime` seconds before `now` (Unix seconds).
-    pub fn verify(&self, token: &str, holder: Holder<'_>, now: u64, lifetime: u64) -> Option<u64> {
+    /// What `token` is good for, if it is this key's token for `holder` and good at `now`
+    /// (Unix seconds): before the expiry it carries, and less than `lifetime` seconds (the
+    /// session timeout in force now) after its holder authenticated. Its expiry is returned
+    /// as the sooner of the two (a token issued again for it is good no longer).
+    pub fn verify(
+        &self,
+        token: &str,
+        holder: Holder<'_>,
+        now: u64,
+        lifetime: u64,
+    ) -> Option<Validity> {
         let rest = token.strip_prefix(PREFIX)?;
-        if rest.len() != 16 + 64 || !rest.is_ascii() {
+        if rest.len() != 2 * TIME + 64 || !rest.is_ascii() {
             return None;
         }
-        let (time, tag) = rest.split_at(16);
-        let authenticated = u64::from_str_radix(time, 16).ok()?;
+        let tag = &rest[2 * TIME..];
+        let validity = Self::validity(token)?;
         let tag = (0..tag.len())
             .step_by(2)
             .map(|i| u8::from_str_radix(&tag[i..i + 2], 16).ok())
             .collect::<Option<Vec<u8>>>()?;
-        hmac::verify(&self.0, &message(holder, authenticated), &tag).ok()?;
-        let fresh = authenticated <= now.saturating_add(SKEW)
-            && now < authenticated.saturating_add(lifetime);
-        fresh.then_some(authenticated)
+        hmac::verify(&self.0, &message(holder, validity), &tag).ok()?;
+        let expires = validity
+            .expires
+            .min(validity.authenticated.saturating_add(lifetime));
+        let fresh = validity.authenticated <= now.saturating_add(SKEW) && now < expires;
+        fresh.then_some(Validity {
+            expires,
+            ..validity
+        })
     }
 
-    /// When the holder of `token` authenticated with a password, as the token says (its MAC
-    /// not checked: for a token the server issued itself).
-    pub fn issued_at(token: &str) -> Option<u64> {
-        let time = token.strip_prefix(PREFIX)?.get(..16)?;
-        u64::from_str_radix(time, 16).ok()
+    /// The times `token` carries (its MAC not checked: for a token the server issued
+    /// itself).
+    pub fn validity(token: &str) -> Option<Validity> {
+        let times = token.strip_prefix(PREFIX)?.get(..2 * TIME)?;
+        let (authenticated, expires) = times.split_at_checked(TIME)?;
+        let time = |t: &str| {
+            t.bytes()
+                .all(|b| b.is_ascii_hexdigit())
+                .then(|| u64::from_str_radix(t, 16).ok())
+                .flatten()
+        };
+        Some(Validity {
+            authenticated: time(authenticated)?,
+            expires: time(expires)?,
+        })
     }
 
     /// Whether `presented` is the token `issued` (a session's own, which its client sends
@@ -116,21 +159,21 @@ impl TokenKey {
 }
 
 /// Tokens revoked before their time, each kept (as a SHA-256 digest, not the token) with the
-/// time its holder authenticated with a password, until the token would have expired: at most
-/// one entry per connection an administrator terminated within a token lifetime. And the
-/// users whose every token issued until a time is revoked (removed from the users file), each
-/// kept until those tokens would have expired: at most one entry per user removed within a
-/// token lifetime.
+/// expiry it carries, until then (past it the token is refused anyway, whatever the session
+/// timeout becomes): at most one entry per connection an administrator terminated within a
+/// token lifetime. And the users whose every token issued until a time is revoked (removed
+/// from the users file), each kept until those tokens have all expired: at most one entry per
+/// user removed within a token lifetime.
 #[derive(Default)]
 pub struct Revoked {
-    /// Digest of the token -> when its holder authenticated (Unix seconds).
+    /// Digest of the token -> its expiry (Unix seconds).
     tokens: HashMap<[u8; 32], u64>,
     /// The size at which the expired entries are next swept out (twice the size after the
     /// last sweep, so that sweeping costs a constant per revocation).
     sweep_at: usize,
-    /// Username -> the time (Unix seconds) up to which its tokens are revoked: those of a
-    /// password authentication then or before.
-    users: HashMap<String, u64>,
+    /// Username -> the time (Unix seconds) up to which its tokens are revoked (those of a
+    /// password authentication then or before), and the time by which they have all expired.
+    users: HashMap<String, (u64, u64)>,
     /// As `sweep_at`, for `users`.
     users_sweep_at: usize,
 }
@@ -147,16 +190,15 @@ impl std::fmt::Debug for Revoked {
 }
 
 impl Revoked {
-    /// Revokes `token`, whose holder authenticated at `authenticated`: refused
-    /// (`is_revoked`) until it expires. Entries of tokens expired by `now` under `lifetime`
-    /// (the longest a token has been good for on this server) go at the same time, in sweeps.
-    pub fn revoke(&mut self, token: &str, authenticated: u64, now: u64, lifetime: u64) {
+    /// Revokes `token`, which expires at `expires` (`Validity::expires`): refused
+    /// (`is_revoked`) until then. Entries of tokens expired by `now` go at the same time, in
+    /// sweeps.
+    pub fn revoke(&mut self, token: &str, expires: u64, now: u64) {
         if self.tokens.len() >= self.sweep_at {
-            self.tokens
-                .retain(|_, at| now < at.saturating_add(lifetime));
+            self.tokens.retain(|_, expires| now < *expires);
             self.sweep_at = (self.tokens.len() * 2).max(64);
         }
-        self.tokens.insert(token_digest(token), authenticated);
+        self.tokens.insert(token_digest(token), expires);
     }
 
     /// Whether `token` was revoked (and has not been swept out since, as expired).
@@ -167,15 +209,20 @@ impl Revoked {
     /// Revokes every token of `username` whose holder authenticated with a password at `now`
     /// or before (the user was removed): `is_revoked_for` refuses them until they expire, the
     /// tokens of a later authentication (the user added back, signing in again) being good.
-    /// A later revocation of the same user moves the time on. Entries whose tokens have all
-    /// expired by `now` under `lifetime` go at the same time, in sweeps.
-    pub fn revoke_user(&mut self, username: &str, now: u64, lifetime: u64) {
+    /// A later revocation of the same user moves the time on. The entry is kept until
+    /// `expired`, by when every token issued until `now` has expired (the latest expiry of
+    /// the tokens issued); entries whose time has come by `now` go at the same time, in sweeps.
+    pub fn revoke_user(&mut self, username: &str, now: u64, expired: u64) {
         if self.users.len() >= self.users_sweep_at {
-            self.users.retain(|_, at| now < at.saturating_add(lifetime));
+            self.users.retain(|_, (_, expired)| now < *expired);
             self.users_sweep_at = (self.users.len() * 2).max(64);
         }
-        let at = self.users.entry(username.to_owned()).or_insert(now);
+        let (at, until) = self
+            .users
+            .entry(username.to_owned())
+            .or_insert((now, expired));
         *at = (*at).max(now);
+        *until = (*until).max(expired);
     }
 
     /// Whether a token of `username`, whose holder authenticated with a password at
@@ -183,7 +230,7 @@ impl Revoked {
     pub fn is_revoked_for(&self, username: &str, authenticated: u64) -> bool {
         self.users
             .get(username)
-            .is_some_and(|at| authenticated <= *at)
+            .is_some_and(|(at, _)| authenticated <= *at)
     }
 
     /// Tokens kept (revoked one by one; not the users').
@@ -215,11 +262,13 @@ fn compared(token: &str) -> Vec<u8> {
     m
 }
 
-/// What a token's MAC covers: each field with its length, so that no two holders share one.
-fn message(holder: Holder<'_>, authenticated: u64) -> Vec<u8> {
-    let mut m = b"sluice auth-token 2".to_vec();
+/// What a token's MAC covers: its times, and each field with its length, so that no two
+/// holders share one.
+fn message(holder: Holder<'_>, validity: Validity) -> Vec<u8> {
+    let mut m = b"sluice auth-token 3".to_vec();
     m.extend_from_slice(&holder.endpoint.to_be_bytes());
-    m.extend_from_slice(&authenticated.to_be_bytes());
+    m.extend_from_slice(&validity.authenticated.to_be_bytes());
+    m.extend_from_slice(&validity.expires.to_be_bytes());
     for field in [
         Some(holder.username),
         holder.common_name,
@@ -241,6 +290,14 @@ fn message(holder: Holder<'_>, authenticated: u64) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    /// Good for `lifetime` seconds from `authenticated`.
+    fn good(authenticated: u64, lifetime: u64) -> Validity {
+        Validity {
+            authenticated,
+            expires: authenticated + lifetime,
+        }
+    }
+
     const ALICE: Holder<'static> = Holder {
         endpoint: 0,
         username: "alice",
@@ -251,10 +308,12 @@ mod tests {
     #[test]
     fn a_token_is_good_for_its_holder_within_its_lifetime_only() {
         let key = TokenKey::generate().unwrap();
-        let t = key.issue(ALICE, 1_000_000);
-        assert!(t.starts_with(PREFIX) && t.len() == PREFIX.len() + 80);
-        assert_eq!(key.verify(&t, ALICE, 1_000_000, 3600), Some(1_000_000));
-        assert_eq!(key.verify(&t, ALICE, 1_003_599, 3600), Some(1_000_000));
+        let t = key.issue(ALICE, good(1_000_000, 3600));
+        assert!(t.starts_with(PREFIX) && t.len() == PREFIX.len() + 96);
+        assert!(t.len() <= 127, "fits an OpenVPN client's password buffer");
+        let v = good(1_000_000, 3600);
+        assert_eq!(key.verify(&t, ALICE, 1_000_000, 3600), Some(v));
+        assert_eq!(key.verify(&t, ALICE, 1_003_599, 3600), Some(v));
         assert_eq!(key.verify(&t, ALICE, 1_003_600, 3600), None, "expired");
         assert_eq!(
             key.verify(&t, ALICE, 999_000, 3600),
@@ -302,7 +361,7 @@ mod tests {
     #[test]
     fn a_session_takes_back_its_own_token_only() {
         let key = TokenKey::generate().unwrap();
-        let t = key.issue(ALICE, 1_000_000);
+        let t = key.issue(ALICE, good(1_000_000, 3600));
         assert!(key.same(&t, &t.clone()));
         let mut last = t.clone().into_bytes();
         let end = last.len() - 1;
@@ -314,26 +373,55 @@ mod tests {
         }
     }
 
+    /// A token is good until the expiry it was issued with, whatever the lifetime (session
+    /// timeout) is when it is checked; a shorter lifetime now ends it sooner, and says so.
+    #[test]
+    fn a_token_never_outlives_the_lifetime_it_was_issued_with() {
+        let key = TokenKey::generate().unwrap();
+        let t = key.issue(ALICE, good(1_000_000, 3600));
+        assert_eq!(
+            key.verify(&t, ALICE, 1_003_599, 86_400),
+            Some(good(1_000_000, 3600))
+        );
+        assert_eq!(
+            key.verify(&t, ALICE, 1_003_600, 86_400),
+            None,
+            "a longer timeout since does not make it good"
+        );
+        assert_eq!(
+            key.verify(&t, ALICE, 1_000_100, 600),
+            Some(good(1_000_000, 600)),
+            "a shorter timeout since ends it sooner"
+        );
+        assert_eq!(key.verify(&t, ALICE, 1_000_600, 600), None);
+        assert_eq!(
+            TokenKey::validity(&t),
+            Some(good(1_000_000, 3600)),
+            "the times it carries"
+        );
+        assert_eq!(TokenKey::validity("sluice1-00"), None);
+    }
+
     /// A revoked token is refused until it would have expired, and then swept out: the set
     /// holds no more than the tokens revoked within a lifetime.
     #[test]
     fn a_revoked_token_is_kept_until_it_expires() {
         let key = TokenKey::generate().unwrap();
-        let t = key.issue(ALICE, 1_000_000);
-        let other = key.issue(ALICE, 1_000_001);
+        let t = key.issue(ALICE, good(1_000_000, 3600));
+        let other = key.issue(ALICE, good(1_000_001, 3600));
         let mut revoked = Revoked::default();
         assert!(!revoked.is_revoked(&t));
-        revoked.revoke(&t, 1_000_000, 1_000_100, 3600);
+        revoked.revoke(&t, 1_003_600, 1_000_100);
         assert!(revoked.is_revoked(&t));
         assert!(!revoked.is_revoked(&other), "another session's token");
         // A sweep past t's expiry drops it; those still good stay.
         for i in 0..200u64 {
-            revoked.revoke(&format!("t{i}"), 1_002_000 + i, 1_003_700, 3600);
+            revoked.revoke(&format!("t{i}"), 1_005_600 + i, 1_003_700);
         }
         assert!(!revoked.is_revoked(&t), "expired, swept out");
         assert!(revoked.is_revoked("t0") && revoked.is_revoked("t199"));
         for i in 0..1000u64 {
-            revoked.revoke(&format!("u{i}"), 1_010_000, 1_010_000 + i, 3600);
+            revoked.revoke(&format!("u{i}"), 1_013_600, 1_010_000 + i);
         }
         assert_eq!(revoked.len(), 1000, "the t's expired and went");
         assert!(!format!("{revoked:?}").contains("u1"));
@@ -344,7 +432,7 @@ mod tests {
     #[test]
     fn a_users_revocation_takes_its_earlier_tokens_until_they_expire() {
         let mut revoked = Revoked::default();
-        revoked.revoke_user("alice", 1_000_000, 1_000_100);
+        revoked.revoke_user("alice", 1_000_000, 2_000_100);
         assert!(revoked.is_revoked_for("alice", 999_000));
         assert!(
             revoked.is_revoked_for("alice", 1_000_000),
@@ -356,12 +444,12 @@ mod tests {
         );
         assert!(!revoked.is_revoked_for("bob", 999_000));
         // Removed again later: the time moves on, never back.
-        revoked.revoke_user("alice", 1_000_050, 1_000_100);
-        revoked.revoke_user("alice", 1_000_020, 1_000_100);
+        revoked.revoke_user("alice", 1_000_050, 2_000_100);
+        revoked.revoke_user("alice", 1_000_020, 2_000_100);
         assert!(revoked.is_revoked_for("alice", 1_000_040));
         // Sweeps drop the users whose tokens have all expired, and keep the others.
         for i in 0..200u64 {
-            revoked.revoke_user(&format!("u{i}"), 2_100_000 + i, 1_000_100);
+            revoked.revoke_user(&format!("u{i}"), 2_100_000 + i, 3_100_100);
         }
         assert!(!revoked.is_revoked_for("alice", 999_000), "swept out");
         assert!(revoked.is_revoked_for("u0", 2_000_000));
@@ -372,14 +460,29 @@ mod tests {
     #[test]
     fn a_changed_or_malformed_token_is_refused() {
         let key = TokenKey::generate().unwrap();
-        let t = key.issue(ALICE, 1_000_000);
-        // A later time with the same MAC (a token made to last longer).
+        let t = key.issue(ALICE, good(1_000_000, 3600));
+        // A later time, or a later expiry, with the same MAC (a token made to last longer).
         let later = t.replacen(
             &format!("{:016x}", 1_000_000u64),
             &format!("{:016x}", 1_003_000u64),
             1,
         );
         assert_eq!(key.verify(&later, ALICE, 1_003_500, 3600), None);
+        let longer = t.replacen(
+            &format!("{:016x}", 1_003_600u64),
+            &format!("{:016x}", 1_086_400u64),
+            1,
+        );
+        assert_ne!(longer, t);
+        assert_eq!(key.verify(&longer, ALICE, 1_000_000, 86_400), None);
+        // The first format (no expiry), and times that are not plain hex digits.
+        let first = format!("sluice1-{:016x}{}", 1_000_000u64, &t[t.len() - 64..]);
+        assert_eq!(key.verify(&first, ALICE, 1_000_000, 3600), None);
+        let plus = t
+            .replacen(PREFIX, &format!("{PREFIX}+"), 1)
+            .replacen("0", "", 1);
+        assert_eq!(plus.len(), t.len());
+        assert_eq!(key.verify(&plus, ALICE, 1_000_000, 3600), None);
         let mut flipped = t.clone().into_bytes();
         let last = flipped.len() - 1;
         flipped[last] = if flipped[last] == b'0' { b'1' } else { b'0' };
