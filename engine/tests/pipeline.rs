@@ -4095,3 +4095,60 @@ fn only_segments_of_the_connection_move_a_tcp_flows_state() {
     later(&mut lab, transitory + 1);
     assert_eq!(lab.w.flow_count(), 0, "{:?}", nonzero_drops(&lab.w));
 }
+
+/// The later fragments of a reply whose first fragment went to a session's client are dropped
+/// `no_flow` once that session has ended, also after its flows are gone and its slot is free
+/// again (the entry the first fragment left outlives them, two seconds): the first fragment's
+/// flow was the ended session's, as it is while the flows wait for their removal.
+#[test]
+fn later_fragments_after_an_ended_sessions_flows_are_gone_are_dropped_no_flow() {
+    let now = Instant::now();
+    let mb = Mailbox::new(64);
+    let mut w = testkit::lab_worker(
+        vec![MemPort::new(), MemPort::new()],
+        testkit::lab_config(1024, 8),
+        mb.clone(),
+        now,
+    );
+    let vip = ip(lab::CLIENT_VIP);
+    let mut c = add_session(
+        &mut w,
+        &mb,
+        PeerId(5),
+        GroupMask::EMPTY,
+        Cipher::Aes256Gcm,
+        now,
+    );
+    open_ten_flows(&mut w, &mut c, vip);
+    w.poll_once(now);
+    let sent = w.port_mut(1).unwrap().take_sent();
+    assert_eq!(sent.len(), 10);
+    let nat_port = UdpPacket::new_checked(ip_of(&sent[0]).payload())
+        .unwrap()
+        .src_port();
+    let big = testkit::ipv4_udp(ip(lab::HOST_IP), 9, ip(lab::INSIDE_IP), nat_port, &[7; 300]);
+    let fragments = testkit::fragment(
+        &testkit::eth_ipv4(lab::INSIDE_MAC, lab::HOST_MAC, &big),
+        124,
+    );
+    assert_eq!(fragments.len(), 3);
+    w.port_mut(1).unwrap().inject(&fragments[0]);
+    w.poll_once(now);
+    assert_eq!(w.port_mut(0).unwrap().take_sent().len(), 1);
+
+    assert!(mb
+        .commands
+        .push(Command::RemoveSession { peer: PeerId(5) })
+        .is_ok());
+    for _ in 0..3 {
+        w.poll_once(now);
+    }
+    assert_eq!(w.flow_count(), 0, "the ended session's flows are gone");
+    assert_eq!(w.sessions().held(), 0, "its slot is free again");
+    for f in &fragments[1..] {
+        w.port_mut(1).unwrap().inject(f);
+    }
+    w.poll_once(now);
+    assert!(w.port_mut(0).unwrap().take_sent().is_empty());
+    assert_eq!(nonzero_drops(&w), vec![("no_flow", 2)]);
+}

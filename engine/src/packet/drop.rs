@@ -65,7 +65,8 @@ pub enum DropReason {
     /// The flow table is full.
     FlowTableFull,
     /// Return traffic that matches no flow, or only a flow of a session that ended (retired,
-    /// waiting for its removal a bounded number a poll).
+    /// waiting for its removal a bounded number a poll); a later fragment whose first
+    /// fragment went to a session that has ended since.
     NoFlow,
     /// Return traffic for a client address no session holds.
     NoSessionForDestination,

@@ -209,10 +209,12 @@ impl<P: Port> Worker<P> {
         if ttl <= 1 {
             return self.drop_packet(buf, DropReason::TtlExceeded);
         }
-        // The session in that slot must still be the one the first fragment went to.
+        // The session in that slot must still be the one the first fragment went to. If not,
+        // that session ended, and the first fragment's flow was one of its flows, retired or
+        // already gone (this entry outlives them): `no_flow`, as for the flow's other return
+        // traffic, whether the slot is still held for them, free, or another session's.
         if self.sessions.get_mut(owner).map(|s| s.client_ip) != Some(client) {
-            let reason = self.ownerless_reason(owner);
-            return self.drop_packet(buf, reason);
+            return self.drop_packet(buf, DropReason::NoFlow);
         }
         buf.trim_front(HEADER_LEN);
         buf.truncate(total);
