@@ -110,19 +110,21 @@ pub fn push_reply(o: &PushOptions, auth_token: Option<&str>) -> Vec<String> {
 }
 
 /// The longest option a client takes from a PUSH_REPLY: OpenVPN reads each into a buffer of
-/// 256 bytes (`OPTION_PARM_SIZE`), its NUL included, and cuts a longer one short.
+/// 256 bytes (`OPTION_PARM_SIZE`), its NUL included; a longer one is cut there, and what
+/// follows the cut is read as another option.
 pub const MAX_OPTION: usize = 255;
 
 /// The client login banner `text` as the `echo` options OpenVPN GUI shows in a window titled
 /// `title`: each line as `echo msg <line>` (a long line in pieces, `echo msg-n` but for the
-/// last), then `echo msg-window <title>`. The client applies `echo` from a push (OpenVPN 2.x
-/// logs each as `ECHO-PULL:msg ...` and hands it to its management interface, where the GUI
-/// shows the text), and the GUI percent-decodes it. So every byte a push option could not
-/// carry as it is (a comma ends the option, white space splits it, quotes, backslashes and a
-/// leading `#` or `;` are the option parser's), every `%`, and everything outside printable
-/// ASCII (UTF-8 included, decoded by the GUI back to the same bytes) is written `%XX`; a
-/// piece ends on a character boundary, never inside an escape or a character, and no option
-/// is longer than `MAX_OPTION`. No text (or only white space): no options.
+/// last), then `echo msg-window <title>`. The client applies `echo` from a push (every 2.x
+/// hands it to its management interface, where the GUI shows the text; from 2.5.1 on it also
+/// logs each as `ECHO-PULL:msg ...`), and the GUI percent-decodes it. So every byte a push
+/// option could not carry as it is (a comma ends the option, white space splits it, quotes,
+/// backslashes, and a `#` or `;` beginning a parameter, which comments out the rest, are the
+/// option parser's), every `%`, and everything outside printable ASCII (UTF-8 included,
+/// decoded by the GUI back to the same bytes) is written `%XX`; a piece ends on a character
+/// boundary, never inside an escape or a character, and no option is longer than
+/// `MAX_OPTION`. No text (or only white space): no options.
 pub fn banner_options(title: &str, text: &str) -> Vec<String> {
     if text.trim().is_empty() {
         return Vec::new();
