@@ -1415,8 +1415,10 @@ impl<A: Authenticator> Server<A> {
                 Authn::Verify(check) => return Ok(Checked::Verify(check)),
             },
         };
-        // A client we could never serve is told so before any refusal for now, which would
-        // have it come back again and again.
+        // A client we could never serve is told so before the limits' refusals for now, which
+        // would have it come back again and again. Only a password check refused for now
+        // (`VerifierBusy`, `decide`) comes earlier: the client comes back, and is told once
+        // its password has been checked.
         let info: PeerInfo = msg.peer_info.clone();
         let cipher = negotiate_cipher(&info).ok_or(FailureReason::NoSharedCipher)?;
         if self.settings.max_sessions == 0 {
