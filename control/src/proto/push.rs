@@ -132,7 +132,9 @@ pub fn banner_options(title: &str, text: &str) -> Vec<String> {
     let mut opts = Vec::new();
     for line in text.trim_end().split('\n') {
         let line = line.strip_suffix('\r').unwrap_or(line);
-        let mut pieces = pieces(line, MAX_OPTION - "echo msg-n ".len()).peekable();
+        // A NUL would end the GUI's decoded text there: left out.
+        let line = line.replace('\0', "");
+        let mut pieces = pieces(&line, MAX_OPTION - "echo msg-n ".len()).peekable();
         if pieces.peek().is_none() {
             opts.push("echo msg".to_owned());
         }
@@ -145,7 +147,8 @@ pub fn banner_options(title: &str, text: &str) -> Vec<String> {
             opts.push(format!("echo {verb} {p}"));
         }
     }
-    let title = pieces(title, MAX_OPTION - "echo msg-window ".len())
+    let title = title.replace('\0', "");
+    let title = pieces(&title, MAX_OPTION - "echo msg-window ".len())
         .next()
         .unwrap_or_default();
     opts.push(format!("echo msg-window {title}"));
@@ -365,6 +368,11 @@ mod tests {
         assert!(msgs.iter().all(|m| m.len() <= MAX_MESSAGE));
         assert_eq!(shown(&msgs).0, format!("{long}\r\n"));
         assert!(msgs.iter().any(|m| m.contains(",auth-token tok")));
+        // A NUL would end the GUI's text there: left out.
+        assert_eq!(
+            shown(&with_banner("a\0b", "x\0y")),
+            ("xy\r\n".into(), Some("ab".into()))
+        );
         // No banner: no echo, and nothing else moves.
         assert_eq!(banner_options("t", " \n "), Vec::<String>::new());
         assert_eq!(with_banner("t", ""), push_reply(&base(), Some("tok")));
@@ -380,13 +388,13 @@ mod tests {
             } else {
                 text.trim_end()
                     .split('\n')
-                    .map(|l| format!("{}\r\n", l.strip_suffix('\r').unwrap_or(l)))
+                    .map(|l| format!("{}\r\n", l.strip_suffix('\r').unwrap_or(l).replace('\0', "")))
                     .collect()
             };
             proptest::prop_assert_eq!(shown_text, want);
             if !text.trim().is_empty() {
                 let t = shown_title.expect("a title");
-                proptest::prop_assert!(title.starts_with(&t));
+                proptest::prop_assert!(title.replace('\0', "").starts_with(&t));
             }
         }
     }
