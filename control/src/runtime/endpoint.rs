@@ -206,44 +206,6 @@ target_subnet = "subnet-1"
         assert_eq!(pushed_routes(&full), None);
     }
 
-    /// `pending-associate` takes no connection; each target network adds the per-network
-    /// limit.
-    #[test]
-    fn connections_come_with_target_networks() {
-        let text = "[limits]\nconnections_per_target_network = 50\n".to_owned()
-            + &crate::config::endpoint_toml(
-                "cvpn-endpoint-0123456789abcdef0",
-                "10.200.0.0/20",
-                443,
-                TARGET_NETWORK,
-            );
-        const TARGET_NETWORK: &str = r#"
-[[endpoint.target_network]]
-association_id = "cvpn-assoc-0123456789abcdef1"
-subnet_id = "subnet-0a0000000000000a1"
-vpc_id = "vpc-0c0000000000000c1"
-vpc_cidr = "172.31.0.0/16"
-cidr = "172.31.1.0/24"
-availability_zone = "lab-1a"
-port = "inside-a"
-eni_ip = "172.31.1.5"
-gateway = "172.31.1.1"
-"#;
-        let config: crate::config::schema::Config = toml::from_str(&text).expect("parses");
-        let loaded = Loaded {
-            path: "t.toml".into(),
-            text,
-            config,
-        };
-        let mut ep = loaded.config.endpoints[0].clone();
-        assert_eq!(max_connections(&loaded, &ep), 50);
-        ep.target_networks.push(ep.target_networks[0].clone());
-        assert_eq!(max_connections(&loaded, &ep), 100);
-        ep.target_networks.clear();
-        assert_eq!(ep.status(), "pending-associate");
-        assert_eq!(max_connections(&loaded, &ep), 0);
-    }
-
     /// A server certificate that is a FIFO or a device, and a CRL that is a sparse 2 GiB file,
     /// are refused at once with an error naming them, not waited on or read whole.
     #[test]
@@ -426,6 +388,8 @@ authentication = {{ directory = {{ users_file = "{users}" }}, mfa = "totp" }}
     /// its number of associated subnets ("AWS Client VPN quotas": 7,000 for one, 36,500 for
     /// two, ... 126,000 for five), not 7,000 times their number (14,000 for two); past five,
     /// AWS's last figure. Set, the figure is per target network, as before.
+    ///
+    /// None for an endpoint with no target network (`pending-associate`).
     #[test]
     fn connections_follow_aws_steps_unless_set_per_target_network() {
         const TARGET_NETWORK: &str = r#"
@@ -466,8 +430,11 @@ gateway = "172.31.1.1"
             by_count,
             [0, 7_000, 36_500, 66_500, 96_500, 126_000, 126_000]
         );
-        let set = loaded("[limits]\nconnections_per_target_network = 7000\n");
+        let set = loaded("[limits]\nconnections_per_target_network = 50\n");
         let by_count: Vec<usize> = (0..=3).map(|n| with(&set, n)).collect();
-        assert_eq!(by_count, [0, 7_000, 14_000, 21_000]);
+        assert_eq!(by_count, [0, 50, 100, 150]);
+        let mut none = set.config.endpoints[0].clone();
+        none.target_networks.clear();
+        assert_eq!(none.status(), "pending-associate");
     }
 }
