@@ -484,6 +484,36 @@ fn from(ip: u32, port: u16) -> Remote {
     Remote { ip, port }
 }
 
+/// A stopping server (`stop_admitting`) takes no new session: a first hard reset gets no
+/// answer, the echo of an answer given before opens nothing, both counted; the session there
+/// is stays. Found by the appliance end-to-end test of a restart: clients told to restart came
+/// straight back to the stopping daemon, were taken, ended and told again, for all its linger.
+#[test]
+fn a_stopping_server_takes_no_new_session() {
+    let mut server = Server::new(
+        Settings::new(0, tls(), ("10.200.0.0".parse().unwrap(), 20)),
+        CertificateOnly,
+    );
+    let now = Instant::now();
+    let (one, two) = (from(0x0a00_0001, 40000), from(0x0a00_0002, 40000));
+    for c in [one, two] {
+        server.handle_datagram(now, UNIX, c, LOCAL, &hard_reset(5));
+    }
+    let [(_, ours_one), (_, ours_two)] = answers(&mut server)[..] else {
+        panic!("two answers")
+    };
+    server.handle_datagram(now, UNIX, one, LOCAL, &echo(5, ours_one));
+    assert_eq!(server.sessions().count(), 1);
+    server.stop_admitting();
+    server.handle_datagram(now, UNIX, from(0x0a00_0003, 40000), LOCAL, &hard_reset(5));
+    assert!(server.poll_transmit().is_none(), "no answer");
+    server.handle_datagram(now, UNIX, two, LOCAL, &echo(5, ours_two));
+    assert_eq!(server.sessions().count(), 1, "no new session");
+    assert_eq!(server.sessions().next().unwrap().client_sid, client_sid(5));
+    assert_eq!(server.counters().stopping, 2);
+    assert!(server.counters().refusals().contains(&("stopping", 2)));
+}
+
 /// A first hard reset makes no state, only the 26-byte answer; a session exists once the
 /// client echoes the session id we gave, from the address we gave it to, within the handshake
 /// window. A forged, misdirected or stale echo opens nothing.

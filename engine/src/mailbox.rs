@@ -84,6 +84,10 @@ pub enum Command {
         /// The endpoint's listener.
         local: Remote,
     },
+    /// The appliance stops: first hard resets are answered no more (`DropReason::Stopping`),
+    /// so that a client told to restart finds the next daemon, not a session id of this one's
+    /// that the next does not know. The control packets of sessions there are still go on.
+    StopAnswering,
 }
 
 /// Why a core let a session go (`Report::Removed`).

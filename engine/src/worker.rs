@@ -292,6 +292,8 @@ pub struct Worker<P: Port> {
     pub(crate) punt_limiter: PuntLimiter,
     /// Per-address budgets of stateless answers to first hard resets.
     pub(crate) answer_limiter: PuntLimiter,
+    /// Whether the appliance stops (`Command::StopAnswering`): first resets are not answered.
+    pub(crate) stopping: bool,
     /// ICMP errors the core originates, per client address (`WorkerConfig::icmp_error_budget`).
     pub(crate) icmp_limiter: PuntLimiter,
     /// The addresses control has a control-channel session with (`Command::ControlPeer`).
@@ -349,6 +351,7 @@ impl<P: Port> Worker<P> {
             early: Vec::with_capacity(crate::pipeline::fragment::EARLY_MAX),
             punt_limiter: PuntLimiter::new(4096, cfg.punt_budget.0, cfg.punt_budget.1),
             answer_limiter: PuntLimiter::new(4096, cfg.answer_budget.0, cfg.answer_budget.1),
+            stopping: false,
             icmp_limiter: PuntLimiter::new(4096, cfg.icmp_error_budget.0, cfg.icmp_error_budget.1),
             control_peers: crate::punt::ControlPeers::new(cfg.control_peer_capacity),
             next_ident: cfg.core as u16,
@@ -634,6 +637,7 @@ impl<P: Port> Worker<P> {
                 Command::ControlPeer { remote, present } => {
                     self.control_peers.set(remote, present);
                 }
+                Command::StopAnswering => self.stopping = true,
             }
         }
         any

@@ -2384,6 +2384,64 @@ fn first_resets_are_answered_on_the_core() {
     assert_eq!(w.drops().get(DropReason::UnknownControlPeer), 5_002);
 }
 
+/// A core told the appliance stops (`Command::StopAnswering`) answers no first reset (counted
+/// `stopping`): a client told to restart must find the next daemon, not get a session id from
+/// this one that the next does not know (it would wait out its 60 s handshake window there).
+/// The control packets of a session control has go on being punted, for its last acks.
+#[test]
+fn a_stopping_core_answers_no_first_reset() {
+    let now = Instant::now();
+    let mb = Mailbox::new(1024);
+    let mut cfg = testkit::lab_config(1024, 64);
+    cfg.cookies = Some(Arc::new(CookieKey::generate(60).unwrap()));
+    let mut w = testkit::lab_worker(vec![MemPort::new(), MemPort::new()], cfg, mb.clone(), now);
+    let frame = |src: u32, port: u16, payload: &[u8]| {
+        let udp = testkit::ipv4_udp(src, port, ip(lab::OUTSIDE_IP), lab::VPN_PORT, payload);
+        testkit::eth_ipv4(lab::OUTSIDE_MAC, lab::CLIENT_MAC, &udp)
+    };
+    let client = [1, 2, 3, 4, 5, 6, 7, 8];
+    let mut reset = vec![0x38];
+    reset.extend(client);
+    reset.extend([0, 0, 0, 0, 0]);
+    let reset = frame(ip(lab::CLIENT_OUTER_IP), 50_001, &reset);
+    w.port_mut(0).unwrap().inject(&reset);
+    w.poll_once(now);
+    assert_eq!(w.port_mut(0).unwrap().take_sent().len(), 1, "answered");
+    let peer = Remote {
+        ip: ip(lab::CLIENT_OUTER_IP),
+        port: 50_002,
+    };
+    for c in [
+        Command::ControlPeer {
+            remote: peer,
+            present: true,
+        },
+        Command::StopAnswering,
+    ] {
+        assert!(mb.commands.push(c).is_ok());
+    }
+    w.poll_once(now);
+    w.port_mut(0).unwrap().inject(&reset);
+    w.poll_once(now);
+    assert!(
+        w.port_mut(0).unwrap().take_sent().is_empty(),
+        "not answered"
+    );
+    assert_eq!(nonzero_drops(&w), vec![("stopping", 1)]);
+    let mut ack = vec![5 << 3];
+    ack.extend(client);
+    ack.extend([1, 0, 0, 0, 0]);
+    ack.extend([9; 8]);
+    w.port_mut(0)
+        .unwrap()
+        .inject(&frame(peer.ip, peer.port, &ack));
+    w.poll_once(now);
+    assert!(
+        matches!(mb.reports.pop(), Some(Report::Punted { payload, .. }) if payload == ack),
+        "the session's packet still goes to control"
+    );
+}
+
 #[test]
 fn arp_and_ping_of_the_appliance() {
     let mut lab = lab_with(GroupMask::EMPTY);

@@ -446,12 +446,15 @@ pub struct Counters {
     /// Verdicts that came back for a session gone or restarted since, or no longer waiting
     /// for them: ignored.
     pub stale_verdicts: u64,
+    /// Packets that would start a session while the appliance stops (`Server::stop_admitting`):
+    /// not answered, so that a client told to restart tries the next daemon, not this one.
+    pub stopping: u64,
 }
 
 impl Counters {
     /// What the server refused or ignored, by reason (the metrics' `reason` label): datagrams
     /// and sessions an attacker's flood would show in.
-    pub const fn refusals(&self) -> [(&'static str, u64); 10] {
+    pub const fn refusals(&self) -> [(&'static str, u64); 11] {
         [
             ("malformed", self.malformed),
             ("unknown_session", self.unknown_session),
@@ -463,6 +466,7 @@ impl Counters {
             ("misbehaved", self.misbehaved),
             ("floats_refused", self.floats_refused),
             ("stale_verdicts", self.stale_verdicts),
+            ("stopping", self.stopping),
         ]
     }
 }
@@ -543,6 +547,8 @@ pub struct Server<A: Authenticator> {
     /// verified at the wall-clock time of their turn), and the turn at which the next batch is
     /// due (`poll_timeout`).
     reverify_clock: Option<(Instant, u64, Instant)>,
+    /// Whether the appliance stops (`stop_admitting`): no new session.
+    stopping: bool,
 }
 
 /// An authentication waiting for its password check (`Server::verified`).
@@ -625,7 +631,15 @@ impl<A: Authenticator> Server<A> {
             auth_generation: 0,
             reverify: Vec::new(),
             reverify_clock: None,
+            stopping: false,
         }
+    }
+
+    /// Takes no new session from now on (the appliance stops): a first hard reset gets no
+    /// answer and an echo of one opens nothing (`Counters::stopping`); the sessions there are
+    /// go on, to be ended and to get their last messages acknowledged.
+    pub fn stop_admitting(&mut self) {
+        self.stopping = true;
     }
 
     /// Hands password checks out (`poll_verification`, `verified`) instead of running them in
@@ -952,6 +966,10 @@ impl<A: Authenticator> Server<A> {
         (p, datagram): (&ControlPacket<'_>, &[u8]),
         replaces: bool,
     ) -> bool {
+        if self.stopping {
+            self.counters.stopping += 1;
+            return false;
+        }
         let secs = self.seconds(now);
         if p.opcode == opcode::HARD_RESET_CLIENT_V2 {
             if p.key_id != 0 || p.msg_id != Some(0) {

@@ -900,6 +900,12 @@ impl Dataplane {
     /// came): once it says so, the waits end at once, and what is still open or waiting ends
     /// with the counters it has.
     pub fn shutdown(&mut self, mut interrupted: impl FnMut() -> bool) {
+        // A client told to restart comes straight back: it is not taken, nor its connection
+        // ended and told again until the linger is out.
+        for s in &mut self.servers {
+            s.stop_admitting();
+        }
+        self.outbox.broadcast(|| Command::StopAnswering);
         let mut paced = true;
         let mut hurried = false;
         let open: Vec<u32> = self.connections.keys().copied().collect();

@@ -134,11 +134,14 @@ pub enum DropReason {
     /// nothing else without tls-auth or tls-crypt, so a corrupted one is dropped, as a kernel's
     /// UDP stack drops it. Data packets are left to their AEAD tag (`bad_aead_tag`).
     BadUdpChecksum,
+    /// A client's first hard reset while the appliance stops (`Command::StopAnswering`): not
+    /// answered, so that the client tries again and finds the next daemon.
+    Stopping,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [Self; 50] = [
+    pub const ALL: [Self; 51] = [
         Self::MalformedEthernet,
         Self::MalformedIpv4,
         Self::MalformedUdp,
@@ -189,6 +192,7 @@ impl DropReason {
         Self::ArpSenderNotHost,
         Self::SessionFlowsFull,
         Self::BadUdpChecksum,
+        Self::Stopping,
     ];
 
     /// The number of reasons.
@@ -247,6 +251,7 @@ impl DropReason {
             Self::ArpSenderNotHost => "arp_sender_not_host",
             Self::SessionFlowsFull => "session_flows_full",
             Self::BadUdpChecksum => "bad_udp_checksum",
+            Self::Stopping => "stopping",
         }
     }
 }

@@ -181,6 +181,9 @@ impl<P: Port> Worker<P> {
     /// is punted. A reset from no single host (its source MAC or address) is not answered,
     /// `not_for_us`.
     fn answer_reset(&mut self, port: u16, mut buf: P::Buf, outer: &Outer) {
+        if self.stopping {
+            return self.drop_packet(buf, DropReason::Stopping);
+        }
         let payload = &buf.data()[outer.payload_start..outer.payload_start + outer.payload_len];
         let Some(client) = crate::cookie::first_reset(payload) else {
             return self.drop_packet(buf, DropReason::MalformedOpenvpn);
