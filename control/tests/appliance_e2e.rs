@@ -2343,3 +2343,262 @@ while True:
     got += b
 print(f'{len(got)} bytes back as sent' if got == data else f'{len(got)} bytes back, not as sent')
 ";
+
+/// An appliance upgrade: the daemon stopped (SIGTERM) and started again under two connected
+/// clients, one with its certificate only (the first endpoint, mutual authentication) and
+/// one with a username and password besides (the second, mutual and directory, `bob` from a
+/// file). Before the stop, a client login banner set through `modify-client-vpn-endpoint`
+/// and a reload: the certificate client, connected before, keeps its connection; the
+/// password client, connecting after, is shown the banner.
+///
+/// On the stop each client is told to restart (a server-pushed restart, not a ping-restart
+/// timeout) and the daemon exits within its linger (all of it: an OpenVPN 2.6 client closes
+/// its socket on a RESTART without acknowledging it), taking no new connection meanwhile; the
+/// connection logs end the old connections (their format has no reason), the daemon's log
+/// with the stop's. Once the daemon is back both clients
+/// reconnect by themselves: the password client's auth-token was the last run's, so it is
+/// refused and the client signs in again with the password from its file instead of exiting.
+/// Both reach the VPC host again and are listed as new connections.
+///
+/// The clients run with `--connect-retry 1 1` (at most 1 s between attempts, where OpenVPN
+/// slows down to minutes after five failed ones) and `--server-poll-timeout 4` (an attempt
+/// unanswered for 4 s starts over at once, where the handshake's retransmissions back off to
+/// 8 s and more while the daemon is down).
+#[test]
+fn the_daemon_restarted_under_connected_clients_tells_them_and_they_come_back() {
+    let start = Start::new();
+    let Bridged {
+        wan: _wan,
+        app,
+        clients: [cert_ns, pass_ns],
+        vpc,
+    } = Bridged::new("up", start.pid, &start.out_if);
+    let pid = start.pid;
+    app.veth_to(&start.in_if, &vpc, &format!("vi{pid}"), "172.31.1.10/24");
+    let d = start.dir.path();
+    let ifs = (start.out_if.as_str(), start.in_if.as_str());
+    let config = two_endpoints_config(d, &start.pki, ifs, "");
+    // The second endpoint takes passwords too.
+    let users = d.join("users.toml");
+    let hash = sluice_control::auth::directory::hash_password("bob-secret").unwrap();
+    std::fs::write(
+        &users,
+        format!(
+            "[[user]]\nname = \"bob\"\npassword_hash = \"{hash}\"\ngroups = [\"operations\"]\n"
+        ),
+    )
+    .unwrap();
+    let text = read(&config);
+    let at = text.find(&format!("id = \"{SECOND}\"")).unwrap();
+    let mutual = format!(
+        "mutual = {{ client_root_ca = \"{}/ca.crt\" }}",
+        start.pki.display()
+    );
+    let (head, tail) = text.split_at(at);
+    assert!(tail.contains(&mutual), "the lab's second endpoint:\n{text}");
+    let tail = tail.replacen(
+        &mutual,
+        &format!(
+            "{mutual}, directory = {{ users_file = \"{}\" }}",
+            users.display()
+        ),
+        1,
+    );
+    std::fs::write(&config, format!("{head}{tail}")).unwrap();
+    let cert_ovpn = export_for(&config, ENDPOINT, &start.pki, &d.join("first.ovpn"));
+    let pass_ovpn = export_for(&config, SECOND, &start.pki, &d.join("second.ovpn"));
+    assert!(read(&pass_ovpn).contains("auth-user-pass"));
+    assert!(!read(&cert_ovpn).contains("auth-user-pass"));
+    let pass = d.join("bob.pass");
+    std::fs::write(&pass, "bob\nbob-secret\n").unwrap();
+
+    let first_log = d.join("sluice-1.log");
+    let mut daemon = start_daemon(&app, &config, &first_log);
+    let retry = ["--connect-retry", "1", "1", "--server-poll-timeout", "4"];
+    let (cert_log, pass_log) = (d.join("cert.log"), d.join("bob.log"));
+    let mut cert = start_client(&cert_ns, &cert_ovpn, &cert_log, &retry);
+    let connected = |log: &Path| {
+        read(log)
+            .matches("Initialization Sequence Completed")
+            .count()
+    };
+    wait_for("the certificate client", Duration::from_secs(40), || {
+        connected(&cert_log) == 1
+    });
+
+    // The banner, on both endpoints, by the admin verb and a reload.
+    let banner = "Lab appliance: authorized use only";
+    for ep in [ENDPOINT, SECOND] {
+        let (code, _, err) = sluice(
+            &config,
+            &[
+                "modify-client-vpn-endpoint",
+                "--client-vpn-endpoint-id",
+                ep,
+                "--client-login-banner-options",
+                &format!("Enabled=true,BannerText={banner}"),
+            ],
+        );
+        assert_eq!(code, 0, "{err}");
+    }
+    let (code, _, err) = sluice(&config, &["reload"]);
+    assert_eq!(code, 0, "{err}\n{}", read(&first_log));
+    let mut args = vec!["--auth-user-pass", pass.to_str().unwrap()];
+    args.extend_from_slice(&retry);
+    let mut bob = start_client(&pass_ns, &pass_ovpn, &pass_log, &args);
+    wait_for("the password client", Duration::from_secs(40), || {
+        connected(&pass_log) == 1
+    });
+    let shown = "ECHO-PULL:msg Lab%20appliance:%20authorized%20use%20only";
+    assert!(read(&pass_log).contains(shown), "{}", read(&pass_log));
+    assert!(
+        read(&pass_log).contains(&format!("ECHO-PULL:msg-window {SECOND}")),
+        "{}",
+        read(&pass_log)
+    );
+    for (ns, log) in [(&cert_ns, &cert_log), (&pass_ns, &pass_log)] {
+        assert!(
+            reaches(ns, "172.31.1.10"),
+            "{}\ndaemon log:\n{}",
+            read(log),
+            read(&first_log)
+        );
+    }
+    // The client connected before the banner was not disturbed.
+    let before = read(&cert_log);
+    assert!(
+        connected(&cert_log) == 1 && !before.contains("SIGUSR1") && !before.contains("ECHO-PULL"),
+        "{before}"
+    );
+
+    // Who is connected, by endpoint.
+    let active = || {
+        let (code, out, err) = sluice(&config, &["describe-client-vpn-connections"]);
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let mut ids: Vec<(String, String, String)> = v["Connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["Status"]["Code"] == "active")
+            .map(|c| {
+                let s = |k: &str| c[k].as_str().unwrap_or("").to_owned();
+                (s("ClientVpnEndpointId"), s("ConnectionId"), s("Username"))
+            })
+            .collect();
+        ids.sort();
+        ids
+    };
+    let old = active();
+    assert_eq!(old.len(), 2, "{old:?}");
+    assert_eq!(
+        (old[0].0.as_str(), old[1].0.as_str(), old[1].2.as_str()),
+        (ENDPOINT, SECOND, "bob"),
+        "{old:?}"
+    );
+
+    // The stop.
+    let _ = Command::new("kill")
+        .args(["-TERM", &daemon.0.id().to_string()])
+        .status();
+    let stopped = Instant::now();
+    for log in [&cert_log, &pass_log] {
+        wait_for("the clients to be told", Duration::from_secs(3), || {
+            read(log).contains("server-pushed-connection-reset")
+        });
+    }
+    let status = loop {
+        if let Some(s) = daemon.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(8),
+            "sluice run did not stop within its linger:\n{}",
+            read(&first_log)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{}", read(&first_log));
+    // Told to restart, the clients came straight back (1 s later): the stopping daemon took
+    // no new connection (to end and tell again until its linger was out), nor answered them
+    // (a session id the next daemon does not know would hold them to their handshake window).
+    let said = read(&first_log);
+    assert_eq!(
+        said.matches(" established: ").count(),
+        2,
+        "no connection made while stopping:\n{said}"
+    );
+    for (i, (_, id, _)) in old.iter().enumerate() {
+        assert!(
+            said.contains(&format!("connection {id} closed: the appliance stopped")),
+            "{said}"
+        );
+        let lines = read(&d.join(format!("connections-{}.log", i + 1)));
+        assert!(
+            lines.lines().any(|l| {
+                let l: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+                l["connection-id"] == id.as_str()
+                    && l["connection-log-type"] == "connection-reset"
+                    && l["connection-end-time"] != "NA"
+            }),
+            "no end of {id}:\n{lines}"
+        );
+    }
+
+    // The daemon back.
+    let second_log = d.join("sluice-2.log");
+    let _daemon = start_daemon(&app, &config, &second_log);
+    for log in [&cert_log, &pass_log] {
+        wait_for("both clients to come back", Duration::from_secs(30), || {
+            connected(log) == 2
+        });
+    }
+    assert!(cert.0.try_wait().unwrap().is_none() && bob.0.try_wait().unwrap().is_none());
+    for (log, what) in [(&cert_log, "certificate"), (&pass_log, "password")] {
+        let text = read(log);
+        assert!(
+            !text.contains("Inactivity timeout") && !text.contains("[soft,ping-restart]"),
+            "the {what} client was told, not timed out:\n{text}"
+        );
+        let after = text
+            .split("server-pushed-connection-reset")
+            .nth(1)
+            .unwrap_or_default();
+        assert!(
+            after.contains(shown),
+            "the {what} client sees the banner:\n{text}"
+        );
+    }
+    let bob_text = read(&pass_log);
+    let after = bob_text
+        .split("server-pushed-connection-reset")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        after.contains("auth-failure (auth-token)")
+            && after
+                .split("AUTH_FAILED")
+                .nth(1)
+                .is_some_and(|rest| rest.contains("Initialization Sequence Completed")),
+        "the last run's token refused, then the password from the file taken:\n{bob_text}"
+    );
+    for (ns, log) in [(&cert_ns, &cert_log), (&pass_ns, &pass_log)] {
+        assert!(
+            reaches(ns, "172.31.1.10"),
+            "{}\ndaemon log:\n{}",
+            read(log),
+            read(&second_log)
+        );
+    }
+    let new = active();
+    assert_eq!(new.len(), 2, "{new:?}");
+    assert_eq!(
+        (new[0].0.as_str(), new[1].0.as_str(), new[1].2.as_str()),
+        (ENDPOINT, SECOND, "bob"),
+        "{new:?}"
+    );
+    assert!(
+        new.iter().all(|n| old.iter().all(|o| o.1 != n.1)),
+        "new connections:\n{old:?}\n{new:?}"
+    );
+}
