@@ -86,7 +86,7 @@ pub enum Command {
     },
     /// The appliance stops: first hard resets are answered no more (`DropReason::Stopping`),
     /// so that a client told to restart finds the next daemon, not a session id of this one's
-    /// that the next does not know. The control packets of sessions there are still go on.
+    /// that the next does not know. The control packets of its sessions still go on to control.
     StopAnswering,
 }
 
