@@ -2148,9 +2148,13 @@ fn openssl(dir: &Path, args: &[&str]) {
 /// A client certificate of the lab's CA (CN short.domain.tld, EC P-256) that expires `valid`
 /// from now, made with `openssl ca`: its chain and key, PEM, and when it expires.
 fn short_lived_certificate(valid: Duration) -> (Vec<u8>, Vec<u8>, std::time::SystemTime) {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sim-short-lived");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    // A directory of its own: tests run at once, and two calls in one directory (each
+    // emptying it first) took each other's files.
+    let tmp = tempfile::Builder::new()
+        .prefix("sim-short-lived")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let dir = tmp.path().to_path_buf();
     std::fs::write(
         dir.join("ca.cnf"),
         "[ca]\ndefault_ca = short\n[short]\ndatabase = index.txt\nnew_certs_dir = .\n\
@@ -2596,9 +2600,13 @@ fn one_source_cannot_take_more_than_its_share_of_the_handshake_slots() {
 /// Another CA (CN "sluice other CA", EC P-256, made with openssl) and a client certificate it
 /// issued (CN other.domain.tld): the CA, the client's chain and key, PEM.
 fn other_ca() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sim-other-ca");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    // A directory of its own: tests run at once, and two calls in one directory (each
+    // emptying it first) took each other's files.
+    let tmp = tempfile::Builder::new()
+        .prefix("sim-other-ca")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let dir = tmp.path().to_path_buf();
     std::fs::write(
         dir.join("client.ext"),
         "basicConstraints = CA:FALSE\nextendedKeyUsage = clientAuth\n\
