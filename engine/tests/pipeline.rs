@@ -1800,13 +1800,9 @@ fn an_ended_sessions_flows_go_over_several_polls_and_its_slot_waits_for_them() {
 #[test]
 fn return_traffic_of_an_ended_sessions_retired_flows_is_dropped_no_flow() {
     let now = Instant::now();
-    let (mut w, mb, _, _) = ten_flows_removed_one_a_poll(8, now);
-    let sent = w.port_mut(1).unwrap().take_sent();
-    assert_eq!(sent.len(), 10);
+    let (mut w, mb, _, _) = ten_flows_on_a_core(8, 1, now);
     // The oldest flow (source port 1000) is the last of them to go.
-    let nat_port = UdpPacket::new_checked(ip_of(&sent[0]).payload())
-        .unwrap()
-        .src_port();
+    let nat_port = oldest_nat_port(&mut w);
     let reply = |w: &mut Worker<MemPort>| {
         let r = testkit::ipv4_udp(ip(lab::HOST_IP), 9, ip(lab::INSIDE_IP), nat_port, b"reply");
         let f = testkit::eth_ipv4(lab::INSIDE_MAC, lab::HOST_MAC, &r);
@@ -1820,15 +1816,7 @@ fn return_traffic_of_an_ended_sessions_retired_flows_is_dropped_no_flow() {
         "the flow's reply reaches its client"
     );
     // A reply in fragments whose first goes to the client before the session ends.
-    let big = testkit::ipv4_udp(ip(lab::HOST_IP), 9, ip(lab::INSIDE_IP), nat_port, &[7; 300]);
-    let fragments = testkit::fragment(
-        &testkit::eth_ipv4(lab::INSIDE_MAC, lab::HOST_MAC, &big),
-        124,
-    );
-    assert_eq!(fragments.len(), 3);
-    w.port_mut(1).unwrap().inject(&fragments[0]);
-    w.poll_once(now);
-    assert_eq!(w.port_mut(0).unwrap().take_sent().len(), 1);
+    let later = first_fragment_to_the_client(&mut w, nat_port, now);
 
     assert!(mb
         .commands
@@ -1839,7 +1827,7 @@ fn return_traffic_of_an_ended_sessions_retired_flows_is_dropped_no_flow() {
     assert!(reply(&mut w).is_empty());
     assert_eq!(nonzero_drops(&w), vec![("no_flow", 1)]);
     // Its later fragments, which follow the first's translation, not the flow.
-    for f in &fragments[1..] {
+    for f in &later {
         w.port_mut(1).unwrap().inject(f);
     }
     w.poll_once(now);
@@ -1855,15 +1843,17 @@ fn return_traffic_of_an_ended_sessions_retired_flows_is_dropped_no_flow() {
     assert_eq!(nonzero_drops(&w), vec![("no_flow", 4)]);
 }
 
-/// A core of `sessions` session slots that removes one flow of an ended session a poll, with
-/// client 5 (its virtual address last) and its ten flows (`open_ten_flows`), made.
-fn ten_flows_removed_one_a_poll(
+/// A core of `sessions` session slots that removes `removal_budget` flows of an ended session
+/// a poll, with client 5 (its virtual address last) and its ten flows (`open_ten_flows`),
+/// made.
+fn ten_flows_on_a_core(
     sessions: usize,
+    removal_budget: usize,
     now: Instant,
 ) -> (Worker<MemPort>, Mailbox, Client, u32) {
     let mb = Mailbox::new(64);
     let mut cfg = testkit::lab_config(1024, sessions);
-    cfg.removal_budget = 1;
+    cfg.removal_budget = removal_budget;
     let mut w = testkit::lab_worker(vec![MemPort::new(), MemPort::new()], cfg, mb.clone(), now);
     let vip = ip(lab::CLIENT_VIP);
     let mut c = add_session(
@@ -1878,6 +1868,35 @@ fn ten_flows_removed_one_a_poll(
     w.poll_once(now);
     assert_eq!(w.flow_count(), 10);
     (w, mb, c, vip)
+}
+
+/// The translated port of the first of the ten flows `ten_flows_on_a_core` made (source port
+/// 1000), from their datagrams sent out of the inside port.
+fn oldest_nat_port(w: &mut Worker<MemPort>) -> u16 {
+    let sent = w.port_mut(1).unwrap().take_sent();
+    assert_eq!(sent.len(), 10);
+    UdpPacket::new_checked(ip_of(&sent[0]).payload())
+        .unwrap()
+        .src_port()
+}
+
+/// A 300-byte reply to that flow's port, cut in three fragments, the first of them received
+/// and sent on to the client; the other two, not yet received.
+fn first_fragment_to_the_client(
+    w: &mut Worker<MemPort>,
+    nat_port: u16,
+    now: Instant,
+) -> Vec<Vec<u8>> {
+    let big = testkit::ipv4_udp(ip(lab::HOST_IP), 9, ip(lab::INSIDE_IP), nat_port, &[7; 300]);
+    let mut fragments = testkit::fragment(
+        &testkit::eth_ipv4(lab::INSIDE_MAC, lab::HOST_MAC, &big),
+        124,
+    );
+    assert_eq!(fragments.len(), 3);
+    w.port_mut(1).unwrap().inject(&fragments.remove(0));
+    w.poll_once(now);
+    assert_eq!(w.port_mut(0).unwrap().take_sent().len(), 1);
+    fragments
 }
 
 /// Queues ten datagrams of client `c` (virtual address `vip`) from source ports 1000 to 1009
@@ -1902,7 +1921,7 @@ fn open_ten_flows(w: &mut Worker<MemPort>, c: &mut Client, vip: u32) {
 #[test]
 fn a_full_core_still_takes_a_session_that_replaces_one_of_its_own() {
     let now = Instant::now();
-    let (mut w, mb, _, vip) = ten_flows_removed_one_a_poll(1, now);
+    let (mut w, mb, _, vip) = ten_flows_on_a_core(1, 1, now);
     let removals = |mb: &Mailbox| {
         std::iter::from_fn(|| mb.reports.pop())
             .filter_map(|r| match r {
@@ -4161,38 +4180,9 @@ fn only_segments_of_the_connection_move_a_tcp_flows_state() {
 #[test]
 fn later_fragments_after_an_ended_sessions_flows_are_gone_are_dropped_no_flow() {
     let now = Instant::now();
-    let mb = Mailbox::new(64);
-    let mut w = testkit::lab_worker(
-        vec![MemPort::new(), MemPort::new()],
-        testkit::lab_config(1024, 8),
-        mb.clone(),
-        now,
-    );
-    let vip = ip(lab::CLIENT_VIP);
-    let mut c = add_session(
-        &mut w,
-        &mb,
-        PeerId(5),
-        GroupMask::EMPTY,
-        Cipher::Aes256Gcm,
-        now,
-    );
-    open_ten_flows(&mut w, &mut c, vip);
-    w.poll_once(now);
-    let sent = w.port_mut(1).unwrap().take_sent();
-    assert_eq!(sent.len(), 10);
-    let nat_port = UdpPacket::new_checked(ip_of(&sent[0]).payload())
-        .unwrap()
-        .src_port();
-    let big = testkit::ipv4_udp(ip(lab::HOST_IP), 9, ip(lab::INSIDE_IP), nat_port, &[7; 300]);
-    let fragments = testkit::fragment(
-        &testkit::eth_ipv4(lab::INSIDE_MAC, lab::HOST_MAC, &big),
-        124,
-    );
-    assert_eq!(fragments.len(), 3);
-    w.port_mut(1).unwrap().inject(&fragments[0]);
-    w.poll_once(now);
-    assert_eq!(w.port_mut(0).unwrap().take_sent().len(), 1);
+    let (mut w, mb, _, _) = ten_flows_on_a_core(8, 64, now);
+    let nat_port = oldest_nat_port(&mut w);
+    let later = first_fragment_to_the_client(&mut w, nat_port, now);
 
     assert!(mb
         .commands
@@ -4203,7 +4193,7 @@ fn later_fragments_after_an_ended_sessions_flows_are_gone_are_dropped_no_flow() 
     }
     assert_eq!(w.flow_count(), 0, "the ended session's flows are gone");
     assert_eq!(w.sessions().held(), 0, "its slot is free again");
-    for f in &fragments[1..] {
+    for f in &later {
         w.port_mut(1).unwrap().inject(f);
     }
     w.poll_once(now);
