@@ -946,8 +946,12 @@ impl Dataplane {
                 break;
             }
             if now >= until {
+                // The usual case, not a fault: an OpenVPN 2.6 client acts on a RESTART at once
+                // and closes its socket without acknowledging it; the wait served the clients
+                // whose first copy was lost (the copy sent again at 2 s).
                 log(&format!(
-                    "some clients had not acknowledged their RESTART within {} s: stopping",
+                    "stopping: RESTARTs not acknowledged after {} s (OpenVPN clients close \
+                     without acknowledging; lost ones were sent again meanwhile)",
                     STOP_LINGER.as_secs()
                 ));
                 break;
