@@ -170,10 +170,31 @@ pub fn event(
                 AdminError::Io(_) => "IoError",
                 AdminError::Internal(_) => "InternalError",
             });
-            e["errorMessage"] = json!(err.to_string());
+            e["errorMessage"] = json!(shortened(err.to_string()));
         }
     }
     e
+}
+
+/// The longest `errorMessage` an event keeps, in bytes: a configuration with thousands of
+/// findings gives a message of megabytes, which every refused verb (each validate) would
+/// write into the trail whole.
+pub const MAX_ERROR_MESSAGE: usize = 8192;
+
+/// `message` cut to `MAX_ERROR_MESSAGE` bytes (between characters), saying how much is left
+/// out; the whole of it went to the caller.
+fn shortened(mut message: String) -> String {
+    if message.len() <= MAX_ERROR_MESSAGE {
+        return message;
+    }
+    let mut cut = MAX_ERROR_MESSAGE;
+    while !message.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let left_out = message.len() - cut;
+    message.truncate(cut);
+    message.push_str(&format!("... ({left_out} bytes more, not kept here)"));
+    message
 }
 
 /// Whether the verb only reads (describe, export, validate).
@@ -235,6 +256,33 @@ mod tests {
             super::trail_path(&config).as_deref(),
             Some(Path::new(&tmp.path().join("state/audit.log")))
         );
+    }
+
+    /// A refusal's message of megabytes (a configuration with thousands of findings) is kept
+    /// in the event cut to `MAX_ERROR_MESSAGE` bytes, between characters, saying so; a short
+    /// one whole.
+    #[test]
+    fn a_long_error_message_is_cut_in_the_event() {
+        use clap::Parser;
+        let cli =
+            crate::admin::cli::Cli::try_parse_from(["sluice", "--config", "x.toml", "validate"])
+                .expect("parses");
+        let at = std::time::SystemTime::UNIX_EPOCH;
+        let caller = super::Caller::local();
+        let long = crate::admin::AdminError::request("InvalidConfiguration", "é".repeat(100_000));
+        let e = super::event(&cli, &caller, at, Err(&long));
+        let m = e["errorMessage"].as_str().expect("message");
+        assert!(m.len() < super::MAX_ERROR_MESSAGE + 64, "{} bytes", m.len());
+        let (kept, _) = m.split_once("... (").expect("says it is cut");
+        assert!(long.to_string().starts_with(kept) && kept.len() + 2 > super::MAX_ERROR_MESSAGE);
+        assert!(
+            m.ends_with(" bytes more, not kept here)"),
+            "{}",
+            &m[m.len() - 60..]
+        );
+        let short = crate::admin::AdminError::request("InvalidParameterValue", "no such thing");
+        let e = super::event(&cli, &caller, at, Err(&short));
+        assert_eq!(e["errorMessage"], short.to_string());
     }
 
     /// An event the full disk cuts short leaves no part of it: the next one starts its own
