@@ -954,6 +954,18 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::HashMap as Oracle;
 
+    /// A table of `capacity` flows translating to `ports` ports from 5000, default timeouts.
+    fn table(capacity: usize, ports: u16) -> FlowTable {
+        FlowTable::new(
+            capacity,
+            PortRange {
+                first: 5000,
+                len: ports,
+            },
+            Timeouts::default(),
+        )
+    }
+
     fn key(client: u32, sport: u16) -> FlowKey {
         FlowKey {
             client,
@@ -966,14 +978,7 @@ mod tests {
 
     #[test]
     fn translate_and_return() {
-        let mut t = FlowTable::new(
-            8,
-            PortRange {
-                first: 5000,
-                len: 100,
-            },
-            Timeouts::default(),
-        );
+        let mut t = table(8, 100);
         let f = *t.create(key(1, 40000), 0xac1f_0105, 1, 7, 0).unwrap();
         assert_eq!((f.nat_port, f.owner), (5000, 7));
         let r = ReverseKey {
@@ -1035,14 +1040,7 @@ mod tests {
 
     #[test]
     fn a_removed_flow_takes_its_indexes_owner_link_and_port() {
-        let mut t = FlowTable::new(
-            4,
-            PortRange {
-                first: 5000,
-                len: 1,
-            },
-            Timeouts::default(),
-        );
+        let mut t = table(4, 1);
         let f = *t.create(key(1, 40000), 0xac1f_0105, 1, 7, 0).unwrap();
         let (slot, _) = t
             .find_hashed(&key(1, 40000), t.hash_forward(&key(1, 40000)))
@@ -1059,28 +1057,14 @@ mod tests {
 
     #[test]
     fn full_table_and_port_exhaustion_are_counted_drops() {
-        let mut t = FlowTable::new(
-            2,
-            PortRange {
-                first: 5000,
-                len: 100,
-            },
-            Timeouts::default(),
-        );
+        let mut t = table(2, 100);
         t.create(key(1, 1), 9, 0, 0, 0).unwrap();
         t.create(key(1, 2), 9, 0, 0, 0).unwrap();
         assert_eq!(
             t.create(key(1, 3), 9, 0, 0, 0).map(|_| ()),
             Err(DropReason::FlowTableFull)
         );
-        let mut t = FlowTable::new(
-            10,
-            PortRange {
-                first: 5000,
-                len: 1,
-            },
-            Timeouts::default(),
-        );
+        let mut t = table(10, 1);
         t.create(key(1, 1), 9, 0, 0, 0).unwrap();
         assert_eq!(
             t.create(key(1, 2), 9, 0, 0, 0).map(|_| ()),
@@ -1095,14 +1079,7 @@ mod tests {
 
     #[test]
     fn ports_are_reused_toward_other_remote_endpoints() {
-        let mut t = FlowTable::new(
-            64,
-            PortRange {
-                first: 5000,
-                len: 4,
-            },
-            Timeouts::default(),
-        );
+        let mut t = table(64, 4);
         let to = |client: u32, dst_port: u16| FlowKey {
             client,
             proto: protocol::UDP,
@@ -1489,14 +1466,7 @@ mod tests {
 
     #[test]
     fn remove_owner_frees_ports() {
-        let mut t = FlowTable::new(
-            4,
-            PortRange {
-                first: 5000,
-                len: 2,
-            },
-            Timeouts::default(),
-        );
+        let mut t = table(4, 2);
         t.create(key(1, 1), 9, 0, 3, 0).unwrap();
         t.create(key(2, 1), 9, 0, 4, 0).unwrap();
         assert_eq!(t.remove_owner(3), 1);
@@ -1511,14 +1481,7 @@ mod tests {
     /// (removed or expired), it may make one again, and its count follows every way out.
     #[test]
     fn one_owner_holds_at_most_its_limit() {
-        let mut t = FlowTable::new(
-            64,
-            PortRange {
-                first: 5000,
-                len: 64,
-            },
-            Timeouts::default(),
-        );
+        let mut t = table(64, 64);
         assert_eq!(t.per_owner, 64, "a small table: the floor, the whole table");
         t.set_flows_per_owner(3);
         for s in 0..3 {
@@ -1564,14 +1527,7 @@ mod tests {
     /// retired owner at once, so that its number's next owner keeps its flows.
     #[test]
     fn retired_owners_go_a_budget_at_a_time() {
-        let mut t = FlowTable::new(
-            64,
-            PortRange {
-                first: 5000,
-                len: 64,
-            },
-            Timeouts::default(),
-        );
+        let mut t = table(64, 64);
         t.reserve_owners(8);
         for s in 0..10 {
             t.create(key(1, s), 9, 0, 1, 0).unwrap();
