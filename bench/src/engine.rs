@@ -1333,21 +1333,7 @@ mod tests {
         );
         // Refused before measuring: one bad shape among good ones, each shape without
         // sessions or flows.
-        let mut records = Vec::new();
-        let mut refused = |shapes: &[Shape]| {
-            run(
-                "engine",
-                &[64],
-                shapes,
-                Duration::from_millis(8),
-                Directions::BOTH,
-                Proto::Udp,
-                Order::Sequential,
-                &mut records,
-                memory_ports,
-            )
-            .expect_err("refused")
-        };
+        let refused = |shapes: &[Shape]| run_briefly(shapes).expect_err("refused");
         let e = refused(&[TINY, over]);
         assert!(e.contains("shape 1x64513"), "{e}");
         for (sessions, flows) in [(0, 8), (4, 0)] {
@@ -1369,29 +1355,32 @@ mod tests {
     /// frame-by-frame check would fail on a flow refused `session_flows_full`.
     #[test]
     fn a_session_with_more_flows_than_the_default_share_runs_whole() {
-        let mut records = Vec::new();
         let one_busy = Shape {
             sessions: 1,
             flows: 2_000,
         };
-        run(
-            "engine",
-            &[64],
-            &[one_busy],
-            Duration::from_millis(8),
-            Directions::BOTH,
-            Proto::Udp,
-            Order::Sequential,
-            &mut records,
-            memory_ports,
-        )
-        .expect("runs");
+        run_briefly(&[one_busy]).expect("runs");
     }
 
-    /// `run` of the TINY shape, both directions in sequence, on in-memory ports.
-    fn run_tiny(
+    /// The suite on `shapes`, 64 B UDP, 8 ms a case (`run_shapes`).
+    fn run_briefly(shapes: &[Shape]) -> Result<(), String> {
+        let mut records = Vec::new();
+        run_shapes(
+            "engine",
+            &[64],
+            shapes,
+            Duration::from_millis(8),
+            Proto::Udp,
+            &mut records,
+        )
+        .map(|_| ())
+    }
+
+    /// `run` of `shapes`, both directions in sequence, on in-memory ports.
+    fn run_shapes(
         suite: &str,
         sizes: &[usize],
+        shapes: &[Shape],
         per_case: Duration,
         proto: Proto,
         records: &mut [Record],
@@ -1399,7 +1388,7 @@ mod tests {
         run(
             suite,
             sizes,
-            &[TINY],
+            shapes,
             per_case,
             Directions::BOTH,
             proto,
@@ -1407,6 +1396,17 @@ mod tests {
             records,
             memory_ports,
         )
+    }
+
+    /// `run_shapes` of the TINY shape.
+    fn run_tiny(
+        suite: &str,
+        sizes: &[usize],
+        per_case: Duration,
+        proto: Proto,
+        records: &mut [Record],
+    ) -> Result<Vec<Record>, String> {
+        run_shapes(suite, sizes, &[TINY], per_case, proto, records)
     }
 
     /// A case of the TINY shape, 64-byte UDP, on in-memory ports, nothing measured yet.
