@@ -102,7 +102,7 @@ impl Lab {
     /// A control packet (HARD_RESET_CLIENT_V2) from the client's address, port 50,001;
     /// returns its payload.
     fn send_hard_reset(&mut self) -> [u8; 14] {
-        let hard_reset = [0x38, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0];
+        let hard_reset = FIRST_RESET;
         let udp = testkit::ipv4_udp(
             ip(lab::CLIENT_OUTER_IP),
             50_001,
@@ -202,6 +202,18 @@ fn answer_arp_request(
 }
 
 /// The drop counters that are not zero (for assertion messages).
+/// A first hard reset (P_CONTROL_HARD_RESET_CLIENT_V2, key id 0): session id 1 to 8, no acks,
+/// packet-id 0.
+const FIRST_RESET: [u8; 14] = [0x38, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0];
+
+/// A core of `flows` flows and `sessions` sessions that answers first resets itself (the
+/// cookie key set), commanded through `mb`.
+fn answering_core(flows: usize, sessions: usize, mb: &Mailbox, now: Instant) -> Worker<MemPort> {
+    let mut cfg = testkit::lab_config(flows, sessions);
+    cfg.cookies = Some(Arc::new(CookieKey::generate(60).unwrap()));
+    testkit::lab_worker(vec![MemPort::new(), MemPort::new()], cfg, mb.clone(), now)
+}
+
 fn nonzero_drops(w: &Worker<MemPort>) -> Vec<(&'static str, u64)> {
     w.drops().iter().filter(|(_, n)| *n > 0).collect()
 }
@@ -2106,7 +2118,7 @@ fn control_packets_are_punted_within_a_budget_per_source() {
         );
         testkit::eth_ipv4(lab::OUTSIDE_MAC, lab::CLIENT_MAC, &udp)
     };
-    let hard_reset = [0x38, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0];
+    let hard_reset = FIRST_RESET;
     let punted = |lab: &mut Lab| {
         std::iter::from_fn(|| lab.mb.reports.pop())
             .filter(|r| matches!(r, Report::Punted { .. }))
@@ -2216,15 +2228,8 @@ fn a_control_packet_with_a_bad_udp_checksum_is_not_punted() {
     // With the cookie key, a first reset with a changed byte is not answered on the core
     // either; the reset unharmed is.
     let now = Instant::now();
-    let mut cfg = testkit::lab_config(64, 8);
-    cfg.cookies = Some(Arc::new(CookieKey::generate(60).unwrap()));
-    let mut w = testkit::lab_worker(
-        vec![MemPort::new(), MemPort::new()],
-        cfg,
-        Mailbox::new(64),
-        now,
-    );
-    let reset = [0x38, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0];
+    let mut w = answering_core(64, 8, &Mailbox::new(64), now);
+    let reset = FIRST_RESET;
     let good = testkit::eth_ipv4(
         lab::OUTSIDE_MAC,
         lab::CLIENT_MAC,
@@ -2411,18 +2416,13 @@ fn first_resets_are_answered_on_the_core() {
 fn a_stopping_core_answers_no_first_reset() {
     let now = Instant::now();
     let mb = Mailbox::new(1024);
-    let mut cfg = testkit::lab_config(1024, 64);
-    cfg.cookies = Some(Arc::new(CookieKey::generate(60).unwrap()));
-    let mut w = testkit::lab_worker(vec![MemPort::new(), MemPort::new()], cfg, mb.clone(), now);
+    let mut w = answering_core(1024, 64, &mb, now);
     let frame = |src: u32, port: u16, payload: &[u8]| {
         let udp = testkit::ipv4_udp(src, port, ip(lab::OUTSIDE_IP), lab::VPN_PORT, payload);
         testkit::eth_ipv4(lab::OUTSIDE_MAC, lab::CLIENT_MAC, &udp)
     };
-    let client = [1, 2, 3, 4, 5, 6, 7, 8];
-    let mut reset = vec![0x38];
-    reset.extend(client);
-    reset.extend([0, 0, 0, 0, 0]);
-    let reset = frame(ip(lab::CLIENT_OUTER_IP), 50_001, &reset);
+    let client = &FIRST_RESET[1..9];
+    let reset = frame(ip(lab::CLIENT_OUTER_IP), 50_001, &FIRST_RESET);
     w.port_mut(0).unwrap().inject(&reset);
     w.poll_once(now);
     assert_eq!(w.port_mut(0).unwrap().take_sent().len(), 1, "answered");
@@ -3424,15 +3424,8 @@ fn answers_leave_from_the_ports_mac_and_link_broadcasts_get_none() {
 #[test]
 fn a_first_reset_is_answered_from_the_ports_mac() {
     let now = Instant::now();
-    let mut cfg = testkit::lab_config(64, 8);
-    cfg.cookies = Some(Arc::new(CookieKey::generate(60).unwrap()));
-    let mut w = testkit::lab_worker(
-        vec![MemPort::new(), MemPort::new()],
-        cfg,
-        Mailbox::new(64),
-        now,
-    );
-    let reset = [0x38, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0];
+    let mut w = answering_core(64, 8, &Mailbox::new(64), now);
+    let reset = FIRST_RESET;
     let udp = testkit::ipv4_udp(
         ip(lab::CLIENT_OUTER_IP),
         50_001,
@@ -3460,11 +3453,9 @@ fn a_first_reset_is_answered_from_the_ports_mac() {
 #[test]
 fn a_first_reset_from_no_single_host_is_not_answered() {
     let now = Instant::now();
-    let mut cfg = testkit::lab_config(64, 8);
-    cfg.cookies = Some(Arc::new(CookieKey::generate(60).unwrap()));
     let mb = Mailbox::new(64);
-    let mut w = testkit::lab_worker(vec![MemPort::new(), MemPort::new()], cfg, mb.clone(), now);
-    let reset = [0x38, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0];
+    let mut w = answering_core(64, 8, &mb, now);
+    let reset = FIRST_RESET;
     let frame = |from: &str, mac: [u8; 6]| {
         let udp = testkit::ipv4_udp(ip(from), 50_001, ip(lab::OUTSIDE_IP), lab::VPN_PORT, &reset);
         testkit::eth_ipv4(lab::OUTSIDE_MAC, mac, &udp)
