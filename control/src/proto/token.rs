@@ -407,8 +407,6 @@ mod tests {
         assert_eq!(TokenKey::validity("sluice1-00"), None);
     }
 
-    /// A revoked token is refused until it would have expired, and then swept out: the set
-    /// holds no more than the tokens revoked within a lifetime.
     /// Found by the `control_token` fuzz target: a token with one hex digit of its expiry
     /// in uppercase verified as the token issued, and so did one with a byte of its MAC
     /// written `+a` for `0a` (`from_str_radix` takes a sign): a terminated connection's
@@ -442,6 +440,8 @@ mod tests {
         }
     }
 
+    /// A revoked token is refused until it would have expired, and then swept out: the set
+    /// holds no more than the tokens revoked within a lifetime.
     #[test]
     fn a_revoked_token_is_kept_until_it_expires() {
         let key = TokenKey::generate().unwrap();
