@@ -363,13 +363,13 @@ pub(crate) fn echo_reply_in_place_if(
     let (src, dst) = (ip.src(), ip.dst());
     ip.set_src(dst);
     ip.set_dst(src);
+    ip.payload_mut()[0] = kind::ECHO_REPLY;
     let Ok(mut icmp) = IcmpPacket::new_checked(ip.payload_mut()) else {
         return false;
     };
     let old = u16::from_be_bytes([kind::ECHO_REQUEST, 0]);
     let new = u16::from_be_bytes([kind::ECHO_REPLY, 0]);
     icmp.adjust16(old, new);
-    ip.payload_mut()[0] = kind::ECHO_REPLY;
     true
 }
 
@@ -503,6 +503,15 @@ mod tests {
         // An option whose length runs past the header: not answered.
         let mut p = echo_with_options(&[7, 40, 4, 0]);
         assert!(!echo_reply_in_place(&mut p));
+    }
+
+    /// A ping to the appliance with identifier 0, sequence 0 and no data is answered with
+    /// the checksum 0xffff (the reply is all zero but for it), not 0x0000.
+    #[test]
+    fn an_all_zero_echo_reply_has_a_valid_checksum() {
+        let mut p = ipv4_echo(ip("10.0.0.2"), ip("10.0.0.1"), true, 0, 0, b"");
+        assert!(echo_reply_in_place(&mut p));
+        assert_eq!(p[20..], [0, 0, 0xff, 0xff, 0, 0, 0, 0]);
     }
 
     #[test]

@@ -210,8 +210,11 @@ fn rewrite(data: &mut [u8], side: Side, addr: u32, port: u16, mss: u16) {
             icmp[4..6].copy_from_slice(&new_id);
             let mut d = Delta::new();
             d.word(old_id, u16::from_ne_bytes(new_id));
-            let c = u16::from_ne_bytes([icmp[2], icmp[3]]);
-            icmp[2..4].copy_from_slice(&d.apply(c).to_ne_bytes());
+            let c = d.apply(u16::from_ne_bytes([icmp[2], icmp[3]]));
+            icmp[2..4].copy_from_slice(&c.to_ne_bytes());
+            if c == 0 {
+                crate::wire::icmp::after_zero_update(l4);
+            }
         }
         _ => {}
     }

@@ -124,11 +124,14 @@ impl<T: AsRef<[u8]>> IcmpPacket<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> IcmpPacket<T> {
-    /// Folds a 16-bit change into the checksum.
+    /// Folds a 16-bit change into the checksum; call it once the field holds its new value.
     #[inline]
     pub fn adjust16(&mut self, old: u16, new: u16) {
         let c = checksum::update16(self.checksum(), old, new);
         self.buffer.as_mut()[2..4].copy_from_slice(&c.to_be_bytes());
+        if c == 0 {
+            after_zero_update(self.buffer.as_mut());
+        }
     }
 
     /// Sets the echo identifier, updating the checksum.
@@ -154,6 +157,20 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> IcmpPacket<T> {
     }
 }
 
+/// Corrects `message` (an ICMP message whose fields hold their new values) where an
+/// incremental update (RFC 1624 eqn. 3) wrote the checksum 0x0000. That is right when the
+/// other words sum to 0xffff (negative zero), but a message whose other bytes are all zero (an
+/// echo reply with identifier, sequence and data 0) sums to positive zero and its checksum is
+/// 0xffff, which receivers require: ICMP, with no pseudo-header, is the one checksum here
+/// whose other words can all be zero (RFC 1624 §3). Rare, so out of line.
+#[cold]
+#[inline(never)]
+pub fn after_zero_update(message: &mut [u8]) {
+    if message.len() >= HEADER_LEN && message[..2].iter().chain(&message[4..]).all(|&x| x == 0) {
+        message[2..4].copy_from_slice(&[0xff, 0xff]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,6 +184,22 @@ mod tests {
         assert_eq!((p.echo_id(), p.echo_seq()), (0x1234, 7));
         p.set_echo_id(0xbeef);
         assert!(p.verify_checksum());
+        // An echo reply translated back to identifier 0, with sequence 0 and no data (as the
+        // engine_pipeline fuzz target found it): every other byte is zero, so its checksum is
+        // 0xffff, not the 0x0000 the incremental update gives.
+        let mut reply = [kind::ECHO_REPLY, 0, 0xab, 0xff, 0x54, 0x00, 0, 0];
+        let mut p = IcmpPacket::new_checked(&mut reply[..]).unwrap();
+        assert!(p.verify_checksum());
+        p.set_echo_id(0);
+        assert!(p.verify_checksum(), "{reply:02x?}");
+        assert_eq!(reply, [kind::ECHO_REPLY, 0, 0xff, 0xff, 0, 0, 0, 0]);
+        // A message whose other words sum to 0xffff keeps 0x0000.
+        let mut other = [kind::ECHO_REPLY, 0, 0xff, 0xfe, 0, 1, 0xff, 0xff];
+        let mut p = IcmpPacket::new_checked(&mut other[..]).unwrap();
+        assert!(p.verify_checksum());
+        p.set_echo_id(0);
+        assert!(p.verify_checksum());
+        assert_eq!(other, [kind::ECHO_REPLY, 0, 0, 0, 0, 0, 0xff, 0xff]);
         let err = [kind::TIME_EXCEEDED, 0, 0, 0, 0, 0, 0, 0, 0x45];
         let e = IcmpPacket::new_checked(&err[..]).unwrap();
         assert!(e.is_error());
