@@ -2680,8 +2680,9 @@ fn arp_and_ping_of_an_eni_other_than_the_ports_address() {
 }
 
 /// ARP from a host of the subnet that claims an ENI address of the port (172.31.1.6, not the
-/// port's own) teaches the core nothing: a client's packet to that address is not sent to the
-/// claimant's MAC (the core asks for the address itself, and nobody else answers).
+/// port's own) draws no traffic to the claimant: a client's ping to that address is answered by
+/// the appliance itself, and nothing leaves on the inside port (no frame to the claimant's MAC,
+/// no ARP request for our own address).
 #[test]
 fn arp_claiming_an_eni_address_is_not_learned() {
     let eni = ip("172.31.1.6");
@@ -2704,14 +2705,17 @@ fn arp_claiming_an_eni_address_is_not_learned() {
         b"",
     ));
     let out = lab.inside_sent();
-    assert!(
-        out.iter().all(|f| f[0..6] != claimant),
-        "sent to the claimant: {:?}",
-        nonzero_drops(&lab.w)
+    assert!(out.is_empty(), "{out:02x?} {:?}", nonzero_drops(&lab.w));
+    let answered = lab.outside_sent();
+    assert_eq!(answered.len(), 1, "{:?}", nonzero_drops(&lab.w));
+    let reply = lab
+        .client
+        .open(&answered[0])
+        .expect("sealed for the client");
+    assert_eq!(
+        Ipv4Packet::new_checked(&reply[..]).unwrap().src(),
+        eni.to_be_bytes()
     );
-    assert_eq!(out.len(), 1);
-    let asked = sluice_engine::wire::arp::ArpRepr::parse(&out[0][14..]).unwrap();
-    assert_eq!((asked.operation, asked.target_ip), (1, eni.to_be_bytes()));
 }
 
 /// ARP whose sender is the subnet's broadcast (172.31.1.255) or network (172.31.1.0) address,
@@ -3396,6 +3400,51 @@ fn the_tunnel_gateway_answers_pings() {
     lab.send_from_client(&udp);
     assert!(lab.outside_sent().is_empty());
     assert_eq!(lab.drops(DropReason::NotForUs), 1);
+}
+
+/// A client's packet to one of the appliance's own inside addresses (the port's, or the ENI
+/// its target network translates to): a ping is answered from that address, as the tunnel's
+/// gateway answers, and anything else is `not_for_us` at once. Before, it was routed into the
+/// subnet like a host's: it took a flow, the core asked ARP for its own address, and the packet
+/// waited 3 s to be dropped `arp_unresolved` (found by the engine_pipeline fuzz target).
+#[test]
+fn a_clients_packets_to_the_appliances_inside_addresses_are_answered_or_refused_at_once() {
+    let eni = ip("172.31.1.9");
+    for (lab, addresses) in [
+        (lab_with(GroupMask::EMPTY), vec![ip(lab::INSIDE_IP)]),
+        (lab_via_eni(eni), vec![eni, ip(lab::INSIDE_IP)]),
+    ] {
+        let mut lab = lab;
+        for (n, &to) in addresses.iter().enumerate() {
+            let echo = testkit::ipv4_echo(ip(lab::CLIENT_VIP), to, true, 90, 1, b"me?");
+            lab.send_from_client(&echo);
+            let out = lab.outside_sent();
+            assert_eq!(out.len(), 1, "{to:x}: {:?}", nonzero_drops(&lab.w));
+            let reply = lab.client.open(&out[0]).expect("sealed for the client");
+            let r = Ipv4Packet::new_checked(&reply[..]).unwrap();
+            assert!(r.verify_checksum());
+            assert_eq!(
+                (r.src(), r.dst()),
+                (to.to_be_bytes(), ip(lab::CLIENT_VIP).to_be_bytes())
+            );
+            let i = IcmpPacket::new_checked(r.payload()).unwrap();
+            assert_eq!((i.kind(), i.echo_id()), (kind::ECHO_REPLY, 90));
+            assert!(i.verify_checksum());
+            let udp = testkit::ipv4_udp(ip(lab::CLIENT_VIP), 5000, to, 53, b"q");
+            lab.send_from_client(&udp);
+            assert!(lab.outside_sent().is_empty());
+            assert_eq!(lab.drops(DropReason::NotForUs), n as u64 + 1, "{to:x}");
+            assert!(
+                lab.inside_sent().is_empty(),
+                "{to:x}: no ARP for our own address"
+            );
+            assert_eq!(lab.w.flow_count(), 0, "{to:x}");
+        }
+        // Nothing waits to be dropped later.
+        lab.now += Duration::from_secs(5);
+        lab.w.poll_once(lab.now);
+        assert_eq!(lab.drops(DropReason::ArpUnresolved), 0);
+    }
 }
 
 /// What the core answers leaves from the port's own MAC, whatever the frame it answers was

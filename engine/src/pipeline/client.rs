@@ -587,6 +587,13 @@ impl<P: Port> Worker<P> {
             Ok(c) => c,
             Err(reason) => return self.drop_packet(d.buf, reason),
         };
+        // Nor is an address of the appliance's own on the port the route leaves by (the port's,
+        // an ENI there): routed on, it would take a flow and an ARP request for our own
+        // address, and wait out the resolution to be dropped `arp_unresolved`. Authorized and
+        // routed, it is treated as the gateway's: a ping answered, the rest `not_for_us`.
+        if self.is_port_address(target_port, key.dst) {
+            return self.for_tunnel_gateway(d.buf, owner);
+        }
         // A flow whose route moved to another ENI (a reload) has a stale translation: it makes
         // way for a new one (its port and reverse entry go with it; return traffic to the old
         // translation is no_flow from now on). So does a flow of another session: one that
