@@ -8,6 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
+# libdpdk-dev (the engine's dpdk feature, through sluice-tests) and easy-rsa (control_server's
+# test PKI), as for the tests.
+sluice_install_packages
 sluice_cargo_env
 
 seconds="${1:-60}"
