@@ -194,6 +194,68 @@ pub struct Dataplane {
     /// common ports a few thousand.
     #[serde(default)]
     pub flows_per_session: Option<u32>,
+    /// How long a flow (a translated connection) lives without traffic, seconds; each is
+    /// 1..=`FlowTimeouts::MAX`. Unset, the NAT RFCs' (RFC 5382, RFC 4787) and conntrack's:
+    /// TCP established 7,440, TCP opening or closing 240, UDP 300, ICMP echo 60.
+    #[serde(default)]
+    pub flow_timeouts: FlowTimeouts,
+}
+
+/// `[dataplane] flow_timeouts`: idle timeouts of the cores' flows, in seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowTimeouts {
+    /// TCP after its handshake completed.
+    #[serde(default = "FlowTimeouts::tcp_established")]
+    pub tcp_established: u32,
+    /// TCP before its handshake completed or after a FIN or RST.
+    #[serde(default = "FlowTimeouts::tcp_transitory")]
+    pub tcp_transitory: u32,
+    /// UDP.
+    #[serde(default = "FlowTimeouts::udp")]
+    pub udp: u32,
+    /// ICMP echo.
+    #[serde(default = "FlowTimeouts::icmp")]
+    pub icmp: u32,
+}
+
+impl FlowTimeouts {
+    /// The longest timeout accepted: a day.
+    pub const MAX: u32 = 86_400;
+
+    fn tcp_established() -> u32 {
+        7_440
+    }
+    fn tcp_transitory() -> u32 {
+        240
+    }
+    fn udp() -> u32 {
+        300
+    }
+    fn icmp() -> u32 {
+        60
+    }
+
+    /// Each timeout with its name, in the file's order.
+    pub fn named(&self) -> [(&'static str, u32); 4] {
+        [
+            ("tcp_established", self.tcp_established),
+            ("tcp_transitory", self.tcp_transitory),
+            ("udp", self.udp),
+            ("icmp", self.icmp),
+        ]
+    }
+}
+
+impl Default for FlowTimeouts {
+    fn default() -> Self {
+        Self {
+            tcp_established: Self::tcp_established(),
+            tcp_transitory: Self::tcp_transitory(),
+            udp: Self::udp(),
+            icmp: Self::icmp(),
+        }
+    }
 }
 
 impl Dataplane {
@@ -219,6 +281,7 @@ impl Default for Dataplane {
             icmp_errors: Budget::icmp_errors(),
             sessions_per_core: default_sessions_per_core(),
             flows_per_session: None,
+            flow_timeouts: FlowTimeouts::default(),
         }
     }
 }

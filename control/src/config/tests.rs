@@ -755,6 +755,32 @@ fn flows_per_session_range() {
 }
 
 #[test]
+fn flow_timeouts_range() {
+    let parsed = |t: &str| parse(Path::new("t.toml"), t).expect("parses");
+    let d = parsed(BASE).dataplane.flow_timeouts;
+    assert_eq!(
+        (d.tcp_established, d.tcp_transitory, d.udp, d.icmp),
+        (7_440, 240, 300, 60)
+    );
+    let set = |line: &str| with("[dataplane]", &format!("[dataplane]\n{line}"));
+    let text = set("flow_timeouts = { udp = 5, icmp = 86400 }");
+    assert_eq!(check(&text), vec![]);
+    let t = parsed(&text).dataplane.flow_timeouts;
+    assert_eq!(
+        (t.tcp_established, t.tcp_transitory, t.udp, t.icmp),
+        (7_440, 240, 5, 86_400)
+    );
+    for (name, bad) in [("tcp_transitory", 0), ("udp", 86_401)] {
+        refused(
+            &set(&format!("flow_timeouts = {{ {name} = {bad} }}")),
+            &format!("dataplane.flow_timeouts.{name}"),
+            name,
+            &format!("{bad} is outside 1..=86400"),
+        );
+    }
+}
+
+#[test]
 fn reneg_seconds_range() {
     let at = |r: u32| {
         with(

@@ -222,6 +222,15 @@ fn dataplane(config: &Config, out: &mut Vec<Finding>) {
             ));
         }
     }
+    let most = super::schema::FlowTimeouts::MAX;
+    for (name, secs) in config.dataplane.flow_timeouts.named() {
+        if !(1..=most).contains(&secs) {
+            out.push((
+                p.key("flow_timeouts").key(name),
+                format!("{secs} is outside 1..={most}"),
+            ));
+        }
+    }
     let mut names = HashSet::new();
     for (i, port) in config.dataplane.ports.iter().enumerate() {
         let pp = p.key("port").index(i);

@@ -1455,7 +1455,8 @@ impl Dataplane {
 }
 
 /// What `[dataplane]` sets on each core: the outside port's MTU and the per-source budgets;
-/// and the flows one session may hold (the default, from the core's flow capacity).
+/// the flows one session may hold (the default, from the core's flow capacity) and their
+/// idle timeouts.
 fn apply_file_settings(
     cfg: &mut WorkerConfig,
     dp: &crate::config::schema::Dataplane,
@@ -1472,6 +1473,13 @@ fn apply_file_settings(
         || sluice_engine::flow::default_flows_per_session(cfg.flow_capacity),
         |n| (n as usize).min(cfg.flow_capacity),
     );
+    let t = dp.flow_timeouts;
+    cfg.timeouts = sluice_engine::flow::Timeouts {
+        tcp_established: t.tcp_established,
+        tcp_transitory: t.tcp_transitory,
+        udp: t.udp,
+        icmp: t.icmp,
+    };
 }
 
 impl Drop for Dataplane {
@@ -1567,7 +1575,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_file_sets_each_cores_mtu_and_budgets() {
+    fn the_file_sets_each_cores_mtu_budgets_and_flow_timeouts() {
         let dp: crate::config::schema::Dataplane = toml::from_str(
             r#"
             outside = "up"
@@ -1611,6 +1619,23 @@ mod tests {
         };
         apply_file_settings(&mut cfg, &dp, 0);
         assert_eq!(cfg.flows_per_session, 100_000);
+        // Flow timeouts: unset, the engine's own; or the file's.
+        assert_eq!(cfg.timeouts, sluice_engine::flow::Timeouts::default());
+        let dp = crate::config::schema::Dataplane {
+            flow_timeouts: crate::config::schema::FlowTimeouts {
+                tcp_established: 600,
+                tcp_transitory: 5,
+                udp: 7,
+                icmp: 3,
+            },
+            ..crate::config::schema::Dataplane::default()
+        };
+        apply_file_settings(&mut cfg, &dp, 0);
+        let t = cfg.timeouts;
+        assert_eq!(
+            (t.tcp_established, t.tcp_transitory, t.udp, t.icmp),
+            (600, 5, 7, 3)
+        );
     }
 
     fn endpoints(text: &str) -> Vec<Endpoint> {
