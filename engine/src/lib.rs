@@ -15,7 +15,7 @@ pub mod crypto;
 pub mod dpdk;
 pub mod flow;
 pub mod mailbox;
-mod mem;
+pub mod mem;
 pub mod neighbour;
 pub mod packet;
 pub mod pipeline;

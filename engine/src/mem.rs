@@ -8,7 +8,10 @@
 //! or `always` mode), so the tables are advised before they are first written. Where the
 //! kernel declines (THP off, another OS), the tables work the same on small pages.
 //!
-//! Holds one `unsafe` block: the `madvise` call.
+//! Also the process's malloc settings for a daemon that runs for months
+//! (`fixed_mmap_threshold`).
+//!
+//! Holds two `unsafe` blocks: the `madvise` and `mallopt` calls.
 
 #![allow(unsafe_code)]
 
@@ -53,6 +56,33 @@ pub(crate) fn advise_huge_pages(ptr: *const u8, len: usize) -> bool {
         rc == 0
     }
     #[cfg(not(target_os = "linux"))]
+    {
+        false
+    }
+}
+
+/// Allocations from this size up get a mapping of their own, returned to the kernel when
+/// freed: glibc's default threshold, 128 KiB.
+pub const MMAP_THRESHOLD: usize = 128 << 10;
+
+/// Fixes glibc's mmap threshold at `MMAP_THRESHOLD` for the whole process; call it once,
+/// before the threads start. glibc's threshold otherwise follows the largest mapped block
+/// freed so far (up to 32 MiB), and from then on blocks that size come from the heap and its
+/// arenas, where the small long-lived allocations made between them keep the space they
+/// leave from going back: a daemon that makes a 19 MiB argon2 block at each password check and
+/// at each users-file load grew by about that much at every reload and login (the soak test,
+/// `control/tests/appliance_e2e.rs`). Fixed, such blocks are mapped and unmapped each time.
+/// Returns whether the setting was taken (never on other C libraries).
+pub fn fixed_mmap_threshold() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt changes only malloc's tuning parameters, under malloc's own lock;
+        // M_MMAP_THRESHOLD with a value within glibc's limits (0..=32 MiB) is documented to
+        // be accepted at any time, and it changes no allocation already made.
+        let rc = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD as libc::c_int) };
+        rc == 1
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {
         false
     }

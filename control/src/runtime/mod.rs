@@ -251,6 +251,9 @@ impl Daemon {
     /// An invalid configuration, or a socket that cannot be created (one clear message).
     #[allow(clippy::disallowed_methods)] // the runtime shell reads the clock
     pub fn start(config_path: &Path) -> Result<Self, RunError> {
+        // Before any thread: freed large blocks (argon2's, a reload's) go back to the kernel
+        // instead of growing the heap at every login and reload (`mem::fixed_mmap_threshold`).
+        sluice_engine::mem::fixed_mmap_threshold();
         // The signals first: one sent while the daemon starts (the data plane can take
         // seconds; a supervisor may reload as soon as the admin socket is there) does not take
         // its default action, which for SIGHUP ends the process: a SIGHUP waits for the loop,
