@@ -1368,6 +1368,56 @@ fn a_message_during_a_renegotiation_reaches_the_client() {
     );
 }
 
+/// An administrator ends a session as the client starts a renegotiation: the client's soft
+/// reset is still on its way (found by the soak test: a terminate that met a `reneg-sec`
+/// soft reset left the client waiting for its ping-restart, 60 s). The client already reads
+/// the new key only and drops the RESTART sent under the old one; its soft reset, arriving at
+/// the closing session, is answered, and the RESTART reaches it on the new key.
+#[test]
+fn a_message_as_the_clients_renegotiation_starts_reaches_the_client() {
+    let mut rig = certificate_rig(3);
+    rig.connect();
+    let peer = peer_of(&rig);
+    rig.run_until(Duration::from_secs(1), |_| false);
+    rig.up = false;
+    rig.client.renegotiate(1).unwrap();
+    rig.step(Duration::from_millis(10));
+    assert_eq!(
+        rig.keys(),
+        [(0, KeyPhase::Active)],
+        "the soft reset is on its way"
+    );
+    let now = rig.now;
+    assert!(rig.server.terminate(
+        peer,
+        "RESTART,terminated by an administrator",
+        CloseReason::Terminated("by an administrator".into()),
+        now,
+    ));
+    rig.deliver();
+    assert!(
+        !told(&rig, "RESTART,terminated by an administrator"),
+        "the client drops what comes under the old key"
+    );
+    rig.up = true;
+    rig.run_until(Duration::from_secs(8), |r| {
+        told(r, "RESTART,terminated by an administrator")
+    });
+    assert!(
+        told(&rig, "RESTART,terminated by an administrator"),
+        "{:?}",
+        rig.client.messages
+    );
+    assert_eq!(
+        rig.events
+            .iter()
+            .filter(|(_, e)| matches!(e, Event::KeysReady { .. }))
+            .count(),
+        1,
+        "no keys for the data plane from the exchange that carried the RESTART"
+    );
+}
+
 /// The same when the server started the renegotiation: once its soft reset reached the client,
 /// the client reads the new key only, and the RESTART reaches it there; when the soft reset
 /// has not reached it yet, the client still reads the active key, and the RESTART reaches it

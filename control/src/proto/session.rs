@@ -26,6 +26,11 @@ const MAX_UNREAD: usize = 8192;
 /// The largest TLS chunk per CONTROL_V1 so the UDP payload stays within 1222 bytes (§3.4).
 pub const MAX_TLS_CHUNK: usize = 1222 - (1 + 8 + 1 + 4 * ACKS_PER_CONTROL + 8 + 4);
 
+/// How long a closing session stays, at least, once the client's soft reset starts the key
+/// exchange that carries its last message (`handle_packet`): a TLS handshake and a key-method
+/// exchange, a few round trips.
+const FINAL_EXCHANGE_LINGER: Duration = Duration::from_secs(5);
+
 /// Where a key state is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeyPhase {
@@ -153,6 +158,9 @@ pub struct Session {
     /// by `key_state_init` in ssl.c). It moves on for a negotiation that is then abandoned,
     /// as both ends' counters do.
     next_key_id: u8,
+    /// The last message (`send_final`), NUL-terminated, for a renegotiation the client starts
+    /// as the session closes (`handle_packet`).
+    final_message: Option<Vec<u8>>,
     /// The password check (`Server::verified`, by job id) a key exchange of it waits for.
     pub verifying: Option<u64>,
     /// When a `PUSH_REQUEST` was last answered with the push (`push`): one within
@@ -238,6 +246,7 @@ impl Session {
             push: Vec::new(),
             auth_token: None,
             next_key_id: 1,
+            final_message: None,
             verifying: None,
             pushed_at: None,
         })
@@ -340,6 +349,23 @@ impl Session {
             // The key exchange that carries our last message goes on to its end; nothing of it
             // concerns the server any more (no authorisation, no keys, no refusal).
             let _ = self.handle_key_packet(p, tls, now, true);
+            return steps;
+        }
+        if closing && p.opcode == opcode::SOFT_RESET_V1 && self.key_mut(p.key_id).is_none() {
+            // The client started a renegotiation as the session closed, its soft reset on its
+            // way as our last message left under the old key: it reads the new key only (as
+            // OpenVPN 2.6 does once it sent its soft reset) and drops that message. The new
+            // key's exchange is answered and carries the message, as for a renegotiation under
+            // way at `send_final`; the session stays a linger more for it.
+            if let Some(m) = self.final_message.clone() {
+                let _ = self.handle_key_packet(p, tls, now, true);
+                if let Some(k) = self.key_mut(p.key_id).filter(|k| k.phase == KeyPhase::Tls) {
+                    k.after_exchange.push(m);
+                    if let Phase::Closing { until, .. } = &mut self.phase {
+                        *until = (*until).max(now + FINAL_EXCHANGE_LINGER);
+                    }
+                }
+            }
             return steps;
         }
         if closing {
@@ -642,6 +668,7 @@ impl Session {
         self.keys[active].carried_final = true;
         let mut m = text.as_bytes().to_vec();
         m.push(0);
+        self.final_message = Some(m.clone());
         let mut answered = Vec::new();
         for k in &mut self.keys[active + 1..] {
             let read = k.credentials_taken && k.phase != KeyPhase::Active;
