@@ -1872,6 +1872,41 @@ authentication = {{ mutual = {{ client_root_ca = "{p}/ca.crt" }} }}"#
     config
 }
 
+/// Has `two_endpoints_config`'s second endpoint (in `config`, in `d`) take a username and
+/// password besides the certificate: `bob` (groups `operations`) from a users file in `d`.
+/// Returns the file with bob's credentials for `--auth-user-pass`.
+fn second_endpoint_takes_passwords(config: &Path, d: &Path, pki: &Path) -> PathBuf {
+    let users = d.join("users.toml");
+    let hash = sluice_control::auth::directory::hash_password("bob-secret").unwrap();
+    std::fs::write(
+        &users,
+        format!(
+            "[[user]]\nname = \"bob\"\npassword_hash = \"{hash}\"\ngroups = [\"operations\"]\n"
+        ),
+    )
+    .unwrap();
+    let text = read(config);
+    let at = text.find(&format!("id = \"{SECOND}\"")).unwrap();
+    let mutual = format!(
+        "mutual = {{ client_root_ca = \"{}/ca.crt\" }}",
+        pki.display()
+    );
+    let (head, tail) = text.split_at(at);
+    assert!(tail.contains(&mutual), "the lab's second endpoint:\n{text}");
+    let tail = tail.replacen(
+        &mutual,
+        &format!(
+            "{mutual}, directory = {{ users_file = \"{}\" }}",
+            users.display()
+        ),
+        1,
+    );
+    std::fs::write(config, format!("{head}{tail}")).unwrap();
+    let pass = d.join("bob.pass");
+    std::fs::write(&pass, "bob\nbob-secret\n").unwrap();
+    pass
+}
+
 fn scrape(app: &Netns) -> String {
     // The cores publish once a second.
     std::thread::sleep(Duration::from_millis(1100));
@@ -2253,41 +2288,8 @@ fn clients_on_each_data_cipher_renegotiate_under_traffic_float_and_a_cbc_only_on
 
     // No core counted a drop that none of this should cause.
     let m = scrape(&lab.app);
-    for reason in [
-        "malformed_openvpn",
-        "unknown_peer",
-        "peer_address_mismatch",
-        "unknown_key_id",
-        "bad_aead_tag",
-        "replayed",
-        "too_old",
-        "source_spoofed",
-        "no_route",
-        "not_authorized",
-        "snat_port_exhausted",
-        "flow_table_full",
-        "no_session_for_destination",
-        "handoff_ring_full",
-        "tx_ring_full",
-        "punt_queue_full",
-        "no_room",
-        "too_big",
-        "packet_id_exhausted",
-        "unknown_control_peer",
-        "report_queue_full",
-        "key_for_unknown_peer",
-        "multi_segment",
-        "session_flows_full",
-    ] {
-        let counted: f64 = m
-            .lines()
-            .filter(|l| {
-                l.starts_with("sluice_core_drops_total{")
-                    && l.contains(&format!("reason=\"{reason}\""))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
-        assert_eq!(counted, 0.0, "{reason} drops:\n{m}");
+    for reason in UNCAUSED_DROPS {
+        assert_eq!(core_drops(&m, reason), 0.0, "{reason} drops:\n{m}");
     }
 
     // The connection log has A's end at its new address once it quits.
@@ -2313,6 +2315,45 @@ fn clients_on_each_data_cipher_renegotiate_under_traffic_float_and_a_cbc_only_on
         .rfind(|l| l["connection-id"] == before["ConnectionId"])
         .unwrap();
     assert_eq!(end["device-ip"], "192.168.50.12", "{lines}");
+}
+
+/// Drop reasons that clients connecting, renegotiating, floating and carrying traffic to a
+/// VPC host they are authorized for never cause.
+const UNCAUSED_DROPS: &[&str] = &[
+    "malformed_openvpn",
+    "unknown_peer",
+    "peer_address_mismatch",
+    "unknown_key_id",
+    "bad_aead_tag",
+    "replayed",
+    "too_old",
+    "source_spoofed",
+    "no_route",
+    "not_authorized",
+    "snat_port_exhausted",
+    "flow_table_full",
+    "no_session_for_destination",
+    "handoff_ring_full",
+    "tx_ring_full",
+    "punt_queue_full",
+    "no_room",
+    "too_big",
+    "packet_id_exhausted",
+    "unknown_control_peer",
+    "report_queue_full",
+    "key_for_unknown_peer",
+    "multi_segment",
+    "session_flows_full",
+];
+
+/// The drops of `reason` every core counted, in Prometheus text.
+fn core_drops(m: &str, reason: &str) -> f64 {
+    m.lines()
+        .filter(|l| {
+            l.starts_with("sluice_core_drops_total{") && l.contains(&format!("reason=\"{reason}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// The VPC host's TCP echo on 172.31.1.10:9000: for each connection, everything it reads until
@@ -2385,39 +2426,11 @@ fn the_daemon_restarted_under_connected_clients_tells_them_and_they_come_back() 
     let d = start.dir.path();
     let ifs = (start.out_if.as_str(), start.in_if.as_str());
     let config = two_endpoints_config(d, &start.pki, ifs, "");
-    // The second endpoint takes passwords too.
-    let users = d.join("users.toml");
-    let hash = sluice_control::auth::directory::hash_password("bob-secret").unwrap();
-    std::fs::write(
-        &users,
-        format!(
-            "[[user]]\nname = \"bob\"\npassword_hash = \"{hash}\"\ngroups = [\"operations\"]\n"
-        ),
-    )
-    .unwrap();
-    let text = read(&config);
-    let at = text.find(&format!("id = \"{SECOND}\"")).unwrap();
-    let mutual = format!(
-        "mutual = {{ client_root_ca = \"{}/ca.crt\" }}",
-        start.pki.display()
-    );
-    let (head, tail) = text.split_at(at);
-    assert!(tail.contains(&mutual), "the lab's second endpoint:\n{text}");
-    let tail = tail.replacen(
-        &mutual,
-        &format!(
-            "{mutual}, directory = {{ users_file = \"{}\" }}",
-            users.display()
-        ),
-        1,
-    );
-    std::fs::write(&config, format!("{head}{tail}")).unwrap();
+    let pass = second_endpoint_takes_passwords(&config, d, &start.pki);
     let cert_ovpn = export_for(&config, ENDPOINT, &start.pki, &d.join("first.ovpn"));
     let pass_ovpn = export_for(&config, SECOND, &start.pki, &d.join("second.ovpn"));
     assert!(read(&pass_ovpn).contains("auth-user-pass"));
     assert!(!read(&cert_ovpn).contains("auth-user-pass"));
-    let pass = d.join("bob.pass");
-    std::fs::write(&pass, "bob\nbob-secret\n").unwrap();
 
     let first_log = d.join("sluice-1.log");
     let mut daemon = start_daemon(&app, &config, &first_log);
@@ -2600,4 +2613,480 @@ fn the_daemon_restarted_under_connected_clients_tells_them_and_they_come_back() 
         new.iter().all(|n| old.iter().all(|o| o.1 != n.1)),
         "new connections:\n{old:?}\n{new:?}"
     );
+}
+
+/// The VPC host's UDP echo on 172.31.1.10:9001: every datagram back to where it came from.
+const UDP_ECHO_SERVER: &str = "import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('172.31.1.10', 9001))
+while True:
+    b, a = s.recvfrom(2048)
+    s.sendto(b, a)
+";
+
+/// A client's short-lived flows for `argv[1]` seconds: a new TCP connection to `ECHO_SERVER`
+/// (512 bytes there and back) and a UDP datagram from a new source port to `UDP_ECHO_SERVER`,
+/// again and again; prints the TCP and UDP exchanges that came back as sent, and those that
+/// failed.
+const CHURN: &str = "import socket, sys, time
+end = time.time() + float(sys.argv[1])
+tcp = udp = failed = 0
+while time.time() < end:
+    try:
+        c = socket.create_connection(('172.31.1.10', 9000), timeout=5)
+        c.sendall(b'x' * 512)
+        c.shutdown(socket.SHUT_WR)
+        got = b''
+        while True:
+            b = c.recv(4096)
+            if not b:
+                break
+            got += b
+        c.close()
+        if got == b'x' * 512:
+            tcp += 1
+        else:
+            failed += 1
+    except OSError:
+        failed += 1
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.settimeout(3)
+    try:
+        u.sendto(b'y' * 64, ('172.31.1.10', 9001))
+        if u.recv(2048) == b'y' * 64:
+            udp += 1
+        else:
+            failed += 1
+    except OSError:
+        failed += 1
+    u.close()
+print(tcp, udp, failed)
+";
+
+/// The daemon's resident memory (KiB) and open file descriptors.
+fn rss_and_fds(pid: u32) -> (u64, usize) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    (rss, fds)
+}
+
+/// A soak: the appliance under clients that come and go for `SLUICE_SOAK_SECONDS` (80 by
+/// default; `scripts/soak.sh` runs it longer), then back where it started.
+///
+/// Three clients on the bridged lab: A (certificate, first endpoint, AES-128-GCM), B (bob
+/// with certificate and password, second endpoint, CHACHA20-POLY1305) and C (certificate,
+/// first endpoint, AES-256-GCM), each renegotiating every 10 s (`--reneg-sec 10`). The
+/// daemon's flows time out in seconds (`[dataplane] flow_timeouts`). Each cycle: all three
+/// carry traffic at once for 8 s, new TCP connections and UDP source ports one after another
+/// (`CHURN`) and pings, so that flows are made and expire all along; then A is stopped
+/// (SIGTERM) and started again, C is killed (SIGKILL: the appliance times it out after the
+/// pushed ping-restart, 60 s; when less than that is left of the run it gets a SIGTERM
+/// instead), bob's connection is terminated by the administrator (his client comes back by
+/// itself, with his password once his token is refused), the banner is changed and the
+/// configuration reloaded; and the next cycle waits for all three to be back.
+///
+/// At the end, the clients gone and the timeouts past: every connection is terminated in
+/// describe and the metrics count none active and no session on any core; every flow table
+/// is empty; the mbufs out of the pool are as many as after start-up; the daemon's resident
+/// memory grew less than `RSS_SLACK_KIB` and its open descriptors not at all since the end of
+/// the first cycle; no core counted a drop the churn cannot cause; and each connection the
+/// clients made has its end in the connection logs.
+#[test]
+fn soak_clients_come_and_go_and_the_appliance_returns_to_where_it_started() {
+    const RSS_SLACK_KIB: u64 = 8 * 1024;
+    let seconds: u64 = std::env::var("SLUICE_SOAK_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(80);
+    let start = Start::new();
+    let Bridged {
+        wan,
+        app,
+        clients: [a_ns, b_ns],
+        vpc,
+    } = Bridged::new("soak", start.pid, &start.out_if);
+    let pid = start.pid;
+    let c_ns = Netns::new("soak-c3");
+    wan.veth_to(
+        &format!("wd{pid}"),
+        &c_ns,
+        &format!("cc{pid}"),
+        "192.168.50.4/24",
+    );
+    wan.exec_ok(&["ip", "link", "set", &format!("wd{pid}"), "master", "br0"]);
+    app.veth_to(&start.in_if, &vpc, &format!("vi{pid}"), "172.31.1.10/24");
+    let d = start.dir.path();
+    let ifs = (start.out_if.as_str(), start.in_if.as_str());
+    let config = two_endpoints_config(
+        d,
+        &start.pki,
+        ifs,
+        "flow_timeouts = { tcp_established = 10, tcp_transitory = 3, udp = 3, icmp = 3 }",
+    );
+    let pass = second_endpoint_takes_passwords(&config, d, &start.pki);
+    let cert_ovpn = export_for(&config, ENDPOINT, &start.pki, &d.join("first.ovpn"));
+    let pass_ovpn = export_for(&config, SECOND, &start.pki, &d.join("second.ovpn"));
+    let daemon_log = d.join("sluice.log");
+    let daemon = start_daemon(&app, &config, &daemon_log);
+    let daemon_pid = daemon.0.id();
+    let _servers: Vec<Proc> = [ECHO_SERVER, UDP_ECHO_SERVER]
+        .iter()
+        .map(|code| {
+            Proc(
+                vpc.command(&["python3", "-c", code])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    wait_for(
+        "the VPC host's echo servers",
+        Duration::from_secs(10),
+        || {
+            String::from_utf8_lossy(&vpc.exec_ok(&["ss", "-ltnu"]).stdout)
+                .contains("172.31.1.10:9001")
+                && String::from_utf8_lossy(&vpc.exec_ok(&["ss", "-ltn"]).stdout)
+                    .contains("172.31.1.10:9000")
+        },
+    );
+    let m = scrape(&app);
+    let mbufs_at_start = metric(&m, "sluice_mbufs_in_use");
+    assert!(mbufs_at_start >= 0.0, "no mbuf gauge:\n{m}");
+
+    // The clients: namespace, profile, extra options; each launch logs to a file of its own.
+    let retry = ["--connect-retry", "1", "1", "--server-poll-timeout", "4"];
+    let pass_arg = pass.to_str().unwrap();
+    let specs: [(&str, &Netns, &Path, Vec<&str>); 3] = [
+        (
+            "a",
+            &a_ns,
+            &cert_ovpn,
+            vec!["--data-ciphers", "AES-128-GCM"],
+        ),
+        (
+            "b",
+            &b_ns,
+            &pass_ovpn,
+            vec![
+                "--data-ciphers",
+                "CHACHA20-POLY1305",
+                "--auth-user-pass",
+                pass_arg,
+            ],
+        ),
+        (
+            "c",
+            &c_ns,
+            &cert_ovpn,
+            vec!["--data-ciphers", "AES-256-GCM"],
+        ),
+    ];
+    let mut logs: Vec<PathBuf> = Vec::new();
+    let launch = |i: usize, logs: &mut Vec<PathBuf>| -> (Proc, PathBuf) {
+        let (name, ns, ovpn, extra) = &specs[i];
+        let log = d.join(format!("{name}-{}.log", logs.len()));
+        let mut args = extra.clone();
+        args.extend_from_slice(&["--reneg-sec", "10"]);
+        args.extend_from_slice(&retry);
+        logs.push(log.clone());
+        (start_client(ns, ovpn, &log, &args), log)
+    };
+    let completed = |log: &Path| {
+        read(log)
+            .matches("Initialization Sequence Completed")
+            .count()
+    };
+    let all_logs = |logs: &[PathBuf]| {
+        let mut out = String::new();
+        for l in logs {
+            out += &format!("{}:\n{}\n", l.display(), read(l));
+        }
+        out + &format!("daemon log:\n{}", read(&daemon_log))
+    };
+    let mut running: Vec<(Proc, PathBuf)> = (0..3).map(|i| launch(i, &mut logs)).collect();
+    // Connections each client log has seen completed when its client was last waited for.
+    let mut seen = [0usize; 3];
+
+    let began = Instant::now();
+    let mut first_cycle: Option<(u64, usize)> = None;
+    let (mut cycles, mut exchanges, mut peak_flows) = (0u32, [0u64; 3], 0.0f64);
+    let mut banner = 0u32;
+    loop {
+        // All three (back) up.
+        for (i, (_, log)) in running.iter().enumerate() {
+            let (before, since) = (seen[i], Instant::now());
+            // Told to restart, a client is back in seconds; one not told would wait for its
+            // ping-restart (60 s), as bob did when his terminate met his soft reset.
+            while completed(log) <= before {
+                assert!(
+                    since.elapsed() < Duration::from_secs(30),
+                    "client {} did not connect within 30 s in cycle {cycles}:\n{}",
+                    specs[i].0,
+                    all_logs(&logs)
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            seen[i] = completed(log);
+        }
+        for (name, ns, _, _) in &specs {
+            if !reaches(ns, "172.31.1.10") {
+                std::thread::sleep(Duration::from_secs(3));
+                let later = reaches(ns, "172.31.1.10");
+                let m = scrape(&app);
+                panic!(
+                    "client {name} does not reach the VPC host in cycle {cycles} (3 s later: {later}):\n{}\n{m}",
+                    all_logs(&logs)
+                );
+            }
+        }
+        // Traffic from all three at once.
+        let churn: Vec<Child> = specs
+            .iter()
+            .map(|(_, ns, _, _)| {
+                ns.command(&["python3", "-c", CHURN, "8"])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let pings: Vec<Child> = specs
+            .iter()
+            .map(|(_, ns, _, _)| {
+                ns.command(&[
+                    "ping",
+                    "-q",
+                    "-i",
+                    "0.2",
+                    "-c",
+                    "35",
+                    "-W",
+                    "2",
+                    "172.31.1.10",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs(6));
+        peak_flows = peak_flows.max(metric_sum(&scrape(&app), "sluice_core_flows"));
+        for (i, c) in churn.into_iter().enumerate() {
+            let out = c.wait_with_output().unwrap();
+            let said = String::from_utf8_lossy(&out.stdout).into_owned();
+            let n: Vec<u64> = said
+                .split_whitespace()
+                .filter_map(|w| w.parse().ok())
+                .collect();
+            assert!(
+                n.len() == 3 && n[0] > 0 && n[1] > 0 && n[2] * 100 <= n[0] + n[1],
+                "client {}'s flows in cycle {cycles} (TCP, UDP, failed): {said}{}\n{}",
+                specs[i].0,
+                String::from_utf8_lossy(&out.stderr),
+                all_logs(&logs)
+            );
+            exchanges[i] += n[0] + n[1];
+        }
+        for mut p in pings {
+            let _ = p.wait();
+        }
+        cycles += 1;
+        if first_cycle.is_none() {
+            first_cycle = Some(rss_and_fds(daemon_pid));
+        }
+        if began.elapsed() >= Duration::from_secs(seconds) {
+            break;
+        }
+
+        // The churn. A stops and comes back.
+        let (a, _) = &running[0];
+        let _ = Command::new("kill")
+            .args(["-TERM", &a.0.id().to_string()])
+            .status();
+        // C is killed, or stopped if its timeout would outlast the run.
+        let (c, _) = &mut running[2];
+        let left = Duration::from_secs(seconds).saturating_sub(began.elapsed());
+        if left > Duration::from_secs(61) {
+            let _ = c.0.kill();
+        } else {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.0.id().to_string()])
+                .status();
+        }
+        // Each comes back once the old one is gone (its tunnel and route with it).
+        for i in [0, 2] {
+            let _ = running[i].0 .0.wait();
+            running[i] = launch(i, &mut logs);
+            seen[i] = 0;
+        }
+        // Bob is terminated by the administrator.
+        let (code, out, err) = sluice(
+            &config,
+            &[
+                "terminate-client-vpn-connections",
+                "--client-vpn-endpoint-id",
+                SECOND,
+                "--username",
+                "bob",
+            ],
+        );
+        assert!(code == 0 && out.contains("bob"), "{out}{err}");
+        // A new banner, by the verb and a reload.
+        banner += 1;
+        let (code, _, err) = sluice(
+            &config,
+            &[
+                "modify-client-vpn-endpoint",
+                "--client-vpn-endpoint-id",
+                ENDPOINT,
+                "--client-login-banner-options",
+                &format!("Enabled=true,BannerText=Soak cycle {banner}"),
+            ],
+        );
+        assert_eq!(code, 0, "{err}");
+        let (code, _, err) = sluice(&config, &["reload"]);
+        assert_eq!(code, 0, "{err}\n{}", read(&daemon_log));
+    }
+
+    // The end: every client stopped, the timeouts past.
+    for (p, _) in &running {
+        let _ = Command::new("kill")
+            .args(["-TERM", &p.0.id().to_string()])
+            .status();
+    }
+    for (mut p, _) in running.drain(..) {
+        let _ = p.0.wait();
+    }
+    let connections = |config: &Path| -> Vec<serde_json::Value> {
+        let (code, out, err) = sluice(config, &["describe-client-vpn-connections"]);
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["Connections"].as_array().unwrap().clone()
+    };
+    wait_for(
+        "every connection to end (a killed client's after ping-restart)",
+        Duration::from_secs(75),
+        || {
+            connections(&config)
+                .iter()
+                .all(|c| c["Status"]["Code"] == "terminated")
+        },
+    );
+    let mut m = scrape(&app);
+    let flows_gone = Instant::now();
+    while metric_sum(&m, "sluice_core_flows") > 0.0
+        && flows_gone.elapsed() < Duration::from_secs(20)
+    {
+        m = scrape(&app);
+    }
+    let (rss_first, fds_first) = first_cycle.unwrap();
+    let (rss_last, fds_last) = rss_and_fds(daemon_pid);
+    let made: usize = logs.iter().map(|l| completed(l)).sum();
+    let renegotiations: usize = logs
+        .iter()
+        .map(|l| {
+            let keys = read(l).matches("Outgoing Data Channel: Cipher").count();
+            keys.saturating_sub(completed(l))
+        })
+        .sum();
+    let listed = connections(&config);
+    let figures = format!(
+        "soak: {seconds} s asked, {:.0} s run, {cycles} cycles, {made} connections, {renegotiations} renegotiations, flow exchanges (TCP+UDP) per client {exchanges:?}, peak flows {peak_flows}, RSS {rss_first} -> {rss_last} KiB, fds {fds_first} -> {fds_last}, mbufs in use {mbufs_at_start} -> {}",
+        began.elapsed().as_secs_f64(),
+        metric(&m, "sluice_mbufs_in_use"),
+    );
+    eprintln!("{figures}");
+    // The counters, for the record (docs/SOAK.md): every series not zero.
+    for l in m.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        if l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) != Some(0.0) {
+            eprintln!("soak counter: {l}");
+        }
+    }
+    let active: Vec<f64> = [ENDPOINT, SECOND]
+        .iter()
+        .map(|e| {
+            metric(
+                &m,
+                &format!("sluice_active_connections_count{{endpoint=\"{e}\"}}"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        active,
+        [0.0, 0.0],
+        "active connections in the metrics:\n{m}"
+    );
+    assert_eq!(
+        metric_sum(&m, "sluice_core_sessions"),
+        0.0,
+        "sessions left on the cores:\n{m}"
+    );
+    assert_eq!(
+        metric_sum(&m, "sluice_core_flows"),
+        0.0,
+        "flows left in the tables:\n{m}"
+    );
+    assert!(peak_flows > 0.0, "the flow tables never filled: {figures}");
+    assert_eq!(
+        metric(&m, "sluice_mbufs_in_use"),
+        mbufs_at_start,
+        "mbufs in use drifted: {figures}\n{m}"
+    );
+    assert!(
+        rss_last <= rss_first + RSS_SLACK_KIB,
+        "resident memory grew: {figures}"
+    );
+    assert!(fds_last <= fds_first, "open descriptors grew: {figures}");
+    // The churn itself causes two: a stopped or terminated client's data and control packets
+    // still on their way when its session goes (`unknown_peer`, `unknown_control_peer`).
+    for reason in UNCAUSED_DROPS
+        .iter()
+        .filter(|r| !["unknown_peer", "unknown_control_peer"].contains(r))
+    {
+        assert_eq!(
+            core_drops(&m, reason),
+            0.0,
+            "{reason} drops: {figures}\n{m}"
+        );
+    }
+    assert!(
+        made >= 3 * cycles as usize,
+        "{figures}\n{}",
+        all_logs(&logs)
+    );
+    // Each connection made has its end in its endpoint's log, and is listed terminated
+    // (describe keeps the last 1,000 ended).
+    let logged: String = read(&d.join("connections-1.log")) + &read(&d.join("connections-2.log"));
+    let ends: Vec<String> = logged
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| {
+            l["connection-log-type"] == "connection-reset" && l["connection-end-time"] != "NA"
+        })
+        .filter_map(|l| Some(l["connection-id"].as_str()?.to_owned()))
+        .collect();
+    assert_eq!(
+        ends.len(),
+        made,
+        "connection ends logged: {figures}\n{logged}"
+    );
+    assert_eq!(listed.len(), made.min(1000), "{figures}\n{listed:?}");
+    for c in &listed {
+        let id = c["ConnectionId"].as_str().unwrap();
+        assert!(
+            ends.iter().any(|e| e == id),
+            "no end of {id} in the connection logs:\n{logged}"
+        );
+    }
+    drop(daemon);
 }
