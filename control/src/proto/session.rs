@@ -356,11 +356,14 @@ impl Session {
             // way as our last message left under the old key: it reads the new key only (as
             // OpenVPN 2.6 does once it sent its soft reset) and drops that message. The new
             // key's exchange is answered and carries the message, as for a renegotiation under
-            // way at `send_final`; the session stays a linger more for it.
+            // way at `send_final`; the session stays a linger more for it. Once only: soft
+            // resets on further key ids (a client has one renegotiation under way; anyone else
+            // would be keeping a closed session's slot) extend nothing.
             if let Some(m) = self.final_message.clone() {
                 let _ = self.handle_key_packet(p, tls, now, true);
                 if let Some(k) = self.key_mut(p.key_id).filter(|k| k.phase == KeyPhase::Tls) {
                     k.after_exchange.push(m);
+                    self.final_message = None;
                     if let Phase::Closing { until, .. } = &mut self.phase {
                         *until = (*until).max(now + FINAL_EXCHANGE_LINGER);
                     }
