@@ -1319,6 +1319,35 @@ fn told(rig: &Rig<CertificateOnly>, message: &str) -> bool {
     rig.client.messages.iter().any(|m| m == message)
 }
 
+/// The RESTART the administrator's terminate sends (`terminate_by_admin`).
+const ADMIN_RESTART: &str = "RESTART,terminated by an administrator";
+
+/// The administrator terminates `peer`'s session now, as `terminate-client-vpn-connections`
+/// does: the session closes with `ADMIN_RESTART` as its last message.
+fn terminate_by_admin(rig: &mut Rig<CertificateOnly>, peer: u32) {
+    let now = rig.now;
+    assert!(rig.server.terminate(
+        peer,
+        ADMIN_RESTART,
+        CloseReason::Terminated("by an administrator".into()),
+        now,
+    ));
+}
+
+/// The client was told `ADMIN_RESTART`, and the key exchange that carried it gave the data
+/// plane no keys (the session's first exchange gave the only `KeysReady`).
+fn assert_told_restart_without_new_keys(rig: &Rig<CertificateOnly>) {
+    assert!(told(rig, ADMIN_RESTART), "{:?}", rig.client.messages);
+    assert_eq!(
+        rig.events
+            .iter()
+            .filter(|(_, e)| matches!(e, Event::KeysReady { .. }))
+            .count(),
+        1,
+        "no keys for the data plane from the exchange that carried the RESTART"
+    );
+}
+
 /// An administrator ends a session while the client's renegotiation is in its handshake. The
 /// client (as OpenVPN 2.6's: `Client::handle`) made the new key its primary when it sent its
 /// soft reset, and drops what comes under the old key_id: the RESTART reaches it on the new
@@ -1337,29 +1366,11 @@ fn a_message_during_a_renegotiation_reaches_the_client() {
     assert_eq!(rig.keys(), [(0, KeyPhase::Active), (1, KeyPhase::Tls)]);
     assert!(rig.sent.contains(&(opcode::SOFT_RESET_V1, 1)));
     rig.up = false;
-    let now = rig.now;
-    assert!(rig.server.terminate(
-        peer,
-        "RESTART,terminated by an administrator",
-        CloseReason::Terminated("by an administrator".into()),
-        now,
-    ));
+    terminate_by_admin(&mut rig, peer);
     rig.deliver();
     rig.up = true;
     rig.run_until(Duration::from_secs(3), |_| false);
-    assert!(
-        told(&rig, "RESTART,terminated by an administrator"),
-        "{:?}",
-        rig.client.messages
-    );
-    assert_eq!(
-        rig.events
-            .iter()
-            .filter(|(_, e)| matches!(e, Event::KeysReady { .. }))
-            .count(),
-        1,
-        "no keys for the data plane from the exchange that carried the RESTART"
-    );
+    assert_told_restart_without_new_keys(&rig);
     rig.run_until(Duration::from_secs(3), |_| false);
     assert_eq!(
         rig.server.sessions().count(),
@@ -1387,35 +1398,15 @@ fn a_message_as_the_clients_renegotiation_starts_reaches_the_client() {
         [(0, KeyPhase::Active)],
         "the soft reset is on its way"
     );
-    let now = rig.now;
-    assert!(rig.server.terminate(
-        peer,
-        "RESTART,terminated by an administrator",
-        CloseReason::Terminated("by an administrator".into()),
-        now,
-    ));
+    terminate_by_admin(&mut rig, peer);
     rig.deliver();
     assert!(
-        !told(&rig, "RESTART,terminated by an administrator"),
+        !told(&rig, ADMIN_RESTART),
         "the client drops what comes under the old key"
     );
     rig.up = true;
-    rig.run_until(Duration::from_secs(8), |r| {
-        told(r, "RESTART,terminated by an administrator")
-    });
-    assert!(
-        told(&rig, "RESTART,terminated by an administrator"),
-        "{:?}",
-        rig.client.messages
-    );
-    assert_eq!(
-        rig.events
-            .iter()
-            .filter(|(_, e)| matches!(e, Event::KeysReady { .. }))
-            .count(),
-        1,
-        "no keys for the data plane from the exchange that carried the RESTART"
-    );
+    rig.run_until(Duration::from_secs(8), |r| told(r, ADMIN_RESTART));
+    assert_told_restart_without_new_keys(&rig);
 }
 
 /// The same when the server started the renegotiation: once its soft reset reached the client,
@@ -1435,20 +1426,12 @@ fn a_message_during_a_renegotiation_of_the_server_reaches_the_client() {
         assert!(rig.server.renegotiate(peer, now));
         rig.step(Duration::from_millis(10));
         assert_eq!(rig.keys(), [(0, KeyPhase::Active), (1, KeyPhase::Tls)]);
-        let now = rig.now;
-        assert!(rig.server.terminate(
-            peer,
-            "RESTART,terminated by an administrator",
-            CloseReason::Terminated("by an administrator".into()),
-            now,
-        ));
+        terminate_by_admin(&mut rig, peer);
         rig.deliver();
         (rig.up, rig.down) = (true, true);
-        rig.run_until(Duration::from_secs(3), |r| {
-            told(r, "RESTART,terminated by an administrator")
-        });
+        rig.run_until(Duration::from_secs(3), |r| told(r, ADMIN_RESTART));
         assert!(
-            told(&rig, "RESTART,terminated by an administrator"),
+            told(&rig, ADMIN_RESTART),
             "soft reset reached the client: {soft_reset_reaches_the_client}: {:?}",
             rig.client.messages
         );
