@@ -302,26 +302,40 @@ impl Rig {
         n
     }
 
+    /// A frame the core sent on `port` (`toward`: where that leads, for the messages): an ARP
+    /// frame is checked and taken (`saw_arp`, None); anything else must be IPv4 with a header
+    /// that parses and a checksum that verifies, and is returned.
+    fn ipv4_sent<'f>(
+        &mut self,
+        port: usize,
+        f: &'f [u8],
+        toward: &str,
+    ) -> Option<Ipv4Packet<&'f [u8]>> {
+        assert!(f.len() >= 14, "a runt frame {toward}");
+        if f[12..14] == [0x08, 0x06] {
+            self.saw_arp(port, f);
+            return None;
+        }
+        assert_eq!(f[12..14], [0x08, 0x00], "not IPv4 {toward}");
+        let Ok(p) = Ipv4Packet::new_checked(&f[14..]) else {
+            panic!("an IPv4 header that does not parse {toward}: {f:02x?}")
+        };
+        assert!(
+            p.verify_checksum(),
+            "a wrong header checksum {toward}: {f:02x?}"
+        );
+        Some(p)
+    }
+
     /// Checks every frame sent since the last call; returns how many there were.
     fn check_sent(&mut self) -> usize {
         let inside = self.port(INSIDE).take_sent();
         let outside = self.port(OUTSIDE).take_sent();
         let n = inside.len() + outside.len();
         for f in inside {
-            assert!(f.len() >= 14, "a runt frame into the subnet");
-            if f[12..14] == [0x08, 0x06] {
-                self.saw_arp(INSIDE, &f);
+            let Some(p) = self.ipv4_sent(INSIDE, &f, "into the subnet") else {
                 continue;
-            }
-            assert_eq!(f[12..14], [0x08, 0x00], "not IPv4 into the subnet");
-            let p = match Ipv4Packet::new_checked(&f[14..]) {
-                Ok(p) => p,
-                Err(_) => panic!("an IPv4 header that does not parse into the subnet: {f:02x?}"),
             };
-            assert!(
-                p.verify_checksum(),
-                "a wrong header checksum into the subnet: {f:02x?}"
-            );
             // From the ENI (a flow made under a table with another ENI keeps that one).
             let src = u32::from_be_bytes(p.src());
             let enis = [self.eni, ip(lab::INSIDE_IP), ip(ENI2)];
@@ -340,20 +354,9 @@ impl Rig {
         let mut whole = Vec::new();
         let mut pieces = Vec::new();
         for f in outside {
-            assert!(f.len() >= 14, "a runt frame toward the clients");
-            if f[12..14] == [0x08, 0x06] {
-                self.saw_arp(OUTSIDE, &f);
+            let Some(p) = self.ipv4_sent(OUTSIDE, &f, "toward the clients") else {
                 continue;
-            }
-            assert_eq!(f[12..14], [0x08, 0x00], "not IPv4 toward the clients");
-            let p = match Ipv4Packet::new_checked(&f[14..]) {
-                Ok(p) => p,
-                Err(_) => panic!("an IPv4 header that does not parse toward the clients"),
             };
-            assert!(
-                p.verify_checksum(),
-                "a wrong header checksum toward the clients"
-            );
             if p.is_fragment() {
                 pieces.push(f);
             } else {
