@@ -424,7 +424,9 @@ pub fn lab_rules_via_eni(version: u64, eni: u32) -> RuleTable {
     )
 }
 
-fn lab_rules_authorizing(version: u64, rules: &[AuthzRule]) -> RuleTable {
+/// The lab's table (its routes, its target network on the inside port's own address) with
+/// the authorization rules `rules`.
+pub fn lab_rules_authorizing(version: u64, rules: &[AuthzRule]) -> RuleTable {
     lab_rules_with(version, rules, ip(lab::INSIDE_IP))
 }
 

@@ -3447,6 +3447,77 @@ fn a_clients_packets_to_the_appliances_inside_addresses_are_answered_or_refused_
     }
 }
 
+/// A client's packet to one of the appliance's own inside addresses is not forwarded, so a TTL
+/// of 1 or 0 does not end it here (RFC 1812 §5.3.1): a ping is answered and anything else is
+/// `not_for_us`, as with any TTL, and one the rule table does not authorize is dropped under
+/// the table's reason. No time exceeded is sent for any of them. Before, each was answered with
+/// a time exceeded, as if it were to be routed on.
+#[test]
+fn a_clients_packets_to_the_appliances_inside_addresses_whatever_their_ttl() {
+    let eni = ip("172.31.1.9");
+    for (lab, addresses) in [
+        (lab_with(GroupMask::EMPTY), vec![ip(lab::INSIDE_IP)]),
+        (lab_via_eni(eni), vec![eni, ip(lab::INSIDE_IP)]),
+    ] {
+        let mut lab = lab;
+        for (n, &to) in addresses.iter().enumerate() {
+            for ttl in [1, 0] {
+                let echo = testkit::ipv4_echo(ip(lab::CLIENT_VIP), to, true, 91, 1, b"ttl");
+                lab.send_from_client(&with_ttl(echo, ttl));
+                let out = lab.outside_sent();
+                assert_eq!(
+                    out.len(),
+                    1,
+                    "{to:x} ttl {ttl}: {:?}",
+                    nonzero_drops(&lab.w)
+                );
+                let reply = lab.client.open(&out[0]).expect("sealed for the client");
+                let r = Ipv4Packet::new_checked(&reply[..]).unwrap();
+                assert!(r.verify_checksum());
+                assert_eq!(r.src(), to.to_be_bytes());
+                let i = IcmpPacket::new_checked(r.payload()).unwrap();
+                assert_eq!((i.kind(), i.echo_id()), (kind::ECHO_REPLY, 91), "ttl {ttl}");
+                assert!(i.verify_checksum());
+            }
+            let udp = testkit::ipv4_udp(ip(lab::CLIENT_VIP), 5000, to, 53, b"q");
+            lab.send_from_client(&with_ttl(udp, 1));
+            assert!(lab.outside_sent().is_empty(), "{to:x}");
+            assert_eq!(lab.drops(DropReason::NotForUs), n as u64 + 1, "{to:x}");
+            assert!(lab.inside_sent().is_empty(), "{to:x}");
+        }
+        assert_eq!(lab.w.poll_stats().icmp_errors_sent, 0);
+        assert_eq!(lab.drops(DropReason::TtlExceeded), 0);
+        assert_eq!(lab.w.flow_count(), 0);
+    }
+
+    // Not authorized (only the host 172.31.1.10 is): dropped as at any TTL, not answered.
+    let mut lab = lab_with(GroupMask::EMPTY);
+    let host_only = sluice_engine::rules::authz::AuthzRule {
+        destination: testkit::cidr("172.31.1.10/32"),
+        grant: sluice_engine::rules::authz::Grant::AllUsers,
+    };
+    lab.mb
+        .commands
+        .push(Command::InstallRules(Arc::new(
+            testkit::lab_rules_authorizing(2, &[host_only]),
+        )))
+        .map_err(|_| ())
+        .unwrap();
+    lab.w.poll_once(lab.now);
+    for ttl in [64, 1] {
+        let echo = testkit::ipv4_echo(ip(lab::CLIENT_VIP), ip(lab::INSIDE_IP), true, 92, 1, b"");
+        lab.send_from_client(&with_ttl(echo, ttl));
+        assert!(lab.outside_sent().is_empty(), "ttl {ttl}");
+    }
+    assert_eq!(lab.drops(DropReason::NotAuthorized), 2);
+    assert_eq!(lab.w.poll_stats().icmp_errors_sent, 0);
+    // A host's packet whose TTL ends here still gets its time exceeded.
+    let echo = testkit::ipv4_echo(ip(lab::CLIENT_VIP), ip(lab::HOST_IP), true, 93, 1, b"");
+    lab.send_from_client(&with_ttl(echo, 1));
+    assert_eq!(lab.outside_sent().len(), 1);
+    assert_eq!(lab.w.poll_stats().icmp_errors_sent, 1);
+}
+
 /// What the core answers leaves from the port's own MAC, whatever the frame it answers was
 /// addressed to (a frame from ff:ff:ff:ff:ff:ff is not one any switch or host takes); a ping
 /// or a probe sent to a link-layer broadcast or multicast address is not answered (RFC 1122

@@ -472,7 +472,8 @@ impl<P: Port> Worker<P> {
     /// router does, with an ICMP time exceeded from the tunnel's gateway address
     /// (`icmp_error_to_client`). Otherwise the drop stays `ttl_exceeded`. A packet to the
     /// tunnel's gateway address itself is not forwarded, so its TTL does not matter (RFC 1812
-    /// §5.3.1): it goes where any other packet to that address goes (`for_tunnel_gateway`).
+    /// §5.3.1): it goes where any other packet to that address goes (`for_tunnel_gateway`);
+    /// nor is one to an inside address of the appliance's own (`ttl_ends_at_own_address`).
     /// Checked only here, off the path every packet takes.
     #[cold]
     #[inline(never)]
@@ -485,8 +486,58 @@ impl<P: Port> Worker<P> {
         if gateway.is_some() && dst == gateway {
             return self.for_tunnel_gateway(buf, owner);
         }
+        let Err(buf) = self.ttl_ends_at_own_address(buf, owner, endpoint) else {
+            return;
+        };
         let error = IcmpError::TIME_EXCEEDED;
         self.icmp_error_to_client(buf, owner, endpoint, error, DropReason::TtlExceeded);
+    }
+
+    /// `time_exceeded` for a packet to one of the appliance's own inside addresses (the port's,
+    /// or an ENI there) that its route leaves by: such a packet is not forwarded either, so it
+    /// is answered or refused as `forward_deciding` does with any TTL (a ping answered, the
+    /// rest `not_for_us`; an unauthorized one dropped under the rule table's reason). Returns
+    /// the packet when it is not one, or its transport header is not readable.
+    fn ttl_ends_at_own_address(
+        &mut self,
+        buf: P::Buf,
+        owner: u32,
+        endpoint: u16,
+    ) -> Result<(), P::Buf> {
+        let key = {
+            let Ok(ip) = Ipv4Packet::new_checked(buf.data()) else {
+                return Err(buf);
+            };
+            let dst = u32::from_be_bytes(ip.dst());
+            let ours = (0..self.cfg.ports.len())
+                .filter_map(|p| u16::try_from(p).ok())
+                .any(|p| self.is_port_address(p, dst));
+            let l4 = match ip.is_fragment() {
+                false => l4_of(&ip),
+                true => l4_of_first_fragment(&ip),
+            };
+            let (true, Ok((src_port, dst_port, _))) = (ours, l4) else {
+                return Err(buf);
+            };
+            FlowKey {
+                client: u32::from_be_bytes(ip.src()),
+                proto: ip.protocol(),
+                src_port,
+                dst,
+                dst_port,
+            }
+        };
+        let Some((_, groups)) = self.endpoint_and_groups(owner) else {
+            return Err(buf);
+        };
+        match self.decide_flow(endpoint, &groups, &key) {
+            Err(reason) => self.drop_packet(buf, reason),
+            Ok((port, _, _)) if self.is_port_address(port, key.dst) => {
+                self.for_tunnel_gateway(buf, owner)
+            }
+            Ok(_) => return Err(buf),
+        }
+        Ok(())
     }
 
     /// Answers a client's packet (decrypted, of the session in slot `owner`, a client of
