@@ -2,8 +2,8 @@
 # Runs sluice's fuzz targets (fuzz/fuzz_targets) with cargo-fuzz, each for SECONDS (default 60),
 # one after another, on one core each. Usage: scripts/fuzz.sh [SECONDS] [TARGET...]
 # Needs a nightly Rust toolchain (cargo-fuzz builds with -Z flags); installs cargo-fuzz from
-# crates.io when missing. Not part of scripts/test.sh: a defect found here is fixed with an
-# ordinary unit test that CI runs. Corpora grow in fuzz/corpus/TARGET (not committed beyond the
+# crates.io when missing. scripts/test.sh only lints the targets: a defect found here is fixed
+# with an ordinary unit test that CI runs. Corpora grow in fuzz/corpus/TARGET (not committed beyond the
 # seeds); a crash lands in fuzz/artifacts/TARGET and stops the run with a non-zero status.
 set -euo pipefail
 cd "$(dirname "$0")/.."

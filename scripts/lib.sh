@@ -7,6 +7,7 @@ SLUICE_APT_PACKAGES=(
   libdpdk-dev       # DPDK 22.11: headers, shared libraries, PMD plugins
   libclang-dev      # bindgen, only when regenerating the DPDK bindings
   clang             # bindgen, only when regenerating the DPDK bindings
+  g++               # libFuzzer's C++ sources, built when scripts/test.sh lints the fuzz targets
   openvpn           # the real OpenVPN 2.6 client for interop and end-to-end tests
   easy-rsa          # test PKIs
   openssl           # inspecting and making test certificates

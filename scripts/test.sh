@@ -25,6 +25,10 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> the fuzz targets (fuzz/, a workspace of its own): fmt and clippy on stable, so they keep"
+echo "    compiling as the crates change; scripts/fuzz.sh runs them, on nightly"
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
+cargo clippy --manifest-path fuzz/Cargo.toml --bins --locked -- -D warnings
 echo "==> cargo test"
 cargo test --workspace --locked
 echo "==> the stage-cycle counters (features stage-cycles, aead-cycles, aead-fenced): build and their tests"
