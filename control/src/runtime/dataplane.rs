@@ -1495,8 +1495,9 @@ impl Drop for Dataplane {
         self.stop.store(true, Ordering::Relaxed);
         dpdk::wait_all();
         for d in &mut self.devs {
-            // The cores are done and their queues dropped with them, so this does not fail; a
-            // port that still had a queue out would be closed when that queue goes.
+            // The cores are done and their queues dropped with them, so none is out; what can
+            // still fail is the driver's own stop, logged here (a port that still had a queue
+            // out would be closed when that queue goes).
             if let Err(e) = d.stop() {
                 log(&e.to_string());
             }

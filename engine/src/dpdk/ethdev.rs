@@ -93,12 +93,13 @@ pub const POOL_MBUFS_SPARE: u64 = 8192;
 /// `opts.queues` the worker cores): what their rings hold (`DevInfo::ring_mbufs`, over the
 /// queues each device actually gets: a device with fewer rx queues than cores does not fill
 /// an rx ring per core), `POOL_MBUFS_PER_CORE` a core and `POOL_MBUFS_SPARE`, rounded up to
-/// a power of two less one (the size a DPDK mempool's ring uses best); at most `u32::MAX`.
+/// the next power of two less one (the size a DPDK mempool's ring uses best); at most `u32::MAX`.
 pub fn pool_size(devices: &[DevInfo], opts: &EthOptions) -> u32 {
     let rings: u64 = devices.iter().map(|d| d.ring_mbufs(opts)).sum();
     let cores = u64::from(opts.queues.max(1));
     let want = rings + cores * POOL_MBUFS_PER_CORE + POOL_MBUFS_SPARE;
-    u32::try_from(want.next_power_of_two() - 1).unwrap_or(u32::MAX)
+    // The least 2^k - 1 that holds `want` (a `want` of exactly 2^k needs 2^(k+1) - 1).
+    u32::try_from((want + 1).next_power_of_two() - 1).unwrap_or(u32::MAX)
 }
 
 /// A device's limits on the descriptor count of one queue (`rte_eth_desc_lim`): a queue set up
@@ -215,6 +216,8 @@ impl PortHold {
 
 impl Drop for PortHold {
     fn drop(&mut self) {
+        // A drop has nowhere to report a failure to (`EthDev::stop` reports the stop's, for
+        // the runtime to log); nothing here uses the port after either way.
         let started = self.with(|s| s.started);
         if started {
             // SAFETY: no `DpdkQueue` of the port is left (each holds this), so no core polls it.
@@ -504,7 +507,8 @@ impl EthDev {
     /// a core still polls races with that core's bursts in the driver.
     ///
     /// # Errors
-    /// A queue pair is still out; the port is left running.
+    /// A queue pair is still out, or the driver refused to stop (its errno); the port is left
+    /// running (closing it, when its last holder goes, tries the stop again).
     pub fn stop(&mut self) -> Result<(), EalError> {
         self.hold.with(|s| {
             let out = s.out.iter().filter(|o| **o).count();
@@ -517,7 +521,8 @@ impl EthDev {
             if s.started {
                 // SAFETY: no `DpdkQueue` of the port is out (checked under the lock, which
                 // `queue` takes to hand one out), so no core polls it.
-                let _ = unsafe { dpdk_sys::rte_eth_dev_stop(self.id) };
+                let rc = unsafe { dpdk_sys::rte_eth_dev_stop(self.id) };
+                check(rc, "rte_eth_dev_stop", self.id)?;
                 s.started = false;
             }
             Ok(())
@@ -833,6 +838,10 @@ mod tests {
         assert_eq!(small_tx.ring_mbufs(&opts(2)), 2 * 1024 + 2 * 512);
         // No device: the cores' share and the spare, 12,288, in a pool of 16,383.
         assert_eq!(pool_size(&[], &opts(1)), 16_383);
+        // Two cores and no device want 16,384 exactly: a pool of 32,767, not 16,383 (one
+        // mbuf short of the sum, as a total of exactly 2^k was rounded before).
+        assert_eq!(share(2) + spare, 16_384);
+        assert_eq!(pool_size(&[], &opts(2)), 32_767);
         // Past u32: the largest count a pool takes.
         let huge = dev(u16::MAX, any, any);
         let max = EthOptions {
