@@ -14,7 +14,7 @@
 
 #![allow(clippy::disallowed_methods)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -100,6 +100,10 @@ pub struct ConnectionStatus {
 /// this is for a core whose reports could not be queued).
 const FINAL_COUNTERS_WAIT: Duration = Duration::from_secs(2);
 
+/// Ended connections `describe-client-vpn-connections` still lists (as `terminated`), the most
+/// recent ones; older ones are only in the connection log.
+const ENDED_KEPT: usize = 1000;
+
 /// An ended connection waiting for its final counters.
 struct Closing {
     connection: Connection,
@@ -132,7 +136,8 @@ pub struct Dataplane {
     /// last connection-log line waits for the core's final counters (`Report::Removed`), or
     /// `FINAL_COUNTERS_WAIT`.
     closing: HashMap<u32, Closing>,
-    ended: Vec<Connection>,
+    /// The last `ENDED_KEPT` ended connections, oldest first, for describe.
+    ended: VecDeque<Connection>,
     // Dropped last, in this order: ports, then the pool and the EAL they hold.
     devs: Vec<EthDev>,
     /// The ports' one mbuf pool, read for the mbufs out of it (`update_metrics`).
@@ -495,7 +500,7 @@ impl Dataplane {
             core_room,
             connections: HashMap::new(),
             closing: HashMap::new(),
-            ended: Vec::new(),
+            ended: VecDeque::new(),
             devs,
             pool,
             _eal: eal,
@@ -1026,10 +1031,10 @@ impl Dataplane {
     fn finish(&mut self, e: usize, mut c: Connection, end: SystemTime) {
         c.status.code = "terminated".into();
         self.log_line(e, LogType::Reset, &c, None, Some(end));
-        self.ended.push(c);
-        if self.ended.len() > 1000 {
-            self.ended.remove(0);
+        if self.ended.len() >= ENDED_KEPT {
+            self.ended.pop_front();
         }
+        self.ended.push_back(c);
     }
 
     /// Finishes the ended connections whose final counters did not come in time.
