@@ -3474,7 +3474,7 @@ fn a_clients_packets_to_the_appliances_inside_addresses_whatever_their_ttl() {
                 let reply = lab.client.open(&out[0]).expect("sealed for the client");
                 let r = Ipv4Packet::new_checked(&reply[..]).unwrap();
                 assert!(r.verify_checksum());
-                assert_eq!(r.src(), to.to_be_bytes());
+                assert_eq!((r.src(), r.ttl()), (to.to_be_bytes(), 64));
                 let i = IcmpPacket::new_checked(r.payload()).unwrap();
                 assert_eq!((i.kind(), i.echo_id()), (kind::ECHO_REPLY, 91), "ttl {ttl}");
                 assert!(i.verify_checksum());

@@ -9,7 +9,9 @@ use crate::session::Remote;
 use crate::wire::arp::{ArpRepr, OP_REPLY, OP_REQUEST, PACKET_LEN};
 use crate::wire::ethernet::{self, ethertype, BROADCAST, HEADER_LEN};
 use crate::wire::icmp::{kind, IcmpPacket};
-use crate::wire::ipv4::{protocol, source_routed, Ipv4Packet, Ipv4Repr, MIN_HEADER_LEN};
+use crate::wire::ipv4::{
+    protocol, source_routed, Ipv4Packet, Ipv4Repr, DEFAULT_TTL, MIN_HEADER_LEN,
+};
 use crate::wire::udp::Ipv4UdpHeaders;
 use crate::worker::Worker;
 
@@ -333,8 +335,9 @@ impl<P: Port> Worker<P> {
 }
 
 /// Turns the IPv4 packet in `ip`, if it is a whole (not fragmented) ICMP echo request, into
-/// its reply, in place: addresses swapped and the type changed, both checksums updated
-/// incrementally. False, and `ip` untouched, if it is anything else.
+/// its reply, in place: addresses swapped, the type changed, the TTL a fresh `DEFAULT_TTL`
+/// (the request's may have been spent to 1 on its way, and a reply sent with what was left
+/// would die at the first router back), both checksums updated incrementally. False, and `ip` untouched, if it is anything else.
 pub(crate) fn echo_reply_in_place(ip: &mut [u8]) -> bool {
     echo_reply_in_place_if(ip, |_, _| true)
 }
@@ -363,6 +366,7 @@ pub(crate) fn echo_reply_in_place_if(
     let (src, dst) = (ip.src(), ip.dst());
     ip.set_src(dst);
     ip.set_dst(src);
+    ip.set_ttl(DEFAULT_TTL);
     ip.payload_mut()[0] = kind::ECHO_REPLY;
     let Ok(mut icmp) = IcmpPacket::new_checked(ip.payload_mut()) else {
         return false;
@@ -443,7 +447,7 @@ pub(crate) fn write_icmp_error(
         dst: to.to_be_bytes(),
         protocol: protocol::ICMP,
         payload_len: ICMP_HEADER + quoted,
-        ttl: 64,
+        ttl: DEFAULT_TTL,
     }
     .emit(h);
     let [r0, r1, r2, r3] = error.rest;
@@ -461,6 +465,8 @@ mod tests {
     use super::{echo_reply_in_place, icmp_error_about};
     use crate::testkit::{ip, ipv4_echo, ipv4_udp};
     use crate::wire::checksum;
+    use crate::wire::icmp::IcmpPacket;
+    use crate::wire::ipv4::Ipv4Packet;
 
     /// An echo request from 10.0.0.2 to 10.0.0.1 with `options` in its header (a multiple of
     /// four bytes), its header checksum right.
@@ -512,6 +518,26 @@ mod tests {
         let mut p = ipv4_echo(ip("10.0.0.2"), ip("10.0.0.1"), true, 0, 0, b"");
         assert!(echo_reply_in_place(&mut p));
         assert_eq!(p[20..], [0, 0, 0xff, 0xff, 0, 0, 0, 0]);
+    }
+
+    /// The reply leaves with a TTL of its own (64), whatever was left of the request's: a
+    /// host two routers away that pings with a TTL of 3 (its request arrives with 1) gets its
+    /// reply, which with a TTL of 1 the first router back would drop.
+    #[test]
+    fn an_echo_reply_leaves_with_a_fresh_ttl() {
+        for ttl in [0u8, 1, 2, 64, 255] {
+            let mut p = ipv4_echo(ip("10.0.0.2"), ip("10.0.0.1"), true, 7, 1, b"ttl");
+            let mut ip4 = Ipv4Packet::new_checked(&mut p[..]).unwrap();
+            ip4.set_ttl(ttl);
+            assert!(ip4.verify_checksum());
+            assert!(echo_reply_in_place(&mut p));
+            let r = Ipv4Packet::new_checked(&p[..]).unwrap();
+            assert_eq!(r.ttl(), 64, "request ttl {ttl}");
+            assert!(r.verify_checksum(), "request ttl {ttl}");
+            assert!(IcmpPacket::new_checked(r.payload())
+                .unwrap()
+                .verify_checksum());
+        }
     }
 
     #[test]

@@ -6,6 +6,10 @@ use super::Malformed;
 /// The minimum header length.
 pub const MIN_HEADER_LEN: usize = 20;
 
+/// The TTL of the datagrams the appliance originates (RFC 1700's recommended default, as Linux
+/// and most hosts use): its ICMP errors and echo replies, its control-channel datagrams.
+pub const DEFAULT_TTL: u8 = 64;
+
 /// Whether the checksum of an IPv4 header without options (nearly every one) verifies: five
 /// 32-bit words, no loop, summed as they lie in memory (a ones' complement sum does not depend
 /// on byte order, and all ones, what a correct header sums to, reads the same either way).
@@ -252,12 +256,18 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         if ttl == 0 {
             return 0;
         }
+        self.set_ttl(ttl - 1);
+        ttl - 1
+    }
+
+    /// Sets the TTL, updating the header checksum incrementally.
+    #[inline]
+    pub fn set_ttl(&mut self, ttl: u8) {
         let old = u16::from_be_bytes([self.b()[8], self.b()[9]]);
-        self.m()[8] = ttl - 1;
+        self.m()[8] = ttl;
         let new = u16::from_be_bytes([self.b()[8], self.b()[9]]);
         let hc = checksum::update16(self.checksum(), old, new);
         self.m()[10..12].copy_from_slice(&hc.to_be_bytes());
-        ttl - 1
     }
 
     /// Recomputes the header checksum.

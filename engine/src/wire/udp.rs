@@ -179,7 +179,7 @@ impl Ipv4UdpHeaders {
             dst: dst.0.to_be_bytes(),
             protocol: super::ipv4::protocol::UDP,
             payload_len: 0,
-            ttl: 64,
+            ttl: super::ipv4::DEFAULT_TTL,
         }
         .emit(&mut bytes);
         bytes[6] &= !0x40; // DF
