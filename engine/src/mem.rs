@@ -9,9 +9,9 @@
 //! kernel declines (THP off, another OS), the tables work the same on small pages.
 //!
 //! Also the process's malloc settings for a daemon that runs for months
-//! (`fixed_mmap_threshold`).
+//! (`fixed_mmap_threshold`, `release_free_memory`).
 //!
-//! Holds two `unsafe` blocks: the `madvise` and `mallopt` calls.
+//! Holds three `unsafe` blocks: the `madvise`, `mallopt` and `malloc_trim` calls.
 
 #![allow(unsafe_code)]
 
@@ -81,6 +81,26 @@ pub fn fixed_mmap_threshold() -> bool {
         // be accepted at any time, and it changes no allocation already made.
         let rc = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD as libc::c_int) };
         rc == 1
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
+/// Gives the free memory inside malloc's heap and arenas back to the kernel (glibc's
+/// `malloc_trim(0)`), where freeing alone leaves it resident: the many small blocks of a large
+/// answer (an admin request listing a thousand connections made several MiB of strings and
+/// JSON nodes), or of a reload, are freed below allocations made since, which keep the heap
+/// from shrinking from its top. The next such answer takes the pages back from the kernel.
+/// For the control thread between requests, never a data core: it walks every arena, under
+/// each one's lock. Returns whether memory was released (never on other C libraries).
+pub fn release_free_memory() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim only returns free pages of malloc's own arenas to the kernel,
+        // under their locks; no allocation is moved or changed.
+        unsafe { libc::malloc_trim(0) == 1 }
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {

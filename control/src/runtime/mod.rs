@@ -611,6 +611,9 @@ impl Daemon {
             return;
         }
         drop(conn);
+        // Its answer is freed: a long one (describe of a thousand connections is several MiB
+        // of small blocks) would otherwise stay resident under what was allocated since.
+        sluice_engine::mem::release_free_memory();
         // Its place is free: what waits in the backlog is not signalled again.
         self.accept();
     }
@@ -681,6 +684,10 @@ impl Daemon {
                 trail.display()
             ));
         }
+        // What the reload made and dropped (the file's text, the checks, the configuration
+        // replaced) goes back to the kernel: a SIGHUP has no admin connection whose end would
+        // do it (`serve`).
+        sluice_engine::mem::release_free_memory();
         result
     }
 
