@@ -992,11 +992,13 @@ fn live_connections(
             }
             let list = dp.connections(a.client_vpn_endpoint_id.as_deref());
             let json = serde_json::json!({ "Connections": list });
-            let items = json["Connections"].as_array().cloned().unwrap_or_default();
-            let mut r = Response::object(json);
-            r.table = crate::admin::table::render(
+            drop(list);
+            let items = json["Connections"]
+                .as_array()
+                .map_or(&[][..], Vec::as_slice);
+            let table = crate::admin::table::render(
                 "Connections",
-                &items,
+                items,
                 &[
                     ("ConnectionId", "/ConnectionId"),
                     ("ClientIp", "/ClientIp"),
@@ -1012,6 +1014,8 @@ fn live_connections(
                     ("Reason", "/Status/Message"),
                 ],
             );
+            let mut r = Response::object(json);
+            r.table = table;
             Ok(r)
         }
         Verb::TerminateClientVpnConnections(a) => {
