@@ -93,13 +93,14 @@ pub const POOL_MBUFS_SPARE: u64 = 8192;
 /// `opts.queues` the worker cores): what their rings hold (`DevInfo::ring_mbufs`, over the
 /// queues each device actually gets: a device with fewer rx queues than cores does not fill
 /// an rx ring per core), `POOL_MBUFS_PER_CORE` a core and `POOL_MBUFS_SPARE`, rounded up to
-/// the next power of two less one (the size a DPDK mempool's ring uses best); at most `u32::MAX`.
+/// a power of two less one (the size a DPDK mempool's ring uses best); at most `u32::MAX`.
 pub fn pool_size(devices: &[DevInfo], opts: &EthOptions) -> u32 {
     let rings: u64 = devices.iter().map(|d| d.ring_mbufs(opts)).sum();
     let cores = u64::from(opts.queues.max(1));
     let want = rings + cores * POOL_MBUFS_PER_CORE + POOL_MBUFS_SPARE;
-    // The least 2^k - 1 that holds `want` (a `want` of exactly 2^k needs 2^(k+1) - 1).
-    u32::try_from((want + 1).next_power_of_two() - 1).unwrap_or(u32::MAX)
+    // A `want` of exactly 2^k gets 2^k - 1, one short: the spare absorbs it, where 2^(k+1) - 1
+    // would double the pool (the default single core on two ports wants exactly 16,384).
+    u32::try_from(want.next_power_of_two() - 1).unwrap_or(u32::MAX)
 }
 
 /// A device's limits on the descriptor count of one queue (`rte_eth_desc_lim`): a queue set up
@@ -838,10 +839,10 @@ mod tests {
         assert_eq!(small_tx.ring_mbufs(&opts(2)), 2 * 1024 + 2 * 512);
         // No device: the cores' share and the spare, 12,288, in a pool of 16,383.
         assert_eq!(pool_size(&[], &opts(1)), 16_383);
-        // Two cores and no device want 16,384 exactly: a pool of 32,767, not 16,383 (one
-        // mbuf short of the sum, as a total of exactly 2^k was rounded before).
+        // Two cores and no device want 16,384 exactly: a pool of 16,383 (the spare absorbs
+        // the one short), not 32,767.
         assert_eq!(share(2) + spare, 16_384);
-        assert_eq!(pool_size(&[], &opts(2)), 32_767);
+        assert_eq!(pool_size(&[], &opts(2)), 16_383);
         // Past u32: the largest count a pool takes.
         let huge = dev(u16::MAX, any, any);
         let max = EthOptions {
