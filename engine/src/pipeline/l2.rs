@@ -337,7 +337,8 @@ impl<P: Port> Worker<P> {
 /// Turns the IPv4 packet in `ip`, if it is a whole (not fragmented) ICMP echo request, into
 /// its reply, in place: addresses swapped, the type changed, the TTL a fresh `DEFAULT_TTL`
 /// (the request's may have been spent to 1 on its way, and a reply sent with what was left
-/// would die at the first router back), both checksums updated incrementally. False, and `ip` untouched, if it is anything else.
+/// would die at the first router back), both checksums updated incrementally. False, and `ip`
+/// untouched, if it is anything else.
 pub(crate) fn echo_reply_in_place(ip: &mut [u8]) -> bool {
     echo_reply_in_place_if(ip, |_, _| true)
 }
