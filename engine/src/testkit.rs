@@ -448,6 +448,22 @@ fn lab_rules_with(version: u64, rules: &[AuthzRule], eni: u32) -> RuleTable {
     }
 }
 
+/// A KiB figure of this process's `/proc/self/status` (`VmRSS`, `RssAnon`, ...), for the
+/// tests of the process's malloc settings (`mem`). Panics where there is none (not Linux).
+pub fn own_status_kib(field: &str) -> u64 {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        panic!("no /proc/self/status")
+    };
+    let value = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok());
+    let Some(kib) = value else {
+        panic!("no {field} in /proc/self/status")
+    };
+    kib
+}
+
 /// The lab's worker config: port 0 outside, port 1 in subnet 172.31.1.0/24.
 pub fn lab_config(flow_capacity: usize, session_capacity: usize) -> WorkerConfig {
     let ports = vec![

@@ -3,14 +3,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-/// The process's resident memory, KiB.
+/// The process's resident total memory, KiB.
 fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
+    sluice_engine::testkit::own_status_kib("VmRSS")
 }
 
 /// An argon2 check's 19 MiB block, written, then freed, with a small allocation kept between

@@ -1,17 +1,12 @@
 //! `mem::release_free_memory`, in a process of its own (it acts on the whole process's
-//! heap): the small blocks of a large answer, freed below a block allocated after them, stay
+//! heap): the small blocks of a large answer, freed between blocks still in use, stay
 //! resident until it runs, and go back to the kernel when it does.
 
 #![allow(clippy::unwrap_used)]
 
 /// The process's resident anonymous memory, KiB.
 fn rss_anon_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("RssAnon:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
+    sluice_engine::testkit::own_status_kib("RssAnon")
 }
 
 /// 32 MiB in 200-byte blocks (the strings and JSON nodes of a long listing), written, with
