@@ -118,6 +118,17 @@ impl<'a> Bytes<'a> {
     }
 }
 
+/// Sets the lengths of an IPv4 packet built here (a 20-byte header, then its payload): its
+/// total length, and a UDP datagram's.
+fn set_lengths(p: &mut [u8]) {
+    if p[9] == protocol::UDP && p.len() >= 28 {
+        let l = (p.len() - 20) as u16;
+        p[24..26].copy_from_slice(&l.to_be_bytes());
+    }
+    let total = p.len() as u16;
+    p[2..4].copy_from_slice(&total.to_be_bytes());
+}
+
 /// Makes the IPv4 header checksum and, when the packet is not a fragment, its UDP, TCP or
 /// ICMP checksum right (strict mode).
 fn fix_checksums(p: &mut [u8]) {
@@ -510,12 +521,7 @@ impl Rig {
             p[12..16].copy_from_slice(&src.to_be_bytes());
             p[16..20].copy_from_slice(&dst.to_be_bytes());
             p.extend_from_slice(body);
-            if proto == protocol::UDP && p.len() >= 28 {
-                let l = (p.len() - 20) as u16;
-                p[24..26].copy_from_slice(&l.to_be_bytes());
-            }
-            let total = p.len() as u16;
-            p[2..4].copy_from_slice(&total.to_be_bytes());
+            set_lengths(&mut p);
             self.may_hold |= frag & 0x3fff != 0;
             p
         };
@@ -635,13 +641,8 @@ impl Rig {
                 } else {
                     p.extend_from_slice(&ports);
                     p.extend_from_slice(body);
-                    if proto == protocol::UDP && p.len() >= 28 {
-                        let l = (p.len() - 20) as u16;
-                        p[24..26].copy_from_slice(&l.to_be_bytes());
-                    }
                 }
-                let total = p.len() as u16;
-                p[2..4].copy_from_slice(&total.to_be_bytes());
+                set_lengths(&mut p);
                 if self.strict {
                     fix_checksums(&mut p);
                 }
