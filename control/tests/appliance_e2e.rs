@@ -47,6 +47,22 @@ fn sluice(config: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Sets `endpoint`'s client login banner to `text` with the admin verb (in force at the next
+/// reload).
+fn set_banner(config: &Path, endpoint: &str, text: &str) {
+    let (code, _, err) = sluice(
+        config,
+        &[
+            "modify-client-vpn-endpoint",
+            "--client-vpn-endpoint-id",
+            endpoint,
+            "--client-login-banner-options",
+            &format!("Enabled=true,BannerText={text}"),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+}
+
 fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ok() {
@@ -2449,17 +2465,7 @@ fn the_daemon_restarted_under_connected_clients_tells_them_and_they_come_back() 
     // The banner, on both endpoints, by the admin verb and a reload.
     let banner = "Lab appliance: authorized use only";
     for ep in [ENDPOINT, SECOND] {
-        let (code, _, err) = sluice(
-            &config,
-            &[
-                "modify-client-vpn-endpoint",
-                "--client-vpn-endpoint-id",
-                ep,
-                "--client-login-banner-options",
-                &format!("Enabled=true,BannerText={banner}"),
-            ],
-        );
-        assert_eq!(code, 0, "{err}");
+        set_banner(&config, ep, banner);
     }
     let (code, _, err) = sluice(&config, &["reload"]);
     assert_eq!(code, 0, "{err}\n{}", read(&first_log));
@@ -2943,17 +2949,7 @@ fn soak_clients_come_and_go_and_the_appliance_returns_to_where_it_started() {
         assert!(code == 0 && out.contains("bob"), "{out}{err}");
         // A new banner, by the verb and a reload.
         banner += 1;
-        let (code, _, err) = sluice(
-            &config,
-            &[
-                "modify-client-vpn-endpoint",
-                "--client-vpn-endpoint-id",
-                ENDPOINT,
-                "--client-login-banner-options",
-                &format!("Enabled=true,BannerText=Soak cycle {banner}"),
-            ],
-        );
-        assert_eq!(code, 0, "{err}");
+        set_banner(&config, ENDPOINT, &format!("Soak cycle {banner}"));
         let (code, _, err) = sluice(&config, &["reload"]);
         assert_eq!(code, 0, "{err}\n{}", read(&daemon_log));
     }
