@@ -1265,6 +1265,77 @@ fn replies_follow_a_floated_client() {
     assert!(lab.client.open(&out[0]).is_some());
 }
 
+/// A data packet from a new outer address moves its session there only if its UDP checksum
+/// verifies (the AEAD does not cover the address): one whose source port changed on the way,
+/// its checksum as sent, is dropped `bad_udp_checksum` unopened, the session stays, and
+/// replies go where they went. From the session's own address a wrong checksum is left to the
+/// AEAD; and the changed packet, with the checksum its new port makes, floats the session.
+#[test]
+fn a_float_needs_a_udp_checksum_that_verifies() {
+    let mut lab = lab_with(GroupMask::EMPTY);
+    let echo = |seq| testkit::ipv4_echo(ip(lab::CLIENT_VIP), ip(lab::HOST_IP), true, 3, seq, b"");
+    let floated = |lab: &mut Lab| {
+        std::iter::from_fn(|| lab.mb.reports.pop())
+            .filter(|r| matches!(r, Report::Floated { .. }))
+            .count()
+    };
+    let reply_port = |lab: &mut Lab, sent: &[u8]| {
+        let nat_id = IcmpPacket::new_checked(ip_of(sent).payload())
+            .unwrap()
+            .echo_id();
+        let reply = testkit::ipv4_echo(ip(lab::HOST_IP), ip(lab::INSIDE_IP), false, nat_id, 1, b"");
+        let out = lab.reply_from_host(&reply);
+        assert_eq!(out.len(), 1);
+        assert!(lab.client.open(&out[0]).is_some());
+        UdpPacket::new_checked(ip_of(&out[0]).payload())
+            .unwrap()
+            .dst_port()
+    };
+    lab.send_from_client(&echo(1));
+    let first = lab.inside_sent();
+    assert_eq!(first.len(), 1);
+
+    let sealed = lab.client.frame(&echo(2));
+    let mut changed = sealed.clone();
+    changed[34..36].copy_from_slice(&40_000u16.to_be_bytes());
+    lab.w.port_mut(0).unwrap().inject(&changed);
+    lab.w.poll_once(lab.now);
+    assert!(lab.inside_sent().is_empty());
+    assert_eq!(lab.drops(DropReason::BadUdpChecksum), 1);
+    assert_eq!(floated(&mut lab), 0);
+    assert_eq!(reply_port(&mut lab, &first[0]), lab::CLIENT_PORT);
+
+    let mut own = lab.client.frame(&echo(3));
+    own[40] ^= 0xff;
+    lab.w.port_mut(0).unwrap().inject(&own);
+    lab.w.poll_once(lab.now);
+    assert_eq!(
+        lab.inside_sent().len(),
+        1,
+        "the session's own address: the AEAD decides"
+    );
+    assert_eq!(lab.drops(DropReason::BadUdpChecksum), 1);
+
+    let checked = testkit::eth_ipv4(
+        lab::OUTSIDE_MAC,
+        lab::CLIENT_MAC,
+        &testkit::ipv4_udp(
+            ip(lab::CLIENT_OUTER_IP),
+            40_000,
+            ip(lab::OUTSIDE_IP),
+            lab::VPN_PORT,
+            &sealed[42..],
+        ),
+    );
+    assert_ne!(checked[40..42], [0, 0]);
+    lab.w.port_mut(0).unwrap().inject(&checked);
+    lab.w.poll_once(lab.now);
+    assert_eq!(lab.inside_sent().len(), 1);
+    assert_eq!(floated(&mut lab), 1);
+    assert_eq!(reply_port(&mut lab, &first[0]), 40_000);
+    assert_eq!(nonzero_drops(&lab.w), vec![("bad_udp_checksum", 1)]);
+}
+
 /// A client that floats with every packet (ten source ports in one second) is reported to
 /// control once that second, at its first new address, and once at the next, at the address
 /// it then has: not once a packet, which would fill the report queue's room for the reports

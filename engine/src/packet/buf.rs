@@ -18,7 +18,8 @@ pub trait PacketBuf {
     fn headroom(&self) -> usize;
     /// Bytes free after the packet.
     fn tailroom(&self) -> usize;
-    /// Grows the packet by `len` bytes at the front and returns them.
+    /// Grows the packet by `len` bytes at the front and returns them, as the buffer holds them
+    /// (a front trimmed off comes back as it was).
     ///
     /// # Errors
     /// `NoRoom` when the headroom is smaller than `len` (the packet is unchanged).

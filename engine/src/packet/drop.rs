@@ -132,7 +132,9 @@ pub enum DropReason {
     /// control or answered on the core) whose UDP checksum, where present, does not verify:
     /// the reliability layer's header it carries (session ids, acks, packet ids) is covered by
     /// nothing else without tls-auth or tls-crypt, so a corrupted one is dropped, as a kernel's
-    /// UDP stack drops it. Data packets are left to their AEAD tag (`bad_aead_tag`).
+    /// UDP stack drops it. Data packets are left to their AEAD tag (`bad_aead_tag`), but for
+    /// one from an address other than its session's: the tag does not cover the address the
+    /// session would float to.
     BadUdpChecksum,
     /// A client's first hard reset while the appliance stops (`Command::StopAnswering`): not
     /// answered, so that the client tries again and finds the next daemon.

@@ -71,7 +71,7 @@ impl<P: Port> Worker<P> {
         let mut buf = buf;
         buf.trim_front(outer.payload_start);
         buf.truncate(outer.payload_len);
-        self.client_data(buf, peer, outer.remote);
+        self.client_data(buf, peer, &outer);
     }
 
     /// The outer headers of a frame `usual_outer` did not take: ARP, a ping, fragments, IPv4
@@ -327,8 +327,10 @@ impl<P: Port> Worker<P> {
         }
     }
 
-    /// A P_DATA_V2 packet (outer headers removed) of a session this core owns.
-    fn client_data(&mut self, mut buf: P::Buf, peer: PeerId, from: Remote) {
+    /// A P_DATA_V2 packet (outer headers removed, as `outer` read them) of a session this core
+    /// owns.
+    fn client_data(&mut self, mut buf: P::Buf, peer: PeerId, outer: &Outer) {
+        let from = outer.remote;
         let Some(idx) = self.sessions.index_of_peer(peer) else {
             return self.drop_packet(buf, DropReason::UnknownPeer);
         };
@@ -337,6 +339,14 @@ impl<P: Port> Worker<P> {
         let Some(s) = self.sessions.get_mut(idx) else {
             return self.drop_packet(buf, DropReason::UnknownPeer);
         };
+        // The AEAD covers the payload, not the outer addresses: a packet from an address other
+        // than the session's moves the session there once authenticated, so that address must
+        // be the one its sender wrote, as far as the UDP checksum can tell (a kernel's UDP
+        // stack, under OpenVPN, drops it otherwise). Only then is it checked.
+        let floated = s.id().remote() != from;
+        if floated && !udp_checksum_ok_under(&mut buf, outer) {
+            return self.drop_packet(buf, DropReason::BadUdpChecksum);
+        }
         let Some(key) = s.key_mut(key_id) else {
             return self.drop_packet(buf, DropReason::UnknownKeyId);
         };
@@ -348,7 +358,6 @@ impl<P: Port> Worker<P> {
         }
         // Authenticated: it may float to a new address (the reference §7.2).
         s.last_rx = now;
-        let floated = s.id().remote() != from;
         if floated {
             s.float_to(from);
         }
@@ -857,6 +866,19 @@ fn udp_checksum_ok(frame: &[u8], outer: &Outer) -> bool {
         .is_some_and(|u| {
             u.verify_checksum(outer.remote.ip.to_be_bytes(), outer.local.ip.to_be_bytes())
         })
+}
+
+/// `udp_checksum_ok` for a datagram whose outer headers (`outer`) were trimmed off `buf`:
+/// they are still in front of it, and are trimmed off again.
+#[cold]
+#[inline(never)]
+fn udp_checksum_ok_under<B: PacketBuf>(buf: &mut B, outer: &Outer) -> bool {
+    if buf.prepend(outer.payload_start).is_err() {
+        return false;
+    }
+    let ok = udp_checksum_ok(buf.data(), outer);
+    buf.trim_front(outer.payload_start);
+    ok
 }
 
 /// Checks Ethernet (as IPv4), IPv4 and UDP of any form and finds the listener; `Ok(None)` for
