@@ -3084,5 +3084,30 @@ fn soak_clients_come_and_go_and_the_appliance_returns_to_where_it_started() {
             "no end of {id} in the connection logs:\n{logged}"
         );
     }
+    // The same list in pages of 5 (`--max-results`, then each answer's NextToken): every
+    // connection once, in the same order, the last page without a token.
+    let mut paged = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut args = vec!["describe-client-vpn-connections", "--max-results", "5"];
+        if let Some(t) = &token {
+            args.extend(["--next-token", t]);
+        }
+        let (code, out, err) = sluice(&config, &args);
+        assert_eq!(code, 0, "{err}");
+        let page: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let items = page["Connections"].as_array().unwrap();
+        assert!(!items.is_empty() && items.len() <= 5, "{out}");
+        paged.extend(items.iter().cloned());
+        match page["NextToken"].as_str() {
+            Some(t) => token = Some(t.to_owned()),
+            None => break,
+        }
+    }
+    assert!(listed.len() > 5, "one page only: {figures}");
+    assert_eq!(
+        paged, listed,
+        "the pages of describe-client-vpn-connections"
+    );
     drop(daemon);
 }

@@ -1702,3 +1702,148 @@ fn a_crl_for_an_endpoint_without_client_certificates_is_refused() {
         "the refused CRL was written under the state directory"
     );
 }
+
+/// Every page of a describe verb's list (`--max-results 5`, then each answer's NextToken).
+fn pages(env: &Env, verb: &[&str], key: &str) -> Vec<Vec<Value>> {
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut args = verb.to_vec();
+        args.extend(["--max-results", "5"]);
+        if let Some(t) = &token {
+            args.extend(["--next-token", t]);
+        }
+        let page = env.ok(&args);
+        out.push(page[key].as_array().expect("items").clone());
+        match page["NextToken"].as_str() {
+            Some(t) => token = Some(t.to_owned()),
+            None => return out,
+        }
+    }
+}
+
+/// The describe verbs page their lists as the AWS API does: `--max-results` (5 to 1,000)
+/// items at most, a NextToken while more follow, the pages together the whole list in its
+/// order. A token goes on after its item: one whose item was deleted since is refused, and so
+/// is a token of another list; the table shows the token too.
+#[test]
+fn describe_verbs_answer_in_pages() {
+    let env = Env::new();
+    let mut text = env.text();
+    text.push_str(
+        r#"
+[[dataplane.port]]
+name = "inside-b"
+device = "net_null2"
+ip = "172.31.2.5/24"
+"#,
+    );
+    std::fs::write(&env.config, text).expect("write config");
+    let (_, out, err) = create(&env, "server.crt", "server.key");
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{err}"));
+    let id = v["ClientVpnEndpointId"].as_str().expect("id").to_owned();
+    associate(&env, &id);
+    associate_subnet(&env, &id, 'b', 2);
+    for (dst, subnet) in [
+        ("10.50.0.0/16", "subnet-a"),
+        ("10.60.0.0/16", "subnet-a"),
+        ("10.50.0.0/16", "subnet-b"),
+        ("10.70.0.0/16", "subnet-b"),
+    ] {
+        env.ok(&[
+            "create-client-vpn-route",
+            "--client-vpn-endpoint-id",
+            &id,
+            "--destination-cidr-block",
+            dst,
+            "--target-vpc-subnet-id",
+            subnet,
+        ]);
+    }
+    for third in 0..11 {
+        env.ok(&[
+            "authorize-client-vpn-ingress",
+            "--client-vpn-endpoint-id",
+            &id,
+            "--target-network-cidr",
+            &format!("10.80.{third}.0/24"),
+            "--authorize-all-groups",
+        ]);
+    }
+    for (verb, key, sizes) in [
+        ("describe-client-vpn-routes", "Routes", vec![5, 1]),
+        (
+            "describe-client-vpn-authorization-rules",
+            "AuthorizationRules",
+            vec![5, 5, 1],
+        ),
+    ] {
+        let whole = env.ok(&[verb])[key].as_array().expect("items").clone();
+        let paged = pages(&env, &[verb, "--client-vpn-endpoint-id", &id], key);
+        assert_eq!(
+            paged.iter().map(Vec::len).collect::<Vec<_>>(),
+            sizes,
+            "{verb}"
+        );
+        assert_eq!(paged.concat(), whole, "{verb}");
+    }
+    assert_eq!(
+        pages(
+            &env,
+            &["describe-client-vpn-target-networks"],
+            "ClientVpnTargetNetworks"
+        )
+        .len(),
+        1
+    );
+    assert_eq!(
+        pages(
+            &env,
+            &["describe-client-vpn-endpoints"],
+            "ClientVpnEndpoints"
+        )
+        .len(),
+        1
+    );
+
+    let first = env.ok(&["describe-client-vpn-routes", "--max-results", "5"]);
+    let token = first["NextToken"].as_str().expect("a token").to_owned();
+    let (code, table, err) = env.run(&[
+        "describe-client-vpn-routes",
+        "--max-results",
+        "5",
+        "--output",
+        "table",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(table.ends_with(&format!("NextToken: {token}\n")), "{table}");
+    env.refused(
+        &[
+            "describe-client-vpn-authorization-rules",
+            "--next-token",
+            &token,
+        ],
+        "InvalidPaginationToken",
+    );
+    for bad in ["4", "1001", "many"] {
+        env.refused(
+            &["describe-client-vpn-routes", "--max-results", bad],
+            "--max-results",
+        );
+    }
+    // The fifth route, the one the token goes on after, is deleted: the token is refused.
+    let fifth = &first["Routes"][4];
+    env.ok(&[
+        "delete-client-vpn-route",
+        "--client-vpn-endpoint-id",
+        &id,
+        "--destination-cidr-block",
+        fifth["DestinationCidr"].as_str().expect("cidr"),
+        "--target-vpc-subnet-id",
+        fifth["TargetSubnet"].as_str().expect("subnet"),
+    ]);
+    env.refused(
+        &["describe-client-vpn-routes", "--next-token", &token],
+        "InvalidPaginationToken",
+    );
+}

@@ -219,6 +219,24 @@ fn live_verbs_reloads_and_clean_stop() {
     let (code, out, err) = sluice(&config, &["describe-client-vpn-connections"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("\"Connections\": []"), "{out}");
+    // Paged as AWS pages it: 5 to 1,000 a page, and only a token it gave goes on.
+    let (code, out, err) = sluice(
+        &config,
+        &["describe-client-vpn-connections", "--max-results", "5"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("NextToken"), "{out}");
+    for (args, refused) in [
+        (["--max-results", "4"], "--max-results"),
+        (["--max-results", "1001"], "--max-results"),
+        (["--next-token", "zz"], "InvalidPaginationToken"),
+    ] {
+        let mut argv = vec!["describe-client-vpn-connections"];
+        argv.extend(args);
+        let (code, _, err) = sluice(&config, &argv);
+        assert_eq!(code, 2, "{argv:?}");
+        assert!(err.contains(refused), "{argv:?}: {err}");
+    }
     let unknown = "cvpn-endpoint-0123456789abcdef0";
     let (code, _, err) = sluice(
         &config,

@@ -67,13 +67,13 @@ pub enum Verb {
     /// Remove an authorization rule.
     RevokeClientVpnIngress(Revoke),
     /// Describe authorization rules.
-    DescribeClientVpnAuthorizationRules(OptionalEndpointId),
+    DescribeClientVpnAuthorizationRules(DescribeItems),
     /// Add a route.
     CreateClientVpnRoute(CreateRoute),
     /// Delete a route that was added with create-client-vpn-route.
     DeleteClientVpnRoute(DeleteRoute),
     /// Describe routes.
-    DescribeClientVpnRoutes(OptionalEndpointId),
+    DescribeClientVpnRoutes(DescribeItems),
     /// Import a certificate revocation list for client certificates.
     ImportClientVpnClientCertificateRevocationList(ImportCrl),
     /// Export the certificate revocation list.
@@ -81,7 +81,7 @@ pub enum Verb {
     /// Export the OpenVPN client configuration (.ovpn).
     ExportClientVpnClientConfiguration(ExportConfiguration),
     /// List the client connections of the running appliance (active and recently ended).
-    DescribeClientVpnConnections(OptionalEndpointId),
+    DescribeClientVpnConnections(DescribeItems),
     /// Disconnect client connections by connection id or by user name.
     TerminateClientVpnConnections(TerminateConnections),
 }
@@ -138,13 +138,29 @@ pub struct EndpointIdArg {
     pub client_vpn_endpoint_id: String,
 }
 
-/// An optional `--client-vpn-endpoint-id` (all endpoints when absent).
+/// An optional `--client-vpn-endpoint-id` (all endpoints when absent), and the page.
 #[derive(Debug, Args, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct OptionalEndpointId {
+pub struct DescribeItems {
     /// The endpoint (default: every endpoint).
     #[arg(long)]
     pub client_vpn_endpoint_id: Option<String>,
+    /// The page (`--max-results`, `--next-token`).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub paging: Paging,
+}
+
+/// `--max-results` and `--next-token` of a describe verb, as the AWS API pages its lists.
+#[derive(Clone, Debug, Default, Args, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Paging {
+    /// At most this many items (5 to 1000); the answer's NextToken asks for the next page.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(5..=1000))]
+    pub max_results: Option<u16>,
+    /// The NextToken of the previous answer: the page that follows it.
+    #[arg(long)]
+    pub next_token: Option<String>,
 }
 
 /// `describe-client-vpn-target-networks`.
@@ -157,6 +173,10 @@ pub struct DescribeTargetNetworks {
     /// Only these associations.
     #[arg(long, num_args = 1..)]
     pub association_ids: Vec<String>,
+    /// The page (`--max-results`, `--next-token`).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub paging: Paging,
 }
 
 /// `describe-client-vpn-endpoints`.
@@ -166,6 +186,10 @@ pub struct DescribeEndpoints {
     /// Only these endpoints.
     #[arg(long, num_args = 1..)]
     pub client_vpn_endpoint_ids: Vec<String>,
+    /// The page (`--max-results`, `--next-token`).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub paging: Paging,
 }
 
 /// `create-client-vpn-endpoint`.

@@ -7,11 +7,12 @@ use toml_edit::{value, Array, InlineTable, Item, Table};
 
 use super::cli::{
     ApplySecurityGroups, Associate, Authorize, Cli, CreateEndpoint, CreateRoute, DeleteRoute,
-    DescribeEndpoints, DescribeTargetNetworks, Disassociate, EndpointIdArg, ExportConfiguration,
-    ImportCrl, ModifyEndpoint, OptionalEndpointId, Output, Revoke, Verb,
+    DescribeEndpoints, DescribeItems, DescribeTargetNetworks, Disassociate, EndpointIdArg,
+    ExportConfiguration, ImportCrl, ModifyEndpoint, Output, Paging, Revoke, Verb,
 };
 use super::editor::{remove_at, Editor};
 use super::export::{ca_for, client_configuration, identity_from_pem};
+use super::paging::{self, Order, Page};
 use super::persist::write_atomic;
 use super::shorthand::{self, field, flag};
 use super::table::{self, Column};
@@ -559,6 +560,13 @@ fn describe_endpoints(
             item
         })
         .collect();
+    let Page { items, next_token } = paging::page(
+        items,
+        "endpoints",
+        Order::AsListed,
+        |e| paging::key_of(e, &["/ClientVpnEndpointId"]),
+        &a.paging,
+    )?;
     const COLUMNS: &[Column] = &[
         ("ClientVpnEndpointId", "/ClientVpnEndpointId"),
         ("Status", "/Status/Code"),
@@ -577,11 +585,12 @@ fn describe_endpoints(
         columns.insert(2, ("StatusMessage", "/Status/Message"));
     }
     let table = table::render("ClientVpnEndpoints", &items, &columns);
-    Ok(Response {
+    let response = Response {
         json: json!({ "ClientVpnEndpoints": items }),
         text: table.clone(),
         table,
-    })
+    };
+    Ok(paging::with_next_token(response, next_token))
 }
 
 /// Lists an endpoint's items for a describe verb.
@@ -600,33 +609,28 @@ fn describe_target_networks(
     path: &Path,
     a: &DescribeTargetNetworks,
 ) -> Result<Response, AdminError> {
-    let endpoint = OptionalEndpointId {
-        client_vpn_endpoint_id: a.client_vpn_endpoint_id.clone(),
-    };
     let loaded = config::load(path)?;
-    let all = describe_list_of(&loaded, &endpoint, List::TargetNetworks)?;
-    if a.association_ids.is_empty() {
-        return Ok(all);
-    }
-    let key = "ClientVpnTargetNetworks";
-    let listed = all.json[key].as_array().cloned().unwrap_or_default();
+    let mut items = list_items(
+        &loaded,
+        a.client_vpn_endpoint_id.as_deref(),
+        List::TargetNetworks,
+    )?;
     for id in &a.association_ids {
-        if !listed.iter().any(|t| t["AssociationId"] == id.as_str()) {
+        if !items.iter().any(|t| t["AssociationId"] == id.as_str()) {
             return Err(AdminError::request(
                 "InvalidClientVpnAssociationId.NotFound",
                 format!("the association {id} does not exist"),
             ));
         }
     }
-    let items: Vec<Value> = listed
-        .into_iter()
-        .filter(|t| {
+    if !a.association_ids.is_empty() {
+        items.retain(|t| {
             a.association_ids
                 .iter()
                 .any(|id| t["AssociationId"] == id.as_str())
-        })
-        .collect();
-    Ok(list_response(key, items, TARGET_NETWORK_COLUMNS))
+        });
+    }
+    list_response(List::TargetNetworks, items, &a.paging)
 }
 
 const TARGET_NETWORK_COLUMNS: &[Column] = &[
@@ -642,68 +646,101 @@ const TARGET_NETWORK_COLUMNS: &[Column] = &[
     ("Status", "/Status/Code"),
 ];
 
-/// A describe verb's answer: `items` under `key`, and their table.
-fn list_response(key: &str, items: Vec<Value>, columns: &[Column]) -> Response {
+/// A describe verb's answer: the page of `items` that `asked` says, under the list's
+/// key, and their table.
+fn list_response(list: List, items: Vec<Value>, asked: &Paging) -> Result<Response, AdminError> {
+    let (key, columns, identity) = list.shape();
+    let Page { items, next_token } = paging::page(
+        items,
+        key,
+        Order::AsListed,
+        |i| paging::key_of(i, identity),
+        asked,
+    )?;
     let table = table::render(key, &items, columns);
-    Response {
+    let response = Response {
         json: json!({ key: items }),
         text: table.clone(),
         table,
-    }
+    };
+    Ok(paging::with_next_token(response, next_token))
 }
 
-fn describe_list(path: &Path, a: &OptionalEndpointId, list: List) -> Result<Response, AdminError> {
-    describe_list_of(&config::load(path)?, a, list)
+fn describe_list(path: &Path, a: &DescribeItems, list: List) -> Result<Response, AdminError> {
+    let items = list_items(
+        &config::load(path)?,
+        a.client_vpn_endpoint_id.as_deref(),
+        list,
+    )?;
+    list_response(list, items, &a.paging)
 }
 
-fn describe_list_of(
+/// The items of `list` of the endpoint `endpoint` (each endpoint's, in turn, when `None`).
+fn list_items(
     loaded: &Loaded,
-    a: &OptionalEndpointId,
+    endpoint: Option<&str>,
     list: List,
-) -> Result<Response, AdminError> {
+) -> Result<Vec<Value>, AdminError> {
     use super::describe;
-    if let Some(id) = &a.client_vpn_endpoint_id {
+    if let Some(id) = endpoint {
         find(loaded, id)?;
     }
-    let endpoints = loaded.config.endpoints.iter().filter(|e| {
-        a.client_vpn_endpoint_id
-            .as_deref()
-            .is_none_or(|id| id == e.id.as_str())
-    });
-    let (key, columns, f): (&str, &[Column], ItemsOf) = match list {
-        List::TargetNetworks => (
-            "ClientVpnTargetNetworks",
-            TARGET_NETWORK_COLUMNS,
-            describe::target_networks,
-        ),
-        List::AuthorizationRules => (
-            "AuthorizationRules",
-            &[
-                ("ClientVpnEndpointId", "/ClientVpnEndpointId"),
-                ("DestinationCidr", "/DestinationCidr"),
-                ("GroupId", "/GroupId"),
-                ("AccessAll", "/AccessAll"),
-                ("Status", "/Status/Code"),
-                ("Description", "/Description"),
-            ],
-            describe::authorization_rules,
-        ),
-        List::Routes => (
-            "Routes",
-            &[
-                ("ClientVpnEndpointId", "/ClientVpnEndpointId"),
-                ("DestinationCidr", "/DestinationCidr"),
-                ("TargetSubnet", "/TargetSubnet"),
-                ("Type", "/Type"),
-                ("Origin", "/Origin"),
-                ("Status", "/Status/Code"),
-                ("Description", "/Description"),
-            ],
-            describe::routes,
-        ),
+    let f: ItemsOf = match list {
+        List::TargetNetworks => describe::target_networks,
+        List::AuthorizationRules => describe::authorization_rules,
+        List::Routes => describe::routes,
     };
-    let items: Vec<Value> = endpoints.flat_map(f).collect();
-    Ok(list_response(key, items, columns))
+    Ok(loaded
+        .config
+        .endpoints
+        .iter()
+        .filter(|e| endpoint.is_none_or(|id| id == e.id.as_str()))
+        .flat_map(f)
+        .collect())
+}
+
+impl List {
+    /// The list's key in the answer, its table's columns, and the members that name one of
+    /// its items (for the page tokens).
+    fn shape(self) -> (&'static str, &'static [Column], &'static [&'static str]) {
+        match self {
+            Self::TargetNetworks => (
+                "ClientVpnTargetNetworks",
+                TARGET_NETWORK_COLUMNS,
+                &["/AssociationId"],
+            ),
+            Self::AuthorizationRules => (
+                "AuthorizationRules",
+                &[
+                    ("ClientVpnEndpointId", "/ClientVpnEndpointId"),
+                    ("DestinationCidr", "/DestinationCidr"),
+                    ("GroupId", "/GroupId"),
+                    ("AccessAll", "/AccessAll"),
+                    ("Status", "/Status/Code"),
+                    ("Description", "/Description"),
+                ],
+                &[
+                    "/ClientVpnEndpointId",
+                    "/DestinationCidr",
+                    "/GroupId",
+                    "/AccessAll",
+                ],
+            ),
+            Self::Routes => (
+                "Routes",
+                &[
+                    ("ClientVpnEndpointId", "/ClientVpnEndpointId"),
+                    ("DestinationCidr", "/DestinationCidr"),
+                    ("TargetSubnet", "/TargetSubnet"),
+                    ("Type", "/Type"),
+                    ("Origin", "/Origin"),
+                    ("Status", "/Status/Code"),
+                    ("Description", "/Description"),
+                ],
+                &["/ClientVpnEndpointId", "/DestinationCidr", "/TargetSubnet"],
+            ),
+        }
+    }
 }
 
 fn associate(path: &Path, a: &Associate) -> Result<Response, AdminError> {

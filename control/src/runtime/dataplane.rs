@@ -1410,19 +1410,19 @@ impl Dataplane {
             || self.running.iter().any(|e| e.id.to_string() == id)
     }
 
-    /// The connections of `endpoint` (all when `None`): active ones, then recently ended ones.
-    pub fn connections(&self, endpoint: Option<&str>) -> Vec<Connection> {
-        let mut v: Vec<Connection> = self
+    /// The connections of `endpoint` (all when `None`), active and recently ended, in the order
+    /// they were established (then by connection id: the order the pages of describe follow).
+    pub fn connections(&self, endpoint: Option<&str>) -> Vec<&Connection> {
+        let mut v: Vec<&Connection> = self
             .connections
             .values()
             .chain(self.closing.values().map(|c| &c.connection))
             .chain(self.ended.iter())
             .filter(|c| endpoint.is_none_or(|e| c.client_vpn_endpoint_id == e))
-            .cloned()
             .collect();
         v.sort_by(|a, b| {
-            a.connection_established_time
-                .cmp(&b.connection_established_time)
+            (&a.connection_established_time, &a.connection_id)
+                .cmp(&(&b.connection_established_time, &b.connection_id))
         });
         v
     }

@@ -990,7 +990,17 @@ fn live_connections(
                     return Err(AdminError::endpoint_not_found(id));
                 }
             }
-            let list = dp.connections(a.client_vpn_endpoint_id.as_deref());
+            use crate::admin::paging::{self, Order, Page};
+            let Page {
+                items: list,
+                next_token,
+            } = paging::page(
+                dp.connections(a.client_vpn_endpoint_id.as_deref()),
+                "connections",
+                Order::ByKey,
+                |c| format!("{}\n{}", c.connection_established_time, c.connection_id),
+                &a.paging,
+            )?;
             let json = serde_json::json!({ "Connections": list });
             drop(list);
             let items = json["Connections"]
@@ -1016,7 +1026,7 @@ fn live_connections(
             );
             let mut r = Response::object(json);
             r.table = table;
-            Ok(r)
+            Ok(paging::with_next_token(r, next_token))
         }
         Verb::TerminateClientVpnConnections(a) => {
             if !dp.knows(&a.client_vpn_endpoint_id) {
