@@ -3109,5 +3109,26 @@ fn soak_clients_come_and_go_and_the_appliance_returns_to_where_it_started() {
         paged, listed,
         "the pages of describe-client-vpn-connections"
     );
+    // And filtered: bob's connections, and one connection by its id (with a wildcard).
+    let filtered = |filter: &str| -> Vec<serde_json::Value> {
+        let (code, out, err) = sluice(
+            &config,
+            &["describe-client-vpn-connections", "--filters", filter],
+        );
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["Connections"].as_array().unwrap().clone()
+    };
+    let bobs: Vec<serde_json::Value> = listed
+        .iter()
+        .filter(|c| c["Username"] == "bob")
+        .cloned()
+        .collect();
+    assert!(!bobs.is_empty(), "no connection of bob's listed: {figures}");
+    assert_eq!(filtered("Name=username,Values=bob"), bobs);
+    let id = listed[3]["ConnectionId"].as_str().unwrap();
+    let pattern = format!("Name=connection-id,Values=nobody,{}*", &id[..id.len() - 2]);
+    let by_id = filtered(&pattern);
+    assert!(by_id.contains(&listed[3]), "{pattern}: {by_id:?}");
     drop(daemon);
 }

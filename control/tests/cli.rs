@@ -1725,7 +1725,8 @@ fn pages(env: &Env, verb: &[&str], key: &str) -> Vec<Vec<Value>> {
 /// The describe verbs page their lists as the AWS API does: `--max-results` (5 to 1,000)
 /// items at most, a NextToken while more follow, the pages together the whole list in its
 /// order. A token goes on after its item: one whose item was deleted since is refused, and so
-/// is a token of another list; the table shows the token too.
+/// is a token of another list; the table shows the token too. Their `--filters` keep the
+/// items every filter matches, shorthand or JSON, and the pages are of those.
 #[test]
 fn describe_verbs_answer_in_pages() {
     let env = Env::new();
@@ -1831,6 +1832,61 @@ ip = "172.31.2.5/24"
             "--max-results",
         );
     }
+    // Filters, as AWS's: every filter must match, any of its values (wildcards allowed), and
+    // the pages are of what they keep.
+    let cidrs = |v: &Value, key: &str| -> Vec<String> {
+        v[key]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|i| i["DestinationCidr"].as_str().expect("cidr").to_owned())
+            .collect()
+    };
+    let via_b = env.ok(&[
+        "describe-client-vpn-routes",
+        "--filters",
+        "Name=target-subnet,Values=subnet-b",
+        "Name=destination-cidr,Values=10.*",
+    ]);
+    assert_eq!(cidrs(&via_b, "Routes"), ["10.50.0.0/16", "10.70.0.0/16"]);
+    let some = pages(
+        &env,
+        &[
+            "describe-client-vpn-authorization-rules",
+            "--filters",
+            r#"[{"Name": "destination-cidr", "Values": ["10.80.1*", "10.80.2.0/24"]}]"#,
+        ],
+        "AuthorizationRules",
+    );
+    assert_eq!(some.iter().map(Vec::len).collect::<Vec<_>>(), [3]);
+    let tcp = env.ok(&[
+        "describe-client-vpn-endpoints",
+        "--filters",
+        "Name=transport-protocol,Values=tcp",
+    ]);
+    assert_eq!(tcp["ClientVpnEndpoints"], serde_json::json!([]));
+    let vpc = env.ok(&[
+        "describe-client-vpn-target-networks",
+        "--filters",
+        "Name=target-network-id,Values=subnet-a,subnet-b",
+        "Name=vpc-id,Values=vpc-?",
+    ]);
+    assert_eq!(
+        vpc["ClientVpnTargetNetworks"].as_array().map(Vec::len),
+        Some(2)
+    );
+    env.refused(
+        &[
+            "describe-client-vpn-routes",
+            "--filters",
+            "Name=group-id,Values=x",
+        ],
+        "origin, target-subnet",
+    );
+    env.refused(
+        &["describe-client-vpn-routes", "--filters", "Name=origin"],
+        "InvalidParameterValue",
+    );
     // The fifth route, the one the token goes on after, is deleted: the token is refused.
     let fifth = &first["Routes"][4];
     env.ok(&[

@@ -219,17 +219,32 @@ fn live_verbs_reloads_and_clean_stop() {
     let (code, out, err) = sluice(&config, &["describe-client-vpn-connections"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("\"Connections\": []"), "{out}");
-    // Paged as AWS pages it: 5 to 1,000 a page, and only a token it gave goes on.
+    // Paged and filtered as AWS does it: 5 to 1,000 a page, only a token it gave goes on, and
+    // only its own filters.
     let (code, out, err) = sluice(
         &config,
         &["describe-client-vpn-connections", "--max-results", "5"],
     );
     assert_eq!(code, 0, "{err}");
     assert!(!out.contains("NextToken"), "{out}");
+    let (code, out, err) = sluice(
+        &config,
+        &[
+            "describe-client-vpn-connections",
+            "--filters",
+            "Name=username,Values=alice",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"Connections\": []"), "{out}");
     for (args, refused) in [
         (["--max-results", "4"], "--max-results"),
         (["--max-results", "1001"], "--max-results"),
         (["--next-token", "zz"], "InvalidPaginationToken"),
+        (
+            ["--filters", "Name=group-id,Values=x"],
+            "connection-id, username",
+        ),
     ] {
         let mut argv = vec!["describe-client-vpn-connections"];
         argv.extend(args);

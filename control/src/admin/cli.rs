@@ -145,6 +145,10 @@ pub struct DescribeItems {
     /// The endpoint (default: every endpoint).
     #[arg(long)]
     pub client_vpn_endpoint_id: Option<String>,
+    /// Only the items every filter matches: `Name=NAME,Values=V1,V2` or JSON, as in the AWS
+    /// CLI (`*` and `?` as wildcards).
+    #[arg(long, num_args = 1..)]
+    pub filters: Vec<String>,
     /// The page (`--max-results`, `--next-token`).
     #[command(flatten)]
     #[serde(flatten)]
@@ -173,6 +177,10 @@ pub struct DescribeTargetNetworks {
     /// Only these associations.
     #[arg(long, num_args = 1..)]
     pub association_ids: Vec<String>,
+    /// Only the items every filter matches: `Name=NAME,Values=V1,V2` or JSON, as in the AWS
+    /// CLI (`*` and `?` as wildcards).
+    #[arg(long, num_args = 1..)]
+    pub filters: Vec<String>,
     /// The page (`--max-results`, `--next-token`).
     #[command(flatten)]
     #[serde(flatten)]
@@ -186,6 +194,10 @@ pub struct DescribeEndpoints {
     /// Only these endpoints.
     #[arg(long, num_args = 1..)]
     pub client_vpn_endpoint_ids: Vec<String>,
+    /// Only the items every filter matches: `Name=NAME,Values=V1,V2` or JSON, as in the AWS
+    /// CLI (`*` and `?` as wildcards).
+    #[arg(long, num_args = 1..)]
+    pub filters: Vec<String>,
     /// The page (`--max-results`, `--next-token`).
     #[command(flatten)]
     #[serde(flatten)]

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod describe;
 pub mod editor;
 pub mod export;
+pub mod filters;
 pub mod paging;
 pub mod persist;
 pub mod shorthand;

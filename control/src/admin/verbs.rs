@@ -12,6 +12,7 @@ use super::cli::{
 };
 use super::editor::{remove_at, Editor};
 use super::export::{ca_for, client_configuration, identity_from_pem};
+use super::filters::{json_field, Filters};
 use super::paging::{self, Order, Page};
 use super::persist::write_atomic;
 use super::shorthand::{self, field, flag};
@@ -560,6 +561,14 @@ fn describe_endpoints(
             item
         })
         .collect();
+    let items = filtered(
+        items,
+        &a.filters,
+        &[
+            ("endpoint-id", "/ClientVpnEndpointId"),
+            ("transport-protocol", "/TransportProtocol"),
+        ],
+    )?;
     let Page { items, next_token } = paging::page(
         items,
         "endpoints",
@@ -630,7 +639,7 @@ fn describe_target_networks(
                 .any(|id| t["AssociationId"] == id.as_str())
         });
     }
-    list_response(List::TargetNetworks, items, &a.paging)
+    list_response(List::TargetNetworks, items, &a.filters, &a.paging)
 }
 
 const TARGET_NETWORK_COLUMNS: &[Column] = &[
@@ -646,10 +655,16 @@ const TARGET_NETWORK_COLUMNS: &[Column] = &[
     ("Status", "/Status/Code"),
 ];
 
-/// A describe verb's answer: the page of `items` that `asked` says, under the list's
-/// key, and their table.
-fn list_response(list: List, items: Vec<Value>, asked: &Paging) -> Result<Response, AdminError> {
+/// A describe verb's answer: of `items`, those `filters` match, the page of them that `asked`
+/// says, under the list's key, and their table.
+fn list_response(
+    list: List,
+    items: Vec<Value>,
+    filters: &[String],
+    asked: &Paging,
+) -> Result<Response, AdminError> {
     let (key, columns, identity) = list.shape();
+    let items = filtered(items, filters, list.filters())?;
     let Page { items, next_token } = paging::page(
         items,
         key,
@@ -672,7 +687,30 @@ fn describe_list(path: &Path, a: &DescribeItems, list: List) -> Result<Response,
         a.client_vpn_endpoint_id.as_deref(),
         list,
     )?;
-    list_response(list, items, &a.paging)
+    list_response(list, items, &a.filters, &a.paging)
+}
+
+/// The items every filter in `args` matches; `fields` names each filter's field (a JSON
+/// pointer into an item).
+///
+/// # Errors
+/// As `Filters::parse`.
+fn filtered(
+    mut items: Vec<Value>,
+    args: &[String],
+    fields: &[(&str, &str)],
+) -> Result<Vec<Value>, AdminError> {
+    let names: Vec<&str> = fields.iter().map(|(n, _)| *n).collect();
+    let filters = Filters::parse(args, &names)?;
+    if !filters.is_empty() {
+        items.retain(|item| {
+            filters.matches(|name| {
+                let (_, pointer) = fields.iter().find(|(n, _)| *n == name)?;
+                json_field(item, pointer)
+            })
+        });
+    }
+    Ok(items)
 }
 
 /// The items of `list` of the endpoint `endpoint` (each endpoint's, in turn, when `None`).
@@ -700,6 +738,27 @@ fn list_items(
 }
 
 impl List {
+    /// The filters AWS gives the list's describe verb, and the field each matches.
+    fn filters(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Self::TargetNetworks => &[
+                ("association-id", "/AssociationId"),
+                ("target-network-id", "/TargetNetworkId"),
+                ("vpc-id", "/VpcId"),
+            ],
+            Self::AuthorizationRules => &[
+                ("description", "/Description"),
+                ("destination-cidr", "/DestinationCidr"),
+                ("group-id", "/GroupId"),
+            ],
+            Self::Routes => &[
+                ("destination-cidr", "/DestinationCidr"),
+                ("origin", "/Origin"),
+                ("target-subnet", "/TargetSubnet"),
+            ],
+        }
+    }
+
     /// The list's key in the answer, its table's columns, and the members that name one of
     /// its items (for the page tokens).
     fn shape(self) -> (&'static str, &'static [Column], &'static [&'static str]) {

@@ -990,12 +990,22 @@ fn live_connections(
                     return Err(AdminError::endpoint_not_found(id));
                 }
             }
+            use crate::admin::filters::Filters;
             use crate::admin::paging::{self, Order, Page};
+            let filters = Filters::parse(&a.filters, &["connection-id", "username"])?;
+            let mut list = dp.connections(a.client_vpn_endpoint_id.as_deref());
+            list.retain(|c| {
+                filters.matches(|name| match name {
+                    "connection-id" => Some(c.connection_id.clone()),
+                    "username" => c.username.clone(),
+                    _ => None,
+                })
+            });
             let Page {
                 items: list,
                 next_token,
             } = paging::page(
-                dp.connections(a.client_vpn_endpoint_id.as_deref()),
+                list,
                 "connections",
                 Order::ByKey,
                 |c| format!("{}\n{}", c.connection_established_time, c.connection_id),
