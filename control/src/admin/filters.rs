@@ -277,6 +277,12 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// An administrator's text never panics the parser (it comes over the admin socket).
+        #[test]
+        fn parsing_never_panics(args in proptest::collection::vec(".{0,48}", 0..3)) {
+            let _ = Filters::parse(&args, &["username", "connection-id"]);
+        }
+
         /// Against a naive recursive matcher, on short texts over a small alphabet.
         #[test]
         fn wildcard_matches_as_a_naive_matcher(p in "[ab*?]{0,8}", t in "[ab]{0,10}") {
