@@ -3061,7 +3061,8 @@ fn soak_clients_come_and_go_and_the_appliance_returns_to_where_it_started() {
         all_logs(&logs)
     );
     // Each connection made has its end in its endpoint's log, and is listed terminated
-    // (describe keeps the last 1,000 ended).
+    // (describe lists those ended in the last hour, the last 1,000 at most: every one, in a
+    // soak shorter than that).
     let logged: String = read(&d.join("connections-1.log")) + &read(&d.join("connections-2.log"));
     let ends: Vec<String> = logged
         .lines()
@@ -3076,7 +3077,14 @@ fn soak_clients_come_and_go_and_the_appliance_returns_to_where_it_started() {
         made,
         "connection ends logged: {figures}\n{logged}"
     );
-    assert_eq!(listed.len(), made.min(1000), "{figures}\n{listed:?}");
+    if began.elapsed() < Duration::from_secs(55 * 60) {
+        assert_eq!(listed.len(), made.min(1000), "{figures}\n{listed:?}");
+    } else {
+        assert!(
+            !listed.is_empty() && listed.len() <= made.min(1000),
+            "{figures}\n{listed:?}"
+        );
+    }
     for c in &listed {
         let id = c["ConnectionId"].as_str().unwrap();
         assert!(

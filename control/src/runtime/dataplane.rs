@@ -104,6 +104,45 @@ const FINAL_COUNTERS_WAIT: Duration = Duration::from_secs(2);
 /// recent ones; older ones are only in the connection log.
 const ENDED_KEPT: usize = 1000;
 
+/// How long `describe-client-vpn-connections` lists a connection after it ended: AWS lists
+/// "connections that have been terminated within the last 60 minutes".
+const ENDED_LISTED_FOR: Duration = Duration::from_secs(60 * 60);
+
+/// The recently ended connections, oldest first, with when each ended: at most `ENDED_KEPT`,
+/// none that ended `ENDED_LISTED_FOR` ago or longer.
+#[derive(Default)]
+struct Ended(VecDeque<(Instant, Connection)>);
+
+impl Ended {
+    /// A connection that ended `now`.
+    fn push(&mut self, now: Instant, c: Connection) {
+        self.expire(now);
+        if self.0.len() >= ENDED_KEPT {
+            self.0.pop_front();
+        }
+        self.0.push_back((now, c));
+    }
+
+    /// Forgets those that ended too long before `now`.
+    fn expire(&mut self, now: Instant) {
+        while self
+            .0
+            .front()
+            .is_some_and(|(at, _)| now.saturating_duration_since(*at) >= ENDED_LISTED_FOR)
+        {
+            self.0.pop_front();
+        }
+    }
+
+    /// Those describe lists at `now`.
+    fn listed(&self, now: Instant) -> impl Iterator<Item = &Connection> {
+        self.0
+            .iter()
+            .filter(move |(at, _)| now.saturating_duration_since(*at) < ENDED_LISTED_FOR)
+            .map(|(_, c)| c)
+    }
+}
+
 /// An ended connection waiting for its final counters.
 struct Closing {
     connection: Connection,
@@ -136,8 +175,8 @@ pub struct Dataplane {
     /// last connection-log line waits for the core's final counters (`Report::Removed`), or
     /// `FINAL_COUNTERS_WAIT`.
     closing: HashMap<u32, Closing>,
-    /// The last `ENDED_KEPT` ended connections, oldest first, for describe.
-    ended: VecDeque<Connection>,
+    /// The connections ended in the last hour (the last `ENDED_KEPT` of them), for describe.
+    ended: Ended,
     // Dropped last, in this order: ports, then the pool and the EAL they hold.
     devs: Vec<EthDev>,
     /// The ports' one mbuf pool, read for the mbufs out of it (`update_metrics`).
@@ -500,7 +539,7 @@ impl Dataplane {
             core_room,
             connections: HashMap::new(),
             closing: HashMap::new(),
-            ended: VecDeque::new(),
+            ended: Ended::default(),
             devs,
             pool,
             _eal: eal,
@@ -549,6 +588,7 @@ impl Dataplane {
             self.drain(i);
         }
         self.finish_overdue(now);
+        self.ended.expire(now);
         let closing = self.closing.values().map(|c| c.until).min();
         self.servers
             .iter()
@@ -1031,10 +1071,7 @@ impl Dataplane {
     fn finish(&mut self, e: usize, mut c: Connection, end: SystemTime) {
         c.status.code = "terminated".into();
         self.log_line(e, LogType::Reset, &c, None, Some(end));
-        if self.ended.len() >= ENDED_KEPT {
-            self.ended.pop_front();
-        }
-        self.ended.push_back(c);
+        self.ended.push(Instant::now(), c);
     }
 
     /// Finishes the ended connections whose final counters did not come in time.
@@ -1417,7 +1454,7 @@ impl Dataplane {
             .connections
             .values()
             .chain(self.closing.values().map(|c| &c.connection))
-            .chain(self.ended.iter())
+            .chain(self.ended.listed(Instant::now()))
             .filter(|c| endpoint.is_none_or(|e| c.client_vpn_endpoint_id == e))
             .collect();
         v.sort_by(|a, b| {
@@ -1870,6 +1907,35 @@ access_group_id = "finance""#,
             |_| 0,
         );
         assert_eq!(out[0], [(PeerId(7), new[0].mask(["finance"]))]);
+    }
+
+    /// Describe lists an ended connection for an hour, as AWS does ("terminated within the
+    /// last 60 minutes"), and the last `ENDED_KEPT` at most; those past the hour are forgotten.
+    #[test]
+    fn ended_connections_are_listed_for_an_hour_and_a_thousand_at_most() {
+        let t0 = Instant::now();
+        let minutes = |m: u64| t0 + Duration::from_secs(60 * m);
+        let names = |e: &Ended, at: Instant| -> Vec<String> {
+            e.listed(at).filter_map(|c| c.username.clone()).collect()
+        };
+        let mut e = Ended::default();
+        e.push(t0, made(Some("alice"), &[]));
+        e.push(minutes(30), made(Some("bob"), &[]));
+        assert_eq!(names(&e, minutes(59)), ["alice", "bob"]);
+        assert_eq!(names(&e, minutes(60)), ["bob"]);
+        e.expire(minutes(60));
+        assert_eq!(e.0.len(), 1, "alice's is forgotten, not only unlisted");
+        for i in 0..ENDED_KEPT {
+            e.push(minutes(31), made(Some(&format!("u{i}")), &[]));
+        }
+        let listed = names(&e, minutes(31));
+        assert_eq!(listed.len(), ENDED_KEPT);
+        assert_eq!(
+            listed.first().map(String::as_str),
+            Some("u0"),
+            "bob's made room"
+        );
+        assert!(names(&e, minutes(91)).is_empty());
     }
 
     /// New DNS servers reset the endpoint's connections, as AWS's do ("Modifying the DNS
