@@ -4387,3 +4387,32 @@ fn later_fragments_after_an_ended_sessions_flows_are_gone_are_dropped_no_flow() 
     assert!(w.port_mut(0).unwrap().take_sent().is_empty());
     assert_eq!(nonzero_drops(&w), vec![("no_flow", 2)]);
 }
+
+/// A client's packet to the broadcast or network address of the target subnet (a directed
+/// broadcast) is dropped, `directed_broadcast`: not forwarded (RFC 2644), no flow made for it,
+/// and no ARP request sent for an address no host has (it used to be, and the packet waited
+/// in the queue for an answer that never came, uncounted until then; found by the
+/// engine_pipeline fuzz target). A host's address in the same subnet still goes through.
+#[test]
+fn a_directed_broadcast_into_the_subnet_is_dropped_not_resolved() {
+    let mut lab = lab_with(GroupMask::EMPTY);
+    for (n, dst) in ["172.31.1.255", "172.31.1.0"].into_iter().enumerate() {
+        let udp = testkit::ipv4_udp(ip(lab::CLIENT_VIP), 6, ip(dst), 1542, b"x");
+        lab.send_from_client(&udp);
+        let ping = testkit::ipv4_echo(ip(lab::CLIENT_VIP), ip(dst), true, 9, 1, b"");
+        lab.send_from_client(&ping);
+        assert!(lab.inside_sent().is_empty(), "{dst}: nothing sent, no ARP");
+        assert_eq!(lab.drops(DropReason::DirectedBroadcast), 2 * n as u64 + 2);
+    }
+    assert_eq!(lab.w.flow_count(), 0);
+    assert_eq!(nonzero_drops(&lab.w), vec![("directed_broadcast", 4)]);
+    lab.send_from_client(&testkit::ipv4_echo(
+        ip(lab::CLIENT_VIP),
+        ip(lab::HOST_IP),
+        true,
+        9,
+        2,
+        b"",
+    ));
+    assert_eq!(lab.inside_sent().len(), 1);
+}

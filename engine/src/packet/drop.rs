@@ -139,11 +139,15 @@ pub enum DropReason {
     /// A client's first hard reset while the appliance stops (`Command::StopAnswering`): not
     /// answered, so that the client tries again and finds the next daemon.
     Stopping,
+    /// A client's packet to the broadcast or network address of the subnet its route leaves
+    /// into (a directed broadcast): not forwarded, as routers do by default (RFC 2644), and
+    /// never resolved with ARP (no host has that address).
+    DirectedBroadcast,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [Self; 51] = [
+    pub const ALL: [Self; 52] = [
         Self::MalformedEthernet,
         Self::MalformedIpv4,
         Self::MalformedUdp,
@@ -195,6 +199,7 @@ impl DropReason {
         Self::SessionFlowsFull,
         Self::BadUdpChecksum,
         Self::Stopping,
+        Self::DirectedBroadcast,
     ];
 
     /// The number of reasons.
@@ -254,6 +259,7 @@ impl DropReason {
             Self::SessionFlowsFull => "session_flows_full",
             Self::BadUdpChecksum => "bad_udp_checksum",
             Self::Stopping => "stopping",
+            Self::DirectedBroadcast => "directed_broadcast",
         }
     }
 }

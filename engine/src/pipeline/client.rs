@@ -654,6 +654,17 @@ impl<P: Port> Worker<P> {
         if self.is_port_address(target_port, key.dst) {
             return self.for_tunnel_gateway(d.buf, owner);
         }
+        // Nor is that port's subnet's broadcast or network address a host to forward to: routed
+        // on, it took a flow and an ARP request for an address no host has, and waited out the
+        // resolution in the queue.
+        if self
+            .cfg
+            .ports
+            .get(usize::from(target_port))
+            .is_some_and(|p| p.is_subnet_broadcast(key.dst))
+        {
+            return self.drop_packet(d.buf, DropReason::DirectedBroadcast);
+        }
         // A flow whose route moved to another ENI (a reload) has a stale translation: it makes
         // way for a new one (its port and reverse entry go with it; return traffic to the old
         // translation is no_flow from now on). So does a flow of another session: one that
