@@ -2360,7 +2360,7 @@ const UNCAUSED_DROPS: &[&str] = &[
     "key_for_unknown_peer",
     "multi_segment",
     "session_flows_full",
-    "directed_broadcast",
+    "destination_not_a_host",
 ];
 
 /// The drops of `reason` every core counted, in Prometheus text.

@@ -430,7 +430,22 @@ pub fn lab_rules_authorizing(version: u64, rules: &[AuthzRule]) -> RuleTable {
     lab_rules_with(version, rules, ip(lab::INSIDE_IP))
 }
 
+/// `lab_rules` with a full tunnel's routes: 0.0.0.0/0 through the target network too, every
+/// destination authorized for all.
+pub fn lab_rules_full_tunnel(version: u64) -> RuleTable {
+    let all = [AuthzRule {
+        destination: cidr("0.0.0.0/0"),
+        grant: Grant::AllUsers,
+    }];
+    lab_rules_routing(version, &all, ip(lab::INSIDE_IP), &[cidr("0.0.0.0/0")])
+}
+
 fn lab_rules_with(version: u64, rules: &[AuthzRule], eni: u32) -> RuleTable {
+    lab_rules_routing(version, rules, eni, &[])
+}
+
+/// The lab's table: the VPC and 10.99.0.0/16 routed through the target network, and `more`.
+fn lab_rules_routing(version: u64, rules: &[AuthzRule], eni: u32, more: &[Ipv4Cidr]) -> RuleTable {
     let Ok(authz) = AuthzTable::build(rules) else {
         panic!("authz")
     };
@@ -441,7 +456,8 @@ fn lab_rules_with(version: u64, rules: &[AuthzRule], eni: u32) -> RuleTable {
         gateway: ip(lab::ROUTER_IP),
         security: SecurityPolicy::AllowAll,
     };
-    let routes = [(cidr("172.31.0.0/16"), 0), (cidr("10.99.0.0/16"), 0)];
+    let mut routes = vec![(cidr("172.31.0.0/16"), 0), (cidr("10.99.0.0/16"), 0)];
+    routes.extend(more.iter().map(|c| (*c, 0)));
     match EndpointTables::new(authz, &routes, vec![target], cidr("10.200.0.0/20")) {
         Ok(ep) => RuleTable::new(version, vec![ep]),
         Err(_) => panic!("tables"),

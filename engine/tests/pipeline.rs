@@ -4388,31 +4388,60 @@ fn later_fragments_after_an_ended_sessions_flows_are_gone_are_dropped_no_flow() 
     assert_eq!(nonzero_drops(&w), vec![("no_flow", 2)]);
 }
 
-/// A client's packet to the broadcast or network address of the target subnet (a directed
-/// broadcast) is dropped, `directed_broadcast`: not forwarded (RFC 2644), no flow made for it,
-/// and no ARP request sent for an address no host has (it used to be, and the packet waited
-/// in the queue for an answer that never came, uncounted until then; found by the
-/// engine_pipeline fuzz target). A host's address in the same subnet still goes through.
+/// A client's packet to an address no single host has is dropped, `destination_not_a_host`:
+/// the broadcast or network address of the target subnet (a directed broadcast: not forwarded,
+/// RFC 2644; it used to take a flow and an ARP request for an address no host has, and wait
+/// in the queue, uncounted until the resolution gave up; found by the engine_pipeline fuzz
+/// target), and, on a full tunnel whose route covers them, the limited broadcast, multicast
+/// groups (mDNS, SSDP) and 0/8, 127/8 and 240/4. No flow is made, nothing is sent, no ARP. A
+/// host's address in the subnet, and one the default route leads to, still go through.
 #[test]
-fn a_directed_broadcast_into_the_subnet_is_dropped_not_resolved() {
+fn a_packet_to_no_single_host_is_dropped_not_forwarded() {
     let mut lab = lab_with(GroupMask::EMPTY);
-    for (n, dst) in ["172.31.1.255", "172.31.1.0"].into_iter().enumerate() {
-        let udp = testkit::ipv4_udp(ip(lab::CLIENT_VIP), 6, ip(dst), 1542, b"x");
+    lab.mb
+        .commands
+        .push(Command::InstallRules(Arc::new(
+            testkit::lab_rules_full_tunnel(2),
+        )))
+        .map_err(|_| ())
+        .unwrap();
+    lab.w.poll_once(lab.now);
+    let dsts = [
+        "172.31.1.255",
+        "172.31.1.0",
+        "255.255.255.255",
+        "224.0.0.251",
+        "239.255.255.250",
+        "0.1.2.3",
+        "127.0.0.1",
+        "240.0.0.1",
+    ];
+    for (n, dst) in dsts.into_iter().enumerate() {
+        let udp = testkit::ipv4_udp(ip(lab::CLIENT_VIP), 5353, ip(dst), 5353, b"x");
         lab.send_from_client(&udp);
         let ping = testkit::ipv4_echo(ip(lab::CLIENT_VIP), ip(dst), true, 9, 1, b"");
         lab.send_from_client(&ping);
         assert!(lab.inside_sent().is_empty(), "{dst}: nothing sent, no ARP");
-        assert_eq!(lab.drops(DropReason::DirectedBroadcast), 2 * n as u64 + 2);
+        assert_eq!(
+            lab.drops(DropReason::DestinationNotAHost),
+            2 * n as u64 + 2,
+            "{dst}"
+        );
     }
     assert_eq!(lab.w.flow_count(), 0);
-    assert_eq!(nonzero_drops(&lab.w), vec![("directed_broadcast", 4)]);
-    lab.send_from_client(&testkit::ipv4_echo(
-        ip(lab::CLIENT_VIP),
-        ip(lab::HOST_IP),
-        true,
-        9,
-        2,
-        b"",
-    ));
-    assert_eq!(lab.inside_sent().len(), 1);
+    assert_eq!(
+        nonzero_drops(&lab.w),
+        vec![("destination_not_a_host", 2 * dsts.len() as u64)]
+    );
+    for dst in [lab::HOST_IP, "8.8.8.8"] {
+        lab.send_from_client(&testkit::ipv4_echo(
+            ip(lab::CLIENT_VIP),
+            ip(dst),
+            true,
+            9,
+            2,
+            b"",
+        ));
+        assert_eq!(lab.inside_sent().len(), 1, "{dst}");
+    }
 }

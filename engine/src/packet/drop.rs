@@ -139,10 +139,12 @@ pub enum DropReason {
     /// A client's first hard reset while the appliance stops (`Command::StopAnswering`): not
     /// answered, so that the client tries again and finds the next daemon.
     Stopping,
-    /// A client's packet to the broadcast or network address of the subnet its route leaves
-    /// into (a directed broadcast): not forwarded, as routers do by default (RFC 2644), and
-    /// never resolved with ARP (no host has that address).
-    DirectedBroadcast,
+    /// A client's packet to an address no single host has: the broadcast or network address
+    /// of the subnet its route leaves into (a directed broadcast, not forwarded by default:
+    /// RFC 2644; nor resolved with ARP), the limited broadcast, a multicast group (sluice
+    /// routes no multicast), or 0/8, 127/8 or 240/4 (RFC 1812 §5.3.7). A client on a full
+    /// tunnel sends its discovery traffic (mDNS, SSDP) this way; none of it takes a flow.
+    DestinationNotAHost,
 }
 
 impl DropReason {
@@ -199,7 +201,7 @@ impl DropReason {
         Self::SessionFlowsFull,
         Self::BadUdpChecksum,
         Self::Stopping,
-        Self::DirectedBroadcast,
+        Self::DestinationNotAHost,
     ];
 
     /// The number of reasons.
@@ -259,7 +261,7 @@ impl DropReason {
             Self::SessionFlowsFull => "session_flows_full",
             Self::BadUdpChecksum => "bad_udp_checksum",
             Self::Stopping => "stopping",
-            Self::DirectedBroadcast => "directed_broadcast",
+            Self::DestinationNotAHost => "destination_not_a_host",
         }
     }
 }

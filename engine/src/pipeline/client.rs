@@ -643,6 +643,11 @@ impl<P: Port> Worker<P> {
         if self.tunnel_gateway(endpoint) == Some(key.dst) {
             return self.for_tunnel_gateway(d.buf, owner);
         }
+        // Nor is a broadcast or multicast address, or a martian one, whatever the routes say: a
+        // full tunnel's routes cover them, and clients send their discovery traffic there.
+        if !super::l2::is_one_host(key.dst) {
+            return self.drop_packet(d.buf, DropReason::DestinationNotAHost);
+        }
         let (target_port, next_hop, eni) = match self.decide_flow(endpoint, &groups, &key) {
             Ok(c) => c,
             Err(reason) => return self.drop_packet(d.buf, reason),
@@ -663,7 +668,7 @@ impl<P: Port> Worker<P> {
             .get(usize::from(target_port))
             .is_some_and(|p| p.is_subnet_broadcast(key.dst))
         {
-            return self.drop_packet(d.buf, DropReason::DirectedBroadcast);
+            return self.drop_packet(d.buf, DropReason::DestinationNotAHost);
         }
         // A flow whose route moved to another ENI (a reload) has a stale translation: it makes
         // way for a new one (its port and reverse entry go with it; return traffic to the old
