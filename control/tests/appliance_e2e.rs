@@ -2361,6 +2361,7 @@ const UNCAUSED_DROPS: &[&str] = &[
     "multi_segment",
     "session_flows_full",
     "destination_not_a_host",
+    "client_to_client",
 ];
 
 /// The drops of `reason` every core counted, in Prometheus text.

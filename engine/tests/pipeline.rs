@@ -4445,3 +4445,38 @@ fn a_packet_to_no_single_host_is_dropped_not_forwarded() {
         assert_eq!(lab.inside_sent().len(), 1, "{dst}");
     }
 }
+
+/// On a full tunnel, whose default route covers the endpoint's client CIDR, a client's packet
+/// to another client's address is dropped, `client_to_client`, and one to the CIDR's broadcast
+/// or network address (a Windows client's NetBIOS broadcasts) `destination_not_a_host`: each
+/// used to take a flow and leave SNATed toward the VPC, where no client is. The tunnel's
+/// gateway address is still answered.
+#[test]
+fn a_packet_to_another_client_is_dropped_not_sent_to_the_vpc() {
+    let mut lab = lab_with(GroupMask::EMPTY);
+    lab.mb
+        .commands
+        .push(Command::InstallRules(Arc::new(
+            testkit::lab_rules_full_tunnel(2),
+        )))
+        .map_err(|_| ())
+        .unwrap();
+    lab.w.poll_once(lab.now);
+    for (dst, reason) in [
+        ("10.200.0.9", "client_to_client"),
+        ("10.200.15.254", "client_to_client"),
+        ("10.200.15.255", "destination_not_a_host"),
+        ("10.200.0.0", "destination_not_a_host"),
+    ] {
+        let before = nonzero_drops(&lab.w);
+        let p = testkit::ipv4_udp(ip(lab::CLIENT_VIP), 137, ip(dst), 137, b"x");
+        lab.send_from_client(&p);
+        assert!(lab.inside_sent().is_empty(), "{dst}");
+        let count = |d: &[(&str, u64)]| d.iter().find(|(r, _)| *r == reason).map_or(0, |x| x.1);
+        assert_eq!(count(&nonzero_drops(&lab.w)), count(&before) + 1, "{dst}");
+    }
+    assert_eq!(lab.w.flow_count(), 0);
+    let ping = testkit::ipv4_echo(ip(lab::CLIENT_VIP), ip("10.200.0.1"), true, 9, 1, b"");
+    lab.send_from_client(&ping);
+    assert_eq!(lab.outside_sent().len(), 1, "the gateway answers");
+}

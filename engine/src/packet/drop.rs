@@ -145,11 +145,15 @@ pub enum DropReason {
     /// routes no multicast), or 0/8, 127/8 or 240/4 (RFC 1812 §5.3.7). A client on a full
     /// tunnel sends its discovery traffic (mDNS, SSDP) this way; none of it takes a flow.
     DestinationNotAHost,
+    /// A client's packet to another address of its endpoint's client CIDR (another client's):
+    /// sluice carries no traffic between clients, and none lies beyond the VPC there (the
+    /// client CIDR may overlap neither the VPC nor a route), so it is not forwarded.
+    ClientToClient,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [Self; 52] = [
+    pub const ALL: [Self; 53] = [
         Self::MalformedEthernet,
         Self::MalformedIpv4,
         Self::MalformedUdp,
@@ -202,6 +206,7 @@ impl DropReason {
         Self::BadUdpChecksum,
         Self::Stopping,
         Self::DestinationNotAHost,
+        Self::ClientToClient,
     ];
 
     /// The number of reasons.
@@ -262,6 +267,7 @@ impl DropReason {
             Self::BadUdpChecksum => "bad_udp_checksum",
             Self::Stopping => "stopping",
             Self::DestinationNotAHost => "destination_not_a_host",
+            Self::ClientToClient => "client_to_client",
         }
     }
 }

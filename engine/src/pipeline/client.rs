@@ -645,8 +645,19 @@ impl<P: Port> Worker<P> {
         }
         // Nor is a broadcast or multicast address, or a martian one, whatever the routes say: a
         // full tunnel's routes cover them, and clients send their discovery traffic there.
-        if !super::l2::is_one_host(key.dst) {
+        let ep = usize::from(endpoint);
+        if !super::l2::is_one_host(key.dst) || self.rules.is_broadcast_for(ep, key.dst) {
             return self.drop_packet(d.buf, DropReason::DestinationNotAHost);
+        }
+        // Nor is another client's address (the endpoint's client CIDR, which overlaps neither
+        // the VPC nor a route): sluice carries nothing between clients, and SNATed toward the
+        // VPC, such a packet would reach no client.
+        if self
+            .rules
+            .endpoint(ep)
+            .is_some_and(|t| t.client_cidr.contains(key.dst))
+        {
+            return self.drop_packet(d.buf, DropReason::ClientToClient);
         }
         let (target_port, next_hop, eni) = match self.decide_flow(endpoint, &groups, &key) {
             Ok(c) => c,
