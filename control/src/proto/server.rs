@@ -1413,6 +1413,7 @@ impl<A: Authenticator> Server<A> {
         let revoked = match (by_token, holder) {
             (Some(v), Some(h)) => {
                 self.revoked.is_revoked_for(h.username, v.authenticated)
+                    || self.revoked.swept_past(v.expires)
                     || msg
                         .password
                         .as_ref()

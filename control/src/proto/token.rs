@@ -181,6 +181,9 @@ pub struct Revoked {
     users: HashMap<String, (u64, u64)>,
     /// As `sweep_at`, for `users`.
     users_sweep_at: usize,
+    /// The latest time (Unix seconds) a sweep went by: what expired by then may be gone from
+    /// both maps (`swept_past`).
+    swept_through: u64,
 }
 
 impl std::fmt::Debug for Revoked {
@@ -202,6 +205,7 @@ impl Revoked {
         if self.tokens.len() >= self.sweep_at {
             self.tokens.retain(|_, expires| now < *expires);
             self.sweep_at = (self.tokens.len() * 2).max(64);
+            self.swept_through = self.swept_through.max(now);
         }
         self.tokens.insert(token_digest(token), expires);
     }
@@ -221,6 +225,7 @@ impl Revoked {
         if self.users.len() >= self.users_sweep_at {
             self.users.retain(|_, (_, expired)| now < *expired);
             self.users_sweep_at = (self.users.len() * 2).max(64);
+            self.swept_through = self.swept_through.max(now);
         }
         let (at, until) = self
             .users
@@ -236,6 +241,16 @@ impl Revoked {
         self.users
             .get(username)
             .is_some_and(|(at, _)| authenticated <= *at)
+    }
+
+    /// Whether a token that expires at `expires` may have been forgotten here: a sweep went
+    /// past that time, and took the revocations of every token expired by then, this one's
+    /// with them if it was revoked. Such a token is refused as revoked. Only a wall clock
+    /// that went back since the sweep can present one still within its time; without this,
+    /// a revoked token swept out as expired would verify again, until its expiry came round
+    /// once more.
+    pub fn swept_past(&self, expires: u64) -> bool {
+        expires <= self.swept_through
     }
 
     /// Tokens kept (revoked one by one; not the users').
@@ -457,6 +472,14 @@ mod tests {
             revoked.revoke(&format!("t{i}"), 1_005_600 + i, 1_003_700);
         }
         assert!(!revoked.is_revoked(&t), "expired, swept out");
+        // The clock goes back before t's expiry: t verifies again, but is refused as one a
+        // sweep went past (it may have been revoked); tokens expiring later are not.
+        assert_eq!(
+            key.verify(&t, ALICE, 1_000_200, 3600).map(|v| v.expires),
+            Some(1_003_600)
+        );
+        assert!(revoked.swept_past(1_003_600) && revoked.swept_past(1_003_700));
+        assert!(!revoked.swept_past(1_003_701));
         assert!(revoked.is_revoked("t0") && revoked.is_revoked("t199"));
         for i in 0..1000u64 {
             revoked.revoke(&format!("u{i}"), 1_013_600, 1_010_000 + i);
