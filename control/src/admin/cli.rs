@@ -138,27 +138,28 @@ pub struct EndpointIdArg {
     pub client_vpn_endpoint_id: String,
 }
 
-/// An optional `--client-vpn-endpoint-id` (all endpoints when absent), and the page.
+/// An optional `--client-vpn-endpoint-id` (all endpoints when absent), filters and the page.
 #[derive(Debug, Args, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DescribeItems {
     /// The endpoint (default: every endpoint).
     #[arg(long)]
     pub client_vpn_endpoint_id: Option<String>,
+    /// Which items, and which page of them.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub listing: Listing,
+}
+
+/// `--filters`, `--max-results` and `--next-token` of a describe verb, as the AWS API takes
+/// them.
+#[derive(Clone, Debug, Default, Args, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Listing {
     /// Only the items every filter matches: `Name=NAME,Values=V1,V2` or JSON, as in the AWS
     /// CLI (`*` and `?` as wildcards).
     #[arg(long, num_args = 1..)]
     pub filters: Vec<String>,
-    /// The page (`--max-results`, `--next-token`).
-    #[command(flatten)]
-    #[serde(flatten)]
-    pub paging: Paging,
-}
-
-/// `--max-results` and `--next-token` of a describe verb, as the AWS API pages its lists.
-#[derive(Clone, Debug, Default, Args, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Paging {
     /// At most this many items (5 to 1000); the answer's NextToken asks for the next page.
     #[arg(long, value_parser = clap::value_parser!(u16).range(5..=1000))]
     pub max_results: Option<u16>,
@@ -177,14 +178,10 @@ pub struct DescribeTargetNetworks {
     /// Only these associations.
     #[arg(long, num_args = 1..)]
     pub association_ids: Vec<String>,
-    /// Only the items every filter matches: `Name=NAME,Values=V1,V2` or JSON, as in the AWS
-    /// CLI (`*` and `?` as wildcards).
-    #[arg(long, num_args = 1..)]
-    pub filters: Vec<String>,
-    /// The page (`--max-results`, `--next-token`).
+    /// Which items, and which page of them.
     #[command(flatten)]
     #[serde(flatten)]
-    pub paging: Paging,
+    pub listing: Listing,
 }
 
 /// `describe-client-vpn-endpoints`.
@@ -194,14 +191,10 @@ pub struct DescribeEndpoints {
     /// Only these endpoints.
     #[arg(long, num_args = 1..)]
     pub client_vpn_endpoint_ids: Vec<String>,
-    /// Only the items every filter matches: `Name=NAME,Values=V1,V2` or JSON, as in the AWS
-    /// CLI (`*` and `?` as wildcards).
-    #[arg(long, num_args = 1..)]
-    pub filters: Vec<String>,
-    /// The page (`--max-results`, `--next-token`).
+    /// Which items, and which page of them.
     #[command(flatten)]
     #[serde(flatten)]
-    pub paging: Paging,
+    pub listing: Listing,
 }
 
 /// `create-client-vpn-endpoint`.

@@ -6,7 +6,7 @@
 //! neither repeats nor skips an item listed on both sides of the change. The token is the
 //! hex of that text: opaque to scripts, as AWS's are, and nothing a caller could not list.
 
-use super::cli::Paging;
+use super::cli::Listing;
 use super::verbs::Response;
 use super::AdminError;
 
@@ -30,9 +30,9 @@ pub struct Page<T> {
     pub next_token: Option<String>,
 }
 
-/// The page of `items` (the whole list `list` names, e.g. `routes`) that `paging` asks for:
-/// from the start or after its token, at most `--max-results` of them (all that follow
-/// without it). `key` names an item uniquely within the list.
+/// The page of `items` (the whole list `list` names, e.g. `routes`, already filtered) that
+/// `paging` asks for: from the start or after its token, at most `--max-results` of them (all
+/// that follow without it). `key` names an item uniquely within the list.
 ///
 /// # Errors
 /// `InvalidPaginationToken` for a token this list did not give, or (`Order::AsListed`) one
@@ -42,7 +42,7 @@ pub fn page<T>(
     list: &str,
     order: Order,
     key: impl Fn(&T) -> String,
-    paging: &Paging,
+    paging: &Listing,
 ) -> Result<Page<T>, AdminError> {
     if order == Order::ByKey {
         items.sort_by_cached_key(&key);
@@ -137,10 +137,11 @@ pub fn key_of(item: &serde_json::Value, pointers: &[&str]) -> String {
 mod tests {
     use super::*;
 
-    fn paging(max: Option<u16>, token: Option<&str>) -> Paging {
-        Paging {
+    fn paging(max: Option<u16>, token: Option<&str>) -> Listing {
+        Listing {
             max_results: max,
             next_token: token.map(str::to_owned),
+            ..Listing::default()
         }
     }
 
@@ -178,7 +179,7 @@ mod tests {
             "numbers",
             Order::AsListed,
             |i| i.to_string(),
-            &Paging::default(),
+            &Listing::default(),
         );
         assert_eq!(
             all.unwrap(),

@@ -8,7 +8,7 @@ use toml_edit::{value, Array, InlineTable, Item, Table};
 use super::cli::{
     ApplySecurityGroups, Associate, Authorize, Cli, CreateEndpoint, CreateRoute, DeleteRoute,
     DescribeEndpoints, DescribeItems, DescribeTargetNetworks, Disassociate, EndpointIdArg,
-    ExportConfiguration, ImportCrl, ModifyEndpoint, Output, Paging, Revoke, Verb,
+    ExportConfiguration, ImportCrl, Listing, ModifyEndpoint, Output, Revoke, Verb,
 };
 use super::editor::{remove_at, Editor};
 use super::export::{ca_for, client_configuration, identity_from_pem};
@@ -563,7 +563,7 @@ fn describe_endpoints(
         .collect();
     let items = filtered(
         items,
-        &a.filters,
+        &a.listing.filters,
         &[
             ("endpoint-id", "/ClientVpnEndpointId"),
             ("transport-protocol", "/TransportProtocol"),
@@ -574,7 +574,7 @@ fn describe_endpoints(
         "endpoints",
         Order::AsListed,
         |e| paging::key_of(e, &["/ClientVpnEndpointId"]),
-        &a.paging,
+        &a.listing,
     )?;
     const COLUMNS: &[Column] = &[
         ("ClientVpnEndpointId", "/ClientVpnEndpointId"),
@@ -639,7 +639,7 @@ fn describe_target_networks(
                 .any(|id| t["AssociationId"] == id.as_str())
         });
     }
-    list_response(List::TargetNetworks, items, &a.filters, &a.paging)
+    list_response(List::TargetNetworks, items, &a.listing)
 }
 
 const TARGET_NETWORK_COLUMNS: &[Column] = &[
@@ -655,16 +655,11 @@ const TARGET_NETWORK_COLUMNS: &[Column] = &[
     ("Status", "/Status/Code"),
 ];
 
-/// A describe verb's answer: of `items`, those `filters` match, the page of them that `asked`
-/// says, under the list's key, and their table.
-fn list_response(
-    list: List,
-    items: Vec<Value>,
-    filters: &[String],
-    asked: &Paging,
-) -> Result<Response, AdminError> {
+/// A describe verb's answer: of `items`, those `asked`'s filters match, the page of them it
+/// asks for, under the list's key, and their table.
+fn list_response(list: List, items: Vec<Value>, asked: &Listing) -> Result<Response, AdminError> {
     let (key, columns, identity) = list.shape();
-    let items = filtered(items, filters, list.filters())?;
+    let items = filtered(items, &asked.filters, list.filters())?;
     let Page { items, next_token } = paging::page(
         items,
         key,
@@ -687,7 +682,7 @@ fn describe_list(path: &Path, a: &DescribeItems, list: List) -> Result<Response,
         a.client_vpn_endpoint_id.as_deref(),
         list,
     )?;
-    list_response(list, items, &a.filters, &a.paging)
+    list_response(list, items, &a.listing)
 }
 
 /// The items every filter in `args` matches; `fields` names each filter's field (a JSON

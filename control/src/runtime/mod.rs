@@ -992,7 +992,7 @@ fn live_connections(
             }
             use crate::admin::filters::Filters;
             use crate::admin::paging::{self, Order, Page};
-            let filters = Filters::parse(&a.filters, &["connection-id", "username"])?;
+            let filters = Filters::parse(&a.listing.filters, &["connection-id", "username"])?;
             let mut list = dp.connections(a.client_vpn_endpoint_id.as_deref());
             list.retain(|c| {
                 filters.matches(|name| match name {
@@ -1009,7 +1009,7 @@ fn live_connections(
                 "connections",
                 Order::ByKey,
                 |c| format!("{}\n{}", c.connection_established_time, c.connection_id),
-                &a.paging,
+                &a.listing,
             )?;
             let json = serde_json::json!({ "Connections": list });
             drop(list);
