@@ -1538,13 +1538,10 @@ fn nothing_under_var_lib(script: &str) {
     assert_eq!(stdout, "", "written under /var/lib: {stdout}");
 }
 
-/// AWS's guide ("Disassociate a target network from an AWS Client VPN endpoint"): the routes
-/// added by hand through a target network are deleted with it, as is its association's route.
-/// Before, disassociating was refused while a manual route went through the subnet. Routes
-/// through the other associated subnet and the authorization rules stay.
-#[test]
-fn disassociating_removes_the_routes_through_that_subnet_only() {
-    let env = Env::new();
+/// An endpoint with subnets a and b associated (a second inside port for b) and two routes
+/// added through each: 10.50.0.0/16 and 10.60.0.0/16 through a, 10.50.0.0/16 and
+/// 10.70.0.0/16 through b. Returns the endpoint's ID and the two associations'.
+fn two_subnets_with_routes(env: &Env) -> (String, String, String) {
     let mut text = env.text();
     text.push_str(
         r#"
@@ -1555,11 +1552,11 @@ ip = "172.31.2.5/24"
 "#,
     );
     std::fs::write(&env.config, text).expect("write config");
-    let (_, out, err) = create(&env, "server.crt", "server.key");
+    let (_, out, err) = create(env, "server.crt", "server.key");
     let v: Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{err}"));
     let id = v["ClientVpnEndpointId"].as_str().expect("id").to_owned();
-    let a = associate(&env, &id);
-    let b = associate_subnet(&env, &id, 'b', 2);
+    let a = associate(env, &id);
+    let b = associate_subnet(env, &id, 'b', 2);
     for (dst, subnet) in [
         ("10.50.0.0/16", "subnet-a"),
         ("10.60.0.0/16", "subnet-a"),
@@ -1576,6 +1573,17 @@ ip = "172.31.2.5/24"
             subnet,
         ]);
     }
+    (id, a, b)
+}
+
+/// AWS's guide ("Disassociate a target network from an AWS Client VPN endpoint"): the routes
+/// added by hand through a target network are deleted with it, as is its association's route.
+/// Before, disassociating was refused while a manual route went through the subnet. Routes
+/// through the other associated subnet and the authorization rules stay.
+#[test]
+fn disassociating_removes_the_routes_through_that_subnet_only() {
+    let env = Env::new();
+    let (id, a, b) = two_subnets_with_routes(&env);
     env.ok(&[
         "authorize-client-vpn-ingress",
         "--client-vpn-endpoint-id",
@@ -1730,37 +1738,7 @@ fn pages(env: &Env, verb: &[&str], key: &str) -> Vec<Vec<Value>> {
 #[test]
 fn describe_verbs_answer_in_pages() {
     let env = Env::new();
-    let mut text = env.text();
-    text.push_str(
-        r#"
-[[dataplane.port]]
-name = "inside-b"
-device = "net_null2"
-ip = "172.31.2.5/24"
-"#,
-    );
-    std::fs::write(&env.config, text).expect("write config");
-    let (_, out, err) = create(&env, "server.crt", "server.key");
-    let v: Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{err}"));
-    let id = v["ClientVpnEndpointId"].as_str().expect("id").to_owned();
-    associate(&env, &id);
-    associate_subnet(&env, &id, 'b', 2);
-    for (dst, subnet) in [
-        ("10.50.0.0/16", "subnet-a"),
-        ("10.60.0.0/16", "subnet-a"),
-        ("10.50.0.0/16", "subnet-b"),
-        ("10.70.0.0/16", "subnet-b"),
-    ] {
-        env.ok(&[
-            "create-client-vpn-route",
-            "--client-vpn-endpoint-id",
-            &id,
-            "--destination-cidr-block",
-            dst,
-            "--target-vpc-subnet-id",
-            subnet,
-        ]);
-    }
+    let (id, _, _) = two_subnets_with_routes(&env);
     for third in 0..11 {
         env.ok(&[
             "authorize-client-vpn-ingress",

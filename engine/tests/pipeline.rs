@@ -2686,12 +2686,15 @@ fn pings_from_no_single_host_are_not_answered() {
 /// The lab with its target network reached through ENI address `eni` on the inside port
 /// (`testkit::lab_rules_via_eni`), not the port's own address.
 fn lab_via_eni(eni: u32) -> Lab {
+    lab_under(testkit::lab_rules_via_eni(2, eni))
+}
+
+/// The lab with `rules` installed in place of its first table.
+fn lab_under(rules: sluice_engine::rules::RuleTable) -> Lab {
     let mut lab = lab_with(GroupMask::EMPTY);
     lab.mb
         .commands
-        .push(Command::InstallRules(Arc::new(testkit::lab_rules_via_eni(
-            2, eni,
-        ))))
+        .push(Command::InstallRules(Arc::new(rules)))
         .map_err(|_| ())
         .unwrap();
     lab.w.poll_once(lab.now);
@@ -4388,6 +4391,11 @@ fn later_fragments_after_an_ended_sessions_flows_are_gone_are_dropped_no_flow() 
     assert_eq!(nonzero_drops(&w), vec![("no_flow", 2)]);
 }
 
+/// The lab with a full tunnel's rules (`testkit::lab_rules_full_tunnel`) in force.
+fn lab_on_full_tunnel() -> Lab {
+    lab_under(testkit::lab_rules_full_tunnel(2))
+}
+
 /// A client's packet to an address no single host has is dropped, `destination_not_a_host`:
 /// the broadcast or network address of the target subnet (a directed broadcast: not forwarded,
 /// RFC 2644; it used to take a flow and an ARP request for an address no host has, and wait
@@ -4397,15 +4405,7 @@ fn later_fragments_after_an_ended_sessions_flows_are_gone_are_dropped_no_flow() 
 /// host's address in the subnet, and one the default route leads to, still go through.
 #[test]
 fn a_packet_to_no_single_host_is_dropped_not_forwarded() {
-    let mut lab = lab_with(GroupMask::EMPTY);
-    lab.mb
-        .commands
-        .push(Command::InstallRules(Arc::new(
-            testkit::lab_rules_full_tunnel(2),
-        )))
-        .map_err(|_| ())
-        .unwrap();
-    lab.w.poll_once(lab.now);
+    let mut lab = lab_on_full_tunnel();
     let dsts = [
         "172.31.1.255",
         "172.31.1.0",
@@ -4453,15 +4453,7 @@ fn a_packet_to_no_single_host_is_dropped_not_forwarded() {
 /// gateway address is still answered.
 #[test]
 fn a_packet_to_another_client_is_dropped_not_sent_to_the_vpc() {
-    let mut lab = lab_with(GroupMask::EMPTY);
-    lab.mb
-        .commands
-        .push(Command::InstallRules(Arc::new(
-            testkit::lab_rules_full_tunnel(2),
-        )))
-        .map_err(|_| ())
-        .unwrap();
-    lab.w.poll_once(lab.now);
+    let mut lab = lab_on_full_tunnel();
     for (dst, reason) in [
         ("10.200.0.9", "client_to_client"),
         ("10.200.15.254", "client_to_client"),

@@ -145,6 +145,16 @@ mod tests {
         }
     }
 
+    /// A page of the list "n" of `items`, keyed by their decimal text.
+    fn of(
+        items: Vec<u32>,
+        order: Order,
+        max: Option<u16>,
+        token: Option<&str>,
+    ) -> Result<Page<u32>, AdminError> {
+        page(items, "n", order, |i| i.to_string(), &paging(max, token))
+    }
+
     fn pages(items: &[u32], order: Order, max: u16) -> Vec<Vec<u32>> {
         let mut out = Vec::new();
         let mut token = None;
@@ -206,23 +216,15 @@ mod tests {
 
     #[test]
     fn by_key_a_list_is_sorted_and_goes_on_after_a_token_whose_item_is_gone() {
-        let first = page(
-            vec![9, 3, 7, 1, 5, 8, 2],
-            "n",
-            Order::ByKey,
-            |i| i.to_string(),
-            &paging(Some(5), None),
-        )
-        .unwrap();
+        let first = of(vec![9, 3, 7, 1, 5, 8, 2], Order::ByKey, Some(5), None).unwrap();
         assert_eq!(first.items, [1, 2, 3, 5, 7]);
         let token = first.next_token.unwrap();
         // 7 ended and 6 and 10 came (keys as text: "10" sorts first), between the two pages.
-        let next = page(
+        let next = of(
             vec![9, 3, 1, 6, 5, 8, 2, 10],
-            "n",
             Order::ByKey,
-            |i| i.to_string(),
-            &paging(Some(5), Some(&token)),
+            Some(5),
+            Some(&token),
         )
         .unwrap();
         assert_eq!(
@@ -236,32 +238,18 @@ mod tests {
 
     #[test]
     fn as_listed_a_token_whose_item_is_gone_is_refused() {
-        let first = page(
-            vec![4, 2, 9, 7, 5, 1],
-            "n",
-            Order::AsListed,
-            |i| i.to_string(),
-            &paging(Some(5), None),
-        )
-        .unwrap();
+        let first = of(vec![4, 2, 9, 7, 5, 1], Order::AsListed, Some(5), None).unwrap();
         assert_eq!(first.items, [4, 2, 9, 7, 5]);
         let token = first.next_token.unwrap();
-        let next = page(
+        let next = of(
             vec![4, 2, 9, 7, 5, 1, 3],
-            "n",
             Order::AsListed,
-            |i| i.to_string(),
-            &paging(None, Some(&token)),
+            None,
+            Some(&token),
         )
         .unwrap();
         assert_eq!(next.items, [1, 3]);
-        let gone = page(
-            vec![4, 2, 9, 7, 1],
-            "n",
-            Order::AsListed,
-            |i| i.to_string(),
-            &paging(None, Some(&token)),
-        );
+        let gone = of(vec![4, 2, 9, 7, 1], Order::AsListed, None, Some(&token));
         assert!(matches!(
             gone,
             Err(AdminError::Request {
