@@ -14,15 +14,20 @@ use super::AdminError;
 pub struct Filters(Vec<(String, Vec<String>)>);
 
 /// Longest value a filter may hold: field values are ids, names, CIDRs and descriptions, and a
-/// wildcard match costs its length times the field's.
-const MAX_VALUE: usize = 1024;
+/// wildcard match costs up to its length times the field's.
+const MAX_VALUE: usize = 255;
+
+/// Most values one request's filters may hold together: each is tried against every item
+/// listed (up to 127,000 connections), on the control thread.
+const MAX_VALUES: usize = 200;
 
 impl Filters {
     /// Reads the `--filters` arguments of a verb whose items have the fields `names`.
     ///
     /// # Errors
-    /// `InvalidParameterValue` for a filter that does not parse, has no values, or names a
-    /// field the verb's items do not have (the message lists those they have).
+    /// `InvalidParameterValue` for a filter that does not parse, has no values, a value longer
+    /// than `MAX_VALUE` bytes, or names a field the verb's items do not have (the message lists
+    /// those they have); and for more than `MAX_VALUES` values in all.
     pub fn parse(args: &[String], names: &[&str]) -> Result<Self, AdminError> {
         let mut out = Vec::new();
         for arg in args {
@@ -45,6 +50,12 @@ impl Filters {
                 }
                 out.push((name, values));
             }
+        }
+        let values: usize = out.iter().map(|(_, v)| v.len()).sum();
+        if values > MAX_VALUES {
+            return Err(invalid(format!(
+                "--filters: {values} values, more than the {MAX_VALUES} one request may hold"
+            )));
         }
         Ok(Self(out))
     }
@@ -230,6 +241,11 @@ mod tests {
         }
         let long = format!("Name=username,Values={}", "a".repeat(MAX_VALUE + 1));
         assert!(parse(&[&long]).is_err());
+        let longest = format!("Name=username,Values={}", "a".repeat(MAX_VALUE));
+        assert!(parse(&[&longest]).is_ok());
+        let many = |n: usize| format!("Name=username,Values={}", vec!["a"; n].join(","));
+        assert!(parse(&[&many(MAX_VALUES)]).is_ok());
+        assert!(parse(&[&many(MAX_VALUES / 2), &many(MAX_VALUES / 2 + 1)]).is_err());
     }
 
     #[test]
