@@ -108,7 +108,8 @@ fn encode(list: &str, key: &str) -> String {
 /// The key a token of `list` goes on after; `None` for anything else.
 fn decode(token: &str, list: &str) -> Option<String> {
     let hex = token.as_bytes();
-    if hex.len() % 2 != 0 {
+    // Hex digits only: `from_str_radix` would also take a sign (`+a`).
+    if hex.len() % 2 != 0 || !hex.iter().all(u8::is_ascii_hexdigit) {
         return None;
     }
     let bytes = hex
@@ -296,6 +297,38 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    /// Only the hex digits it was written with: `+a` is not another spelling of `0a`.
+    #[test]
+    fn a_token_is_read_as_hex_digits_only() {
+        let first = of(vec![1, 2, 3, 4, 5, 6], Order::AsListed, Some(5), None).unwrap();
+        let token = first.next_token.unwrap();
+        assert!(token.contains("0a"), "{token}");
+        let signed = token.replacen("0a", "+a", 1);
+        let r = of(
+            vec![1, 2, 3, 4, 5, 6],
+            Order::AsListed,
+            Some(5),
+            Some(&signed),
+        );
+        assert!(
+            matches!(
+                r,
+                Err(AdminError::Request {
+                    code: "InvalidPaginationToken",
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+        let upper = of(
+            vec![1, 2, 3, 4, 5, 6],
+            Order::AsListed,
+            Some(5),
+            Some(&token.to_uppercase()),
+        );
+        assert_eq!(upper.unwrap().items, [6], "upper case is the same hex");
     }
 
     #[test]
