@@ -33,6 +33,19 @@ struct Lab {
     now: Instant,
 }
 
+/// A datagram carrying `payload` from the client's outer address and `port` to the listener,
+/// as the outside port receives it (its UDP checksum right).
+fn from_client_port(port: u16, payload: &[u8]) -> Vec<u8> {
+    let udp = testkit::ipv4_udp(
+        ip(lab::CLIENT_OUTER_IP),
+        port,
+        ip(lab::OUTSIDE_IP),
+        lab::VPN_PORT,
+        payload,
+    );
+    testkit::eth_ipv4(lab::OUTSIDE_MAC, lab::CLIENT_MAC, &udp)
+}
+
 fn lab_with(groups: GroupMask) -> Lab {
     let now = Instant::now();
     let mb = Mailbox::new(1024);
@@ -103,18 +116,10 @@ impl Lab {
     /// returns its payload.
     fn send_hard_reset(&mut self) -> [u8; 14] {
         let hard_reset = FIRST_RESET;
-        let udp = testkit::ipv4_udp(
-            ip(lab::CLIENT_OUTER_IP),
-            50_001,
-            ip(lab::OUTSIDE_IP),
-            lab::VPN_PORT,
-            &hard_reset,
-        );
-        self.w.port_mut(0).unwrap().inject(&testkit::eth_ipv4(
-            lab::OUTSIDE_MAC,
-            lab::CLIENT_MAC,
-            &udp,
-        ));
+        self.w
+            .port_mut(0)
+            .unwrap()
+            .inject(&from_client_port(50_001, &hard_reset));
         self.w.poll_once(self.now);
         hard_reset
     }
@@ -1316,17 +1321,7 @@ fn a_float_needs_a_udp_checksum_that_verifies() {
     );
     assert_eq!(lab.drops(DropReason::BadUdpChecksum), 1);
 
-    let checked = testkit::eth_ipv4(
-        lab::OUTSIDE_MAC,
-        lab::CLIENT_MAC,
-        &testkit::ipv4_udp(
-            ip(lab::CLIENT_OUTER_IP),
-            40_000,
-            ip(lab::OUTSIDE_IP),
-            lab::VPN_PORT,
-            &sealed[42..],
-        ),
-    );
+    let checked = from_client_port(40_000, &sealed[42..]);
     assert_ne!(checked[40..42], [0, 0]);
     lab.w.port_mut(0).unwrap().inject(&checked);
     lab.w.poll_once(lab.now);
@@ -2207,16 +2202,7 @@ fn punts_leave_room_for_the_reports_control_cannot_lose() {
 fn control_packets_are_punted_within_a_budget_per_source() {
     let mut lab = lab_with(GroupMask::EMPTY);
     let (burst, per_sec) = testkit::lab_config(1, 1).punt_budget;
-    let frame = |port: u16, payload: &[u8]| {
-        let udp = testkit::ipv4_udp(
-            ip(lab::CLIENT_OUTER_IP),
-            port,
-            ip(lab::OUTSIDE_IP),
-            lab::VPN_PORT,
-            payload,
-        );
-        testkit::eth_ipv4(lab::OUTSIDE_MAC, lab::CLIENT_MAC, &udp)
-    };
+    let frame = from_client_port;
     let hard_reset = FIRST_RESET;
     let punted = |lab: &mut Lab| {
         std::iter::from_fn(|| lab.mb.reports.pop())
@@ -2275,17 +2261,7 @@ fn a_control_packet_with_a_bad_udp_checksum_is_not_punted() {
     ack.extend_from_slice(&[9; 8]);
     // Padded past one fragment's room, for the fragmented copy.
     ack.resize(200, 0);
-    let good = testkit::eth_ipv4(
-        lab::OUTSIDE_MAC,
-        lab::CLIENT_MAC,
-        &testkit::ipv4_udp(
-            ip(lab::CLIENT_OUTER_IP),
-            50_001,
-            ip(lab::OUTSIDE_IP),
-            lab::VPN_PORT,
-            &ack,
-        ),
-    );
+    let good = from_client_port(50_001, &ack);
     let payload_at = 14 + 20 + 8;
     let mut corrupted = good.clone();
     corrupted[payload_at + 13] ^= 0x04;
@@ -2329,17 +2305,7 @@ fn a_control_packet_with_a_bad_udp_checksum_is_not_punted() {
     let now = Instant::now();
     let mut w = answering_core(64, 8, &Mailbox::new(64), now);
     let reset = FIRST_RESET;
-    let good = testkit::eth_ipv4(
-        lab::OUTSIDE_MAC,
-        lab::CLIENT_MAC,
-        &testkit::ipv4_udp(
-            ip(lab::CLIENT_OUTER_IP),
-            50_001,
-            ip(lab::OUTSIDE_IP),
-            lab::VPN_PORT,
-            &reset,
-        ),
-    );
+    let good = from_client_port(50_001, &reset);
     let mut corrupted = good.clone();
     corrupted[payload_at + 3] ^= 0x10;
     w.port_mut(0).unwrap().inject(&corrupted);
