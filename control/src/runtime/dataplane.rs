@@ -1447,21 +1447,16 @@ impl Dataplane {
             || self.running.iter().any(|e| e.id.to_string() == id)
     }
 
-    /// The connections of `endpoint` (all when `None`), active and recently ended, in the order
-    /// they were established (then by connection id: the order the pages of describe follow).
+    /// The connections of `endpoint` (all when `None`), active and recently ended, in no
+    /// particular order: describe's pages sort them (`admin::paging`, by establishment, then
+    /// connection id).
     pub fn connections(&self, endpoint: Option<&str>) -> Vec<&Connection> {
-        let mut v: Vec<&Connection> = self
-            .connections
+        self.connections
             .values()
             .chain(self.closing.values().map(|c| &c.connection))
             .chain(self.ended.listed(Instant::now()))
             .filter(|c| endpoint.is_none_or(|e| c.client_vpn_endpoint_id == e))
-            .collect();
-        v.sort_by(|a, b| {
-            (&a.connection_established_time, &a.connection_id)
-                .cmp(&(&b.connection_established_time, &b.connection_id))
-        });
-        v
+            .collect()
     }
 
     /// Terminates the active connections of `endpoint` with `connection_id` or `username`;

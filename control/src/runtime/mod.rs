@@ -1012,7 +1012,6 @@ fn live_connections(
                 &a.listing,
             )?;
             let json = serde_json::json!({ "Connections": list });
-            drop(list);
             let items = json["Connections"]
                 .as_array()
                 .map_or(&[][..], Vec::as_slice);
