@@ -421,13 +421,14 @@ pub fn lab_rules_via_eni(version: u64, eni: u32) -> RuleTable {
             },
         ],
         eni,
+        &[],
     )
 }
 
 /// The lab's table (its routes, its target network on the inside port's own address) with
 /// the authorization rules `rules`.
 pub fn lab_rules_authorizing(version: u64, rules: &[AuthzRule]) -> RuleTable {
-    lab_rules_with(version, rules, ip(lab::INSIDE_IP))
+    lab_rules_with(version, rules, ip(lab::INSIDE_IP), &[])
 }
 
 /// `lab_rules` with a full tunnel's routes: 0.0.0.0/0 through the target network too, every
@@ -437,15 +438,11 @@ pub fn lab_rules_full_tunnel(version: u64) -> RuleTable {
         destination: cidr("0.0.0.0/0"),
         grant: Grant::AllUsers,
     }];
-    lab_rules_routing(version, &all, ip(lab::INSIDE_IP), &[cidr("0.0.0.0/0")])
-}
-
-fn lab_rules_with(version: u64, rules: &[AuthzRule], eni: u32) -> RuleTable {
-    lab_rules_routing(version, rules, eni, &[])
+    lab_rules_with(version, &all, ip(lab::INSIDE_IP), &[cidr("0.0.0.0/0")])
 }
 
 /// The lab's table: the VPC and 10.99.0.0/16 routed through the target network, and `more`.
-fn lab_rules_routing(version: u64, rules: &[AuthzRule], eni: u32, more: &[Ipv4Cidr]) -> RuleTable {
+fn lab_rules_with(version: u64, rules: &[AuthzRule], eni: u32, more: &[Ipv4Cidr]) -> RuleTable {
     let Ok(authz) = AuthzTable::build(rules) else {
         panic!("authz")
     };
