@@ -124,12 +124,13 @@ fn decode(token: &str, list: &str) -> Option<String> {
     (of == list).then(|| key.to_owned())
 }
 
-/// The values at `pointers` in `item`, one line each: the key of a configured item whose
-/// identity is several fields (an authorization rule: endpoint, destination, group).
+/// The values at `pointers` in `item` (as the filters read them, `json_field`), one line
+/// each: the key of a configured item whose identity is several fields (an authorization
+/// rule: endpoint, destination, group).
 pub fn key_of(item: &serde_json::Value, pointers: &[&str]) -> String {
     pointers
         .iter()
-        .map(|p| item.pointer(p).map(ToString::to_string).unwrap_or_default())
+        .map(|p| super::filters::json_field(item, p).unwrap_or_default())
         .collect::<Vec<_>>()
         .join("\n")
 }
