@@ -561,19 +561,14 @@ fn describe_endpoints(
             item
         })
         .collect();
-    let items = filtered(
+    let Page { items, next_token } = selected(
         items,
-        &a.listing.filters,
+        "endpoints",
         &[
             ("endpoint-id", "/ClientVpnEndpointId"),
             ("transport-protocol", "/TransportProtocol"),
         ],
-    )?;
-    let Page { items, next_token } = paging::page(
-        items,
-        "endpoints",
-        Order::AsListed,
-        |e| paging::key_of(e, &["/ClientVpnEndpointId"]),
+        &["/ClientVpnEndpointId"],
         &a.listing,
     )?;
     const COLUMNS: &[Column] = &[
@@ -659,14 +654,7 @@ const TARGET_NETWORK_COLUMNS: &[Column] = &[
 /// asks for, under the list's key, and their table.
 fn list_response(list: List, items: Vec<Value>, asked: &Listing) -> Result<Response, AdminError> {
     let (key, columns, identity) = list.shape();
-    let items = filtered(items, &asked.filters, list.filters())?;
-    let Page { items, next_token } = paging::page(
-        items,
-        key,
-        Order::AsListed,
-        |i| paging::key_of(i, identity),
-        asked,
-    )?;
+    let Page { items, next_token } = selected(items, key, list.filters(), identity, asked)?;
     let table = table::render(key, &items, columns);
     let response = Response {
         json: json!({ key: items }),
@@ -685,18 +673,21 @@ fn describe_list(path: &Path, a: &DescribeItems, list: List) -> Result<Response,
     list_response(list, items, &a.listing)
 }
 
-/// The items every filter in `args` matches; `fields` names each filter's field (a JSON
-/// pointer into an item).
+/// Of a configured list's `items` (the list `list`, in its configured order), those every
+/// filter of `asked` matches, and the page of them it asks for. `fields` names each filter's
+/// field and `identity` the fields that name an item (JSON pointers into an item).
 ///
 /// # Errors
-/// As `Filters::parse`.
-fn filtered(
+/// As `Filters::parse` and `paging::page`.
+fn selected(
     mut items: Vec<Value>,
-    args: &[String],
+    list: &str,
     fields: &[(&str, &str)],
-) -> Result<Vec<Value>, AdminError> {
+    identity: &[&str],
+    asked: &Listing,
+) -> Result<Page<Value>, AdminError> {
     let names: Vec<&str> = fields.iter().map(|(n, _)| *n).collect();
-    let filters = Filters::parse(args, &names)?;
+    let filters = Filters::parse(&asked.filters, &names)?;
     if !filters.is_empty() {
         items.retain(|item| {
             filters.matches(|name| {
@@ -705,7 +696,13 @@ fn filtered(
             })
         });
     }
-    Ok(items)
+    paging::page(
+        items,
+        list,
+        Order::AsListed,
+        |i| paging::key_of(i, identity),
+        asked,
+    )
 }
 
 /// The items of `list` of the endpoint `endpoint` (each endpoint's, in turn, when `None`).
