@@ -8,9 +8,7 @@ use std::mem::offset_of;
 
 use hashbrown::HashMap;
 
-use crate::crypto::data_channel::{
-    OPEN_SPANS as OPEN_SPANS_OF_KEY, SEAL_SPANS as SEAL_SPANS_OF_KEY,
-};
+use crate::crypto::data_channel::{open_spans, seal_spans, shifted_by, KeyReach};
 use crate::crypto::{DataKey, OpenKey, SealKey};
 use crate::packet::prefetch::{line_mask, line_offsets, prefetch_line};
 use crate::rules::GroupMask;
@@ -57,16 +55,23 @@ pub struct SessionInfo {
 }
 
 /// One session's data-path state, in the order the two directions touch it (`repr(C)`,
-/// line-aligned, so every slot's hot lines sit at the same offsets: `OPEN_LINES`,
-/// `SEAL_LINES`): what opening reads and writes, then the current key's receive half; the
+/// line-aligned, so every slot's hot lines sit at the same offsets: `OPEN_MASKS`,
+/// `SEAL_MASKS`): what opening reads and writes, around the current key's receive half; the
 /// send side (`Sender`, from a line boundary); then what no packet reads (the listener, the
-/// previous key's receive half, the groups). Each direction touches 10 lines per packet.
+/// previous key's receive half, the groups). With AES-GCM on a CPU with VAES, a packet
+/// touches 7 lines of its direction under 80 bytes, 8 under 128 and 9 from 128 (`KeyReach`);
+/// 10 otherwise.
 #[derive(Debug)]
 #[repr(C, align(64))]
 pub struct Session {
     /// Who and where the client is (`Sender` keeps a copy in its own lines).
     id: Identity,
-    /// The client's virtual address.
+    /// The receive half of the key in use. At 16 bytes in, so that ring's key in it starts 48
+    /// bytes into a line: its GHASH table then starts a line, and the powers a short packet
+    /// needs are one line (`KeyReach`).
+    open: OpenKey,
+    /// The client's virtual address. This and the next three share the line of the key's
+    /// last bytes (ring's algorithm), which opening reads anyway.
     pub client_ip: u32,
     /// Seconds (caller's clock) of the last authenticated packet received.
     pub last_rx: u32,
@@ -74,8 +79,6 @@ pub struct Session {
     pub ingress_bytes: u64,
     /// Packets received from the client.
     pub ingress_packets: u64,
-    /// The receive half of the key in use.
-    open: OpenKey,
     /// Everything sealing a packet for the client touches.
     send: Sender,
     /// The local address and port the client talks to (the endpoint's listener).
@@ -133,13 +136,16 @@ pub struct Sender {
     id: Identity,
     /// Seconds of the last packet sent.
     pub last_tx: u32,
-    /// Bytes sent to the client (payload before encryption).
-    pub egress_bytes: u64,
     /// Packets sent to the client.
     pub egress_packets: u64,
+    /// At 32 bytes in, so that ring's key in it starts 48 bytes into a line, as the receive
+    /// half's does (`Session::open`).
+    key: SealKey,
+    /// Bytes sent to the client (payload before encryption). This and `outer` share the line
+    /// of the key's last bytes.
+    pub egress_bytes: u64,
     /// The outer IPv4 and UDP headers of packets to the client, from the listener to `remote`.
     outer: Ipv4UdpHeaders,
-    key: SealKey,
 }
 
 impl Sender {
@@ -167,32 +173,66 @@ fn headers_between(local: Remote, remote: Remote) -> Ipv4UdpHeaders {
     Ipv4UdpHeaders::new((local.ip, local.port), (remote.ip, remote.port))
 }
 
-/// `spans` moved `by` bytes further into an enclosing object.
-const fn shifted<const N: usize>(mut spans: [(usize, usize); N], by: usize) -> [(usize, usize); N] {
-    let mut i = 0;
-    while i < N {
-        spans[i].0 += by;
-        i += 1;
-    }
-    spans
+/// What opening a packet reads and writes in a `Session`, besides the receive half of the
+/// current key: the fields before it and after it.
+const OPEN_FIELDS: [(usize, usize); 2] = [
+    (0, offset_of!(Session, open)),
+    (
+        offset_of!(Session, client_ip),
+        offset_of!(Session, ingress_packets) + 8 - offset_of!(Session, client_ip),
+    ),
+];
+/// What sealing touches besides the send half of the key: the send side's other fields.
+const SEAL_FIELDS: [(usize, usize); 2] = [
+    (offset_of!(Session, send), offset_of!(Sender, key)),
+    (
+        offset_of!(Session, send) + offset_of!(Sender, egress_bytes),
+        offset_of!(Sender, outer) + size_of::<Ipv4UdpHeaders>() - offset_of!(Sender, egress_bytes),
+    ),
+];
+
+/// The lines of a `Session` opening a packet of each `KeyReach` touches, as masks.
+const OPEN_MASKS: [u64; KeyReach::COUNT] = [
+    open_mask(KeyReach::Short),
+    open_mask(KeyReach::Medium),
+    open_mask(KeyReach::Long),
+    open_mask(KeyReach::Whole),
+];
+/// The same for sealing.
+const SEAL_MASKS: [u64; KeyReach::COUNT] = [
+    seal_mask(KeyReach::Short),
+    seal_mask(KeyReach::Medium),
+    seal_mask(KeyReach::Long),
+    seal_mask(KeyReach::Whole),
+];
+
+const fn open_mask(reach: KeyReach) -> u64 {
+    line_mask(&OPEN_FIELDS) | line_mask(&shifted_by(open_spans(reach), offset_of!(Session, open)))
 }
 
-/// What opening a packet reads and writes in a `Session`: the fields before the current key's
-/// receive half, and that half.
-const OPEN_FIELDS: [(usize, usize); 1] = [(0, offset_of!(Session, open))];
-const OPEN_SPANS: [(usize, usize); 1] = shifted(OPEN_SPANS_OF_KEY, offset_of!(Session, open));
-/// What sealing touches: the send side's fields and the current key's send half.
-const SEAL_FIELDS: [(usize, usize); 1] = [(offset_of!(Session, send), offset_of!(Sender, key))];
-const SEAL_SPANS: [(usize, usize); 1] = shifted(
-    SEAL_SPANS_OF_KEY,
-    offset_of!(Session, send) + offset_of!(Sender, key),
-);
-/// The lines opening touches, as offsets.
-const OPEN_MASK: u64 = line_mask(&OPEN_FIELDS) | line_mask(&OPEN_SPANS);
-const OPEN_LINES: [usize; OPEN_MASK.count_ones() as usize] = line_offsets(OPEN_MASK);
-/// The lines sealing touches.
-const SEAL_MASK: u64 = line_mask(&SEAL_FIELDS) | line_mask(&SEAL_SPANS);
-const SEAL_LINES: [usize; SEAL_MASK.count_ones() as usize] = line_offsets(SEAL_MASK);
+const fn seal_mask(reach: KeyReach) -> u64 {
+    let at = offset_of!(Session, send) + offset_of!(Sender, key);
+    line_mask(&SEAL_FIELDS) | line_mask(&shifted_by(seal_spans(reach), at))
+}
+
+/// The offsets of the lines in each mask: constant tables, so that requesting them is one
+/// instruction a line (`prefetch_reach`).
+const OPEN_SHORT: [usize; OPEN_MASKS[0].count_ones() as usize] = line_offsets(OPEN_MASKS[0]);
+const OPEN_MEDIUM: [usize; OPEN_MASKS[1].count_ones() as usize] = line_offsets(OPEN_MASKS[1]);
+const OPEN_LONG: [usize; OPEN_MASKS[2].count_ones() as usize] = line_offsets(OPEN_MASKS[2]);
+const OPEN_WHOLE: [usize; OPEN_MASKS[3].count_ones() as usize] = line_offsets(OPEN_MASKS[3]);
+const SEAL_SHORT: [usize; SEAL_MASKS[0].count_ones() as usize] = line_offsets(SEAL_MASKS[0]);
+const SEAL_MEDIUM: [usize; SEAL_MASKS[1].count_ones() as usize] = line_offsets(SEAL_MASKS[1]);
+const SEAL_LONG: [usize; SEAL_MASKS[2].count_ones() as usize] = line_offsets(SEAL_MASKS[2]);
+const SEAL_WHOLE: [usize; SEAL_MASKS[3].count_ones() as usize] = line_offsets(SEAL_MASKS[3]);
+
+/// Requests the lines at `offsets` of the object at `base`.
+#[inline(always)]
+fn prefetch_lines(base: *const u8, offsets: &[usize]) {
+    for &off in offsets {
+        prefetch_line(base.wrapping_add(off));
+    }
+}
 
 impl Session {
     /// A session with its first key.
@@ -321,6 +361,9 @@ pub struct SessionTable {
     /// Where a session sits inside its `Option` slot (one offset for the type), learnt at the
     /// first insert; lets the look-ahead compute a slot's field addresses without reading it.
     payload: Option<usize>,
+    /// Whether ring takes, on this CPU, the AES-GCM path whose reads `KeyReach` maps (else
+    /// every packet's prefetch requests the whole key).
+    reach_mapped: bool,
 }
 
 /// A session's slot on its core (stable while it lives; flow tables record it as owner).
@@ -356,6 +399,7 @@ impl SessionTable {
             held_count: 0,
             by_ip: HashMap::with_capacity(capacity),
             payload: None,
+            reach_mapped: KeyReach::mapped_here(),
         }
     }
 
@@ -501,23 +545,31 @@ impl SessionTable {
         self.by_peer.get(self.peer_entry(peer))?.checked_sub(1)
     }
 
-    /// Requests what opening a packet of the current key of the session in slot `i` touches:
-    /// its fields and the key's receive half. Reads nothing (the slot may be empty).
+    /// Requests what opening a packet of `len` bytes (its ciphertext) with the current key of
+    /// the session in slot `i` touches: its fields and what ring reads of the key's receive
+    /// half. Reads nothing (the slot may be empty).
     #[inline]
-    pub fn prefetch_open(&self, i: SessionIndex) {
+    pub fn prefetch_open(&self, i: SessionIndex, len: usize) {
         if let Some(base) = self.slot_base(i) {
-            for off in OPEN_LINES {
-                prefetch_line(base.wrapping_add(off));
+            match KeyReach::of(len, self.reach_mapped) {
+                KeyReach::Short => prefetch_lines(base, &OPEN_SHORT),
+                KeyReach::Medium => prefetch_lines(base, &OPEN_MEDIUM),
+                KeyReach::Long => prefetch_lines(base, &OPEN_LONG),
+                KeyReach::Whole => prefetch_lines(base, &OPEN_WHOLE),
             }
         }
     }
 
-    /// The same for sealing a packet for the session in slot `i`.
+    /// The same for sealing a packet of `len` bytes (its plaintext) for the session in slot
+    /// `i`.
     #[inline]
-    pub fn prefetch_seal(&self, i: SessionIndex) {
+    pub fn prefetch_seal(&self, i: SessionIndex, len: usize) {
         if let Some(base) = self.slot_base(i) {
-            for off in SEAL_LINES {
-                prefetch_line(base.wrapping_add(off));
+            match KeyReach::of(len, self.reach_mapped) {
+                KeyReach::Short => prefetch_lines(base, &SEAL_SHORT),
+                KeyReach::Medium => prefetch_lines(base, &SEAL_MEDIUM),
+                KeyReach::Long => prefetch_lines(base, &SEAL_LONG),
+                KeyReach::Whole => prefetch_lines(base, &SEAL_WHOLE),
             }
         }
     }
@@ -604,32 +656,58 @@ mod tests {
             let s = t.get_mut(i).unwrap();
             assert_eq!(std::ptr::from_mut(s).cast::<u8>().cast_const(), base);
         }
-        for (lines, spans) in [
-            (&OPEN_LINES[..], [&OPEN_FIELDS[..], &OPEN_SPANS[..]]),
-            (&SEAL_LINES[..], [&SEAL_FIELDS[..], &SEAL_SPANS[..]]),
-        ] {
-            for &(off, len) in spans.iter().flat_map(|s| s.iter()) {
-                for byte in off..off + len {
-                    assert!(lines.contains(&(byte / 64 * 64)), "byte {byte}");
+        let reaches = [
+            KeyReach::Short,
+            KeyReach::Medium,
+            KeyReach::Long,
+            KeyReach::Whole,
+        ];
+        for (r, reach) in reaches.into_iter().enumerate() {
+            assert_eq!(reach as usize, r, "the masks are indexed by reach");
+            let open_key = shifted_by(open_spans(reach), offset_of!(Session, open));
+            let seal_key = shifted_by(
+                seal_spans(reach),
+                offset_of!(Session, send) + offset_of!(Sender, key),
+            );
+            for (mask, spans) in [
+                (OPEN_MASKS[r], [&OPEN_FIELDS[..], &open_key[..]]),
+                (SEAL_MASKS[r], [&SEAL_FIELDS[..], &seal_key[..]]),
+            ] {
+                for &(off, len) in spans.iter().flat_map(|s| s.iter()) {
+                    for byte in off..off + len {
+                        assert!(mask & (1 << (byte / 64)) != 0, "{reach:?}: byte {byte}");
+                    }
                 }
             }
         }
     }
 
-    /// Each direction's per-packet state is 10 lines: the fields a direction touches share
-    /// the lines of its half of ring's key (544 bytes with AES-GCM on x86_64, 8.5 lines), and
-    /// the other direction's state and the cold fields stay out of them. If ring's key grows,
-    /// this fails: look at the layout again before raising the number.
+    /// The lines a packet needs of its direction's state: the fields share the lines of its
+    /// half of ring's key (544 bytes with AES-GCM on x86_64, 8.5 lines), placed so that the
+    /// GHASH table starts a line; the other direction's state and the cold fields stay out of
+    /// them. If ring's key changes, this fails: look at the layout again (`KeyReach`).
     #[test]
-    fn each_direction_touches_ten_lines() {
-        if size_of::<ring::aead::LessSafeKey>() == 544 {
-            assert_eq!((OPEN_LINES.len(), SEAL_LINES.len()), (10, 10));
+    fn each_direction_touches_seven_to_ten_lines() {
+        let counts = |masks: [u64; KeyReach::COUNT]| masks.map(u64::count_ones);
+        if cfg!(target_arch = "x86_64") && size_of::<ring::aead::LessSafeKey>() == 544 {
+            assert_eq!(counts(OPEN_MASKS), [7, 8, 9, 10]);
+            assert_eq!(counts(SEAL_MASKS), [7, 8, 9, 10]);
         }
-        assert!(OPEN_LINES.len() <= 11 && SEAL_LINES.len() <= 11);
+        assert!(counts(OPEN_MASKS).iter().all(|&n| n <= 11));
+        assert!(counts(SEAL_MASKS).iter().all(|&n| n <= 11));
+        let line = |off: usize| 1u64 << (off / 64);
         let seal_first = offset_of!(Session, send);
-        assert!(OPEN_LINES.iter().all(|&l| l < seal_first));
-        assert!(SEAL_LINES.iter().all(|&l| l >= seal_first));
-        assert!(SEAL_LINES.iter().all(|&l| l < offset_of!(Session, local)));
+        let cold = offset_of!(Session, local);
+        for m in OPEN_MASKS {
+            assert!(m < line(seal_first), "opening stays before the send side");
+        }
+        for m in SEAL_MASKS {
+            assert!(
+                m & (line(seal_first) - 1) == 0,
+                "sealing stays in the send side"
+            );
+            assert!(m < line(cold), "and before the cold fields");
+        }
     }
 
     #[test]
@@ -677,8 +755,8 @@ mod tests {
         t.prefetch_peer(PeerId(0x00ff_ffff));
         assert_eq!(t.slot_hint(PeerId(6)), None);
         assert_eq!(t.slot_hint(PeerId(0x00ff_fffe)), Some(top));
-        t.prefetch_open(u32::MAX);
-        t.prefetch_seal(u32::MAX);
+        t.prefetch_open(u32::MAX, 64);
+        t.prefetch_seal(u32::MAX, 1400);
     }
 
     #[test]

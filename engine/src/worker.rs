@@ -428,11 +428,11 @@ impl<P: Port> Worker<P> {
             }
             lap.lap(&mut self.stage_cycles, Stage::LookAhead);
             for h in hints.iter().take(SESSION_AHEAD) {
-                self.prefetch_session(self.session_hint(h), from_clients);
+                self.prefetch_session(h, from_clients);
             }
             for ((i, buf), &hint) in rx.drain().enumerate().zip(hints.iter()) {
                 if let Some(h) = hints.get(i + SESSION_AHEAD) {
-                    self.prefetch_session(self.session_hint(h), from_clients);
+                    self.prefetch_session(h, from_clients);
                 }
                 self.process(port, buf, hint);
             }
@@ -460,14 +460,18 @@ impl<P: Port> Worker<P> {
             .or_else(|| h.flow.and_then(|slot| self.flows.owner_at(slot)))
     }
 
-    /// Requests the session state a packet will use: for opening (from a client) or sealing.
+    /// Requests the session state the packet of `h` will use: for opening (from a client) or
+    /// sealing.
     #[inline]
-    fn prefetch_session(&self, slot: Option<u32>, open: bool) {
-        let Some(slot) = slot else { return };
+    fn prefetch_session(&self, h: &Hint, open: bool) {
+        let Some(slot) = self.session_hint(h) else {
+            return;
+        };
+        let len = usize::from(h.aead_len);
         if open {
-            self.sessions.prefetch_open(slot);
+            self.sessions.prefetch_open(slot, len);
         } else {
-            self.sessions.prefetch_seal(slot);
+            self.sessions.prefetch_seal(slot, len);
         }
     }
 

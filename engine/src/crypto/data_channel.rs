@@ -6,7 +6,7 @@
 //! prepends it into the buffer's headroom. Neither allocates.
 
 use core::fmt;
-use core::mem::size_of;
+use core::mem::{offset_of, size_of};
 
 use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey};
 use zeroize::Zeroize;
@@ -152,12 +152,110 @@ fn nonce(pid: [u8; 4], iv: &[u8; 8]) -> Nonce {
     Nonce::assume_unique_for_key(n)
 }
 
-/// Byte ranges (offset, length) of an `OpenKey` that opening a packet touches: all of it (the
-/// IV, the replay window, the key_id and ring's expanded key and GHASH table).
-pub(crate) const OPEN_SPANS: [(usize, usize); 1] = [(0, size_of::<OpenKey>())];
+/// How much of ring's key opening or sealing a packet reads, by the number of bytes the AEAD
+/// covers: what a core requests ahead of each packet (`SessionTable::prefetch_open`). Only a
+/// prefetch plan: a wrong one costs time, never correctness.
+///
+/// ring 0.17.14 keeps an AES-GCM key in a 544-byte `LessSafeKey` on x86_64 (its private types,
+/// laid out by rustc; `ring_reads_what_key_reach_says` checks the layout and the reads): the
+/// variants' tags in bytes 0..16; the GHASH table in 16..272 (H^8 down to H^1 in 16-byte
+/// entries at 16..144, their folded halves at 144..208, 208..272 unused); the AES round keys
+/// and their count in 272..516; the algorithm (whose functions are called) at 528..536. On a
+/// CPU with VAES, VPCLMULQDQ and AVX2, ring's AES-GCM reads only the powers the data needs:
+/// under 128 bytes, the entries at 144 - 16 max(1, n / 16) .. 144 (H^1, at 128, also for the
+/// AAD and length blocks); from 128 bytes, 16..208. ChaCha20-Poly1305 keeps its key in 8..40,
+/// whose part past 16 a `Short` reach does not request: one miss a short packet of a
+/// ChaCha20 session, to save one on every short AES-GCM packet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KeyReach {
+    /// Under 80 bytes: four powers of H at most (GHASH table 80..144).
+    Short,
+    /// 80 to 127 bytes: seven at most (16..144).
+    Medium,
+    /// 128 bytes or more: all eight, and the folded halves (16..208).
+    Long,
+    /// All of the key: on a CPU where ring takes another path, whose reads are not mapped here.
+    #[default]
+    Whole,
+}
 
-/// The same for sealing with a `SealKey`: all of it (IV, counter, key_id, ring's key).
-pub(crate) const SEAL_SPANS: [(usize, usize); 1] = [(0, size_of::<SealKey>())];
+impl KeyReach {
+    /// How many there are (for tables indexed by `KeyReach as usize`).
+    pub const COUNT: usize = 4;
+
+    /// The reach of opening or sealing `len` bytes (`mapped`: ring takes the path described
+    /// above on this CPU).
+    #[inline]
+    pub fn of(len: usize, mapped: bool) -> Self {
+        match (mapped, len) {
+            (false, _) => Self::Whole,
+            (true, 0..80) => Self::Short,
+            (true, 80..128) => Self::Medium,
+            (true, _) => Self::Long,
+        }
+    }
+
+    /// Whether ring's AES-GCM takes, on this CPU, the path whose reads `KeyReach` maps: the
+    /// features ring 0.17.14 asks for it (AES, PCLMULQDQ, AVX2, VAES, VPCLMULQDQ).
+    pub fn mapped_here() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::arch::is_x86_feature_detected!("aes")
+                && std::arch::is_x86_feature_detected!("pclmulqdq")
+                && std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("vaes")
+                && std::arch::is_x86_feature_detected!("vpclmulqdq")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    }
+
+    /// Byte ranges (offset, length) of ring's `LessSafeKey` this reach reads; all of it
+    /// unless the key has the size of the layout mapped above.
+    const fn ring_spans(self) -> [(usize, usize); 3] {
+        const WHOLE: [(usize, usize); 3] = [(0, size_of::<LessSafeKey>()), (0, 0), (0, 0)];
+        if !cfg!(target_arch = "x86_64") || size_of::<LessSafeKey>() != 544 {
+            return WHOLE;
+        }
+        // The tags; the GHASH entries; the round keys, their count, the algorithm.
+        let tags = (0, 16);
+        let rounds = (272, 536 - 272);
+        match self {
+            Self::Short => [tags, (80, 64), rounds],
+            Self::Medium => [tags, (16, 128), rounds],
+            Self::Long => [tags, (16, 192), rounds],
+            Self::Whole => WHOLE,
+        }
+    }
+}
+
+/// Byte ranges of an `OpenKey` that opening a packet of `reach` touches: its own fields (the
+/// IV, the replay window, the key_id and cipher) and what ring reads of its key.
+pub(crate) const fn open_spans(reach: KeyReach) -> [(usize, usize); 4] {
+    let [a, b, c] = shifted_by(reach.ring_spans(), offset_of!(OpenKey, key));
+    [(0, offset_of!(OpenKey, key)), a, b, c]
+}
+
+/// The same for sealing with a `SealKey` (the IV, the counter, the key_id, and ring's key).
+pub(crate) const fn seal_spans(reach: KeyReach) -> [(usize, usize); 4] {
+    let [a, b, c] = shifted_by(reach.ring_spans(), offset_of!(SealKey, key));
+    [(0, offset_of!(SealKey, key)), a, b, c]
+}
+
+/// `spans` moved `by` bytes further into an enclosing object.
+pub(crate) const fn shifted_by<const N: usize>(
+    mut spans: [(usize, usize); N],
+    by: usize,
+) -> [(usize, usize); N] {
+    let mut i = 0;
+    while i < N {
+        spans[i].0 += by;
+        i += 1;
+    }
+    spans
+}
 
 impl DataKey {
     /// Sets up the keys of `key_id` from `m`; the first packet sent will carry data-pid 1.
@@ -421,6 +519,91 @@ mod tests {
             .step_by(2)
             .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
             .collect()
+    }
+
+    /// `KeyReach` says which bytes of ring's key opening and sealing read; ring's layout is
+    /// private, so this checks it the only way it can: a key with 16 bytes changed seals
+    /// differently, or refuses to open, exactly when those bytes are read. Every 16 bytes of
+    /// the GHASH table and the round keys (plain data, where changing a byte cannot break
+    /// ring), at lengths on both sides of each reach's bounds: what is read must be in the
+    /// reach. Where ring takes another path on this CPU, only the layout's size is checked
+    /// (every reach is then `Whole`).
+    #[test]
+    #[allow(unsafe_code)]
+    fn ring_reads_what_key_reach_says() {
+        if !cfg!(target_arch = "x86_64") {
+            return;
+        }
+        assert_eq!(
+            size_of::<LessSafeKey>(),
+            544,
+            "ring's key changed: map its layout again (KeyReach)"
+        );
+        if !KeyReach::mapped_here() {
+            eprintln!("this CPU has no VAES path in ring: reads not checked");
+            return;
+        }
+        let raw: Vec<u8> = (1..=32).collect();
+        let key = || {
+            Box::new(LessSafeKey::new(
+                UnboundKey::new(&ring::aead::AES_256_GCM, &raw).unwrap(),
+            ))
+        };
+        let nonce = || Nonce::assume_unique_for_key([7; 12]);
+        let aad = [1u8; 8];
+        let seal = |k: &LessSafeKey, len: usize| {
+            let mut d = vec![0x5a; len];
+            let tag = k
+                .seal_in_place_separate_tag(nonce(), Aad::from(aad), &mut d)
+                .unwrap();
+            (d, tag.as_ref().to_vec())
+        };
+        let mut read_somewhere = [false; 512 / 16];
+        for len in [
+            1, 15, 16, 17, 63, 64, 65, 79, 80, 81, 100, 127, 128, 129, 200, 1400,
+        ] {
+            let reach = KeyReach::of(len, true);
+            let spans = reach.ring_spans();
+            let (sealed, tag) = seal(&key(), len);
+            for (chunk, read) in read_somewhere.iter_mut().enumerate().skip(1) {
+                let at = chunk * 16;
+                let mut k = key();
+                let bytes = std::ptr::from_mut::<LessSafeKey>(&mut *k).cast::<u8>();
+                for i in at..at + 16 {
+                    // SAFETY: inside the key, in bytes that hold the GHASH table or round keys
+                    // (u32 and u128 arrays: any value is valid), as the size check pins.
+                    unsafe { *bytes.add(i) ^= 0x11 };
+                }
+                let seal_reads = seal(&k, len) != (sealed.clone(), tag.clone());
+                let mut d = sealed.clone();
+                let t = Tag::try_from(&tag[..]).unwrap();
+                let open_reads = k
+                    .open_in_place_separate_tag(nonce(), Aad::from(aad), t, &mut d, 0..)
+                    .is_err();
+                if seal_reads || open_reads {
+                    *read = true;
+                    let covered = spans.iter().any(|&(o, l)| o <= at && at + 16 <= o + l);
+                    assert!(
+                        covered,
+                        "{len} bytes ({reach:?}) read key bytes {at}..{}",
+                        at + 16
+                    );
+                }
+            }
+        }
+        // The mapping is not vacuous: the table's powers and the round keys were found read.
+        assert!(
+            read_somewhere[1..13].iter().all(|&r| r),
+            "{read_somewhere:?}"
+        );
+        assert!(
+            read_somewhere[17..32].iter().all(|&r| r),
+            "{read_somewhere:?}"
+        );
+        assert!(
+            !read_somewhere[13..17].iter().any(|&r| r),
+            "{read_somewhere:?}"
+        );
     }
 
     /// Keys where `ours` (the B.4 client->server key) is used in the direction `decrypt`.

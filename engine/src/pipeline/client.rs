@@ -9,7 +9,7 @@ use crate::mailbox::Report;
 use crate::packet::BURST_SIZE;
 use crate::packet::{DropReason, PacketBuf};
 use crate::pipeline::l2::IcmpError;
-use crate::pipeline::{nat, Hint};
+use crate::pipeline::{aead_len_hint, nat, Hint, CLIENT_FRAME_OVERHEAD};
 use crate::port::Port;
 use crate::rules::GroupMask;
 use crate::session::Remote;
@@ -249,8 +249,9 @@ impl<P: Port> Worker<P> {
                 self.sessions.prefetch_peer(peer);
             }
         }
-        for (h, peer) in hints.iter_mut().zip(peers) {
+        for ((h, peer), b) in hints.iter_mut().zip(peers).zip(frames) {
             h.session = peer.and_then(|p| self.sessions.slot_hint(p));
+            h.aead_len = aead_len_hint(b.data().len(), CLIENT_FRAME_OVERHEAD);
         }
     }
 

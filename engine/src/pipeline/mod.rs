@@ -23,6 +23,17 @@ pub(crate) fn ipv4_hint(frame: &[u8]) -> Option<Ipv4Packet<&[u8]>> {
     Ipv4Packet::new_checked(frame.get(HEADER_LEN..)?).ok()
 }
 
+/// The bytes a client's P_DATA_V2 frame carries besides its ciphertext: Ethernet, IPv4
+/// without options, UDP, the P_DATA_V2 header and the tag.
+pub(crate) const CLIENT_FRAME_OVERHEAD: usize =
+    HEADER_LEN + crate::wire::udp::Ipv4UdpHeaders::LEN + crate::wire::openvpn::DATA_V2_OVERHEAD;
+
+/// `Hint::aead_len` of a frame of `frame_len` bytes, `overhead` of them not covered.
+#[inline]
+pub(crate) fn aead_len_hint(frame_len: usize, overhead: usize) -> u16 {
+    u16::try_from(frame_len.saturating_sub(overhead)).unwrap_or(u16::MAX)
+}
+
 /// What a burst's look-ahead found for one frame. Hints only: `process` uses a slot after
 /// checking it holds what the frame names, and looks up the usual way otherwise.
 #[derive(Clone, Copy, Debug, Default)]
@@ -37,4 +48,8 @@ pub(crate) struct Hint {
     /// `process` would call, so `process` uses it instead of parsing the ports again; it
     /// still validates the header and compares the key with the flow it finds.
     pub reverse: Option<crate::flow::ReverseKey>,
+    /// How many bytes the frame's AEAD call will cover, from its length (a guess: the
+    /// ciphertext of a client's P_DATA_V2, the plaintext of a packet to seal), for the lines
+    /// of the key requested ahead of it (`KeyReach`).
+    pub aead_len: u16,
 }

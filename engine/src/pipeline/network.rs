@@ -247,7 +247,8 @@ impl<P: Port> Worker<P> {
                 *k = Some((rkey, h, matches!(rewrite, Rewrite::Plain)));
             }
         }
-        for (hint, k) in hints.iter_mut().zip(&keys) {
+        for ((hint, k), b) in hints.iter_mut().zip(&keys).zip(frames) {
+            hint.aead_len = super::aead_len_hint(b.data().len(), HEADER_LEN);
             let Some((rkey, h, plain)) = k else { continue };
             hint.reverse = plain.then_some(*rkey);
             hint.flow = self.flows.prefetch_reverse_flow(*h);
