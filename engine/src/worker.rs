@@ -404,7 +404,7 @@ impl<P: Port> Worker<P> {
             // the packet waits for it: the headers of every packet; then the index lines that
             // name each packet's session (and, from a target subnet, its flow), read into
             // `hints`; then the packets themselves, with their sessions' fields and keys
-            // requested a few packets ahead (a whole burst of sessions, 10 lines each, would
+            // requested a few packets ahead (a whole burst of sessions, 7 to 10 lines each, would
             // not stay in L1 until used). The bodies of the frames are not requested: the AEAD
             // reads them front to back, which the hardware's stream prefetcher follows, and
             // requesting 22 lines of each 1400-byte frame took the line-fill buffers the
