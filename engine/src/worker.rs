@@ -313,7 +313,7 @@ pub struct Worker<P: Port> {
     pub(crate) stats: PollStats,
     pub(crate) now_secs: u32,
     /// `now` of the current poll, from `epoch`.
-    elapsed: std::time::Duration,
+    pub(crate) elapsed: std::time::Duration,
     /// The second the once-a-second work (neighbour timers, published counters) last ran.
     last_second: u32,
     /// Session slots visited by the keepalive sweep since `epoch` (`sweep_sessions`).

@@ -596,7 +596,8 @@ impl<P: Port> Worker<P> {
     #[cold]
     #[inline(never)]
     fn for_tunnel_gateway(&mut self, mut buf: P::Buf, owner: u32) {
-        if !super::l2::echo_reply_in_place(buf.data_mut()) {
+        let stamp = super::l2::ip_timestamp(self.elapsed);
+        if !super::l2::echo_reply_in_place(buf.data_mut(), stamp) {
             return self.drop_packet(buf, DropReason::NotForUs);
         }
         self.encrypt_to_client(buf, owner);

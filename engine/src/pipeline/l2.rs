@@ -10,7 +10,7 @@ use crate::wire::arp::{ArpRepr, OP_REPLY, OP_REQUEST, PACKET_LEN};
 use crate::wire::ethernet::{self, ethertype, BROADCAST, HEADER_LEN};
 use crate::wire::icmp::{kind, IcmpPacket};
 use crate::wire::ipv4::{
-    protocol, source_routed, Ipv4Packet, Ipv4Repr, DEFAULT_TTL, MIN_HEADER_LEN,
+    protocol, source_routed, stamp_options, Ipv4Packet, Ipv4Repr, DEFAULT_TTL, MIN_HEADER_LEN,
 };
 use crate::wire::udp::Ipv4UdpHeaders;
 use crate::worker::Worker;
@@ -202,6 +202,7 @@ impl<P: Port> Worker<P> {
         if ethernet::is_group(dst_mac) || ethernet::is_group(src_mac) {
             return Some(buf);
         }
+        let stamp = ip_timestamp(self.elapsed);
         let answerable = |src: u32, dst: u32| {
             pc.is_one_host(src)
                 && (self.is_port_address(port, dst)
@@ -210,7 +211,7 @@ impl<P: Port> Worker<P> {
         if !buf
             .data_mut()
             .get_mut(HEADER_LEN..)
-            .is_some_and(|ip| echo_reply_in_place_if(ip, answerable))
+            .is_some_and(|ip| echo_reply_in_place_if(ip, stamp, answerable))
         {
             return Some(buf);
         }
@@ -337,10 +338,17 @@ impl<P: Port> Worker<P> {
 /// Turns the IPv4 packet in `ip`, if it is a whole (not fragmented) ICMP echo request, into
 /// its reply, in place: addresses swapped, the type changed, the TTL a fresh `DEFAULT_TTL`
 /// (the request's may have been spent to 1 on its way, and a reply sent with what was left
-/// would die at the first router back), both checksums updated incrementally. False, and `ip`
-/// untouched, if it is anything else.
-pub(crate) fn echo_reply_in_place(ip: &mut [u8]) -> bool {
-    echo_reply_in_place_if(ip, |_, _| true)
+/// would die at the first router back), both checksums updated incrementally. Record Route and
+/// Timestamp options get this host's entry (`wire::ipv4::stamp_options`, the timestamp
+/// `stamp`). False, and `ip` untouched, if it is anything else.
+pub(crate) fn echo_reply_in_place(ip: &mut [u8], stamp: u32) -> bool {
+    echo_reply_in_place_if(ip, stamp, |_, _| true)
+}
+
+/// An IPv4 timestamp (RFC 791) for `elapsed` on a core's clock: milliseconds, with the high
+/// bit set, which says they are not since midnight UT (a core has no wall clock).
+pub(crate) fn ip_timestamp(elapsed: std::time::Duration) -> u32 {
+    (elapsed.as_millis() as u32 & 0x7fff_ffff) | 0x8000_0000
 }
 
 /// `echo_reply_in_place` for a request whose source and destination are `answerable` only
@@ -349,6 +357,7 @@ pub(crate) fn echo_reply_in_place(ip: &mut [u8]) -> bool {
 /// and RFC 7126 has routers drop such packets anyway.
 pub(crate) fn echo_reply_in_place_if(
     ip: &mut [u8],
+    stamp: u32,
     answerable: impl FnOnce(u32, u32) -> bool,
 ) -> bool {
     let header_len = ip.first().map_or(0, |b| usize::from(b & 0x0f) * 4);
@@ -364,10 +373,23 @@ pub(crate) fn echo_reply_in_place_if(
     if !is_request || !answerable(u32::from_be_bytes(ip.src()), u32::from_be_bytes(ip.dst())) {
         return false;
     }
+    // The options are stamped on a copy first: a request they make in error stays untouched.
+    let mut options = [0u8; 40];
+    let n = ip.header_len() - MIN_HEADER_LEN;
+    if n > 0 {
+        options[..n].copy_from_slice(ip.options_mut());
+        if stamp_options(&mut options[..n], ip.dst(), stamp).is_err() {
+            return false;
+        }
+    }
     let (src, dst) = (ip.src(), ip.dst());
     ip.set_src(dst);
     ip.set_dst(src);
     ip.set_ttl(DEFAULT_TTL);
+    if n > 0 {
+        ip.options_mut().copy_from_slice(&options[..n]);
+        ip.fill_checksum();
+    }
     ip.payload_mut()[0] = kind::ECHO_REPLY;
     let Ok(mut icmp) = IcmpPacket::new_checked(ip.payload_mut()) else {
         return false;
@@ -486,9 +508,11 @@ mod tests {
         p
     }
 
+    /// A timestamp as a core writes one (`ip_timestamp`).
+    const STAMP: u32 = 0x8000_1234;
+
     /// RFC 1122 3.2.2.6: a source route in an echo request MUST be reversed in the reply;
-    /// the appliance does not answer such a request (nor one whose options do not parse),
-    /// and answers one with Record Route, the option carried back as it came.
+    /// the appliance does not answer such a request (nor one whose options do not parse).
     #[test]
     fn a_ping_asking_for_a_source_route_is_not_answered() {
         let route = [10, 0, 0, 9, 172, 31, 1, 10];
@@ -497,19 +521,45 @@ mod tests {
             opts.extend_from_slice(&route);
             let mut p = echo_with_options(&opts);
             let before = p.clone();
-            assert!(!echo_reply_in_place(&mut p), "option {kind}");
+            assert!(!echo_reply_in_place(&mut p, STAMP), "option {kind}");
             assert_eq!(p, before, "untouched");
         }
-        // Record Route (7), then end of options: answered.
-        let mut rr = vec![7, 11, 4];
-        rr.extend_from_slice(&[0; 8]);
-        rr.push(0);
-        let mut p = echo_with_options(&rr);
-        assert!(echo_reply_in_place(&mut p));
-        assert_eq!(&p[20..32], &rr[..]);
         // An option whose length runs past the header: not answered.
         let mut p = echo_with_options(&[7, 40, 4, 0]);
-        assert!(!echo_reply_in_place(&mut p));
+        assert!(!echo_reply_in_place(&mut p, STAMP));
+    }
+
+    /// RFC 1122 3.2.2.6: Record Route and Timestamp options in an echo request SHOULD be
+    /// updated to include this host and sent back in the reply: the reply's source address
+    /// (the request's destination, 10.0.0.1) recorded, the timestamp added, the header
+    /// checksum right. A Timestamp RFC 791 holds in error is not answered.
+    #[test]
+    fn a_ping_with_record_route_or_timestamp_gets_this_host_added() {
+        let checked = |p: &[u8]| {
+            let ip = Ipv4Packet::new_checked(p).unwrap();
+            assert!(ip.verify_checksum());
+            assert_eq!((ip.src(), ip.dst()), ([10, 0, 0, 1], [10, 0, 0, 2]));
+            assert_eq!(ip.payload()[0], 0, "an echo reply");
+            assert_eq!(checksum::fold(checksum::sum(0, ip.payload())), 0xffff);
+        };
+        // Record Route with one hop recorded and room for another, then end of options.
+        let rr = [7, 11, 8, 10, 0, 0, 9, 0, 0, 0, 0, 0];
+        let mut p = echo_with_options(&rr);
+        assert!(echo_reply_in_place(&mut p, STAMP));
+        assert_eq!(&p[20..32], &[7, 11, 12, 10, 0, 0, 9, 10, 0, 0, 1, 0]);
+        checked(&p);
+        // Timestamps only (flag 0), room for two.
+        let ts = [68, 12, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let mut p = echo_with_options(&ts);
+        assert!(echo_reply_in_place(&mut p, STAMP));
+        assert_eq!(&p[20..32], &[68, 12, 9, 0, 0x80, 0, 0x12, 0x34, 0, 0, 0, 0]);
+        checked(&p);
+        // Some room, not enough for an entry (flag 1 needs 8 bytes): in error, not answered.
+        let ts = [68, 8, 5, 1, 0, 0, 0, 0];
+        let mut p = echo_with_options(&ts);
+        let before = p.clone();
+        assert!(!echo_reply_in_place(&mut p, STAMP));
+        assert_eq!(p, before, "untouched");
     }
 
     /// A ping to the appliance with identifier 0, sequence 0 and no data is answered with
@@ -517,7 +567,7 @@ mod tests {
     #[test]
     fn an_all_zero_echo_reply_has_a_valid_checksum() {
         let mut p = ipv4_echo(ip("10.0.0.2"), ip("10.0.0.1"), true, 0, 0, b"");
-        assert!(echo_reply_in_place(&mut p));
+        assert!(echo_reply_in_place(&mut p, STAMP));
         assert_eq!(p[20..], [0, 0, 0xff, 0xff, 0, 0, 0, 0]);
     }
 
@@ -531,7 +581,7 @@ mod tests {
             let mut ip4 = Ipv4Packet::new_checked(&mut p[..]).unwrap();
             ip4.set_ttl(ttl);
             assert!(ip4.verify_checksum());
-            assert!(echo_reply_in_place(&mut p));
+            assert!(echo_reply_in_place(&mut p, STAMP));
             let r = Ipv4Packet::new_checked(&p[..]).unwrap();
             assert_eq!(r.ttl(), 64, "request ttl {ttl}");
             assert!(r.verify_checksum(), "request ttl {ttl}");

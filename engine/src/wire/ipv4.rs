@@ -285,6 +285,105 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         let (h, t) = (self.header_len(), self.total_len());
         &mut self.m()[h..t]
     }
+
+    /// The header's options (empty without), writable; the caller makes the checksum right.
+    pub fn options_mut(&mut self) -> &mut [u8] {
+        let h = self.header_len();
+        &mut self.m()[MIN_HEADER_LEN..h]
+    }
+}
+
+/// Adds this host to the Record Route and Timestamp options of `options` (an IPv4 header's,
+/// RFC 791), as a host answering an echo request does (RFC 1122 3.2.2.6: SHOULD): `own` (the
+/// address the reply leaves from) in a Record Route with room; in a Timestamp, `stamp` alone
+/// (flag 0), after `own` (flag 1), or where `own` is the next address asked for (flag 3);
+/// a full Timestamp counts one more in its overflow. Other options are left as they are, and
+/// so is an option whose pointer is not at an entry's start. Cold: only pings with options
+/// come here.
+///
+/// # Errors
+/// `Malformed` where RFC 791 holds the datagram in error: a Timestamp with room for part of
+/// an entry, or full with its overflow count at 15; or options that do not parse.
+#[cold]
+#[inline(never)]
+pub fn stamp_options(options: &mut [u8], own: [u8; 4], stamp: u32) -> Result<(), Malformed> {
+    const EOL: u8 = 0;
+    const NOP: u8 = 1;
+    const RECORD_ROUTE: u8 = 7;
+    const TIMESTAMP: u8 = 68;
+    let mut at = 0;
+    while let Some(&kind) = options.get(at) {
+        match kind {
+            EOL => return Ok(()),
+            NOP => at += 1,
+            _ => {
+                let len = usize::from(*options.get(at + 1).ok_or(Malformed)?);
+                if len < 2 || at + len > options.len() {
+                    return Err(Malformed);
+                }
+                let opt = &mut options[at..at + len];
+                match kind {
+                    RECORD_ROUTE => record_route(opt, own),
+                    TIMESTAMP => timestamp(opt, own, stamp)?,
+                    _ => {}
+                }
+                at += len;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A Record Route option (`opt`, whole): `own` at its pointer if four bytes fit there.
+fn record_route(opt: &mut [u8], own: [u8; 4]) {
+    let Some(&ptr) = opt.get(2) else { return };
+    let p = usize::from(ptr);
+    if p >= 4 && p % 4 == 0 && p + 3 <= opt.len() {
+        opt[p - 1..p + 3].copy_from_slice(&own);
+        opt[2] = ptr + 4;
+    }
+}
+
+/// A Timestamp option (`opt`, whole): see `stamp_options`.
+fn timestamp(opt: &mut [u8], own: [u8; 4], stamp: u32) -> Result<(), Malformed> {
+    let (Some(&ptr), Some(&of)) = (opt.get(2), opt.get(3)) else {
+        return Ok(());
+    };
+    let (overflow, flag) = (of >> 4, of & 0x0f);
+    let entry = match flag {
+        0 => 4,
+        1 | 3 => 8,
+        _ => return Ok(()),
+    };
+    let p = usize::from(ptr);
+    if p < 5 || (p - 5) % entry != 0 {
+        return Ok(());
+    }
+    if p > opt.len() {
+        // Full: counted, or in error when the count itself would overflow.
+        if overflow == 0x0f {
+            return Err(Malformed);
+        }
+        opt[3] = ((overflow + 1) << 4) | flag;
+        return Ok(());
+    }
+    if p + entry - 1 > opt.len() {
+        // Some room, not enough for an entry: in error (RFC 791).
+        return Err(Malformed);
+    }
+    let at = p - 1;
+    match flag {
+        0 => opt[at..at + 4].copy_from_slice(&stamp.to_be_bytes()),
+        1 => {
+            opt[at..at + 4].copy_from_slice(&own);
+            opt[at + 4..at + 8].copy_from_slice(&stamp.to_be_bytes());
+        }
+        _ if opt[at..at + 4] == own => opt[at + 4..at + 8].copy_from_slice(&stamp.to_be_bytes()),
+        _ => return Ok(()),
+    }
+    // Every entry is at most 8 bytes and the option at most 40: no overflow of the u8.
+    opt[2] = ptr + entry as u8;
+    Ok(())
 }
 
 /// The fields needed to build an option-less IPv4 header.
@@ -345,6 +444,62 @@ impl Ipv4Repr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `stamp_options` against RFC 791's rules, one case a line: the options before, the
+    /// options after (or `None`: in error).
+    #[test]
+    fn record_route_and_timestamp_get_this_host() {
+        let own = [10, 0, 0, 1];
+        let stamp = 0x8000_00ff_u32;
+        let cases: &[(&[u8], Option<&[u8]>)] = &[
+            // Record Route: added where there is room; a full one or a misplaced pointer left.
+            (&[7, 7, 4, 0, 0, 0, 0, 0], Some(&[7, 7, 8, 10, 0, 0, 1, 0])),
+            (&[7, 7, 8, 9, 9, 9, 9, 0], Some(&[7, 7, 8, 9, 9, 9, 9, 0])),
+            (&[7, 7, 5, 0, 0, 0, 0, 0], Some(&[7, 7, 5, 0, 0, 0, 0, 0])),
+            // Timestamp, flag 0: the stamp; full: the overflow counted; at 15, in error.
+            (
+                &[68, 8, 5, 0, 0, 0, 0, 0],
+                Some(&[68, 8, 9, 0, 0x80, 0, 0, 0xff]),
+            ),
+            (
+                &[68, 8, 9, 0x20, 1, 2, 3, 4],
+                Some(&[68, 8, 9, 0x30, 1, 2, 3, 4]),
+            ),
+            (&[68, 8, 9, 0xf0, 1, 2, 3, 4], None),
+            // Flag 1: the address and the stamp; room for part of an entry: in error.
+            (
+                &[68, 12, 5, 1, 0, 0, 0, 0, 0, 0, 0, 0],
+                Some(&[68, 12, 13, 1, 10, 0, 0, 1, 0x80, 0, 0, 0xff]),
+            ),
+            (&[68, 8, 5, 1, 0, 0, 0, 0], None),
+            // Flag 3: stamped where this host is the next address asked for, else left.
+            (
+                &[68, 12, 5, 3, 10, 0, 0, 1, 0, 0, 0, 0],
+                Some(&[68, 12, 13, 3, 10, 0, 0, 1, 0x80, 0, 0, 0xff]),
+            ),
+            (
+                &[68, 12, 5, 3, 10, 0, 0, 7, 0, 0, 0, 0],
+                Some(&[68, 12, 5, 3, 10, 0, 0, 7, 0, 0, 0, 0]),
+            ),
+            // An unknown flag, no-operations and other options: left; options that do not
+            // parse: in error; after the end of the list: not read.
+            (&[68, 8, 5, 2, 0, 0, 0, 0], Some(&[68, 8, 5, 2, 0, 0, 0, 0])),
+            (
+                &[1, 148, 4, 0, 0, 7, 3, 4],
+                Some(&[1, 148, 4, 0, 0, 7, 3, 4]),
+            ),
+            (&[1, 7, 9, 4, 0, 0, 0, 0], None),
+            (&[0, 7, 3, 4, 0, 0, 0, 0], Some(&[0, 7, 3, 4, 0, 0, 0, 0])),
+        ];
+        for (before, after) in cases {
+            let mut o = before.to_vec();
+            let got = stamp_options(&mut o, own, stamp);
+            match after {
+                Some(a) => assert_eq!((got, &o[..]), (Ok(()), *a), "{before:?}"),
+                None => assert_eq!(got, Err(Malformed), "{before:?}"),
+            }
+        }
+    }
 
     /// An ICMP echo request 10.200.0.2 -> 172.31.1.10, TTL 64, as captured.
     const PACKET: [u8; 28] = [
