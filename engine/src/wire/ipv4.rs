@@ -445,6 +445,47 @@ impl Ipv4Repr {
 mod tests {
     use super::*;
 
+    /// Every Record Route and Timestamp option of up to 16 bytes with every length, pointer
+    /// and flag byte that matter, alone or after a no-operation and before more bytes: stamped
+    /// or refused, never a panic (the bounds are where a mistake would show); stamping keeps
+    /// the options' length and only ever moves the pointer forward by one entry.
+    #[test]
+    fn stamping_any_small_option_never_panics() {
+        for kind in [7u8, 68] {
+            for total in 0..=16usize {
+                for len in 0..=17u8 {
+                    for ptr in 0..=17u8 {
+                        for flags in [0u8, 1, 2, 3, 0xe1, 0xf0, 0xf3] {
+                            for lead in [0usize, 1] {
+                                let mut o = vec![0u8; total + lead];
+                                if lead == 1 {
+                                    o[0] = 1;
+                                }
+                                for (i, b) in [kind, len, ptr, flags].into_iter().enumerate() {
+                                    if let Some(x) = o.get_mut(lead + i) {
+                                        *x = b;
+                                    }
+                                }
+                                let before = o.clone();
+                                if stamp_options(&mut o, [10, 0, 0, 1], 0x8000_0001).is_ok() {
+                                    assert_eq!(o.len(), before.len());
+                                    if let (Some(&p0), Some(&p1)) =
+                                        (before.get(lead + 2), o.get(lead + 2))
+                                    {
+                                        assert!(
+                                            p1 == p0 || [4, 8].contains(&(p1 - p0)),
+                                            "{before:?} -> {o:?}"
+                                        );
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// `stamp_options` against RFC 791's rules, one case a line: the options before, the
     /// options after (or `None`: in error).
     #[test]
