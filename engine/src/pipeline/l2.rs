@@ -377,7 +377,7 @@ pub(crate) fn echo_reply_in_place_if(
     let mut options = [0u8; 40];
     let n = ip.header_len() - MIN_HEADER_LEN;
     if n > 0 {
-        options[..n].copy_from_slice(ip.options_mut());
+        options[..n].copy_from_slice(ip.options());
         if stamp_options(&mut options[..n], ip.dst(), stamp).is_err() {
             return false;
         }

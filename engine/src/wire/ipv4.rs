@@ -215,6 +215,11 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     pub fn payload(&self) -> &[u8] {
         &self.b()[self.header_len()..self.total_len()]
     }
+
+    /// The header's options (empty without).
+    pub fn options(&self) -> &[u8] {
+        &self.b()[MIN_HEADER_LEN..self.header_len()]
+    }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
