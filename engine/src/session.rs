@@ -216,7 +216,9 @@ const fn seal_mask(reach: KeyReach) -> u64 {
 }
 
 /// The offsets of the lines in each mask: constant tables, so that requesting them is one
-/// instruction a line (`prefetch_reach`).
+/// instruction a line (`SessionTable::prefetch_open`, `prefetch_seal`). Named one by one and
+/// matched on by each of the two: one helper choosing from an array of the tables read the
+/// same, but cost 5 to 7 ticks a packet at 1k sessions (bench/RESULTS.md, 2026-12-06).
 const OPEN_SHORT: [usize; OPEN_MASKS[0].count_ones() as usize] = line_offsets(OPEN_MASKS[0]);
 const OPEN_MEDIUM: [usize; OPEN_MASKS[1].count_ones() as usize] = line_offsets(OPEN_MASKS[1]);
 const OPEN_LONG: [usize; OPEN_MASKS[2].count_ones() as usize] = line_offsets(OPEN_MASKS[2]);
