@@ -23,10 +23,10 @@ pub(crate) fn ipv4_hint(frame: &[u8]) -> Option<Ipv4Packet<&[u8]>> {
     Ipv4Packet::new_checked(frame.get(HEADER_LEN..)?).ok()
 }
 
-/// The bytes a client's P_DATA_V2 frame carries besides its ciphertext: Ethernet, IPv4
-/// without options, UDP, the P_DATA_V2 header and the tag.
-pub(crate) const CLIENT_FRAME_OVERHEAD: usize =
-    HEADER_LEN + crate::wire::udp::Ipv4UdpHeaders::LEN + crate::wire::openvpn::DATA_V2_OVERHEAD;
+/// The bytes a client's P_DATA_V2 frame carries besides its ciphertext: Ethernet, and what a
+/// reply to a client has in front of its ciphertext (IPv4 without options, UDP, the P_DATA_V2
+/// header and the tag).
+pub(crate) const CLIENT_FRAME_OVERHEAD: usize = HEADER_LEN + network::RETURN_PREPEND;
 
 /// `Hint::aead_len` of a frame of `frame_len` bytes, `overhead` of them not covered.
 #[inline]
