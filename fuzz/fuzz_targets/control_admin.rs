@@ -13,7 +13,7 @@ use clap::Parser;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use sluice_control::admin::cli::Cli;
-use sluice_control::admin::filters::Filters;
+use sluice_control::admin::filters::{self, Filters};
 use sluice_control::admin::shorthand;
 use sluice_control::runtime::admin_socket::{Request, MAX_REQUEST};
 
@@ -65,7 +65,7 @@ fn filter_checks(word: &str) {
     }
     let v = word.trim();
     if v.is_empty()
-        || v.len() > 255
+        || v.len() > filters::MAX_VALUE
         || v.contains([',', '*', '?', '='])
         || v.starts_with(['[', '{'])
     {

@@ -15,7 +15,7 @@ pub struct Filters(Vec<(String, Vec<String>)>);
 
 /// Longest value a filter may hold: field values are ids, names, CIDRs and descriptions, and a
 /// wildcard match costs up to its length times the field's.
-const MAX_VALUE: usize = 255;
+pub const MAX_VALUE: usize = 255;
 
 /// Most values one request's filters may hold together: each is tried against every item
 /// listed (up to 127,000 connections), on the control thread.
