@@ -9,6 +9,7 @@
 //! This is one of the two shells allowed to read the clock; it turns `now` into whole seconds
 //! for the tables.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -129,7 +130,10 @@ pub struct WorkerConfig {
     pub mss_clamp: u16,
     /// Flow idle timeouts.
     pub timeouts: Timeouts,
-    /// Flow slots examined per poll for expiry.
+    /// Flow slots the expiry sweep examines in one poll at most. The sweep goes round the whole
+    /// flow table once a second, spread evenly over the second (`Worker::sweep_flows`): an idle
+    /// flow is removed within a second after its timeout, however often or seldom the core
+    /// polls.
     pub expiry_budget: usize,
     /// Flows of ended sessions removed per poll at most (`FlowTable::remove_retired`): a
     /// session's end never walks all its flows in one poll.
@@ -192,6 +196,28 @@ impl WorkerConfig {
             icmp_error_budget: DEFAULT_ICMP_ERROR_BUDGET,
             control_peer_capacity: 65_536,
         }
+    }
+}
+
+/// Where a sweep round a table of slots is, a lap a second spread evenly over the second: the
+/// slots it has visited since the cores' epoch (lap `n / slots`, slot `n % slots`).
+#[derive(Clone, Copy, Debug, Default)]
+struct Sweep {
+    visited: u64,
+}
+
+impl Sweep {
+    /// What a poll at `elapsed` visits of a table of `slots`: from where the sweep is to where
+    /// it should be by now, `budget` at most. A core held up longer than a lap resumes one lap
+    /// behind, not further.
+    fn due(&mut self, elapsed: std::time::Duration, slots: u64, budget: u64) -> Range<u64> {
+        let due = elapsed.as_secs().saturating_mul(slots).saturating_add(
+            u64::from(elapsed.subsec_nanos()).saturating_mul(slots) / 1_000_000_000,
+        );
+        let at = self.visited.max(due.saturating_sub(slots));
+        let end = due.min(at.saturating_add(budget)).max(at);
+        self.visited = end;
+        at..end
     }
 }
 
@@ -316,8 +342,10 @@ pub struct Worker<P: Port> {
     pub(crate) elapsed: std::time::Duration,
     /// The second the once-a-second work (neighbour timers, published counters) last ran.
     last_second: u32,
-    /// Session slots visited by the keepalive sweep since `epoch` (`sweep_sessions`).
-    swept: u64,
+    /// The keepalive sweep over the session slots (`sweep_sessions`).
+    session_sweep: Sweep,
+    /// The expiry sweep over the flow slots (`sweep_flows`).
+    flow_sweep: Sweep,
     published: Option<Arc<crate::stats::CoreStats>>,
     pub(crate) stage_cycles: StageCycles,
 }
@@ -374,7 +402,8 @@ impl<P: Port> Worker<P> {
             now_secs: 0,
             elapsed: std::time::Duration::ZERO,
             last_second: 0,
-            swept: 0,
+            session_sweep: Sweep::default(),
+            flow_sweep: Sweep::default(),
             published: None,
             stage_cycles: StageCycles::default(),
         }
@@ -792,7 +821,7 @@ impl<P: Port> Worker<P> {
 
     fn housekeep(&mut self) {
         let now = self.now_secs;
-        self.flows.expire(now, self.cfg.expiry_budget);
+        self.sweep_flows();
         if self.flows.retiring() {
             let sessions = &mut self.sessions;
             self.flows
@@ -844,18 +873,22 @@ impl<P: Port> Worker<P> {
     /// overflowed the report queue, taking punted control packets with them.
     fn sweep_sessions(&mut self) {
         let slots = self.sessions.capacity() as u64;
-        // Where the sweep should be by now: `slots` a second since `epoch`.
-        let due = self.elapsed.as_secs().saturating_mul(slots).saturating_add(
-            u64::from(self.elapsed.subsec_nanos()).saturating_mul(slots) / 1_000_000_000,
-        );
-        // A core held up longer than a second resumes one lap behind, not further.
-        let mut at = self.swept.max(due.saturating_sub(slots));
-        let end = due.min(at.saturating_add(SWEEP_BUDGET));
-        while at < end {
+        for at in self.session_sweep.due(self.elapsed, slots, SWEEP_BUDGET) {
             self.visit_session((at % slots) as u32, at / slots);
-            at += 1;
         }
-        self.swept = at;
+    }
+
+    /// The flow expiry sweep: every flow slot once a second, spread evenly over the second and
+    /// at most `expiry_budget` slots a poll. A fixed number of slots a poll instead made an
+    /// idle core, polling millions of times a second, read its whole table from memory many
+    /// times a second, and a busy core examine a slot a packet (about 3% of its time with a
+    /// million flows, bench/RESULTS.md).
+    fn sweep_flows(&mut self) {
+        let slots = self.flows.capacity() as u64;
+        let budget = self.cfg.expiry_budget as u64;
+        let visits = self.flow_sweep.due(self.elapsed, slots, budget);
+        self.flows
+            .expire(self.now_secs, (visits.end - visits.start) as usize);
     }
 
     /// The sweep's visit of session slot `slot` in lap `lap`.
@@ -1063,6 +1096,100 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// A sweep is where a second a lap puts it, a budget a poll at most; a poll at the same
+    /// instant again visits nothing; a core held up for laps resumes one lap behind; a clock
+    /// that steps back visits nothing until it has caught up.
+    #[test]
+    fn a_sweep_goes_round_once_a_second_a_budget_a_poll() {
+        use std::time::Duration;
+        let ms = Duration::from_millis;
+        let mut s = Sweep::default();
+        assert_eq!(s.due(ms(250), 1000, 64), 0..64);
+        assert_eq!(s.due(ms(250), 1000, 64), 64..128);
+        assert_eq!(s.due(ms(250), 1000, 1000), 128..250);
+        assert_eq!(s.due(ms(250), 1000, 1000), 250..250, "caught up");
+        assert_eq!(s.due(ms(251), 1000, 1000), 250..251);
+        // Nine seconds later: one lap behind, then a budget a poll.
+        assert_eq!(s.due(ms(9251), 1000, 64), 8251..8315);
+        assert_eq!(s.due(ms(9251), 1000, 10_000), 8315..9251);
+        // A clock that steps back.
+        assert_eq!(s.due(ms(5000), 1000, 64), 9251..9251);
+        assert_eq!(s.due(ms(9300), 1000, 64), 9251..9300);
+        // Tables far larger than a second's nanoseconds, and times far out, do not overflow.
+        let mut s = Sweep::default();
+        let r = s.due(Duration::from_secs(u64::MAX / 2), u64::MAX / 4, 64);
+        assert_eq!(r.end - r.start, 64);
+    }
+
+    /// The flow expiry sweep is paced by the clock, not by polls: an idle core polled a hundred
+    /// thousand times in half a second has examined half its flow slots, not 64 a poll; an
+    /// idle flow goes within a second after its timeout.
+    #[test]
+    #[allow(clippy::disallowed_methods)]
+    fn flow_expiry_goes_round_the_table_once_a_second() {
+        use std::time::Duration;
+        let now = Instant::now();
+        let mut w = testkit::lab_worker(
+            vec![MemPort::new(), MemPort::new()],
+            testkit::lab_config(100_000, 4),
+            Mailbox::new(16),
+            now,
+        );
+        let slots = w.flows.capacity() as u64;
+        assert_eq!(slots, 100_000);
+        for i in 0..100_000u32 {
+            w.poll_once(now + Duration::from_nanos(u64::from(i) * 5_000));
+        }
+        let half = w.flow_sweep.visited;
+        assert!(
+            (slots / 2 - 64..=slots / 2).contains(&half),
+            "{half} slots examined in half a second"
+        );
+        assert_eq!(
+            w.flows.hand() as u64,
+            half,
+            "the table examined what the sweep says"
+        );
+
+        let (start, mb, mut w) = lab_core();
+        let keys = testkit::queue_session(
+            &mb,
+            crate::wire::openvpn::PeerId(5),
+            testkit::ip(testkit::lab::CLIENT_VIP),
+            Default::default(),
+            crate::crypto::Cipher::Aes256Gcm,
+            7,
+        );
+        w.poll_once(start);
+        let mut client = testkit::Client::new(
+            crate::wire::openvpn::PeerId(5),
+            crate::wire::openvpn::KeyId(0),
+            &keys,
+        );
+        if let Some(p) = w.port_mut(0) {
+            p.inject(&client.frame(&to_host(b"a")));
+        }
+        w.poll_once(start);
+        assert_eq!(w.flow_count(), 1);
+        let udp = u64::from(w.cfg.timeouts.udp);
+        // Polled every 10 ms: still there a whole second past its timeout's second, gone
+        // within the second after.
+        let mut gone = None;
+        for t in 0..(udp + 3) * 100 {
+            let at = Duration::from_millis(t * 10);
+            w.poll_once(start + at);
+            if w.flow_count() == 0 {
+                gone = Some(at);
+                break;
+            }
+        }
+        let gone = gone.expect("the flow expired");
+        assert!(
+            gone > Duration::from_secs(udp + 1) && gone <= Duration::from_secs(udp + 2),
+            "removed {gone:?} after it was last seen (timeout {udp} s)"
+        );
     }
 
     /// The lab's core on two in-memory ports, its mailbox, and the time it started.

@@ -350,6 +350,17 @@ impl FlowTable {
         self.len
     }
 
+    /// Flow slots: the most flows the table holds, and what the expiry sweep goes round.
+    pub fn capacity(&self) -> usize {
+        self.slab.len()
+    }
+
+    /// The expiry sweep's clock hand: the next slot it examines.
+    #[cfg(test)]
+    pub(crate) fn hand(&self) -> usize {
+        self.hand
+    }
+
     /// Whether no flow is held.
     pub fn is_empty(&self) -> bool {
         self.len == 0
