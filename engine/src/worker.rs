@@ -131,9 +131,9 @@ pub struct WorkerConfig {
     /// Flow idle timeouts.
     pub timeouts: Timeouts,
     /// Flow slots the expiry sweep examines in one poll at most. The sweep goes round the whole
-    /// flow table once a second, spread evenly over the second (`Worker::sweep_flows`): an idle
-    /// flow is removed within a second after its timeout, however often or seldom the core
-    /// polls.
+    /// flow table once every eighth of the shortest timeout (1 to 60 s; 7 s by default),
+    /// spread evenly (`Worker::sweep_flows`), however often or seldom the core polls: an idle
+    /// flow is removed at most that long after its timeout.
     pub expiry_budget: usize,
     /// Flows of ended sessions removed per poll at most (`FlowTable::remove_retired`): a
     /// session's end never walks all its flows in one poll.
@@ -199,21 +199,40 @@ impl WorkerConfig {
     }
 }
 
-/// Where a sweep round a table of slots is, a lap a second spread evenly over the second: the
-/// slots it has visited since the cores' epoch (lap `n / slots`, slot `n % slots`).
+/// The seconds the flow expiry sweep takes to go round the table: an eighth of the shortest
+/// timeout, a second at least and a minute at most (7 s with the default timeouts, ICMP's 60
+/// s the shortest). An idle flow is removed that long after its timeout at most; a shorter
+/// lap costs a busy core more (with a million flows, a lap a second took about 4% of its
+/// time at 64-byte packets: bench/RESULTS.md, 2026-12-06).
+fn flow_lap(t: &Timeouts) -> u64 {
+    let shortest = t
+        .tcp_established
+        .min(t.tcp_transitory)
+        .min(t.udp)
+        .min(t.icmp);
+    u64::from(shortest / 8).clamp(1, 60)
+}
+
+/// Where a sweep round a table of slots is, a lap every so many seconds spread evenly over
+/// them: the slots it has visited since the cores' epoch (lap `n / slots`, slot `n % slots`).
 #[derive(Clone, Copy, Debug, Default)]
 struct Sweep {
     visited: u64,
 }
 
 impl Sweep {
-    /// What a poll at `elapsed` visits of a table of `slots`: from where the sweep is to where
-    /// it should be by now, `budget` at most. A core held up longer than a lap resumes one lap
-    /// behind, not further.
-    fn due(&mut self, elapsed: std::time::Duration, slots: u64, budget: u64) -> Range<u64> {
+    /// What a poll at `elapsed` visits of a table of `slots` gone round once every `lap`
+    /// seconds: from where the sweep is to where it should be by now, `budget` at most. A core
+    /// held up longer than a lap resumes one lap behind, not further.
+    fn due(
+        &mut self,
+        elapsed: std::time::Duration,
+        (slots, lap): (u64, u64),
+        budget: u64,
+    ) -> Range<u64> {
         let due = elapsed.as_secs().saturating_mul(slots).saturating_add(
             u64::from(elapsed.subsec_nanos()).saturating_mul(slots) / 1_000_000_000,
-        );
+        ) / lap.max(1);
         let at = self.visited.max(due.saturating_sub(slots));
         let end = due.min(at.saturating_add(budget)).max(at);
         self.visited = end;
@@ -344,8 +363,10 @@ pub struct Worker<P: Port> {
     last_second: u32,
     /// The keepalive sweep over the session slots (`sweep_sessions`).
     session_sweep: Sweep,
-    /// The expiry sweep over the flow slots (`sweep_flows`).
+    /// The expiry sweep over the flow slots (`sweep_flows`), and the seconds it takes to go
+    /// round them (`flow_lap`).
     flow_sweep: Sweep,
+    flow_lap: u64,
     published: Option<Arc<crate::stats::CoreStats>>,
     pub(crate) stage_cycles: StageCycles,
 }
@@ -361,6 +382,7 @@ impl<P: Port> Worker<P> {
         epoch: Instant,
     ) -> Self {
         let range = PortRange::for_core(cfg.core, cfg.cores);
+        let flow_lap = flow_lap(&cfg.timeouts);
         let mut flows = FlowTable::new(cfg.flow_capacity, range, cfg.timeouts);
         flows.set_flows_per_owner(cfg.flows_per_session);
         // Flows are owned by session slots, `0..session_capacity`.
@@ -404,6 +426,7 @@ impl<P: Port> Worker<P> {
             last_second: 0,
             session_sweep: Sweep::default(),
             flow_sweep: Sweep::default(),
+            flow_lap,
             published: None,
             stage_cycles: StageCycles::default(),
         }
@@ -873,20 +896,24 @@ impl<P: Port> Worker<P> {
     /// overflowed the report queue, taking punted control packets with them.
     fn sweep_sessions(&mut self) {
         let slots = self.sessions.capacity() as u64;
-        for at in self.session_sweep.due(self.elapsed, slots, SWEEP_BUDGET) {
+        for at in self
+            .session_sweep
+            .due(self.elapsed, (slots, 1), SWEEP_BUDGET)
+        {
             self.visit_session((at % slots) as u32, at / slots);
         }
     }
 
-    /// The flow expiry sweep: every flow slot once a second, spread evenly over the second and
-    /// at most `expiry_budget` slots a poll. A fixed number of slots a poll instead made an
-    /// idle core, polling millions of times a second, read its whole table from memory many
-    /// times a second, and a busy core examine a slot a packet (about 3% of its time with a
-    /// million flows, bench/RESULTS.md).
+    /// The flow expiry sweep: every flow slot once a lap (`flow_lap`), spread evenly over it,
+    /// and at most `expiry_budget` slots a poll. A fixed number of slots a poll instead made
+    /// an idle core, polling millions of times a second, read its whole table from memory
+    /// over and over, and a busy core examine a slot a packet (bench/RESULTS.md, 2026-12-06).
     fn sweep_flows(&mut self) {
         let slots = self.flows.capacity() as u64;
         let budget = self.cfg.expiry_budget as u64;
-        let visits = self.flow_sweep.due(self.elapsed, slots, budget);
+        let visits = self
+            .flow_sweep
+            .due(self.elapsed, (slots, self.flow_lap), budget);
         self.flows
             .expire(self.now_secs, (visits.end - visits.start) as usize);
     }
@@ -1098,37 +1125,60 @@ mod tests {
             .collect()
     }
 
-    /// A sweep is where a second a lap puts it, a budget a poll at most; a poll at the same
-    /// instant again visits nothing; a core held up for laps resumes one lap behind; a clock
-    /// that steps back visits nothing until it has caught up.
+    /// A sweep is where its lap puts it, a budget a poll at most; a poll at the same instant
+    /// again visits nothing; a core held up for laps resumes one lap behind; a clock that
+    /// steps back visits nothing until it has caught up.
     #[test]
-    fn a_sweep_goes_round_once_a_second_a_budget_a_poll() {
+    fn a_sweep_goes_round_once_a_lap_a_budget_a_poll() {
         use std::time::Duration;
         let ms = Duration::from_millis;
         let mut s = Sweep::default();
-        assert_eq!(s.due(ms(250), 1000, 64), 0..64);
-        assert_eq!(s.due(ms(250), 1000, 64), 64..128);
-        assert_eq!(s.due(ms(250), 1000, 1000), 128..250);
-        assert_eq!(s.due(ms(250), 1000, 1000), 250..250, "caught up");
-        assert_eq!(s.due(ms(251), 1000, 1000), 250..251);
+        let a_second = (1000, 1);
+        assert_eq!(s.due(ms(250), a_second, 64), 0..64);
+        assert_eq!(s.due(ms(250), a_second, 64), 64..128);
+        assert_eq!(s.due(ms(250), a_second, 1000), 128..250);
+        assert_eq!(s.due(ms(250), a_second, 1000), 250..250, "caught up");
+        assert_eq!(s.due(ms(251), a_second, 1000), 250..251);
         // Nine seconds later: one lap behind, then a budget a poll.
-        assert_eq!(s.due(ms(9251), 1000, 64), 8251..8315);
-        assert_eq!(s.due(ms(9251), 1000, 10_000), 8315..9251);
+        assert_eq!(s.due(ms(9251), a_second, 64), 8251..8315);
+        assert_eq!(s.due(ms(9251), a_second, 10_000), 8315..9251);
         // A clock that steps back.
-        assert_eq!(s.due(ms(5000), 1000, 64), 9251..9251);
-        assert_eq!(s.due(ms(9300), 1000, 64), 9251..9300);
+        assert_eq!(s.due(ms(5000), a_second, 64), 9251..9251);
+        assert_eq!(s.due(ms(9300), a_second, 64), 9251..9300);
+        // A lap of 7 s.
+        let mut s = Sweep::default();
+        assert_eq!(s.due(ms(3500), (1000, 7), 1000), 0..500);
+        assert_eq!(s.due(ms(7000), (1000, 7), 1000), 500..1000);
+        assert_eq!(s.due(ms(70_000), (1000, 7), 1000), 9000..10_000);
         // Tables far larger than a second's nanoseconds, and times far out, do not overflow.
         let mut s = Sweep::default();
-        let r = s.due(Duration::from_secs(u64::MAX / 2), u64::MAX / 4, 64);
+        let r = s.due(Duration::from_secs(u64::MAX / 2), (u64::MAX / 4, 60), 64);
         assert_eq!(r.end - r.start, 64);
     }
 
+    /// The flow expiry lap: an eighth of the shortest timeout, 1 to 60 s.
+    #[test]
+    fn the_flow_lap_is_an_eighth_of_the_shortest_timeout() {
+        let t = Timeouts::default();
+        assert_eq!(flow_lap(&t), 7, "ICMP's 60 s");
+        assert_eq!(flow_lap(&Timeouts { udp: 3, ..t }), 1);
+        assert_eq!(flow_lap(&Timeouts { udp: 16, ..t }), 2);
+        let day = 86_400;
+        let long = Timeouts {
+            tcp_established: day,
+            tcp_transitory: day,
+            udp: day,
+            icmp: day,
+        };
+        assert_eq!(flow_lap(&long), 60);
+    }
+
     /// The flow expiry sweep is paced by the clock, not by polls: an idle core polled a hundred
-    /// thousand times in half a second has examined half its flow slots, not 64 a poll; an
-    /// idle flow goes within a second after its timeout.
+    /// thousand times in half a lap has examined half its flow slots, not 64 a poll; an idle
+    /// flow goes within a lap after its timeout.
     #[test]
     #[allow(clippy::disallowed_methods)]
-    fn flow_expiry_goes_round_the_table_once_a_second() {
+    fn flow_expiry_goes_round_the_table_once_a_lap() {
         use std::time::Duration;
         let now = Instant::now();
         let mut w = testkit::lab_worker(
@@ -1137,15 +1187,15 @@ mod tests {
             Mailbox::new(16),
             now,
         );
-        let slots = w.flows.capacity() as u64;
-        assert_eq!(slots, 100_000);
-        for i in 0..100_000u32 {
-            w.poll_once(now + Duration::from_nanos(u64::from(i) * 5_000));
+        let (slots, lap) = (w.flows.capacity() as u64, w.flow_lap);
+        assert_eq!((slots, lap), (100_000, 7));
+        for i in 0..100_000u64 {
+            w.poll_once(now + Duration::from_nanos(i * lap * 5_000));
         }
         let half = w.flow_sweep.visited;
         assert!(
             (slots / 2 - 64..=slots / 2).contains(&half),
-            "{half} slots examined in half a second"
+            "{half} slots examined in half a lap"
         );
         assert_eq!(
             w.flows.hand() as u64,
@@ -1173,11 +1223,11 @@ mod tests {
         }
         w.poll_once(start);
         assert_eq!(w.flow_count(), 1);
-        let udp = u64::from(w.cfg.timeouts.udp);
+        let (udp, lap) = (u64::from(w.cfg.timeouts.udp), w.flow_lap);
         // Polled every 10 ms: still there a whole second past its timeout's second, gone
-        // within the second after.
+        // within a lap after.
         let mut gone = None;
-        for t in 0..(udp + 3) * 100 {
+        for t in 0..(udp + lap + 2) * 100 {
             let at = Duration::from_millis(t * 10);
             w.poll_once(start + at);
             if w.flow_count() == 0 {
@@ -1187,8 +1237,8 @@ mod tests {
         }
         let gone = gone.expect("the flow expired");
         assert!(
-            gone > Duration::from_secs(udp + 1) && gone <= Duration::from_secs(udp + 2),
-            "removed {gone:?} after it was last seen (timeout {udp} s)"
+            gone > Duration::from_secs(udp + 1) && gone <= Duration::from_secs(udp + 1 + lap),
+            "removed {gone:?} after it was last seen (timeout {udp} s, lap {lap} s)"
         );
     }
 
