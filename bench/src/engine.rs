@@ -168,6 +168,8 @@ struct Bench<P: BenchPort> {
     seqs: Vec<Seqs>,
     /// The core's flow timeouts.
     timeouts: Timeouts,
+    /// Flow slots the core's expiry sweep examines in one poll at most.
+    expiry_budget: usize,
 }
 
 fn vip(i: usize) -> u32 {
@@ -340,9 +342,6 @@ pub(crate) fn memory_ports() -> Vec<ReplayPort> {
     ]
 }
 
-/// Flow slots the core examines for expiry per poll.
-const EXPIRY_BUDGET: usize = 8;
-
 /// The flow table's capacity for `shape`.
 fn flow_capacity(shape: Shape) -> usize {
     shape.flows + shape.flows / 4 + 1024
@@ -352,11 +351,15 @@ fn setup<P: BenchPort>(shape: Shape, proto: Proto, ports: Vec<P>) -> Bench<P> {
     let now = Instant::now();
     let mb = Mailbox::new(shape.sessions + 1024);
     let mut cfg = testkit::lab_config(flow_capacity(shape), shape.sessions + 16);
-    cfg.expiry_budget = EXPIRY_BUDGET;
+    // No keepalive pings: a core pings a session it has sent nothing for ten seconds, which
+    // the idle sessions of a shape such as 100k/1k (a thousand of them carry its flows) would
+    // be, every ten seconds; a ping leaving in a timed chunk would count as a packet carried.
+    // Sessions with traffic both ways, as in the timed chunks, are never pinged.
+    cfg.keepalive = None;
     // A shape's sessions may each hold all their flows (one session with 64,512 of them):
     // the benchmark measures the pipeline, not the per-session limit.
     cfg.flows_per_session = flow_capacity(shape);
-    let timeouts = cfg.timeouts;
+    let (timeouts, expiry_budget) = (cfg.timeouts, cfg.expiry_budget);
     let mut w = testkit::lab_worker(ports, cfg, mb.clone(), now);
     let mut clients = Vec::with_capacity(shape.sessions);
     for s in 0..shape.sessions {
@@ -387,6 +390,7 @@ fn setup<P: BenchPort>(shape: Shape, proto: Proto, ports: Vec<P>) -> Bench<P> {
         proto,
         seqs,
         timeouts,
+        expiry_budget,
     }
 }
 
@@ -502,12 +506,22 @@ impl<P: BenchPort> Bench<P> {
     }
 
     /// Runs the core until port `port` has nothing loaded left; returns the time it took.
+    /// The core's clock moves as on the appliance, whose cores poll with the time of each
+    /// poll: the sweeps over its sessions and flows do a second's share of their work each
+    /// second (with a clock stood still they did none).
     fn drain(&mut self, port: usize) -> Duration {
         let start = Instant::now();
         while self.w.port_mut(port).is_some_and(|p| p.loaded() > 0) {
+            self.now = self.now.max(Instant::now());
             self.w.poll_once(self.now);
         }
         start.elapsed()
+    }
+
+    /// What control does on its own thread, untimed: the core's reports (each session's
+    /// traffic counters every fifth second) taken off its queue, which would otherwise fill.
+    fn take_reports(&mut self) {
+        while self.mb.reports.pop().is_some() {}
     }
 
     /// Sends one frame per flow (`make`) into port `inp`, a chunk at a time, and hands each
@@ -529,6 +543,7 @@ impl<P: BenchPort> Bench<P> {
             }
             self.load(inp, frames);
             self.drain(inp);
+            self.take_reports();
             let sent = self
                 .w
                 .port_mut(out)
@@ -846,6 +861,7 @@ impl<P: BenchPort> Case<P> {
         let t = self.b.drain(inp);
         self.windows[dir].add(port_sent(&mut self.b.w, out) - before.0, t);
         self.stages[dir].keep(self.b.w.stage_cycles().since(&before.1));
+        self.b.take_reports();
     }
 
     /// After the measurement, untimed: one more chunk of direction `dir` whose frames the
@@ -890,7 +906,7 @@ impl<P: BenchPort> Case<P> {
             ));
         }
         let later = self.b.now + Duration::from_secs(u64::from(idle));
-        for _ in 0..=flow_capacity(self.shape).div_ceil(EXPIRY_BUDGET) {
+        for _ in 0..=flow_capacity(self.shape).div_ceil(self.b.expiry_budget) {
             self.b.w.poll_once(later);
         }
         let left = self.b.w.flow_count();
@@ -1199,6 +1215,7 @@ pub(crate) fn spoofed_resets(per_case: Duration) -> Result<(u64, f64, u64), Stri
     let key = sluice_engine::cookie::CookieKey::generate(60)
         .map_err(|_| "the system random generator failed".to_owned())?;
     cfg.cookies = Some(std::sync::Arc::new(key));
+    let expiry_budget = cfg.expiry_budget;
     let w = testkit::lab_worker(memory_ports(), cfg, mb.clone(), now);
     let mut b = Bench {
         w,
@@ -1208,6 +1225,7 @@ pub(crate) fn spoofed_resets(per_case: Duration) -> Result<(u64, f64, u64), Stri
         proto: Proto::Udp,
         seqs: Vec::new(),
         timeouts: Timeouts::default(),
+        expiry_budget,
     };
     let reset = |i: usize| {
         let mut r = [0x38, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0];
