@@ -1177,16 +1177,9 @@ mod tests {
     /// thousand times in half a lap has examined half its flow slots, not 64 a poll; an idle
     /// flow goes within a lap after its timeout.
     #[test]
-    #[allow(clippy::disallowed_methods)]
     fn flow_expiry_goes_round_the_table_once_a_lap() {
         use std::time::Duration;
-        let now = Instant::now();
-        let mut w = testkit::lab_worker(
-            vec![MemPort::new(), MemPort::new()],
-            testkit::lab_config(100_000, 4),
-            Mailbox::new(16),
-            now,
-        );
+        let (now, _, mut w) = lab_core_with(100_000);
         let (slots, lap) = (w.flows.capacity() as u64, w.flow_lap);
         assert_eq!((slots, lap), (100_000, 7));
         for i in 0..100_000u64 {
@@ -1243,13 +1236,18 @@ mod tests {
     }
 
     /// The lab's core on two in-memory ports, its mailbox, and the time it started.
-    #[allow(clippy::disallowed_methods)]
     fn lab_core() -> (Instant, Mailbox, Worker<MemPort>) {
+        lab_core_with(16)
+    }
+
+    /// `lab_core` with room for `flows` flows.
+    #[allow(clippy::disallowed_methods)]
+    fn lab_core_with(flows: usize) -> (Instant, Mailbox, Worker<MemPort>) {
         let now = Instant::now();
         let mb = Mailbox::new(16);
         let w = testkit::lab_worker(
             vec![MemPort::new(), MemPort::new()],
-            testkit::lab_config(16, 4),
+            testkit::lab_config(flows, 4),
             mb.clone(),
             now,
         );
