@@ -1,5 +1,7 @@
 //! IPv4 headers (RFC 791): options skipped by the header length, fragments recognised.
 
+use core::ops::Range;
+
 use super::checksum;
 use super::Malformed;
 
@@ -34,24 +36,41 @@ fn options_checksum_ok(header: &[u8]) -> bool {
 #[cold]
 #[inline(never)]
 pub fn source_routed(header: &[u8]) -> bool {
-    // End of options list, no operation, loose and strict source route.
-    const EOL: u8 = 0;
-    const NOP: u8 = 1;
+    // Loose and strict source route.
     const LSRR: u8 = 131;
     const SSRR: u8 = 137;
-    let mut opts = header.get(MIN_HEADER_LEN..).unwrap_or_default();
-    while let Some(&kind) = opts.first() {
-        match kind {
-            EOL => return false,
-            NOP => opts = &opts[1..],
-            LSRR | SSRR => return true,
-            _ => match opts.get(1).map(|&l| usize::from(l)) {
-                Some(len) if len >= 2 && len <= opts.len() => opts = &opts[len..],
-                _ => return true,
-            },
+    let opts = header.get(MIN_HEADER_LEN..).unwrap_or_default();
+    let mut at = 0;
+    while let Some(opt) = next_option(opts, at) {
+        match opt {
+            Ok((LSRR | SSRR, _)) | Err(_) => return true,
+            Ok((_, span)) => at = span.end,
         }
     }
     false
+}
+
+/// The option of `options` (an IPv4 header's, RFC 791) at or after `at`, no-operations
+/// skipped: its kind and where it lies. `None` at the end of the list (an end-of-options, or
+/// no bytes left); `Malformed` for an option whose length is missing, under 2 or past the
+/// list. An option's kind and length are all this reads, so a caller may change the rest of
+/// an option between calls.
+fn next_option(options: &[u8], mut at: usize) -> Option<Result<(u8, Range<usize>), Malformed>> {
+    const EOL: u8 = 0;
+    const NOP: u8 = 1;
+    loop {
+        match *options.get(at)? {
+            EOL => return None,
+            NOP => at += 1,
+            kind => {
+                let len = options.get(at + 1).map(|&l| usize::from(l));
+                return Some(match len {
+                    Some(len) if len >= 2 && at + len <= options.len() => Ok((kind, at..at + len)),
+                    _ => Err(Malformed),
+                });
+            }
+        }
+    }
 }
 
 /// IP protocol numbers sluice handles.
@@ -312,28 +331,16 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
 #[cold]
 #[inline(never)]
 pub fn stamp_options(options: &mut [u8], own: [u8; 4], stamp: u32) -> Result<(), Malformed> {
-    const EOL: u8 = 0;
-    const NOP: u8 = 1;
     const RECORD_ROUTE: u8 = 7;
     const TIMESTAMP: u8 = 68;
     let mut at = 0;
-    while let Some(&kind) = options.get(at) {
+    while let Some(opt) = next_option(options, at) {
+        let (kind, span) = opt?;
+        at = span.end;
         match kind {
-            EOL => return Ok(()),
-            NOP => at += 1,
-            _ => {
-                let len = usize::from(*options.get(at + 1).ok_or(Malformed)?);
-                if len < 2 || at + len > options.len() {
-                    return Err(Malformed);
-                }
-                let opt = &mut options[at..at + len];
-                match kind {
-                    RECORD_ROUTE => record_route(opt, own),
-                    TIMESTAMP => timestamp(opt, own, stamp)?,
-                    _ => {}
-                }
-                at += len;
-            }
+            RECORD_ROUTE => record_route(&mut options[span], own),
+            TIMESTAMP => timestamp(&mut options[span], own, stamp)?,
+            _ => {}
         }
     }
     Ok(())
