@@ -262,9 +262,6 @@ fn body_ahead(len: usize) -> Range<usize> {
     HEADER_BYTES..len.min(HEADER_BYTES + BODY_AHEAD)
 }
 
-/// No body to request (`body_ahead`), for the slots of a burst not filled.
-const NO_BODY: (*const u8, Range<usize>) = (std::ptr::null(), 0..0);
-
 /// IPv4 identifications.
 const IDENTS: u32 = 1 << 16;
 
@@ -485,11 +482,13 @@ impl<P: Port> Worker<P> {
             // not stay in L1 until used), and the first lines of the next frame's body
             // (`body_ahead`).
             let from_clients = port == self.cfg.outside;
-            let mut bodies = [NO_BODY; BURST_SIZE];
+            // Where each frame's body to request starts, and its length (0: none).
+            let mut bodies = [(std::ptr::null::<u8>(), 0); BURST_SIZE];
             for (b, body) in rx.as_slice().iter().zip(bodies.iter_mut()) {
                 let at = b.data().as_ptr();
                 prefetch(at, HEADER_BYTES);
-                *body = (at, body_ahead(b.len()));
+                let span = body_ahead(b.len());
+                *body = (at.wrapping_add(span.start), span.len());
                 if !from_clients {
                     // The way back to a client writes in front of the frame (its headroom,
                     // which no NIC wrote): that line too, or every reply stalls on a write
@@ -511,8 +510,8 @@ impl<P: Port> Worker<P> {
                 if let Some(h) = hints.get(i + SESSION_AHEAD) {
                     self.prefetch_session(h, from_clients);
                 }
-                if let Some((at, body)) = bodies.get(i + 1).filter(|(_, b)| !b.is_empty()) {
-                    prefetch(at.wrapping_add(body.start), body.len());
+                if let Some(&(at, len)) = bodies.get(i + 1).filter(|(_, len)| *len > 0) {
+                    prefetch(at, len);
                 }
                 self.process(port, buf, hint);
             }
