@@ -16,6 +16,20 @@ use sluice_engine::port::Port;
 
 use crate::engine::BenchPort;
 
+/// The rig's mbuf pool unless `--mbufs` says otherwise: what the appliance makes for one worker
+/// core on two ports (`sluice_engine::dpdk::pool_size`). The rig takes a chunk's 1024 mbufs at once, past
+/// the 256-mbuf lcore cache, so it cycles the whole pool; a NIC's receive ring, refilled from
+/// the cache a few mbufs at a time, may cycle far fewer (bench/RESULTS.md, twenty-seventh
+/// session). A smaller pool shows what that costs.
+pub(crate) const RIG_MBUFS: u32 = 16_383;
+
+/// The smallest pool the rig runs with: a chunk's 1024 frames loaded into one port while the
+/// other's rings and the lcore cache hold theirs.
+pub(crate) const RIG_MBUFS_MIN: u32 = 2047;
+
+/// The largest: about 160 MiB of the EAL's 1024 (`-m`).
+pub(crate) const RIG_MBUFS_MAX: u32 = 65_535;
+
 /// The EAL and the four devices, kept for the whole run (a closed vdev port cannot restart).
 pub(crate) struct Rig {
     pool: Arc<Mempool>,
@@ -24,7 +38,8 @@ pub(crate) struct Rig {
 }
 
 impl Rig {
-    pub(crate) fn start(hugepages: bool) -> Result<Self> {
+    /// Starts DPDK with the rig's devices and a pool of `mbufs` mbufs.
+    pub(crate) fn start(hugepages: bool, mbufs: u32) -> Result<Self> {
         let args: Vec<String> = [
             "--no-pci",
             if hugepages {
@@ -58,7 +73,7 @@ impl Rig {
             "starting DPDK for the dpdk suite (run as root)"
         })?;
         let ids = eal.require_ports(&["net_ring0", "net_ring1", "net_null0", "net_null1"])?;
-        let pool = Arc::new(Mempool::new(&eal, "bench_pool", 16_383, 2176, -1)?);
+        let pool = Arc::new(Mempool::new(&eal, "bench_pool", mbufs, 2176, -1)?);
         let start = |id: u16| EthDev::start(id, Arc::clone(&pool), EthOptions::default());
         Ok(Self {
             rings: [start(ids[0])?, start(ids[1])?],

@@ -31,6 +31,8 @@ struct Options {
     quick: bool,
     /// The dpdk suite's EAL on reserved 2 MiB pages (`--in-memory`) instead of `--no-huge`.
     hugepages: bool,
+    /// The dpdk suite's mbuf pool (`--mbufs`; `dpdk::RIG_MBUFS` when not given).
+    mbufs: u32,
     json: PathBuf,
     seconds: Option<f64>,
     sizes: Option<Vec<usize>>,
@@ -42,9 +44,15 @@ struct Options {
 }
 
 fn parse_args() -> Result<Options> {
+    parse_args_from(std::env::args().skip(1))
+}
+
+/// The options in `args` (the command line without the program's name).
+fn parse_args_from(mut args: impl Iterator<Item = String>) -> Result<Options> {
     let mut suites = Vec::new();
     let mut quick = false;
     let mut hugepages = false;
+    let mut mbufs = dpdk::RIG_MBUFS;
     let mut json = PathBuf::from("target/bench-results.json");
     let mut chart = None;
     let mut seconds = None;
@@ -52,11 +60,25 @@ fn parse_args() -> Result<Options> {
     let mut shapes = None;
     let mut directions = engine::Directions::BOTH;
     let mut proto = engine::Proto::Udp;
-    let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => quick = true,
             "--hugepages" => hugepages = true,
+            "--mbufs" => {
+                let n: u32 = args
+                    .next()
+                    .context("--mbufs needs a count")?
+                    .parse()
+                    .context("--mbufs")?;
+                if !(dpdk::RIG_MBUFS_MIN..=dpdk::RIG_MBUFS_MAX).contains(&n) {
+                    bail!(
+                        "--mbufs must be {} to {} (a chunk's frames and the ports' rings must fit)",
+                        dpdk::RIG_MBUFS_MIN,
+                        dpdk::RIG_MBUFS_MAX
+                    );
+                }
+                mbufs = n;
+            }
             "--json" => json = args.next().context("--json needs a path")?.into(),
             "--seconds" => {
                 seconds = Some(
@@ -124,7 +146,7 @@ fn parse_args() -> Result<Options> {
             ]),
             "ceiling" | "engine" | "dpdk" | "control" | "lab" => suites.push(a),
             "-h" | "--help" => {
-                println!("usage: sluice-bench [all|ceiling|engine|dpdk|control|lab]... [--quick] [--seconds S] [--sizes 64,512,1400] [--shapes SxF,...] [--direction client-net|net-client|both] [--proto udp|tcp] [--hugepages] [--json PATH] [--chart SVG]");
+                println!("usage: sluice-bench [all|ceiling|engine|dpdk|control|lab]... [--quick] [--seconds S] [--sizes 64,512,1400] [--shapes SxF,...] [--direction client-net|net-client|both] [--proto udp|tcp] [--hugepages] [--mbufs N] [--json PATH] [--chart SVG]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument `{other}` (try --help)"),
@@ -138,6 +160,7 @@ fn parse_args() -> Result<Options> {
         suites,
         quick,
         hugepages,
+        mbufs,
         json,
         seconds,
         sizes,
@@ -252,7 +275,7 @@ fn run() -> Result<()> {
             }
             "lab" => records.extend(lab::run(8, 1400, if opts.quick { 2.0 } else { 10.0 })?),
             "dpdk" => {
-                let rig = dpdk::Rig::start(opts.hugepages)?;
+                let rig = dpdk::Rig::start(opts.hugepages, opts.mbufs)?;
                 let out = engine::run(
                     "dpdk",
                     &sizes,
@@ -312,4 +335,29 @@ fn machine() -> serde_json::Value {
         "cpu": model,
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Options> {
+        parse_args_from(args.iter().map(|a| (*a).to_owned()))
+    }
+
+    #[test]
+    fn the_dpdk_suites_pool_is_the_appliances_unless_told() {
+        assert_eq!(parse(&["dpdk"]).unwrap().mbufs, dpdk::RIG_MBUFS);
+        assert_eq!(parse(&["dpdk", "--mbufs", "4095"]).unwrap().mbufs, 4095);
+        for bad in ["100", "0", "99999999", "many", "-1"] {
+            let e = parse(&["dpdk", "--mbufs", bad])
+                .err()
+                .map(|e| format!("{e:#}"));
+            assert!(
+                e.as_deref().is_some_and(|e| e.contains("--mbufs")),
+                "{bad}: {e:?}"
+            );
+        }
+        assert!(parse(&["dpdk", "--mbufs"]).is_err());
+    }
 }
