@@ -16,15 +16,15 @@ use sluice_engine::port::Port;
 
 use crate::engine::BenchPort;
 
-/// The rig's mbuf pool unless `--mbufs` says otherwise: what the appliance makes for one worker
-/// core on two ports (`sluice_engine::dpdk::pool_size`). The rig takes a chunk's 1024 mbufs at once, past
-/// the 256-mbuf lcore cache, so it cycles the whole pool; a NIC's receive ring, refilled from
-/// the cache a few mbufs at a time, may cycle far fewer (bench/RESULTS.md, twenty-seventh
-/// session). A smaller pool shows what that costs.
+/// The rig's mbuf pool unless `--mbufs` says otherwise: what the appliance makes for one
+/// worker core on two ports (`sluice_engine::dpdk::pool_size`). The rig takes a chunk's 1024
+/// mbufs at once, past the 256-mbuf lcore cache, so it cycles the whole pool; a NIC's receive
+/// ring, refilled from the cache a few mbufs at a time, may cycle far fewer (bench/RESULTS.md,
+/// twenty-seventh session). A smaller pool shows what that costs.
 pub(crate) const RIG_MBUFS: u32 = 16_383;
 
-/// The smallest pool the rig runs with: a chunk's 1024 frames loaded into one port while the
-/// other's rings and the lcore cache hold theirs.
+/// The smallest pool the rig takes: twice a chunk's 1024 frames, less one (the size a
+/// ring-backed pool uses best); the suite was run with it (bench/RESULTS.md).
 pub(crate) const RIG_MBUFS_MIN: u32 = 2047;
 
 /// The largest: about 160 MiB of the EAL's 1024 (`-m`).

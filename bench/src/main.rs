@@ -311,6 +311,7 @@ fn run() -> Result<()> {
     let json = serde_json::json!({
         "machine": machine(),
         "quick": opts.quick,
+        "dpdk": rig_settings(&opts),
         "records": records,
     });
     std::fs::write(&opts.json, serde_json::to_string_pretty(&json)?)
@@ -322,6 +323,16 @@ fn run() -> Result<()> {
         eprintln!("chart written to {}", chart.display());
     }
     Ok(())
+}
+
+/// How the dpdk suite's rig was set up, for the record (null when the suite did not run): its
+/// rates depend on both (bench/RESULTS.md).
+fn rig_settings(opts: &Options) -> serde_json::Value {
+    if opts.suites.iter().any(|s| s == "dpdk") {
+        serde_json::json!({ "hugepages": opts.hugepages, "mbufs": opts.mbufs })
+    } else {
+        serde_json::Value::Null
+    }
 }
 
 /// The CPU model and core count, for the record.
@@ -359,5 +370,17 @@ mod tests {
             );
         }
         assert!(parse(&["dpdk", "--mbufs"]).is_err());
+    }
+
+    #[test]
+    fn a_runs_json_says_how_its_dpdk_rig_was_set_up() {
+        let rig = rig_settings(&parse(&["dpdk", "--hugepages", "--mbufs", "4095"]).unwrap());
+        assert_eq!(rig, serde_json::json!({ "hugepages": true, "mbufs": 4095 }));
+        let rig = rig_settings(&parse(&["all"]).unwrap());
+        assert_eq!(
+            rig,
+            serde_json::json!({ "hugepages": false, "mbufs": dpdk::RIG_MBUFS })
+        );
+        assert!(rig_settings(&parse(&["engine"]).unwrap()).is_null());
     }
 }
