@@ -72,7 +72,7 @@ fn parse_args_from(mut args: impl Iterator<Item = String>) -> Result<Options> {
                     .context("--mbufs")?;
                 if !(dpdk::RIG_MBUFS_MIN..=dpdk::RIG_MBUFS_MAX).contains(&n) {
                     bail!(
-                        "--mbufs must be {} to {} (a chunk's frames and the ports' rings must fit)",
+                        "--mbufs must be {} (two chunks of frames) to {} (within the EAL's memory)",
                         dpdk::RIG_MBUFS_MIN,
                         dpdk::RIG_MBUFS_MAX
                     );
