@@ -13,7 +13,7 @@ use super::AdminError;
 /// How a list is ordered, which says where the page a token asks for starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Order {
-    /// Sorted here by key (connections: by establishment, then id). The page starts at the
+    /// Sorted here by key (connections: in the order established). The page starts at the
     /// first item after the token's key, whether or not the token's item is still listed.
     ByKey,
     /// As configured (endpoints, target networks, rules, routes: the order they were made

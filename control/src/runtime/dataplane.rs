@@ -82,6 +82,30 @@ pub struct Connection {
     remote: sluice_engine::session::Remote,
     #[serde(skip)]
     last_logged: Option<Instant>,
+    /// Its place in the order connections were established (`next_order`): describe lists
+    /// them in this order and its pages go on after it (`paging_key`).
+    #[serde(skip)]
+    order: u128,
+}
+
+impl Connection {
+    /// What `describe-client-vpn-connections` sorts and pages by: the order of establishment,
+    /// as text that sorts as the number does. A connection established after a page was
+    /// given sorts after every item of it, so the next page has it; the RFC 3339 time to the
+    /// second (and the random id after it) let one made in the same second as the page's last
+    /// item sort before that item about half the time, and be missed.
+    pub fn paging_key(&self) -> String {
+        format!("{:039}", self.order)
+    }
+}
+
+/// The order of a connection established at `now`, after one given `last`: nanoseconds since
+/// the Unix epoch, but always past `last`, so a clock stepped back, or two connections in the
+/// same nanosecond, still order by arrival. Past a restart, the clock has gone on past the
+/// last run's connections, whose tokens therefore still go on in order.
+fn next_order(last: u128, now: SystemTime) -> u128 {
+    let at = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    at.max(last.saturating_add(1))
 }
 
 /// AWS's connection status.
@@ -171,6 +195,8 @@ pub struct Dataplane {
     /// sessions into (`CoreRoom`); it also names each peer-id's core.
     core_room: Arc<CoreRoom>,
     connections: HashMap<u32, Connection>,
+    /// The order of the last connection established (`next_order`).
+    last_order: u128,
     /// Ended connections whose sessions are being taken off their cores, by peer-id: their
     /// last connection-log line waits for the core's final counters (`Report::Removed`), or
     /// `FINAL_COUNTERS_WAIT`.
@@ -538,6 +564,7 @@ impl Dataplane {
             version: 1,
             core_room,
             connections: HashMap::new(),
+            last_order: 0,
             closing: HashMap::new(),
             ended: Ended::default(),
             devs,
@@ -784,6 +811,7 @@ impl Dataplane {
                             keys,
                         },
                     );
+                    self.last_order = next_order(self.last_order, SystemTime::now());
                     let c = Connection {
                         client_vpn_endpoint_id: self
                             .endpoint_ids
@@ -813,6 +841,7 @@ impl Dataplane {
                         started: SystemTime::now(),
                         remote: client.remote,
                         last_logged: Some(Instant::now()),
+                        order: self.last_order,
                     };
                     self.log_line(e, LogType::Attempt, &c, None, None);
                     log(&format!(
@@ -916,6 +945,8 @@ impl Dataplane {
                     started: SystemTime::now(),
                     remote,
                     last_logged: None,
+                    // Never listed: only its connection-log line is written.
+                    order: 0,
                 };
                 self.log_line(e, LogType::Attempt, &c, Some(&reason), None);
                 log(&format!(
@@ -1620,6 +1651,93 @@ mod shutdown_tests;
 mod tests {
     use super::*;
 
+    /// Each connection orders after the one before, at the clock's nanosecond or, if the
+    /// clock has not moved or stepped back, the nanosecond after the last.
+    #[test]
+    fn connections_order_by_arrival_whatever_the_clock_does() {
+        let at = |ns: u64| UNIX_EPOCH + Duration::from_nanos(ns);
+        assert_eq!(next_order(0, at(5_000)), 5_000);
+        assert_eq!(next_order(5_000, at(9_000)), 9_000);
+        // The same nanosecond, and a clock stepped back: still after.
+        assert_eq!(next_order(9_000, at(9_000)), 9_001);
+        assert_eq!(next_order(9_001, at(1_000)), 9_002);
+        // A clock before the epoch, and a last order at the end of the range.
+        assert_eq!(next_order(7, UNIX_EPOCH - Duration::from_secs(1)), 8);
+        assert_eq!(next_order(u128::MAX, at(1)), u128::MAX);
+        // The key sorts as the number does.
+        let key = |order| {
+            Connection {
+                order,
+                ..made(None, &[])
+            }
+            .paging_key()
+        };
+        assert!(key(9) < key(10) && key(10) < key(u128::MAX));
+    }
+
+    /// A connection established after a page was given comes on a later page, even when it
+    /// was made in the same second as the page's last item and its random id sorts before
+    /// that item's: keyed by time and id, as before, it was skipped.
+    #[test]
+    fn a_connection_made_in_the_same_second_as_a_pages_last_is_on_the_next_page() {
+        use crate::admin::cli::Listing;
+        use crate::admin::paging::{page, Order};
+        let made_at = |order: u128, id: &str| Connection {
+            connection_id: id.to_owned(),
+            connection_established_time: "2026-12-06T09:00:00Z".to_owned(),
+            order,
+            ..made(None, &[])
+        };
+        let mut list: Vec<Connection> = (1..=5)
+            .map(|i| {
+                made_at(
+                    i,
+                    &format!("cvpn-connection-{:017x}", 0xf_u64 << 60 | i as u64),
+                )
+            })
+            .collect();
+        fn ask(
+            list: &[Connection],
+            token: Option<String>,
+        ) -> crate::admin::paging::Page<&Connection> {
+            page(
+                list.iter().collect::<Vec<_>>(),
+                "connections-in-order",
+                Order::ByKey,
+                |c| c.paging_key(),
+                &Listing {
+                    max_results: Some(5),
+                    next_token: token,
+                    ..Listing::default()
+                },
+            )
+            .unwrap()
+        }
+        let first = ask(&list, None);
+        assert_eq!(first.items.len(), 5);
+        assert!(first.next_token.is_none(), "five of five: the last page");
+        // Six now: the first page of five, with a token after its last item.
+        list.push(made_at(6, "cvpn-connection-e0000000000000006"));
+        let first = ask(&list, None);
+        let token = first.next_token.clone();
+        assert_eq!(first.items.last().map(|c| c.order), Some(5));
+        // Made in the same second, after the page was given, its id before every listed one.
+        list.push(made_at(7, "cvpn-connection-00000000000000007"));
+        let next = ask(&list, token);
+        let ids: Vec<&str> = next
+            .items
+            .iter()
+            .map(|c| c.connection_id.as_str())
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "cvpn-connection-e0000000000000006",
+                "cvpn-connection-00000000000000007"
+            ]
+        );
+    }
+
     #[test]
     fn the_file_sets_each_cores_mtu_budgets_and_flow_timeouts() {
         let dp: crate::config::schema::Dataplane = toml::from_str(
@@ -1844,6 +1962,7 @@ access_group_id = "finance""#,
                 port: 40_000,
             },
             last_logged: None,
+            order: 0,
         }
     }
 

@@ -1006,9 +1006,11 @@ fn live_connections(
                 next_token,
             } = paging::page(
                 list,
-                "connections",
+                // Not "connections": a token of the earlier key (time, then id) is refused,
+                // not read as a place in this order.
+                "connections-in-order",
                 Order::ByKey,
-                |c| format!("{}\n{}", c.connection_established_time, c.connection_id),
+                |c| c.paging_key(),
                 &a.listing,
             )?;
             let json = serde_json::json!({ "Connections": list });
