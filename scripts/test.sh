@@ -27,6 +27,7 @@ echo "==> cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> the fuzz targets (fuzz/, a workspace of its own): fmt and clippy on stable, so they keep"
 echo "    compiling as the crates change; scripts/fuzz.sh runs them, on nightly"
+python3 scripts/fuzz-lock.py   # its lock at the main lock's versions (fuzz/README.md)
 cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 cargo clippy --manifest-path fuzz/Cargo.toml --bins --locked -- -D warnings
 echo "==> cargo test"
