@@ -11,15 +11,22 @@ not build). Exits 1 naming each drifted crate and how to mend it; 0 otherwise.
 Usage: scripts/fuzz-lock.py [MAIN_LOCK FUZZ_LOCK]   (default: Cargo.lock fuzz/Cargo.lock)
 """
 import sys
-import tomllib
 
 
 def versions(path):
-    with open(path, "rb") as f:
-        lock = tomllib.load(f)
+    """Each crate's versions in a Cargo.lock: the `name` and `version` lines of its `[[package]]`
+    tables (read line by line, not with tomllib, which Pythons before 3.11 lack)."""
     out = {}
-    for package in lock.get("package", []):
-        out.setdefault(package["name"], set()).add(package["version"])
+    name = None
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line == "[[package]]":
+                name = None
+            elif line.startswith("name = ") and name is None:
+                name = line.split("=", 1)[1].strip().strip('"')
+            elif line.startswith("version = ") and name is not None:
+                out.setdefault(name, set()).add(line.split("=", 1)[1].strip().strip('"'))
     return out
 
 
