@@ -191,3 +191,36 @@ impl BenchPort for DpdkBenchPort {
         std::mem::replace(&mut self.keep, keep)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_engine::dpdk::{pool_size, DescLimits, DevInfo};
+
+    /// The rig's default pool is what `pool_size` gives the appliance for one worker core on
+    /// two single-queue ports with the default descriptor counts, so the default stays "as the
+    /// appliance" if that sizing changes.
+    #[test]
+    fn the_rigs_default_pool_is_the_appliances_for_one_core_on_two_ports() {
+        let any = DescLimits {
+            max: 0,
+            min: 0,
+            align: 1,
+        };
+        let port = DevInfo {
+            driver: "net_ring".into(),
+            max_rx_queues: 1,
+            max_tx_queues: 1,
+            rss_offloads: 0,
+            rx_offloads: 0,
+            tx_offloads: 0,
+            rx_desc_lim: any,
+            tx_desc_lim: any,
+        };
+        assert_eq!(
+            pool_size(&[port.clone(), port], &EthOptions::default()),
+            RIG_MBUFS
+        );
+        assert!((RIG_MBUFS_MIN..=RIG_MBUFS_MAX).contains(&RIG_MBUFS));
+    }
+}
